@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import avro.schema
-from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
+from avro.compatibility import (
+    ReaderWriterCompatibilityChecker,
+    SchemaCompatibilityResult,
+    SchemaCompatibilityType,
+    SchemaIncompatibilityType,
+)
 
-from schemas.catalog import AVRO_DIR, CLASSIFICATIONS, ENVELOPE, Catalog, SchemaVersion, fullname
+from schemas.catalog import CLASSIFICATIONS, ENVELOPE, Catalog, SchemaVersion
 
 BACKWARD = "BACKWARD_TRANSITIVE"
 FULL = "FULL_TRANSITIVE"
@@ -64,51 +68,58 @@ def release(cat: Catalog) -> list[SchemaVersion]:
 
 
 def _incompatible(subject: str, rule: str, reader: SchemaVersion, writer: SchemaVersion, consequence: str) -> list[Problem]:
-    result = ReaderWriterCompatibilityChecker().get_compatibility(
-        avro.schema.parse(reader.text), avro.schema.parse(writer.text)
-    )
-    if result.compatibility is not SchemaCompatibilityType.incompatible:
+    reader_schema, writer_schema = avro.schema.parse(reader.text), avro.schema.parse(writer.text)
+    result = _compatibility(reader_schema, writer_schema)
+    if result is None:
         return []
+    # avro's checker loses the location inside unions, so the failing fields are found by descent.
+    failing = _failing_fields(reader_schema, writer_schema, "") or [("(schema)", result)]
+    return [Problem(subject, path, rule, f"{_describe(found)}: {consequence}") for path, found in failing]
+
+
+def _compatibility(reader: avro.schema.Schema, writer: avro.schema.Schema) -> SchemaCompatibilityResult | None:
+    """avro's verdict on reader reading writer's data; None when compatible."""
+    result = ReaderWriterCompatibilityChecker().get_compatibility(reader, writer)
+    return result if result.compatibility is SchemaCompatibilityType.incompatible else None
+
+
+def _describe(result: SchemaCompatibilityResult) -> str:
     kinds = ", ".join(sorted({k.value for k in result.incompatibilities}))
-    messages = "; ".join(sorted(result.messages))
-    detail = f"{kinds} ({messages}): {consequence}"
-    return [Problem(subject, _field_path(reader.schema, loc), rule, detail) for loc in sorted(result.locations)]
+    return f"{kinds} ({'; '.join(sorted(result.messages))})"
 
 
-def _field_path(schema: dict, location: str) -> str:
-    """Turn avro's location (`fields/3/type/fields/0`) into a field path (`previousAddress.kommunenummer`)."""
-    named: dict[str, dict] = {}
-    _collect_named(schema, named)
-    tokens = [t for t in location.split("/") if t]
-    node, path, i = schema, [], 0
-    while i < len(tokens):
-        node = named.get(node, node) if isinstance(node, str) else node
-        token = tokens[i]
-        if token == "fields" and i + 1 < len(tokens) and isinstance(node, dict) and "fields" in node:
-            node = node["fields"][int(tokens[i + 1])]
-            path.append(node["name"])
-            i += 2
+def _records(schema: avro.schema.Schema) -> dict[str, avro.schema.RecordSchema]:
+    branches = schema.schemas if isinstance(schema, avro.schema.UnionSchema) else [schema]
+    return {b.fullname: b for b in branches if isinstance(b, avro.schema.RecordSchema)}
+
+
+def _failing_fields(reader, writer, prefix: str) -> list[tuple[str, SchemaCompatibilityResult]]:
+    """The deepest fields whose reader type cannot read the writer's, as (path, avro's verdict)."""
+    failing = []
+    writer_records = _records(writer)
+    for name, reader_record in _records(reader).items():
+        writer_record = writer_records.get(name)
+        if writer_record is None:
             continue
-        if token.isdigit() and isinstance(node, list):
-            node = node[int(token)]
-        elif token in ("type", "items", "values") and isinstance(node, dict):
-            node = node[token]
-        i += 1
-    return ".".join(path) or "(schema)"
+        for reader_field in reader_record.fields:
+            path = prefix + reader_field.name
+            writer_field = writer_record.fields_dict.get(reader_field.name)
+            if writer_field is None:
+                if not reader_field.has_default:
+                    failing.append((path, _missing_default(reader_field.name)))
+                continue
+            result = _compatibility(reader_field.type, writer_field.type)
+            if result is not None:
+                failing += _failing_fields(reader_field.type, writer_field.type, path + ".") or [(path, result)]
+    return failing
 
 
-def _collect_named(schema, named: dict[str, dict]) -> None:
-    if isinstance(schema, list):
-        for branch in schema:
-            _collect_named(branch, named)
-    elif isinstance(schema, dict):
-        if schema.get("type") in ("record", "enum", "fixed"):
-            named[fullname(schema)] = schema
-        for key in ("type", "items", "values"):
-            if key in schema and not isinstance(schema[key], str):
-                _collect_named(schema[key], named)
-        for field in schema.get("fields", []):
-            _collect_named(field["type"], named)
+def _missing_default(name: str) -> SchemaCompatibilityResult:
+    return SchemaCompatibilityResult(
+        SchemaCompatibilityType.incompatible,
+        [SchemaIncompatibilityType.reader_field_missing_default_value],
+        {f"{name} has no default and the other version lacks it"},
+    )
 
 
 def _classification_problems(subject: str, schema, prefix: str = "") -> list[Problem]:
@@ -126,7 +137,3 @@ def _classification_problems(subject: str, schema, prefix: str = "") -> list[Pro
         for key in ("items", "values"):
             problems += _classification_problems(subject, schema.get(key), prefix)
     return problems
-
-
-def check_dir(root: Path = AVRO_DIR) -> list[Problem]:
-    return check(Catalog(root))
