@@ -1,0 +1,1 @@
+"""Sources and sinks to outside systems: the plugin API integrators extend."""
