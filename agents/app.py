@@ -1,0 +1,29 @@
+"""The Faust application: one `app`, configured from Settings; agent modules register on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faust
+
+from agents.config import Settings, bootstrap_servers, get_settings
+
+
+def create_app(settings: Settings) -> faust.App:
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in bootstrap_servers(settings).split(",")],
+        store="memory://",
+        datadir=settings.data_dir,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        autodiscover=False,
+        topic_partitions=4,
+        # The worker's own logging is configured by agents.logging; Faust must not redirect stdout.
+        worker_redirect_stdouts=False,
+    )
+
+
+app = create_app(get_settings())

@@ -1,0 +1,56 @@
+"""Settings from `SAMBAND_*` environment variables, validated once at start.
+
+A bad value becomes one `SettingsError` line naming the variable, never a traceback.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SAMBAND_", extra="ignore")
+
+    # Kafka cluster to use. Empty means the local launcher's broker
+    # (KAFKA_BOOTSTRAP_SERVERS, without prefix, is honoured too, see bootstrap_servers()).
+    kafka_bootstrap_servers: str = ""
+    app_id: str = Field("samband", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    # Where a worker keeps its local table state (RocksDB / memory).
+    data_dir: str = ".samband/worker"
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # "auto": JSON when stderr is not a terminal, readable console otherwise.
+    log_format: Literal["auto", "json", "console"] = "auto"
+    # External Confluent-compatible schema registry (Confluent, Karapace, Apicurio ccompat).
+    # Empty: the bus serves the registry API itself, from the schema catalog.
+    schema_registry_url: str = ""
+
+
+def _env_name(loc: tuple) -> str:
+    return "SAMBAND_" + "_".join(str(part) for part in loc).upper()
+
+
+@cache
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise SettingsError(f"{_env_name(first['loc'])}: {first['msg']}") from None
+
+
+def bootstrap_servers(settings: Settings | None = None) -> str:
+    """The Kafka cluster: SAMBAND_KAFKA_BOOTSTRAP_SERVERS, else KAFKA_BOOTSTRAP_SERVERS, else the local broker."""
+    from deploy.launcher import BrokerConfig, external_bootstrap_servers
+
+    settings = settings or get_settings()
+    return settings.kafka_bootstrap_servers or external_bootstrap_servers() or BrokerConfig.from_env().bootstrap_servers

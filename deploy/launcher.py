@@ -1,0 +1,362 @@
+"""Local single-node Kafka broker (KRaft, broker and controller in one JVM) for development and tests.
+
+The broker's jars come from Maven Central through `deploy/kafka/pom.xml` and are kept in a
+per-user cache, so only the first start downloads anything. Pid file, log and data live under
+one state directory. When `KAFKA_BOOTSTRAP_SERVERS` is set, that cluster is used and nothing
+is started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+POM = Path(__file__).parent / "kafka" / "pom.xml"
+LOG4J_CONFIG = Path(__file__).parent / "kafka" / "log4j.properties"
+MAIN_CLASS = "kafka.Kafka"
+
+
+class LauncherError(Exception):
+    """The broker could not be fetched, started or stopped; the message says what to do."""
+
+
+def kafka_version() -> str:
+    """The Kafka version pinned in the pom (the one place it is written)."""
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    return ET.parse(POM).getroot().findtext("m:properties/m:kafka.version", namespaces=ns)
+
+
+def external_bootstrap_servers() -> str | None:
+    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    return Path(os.environ.get(var) or Path.home() / fallback)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise LauncherError(f"{name}: expected a whole number, got {raw!r}") from None
+    if not 1 <= value <= 65535:
+        raise LauncherError(f"{name}: expected a port between 1 and 65535, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    host: str = "127.0.0.1"
+    port: int = 9092
+    controller_port: int = 9093
+    state_dir: Path = _xdg("XDG_STATE_HOME", ".local/state") / "samband" / "kafka"
+    jar_cache: Path = _xdg("XDG_CACHE_HOME", ".cache") / "samband" / "kafka-jars"
+    start_timeout: float = 90.0
+    stop_timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls) -> BrokerConfig:
+        """Settings from SAMBAND_KAFKA_HOST, _PORT, _CONTROLLER_PORT, _STATE_DIR, _JAR_CACHE."""
+        defaults = cls()
+        port = _env_int("SAMBAND_KAFKA_PORT", defaults.port)
+        return cls(
+            host=os.environ.get("SAMBAND_KAFKA_HOST") or defaults.host,
+            port=port,
+            controller_port=_env_int("SAMBAND_KAFKA_CONTROLLER_PORT", port + 1),
+            state_dir=Path(os.environ.get("SAMBAND_KAFKA_STATE_DIR") or defaults.state_dir),
+            jar_cache=Path(os.environ.get("SAMBAND_KAFKA_JAR_CACHE") or defaults.jar_cache),
+        )
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "broker.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / "data"
+
+    @property
+    def jar_dir(self) -> Path:
+        return self.jar_cache / kafka_version()
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    running: bool
+    pid: int | None
+    bootstrap_servers: str
+    external: bool = False
+
+    def describe(self) -> str:
+        if self.external:
+            return f"using the existing cluster at {self.bootstrap_servers} (KAFKA_BOOTSTRAP_SERVERS); nothing started"
+        if self.running:
+            return f"broker running: pid {self.pid}, bootstrap {self.bootstrap_servers}"
+        return f"broker not running (would listen on {self.bootstrap_servers})"
+
+
+def _require(tool: str, install_hint: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise LauncherError(f"{tool} not found: install {install_hint}")
+    return path
+
+
+def ensure_jars(config: BrokerConfig) -> Path:
+    """The broker's jars, resolved with Maven into the per-user cache on first use only."""
+    jar_dir = config.jar_dir
+    if (jar_dir / ".complete").exists():
+        return jar_dir
+    mvn = _require("mvn", "Maven (e.g. `apt-get install maven`) to fetch the Kafka jars")
+    jar_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=jar_dir.parent))
+    result = subprocess.run(
+        [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={staging}"],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise LauncherError(f"Maven could not resolve the Kafka {kafka_version()} jars:\n{tail}")
+    (staging / ".complete").touch()
+    shutil.rmtree(jar_dir, ignore_errors=True)
+    staging.rename(jar_dir)  # atomic: a half-filled cache is never taken for a complete one
+    return jar_dir
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return MAIN_CLASS.encode() in cmdline.split(b"\0")
+
+
+def _read_pid(config: BrokerConfig) -> int | None:
+    try:
+        return int(config.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _running_pid(config: BrokerConfig) -> int | None:
+    """Pid of our broker, or None; a stale pid file is removed."""
+    pid = _read_pid(config)
+    if pid is not None and _pid_alive(pid):
+        return pid
+    config.pid_file.unlink(missing_ok=True)
+    return None
+
+
+def status(config: BrokerConfig) -> BrokerStatus:
+    if external := external_bootstrap_servers():
+        return BrokerStatus(True, None, external, external=True)
+    pid = _running_pid(config)
+    return BrokerStatus(pid is not None, pid, config.bootstrap_servers)
+
+
+def log_tail(config: BrokerConfig, lines: int = 30, *, without_stack_frames: bool = False) -> str:
+    try:
+        with config.log_file.open(errors="replace") as log:
+            kept = (line for line in log if not (without_stack_frames and line.lstrip().startswith("at ")))
+            return "".join(deque(kept, maxlen=lines))
+    except FileNotFoundError:
+        return "(no broker log yet)\n"
+
+
+def _server_properties(config: BrokerConfig) -> str:
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@{config.host}:{config.controller_port}",
+            f"listeners=PLAINTEXT://{config.host}:{config.port},CONTROLLER://{config.host}:{config.controller_port}",
+            f"advertised.listeners=PLAINTEXT://{config.host}:{config.port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={config.data_dir}",
+            "num.partitions=4",
+            "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            # A single node: no reason to wait for more group members to join.
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=true",
+            "delete.topic.enable=true",
+            "",
+        ]
+    )
+
+
+def _java_command(config: BrokerConfig, jar_dir: Path, main: str, *args: str) -> list[str]:
+    java = _require("java", "Java 17 (e.g. `apt-get install openjdk-17-jre-headless`) to run the broker")
+    return [
+        java,
+        "-Xms256m",
+        "-Xmx1g",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j.configuration=file:{LOG4J_CONFIG}",
+        f"-Dkafka.logs.dir={config.state_dir}",
+        "-cp",
+        f"{jar_dir}/*",
+        main,
+        *args,
+    ]
+
+
+def _new_cluster_id() -> str:
+    # Kafka's Uuid text form: URL-safe base64 of 16 bytes, without padding.
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _format_storage(config: BrokerConfig, jar_dir: Path, properties: Path) -> None:
+    command = _java_command(
+        config, jar_dir, "kafka.tools.StorageTool", "format", f"--cluster-id={_new_cluster_id()}", f"--config={properties}"
+    )
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise LauncherError(f"formatting the broker's storage failed:\n{result.stdout}{result.stderr}")
+
+
+def _port_taken(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+async def _answers_metadata(bootstrap_servers: str) -> bool:
+    """True when a broker at the address answers a metadata request and lists itself."""
+    from aiokafka import AIOKafkaClient
+    from aiokafka.errors import KafkaError
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000)
+    try:
+        await client.bootstrap()
+        return bool(client.cluster.brokers())
+    except (KafkaError, OSError):
+        return False
+    finally:
+        await client.close()
+
+
+def wait_until_ready(bootstrap_servers: str, timeout: float, alive: Callable[[], bool] = lambda: True) -> None:
+    deadline = time.monotonic() + timeout
+    client_log = logging.getLogger("aiokafka")
+    was_disabled, client_log.disabled = client_log.disabled, True  # refused connects are expected while it boots
+    try:
+        while time.monotonic() < deadline:
+            if not alive():
+                raise LauncherError("the broker exited during start")
+            if asyncio.run(_answers_metadata(bootstrap_servers)):
+                return
+            time.sleep(0.25)
+    finally:
+        client_log.disabled = was_disabled
+    raise LauncherError(f"the broker at {bootstrap_servers} did not answer a metadata request within {timeout:.0f} s")
+
+
+def up(config: BrokerConfig) -> BrokerStatus:
+    """Start the broker and return once it answers; a no-op when it already runs."""
+    if external_bootstrap_servers():
+        return status(config)
+    if pid := _running_pid(config):
+        wait_until_ready(config.bootstrap_servers, config.start_timeout, lambda: _pid_alive(pid))
+        return BrokerStatus(True, pid, config.bootstrap_servers)
+    for port in (config.port, config.controller_port):
+        if _port_taken(config.host, port):
+            raise LauncherError(
+                f"port {port} on {config.host} is in use by another process; "
+                "stop it or choose other ports with SAMBAND_KAFKA_PORT / SAMBAND_KAFKA_CONTROLLER_PORT"
+            )
+    jar_dir = ensure_jars(config)
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    properties = config.state_dir / "server.properties"
+    properties.write_text(_server_properties(config))
+    if not (config.data_dir / "meta.properties").exists():
+        _format_storage(config, jar_dir, properties)
+
+    with config.log_file.open("ab") as log:
+        process = subprocess.Popen(
+            _java_command(config, jar_dir, MAIN_CLASS, str(properties)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in the terminal must not kill the broker mid-write
+        )
+    config.pid_file.write_text(f"{process.pid}\n")
+    try:
+        # Our own child: poll() is exact even before the JVM has replaced the forked process image.
+        wait_until_ready(config.bootstrap_servers, config.start_timeout, lambda: process.poll() is None)
+    except LauncherError as exc:
+        _stop_process(process.pid, config.stop_timeout)
+        config.pid_file.unlink(missing_ok=True)
+        tail = log_tail(config, 15, without_stack_frames=True)
+        raise LauncherError(f"{exc}. Last lines of {config.log_file} (stack frames left out):\n{tail}") from None
+    return BrokerStatus(True, process.pid, config.bootstrap_servers)
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            # Reap it if it is our child, so it does not linger as a zombie.
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        except ChildProcessError:
+            pass
+        if not _pid_alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _stop_process(pid: int, timeout: float) -> None:
+    """SIGTERM (the broker then shuts down cleanly), SIGKILL after the timeout."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        if _wait_gone(pid, wait):
+            return
+    raise LauncherError(f"broker pid {pid} survived SIGKILL")
+
+
+def down(config: BrokerConfig) -> bool:
+    """Stop the broker; True when one was running. Leaves no Java process behind."""
+    if external_bootstrap_servers():
+        return False
+    pid = _running_pid(config)
+    if pid is None:
+        return False
+    _stop_process(pid, config.stop_timeout)
+    config.pid_file.unlink(missing_ok=True)
+    return True

@@ -1,0 +1,100 @@
+"""Session-wide test harness: a real Kafka broker and uniquely named topics.
+
+The broker comes from, in order: KAFKA_BOOTSTRAP_SERVERS; a testcontainers broker when a
+Docker engine answers; otherwise the project's local launcher (deploy/launcher.py), started
+once per session and stopped at the end only if this session started it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from deploy import launcher
+
+# Confluent's 7.9 line is Apache Kafka 3.9: the same broker the launcher runs.
+TESTCONTAINERS_IMAGE = "confluentinc/cp-kafka:7.9.0"
+
+
+def _docker_engine_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # no socket, no permission, no daemon: all mean "no engine"
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap():
+    """Bootstrap address of a real Kafka broker for the whole test session."""
+    if external := launcher.external_bootstrap_servers():
+        yield external
+        return
+    if _docker_engine_answers():
+        from testcontainers.community.kafka import KafkaContainer
+
+        with KafkaContainer(TESTCONTAINERS_IMAGE).with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    config = launcher.BrokerConfig.from_env()
+    started_here = not launcher.status(config).running
+    state = launcher.up(config)
+    try:
+        yield state.bootstrap_servers
+    finally:
+        if started_here:
+            launcher.down(config)
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def new_topic(kafka_bootstrap):
+    """Factory: `await new_topic(partitions=1, prefix="t")` creates a unique topic, deleted after the test."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    created: list[str] = []
+
+    async def create(partitions: int = 1, prefix: str = "test", config: dict[str, str] | None = None) -> str:
+        name = unique_name(prefix)
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1, topic_configs=config or {})])
+        created.append(name)
+        return name
+
+    try:
+        yield create
+    finally:
+        if created:
+            await admin.delete_topics(created)
+        await admin.close()
+
+
+@pytest.fixture
+def worker_env(kafka_bootstrap, tmp_path):
+    """Environment for a `samband worker` subprocess with its own app id (consumer group) and state."""
+    return {
+        **os.environ,
+        "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "SAMBAND_APP_ID": unique_name("worker"),
+        "SAMBAND_DATA_DIR": str(tmp_path / "worker-data"),
+        "SAMBAND_WEB_PORT": str(free_port()),
+        "SAMBAND_LOG_FORMAT": "json",
+    }
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

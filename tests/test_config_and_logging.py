@@ -1,0 +1,50 @@
+"""Settings are validated at start with one clear line; logs are JSON off a terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "agents.cli", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_bad_setting_is_one_line_naming_the_variable():
+    result = run_cli("worker", SAMBAND_WEB_PORT="not-a-port")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("samband: SAMBAND_WEB_PORT:")
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_choice_names_the_variable():
+    result = run_cli("worker", SAMBAND_LOG_FORMAT="xml")
+    assert result.returncode == 2
+    assert result.stderr.startswith("samband: SAMBAND_LOG_FORMAT:")
+
+
+def test_bad_launcher_port_names_the_variable():
+    result = run_cli("kafka", "status", SAMBAND_KAFKA_PORT="ninety")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "samband: SAMBAND_KAFKA_PORT: expected a whole number, got 'ninety'"
+
+
+def test_logs_are_json_lines_when_not_on_a_terminal():
+    code = (
+        "import logging, structlog\n"
+        "from agents.logging import configure_logging\n"
+        "configure_logging('info')\n"
+        "structlog.get_logger('samband').info('routed', event_id='e-1', subscription='s-1')\n"
+        "logging.getLogger('aiokafka').warning('from the stdlib')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert records[0]["event"] == "routed" and records[0]["event_id"] == "e-1" and records[0]["level"] == "info"
+    assert records[1]["event"] == "from the stdlib" and records[1]["level"] == "warning"
+    assert all("timestamp" in r for r in records)
