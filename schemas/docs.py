@@ -36,7 +36,8 @@ def _json_default(value):
 
 def _field_table(fields) -> list[str]:
     rows = ["| field | type | classification | description |", "|---|---|---|---|"]
-    rows += [f"| `{name}` | `{kind}` | {cls} | {doc} |" for name, kind, cls, doc in fields]
+    # A pipe inside a table cell must be escaped, even in a code span (GitHub Markdown).
+    rows += [f"| `{name}` | `{kind.replace('|', chr(92) + '|')}` | {cls} | {doc} |" for name, kind, cls, doc in fields]
     return rows
 
 

@@ -1,0 +1,1 @@
+"""HTTP endpoints of the bus, as plain aiohttp handlers the worker's web server mounts."""

@@ -1,0 +1,116 @@
+"""Domain validation: stable reason codes, messages without personal data."""
+
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+
+from schemas.examples import BERGEN_ADDRESS, OSLO_ADDRESS, example, example_types
+from schemas.moves import scope_for
+from schemas.validation import ValidationError, ensure_valid, validate
+
+NOW = datetime(2024, 3, 2, tzinfo=timezone.utc)
+
+
+def codes(event_type, record):
+    return [(f.code, f.field) for f in validate(event_type, record, now=NOW)]
+
+
+@pytest.mark.parametrize("event_type", example_types())
+def test_every_example_is_valid(event_type):
+    assert codes(event_type, example(event_type)) == []
+
+
+def test_bad_control_digit_in_the_person_identifier():
+    record = example("Death")
+    record["envelope"]["person"] = "03851598731"
+    assert codes("Death", record) == [("identity.checksum", "envelope.person")]
+
+
+def test_h_number_as_person_identifier_is_refused():
+    record = example("Death")
+    record["envelope"]["person"] = "15437510064"  # month + 40, control digits valid
+    assert codes("Death", record) == [("identity.h_number", "envelope.person")]
+
+
+def test_unknown_and_malformed_kommunenummer():
+    record = example("Death")
+    record["envelope"]["kommunenummer"] = ["9999", "5401", "301"]
+    assert codes("Death", record) == [
+        ("kommune.unknown", "envelope.kommunenummer"),
+        ("kommune.unknown", "envelope.kommunenummer"),  # Tromsø's number before the 2024 split
+        ("kommune.format", "envelope.kommunenummer"),
+    ]
+
+
+def test_unknown_kommune_in_an_address():
+    record = example("Immigration")
+    record["address"] = {**BERGEN_ADDRESS, "kommunenummer": "9999"}
+    assert codes("Immigration", record) == [("kommune.unknown", "address.kommunenummer")]
+
+
+def test_dates_out_of_range():
+    record = example("Birth")
+    record["birthDate"] = NOW.date() + timedelta(days=1)
+    assert codes("Birth", record) == [("date.future", "birthDate")]
+    record["birthDate"] = date(1849, 12, 31)
+    assert codes("Birth", record) == [("date.too_early", "birthDate")]
+    move = example("Move")
+    move["movedDate"] = NOW.date() + timedelta(days=400)
+    assert codes("Move", move) == [("date.too_late", "movedDate")]
+
+
+def test_move_needs_a_new_address_unless_annulled():
+    record = example("Move")
+    record["newAddress"] = None
+    assert codes("Move", record) == [("relation.missing_new_address", "newAddress")]
+    record["envelope"].update(changeKind="annulment", correctsEventId="earlier-event")
+    assert codes("Move", record) == []
+
+
+def test_move_scope_must_match_the_kommuner():
+    record = example("Move")
+    record["scope"] = "withinKommune"
+    assert codes("Move", record) == [("relation.move_scope", "scope")]
+
+
+def test_move_kommuner_must_be_in_the_envelope():
+    record = example("Move")
+    record["envelope"]["kommunenummer"] = ["4601"]
+    assert codes("Move", record) == [("relation.kommune_not_in_envelope", "envelope.kommunenummer")]
+
+
+def test_correction_must_name_the_corrected_event():
+    record = example("Death")
+    record["envelope"]["changeKind"] = "correction"
+    assert codes("Death", record) == [("relation.missing_corrected_event", "envelope.correctsEventId")]
+
+
+def test_identity_change_to_the_same_number():
+    record = example("IdentityNumberChange")
+    record["previousIdentifier"] = record["envelope"]["person"]
+    assert codes("IdentityNumberChange", record) == [("relation.same_identifier", "previousIdentifier")]
+
+
+def test_envelope_type_must_name_the_event_type():
+    assert codes("Death", example("Birth") | {"deathDate": date(2024, 1, 1)})[0] == ("envelope.type_mismatch", "envelope.type")
+
+
+def test_failures_never_contain_identity_numbers_or_addresses():
+    record = example("Move")
+    record["envelope"]["person"] = "03851598731"
+    record["envelope"]["kommunenummer"] = ["9998"]
+    record["newAddress"] = {**OSLO_ADDRESS, "kommunenummer": "9998"}
+    with pytest.raises(ValidationError) as raised:
+        ensure_valid("Move", record, now=NOW)
+    texts = [str(raised.value)] + [f"{f.code} {f.field} {f.message}" for f in raised.value.failures]
+    for secret in ("03851598731", "9998", "Testveien", "0150", "OSLO"):
+        assert all(secret not in text for text in texts), secret
+
+
+@pytest.mark.parametrize(
+    ("previous", "new", "viewpoint", "expected"),
+    [("0301", "0301", "0301", "within"), ("0301", "4601", "4601", "into"), ("0301", "4601", "0301", "outOf"),
+     ("0301", "4601", "5001", None), (None, "4601", "4601", "into")],
+)
+def test_move_scope_seen_from_a_kommune(previous, new, viewpoint, expected):
+    assert scope_for(previous, new, viewpoint) == expected
