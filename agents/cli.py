@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "agents.commands.worker",
     "agents.commands.demo",
     "agents.commands.simulate",
+    "agents.commands.schemas",
 ]
 
 
