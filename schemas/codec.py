@@ -8,7 +8,7 @@
 Writer schemas are parsed once per id and the 5-byte headers built once per id; an id the
 codec has not seen is fetched from the registry once. A malformed message raises
 WireFormatError with a stable `reason` (wire.truncated, wire.magic, wire.unknown_schema_id,
-wire.corrupt) that the router dead-letters on.
+wire.corrupt, wire.reader_mismatch) that the router dead-letters on.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from io import BytesIO
 from typing import Protocol
 
 import fastavro
+from fastavro.read import SchemaResolutionError
 
 MAGIC = 0
 HEADER_SIZE = 5
@@ -76,10 +77,11 @@ class Codec:
         body.seek(HEADER_SIZE)
         try:
             return fastavro.schemaless_reader(body, writer, reader)
+        except SchemaResolutionError:
+            raise WireFormatError("wire.reader_mismatch", f"reader schema cannot read schema id {schema_id}") from None
         except EOFError:
             raise WireFormatError("wire.truncated", f"message body ends early for schema id {schema_id}") from None
         except (ValueError, IndexError, KeyError, UnicodeDecodeError, OverflowError) as exc:
-            # Schema resolution errors (reader cannot read writer) are ValueErrors too: say which.
             raise WireFormatError("wire.corrupt", f"cannot decode with schema id {schema_id}: {type(exc).__name__}") from None
 
 

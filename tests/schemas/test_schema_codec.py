@@ -86,3 +86,12 @@ def test_schemas_are_parsed_once_per_id(codec, monkeypatch):
     for _ in range(5):
         codec.decode(codec.encode(example("Death"), schema_id))
     assert len(calls) == 1
+
+
+def test_reader_that_cannot_read_the_writer_is_a_reader_mismatch(codec):
+    data = codec.encode(example("Death"), codec.current_id("Death"))
+    reader = fastavro.parse_schema({"type": "record", "name": "Death", "namespace": "no.samband.events",
+                                    "fields": [{"name": "mandatory", "type": "string"}]})
+    with pytest.raises(WireFormatError) as raised:
+        codec.decode(data, reader=reader)
+    assert raised.value.reason == "wire.reader_mismatch"
