@@ -136,14 +136,17 @@ def _add_households(population: Population, config: SyntheticConfig, rng: np.ran
     is_partner = (position == 1) & is_adult
 
     # Ages: parents around 41, other adults by band weights, partners near the first adult,
-    # children (some of them grown up, still at home) younger than their parent minus 19.
+    # children (some of them grown up, still at home) at least 20 years younger than both parents.
     parent_age = np.clip(rng.normal(41, 8, households), 21, 65)
     band = rng.choice(_ADULT_AGE_BANDS, size=households, p=_ADULT_AGE_WEIGHTS / _ADULT_AGE_WEIGHTS.sum())
     head_age = np.where(has_children, parent_age, band + rng.random(households) * 2)
     age = head_age[household].copy()
-    age[is_partner] = np.clip(age[is_partner] + rng.normal(0, 3, is_partner.sum()), 18, 100)
+    lowest_partner_age = np.where(has_children, 22, 18)[household[is_partner]]
+    age[is_partner] = np.clip(age[is_partner] + rng.normal(0, 3, is_partner.sum()), lowest_partner_age, 100)
+    youngest_adult = np.full(households, np.inf)
+    np.minimum.at(youngest_adult, household[is_adult], age[is_adult])
     child = ~is_adult
-    age[child] = rng.random(child.sum()) * np.minimum(25, head_age[household[child]] - 19)
+    age[child] = rng.random(child.sum()) * np.minimum(25, youngest_adult[household[child]] - 20)
     today = days_of(config.start)
     birth = (today - (np.floor(age) + rng.random(n)) * 365.25).astype(np.int32)
 
