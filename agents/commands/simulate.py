@@ -43,7 +43,7 @@ def _folkeregister(args: argparse.Namespace) -> int:
             rate=args.rate,
         ) as simulator:
             print(f"Folkeregister feed simulator at {simulator.feed_url}?seq=1 ({simulator.store.latest:,} events)")
-            print(f"  Authorization: Bearer {args.token}")
+            print("  clients send Authorization: Bearer <the --token value>")
             await asyncio.Event().wait()
 
     asyncio.run(serve())
