@@ -101,3 +101,35 @@ def test_remote_registry_unknown_id_is_a_wire_error(registry_url):
     with pytest.raises(WireFormatError) as raised:
         Codec(RemoteRegistry(registry_url, catalog())).decode(b"\x00\x00\x00\x00\x01\x02")
     assert raised.value.reason == "wire.unknown_schema_id"
+
+
+async def test_confluent_consumer_reads_our_events_from_a_real_topic(registry_url, kafka_bootstrap, new_topic):
+    """Standard Kafka tooling reads our topics: confluent-kafka's Consumer + AvroDeserializer, schema over HTTP."""
+    from confluent_kafka import Consumer
+
+    from kafka_io import produce
+
+    topic = await new_topic(partitions=1, prefix="samband-events")
+    codec = Codec(CatalogRegistry(catalog()))
+    records = [example(name) for name in ("Birth", "Move", "Death")]
+    await produce(kafka_bootstrap, topic, [codec.encode(r, codec.current_id(n)) for r, n in zip(records, ("Birth", "Move", "Death"))])
+
+    def read_with_confluent() -> list[dict]:
+        consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": topic, "auto.offset.reset": "earliest"})
+        deserializer = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
+        consumer.subscribe([topic])
+        decoded: list[dict] = []
+        try:
+            for _ in range(60):  # at most ~60 s of 1 s polls
+                message = consumer.poll(1.0)
+                if message is None:
+                    continue
+                assert message.error() is None, message.error()
+                decoded.append(deserializer(message.value(), SerializationContext(topic, MessageField.VALUE)))
+                if len(decoded) == len(records):
+                    break
+        finally:
+            consumer.close()
+        return decoded
+
+    assert await asyncio.to_thread(read_with_confluent) == records
