@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+from agents.redaction import redact_personal_data
+
 
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     """JSON lines when stderr is not a terminal (or fmt="json"), a readable console otherwise."""
@@ -31,6 +33,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                redact_personal_data,
                 renderer,
             ],
         )
