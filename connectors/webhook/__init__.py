@@ -1,0 +1,1 @@
+"""Webhook sink: signed CloudEvents over HTTP POST (see docs/delivery.md)."""

@@ -1,0 +1,34 @@
+"""CloudEvents 1.0 over HTTP: structured mode (the whole event as JSON) or binary mode.
+
+Binary mode puts each context attribute in a `ce-<name>` header and the data in the body;
+`datacontenttype` becomes `Content-Type` (HTTP protocol binding 1.0, section 3.1).
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+STRUCTURED = "structured"
+BINARY = "binary"
+MODES = (STRUCTURED, BINARY)
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
+# Printable ASCII except space, double quote and percent pass unencoded (binding 3.1.3.2).
+_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
+
+
+def _json(value) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def encode(event: dict, mode: str = STRUCTURED) -> tuple[dict[str, str], bytes]:
+    """HTTP headers and body for one CloudEvent (a dict with specversion, id, source, type, ...)."""
+    if mode == STRUCTURED:
+        return {"Content-Type": STRUCTURED_CONTENT_TYPE}, _json(event)
+    if mode != BINARY:
+        raise ValueError(f"CloudEvents mode must be one of {MODES}, not {mode!r}")
+    headers = {"Content-Type": event.get("datacontenttype", "application/json")}
+    for name, value in event.items():
+        if name not in ("data", "datacontenttype", "data_base64"):
+            headers[f"ce-{name}"] = quote(str(value), safe=_SAFE)
+    return headers, _json(event.get("data"))

@@ -1,0 +1,73 @@
+"""POST signed CloudEvents to one subscriber over a keep-alive connection pool.
+
+One sender per subscriber: its own aiohttp session (pool limited to `max_concurrency`
+connections) and a semaphore, so a slow subscriber only ever occupies its own slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+
+from connectors.webhook import cloudevent
+from connectors.webhook.config import WebhookConfig
+from connectors.webhook.outcome import CONNECTION, TIMEOUT, HttpOutcome, classify
+from connectors.webhook.secrets import SecretError, resolve_secret
+from connectors.webhook.signing import signed_headers
+
+USER_AGENT = "samband-webhook/1"
+
+
+class WebhookSender:
+    def __init__(self, config: WebhookConfig):
+        self.config = config
+        self._limit = asyncio.Semaphore(config.max_concurrency)
+        self._session: aiohttp.ClientSession | None = None
+        self._keys: list[bytes] | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.config.max_concurrency, keepalive_timeout=60),
+                timeout=aiohttp.ClientTimeout(
+                    total=self.config.connect_timeout + self.config.read_timeout,
+                    sock_connect=self.config.connect_timeout,
+                    sock_read=self.config.read_timeout,
+                ),
+                headers={"User-Agent": USER_AGENT},
+            )
+        return self._session
+
+    def request(self, event: dict, msg_id: str, traceparent: str | None = None) -> tuple[dict[str, str], bytes]:
+        """Headers and body of the POST for `event` (signed, with the trace context passed on)."""
+        if self._keys is None:
+            self._keys = [resolve_secret(ref) for ref in self.config.secret_refs]
+        headers, body = cloudevent.encode(event, self.config.mode)
+        headers.update(signed_headers(msg_id, int(time.time()), body, self._keys))
+        if traceparent:
+            headers["traceparent"] = traceparent
+        return headers, body
+
+    async def send(self, event: dict, msg_id: str, traceparent: str | None = None) -> HttpOutcome:
+        """One attempt. Never raises for the subscriber's faults: they become an Outcome."""
+        try:
+            headers, body = self.request(event, msg_id, traceparent)
+        except SecretError as exc:
+            # Our configuration, not the event, is at fault: keep the event and try again later.
+            return HttpOutcome("retry", exc.reason, str(exc))
+        async with self._limit:
+            try:
+                async with self._open().post(self.config.url, data=body, headers=headers, allow_redirects=False) as reply:
+                    await reply.read()  # drain, so the connection goes back to the pool
+                    return classify(reply.status, reply.headers.get("Retry-After"))
+            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+                return HttpOutcome("retry", TIMEOUT)
+            except aiohttp.ClientError:
+                return HttpOutcome("retry", CONNECTION)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,63 @@
+"""The webhook sink: each delivery record becomes one signed CloudEvents POST.
+
+    sink = WebhookSink(WebhookSink.parse_config({"url": ..., "secret_ref": "env:BERGEN_HS"}), context)
+    outcomes = await sink.write(batch)       # one HttpOutcome per SinkRecord, in order
+    outcome = await sink.verify("bergen-helsestasjon")   # the validation handshake
+
+`webhook-id` is the record's idempotency key, so a retry or replay of the same delivery
+carries the same id and the subscriber can drop duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from connectors.api import Context, Sink, SinkRecord
+from connectors.webhook.config import WebhookConfig
+from connectors.webhook.outcome import HttpOutcome
+from connectors.webhook.sender import WebhookSender
+
+VALIDATION_TYPE = "no.samband.subscription.validation"
+MALFORMED = "delivery.malformed"
+
+
+class WebhookSink(Sink):
+    Config = WebhookConfig
+    description = "HTTP POST of signed CloudEvents (Standard Webhooks) to one subscriber"
+
+    def __init__(self, config: WebhookConfig, context: Context):
+        super().__init__(config, context)
+        self.sender = WebhookSender(config)
+
+    async def write(self, batch: Sequence[SinkRecord]) -> list[HttpOutcome]:
+        return list(await asyncio.gather(*(self._write_one(record) for record in batch)))
+
+    async def _write_one(self, record: SinkRecord) -> HttpOutcome:
+        try:
+            delivery = json.loads(record.value)
+            event, key = delivery["event"], delivery["idempotency_key"]
+        except (ValueError, KeyError, TypeError):
+            return HttpOutcome("rejected", MALFORMED, "delivery record is not delivery JSON with event and idempotency_key")
+        traceparent = next((v.decode() for k, v in record.headers if k == "traceparent"), None)
+        return await self.sender.send(event, key, traceparent)
+
+    async def verify(self, subscription: str) -> HttpOutcome:
+        """Send the signed validation event; a 2xx answer proves the endpoint holds the secret's receiver."""
+        event = {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "source": "urn:samband:delivery",
+            "type": VALIDATION_TYPE,
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "subject": subscription,
+            "datacontenttype": "application/json",
+            "data": {"subscription": subscription},
+        }
+        return await self.sender.send(event, f"validation.{subscription}.{event['id']}")
+
+    async def stop(self) -> None:
+        await self.sender.close()

@@ -1,0 +1,92 @@
+"""A real HTTP webhook receiver on 127.0.0.1 for delivery tests.
+
+Every request is checked the way a subscriber would: the `standardwebhooks` library verifies
+the signature and the `cloudevents` SDK parses the body. What it answers is set by
+`behaviour(request_number, event) -> Reply`, changeable while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from cloudevents.v1.http import from_http
+from standardwebhooks.webhooks import Webhook
+
+
+@dataclass
+class Reply:
+    status: int = 204
+    delay: float = 0.0  # seconds before answering (a slow or timing-out subscriber)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Received:
+    webhook_id: str
+    event: object  # cloudevents.v1.http.CloudEvent
+    headers: dict[str, str]
+    status: int
+    at: float  # time.time() when it arrived
+
+
+def ok(_number: int, _event) -> Reply:
+    return Reply()
+
+
+class Receiver:
+    def __init__(self, secret: str, behaviour: Callable[[int, object], Reply] = ok):
+        self.verifier = Webhook(secret)
+        self.behaviour = behaviour
+        self.received: list[Received] = []  # every request, whatever was answered
+        self.delivered: list[Received] = []  # requests answered 2xx
+        self.changed = asyncio.Condition()
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = dict(request.headers)
+        self.verifier.verify(body, headers, json_parse=False)  # raises: the test sees a 500 and no delivery
+        event = from_http(headers, body)
+        reply = self.behaviour(len(self.received), event)
+        record = Received(headers["webhook-id"], event, headers, reply.status, time.time())
+        self.received.append(record)
+        if reply.delay:
+            await asyncio.sleep(reply.delay)  # the simulated subscriber is slow; not a test wait
+        if 200 <= reply.status < 300:
+            self.delivered.append(record)
+        async with self.changed:
+            self.changed.notify_all()
+        return web.Response(status=reply.status, headers=reply.headers)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/hook"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                async with self.changed:
+                    await self.changed.wait_for(predicate)
+        except TimeoutError:
+            raise AssertionError(
+                f"{self.url}: not {what} within {timeout:.0f} s; received {len(self.received)}, delivered {len(self.delivered)}"
+            ) from None
+
+    def delivered_ids(self) -> list[str]:
+        return [r.event["id"] for r in self.delivered]
