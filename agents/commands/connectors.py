@@ -1,0 +1,95 @@
+"""`samband connectors list | run | new`: installed connectors, running one, a skeleton for a new one."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+from pathlib import Path
+
+import yaml
+
+from agents.cli import UsageError
+
+
+def _list(args: argparse.Namespace) -> int:
+    from connectors.api import discover
+
+    found = discover()
+    if args.json:
+        print(json.dumps({name: {"kind": c.kind, "class": f"{c.__module__}:{c.__qualname__}",
+                                 "config_schema": c.config_schema()} for name, c in found.items()}, indent=2))  # fmt: skip
+        return 0
+    for name, cls in found.items():
+        print(f"{name}  ({cls.kind}, {cls.__module__}:{cls.__qualname__})")
+        if cls.description:
+            print(f"  {cls.description}")
+        print("  config: " + json.dumps(cls.config_schema(), indent=2).replace("\n", "\n  "))
+    return 0
+
+
+def _load_config(path: str) -> dict:
+    try:
+        text = Path(path).read_text("utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)  # YAML is a superset of JSON: both work
+    except yaml.YAMLError:
+        raise UsageError(f"config file {path} is not valid YAML or JSON") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"config file {path} must hold a mapping of settings")
+    return raw
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agents.config import bootstrap_servers, get_settings
+    from agents.logging import configure_logging
+    from connectors.api import ConfigError, Source, discover
+    from connectors.runtime import open_connector
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    found = discover()
+    if args.name not in found:
+        raise UsageError(f"no connector named {args.name!r}; installed: {', '.join(found) or 'none'}")
+    cls = found[args.name]
+    if not issubclass(cls, Source):
+        raise UsageError(f"{args.name} is a sink: sinks run inside the delivery stage, not on their own")
+    raw = _load_config(args.config)
+
+    async def run() -> None:
+        async with open_connector(
+            cls, args.instance or args.name, raw, bootstrap=bootstrap_servers(settings), app_id=settings.app_id
+        ) as source:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, source.stopping.set)
+            await source.run()
+
+    try:
+        asyncio.run(run())
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("connectors", help="list, run and create connectors (sources and sinks)")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    listing = actions.add_parser("list", help="installed connectors and their config schema")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(handler=_list)
+
+    run = actions.add_parser(
+        "run",
+        help="run a source connector until SIGTERM/SIGINT",
+        description="Runs an installed source. Kafka and app id come from SAMBAND_* settings; "
+        "the bookmark is kept under the instance name in <app id>-connector-state.",
+    )
+    run.add_argument("name", help="connector name, as `samband connectors list` shows it")
+    run.add_argument("--config", required=True, help="YAML or JSON file with the connector's settings")
+    run.add_argument("--instance", help="instance name (key of its bookmark); default: the connector name")
+    run.set_defaults(handler=_run)

@@ -1,0 +1,254 @@
+"""Source: Folkeregisteret's event feed (hendelsesliste) into `samband-ingest`.
+
+Per page (at most 1000 entries from the bookmarked sequence number):
+fetch the page -> fetch its event documents concurrently (bounded) -> map each to its catalog
+record (connectors.folkeregister.mapping) and encode it -> send the page's records and dead
+letters, waiting until all are durable -> only then save the bookmark {"next_seq": last + 1}.
+A crash between the send and the bookmark re-reads the page: same event ids, same keys, and
+ingest deduplicates by event id.
+
+HTTP: If-None-Match when re-polling the end of the feed (304 = nothing new), 429 waits for
+Retry-After, 5xx and connection errors back off exponentially with full jitter; every wait
+is logged (`feed.throttled`, `feed.backoff`). Authentication is a TokenProvider; the real
+feed wants a Maskinporten token, which is another TokenProvider (see docs/connectors.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Sequence
+from typing import Protocol
+
+import aiohttp
+from pydantic import Field
+
+from connectors.api import ConnectorConfig, OutputRecord, SecretStr, Source
+from connectors.dead_letters import DeadLetter
+from connectors.folkeregister.mapping import Unmappable, to_record
+from schemas.catalog import catalog
+from schemas.codec import Codec
+from schemas.registry import CatalogRegistry
+
+API_PATH = "/folkeregisteret/offentlig-med-hjemmel/api/v1/hendelser"
+
+
+class TokenProvider(Protocol):
+    async def token(self) -> str:
+        """A current access token (a provider refreshes it before it expires)."""
+        ...
+
+    def invalidate(self) -> None:
+        """The feed refused the token (401): fetch a new one next time."""
+        ...
+
+
+class StaticTokenProvider:
+    def __init__(self, token: str):
+        self._token = token
+
+    async def token(self) -> str:
+        return self._token
+
+    def invalidate(self) -> None:
+        pass  # a static token cannot be renewed; the next 401 fails the source
+
+
+class FeedSourceConfig(ConnectorConfig):
+    base_url: str = Field(pattern=r"^https?://", description="feed host, e.g. http://127.0.0.1:8089")
+    token: SecretStr | None = Field(None, description="static bearer token; omit when a TokenProvider is injected")
+    start_seq: int = Field(1, ge=1, description="first sequence number when there is no bookmark yet")
+    document_concurrency: int = Field(64, ge=1, le=512, description="event documents fetched at once")
+    poll_interval_s: float = Field(1.0, gt=0, description="wait when the feed has nothing new")
+    backoff_initial_s: float = Field(0.2, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    request_timeout_s: float = Field(30.0, gt=0)
+    stop_at_end: bool = Field(False, description="return once the feed is read to its end (batch runs, tests)")
+
+
+class FeedError(RuntimeError):
+    """The feed answered in a way retrying cannot fix (e.g. 401 twice, 400)."""
+
+
+class _Stopping(Exception):
+    """Stop was requested while waiting to retry: the page is unfinished and its bookmark unsaved."""
+
+
+class FolkeregisterFeedSource(Source):
+    """Polls Folkeregisteret's hendelsesliste and writes catalog events to samband-ingest."""
+
+    Config = FeedSourceConfig
+    description = "Folkeregisteret event feed (hendelsesliste) -> samband-ingest, with exact resume"
+    config: FeedSourceConfig
+
+    async def start(self) -> None:
+        injected = self.context.extras.get("token_provider")
+        if injected is None and self.config.token is None:
+            raise FeedError("no credentials: set `token` or inject a token_provider")
+        self.tokens: TokenProvider = injected or StaticTokenProvider(self.config.token.get_secret_value())
+        self.codec = Codec(CatalogRegistry(catalog()))
+        self._schema_ids: dict[str, int] = {}
+        limit = self.config.document_concurrency
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit + 1),
+            timeout=aiohttp.ClientTimeout(total=self.config.request_timeout_s),
+        )
+        self._documents = asyncio.Semaphore(limit)
+        self._random = random.Random()
+
+    async def stop(self) -> None:
+        if getattr(self, "http", None) is not None:
+            await self.http.close()
+
+    async def run(self) -> None:
+        bookmark = await self.context.state.load()
+        next_seq = bookmark["next_seq"] if bookmark else self.config.start_seq
+        self.log.info("feed.resume", next_seq=next_seq, from_bookmark=bookmark is not None)
+        try:
+            await self._poll(next_seq)
+        except _Stopping:
+            self.log.info("feed.stopped_while_waiting")
+
+    async def _poll(self, next_seq: int) -> None:
+        etag: str | None = None
+        while not self.stopping.is_set():
+            status, body, new_etag = await self._get(f"{API_PATH}/feed?seq={next_seq}", etag=etag)
+            if status == 304 or body is None:
+                entries = []
+            else:
+                etag = new_etag
+                entries = json.loads(body)
+            if not entries:
+                if self.config.stop_at_end:
+                    self.log.info("feed.caught_up", next_seq=next_seq)
+                    return
+                await _wait(self.stopping, self.config.poll_interval_s)
+                continue
+            next_seq = await self._ingest_page(next_seq, entries)
+            etag = None  # a new position: its page has not been seen
+
+    async def _ingest_page(self, seq: int, entries: list) -> int:
+        documents = await asyncio.gather(*(self._document(entry) for entry in entries))
+        records: list[OutputRecord] = []
+        dead: list[tuple[bytes | None, bytes, DeadLetter]] = []
+        for entry, (raw, failure) in zip(entries, documents):
+            if failure is not None:
+                dead.append((_entry_key(entry), raw, failure))
+                continue
+            record, failure = self._map(raw)
+            if failure is not None:
+                dead.append((_entry_key(entry), raw, failure))
+            else:
+                records.append(record)
+        await asyncio.gather(
+            self.context.output.send(records), *(self.context.dead_letters.send(k, v, d) for k, v, d in dead)
+        )
+        last = max((e["sekvensnummer"] for e in entries if _has_seq(e)), default=seq + len(entries) - 1)
+        await self.context.state.save({"next_seq": last + 1})
+        self.log.info("feed.page", first_seq=seq, last_seq=last, events=len(records), dead_letters=len(dead))
+        return last + 1
+
+    async def _document(self, entry) -> tuple[bytes, DeadLetter | None]:
+        """The event document's bytes, or the raw entry and why it cannot be fetched."""
+        raw_entry = json.dumps(entry, ensure_ascii=False).encode()
+        try:
+            document_id = entry["hendelse"]["hendelsesdokument"]
+            if not isinstance(document_id, str) or "/" in document_id or not document_id:
+                raise TypeError
+        except (KeyError, TypeError):
+            return raw_entry, _dead("source.malformed_entry", "feed entry has no usable hendelsesdokument id")
+        async with self._documents:
+            status, body, _ = await self._get(f"{API_PATH}/{document_id}", missing_ok=True)
+        if status == 404:
+            return raw_entry, _dead("source.document_missing", f"event document {document_id} not found")
+        return body, None
+
+    def _map(self, raw: bytes) -> tuple[OutputRecord | None, DeadLetter | None]:
+        try:
+            document = json.loads(raw)
+            if not isinstance(document, dict):
+                raise ValueError
+        except ValueError:
+            return None, _dead("source.malformed_document", "event document is not a JSON object")
+        try:
+            event_type, record = to_record(document)
+            schema_id = self._schema_ids.get(event_type) or self._schema_ids.setdefault(
+                event_type, self.codec.current_id(event_type)
+            )
+            value = self.codec.encode(record, schema_id)
+        except Unmappable as exc:
+            return None, _dead(exc.reason, str(exc))
+        except (ValueError, TypeError):  # fastavro: a value of the wrong type; its text may quote data
+            return None, _dead("source.encode_failed", f"{document.get('hendelsesdokument')} does not fit its schema")
+        return OutputRecord(key=record["envelope"]["id"], value=value), None
+
+    async def _get(self, path: str, *, etag: str | None = None, missing_ok: bool = False) -> tuple[int, bytes | None, str | None]:
+        """GET with auth and retries; returns (status, body, etag) for 200, 304 and (if missing_ok) 404."""
+        attempt, refreshed = 0, False
+        while True:
+            error = None
+            headers = {"Authorization": f"Bearer {await self.tokens.token()}"}
+            if etag:
+                headers["If-None-Match"] = etag
+            try:
+                async with self.http.get(self.config.base_url + path, headers=headers) as response:
+                    if response.status == 200:
+                        return 200, await response.read(), response.headers.get("ETag")
+                    if response.status == 304 or (response.status == 404 and missing_ok):
+                        return response.status, None, response.headers.get("ETag")
+                    status, retry_after = response.status, response.headers.get("Retry-After")
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                status, retry_after = None, None
+                error = type(exc).__name__
+            if status == 401 and not refreshed:
+                self.tokens.invalidate()
+                refreshed = True
+                continue
+            if status is not None and status != 429 and status < 500:
+                raise FeedError(f"feed answered {status} for {path.split('?')[0]}")
+            attempt += 1
+            if status == 429:
+                delay = _seconds(retry_after) or self._backoff(attempt)
+                self.log.warning("feed.throttled", retry_after_s=delay, attempt=attempt)
+            else:
+                delay = self._backoff(attempt)
+                self.log.warning("feed.backoff", status=status, error=error, delay_s=round(delay, 3), attempt=attempt)
+            if await _wait(self.stopping, delay):
+                raise _Stopping
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter: uniform in [initial / 2, min(max, initial * 2^attempt)]."""
+        ceiling = min(self.config.backoff_max_s, self.config.backoff_initial_s * 2**attempt)
+        return self._random.uniform(self.config.backoff_initial_s / 2, ceiling)
+
+
+def _dead(reason: str, message: str) -> DeadLetter:
+    return DeadLetter(reason=reason, message=message, stage="source")
+
+
+def _entry_key(entry) -> bytes | None:
+    try:
+        return entry["hendelse"]["hendelsesdokument"].encode()
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
+def _has_seq(entry) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("sekvensnummer"), int)
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    try:
+        return max(float(retry_after), 0.0) if retry_after else None
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """Wait `seconds` unless the event is set first; True if it was set."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+        return True
+    except TimeoutError:
+        return False

@@ -1,0 +1,80 @@
+"""Runs a connector: builds its Kafka clients and Context, and drives start / run / stop.
+
+    async with open_connector(FeedSource, "folkeregister", raw_config, bootstrap=..., app_id="samband") as source:
+        await source.run()          # until source.stopping is set (e.g. by SIGTERM)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaProducer
+
+from connectors.api import Connector, Context
+from connectors.output import KafkaDeadLetters, KafkaOutput
+from connectors.state import KafkaStateStore, ensure_state_topic
+
+
+@dataclass(frozen=True)
+class Topics:
+    ingest: str
+    deadletter: str
+    state: str
+
+    @classmethod
+    def for_app(cls, app_id: str) -> Topics:
+        return cls(f"{app_id}-ingest", f"{app_id}-deadletter", f"{app_id}-connector-state")
+
+
+def durable_producer(bootstrap: str) -> AIOKafkaProducer:
+    """acks=all and idempotent, so retries neither lose nor reorder records within a partition."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=1 << 20,
+        request_timeout_ms=15_000,
+    )
+
+
+@asynccontextmanager
+async def open_connector(
+    cls: type[Connector],
+    instance: str,
+    raw_config: Mapping[str, Any],
+    *,
+    bootstrap: str,
+    app_id: str = "samband",
+    extras: dict[str, Any] | None = None,
+) -> AsyncIterator[Connector]:
+    """Validate the config (ConfigError), start the connector, yield it, and always stop it."""
+    config = cls.parse_config(raw_config)
+    topics = Topics.for_app(app_id)
+    log = structlog.get_logger("samband.connector").bind(connector=instance)
+    await ensure_state_topic(bootstrap, topics.state)
+    producer = durable_producer(bootstrap)
+    await producer.start()
+    context = Context(
+        instance=instance,
+        output=KafkaOutput(producer, topics.ingest, instance),
+        dead_letters=KafkaDeadLetters(producer, topics.deadletter, instance),
+        state=KafkaStateStore(producer, bootstrap, topics.state, instance),
+        log=log,
+        extras=dict(extras or {}),
+    )
+    connector = cls(config, context)
+    try:
+        await connector.start()
+        log.info("connector.started", kind=cls.kind, type=cls.__name__)
+        yield connector
+    finally:
+        try:
+            await connector.stop()
+        finally:
+            await producer.stop()
+            log.info("connector.stopped")

@@ -1,0 +1,74 @@
+"""Connector bookmarks in the compacted topic `<app id>-connector-state` (key = instance name).
+
+`load()` reads the topic to its end once and keeps the latest value for this instance;
+`save()` returns only once the broker has the new bookmark (acks=all), so a bookmark
+saved after the data it covers is never ahead of that data.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from connectors.api import StateStore
+
+
+async def ensure_state_topic(bootstrap: str, topic: str) -> None:
+    """Create the state topic compacted (one partition: it is small and read whole) unless it exists."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            try:
+                await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})])
+            except TopicAlreadyExistsError:  # another instance created it first
+                pass
+    finally:
+        await admin.close()
+
+
+class KafkaStateStore(StateStore):
+    def __init__(self, producer: AIOKafkaProducer, bootstrap: str, topic: str, instance: str):
+        self._producer = producer
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._key = instance.encode()
+
+    async def load(self) -> dict | None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = [TopicPartition(self._topic, p) for p in await _partitions(consumer, self._topic)]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            end = await consumer.end_offsets(partitions)
+            latest: bytes | None = None
+            while any([await consumer.position(tp) < end[tp] for tp in partitions]):
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        if record.key == self._key:
+                            latest = record.value  # None = tombstone: state was reset
+            return json.loads(latest) if latest is not None else None
+        finally:
+            await consumer.stop()
+
+    async def save(self, bookmark: dict) -> None:
+        value = json.dumps(bookmark, separators=(",", ":"), sort_keys=True).encode()
+        await (await self._producer.send(self._topic, value=value, key=self._key))
+
+    async def reset(self) -> None:
+        """Forget the bookmark (a tombstone); the next load() returns None."""
+        await (await self._producer.send(self._topic, value=None, key=self._key))
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise LookupError(f"state topic {topic!r} does not exist")
+    return partitions

@@ -1,0 +1,49 @@
+"""pytest fixtures of the conformance kit (load with `pytest_plugins = ["connectors.testing.plugin"]`)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from connectors.runtime import Topics
+
+
+@pytest.fixture(scope="session")
+def connector_kafka(request) -> str:
+    """Bootstrap servers of a real broker for connector tests."""
+    explicit = os.environ.get("SAMBAND_KAFKA_BOOTSTRAP_SERVERS") or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if explicit:
+        return explicit
+    try:
+        return request.getfixturevalue("kafka_bootstrap")  # the project's own broker fixture, if any
+    except pytest.FixtureLookupError:
+        from agents.config import bootstrap_servers
+
+        return bootstrap_servers()
+
+
+@pytest.fixture
+async def connector_app_id(connector_kafka):
+    """A unique app id; its ingest and dead-letter topics exist with one partition, so order is total."""
+    name = f"conn-{uuid.uuid4().hex[:10]}"
+    topics = Topics.for_app(name)
+    admin = AIOKafkaAdminClient(bootstrap_servers=connector_kafka)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topics.ingest, 1, 1), NewTopic(topics.deadletter, 1, 1)])
+        yield name
+    finally:
+        existing = set(await admin.list_topics())
+        await admin.delete_topics([t for t in (topics.ingest, topics.deadletter, topics.state) if t in existing])
+        await admin.close()
+
+
+@pytest.fixture
+def capture_connector_logs():
+    """Every structlog event logged during the test, as dicts (structlog.testing.capture_logs)."""
+    with structlog.testing.capture_logs() as captured:
+        yield captured
