@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     data_dir: str = ".samband/worker"
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535)
+    # /readyz answers 503 while the worker's consumer group lags more than this many records.
+    ready_max_lag: int = Field(1000, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # "auto": JSON when stderr is not a terminal, readable console otherwise.
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -1,0 +1,123 @@
+"""Prometheus metrics of the bus, in their own registry, served as `/metrics` by every worker.
+
+Each stage records what it does with one call:
+
+    from agents import metrics
+
+    metrics.event_in("samband-ingest")                      # a record was read from a topic
+    metrics.event_out("samband-events")                     # a record was written to a topic
+    metrics.validation_failed("identity.checksum")          # ingest refused an event (its dead-letter reason)
+    metrics.delivery("bergen-helsestasjon", "delivered")    # one attempt: delivered | retry | rejected | dead_lettered
+    metrics.set_retry_backlog("bergen-helsestasjon", 12)    # deliveries waiting for a retry, now
+    metrics.observe_end_to_end_latency("bergen-helsestasjon", 0.8)  # seconds from ingest to delivered
+    metrics.set_consumer_lag("samband", "samband-events", 3, 42)    # group, topic, partition, lag
+
+Metric names (the Grafana dashboard in deploy/grafana/ queries these):
+
+| name | type | labels |
+|---|---|---|
+| `samband_events_in_total` | counter | topic |
+| `samband_events_out_total` | counter | topic |
+| `samband_validation_failures_total` | counter | reason |
+| `samband_deliveries_total` | counter | subscription, outcome |
+| `samband_retry_backlog` | gauge | subscription |
+| `samband_consumer_lag` | gauge | group, topic, partition |
+| `samband_end_to_end_latency_seconds` | histogram | subscription |
+
+Labels never hold personal data. Every label value is checked against the pattern of what it
+names (a topic name, a reason code, a subscription id, an outcome); a value that does not match,
+or that holds an 11-digit run (an identity number's shape), raises `LabelValueError`, whose
+message names the label but never repeats the value.
+"""
+
+from __future__ import annotations
+
+import re
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry()
+
+OUTCOMES = frozenset({"delivered", "retry", "rejected", "dead_lettered"})
+
+# What each kind of label value may look like.
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_GROUP = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_REASON = re.compile(r"[a-z0-9_.]{1,64}")
+_SUBSCRIPTION = re.compile(r"[a-z0-9-]{1,64}")
+_IDENTITY_SHAPE = re.compile(r"\d{11}")
+
+
+class LabelValueError(ValueError):
+    """A metric label value is not of the allowed shape (it might carry personal data)."""
+
+
+def _checked(label: str, value: str, pattern: re.Pattern[str]) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise LabelValueError(f"metric label {label!r} refused: value does not match {pattern.pattern}")
+    if _IDENTITY_SHAPE.search(value):
+        raise LabelValueError(f"metric label {label!r} refused: value holds an 11-digit number")
+    return value
+
+
+def _outcome(value: str) -> str:
+    if value not in OUTCOMES:
+        raise LabelValueError(f"metric label 'outcome' refused: not one of {sorted(OUTCOMES)}")
+    return value
+
+
+EVENTS_IN = Counter("samband_events_in", "Records read from a topic by the bus.", ["topic"], registry=REGISTRY)
+EVENTS_OUT = Counter("samband_events_out", "Records written to a topic by the bus.", ["topic"], registry=REGISTRY)
+VALIDATION_FAILURES = Counter(
+    "samband_validation_failures", "Events refused by validation, by dead-letter reason code.", ["reason"], registry=REGISTRY
+)
+DELIVERIES = Counter(
+    "samband_deliveries", "Delivery attempts, by subscription and outcome.", ["subscription", "outcome"], registry=REGISTRY
+)
+RETRY_BACKLOG = Gauge("samband_retry_backlog", "Deliveries waiting for a retry.", ["subscription"], registry=REGISTRY)
+CONSUMER_LAG = Gauge(
+    "samband_consumer_lag",
+    "Records not yet committed by the consumer group (end offset minus committed offset).",
+    ["group", "topic", "partition"],
+    registry=REGISTRY,
+)
+END_TO_END_LATENCY = Histogram(
+    "samband_end_to_end_latency_seconds",
+    "Seconds from an event's ingest to its delivery to a subscriber.",
+    ["subscription"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
+    registry=REGISTRY,
+)
+
+
+def event_in(topic: str, count: int = 1) -> None:
+    EVENTS_IN.labels(_checked("topic", topic, _TOPIC)).inc(count)
+
+
+def event_out(topic: str, count: int = 1) -> None:
+    EVENTS_OUT.labels(_checked("topic", topic, _TOPIC)).inc(count)
+
+
+def validation_failed(reason: str) -> None:
+    VALIDATION_FAILURES.labels(_checked("reason", reason, _REASON)).inc()
+
+
+def delivery(subscription: str, outcome: str) -> None:
+    DELIVERIES.labels(_checked("subscription", subscription, _SUBSCRIPTION), _outcome(outcome)).inc()
+
+
+def set_retry_backlog(subscription: str, count: int) -> None:
+    RETRY_BACKLOG.labels(_checked("subscription", subscription, _SUBSCRIPTION)).set(count)
+
+
+def set_consumer_lag(group: str, topic: str, partition: int, lag: int) -> None:
+    CONSUMER_LAG.labels(_checked("group", group, _GROUP), _checked("topic", topic, _TOPIC), str(int(partition))).set(lag)
+
+
+def observe_end_to_end_latency(subscription: str, seconds: float) -> None:
+    END_TO_END_LATENCY.labels(_checked("subscription", subscription, _SUBSCRIPTION)).observe(seconds)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The registry in Prometheus text format, and its content type."""
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

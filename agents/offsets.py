@@ -1,0 +1,133 @@
+"""Read topics, offsets and consumer-group lag from the broker (aiokafka's admin client).
+
+    async with KafkaInspector(bootstrap) as kafka:
+        partitions = await kafka.topic_partitions(prefix="samband-")
+        offsets = await kafka.offsets(partitions)
+        lag = await kafka.group_lag("samband")
+
+Used by `samband topics | lag | status` and by the worker's `/readyz` and `/metrics`.
+An unreachable broker raises `BrokerUnreachable`, whose message names the address only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+
+class BrokerUnreachable(Exception):
+    """The broker did not answer within the timeout."""
+
+
+@dataclass(frozen=True)
+class PartitionOffsets:
+    topic: str
+    partition: int
+    start: int
+    end: int
+
+    @property
+    def messages(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    group: str
+    topic: str
+    partition: int
+    committed: int
+    end: int
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.end - self.committed)
+
+
+class KafkaInspector:
+    def __init__(self, bootstrap: str, timeout: float = 10.0):
+        self.bootstrap = bootstrap
+        self.timeout = timeout
+        timeout_ms = int(timeout * 1000)
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+        # A consumer without a group: only asks for offsets, never joins or commits.
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=timeout_ms)
+
+    async def __aenter__(self) -> KafkaInspector:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._admin.start()
+                await self._consumer.start()
+        except (TimeoutError, KafkaError, OSError):
+            await self.close()
+            raise BrokerUnreachable(f"Kafka at {self.bootstrap} did not answer within {self.timeout:.0f} s") from None
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._consumer.stop()
+        await self._admin.close()
+
+    async def _call(self, coroutine):
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await coroutine
+        except (TimeoutError, KafkaError, OSError):
+            raise BrokerUnreachable(f"Kafka at {self.bootstrap} did not answer within {self.timeout:.0f} s") from None
+
+    async def brokers(self) -> list[str]:
+        """`host:port` of each broker in the cluster."""
+        cluster = await self._call(self._admin.describe_cluster())
+        return [f"{b['host']}:{b['port']}" for b in cluster["brokers"]]
+
+    async def topic_partitions(self, prefix: str = "") -> list[TopicPartition]:
+        """Every partition of the non-internal topics whose name starts with `prefix`."""
+        names = [n for n in await self._call(self._admin.list_topics()) if n.startswith(prefix) and not n.startswith("__")]
+        if not names:
+            return []
+        described = await self._call(self._admin.describe_topics(names))
+        return sorted(
+            TopicPartition(topic["topic"], p["partition"])
+            for topic in described
+            if topic["error_code"] == 0 and not topic["is_internal"]
+            for p in topic["partitions"]
+        )
+
+    async def offsets(self, partitions: Iterable[TopicPartition]) -> list[PartitionOffsets]:
+        partitions = list(partitions)
+        if not partitions:
+            return []
+        start = await self._call(self._consumer.beginning_offsets(partitions))
+        end = await self._call(self._consumer.end_offsets(partitions))
+        return [PartitionOffsets(tp.topic, tp.partition, start[tp], end[tp]) for tp in partitions]
+
+    async def groups(self, prefix: str = "") -> list[str]:
+        listed = await self._call(self._admin.list_consumer_groups())
+        return sorted(group for group, _protocol in listed if group.startswith(prefix))
+
+    async def group_lag(self, group: str, partitions: Iterable[TopicPartition] | None = None) -> list[PartitionLag]:
+        """Lag of `group` on the partitions it has committed on (or on `partitions`, where given).
+
+        A partition without a committed offset counts from its start offset: the group will read
+        all of it (auto_offset_reset=earliest, as the bus's consumers use).
+        """
+        wanted = list(partitions) if partitions is not None else None
+        committed = await self._call(self._admin.list_consumer_group_offsets(group, partitions=wanted))
+        tps = wanted if wanted is not None else list(committed)
+        if not tps:
+            return []
+        start = await self._call(self._consumer.beginning_offsets(tps))
+        end = await self._call(self._consumer.end_offsets(tps))
+        rows = []
+        for tp in sorted(tps):
+            meta = committed.get(tp)
+            position = meta.offset if meta is not None and meta.offset >= 0 else start[tp]
+            rows.append(PartitionLag(group, tp.topic, tp.partition, position, end[tp]))
+        return rows

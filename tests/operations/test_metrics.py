@@ -1,0 +1,87 @@
+"""agents.metrics: label values of personal-data shape are refused; /metrics parses with prometheus-client's parser."""
+
+from __future__ import annotations
+
+import uuid
+
+import faust
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from agents import metrics
+from agents.web.operations import add_routes
+
+IDENTITY_NUMBER = "01017012345"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        lambda: metrics.delivery(f"oslo-{IDENTITY_NUMBER}", "delivered"),
+        lambda: metrics.event_in(f"samband-{IDENTITY_NUMBER}"),
+        lambda: metrics.validation_failed(f"identity.{IDENTITY_NUMBER}"),
+        lambda: metrics.set_retry_backlog(IDENTITY_NUMBER, 1),
+        lambda: metrics.observe_end_to_end_latency(IDENTITY_NUMBER, 1.0),
+        lambda: metrics.set_consumer_lag("samband", IDENTITY_NUMBER, 0, 1),
+    ],
+)
+def test_label_holding_an_identity_number_is_refused_without_echoing_it(record):
+    with pytest.raises(metrics.LabelValueError) as refused:
+        record()
+    assert IDENTITY_NUMBER not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        lambda: metrics.validation_failed("Kari Nordmann"),
+        lambda: metrics.delivery("Bergen Helsestasjon", "delivered"),
+        lambda: metrics.delivery("bergen-helsestasjon", "maybe"),
+        lambda: metrics.event_out("topic with spaces"),
+        lambda: metrics.set_retry_backlog("", 1),
+    ],
+)
+def test_label_outside_its_allowed_shape_is_refused(record):
+    with pytest.raises(metrics.LabelValueError):
+        record()
+
+
+def _samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_endpoint_serves_recorded_values_in_parseable_text_format(kafka_bootstrap):
+    topic = f"samband-{uuid.uuid4().hex[:8]}-events"
+    subscription = f"sub-{uuid.uuid4().hex[:8]}"
+    metrics.event_in(topic, 3)
+    metrics.event_out(topic)
+    metrics.validation_failed("identity.checksum")
+    metrics.delivery(subscription, "delivered")
+    metrics.delivery(subscription, "delivered")
+    metrics.delivery(subscription, "retry")
+    metrics.set_retry_backlog(subscription, 7)
+    metrics.observe_end_to_end_latency(subscription, 0.3)
+
+    web_app = web.Application()
+    add_routes(web_app, faust.App(f"ops-{uuid.uuid4().hex[:8]}", broker=f"kafka://{kafka_bootstrap}"), ready_max_lag=0)
+    async with TestClient(TestServer(web_app)) as client:
+        response = await client.get("/metrics")
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        samples = _samples(await response.text())
+
+    assert samples[("samband_events_in_total", (("topic", topic),))] == 3
+    assert samples[("samband_events_out_total", (("topic", topic),))] == 1
+    assert samples[("samband_validation_failures_total", (("reason", "identity.checksum"),))] >= 1
+    assert samples[("samband_deliveries_total", (("outcome", "delivered"), ("subscription", subscription)))] == 2
+    assert samples[("samband_deliveries_total", (("outcome", "retry"), ("subscription", subscription)))] == 1
+    assert samples[("samband_retry_backlog", (("subscription", subscription),))] == 7
+    assert samples[("samband_end_to_end_latency_seconds_count", (("subscription", subscription),))] == 1
+    assert samples[("samband_end_to_end_latency_seconds_bucket", (("le", "0.5"), ("subscription", subscription)))] == 1
+    assert samples[("samband_end_to_end_latency_seconds_bucket", (("le", "0.25"), ("subscription", subscription)))] == 0
