@@ -12,6 +12,9 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+DEV_PSEUDONYM_KEY = "samband-development-pseudonym-key"
+
+
 class SettingsError(Exception):
     """A setting is missing or malformed; the message names the environment variable."""
 
@@ -35,6 +38,19 @@ class Settings(BaseSettings):
     # External Confluent-compatible schema registry (Confluent, Karapace, Apicurio ccompat).
     # Empty: the bus serves the registry API itself, from the schema catalog.
     schema_registry_url: str = ""
+    # Secret key of person pseudonyms (HMAC-SHA256, schemas/pseudonym.py): the same on every
+    # worker. The default is for development only; the ingest agent logs a warning when it is used.
+    pseudonym_key: str = DEV_PSEUDONYM_KEY
+    # Bearer tokens of the HTTP API: `token=scope1+scope2,token2=scope1`, e.g.
+    # `s3cret=subscriptions:read+subscriptions:write`. Empty: the API refuses every request.
+    api_tokens: str = ""
+    # Ingest: messages larger than this are dead-lettered as ingest.oversized.
+    ingest_max_bytes: int = Field(262_144, ge=1024)
+    # Ingest: how long an event id is remembered for deduplication (a re-read feed page).
+    dedup_retention_hours: float = Field(168.0, gt=0)
+    # Events handled per agent batch, and the longest a partial batch waits.
+    batch_size: int = Field(500, ge=1)
+    batch_within_seconds: float = Field(0.05, gt=0)
 
 
 def _env_name(loc: tuple) -> str:
