@@ -1,0 +1,71 @@
+"""A real `samband worker` serves /healthz, /readyz and /metrics on SAMBAND_WEB_PORT."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
+
+from kafka_io import produce
+from worker_process import WorkerProcess, wait_for_commits
+
+
+async def _create_topics(bootstrap: str, *names: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, num_partitions=4, replication_factor=1) for n in names])
+    finally:
+        await admin.close()
+
+
+async def _get_until(session, url: str, status: int, worker: WorkerProcess, timeout: float = 90.0) -> dict | str:
+    """GET `url` until it answers `status`; return the body (JSON when it is JSON)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last = "no answer"
+    while asyncio.get_running_loop().time() < deadline:
+        if worker.process.poll() is not None:
+            raise AssertionError(f"worker exited ({worker.process.returncode}):\n{worker.log_tail()}")
+        try:
+            async with session.get(url) as response:
+                body = await (response.json() if response.content_type == "application/json" else response.text())
+                if response.status == status:
+                    return body
+                last = f"{response.status} {body}"
+        except aiohttp.ClientConnectionError as exc:
+            last = repr(exc)
+        await asyncio.sleep(0.2)  # poll interval inside the deadline
+    raise AssertionError(f"{url} did not answer {status} within {timeout:.0f} s (last: {last}):\n{worker.log_tail()}")
+
+
+async def test_worker_is_alive_then_ready_and_reports_its_consumer_lag(kafka_bootstrap, worker_env, tmp_path):
+    app_id = worker_env["SAMBAND_APP_ID"]
+    source = f"{app_id}-example-in"
+    await _create_topics(kafka_bootstrap, source, f"{app_id}-example-out")
+    await produce(kafka_bootstrap, source, [f"m{i}".encode() for i in range(20)], [f"k{i}".encode() for i in range(20)])
+    base = f"http://127.0.0.1:{worker_env['SAMBAND_WEB_PORT']}"
+
+    worker = WorkerProcess({**worker_env, "SAMBAND_READY_MAX_LAG": "0"}, tmp_path / "worker.log")
+    worker.start()
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            assert await _get_until(session, f"{base}/healthz", 200, worker) == {"status": "alive"}
+            await wait_for_commits(kafka_bootstrap, app_id, 20, timeout=90, worker=worker)
+            ready = await _get_until(session, f"{base}/readyz", 200, worker)
+            assert ready["ready"] is True
+            assert ready["lag"] == 0
+            assert ready["assigned_partitions"] >= 4  # example-in's partitions at least
+            text = await _get_until(session, f"{base}/metrics", 200, worker)
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+
+    lag = {
+        (s.labels["topic"], s.labels["partition"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "samband_consumer_lag" and s.labels["group"] == app_id
+    }
+    assert {(source, str(p)) for p in range(4)} <= set(lag)
+    assert all(value == 0 for value in lag.values())
