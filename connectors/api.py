@@ -162,6 +162,10 @@ class StateStore:
         """Return only once the bookmark is durable."""
         raise NotImplementedError
 
+    async def reset(self) -> None:
+        """Forget the bookmark: the source starts again from its configured beginning."""
+        raise NotImplementedError
+
 
 @dataclass
 class Context:

@@ -16,6 +16,6 @@ The kit needs a real Kafka broker: KAFKA_BOOTSTRAP_SERVERS / SAMBAND_KAFKA_BOOTS
 else the `kafka_bootstrap` fixture when the project defines one, else the local broker.
 """
 
+from connectors.testing.source_kit import SourceConformance
 
-
-
+__all__ = ["SourceConformance"]

@@ -1,0 +1,200 @@
+"""SourceConformance: the tests every source connector must pass, against a real broker.
+
+Subclass it in a test module (class name starting with `Test`) and fill in the hooks:
+
+    connector            the Source class
+    bad_input_reason     the dead-letter reason `add_bad_input` must produce
+    invalid_configs      [(raw config, field the error must name)], each invalid
+    secret_values        strings from invalid_configs that must never appear in an error
+    environment(tmp)     async context manager: start what the source reads from; yields `env`
+    config(env)          a valid raw config for that environment (the source must keep polling
+                         for new input until stopped)
+    add_inputs(env, n)   make n new good inputs available; return their event ids (ingest keys)
+    add_bad_input(env)   make one bad input available
+    personal_values(env) strings in the inputs that are personal data (names, addresses);
+                         11-digit identity numbers are always checked
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from connectors.api import ConfigError, Source
+from connectors.dead_letters import DeadLetter
+from connectors.runtime import Topics, open_connector
+
+IDENTITY_NUMBER = re.compile(r"(?<!\d)\d{11}(?!\d)")
+WAIT_S = 30.0
+
+
+class SourceConformance:
+    connector: ClassVar[type[Source]]
+    bad_input_reason: ClassVar[str]
+    invalid_configs: ClassVar[list[tuple[dict, str]]] = []
+    secret_values: ClassVar[tuple[str, ...]] = ()
+
+    # --- hooks ----------------------------------------------------------------------------
+
+    def environment(self, tmp_path) -> Any:
+        raise NotImplementedError("return an async context manager yielding the environment")
+
+    def config(self, env) -> dict:
+        raise NotImplementedError
+
+    async def add_inputs(self, env, count: int) -> list[str]:
+        raise NotImplementedError
+
+    async def add_bad_input(self, env) -> None:
+        raise NotImplementedError
+
+    def personal_values(self, env) -> list[str]:
+        return []
+
+    # --- the kit --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self, env, bootstrap: str, app_id: str, *, reset_state: bool = False) -> AsyncIterator[Source]:
+        """The source, running in a task; stopped gracefully at exit unless already crashed."""
+        async with open_connector(self.connector, "conformance", self.config(env), bootstrap=bootstrap, app_id=app_id) as source:
+            if reset_state:
+                await source.context.state.reset()
+            task = asyncio.create_task(source.run())
+            source._conformance_task = task
+            try:
+                yield source
+            finally:
+                if not task.done():
+                    source.stopping.set()
+                    await asyncio.wait_for(task, WAIT_S)  # a source must stop promptly
+                elif not task.cancelled() and task.exception():
+                    raise task.exception()
+
+    async def test_starts_and_stops(self, connector_kafka, connector_app_id, tmp_path):
+        async with self.environment(tmp_path) as env:
+            ids = await self.add_inputs(env, 5)
+            async with self.running(env, connector_kafka, connector_app_id) as source:
+                await _wait_for_keys(connector_kafka, Topics.for_app(connector_app_id).ingest, ids, source)
+            assert source._conformance_task.done()
+
+    async def test_resumes_from_state_after_a_crash(self, connector_kafka, connector_app_id, tmp_path):
+        ingest = Topics.for_app(connector_app_id).ingest
+        async with self.environment(tmp_path) as env:
+            first = await self.add_inputs(env, 5)
+            async with self.running(env, connector_kafka, connector_app_id) as source:
+                await _wait_for_keys(connector_kafka, ingest, first, source)
+                await _wait_for_bookmark(source)
+                source._conformance_task.cancel()  # a crash: no graceful stop
+                with pytest.raises(asyncio.CancelledError):
+                    await source._conformance_task
+            before = len(await _read_all(connector_kafka, ingest))
+            second = await self.add_inputs(env, 5)
+            async with self.running(env, connector_kafka, connector_app_id) as source:
+                await _wait_for_keys(connector_kafka, ingest, second, source)
+            after_restart = [r.key.decode() for r in (await _read_all(connector_kafka, ingest))[before:]]
+            assert not set(after_restart) & set(first), "the restarted source read again what its bookmark covered"
+
+    async def test_redelivery_is_idempotent(self, connector_kafka, connector_app_id, tmp_path):
+        ingest = Topics.for_app(connector_app_id).ingest
+        async with self.environment(tmp_path) as env:
+            ids = await self.add_inputs(env, 5)
+            async with self.running(env, connector_kafka, connector_app_id) as source:
+                await _wait_for_keys(connector_kafka, ingest, ids, source)
+            # Forget the bookmark: everything is read again.
+            async with self.running(env, connector_kafka, connector_app_id, reset_state=True) as source:
+                await _wait_for_keys(connector_kafka, ingest, ids, source, copies=2)
+            by_key: dict[bytes, set[bytes]] = {}
+            for record in await _read_all(connector_kafka, ingest):
+                by_key.setdefault(record.key, set()).add(record.value)
+            assert all(len(values) == 1 for values in by_key.values()), "a re-read event must be the same bytes under the same key"
+
+    async def test_bad_input_reaches_the_dead_letters_and_the_rest_flows(self, connector_kafka, connector_app_id, tmp_path):
+        topics = Topics.for_app(connector_app_id)
+        async with self.environment(tmp_path) as env:
+            await self.add_bad_input(env)
+            ids = await self.add_inputs(env, 3)
+            async with self.running(env, connector_kafka, connector_app_id) as source:
+                await _wait_for_keys(connector_kafka, topics.ingest, ids, source)
+                dead = await _wait_for_records(connector_kafka, topics.deadletter, 1, source)
+        letter = DeadLetter.from_headers(dead[0].headers)
+        assert (letter.reason, letter.stage) == (self.bad_input_reason, "source")
+        assert dict(dead[0].headers)["samband-source"] == b"conformance"
+
+    async def test_logs_carry_no_personal_data(self, connector_kafka, connector_app_id, tmp_path, capture_connector_logs):
+        async with self.environment(tmp_path) as env:
+            await self.add_bad_input(env)
+            ids = await self.add_inputs(env, 5)
+            async with self.running(env, connector_kafka, connector_app_id) as source:
+                await _wait_for_keys(connector_kafka, Topics.for_app(connector_app_id).ingest, ids, source)
+            personal = self.personal_values(env)
+        ours = [e for e in capture_connector_logs if e.get("connector") == "conformance"]
+        assert ours, "the source logs nothing through its context logger"
+        for entry in ours:
+            text = repr(entry)
+            assert not IDENTITY_NUMBER.search(text), f"identity number in log event {entry['event']!r}"
+            leaked = [value for value in personal if value in text]
+            assert not leaked, f"personal data in log event {entry['event']!r}"
+
+    def test_config_errors_name_the_field_and_hide_secrets(self):
+        assert self.invalid_configs, "declare at least one invalid config"
+        for raw, field in self.invalid_configs:
+            with pytest.raises(ConfigError) as caught:
+                self.connector.parse_config(raw)
+            assert field in {path.split(".")[0] for path, _ in caught.value.problems}, str(caught.value)
+            assert not [s for s in self.secret_values if s in str(caught.value)], "a secret was echoed"
+
+
+async def _read_all(bootstrap: str, topic: str) -> list:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    records = []
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        while await consumer.position(tp) < end:
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def _wait_for_records(bootstrap: str, topic: str, count: int, source: Source) -> list:
+    async with asyncio.timeout(WAIT_S):
+        while len(records := await _read_all(bootstrap, topic)) < count:
+            _raise_if_crashed(source)
+            await asyncio.sleep(0.05)  # poll interval inside a deadline
+    return records
+
+
+async def _wait_for_keys(bootstrap: str, topic: str, ids: list[str], source: Source, copies: int = 1) -> None:
+    wanted = [i.encode() for i in ids]
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            keys = [r.key for r in await _read_all(bootstrap, topic)]
+            if all(keys.count(k) >= copies for k in wanted):
+                return
+            _raise_if_crashed(source)
+            await asyncio.sleep(0.05)  # poll interval inside a deadline
+
+
+async def _wait_for_bookmark(source: Source) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while await source.context.state.load() is None:
+            _raise_if_crashed(source)
+            await asyncio.sleep(0.05)  # poll interval inside a deadline
+
+
+def _raise_if_crashed(source: Source) -> None:
+    task = source._conformance_task
+    if task.done() and not task.cancelled() and task.exception():
+        raise task.exception()
+    assert not task.done(), "the source's run() returned before it was stopped"
