@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "agents.commands.demo",
     "agents.commands.simulate",
     "agents.commands.schemas",
+    "agents.commands.operations",
     "agents.commands.connectors",
 ]
 

@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 
 
 class BrokerUnreachable(Exception):
-    """The broker did not answer within the timeout."""
+    """The broker could not be reached, or did not answer within the timeout."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class KafkaInspector:
                 await self._consumer.start()
         except (TimeoutError, KafkaError, OSError):
             await self.close()
-            raise BrokerUnreachable(f"Kafka at {self.bootstrap} did not answer within {self.timeout:.0f} s") from None
+            raise BrokerUnreachable(f"Kafka at {self.bootstrap} could not be reached within {self.timeout:.0f} s") from None
         return self
 
     async def __aexit__(self, *exc_info) -> None:
@@ -80,7 +80,7 @@ class KafkaInspector:
             async with asyncio.timeout(self.timeout):
                 return await coroutine
         except (TimeoutError, KafkaError, OSError):
-            raise BrokerUnreachable(f"Kafka at {self.bootstrap} did not answer within {self.timeout:.0f} s") from None
+            raise BrokerUnreachable(f"Kafka at {self.bootstrap} could not be reached within {self.timeout:.0f} s") from None
 
     async def brokers(self) -> list[str]:
         """`host:port` of each broker in the cluster."""
