@@ -75,6 +75,17 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new(args: argparse.Namespace) -> int:
+    from connectors.skeleton import generate
+
+    try:
+        root = generate(args.name, Path(args.directory))
+    except (ValueError, FileExistsError) as exc:
+        raise UsageError(str(exc)) from None
+    print(f"created {root}: pip install -e {root}[test] && pytest {root}  (see docs/connectors.md)")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("connectors", help="list, run and create connectors (sources and sinks)")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -93,3 +104,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--config", required=True, help="YAML or JSON file with the connector's settings")
     run.add_argument("--instance", help="instance name (key of its bookmark); default: the connector name")
     run.set_defaults(handler=_run)
+
+    new = actions.add_parser("new", help="create a working source connector package with conformance tests")
+    new.add_argument("name", help="connector name, e.g. lib-loans")
+    new.add_argument("--directory", default=".", help="where to create the package (default: here)")
+    new.set_defaults(handler=_new)

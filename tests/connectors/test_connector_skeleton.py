@@ -1,0 +1,31 @@
+"""A connector made by `samband connectors new` passes the conformance kit unchanged."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from agents.cli import main
+
+
+def test_generated_skeleton_passes_the_conformance_kit(kafka_bootstrap, tmp_path):
+    assert main(["connectors", "new", "lib-loans", "--directory", str(tmp_path)]) == 0
+    root = tmp_path / "lib-loans"
+    assert (root / "samband_lib_loans" / "source.py").exists()
+    assert 'lib-loans = "samband_lib_loans.source:LibLoansSource"' in (root / "pyproject.toml").read_text()
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "PYTHONPATH": str(root)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "6 passed" in result.stdout
+
+
+def test_new_refuses_a_bad_name_and_an_existing_directory(tmp_path, capsys):
+    assert main(["connectors", "new", "Bad Name!", "--directory", str(tmp_path)]) == 2
+    assert "connector name" in capsys.readouterr().err
+    (tmp_path / "taken").mkdir()
+    assert main(["connectors", "new", "taken", "--directory", str(tmp_path)]) == 2
+    assert "already exists" in capsys.readouterr().err
