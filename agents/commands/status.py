@@ -1,0 +1,127 @@
+"""`samband status`: is the bus healthy? Broker, topics, consumer lag; exit 1 when anything is not.
+
+    samband status [--json] [--max-lag N] [--interval S]
+
+The report is a list of sections. A section is produced by one async function
+`(kafka, options) -> Section`; `SECTIONS` lists them in display order. A section's `problems`
+make the whole status unhealthy (exit 1). When the broker cannot be reached, the report holds
+the broker section alone, unhealthy.
+
+Not built yet (waits for issue 5, the delivery ledger): the per-subscription section (state
+active / paused / failing / disabled, last successful delivery, retry backlog, dead-letter
+count). It is one more `SectionProvider` appended to `SECTIONS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from agents.commands.operations import (
+    add_connection_arguments,
+    bus_groups,
+    format_lag,
+    format_topics,
+    inspector,
+    lag_problems,
+    lag_report,
+    topic_report,
+)
+from agents.config import get_settings
+from agents.offsets import BrokerUnreachable, KafkaInspector
+
+
+@dataclass(frozen=True)
+class StatusOptions:
+    app_id: str
+    max_lag: int
+    interval: float
+
+
+@dataclass
+class Section:
+    name: str
+    data: Any  # JSON-able; what `--json` prints under the section's name
+    text: str  # what an operator reads
+    problems: list[str] = field(default_factory=list)
+
+
+SectionProvider = Callable[[KafkaInspector, StatusOptions], Awaitable[Section]]
+
+
+@dataclass
+class StatusReport:
+    sections: list[Section]
+
+    @property
+    def problems(self) -> list[str]:
+        return [problem for section in self.sections for problem in section.problems]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def as_json(self) -> dict:
+        return {"healthy": self.healthy, "problems": self.problems, **{s.name: s.data for s in self.sections}}
+
+    def as_text(self) -> str:
+        lines = [f"samband status: {'HEALTHY' if self.healthy else 'UNHEALTHY'}"]
+        for section in self.sections:
+            lines += ["", f"== {section.name} ==", section.text]
+        lines += [f"UNHEALTHY: {problem}" for problem in self.problems]
+        return "\n".join(lines)
+
+
+async def broker_section(kafka: KafkaInspector, options: StatusOptions) -> Section:
+    brokers = await kafka.brokers()
+    return Section("broker", {"reachable": True, "bootstrap": kafka.bootstrap, "brokers": brokers}, f"reachable: {', '.join(brokers)}")
+
+
+async def topics_section(kafka: KafkaInspector, options: StatusOptions) -> Section:
+    rows = await topic_report(kafka, f"{options.app_id}-", options.interval)
+    return Section("topics", [asdict(row) for row in rows], format_topics(rows))
+
+
+async def lag_section(kafka: KafkaInspector, options: StatusOptions) -> Section:
+    rows = await lag_report(kafka, await bus_groups(kafka, options.app_id))
+    return Section("lag", [asdict(row) for row in rows], format_lag(rows), lag_problems(rows, options.max_lag))
+
+
+# Display order. Issue 5 appends the per-subscription section here.
+SECTIONS: list[SectionProvider] = [broker_section, topics_section, lag_section]
+
+
+async def collect_status(kafka_factory: Callable[[], KafkaInspector], options: StatusOptions, sections=SECTIONS) -> StatusReport:
+    kafka = kafka_factory()
+    try:
+        async with kafka:
+            return StatusReport([await section(kafka, options) for section in sections])
+    except BrokerUnreachable as exc:
+        unreachable = {"reachable": False, "bootstrap": kafka.bootstrap, "brokers": []}
+        return StatusReport([Section("broker", unreachable, "unreachable", [str(exc)])])
+
+
+def _status(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    max_lag = args.max_lag if args.max_lag is not None else settings.ready_max_lag
+    options = StatusOptions(settings.app_id, max_lag, args.interval)
+    report = asyncio.run(collect_status(lambda: inspector(args), options))
+    print(json.dumps(report.as_json(), indent=2) if args.json else report.as_text())
+    return 0 if report.healthy else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    status = subparsers.add_parser(
+        "status",
+        help="health of the bus: broker, topics, consumer lag (exit 1 when unhealthy)",
+        description="Broker health, the bus's topics with message rates, and consumer-group lag. "
+        "Exit 1 when the broker cannot be reached or a lag is above --max-lag.",
+    )
+    status.add_argument("--max-lag", type=int, help="lag above this is unhealthy (default: SAMBAND_READY_MAX_LAG)")
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between the two rate samples; 0: no rates")
+    add_connection_arguments(status)
+    status.set_defaults(handler=_status)
