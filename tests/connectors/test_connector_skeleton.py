@@ -29,3 +29,14 @@ def test_new_refuses_a_bad_name_and_an_existing_directory(tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     assert main(["connectors", "new", "taken", "--directory", str(tmp_path)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_list_shows_installed_connectors_with_their_config_schema(capsys):
+    import json
+
+    assert main(["connectors", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    feed = listed["folkeregister"]
+    assert feed["kind"] == "source"
+    assert feed["class"] == "connectors.folkeregister.source:FolkeregisterFeedSource"
+    assert "base_url" in feed["config_schema"]["required"]
