@@ -16,6 +16,8 @@ from aiohttp import web
 from cloudevents.v1.http import from_http
 from standardwebhooks.webhooks import Webhook
 
+VALIDATION_TYPE = "no.samband.subscription.validation"
+
 
 @dataclass
 class Reply:
@@ -88,5 +90,9 @@ class Receiver:
                 f"{self.url}: not {what} within {timeout:.0f} s; received {len(self.received)}, delivered {len(self.delivered)}"
             ) from None
 
-    def delivered_ids(self) -> list[str]:
-        return [r.event["id"] for r in self.delivered]
+    def events(self) -> list[Received]:
+        """Delivered events, without the verification handshake."""
+        return [r for r in self.delivered if r.event["type"] != VALIDATION_TYPE]
+
+    def verified(self) -> bool:
+        return any(r.event["type"] == VALIDATION_TYPE for r in self.delivered)

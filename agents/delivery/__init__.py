@@ -1,0 +1,1 @@
+"""Delivery: from `samband-deliveries` to each subscriber, with retries, order, isolation (docs/delivery.md)."""

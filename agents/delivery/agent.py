@@ -1,0 +1,199 @@
+"""The delivery agent: `samband-deliveries` in, signed webhooks out (docs/delivery.md).
+
+One agent reads two co-partitioned topics with the same key `<subscription>/<person>`:
+- `samband-deliveries`: a new delivery joins the end of its (subscription, person) queue in
+  the `delivery-pending` table and, if it is the head, is offered to the dispatcher;
+- `samband-delivery-outcomes`: an attempt's result for a head; the agent applies it
+  (pending.decide): delivered (ledger), dead-lettered (`samband-deadletter` + ledger),
+  retried later, or held (410: subscription disabled), and offers the next head.
+The table changelog, ledger and dead letters are flushed before offsets commit, so a
+crash loses nothing; attempts in flight at a crash go out again with the same webhook-id.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import structlog
+from aiokafka import AIOKafkaConsumer
+
+from agents.app import app
+from agents.delivery import pending
+from agents.delivery.dispatcher import Dispatcher, subscription_of
+from agents.delivery.ledger import ledger_key, ledger_record
+from agents.delivery.target import TargetError, parse_target
+from agents.delivery.topic_reader import read_topic
+from agents.delivery.topics import delivery_topics
+from agents.config import bootstrap_servers
+from connectors.dead_letters import DeadLetter
+from connectors.webhook.outcome import HttpOutcome
+
+log = structlog.get_logger(__name__)
+
+_raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+topics = delivery_topics(app.conf.id)
+inbox = app.topic(topics.deliveries, topics.outcomes, internal=True, **_raw)
+outcomes_topic = app.topic(topics.outcomes, **_raw)
+status_topic = app.topic(topics.status, internal=True, compacting=True, partitions=1, **_raw)
+ledger_topic = app.topic(topics.ledger, internal=True, compacting=True, **_raw)
+deadletter_topic = app.topic(topics.deadletter, internal=True, **_raw)
+pending_table = app.Table("delivery-pending", key_type=str)  # JSON values, see agents.delivery.pending
+
+# Headers of a delivery record worth keeping with the pending entry (and in its dead letter).
+KEPT_HEADERS = ("traceparent", "samband-source")
+
+
+async def _report(key: str, entry: dict, outcome: HttpOutcome) -> None:
+    value = {
+        "idempotency_key": entry["key"],
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "http_status": outcome.http_status,
+        "retry_after": outcome.retry_after,
+    }
+    await outcomes_topic.send(key=key.encode(), value=json.dumps(value).encode())
+
+
+async def _save_status(sub: str, status: dict) -> None:
+    await status_topic.send(key=sub.encode(), value=json.dumps(status).encode())
+
+
+dispatcher = Dispatcher(_report, _save_status)
+
+
+@app.agent(inbox)
+async def deliver(stream):
+    async for event in stream.events():
+        key = event.key.decode()
+        now = time.time()
+        if event.message.topic == topics.deliveries:
+            await _accept(key, event, now)
+        else:
+            await _apply(key, json.loads(event.value), now)
+
+
+async def _accept(key: str, event, now: float) -> None:
+    message = event.message
+    try:
+        record = json.loads(event.value)
+        idempotency_key = record["idempotency_key"]
+    except (ValueError, KeyError, TypeError):
+        dead = DeadLetter("delivery.malformed", "delivery record is not JSON with an idempotency_key", "deliver",
+                          message.topic, message.partition, message.offset, subscription_of(key))
+        await deadletter_topic.send(key=event.key, value=event.value, headers=dead.headers(message.headers or []))
+        return
+    headers = [[k, v.decode()] for k, v in (message.headers or []) if k in KEPT_HEADERS]
+    entry = pending.new_entry(idempotency_key, event.value.decode(), headers, [message.topic, message.partition, message.offset], now)
+    state = pending.append(pending_table.get(key), entry)
+    if state is None:
+        return  # accepted before (the record was read again after a restart)
+    pending_table[key] = state
+    if len(state["queue"]) == 1:
+        dispatcher.offer(key, entry)
+
+
+async def _apply(key: str, outcome: dict, now: float) -> None:
+    sub = subscription_of(key)
+    target = dispatcher.targets.get(sub)
+    schedule = target.retry_schedule if target else ()
+    state = pending_table.get(key) or {"queue": [], "seen": -1}
+    decision = pending.decide(state["queue"], outcome, schedule, now)
+    if decision is None:
+        return  # an outcome for an entry that is no longer the head: a duplicate attempt
+    entry, event_id = decision.entry, json.loads(decision.entry["record"])["event"]["id"]
+    logged = {"idempotency_key": entry["key"], "attempts": entry["attempts"], "reason": decision.reason}
+    if decision.action == pending.DELIVERED:
+        await _ledger(event_id, sub, "delivered", entry, outcome)
+    elif decision.action == pending.DEAD:
+        await _dead_letter(key, sub, entry, decision.reason, outcome)
+        await _ledger(event_id, sub, "dead_lettered", entry, outcome, decision.reason)
+        log.warning("delivery.dead_lettered", **logged)
+    elif decision.action == pending.HOLD:
+        await _ledger(event_id, sub, "held", entry, outcome, decision.reason)
+        await dispatcher.disable(sub, decision.reason)
+    else:
+        log.info("delivery.retry", due_in=round(entry["due"] - now, 3), **logged)
+    pending_table[key] = {**state, "queue": decision.queue}
+    if decision.queue:
+        dispatcher.offer(key, decision.queue[0])
+    else:
+        dispatcher.done(key)
+
+
+async def _ledger(event_id: str, sub: str, status: str, entry: dict, outcome: dict, reason: str | None = None) -> None:
+    value = ledger_record(event_id, sub, status, entry["attempts"], reason, outcome.get("http_status"))
+    await ledger_topic.send(key=ledger_key(event_id, sub), value=value)
+
+
+async def _dead_letter(key: str, sub: str, entry: dict, reason: str, outcome: dict) -> None:
+    topic, partition, offset = entry["source"]
+    status = outcome.get("http_status")
+    message = f"after {entry['attempts']} attempts; last: {outcome.get('reason') or status}"
+    dead = DeadLetter(reason, message, "deliver", topic, partition, offset, sub)
+    original = [(k, v.encode()) for k, v in entry["headers"]]
+    await deadletter_topic.send(key=key.encode(), value=entry["record"].encode(), headers=dead.headers(original))
+
+
+# --- keeping the dispatcher in step with Kafka ---------------------------------------------
+
+
+@pending_table.on_recover
+async def _offer_recovered_heads() -> None:
+    """After a (re)start or rebalance: every head of this worker's partitions goes out again."""
+    owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.deliveries}
+    for key, state in pending_table.items():
+        queue = state["queue"]
+        if queue and queue[0]["source"][1] in owned:
+            dispatcher.offer(key, queue[0])
+
+
+@app.on_partitions_revoked.connect
+async def _forget_revoked(app, revoked, **kwargs) -> None:
+    dispatcher.drop_partitions({tp.partition for tp in revoked if tp.topic == topics.deliveries})
+
+
+@app.task
+async def _run_dispatcher() -> None:
+    for topic in (status_topic, ledger_topic, deadletter_topic):
+        await topic.maybe_declare()
+    await dispatcher.run()
+
+
+@app.task
+async def _follow_subscriptions() -> None:
+    """Every worker reads the subscriptions and their delivery status whole, and keeps following."""
+    bootstrap = bootstrap_servers()
+    # Status first, so a restart does not repeat verification handshakes already passed.
+    async for record in read_topic(bootstrap, topics.status):
+        await _on_status(record)
+    consumer = AIOKafkaConsumer(topics.subscriptions, topics.status, bootstrap_servers=bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False, metadata_max_age_ms=5000)
+    await consumer.start()
+    try:
+        async for record in consumer:
+            if record.topic == topics.status:
+                await _on_status(record)
+            else:
+                await _on_subscription(record)
+    finally:
+        await consumer.stop()
+
+
+async def _on_status(record) -> None:
+    sub = record.key.decode()
+    await dispatcher.set_status(sub, json.loads(record.value) if record.value is not None else None)
+
+
+async def _on_subscription(record) -> None:
+    sub = record.key.decode()
+    if record.value is None:
+        await dispatcher.set_target(sub, None)
+        return
+    try:
+        target = parse_target(sub, json.loads(record.value))
+    except (TargetError, ValueError) as exc:
+        log.error("delivery.subscription_invalid", subscription=sub, reason=TargetError.reason, error=str(exc))
+        await dispatcher.set_target(sub, None)
+        return
+    await dispatcher.set_target(sub, target)

@@ -1,0 +1,212 @@
+"""The in-memory side of delivery: when each pending head goes out, and through which lane.
+
+One `Lane` per active subscription: its own sink (own keep-alive pool), its own queue and
+`max_concurrency` workers. A slow or failing subscriber fills only its own lane, so no
+other subscriber waits for it (no head-of-line blocking). Everything here can be rebuilt
+from Kafka: the heads come from the `delivery-pending` table, subscriptions and their
+verification status from their compacted topics.
+
+Only the head of a (subscription, person) queue is ever offered; the next is offered when
+the agent has applied the head's outcome. That gives per-person order, retries included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from agents.delivery.target import Target
+from connectors.api import Context, DeadLetters, Output, SinkRecord, StateStore
+from connectors.webhook.outcome import HttpOutcome
+from connectors.webhook.sink import WebhookSink
+
+log = structlog.get_logger(__name__)
+
+Report = Callable[[str, dict, HttpOutcome], Awaitable[None]]  # (queue key, entry, outcome)
+SaveStatus = Callable[[str, dict], Awaitable[None]]  # (subscription, status record)
+
+
+def subscription_of(queue_key: str) -> str:
+    return queue_key.rsplit("/", 1)[0]  # pseudonyms are hex, so the last "/" separates them
+
+
+def make_sink(target: Target) -> WebhookSink:
+    # The delivery stage writes outcomes, dead letters and the ledger itself: the sink only POSTs.
+    context = Context(target.subscription, Output(), DeadLetters(), StateStore(), log.bind(subscription=target.subscription))
+    return WebhookSink(target.webhook, context)
+
+
+class Lane:
+    def __init__(self, target: Target, report: Report):
+        self.target = target
+        self.sink = make_sink(target)
+        self.queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
+        self.hold_until = 0.0  # the subscriber's Retry-After applies to the whole lane
+        self._report = report
+        self._workers = [asyncio.create_task(self._work()) for _ in range(target.webhook.max_concurrency)]
+
+    async def _work(self) -> None:
+        while True:
+            key, entry = await self.queue.get()
+            wait = self.hold_until - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)  # the subscriber asked for this pause (Retry-After)
+            record = SinkRecord(key.encode(), entry["record"].encode(), [(k, v.encode()) for k, v in entry["headers"]])
+            [outcome] = await self.sink.write([record])
+            if outcome.retry_after:
+                self.hold_until = max(self.hold_until, time.time() + outcome.retry_after)
+            try:
+                await self._report(key, entry, outcome)
+            except Exception:  # the head stays pending and is offered again after a restart
+                log.exception("delivery.report_failed", idempotency_key=entry["key"])
+
+    async def close(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        await self.sink.stop()
+
+
+class Dispatcher:
+    def __init__(self, report: Report, save_status: SaveStatus):
+        self._report = report
+        self._save_status = save_status
+        self.targets: dict[str, Target] = {}
+        self.status: dict[str, dict] = {}
+        self.heads: dict[str, tuple[dict, int]] = {}  # queue key -> (head entry, token)
+        self._waiting: dict[str, set[str]] = defaultdict(set)  # subscription -> heads held back
+        self._heap: list[tuple[float, int, str]] = []
+        self._tokens = itertools.count()
+        self._lanes: dict[str, Lane] = {}
+        self._verifying: dict[str, asyncio.Task] = {}
+        self._wake = asyncio.Event()
+
+    # --- pending heads ------------------------------------------------------------------
+
+    def offer(self, key: str, entry: dict) -> None:
+        """`entry` is now the head of `key`'s queue; it goes out at entry["due"]."""
+        token = next(self._tokens)
+        self.heads[key] = (entry, token)
+        heapq.heappush(self._heap, (entry["due"], token, key))
+        self._wake.set()
+
+    def done(self, key: str) -> None:
+        """`key`'s queue is empty."""
+        self.heads.pop(key, None)
+
+    def drop_partitions(self, partitions: set[int]) -> None:
+        """Forget heads of partitions this worker no longer owns (after a rebalance)."""
+        for key in [k for k, (e, _) in self.heads.items() if e["source"][1] in partitions]:
+            del self.heads[key]
+
+    async def run(self) -> None:
+        while True:
+            now = time.time()
+            while self._heap and self._heap[0][0] <= now:
+                _, token, key = heapq.heappop(self._heap)
+                head = self.heads.get(key)
+                if head is None or head[1] != token:
+                    continue  # superseded by a later offer
+                sub = subscription_of(key)
+                lane = self._lanes.get(sub) if self.is_active(sub) else None
+                if lane is None:
+                    self._waiting[sub].add(key)
+                else:
+                    lane.queue.put_nowait((key, head[0]))
+            self._wake.clear()
+            timeout = self._heap[0][0] - now if self._heap else None
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    # --- subscriptions ------------------------------------------------------------------
+
+    def is_active(self, sub: str) -> bool:
+        target, status = self.targets.get(sub), self.status.get(sub) or {}
+        return (
+            target is not None
+            and not target.paused
+            and status.get("fingerprint") == target.fingerprint
+            and status.get("verified", False)
+            and not status.get("disabled_reason")
+        )
+
+    async def set_target(self, sub: str, target: Target | None) -> None:
+        if self.targets.get(sub) == target:
+            return
+        if target is None:
+            self.targets.pop(sub, None)
+        else:
+            self.targets[sub] = target
+        await self._refresh(sub, lane_changed=True)
+
+    async def set_status(self, sub: str, status: dict | None) -> None:
+        if self.status.get(sub) == status:
+            return
+        self.status[sub] = status or {}
+        await self._refresh(sub, lane_changed=False)
+
+    async def disable(self, sub: str, reason: str) -> None:
+        target = self.targets.get(sub)
+        if target is None:
+            return
+        status = {"fingerprint": target.fingerprint, "verified": True, "disabled_reason": reason, "at": time.time()}
+        log.warning("delivery.subscription_disabled", subscription=sub, reason=reason)
+        await self._save_status(sub, status)
+        await self.set_status(sub, status)
+
+    async def _refresh(self, sub: str, lane_changed: bool) -> None:
+        target = self.targets.get(sub)
+        old = self._lanes.get(sub)
+        if old is not None and (lane_changed or not self.is_active(sub)):
+            del self._lanes[sub]
+            await old.close()
+            # Heads queued in or in flight on the old lane go out again (same webhook-id).
+            self._waiting[sub].update(k for k in self.heads if subscription_of(k) == sub)
+        if target is not None and not (self.status.get(sub) or {}).get("fingerprint") == target.fingerprint:
+            self._start_verification(target)
+        if self.is_active(sub):
+            if sub not in self._lanes:
+                self._lanes[sub] = Lane(target, self._report)
+            for key in self._waiting.pop(sub, ()):
+                if key in self.heads:
+                    entry, token = self.heads[key]
+                    heapq.heappush(self._heap, (entry["due"], token, key))
+            self._wake.set()
+
+    def _start_verification(self, target: Target) -> None:
+        running = self._verifying.get(target.subscription)
+        if running is not None and not running.done():
+            running.cancel()
+        self._verifying[target.subscription] = asyncio.create_task(self._verify(target))
+
+    async def _verify(self, target: Target) -> None:
+        """Altinn-style handshake: a signed validation event must be answered 2xx before events flow."""
+        sink = make_sink(target)
+        try:
+            for attempt in itertools.count():
+                outcome = await sink.verify(target.subscription)
+                if outcome.status == "delivered":
+                    break
+                log.warning("delivery.verification_failed", subscription=target.subscription, reason=outcome.reason, attempt=attempt + 1)
+                schedule = target.retry_schedule or (10.0,)
+                await asyncio.sleep(schedule[min(attempt, len(schedule) - 1)])  # the verification's retry schedule
+        finally:
+            await sink.stop()
+        status = {"fingerprint": target.fingerprint, "verified": True, "disabled_reason": None, "at": time.time()}
+        log.info("delivery.subscription_verified", subscription=target.subscription)
+        await self._save_status(target.subscription, status)
+        await self.set_status(target.subscription, status)
+
+    async def close(self) -> None:
+        for task in self._verifying.values():
+            task.cancel()
+        for lane in self._lanes.values():
+            await lane.close()

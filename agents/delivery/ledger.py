@@ -1,0 +1,44 @@
+"""The delivery ledger: per (event, subscription), what became of the delivery.
+
+A compacted topic keyed `<event id>/<subscription id>`; the value is JSON:
+    {"event_id", "subscription", "status": "delivered" | "dead_lettered" | "held",
+     "reason", "attempts", "http_status", "at"}
+`held` means the subscription was disabled (410 Gone) and the event waits for it. The last
+record per key wins, so a dead-lettered event replayed and delivered reads `delivered`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from agents.delivery.topic_reader import read_topic
+
+
+def ledger_key(event_id: str, subscription: str) -> bytes:
+    return f"{event_id}/{subscription}".encode()
+
+
+def ledger_record(event_id: str, subscription: str, status: str, attempts: int, reason: str | None = None, http_status: int | None = None) -> bytes:
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "subscription": subscription,
+            "status": status,
+            "reason": reason,
+            "attempts": attempts,
+            "http_status": http_status,
+            "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        }
+    ).encode()
+
+
+async def ledger_for_event(bootstrap: str, topic: str, event_id: str, timeout: float = 30.0) -> dict[str, dict]:
+    """subscription -> latest ledger entry for one event, read from the compacted topic."""
+    prefix = f"{event_id}/".encode()
+    found: dict[str, dict] = {}
+    async for record in read_topic(bootstrap, topic, timeout):
+        if record.key is not None and record.key.startswith(prefix) and record.value is not None:
+            entry = json.loads(record.value)
+            found[entry["subscription"]] = entry
+    return found

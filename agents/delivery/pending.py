@@ -1,0 +1,62 @@
+"""What is pending for one (subscription, person): an ordered queue whose head alone is in flight.
+
+Pure functions over the queue stored in the `delivery-pending` table, so the order and
+retry rules are testable without Kafka. The table value per (subscription, person) is
+`{"queue": [entry, ...], "seen": offset}`: `seen` is the offset of the last delivery record
+accepted, so a record read again after a crash (offsets not yet committed) is not delivered
+a second time after later ones. An entry:
+
+    {"key": idempotency key, "record": delivery JSON text, "headers": [[name, value], ...],
+     "attempts": attempts so far, "due": epoch seconds of the next attempt,
+     "source": [topic, partition, offset]}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# What the agent does with the head after an outcome.
+DELIVERED, DEAD, RETRY, HOLD = "delivered", "dead", "retry", "hold"
+
+
+def new_entry(key: str, record: str, headers: list[list[str]], source: list, now: float) -> dict:
+    return {"key": key, "record": record, "headers": headers, "attempts": 0, "due": now, "source": source}
+
+
+def append(state: dict | None, entry: dict) -> dict | None:
+    """The state with `entry` queued at the end, or None when its record was accepted before."""
+    state = state or {"queue": [], "seen": -1}
+    offset = entry["source"][2]
+    if offset <= state["seen"]:
+        return None
+    return {"queue": [*state["queue"], entry], "seen": offset}
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # DELIVERED, DEAD, RETRY or HOLD
+    queue: list[dict]  # the queue after the decision; its head (if any) is what goes next
+    entry: dict  # the head the outcome was for, attempts counted
+    reason: str | None = None
+
+
+def decide(queue: list[dict], outcome: dict, schedule: tuple[float, ...], now: float) -> Decision | None:
+    """Apply an attempt's outcome to the head; None if it is not for the head (stale or duplicate)."""
+    if not queue or queue[0]["key"] != outcome["idempotency_key"]:
+        return None
+    head = {**queue[0], "attempts": queue[0]["attempts"] + 1}
+    status, reason = outcome["status"], outcome.get("reason")
+    if status == "delivered":
+        return Decision(DELIVERED, queue[1:], head)
+    if status == "rejected" and reason == "delivery.gone":
+        # The subscriber is gone: the subscription is disabled and the event waits for it to be fixed.
+        return Decision(HOLD, [{**head, "due": now}, *queue[1:]], head, reason)
+    if status == "rejected":
+        return Decision(DEAD, queue[1:], head, reason)
+    retries_done = head["attempts"] - 1
+    if retries_done >= len(schedule):
+        return Decision(DEAD, queue[1:], head, "delivery.retries_exhausted")
+    wait = outcome.get("retry_after")
+    wait = schedule[retries_done] if wait is None else wait
+    head["due"] = now + wait
+    return Decision(RETRY, [head, *queue[1:]], head, reason)

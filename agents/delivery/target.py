@@ -1,0 +1,61 @@
+"""Where and how a subscription's deliveries go: the `delivery` object of a subscription.
+
+    {"id": "bergen-helsestasjon", ...,
+     "delivery": {"kind": "webhook", "url": "https://...", "secret_ref": "env:BERGEN_HS_SECRET",
+                  "mode": "structured", "max_concurrency": 8, "connect_timeout": 5, "read_timeout": 10,
+                  "retry_schedule": [10, 30, 60, ...], "paused": false}}
+
+Everything but `url` and `secret_ref` has a default. `retry_schedule` is the wait in seconds
+before each retry; when it is used up the event is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from connectors.webhook.config import WebhookConfig
+
+# Altinn Events' schedule: 10 s, 30 s, 1 m, 5 m, 10 m, 30 m, 1 h, 3 h, 6 h, 12 h, 12 h.
+DEFAULT_RETRY_SCHEDULE = (10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 10800.0, 21600.0, 43200.0, 43200.0)
+
+
+class TargetError(ValueError):
+    """A subscription's delivery settings are invalid; the message names fields, never values."""
+
+    reason = "subscription.delivery_invalid"
+
+
+@dataclass(frozen=True)
+class Target:
+    subscription: str
+    webhook: WebhookConfig
+    retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    paused: bool = False
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the endpoint and its secrets: a change means a new verification handshake."""
+        text = json.dumps([self.webhook.url, list(self.webhook.secret_refs)])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parse_target(sub_id: str, subscription: dict) -> Target:
+    """The target of subscription `sub_id` (the record's key in `samband-subscriptions`)."""
+    delivery = dict(subscription.get("delivery") or {})
+    kind = delivery.pop("kind", "webhook")
+    if kind != "webhook":
+        raise TargetError(f"subscription {sub_id}: delivery kind {kind!r} is not supported (webhook)")
+    schedule = delivery.pop("retry_schedule", DEFAULT_RETRY_SCHEDULE)
+    paused = delivery.pop("paused", False)
+    if not isinstance(schedule, (list, tuple)) or not all(isinstance(s, (int, float)) and s >= 0 for s in schedule):
+        raise TargetError(f"subscription {sub_id}: delivery.retry_schedule must be a list of seconds >= 0")
+    try:
+        webhook = WebhookConfig.model_validate(delivery)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+        raise TargetError(f"subscription {sub_id}: invalid delivery fields: {fields}") from None
+    return Target(sub_id, webhook, tuple(float(s) for s in schedule), bool(paused))

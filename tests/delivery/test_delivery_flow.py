@@ -1,0 +1,187 @@
+"""The delivery agent in a real worker against real receivers: handshake, order, outcomes, pause.
+
+One worker serves every test in this module (each test uses its own subscriptions),
+which keeps the module to one worker start-up.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agents.delivery.ledger import ledger_for_event
+from agents.delivery.topic_reader import read_topic
+from connectors.dead_letters import DeadLetter
+from delivery_bus import DeliveryBus, assert_in_order_per_person
+from webhook_receiver import Receiver, Reply
+
+FAST = {"retry_schedule": [0.1, 0.2, 0.3, 0.3, 0.3], "read_timeout": 1.0, "connect_timeout": 0.5}
+
+
+@pytest.fixture(scope="module")
+async def bus(kafka_bootstrap, tmp_path_factory):
+    from conftest import free_port, unique_name
+    import os
+
+    tmp = tmp_path_factory.mktemp("delivery-flow")
+    env = {
+        **os.environ,
+        "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "SAMBAND_APP_ID": unique_name("delivery"),
+        "SAMBAND_DATA_DIR": str(tmp / "worker-data"),
+        "SAMBAND_WEB_PORT": str(free_port()),
+        "SAMBAND_LOG_FORMAT": "json",
+    }
+    bus = DeliveryBus(kafka_bootstrap, env, tmp / "worker.log")
+    await bus.start()
+    yield bus
+    await bus.stop()
+
+
+async def _receiver(bus, behaviour=None) -> Receiver:
+    receiver = Receiver(bus.secret, behaviour) if behaviour else Receiver(bus.secret)
+    await receiver.start()
+    return receiver
+
+
+async def test_verified_subscriber_gets_every_event_in_order_with_idempotency_keys(bus):
+    receiver = await _receiver(bus)
+    try:
+        await bus.subscribe("flow-ok", receiver.url, **FAST)
+        records = bus.events_for("flow-ok", persons=5, per_person=6)
+        await bus.send(records, headers=[("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")])
+        await receiver.wait_for(lambda: len(receiver.events()) >= 30, 60, "all 30 events delivered")
+    finally:
+        await receiver.stop()
+    assert receiver.delivered[0].event["type"] == "no.samband.subscription.validation"  # the handshake came first
+    assert_in_order_per_person(receiver.events(), persons=5, per_person=6)
+    assert {r.webhook_id for r in receiver.events()} == {r["idempotency_key"] for r in records}
+    assert {r.headers["traceparent"] for r in receiver.events()} == {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    ledger = await _wait_ledger(bus, records[0]["event"]["id"], "flow-ok")
+    assert ledger["status"] == "delivered" and ledger["attempts"] == 1
+
+
+async def test_no_events_flow_until_the_handshake_is_answered(bus):
+    verified = []
+
+    def refuse_until_allowed(_n, event):
+        if event["type"] == "no.samband.subscription.validation" and not verified:
+            return Reply(401)
+        return Reply()
+
+    receiver = await _receiver(bus, refuse_until_allowed)
+    try:
+        await bus.subscribe("flow-handshake", receiver.url, **FAST)
+        await bus.send(bus.events_for("flow-handshake", persons=2, per_person=2))
+        await receiver.wait_for(lambda: len(receiver.received) >= 2, 30, "the handshake retried")
+        assert receiver.events() == []
+        verified.append(True)
+        await receiver.wait_for(lambda: len(receiver.events()) >= 4, 30, "events after the handshake")
+    finally:
+        await receiver.stop()
+    assert all(r.event["type"] == "no.samband.subscription.validation" for r in receiver.received[:2])
+    assert_in_order_per_person(receiver.events(), persons=2, per_person=2)
+
+
+async def test_failing_subscriber_gets_everything_in_order_after_retries(bus):
+    # Every second attempt of each event fails: each event needs a retry, and later events wait.
+    def flaky(n, event):
+        return Reply(500) if event["type"] != "no.samband.subscription.validation" and n % 2 else Reply()
+
+    receiver = await _receiver(bus, flaky)
+    try:
+        await bus.subscribe("flow-flaky", receiver.url, **FAST)
+        records = bus.events_for("flow-flaky", persons=4, per_person=5)
+        await bus.send(records)
+        await receiver.wait_for(lambda: len(receiver.events()) >= 20, 60, "all 20 events delivered")
+    finally:
+        await receiver.stop()
+    assert_in_order_per_person(receiver.events(), persons=4, per_person=5)
+    assert any(r.status == 500 for r in receiver.received)
+
+
+async def test_rejected_event_is_dead_lettered_and_later_events_still_flow(bus):
+    def reject_one(_n, event):
+        return Reply(422) if event["id"] == "rej-0-1" else Reply()
+
+    receiver = await _receiver(bus, reject_one)
+    try:
+        await bus.subscribe("flow-reject", receiver.url, **FAST)
+        await bus.send(bus.events_for("flow-reject", persons=1, per_person=4, prefix="rej"))
+        await receiver.wait_for(lambda: len(receiver.events()) >= 3, 30, "the three acceptable events")
+    finally:
+        await receiver.stop()
+    assert [r.event["id"] for r in receiver.events()] == ["rej-0-0", "rej-0-2", "rej-0-3"]
+    dead = [r async for r in read_topic(bus.bootstrap, bus.topic("deadletter")) if r.key.startswith(b"flow-reject/")]
+    assert len(dead) == 1
+    letter = DeadLetter.from_headers(dead[0].headers)
+    assert (letter.reason, letter.stage, letter.subscription) == ("delivery.rejected", "deliver", "flow-reject")
+    assert json.loads(dead[0].value)["event"]["id"] == "rej-0-1"  # the original record, unchanged
+    ledger = await _wait_ledger(bus, "rej-0-1", "flow-reject")
+    assert (ledger["status"], ledger["reason"], ledger["http_status"]) == ("dead_lettered", "delivery.rejected", 422)
+
+
+async def test_gone_subscriber_is_disabled_and_keeps_its_events(bus):
+    receiver = await _receiver(bus, lambda _n, e: Reply(410) if e["type"] != "no.samband.subscription.validation" else Reply())
+    try:
+        await bus.subscribe("flow-gone", receiver.url, **FAST)
+        await bus.send(bus.events_for("flow-gone", persons=1, per_person=3, prefix="gone"))
+        await receiver.wait_for(lambda: any(r.status == 410 for r in receiver.received), 30, "answered 410")
+        status = await _wait_status(bus, "flow-gone", lambda s: s.get("disabled_reason"))
+    finally:
+        await receiver.stop()
+    assert status["disabled_reason"] == "delivery.gone"
+    ledger = await _wait_ledger(bus, "gone-0-0", "flow-gone")
+    assert (ledger["status"], ledger["reason"]) == ("held", "delivery.gone")
+    assert [r.status for r in receiver.received if r.event["type"] != "no.samband.subscription.validation"] == [410]
+
+    # A fixed endpoint (a changed subscription) is verified again and gets the kept events in order.
+    fixed = await _receiver(bus)
+    try:
+        await bus.subscribe("flow-gone", fixed.url, **FAST)
+        await fixed.wait_for(lambda: len(fixed.events()) >= 3, 30, "the kept events")
+    finally:
+        await fixed.stop()
+    assert [r.event["id"] for r in fixed.events()] == ["gone-0-0", "gone-0-1", "gone-0-2"]
+
+
+async def test_paused_subscription_keeps_events_until_resumed(bus):
+    paused, witness = await _receiver(bus), await _receiver(bus)
+    try:
+        await bus.subscribe("flow-paused", paused.url, paused=True, **FAST)
+        await bus.subscribe("flow-witness", witness.url, **FAST)
+        await bus.send(bus.events_for("flow-paused", persons=2, per_person=3, prefix="pau"))
+        await bus.send(bus.events_for("flow-witness", persons=2, per_person=3, prefix="wit"))
+        # The witness's events were produced after the paused one's and have all arrived,
+        # so the worker has read the paused subscription's too: it holds them.
+        await witness.wait_for(lambda: len(witness.events()) >= 6, 30, "the witness's events")
+        assert paused.events() == []
+        await bus.subscribe("flow-paused", paused.url, paused=False, **FAST)
+        await paused.wait_for(lambda: len(paused.events()) >= 6, 30, "the kept events after resume")
+    finally:
+        await paused.stop()
+        await witness.stop()
+    assert_in_order_per_person(paused.events(), persons=2, per_person=3)
+
+
+async def _wait_ledger(bus, event_id: str, sub: str, timeout: float = 30.0) -> dict:
+    return await _poll(lambda: ledger_for_event(bus.bootstrap, bus.topic("delivery-ledger"), event_id), lambda found: found.get(sub), timeout, f"ledger entry {event_id}/{sub}")
+
+
+async def _wait_status(bus, sub: str, ready, timeout: float = 30.0) -> dict:
+    async def statuses():
+        return {r.key.decode(): json.loads(r.value) async for r in read_topic(bus.bootstrap, bus.topic("delivery-status"))}
+
+    return await _poll(statuses, lambda found: found.get(sub) if found.get(sub) and ready(found[sub]) else None, timeout, f"status of {sub}")
+
+
+async def _poll(fetch, pick, timeout: float, what: str):
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if found := pick(await fetch()):
+            return found
+        await asyncio.sleep(0.2)  # poll interval inside a deadline
+    raise AssertionError(f"no {what} within {timeout:.0f} s")

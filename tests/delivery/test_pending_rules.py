@@ -1,0 +1,64 @@
+"""The per-(subscription, person) queue rules, without Kafka: order, retries, dead letters, re-reads."""
+
+from __future__ import annotations
+
+from agents.delivery import pending
+from agents.delivery.target import DEFAULT_RETRY_SCHEDULE, TargetError, parse_target
+
+import pytest
+
+
+def _entry(key: str, offset: int) -> dict:
+    return pending.new_entry(key, "{}", [], ["t-deliveries", 0, offset], now=100.0)
+
+
+def _queued(*keys: str) -> dict:
+    state = None
+    for offset, key in enumerate(keys):
+        state = pending.append(state, _entry(key, offset))
+    return state
+
+
+def test_a_record_read_again_after_a_crash_is_not_queued_twice():
+    state = _queued("a", "b")
+    assert pending.append(state, _entry("a", 0)) is None
+    assert pending.append({**state, "queue": []}, _entry("b", 1)) is None  # even once delivered
+    assert [e["key"] for e in pending.append(state, _entry("c", 2))["queue"]] == ["a", "b", "c"]
+
+
+def test_an_outcome_for_anything_but_the_head_is_ignored():
+    assert pending.decide(_queued("a", "b")["queue"], {"idempotency_key": "b", "status": "delivered"}, (1.0,), 0) is None
+
+
+def test_retries_follow_the_schedule_then_dead_letter():
+    queue = _queued("a", "b")["queue"]
+    schedule = (1.0, 5.0)
+    first = pending.decide(queue, {"idempotency_key": "a", "status": "retry", "reason": "http.500"}, schedule, 200.0)
+    assert (first.action, first.queue[0]["due"], first.queue[0]["attempts"]) == (pending.RETRY, 201.0, 1)
+    second = pending.decide(first.queue, {"idempotency_key": "a", "status": "retry"}, schedule, 300.0)
+    assert second.queue[0]["due"] == 305.0 and [e["key"] for e in second.queue] == ["a", "b"]  # b waits behind a
+    third = pending.decide(second.queue, {"idempotency_key": "a", "status": "retry"}, schedule, 400.0)
+    assert (third.action, third.reason, third.entry["attempts"]) == (pending.DEAD, "delivery.retries_exhausted", 3)
+    assert [e["key"] for e in third.queue] == ["b"]
+
+
+def test_retry_after_replaces_the_scheduled_wait():
+    decision = pending.decide(_queued("a")["queue"], {"idempotency_key": "a", "status": "retry", "retry_after": 42}, (1.0,), 0.0)
+    assert decision.queue[0]["due"] == 42.0
+
+
+def test_rejected_is_dead_and_gone_holds_the_head():
+    queue = _queued("a", "b")["queue"]
+    rejected = pending.decide(queue, {"idempotency_key": "a", "status": "rejected", "reason": "delivery.rejected"}, (), 0)
+    assert (rejected.action, [e["key"] for e in rejected.queue]) == (pending.DEAD, ["b"])
+    gone = pending.decide(queue, {"idempotency_key": "a", "status": "rejected", "reason": "delivery.gone"}, (), 0)
+    assert (gone.action, [e["key"] for e in gone.queue]) == (pending.HOLD, ["a", "b"])
+
+
+def test_target_defaults_and_errors_name_fields():
+    target = parse_target("s", {"delivery": {"url": "https://x.example/hook", "secret_ref": "env:S"}})
+    assert target.retry_schedule == DEFAULT_RETRY_SCHEDULE and not target.paused and target.webhook.mode == "structured"
+    with pytest.raises(TargetError, match="url"):
+        parse_target("s", {"delivery": {"url": "x", "secret_ref": "env:S"}})
+    with pytest.raises(TargetError, match="retry_schedule"):
+        parse_target("s", {"delivery": {"url": "https://x", "secret_ref": "env:S", "retry_schedule": [-1]}})
