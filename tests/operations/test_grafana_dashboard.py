@@ -1,0 +1,47 @@
+"""The Grafana dashboard queries only metrics that agents/metrics.py exposes, and shows every one of them."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from agents import metrics
+
+DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "samband-dashboard.json"
+SERIES_SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum")}
+METRIC_NAME = re.compile(r"\bsamband_[a-z0-9_]+")
+
+
+def _exposed_series() -> dict[str, str]:
+    """Series name -> metric family name, for every metric in the registry."""
+    return {
+        family.name + suffix: family.name
+        for family in metrics.REGISTRY.collect()
+        for suffix in SERIES_SUFFIXES[family.type]
+    }
+
+
+def _queries(dashboard: dict) -> list[str]:
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    variables = [v["query"]["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    return exprs + variables
+
+
+def test_every_queried_metric_exists_and_every_metric_is_shown():
+    dashboard = json.loads(DASHBOARD.read_text())
+    exposed = _exposed_series()
+    queried = {name for query in _queries(dashboard) for name in METRIC_NAME.findall(query)}
+
+    assert queried - exposed.keys() == set()
+    assert {exposed[name] for name in queried} == set(exposed.values())
+
+
+def test_every_panel_queries_a_samband_metric_through_the_chosen_data_source():
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert METRIC_NAME.search(target["expr"]), panel["title"]
+            assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
