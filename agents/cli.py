@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "agents.commands.demo",
     "agents.commands.simulate",
     "agents.commands.schemas",
+    "agents.commands.subscriptions",
     "agents.commands.operations",
     "agents.commands.status",
     "agents.commands.connectors",

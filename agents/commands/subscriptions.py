@@ -1,0 +1,87 @@
+"""`samband subscriptions apply DIR | list | show ID | delete ID`: subscriptions as configuration code.
+
+They live in the compacted `<app id>-subscriptions` topic; running workers pick changes up
+within a second. `apply` validates every file first and writes nothing if any is invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from agents.config import bootstrap_servers, get_settings
+from agents.routing.topics import bus_topics
+from agents.subscriptions import store
+from agents.subscriptions.files import load_dir
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("subscriptions", help="who receives which life events: apply, list, show, delete")
+    commands = parser.add_subparsers(dest="subscriptions_command", metavar="SUBCOMMAND", required=True)
+    apply = commands.add_parser("apply", help="validate every *.yaml in DIR, then create or replace them all")
+    apply.add_argument("directory", type=Path)
+    apply.set_defaults(handler=apply_dir)
+    commands.add_parser("list", help="every subscription: id, system, kommuner, event types").set_defaults(handler=list_all)
+    show = commands.add_parser("show", help="one subscription as JSON")
+    show.add_argument("id")
+    show.set_defaults(handler=show_one)
+    delete = commands.add_parser("delete", help="delete a subscription (deliveries to it stop within seconds)")
+    delete.add_argument("id")
+    delete.set_defaults(handler=delete_one)
+
+
+def _where() -> tuple[str, str]:
+    return bootstrap_servers(), bus_topics(get_settings().app_id).subscriptions
+
+
+def apply_dir(args) -> int:
+    if not args.directory.is_dir():
+        print(f"samband: {args.directory} is not a directory", file=sys.stderr)
+        return 2
+    subs, errors = load_dir(args.directory)
+    if errors:
+        for error in errors:
+            print(error, file=sys.stderr)
+        print(f"samband: nothing applied: {len(errors)} problem(s) in {args.directory}", file=sys.stderr)
+        return 1
+    bootstrap, topic = _where()
+
+    async def write() -> None:
+        await store.ensure_topic(bootstrap, topic)
+        await store.write(bootstrap, topic, [(s.id, s.to_json()) for s in subs])
+
+    asyncio.run(write())
+    print(f"applied {len(subs)} subscription(s): {', '.join(s.id for s in subs)}")
+    return 0
+
+
+def list_all(args) -> int:
+    current = asyncio.run(store.read_all(*_where()))
+    print(f"{'id':<40} {'system':<32} {'kommuner':<10} event types")
+    for sub_id, value in sorted(current.items()):
+        sub = json.loads(value)
+        kommuner = sub["kommuner"] if sub["kommuner"] == "all" else str(len(sub["kommuner"]))
+        print(f"{sub_id:<40} {sub['system']['name'][:32]:<32} {kommuner:<10} {', '.join(sub['event_types'])}")
+    return 0
+
+
+def show_one(args) -> int:
+    value = asyncio.run(store.read_all(*_where())).get(args.id)
+    if value is None:
+        print(f"samband: no subscription {args.id}", file=sys.stderr)
+        return 1
+    print(json.dumps(json.loads(value), indent=2, ensure_ascii=False))
+    return 0
+
+
+def delete_one(args) -> int:
+    bootstrap, topic = _where()
+    if args.id not in asyncio.run(store.read_all(bootstrap, topic)):
+        print(f"samband: no subscription {args.id}", file=sys.stderr)
+        return 1
+    asyncio.run(store.write(bootstrap, topic, [(args.id, None)]))
+    print(f"deleted {args.id}")
+    return 0

@@ -1,0 +1,82 @@
+"""The subscription index: (kommune, event type) -> candidate subscriptions.
+
+Looking up an event costs one dict lookup per kommune it concerns (plus one for "all"),
+whatever the number of subscriptions; only the candidates' predicates are then checked.
+Adding or removing a subscription touches only its own entries, so a change on a live
+worker with 18,000 subscriptions costs microseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agents.subscriptions.model import Subscription
+
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a subscription receives of one event type: envelope fields and payload fields."""
+
+    envelope: tuple[str, ...]
+    payload: tuple[str, ...]
+
+    @classmethod
+    def of(cls, paths: list[str]) -> Grant:
+        envelope = tuple(p.removeprefix("envelope.") for p in paths if p.startswith("envelope."))
+        return cls(envelope, tuple(p for p in paths if not p.startswith("envelope.")))
+
+
+@dataclass(frozen=True)
+class Entry:
+    subscription: Subscription
+    kommuner: frozenset[str] | None  # None: all kommuner
+    grants: dict[str, Grant]
+
+    @property
+    def id(self) -> str:
+        return self.subscription.id
+
+    @classmethod
+    def of(cls, sub: Subscription) -> Entry:
+        kommuner = None if sub.kommuner == ALL else frozenset(sub.kommuner)
+        return cls(sub, kommuner, {t: Grant.of(paths) for t, paths in sub.fields.items()})
+
+
+class RoutingIndex:
+    def __init__(self) -> None:
+        self.entries: dict[str, Entry] = {}
+        self._by_key: dict[tuple[str, str], dict[str, Entry]] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def put(self, sub: Subscription) -> None:
+        self.remove(sub.id)
+        entry = self.entries[sub.id] = Entry.of(sub)
+        for key in self._keys(entry):
+            self._by_key.setdefault(key, {})[sub.id] = entry
+
+    def remove(self, sub_id: str) -> None:
+        entry = self.entries.pop(sub_id, None)
+        if entry is None:
+            return
+        for key in self._keys(entry):
+            bucket = self._by_key[key]
+            del bucket[sub_id]
+            if not bucket:
+                del self._by_key[key]
+
+    def candidates(self, event_type: str, kommuner: list[str], *, national_only: bool = False) -> list[Entry]:
+        """Subscriptions to the event type for any of the kommuner or for all; `national_only`: only the latter."""
+        found = dict(self._by_key.get((ALL, event_type), {}))
+        if not national_only:
+            for kommune in kommuner:
+                found.update(self._by_key.get((kommune, event_type), {}))
+        return list(found.values())
+
+    @staticmethod
+    def _keys(entry: Entry) -> list[tuple[str, str]]:
+        kommuner = [ALL] if entry.kommuner is None else sorted(entry.kommuner)
+        return [(k, t) for k in kommuner for t in entry.subscription.event_types]

@@ -1,0 +1,246 @@
+"""Routing one canonical event: who gets it, with which fields. Pure logic; the agent keeps the state.
+
+    router = Router(index)
+    result = router.route(event_type, record, person, state, original_recipients)
+
+- A new event goes to the subscriptions indexed under its kommuner (a move: the old and the
+  new kommune) or under "all", whose predicates hold.
+- A correction or annulment goes to exactly the subscriptions that received the event it
+  names (`original_recipients`, from the routing record), still subscribed to the type;
+  None there means the original is unknown: a dead letter `relation.unknown_corrected_event`.
+- Address protection (agents/routing/protection.py) decides which fields are withheld; a
+  change that makes a subscription lose its right to the person's address sends that
+  subscription a `purge` first, if it has received data on the person.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+
+from agents.routing.index import Entry, Grant, RoutingIndex
+from agents.routing.protection import is_strict, stricter, withheld
+from schemas.catalog import EVENTS_NAMESPACE, catalog
+from schemas.identity import InvalidIdentity, parse_identity
+from schemas.moves import scope_for
+
+PURGE_TYPE = "no.samband.purge"
+
+
+@dataclass(frozen=True)
+class PersonState:
+    """What the router remembers of a person (table `router-persons`, keyed by pseudonym)."""
+
+    protection: str = "ugradert"
+    birth_date: date | None = None
+    received: frozenset[str] = frozenset()  # subscriptions that have received data on the person
+
+    def to_json(self) -> bytes:
+        return json.dumps({
+            "protection": self.protection,
+            "birth_date": self.birth_date.isoformat() if self.birth_date else None,
+            "received": sorted(self.received),
+        }).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | None) -> PersonState:
+        if not data:
+            return cls()
+        raw = json.loads(data)
+        birth = raw.get("birth_date")
+        return cls(raw["protection"], date.fromisoformat(birth) if birth else None, frozenset(raw["received"]))
+
+
+@dataclass(frozen=True)
+class Delivery:
+    subscription: str
+    key: bytes  # `<subscription id>/<person pseudonym>`
+    value: bytes  # the delivery record JSON (docs/architecture.md)
+
+
+@dataclass
+class RouteResult:
+    deliveries: list[Delivery] = field(default_factory=list)
+    recipients: list[str] = field(default_factory=list)  # subscriptions sent the event itself
+    state: PersonState = PersonState()
+    unknown_original: bool = False
+
+
+class Router:
+    def __init__(self, index: RoutingIndex):
+        self.index = index
+        self._dataschema = {t: f"/subjects/{EVENTS_NAMESPACE}.{t}/versions/{catalog().current(t).version}"
+                            for t in catalog().event_types()}
+
+    def route(
+        self,
+        event_type: str,
+        record: dict,
+        person: str,
+        state: PersonState,
+        original_recipients: list[str] | None,
+    ) -> RouteResult:
+        envelope = record["envelope"]
+        kind = envelope["changeKind"]
+        protection = record["protection"] if event_type == "AddressProtectionChange" and kind == "new" else None
+        new_protection = protection or stricter(state.protection, envelope["addressProtection"])
+        effective = stricter(new_protection, envelope["addressProtection"])
+        result = RouteResult(state=replace(state, protection=new_protection))
+        if event_type == "Birth" and kind == "new":
+            result.state = replace(result.state, birth_date=record["birthDate"])
+
+        # Purges first, so a subscriber deletes the address before anything else arrives.
+        for sub_id in sorted(state.received):
+            entry = self.index.entries.get(sub_id)
+            if entry is not None and _loses_address(state.protection, new_protection, entry):
+                result.deliveries.append(self._purge(entry, envelope, person))
+
+        if kind in ("correction", "annulment"):
+            if original_recipients is None:
+                result.unknown_original = True
+                return result
+            targets = [self.index.entries[s] for s in original_recipients if s in self.index.entries]
+            targets = [e for e in targets if event_type in e.grants and _change_kind_ok(e, kind)]
+        else:
+            targets = [
+                e for e in self.index.candidates(event_type, envelope["kommunenummer"], national_only=is_strict(effective))
+                if self._matches(e, event_type, record, result.state)
+            ]
+        for entry in targets:
+            data = _project(record, entry.grants[event_type], withheld(event_type, effective, entry.subscription.public_body))
+            result.deliveries.append(self._delivery(entry, event_type, envelope, person, data, "event"))
+            result.recipients.append(entry.id)
+        if result.recipients:
+            result.state = replace(result.state, received=result.state.received | set(result.recipients))
+        return result
+
+    # --- predicates -----------------------------------------------------------------------
+
+    def _matches(self, entry: Entry, event_type: str, record: dict, state: PersonState) -> bool:
+        predicates = entry.subscription.predicates
+        envelope = record["envelope"]
+        if not _change_kind_ok(entry, envelope["changeKind"]):
+            return False
+        if predicates.move_scope is not None and event_type == "Move" and not _move_scope_ok(entry, record):
+            return False
+        age = predicates.age_at_event
+        if age is not None:
+            years = _age(state.birth_date or _birth_date_from_number(envelope["person"], envelope["time"].date()),
+                         envelope["time"].date())
+            if years is None or (age.min_years is not None and years < age.min_years) or (
+                age.max_years is not None and years > age.max_years
+            ):
+                return False
+        return True
+
+    # --- output ---------------------------------------------------------------------------
+
+    def _delivery(self, entry: Entry, event_type: str, envelope: dict, person: str, data: dict, kind: str) -> Delivery:
+        cloudevent = {
+            "specversion": "1.0",
+            "id": envelope["id"],
+            "source": envelope["source"],
+            "type": envelope["type"],
+            "time": envelope["time"].isoformat(),
+            "subject": person,
+            "datacontenttype": "application/json",
+            "dataschema": self._dataschema[event_type],
+            "changekind": envelope["changeKind"],
+            "data": data,
+        }
+        if envelope["correctsEventId"]:
+            cloudevent["correctseventid"] = envelope["correctsEventId"]
+        return self._record(entry.id, envelope["id"], person, cloudevent, kind)
+
+    def _purge(self, entry: Entry, envelope: dict, person: str) -> Delivery:
+        purge_id = f"{envelope['id']}-purge"
+        cloudevent = {
+            "specversion": "1.0",
+            "id": purge_id,
+            "source": "urn:no:samband:router",
+            "type": PURGE_TYPE,
+            "time": envelope["time"].isoformat(),
+            "subject": person,
+            "datacontenttype": "application/json",
+            "data": {"delete": "address"},
+        }
+        return self._record(entry.id, purge_id, person, cloudevent, "purge")
+
+    @staticmethod
+    def _record(sub_id: str, event_id: str, person: str, cloudevent: dict, kind: str) -> Delivery:
+        body = {
+            "idempotency_key": f"{event_id}.{sub_id}",
+            "subscription": sub_id,
+            "person": person,
+            "event": cloudevent,
+            "kind": kind,
+        }
+        return Delivery(sub_id, f"{sub_id}/{person}".encode(), json.dumps(body, default=_json_value).encode())
+
+
+def _loses_address(previous: str, new: str, entry: Entry) -> bool:
+    public = entry.subscription.public_body
+    return bool(withheld("Move", new, public)) and not withheld("Move", previous, public)
+
+
+def _change_kind_ok(entry: Entry, kind: str) -> bool:
+    allowed = entry.subscription.predicates.change_kind
+    return allowed is None or kind in allowed
+
+
+def _move_scope_ok(entry: Entry, record: dict) -> bool:
+    allowed = entry.subscription.predicates.move_scope
+    previous = (record.get("previousAddress") or {}).get("kommunenummer")
+    new = (record.get("newAddress") or {}).get("kommunenummer")
+    if entry.kommuner is None:
+        scopes = {"within"} if record["scope"] == "withinKommune" else {"into", "outOf"}
+    else:
+        scopes = {scope_for(previous, new, k) for k in entry.kommuner}
+    return bool(scopes.intersection(allowed))
+
+
+def _age(birth: date | None, at: date) -> int | None:
+    if birth is None:
+        return None
+    return at.year - birth.year - ((at.month, at.day) < (birth.month, birth.day))
+
+
+def _birth_date_from_number(number: str, at: date) -> date | None:
+    """Birth date read from the identity number, the latest century that puts it before `at`.
+
+    Only a fallback for persons whose Birth event the bus has not seen: the century is not
+    encoded reliably (NORWAY.md §1), so a person over 100 may be read as a child.
+    """
+    try:
+        identity = parse_identity(number)
+    except InvalidIdentity:
+        return None
+    for century in (2000, 1900):
+        try:
+            born = date(century + identity.year_2digits, identity.month, identity.day)
+        except ValueError:
+            continue
+        if born <= at:
+            return born
+    return None
+
+
+def _project(record: dict, grant: Grant, hidden: frozenset[str]) -> dict:
+    data: dict = {}
+    if grant.envelope:
+        envelope = record["envelope"]
+        data["envelope"] = {f: envelope[f] for f in grant.envelope if f"envelope.{f}" not in hidden}
+    for name in grant.payload:
+        if name not in hidden:
+            data[name] = record.get(name)
+    return data
+
+
+def _json_value(value):
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")

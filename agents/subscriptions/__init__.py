@@ -1,0 +1,1 @@
+"""Subscriptions: who receives which life events, with which fields, under which legal basis."""

@@ -1,0 +1,84 @@
+"""The OpenAPI 3.1 document of the subscriptions API, served at `/openapi.json`.
+
+The paths are written out here; the Subscription schema is the model's own JSON Schema, so
+the document cannot drift from what the API accepts.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from agents.subscriptions.model import Subscription
+
+_REF = "#/components/schemas/{model}"
+
+
+def _response(description: str, schema: str | None = None) -> dict:
+    if schema is None:
+        return {"description": description}
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+_ERRORS = {
+    "401": _response("no or unknown bearer token (error auth.unauthenticated)", "Error"),
+    "403": _response("the token lacks the scope (error auth.scope_missing)", "Error"),
+}
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,99}$"}}
+_BODY = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Subscription"}}}}
+_INVALID = _response("invalid subscription (error subscription.invalid, with problems)", "Error")
+
+
+@cache
+def openapi_document() -> dict:
+    schemas = Subscription.model_json_schema(ref_template=_REF)
+    components = schemas.pop("$defs", {})
+    components["Subscription"] = schemas
+    components["Error"] = {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string", "description": "stable code, e.g. subscription.not_found"},
+            "message": {"type": "string"},
+            "problems": {"type": "array", "items": {"type": "string"}, "description": "field path: what is wrong"},
+        },
+    }
+    read, write = [{"bearer": ["subscriptions:read"]}], [{"bearer": ["subscriptions:write"]}]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Samband subscriptions API",
+            "version": "1",
+            "description": "Who receives which citizen life events, with which fields, under which legal basis. "
+                           "Changes take effect on every worker within seconds.",
+        },
+        "paths": {
+            "/subscriptions": {
+                "get": {"summary": "List subscriptions", "security": read, "responses": {
+                    "200": {"description": "all subscriptions", "content": {"application/json": {"schema": {
+                        "type": "object", "properties": {"subscriptions": {
+                            "type": "array", "items": {"$ref": "#/components/schemas/Subscription"}}}}}}},
+                    **_ERRORS}},
+                "post": {"summary": "Create a subscription", "security": write, "requestBody": _BODY, "responses": {
+                    "201": _response("created", "Subscription"),
+                    "409": _response("the id exists (error subscription.exists)", "Error"),
+                    "422": _INVALID, **_ERRORS}},
+            },
+            "/subscriptions/{id}": {
+                "parameters": [_ID],
+                "get": {"summary": "Get a subscription", "security": read, "responses": {
+                    "200": _response("the subscription", "Subscription"),
+                    "404": _response("no such subscription (error subscription.not_found)", "Error"), **_ERRORS}},
+                "put": {"summary": "Create or replace a subscription", "security": write, "requestBody": _BODY,
+                        "responses": {"200": _response("replaced", "Subscription"),
+                                      "201": _response("created", "Subscription"), "422": _INVALID, **_ERRORS}},
+                "delete": {"summary": "Delete a subscription", "security": write, "responses": {
+                    "204": _response("deleted"),
+                    "404": _response("no such subscription (error subscription.not_found)", "Error"), **_ERRORS}},
+            },
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "tokens and their scopes: SAMBAND_API_TOKENS"}},
+        },
+    }

@@ -1,0 +1,141 @@
+"""Subscriptions in Kafka: the compacted topic `samband-subscriptions`, key = id, value = JSON.
+
+A tombstone (null value) deletes. Writers (the CLI, the HTTP API) produce with acks=all;
+every worker follows the whole topic with its own consumer (no consumer group), so a change
+reaches every worker within the fetch wait (0.5 s), with no restart and no cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from pydantic import ValidationError
+
+from agents.subscriptions.model import Subscription
+
+log = structlog.get_logger(__name__)
+
+TOPIC_CONFIG = {"cleanup.policy": "compact"}
+
+
+async def ensure_topic(bootstrap: str, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs=TOPIC_CONFIG)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        await admin.close()
+
+
+async def write(bootstrap: str, topic: str, changes: list[tuple[str, bytes | None]]) -> int:
+    """Write (id, JSON or None for delete) pairs; returns the offset of the last one."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, key=sub_id.encode(), value=value) for sub_id, value in changes]
+        results = await asyncio.gather(*futures)
+        return results[-1].offset if results else -1
+    finally:
+        await producer.stop()
+
+
+async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> dict[str, bytes]:
+    """Every live subscription (id -> JSON) as of now: the last value per key, deleted ones left out."""
+    current: dict[str, bytes] = {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        async with asyncio.timeout(timeout):
+            await consumer._client.force_metadata_update()  # partitions_for_topic reads cached metadata
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            if not partitions:
+                return current
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            end = await consumer.end_offsets(partitions)
+            while any([await consumer.position(tp) < end[tp] for tp in partitions]):
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        if record.value is None:
+                            current.pop(record.key.decode(), None)
+                        else:
+                            current[record.key.decode()] = record.value
+    finally:
+        await _stop(consumer)
+    return current
+
+
+async def _stop(consumer: AIOKafkaConsumer) -> None:
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        # aiokafka lets its own internal task's cancellation escape stop(); only ours may propagate.
+        if asyncio.current_task().cancelling():
+            raise
+
+
+class SubscriptionFollower:
+    """Reads the subscriptions topic from its start and keeps following it, calling `on_put`/`on_delete`.
+
+    `caught_up` is set once everything written before the start has been applied: the router
+    routes nothing before, so a restarted worker never routes with a partial set.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, on_put: Callable[[Subscription], None],
+                 on_delete: Callable[[str], None]):
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.on_put = on_put
+        self.on_delete = on_delete
+        self.caught_up = asyncio.Event()
+        self.position = 0  # next offset to apply
+        self._advanced = asyncio.Condition()
+
+    async def run(self) -> None:
+        await ensure_topic(self.bootstrap, self.topic)
+        tp = TopicPartition(self.topic, 0)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=200)
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            if end == 0:
+                self.caught_up.set()
+            while True:
+                for records in (await consumer.getmany(timeout_ms=1000)).values():
+                    for record in records:
+                        self._apply(record)
+                self.position = await consumer.position(tp)
+                if self.position >= end:
+                    self.caught_up.set()
+                async with self._advanced:
+                    self._advanced.notify_all()
+        finally:
+            await consumer.stop()
+
+    def _apply(self, record) -> None:
+        sub_id = record.key.decode()
+        if record.value is None:
+            self.on_delete(sub_id)
+            return
+        try:
+            self.on_put(Subscription.from_json(record.value))
+        except ValidationError as exc:
+            # Written around the validating writers: deliver nothing under it rather than guess.
+            log.error("subscription_invalid_on_topic", subscription=sub_id, offset=record.offset,
+                      errors=[".".join(map(str, e["loc"])) for e in exc.errors()])
+            self.on_delete(sub_id)
+
+    async def wait_applied(self, offset: int, timeout: float = 10.0) -> None:
+        """Wait until the record at `offset` is applied here (read-your-writes for the HTTP API)."""
+        async with asyncio.timeout(timeout):
+            async with self._advanced:
+                await self._advanced.wait_for(lambda: self.position > offset)

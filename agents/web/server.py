@@ -1,0 +1,34 @@
+"""The bus's HTTP routes on the worker's own web server (Faust's aiohttp app, `app.web.web_app`).
+
+Imported by `samband worker` (AGENT_MODULES): the subscriptions API with its OpenAPI
+document (agents/subscriptions/api.py) and, unless an external registry is configured, the
+schema registry read API (agents/web/schema_registry.py). Faust freezes the router only when
+the server starts, so routes added at import are served.
+"""
+
+from __future__ import annotations
+
+from agents.app import app
+from agents.config import SettingsError, get_settings
+from agents.routing.agent import follower, index, topics
+from agents.subscriptions.api import SubscriptionsApi, TokenConfigError, add_routes, parse_tokens
+from agents.web import schema_registry
+from schemas.catalog import catalog
+from schemas.registry import CatalogRegistry
+
+settings = get_settings()
+
+
+async def write_subscription(sub_id: str, value: bytes | None) -> int:
+    sent = await app.producer.send(topics.subscriptions, sub_id.encode(), value, None, None, None)
+    return (await sent).offset
+
+
+try:
+    tokens = parse_tokens(settings.api_tokens)
+except TokenConfigError as exc:
+    raise SettingsError(str(exc)) from None
+
+add_routes(app.web.web_app, SubscriptionsApi(index, follower, write_subscription, tokens))
+if not settings.schema_registry_url:
+    schema_registry.add_routes(app.web.web_app, CatalogRegistry(catalog()))

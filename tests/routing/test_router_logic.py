@@ -1,0 +1,168 @@
+"""Routing decisions without Kafka: index, predicates, projection, protection, corrections."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timezone
+
+import pytest
+from pydantic import ValidationError
+
+from agents.routing.index import RoutingIndex
+from agents.routing.router import PURGE_TYPE, PersonState, Router
+from agents.subscriptions.model import Subscription
+from routing_events import address, event, synthetic_number
+from subscription_factory import subscription
+
+CHILD = synthetic_number(5, 6, 22, 300)  # born 2022
+ADULT = synthetic_number(5, 6, 71, 300)  # born 1971
+PERSON = "p" * 32  # a pseudonym
+OSLO, BERGEN, TROMSO = "0301", "4601", "5501"
+MOVE_FIELDS = ["envelope.person", "envelope.kommunenummer", "movedDate", "newAddress", "scope"]
+
+
+def _router(*subs) -> Router:
+    index = RoutingIndex()
+    for sub in subs:
+        index.put(sub)
+    return Router(index)
+
+
+def _move(person: str, old: str, new: str, **envelope) -> dict:
+    scope = "withinKommune" if old == new else "betweenKommuner"
+    return event("Move", person, sorted({old, new}), previousAddress=address(old, "Gammel", 1),
+                 newAddress=address(new, "Ny", 2), scope=scope, envelope=envelope)
+
+
+def _data(result) -> dict[str, dict]:
+    return {d.subscription: json.loads(d.value)["event"]["data"] for d in result.deliveries}
+
+
+def _received(result) -> dict[str, str]:
+    return {d.subscription: json.loads(d.value)["kind"] for d in result.deliveries}
+
+
+def test_a_move_concerns_the_old_and_the_new_kommune_and_nobody_else():
+    router = _router(*(subscription(f"skole-{k}", [k], ["Move"], {"Move": MOVE_FIELDS}) for k in (OSLO, BERGEN, TROMSO)))
+    result = router.route("Move", _move(ADULT, OSLO, BERGEN), PERSON, PersonState(), None)
+    assert sorted(result.recipients) == [f"skole-{OSLO}", f"skole-{BERGEN}"]
+
+
+def test_the_cost_of_a_lookup_does_not_depend_on_unrelated_subscriptions():
+    index = RoutingIndex()
+    for n in range(2000):
+        index.put(subscription(f"bib-{n}", [TROMSO], ["Death"], {"Death": ["deathDate"]}))
+    index.put(subscription("bib-oslo", [OSLO], ["Death"], {"Death": ["deathDate"]}))
+    assert [e.id for e in index.candidates("Death", [OSLO])] == ["bib-oslo"]
+    index.remove("bib-oslo")
+    assert index.candidates("Death", [OSLO]) == []
+
+
+def test_delivery_record_carries_only_the_granted_fields_and_a_stable_idempotency_key():
+    router = _router(subscription("hs", [BERGEN], ["Move"], {"Move": ["movedDate", "scope"]}))
+    record = _move(ADULT, OSLO, BERGEN)
+    delivery = router.route("Move", record, PERSON, PersonState(), None).deliveries[0]
+    body = json.loads(delivery.value)
+    assert body["idempotency_key"] == f"{record['envelope']['id']}.hs"
+    assert delivery.key == f"hs/{PERSON}".encode()
+    assert body["event"]["subject"] == PERSON and body["kind"] == "event"
+    assert body["event"]["data"] == {"movedDate": record["movedDate"].isoformat(), "scope": "betweenKommuner"}
+    assert ADULT not in delivery.value.decode()
+
+
+def test_age_predicate_uses_the_birth_date_seen_or_read_from_the_number():
+    router = _router(subscription("barnehage", [OSLO], ["Move"], {"Move": ["movedDate"]},
+                                  predicates={"age_at_event": {"min_years": 0, "max_years": 5}}))
+    at = {"time": datetime(2024, 3, 1, tzinfo=timezone.utc)}
+    assert router.route("Move", _move(CHILD, OSLO, OSLO, **at), PERSON, PersonState(), None).recipients == ["barnehage"]
+    assert router.route("Move", _move(ADULT, OSLO, OSLO, **at), PERSON, PersonState(), None).recipients == []
+    # A Birth seen on the bus wins over the number: this "adult" number was born in 2023 here.
+    born = PersonState(birth_date=date(2023, 1, 1))
+    assert router.route("Move", _move(ADULT, OSLO, OSLO, **at), PERSON, born, None).recipients == ["barnehage"]
+
+
+@pytest.mark.parametrize("old, new, expected", [(OSLO, BERGEN, ["inn"]), (BERGEN, OSLO, ["ut"]), (BERGEN, BERGEN, ["internt"])])
+def test_move_scope_predicate_is_relative_to_the_subscriptions_kommune(old, new, expected):
+    subs = [subscription(name, [BERGEN], ["Move"], {"Move": ["scope"]}, predicates={"move_scope": [scope]})
+            for name, scope in (("inn", "into"), ("ut", "outOf"), ("internt", "within"))]
+    assert _router(*subs).route("Move", _move(ADULT, old, new), PERSON, PersonState(), None).recipients == expected
+
+
+def test_change_kind_predicate():
+    router = _router(subscription("bare-nye", [OSLO], ["Death"], {"Death": ["deathDate"]},
+                                  predicates={"change_kind": ["new"]}))
+    correction = event("Death", ADULT, [OSLO], envelope={"changeKind": "correction", "correctsEventId": "e1"})
+    assert router.route("Death", correction, PERSON, PersonState(), ["bare-nye"]).recipients == []
+
+
+def test_fortrolig_address_goes_only_to_public_bodies():
+    fields = {"Move": MOVE_FIELDS}
+    router = _router(subscription("kommunal", [BERGEN], ["Move"], fields),
+                     subscription("privat", [BERGEN], ["Move"], fields, public_body=False))
+    record = _move(ADULT, OSLO, BERGEN, addressProtection="fortrolig")
+    data = _data(router.route("Move", record, PERSON, PersonState(), None))
+    assert data["kommunal"]["newAddress"]["kommunenummer"] == BERGEN
+    assert set(data["privat"]) == {"envelope", "movedDate", "scope"}
+    assert data["privat"]["envelope"] == {"person": ADULT}
+
+
+def test_strengt_fortrolig_reaches_only_national_subscriptions_without_any_address():
+    fields = {"Move": MOVE_FIELDS}
+    router = _router(subscription("bergen", [BERGEN], ["Move"], fields), subscription("nasjonal", "all", ["Move"], fields))
+    record = _move(ADULT, OSLO, BERGEN)
+    result = router.route("Move", record, PERSON, PersonState(protection="strengtFortrolig"), None)
+    assert result.recipients == ["nasjonal"]
+    text = result.deliveries[0].value.decode()
+    for secret in (OSLO, BERGEN, "Gammel", "Ny\""):
+        assert secret not in text
+
+
+def test_protection_change_purges_the_subscriptions_that_hold_data_before_anything_else():
+    router = _router(subscription("bergen", [BERGEN], ["Move", "AddressProtectionChange"],
+                                  {"Move": MOVE_FIELDS, "AddressProtectionChange": ["envelope.id"]}),
+                     subscription("privat", [BERGEN], ["Move"], {"Move": MOVE_FIELDS}, public_body=False),
+                     subscription("aldri", [TROMSO], ["Move"], {"Move": MOVE_FIELDS}))
+    state = PersonState(received=frozenset({"bergen", "privat"}))
+    change = event("AddressProtectionChange", ADULT, [BERGEN], protection="fortrolig")
+    result = router.route("AddressProtectionChange", change, PERSON, state, None)
+    assert [(d.subscription, json.loads(d.value)["kind"]) for d in result.deliveries] == [
+        ("privat", "purge"), ("bergen", "event")
+    ]
+    purge = json.loads(result.deliveries[0].value)
+    assert purge["event"]["type"] == PURGE_TYPE
+    assert purge["idempotency_key"] == f"{change['envelope']['id']}-purge.privat"
+    assert result.state.protection == "fortrolig"
+
+    strict = event("AddressProtectionChange", ADULT, [BERGEN], protection="strengtFortrolig")
+    result = router.route("AddressProtectionChange", strict, PERSON, result.state, None)
+    assert _received(result) == {"bergen": "purge"}  # privat has nothing left to delete; national only from now
+
+
+def test_an_event_waiting_in_the_pipeline_gets_the_newer_protection():
+    router = _router(subscription("nasjonal", "all", ["Move"], {"Move": MOVE_FIELDS}))
+    stale = _move(ADULT, OSLO, BERGEN, addressProtection="ugradert")
+    data = _data(router.route("Move", stale, PERSON, PersonState(protection="strengtFortroligUtland"), None))
+    assert "newAddress" not in data["nasjonal"] and "kommunenummer" not in data["nasjonal"]["envelope"]
+
+
+def test_corrections_go_exactly_to_the_recipients_of_the_original():
+    fields = {"Death": ["deathDate"]}
+    router = _router(subscription("a", [OSLO], ["Death"], fields), subscription("b", [OSLO], ["Death"], fields),
+                     subscription("c", "all", ["Death"], fields))
+    correction = event("Death", ADULT, [OSLO], envelope={"changeKind": "correction", "correctsEventId": "original"})
+    assert router.route("Death", correction, PERSON, PersonState(), ["a", "gone"]).recipients == ["a"]
+    assert router.route("Death", correction, PERSON, PersonState(), None).unknown_original
+
+
+def test_subscription_validation_names_the_problem():
+    valid = json.loads(subscription("x", [OSLO], ["Death"], {"Death": ["deathDate"]}).to_json())
+    with pytest.raises(ValidationError, match="legal_basis"):
+        Subscription.model_validate({**valid, "legal_basis": " "})
+    with pytest.raises(ValidationError, match="no such field"):
+        subscription("x", [OSLO], ["Death"], {"Death": ["deathPlace"]})
+    with pytest.raises(ValidationError, match="confidential"):
+        subscription("x", [OSLO], ["Birth"], {"Birth": ["parents"]}, public_body=False)
+    with pytest.raises(ValidationError, match="9999"):
+        subscription("x", ["9999"], ["Death"], {"Death": ["deathDate"]})
+    with pytest.raises(ValidationError, match="missing"):
+        subscription("x", [OSLO], ["Death", "Move"], {"Death": ["deathDate"]})
