@@ -1,7 +1,8 @@
 """The bus's HTTP routes on the worker's own web server (Faust's aiohttp app, `app.web.web_app`).
 
 Imported by `samband worker` (AGENT_MODULES): the subscriptions API with its OpenAPI
-document (agents/subscriptions/api.py) and, unless an external registry is configured, the
+document (agents/subscriptions/api.py), the operations endpoints /healthz, /readyz and
+/metrics (agents/web/operations.py) and, unless an external registry is configured, the
 schema registry read API (agents/web/schema_registry.py). Faust freezes the router only when
 the server starts, so routes added at import are served.
 """
@@ -12,7 +13,7 @@ from agents.app import app
 from agents.config import SettingsError, get_settings
 from agents.routing.agent import follower, index, topics
 from agents.subscriptions.api import SubscriptionsApi, TokenConfigError, add_routes, parse_tokens
-from agents.web import schema_registry
+from agents.web import operations, schema_registry
 from schemas.catalog import catalog
 from schemas.registry import CatalogRegistry
 
@@ -30,5 +31,6 @@ except TokenConfigError as exc:
     raise SettingsError(str(exc)) from None
 
 add_routes(app.web.web_app, SubscriptionsApi(index, follower, write_subscription, tokens))
+operations.add_routes(app.web.web_app, app, settings.ready_max_lag)
 if not settings.schema_registry_url:
     schema_registry.add_routes(app.web.web_app, CatalogRegistry(catalog()))
