@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "agents.commands.operations",
     "agents.commands.status",
     "agents.commands.connectors",
+    "agents.commands.dlq",
 ]
 
 

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Events handled per agent batch, and the longest a partial batch waits.
     batch_size: int = Field(500, ge=1)
     batch_within_seconds: float = Field(0.05, gt=0)
+    # Operators (OS user names, comma separated) allowed to `samband dlq show --reveal`, which
+    # prints a dead letter's personal data; every reveal is logged. Empty: nobody.
+    dlq_reveal_operators: str = ""
 
 
 def _env_name(loc: tuple) -> str:

@@ -49,7 +49,8 @@ def parse_target(sub_id: str, subscription: dict) -> Target:
     kind = delivery.pop("kind", "webhook")
     if kind != "webhook":
         raise TargetError(f"subscription {sub_id}: delivery kind {kind!r} is not supported (webhook)")
-    schedule = delivery.pop("retry_schedule", DEFAULT_RETRY_SCHEDULE)
+    schedule = delivery.pop("retry_schedule", None)
+    schedule = DEFAULT_RETRY_SCHEDULE if schedule is None else schedule
     paused = delivery.pop("paused", False)
     if not isinstance(schedule, (list, tuple)) or not all(isinstance(s, (int, float)) and s >= 0 for s in schedule):
         raise TargetError(f"subscription {sub_id}: delivery.retry_schedule must be a list of seconds >= 0")

@@ -58,6 +58,21 @@ class DeliveryBus:
         for future in futures:
             await future
 
+    async def wait_for(self, receiver, predicate, timeout: float, what: str) -> None:
+        """receiver.wait_for, failing at once with the worker's log if the worker has died."""
+        import asyncio
+
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            if self.worker.process.poll() is not None:
+                raise AssertionError(f"worker exited ({self.worker.process.returncode}):\n{self.worker.log_tail()}")
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                return await receiver.wait_for(predicate, min(1.0, max(left, 0.01)), what)
+            except AssertionError:
+                if left <= 1.0:
+                    raise
+
     @staticmethod
     def events_for(sub_id: str, persons: int, per_person: int, prefix: str = "ev") -> list[dict]:
         """Interleaved events: person 0's first, person 1's first, ..., then everyone's second."""

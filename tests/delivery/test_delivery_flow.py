@@ -51,7 +51,7 @@ async def test_verified_subscriber_gets_every_event_in_order_with_idempotency_ke
         await bus.subscribe("flow-ok", receiver.url, **FAST)
         records = bus.events_for("flow-ok", persons=5, per_person=6)
         await bus.send(records, headers=[("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")])
-        await receiver.wait_for(lambda: len(receiver.events()) >= 30, 60, "all 30 events delivered")
+        await bus.wait_for(receiver, lambda: len(receiver.events()) >= 30, 60, "all 30 events delivered")
     finally:
         await receiver.stop()
     assert receiver.delivered[0].event["type"] == "no.samband.subscription.validation"  # the handshake came first
@@ -74,10 +74,10 @@ async def test_no_events_flow_until_the_handshake_is_answered(bus):
     try:
         await bus.subscribe("flow-handshake", receiver.url, **FAST)
         await bus.send(bus.events_for("flow-handshake", persons=2, per_person=2))
-        await receiver.wait_for(lambda: len(receiver.received) >= 2, 30, "the handshake retried")
+        await bus.wait_for(receiver, lambda: len(receiver.received) >= 2, 30, "the handshake retried")
         assert receiver.events() == []
         verified.append(True)
-        await receiver.wait_for(lambda: len(receiver.events()) >= 4, 30, "events after the handshake")
+        await bus.wait_for(receiver, lambda: len(receiver.events()) >= 4, 30, "events after the handshake")
     finally:
         await receiver.stop()
     assert all(r.event["type"] == "no.samband.subscription.validation" for r in receiver.received[:2])
@@ -94,7 +94,7 @@ async def test_failing_subscriber_gets_everything_in_order_after_retries(bus):
         await bus.subscribe("flow-flaky", receiver.url, **FAST)
         records = bus.events_for("flow-flaky", persons=4, per_person=5)
         await bus.send(records)
-        await receiver.wait_for(lambda: len(receiver.events()) >= 20, 60, "all 20 events delivered")
+        await bus.wait_for(receiver, lambda: len(receiver.events()) >= 20, 60, "all 20 events delivered")
     finally:
         await receiver.stop()
     assert_in_order_per_person(receiver.events(), persons=4, per_person=5)
@@ -109,7 +109,7 @@ async def test_rejected_event_is_dead_lettered_and_later_events_still_flow(bus):
     try:
         await bus.subscribe("flow-reject", receiver.url, **FAST)
         await bus.send(bus.events_for("flow-reject", persons=1, per_person=4, prefix="rej"))
-        await receiver.wait_for(lambda: len(receiver.events()) >= 3, 30, "the three acceptable events")
+        await bus.wait_for(receiver, lambda: len(receiver.events()) >= 3, 30, "the three acceptable events")
     finally:
         await receiver.stop()
     assert [r.event["id"] for r in receiver.events()] == ["rej-0-0", "rej-0-2", "rej-0-3"]
@@ -127,7 +127,7 @@ async def test_gone_subscriber_is_disabled_and_keeps_its_events(bus):
     try:
         await bus.subscribe("flow-gone", receiver.url, **FAST)
         await bus.send(bus.events_for("flow-gone", persons=1, per_person=3, prefix="gone"))
-        await receiver.wait_for(lambda: any(r.status == 410 for r in receiver.received), 30, "answered 410")
+        await bus.wait_for(receiver, lambda: any(r.status == 410 for r in receiver.received), 30, "answered 410")
         status = await _wait_status(bus, "flow-gone", lambda s: s.get("disabled_reason"))
     finally:
         await receiver.stop()
@@ -140,7 +140,7 @@ async def test_gone_subscriber_is_disabled_and_keeps_its_events(bus):
     fixed = await _receiver(bus)
     try:
         await bus.subscribe("flow-gone", fixed.url, **FAST)
-        await fixed.wait_for(lambda: len(fixed.events()) >= 3, 30, "the kept events")
+        await bus.wait_for(fixed, lambda: len(fixed.events()) >= 3, 30, "the kept events")
     finally:
         await fixed.stop()
     assert [r.event["id"] for r in fixed.events()] == ["gone-0-0", "gone-0-1", "gone-0-2"]
@@ -155,10 +155,10 @@ async def test_paused_subscription_keeps_events_until_resumed(bus):
         await bus.send(bus.events_for("flow-witness", persons=2, per_person=3, prefix="wit"))
         # The witness's events were produced after the paused one's and have all arrived,
         # so the worker has read the paused subscription's too: it holds them.
-        await witness.wait_for(lambda: len(witness.events()) >= 6, 30, "the witness's events")
+        await bus.wait_for(witness, lambda: len(witness.events()) >= 6, 30, "the witness's events")
         assert paused.events() == []
         await bus.subscribe("flow-paused", paused.url, paused=False, **FAST)
-        await paused.wait_for(lambda: len(paused.events()) >= 6, 30, "the kept events after resume")
+        await bus.wait_for(paused, lambda: len(paused.events()) >= 6, 30, "the kept events after resume")
     finally:
         await paused.stop()
         await witness.stop()
@@ -185,3 +185,68 @@ async def _poll(fetch, pick, timeout: float, what: str):
             return found
         await asyncio.sleep(0.2)  # poll interval inside a deadline
     raise AssertionError(f"no {what} within {timeout:.0f} s")
+
+
+def _cli(bus, *args: str, user_env: dict | None = None):
+    import subprocess
+    import sys
+
+    env = {**bus.worker.env, **(user_env or {})}
+    return subprocess.run([sys.executable, "-m", "agents.cli", "dlq", *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+async def test_dead_letter_replayed_after_the_fix_arrives_once_with_its_webhook_id(bus):
+    from delivery_fixtures import delivery, synthetic_identity
+
+    fixed = []
+    receiver = await _receiver(bus, lambda _n, e: Reply(400) if e["id"] == "dlq-1" and not fixed else Reply())
+    record = delivery("flow-dlq", f"{7:032x}", "dlq-1")
+    record["event"]["data"]["identityNumber"] = synthetic_identity(7)  # personal data, synthetic
+    try:
+        await bus.subscribe("flow-dlq", receiver.url, **FAST)
+        await bus.send([record])
+        await _wait_ledger(bus, "dlq-1", "flow-dlq")
+        listed = _cli(bus, "list", "--subscription", "flow-dlq")
+        assert listed.returncode == 0, listed.stderr
+        [row] = [line for line in listed.stdout.splitlines() if "flow-dlq" in line]
+        dlq_id = row.split()[0]
+        assert "delivery.rejected" in row and "dlq-1" in row
+
+        shown = _cli(bus, "show", dlq_id)
+        assert shown.returncode == 0 and json.loads(shown.stdout)["event_id"] == "dlq-1"
+        refused = _cli(bus, "show", dlq_id, "--reveal", user_env={"SAMBAND_DLQ_REVEAL_OPERATORS": ""})
+        assert refused.returncode == 2 and "SAMBAND_DLQ_REVEAL_OPERATORS" in refused.stderr
+        for output in (listed.stdout, shown.stdout, refused.stdout, refused.stderr):
+            assert synthetic_identity(7) not in output
+
+        fixed.append(True)
+        replayed = _cli(bus, "replay", dlq_id)
+        assert replayed.returncode == 0, replayed.stderr
+        await bus.wait_for(receiver, lambda: len(receiver.events()) >= 1, 30, "the replayed event")
+        await _poll(lambda: ledger_for_event(bus.bootstrap, bus.topic("delivery-ledger"), "dlq-1"),
+                    lambda found: found.get("flow-dlq", {}).get("status") == "delivered", 30, "ledger: delivered")
+        again = _cli(bus, "replay", "--subscription", "flow-dlq")  # delivered since: skipped
+        assert again.returncode == 0 and "skipped" in again.stdout
+    finally:
+        await receiver.stop()
+    [arrived] = receiver.events()
+    assert arrived.webhook_id == record["idempotency_key"]
+    assert arrived.event.get_data()["identityNumber"] == synthetic_identity(7)
+
+
+async def test_reveal_by_an_authorised_operator_prints_the_data_and_is_logged(bus):
+    import getpass
+
+    receiver = await _receiver(bus, lambda _n, e: Reply(403) if e["type"] != "no.samband.subscription.validation" else Reply())
+    try:
+        await bus.subscribe("flow-reveal", receiver.url, **FAST)
+        await bus.send(bus.events_for("flow-reveal", persons=1, per_person=1, prefix="rev"))
+        await _wait_ledger(bus, "rev-0-0", "flow-reveal")
+    finally:
+        await receiver.stop()
+    [dead] = [r async for r in read_topic(bus.bootstrap, bus.topic("deadletter")) if r.key.startswith(b"flow-reveal/")]
+    dlq_id = f"{dead.partition}:{dead.offset}"
+    shown = _cli(bus, "show", dlq_id, "--reveal", user_env={"SAMBAND_DLQ_REVEAL_OPERATORS": getpass.getuser()})
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["value"] == dead.value.decode()
+    assert "dlq.revealed" in shown.stderr and getpass.getuser() in shown.stderr

@@ -1,0 +1,156 @@
+"""`samband dlq`: inspect and replay dead letters (docs/delivery.md, "Dead letters").
+
+IDs are `<partition>:<offset>` in `samband-deadletter`. Listing and showing print only
+metadata (reason, stage, subscription, event id and type): never the event's data, unless
+`show --reveal` by an operator named in SAMBAND_DLQ_REVEAL_OPERATORS, and then it is logged.
+Replay writes a `deliver` dead letter's original record back to `samband-deliveries`,
+unchanged, so the subscriber gets the same webhook-id (idempotency key) as before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+
+import structlog
+
+from agents.config import bootstrap_servers, get_settings
+
+log = structlog.get_logger("samband.dlq")
+
+REPLAY_HEADER = "samband-replay-of"
+
+
+class DlqError(Exception):
+    """The command cannot do what was asked; the message says why (no personal data)."""
+
+
+def _run(coroutine) -> int:
+    from agents.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)  # log lines (the reveal audit) go to stderr
+    try:
+        return asyncio.run(coroutine)
+    except DlqError as exc:
+        print(f"samband dlq: {exc}", file=sys.stderr)
+        return 2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("dlq", help="inspect and replay dead letters", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="dlq_command", metavar="COMMAND", required=True)
+    listing = commands.add_parser("list", help="list dead letters (metadata only)")
+    listing.add_argument("--subscription", help="only this subscription's delivery dead letters")
+    listing.set_defaults(handler=lambda a: _run(list_dead_letters(a.subscription)))
+    show = commands.add_parser("show", help="one dead letter's metadata; --reveal adds its data")
+    show.add_argument("id", help="<partition>:<offset>")
+    show.add_argument("--reveal", action="store_true", help="print the event data (personal data; logged)")
+    show.set_defaults(handler=lambda a: _run(show_dead_letter(a.id, a.reveal)))
+    replay = commands.add_parser("replay", help="send delivery dead letters back through delivery")
+    target = replay.add_mutually_exclusive_group(required=True)
+    target.add_argument("id", nargs="?", help="<partition>:<offset>")
+    target.add_argument("--subscription", help="every delivery dead letter of this subscription")
+    replay.add_argument("--force", action="store_true", help="also those the ledger shows delivered since")
+    replay.set_defaults(handler=lambda a: _run(replay_dead_letters(a.id, a.subscription, a.force)))
+
+
+def _topics():
+    from agents.delivery.topics import delivery_topics
+
+    return delivery_topics(get_settings().app_id)
+
+
+async def _dead_letters():
+    """(id, DeadLetter, record) for every dead letter, oldest first per partition."""
+    from agents.delivery.topic_reader import read_topic
+    from connectors.dead_letters import DeadLetter
+
+    async for record in read_topic(bootstrap_servers(), _topics().deadletter):
+        yield f"{record.partition}:{record.offset}", DeadLetter.from_headers(record.headers), record
+
+
+def _summary(record) -> dict:
+    """Event id and type of a `deliver` dead letter: identifiers, never personal data."""
+    try:
+        event = json.loads(record.value)["event"]
+        return {"event_id": event.get("id"), "type": event.get("type")}
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
+async def list_dead_letters(subscription: str | None) -> int:
+    print(f"{'ID':<12} {'STAGE':<8} {'SUBSCRIPTION':<24} {'REASON':<28} {'TIME':<25} EVENT")
+    async for dlq_id, dead, record in _dead_letters():
+        if subscription and dead.subscription != subscription:
+            continue
+        event = _summary(record).get("event_id", "") if dead.stage == "deliver" else ""
+        print(f"{dlq_id:<12} {dead.stage:<8} {dead.subscription or '-':<24} {dead.reason:<28} {dead.time:<25} {event}")
+    return 0
+
+
+async def show_dead_letter(dlq_id: str, reveal: bool) -> int:
+    operator = getpass.getuser()
+    allowed = {name.strip() for name in get_settings().dlq_reveal_operators.split(",") if name.strip()}
+    if reveal and operator not in allowed:
+        raise DlqError(f"--reveal: operator {operator!r} is not in SAMBAND_DLQ_REVEAL_OPERATORS")
+    async for found_id, dead, record in _dead_letters():
+        if found_id != dlq_id:
+            continue
+        shown = {"id": found_id, **{k: v for k, v in vars(dead).items() if v is not None}, "key": _safe_key(record.key)}
+        if dead.stage == "deliver":
+            shown.update(_summary(record))
+        if reveal:
+            log.warning("dlq.revealed", operator=operator, dlq_id=found_id, subscription=dead.subscription)
+            shown["value"] = record.value.decode(errors="replace")
+        print(json.dumps(shown, indent=2, ensure_ascii=False))
+        return 0
+    raise DlqError(f"no dead letter {dlq_id} in {_topics().deadletter}")
+
+
+def _safe_key(key: bytes | None) -> str | None:
+    # Keys are event ids or <subscription>/<pseudonym> by contract: no identity numbers.
+    return key.decode(errors="replace") if key is not None else None
+
+
+async def replay_dead_letters(dlq_id: str | None, subscription: str | None, force: bool) -> int:
+    from aiokafka import AIOKafkaProducer
+
+    from agents.delivery.ledger import ledger_key
+    from agents.delivery.topic_reader import read_topic
+    from connectors.dead_letters import PREFIX
+
+    topics = _topics()
+    chosen = [
+        (found_id, dead, record)
+        async for found_id, dead, record in _dead_letters()
+        if dead.stage == "deliver" and (found_id == dlq_id or (subscription and dead.subscription == subscription))
+    ]
+    if dlq_id and not chosen:
+        raise DlqError(f"no delivery dead letter {dlq_id} in {topics.deadletter}")
+    delivered = set()
+    if not force:  # a dead letter replayed and delivered before must not arrive twice
+        async for entry in read_topic(bootstrap_servers(), topics.ledger):
+            if entry.value is not None and json.loads(entry.value)["status"] == "delivered":
+                delivered.add(entry.key)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(), acks="all", enable_idempotence=True)
+    await producer.start()
+    replayed = 0
+    try:
+        for found_id, dead, record in chosen:
+            event_id = _summary(record).get("event_id")
+            if event_id and ledger_key(event_id, dead.subscription or "") in delivered:
+                print(f"{found_id}: skipped, the ledger shows it delivered since (use --force)")
+                continue
+            headers = [(k, v) for k, v in record.headers if not k.startswith(PREFIX) and k not in ("samband-subscription", REPLAY_HEADER)]
+            headers.append((REPLAY_HEADER, found_id.encode()))
+            await producer.send_and_wait(topics.deliveries, record.value, key=record.key, headers=headers)
+            log.info("dlq.replayed", dlq_id=found_id, subscription=dead.subscription, event_id=event_id)
+            replayed += 1
+    finally:
+        await producer.stop()
+    print(f"replayed {replayed} of {len(chosen)} dead letters to {topics.deliveries}")
+    return 0
