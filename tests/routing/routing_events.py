@@ -42,7 +42,8 @@ def event(event_type: str, person: str, kommuner: list[str], **payload) -> dict:
     """A valid record of the event type for `person`, with a fresh id; payload fields override the example's."""
     record = example(event_type)
     record["envelope"].update(
-        id=str(uuid.uuid4()), person=person, kommunenummer=list(kommuner), sequenceNumber=None, correlationId=None
+        id=str(uuid.uuid4()), person=person, kommunenummer=list(kommuner), sequenceNumber=None, correlationId=None,
+        time=datetime.now(timezone.utc).replace(microsecond=0),
     )
     envelope_overrides = payload.pop("envelope", {})
     record["envelope"].update(envelope_overrides)
@@ -86,5 +87,3 @@ def _json(value):
 def event_type_name(name: str) -> str:
     return f"{EVENTS_NAMESPACE}.{name}"
 
-
-NOW = datetime.now(timezone.utc)
