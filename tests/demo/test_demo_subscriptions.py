@@ -1,0 +1,34 @@
+"""The demo's sample subscriptions (deploy/demo/subscriptions) load through the subscription model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agents.subscriptions.files import load_dir
+
+DIRECTORY = Path(__file__).resolve().parents[2] / "deploy" / "demo" / "subscriptions"
+
+
+def _subscriptions():
+    subs, errors = load_dir(DIRECTORY)
+    assert errors == []
+    return {s.id: s for s in subs}
+
+
+def test_every_sample_system_is_a_valid_subscription():
+    subs = _subscriptions()
+    assert set(subs) == {
+        "bergen-helsestasjon", "oslo-barnehage", "tromso-skole", "trondheim-pleie-og-omsorg",
+        "alta-bibliotek", "eventyrhagen-barnehager", "barnevern-nasjonal", "stavanger-gebyr",
+    }
+    assert subs["tromso-skole"].kommuner == ["5501"]
+    assert all("folkeregisterloven § 10-2" in s.legal_basis for s in subs.values())
+
+
+def test_the_sample_covers_a_private_operator_a_national_system_and_a_kafka_reader():
+    subs = _subscriptions()
+    private = [s for s in subs.values() if not s.public_body]
+    assert [s.id for s in private] == ["eventyrhagen-barnehager"]
+    barnevern = subs["barnevern-nasjonal"]
+    assert barnevern.kommuner == "all" and "envelope.addressProtection" in barnevern.fields["Move"]
+    assert [s.id for s in subs.values() if s.delivery.kind == "kafka"] == ["stavanger-gebyr"]
