@@ -1,0 +1,1 @@
+"""`samband demo`: a synthetic Norway's life events through the bus to eight sample municipal systems."""
