@@ -1,0 +1,130 @@
+"""The sample systems' receiving ends, local to the demo: what each system got, checked as it would check it.
+
+- `WebhookReceiver`: an aiohttp server on 127.0.0.1 (free port) that verifies every request's
+  Standard Webhooks signature with the `standardwebhooks` library (401 if it fails), answers
+  the bus's validation handshake, and records each event. With `outage_seconds` it answers
+  500 to events for that long after the first one arrives, then recovers: the bus retries.
+- `TopicReceiver`: a Kafka-native system reading its own topic (structured CloudEvents JSON).
+
+Both keep what they got in memory (`events`, for the leak check) and counts for the view.
+Nothing here logs or prints event contents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from agents.demo.checks import PURGE_TYPE, ReceivedEvent
+
+VALIDATION_TYPE = "no.samband.subscription.validation"
+
+
+@dataclass
+class Counts:
+    requests: int = 0  # every POST, handshake and refusals included
+    refused: int = 0  # answered 500 during the outage
+    bad_signature: int = 0  # answered 401: the signature did not verify
+    duplicates: int = 0  # an event id already received (a retry whose answer was lost)
+
+
+@dataclass
+class Recording:
+    """What one system has received."""
+
+    subscription: str
+    events: list[ReceivedEvent] = field(default_factory=list)
+    event_ids: set[str] = field(default_factory=set)
+    counts: Counts = field(default_factory=Counts)
+    verified: bool = False  # the validation handshake reached it
+
+    def record(self, cloudevent: dict) -> None:
+        if cloudevent["id"] in self.event_ids:
+            self.counts.duplicates += 1
+            return
+        full_type = cloudevent["type"]
+        short = full_type if full_type == PURGE_TYPE else full_type.rpartition(".")[2]
+        self.event_ids.add(cloudevent["id"])
+        self.events.append(ReceivedEvent(self.subscription, cloudevent["id"], short, cloudevent.get("subject", ""),
+                                         cloudevent.get("data") or {}))
+
+
+class WebhookReceiver:
+    def __init__(self, subscription: str, secret: str, outage_seconds: float = 0.0, clock=time.monotonic):
+        self.recording = Recording(subscription)
+        self.outage_seconds = outage_seconds
+        self.clock = clock
+        self.outage_started: float | None = None  # clock() at the first event
+        self.url = ""
+        self._verifier = Webhook(secret)
+        self._runner: web.AppRunner | None = None
+
+    def in_outage(self) -> bool:
+        return self.outage_started is not None and self.clock() - self.outage_started < self.outage_seconds
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        counts = self.recording.counts
+        counts.requests += 1
+        body = await request.read()
+        try:
+            self._verifier.verify(body, dict(request.headers))
+        except WebhookVerificationError:
+            counts.bad_signature += 1
+            return web.Response(status=401)
+        cloudevent = json.loads(body)
+        if cloudevent.get("type") == VALIDATION_TYPE:
+            self.recording.verified = True
+            return web.Response(status=204)
+        if self.outage_seconds and self.outage_started is None:
+            self.outage_started = self.clock()
+        if self.in_outage():
+            counts.refused += 1
+            return web.Response(status=500)
+        self.recording.record(cloudevent)
+        return web.Response(status=204)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+class TopicReceiver:
+    def __init__(self, subscription: str, bootstrap: str, topic: str):
+        self.recording = Recording(subscription, verified=True)
+        self.topic = topic
+        self._consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                          enable_auto_commit=False, metadata_max_age_ms=2000)
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        while True:
+            for records in (await self._consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    self.recording.counts.requests += 1
+                    self.recording.record(json.loads(record.value))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
