@@ -23,6 +23,9 @@ def create_app(settings: Settings) -> faust.App:
         topic_partitions=4,
         # The worker's own logging is configured by agents.logging; Faust must not redirect stdout.
         worker_redirect_stdouts=False,
+        # How long the group waits for a worker that stopped answering (killed, partitioned)
+        # before its partitions move to another worker.
+        broker_session_timeout=settings.broker_session_timeout,
     )
 
 

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     ingest_max_bytes: int = Field(262_144, ge=1024)
     # Ingest: how long an event id is remembered for deduplication (a re-read feed page).
     dedup_retention_hours: float = Field(168.0, gt=0)
+    # Seconds before the consumer group gives up on a silent worker and moves its partitions
+    # (Faust's default is 60; the broker allows 6 and up).
+    broker_session_timeout: float = Field(60.0, ge=6)
     # Events handled per agent batch, and the longest a partial batch waits.
     batch_size: int = Field(500, ge=1)
     batch_within_seconds: float = Field(0.05, gt=0)

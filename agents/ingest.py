@@ -27,7 +27,7 @@ from agents.app import app
 from agents.config import DEV_PSEUDONYM_KEY, get_settings
 from agents.routing.canonical import Canonicaliser, Rejected
 from agents.routing.protection import is_strict, scrub_address
-from agents.routing.tables import table_delete, table_set
+from agents.routing.tables import TableWrites
 from agents.routing.topics import bus_topics
 from connectors.dead_letters import DeadLetter
 from schemas.codec import Codec
@@ -61,6 +61,7 @@ class Ingest:
         self.key = settings.pseudonym_key.encode()
         # Per table partition, (first seen, event id) in arrival order: what to evict when.
         self.remembered: dict[int, deque[tuple[float, str]]] = defaultdict(deque)
+        self.writes = TableWrites()
 
     async def handle(self, message, now: float) -> asyncio.Future:
         """Queue the output of one message; returns the future of its delivery to Kafka."""
@@ -71,7 +72,7 @@ class Ingest:
         first_seen = seen_ids.data.get(event.event_id)
         if first_seen is not None and now - first_seen < RETENTION_SECONDS:
             return await self.dead_letter(message, Rejected("event.duplicate", "event id already ingested", event.record))
-        table_set(seen_ids, message.partition, event.event_id, int(now))
+        self.writes.set(seen_ids, message.partition, event.event_id, int(now))
         self.remembered[message.partition].append((now, event.event_id))
         person = pseudonym(event.record["envelope"]["person"], self.key)
         return await app.producer.send(topics.events, person.encode(), event.value, None, None, _headers(message))
@@ -96,7 +97,7 @@ class Ingest:
             while remembered and now - remembered[0][0] >= RETENTION_SECONDS:
                 _, event_id = remembered.popleft()
                 if seen_ids.data.get(event_id, now) <= now - RETENTION_SECONDS:
-                    table_delete(seen_ids, partition, event_id)
+                    self.writes.delete(seen_ids, partition, event_id)
 
 
 def _headers(message) -> list[tuple[str, bytes]]:
@@ -116,4 +117,5 @@ async def ingest(stream):
         sends = [await logic.handle(event.message, now) for event in batch]
         await asyncio.gather(*sends)
         logic.evict_expired(now)
+        logic.writes.flush()  # only now: an id is "seen" once its event is in Kafka
         log.debug("ingested_batch", events=len(batch))

@@ -25,7 +25,7 @@ from agents.config import bootstrap_servers, get_settings
 from agents.routing.index import RoutingIndex
 from agents.routing.protection import is_strict, scrub_address
 from agents.routing.router import PersonState, Router
-from agents.routing.tables import table_set
+from agents.routing.tables import TableWrites
 from agents.routing.topics import bus_topics
 from agents.subscriptions.store import SubscriptionFollower
 from connectors.dead_letters import DeadLetter
@@ -57,6 +57,7 @@ class Route:
     def __init__(self) -> None:
         self.codec = Codec(registry_from_settings(settings))
         self.router = Router(index)
+        self.writes = TableWrites()
 
     async def handle(self, message) -> list[asyncio.Future]:
         try:
@@ -76,7 +77,7 @@ class Route:
         sends = [await app.producer.send(topics.deliveries, d.key, d.value, None, None, _headers(message))
                  for d in result.deliveries]
         if result.state != state:
-            table_set(persons, message.partition, person, result.state.to_json())
+            self.writes.set(persons, message.partition, person, result.state.to_json())
         if result.unknown_original:
             value = message.value
             if is_strict(result.state.protection):
@@ -85,7 +86,7 @@ class Route:
                                                 f"{event_type} {envelope['changeKind']} names an event the bus has not routed",
                                                 value=value, event_id=envelope["id"]))
         else:
-            table_set(routing_records, message.partition, envelope["id"], json.dumps(result.recipients).encode())
+            self.writes.set(routing_records, message.partition, envelope["id"], json.dumps(result.recipients).encode())
         return sends
 
     async def dead_letter(self, message, reason: str, text: str, value: bytes | None = None,
@@ -116,3 +117,4 @@ async def route(stream):
         for event in batch:
             sends += await logic.handle(event.message)
         await asyncio.gather(*sends)
+        logic.writes.flush()  # state only after the deliveries it describes are in Kafka

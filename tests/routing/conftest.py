@@ -18,6 +18,7 @@ def bus_env(worker_env):
         **worker_env,
         "SAMBAND_PSEUDONYM_KEY": PSEUDONYM_KEY,
         "SAMBAND_INGEST_MAX_BYTES": "4096",
+        "SAMBAND_BROKER_SESSION_TIMEOUT": "8",  # a killed worker's partitions move on quickly
         "SAMBAND_API_TOKENS": f"{API_TOKEN}=subscriptions:read+subscriptions:write,{READ_TOKEN}=subscriptions:read",
     }
 
