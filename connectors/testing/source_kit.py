@@ -13,6 +13,11 @@ Subclass it in a test module (class name starting with `Test`) and fill in the h
     add_bad_input(env)   make one bad input available
     personal_values(env) strings in the inputs that are personal data (names, addresses);
                          11-digit identity numbers are always checked
+
+A push source (its clients send; it polls nothing, e.g. HTTP ingest) sets
+`keeps_bookmark = False` (the crash test then waits for no bookmark: what the source
+acknowledged is not sent again) and implements `redeliver(env, ids)` (the client sends
+those inputs again, as after a lost acknowledgement).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class SourceConformance:
     bad_input_reason: ClassVar[str]
     invalid_configs: ClassVar[list[tuple[dict, str]]] = []
     secret_values: ClassVar[tuple[str, ...]] = ()
+    keeps_bookmark: ClassVar[bool] = True
 
     # --- hooks ----------------------------------------------------------------------------
 
@@ -56,6 +62,9 @@ class SourceConformance:
 
     def personal_values(self, env) -> list[str]:
         return []
+
+    async def redeliver(self, env, ids: list[str]) -> None:
+        """Make these inputs arrive again once the bookmark is reset; a polling source re-reads them itself."""
 
     # --- the kit --------------------------------------------------------------------------
 
@@ -89,7 +98,8 @@ class SourceConformance:
             first = await self.add_inputs(env, 5)
             async with self.running(env, connector_kafka, connector_app_id) as source:
                 await _wait_for_keys(connector_kafka, ingest, first, source)
-                await _wait_for_bookmark(source)
+                if self.keeps_bookmark:
+                    await _wait_for_bookmark(source)
                 source._conformance_task.cancel()  # a crash: no graceful stop
                 with pytest.raises(asyncio.CancelledError):
                     await source._conformance_task
@@ -108,6 +118,7 @@ class SourceConformance:
                 await _wait_for_keys(connector_kafka, ingest, ids, source)
             # Forget the bookmark: everything is read again.
             async with self.running(env, connector_kafka, connector_app_id, reset_state=True) as source:
+                await self.redeliver(env, ids)
                 await _wait_for_keys(connector_kafka, ingest, ids, source, copies=2)
             by_key: dict[bytes, set[bytes]] = {}
             for record in await _read_all(connector_kafka, ingest):

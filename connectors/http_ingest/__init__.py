@@ -1,0 +1,1 @@
+"""HTTP ingest: municipal systems POST CloudEvents to `/events` (see docs/connectors.md)."""
