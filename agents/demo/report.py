@@ -1,0 +1,121 @@
+"""The demo's closing report: what each system got, the leak check, and whether every event a
+system was entitled to reached it, stated plainly, including what is still pending and why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from aiokafka import TopicPartition
+from rich.console import Console
+
+from agents.demo import systems
+from agents.demo.checks import Grant, delivery_gaps, find_leaks
+from agents.demo.feed import DemoFeed
+from agents.demo.monitor import BusMonitor, bus_topic_names, read_to_end
+from agents.demo.view import summary_table
+from agents.offsets import KafkaInspector
+
+SOURCE_STAGE = "source"
+
+
+def refused_subscriptions(worker_log: Path) -> dict[str, str]:
+    """Subscriptions whose delivery settings the delivery stage refused, with its (personal-data-free) error."""
+    refused = {}
+    for line in worker_log.read_text(errors="replace").splitlines() if worker_log.exists() else []:
+        if '"delivery.subscription_invalid"' in line:
+            entry = json.loads(line)
+            refused[entry["subscription"]] = entry.get("error", "")
+    return refused
+
+
+class Report:
+    def __init__(self, subscriptions, receivers, monitor: BusMonitor, feed: DemoFeed, outage_seconds: float,
+                 bootstrap: str, app_id: str, run_dir: Path):
+        self.subscriptions = subscriptions
+        self.recordings = {sub_id: r.recording for sub_id, r in receivers.items()}
+        self.monitor = monitor
+        self.feed = feed
+        self.outage_seconds = outage_seconds
+        self.bootstrap = bootstrap
+        self.app_id = app_id
+        self.run_dir = run_dir
+        self.unread: dict[str, int] = {}
+        self.monitor_complete = True
+
+    async def gather(self) -> None:
+        """After the bus stopped: read its topics to the end and how much each stage left unread."""
+        try:
+            await read_to_end(self.monitor, timeout=30)
+        except TimeoutError:
+            self.monitor_complete = False
+        topics = bus_topic_names(self.app_id)
+        async with KafkaInspector(self.bootstrap) as kafka:
+            partitions = [tp for tp in await kafka.topic_partitions(self.app_id) if tp.topic in (topics["ingest"], topics["events"])]
+            for row in await kafka.group_lag(self.app_id, partitions):
+                self.unread[row.topic] = self.unread.get(row.topic, 0) + row.lag
+        self.refused = refused_subscriptions(self.run_dir / "worker.log")
+
+    def print(self, console: Console, failed_process: str | None) -> int:
+        flow, feed = self.monitor.flow, self.feed
+        received = [e for r in self.recordings.values() for e in r.events]
+        leaks = find_leaks(received, {s.id: Grant.of(s) for s in self.subscriptions}, feed.protection_of_event)
+        gaps = delivery_gaps({s.id: flow.systems[s.id].routed for s in self.subscriptions},
+                             {s_id: r.event_ids for s_id, r in self.recordings.items()},
+                             {s.id: flow.systems[s.id].dead_lettered for s in self.subscriptions})
+        per_system: dict[str, int] = {}
+        for leak in leaks:
+            per_system[leak.subscription] = per_system.get(leak.subscription, 0) + 1
+        rows = [systems.row(s, self.outage_seconds) for s in self.subscriptions]
+        console.print(summary_table(rows, gaps, flow, self.recordings, per_system))
+
+        problems: list[str] = []
+        if failed_process:
+            problems.append(f"the {failed_process} process exited during the run (its log is in {self.run_dir})")
+        if not self.monitor_complete:
+            problems.append("the bus's topics could not be read to their end within 30 s: counts may be short")
+        protected = feed.protected_events()
+        if leaks:
+            rules = sorted({f"{leak.rule} ({leak.field})" if leak.field else leak.rule for leak in leaks})
+            console.print(f"[bold red]LEAK CHECK FAILED[/]: {len(leaks)} finding(s) in {len(per_system)} system(s): {', '.join(rules)}")
+            problems.append("leaks")
+        elif not received:
+            console.print("[bold yellow]Leak check: nothing to check[/]: no system received any event.")
+            problems.append("nothing received")
+        else:
+            console.print(f"[bold green]Leak check: 0 leaks.[/] {len(received):,} events received by {len(rows)} systems: "
+                          "no field outside a subscription's grant, no address of the "
+                          f"{protected['fortrolig']:,} fortrolig events to a private operator, no address or kommune of the "
+                          f"{protected['strengtFortrolig'] + protected['strengtFortroligUtland']:,} strengt fortrolig events to anyone.")
+
+        read_from_feed = flow.ingested + flow.dead_letters.get(SOURCE_STAGE, 0)
+        behind = []
+        if feed.published < len(feed.documents):
+            behind.append(f"{len(feed.documents) - feed.published:,} of the year's events were not yet published to the feed")
+        if read_from_feed < feed.published:
+            behind.append(f"{feed.published - read_from_feed:,} published events were not yet read by the feed source")
+        for topic, lag in sorted(self.unread.items()):
+            if lag:
+                stage = "validated" if topic.endswith("-ingest") else "routed"
+                behind.append(f"{lag:,} events on {topic} were not yet {stage}")
+        entitled = sum(g.routed for g in gaps.values())
+        delivered = sum(g.delivered for g in gaps.values())
+        undelivered = {sub: g for sub, g in gaps.items() if g.pending or g.dead_lettered or g.unexpected}
+        if not undelivered and not behind:
+            console.print(f"[bold green]Delivery: every event a system was entitled to was delivered[/] "
+                          f"({delivered:,} of {entitled:,}; the misbehaving system caught up after "
+                          f"{flow.systems[systems.MISBEHAVING].failed_attempts:,} retried attempts).")
+        else:
+            console.print(f"[bold yellow]Delivery: {delivered:,} of {entitled:,} entitled events delivered so far.[/]")
+            for sub, gap in undelivered.items():
+                why = f": the delivery stage refused its delivery settings ({self.refused[sub]})" if sub in self.refused else ""
+                console.print(f"  {sub}: {gap.pending:,} pending, {gap.dead_lettered:,} dead-lettered, "
+                              f"{gap.unexpected:,} received without being routed to it{why}")
+            for line in behind:
+                console.print(f"  the bus had not finished: {line} (a longer --duration lets it finish)")
+            problems.append("undelivered")
+        dead = ", ".join(f"{stage} {n:,}" for stage, n in sorted(flow.dead_letters.items())) or "none"
+        console.print(f"Dead letters by stage: {dead} (unknown or invalid register events are dead letters by design).")
+        for problem in problems[:1] if failed_process else []:
+            console.print(f"[bold red]{problem}[/]")
+        return 0 if not problems else 1

@@ -1,0 +1,202 @@
+"""One demo run: set up, let a compressed year flow through the bus, show it live, check, stop everything.
+
+Order: broker (reused if running) -> receivers -> subscriptions (`<run>-subscriptions`) ->
+worker -> bus topics exist -> feed source connector -> the year is published to the feed
+simulator over the first half of `duration` -> live view until `duration` (or Ctrl-C) ->
+stop the source and the worker -> read the bus's topics to their end -> checks -> summary.
+Every run has its own app id, so an earlier run's topics and groups never interfere; its
+topics are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from rich.console import Console
+from rich.live import Live
+
+from agents.demo import systems
+from agents.demo.feed import TOKEN, DemoFeed
+from agents.demo.monitor import BusMonitor, bus_topic_names, wait_for_topics
+from agents.demo.processes import Broker, Children
+from agents.demo.receivers import TopicReceiver, WebhookReceiver
+from agents.demo.report import Report
+from agents.demo.view import RateMeter, live_view
+from agents.logging import configure_logging
+from agents.routing.topics import bus_topics
+from agents.subscriptions import store
+from connectors.folkeregister.simulator import run_simulator
+from connectors.webhook.secrets import new_secret
+
+PROTECTION_SCALE = 20.0  # more protected persons than in reality, so the demo has some to protect
+
+
+@dataclass(frozen=True)
+class Options:
+    duration: float = 60.0
+    population: int = 50_000
+    seed: int = 0
+    keep_running: bool = False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DemoRun:
+    def __init__(self, options: Options, broker: Broker, console: Console):
+        self.options = options
+        self.broker = broker
+        self.console = console
+        self.app_id = f"samband-demo-{uuid.uuid4().hex[:8]}"
+        self.run_dir = Path(".samband") / "demo" / self.app_id
+        self.subscriptions = systems.load_subscriptions()
+        self.outage_seconds = max(5.0, min(15.0, options.duration / 4))
+        self.secrets = {s.id: new_secret() for s in self.subscriptions if s.delivery.kind == "webhook"}
+        self.receivers: dict[str, WebhookReceiver | TopicReceiver] = {}
+        self.stop_requested = asyncio.Event()
+
+    def _env(self) -> dict[str, str]:
+        env = {**os.environ, "SAMBAND_APP_ID": self.app_id, "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
+               "SAMBAND_DATA_DIR": str(self.run_dir / "worker-data"), "SAMBAND_WEB_PORT": str(_free_port()),
+               "SAMBAND_PSEUDONYM_KEY": secrets.token_hex(32), "SAMBAND_LOG_FORMAT": "json"}
+        env.update({systems.secret_env(s): self.secrets[s.id] for s in self.subscriptions if s.id in self.secrets})
+        return env
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop_requested.set)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        say = self.console.print
+        say(f"[bold]kafka[/]    {self.broker.bootstrap} ({'started for this run' if self.broker.started_here else 'already running, reused'})")
+        feed = await asyncio.to_thread(DemoFeed, self.options.population, self.options.seed, PROTECTION_SCALE)
+        protected = feed.protected_events()
+        say(f"[bold]people[/]   {self.options.population:,} synthetic persons (seed {self.options.seed}); one year = "
+            f"{len(feed.documents):,} events, {protected['fortrolig']:,} of fortrolig and "
+            f"{protected['strengtFortrolig'] + protected['strengtFortroligUtland']:,} of strengt fortrolig persons")
+        children = Children(self.run_dir, self._env())
+        monitor = BusMonitor(self.broker.bootstrap, self.app_id)
+        try:
+            await self._start_receivers()
+            await self._apply_subscriptions()
+            await self._create_bus_topics()
+            async with run_simulator([], token=TOKEN) as simulator:
+                worker = children.start("worker", "worker")
+                say(f"[bold]bus[/]      worker pid {worker.process.pid}, app id {self.app_id}, logs in {self.run_dir}")
+                await wait_for_topics(self.broker.bootstrap, list(bus_topic_names(self.app_id).values()), 180,
+                                      lambda: not children.dead())
+                config = self.run_dir / "feed.yaml"
+                config.write_text(yaml.safe_dump({"base_url": simulator.base_url, "token": TOKEN, "poll_interval_s": 0.5}))
+                source = children.start("feed source", "connectors", "run", "folkeregister", "--config", str(config),
+                                        "--instance", "folkeregister-demo")
+                say(f"[bold]source[/]   Folkeregister feed source pid {source.process.pid} reading {simulator.base_url}")
+                await monitor.start()
+                for receiver in self.receivers.values():
+                    if isinstance(receiver, TopicReceiver):
+                        await receiver.start()
+                pacer = asyncio.create_task(feed.publish(simulator, self.options.duration / 2))
+                try:
+                    failed = await self._watch(feed, monitor, children)
+                finally:
+                    pacer.cancel()
+                    await asyncio.gather(pacer, return_exceptions=True)
+                    children.stop_all()
+            report = Report(self.subscriptions, self.receivers, monitor, feed, self.outage_seconds, self.broker.bootstrap,
+                            self.app_id, self.run_dir)
+            await report.gather()
+            return report.print(self.console, failed)
+        finally:
+            children.stop_all()
+            await monitor.stop()
+            for receiver in self.receivers.values():
+                await receiver.stop()
+            await self._delete_topics()
+
+    async def _start_receivers(self) -> None:
+        for sub in self.subscriptions:
+            if sub.delivery.kind == "webhook":
+                outage = self.outage_seconds if sub.id == systems.MISBEHAVING else 0.0
+                receiver = WebhookReceiver(sub.id, self.secrets[sub.id], outage)
+                await receiver.start()
+            else:
+                receiver = TopicReceiver(sub.id, self.broker.bootstrap, systems.kafka_topic(sub, self.app_id))
+            self.receivers[sub.id] = receiver
+
+    async def _apply_subscriptions(self) -> None:
+        topic = f"{self.app_id}-subscriptions"
+        subs = [systems.for_this_run(s, self.app_id, getattr(self.receivers[s.id], "url", None)) for s in self.subscriptions]
+        await store.ensure_topic(self.broker.bootstrap, topic)
+        await store.write(self.broker.bootstrap, topic, [(s.id, s.to_json()) for s in subs])
+        self.console.print(f"[bold]systems[/]  {len(subs)} subscriptions applied from {systems.SUBSCRIPTIONS_DIR.name}/: "
+                           + ", ".join(s.id for s in subs))
+
+    async def _create_bus_topics(self) -> None:
+        """The topics the worker reads but does not declare itself, with the app's partition count."""
+        topics = bus_topics(self.app_id)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.broker.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(name, num_partitions=4, replication_factor=1)
+                                       for name in (topics.ingest, topics.events, topics.deadletter, topics.deliveries)])
+        finally:
+            await admin.close()
+
+    async def _watch(self, feed: DemoFeed, monitor: BusMonitor, children: Children) -> str | None:
+        """The live view until the duration is over (or Ctrl-C); the name of a process that died, if one did."""
+        rows = [systems.row(s, self.outage_seconds) for s in self.subscriptions]
+        recordings = {sub_id: r.recording for sub_id, r in self.receivers.items()}
+        meter, started = RateMeter(), time.monotonic()
+
+        def render():
+            flow = monitor.flow
+            counters = {"in": flow.ingested, **{r.id: len(flow.systems[r.id].routed & recordings[r.id].event_ids) for r in rows}}
+            return live_view(time.monotonic() - started, self.options.duration, feed.published, len(feed.documents),
+                             flow, rows, recordings, meter.sample(counters))
+
+        with Live(render(), console=self.console, refresh_per_second=4, transient=False) as live:
+            while not self.stop_requested.is_set():
+                if dead := children.dead():
+                    return dead[0].name
+                if time.monotonic() - started >= self.options.duration and not self.options.keep_running:
+                    break
+                try:
+                    await asyncio.wait_for(self.stop_requested.wait(), 0.5)
+                except TimeoutError:
+                    pass
+                live.update(render())
+            live.update(render())
+        return None
+
+    async def _delete_topics(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.broker.bootstrap)
+        await admin.start()
+        try:
+            mine = [t for t in await admin.list_topics() if t.startswith(f"{self.app_id}-")]
+            if mine:
+                await admin.delete_topics(mine)
+        finally:
+            await admin.close()
+
+
+def run_demo(options: Options, console: Console | None = None) -> int:
+    console = console or Console()
+    configure_logging("warning")  # the demo's own process (feed simulator, receivers): warnings only, redacted
+    broker = Broker.ensure()
+    try:
+        return asyncio.run(DemoRun(options, broker, console).run())
+    finally:
+        stopped = broker.stop_if_started_here()
+        console.print("stopped everything the demo started" + (" (the broker too)" if stopped else "; the broker keeps running"))

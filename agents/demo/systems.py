@@ -1,0 +1,45 @@
+"""The sample systems: the subscriptions in deploy/demo/subscriptions, pointed at this run's receivers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import deploy
+from agents.demo.view import SystemRow
+from agents.subscriptions.files import load_dir
+from agents.subscriptions.model import Subscription
+
+SUBSCRIPTIONS_DIR = Path(deploy.__file__).parent / "demo" / "subscriptions"
+MISBEHAVING = "trondheim-pleie-og-omsorg"  # its receiver answers 500 for a while, then recovers
+
+
+def load_subscriptions() -> list[Subscription]:
+    subs, errors = load_dir(SUBSCRIPTIONS_DIR)
+    if errors:
+        raise ValueError("invalid demo subscriptions: " + "; ".join(errors))
+    return subs
+
+
+def secret_env(sub: Subscription) -> str:
+    """The environment variable named by the subscription's `secret_ref: env:NAME`."""
+    return sub.delivery.secret_ref.removeprefix("env:")
+
+
+def kafka_topic(sub: Subscription, app_id: str) -> str:
+    return f"{app_id}-{sub.delivery.topic}"
+
+
+def for_this_run(sub: Subscription, app_id: str, receiver_url: str | None) -> Subscription:
+    """The subscription with its delivery pointed at the local receiver (webhook) or a per-run topic (Kafka)."""
+    if sub.delivery.kind == "kafka":
+        delivery = sub.delivery.model_copy(update={"topic": kafka_topic(sub, app_id)})
+    else:
+        delivery = sub.delivery.model_copy(update={"url": receiver_url})
+    return sub.model_copy(update={"delivery": delivery})
+
+
+def row(sub: Subscription, outage_seconds: float) -> SystemRow:
+    note = f"500s for {outage_seconds:.0f} s" if sub.id == MISBEHAVING else ""
+    if not sub.public_body:
+        note = "private operator"
+    return SystemRow(sub.id, sub.system.name, sub.delivery.kind, note)
