@@ -8,12 +8,12 @@ once per session and stopped at the end only if this session started it.
 from __future__ import annotations
 
 import os
-import uuid
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from deploy import launcher
+from support import free_port, unique_name
 
 # Confluent's 7.9 line is Apache Kafka 3.9: the same broker the launcher runs.
 TESTCONTAINERS_IMAGE = "confluentinc/cp-kafka:7.9.0"
@@ -54,10 +54,6 @@ def kafka_bootstrap():
             launcher.down(config)
 
 
-def unique_name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
 @pytest.fixture
 async def new_topic(kafka_bootstrap):
     """Factory: `await new_topic(partitions=1, prefix="t")` creates a unique topic, deleted after the test."""
@@ -90,11 +86,3 @@ def worker_env(kafka_bootstrap, tmp_path):
         "SAMBAND_WEB_PORT": str(free_port()),
         "SAMBAND_LOG_FORMAT": "json",
     }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from support import free_port
 from deploy import launcher
 from kafka_io import KafkaWaitTimeout, consume, produce
 

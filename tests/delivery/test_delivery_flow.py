@@ -21,7 +21,7 @@ FAST = {"retry_schedule": [0.1, 0.2, 0.3, 0.3, 0.3], "read_timeout": 1.0, "conne
 
 @pytest.fixture(scope="module")
 async def bus(kafka_bootstrap, tmp_path_factory):
-    from conftest import free_port, unique_name
+    from support import free_port, unique_name
     import os
 
     tmp = tmp_path_factory.mktemp("delivery-flow")

@@ -45,6 +45,8 @@ class Receiver:
         self.behaviour = behaviour
         self.received: list[Received] = []  # every request, whatever was answered
         self.delivered: list[Received] = []  # requests answered 2xx
+        self._events: list[Received] = []  # delivered, without the verification handshake
+        self.unique_ids: set[str] = set()  # webhook-ids of delivered events
         self.changed = asyncio.Condition()
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -61,6 +63,9 @@ class Receiver:
             await asyncio.sleep(reply.delay)  # the simulated subscriber is slow; not a test wait
         if 200 <= reply.status < 300:
             self.delivered.append(record)
+            if event["type"] != VALIDATION_TYPE:
+                self._events.append(record)
+                self.unique_ids.add(record.webhook_id)
         async with self.changed:
             self.changed.notify_all()
         return web.Response(status=reply.status, headers=reply.headers)
@@ -92,7 +97,7 @@ class Receiver:
 
     def events(self) -> list[Received]:
         """Delivered events, without the verification handshake."""
-        return [r for r in self.delivered if r.event["type"] != VALIDATION_TYPE]
+        return self._events
 
     def verified(self) -> bool:
         return any(r.event["type"] == VALIDATION_TYPE for r in self.delivered)

@@ -16,7 +16,7 @@ from agents.alerts.alerter import Alerter
 from agents.alerts.ledger import AlertLedger, alerts_topic
 from agents.alerts.notifiers import Alert, NotificationFailed, SmtpNotifier, WebhookNotifier
 from agents.alerts.policy import DeliveryHealth, FailingThresholds, is_failing, may_notify
-from conftest import free_port
+from support import free_port
 from kafka_io import read_to_end
 
 FAILING = DeliveryHealth(consecutive_failures=8, oldest_pending_age_seconds=5400, last_reason="http.503")

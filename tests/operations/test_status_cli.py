@@ -9,7 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents.commands.status import SECTIONS, Section, StatusOptions, collect_status
 from agents.offsets import KafkaInspector
-from conftest import free_port
+from support import free_port
 from samband_cli import samband
 
 

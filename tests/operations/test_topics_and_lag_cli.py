@@ -8,7 +8,7 @@ import uuid
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from conftest import free_port
+from support import free_port
 from kafka_io import produce
 from samband_cli import samband
 

@@ -7,9 +7,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents.routing.topics import BusTopics, bus_topics
 
-PSEUDONYM_KEY = "test-pseudonym-key-not-a-secret"
-API_TOKEN = "test-token-rw"
-READ_TOKEN = "test-token-ro"
+from bus_settings import API_TOKEN, PSEUDONYM_KEY, READ_TOKEN
 
 
 @pytest.fixture

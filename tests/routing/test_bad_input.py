@@ -8,7 +8,7 @@ import uuid
 from datetime import date, timedelta
 
 from aiokafka import AIOKafkaProducer
-from conftest import PSEUDONYM_KEY
+from bus_settings import PSEUDONYM_KEY
 from kafka_io import produce, read_to_end
 from routing_events import address, cloudevent_json, encode, event, synthetic_number
 from subscription_factory import subscription

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bus_watch import TopicWatch
-from conftest import PSEUDONYM_KEY
+from bus_settings import PSEUDONYM_KEY
 from kafka_io import read_to_end
 from routing_events import encode, event, synthetic_number
 from subscription_factory import subscription

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import PSEUDONYM_KEY
+from bus_settings import PSEUDONYM_KEY
 from kafka_io import consume, produce
 from routing_events import CODEC, address, cloudevent_json, encode, event, synthetic_number
 from worker_process import WorkerProcess

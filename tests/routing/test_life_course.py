@@ -9,7 +9,7 @@ from datetime import date, timedelta
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from conftest import PSEUDONYM_KEY
+from bus_settings import PSEUDONYM_KEY
 from kafka_io import produce, read_to_end
 from routing_events import address, encode, event, synthetic_number
 from subscription_factory import subscription

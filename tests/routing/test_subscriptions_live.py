@@ -12,7 +12,7 @@ import aiohttp
 import yaml
 
 from bus_watch import TopicWatch, delivered
-from conftest import API_TOKEN, READ_TOKEN
+from bus_settings import API_TOKEN, READ_TOKEN
 from kafka_io import produce
 from routing_events import encode, event, synthetic_number
 from subscription_factory import subscription

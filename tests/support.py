@@ -1,0 +1,20 @@
+"""Small helpers for tests in every folder (import as `from support import ...`).
+
+Test modules must not import from `conftest`: with several conftest.py files in the tree,
+which one `import conftest` finds depends on collection order.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
