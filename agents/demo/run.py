@@ -144,13 +144,14 @@ class DemoRun:
                            + ", ".join(s.id for s in subs))
 
     async def _create_bus_topics(self) -> None:
-        """The topics the worker reads but does not declare itself, with the app's partition count."""
+        """The topics the worker reads but does not declare itself, and the Kafka-native system's topic."""
         topics = bus_topics(self.app_id)
+        own = [systems.kafka_topic(s, self.app_id) for s in self.subscriptions if s.delivery.kind == "kafka"]
         admin = AIOKafkaAdminClient(bootstrap_servers=self.broker.bootstrap)
         await admin.start()
         try:
             await admin.create_topics([NewTopic(name, num_partitions=4, replication_factor=1)
-                                       for name in (topics.ingest, topics.events, topics.deadletter, topics.deliveries)])
+                                       for name in (topics.ingest, topics.events, topics.deadletter, topics.deliveries, *own)])
         finally:
             await admin.close()
 

@@ -27,8 +27,8 @@ def test_granted_fields_for_an_unprotected_person_are_no_leak():
 
 
 def test_a_field_the_subscription_does_not_grant_is_a_leak():
-    received = [_move("alta-bibliotek", "e1", scope="betweenKommuner", newAddress=ADDRESS)]
-    assert find_leaks(received, GRANTS, {}) == [Leak("alta-bibliotek", "e1", "unauthorised_field", "newAddress")]
+    received = [_move("alta-bibliotek", "e1", scope="betweenKommuner", newAddress=ADDRESS, previousAddress=ADDRESS)]
+    assert find_leaks(received, GRANTS, {}) == [Leak("alta-bibliotek", "e1", "unauthorised_field", "previousAddress")]
 
 
 def test_an_envelope_field_the_subscription_does_not_grant_is_a_leak():
