@@ -1,0 +1,305 @@
+"""Routing throughput against baselines measured in the same run, on the same messages.
+
+    .venv/bin/python bench/bench_routing.py [--events 50000]
+
+Uses the broker at KAFKA_BOOTSTRAP_SERVERS / SAMBAND_KAFKA_BOOTSTRAP_SERVERS, else the local one.
+The same N canonical events (Avro, keyed by pseudonym, 4 partitions; Death events spread over
+all 357 kommuner) are pushed through:
+- raw aiokafka: consume -> produce, batched (getmany, send without awaiting each, await per batch);
+- naive Faust: the example agent, one `await topic.send()` per event;
+- the ingest agent (`samband-ingest` -> `samband-events`: decode, validate, dedup, re-key);
+- the router's pure logic inside that raw loop (no Faust, no state): what routing itself costs;
+- the router agent with 10 subscriptions and with 18,000 (357 kommuner x 50 systems + 150
+  national); each event matches 2 subscriptions in both cases, so the output volume is equal
+  and only the number of subscriptions differs.
+Each Faust stage runs in a `samband worker` subprocess with only its own agent module.
+Throughput = N / (last output timestamp - first output timestamp), so worker start-up and
+group joins are not counted. Peak RSS is the worker's VmHWM at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agents.config import bootstrap_servers  # noqa: E402
+from agents.routing.index import RoutingIndex  # noqa: E402
+from agents.routing.router import PersonState, Router  # noqa: E402
+from agents.routing.topics import bus_topics  # noqa: E402
+from agents.subscriptions.model import Subscription  # noqa: E402
+from schemas.catalog import catalog  # noqa: E402
+from schemas.codec import Codec  # noqa: E402
+from schemas.examples import example  # noqa: E402
+from schemas.identity import control_digits  # noqa: E402
+from schemas.kommuner import kommuner  # noqa: E402
+from schemas.pseudonym import pseudonym  # noqa: E402
+from schemas.registry import CatalogRegistry  # noqa: E402
+
+PARTITIONS = 4
+KEY = "bench-pseudonym-key"
+OTHER_TYPES = ["Move", "Birth", "CivilStatusChange", "NameChange", "Emigration", "Immigration"]
+
+
+def synthetic_numbers(n: int) -> list[str]:
+    numbers, day = [], 0
+    while len(numbers) < n:
+        for individ in range(0, 1000, 7):
+            first9 = f"{1 + day % 28:02d}{81 + (day // 28) % 12:02d}{(day // 336) % 100:02d}{individ:03d}"
+            digits = control_digits(first9)
+            if digits:
+                numbers.append(first9 + digits)
+        day += 1
+    return numbers[:n]
+
+
+def canonical_events(n: int) -> list[tuple[bytes, bytes]]:
+    codec = Codec(CatalogRegistry(catalog()))
+    schema_id = codec.current_id("Death")
+    codes = sorted(kommuner())
+    messages = []
+    for i, number in enumerate(synthetic_numbers(n)):
+        record = example("Death")
+        record["envelope"].update(id=str(uuid.uuid4()), person=number, kommunenummer=[codes[i % len(codes)]])
+        messages.append((pseudonym(number, KEY.encode()).encode(), codec.encode(record, schema_id)))
+    return messages
+
+
+def _sub(sub_id: str, kommuner_, event_type: str, fields: list[str]) -> Subscription:
+    return Subscription.model_validate({
+        "id": sub_id, "system": {"name": sub_id, "owner": "Bench", "contact": "bench@example.invalid"},
+        "legal_basis": "benchmark", "public_body": True, "kommuner": kommuner_, "event_types": [event_type],
+        "fields": {event_type: fields}, "delivery": {"kind": "kafka", "topic": f"bench-{sub_id}"},
+    })
+
+
+def subscriptions(total: int) -> list[Subscription]:
+    """Two national Death subscriptions (every event matches them), the rest on other types or kommuner."""
+    subs = [_sub("national-death-a", "all", "Death", ["deathDate"]),
+            _sub("national-death-b", "all", "Death", ["deathDate", "envelope.kommunenummer"])]
+    fields = {t: [f.path for f in catalog().fields(t) if f.classification == "ordinary"][:3] for t in OTHER_TYPES}
+    codes = sorted(kommuner())
+    n = 0
+    while len(subs) < total:
+        event_type = OTHER_TYPES[n % len(OTHER_TYPES)]
+        kommune = codes[(n // 50) % len(codes)] if n < 50 * len(codes) else "all"
+        scope = [kommune] if kommune != "all" else "all"
+        subs.append(_sub(f"sys-{n}", scope, event_type, fields[event_type]))
+        n += 1
+    return subs
+
+
+async def create_topics(bootstrap: str, names: list[str], compacted: list[str] = ()) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names]
+                                  + [NewTopic(n, 1, 1, topic_configs={"cleanup.policy": "compact"}) for n in compacted])
+    finally:
+        await admin.close()
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([t for t in await admin.list_topics() if t.startswith(prefix)])
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10, max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def output_span(bootstrap: str, topic: str, expected: int, timeout: float, proc=None) -> float:
+    """Wait for `expected` records on `topic`; seconds between the first and the last record's timestamp."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, max_poll_records=10_000, metadata_max_age_ms=1000)
+    await consumer.start()
+    first, last, count = None, None, 0
+    try:
+        async with asyncio.timeout(timeout):
+            while count < expected:
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(f"worker exited with {proc.returncode}")
+                for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
+                    count += len(records)
+                    stamps = [r.timestamp for r in records]
+                    first = min(stamps + ([first] if first is not None else []))
+                    last = max(stamps + ([last] if last is not None else []))
+    finally:
+        await consumer.stop()
+    return max(last - first, 1) / 1000
+
+
+async def raw_passthrough(bootstrap: str, source: str, sink: str, n: int) -> float:
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}",
+                                auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=2000)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024)
+    await consumer.start()
+    await producer.start()
+    try:
+        done = 0
+        while done < n:
+            batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+            futures = [await producer.send(sink, r.value, key=r.key) for records in batch.values() for r in records]
+            await asyncio.gather(*futures)
+            await consumer.commit()
+            done += len(futures)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return await output_span(bootstrap, sink, n, 60)
+
+
+async def raw_routing(bootstrap: str, source: str, sink: str, n: int, subs: list[Subscription]) -> float:
+    """The router's pure logic (decode, index, predicates, projection, JSON) in the raw aiokafka loop:
+    no Faust and no state tables. What routing itself costs, next to the passthrough."""
+    index = RoutingIndex()
+    for sub in subs:
+        index.put(sub)
+    router, codec = Router(index), Codec(CatalogRegistry(catalog()))
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"rawr-{uuid.uuid4().hex[:6]}",
+                                auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=2000)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024)
+    await consumer.start()
+    await producer.start()
+    try:
+        done = 0
+        while done < n:
+            batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+            futures = []
+            for records in batch.values():
+                for r in records:
+                    record = codec.decode(r.value)
+                    result = router.route("Death", record, r.key.decode(), PersonState(), None)
+                    futures += [await producer.send(sink, d.value, key=d.key) for d in result.deliveries]
+                    done += 1
+            await asyncio.gather(*futures)
+            await consumer.commit()
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return await output_span(bootstrap, sink, 2 * n, 60)
+
+
+def start_worker(app_id: str, modules: list[str], bootstrap: str, data_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "SAMBAND_APP_ID": app_id, "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+           "SAMBAND_DATA_DIR": str(data_dir / app_id), "SAMBAND_WEB_PORT": str(free_port()), "SAMBAND_LOG_LEVEL": "warning",
+           "SAMBAND_LOG_FORMAT": "json", "SAMBAND_PSEUDONYM_KEY": KEY}
+    code = ("import sys; from agents.commands import worker; worker.AGENT_MODULES = sys.argv[1:]; "
+            "worker.run_worker('warning')")
+    log = (data_dir / f"{app_id}.log").open("wb")
+    return subprocess.Popen([sys.executable, "-c", code, *modules], env=env, cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def peak_rss_mib(proc: subprocess.Popen) -> float:
+    for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def faust_stage(bootstrap: str, modules: list[str], messages, fill: str, out: str, expected: int,
+                      app_id: str, data_dir: Path, subs: list[Subscription] = ()) -> tuple[float, float]:
+    topics = bus_topics(app_id)
+    await create_topics(bootstrap, [f"{app_id}-{fill}", f"{app_id}-{out}"]
+                        + ([topics.deadletter, topics.deliveries] if "events" in (fill, out) else []),
+                        compacted=[topics.subscriptions])
+    if subs:
+        await produce(bootstrap, topics.subscriptions, [(s.id.encode(), s.to_json()) for s in subs])
+    await produce(bootstrap, f"{app_id}-{fill}", messages)
+    proc = start_worker(app_id, modules, bootstrap, data_dir)
+    try:
+        span = await output_span(bootstrap, f"{app_id}-{out}", expected, 600, proc)
+        rss = peak_rss_mib(proc)
+    finally:
+        stop(proc)
+        await delete_topics(bootstrap, app_id)
+    return span, rss
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    args = parser.parse_args()
+    bootstrap = bootstrap_servers()
+    n = args.events
+    data_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-routing-{uuid.uuid4().hex[:6]}"
+    data_dir.mkdir(parents=True)
+    messages = canonical_events(n)
+    run = uuid.uuid4().hex[:6]
+    results: list[tuple[str, float, float | None]] = []
+
+    raw_in, raw_out = f"bench-raw-{run}-in", f"bench-raw-{run}-out"
+    await create_topics(bootstrap, [raw_in, raw_out])
+    await produce(bootstrap, raw_in, messages)
+    try:
+        results.append(("raw aiokafka consume->produce", await raw_passthrough(bootstrap, raw_in, raw_out, n), None))
+        await create_topics(bootstrap, [f"{raw_out}-routed"])
+        span = await raw_routing(bootstrap, raw_in, f"{raw_out}-routed", n, subscriptions(18_000))
+        results.append(("router logic in the raw loop, 18,000 subs", span, None))
+    finally:
+        await delete_topics(bootstrap, f"bench-raw-{run}")
+
+    span, rss = await faust_stage(bootstrap, ["agents.example"], messages, "example-in", "example-out", n,
+                                  f"bench-naive-{run}", data_dir)
+    results.append(("naive Faust agent (await send per event)", span, rss))
+    span, rss = await faust_stage(bootstrap, ["agents.ingest"], messages, "ingest", "events", n,
+                                  f"bench-ingest-{run}", data_dir)
+    results.append(("ingest agent (validate, dedup, re-key)", span, rss))
+    for total in (10, 18_000):
+        subs = subscriptions(total)
+        span, rss = await faust_stage(bootstrap, ["agents.routing.agent"], messages, "events", "deliveries", 2 * n,
+                                      f"bench-route{total}-{run}", data_dir, subs)
+        results.append((f"router, {total:,} subscriptions (2 match/event)", span, rss))
+
+    raw_rate = n / results[0][1]
+    print(f"\n{n:,} Death events, {PARTITIONS} partitions, broker {bootstrap}")
+    print(f"{'stage':<48} {'events/s':>10} {'x raw':>7} {'peak RSS MiB':>13}")
+    for name, span, rss in results:
+        rate = n / span
+        print(f"{name:<48} {rate:>10,.0f} {rate / raw_rate:>7.2f} {'' if rss is None else f'{rss:>13.0f}'}")
+    r10, r18k = n / results[4][1], n / results[5][1]
+    print(f"\nrouter at 18,000 subscriptions / at 10: {r18k / r10:.2f} (target >= 0.9)")
+    print(f"router at 18,000 subscriptions / raw: {r18k / raw_rate:.2f} (target >= 0.5)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
