@@ -113,7 +113,8 @@ class DemoRun:
                 finally:
                     pacer.cancel()
                     await asyncio.gather(pacer, return_exceptions=True)
-                    children.stop_all()
+                    self.console.print("stopping the feed source and the worker, then checking what each system got ...")
+                    await asyncio.to_thread(children.stop_all)
             report = Report(self.subscriptions, self.receivers, monitor, feed, self.outage_seconds, self.broker.bootstrap,
                             self.app_id, self.run_dir)
             await report.gather()
