@@ -1,0 +1,67 @@
+"""Subscriptions as YAML files: every problem reported per file, and nothing applied unless all are valid."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from subscription_factory import subscription
+
+from agents.routing.topics import bus_topics
+from agents.subscriptions.api import TokenConfigError, parse_tokens
+from agents.subscriptions.files import load_dir
+from agents.subscriptions.store import read_all
+
+
+def _valid(sub_id: str) -> dict:
+    return json.loads(subscription(sub_id, ["0301"], ["Death"], {"Death": ["deathDate"]}).to_json())
+
+
+def _write(directory, files: dict[str, str]) -> None:
+    directory.mkdir()
+    for name, text in files.items():
+        (directory / name).write_text(text)
+
+
+def test_every_invalid_file_is_named_with_its_problem(tmp_path):
+    no_basis = {**_valid("uten-hjemmel"), "legal_basis": ""}
+    _write(tmp_path / "subs", {
+        "ok.yaml": yaml.safe_dump(_valid("gyldig")),
+        "no-basis.yaml": yaml.safe_dump(no_basis),
+        "broken.yml": "id: [unclosed\n",
+        "twin.yaml": yaml.safe_dump(_valid("gyldig")),
+        "notes.txt": "not a subscription file, ignored",
+    })
+    subs, errors = load_dir(tmp_path / "subs")
+    assert [s.id for s in subs] == ["gyldig"]
+    assert any(e.startswith("broken.yml: not valid YAML at line") for e in errors)
+    assert any(e.startswith("no-basis.yaml: legal_basis") for e in errors)
+    assert "twin.yaml: id gyldig is also used by ok.yaml" in errors
+    assert len(errors) == 3
+
+
+async def test_apply_writes_nothing_when_one_file_is_invalid(kafka_bootstrap, worker_env, tmp_path):
+    _write(tmp_path / "subs", {
+        "a.yaml": yaml.safe_dump(_valid("a-gyldig")),
+        "b.yaml": yaml.safe_dump({**_valid("b-ugyldig"), "kommuner": ["9999"]}),
+    })
+    run = subprocess.run([sys.executable, "-m", "agents.cli", "subscriptions", "apply", str(tmp_path / "subs")],
+                         env=worker_env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert "b.yaml: kommuner" in run.stderr and "nothing applied" in run.stderr
+    assert await read_all(kafka_bootstrap, bus_topics(worker_env["SAMBAND_APP_ID"]).subscriptions) == {}
+
+
+def test_api_tokens_setting():
+    assert parse_tokens("abc=subscriptions:read+subscriptions:write, def=subscriptions:read") == {
+        "abc": frozenset({"subscriptions:read", "subscriptions:write"}), "def": frozenset({"subscriptions:read"})}
+    assert parse_tokens("") == {}
+    with pytest.raises(TokenConfigError, match="entry 2: unknown scope") as caught:
+        parse_tokens("abc=subscriptions:read,s3cret=subscriptions:admin")
+    assert "s3cret" not in str(caught.value)
+    with pytest.raises(TokenConfigError, match="entry 1"):
+        parse_tokens("no-scopes")
