@@ -91,7 +91,7 @@ class FolkeregisterFeedSource(Source):
         self._schema_ids: dict[str, int] = {}
         limit = self.config.document_concurrency
         self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=limit + 1),
+            connector=aiohttp.TCPConnector(limit=limit + 2),  # documents + the prefetched page
             timeout=aiohttp.ClientTimeout(total=self.config.request_timeout_s),
         )
         self._documents = asyncio.Semaphore(limit)
@@ -111,25 +111,40 @@ class FolkeregisterFeedSource(Source):
             self.log.info("feed.stopped_while_waiting")
 
     async def _poll(self, next_seq: int) -> None:
-        etag: str | None = None
-        while not self.stopping.is_set():
-            status, body, new_etag = await self._get(f"{API_PATH}/feed?seq={next_seq}", etag=etag)
-            if status == 304 or body is None:
-                entries = []
-            else:
-                etag = new_etag
-                entries = json.loads(body)
-            if not entries:
-                if self.config.stop_at_end:
-                    self.log.info("feed.caught_up", next_seq=next_seq)
-                    return
-                await _wait(self.stopping, self.config.poll_interval_s)
-                continue
-            next_seq = await self._ingest_page(next_seq, entries)
-            etag = None  # a new position: its page has not been seen
+        """Pipelined: the next page and its documents are fetched while the current page is produced.
 
-    async def _ingest_page(self, seq: int, entries: list) -> int:
+        The bookmark of a page is still saved only after that page is durable, and pages are
+        produced and bookmarked strictly in order.
+        """
+        prefetch = asyncio.create_task(self._fetch_page(next_seq, etag=None))
+        try:
+            while not self.stopping.is_set():
+                entries, documents, etag = await prefetch
+                if not entries:
+                    if self.config.stop_at_end:
+                        self.log.info("feed.caught_up", next_seq=next_seq)
+                        return
+                    if await _wait(self.stopping, self.config.poll_interval_s):
+                        return
+                    prefetch = asyncio.create_task(self._fetch_page(next_seq, etag=etag))
+                    continue
+                following = _last_seq(entries, next_seq) + 1
+                prefetch = asyncio.create_task(self._fetch_page(following, etag=None))  # a new position: no ETag
+                next_seq = await self._ingest_page(next_seq, entries, documents)
+        finally:
+            prefetch.cancel()
+            await asyncio.gather(prefetch, return_exceptions=True)
+
+    async def _fetch_page(self, seq: int, *, etag: str | None) -> tuple[list, list, str | None]:
+        """The page at `seq` (empty when there is nothing new), its documents, and the ETag to re-poll with."""
+        status, body, new_etag = await self._get(f"{API_PATH}/feed?seq={seq}", etag=etag)
+        if status == 304 or body is None:
+            return [], [], etag
+        entries = json.loads(body)
         documents = await asyncio.gather(*(self._document(entry) for entry in entries))
+        return entries, documents, new_etag
+
+    async def _ingest_page(self, seq: int, entries: list, documents: list) -> int:
         records: list[OutputRecord] = []
         dead: list[tuple[bytes | None, bytes, DeadLetter]] = []
         for entry, (raw, failure) in zip(entries, documents):
@@ -144,7 +159,7 @@ class FolkeregisterFeedSource(Source):
         await asyncio.gather(
             self.context.output.send(records), *(self.context.dead_letters.send(k, v, d) for k, v, d in dead)
         )
-        last = max((e["sekvensnummer"] for e in entries if _has_seq(e)), default=seq + len(entries) - 1)
+        last = _last_seq(entries, seq)
         await self.context.state.save({"next_seq": last + 1})
         self.log.info("feed.page", first_seq=seq, last_seq=last, events=len(records), dead_letters=len(dead))
         return last + 1
@@ -232,6 +247,10 @@ def _entry_key(entry) -> bytes | None:
         return entry["hendelse"]["hendelsesdokument"].encode()
     except (KeyError, TypeError, AttributeError):
         return None
+
+
+def _last_seq(entries: list, first: int) -> int:
+    return max((e["sekvensnummer"] for e in entries if _has_seq(e)), default=first + len(entries) - 1)
 
 
 def _has_seq(entry) -> bool:
