@@ -16,8 +16,9 @@ Subclass it in a test module (class name starting with `Test`) and fill in the h
 
 A push source (its clients send; it polls nothing, e.g. HTTP ingest) sets
 `keeps_bookmark = False` (the crash test then waits for no bookmark: what the source
-acknowledged is not sent again) and implements `redeliver(env, ids)` (the client sends
-those inputs again, as after a lost acknowledgement).
+acknowledged is not sent again). A source that does not read consumed input again after a
+bookmark reset (HTTP ingest; the drop folder, whose files move to done/) implements
+`redeliver(env, ids)`: the outside system sends those inputs again.
 """
 
 from __future__ import annotations
