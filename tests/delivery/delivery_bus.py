@@ -7,6 +7,8 @@ as JSON to `<app>-subscriptions`; receivers are real HTTP servers (webhook_recei
 from __future__ import annotations
 
 import json
+import os
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -17,6 +19,27 @@ from delivery_fixtures import delivery, delivery_key
 from worker_process import WorkerProcess
 
 SECRET_ENV = "SAMBAND_TEST_HOOK_SECRET"
+
+
+@asynccontextmanager
+async def running_bus(bootstrap: str, tmp: Path):
+    """A DeliveryBus with its own app id and a started worker, stopped on exit."""
+    from conftest import free_port, unique_name
+
+    env = {
+        **os.environ,
+        "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SAMBAND_APP_ID": unique_name("delivery"),
+        "SAMBAND_DATA_DIR": str(tmp / "worker-data"),
+        "SAMBAND_WEB_PORT": str(free_port()),
+        "SAMBAND_LOG_FORMAT": "json",
+    }
+    bus = DeliveryBus(bootstrap, env, tmp / "worker.log")
+    await bus.start()
+    try:
+        yield bus
+    finally:
+        await bus.stop()
 
 
 class DeliveryBus:

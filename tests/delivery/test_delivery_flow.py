@@ -13,7 +13,7 @@ import pytest
 from agents.delivery.ledger import ledger_for_event
 from agents.delivery.topic_reader import read_topic
 from connectors.dead_letters import DeadLetter
-from delivery_bus import DeliveryBus, assert_in_order_per_person
+from delivery_bus import assert_in_order_per_person, running_bus
 from webhook_receiver import Receiver, Reply
 
 FAST = {"retry_schedule": [0.1, 0.2, 0.3, 0.3, 0.3], "read_timeout": 1.0, "connect_timeout": 0.5}
@@ -21,22 +21,8 @@ FAST = {"retry_schedule": [0.1, 0.2, 0.3, 0.3, 0.3], "read_timeout": 1.0, "conne
 
 @pytest.fixture(scope="module")
 async def bus(kafka_bootstrap, tmp_path_factory):
-    from support import free_port, unique_name
-    import os
-
-    tmp = tmp_path_factory.mktemp("delivery-flow")
-    env = {
-        **os.environ,
-        "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "SAMBAND_APP_ID": unique_name("delivery"),
-        "SAMBAND_DATA_DIR": str(tmp / "worker-data"),
-        "SAMBAND_WEB_PORT": str(free_port()),
-        "SAMBAND_LOG_FORMAT": "json",
-    }
-    bus = DeliveryBus(kafka_bootstrap, env, tmp / "worker.log")
-    await bus.start()
-    yield bus
-    await bus.stop()
+    async with running_bus(kafka_bootstrap, tmp_path_factory.mktemp("delivery-flow")) as bus:
+        yield bus
 
 
 async def _receiver(bus, behaviour=None) -> Receiver:

@@ -70,12 +70,13 @@ class Receiver:
             self.changed.notify_all()
         return web.Response(status=reply.status, headers=reply.headers)
 
-    async def start(self) -> str:
+    async def start(self, port: int = 0) -> str:
+        """Listen on 127.0.0.1 (`port` to come back on the same address after stop())."""
         app = web.Application()
         app.router.add_post("/hook", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, reuse_address=True)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}/hook"
