@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,6 +30,9 @@ class Topics:
     @classmethod
     def for_app(cls, app_id: str) -> Topics:
         return cls(f"{app_id}-ingest", f"{app_id}-deadletter", f"{app_id}-connector-state")
+
+
+PRODUCER_STOP_TIMEOUT_S = 15.0
 
 
 def durable_producer(bootstrap: str) -> AIOKafkaProducer:
@@ -76,5 +81,10 @@ async def open_connector(
         try:
             await connector.stop()
         finally:
-            await producer.stop()
+            try:
+                # With the broker gone, stop() would wait forever for undeliverable records. Giving up
+                # loses nothing: unacknowledged records were never bookmarked, so they are read again.
+                await asyncio.wait_for(producer.stop(), PRODUCER_STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("connector.producer_stop_timeout", seconds=PRODUCER_STOP_TIMEOUT_S)
             log.info("connector.stopped")

@@ -7,6 +7,7 @@ saved after the data it covers is never ahead of that data.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -64,11 +65,12 @@ class KafkaStateStore(StateStore):
         await (await self._producer.send(self._topic, value=None, key=self._key))
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float = 10.0) -> set[int]:
+    """The topic's partitions; a topic created a moment ago may take a few metadata rounds to show."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (partitions := consumer.partitions_for_topic(topic)):
+        if asyncio.get_running_loop().time() > deadline:
+            raise LookupError(f"state topic {topic!r} does not exist")
         await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        raise LookupError(f"state topic {topic!r} does not exist")
+        await asyncio.sleep(0.1)  # poll interval between metadata requests
     return partitions
