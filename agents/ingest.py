@@ -1,33 +1,35 @@
-"""The ingest agent: `samband-ingest` -> validated, deduplicated, canonical `samband-events`.
+"""Ingest: `samband-ingest` -> validated, deduplicated, canonical `samband-events`.
 
-Per batch of up to SAMBAND_BATCH_SIZE messages (Faust's per-event cost is too high for
-reform-day bursts, see docs/routing.md): each message becomes a canonical event
-(agents/routing/canonical.py) or a dead letter with its reason code; the sends are queued
-without waiting and their futures awaited once per batch, before the batch is acknowledged.
-Faust flushes the producer before it commits offsets, so a crash loses nothing: an event
+Read in batches by a `BatchService` (agents/routing/batches.py, consumer group
+`<app id>-ingest`): Faust's per-event stream cost is too high for reform-day bursts (see
+docs/routing.md). Each message becomes a canonical event (agents/routing/canonical.py) or a
+dead letter with its reason code; the batch's outputs are acknowledged before its state
+changes are written and before its offsets are committed, so a crash loses nothing: an event
 whose offset was not committed is read again (and then caught by deduplication only if the
-first pass already wrote its id to the table's changelog).
+first pass already wrote its id to the changelog).
 
-Deduplication: table `ingest-seen-ids`, event id -> first-seen time (epoch seconds),
-partitioned like the ingest topic (a duplicate has the same key, so it lands in the same
-partition). An id is remembered for SAMBAND_DEDUP_RETENTION_HOURS (default 7 days): entries
-this worker added are evicted from memory and tombstoned after that time, and the
-changelog is `compact,delete` with the same retention, so a restart recovers no older ids.
+Deduplication: event id -> first-seen time (epoch seconds, ASCII), per partition of the
+ingest topic (a duplicate has the same key, so it lands in the same partition), durable in
+the compacted topic `<app id>-ingest-seen-ids`. An id is remembered for
+SAMBAND_DEDUP_RETENTION_HOURS (default 7 days): older entries are evicted from memory and
+tombstoned, and the topic is `compact,delete` with the same retention, so a restart recovers
+no older ids.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import defaultdict, deque
 
 import structlog
+from aiokafka import ConsumerRecord
 
 from agents.app import app
-from agents.config import DEV_PSEUDONYM_KEY, get_settings
+from agents.config import DEV_PSEUDONYM_KEY, bootstrap_servers, get_settings
+from agents.routing.batches import BatchService, Output
 from agents.routing.canonical import Canonicaliser, Rejected
 from agents.routing.protection import is_strict, scrub_address
-from agents.routing.tables import TableWrites
+from agents.routing.state import PartitionedState
 from agents.routing.topics import bus_topics
 from connectors.dead_letters import DeadLetter
 from schemas.codec import Codec
@@ -40,82 +42,82 @@ settings = get_settings()
 topics = bus_topics(app.conf.id)
 RETENTION_SECONDS = settings.dedup_retention_hours * 3600
 
-ingest_topic = app.topic(topics.ingest, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-events_topic = app.topic(topics.events, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-deadletter_topic = app.topic(topics.deadletter, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-
-seen_ids = app.Table(
-    "ingest-seen-ids",
-    key_type=str,
-    value_type=int,
-    extra_topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(int(RETENTION_SECONDS * 1000))},
-)
-
 
 class Ingest:
-    """The per-batch logic of the agent, holding what it caches between batches."""
+    """The per-message logic, holding the dedup state and what it caches between batches."""
 
     def __init__(self) -> None:
         self.codec = Codec(registry_from_settings(settings))
         self.canonicaliser = Canonicaliser(self.codec, settings.ingest_max_bytes)
         self.key = settings.pseudonym_key.encode()
-        # Per table partition, (first seen, event id) in arrival order: what to evict when.
+        self.seen = PartitionedState(f"{app.conf.id}-ingest-seen-ids", {
+            "cleanup.policy": "compact,delete", "retention.ms": str(int(RETENTION_SECONDS * 1000))})
+        self.states = [self.seen]
+        # Per partition, (first seen, event id) in arrival order: what to evict when.
         self.remembered: dict[int, deque[tuple[float, str]]] = defaultdict(deque)
-        self.writes = TableWrites()
+        self.now = time.time()
 
-    async def handle(self, message, now: float) -> asyncio.Future:
-        """Queue the output of one message; returns the future of its delivery to Kafka."""
+    def handle_batch(self, messages: list[ConsumerRecord], outputs: list[Output]) -> None:
+        self.now = time.time()
+        for message in messages:
+            self.handle(message, outputs)
+
+    def handle(self, message: ConsumerRecord, outputs: list[Output]) -> None:
         try:
             event = self.canonicaliser.canonical(message.value)
         except Rejected as rejected:
-            return await self.dead_letter(message, rejected)
-        first_seen = seen_ids.data.get(event.event_id)
-        if first_seen is not None and now - first_seen < RETENTION_SECONDS:
-            return await self.dead_letter(message, Rejected("event.duplicate", "event id already ingested", event.record))
-        self.writes.set(seen_ids, message.partition, event.event_id, int(now))
-        self.remembered[message.partition].append((now, event.event_id))
+            outputs.append(self.dead_letter(message, rejected))
+            return
+        first_seen = self.seen.get(message.partition, event.event_id)
+        if first_seen is not None and self.now - int(first_seen) < RETENTION_SECONDS:
+            outputs.append(self.dead_letter(message, Rejected("event.duplicate", "event id already ingested", event.record)))
+            return
+        self.seen.set(message.partition, event.event_id, b"%d" % self.now)
+        self.remembered[message.partition].append((self.now, event.event_id))
         person = pseudonym(event.record["envelope"]["person"], self.key)
-        return await app.producer.send(topics.events, person.encode(), event.value, None, None, _headers(message))
+        outputs.append((topics.events, person.encode(), event.value, list(message.headers)))
 
-    async def dead_letter(self, message, rejected: Rejected) -> asyncio.Future:
+    def dead_letter(self, message: ConsumerRecord, rejected: Rejected) -> Output:
         record = rejected.record
-        value, headers = message.value, _headers(message)
+        value, headers = message.value, list(message.headers)
         envelope = record["envelope"] if record else {}
         if record and is_strict(envelope.get("addressProtection")):
             # Not even a dead letter may carry a strengt fortrolig person's address.
             event_type = envelope["type"].rpartition(".")[2]
             value = self.codec.encode(scrub_address(event_type, record), self.codec.current_id(event_type))
             headers.append(("samband-dlq-scrubbed", b"address"))
-        letter = DeadLetter(
-            rejected.reason, str(rejected), "ingest", message.topic, message.partition, message.offset
-        )
+        letter = DeadLetter(rejected.reason, str(rejected), "ingest", message.topic, message.partition, message.offset)
         log.info("dead_letter", reason=rejected.reason, event_id=envelope.get("id"), offset=message.offset)
-        return await app.producer.send(topics.deadletter, message.key, value, None, None, letter.headers(headers))
+        return topics.deadletter, message.key, value, letter.headers(headers)
 
-    def evict_expired(self, now: float) -> None:
+    def end_batch(self) -> None:
+        """Evict expired ids (tombstoned with the batch's state writes)."""
         for partition, remembered in self.remembered.items():
-            while remembered and now - remembered[0][0] >= RETENTION_SECONDS:
+            while remembered and self.now - remembered[0][0] >= RETENTION_SECONDS:
                 _, event_id = remembered.popleft()
-                if seen_ids.data.get(event_id, now) <= now - RETENTION_SECONDS:
-                    self.writes.delete(seen_ids, partition, event_id)
+                first_seen = self.seen.partitions.get(partition, {}).get(event_id)
+                if first_seen is not None and int(first_seen) <= self.now - RETENTION_SECONDS:
+                    self.seen.delete(partition, event_id)
+
+    def recovered(self, partitions: set[int]) -> None:
+        for partition in set(self.remembered) - set(self.seen.partitions):
+            del self.remembered[partition]
+        for partition in partitions:
+            entries = self.seen.partitions[partition].items()
+            self.remembered[partition] = deque(sorted((int(t), event_id) for event_id, t in entries))
 
 
-def _headers(message) -> list[tuple[str, bytes]]:
-    headers = message.headers or []
-    return list(headers.items() if isinstance(headers, dict) else headers)
+@app.service
+class IngestService(BatchService):
+    def __init__(self, **kwargs):
+        super().__init__(
+            bootstrap=bootstrap_servers(), source=topics.ingest, group=f"{app.conf.id}-ingest",
+            outputs=[topics.events, topics.deadletter], partitions=app.conf.topic_partitions,
+            batch_size=settings.batch_size, session_timeout=settings.broker_session_timeout, logic=_ingest, **kwargs,
+        )
 
 
-@app.agent(ingest_topic)
-async def ingest(stream):
+def _ingest() -> Ingest:
     if settings.pseudonym_key == DEV_PSEUDONYM_KEY:
         log.warning("pseudonym_key_is_development_default", setting="SAMBAND_PSEUDONYM_KEY")
-    for topic in (events_topic, deadletter_topic):
-        await topic.maybe_declare()
-    logic = Ingest()
-    async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
-        now = time.time()
-        sends = [await logic.handle(event.message, now) for event in batch]
-        await asyncio.gather(*sends)
-        logic.evict_expired(now)
-        logic.writes.flush()  # only now: an id is "seen" once its event is in Kafka
-        log.debug("ingested_batch", events=len(batch))
+    return Ingest()

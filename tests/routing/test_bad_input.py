@@ -77,8 +77,9 @@ async def test_twelve_classes_of_bad_input_are_dead_lettered_and_the_rest_routed
     worker.start()
     try:
         reaching_router = len(valid) + 1  # the orphan correction is valid at ingest and refused by the router
-        await wait_for_commits(kafka_bootstrap, bus_env["SAMBAND_APP_ID"], len(values) + reaching_router,
-                               timeout=90, worker=worker)
+        app_id = bus_env["SAMBAND_APP_ID"]
+        await wait_for_commits(kafka_bootstrap, f"{app_id}-ingest", len(values), timeout=90, worker=worker)
+        await wait_for_commits(kafka_bootstrap, f"{app_id}-router", reaching_router, timeout=90, worker=worker)
     finally:
         assert worker.stop() == 0, worker.log_tail()
 

@@ -42,18 +42,19 @@ async def _produce_all(bootstrap: str, topic: str, records: list[dict]) -> None:
         await producer.stop()
 
 
-async def _wait_processed(bootstrap: str, group: str, topics: list[str], worker: WorkerProcess, timeout: float) -> None:
-    """Until the group has committed every topic up to its current end (the end of a topic the worker
+async def _wait_processed(bootstrap: str, groups: dict[str, str], worker: WorkerProcess, timeout: float) -> None:
+    """Until each group has committed its topic up to the current end (the end of a topic the worker
     writes itself is re-read each round, so this holds only once the worker has nothing left to do)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await admin.start()
     await consumer.start()
     try:
-        partitions = [TopicPartition(t, p) for t in topics for p in range(4)]
+        partitions = [TopicPartition(t, p) for t in groups.values() for p in range(4)]
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            committed = {tp: meta.offset for tp, meta in (await admin.list_consumer_group_offsets(group)).items()}
+            committed = {tp: meta.offset for group in groups
+                         for tp, meta in (await admin.list_consumer_group_offsets(group)).items()}
             end = await consumer.end_offsets(partitions)
             if all(committed.get(tp, 0) >= end[tp] for tp in partitions):
                 return
@@ -85,7 +86,9 @@ async def test_kill_9_mid_stream_loses_nothing_and_repeats_carry_the_same_key(ka
 
     worker.start()
     try:
-        await _wait_processed(kafka_bootstrap, bus_env["SAMBAND_APP_ID"], [bus.ingest, bus.events], worker, timeout=90)
+        app_id = bus_env["SAMBAND_APP_ID"]
+        await _wait_processed(kafka_bootstrap, {f"{app_id}-ingest": bus.ingest, f"{app_id}-router": bus.events},
+                              worker, timeout=90)
     finally:
         assert worker.stop() == 0, worker.log_tail()
 

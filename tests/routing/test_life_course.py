@@ -124,8 +124,10 @@ async def test_life_course_routes_exactly_what_each_subscription_is_granted(kafk
     worker = WorkerProcess(bus_env, tmp_path / "worker.log")
     worker.start()
     try:
-        # Both agents have committed everything: ingest (all events) and router (all events).
-        await wait_for_commits(kafka_bootstrap, bus_env["SAMBAND_APP_ID"], 2 * len(events), timeout=90, worker=worker)
+        # Both stages have committed everything, each in its own consumer group.
+        for stage in ("ingest", "router"):
+            await wait_for_commits(kafka_bootstrap, f"{bus_env['SAMBAND_APP_ID']}-{stage}", len(events), timeout=90,
+                                   worker=worker)
     finally:
         assert worker.stop() == 0, worker.log_tail()
 

@@ -1,0 +1,162 @@
+"""A batch consumer inside the Faust worker, for the hot topics (`samband-ingest`, `samband-events`).
+
+Faust's stream path costs ~400 us per event here (docs/routing.md, Performance), so these two
+topics are read with aiokafka's `getmany()` instead, by a `mode.Service` started with the app,
+in its own consumer group (`<app id>-ingest`, `<app id>-router`). Per batch:
+
+1. `logic.handle_batch(records, outputs)`, the records in offset order per partition;
+2. every output is queued on the producer without waiting, then all are awaited;
+3. the batch's state writes (`PartitionedState`) are sent and awaited;
+4. the input offsets are committed.
+
+A worker killed at any point re-reads from its last commit: outputs may repeat (same content,
+same idempotency key), nothing is lost, and no state describes an output that is not in Kafka.
+Order: a partition's records are handled in order and the producer keeps one request in flight
+per partition, so one person's outputs keep their order.
+
+Rebalances: revoking waits for the batch in progress (it holds the lock), so a batch is never
+committed by a worker that lost the partition. On assignment the state of partitions that
+were not already held is recovered from the changelogs before any of their records is
+handled; records fetched for a partition still recovering are sought back and read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
+from mode import Service
+
+from agents.routing.state import PartitionedState
+
+log = structlog.get_logger(__name__)
+
+# (topic, key, value, headers)
+Output = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+class BatchLogic(Protocol):
+    states: list[PartitionedState]
+
+    def handle_batch(self, records: list[ConsumerRecord], outputs: list[Output]) -> None:
+        """Append the outputs of `records` (in offset order per partition) and set the state they imply."""
+
+    def end_batch(self) -> None:
+        """After the outputs are acknowledged, before the state writes are flushed."""
+
+    def recovered(self, partitions: set[int]) -> None:
+        """The state of `partitions` was just read from the changelogs."""
+
+
+class BatchService(Service, ConsumerRebalanceListener):
+    def __init__(self, *, bootstrap: str, source: str, group: str, outputs: list[str], partitions: int,
+                 batch_size: int, session_timeout: float, logic: Callable[[], BatchLogic],
+                 ready: Callable[[], Awaitable[object]] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.bootstrap, self.source, self.group = bootstrap, source, group
+        self.outputs, self.partition_count, self.batch_size = outputs, partitions, batch_size
+        self.session_timeout_ms = int(session_timeout * 1000)
+        self.make_logic, self.ready = logic, ready
+        self.logic: BatchLogic | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.held: set[int] = set()  # partitions whose state is recovered and current
+        self._revoked: set[int] = set()
+        self._lock = asyncio.Lock()
+        self._finished = asyncio.Event()
+
+    async def on_start(self) -> None:
+        self.logic = self.make_logic()
+        await ensure_topics(self.bootstrap, {name: {} for name in [self.source, *self.outputs]}
+                            | {s.topic: s.topic_configs for s in self.logic.states}, self.partition_count)
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
+                                         max_batch_size=512 * 1024)
+        await self.producer.start()
+
+    @Service.task
+    async def _consume(self) -> None:
+        try:
+            if self.ready is not None and (await self.wait(self.ready())).stopped:
+                return
+            self.consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
+                auto_offset_reset="earliest", max_poll_records=self.batch_size,
+                session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=min(3000, self.session_timeout_ms // 3),
+            )
+            self.consumer.subscribe([self.source], listener=self)
+            await self.consumer.start()
+            while not self.should_stop:
+                batch = await self.consumer.getmany(timeout_ms=200, max_records=self.batch_size)
+                if batch:
+                    async with self._lock:
+                        await self._process(batch)
+        finally:
+            self._finished.set()
+
+    async def on_stop(self) -> None:
+        await self._finished.wait()  # the batch in progress completes and commits
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+
+    async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        outputs: list[Output] = []
+        held: list[ConsumerRecord] = []
+        done: dict[TopicPartition, int] = {}
+        for tp, records in batch.items():
+            if tp.partition not in self.held:  # still recovering, or no longer ours
+                if tp in self.consumer.assignment():
+                    self.consumer.seek(tp, records[0].offset)
+                continue
+            held += records
+            done[tp] = records[-1].offset + 1
+        self.logic.handle_batch(held, outputs)
+        send = self.producer.send
+        futures = [await send(topic, value, key=key, headers=headers) for topic, key, value, headers in outputs]
+        await asyncio.gather(*futures)
+        self.logic.end_batch()
+        futures = [f for state in self.logic.states for f in await state.flush(self.producer)]
+        await asyncio.gather(*futures)
+        if done:
+            try:
+                await self.consumer.commit(done)
+            except CommitFailedError:  # the group moved on: the new owner re-reads the batch
+                log.warning("batch_commit_failed", group=self.group)
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._lock:  # waits for the batch in progress
+            self._revoked = {tp.partition for tp in revoked}
+            self.held = set()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self._lock:
+            partitions = {tp.partition for tp in assigned}
+            kept = partitions & self._revoked  # nobody else owned these in between
+            for state in self.logic.states:
+                state.drop(set(state.partitions) - kept)
+                await state.recover(self.bootstrap, partitions - kept)
+            self.logic.recovered(partitions - kept)
+            self.held = partitions
+            log.info("batch_partitions_assigned", group=self.group, partitions=sorted(partitions),
+                     recovered=sorted(partitions - kept))
+
+
+async def ensure_topics(bootstrap: str, topics: dict[str, dict[str, str]], partitions: int) -> None:
+    """Create the topics that do not exist yet, with `partitions` partitions and their configs."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        missing = set(topics) - set(await admin.list_topics())
+        if missing:
+            try:
+                await admin.create_topics([NewTopic(t, partitions, 1, topic_configs=topics[t]) for t in sorted(missing)])
+            except TopicAlreadyExistsError:  # another worker was quicker
+                pass
+    finally:
+        await admin.close()

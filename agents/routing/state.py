@@ -1,0 +1,77 @@
+"""Per-partition key -> value state of a batch consumer, durable in a compacted changelog topic.
+
+    seen = PartitionedState("samband-ingest-seen-ids", {"cleanup.policy": "compact"})
+    seen.get(partition, key) / seen.set(partition, key, value) / seen.delete(partition, key)
+    futures = await seen.flush(producer)     # after the batch's outputs are acknowledged
+    await seen.recover(bootstrap, [0, 2])    # on assignment: read the changelog partitions
+
+The state of input partition p lives in changelog partition p (the changelog has the input
+topic's partition count), so whoever is assigned p recovers exactly p's state. A write is
+visible in memory at once and reaches Kafka only in `flush()`: the batch service calls it
+after the batch's outputs are acknowledged and commits the input offsets after it, so no
+state ever claims an output ("purge sent", "id seen") that was never written.
+Keys are str (UTF-8 on the wire), values bytes; a tombstone (null value) deletes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+
+class PartitionedState:
+    def __init__(self, topic: str, topic_configs: dict[str, str]):
+        self.topic = topic
+        self.topic_configs = topic_configs
+        self.partitions: dict[int, dict[str, bytes]] = {}
+        self._pending: list[tuple[int, str, bytes | None]] = []
+
+    def get(self, partition: int, key: str) -> bytes | None:
+        return self.partitions[partition].get(key)
+
+    def set(self, partition: int, key: str, value: bytes) -> None:
+        self.partitions[partition][key] = value
+        self._pending.append((partition, key, value))
+
+    def delete(self, partition: int, key: str) -> None:
+        self.partitions[partition].pop(key, None)
+        self._pending.append((partition, key, None))
+
+    async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future]:
+        futures = [await producer.send(self.topic, value, key=key.encode(), partition=partition)
+                   for partition, key, value in self._pending]
+        self._pending.clear()
+        return futures
+
+    def drop(self, partitions: set[int]) -> None:
+        """Forget the state of partitions this worker no longer owns."""
+        for partition in partitions:
+            self.partitions.pop(partition, None)
+
+    async def recover(self, bootstrap: str, partitions: set[int]) -> None:
+        """Read the changelog of `partitions` from its start to its current end."""
+        for partition in partitions:
+            self.partitions[partition] = {}
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        if not tps:
+            return
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=10_000)
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            remaining = {tp for tp in tps if end[tp] > 0}
+            while remaining:
+                for tp, records in (await consumer.getmany(*remaining, timeout_ms=500)).items():
+                    data = self.partitions[tp.partition]
+                    for record in records:
+                        if record.value is None:
+                            data.pop(record.key.decode(), None)
+                        else:
+                            data[record.key.decode()] = record.value
+                    if await consumer.position(tp) >= end[tp]:
+                        remaining.discard(tp)
+        finally:
+            await consumer.stop()
