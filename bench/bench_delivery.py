@@ -1,0 +1,214 @@
+"""Webhook delivery: the bus vs a raw aiohttp client, to the same local keep-alive receivers.
+
+    .venv/bin/python bench/bench_delivery.py [--deliveries N] [--subscribers S] [--rate R] [--seconds T]
+
+Needs the local broker (`samband kafka up`). Starts a `samband worker` subprocess with its
+own app id, S webhook subscriptions to S local aiohttp receivers (in this process, answering
+204 at once), then measures:
+- throughput: N delivery records produced at once to `<app>-deliveries`, from the first
+  produce to the last POST received, next to a raw aiohttp client (one keep-alive session
+  per receiver, the same concurrency of 8 per receiver) posting the same bodies to the same
+  receivers. Target: bus >= 0.7x raw.
+- latency: records produced at R/s for T s; time from produce to POST received, p50/p99.
+  Target: p99 <= 50 ms at 1,000/s.
+Everything is synthetic: persons are pseudonym-shaped hex counters, no identity numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from agents.config import bootstrap_servers
+from connectors.webhook.secrets import new_secret
+
+CONCURRENCY = 8
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class CountingReceiver:
+    def __init__(self):
+        self.arrivals: dict[str, float] = {}  # webhook-id (or body id for raw) -> arrival time
+        self.count = 0
+        self.done = asyncio.Event()
+        self.expect = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.count += 1
+        key = request.headers.get("webhook-id") or request.headers.get("x-bench-id")
+        if key and not key.startswith("validation."):
+            self.arrivals.setdefault(key, time.time())
+        if self.expect and len(self.arrivals) >= self.expect:
+            self.done.set()
+        return web.Response(status=204)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"
+
+    def reset(self, expect: int) -> None:
+        self.arrivals.clear()
+        self.expect = expect
+        self.done = asyncio.Event()
+
+
+def delivery(sub: str, person: int, event_id: str) -> dict:
+    person_hex = f"{person:032x}"
+    return {
+        "idempotency_key": f"{event_id}.{sub}",
+        "subscription": sub,
+        "person": person_hex,
+        "event": {
+            "specversion": "1.0", "id": event_id, "source": "urn:samband:bench", "type": "no.samband.events.Move",
+            "time": "2024-03-01T12:00:00.000+00:00", "subject": person_hex, "datacontenttype": "application/json",
+            "data": {"movedDate": "2024-03-01", "kommunenummer": "4601", "sent_at": 0.0},
+        },
+        "kind": "event",
+    }
+
+
+async def wait_all(receivers, timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        await asyncio.gather(*(r.done.wait() for r in receivers))
+
+
+async def raw_client(urls: list[str], bodies: list[list[tuple[str, bytes]]]) -> None:
+    """One keep-alive session per receiver, CONCURRENCY requests in flight each."""
+
+    async def one_receiver(url: str, items: list[tuple[str, bytes]]) -> None:
+        connector = aiohttp.TCPConnector(limit=CONCURRENCY)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            queue = iter(items)
+
+            async def worker():
+                for key, body in queue:
+                    async with session.post(url, data=body, headers={"x-bench-id": key, "Content-Type": "application/cloudevents+json"}) as reply:
+                        await reply.read()
+
+            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+
+    await asyncio.gather(*(one_receiver(url, items) for url, items in zip(urls, bodies)))
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--deliveries", type=int, default=10_000)
+    parser.add_argument("--subscribers", type=int, default=4)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    bootstrap = bootstrap_servers()
+    app_id = f"bench-delivery-{uuid.uuid4().hex[:8]}"
+    receivers = [CountingReceiver() for _ in range(args.subscribers)]
+    urls = [await r.start() for r in receivers]
+    subs = [f"bench-{i}" for i in range(args.subscribers)]
+    secret = new_secret()
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(f"{app_id}-deliveries", 4, 1), NewTopic(f"{app_id}-subscriptions", 1, 1)])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    await producer.start()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
+    env = {**os.environ, "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SAMBAND_APP_ID": app_id,
+           "SAMBAND_DATA_DIR": str(workdir / "data"), "SAMBAND_WEB_PORT": str(free_port()), "SAMBAND_LOG_LEVEL": "warning",
+           "SAMBAND_LOG_FORMAT": "json", "BENCH_HOOK_SECRET": secret}
+    log = (workdir / "worker.log").open("wb")
+    worker = subprocess.Popen([sys.executable, "-m", "agents.cli", "worker", "--loglevel", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for sub, url in zip(subs, urls):
+            value = {"id": sub, "delivery": {"kind": "webhook", "url": url, "secret_ref": "env:BENCH_HOOK_SECRET", "max_concurrency": CONCURRENCY}}
+            await producer.send_and_wait(f"{app_id}-subscriptions", json.dumps(value).encode(), key=sub.encode())
+
+        async def produce(records: list[dict], stamp: bool) -> None:
+            for record in records:
+                if stamp:
+                    record["event"]["data"]["sent_at"] = time.time()
+                key = f"{record['subscription']}/{record['person']}".encode()
+                await producer.send(f"{app_id}-deliveries", json.dumps(record).encode(), key=key)
+
+        # Warm-up: the worker is up, verified every subscriber and owns its partitions.
+        for r in receivers:
+            r.reset(1)
+        await produce([delivery(sub, 0, "warm-up") for sub in subs], stamp=False)
+        await wait_all(receivers, 120)
+
+        # Throughput, the bus. Each person has a few events, as in real traffic.
+        per_sub = args.deliveries // args.subscribers
+        records = [delivery(sub, n % 500, f"tp-{n}") for n in range(per_sub) for sub in subs]
+        for r in receivers:
+            r.reset(per_sub)
+        start = time.perf_counter()
+        await produce(records, stamp=False)
+        await producer.flush()
+        await wait_all(receivers, 600)
+        bus_rate = len(records) / (time.perf_counter() - start)
+
+        # Throughput, raw aiohttp: the same bodies (the CloudEvent) to the same receivers.
+        bodies = [[(f"raw-{n}", json.dumps(delivery(sub, n % 500, f"tp-{n}")["event"]).encode()) for n in range(per_sub)] for sub in subs]
+        for r in receivers:
+            r.reset(per_sub)
+        start = time.perf_counter()
+        await raw_client(urls, bodies)
+        raw_rate = len(records) / (time.perf_counter() - start)
+
+        # Latency at a steady rate.
+        total = int(args.rate * args.seconds)
+        lat_records = [delivery(subs[n % len(subs)], n % 2000, f"lat-{n}") for n in range(total)]
+        for i, r in enumerate(receivers):
+            r.reset(len([x for x in lat_records if x["subscription"] == subs[i]]))
+        sent: dict[str, float] = {}
+        start = time.perf_counter()
+        batch = max(1, args.rate // 100)  # 10 ms ticks
+        for i in range(0, total, batch):
+            for record in lat_records[i : i + batch]:
+                sent[record["idempotency_key"]] = time.time()
+            await produce(lat_records[i : i + batch], stamp=False)
+            await asyncio.sleep(max(0.0, start + (i + batch) / args.rate - time.perf_counter()))  # pacing
+        await wait_all(receivers, 300)
+        latencies = sorted(r.arrivals[k] - sent[k] for r in receivers for k in r.arrivals if k in sent)
+    finally:
+        worker.terminate()
+        worker.wait(60)
+        await producer.stop()
+        await admin.delete_topics([t for t in await admin.list_topics() if t.startswith(app_id)])
+        await admin.close()
+
+    p = lambda q: latencies[min(len(latencies) - 1, int(len(latencies) * q))] * 1000  # noqa: E731
+    print(f"\nwebhook delivery, {args.subscribers} local keep-alive receivers, {CONCURRENCY} in flight per receiver")
+    print(f"{'measure':<40} {'value':>12} {'target':>14}")
+    print(f"{'bus deliveries/s':<40} {bus_rate:>12.0f}")
+    print(f"{'raw aiohttp posts/s (same bodies)':<40} {raw_rate:>12.0f}")
+    print(f"{'bus / raw':<40} {bus_rate / raw_rate:>12.2f} {'>= 0.70':>14}")
+    print(f"{f'latency p50 at {args.rate}/s (ms)':<40} {p(0.5):>12.1f}")
+    print(f"{f'latency p99 at {args.rate}/s (ms)':<40} {p(0.99):>12.1f} {'<= 50':>14}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
