@@ -17,8 +17,7 @@ has been read.
 
 from __future__ import annotations
 
-import json
-
+import orjson
 import structlog
 from aiokafka import ConsumerRecord
 
@@ -75,7 +74,7 @@ class Route:
         original = None
         if envelope["correctsEventId"]:
             known = self.records.get(partition, envelope["correctsEventId"])
-            original = json.loads(known) if known is not None else None
+            original = orjson.loads(known) if known is not None else None
         result = self.router.route(event_type, record, person, state, original)
 
         headers = list(message.headers)
@@ -90,7 +89,7 @@ class Route:
                                             f"{event_type} {envelope['changeKind']} names an event the bus has not routed",
                                             value=value, event_id=envelope["id"]))
         else:
-            self.records.set(partition, envelope["id"], json.dumps(result.recipients).encode())
+            self.records.set(partition, envelope["id"], orjson.dumps(result.recipients))
 
     def dead_letter(self, message: ConsumerRecord, reason: str, text: str, value: bytes | None = None,
                     event_id: str | None = None) -> Output:

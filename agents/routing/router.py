@@ -16,7 +16,8 @@
 from __future__ import annotations
 
 import base64
-import json
+
+import orjson
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
@@ -38,17 +39,17 @@ class PersonState:
     received: frozenset[str] = frozenset()  # subscriptions that have received data on the person
 
     def to_json(self) -> bytes:
-        return json.dumps({
+        return orjson.dumps({
             "protection": self.protection,
             "birth_date": self.birth_date.isoformat() if self.birth_date else None,
             "received": sorted(self.received),
-        }).encode()
+        })
 
     @classmethod
     def from_json(cls, data: bytes | None) -> PersonState:
         if not data:
             return cls()
-        raw = json.loads(data)
+        raw = orjson.loads(data)
         birth = raw.get("birth_date")
         return cls(raw["protection"], date.fromisoformat(birth) if birth else None, frozenset(raw["received"]))
 
@@ -177,7 +178,7 @@ class Router:
             "event": cloudevent,
             "kind": kind,
         }
-        return Delivery(sub_id, f"{sub_id}/{person}".encode(), json.dumps(body, default=_json_value).encode())
+        return Delivery(sub_id, f"{sub_id}/{person}".encode(), orjson.dumps(body, default=_json_value))
 
 
 def _loses_address(previous: str, new: str, entry: Entry) -> bool:
