@@ -1,4 +1,4 @@
-"""`samband status`: is the bus healthy? Broker, topics, consumer lag; exit 1 when anything is not.
+"""`samband status`: is the bus healthy? Broker, topics, consumer lag, subscriptions; exit 1 when anything is not.
 
     samband status [--json] [--max-lag N] [--interval S]
 
@@ -7,9 +7,9 @@ The report is a list of sections. A section is produced by one async function
 make the whole status unhealthy (exit 1). When the broker cannot be reached, the report holds
 the broker section alone, unhealthy.
 
-Not built yet (waits for issue 5, the delivery ledger): the per-subscription section (state
-active / paused / failing / disabled, last successful delivery, retry backlog, dead-letter
-count). It is one more `SectionProvider` appended to `SECTIONS`.
+The subscriptions section (agents/delivery_health.py) gives each subscription's state
+(active, paused, failing, disabled), last successful delivery, retry backlog and dead-letter
+count, read from Kafka; a failing or disabled subscription makes the status unhealthy.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from agents.commands.operations import (
     topic_report,
 )
 from agents.config import get_settings
+from agents.delivery_health import subscription_health
 from agents.offsets import BrokerUnreachable, KafkaInspector
 
 
@@ -91,8 +92,24 @@ async def lag_section(kafka: KafkaInspector, options: StatusOptions) -> Section:
     return Section("lag", [asdict(row) for row in rows], format_lag(rows), lag_problems(rows, options.max_lag))
 
 
-# Display order. Issue 5 appends the per-subscription section here.
-SECTIONS: list[SectionProvider] = [broker_section, topics_section, lag_section]
+def format_subscriptions(rows: list) -> str:
+    if not rows:
+        return "no subscriptions"
+    lines = [f"{'SUBSCRIPTION':<32} {'STATE':<9} {'LAST DELIVERED':<30} {'RETRY BACKLOG':>13} {'DEAD LETTERS':>12}  REASON"]
+    for row in rows:
+        dead = f"{row.dead_letters_unresolved}/{row.dead_letters}"
+        lines.append(f"{row.id:<32} {row.state:<9} {row.last_delivered or '-':<30} {row.retry_backlog:>13} {dead:>12}  {row.reason or ''}")
+    return "\n".join(lines)
+
+
+async def subscriptions_section(kafka: KafkaInspector, options: StatusOptions) -> Section:
+    rows = await subscription_health(kafka.bootstrap, options.app_id)
+    problems = [f"subscription {row.id} is {row.state} ({row.reason})" for row in rows if row.state in ("failing", "disabled")]
+    return Section("subscriptions", [asdict(row) for row in rows], format_subscriptions(rows), problems)
+
+
+# Display order.
+SECTIONS: list[SectionProvider] = [broker_section, topics_section, lag_section, subscriptions_section]
 
 
 async def collect_status(kafka_factory: Callable[[], KafkaInspector], options: StatusOptions, sections=SECTIONS) -> StatusReport:
@@ -117,9 +134,10 @@ def _status(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     status = subparsers.add_parser(
         "status",
-        help="health of the bus: broker, topics, consumer lag (exit 1 when unhealthy)",
-        description="Broker health, the bus's topics with message rates, and consumer-group lag. "
-        "Exit 1 when the broker cannot be reached or a lag is above --max-lag.",
+        help="health of the bus: broker, topics, consumer lag, subscriptions (exit 1 when unhealthy)",
+        description="Broker health, the bus's topics with message rates, consumer-group lag and each "
+        "subscription's delivery state. Exit 1 when the broker cannot be reached, a lag is above "
+        "--max-lag, or a subscription is failing or disabled. DEAD LETTERS is unresolved/total.",
     )
     status.add_argument("--max-lag", type=int, help="lag above this is unhealthy (default: SAMBAND_READY_MAX_LAG)")
     status.add_argument("--interval", type=float, default=1.0, help="seconds between the two rate samples; 0: no rates")

@@ -28,7 +28,8 @@ from agents.subscriptions.openapi import openapi_document
 from agents.subscriptions.store import SubscriptionFollower
 
 READ, WRITE = "subscriptions:read", "subscriptions:write"
-SCOPES = (READ, WRITE)
+DLQ_REPLAY = "dlq:replay"  # the dashboard's replay button (agents/web/dashboard.py)
+SCOPES = (READ, WRITE, DLQ_REPLAY)
 
 # Writes (id, JSON or None) to the subscriptions topic and returns the record's offset.
 Writer = Callable[[str, bytes | None], Awaitable[int]]

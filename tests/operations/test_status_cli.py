@@ -82,11 +82,11 @@ async def test_status_is_unhealthy_when_the_broker_cannot_be_reached():
 
 async def test_a_plugged_in_section_appears_in_the_report_and_its_problems_make_it_unhealthy(kafka_bootstrap):
     async def failing_subscriptions(kafka: KafkaInspector, options: StatusOptions) -> Section:
-        return Section("subscriptions", [{"id": "bergen-helsestasjon", "state": "failing"}], "...", ["bergen-helsestasjon is failing"])
+        return Section("plugged", [{"id": "bergen-helsestasjon", "state": "failing"}], "...", ["bergen-helsestasjon is failing"])
 
     options = StatusOptions(app_id=f"ops-status-{uuid.uuid4().hex[:8]}", max_lag=0, interval=0)
     report = await collect_status(lambda: KafkaInspector(kafka_bootstrap), options, [*SECTIONS, failing_subscriptions])
     assert not report.healthy
     assert report.problems == ["bergen-helsestasjon is failing"]
-    assert report.as_json()["subscriptions"] == [{"id": "bergen-helsestasjon", "state": "failing"}]
-    assert [s.name for s in report.sections] == ["broker", "topics", "lag", "subscriptions"]
+    assert report.as_json()["plugged"] == [{"id": "bergen-helsestasjon", "state": "failing"}]
+    assert [s.name for s in report.sections] == ["broker", "topics", "lag", "subscriptions", "plugged"]

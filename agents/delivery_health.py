@@ -1,0 +1,230 @@
+"""Per-subscription delivery health, read from Kafka alone (so it works from any machine).
+
+    rows = await subscription_health(bootstrap, app_id)   # list[SubscriptionHealth], by id
+
+Read, all topics prefixed with the app id:
+- `-subscriptions`: the subscriptions; `delivery.paused`; a delivery kind the delivery stage
+  cannot send (anything but webhook) makes the subscription `disabled`;
+- `-delivery-status`: verification, and `disabled_reason` after a 410 Gone;
+- `-delivery-pending-changelog` (the delivery agent's table): per (subscription, person) the
+  queue whose head alone is in flight; the **retry backlog** is every queued delivery behind a
+  head that has failed at least once (the head included), so it grows while a subscriber fails;
+- `-delivery-outcomes` of the last `OUTCOME_WINDOW` seconds: the failed attempts since the last
+  successful one (`consecutive_failures`) and since when (`failing_since`);
+- `-delivery-ledger`: the last successful delivery, and dead letters not delivered since;
+- `-deadletter`: dead letters of the delivery stage, per subscription.
+
+State, first that applies: `disabled`, `paused`, `failing` (agents.alerts.policy.is_failing:
+the alerts' own rule), `active`. Only ids, counts, reason codes and times: no personal data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from agents.alerts.policy import DeliveryHealth, is_failing
+from agents.delivery.dispatcher import subscription_of
+from agents.delivery.target import TargetError, parse_target
+from agents.delivery.topic_reader import read_topic
+from agents.delivery.topics import delivery_topics
+from connectors.dead_letters import DeadLetter
+
+OUTCOME_WINDOW = 3600.0  # seconds of attempt outcomes read for the failure streak
+STATES = ("active", "paused", "failing", "disabled")
+
+
+@dataclass
+class SubscriptionHealth:
+    id: str
+    state: str = "active"
+    reason: str | None = None  # why disabled or failing: a reason code
+    verified: bool = False
+    last_delivered: str | None = None  # ISO 8601 UTC of the last successful delivery
+    retry_backlog: int = 0
+    pending: int = 0  # every delivery not yet done
+    consecutive_failures: int = 0
+    failing_since: str | None = None
+    dead_letters: int = 0  # delivery dead letters in the dead-letter topic
+    dead_letters_unresolved: int = 0  # of those, events the ledger does not show delivered since
+
+
+@dataclass
+class _Streak:
+    failures: int = 0
+    since: float | None = None  # epoch seconds of the first failure after the last success
+    last_reason: str | None = None
+
+
+@dataclass
+class _Gathered:
+    subscriptions: dict[str, dict] = field(default_factory=dict)
+    status: dict[str, dict] = field(default_factory=dict)
+    pending: dict[str, list[dict]] = field(default_factory=dict)  # queue key -> queue
+    ledger: dict[bytes, dict] = field(default_factory=dict)
+    dead_letters: dict[str, set[str]] = field(default_factory=dict)  # subscription -> event ids
+    outcomes: list[ConsumerRecord] = field(default_factory=list)
+
+
+async def read_since(bootstrap: str, topic: str, since: float, timeout: float = 30.0) -> AsyncIterator[ConsumerRecord]:
+    """Records of `topic` written at or after epoch second `since`, up to the end at the call."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        async with asyncio.timeout(timeout):
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                await consumer._client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            if not tps:
+                return
+            consumer.assign(tps)
+            end = await consumer.end_offsets(tps)
+            found = await consumer.offsets_for_times({tp: int(since * 1000) for tp in tps})
+            for tp in tps:
+                consumer.seek(tp, found[tp].offset if found[tp] is not None else end[tp])
+            while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        yield record
+    finally:
+        await consumer.stop()
+
+
+async def _latest(bootstrap: str, topic: str) -> dict[bytes, bytes]:
+    """Last value per key of a compacted topic; tombstones remove the key."""
+    latest: dict[bytes, bytes] = {}
+    async for record in read_topic(bootstrap, topic):
+        if record.key is None:
+            continue
+        if record.value is None:
+            latest.pop(record.key, None)
+        else:
+            latest[record.key] = record.value
+    return latest
+
+
+async def _gather(bootstrap: str, app_id: str, now: float) -> _Gathered:
+    topics = delivery_topics(app_id)
+
+    async def dead_letters() -> dict[str, set[str]]:
+        found: dict[str, set[str]] = defaultdict(set)
+        async for record in read_topic(bootstrap, topics.deadletter):
+            dead = DeadLetter.from_headers(record.headers)
+            if dead.stage == "deliver" and dead.subscription:
+                found[dead.subscription].add(_event_id(record.value) or f"{record.partition}:{record.offset}")
+        return found
+
+    async def outcomes() -> list[ConsumerRecord]:
+        return [r async for r in read_since(bootstrap, topics.outcomes, now - OUTCOME_WINDOW) if r.key is not None]
+
+    subs, status, pending, ledger, dead, attempts = await asyncio.gather(
+        _latest(bootstrap, topics.subscriptions),
+        _latest(bootstrap, topics.status),
+        _latest(bootstrap, f"{app_id}-delivery-pending-changelog"),
+        _latest(bootstrap, topics.ledger),
+        dead_letters(),
+        outcomes(),
+    )
+    return _Gathered(
+        subscriptions={k.decode(): json.loads(v) for k, v in subs.items()},
+        status={k.decode(): json.loads(v) for k, v in status.items()},
+        pending={json.loads(k): json.loads(v).get("queue", []) for k, v in pending.items()},  # Faust's JSON keys
+        ledger={k: json.loads(v) for k, v in ledger.items()},
+        dead_letters=dead,
+        outcomes=attempts,
+    )
+
+
+def _event_id(value: bytes | None) -> str | None:
+    try:
+        return json.loads(value)["event"]["id"]
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+def _streaks(outcomes: list[ConsumerRecord]) -> dict[str, _Streak]:
+    streaks: dict[str, _Streak] = defaultdict(_Streak)
+    for record in sorted(outcomes, key=lambda r: r.timestamp):
+        sub = subscription_of(record.key.decode())
+        outcome = json.loads(record.value)
+        if outcome.get("status") == "delivered":
+            streaks[sub] = _Streak()
+        else:
+            streak = streaks[sub]
+            streak.failures += 1
+            streak.since = streak.since or record.timestamp / 1000
+            streak.last_reason = outcome.get("reason")
+    return streaks
+
+
+def assess(gathered: _Gathered, now: float) -> list[SubscriptionHealth]:
+    """One row per subscription (pure: the Kafka reading is done in _gather)."""
+    streaks = _streaks(gathered.outcomes)
+    last_delivered: dict[str, str] = {}
+    unresolved: dict[str, int] = defaultdict(int)
+    for entry in gathered.ledger.values():
+        sub = entry["subscription"]
+        if entry["status"] == "delivered" and entry["at"] > last_delivered.get(sub, ""):
+            last_delivered[sub] = entry["at"]
+    for sub, event_ids in gathered.dead_letters.items():
+        for event_id in event_ids:
+            entry = gathered.ledger.get(f"{event_id}/{sub}".encode())
+            if entry is None or entry["status"] != "delivered":
+                unresolved[sub] += 1
+    backlog: dict[str, int] = defaultdict(int)
+    pending: dict[str, int] = defaultdict(int)
+    for key, queue in gathered.pending.items():
+        sub = subscription_of(key)
+        pending[sub] += len(queue)
+        if queue and queue[0].get("attempts", 0) > 0:
+            backlog[sub] += len(queue)
+
+    rows = []
+    for sub_id, subscription in sorted(gathered.subscriptions.items()):
+        status = gathered.status.get(sub_id) or {}
+        streak = streaks.get(sub_id, _Streak())
+        row = SubscriptionHealth(
+            sub_id,
+            last_delivered=last_delivered.get(sub_id),
+            retry_backlog=backlog[sub_id],
+            pending=pending[sub_id],
+            consecutive_failures=streak.failures,
+            failing_since=_iso(streak.since),
+            dead_letters=len(gathered.dead_letters.get(sub_id, ())),
+            dead_letters_unresolved=unresolved[sub_id],
+        )
+        try:
+            target = parse_target(sub_id, subscription)
+        except TargetError:
+            row.state, row.reason = "disabled", TargetError.reason
+            rows.append(row)
+            continue
+        current = status.get("fingerprint") == target.fingerprint
+        row.verified = current and bool(status.get("verified"))
+        health = DeliveryHealth(streak.failures, None if streak.since is None else now - streak.since, streak.last_reason)
+        if current and status.get("disabled_reason"):
+            row.state, row.reason = "disabled", status["disabled_reason"]
+        elif target.paused:
+            row.state = "paused"
+        elif is_failing(health):
+            row.state, row.reason = "failing", streak.last_reason
+        rows.append(row)
+    return rows
+
+
+async def subscription_health(bootstrap: str, app_id: str) -> list[SubscriptionHealth]:
+    now = time.time()
+    return assess(await _gather(bootstrap, app_id, now), now)

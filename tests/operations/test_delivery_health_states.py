@@ -1,0 +1,59 @@
+"""The subscription states of `samband status` from what Kafka holds (pure: no broker needed)."""
+
+from __future__ import annotations
+
+import json
+import time
+from types import SimpleNamespace
+
+from agents.delivery.target import parse_target
+from agents.delivery_health import _Gathered, assess
+
+
+def _webhook(sub_id: str, **delivery) -> dict:
+    return {"id": sub_id, "delivery": {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret_ref": "env:X", **delivery}}
+
+
+def _verified(sub: dict, disabled_reason: str | None = None) -> dict:
+    return {"fingerprint": parse_target(sub["id"], sub).fingerprint, "verified": True, "disabled_reason": disabled_reason}
+
+
+def _outcome(sub: str, status: str, at: float, reason: str | None = None):
+    value = json.dumps({"idempotency_key": f"e.{sub}", "status": status, "reason": reason}).encode()
+    return SimpleNamespace(key=f"{sub}/{'a' * 32}".encode(), value=value, timestamp=int(at * 1000))
+
+
+def test_each_state_and_what_decides_it():
+    now = time.time()
+    subs = {s["id"]: s for s in [
+        _webhook("ok"), _webhook("paused", paused=True), _webhook("gone"), _webhook("down"),
+        {"id": "kafka-native", "delivery": {"kind": "kafka", "topic": "out"}},
+    ]}
+    gathered = _Gathered(
+        subscriptions=subs,
+        status={sid: _verified(s, "delivery.gone" if sid == "gone" else None) for sid, s in subs.items() if sid != "kafka-native"},
+        pending={f"down/{'b' * 32}": [{"attempts": 3}, {"attempts": 0}], f"ok/{'c' * 32}": [{"attempts": 0}]},
+        ledger={b"e1/ok": {"subscription": "ok", "status": "delivered", "at": "2024-03-01T08:00:00.000+00:00"},
+                b"e2/down": {"subscription": "down", "status": "dead_lettered", "at": "2024-03-01T08:00:00.000+00:00"}},
+        dead_letters={"down": {"e2", "e3"}},
+        outcomes=[_outcome("ok", "retry", now - 9, "http.500"), _outcome("ok", "delivered", now - 8)]
+        + [_outcome("down", "retry", now - 5 + i, "http.503") for i in range(5)],
+    )
+    rows = {row.id: row for row in assess(gathered, now)}
+    assert {sid: (row.state, row.reason) for sid, row in rows.items()} == {
+        "ok": ("active", None), "paused": ("paused", None), "gone": ("disabled", "delivery.gone"),
+        "down": ("failing", "http.503"), "kafka-native": ("disabled", "subscription.delivery_invalid"),
+    }
+    assert (rows["down"].retry_backlog, rows["down"].pending, rows["down"].consecutive_failures) == (2, 2, 5)
+    assert (rows["ok"].retry_backlog, rows["ok"].pending, rows["ok"].consecutive_failures) == (0, 1, 0)
+    assert rows["ok"].last_delivered == "2024-03-01T08:00:00.000+00:00" and rows["down"].last_delivered is None
+    assert (rows["down"].dead_letters, rows["down"].dead_letters_unresolved) == (2, 2)
+
+
+def test_four_failures_in_a_row_are_not_yet_failing():
+    now = time.time()
+    sub = _webhook("flaky")
+    gathered = _Gathered(subscriptions={"flaky": sub}, status={"flaky": _verified(sub)},
+                         outcomes=[_outcome("flaky", "retry", now - 4 + i, "http.500") for i in range(4)])
+    [row] = assess(gathered, now)
+    assert (row.state, row.consecutive_failures) == ("active", 4)
