@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "agents.commands.subscriptions",
     "agents.commands.operations",
     "agents.commands.status",
+    "agents.commands.trace",
     "agents.commands.connectors",
     "agents.commands.dlq",
 ]

@@ -1,0 +1,167 @@
+"""One event's path through the bus, read from Kafka: ingested, routed, each delivery's attempts, dead letters.
+
+    trace = await trace_event(bootstrap, app_id, event_id)   # EventTrace; trace.found is False if never seen
+
+Read, all topics prefixed with the app id: `-ingest-seen-ids` (when ingest first saw the id),
+`-router-records` (which subscriptions the router sent it to), `-delivery-outcomes` (every
+attempt), `-delivery-ledger` (what became of each delivery) and `-deadletter`. Only ids,
+times, counts, reason codes and HTTP statuses: never the event's data (no personal data).
+A scan of whole topics: an operator's tool, not a hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+from agents.delivery.dispatcher import subscription_of
+from agents.delivery.ledger import ledger_for_event
+from agents.delivery.topic_reader import read_topic
+from agents.delivery.topics import delivery_topics
+from connectors.dead_letters import DeadLetter
+
+
+@dataclass
+class Attempt:
+    at: str
+    outcome: str  # delivered | retry | rejected
+    reason: str | None
+    http_status: int | None
+
+
+@dataclass
+class Delivery:
+    subscription: str
+    status: str  # delivered | dead_lettered | held | pending
+    attempts: int
+    at: str | None  # when the ledger recorded the status
+    http_status: int | None = None
+    reason: str | None = None
+    attempt_log: list[Attempt] = field(default_factory=list)
+
+
+@dataclass
+class EventTrace:
+    event_id: str
+    ingested_at: str | None = None
+    routed_at: str | None = None
+    routed_to: list[str] | None = None  # None: no routing record (not routed, or routed before records were kept)
+    deliveries: list[Delivery] = field(default_factory=list)
+    dead_letters: list[dict] = field(default_factory=list)  # {"id", "stage", "reason", "subscription", "time"}
+
+    @property
+    def found(self) -> bool:
+        return bool(self.ingested_at or self.routed_to is not None or self.deliveries or self.dead_letters)
+
+    def as_json(self) -> dict:
+        return {"found": self.found, **asdict(self)}
+
+
+def _iso_ms(timestamp_ms: int) -> str:
+    return datetime.fromtimestamp(timestamp_ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def dead_letter_event_id(value: bytes | None) -> str | None:
+    """The event id of a dead letter's value: a delivery record, a CloudEvents JSON object, or catalog Avro."""
+    if not value:
+        return None
+    if value[0] == 0:
+        from schemas.codec import Codec, WireFormatError
+        from schemas.registry import CatalogRegistry
+        from schemas.catalog import catalog
+
+        try:
+            return Codec(CatalogRegistry(catalog())).decode(value)["envelope"]["id"]
+        except (WireFormatError, KeyError, TypeError, ValueError):
+            return None
+    try:
+        body = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    event = body.get("event") if isinstance(body.get("event"), dict) else body
+    return event.get("id") if isinstance(event.get("id"), str) else None
+
+
+async def _ingested(bootstrap: str, app_id: str, event_id: str) -> str | None:
+    wanted, first = event_id.encode(), None
+    async for record in read_topic(bootstrap, f"{app_id}-ingest-seen-ids"):
+        if record.key == wanted and record.value is not None:
+            first = first or datetime.fromtimestamp(int(record.value), UTC).isoformat(timespec="seconds")
+    return first
+
+
+async def _routed(bootstrap: str, app_id: str, event_id: str) -> tuple[str | None, list[str] | None]:
+    wanted, found = event_id.encode(), (None, None)
+    async for record in read_topic(bootstrap, f"{app_id}-router-records"):
+        if record.key == wanted and record.value is not None and found[0] is None:
+            found = (_iso_ms(record.timestamp), sorted(json.loads(record.value)))
+    return found
+
+
+async def _attempts(bootstrap: str, topic: str, event_id: str) -> dict[str, list[Attempt]]:
+    prefix = f"{event_id}."
+    found: dict[str, list[Attempt]] = defaultdict(list)
+    async for record in read_topic(bootstrap, topic):
+        if record.key is None or record.value is None:
+            continue
+        outcome = json.loads(record.value)
+        key = outcome.get("idempotency_key", "")
+        sub = subscription_of(record.key.decode())
+        if key == f"{prefix}{sub}":
+            found[sub].append(Attempt(_iso_ms(record.timestamp), outcome["status"], outcome.get("reason"), outcome.get("http_status")))
+    for attempts in found.values():
+        attempts.sort(key=lambda a: a.at)
+    return found
+
+
+async def _dead_letters(bootstrap: str, topic: str, event_id: str) -> list[dict]:
+    found = []
+    async for record in read_topic(bootstrap, topic):
+        if dead_letter_event_id(record.value) == event_id:
+            dead = DeadLetter.from_headers(record.headers)
+            found.append({"id": f"{record.partition}:{record.offset}", "stage": dead.stage, "reason": dead.reason,
+                          "subscription": dead.subscription, "time": dead.time})
+    return found
+
+
+async def trace_event(bootstrap: str, app_id: str, event_id: str) -> EventTrace:
+    topics = delivery_topics(app_id)
+    ingested, (routed_at, routed_to), attempts, ledger, dead = await asyncio.gather(
+        _ingested(bootstrap, app_id, event_id),
+        _routed(bootstrap, app_id, event_id),
+        _attempts(bootstrap, topics.outcomes, event_id),
+        ledger_for_event(bootstrap, topics.ledger, event_id),
+        _dead_letters(bootstrap, topics.deadletter, event_id),
+    )
+    deliveries = []
+    for sub in sorted(set(routed_to or ()) | set(ledger) | set(attempts)):
+        entry = ledger.get(sub)
+        log = attempts.get(sub, [])
+        if entry is None:
+            deliveries.append(Delivery(sub, "pending", len(log), None, attempt_log=log))
+        else:
+            deliveries.append(Delivery(sub, entry["status"], entry["attempts"], entry["at"], entry.get("http_status"),
+                                       entry.get("reason"), log))
+    return EventTrace(event_id, ingested, routed_at, routed_to, deliveries, dead)
+
+
+def format_trace(trace: EventTrace) -> str:
+    if not trace.found:
+        return f"event {trace.event_id}: not found in the bus's topics"
+    lines = [f"event {trace.event_id}", f"  ingested   {trace.ingested_at or '-'}"]
+    routed = ", ".join(trace.routed_to) if trace.routed_to else ("nobody" if trace.routed_to == [] else "-")
+    lines.append(f"  routed     {trace.routed_at or '-'} to {routed}")
+    for d in trace.deliveries:
+        lines.append(f"  delivery   {d.subscription}: {d.status} at {d.at or '-'} after {d.attempts} attempt(s)"
+                     + (f" ({d.reason})" if d.reason else ""))
+        for a in d.attempt_log:
+            lines.append(f"      {a.at} {a.outcome}" + (f" {a.reason}" if a.reason else ""))
+    for dl in trace.dead_letters:
+        lines.append(f"  dead letter {dl['id']} at {dl['time']}: stage {dl['stage']}, {dl['reason']}"
+                     + (f", subscription {dl['subscription']}" if dl["subscription"] else ""))
+    return "\n".join(lines)
