@@ -113,7 +113,8 @@ class IngestService(BatchService):
         super().__init__(
             bootstrap=bootstrap_servers(), source=topics.ingest, group=f"{app.conf.id}-ingest",
             outputs=[topics.events, topics.deadletter], partitions=app.conf.topic_partitions,
-            batch_size=settings.batch_size, session_timeout=settings.broker_session_timeout, logic=_ingest, **kwargs,
+            batch_size=settings.batch_size, within=settings.batch_within_seconds,
+            session_timeout=settings.broker_session_timeout, logic=_ingest, **kwargs,
         )
 
 

@@ -7,12 +7,14 @@ The same N canonical events (Avro, keyed by pseudonym, 4 partitions; Death event
 all 357 kommuner) are pushed through:
 - raw aiokafka: consume -> produce, batched (getmany, send without awaiting each, await per batch);
 - naive Faust: the example agent, one `await topic.send()` per event;
-- the ingest agent (`samband-ingest` -> `samband-events`: decode, validate, dedup, re-key);
+- ingest in the worker (`samband-ingest` -> `samband-events`: decode, validate, dedup, re-key),
+  read by its batch consumer (agents/routing/batches.py), state in its changelog;
 - the router's pure logic inside that raw loop (no Faust, no state): what routing itself costs;
-- the router agent with 10 subscriptions and with 18,000 (357 kommuner x 50 systems + 150
+- the router in the worker (batch consumer, person state and routing records in their
+  changelogs) with 10 subscriptions and with 18,000 (357 kommuner x 50 systems + 150
   national); each event matches 2 subscriptions in both cases, so the output volume is equal
   and only the number of subscriptions differs.
-Each Faust stage runs in a `samband worker` subprocess with only its own agent module.
+Each worker stage runs in a `samband worker` subprocess with only its own module.
 Throughput = N / (last output timestamp - first output timestamp), so worker start-up and
 group joins are not counted. Peak RSS is the worker's VmHWM at the end.
 """
@@ -283,7 +285,7 @@ async def main() -> None:
     results.append(("naive Faust agent (await send per event)", span, rss))
     span, rss = await faust_stage(bootstrap, ["agents.ingest"], messages, "ingest", "events", n,
                                   f"bench-ingest-{run}", data_dir)
-    results.append(("ingest agent (validate, dedup, re-key)", span, rss))
+    results.append(("ingest in the worker (validate, dedup, re-key)", span, rss))
     for total in (10, 18_000):
         subs = subscriptions(total)
         span, rss = await faust_stage(bootstrap, ["agents.routing.agent"], messages, "events", "deliveries", 2 * n,

@@ -17,6 +17,8 @@ has been read.
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import structlog
 from aiokafka import ConsumerRecord
@@ -89,7 +91,7 @@ class Route:
                                             f"{event_type} {envelope['changeKind']} names an event the bus has not routed",
                                             value=value, event_id=envelope["id"]))
         else:
-            self.records.set(partition, envelope["id"], orjson.dumps(result.recipients))
+            self.records.set(partition, envelope["id"], json.dumps(result.recipients).encode())  # not orjson: see PersonState.to_json
 
     def dead_letter(self, message: ConsumerRecord, reason: str, text: str, value: bytes | None = None,
                     event_id: str | None = None) -> Output:
@@ -118,6 +120,7 @@ class RouteService(BatchService):
         super().__init__(
             bootstrap=bootstrap_servers(), source=topics.events, group=f"{app.conf.id}-router",
             outputs=[topics.deliveries, topics.deadletter], partitions=app.conf.topic_partitions,
-            batch_size=settings.batch_size, session_timeout=settings.broker_session_timeout, logic=Route,
+            batch_size=settings.batch_size, within=settings.batch_within_seconds,
+            session_timeout=settings.broker_session_timeout, logic=Route,
             ready=_subscriptions_read, **kwargs,
         )

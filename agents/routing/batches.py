@@ -55,11 +55,12 @@ class BatchLogic(Protocol):
 
 class BatchService(Service, ConsumerRebalanceListener):
     def __init__(self, *, bootstrap: str, source: str, group: str, outputs: list[str], partitions: int,
-                 batch_size: int, session_timeout: float, logic: Callable[[], BatchLogic],
+                 batch_size: int, within: float, session_timeout: float, logic: Callable[[], BatchLogic],
                  ready: Callable[[], Awaitable[object]] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.bootstrap, self.source, self.group = bootstrap, source, group
         self.outputs, self.partition_count, self.batch_size = outputs, partitions, batch_size
+        self.within_ms = int(within * 1000)  # the longest getmany() waits when nothing has arrived
         self.session_timeout_ms = int(session_timeout * 1000)
         self.make_logic, self.ready = logic, ready
         self.logic: BatchLogic | None = None
@@ -91,7 +92,7 @@ class BatchService(Service, ConsumerRebalanceListener):
             self.consumer.subscribe([self.source], listener=self)
             await self.consumer.start()
             while not self.should_stop:
-                batch = await self.consumer.getmany(timeout_ms=200, max_records=self.batch_size)
+                batch = await self.consumer.getmany(timeout_ms=self.within_ms, max_records=self.batch_size)
                 if batch:
                     async with self._lock:
                         await self._process(batch)

@@ -16,10 +16,11 @@
 from __future__ import annotations
 
 import base64
-
-import orjson
+import json
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+
+import orjson
 
 from agents.routing.index import Entry, Grant, RoutingIndex
 from agents.routing.protection import is_strict, stricter, withheld
@@ -39,11 +40,12 @@ class PersonState:
     received: frozenset[str] = frozenset()  # subscriptions that have received data on the person
 
     def to_json(self) -> bytes:
-        return orjson.dumps({
+        # json, not orjson: orjson's small results keep kilobytes each in a long-lived table.
+        return json.dumps({
             "protection": self.protection,
             "birth_date": self.birth_date.isoformat() if self.birth_date else None,
             "received": sorted(self.received),
-        })
+        }).encode()
 
     @classmethod
     def from_json(cls, data: bytes | None) -> PersonState:
