@@ -44,7 +44,7 @@ OUTCOMES = frozenset({"delivered", "retry", "rejected", "dead_lettered"})
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _GROUP = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _REASON = re.compile(r"[a-z0-9_.]{1,64}")
-_SUBSCRIPTION = re.compile(r"[a-z0-9-]{1,64}")
+_SUBSCRIPTION = re.compile(r"[a-z0-9-]{1,100}")  # a subscription id (agents/subscriptions/model.py)
 _IDENTITY_SHAPE = re.compile(r"\d{11}")
 
 

@@ -7,6 +7,10 @@ It removes:
   them (fornavn, bostedsadresse, ...); as log keys, and as `key: value` pairs inside
   text such as an exception message or the repr of a record.
 
+W3C trace ids are kept: a `trace_id` whose value is exactly 32 lower-case hex digits (the only
+shape agents.tracing produces or accepts) is random, and often holds an 11-digit run by chance;
+it is still redacted whole when any 11 digits in it carry valid identity-number control digits.
+
 Free text that is not keyed (a bare street name in a sentence) cannot be recognised, so code
 must never write it; the redaction is the safety net, and the leak scans test both.
 """
@@ -17,9 +21,11 @@ import re
 from functools import cache
 
 from schemas.catalog import catalog
+from schemas.identity import control_digits
 
 REDACTED = "[redacted]"
 IDENTITY_NUMBER = re.compile(r"(?<!\d)\d{11}(?!\d)")
+TRACE_ID = re.compile(r"[0-9a-f]{32}")
 PERSONAL_CLASSIFICATIONS = {"identifier", "name", "address", "confidential"}
 # Folkeregister feed vocabulary (docs/folkeregister-feed.md) for the same kinds of data.
 REGISTER_KEYS = {
@@ -73,5 +79,13 @@ def _redact(value):
 def redact_personal_data(logger, method_name, event_dict: dict) -> dict:
     """structlog processor: run after exceptions are formatted, before rendering."""
     return {
-        key: REDACTED if key.lower() in personal_keys() else _redact(value) for key, value in event_dict.items()
+        key: value if _is_trace_id(key, value) else REDACTED if key.lower() in personal_keys() else _redact(value)
+        for key, value in event_dict.items()
     }
+
+
+def _is_trace_id(key: str, value) -> bool:
+    if key != "trace_id" or not isinstance(value, str) or TRACE_ID.fullmatch(value) is None:
+        return False
+    windows = (value[i:i + 11] for i in range(len(value) - 10))
+    return not any(w.isdigit() and w[9:] in (control_digits(w[:9]), control_digits(w[:9], rule_2032=True)) for w in windows)

@@ -18,6 +18,7 @@ import time
 import structlog
 from aiokafka import AIOKafkaConsumer
 
+from agents import metrics, tracing
 from agents.app import app
 from agents.delivery import pending
 from agents.delivery.dispatcher import Dispatcher, subscription_of
@@ -75,6 +76,7 @@ async def deliver(stream):
 
 async def _accept(key: str, event, now: float) -> None:
     message = event.message
+    metrics.event_in(message.topic)
     try:
         record = json.loads(event.value)
         idempotency_key = record["idempotency_key"]
@@ -102,9 +104,11 @@ async def _apply(key: str, outcome: dict, now: float) -> None:
     if decision is None:
         return  # an outcome for an entry that is no longer the head: a duplicate attempt
     entry, event_id = decision.entry, json.loads(decision.entry["record"])["event"]["id"]
-    logged = {"idempotency_key": entry["key"], "attempts": entry["attempts"], "reason": decision.reason}
+    logged = {"idempotency_key": entry["key"], "attempts": entry["attempts"], "reason": decision.reason, **_context(event_id, sub, entry)}
+    metrics.delivery(sub, _METRIC_OUTCOME[decision.action])
     if decision.action == pending.DELIVERED:
         await _ledger(event_id, sub, "delivered", entry, outcome)
+        log.debug("delivery.delivered", **logged)
     elif decision.action == pending.DEAD:
         await _dead_letter(key, sub, entry, decision.reason, outcome)
         await _ledger(event_id, sub, "dead_lettered", entry, outcome, decision.reason)
@@ -119,6 +123,17 @@ async def _apply(key: str, outcome: dict, now: float) -> None:
         dispatcher.offer(key, decision.queue[0])
     else:
         dispatcher.done(key)
+
+
+_METRIC_OUTCOME = {pending.DELIVERED: "delivered", pending.DEAD: "dead_lettered", pending.RETRY: "retry", pending.HOLD: "rejected"}
+
+
+def _context(event_id: str, sub: str, entry: dict) -> dict:
+    """Log context of a delivery: ids and where its record was read, and its trace id (no personal data)."""
+    topic, partition, offset = entry["source"]
+    trace = tracing.parse(dict(entry["headers"]).get(tracing.HEADER, ""))
+    return {"event_id": event_id, "subscription": sub, "topic": topic, "partition": partition, "offset": offset,
+            "trace_id": trace.trace_id if trace else None}
 
 
 async def _ledger(event_id: str, sub: str, status: str, entry: dict, outcome: dict, reason: str | None = None) -> None:
