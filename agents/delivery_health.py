@@ -3,8 +3,8 @@
     rows = await subscription_health(bootstrap, app_id)   # list[SubscriptionHealth], by id
 
 Read, all topics prefixed with the app id:
-- `-subscriptions`: the subscriptions; `delivery.paused`; a delivery kind the delivery stage
-  cannot send (anything but webhook) makes the subscription `disabled`;
+- `-subscriptions`: the subscriptions; `delivery.paused`; delivery settings the delivery stage
+  cannot use (agents/delivery/target.py refuses them) make the subscription `disabled`;
 - `-delivery-status`: verification, and `disabled_reason` after a 410 Gone;
 - `-delivery-pending-changelog` (the delivery agent's table): per (subscription, person) the
   queue whose head alone is in flight; the **retry backlog** is every queued delivery behind a

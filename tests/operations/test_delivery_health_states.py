@@ -27,11 +27,11 @@ def test_each_state_and_what_decides_it():
     now = time.time()
     subs = {s["id"]: s for s in [
         _webhook("ok"), _webhook("paused", paused=True), _webhook("gone"), _webhook("down"),
-        {"id": "kafka-native", "delivery": {"kind": "kafka", "topic": "out"}},
+        _webhook("invalid", retry_schedule=[-1]),
     ]}
     gathered = _Gathered(
         subscriptions=subs,
-        status={sid: _verified(s, "delivery.gone" if sid == "gone" else None) for sid, s in subs.items() if sid != "kafka-native"},
+        status={sid: _verified(s, "delivery.gone" if sid == "gone" else None) for sid, s in subs.items() if sid != "invalid"},
         pending={f"down/{'b' * 32}": [{"attempts": 3}, {"attempts": 0}], f"ok/{'c' * 32}": [{"attempts": 0}]},
         ledger={b"e1/ok": {"subscription": "ok", "status": "delivered", "at": "2024-03-01T08:00:00.000+00:00"},
                 b"e2/down": {"subscription": "down", "status": "dead_lettered", "at": "2024-03-01T08:00:00.000+00:00"}},
@@ -42,7 +42,7 @@ def test_each_state_and_what_decides_it():
     rows = {row.id: row for row in assess(gathered, now)}
     assert {sid: (row.state, row.reason) for sid, row in rows.items()} == {
         "ok": ("active", None), "paused": ("paused", None), "gone": ("disabled", "delivery.gone"),
-        "down": ("failing", "http.503"), "kafka-native": ("disabled", "subscription.delivery_invalid"),
+        "down": ("failing", "http.503"), "invalid": ("disabled", "subscription.delivery_invalid"),
     }
     assert (rows["down"].retry_backlog, rows["down"].pending, rows["down"].consecutive_failures) == (2, 2, 5)
     assert (rows["ok"].retry_backlog, rows["ok"].pending, rows["ok"].consecutive_failures) == (0, 1, 0)
