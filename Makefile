@@ -9,6 +9,7 @@ demo: $(INSTALLED)
 	$(VENV)/bin/samband demo $(ARGS)
 
 test: $(INSTALLED)
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 install: $(INSTALLED)

@@ -117,6 +117,13 @@ def _safe_key(key: bytes | None) -> str | None:
 
 
 async def replay_dead_letters(dlq_id: str | None, subscription: str | None, force: bool) -> int:
+    replayed, chosen = await replay(dlq_id, subscription, force)
+    print(f"replayed {replayed} of {chosen} dead letters to {_topics().deliveries}")
+    return 0
+
+
+async def replay(dlq_id: str | None, subscription: str | None, force: bool, say=print) -> tuple[int, int]:
+    """Replay as `samband dlq replay` does (also the dashboard's replay button); (replayed, chosen)."""
     from aiokafka import AIOKafkaProducer
 
     from agents.delivery.ledger import ledger_key
@@ -143,7 +150,7 @@ async def replay_dead_letters(dlq_id: str | None, subscription: str | None, forc
         for found_id, dead, record in chosen:
             event_id = _summary(record).get("event_id")
             if event_id and ledger_key(event_id, dead.subscription or "") in delivered:
-                print(f"{found_id}: skipped, the ledger shows it delivered since (use --force)")
+                say(f"{found_id}: skipped, the ledger shows it delivered since (use --force)")
                 continue
             headers = [(k, v) for k, v in record.headers if not k.startswith(PREFIX) and k not in ("samband-subscription", REPLAY_HEADER)]
             headers.append((REPLAY_HEADER, found_id.encode()))
@@ -152,5 +159,4 @@ async def replay_dead_letters(dlq_id: str | None, subscription: str | None, forc
             replayed += 1
     finally:
         await producer.stop()
-    print(f"replayed {replayed} of {len(chosen)} dead letters to {topics.deliveries}")
-    return 0
+    return replayed, len(chosen)

@@ -2,7 +2,9 @@
 
 Imported by `samband worker` (AGENT_MODULES): the subscriptions API with its OpenAPI
 document (agents/subscriptions/api.py), the operations endpoints /healthz, /readyz and
-/metrics (agents/web/operations.py) and, unless an external registry is configured, the
+/metrics (agents/web/operations.py), the operations dashboard /dashboard with its
+/api/overview, /api/trace and replay endpoints (agents/web/dashboard.py) and, unless an
+external registry is configured, the
 schema registry read API (agents/web/schema_registry.py). Faust freezes the router only when
 the server starts, so routes added at import are served.
 """
@@ -10,10 +12,10 @@ the server starts, so routes added at import are served.
 from __future__ import annotations
 
 from agents.app import app
-from agents.config import SettingsError, get_settings
+from agents.config import SettingsError, bootstrap_servers, get_settings
 from agents.routing.agent import follower, index, topics
 from agents.subscriptions.api import SubscriptionsApi, TokenConfigError, add_routes, parse_tokens
-from agents.web import operations, schema_registry
+from agents.web import dashboard, operations, schema_registry
 from schemas.catalog import catalog
 from schemas.registry import CatalogRegistry
 
@@ -32,5 +34,6 @@ except TokenConfigError as exc:
 
 add_routes(app.web.web_app, SubscriptionsApi(index, follower, write_subscription, tokens))
 operations.add_routes(app.web.web_app, app, settings.ready_max_lag)
+dashboard.add_routes(app.web.web_app, settings.app_id, bootstrap_servers(settings))
 if not settings.schema_registry_url:
     schema_registry.add_routes(app.web.web_app, CatalogRegistry(catalog()))
