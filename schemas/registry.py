@@ -2,6 +2,9 @@
 
 - CatalogRegistry: serves the catalog itself (every released version plus the current one).
   Ids are derived from the schema (schemas.schema_id), so they are the same on every machine.
+  `add(subject, schema)` makes one more schema resolvable by id in every registry over the same
+  catalog in this process: a subscription's projection (what Kafka delivery writes with), or a
+  delivery-only record such as the purge notice.
 - RemoteRegistry: an external Confluent-compatible registry (Confluent, Karapace, Apicurio
   ccompat) at SAMBAND_SCHEMA_REGISTRY_URL. Current schemas are registered there (the registry
   assigns the ids); unknown ids are fetched once and cached. Calls block: they happen once per
@@ -19,7 +22,7 @@ import urllib.request
 
 from schemas.catalog import Catalog, CatalogError, SchemaVersion, catalog
 from schemas.codec import SchemaNotFound
-from schemas.schema_id import canonical_text
+from schemas.schema_id import canonical_text, schema_id
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
@@ -66,6 +69,12 @@ class CatalogRegistry:
     def current_id(self, name: str) -> int:
         return self.catalog.current(name).id
 
+    def add(self, subject: str, schema: dict) -> int:
+        """Serve `schema` (outside the catalog's subjects) by its stable id from now on; the id."""
+        version = SchemaVersion(subject, 1, schema, released=False)
+        self.catalog.by_id.setdefault(version.id, version)
+        return version.id
+
     def lookup(self, subject: str, schema: dict | str) -> SchemaVersion:
         """The version of `subject` whose schema equals `schema` (JSON text or parsed)."""
         text = canonical_text(json.loads(schema) if isinstance(schema, str) else schema)
@@ -101,6 +110,16 @@ class RemoteRegistry:
                 raise
             self._schemas[schema_id] = json.loads(reply["schema"])
         return self._schemas[schema_id]
+
+    def add(self, subject: str, schema: dict) -> int:
+        """Registers `schema` under `subject` (idempotent in the registry) and returns the registry's id."""
+        key = f"{subject}:{schema_id(schema)}"
+        if key not in self._current_ids:
+            quoted = urllib.parse.quote(subject, safe="")
+            reply = self._request("POST", f"/subjects/{quoted}/versions", {"schema": canonical_text(schema)})
+            self._current_ids[key] = reply["id"]
+            self._schemas[reply["id"]] = schema
+        return self._current_ids[key]
 
     def current_id(self, name: str) -> int:
         """Registers the current schema under its subject (idempotent in the registry) and returns its id."""

@@ -1,4 +1,4 @@
-"""The delivery agent: `samband-deliveries` in, signed webhooks out (docs/delivery.md).
+"""The delivery agent: `samband-deliveries` in, signed webhooks or Kafka records out (docs/delivery.md).
 
 One agent reads two co-partitioned topics with the same key `<subscription>/<person>`:
 - `samband-deliveries`: a new delivery joins the end of its (subscription, person) queue in
@@ -27,8 +27,10 @@ from agents.delivery.target import TargetError, parse_target
 from agents.delivery.topic_reader import read_topic
 from agents.delivery.topics import delivery_topics
 from agents.config import bootstrap_servers
+from agents.config import get_settings
+from connectors.api import Outcome
 from connectors.dead_letters import DeadLetter
-from connectors.webhook.outcome import HttpOutcome
+from schemas.registry import registry_from_settings
 
 log = structlog.get_logger(__name__)
 
@@ -45,13 +47,13 @@ pending_table = app.Table("delivery-pending", key_type=str)  # JSON values, see 
 KEPT_HEADERS = ("traceparent", "samband-source")
 
 
-async def _report(key: str, entry: dict, outcome: HttpOutcome) -> None:
+async def _report(key: str, entry: dict, outcome: Outcome) -> None:
     value = {
         "idempotency_key": entry["key"],
         "status": outcome.status,
         "reason": outcome.reason,
-        "http_status": outcome.http_status,
-        "retry_after": outcome.retry_after,
+        "http_status": getattr(outcome, "http_status", None),  # webhook outcomes only
+        "retry_after": getattr(outcome, "retry_after", None),
     }
     await outcomes_topic.send(key=key.encode(), value=json.dumps(value).encode())
 
@@ -60,7 +62,13 @@ async def _save_status(sub: str, status: dict) -> None:
     await status_topic.send(key=sub.encode(), value=json.dumps(status).encode())
 
 
-dispatcher = Dispatcher(_report, _save_status)
+async def _write_topic(topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+    """A Kafka subscriber's record, through the worker's producer (acks=all); returns once acknowledged."""
+    sent = await app.producer.send(topic, key, value, None, None, headers)
+    await sent
+
+
+dispatcher = Dispatcher(_report, _save_status, {"topic_writer": _write_topic, "schema_registry": registry_from_settings(get_settings())})
 
 
 @app.agent(inbox)

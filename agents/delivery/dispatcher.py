@@ -1,6 +1,7 @@
 """The in-memory side of delivery: when each pending head goes out, and through which lane.
 
-One `Lane` per active subscription: its own sink (own keep-alive pool), its own queue and
+One `Lane` per active subscription: its own sink (a webhook sink with its own keep-alive
+pool, or a Kafka sink writing to the subscriber's topic), its own queue and
 `max_concurrency` workers. A slow or failing subscriber fills only its own lane, so no
 other subscriber waits for it (no head-of-line blocking). Everything here can be rebuilt
 from Kafka: the heads come from the `delivery-pending` table, subscriptions and their
@@ -22,13 +23,14 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from agents.delivery.target import Target
-from connectors.api import Context, DeadLetters, Output, SinkRecord, StateStore
-from connectors.webhook.outcome import HttpOutcome
+from connectors.api import Context, DeadLetters, Outcome, Output, Sink, SinkRecord, StateStore
+from connectors.kafka_sink.config import KafkaSinkConfig
+from connectors.kafka_sink.sink import KafkaSink
 from connectors.webhook.sink import WebhookSink
 
 log = structlog.get_logger(__name__)
 
-Report = Callable[[str, dict, HttpOutcome], Awaitable[None]]  # (queue key, entry, outcome)
+Report = Callable[[str, dict, Outcome], Awaitable[None]]  # (queue key, entry, outcome)
 SaveStatus = Callable[[str, dict], Awaitable[None]]  # (subscription, status record)
 
 
@@ -36,20 +38,22 @@ def subscription_of(queue_key: str) -> str:
     return queue_key.rsplit("/", 1)[0]  # pseudonyms are hex, so the last "/" separates them
 
 
-def make_sink(target: Target) -> WebhookSink:
-    # The delivery stage writes outcomes, dead letters and the ledger itself: the sink only POSTs.
-    context = Context(target.subscription, Output(), DeadLetters(), StateStore(), log.bind(subscription=target.subscription))
-    return WebhookSink(target.webhook, context)
+def make_sink(target: Target, extras: dict) -> WebhookSink | KafkaSink:
+    """`extras`: what a Kafka sink writes with (`topic_writer`, `schema_registry`)."""
+    # The delivery stage writes outcomes, dead letters and the ledger itself: the sink only sends.
+    context = Context(target.subscription, Output(), DeadLetters(), StateStore(), log.bind(subscription=target.subscription), extras)
+    kind = KafkaSink if isinstance(target.sink, KafkaSinkConfig) else WebhookSink
+    return kind(target.sink, context)
 
 
 class Lane:
-    def __init__(self, target: Target, report: Report):
+    def __init__(self, target: Target, report: Report, sink: Sink):
         self.target = target
-        self.sink = make_sink(target)
+        self.sink = sink
         self.queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
         self.hold_until = 0.0  # the subscriber's Retry-After applies to the whole lane
         self._report = report
-        self._workers = [asyncio.create_task(self._work()) for _ in range(target.webhook.max_concurrency)]
+        self._workers = [asyncio.create_task(self._work()) for _ in range(target.sink.max_concurrency)]
 
     async def _work(self) -> None:
         while True:
@@ -59,7 +63,7 @@ class Lane:
                 await asyncio.sleep(wait)  # the subscriber asked for this pause (Retry-After)
             record = SinkRecord(key.encode(), entry["record"].encode(), [(k, v.encode()) for k, v in entry["headers"]])
             [outcome] = await self.sink.write([record])
-            if outcome.retry_after:
+            if getattr(outcome, "retry_after", None):
                 self.hold_until = max(self.hold_until, time.time() + outcome.retry_after)
             try:
                 await self._report(key, entry, outcome)
@@ -74,9 +78,10 @@ class Lane:
 
 
 class Dispatcher:
-    def __init__(self, report: Report, save_status: SaveStatus):
+    def __init__(self, report: Report, save_status: SaveStatus, sink_extras: dict | None = None):
         self._report = report
         self._save_status = save_status
+        self._sink_extras = sink_extras or {}
         self.targets: dict[str, Target] = {}
         self.status: dict[str, dict] = {}
         self.heads: dict[str, tuple[dict, int]] = {}  # queue key -> (head entry, token)
@@ -174,7 +179,7 @@ class Dispatcher:
             self._start_verification(target)
         if self.is_active(sub):
             if sub not in self._lanes:
-                self._lanes[sub] = Lane(target, self._report)
+                self._lanes[sub] = Lane(target, self._report, make_sink(target, self._sink_extras))
             for key in self._waiting.pop(sub, ()):
                 if key in self.heads:
                     entry, token = self.heads[key]
@@ -189,7 +194,7 @@ class Dispatcher:
 
     async def _verify(self, target: Target) -> None:
         """Altinn-style handshake: a signed validation event must be answered 2xx before events flow."""
-        sink = make_sink(target)
+        sink = make_sink(target, self._sink_extras)
         try:
             for attempt in itertools.count():
                 outcome = await sink.verify(target.subscription)

@@ -4,9 +4,12 @@
      "delivery": {"kind": "webhook", "url": "https://...", "secret_ref": "env:BERGEN_HS_SECRET",
                   "mode": "structured", "max_concurrency": 8, "connect_timeout": 5, "read_timeout": 10,
                   "retry_schedule": [10, 30, 60, ...], "paused": false}}
+    {"id": "stavanger-gebyr", ..., "fields": {"Move": [...], ...},
+     "delivery": {"kind": "kafka", "topic": "stavanger-gebyr-events"}}
 
-Everything but `url` and `secret_ref` has a default. `retry_schedule` is the wait in seconds
-before each retry; when it is used up the event is dead-lettered.
+Everything but `url` and `secret_ref` (webhook) or `topic` (kafka) has a default.
+`retry_schedule` is the wait in seconds before each retry; when it is used up the event is
+dead-lettered. A Kafka target also takes the subscription's `fields`: its projection schemas.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from connectors.kafka_sink.config import KafkaSinkConfig
 from connectors.webhook.config import WebhookConfig
 
 # Altinn Events' schedule: 10 s, 30 s, 1 m, 5 m, 10 m, 30 m, 1 h, 3 h, 6 h, 12 h, 12 h.
@@ -32,14 +36,17 @@ class TargetError(ValueError):
 @dataclass(frozen=True)
 class Target:
     subscription: str
-    webhook: WebhookConfig
+    sink: WebhookConfig | KafkaSinkConfig
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     paused: bool = False
 
     @property
     def fingerprint(self) -> str:
         """Identifies the endpoint and its secrets: a change means a new verification handshake."""
-        text = json.dumps([self.webhook.url, list(self.webhook.secret_refs)])
+        if isinstance(self.sink, KafkaSinkConfig):
+            text = json.dumps(["kafka", self.sink.topic])
+        else:
+            text = json.dumps([self.sink.url, list(self.sink.secret_refs)])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -47,16 +54,19 @@ def parse_target(sub_id: str, subscription: dict) -> Target:
     """The target of subscription `sub_id` (the record's key in `samband-subscriptions`)."""
     delivery = dict(subscription.get("delivery") or {})
     kind = delivery.pop("kind", "webhook")
-    if kind != "webhook":
-        raise TargetError(f"subscription {sub_id}: delivery kind {kind!r} is not supported (webhook)")
+    if kind not in ("webhook", "kafka"):
+        raise TargetError(f"subscription {sub_id}: delivery kind {kind!r} is not supported (webhook, kafka)")
     schedule = delivery.pop("retry_schedule", None)
     schedule = DEFAULT_RETRY_SCHEDULE if schedule is None else schedule
     paused = delivery.pop("paused", False)
     if not isinstance(schedule, (list, tuple)) or not all(isinstance(s, (int, float)) and s >= 0 for s in schedule):
         raise TargetError(f"subscription {sub_id}: delivery.retry_schedule must be a list of seconds >= 0")
     try:
-        webhook = WebhookConfig.model_validate(delivery)
+        if kind == "kafka":
+            sink = KafkaSinkConfig.model_validate({**delivery, "fields": subscription.get("fields") or {}})
+        else:
+            sink = WebhookConfig.model_validate(delivery)
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
         raise TargetError(f"subscription {sub_id}: invalid delivery fields: {fields}") from None
-    return Target(sub_id, webhook, tuple(float(s) for s in schedule), bool(paused))
+    return Target(sub_id, sink, tuple(float(s) for s in schedule), bool(paused))

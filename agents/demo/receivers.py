@@ -4,7 +4,8 @@
   Standard Webhooks signature with the `standardwebhooks` library (401 if it fails), answers
   the bus's validation handshake, and records each event. With `outage_seconds` it answers
   500 to events for that long after the first one arrives, then recovers: the bus retries.
-- `TopicReceiver`: a Kafka-native system reading its own topic (structured CloudEvents JSON).
+- `TopicReceiver`: a Kafka-native system reading its own topic (Confluent wire-format Avro of
+  its projection, CloudEvents attributes in `ce_*` headers; docs/delivery.md).
 
 Both keep what they got in memory (`events`, for the leak check) and counts for the view.
 Nothing here logs or prints event contents.
@@ -22,6 +23,10 @@ from aiokafka import AIOKafkaConsumer
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from agents.demo.checks import PURGE_TYPE, ReceivedEvent
+from connectors.kafka_sink.sink import register_schemas
+from schemas.catalog import catalog
+from schemas.codec import Codec
+from schemas.registry import CatalogRegistry
 
 VALIDATION_TYPE = "no.samband.subscription.validation"
 
@@ -105,9 +110,13 @@ class WebhookReceiver:
 
 
 class TopicReceiver:
-    def __init__(self, subscription: str, bootstrap: str, topic: str):
+    def __init__(self, subscription: str, bootstrap: str, topic: str, fields: dict[str, list[str]]):
         self.recording = Recording(subscription, verified=True)
         self.topic = topic
+        # The system knows its contract: the projection schemas of the fields it is granted.
+        registry = CatalogRegistry(catalog())
+        register_schemas(registry, topic, fields)
+        self._codec = Codec(registry)
         self._consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                           enable_auto_commit=False, metadata_max_age_ms=2000)
         self._task: asyncio.Task | None = None
@@ -121,7 +130,9 @@ class TopicReceiver:
             for records in (await self._consumer.getmany(timeout_ms=500)).values():
                 for record in records:
                     self.recording.counts.requests += 1
-                    self.recording.record(json.loads(record.value))
+                    headers = {k: v.decode() for k, v in record.headers}
+                    self.recording.record({"id": headers["ce_id"], "type": headers["ce_type"],
+                                           "subject": headers.get("ce_subject", ""), "data": self._codec.decode(record.value)})
 
     async def stop(self) -> None:
         if self._task is not None:

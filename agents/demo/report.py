@@ -51,9 +51,11 @@ class Report:
             self.monitor_complete = False
         topics = bus_topic_names(self.app_id)
         async with KafkaInspector(self.bootstrap) as kafka:
-            partitions = [tp for tp in await kafka.topic_partitions(self.app_id) if tp.topic in (topics["ingest"], topics["events"])]
-            for row in await kafka.group_lag(self.app_id, partitions):
-                self.unread[row.topic] = self.unread.get(row.topic, 0) + row.lag
+            partitions = await kafka.topic_partitions(self.app_id)
+            # The stages' consumer groups (agents/ingest.py, agents/routing/agent.py).
+            for group, topic in ((f"{self.app_id}-ingest", topics["ingest"]), (f"{self.app_id}-router", topics["events"])):
+                for row in await kafka.group_lag(group, [tp for tp in partitions if tp.topic == topic]):
+                    self.unread[row.topic] = self.unread.get(row.topic, 0) + row.lag
         self.refused = refused_subscriptions(self.run_dir / "worker.log")
 
     def print(self, console: Console, failed_process: str | None) -> int:

@@ -133,7 +133,7 @@ class DemoRun:
                 receiver = WebhookReceiver(sub.id, self.secrets[sub.id], outage)
                 await receiver.start()
             else:
-                receiver = TopicReceiver(sub.id, self.broker.bootstrap, systems.kafka_topic(sub, self.app_id))
+                receiver = TopicReceiver(sub.id, self.broker.bootstrap, systems.kafka_topic(sub, self.app_id), sub.fields)
             self.receivers[sub.id] = receiver
 
     async def _apply_subscriptions(self) -> None:

@@ -73,6 +73,15 @@ class DeliveryBus:
         value = {"id": sub_id, "delivery": settings}
         await self.producer.send_and_wait(self.topic("subscriptions"), json.dumps(value).encode(), key=sub_id.encode())
 
+    async def subscribe_kafka(self, sub_id: str, topic: str, fields: dict[str, list[str]]) -> None:
+        value = {"id": sub_id, "fields": fields, "delivery": {"kind": "kafka", "topic": topic}}
+        await self.producer.send_and_wait(self.topic("subscriptions"), json.dumps(value).encode(), key=sub_id.encode())
+
+    @property
+    def registry_url(self) -> str:
+        """The worker's schema registry endpoint (Confluent REST API)."""
+        return f"http://127.0.0.1:{self.worker.env['SAMBAND_WEB_PORT']}"
+
     async def send(self, records: list[dict], headers: list[tuple[str, bytes]] | None = None) -> None:
         futures = [
             await self.producer.send(self.topic("deliveries"), json.dumps(r).encode(), key=delivery_key(r), headers=headers)

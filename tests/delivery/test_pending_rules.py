@@ -57,8 +57,16 @@ def test_rejected_is_dead_and_gone_holds_the_head():
 
 def test_target_defaults_and_errors_name_fields():
     target = parse_target("s", {"delivery": {"url": "https://x.example/hook", "secret_ref": "env:S"}})
-    assert target.retry_schedule == DEFAULT_RETRY_SCHEDULE and not target.paused and target.webhook.mode == "structured"
+    assert target.retry_schedule == DEFAULT_RETRY_SCHEDULE and not target.paused and target.sink.mode == "structured"
     with pytest.raises(TargetError, match="url"):
         parse_target("s", {"delivery": {"url": "x", "secret_ref": "env:S"}})
     with pytest.raises(TargetError, match="retry_schedule"):
         parse_target("s", {"delivery": {"url": "https://x", "secret_ref": "env:S", "retry_schedule": [-1]}})
+
+
+def test_kafka_target_takes_the_topic_and_the_subscription_fields():
+    target = parse_target("s", {"fields": {"Move": ["movedDate"]}, "delivery": {"kind": "kafka", "topic": "s-events"}})
+    assert (target.sink.topic, target.sink.fields) == ("s-events", {"Move": ["movedDate"]})
+    assert target.fingerprint != parse_target("s", {"fields": {}, "delivery": {"kind": "kafka", "topic": "other"}}).fingerprint
+    with pytest.raises(TargetError, match="topic"):
+        parse_target("s", {"fields": {}, "delivery": {"kind": "kafka", "topic": "no spaces"}})

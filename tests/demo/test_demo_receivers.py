@@ -66,14 +66,34 @@ async def test_the_misbehaving_receiver_answers_500_during_its_outage_then_recov
     assert receiver.recording.counts.refused == 2
 
 
+def _kafka_record(topic: str, event_id: str):
+    """The record the bus's Kafka sink writes for a Death delivery (connectors.kafka_sink)."""
+    import structlog
+
+    from connectors.api import Context, DeadLetters, Output, SinkRecord, StateStore
+    from connectors.kafka_sink.sink import KafkaSink
+    from schemas.catalog import catalog
+    from schemas.registry import CatalogRegistry
+
+    extras = {"topic_writer": None, "schema_registry": CatalogRegistry(catalog())}
+    context = Context("stavanger-gebyr", Output(), DeadLetters(), StateStore(), structlog.get_logger(), extras)
+    sink = KafkaSink(KafkaSink.parse_config({"topic": topic, "fields": FIELDS}), context)
+    delivery = {"idempotency_key": f"{event_id}.stavanger-gebyr", "person": "ab" * 16, "event": _event(event_id), "kind": "event"}
+    return sink.encode(SinkRecord(None, json.dumps(delivery).encode()))
+
+
+FIELDS = {"Death": ["deathDate"]}
+
+
 async def test_the_kafka_native_system_records_what_lands_on_its_topic(kafka_bootstrap, new_topic):
     topic = await new_topic(prefix="demo-receiver")
-    receiver = TopicReceiver("stavanger-gebyr", kafka_bootstrap, topic)
+    receiver = TopicReceiver("stavanger-gebyr", kafka_bootstrap, topic, FIELDS)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     try:
         for event_id in ("e1", "e2"):
-            await producer.send_and_wait(topic, json.dumps(_event(event_id)).encode(), key=b"p")
+            key, value, headers = _kafka_record(topic, event_id)
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
         await receiver.start()
         async with asyncio.timeout(30):
             while len(receiver.recording.events) < 2:
@@ -82,3 +102,4 @@ async def test_the_kafka_native_system_records_what_lands_on_its_topic(kafka_boo
         await producer.stop()
         await receiver.stop()
     assert [e.event_id for e in receiver.recording.events] == ["e1", "e2"]
+    assert receiver.recording.events[0].event_type == "Death" and str(receiver.recording.events[0].data["deathDate"]) == "2024-05-01"

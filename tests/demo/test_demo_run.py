@@ -77,8 +77,6 @@ def _environ_of(pid: int) -> str:
         return ""
 
 
-@pytest.mark.xfail(strict=True, reason="the delivery stage does not deliver to Kafka topics yet: "
-                   "agents/delivery/target.py refuses delivery kind 'kafka', so stavanger-gebyr stays pending")
 def test_the_demo_exits_0_with_every_entitled_event_delivered(demo_run):
     result, _ = demo_run
     assert "every event a system was entitled to was delivered" in result.stdout, result.stdout[-2000:]

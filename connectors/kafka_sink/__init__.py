@@ -1,0 +1,1 @@
+"""Kafka sink: projected events as Confluent wire-format Avro on a subscriber's own topic (docs/delivery.md)."""

@@ -1,0 +1,106 @@
+"""The Kafka sink: each delivery record becomes one Avro record on the subscriber's own topic.
+
+    sink = KafkaSink(config, context)   # context.extras: "topic_writer", "schema_registry"
+    outcomes = await sink.write(batch)  # one Outcome per SinkRecord, in order
+
+The record (CloudEvents Kafka protocol binding, binary mode, docs/delivery.md):
+- key: the person pseudonym;
+- value: Confluent wire-format Avro of the projected `data`, written with the subscription's
+  projection schema (`schemas.catalog.Catalog.projection_json`), whose id the bus's schema
+  registry serves; a purge is a `no.samband.delivery.Purge` record;
+- headers: `ce_*` context attributes, `content-type: application/avro`,
+  `samband-idempotency-key` (the webhook-id of a webhook delivery: the same on every retry,
+  after a crash and on replay) and `traceparent`.
+
+The writer (`TopicWriter`) returns once the broker has acknowledged (acks=all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+
+from connectors.api import Context, Outcome, Sink, SinkRecord
+from connectors.kafka_sink.avro_record import PURGE_SCHEMA, RecordError, to_avro
+from connectors.kafka_sink.config import KafkaSinkConfig
+from schemas.catalog import CatalogError, catalog
+from schemas.codec import Codec
+
+MALFORMED = "delivery.malformed"
+TIMEOUT = "kafka.timeout"
+UNAVAILABLE = "kafka.unavailable"
+PURGE_TYPE = "no.samband.purge"
+IDEMPOTENCY_HEADER = "samband-idempotency-key"
+# CloudEvents attributes carried as ce_* headers (data travels as the value).
+_ATTRIBUTES = ("specversion", "id", "source", "type", "time", "subject", "changekind", "correctseventid")
+
+
+# (topic, key, value, headers): returns once the record is durable (acks=all), raises if it is not.
+TopicWriter = Callable[[str, bytes, bytes, list[tuple[str, bytes]]], Awaitable[None]]
+
+
+def register_schemas(registry, topic: str, fields: dict[str, list[str]]) -> dict[str, tuple[int, dict]]:
+    """(schema id, schema) per granted event type (`Move`) and for the purge notice (PURGE_TYPE),
+    registered in `registry` under TopicRecordNameStrategy subjects (`<topic>-<record name>`).
+    Event types or fields the catalog does not know are left out: their deliveries are rejected."""
+    schemas = {PURGE_TYPE: ("no.samband.delivery.Purge", PURGE_SCHEMA)}
+    for event_type, paths in fields.items():
+        try:
+            schemas[event_type] = (catalog().subject(event_type), catalog().projection_json(event_type, paths))
+        except CatalogError:
+            continue
+    return {kind: (registry.add(f"{topic}-{subject}", schema), schema) for kind, (subject, schema) in schemas.items()}
+
+
+class KafkaSink(Sink):
+    Config = KafkaSinkConfig
+    description = "Confluent wire-format Avro of the projected events on the subscriber's own topic"
+
+    def __init__(self, config: KafkaSinkConfig, context: Context):
+        super().__init__(config, context)
+        self.writer: TopicWriter = context.extras["topic_writer"]
+        self.registry = context.extras["schema_registry"]
+        self.codec = Codec(self.registry)
+        # Registered up front, so the registry serves every id this subscriber may meet, also
+        # for records written before a restart of the worker.
+        self._schemas = register_schemas(self.registry, config.topic, config.fields)
+
+    def encode(self, record: SinkRecord) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+        """Key, value and headers of the topic record; ValueError (RecordError), KeyError or
+        TypeError when the delivery record cannot be one."""
+        delivery = json.loads(record.value)
+        event = delivery["event"]
+        kind = PURGE_TYPE if delivery.get("kind") == "purge" else event["type"].rpartition(".")[2]
+        if kind not in self._schemas:
+            raise RecordError(f"the subscription has no fields for event type {kind}")
+        schema_id, schema = self._schemas[kind]
+        value = self.codec.encode(to_avro(schema, event.get("data") or {}), schema_id)
+        headers = [(f"ce_{name}", str(event[name]).encode()) for name in _ATTRIBUTES if event.get(name) is not None]
+        headers.append(("content-type", b"application/avro"))
+        headers.append((IDEMPOTENCY_HEADER, delivery["idempotency_key"].encode()))
+        headers += [(k, v) for k, v in record.headers if k == "traceparent"]
+        return delivery["person"].encode(), value, headers
+
+    async def write(self, batch: Sequence[SinkRecord]) -> list[Outcome]:
+        return list(await asyncio.gather(*(self._write_one(record) for record in batch)))
+
+    async def _write_one(self, record: SinkRecord) -> Outcome:
+        try:
+            key, value, headers = self.encode(record)
+        except RecordError as exc:  # its message names fields and types, never values
+            return Outcome.rejected(MALFORMED, str(exc))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return Outcome.rejected(MALFORMED, f"delivery record does not fit its projection ({type(exc).__name__})")
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                await self.writer(self.config.topic, key, value, headers)
+        except TimeoutError:
+            return Outcome.retry(TIMEOUT, f"no acknowledgement within {self.config.timeout:g} s")
+        except Exception as exc:  # the broker or the topic, not the event, is at fault: try again later
+            return Outcome.retry(UNAVAILABLE, type(exc).__name__)
+        return Outcome.delivered()
+
+    async def verify(self, subscription: str) -> Outcome:
+        """Nothing to verify: the topic is the bus's own cluster; the subscriber reads it with its ACLs."""
+        return Outcome.delivered()

@@ -1,0 +1,92 @@
+"""Kafka delivery in a real worker: a subscription's own topic, read as a Kafka-native subscriber would,
+with confluent-kafka's Consumer and AvroDeserializer against the bus's schema registry endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import date
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from confluent_kafka import Consumer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from delivery_bus import running_bus
+from delivery_fixtures import delivery
+
+FIELDS = {"Move": ["envelope.person", "movedDate", "scope", "newAddress"]}
+PERSONS, PER_PERSON = 4, 5
+TRACE = [("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]
+
+
+def _move(sub: str, person: int, seq: int) -> dict:
+    pseudonym = f"{person:032x}"
+    record = delivery(sub, pseudonym, f"kev-{person}-{seq}", seq)
+    # What the router writes for FIELDS: the projected data; newAddress withheld (a protected person).
+    record["event"]["data"] = {"envelope": {"person": pseudonym}, "movedDate": f"2024-03-{seq + 1:02d}", "scope": "withinKommune"}
+    return record
+
+
+def _purge(sub: str, person: int) -> dict:
+    pseudonym = f"{person:032x}"
+    record = delivery(sub, pseudonym, f"kev-{person}-protect-purge")
+    record["event"].update(type="no.samband.purge", data={"delete": "address"})
+    record["kind"] = "purge"
+    return record
+
+
+def _consume(bootstrap: str, topic: str, registry_url: str, expected: int, timeout: float) -> list[tuple]:
+    """(key, decoded value, headers) of the first `expected` records of `topic`, as a subscriber reads them."""
+    deserialize = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader", "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    got, deadline = [], time.monotonic() + timeout
+    try:
+        while len(got) < expected and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            value = deserialize(message.value(), SerializationContext(topic, MessageField.VALUE))
+            got.append((message.key().decode(), value, {k: v.decode() for k, v in message.headers() or []}))
+    finally:
+        consumer.close()
+    return got
+
+
+async def test_kafka_subscription_gets_its_projected_events_in_order_as_confluent_avro(kafka_bootstrap, tmp_path):
+    async with running_bus(kafka_bootstrap, tmp_path) as bus:
+        topic = bus.topic("kafka-subscriber-events")
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+        finally:
+            await admin.close()
+        await bus.subscribe_kafka("kafka-sub", topic, FIELDS)
+        records = [_move("kafka-sub", p, n) for n in range(PER_PERSON) for p in range(PERSONS)] + [_purge("kafka-sub", 0)]
+        await bus.send(records, headers=TRACE)
+        await bus.send([records[0]], headers=TRACE)  # the same delivery again (as a replay would): a duplicate
+        got = await asyncio.to_thread(_consume, kafka_bootstrap, topic, bus.registry_url, len(records) + 1, 90)
+
+    assert len(got) == len(records) + 1, f"{len(got)} records on the subscriber's topic"
+    keys = [headers["samband-idempotency-key"] for _, _, headers in got]
+    assert sorted(set(keys)) == sorted(r["idempotency_key"] for r in records)
+    assert keys.count(records[0]["idempotency_key"]) == 2  # the duplicate kept its idempotency key
+    by_person: dict[str, list[date]] = {}
+    for key, value, headers in got:
+        assert headers["traceparent"].split("-")[1] == "4bf92f3577b34da6a3ce929d0e0e4736"  # the trace goes on
+        assert headers["content-type"] == "application/avro" and headers["ce_subject"] == key
+        if headers["ce_type"] == "no.samband.purge":
+            assert value == {"delete": "address"} and key == f"{0:032x}"
+            continue
+        assert set(value) == {"envelope", "movedDate", "scope", "newAddress"} and value["newAddress"] is None
+        assert value["envelope"] == {"person": key}
+        by_person.setdefault(key, []).append(value["movedDate"])
+    for person, dates in by_person.items():
+        first = list(dict.fromkeys(dates))
+        assert first == [date(2024, 3, n + 1) for n in range(PER_PERSON)], f"person {person[:8]} in order {first}"
+    # The purge was sent after person 0's events and arrives after them (same key, same partition).
+    person0 = [h["ce_id"] for k, _, h in got if k == f"{0:032x}"]
+    assert person0.index("kev-0-protect-purge") > person0.index(f"kev-0-{PER_PERSON - 1}")
