@@ -24,7 +24,7 @@ SECRET_ENV = "SAMBAND_TEST_HOOK_SECRET"
 @asynccontextmanager
 async def running_bus(bootstrap: str, tmp: Path):
     """A DeliveryBus with its own app id and a started worker, stopped on exit."""
-    from conftest import free_port, unique_name
+    from support import free_port, unique_name
 
     env = {
         **os.environ,
