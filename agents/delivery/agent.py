@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 
+import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer
 
@@ -55,7 +56,7 @@ async def _report(key: str, entry: dict, outcome: Outcome) -> None:
         "http_status": getattr(outcome, "http_status", None),  # webhook outcomes only
         "retry_after": getattr(outcome, "retry_after", None),
     }
-    await outcomes_topic.send(key=key.encode(), value=json.dumps(value).encode())
+    await outcomes_topic.send(key=key.encode(), value=orjson.dumps(value))
 
 
 async def _save_status(sub: str, status: dict) -> None:
@@ -79,14 +80,14 @@ async def deliver(stream):
         if event.message.topic == topics.deliveries:
             await _accept(key, event, now)
         else:
-            await _apply(key, json.loads(event.value), now)
+            await _apply(key, orjson.loads(event.value), now)
 
 
 async def _accept(key: str, event, now: float) -> None:
     message = event.message
     metrics.event_in(message.topic)
     try:
-        record = json.loads(event.value)
+        record = orjson.loads(event.value)
         idempotency_key = record["idempotency_key"]
     except (ValueError, KeyError, TypeError):
         dead = DeadLetter("delivery.malformed", "delivery record is not JSON with an idempotency_key", "deliver",
@@ -111,7 +112,7 @@ async def _apply(key: str, outcome: dict, now: float) -> None:
     decision = pending.decide(state["queue"], outcome, schedule, now)
     if decision is None:
         return  # an outcome for an entry that is no longer the head: a duplicate attempt
-    entry, event_id = decision.entry, json.loads(decision.entry["record"])["event"]["id"]
+    entry, event_id = decision.entry, _event_id(decision.entry, sub)
     logged = {"idempotency_key": entry["key"], "attempts": entry["attempts"], "reason": decision.reason, **_context(event_id, sub, entry)}
     metrics.delivery(sub, _METRIC_OUTCOME[decision.action])
     if decision.action == pending.DELIVERED:
@@ -142,6 +143,14 @@ def _context(event_id: str, sub: str, entry: dict) -> dict:
     trace = tracing.parse(dict(entry["headers"]).get(tracing.HEADER, ""))
     return {"event_id": event_id, "subscription": sub, "topic": topic, "partition": partition, "offset": offset,
             "trace_id": trace.trace_id if trace else None}
+
+
+def _event_id(entry: dict, sub: str) -> str:
+    """The idempotency key is `<event id>.<subscription id>` (docs/architecture.md): no need to parse the record."""
+    suffix = f".{sub}"
+    if entry["key"].endswith(suffix):
+        return entry["key"][: -len(suffix)]
+    return orjson.loads(entry["record"])["event"]["id"]
 
 
 async def _ledger(event_id: str, sub: str, status: str, entry: dict, outcome: dict, reason: str | None = None) -> None:

@@ -11,10 +11,11 @@ carries the same id and the subscriber can drop duplicates.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+
+import orjson
 
 from connectors.api import Context, Sink, SinkRecord
 from connectors.webhook.config import WebhookConfig
@@ -38,7 +39,7 @@ class WebhookSink(Sink):
 
     async def _write_one(self, record: SinkRecord) -> HttpOutcome:
         try:
-            delivery = json.loads(record.value)
+            delivery = orjson.loads(record.value)
             event, key = delivery["event"], delivery["idempotency_key"]
         except (ValueError, KeyError, TypeError):
             return HttpOutcome("rejected", MALFORMED, "delivery record is not delivery JSON with event and idempotency_key")
