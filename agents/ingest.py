@@ -8,6 +8,14 @@ changes are written and before its offsets are committed, so a crash loses nothi
 whose offset was not committed is read again (and then caught by deduplication only if the
 first pass already wrote its id to the changelog).
 
+Trace context and timing: every event written on carries a W3C `traceparent`, a child span of
+the incoming record's or the root of a new trace when it had none (or an invalid one), and
+`samband-ingested-at` (epoch seconds, ASCII, ms precision) from which the delivery stage
+measures the end-to-end latency. A dead letter keeps the input record's headers, with the
+new trace's `traceparent` when the record had no valid one. Each dead letter counts in
+`samband_validation_failures_total` by its reason; its log line carries the event id, topic,
+partition, offset and trace id, never the event's data.
+
 Deduplication: event id -> first-seen time (epoch seconds, ASCII), per partition of the
 ingest topic (a duplicate has the same key, so it lands in the same partition), durable in
 the compacted topic `<app id>-ingest-seen-ids`. An id is remembered for
@@ -24,6 +32,7 @@ from collections import defaultdict, deque
 import structlog
 from aiokafka import ConsumerRecord
 
+from agents import metrics, tracing
 from agents.app import app
 from agents.config import DEV_PSEUDONYM_KEY, bootstrap_servers, get_settings
 from agents.routing.batches import BatchService, Output
@@ -41,6 +50,7 @@ log = structlog.get_logger(__name__)
 settings = get_settings()
 topics = bus_topics(app.conf.id)
 RETENTION_SECONDS = settings.dedup_retention_hours * 3600
+INGESTED_AT = "samband-ingested-at"
 
 
 class Ingest:
@@ -63,23 +73,31 @@ class Ingest:
             self.handle(message, outputs)
 
     def handle(self, message: ConsumerRecord, outputs: list[Output]) -> None:
+        parent = tracing.from_kafka_headers(message.headers)
+        span = tracing.continue_trace(parent)
         try:
             event = self.canonicaliser.canonical(message.value)
         except Rejected as rejected:
-            outputs.append(self.dead_letter(message, rejected))
+            outputs.append(self.dead_letter(message, rejected, parent, span))
             return
         first_seen = self.seen.get(message.partition, event.event_id)
         if first_seen is not None and self.now - int(first_seen) < RETENTION_SECONDS:
-            outputs.append(self.dead_letter(message, Rejected("event.duplicate", "event id already ingested", event.record)))
+            outputs.append(self.dead_letter(message, Rejected("event.duplicate", "event id already ingested", event.record),
+                                            parent, span))
             return
         self.seen.set(message.partition, event.event_id, b"%d" % self.now)
         self.remembered[message.partition].append((self.now, event.event_id))
         person = pseudonym(event.record["envelope"]["person"], self.key)
-        outputs.append((topics.events, person.encode(), event.value, list(message.headers)))
+        headers = [h for h in tracing.with_kafka_header(message.headers, span) if h[0] != INGESTED_AT]  # re-ingested: now
+        headers.append((INGESTED_AT, b"%.3f" % self.now))
+        outputs.append((topics.events, person.encode(), event.value, headers))
 
-    def dead_letter(self, message: ConsumerRecord, rejected: Rejected) -> Output:
+    def dead_letter(self, message: ConsumerRecord, rejected: Rejected, parent: tracing.TraceParent | None,
+                    span: tracing.TraceParent) -> Output:
+        """The input record as it came (its own trace context, or the trace ingest started for it), with the reason."""
         record = rejected.record
-        value, headers = message.value, list(message.headers)
+        value = message.value
+        headers = list(message.headers) if parent is not None else tracing.with_kafka_header(message.headers, span)
         envelope = record["envelope"] if record else {}
         if record and is_strict(envelope.get("addressProtection")):
             # Not even a dead letter may carry a strengt fortrolig person's address.
@@ -87,7 +105,9 @@ class Ingest:
             value = self.codec.encode(scrub_address(event_type, record), self.codec.current_id(event_type))
             headers.append(("samband-dlq-scrubbed", b"address"))
         letter = DeadLetter(rejected.reason, str(rejected), "ingest", message.topic, message.partition, message.offset)
-        log.info("dead_letter", reason=rejected.reason, event_id=envelope.get("id"), offset=message.offset)
+        metrics.validation_failed(rejected.reason)
+        log.info("dead_letter", reason=rejected.reason, event_id=envelope.get("id"), topic=message.topic,
+                 partition=message.partition, offset=message.offset, trace_id=span.trace_id)
         return topics.deadletter, message.key, value, letter.headers(headers)
 
     def end_batch(self) -> None:

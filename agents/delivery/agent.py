@@ -45,7 +45,7 @@ deadletter_topic = app.topic(topics.deadletter, internal=True, **_raw)
 pending_table = app.Table("delivery-pending", key_type=str)  # JSON values, see agents.delivery.pending
 
 # Headers of a delivery record worth keeping with the pending entry (and in its dead letter).
-KEPT_HEADERS = ("traceparent", "samband-source")
+KEPT_HEADERS = ("traceparent", "samband-source", "samband-ingested-at")
 
 
 async def _report(key: str, entry: dict, outcome: Outcome) -> None:
@@ -117,6 +117,8 @@ async def _apply(key: str, outcome: dict, now: float) -> None:
     metrics.delivery(sub, _METRIC_OUTCOME[decision.action])
     if decision.action == pending.DELIVERED:
         await _ledger(event_id, sub, "delivered", entry, outcome)
+        if ingested_at := dict(entry["headers"]).get("samband-ingested-at"):  # set by ingest (agents/ingest.py)
+            metrics.observe_end_to_end_latency(sub, max(0.0, now - float(ingested_at)))
         log.debug("delivery.delivered", **logged)
     elif decision.action == pending.DEAD:
         await _dead_letter(key, sub, entry, decision.reason, outcome)

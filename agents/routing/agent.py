@@ -11,8 +11,10 @@ durable in compacted topics recovered on assignment:
 
 The batch's deliveries are acknowledged before its state is written and its offsets committed
 (crash-safe, at-least-once; the idempotency key `<event id>.<subscription id>` makes a repeat
-harmless downstream). No event is routed before every subscription written before the start
-has been read.
+harmless downstream). Each delivery record carries the event record's headers with its
+`traceparent` replaced by a child span (a new trace when the event had none); dead-letter log
+lines carry the event id, topic, partition, offset and trace id. No event is routed before
+every subscription written before the start has been read.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import orjson
 import structlog
 from aiokafka import ConsumerRecord
 
+from agents import tracing
 from agents.app import app
 from agents.config import bootstrap_servers, get_settings
 from agents.routing.batches import BatchService, Output
@@ -79,8 +82,10 @@ class Route:
             original = orjson.loads(known) if known is not None else None
         result = self.router.route(event_type, record, person, state, original)
 
-        headers = list(message.headers)
-        outputs += [(topics.deliveries, d.key, d.value, headers) for d in result.deliveries]
+        if result.deliveries:
+            span = tracing.continue_trace(tracing.from_kafka_headers(message.headers))
+            headers = tracing.with_kafka_header(message.headers, span)
+            outputs += [(topics.deliveries, d.key, d.value, headers) for d in result.deliveries]
         if result.state != state:
             self.persons.set(partition, person, result.state.to_json())
         if result.unknown_original:
@@ -99,7 +104,9 @@ class Route:
         headers = list(message.headers)
         if value is not None and value != message.value:
             headers.append(("samband-dlq-scrubbed", b"address"))
-        log.info("dead_letter", reason=reason, event_id=event_id, offset=message.offset)
+        parent = tracing.from_kafka_headers(message.headers)
+        log.info("dead_letter", reason=reason, event_id=event_id, topic=message.topic, partition=message.partition,
+                 offset=message.offset, trace_id=parent.trace_id if parent else None)
         return topics.deadletter, message.key, value if value is not None else message.value, letter.headers(headers)
 
     def end_batch(self) -> None:
