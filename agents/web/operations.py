@@ -4,14 +4,17 @@
 
 - `GET /healthz`: liveness. 200 whenever the process's event loop answers (this handler runs on it).
 - `GET /readyz`: readiness. 200 when the Faust consumer has partitions assigned, is not
-  rebalancing or recovering tables, and the group's lag on this worker's partitions is at most
-  `ready_max_lag`; 503 otherwise. The JSON body says why.
-- `GET /metrics`: agents.metrics in Prometheus text format; the consumer-lag gauge is refreshed
-  from the broker on each scrape.
+  rebalancing or recovering tables, each batch consumer of the hot path started in this worker
+  (`<app id>-ingest`, `<app id>-router`: agents/routing/batches.py) has started and recovered
+  its state, and each group's lag on this worker's partitions is at most `ready_max_lag`; 503
+  otherwise. The JSON body says why, with the lag per group.
+- `GET /metrics`: agents.metrics in Prometheus text format; the consumer-lag gauge (every group
+  above, this worker's partitions) is refreshed from the broker on each scrape.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import faust
@@ -22,6 +25,7 @@ from faust.exceptions import ConsumerNotStarted
 
 from agents import metrics
 from agents.offsets import BrokerUnreachable, KafkaInspector
+from agents.routing import batches
 
 log = structlog.get_logger(__name__)
 
@@ -32,17 +36,20 @@ OPERATIONS_KEY = web.AppKey("operations", "Operations")
 class Readiness:
     ready: bool
     assigned_partitions: int = 0
-    lag: int | None = None
+    lag: int | None = None  # summed over the groups
+    lag_by_group: dict[str, int] = field(default_factory=dict)
     max_lag: int = 0
     reasons: list[str] = field(default_factory=list)
 
 
 class Operations:
-    """What the handlers need: the Faust app, the lag bound, and a broker inspector opened on first use."""
+    """What the handlers need: the Faust app, the worker's batch consumers, the lag bound, and a broker
+    inspector opened on first use."""
 
-    def __init__(self, app: faust.App, ready_max_lag: int):
+    def __init__(self, app: faust.App, ready_max_lag: int, batch_consumers: Callable[[], list] = batches.running):
         self.app = app
         self.ready_max_lag = ready_max_lag
+        self.batch_consumers = batch_consumers  # each with .group, .assigned() (None until started), .recovering
         self._inspector: KafkaInspector | None = None
 
     def bootstrap(self) -> str:
@@ -66,11 +73,20 @@ class Operations:
         changelogs = self.app.tables.changelog_topics
         return sorted(TopicPartition(tp.topic, tp.partition) for tp in self.app.consumer.assignment() if tp.topic not in changelogs)
 
-    async def own_lag(self) -> list:
-        partitions = self.consumed_partitions()
-        if not partitions:
-            return []
-        return await (await self.inspector()).group_lag(self.app.conf.id, partitions)
+    def batch_partitions(self) -> dict[str, set[TopicPartition]]:
+        """Per batch consumer group started in this worker, its assigned partitions."""
+        return {c.group: assigned for c in self.batch_consumers() if (assigned := c.assigned()) is not None}
+
+    async def own_lag(self, faust_partitions: list[TopicPartition]) -> list:
+        """Lag rows of every group on this worker's partitions: Faust's group and the batch consumers'."""
+        groups = {self.app.conf.id: faust_partitions, **self.batch_partitions()}
+        inspector = None
+        rows = []
+        for group, partitions in groups.items():
+            if partitions:
+                inspector = inspector or await self.inspector()
+                rows += await inspector.group_lag(group, sorted(partitions))
+        return rows
 
     async def readiness(self) -> Readiness:
         state = Readiness(ready=False, max_lag=self.ready_max_lag)
@@ -86,21 +102,29 @@ class Operations:
             state.reasons.append("rebalancing")
         if self.app.in_recovery:
             state.reasons.append("recovering tables")
-        if partitions:
-            try:
-                state.lag = sum(row.lag for row in await self.own_lag())
-            except BrokerUnreachable as exc:
-                await self.close()
-                state.reasons.append(str(exc))
-            else:
-                if state.lag > self.ready_max_lag:
-                    state.reasons.append(f"lag {state.lag} above {self.ready_max_lag}")
+        for consumer in self.batch_consumers():
+            if consumer.assigned() is None:
+                state.reasons.append(f"{consumer.group}: consumer not started")
+            elif consumer.recovering:
+                state.reasons.append(f"{consumer.group}: recovering state")
+        try:
+            rows = await self.own_lag(partitions)
+        except BrokerUnreachable as exc:
+            await self.close()
+            state.reasons.append(str(exc))
+        else:
+            for row in rows:
+                state.lag_by_group[row.group] = state.lag_by_group.get(row.group, 0) + row.lag
+            for group, lag in state.lag_by_group.items():
+                if lag > self.ready_max_lag:
+                    state.reasons.append(f"{group}: lag {lag} above {self.ready_max_lag}")
+            state.lag = sum(state.lag_by_group.values()) if state.lag_by_group else None
         state.ready = not state.reasons
         return state
 
     async def refresh_lag_gauge(self) -> None:
         try:
-            rows = await self.own_lag()
+            rows = await self.own_lag(self.consumed_partitions())
         except BrokerUnreachable:
             await self.close()
             log.warning("consumer lag not refreshed: broker unreachable")
@@ -112,8 +136,9 @@ class Operations:
             metrics.set_consumer_lag(row.group, row.topic, row.partition, row.lag)
 
 
-def add_routes(web_app: web.Application, app: faust.App, ready_max_lag: int) -> None:
-    operations = Operations(app, ready_max_lag)
+def add_routes(web_app: web.Application, app: faust.App, ready_max_lag: int,
+               batch_consumers: Callable[[], list] = batches.running) -> None:
+    operations = Operations(app, ready_max_lag, batch_consumers)
     web_app[OPERATIONS_KEY] = operations
     web_app.on_cleanup.append(operations.close)
     web_app.router.add_get("/healthz", healthz)

@@ -1,14 +1,18 @@
-"""/readyz measures the group's lag on the worker's partitions against the real broker, and refuses above the bound.
+"""/readyz measures each group's lag on the worker's partitions against the real broker, and refuses above the bound:
+the Faust consumer's group and the hot path's batch consumer groups (`<app id>-ingest`, `<app id>-router`).
 
-The Faust app is a stand-in giving only what readiness reads from it (its assignment, group id,
-broker); offsets, commits and lag are the real broker's.
+The Faust app and the batch consumers are stand-ins giving only what readiness reads from them
+(assignment, group id, broker, started/recovering); offsets, commits and lag are the real
+broker's. The last test asks a real worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from types import SimpleNamespace
 
+import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -54,21 +58,84 @@ async def test_readiness_follows_committed_lag_and_ignores_table_changelogs(kafk
     assignment = {TopicPartition(source, 0), TopicPartition(changelog, 0)}
 
     lagging = web.Application()
-    add_routes(lagging, _app_assigned(kafka_bootstrap, group, assignment, {changelog}), ready_max_lag=2)
+    add_routes(lagging, _app_assigned(kafka_bootstrap, group, assignment, {changelog}), ready_max_lag=2, batch_consumers=list)
     status, body = await _readyz(lagging)
     assert status == 503
     assert body["lag"] == 3
-    assert body["reasons"] == ["lag 3 above 2"]
+    assert body["reasons"] == [f"{group}: lag 3 above 2"]
 
     within = web.Application()
-    add_routes(within, _app_assigned(kafka_bootstrap, group, assignment, {changelog}), ready_max_lag=3)
+    add_routes(within, _app_assigned(kafka_bootstrap, group, assignment, {changelog}), ready_max_lag=3, batch_consumers=list)
     status, body = await _readyz(within)
     assert (status, body["ready"], body["lag"], body["assigned_partitions"]) == (200, True, 3, 1)
 
 
 async def test_worker_without_partitions_is_not_ready(kafka_bootstrap):
     web_app = web.Application()
-    add_routes(web_app, _app_assigned(kafka_bootstrap, "ops-ready-idle", set(), set()), ready_max_lag=100)
+    add_routes(web_app, _app_assigned(kafka_bootstrap, "ops-ready-idle", set(), set()), ready_max_lag=100, batch_consumers=list)
     status, body = await _readyz(web_app)
     assert status == 503
     assert body["reasons"] == ["no partitions assigned"]
+
+
+def _batch_consumer(group: str, assigned: set[TopicPartition] | None, recovering: bool = False):
+    return SimpleNamespace(group=group, assigned=lambda: assigned, recovering=recovering)
+
+
+async def test_readiness_also_bounds_the_lag_of_the_batch_consumer_groups(kafka_bootstrap, new_topic):
+    app_id = f"ops-ready-{uuid.uuid4().hex[:8]}"
+    faust_in = await new_topic(prefix="ops-ready-faust")
+    ingest = await new_topic(prefix="ops-ready-ingest")
+    events = await new_topic(prefix="ops-ready-events")
+    await produce(kafka_bootstrap, faust_in, [b"x"] * 2)
+    await produce(kafka_bootstrap, ingest, [b"x"] * 6)
+    await produce(kafka_bootstrap, events, [b"x"] * 3)
+    await _commit(kafka_bootstrap, app_id, TopicPartition(faust_in, 0), 2)  # Faust's group: caught up
+    await _commit(kafka_bootstrap, f"{app_id}-ingest", TopicPartition(ingest, 0), 1)  # 5 behind
+    await _commit(kafka_bootstrap, f"{app_id}-router", TopicPartition(events, 0), 3)  # caught up
+    app = _app_assigned(kafka_bootstrap, app_id, {TopicPartition(faust_in, 0)}, set())
+    consumers = [_batch_consumer(f"{app_id}-ingest", {TopicPartition(ingest, 0)}),
+                 _batch_consumer(f"{app_id}-router", {TopicPartition(events, 0)})]
+
+    lagging = web.Application()
+    add_routes(lagging, app, ready_max_lag=4, batch_consumers=lambda: consumers)
+    status, body = await _readyz(lagging)
+    assert status == 503
+    assert body["reasons"] == [f"{app_id}-ingest: lag 5 above 4"]
+    assert body["lag_by_group"] == {app_id: 0, f"{app_id}-ingest": 5, f"{app_id}-router": 0}
+    assert body["lag"] == 5
+
+    within = web.Application()
+    add_routes(within, app, ready_max_lag=5, batch_consumers=lambda: consumers)
+    status, body = await _readyz(within)
+    assert (status, body["ready"], body["lag"]) == (200, True, 5)
+
+
+async def test_a_batch_consumer_not_started_or_recovering_its_state_makes_the_worker_not_ready(kafka_bootstrap, new_topic):
+    source = await new_topic(prefix="ops-ready-faust")
+    await produce(kafka_bootstrap, source, [b"x"])
+    app_id = f"ops-ready-{uuid.uuid4().hex[:8]}"
+    await _commit(kafka_bootstrap, app_id, TopicPartition(source, 0), 1)
+    consumers = [_batch_consumer(f"{app_id}-ingest", None), _batch_consumer(f"{app_id}-router", set(), recovering=True)]
+    web_app = web.Application()
+    add_routes(web_app, _app_assigned(kafka_bootstrap, app_id, {TopicPartition(source, 0)}, set()), ready_max_lag=100,
+               batch_consumers=lambda: consumers)
+    status, body = await _readyz(web_app)
+    assert status == 503
+    assert body["reasons"] == [f"{app_id}-ingest: consumer not started", f"{app_id}-router: recovering state"]
+
+
+async def test_a_real_worker_is_ready_with_the_lag_of_its_ingest_and_router_groups(ops_bus):
+    deadline = asyncio.get_running_loop().time() + 60
+    status, body = None, "no answer"
+    async with aiohttp.ClientSession() as http:
+        while status != 200 and asyncio.get_running_loop().time() < deadline:
+            try:
+                async with http.get(f"{ops_bus.web_url}/readyz") as response:
+                    status, body = response.status, await response.json()
+            except aiohttp.ClientConnectionError:  # the web server is not up yet
+                pass
+            if status != 200:
+                await asyncio.sleep(0.2)  # poll interval inside the deadline
+    assert status == 200, body
+    assert {ops_bus.app_id, f"{ops_bus.app_id}-ingest", f"{ops_bus.app_id}-router"} <= set(body["lag_by_group"]), body
