@@ -1,29 +1,14 @@
-"""`samband demo` end to end, as a user runs it: a subprocess against the session's broker."""
+"""`samband demo` end to end, as a user runs it: a subprocess against the session's broker (the run: conftest.py)."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 from agents.demo.systems import load_subscriptions
 
 SYSTEMS = [s.id for s in load_subscriptions()]
-
-
-@pytest.fixture(scope="module")
-def demo_run(kafka_bootstrap, tmp_path_factory):
-    """One small demo run: its exit code, its output, and the run directory it used."""
-    cwd = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "COLUMNS": "160"}
-    result = subprocess.run([sys.executable, "-m", "agents.cli", "demo", "--duration", "45", "--population", "20000"],
-                            cwd=cwd, env=env, capture_output=True, text=True, timeout=150)
-    [run_dir] = list((cwd / ".samband" / "demo").iterdir())
-    return result, run_dir
 
 
 def _summary_rows(output: str) -> dict[str, list[str]]:

@@ -1,0 +1,33 @@
+"""One demo run shared by the demo tests (tests/demo/test_demo_run.py, test_demo_log_scan.py): it takes minutes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+DEMO_POPULATION = 20_000
+DEMO_SEED = 0
+
+
+@pytest.fixture(scope="session")
+def demo_run(kafka_bootstrap, tmp_path_factory):
+    """One small demo run: its exit code and output, and the run directory it used (its logs are there)."""
+    cwd = tmp_path_factory.mktemp("demo")
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "COLUMNS": "160"}
+    result = subprocess.run([sys.executable, "-m", "agents.cli", "demo", "--duration", "45",
+                             "--population", str(DEMO_POPULATION), "--seed", str(DEMO_SEED)],
+                            cwd=cwd, env=env, capture_output=True, text=True, timeout=150)
+    [run_dir] = list((cwd / ".samband" / "demo").iterdir())
+    return result, run_dir
+
+
+@pytest.fixture(scope="session")
+def demo_feed():
+    """The generator's documents the demo run used: same population, seed and protection scale."""
+    from agents.demo.feed import DemoFeed
+    from agents.demo.run import PROTECTION_SCALE
+
+    return DemoFeed(DEMO_POPULATION, DEMO_SEED, PROTECTION_SCALE)
