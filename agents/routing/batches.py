@@ -18,6 +18,11 @@ Observability, per batch (not per event, to keep the hot path cheap): `metrics.e
 records handled, `metrics.event_out` per output topic once the outputs are acknowledged.
 `running()` lists the batch consumers started in this process, for /readyz and the lag gauge.
 
+A subclass may take records in and write in cycles of its own (the delivery stage applies
+attempt outcomes as they come back): it overrides `on_batch` and runs `_process` with no new
+records when it has something to write; `committable(done)` may commit less than the records
+read, e.g. only below the oldest delivery still in flight.
+
 Rebalances: revoking waits for the batch in progress (it holds the lock), so a batch is never
 committed by a worker that lost the partition. On assignment the state of partitions that
 were not already held is recovered from the changelogs before any of their records is
@@ -107,11 +112,29 @@ class BatchService(Service, ConsumerRebalanceListener):
             await self.consumer.start()
             while not self.should_stop:
                 batch = await self.consumer.getmany(timeout_ms=self.within_ms, max_records=self.batch_size)
-                if batch:
-                    async with self._lock:
-                        await self._process(batch)
+                await self.on_batch(batch)
         finally:
             self._finished.set()
+
+    async def on_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Handle, write and commit the batch before the next `getmany()`."""
+        if batch:
+            async with self._lock:
+                await self._process(batch)
+
+    def held_records(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> tuple[list[ConsumerRecord], dict[TopicPartition, int]]:
+        """The records of partitions whose state is current, and the next offset of each; the
+        records of a partition still recovering are sought back, to be read again."""
+        held: list[ConsumerRecord] = []
+        done: dict[TopicPartition, int] = {}
+        for tp, records in batch.items():
+            if tp.partition not in self.held:  # still recovering, or no longer ours
+                if tp in self.consumer.assignment():
+                    self.consumer.seek(tp, records[0].offset)
+                continue
+            held += records
+            done[tp] = records[-1].offset + 1
+        return held, done
 
     async def on_stop(self) -> None:
         if self in _running:
@@ -124,15 +147,7 @@ class BatchService(Service, ConsumerRebalanceListener):
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         outputs: list[Output] = []
-        held: list[ConsumerRecord] = []
-        done: dict[TopicPartition, int] = {}
-        for tp, records in batch.items():
-            if tp.partition not in self.held:  # still recovering, or no longer ours
-                if tp in self.consumer.assignment():
-                    self.consumer.seek(tp, records[0].offset)
-                continue
-            held += records
-            done[tp] = records[-1].offset + 1
+        held, done = self.held_records(batch)
         self.logic.handle_batch(held, outputs)
         send = self.producer.send
         futures = [await send(topic, value, key=key, headers=headers) for topic, key, value, headers in outputs]
@@ -144,11 +159,16 @@ class BatchService(Service, ConsumerRebalanceListener):
         self.logic.end_batch()
         futures = [f for state in self.logic.states for f in await state.flush(self.producer)]
         await asyncio.gather(*futures)
-        if done:
+        commit = self.committable(done)
+        if commit:
             try:
-                await self.consumer.commit(done)
+                await self.consumer.commit(commit)
             except CommitFailedError:  # the group moved on: the new owner re-reads the batch
                 log.warning("batch_commit_failed", group=self.group)
+
+    def committable(self, done: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """The offsets to commit after a cycle, given the next offset of each partition just handled."""
+        return done
 
     def assigned(self) -> set[TopicPartition] | None:
         """This consumer's partitions of its source topic; None until its consumer has started."""
