@@ -6,9 +6,11 @@ Read, all topics prefixed with the app id:
 - `-subscriptions`: the subscriptions; `delivery.paused`; delivery settings the delivery stage
   cannot use (agents/delivery/target.py refuses them) make the subscription `disabled`;
 - `-delivery-status`: verification, and `disabled_reason` after a 410 Gone;
-- `-delivery-pending-changelog` (the delivery agent's table): per (subscription, person) the
-  queue whose head alone is in flight; the **retry backlog** is every queued delivery behind a
-  head that has failed at least once (the head included), so it grows while a subscriber fails;
+- `-delivery-pending` (agents/delivery/queues.py): per (subscription, person) the queues that
+  wait (subscription not active) or are being retried; a queue whose head goes out at once is
+  not stored, so `pending` counts deliveries held back, not those in flight. The **retry
+  backlog** is every queued delivery behind a head that has failed at least once (the head
+  included), so it grows while a subscriber fails;
 - `-delivery-outcomes` of the last `OUTCOME_WINDOW` seconds: the failed attempts since the last
   successful one (`consecutive_failures`) and since when (`failing_since`);
 - `-delivery-ledger`: the last successful delivery, and dead letters not delivered since;
@@ -49,7 +51,7 @@ class SubscriptionHealth:
     verified: bool = False
     last_delivered: str | None = None  # ISO 8601 UTC of the last successful delivery
     retry_backlog: int = 0
-    pending: int = 0  # every delivery not yet done
+    pending: int = 0  # deliveries held back: waiting for the subscription or behind a retried head
     consecutive_failures: int = 0
     failing_since: str | None = None
     dead_letters: int = 0  # delivery dead letters in the dead-letter topic
@@ -129,7 +131,7 @@ async def _gather(bootstrap: str, app_id: str, now: float) -> _Gathered:
     subs, status, pending, ledger, dead, attempts = await asyncio.gather(
         _latest(bootstrap, topics.subscriptions),
         _latest(bootstrap, topics.status),
-        _latest(bootstrap, f"{app_id}-delivery-pending-changelog"),
+        _latest(bootstrap, topics.pending),
         _latest(bootstrap, topics.ledger),
         dead_letters(),
         outcomes(),
@@ -137,7 +139,7 @@ async def _gather(bootstrap: str, app_id: str, now: float) -> _Gathered:
     return _Gathered(
         subscriptions={k.decode(): json.loads(v) for k, v in subs.items()},
         status={k.decode(): json.loads(v) for k, v in status.items()},
-        pending={json.loads(k): json.loads(v).get("queue", []) for k, v in pending.items()},  # Faust's JSON keys
+        pending={k.decode(): json.loads(v)["queue"] for k, v in pending.items()},
         ledger={k: json.loads(v) for k, v in ledger.items()},
         dead_letters=dead,
         outcomes=attempts,

@@ -113,7 +113,8 @@ async def _attempts(bootstrap: str, topic: str, event_id: str) -> dict[str, list
         key = outcome.get("idempotency_key", "")
         sub = subscription_of(record.key.decode())
         if key == f"{prefix}{sub}":
-            found[sub].append(Attempt(_iso_ms(record.timestamp), outcome["status"], outcome.get("reason"), outcome.get("http_status")))
+            at = outcome.get("at", record.timestamp)  # the attempt's own time (epoch ms), else when it was written
+            found[sub].append(Attempt(_iso_ms(at), outcome["status"], outcome.get("reason"), outcome.get("http_status")))
     for attempts in found.values():
         attempts.sort(key=lambda a: a.at)
     return found

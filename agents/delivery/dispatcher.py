@@ -4,11 +4,12 @@ One `Lane` per active subscription: its own sink (a webhook sink with its own ke
 pool, or a Kafka sink writing to the subscriber's topic), its own queue and
 `max_concurrency` workers. A slow or failing subscriber fills only its own lane, so no
 other subscriber waits for it (no head-of-line blocking). Everything here can be rebuilt
-from Kafka: the heads come from the `delivery-pending` table, subscriptions and their
-verification status from their compacted topics.
+from Kafka: the heads come from the delivery records and the pending topic (agents/delivery/queues.py),
+subscriptions and their verification status from their compacted topics.
 
 Only the head of a (subscription, person) queue is ever offered; the next is offered when
-the agent has applied the head's outcome. That gives per-person order, retries included.
+the head's outcome has been applied (`Report`, in this process: agents/delivery/queues.py).
+That gives per-person order, retries included.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from connectors.webhook.sink import WebhookSink
 
 log = structlog.get_logger(__name__)
 
-Report = Callable[[str, dict, Outcome], Awaitable[None]]  # (queue key, entry, outcome)
+Report = Callable[[str, dict, Outcome], None]  # (queue key, entry, outcome)
 SaveStatus = Callable[[str, dict], Awaitable[None]]  # (subscription, status record)
 
 
@@ -66,7 +67,7 @@ class Lane:
             if getattr(outcome, "retry_after", None):
                 self.hold_until = max(self.hold_until, time.time() + outcome.retry_after)
             try:
-                await self._report(key, entry, outcome)
+                self._report(key, entry, outcome)
             except Exception:  # the head stays pending and is offered again after a restart
                 log.exception("delivery.report_failed", idempotency_key=entry["key"])
 
@@ -90,6 +91,7 @@ class Dispatcher:
         self._tokens = itertools.count()
         self._lanes: dict[str, Lane] = {}
         self._verifying: dict[str, asyncio.Task] = {}
+        self._background: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
 
     # --- pending heads ------------------------------------------------------------------
@@ -158,14 +160,22 @@ class Dispatcher:
         self.status[sub] = status or {}
         await self._refresh(sub, lane_changed=False)
 
-    async def disable(self, sub: str, reason: str) -> None:
+    def disable(self, sub: str, reason: str) -> None:
+        """At once no head of `sub` goes out any more; the status is saved and the lane closed in the
+        background (the caller may be one of the lane's own workers)."""
         target = self.targets.get(sub)
         if target is None:
             return
         status = {"fingerprint": target.fingerprint, "verified": True, "disabled_reason": reason, "at": time.time()}
         log.warning("delivery.subscription_disabled", subscription=sub, reason=reason)
+        self.status[sub] = status
+        task = asyncio.get_running_loop().create_task(self._save_disabled(sub, status))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _save_disabled(self, sub: str, status: dict) -> None:
         await self._save_status(sub, status)
-        await self.set_status(sub, status)
+        await self._refresh(sub, lane_changed=False)
 
     async def _refresh(self, sub: str, lane_changed: bool) -> None:
         target = self.targets.get(sub)

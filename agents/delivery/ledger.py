@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import orjson
+
 from agents.delivery.topic_reader import read_topic
 
 
@@ -20,7 +22,7 @@ def ledger_key(event_id: str, subscription: str) -> bytes:
 
 
 def ledger_record(event_id: str, subscription: str, status: str, attempts: int, reason: str | None = None, http_status: int | None = None) -> bytes:
-    return json.dumps(
+    return orjson.dumps(
         {
             "event_id": event_id,
             "subscription": subscription,
@@ -30,7 +32,7 @@ def ledger_record(event_id: str, subscription: str, status: str, attempts: int, 
             "http_status": http_status,
             "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
         }
-    ).encode()
+    )
 
 
 async def ledger_for_event(bootstrap: str, topic: str, event_id: str, timeout: float = 30.0) -> dict[str, dict]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 
 from pydantic import ValidationError
 
@@ -40,7 +41,7 @@ class Target:
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     paused: bool = False
 
-    @property
+    @cached_property  # asked for every delivery (Dispatcher.is_active)
     def fingerprint(self) -> str:
         """Identifies the endpoint and its secrets: a change means a new verification handshake."""
         if isinstance(self.sink, KafkaSinkConfig):

@@ -1,0 +1,252 @@
+"""The delivery stage's batch logic: per-(subscription, person) queues, outcomes applied in process.
+
+Run by `DeliveryService` (agents/delivery/agent.py), a `BatchService` reading `samband-deliveries`
+with `getmany()`. Each queue key `<subscription>/<person>` has an ordered queue whose head alone
+is in flight (pending.py holds the rules); the dispatcher sends heads through the subscription's
+lane and calls `apply` with each attempt's outcome, in this process.
+
+A queue is either
+- *in memory*: its head went out at once and nothing has failed. Its records stay open
+  (offsets.py), so the input offset is not committed past them; a crash reads them again.
+- *stored*: it must wait (the subscription is not active: unverified, paused, disabled or
+  unknown) or its head is being retried. The queue, with the offset of the last record it
+  took (`seen`), is in the compacted topic `<app id>-delivery-pending` (one partition per
+  input partition), and its records are settled once that write is acknowledged.
+
+The common case, a head delivered at the first attempt, writes no pending state: one attempt
+record (`samband-delivery-outcomes`, the attempt log read by status and trace) and one ledger
+entry, both batched. Records are taken in as they are fetched (`accept`); everything they and
+`apply` decide is queued and written in the next write cycle (`handle_batch`): outputs first,
+then the pending state, then the commit (`committable`), so no state or commit ever gets ahead
+of a ledger entry or dead letter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import orjson
+import structlog
+from aiokafka import ConsumerRecord
+
+from agents import metrics, tracing
+from agents.delivery import pending
+from agents.delivery.dispatcher import Dispatcher, subscription_of
+from agents.delivery.ledger import ledger_key, ledger_record
+from agents.delivery.offsets import OpenOffsets
+from agents.delivery.topics import DeliveryTopics
+from agents.routing.batches import Output
+from agents.routing.state import PartitionedState
+from connectors.api import Outcome
+from connectors.dead_letters import DeadLetter
+
+log = structlog.get_logger(__name__)
+
+# Headers of a delivery record worth keeping with the pending entry (and in its dead letter).
+KEPT_HEADERS = ("traceparent", "samband-source", "samband-ingested-at")
+
+_METRIC_OUTCOME = {pending.DELIVERED: "delivered", pending.DEAD: "dead_lettered", pending.RETRY: "retry", pending.HOLD: "rejected"}
+
+
+class DeliveryQueues:
+    def __init__(self, topics: DeliveryTopics, dispatcher: Dispatcher, clock: Callable[[], float] = time.time):
+        self.topics = topics
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.stored = PartitionedState(topics.pending, {"cleanup.policy": "compact"})
+        self.states = [self.stored]
+        self.queues: dict[str, list[dict]] = {}  # queue key -> queue, in memory or stored
+        self.seen: dict[str, int] = {}  # stored queue key -> offset of the last record it took
+        self.offsets = OpenOffsets()
+        self.owned: set[int] = set()
+        self._outputs: list[Output] = []  # decided by `apply` since the last cycle
+        self._changed: dict[str, int] = {}  # stored queue key -> partition, to write in the next cycle
+        self._settled: list[tuple[int, int]] = []  # (partition, offset) durable once this cycle's writes are
+        self._flushing: list[tuple[int, int]] = []
+
+    # --- the batch service's cycle ------------------------------------------------------
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self._outputs or self._changed or self._settled)
+
+    def accept(self, records: list[ConsumerRecord]) -> None:
+        """Records in, at once: a head whose subscription is active is offered to its lane now;
+        what must be written waits for the next cycle."""
+        now = self.clock()
+        for record in records:
+            self._accept(record, now)
+
+    def handle_batch(self, records: list[ConsumerRecord], outputs: list[Output]) -> None:
+        """One cycle: `records`, then everything decided since the last cycle, as outputs and pending state."""
+        self.accept(records)
+        outputs += self._outputs
+        self._outputs = []
+        for key, partition in self._changed.items():
+            self._write(key, partition)
+        self._changed = {}
+        self._flushing, self._settled = self._settled, []
+
+    def end_batch(self) -> None:
+        pass
+
+    def committable(self) -> dict[int, int]:
+        """After this cycle's outputs and pending state are acknowledged: partition -> offset to commit."""
+        for partition, offset in self._flushing:
+            self.offsets.settle(partition, offset)
+        self._flushing = []
+        return {p: offset for p, offset in self.offsets.committable().items() if p in self.owned}
+
+    def recovered(self, partitions: set[int]) -> None:
+        pass  # the stored queues are taken up in `assigned`, for kept partitions too
+
+    def assigned(self, partitions: set[int]) -> None:
+        """The stored queues of `partitions` (just recovered or kept) go out again, each head at its due time."""
+        self.owned |= partitions
+        for partition in partitions:
+            for key, value in self.stored.partitions.get(partition, {}).items():
+                state = orjson.loads(value)
+                self.queues[key], self.seen[key] = state["queue"], state["seen"]
+                self.dispatcher.offer(key, state["queue"][0])
+
+    def revoked(self, partitions: set[int]) -> None:
+        """Forget the queues of `partitions`: their new owner reads their records from the last commit."""
+        self.owned -= partitions
+        for key in [k for k, queue in self.queues.items() if queue[0]["source"][1] in partitions]:
+            del self.queues[key]
+            self.seen.pop(key, None)
+            self._changed.pop(key, None)
+        self.offsets.drop(partitions)
+        self.dispatcher.drop_partitions(partitions)
+
+    # --- records in -----------------------------------------------------------------------
+
+    def _accept(self, record: ConsumerRecord, now: float) -> None:
+        key, partition, offset = record.key.decode(), record.partition, record.offset
+        self.offsets.read(partition, offset)
+        try:
+            idempotency_key = orjson.loads(record.value)["idempotency_key"]
+        except (ValueError, KeyError, TypeError):
+            dead = DeadLetter("delivery.malformed", "delivery record is not JSON with an idempotency_key", "deliver",
+                              record.topic, partition, offset, subscription_of(key))
+            self._outputs.append((self.topics.deadletter, record.key, record.value, dead.headers(list(record.headers or []))))
+            self._settled.append((partition, offset))
+            return
+        headers = [[k, v.decode()] for k, v in (record.headers or []) if k in KEPT_HEADERS]
+        entry = pending.new_entry(idempotency_key, record.value.decode(), headers, [record.topic, partition, offset], now)
+        queue = self.queues.get(key)
+        if queue is not None and key not in self.seen:
+            queue.append(entry)  # waits in memory behind its head; stays open
+            return
+        self._settled.append((partition, offset))
+        if queue is not None:  # stored: the record joins the stored queue, unless it took it before a restart
+            if offset > self.seen[key]:
+                queue.append(entry)
+                self.seen[key] = offset
+                self._changed[key] = partition
+            return
+        self.queues[key] = [entry]
+        if self.dispatcher.is_active(subscription_of(key)):
+            self._settled.pop()  # goes out at once; open until its outcome is durable
+        else:
+            self.seen[key] = offset  # must wait for its subscription: stored
+            self._changed[key] = partition
+        self.dispatcher.offer(key, entry)
+
+    def _write(self, key: str, partition: int) -> None:
+        if partition not in self.owned:
+            return
+        queue = self.queues.get(key)
+        if queue:
+            self.stored.set(partition, key, orjson.dumps({"queue": queue, "seen": self.seen[key]}))
+        else:
+            self.seen.pop(key, None)
+            self.stored.delete(partition, key)
+
+    # --- outcomes in ----------------------------------------------------------------------
+
+    def apply(self, key: str, entry: dict, outcome: Outcome) -> None:
+        """An attempt's outcome for the head `entry` of `key`'s queue (called by the dispatcher's lanes)."""
+        sub, partition = subscription_of(key), entry["source"][1]
+        if partition not in self.owned:
+            return  # the partition moved to another worker while the attempt ran
+        now = self.clock()
+        result = {
+            "idempotency_key": entry["key"],
+            "status": outcome.status,
+            "reason": outcome.reason,
+            "http_status": getattr(outcome, "http_status", None),  # webhook outcomes only
+            "retry_after": getattr(outcome, "retry_after", None),
+        }
+        target = self.dispatcher.targets.get(sub)
+        decision = pending.decide(self.queues.get(key) or [], result, target.retry_schedule if target else (), now)
+        if decision is None:
+            return  # not for the head: a duplicate attempt
+        attempt = {**result, "at": int(now * 1000)}  # when it was decided: it is written a moment later
+        self._outputs.append((self.topics.outcomes, key.encode(), orjson.dumps(attempt), []))
+        head, event_id = decision.entry, _event_id(decision.entry, sub)
+        metrics.delivery(sub, _METRIC_OUTCOME[decision.action])
+        if decision.action == pending.HOLD:
+            self.dispatcher.disable(sub, decision.reason)  # before the head is offered again
+        stored = key in self.seen
+        if decision.action in (pending.RETRY, pending.HOLD):
+            if not stored:  # the queue must wait: it is stored, and no longer holds the commit back
+                self.seen[key] = self.queues[key][-1]["source"][2]
+                self._settled += [(partition, e["source"][2]) for e in decision.queue]
+                stored = True
+        elif not stored:
+            self._settled.append((partition, head["source"][2]))
+        if stored:
+            self._changed[key] = partition
+        self._record(key, sub, event_id, decision, result, now)
+        if decision.queue:
+            self.queues[key] = decision.queue
+            self.dispatcher.offer(key, decision.queue[0])
+        else:
+            del self.queues[key]
+            self.dispatcher.done(key)
+
+    def _record(self, key: str, sub: str, event_id: str, decision: pending.Decision, result: dict, now: float) -> None:
+        """The ledger entry, dead letter, metrics and log line of a decision."""
+        head = decision.entry
+        logged = {"idempotency_key": head["key"], "attempts": head["attempts"], "reason": decision.reason}
+        if decision.action == pending.DELIVERED:
+            self._ledger(event_id, sub, "delivered", head, result)
+            if ingested_at := dict(head["headers"]).get("samband-ingested-at"):  # set by ingest (agents/ingest.py)
+                metrics.observe_end_to_end_latency(sub, max(0.0, now - float(ingested_at)))
+        elif decision.action == pending.DEAD:
+            self._dead_letter(key, sub, head, decision.reason, result)
+            self._ledger(event_id, sub, "dead_lettered", head, result, decision.reason)
+            log.warning("delivery.dead_lettered", **logged, **_context(event_id, sub, head))
+        elif decision.action == pending.HOLD:
+            self._ledger(event_id, sub, "held", head, result, decision.reason)
+        else:
+            log.info("delivery.retry", due_in=round(head["due"] - now, 3), **logged, **_context(event_id, sub, head))
+
+    def _ledger(self, event_id: str, sub: str, status: str, entry: dict, result: dict, reason: str | None = None) -> None:
+        value = ledger_record(event_id, sub, status, entry["attempts"], reason, result.get("http_status"))
+        self._outputs.append((self.topics.ledger, ledger_key(event_id, sub), value, []))
+
+    def _dead_letter(self, key: str, sub: str, entry: dict, reason: str, result: dict) -> None:
+        topic, partition, offset = entry["source"]
+        message = f"after {entry['attempts']} attempts; last: {result.get('reason') or result.get('http_status')}"
+        dead = DeadLetter(reason, message, "deliver", topic, partition, offset, sub)
+        original = [(k, v.encode()) for k, v in entry["headers"]]
+        self._outputs.append((self.topics.deadletter, key.encode(), entry["record"].encode(), dead.headers(original)))
+
+
+def _context(event_id: str, sub: str, entry: dict) -> dict:
+    """Log context of a delivery: ids and where its record was read, and its trace id (no personal data)."""
+    topic, partition, offset = entry["source"]
+    trace = tracing.parse(dict(entry["headers"]).get(tracing.HEADER, ""))
+    return {"event_id": event_id, "subscription": sub, "topic": topic, "partition": partition, "offset": offset,
+            "trace_id": trace.trace_id if trace else None}
+
+
+def _event_id(entry: dict, sub: str) -> str:
+    """The idempotency key is `<event id>.<subscription id>` (docs/architecture.md): no need to parse the record."""
+    suffix = f".{sub}"
+    if entry["key"].endswith(suffix):
+        return entry["key"][: -len(suffix)]
+    return orjson.loads(entry["record"])["event"]["id"]

@@ -1,0 +1,121 @@
+"""The delivery stage's batch logic without a broker: what is stored, what is written, what may be committed.
+
+The broker-facing behaviour (crash, order, isolation) is in the worker tests; these pin the
+rules that make the fast path cheap and safe: a head delivered at once writes no pending
+state, a failed head stores its queue, and the commit never passes a delivery still open.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiokafka import ConsumerRecord
+
+from agents.delivery.offsets import OpenOffsets
+from agents.delivery.queues import DeliveryQueues
+from agents.delivery.target import Target
+from agents.delivery.topics import delivery_topics
+from connectors.api import Outcome
+from connectors.webhook.config import WebhookConfig
+from delivery_fixtures import delivery, delivery_key
+
+TOPICS = delivery_topics("unit")
+PERSON = "a" * 32
+
+
+class Lanes:
+    """Stands in for the dispatcher: records which heads were offered."""
+
+    def __init__(self, active: bool = True):
+        self.active = active
+        self.offered: list[str] = []
+        self.targets = {"sub": Target("sub", WebhookConfig(url="http://127.0.0.1:1/hook", secret_ref="env:X"), (1.0, 2.0))}
+
+    def is_active(self, sub: str) -> bool:
+        return self.active
+
+    def offer(self, key: str, entry: dict) -> None:
+        self.offered.append(entry["key"])
+
+    def done(self, key: str) -> None:
+        pass
+
+    def drop_partitions(self, partitions: set[int]) -> None:
+        pass
+
+
+def _record(offset: int, event_id: str) -> ConsumerRecord:
+    value = delivery("sub", PERSON, event_id)
+    raw = json.dumps(value).encode()
+    return ConsumerRecord(TOPICS.deliveries, 0, offset, 0, 0, delivery_key(value), raw, None, 0, len(raw), [])
+
+
+def _queues(active: bool = True) -> tuple[DeliveryQueues, Lanes]:
+    lanes = Lanes(active)
+    queues = DeliveryQueues(TOPICS, lanes, clock=lambda: 1000.0)
+    queues.stored.partitions[0] = {}
+    queues.assigned({0})
+    return queues, lanes
+
+
+def _cycle(queues: DeliveryQueues, records: list[ConsumerRecord]) -> tuple[list, dict[int, int]]:
+    """One batch-service cycle: outputs, then the pending writes, then what may be committed."""
+    outputs: list = []
+    queues.handle_batch(records, outputs)
+    writes = list(queues.stored._pending)
+    queues.stored._pending.clear()
+    return [o[0] for o in outputs] + [("pending", w[1], w[2] is not None) for w in writes], queues.committable()
+
+
+KEY = f"sub/{PERSON}"
+
+
+def test_a_head_delivered_at_once_writes_no_pending_state_and_commits_after_its_ledger_entry():
+    queues, lanes = _queues()
+    written, commit = _cycle(queues, [_record(0, "e0"), _record(1, "e1")])
+    assert (written, lanes.offered) == ([], ["e0.sub"])  # only the head goes out
+    assert commit.get(0, 0) == 0  # both stay open
+    queues.apply(KEY, queues.queues[KEY][0], Outcome.delivered())
+    written, commit = _cycle(queues, [])
+    assert written == [TOPICS.outcomes, TOPICS.ledger]
+    assert commit == {0: 1}  # below e1, still open
+    assert lanes.offered == ["e0.sub", "e1.sub"]
+
+
+def test_a_failed_head_stores_its_queue_and_no_longer_holds_the_commit_back():
+    queues, lanes = _queues()
+    _cycle(queues, [_record(0, "e0"), _record(1, "e1")])
+    queues.apply(KEY, queues.queues[KEY][0], Outcome.retry("http.5xx"))
+    written, commit = _cycle(queues, [])
+    assert written == [TOPICS.outcomes, ("pending", KEY, True)]
+    assert commit == {0: 2}
+    stored = json.loads(queues.stored.get(0, KEY))
+    assert ([e["key"] for e in stored["queue"]], stored["queue"][0]["due"], stored["seen"]) == (["e0.sub", "e1.sub"], 1001.0, 1)
+    # The retry succeeds: the stored queue shrinks, and goes once empty.
+    queues.apply(KEY, queues.queues[KEY][0], Outcome.delivered())
+    queues.apply(KEY, queues.queues[KEY][0], Outcome.delivered())
+    written, _ = _cycle(queues, [])
+    assert written == [TOPICS.outcomes, TOPICS.ledger] * 2 + [("pending", KEY, False)]
+
+
+def test_records_of_an_inactive_subscription_are_stored_and_a_record_read_again_is_not_queued_twice():
+    queues, _ = _queues(active=False)
+    written, commit = _cycle(queues, [_record(0, "e0"), _record(1, "e1")])
+    assert (written, commit) == ([("pending", KEY, True)], {0: 2})
+    _cycle(queues, [_record(1, "e1")])  # read again after a restart
+    assert [e["key"] for e in queues.queues[KEY]] == ["e0.sub", "e1.sub"]
+
+
+def test_the_commit_point_is_the_oldest_open_offset():
+    offsets = OpenOffsets()
+    for offset in range(5):
+        offsets.read(0, offset)
+    offsets.settle(0, 0)
+    offsets.settle(0, 2)
+    assert offsets.committable() == {0: 1}
+    offsets.settle(0, 1)
+    assert offsets.committable() == {0: 3}
+    assert offsets.committable() == {}  # unchanged: nothing to commit
+    offsets.settle(0, 3)
+    offsets.settle(0, 4)
+    assert offsets.committable() == {0: 5}
