@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     # Operators (OS user names, comma separated) allowed to `samband dlq show --reveal`, which
     # prints a dead letter's personal data; every reveal is logged. Empty: nobody.
     dlq_reveal_operators: str = ""
+    # Alerts to a failing subscription's contact (at most one a day each): by e-mail when
+    # alert_smtp_host is set, else by POST to alert_webhook_url when set, else none.
+    alert_smtp_host: str = ""
+    alert_smtp_port: int = Field(25, ge=1, le=65535)
+    alert_from: str = "samband@localhost"
+    alert_webhook_url: str = ""
+    # How often the leader worker looks for failing subscriptions.
+    alert_check_interval_s: float = Field(60.0, gt=0)
 
 
 def _env_name(loc: tuple) -> str:

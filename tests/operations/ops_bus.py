@@ -27,7 +27,7 @@ READ_ONLY_TOKEN = "test-token-read"
 
 
 @asynccontextmanager
-async def operations_bus(bootstrap: str, tmp: Path):
+async def operations_bus(bootstrap: str, tmp: Path, extra_env: dict[str, str] | None = None):
     """A started DeliveryBus whose worker also ingests and routes, with a dlq:replay token; stopped on exit."""
     app_id = unique_name("ops")
     env = {
@@ -39,6 +39,7 @@ async def operations_bus(bootstrap: str, tmp: Path):
         "SAMBAND_LOG_FORMAT": "json",
         "SAMBAND_PSEUDONYM_KEY": PSEUDONYM_KEY,
         "SAMBAND_API_TOKENS": f"{REPLAY_TOKEN}=dlq:replay+subscriptions:read,{READ_ONLY_TOKEN}=subscriptions:read",
+        **(extra_env or {}),
     }
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiosmtpd.controller import Controller
 
 from agents.alerts.alerter import Alerter
 from agents.alerts.ledger import AlertLedger, alerts_topic
 from agents.alerts.notifiers import Alert, NotificationFailed, SmtpNotifier, WebhookNotifier
 from agents.alerts.policy import DeliveryHealth, FailingThresholds, is_failing, may_notify
-from support import free_port
 from kafka_io import read_to_end
 
 FAILING = DeliveryHealth(consecutive_failures=8, oldest_pending_age_seconds=5400, last_reason="http.503")
@@ -58,24 +55,6 @@ async def app_id(kafka_bootstrap):
         await admin.close()
 
 
-class MailBox:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp_server():
-    mailbox = MailBox()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        yield controller, mailbox
-    finally:
-        controller.stop()
 
 
 async def test_failing_subscription_mails_its_contact_once_a_day_also_after_a_restart(kafka_bootstrap, smtp_server, app_id):
