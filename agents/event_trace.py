@@ -3,9 +3,10 @@
     trace = await trace_event(bootstrap, app_id, event_id)   # EventTrace; trace.found is False if never seen
 
 Read, all topics prefixed with the app id: `-ingest-seen-ids` (when ingest first saw the id),
-`-router-records` (which subscriptions the router sent it to), `-delivery-outcomes` (every
-attempt), `-delivery-ledger` (what became of each delivery) and `-deadletter`. Only ids,
-times, counts, reason codes and HTTP statuses: never the event's data (no personal data).
+`-router-records` (which subscriptions the router sent it to; with `-deliveries`, when),
+`-delivery-outcomes` (every attempt), `-delivery-ledger` (what became of each delivery) and
+`-deadletter`. Only ids, times, counts, reason codes and HTTP statuses: never the event's
+data (no personal data).
 A scan of whole topics: an operator's tool, not a hot path.
 """
 
@@ -96,11 +97,21 @@ async def _ingested(bootstrap: str, app_id: str, event_id: str) -> str | None:
 
 
 async def _routed(bootstrap: str, app_id: str, event_id: str) -> tuple[str | None, list[str] | None]:
+    """When the event was routed, and to whom. The router writes its routing record just after
+    the deliveries are acknowledged, and a delivery may already be done by then: the time is that
+    of the first delivery record when there is one."""
     wanted, found = event_id.encode(), (None, None)
     async for record in read_topic(bootstrap, f"{app_id}-router-records"):
         if record.key == wanted and record.value is not None and found[0] is None:
-            found = (_iso_ms(record.timestamp), sorted(json.loads(record.value)))
-    return found
+            found = (record.timestamp, sorted(json.loads(record.value)))
+    if found[0] is None:
+        return found
+    prefix = f"{event_id}."
+    async for record in read_topic(bootstrap, f"{app_id}-deliveries"):
+        if record.value is not None and wanted in record.value and record.timestamp < found[0]:
+            if json.loads(record.value).get("idempotency_key", "").startswith(prefix):
+                found = (record.timestamp, found[1])
+    return _iso_ms(found[0]), found[1]
 
 
 async def _attempts(bootstrap: str, topic: str, event_id: str) -> dict[str, list[Attempt]]:

@@ -100,8 +100,20 @@ class Dispatcher:
         """`entry` is now the head of `key`'s queue; it goes out at entry["due"]."""
         token = next(self._tokens)
         self.heads[key] = (entry, token)
-        heapq.heappush(self._heap, (entry["due"], token, key))
-        self._wake.set()
+        if entry["due"] <= time.time():
+            self._release(key, entry)  # due now: no trip through the heap
+        else:
+            heapq.heappush(self._heap, (entry["due"], token, key))
+            self._wake.set()
+
+    def _release(self, key: str, entry: dict) -> None:
+        """A due head goes to its subscription's lane, or waits for the subscription to be active."""
+        sub = subscription_of(key)
+        lane = self._lanes.get(sub) if self.is_active(sub) else None
+        if lane is None:
+            self._waiting[sub].add(key)
+        else:
+            lane.queue.put_nowait((key, entry))
 
     def done(self, key: str) -> None:
         """`key`'s queue is empty."""
@@ -120,12 +132,7 @@ class Dispatcher:
                 head = self.heads.get(key)
                 if head is None or head[1] != token:
                     continue  # superseded by a later offer
-                sub = subscription_of(key)
-                lane = self._lanes.get(sub) if self.is_active(sub) else None
-                if lane is None:
-                    self._waiting[sub].add(key)
-                else:
-                    lane.queue.put_nowait((key, head[0]))
+                self._release(key, head[0])
             self._wake.clear()
             timeout = self._heap[0][0] - now if self._heap else None
             try:
