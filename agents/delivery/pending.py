@@ -1,10 +1,10 @@
 """What is pending for one (subscription, person): an ordered queue whose head alone is in flight.
 
-Pure functions over the queue stored in the `delivery-pending` table, so the order and
-retry rules are testable without Kafka. The table value per (subscription, person) is
-`{"queue": [entry, ...], "seen": offset}`: `seen` is the offset of the last delivery record
-accepted, so a record read again after a crash (offsets not yet committed) is not delivered
-a second time after later ones. An entry:
+Pure functions over a queue (agents/delivery/queues.py keeps them), so the order and retry
+rules are testable without Kafka. A queue that waits or is retried is stored in the topic
+`<app id>-delivery-pending` as `{"queue": [entry, ...], "seen": offset}`: `seen` is the offset
+of the last delivery record it took, so a record read again after a crash (offsets not yet
+committed) is not delivered a second time after later ones. An entry:
 
     {"key": idempotency key, "record": delivery JSON text, "headers": [[name, value], ...],
      "attempts": attempts so far, "due": epoch seconds of the next attempt,
