@@ -26,11 +26,10 @@ import asyncio
 import json
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 
 from agents.alerts.policy import DeliveryHealth, is_failing
 from agents.delivery.dispatcher import subscription_of
@@ -75,32 +74,6 @@ class _Gathered:
     outcomes: list[ConsumerRecord] = field(default_factory=list)
 
 
-async def read_since(bootstrap: str, topic: str, since: float, timeout: float = 30.0) -> AsyncIterator[ConsumerRecord]:
-    """Records of `topic` written at or after epoch second `since`, up to the end at the call."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        async with asyncio.timeout(timeout):
-            partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                await consumer._client.force_metadata_update()
-                partitions = consumer.partitions_for_topic(topic) or set()
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            if not tps:
-                return
-            consumer.assign(tps)
-            end = await consumer.end_offsets(tps)
-            found = await consumer.offsets_for_times({tp: int(since * 1000) for tp in tps})
-            for tp in tps:
-                consumer.seek(tp, found[tp].offset if found[tp] is not None else end[tp])
-            while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for record in records:
-                        yield record
-    finally:
-        await consumer.stop()
-
-
 async def _latest(bootstrap: str, topic: str) -> dict[bytes, bytes]:
     """Last value per key of a compacted topic; tombstones remove the key."""
     latest: dict[bytes, bytes] = {}
@@ -126,7 +99,7 @@ async def _gather(bootstrap: str, app_id: str, now: float) -> _Gathered:
         return found
 
     async def outcomes() -> list[ConsumerRecord]:
-        return [r async for r in read_since(bootstrap, topics.outcomes, now - OUTCOME_WINDOW) if r.key is not None]
+        return [r async for r in read_topic(bootstrap, topics.outcomes, since=now - OUTCOME_WINDOW) if r.key is not None]
 
     subs, status, pending, ledger, dead, attempts = await asyncio.gather(
         _latest(bootstrap, topics.subscriptions),

@@ -8,8 +8,13 @@ from collections.abc import AsyncIterator
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 
-async def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> AsyncIterator[ConsumerRecord]:
-    """Every record in `topic` up to its end offsets at the time of the call; none if it does not exist."""
+async def read_topic(
+    bootstrap: str, topic: str, timeout: float = 30.0, since: float | None = None
+) -> AsyncIterator[ConsumerRecord]:
+    """Every record in `topic` up to its end offsets at the time of the call; none if it does not exist.
+
+    With `since` (epoch seconds), only the records written at or after that time.
+    """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -22,8 +27,14 @@ async def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> Async
             if not tps:
                 return
             consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
+            if since is None:
+                await consumer.seek_to_beginning(*tps)
+                end = await consumer.end_offsets(tps)
+            else:
+                end = await consumer.end_offsets(tps)
+                found = await consumer.offsets_for_times({tp: int(since * 1000) for tp in tps})
+                for tp in tps:
+                    consumer.seek(tp, found[tp].offset if found[tp] is not None else end[tp])
             while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     for record in records:
