@@ -76,10 +76,11 @@ async def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list
     try:
         async with asyncio.timeout(timeout):
             await consumer.start()
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-            if not partitions:
+            # A topic created a moment ago may take a few metadata rounds to show its partitions.
+            while not (found := consumer.partitions_for_topic(topic)):
                 await consumer._client.force_metadata_update()
-                partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+                await asyncio.sleep(0.1)  # poll interval; the timeout above bounds the wait
+            partitions = [TopicPartition(topic, p) for p in found]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             end = await consumer.end_offsets(partitions)
