@@ -8,7 +8,9 @@ seconds, and read timeouts are 0.5 s.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import statistics
 import time
 
 import pytest
@@ -21,6 +23,7 @@ from webhook_receiver import VALIDATION_TYPE, Receiver, Reply
 # so latency differences come from the bad subscribers, not from saturation.
 HEALTHY, PERSONS, ROUNDS = 17, 5, 10
 BAD_FOR = 10.0  # seconds the bad subscribers misbehave
+REPETITIONS = 3  # runs of each kind, alternating
 BAD_SETTINGS = {"retry_schedule": [0.5, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2], "read_timeout": 0.5, "connect_timeout": 0.5}
 
 
@@ -77,30 +80,37 @@ def _p99(values: list[float]) -> float:
 
 
 async def test_bad_subscribers_do_not_slow_the_healthy_ones_and_catch_up_in_order(bus):
-    baseline, receivers = await _run(bus, "base", {})
     bad = {"down": Reply(500), "slow": Reply(delay=3.0), "throttled": Reply(429, headers={"Retry-After": "1"})}
-    with_bad, more = await _run(bus, "bad", bad)
-    receivers.update(more)
+    # Runs alternate, and the median p99 of each kind is compared: one stall of the shared
+    # machine (a GC pause, the broker cleaning up another test's topics) hits one run only.
+    base_p99s, bad_p99s, receivers = [], [], {}
+    expected = PERSONS * ROUNDS
     try:
-        expected = PERSONS * ROUNDS
-        for kind in bad:
-            receiver = receivers[f"bad-{kind}"]
-            await bus.wait_for(receiver, lambda r=receiver: len(r.unique_ids) >= expected, 60, f"the {kind} subscriber caught up")
+        for repetition in range(REPETITIONS):
+            baseline, healthy = await _run(bus, f"base{repetition}", {})
+            with_bad, more = await _run(bus, f"bad{repetition}", bad)
+            receivers.update(healthy | more)
+            base_p99s.append(_p99(baseline))
+            bad_p99s.append(_p99(with_bad))
+            # The bad ones catch up before the next run without them starts.
+            for kind in bad:
+                receiver = receivers[f"bad{repetition}-{kind}"]
+                await bus.wait_for(receiver, lambda r=receiver: len(r.unique_ids) >= expected, 60, f"the {kind} subscriber caught up")
     finally:
         for receiver in receivers.values():
             await receiver.stop()
-    base_p99, bad_p99 = _p99(baseline), _p99(with_bad)
-    print(f"healthy p99: {base_p99 * 1000:.1f} ms alone, {bad_p99 * 1000:.1f} ms beside the bad ones")
+    base_p99, bad_p99 = statistics.median(base_p99s), statistics.median(bad_p99s)
+    print(f"healthy p99 (median of {REPETITIONS}): {base_p99 * 1000:.1f} ms alone, {bad_p99 * 1000:.1f} ms beside the bad ones")
     # 2x, with 50 ms of slack for scheduling noise on a shared 2-core machine at millisecond latencies.
-    assert bad_p99 <= max(2 * base_p99, base_p99 + 0.05)
-    for kind, reply in bad.items():
-        receiver = receivers[f"bad-{kind}"]
+    assert bad_p99 <= max(2 * base_p99, base_p99 + 0.05), (base_p99s, bad_p99s)
+    for repetition, (kind, reply) in itertools.product(range(REPETITIONS), bad.items()):
+        receiver = receivers[f"bad{repetition}-{kind}"]
         assert any(r.status == reply.status for r in receiver.received if reply.status != 204) or kind == "slow"
         # A subscriber that answers after our timeout may have taken the event anyway: it gets it
         # again with the same webhook-id, so first arrivals are what must be in order.
         assert_in_order_per_person(receiver.events(), PERSONS, ROUNDS, first_arrivals=True)
-    slow = receivers["bad-slow"]
-    assert len(slow.received) > len(slow.unique_ids)  # it did time out and was retried
+        if kind == "slow":
+            assert len(receiver.received) > len(receiver.unique_ids)  # it did time out and was retried
 
 
 async def test_subscriber_down_through_several_retries_gets_everything_in_order(bus):
