@@ -30,3 +30,12 @@ def create_app(settings: Settings) -> faust.App:
 
 
 app = create_app(get_settings())
+
+
+def batch_service_settings() -> dict:
+    """What every BatchService of the worker (ingest, route, deliver) takes from the settings."""
+    settings = get_settings()
+    return dict(
+        bootstrap=bootstrap_servers(settings), partitions=app.conf.topic_partitions, batch_size=settings.batch_size,
+        within=settings.batch_within_seconds, session_timeout=settings.broker_session_timeout,
+    )

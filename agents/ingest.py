@@ -33,8 +33,8 @@ import structlog
 from aiokafka import ConsumerRecord
 
 from agents import metrics, tracing
-from agents.app import app
-from agents.config import DEV_PSEUDONYM_KEY, bootstrap_servers, get_settings
+from agents.app import app, batch_service_settings
+from agents.config import DEV_PSEUDONYM_KEY, get_settings
 from agents.routing.batches import BatchService, Output
 from agents.routing.canonical import Canonicaliser, Rejected
 from agents.routing.protection import is_strict, scrub_address
@@ -131,10 +131,8 @@ class Ingest:
 class IngestService(BatchService):
     def __init__(self, **kwargs):
         super().__init__(
-            bootstrap=bootstrap_servers(), source=topics.ingest, group=f"{app.conf.id}-ingest",
-            outputs=[topics.events, topics.deadletter], partitions=app.conf.topic_partitions,
-            batch_size=settings.batch_size, within=settings.batch_within_seconds,
-            session_timeout=settings.broker_session_timeout, logic=_ingest, **kwargs,
+            **batch_service_settings(), source=topics.ingest, group=f"{app.conf.id}-ingest",
+            outputs=[topics.events, topics.deadletter], logic=_ingest, **kwargs,
         )
 
 

@@ -17,7 +17,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from agents import metrics
-from agents.app import app
+from agents.app import app, batch_service_settings
 from agents.config import bootstrap_servers, get_settings
 from agents.delivery.dispatcher import Dispatcher
 from agents.delivery.queues import DeliveryQueues
@@ -57,11 +57,9 @@ subscriptions_read = asyncio.Event()
 class DeliveryService(BatchService):
     def __init__(self, **kwargs):
         super().__init__(
-            bootstrap=bootstrap_servers(), source=topics.deliveries, group=f"{app.conf.id}-delivery",
-            outputs=[topics.outcomes, topics.ledger, topics.deadletter], partitions=app.conf.topic_partitions,
-            batch_size=settings.batch_size, within=settings.batch_within_seconds,
-            session_timeout=settings.broker_session_timeout, logic=lambda: queues,
-            ready=subscriptions_read.wait, **kwargs,
+            **batch_service_settings(), source=topics.deliveries, group=f"{app.conf.id}-delivery",
+            outputs=[topics.outcomes, topics.ledger, topics.deadletter],
+            logic=lambda: queues, ready=subscriptions_read.wait, **kwargs,
         )
 
     async def on_start(self) -> None:

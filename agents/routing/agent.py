@@ -26,7 +26,7 @@ import structlog
 from aiokafka import ConsumerRecord
 
 from agents import tracing
-from agents.app import app
+from agents.app import app, batch_service_settings
 from agents.config import bootstrap_servers, get_settings
 from agents.routing.batches import BatchService, Output
 from agents.routing.index import RoutingIndex
@@ -125,9 +125,6 @@ async def _subscriptions_read() -> None:
 class RouteService(BatchService):
     def __init__(self, **kwargs):
         super().__init__(
-            bootstrap=bootstrap_servers(), source=topics.events, group=f"{app.conf.id}-router",
-            outputs=[topics.deliveries, topics.deadletter], partitions=app.conf.topic_partitions,
-            batch_size=settings.batch_size, within=settings.batch_within_seconds,
-            session_timeout=settings.broker_session_timeout, logic=Route,
-            ready=_subscriptions_read, **kwargs,
+            **batch_service_settings(), source=topics.events, group=f"{app.conf.id}-router",
+            outputs=[topics.deliveries, topics.deadletter], logic=Route, ready=_subscriptions_read, **kwargs,
         )
