@@ -32,20 +32,9 @@ from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate as avro_validate
 
 from schemas.catalog import EVENTS_NAMESPACE, UNKNOWN_EVENT, catalog
+from schemas.cloudevents import ATTRIBUTES, EXTENSIONS
 from schemas.codec import Codec, WireFormatError, schema_id_of
 from schemas.validation import validate
-
-# CloudEvents extension attribute -> envelope field (extensions are lower case by the spec).
-_EXTENSIONS = {
-    "person": "person",
-    "kommunenummer": "kommunenummer",
-    "addressprotection": "addressProtection",
-    "changekind": "changeKind",
-    "correctseventid": "correctsEventId",
-    "sequencenumber": "sequenceNumber",
-    "correlationid": "correlationId",
-}
-_ATTRIBUTES = ("id", "source", "type", "specversion", "subject", "dataschema")
 
 
 class Rejected(ValueError):
@@ -156,8 +145,8 @@ class Canonicaliser:
         data = event.get("data")
         if not isinstance(data, dict):
             raise Rejected("cloudevent.invalid", "data must be a JSON object")
-        envelope = {name: event[name] for name in _ATTRIBUTES if name in event}
-        envelope.update({field: event[ext] for ext, field in _EXTENSIONS.items() if ext in event})
+        envelope = {name: event[name] for name in ATTRIBUTES if name in event}
+        envelope.update({field: event[ext] for ext, field in EXTENSIONS.items() if ext in event})
         envelope["time"] = _parse(datetime.fromisoformat, event.get("time"), "time")
         if envelope["time"].tzinfo is None:
             raise Rejected("json.field_type", "field time has no time zone")

@@ -19,19 +19,9 @@ from fastavro.validation import validate as avro_validate
 
 from connectors.http_ingest.problems import Problem, Refused
 from schemas.catalog import EVENTS_NAMESPACE, UNKNOWN_EVENT, catalog
+from schemas.cloudevents import ATTRIBUTES, EXTENSIONS
 from schemas.codec import Codec
 from schemas.validation import validate
-
-EXTENSIONS = {
-    "person": "person",
-    "kommunenummer": "kommunenummer",
-    "addressprotection": "addressProtection",
-    "changekind": "changeKind",
-    "correctseventid": "correctsEventId",
-    "sequencenumber": "sequenceNumber",
-    "correlationid": "correlationId",
-}
-ATTRIBUTES = ("id", "source", "type", "specversion", "subject", "dataschema")
 
 
 def _invalid(code: str, field: str, message: str) -> Refused:
