@@ -121,10 +121,18 @@ async def _subscriptions_read() -> None:
     log.info("router_ready", subscriptions=len(index))
 
 
+async def _subscriptions_current() -> None:
+    try:
+        await follower.sync()
+    except TimeoutError:  # the topic is slow to read: route under the set known, as a moment ago
+        log.warning("router_subscriptions_not_current", applied=follower.position)
+
+
 @app.service
 class RouteService(BatchService):
     def __init__(self, **kwargs):
         super().__init__(
             **batch_service_settings(), source=topics.events, group=f"{app.conf.id}-router",
-            outputs=[topics.deliveries, topics.deadletter], logic=Route, ready=_subscriptions_read, **kwargs,
+            outputs=[topics.deliveries, topics.deadletter], logic=Route, ready=_subscriptions_read,
+            before_batch=_subscriptions_current, **kwargs,
         )

@@ -4,6 +4,7 @@ Faust's stream path costs ~400 us per event here (docs/routing.md, Performance),
 topics are read with aiokafka's `getmany()` instead, by a `mode.Service` started with the app,
 in its own consumer group (`<app id>-ingest`, `<app id>-router`). Per batch:
 
+0. `before_batch()`, if given, is awaited (the router: its subscriptions are current);
 1. `logic.handle_batch(records, outputs)`, the records in offset order per partition;
 2. every output is queued on the producer without waiting, then all are awaited;
 3. the batch's state writes (`PartitionedState`) are sent and awaited;
@@ -74,13 +75,14 @@ class BatchLogic(Protocol):
 class BatchService(Service, ConsumerRebalanceListener):
     def __init__(self, *, bootstrap: str, source: str, group: str, outputs: list[str], partitions: int,
                  batch_size: int, within: float, session_timeout: float, logic: Callable[[], BatchLogic],
-                 ready: Callable[[], Awaitable[object]] | None = None, **kwargs):
+                 ready: Callable[[], Awaitable[object]] | None = None,
+                 before_batch: Callable[[], Awaitable[object]] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.bootstrap, self.source, self.group = bootstrap, source, group
         self.outputs, self.partition_count, self.batch_size = outputs, partitions, batch_size
         self.within_ms = int(within * 1000)  # the longest getmany() waits when nothing has arrived
         self.session_timeout_ms = int(session_timeout * 1000)
-        self.make_logic, self.ready = logic, ready
+        self.make_logic, self.ready, self.before_batch = logic, ready, before_batch
         self.logic: BatchLogic | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -119,6 +121,8 @@ class BatchService(Service, ConsumerRebalanceListener):
     async def on_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Handle, write and commit the batch before the next `getmany()`."""
         if batch:
+            if self.before_batch is not None:
+                await self.before_batch()
             async with self._lock:
                 await self._process(batch)
 

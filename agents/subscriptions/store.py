@@ -97,12 +97,14 @@ class SubscriptionFollower:
         self.caught_up = asyncio.Event()
         self.position = 0  # next offset to apply
         self._advanced = asyncio.Condition()
+        self._consumer: AIOKafkaConsumer | None = None
 
     async def run(self) -> None:
         await ensure_topic(self.bootstrap, self.topic)
         tp = TopicPartition(self.topic, 0)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=200)
         await consumer.start()
+        self._consumer = consumer
         try:
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
@@ -119,6 +121,7 @@ class SubscriptionFollower:
                 async with self._advanced:
                     self._advanced.notify_all()
         finally:
+            self._consumer = None
             await consumer.stop()
 
     def _apply(self, record) -> None:
@@ -139,3 +142,17 @@ class SubscriptionFollower:
         async with asyncio.timeout(timeout):
             async with self._advanced:
                 await self._advanced.wait_for(lambda: self.position > offset)
+
+    async def sync(self, timeout: float = 10.0) -> None:
+        """Wait until every change written to the topic before this call is applied here.
+
+        The router calls it before each batch: an event ingested after a subscription change
+        was acknowledged is routed under that change, not under the set of a moment before.
+        """
+        await self.caught_up.wait()
+        consumer, tp = self._consumer, TopicPartition(self.topic, 0)
+        if consumer is None:
+            return
+        end = (await consumer.end_offsets([tp]))[tp]
+        if end > self.position:
+            await self.wait_applied(end - 1, timeout)

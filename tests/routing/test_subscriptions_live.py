@@ -130,3 +130,34 @@ async def test_api_and_cli_changes_take_effect_within_seconds(kafka_bootstrap, b
     finally:
         flow.cancel()
         assert worker.stop() == 0, worker.log_tail()
+
+
+async def test_an_event_ingested_after_a_subscription_is_written_is_routed_under_it(kafka_bootstrap, bus, bus_env, tmp_path):
+    """No window between "subscription acknowledged" and "routed under it": the router reads the
+    subscriptions topic up to its end before each batch. Ten times, a new subscription is written
+    and an event for it ingested right after, while other events keep the router busy."""
+    from agents.subscriptions.store import write
+
+    worker = WorkerProcess(bus_env, tmp_path / "worker.log")
+    worker.start()
+
+    async def background_flow() -> None:
+        for n in range(10_000):
+            await produce(kafka_bootstrap, bus.ingest, [encode(_death(TRONDHEIM, n))])
+
+    flow = asyncio.create_task(background_flow())
+    expected: list[tuple[str, str]] = []
+    try:
+        await _wait_http(f"http://127.0.0.1:{bus_env['SAMBAND_WEB_PORT']}/openapi.json", worker)
+        async with TopicWatch(kafka_bootstrap, bus.deliveries) as out:
+            for n in range(10):
+                sub = subscription(f"ny-{n}", [BERGEN], ["Death"], {"Death": ["deathDate"]})
+                await write(kafka_bootstrap, bus.subscriptions, [(sub.id, sub.to_json())])
+                death = _death(BERGEN, 100 + n)
+                await produce(kafka_bootstrap, bus.ingest, [encode(death)])
+                expected.append((sub.id, death["envelope"]["id"]))
+            await out.wait_for(lambda _: all(delivered(out, s, e) for s, e in expected), 30,
+                               "each event routed to the subscription written just before it")
+    finally:
+        flow.cancel()
+        assert worker.stop() == 0, worker.log_tail()
