@@ -11,6 +11,7 @@ so a crash loses nothing; attempts in flight at a crash go out again with the sa
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 
 import structlog
@@ -65,6 +66,12 @@ class DeliveryService(BatchService):
     async def on_start(self) -> None:
         await ensure_topics(self.bootstrap, {topics.ledger: {"cleanup.policy": "compact"}}, self.partition_count)
         await super().on_start()
+
+    async def on_started(self) -> None:
+        # What start-up built (modules, the app) lives as long as the process. Frozen, it is no
+        # longer walked by full collections, which otherwise paused the loop 50-90 ms (the p99).
+        gc.collect()
+        gc.freeze()
 
     _writing: asyncio.Task | None = None
 
