@@ -40,6 +40,11 @@ UNUSUAL_TYPES = (ENDRING_I_STATSBORGERSKAP, ENDRING_I_OPPHOLD, FUTURE_TYPE)
 
 FEED_PAGE_SIZE = 1000
 
+API_PATH = "/folkeregisteret/offentlig-med-hjemmel/api/v1/hendelser"
+# Bulk event documents: the simulator's (or a proxy's) extension; the register serves them one by one.
+BULK_PATH = f"{API_PATH}/dokumenter"
+BULK_LIMIT = FEED_PAGE_SIZE  # ids per bulk request
+
 
 @dataclass(frozen=True)
 class EventDocument:

@@ -66,14 +66,35 @@ class FeedStore:
 
     def document(self, document_id: str) -> bytes | None:
         """One event document as JSON, or None for an unknown id."""
-        try:
-            seq = self._sequence_by_id.get(uuid.UUID(document_id).bytes)
-        except ValueError:
-            return None
+        seq = self._sequence(document_id)
         if seq is None:
             return None
         start, end = self._document_offsets[seq - 1], self._document_offsets[seq]
         return os.pread(self._documents.fileno(), end - start, start)[:-1]
+
+    def documents(self, document_ids: list[str]) -> list[bytes | None]:
+        """The event documents as JSON, in the order asked, None for an unknown id.
+
+        Ids of a feed page have consecutive sequence numbers: each run of them is one read.
+        """
+        seqs = [self._sequence(i) for i in document_ids]
+        found: dict[int, bytes] = {}
+        known = sorted({s for s in seqs if s is not None})
+        run_start = 0
+        for i in range(1, len(known) + 1):
+            if i == len(known) or known[i] != known[i - 1] + 1:
+                first, last = known[run_start], known[i - 1]
+                start, end = self._document_offsets[first - 1], self._document_offsets[last]
+                lines = os.pread(self._documents.fileno(), end - start, start).split(b"\n")
+                found.update(zip(range(first, last + 1), lines))
+                run_start = i
+        return [None if s is None else found[s] for s in seqs]
+
+    def _sequence(self, document_id: str) -> int | None:
+        try:
+            return self._sequence_by_id.get(uuid.UUID(document_id).bytes)
+        except ValueError:
+            return None
 
     def close(self) -> None:
         self._entries.close()

@@ -1,14 +1,19 @@
 """A local stand-in for Folkeregisteret's event feed API (docs/folkeregister-feed.md).
 
 Serves a FeedStore over HTTP with bearer-token auth, ETag/304, and deterministic fault
-injection (429 with Retry-After, 500, slow pages). `run_simulator` starts it for tests
-and demos; with `live` and `rate` the feed keeps growing while it runs.
+injection (429 with Retry-After, 500, slow pages and bulk requests). `run_simulator` starts
+it for tests and demos; with `live` and `rate` the feed keeps growing while it runs.
+
+`POST …/hendelser/dokumenter` (bulk documents) is this simulator's extension, not an API of
+the real register: a proxy in front of the register could offer it; `bulk=False` leaves it out.
+The bulk answer is JSON lines so that each document's bytes reach the client unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import random
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, suppress
@@ -17,10 +22,9 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from connectors.folkeregister.feed_format import EventDocument
+from connectors.folkeregister.feed_format import API_PATH, BULK_LIMIT, BULK_PATH, EventDocument
 from connectors.folkeregister.feed_store import FeedStore
 
-API_PATH = "/folkeregisteret/offentlig-med-hjemmel/api/v1/hendelser"
 FEED_PATH = f"{API_PATH}/feed"
 LATEST_PATH = f"{API_PATH}/siste/sekvensnummer"
 DOCUMENT_PATH = API_PATH + "/{dokumentid}"
@@ -35,7 +39,7 @@ class Faults:
 
     throttle_share: float = 0.0  # answered 429 with Retry-After
     error_share: float = 0.0  # answered 500
-    slow_share: float = 0.0  # feed pages delayed by slow_ms
+    slow_share: float = 0.0  # feed pages and bulk document requests delayed by slow_ms
     slow_ms: int = 0
     retry_after_s: int = 1
     seed: int = 0
@@ -55,6 +59,10 @@ class RunningSimulator:
     def latest_url(self) -> str:
         return self.base_url + LATEST_PATH
 
+    @property
+    def bulk_url(self) -> str:
+        return self.base_url + BULK_PATH
+
     def document_url(self, document_id: str) -> str:
         return f"{self.base_url}{API_PATH}/{document_id}"
 
@@ -63,7 +71,9 @@ class RunningSimulator:
         return self.store.extend(documents)
 
 
-def create_app(store: FeedStore, *, token: str = DEFAULT_TOKEN, faults: Faults = Faults()) -> web.Application:
+def create_app(
+    store: FeedStore, *, token: str = DEFAULT_TOKEN, faults: Faults = Faults(), bulk: bool = True
+) -> web.Application:
     draw = random.Random(faults.seed)
 
     @web.middleware
@@ -87,8 +97,7 @@ def create_app(store: FeedStore, *, token: str = DEFAULT_TOKEN, faults: Faults =
             return _json_error(400, "query parameter seq (an integer >= 1) is required")
         if seq < 1:
             return _json_error(400, "seq must be >= 1")
-        if faults.slow_ms and draw.random() < faults.slow_share:
-            await asyncio.sleep(faults.slow_ms / 1000)
+        await slow_down()
         body, count = store.page(seq)
         return _with_etag(request, f'"feed-{seq}-{count}"', body)
 
@@ -101,9 +110,29 @@ def create_app(store: FeedStore, *, token: str = DEFAULT_TOKEN, faults: Faults =
             return _json_error(404, "no such hendelsesdokument")
         return web.Response(body=body, content_type="application/json")
 
+    async def documents(request: web.Request) -> web.Response:
+        """A JSON array of ids -> JSON lines: each document unchanged, in order, `null` for an unknown id."""
+        try:
+            ids = json.loads(await request.read())
+        except ValueError:
+            ids = None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return _json_error(400, "body must be a JSON array of hendelsesdokument ids")
+        if len(ids) > BULK_LIMIT:
+            return _json_error(400, f"at most {BULK_LIMIT} ids per request")
+        await slow_down()
+        body = b"".join((b"null" if d is None else d) + b"\n" for d in store.documents(ids))
+        return web.Response(body=body, content_type="application/x-ndjson")
+
+    async def slow_down() -> None:
+        if faults.slow_ms and draw.random() < faults.slow_share:
+            await asyncio.sleep(faults.slow_ms / 1000)
+
     app = web.Application(middlewares=[guard])
     app.router.add_get(FEED_PATH, feed)
     app.router.add_get(LATEST_PATH, latest)
+    if bulk:
+        app.router.add_post(BULK_PATH, documents)
     app.router.add_get(DOCUMENT_PATH, document)
     return app
 
@@ -128,11 +157,15 @@ async def run_simulator(
     faults: Faults = Faults(),
     live: Iterator[EventDocument] | None = None,
     rate: float = 0.0,
+    bulk: bool = True,
 ) -> AsyncIterator[RunningSimulator]:
-    """Serve `events` (loaded into a store first); with `live` and `rate`, append rate events/s."""
+    """Serve `events` (loaded into a store first); with `live` and `rate`, append rate events/s.
+
+    `bulk=False` serves documents one by one only, as the real register does.
+    """
     store = FeedStore()
     store.extend(events)
-    runner = web.AppRunner(create_app(store, token=token, faults=faults), access_log=None)
+    runner = web.AppRunner(create_app(store, token=token, faults=faults, bulk=bulk), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -134,3 +134,61 @@ async def test_feed_grows_while_running_at_the_given_rate():
     assert [e["sekvensnummer"] for e in entries] == list(range(1, len(entries) + 1))
     assert entries[: len(initial)] == [d.feed_entry() for d in initial]
     assert entries[len(initial)]["hendelse"]["ajourholdstidspunkt"] >= "2024-02-01"
+
+
+async def test_bulk_documents_come_back_in_order_as_json_lines_with_null_for_unknown_ids(documents):
+    async with run_simulator(documents[:50], token=TOKEN) as sim, aiohttp.ClientSession(headers=auth()) as http:
+        ids = [documents[i].hendelsesdokument for i in (17, 3, 4, 5, 49)]
+        asked = [*ids[:2], "00000000-0000-4000-8000-000000000000", *ids[2:], "not-a-uuid", ids[0]]
+        async with http.post(sim.bulk_url, json=asked) as response:
+            assert response.status == 200 and response.content_type == "application/x-ndjson"
+            lines = (await response.read()).split(b"\n")
+        assert lines.pop() == b""  # every line ends with a newline
+        singles = []
+        for document_id in ids:
+            async with http.get(sim.document_url(document_id)) as response:
+                singles.append(await response.read())
+        assert lines == [singles[0], singles[1], b"null", *singles[2:], b"null", singles[0]]  # the same bytes
+        async with http.post(sim.bulk_url, json=[]) as response:
+            assert response.status == 200 and await response.read() == b""
+        async with http.post(sim.bulk_url, json=ids, headers=auth("wrong")) as response:
+            assert response.status == 401
+
+
+async def test_bulk_requests_with_too_many_ids_or_a_bad_body_are_400(documents):
+    async with run_simulator(documents[:5], token=TOKEN) as sim, aiohttp.ClientSession(headers=auth()) as http:
+        async with http.post(sim.bulk_url, json=[documents[0].hendelsesdokument] * 1000) as response:
+            assert response.status == 200 and len((await response.read()).splitlines()) == 1000
+        for body in ([documents[0].hendelsesdokument] * 1001, {"ids": []}, [1, 2], "x"):
+            async with http.post(sim.bulk_url, json=body) as response:
+                assert response.status == 400
+                assert (await response.json())["status"] == 400
+        async with http.post(sim.bulk_url, data=b"[not json") as response:
+            assert response.status == 400
+
+
+async def test_faults_apply_to_bulk_requests(documents):
+    ids = [d.hendelsesdokument for d in documents[:5]]
+    faults = Faults(throttle_share=0.2, error_share=0.2, retry_after_s=2, seed=5)
+    async with run_simulator(documents[:5], token=TOKEN, faults=faults) as sim, aiohttp.ClientSession(headers=auth()) as http:
+        seen = []
+        for _ in range(60):
+            async with http.post(sim.bulk_url, json=ids) as response:
+                seen.append(response.status)
+                if response.status == 429:
+                    assert response.headers["Retry-After"] == "2"
+    assert {200, 429, 500} == set(seen)
+    async with run_simulator(documents[:5], token=TOKEN, faults=Faults(slow_share=1.0, slow_ms=300)) as sim:
+        async with aiohttp.ClientSession(headers=auth()) as http:
+            started = time.monotonic()
+            async with http.post(sim.bulk_url, json=ids) as response:
+                assert response.status == 200
+            assert time.monotonic() - started >= 0.3
+
+
+async def test_without_bulk_the_simulator_serves_documents_one_by_one_only(documents):
+    async with run_simulator(documents[:5], token=TOKEN, bulk=False) as sim, aiohttp.ClientSession(headers=auth()) as http:
+        async with http.post(sim.bulk_url, json=[documents[0].hendelsesdokument]) as response:
+            assert response.status in (404, 405)
+        async with http.get(sim.document_url(documents[0].hendelsesdokument)) as response:
+            assert response.status == 200
