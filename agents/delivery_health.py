@@ -11,8 +11,8 @@ Read, all topics prefixed with the app id:
   not stored, so `pending` counts deliveries held back, not those in flight. The **retry
   backlog** is every queued delivery behind a head that has failed at least once (the head
   included), so it grows while a subscriber fails;
-- `-delivery-outcomes` of the last `OUTCOME_WINDOW` seconds: the failed attempts since the last
-  successful one (`consecutive_failures`) and since when (`failing_since`);
+- `-delivery-outcomes` (the failed attempts) of the last `OUTCOME_WINDOW` seconds: those since the
+  subscription's last successful delivery (`consecutive_failures`) and since when (`failing_since`);
 - `-delivery-ledger`: the last successful delivery, and dead letters not delivered since;
 - `-deadletter`: dead letters of the delivery stage, per subscription.
 
@@ -130,30 +130,35 @@ def _iso(epoch: float | None) -> str | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
-def _streaks(outcomes: list[ConsumerRecord]) -> dict[str, _Streak]:
+def _streaks(outcomes: list[ConsumerRecord], last_delivered: dict[str, str]) -> dict[str, _Streak]:
+    """Per subscription, the failed attempts after its last successful delivery, which is the
+    ledger's: the attempt log holds failed attempts only (`delivered` ones of older logs are skipped)."""
     streaks: dict[str, _Streak] = defaultdict(_Streak)
-    for record in sorted(outcomes, key=lambda r: r.timestamp):
-        sub = subscription_of(record.key.decode())
+    after = {sub: datetime.fromisoformat(at).timestamp() for sub, at in last_delivered.items()}
+    attempts = []
+    for record in outcomes:
         outcome = json.loads(record.value)
-        if outcome.get("status") == "delivered":
-            streaks[sub] = _Streak()
-        else:
-            streak = streaks[sub]
-            streak.failures += 1
-            streak.since = streak.since or record.timestamp / 1000
-            streak.last_reason = outcome.get("reason")
+        at = outcome.get("at", record.timestamp) / 1000  # when the attempt was decided (epoch ms)
+        attempts.append((at, subscription_of(record.key.decode()), outcome))
+    for at, sub, outcome in sorted(attempts, key=lambda a: a[0]):
+        if outcome.get("status") == "delivered" or at <= after.get(sub, 0.0):
+            continue
+        streak = streaks[sub]
+        streak.failures += 1
+        streak.since = streak.since or at
+        streak.last_reason = outcome.get("reason")
     return streaks
 
 
 def assess(gathered: _Gathered, now: float) -> list[SubscriptionHealth]:
     """One row per subscription (pure: the Kafka reading is done in _gather)."""
-    streaks = _streaks(gathered.outcomes)
     last_delivered: dict[str, str] = {}
     unresolved: dict[str, int] = defaultdict(int)
     for entry in gathered.ledger.values():
         sub = entry["subscription"]
         if entry["status"] == "delivered" and entry["at"] > last_delivered.get(sub, ""):
             last_delivered[sub] = entry["at"]
+    streaks = _streaks(gathered.outcomes, last_delivered)
     for sub, event_ids in gathered.dead_letters.items():
         for event_id in event_ids:
             entry = gathered.ledger.get(f"{event_id}/{sub}".encode())

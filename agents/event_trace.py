@@ -4,9 +4,9 @@
 
 Read, all topics prefixed with the app id: `-ingest-seen-ids` (when ingest first saw the id),
 `-router-records` (which subscriptions the router sent it to; with `-deliveries`, when),
-`-delivery-outcomes` (every attempt), `-delivery-ledger` (what became of each delivery) and
-`-deadletter`. Only ids, times, counts, reason codes and HTTP statuses: never the event's
-data (no personal data).
+`-delivery-outcomes` (every failed attempt), `-delivery-ledger` (what became of each delivery,
+and so its successful attempt) and `-deadletter`. Only ids, times, counts, reason codes and
+HTTP statuses: never the event's data (no personal data).
 A scan of whole topics: an operator's tool, not a hot path.
 """
 
@@ -123,7 +123,7 @@ async def _attempts(bootstrap: str, topic: str, event_id: str) -> dict[str, list
         outcome = json.loads(record.value)
         key = outcome.get("idempotency_key", "")
         sub = subscription_of(record.key.decode())
-        if key == f"{prefix}{sub}":
+        if key == f"{prefix}{sub}" and outcome["status"] != "delivered":  # a success is the ledger's (older logs hold them too)
             at = outcome.get("at", record.timestamp)  # the attempt's own time (epoch ms), else when it was written
             found[sub].append(Attempt(_iso_ms(at), outcome["status"], outcome.get("reason"), outcome.get("http_status")))
     for attempts in found.values():
@@ -157,6 +157,8 @@ async def trace_event(bootstrap: str, app_id: str, event_id: str) -> EventTrace:
         if entry is None:
             deliveries.append(Delivery(sub, "pending", len(log), None, attempt_log=log))
         else:
+            if entry["status"] == "delivered":  # the attempt that succeeded, decided when the ledger says
+                log = [*log, Attempt(entry["at"], "delivered", None, entry.get("http_status"))]
             deliveries.append(Delivery(sub, entry["status"], entry["attempts"], entry["at"], entry.get("http_status"),
                                        entry.get("reason"), log))
     return EventTrace(event_id, ingested, routed_at, routed_to, deliveries, dead)

@@ -21,7 +21,9 @@ def ledger_key(event_id: str, subscription: str) -> bytes:
     return f"{event_id}/{subscription}".encode()
 
 
-def ledger_record(event_id: str, subscription: str, status: str, attempts: int, reason: str | None = None, http_status: int | None = None) -> bytes:
+def ledger_record(event_id: str, subscription: str, status: str, attempts: int, at: float, reason: str | None = None,
+                  http_status: int | None = None) -> bytes:
+    """`at`: epoch seconds of the decision, the clock of the attempt log's `at`."""
     return orjson.dumps(
         {
             "event_id": event_id,
@@ -30,7 +32,7 @@ def ledger_record(event_id: str, subscription: str, status: str, attempts: int, 
             "reason": reason,
             "attempts": attempts,
             "http_status": http_status,
-            "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "at": datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds"),
         }
     )
 

@@ -13,9 +13,9 @@ A queue is either
   took (`seen`), is in the compacted topic `<app id>-delivery-pending` (one partition per
   input partition), and its records are settled once that write is acknowledged.
 
-The common case, a head delivered at the first attempt, writes no pending state: one attempt
-record (`samband-delivery-outcomes`, the attempt log read by status and trace) and one ledger
-entry, both batched. Records are taken in as they are fetched (`accept`); everything they and
+The common case, a head delivered at the first attempt, writes no pending state and no attempt
+record (`samband-delivery-outcomes` logs failed attempts only; a success is its ledger entry):
+one ledger entry, batched. Records are taken in as they are fetched (`accept`); everything they and
 `apply` decide is queued and written in the next write cycle (`handle_batch`): outputs first,
 then the pending state, then the commit (`committable`), so no state or commit ever gets ahead
 of a ledger entry or dead letter.
@@ -183,8 +183,9 @@ class DeliveryQueues:
         decision = pending.decide(self.queues.get(key) or [], result, target.retry_schedule if target else (), now)
         if decision is None:
             return  # not for the head: a duplicate attempt
-        attempt = {**result, "at": int(now * 1000)}  # when it was decided: it is written a moment later
-        self._outputs.append((self.topics.outcomes, key.encode(), orjson.dumps(attempt), []))
+        if outcome.status != "delivered":  # a success is in the ledger: the attempt log holds failures only
+            attempt = {**result, "at": int(now * 1000)}  # when it was decided: it is written a moment later
+            self._outputs.append((self.topics.outcomes, key.encode(), orjson.dumps(attempt), []))
         head, event_id = decision.entry, _event_id(decision.entry, sub)
         metrics.delivery(sub, _METRIC_OUTCOME[decision.action])
         if decision.action == pending.HOLD:
@@ -212,20 +213,20 @@ class DeliveryQueues:
         head = decision.entry
         logged = {"idempotency_key": head["key"], "attempts": head["attempts"], "reason": decision.reason}
         if decision.action == pending.DELIVERED:
-            self._ledger(event_id, sub, "delivered", head, result)
+            self._ledger(event_id, sub, "delivered", head, result, now)
             if ingested_at := dict(head["headers"]).get("samband-ingested-at"):  # set by ingest (agents/ingest.py)
                 metrics.observe_end_to_end_latency(sub, max(0.0, now - float(ingested_at)))
         elif decision.action == pending.DEAD:
             self._dead_letter(key, sub, head, decision.reason, result)
-            self._ledger(event_id, sub, "dead_lettered", head, result, decision.reason)
+            self._ledger(event_id, sub, "dead_lettered", head, result, now, decision.reason)
             log.warning("delivery.dead_lettered", **logged, **_context(event_id, sub, head))
         elif decision.action == pending.HOLD:
-            self._ledger(event_id, sub, "held", head, result, decision.reason)
+            self._ledger(event_id, sub, "held", head, result, now, decision.reason)
         else:
             log.info("delivery.retry", due_in=round(head["due"] - now, 3), **logged, **_context(event_id, sub, head))
 
-    def _ledger(self, event_id: str, sub: str, status: str, entry: dict, result: dict, reason: str | None = None) -> None:
-        value = ledger_record(event_id, sub, status, entry["attempts"], reason, result.get("http_status"))
+    def _ledger(self, event_id: str, sub: str, status: str, entry: dict, result: dict, now: float, reason: str | None = None) -> None:
+        value = ledger_record(event_id, sub, status, entry["attempts"], now, reason, result.get("http_status"))
         self._outputs.append((self.topics.ledger, ledger_key(event_id, sub), value, []))
 
     def _dead_letter(self, key: str, sub: str, entry: dict, reason: str, result: dict) -> None:

@@ -70,19 +70,19 @@ def _cycle(queues: DeliveryQueues, records: list[ConsumerRecord]) -> tuple[list,
 KEY = f"sub/{PERSON}"
 
 
-def test_a_head_delivered_at_once_writes_no_pending_state_and_commits_after_its_ledger_entry():
+def test_a_head_delivered_at_once_writes_its_ledger_entry_only_and_commits_after_it():
     queues, lanes = _queues()
     written, commit = _cycle(queues, [_record(0, "e0"), _record(1, "e1")])
     assert (written, lanes.offered) == ([], ["e0.sub"])  # only the head goes out
     assert commit.get(0, 0) == 0  # both stay open
     queues.apply(KEY, queues.queues[KEY][0], Outcome.delivered())
     written, commit = _cycle(queues, [])
-    assert written == [TOPICS.outcomes, TOPICS.ledger]
+    assert written == [TOPICS.ledger]  # no pending state, no attempt record: the attempt log holds failures
     assert commit == {0: 1}  # below e1, still open
     assert lanes.offered == ["e0.sub", "e1.sub"]
 
 
-def test_a_failed_head_stores_its_queue_and_no_longer_holds_the_commit_back():
+def test_a_failed_head_logs_the_attempt_stores_its_queue_and_no_longer_holds_the_commit_back():
     queues, lanes = _queues()
     _cycle(queues, [_record(0, "e0"), _record(1, "e1")])
     queues.apply(KEY, queues.queues[KEY][0], Outcome.retry("http.5xx"))
@@ -95,7 +95,7 @@ def test_a_failed_head_stores_its_queue_and_no_longer_holds_the_commit_back():
     queues.apply(KEY, queues.queues[KEY][0], Outcome.delivered())
     queues.apply(KEY, queues.queues[KEY][0], Outcome.delivered())
     written, _ = _cycle(queues, [])
-    assert written == [TOPICS.outcomes, TOPICS.ledger] * 2 + [("pending", KEY, False)]
+    assert written == [TOPICS.ledger] * 2 + [("pending", KEY, False)]
 
 
 def test_records_of_an_inactive_subscription_are_stored_and_a_record_read_again_is_not_queued_twice():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 from agents.delivery.target import parse_target
@@ -19,8 +20,13 @@ def _verified(sub: dict, disabled_reason: str | None = None) -> dict:
 
 
 def _outcome(sub: str, status: str, at: float, reason: str | None = None):
-    value = json.dumps({"idempotency_key": f"e.{sub}", "status": status, "reason": reason}).encode()
-    return SimpleNamespace(key=f"{sub}/{'a' * 32}".encode(), value=value, timestamp=int(at * 1000))
+    """An attempt record; written a second after it was decided (`at`)."""
+    value = json.dumps({"idempotency_key": f"e.{sub}", "status": status, "reason": reason, "at": int(at * 1000)}).encode()
+    return SimpleNamespace(key=f"{sub}/{'a' * 32}".encode(), value=value, timestamp=int((at + 1) * 1000))
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
 def test_each_state_and_what_decides_it():
@@ -33,10 +39,10 @@ def test_each_state_and_what_decides_it():
         subscriptions=subs,
         status={sid: _verified(s, "delivery.gone" if sid == "gone" else None) for sid, s in subs.items() if sid != "invalid"},
         pending={f"down/{'b' * 32}": [{"attempts": 3}, {"attempts": 0}], f"ok/{'c' * 32}": [{"attempts": 0}]},
-        ledger={b"e1/ok": {"subscription": "ok", "status": "delivered", "at": "2024-03-01T08:00:00.000+00:00"},
+        ledger={b"e1/ok": {"subscription": "ok", "status": "delivered", "at": _iso(now - 8)},
                 b"e2/down": {"subscription": "down", "status": "dead_lettered", "at": "2024-03-01T08:00:00.000+00:00"}},
         dead_letters={"down": {"e2", "e3"}},
-        outcomes=[_outcome("ok", "retry", now - 9, "http.500"), _outcome("ok", "delivered", now - 8)]
+        outcomes=[_outcome("ok", "retry", now - 9, "http.500")]
         + [_outcome("down", "retry", now - 5 + i, "http.503") for i in range(5)],
     )
     rows = {row.id: row for row in assess(gathered, now)}
@@ -46,7 +52,7 @@ def test_each_state_and_what_decides_it():
     }
     assert (rows["down"].retry_backlog, rows["down"].pending, rows["down"].consecutive_failures) == (2, 2, 5)
     assert (rows["ok"].retry_backlog, rows["ok"].pending, rows["ok"].consecutive_failures) == (0, 1, 0)
-    assert rows["ok"].last_delivered == "2024-03-01T08:00:00.000+00:00" and rows["down"].last_delivered is None
+    assert rows["ok"].last_delivered == _iso(now - 8) and rows["down"].last_delivered is None
     assert (rows["down"].dead_letters, rows["down"].dead_letters_unresolved) == (2, 2)
 
 
@@ -57,3 +63,20 @@ def test_four_failures_in_a_row_are_not_yet_failing():
                          outcomes=[_outcome("flaky", "retry", now - 4 + i, "http.500") for i in range(4)])
     [row] = assess(gathered, now)
     assert (row.state, row.consecutive_failures) == ("active", 4)
+
+
+def test_failures_count_from_the_last_delivery_in_the_ledger():
+    """The attempt log holds failed attempts only: a success is the ledger's entry. A `delivered`
+    attempt record (written before the log held failures only) is not counted as a failure."""
+    now = time.time()
+    sub = _webhook("back")
+    gathered = _Gathered(
+        subscriptions={"back": sub}, status={"back": _verified(sub)},
+        ledger={b"e1/back": {"subscription": "back", "status": "delivered", "at": _iso(now - 8)}},
+        outcomes=[_outcome("back", "retry", now - 10 + i * 0.5, "http.500") for i in range(4)]  # before it
+        + [_outcome("back", "retry", now - 5, "http.503"), _outcome("back", "retry", now - 4, "delivery.timeout"),
+           _outcome("back", "delivered", now - 3)],
+    )
+    [row] = assess(gathered, now)
+    assert (row.consecutive_failures, row.failing_since, row.reason) == (2, _iso(now - 5), None)
+    assert row.state == "active"
