@@ -1,7 +1,9 @@
 """Source: Folkeregisteret's event feed (hendelsesliste) into `samband-ingest`.
 
 Per page (at most 1000 entries from the bookmarked sequence number):
-fetch the page -> fetch its event documents concurrently (bounded) -> map each to its catalog
+fetch the page -> fetch its event documents (`document_fetch`: in bulk, one POST of the page's
+ids to …/hendelser/dokumenter, an extension the simulator or a proxy offers; or one GET per
+document, concurrently and bounded, which is all the real register offers) -> map each to its catalog
 record (connectors.folkeregister.mapping) and encode it -> send the page's records and dead
 letters, waiting until all are durable -> only then save the bookmark {"next_seq": last + 1}.
 A crash between the send and the bookmark re-reads the page: same event ids, same keys, and
@@ -16,22 +18,22 @@ feed wants a Maskinporten token, which is another TokenProvider (see docs/connec
 from __future__ import annotations
 
 import asyncio
-import json
 import random
-from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 import aiohttp
+import orjson
 from pydantic import Field
 
 from connectors.api import ConnectorConfig, OutputRecord, SecretStr, Source
 from connectors.dead_letters import DeadLetter
+from connectors.folkeregister.feed_format import API_PATH, BULK_LIMIT, BULK_PATH
 from connectors.folkeregister.mapping import Unmappable, to_record
 from schemas.catalog import catalog
 from schemas.codec import Codec
 from schemas.registry import CatalogRegistry
 
-API_PATH = "/folkeregisteret/offentlig-med-hjemmel/api/v1/hendelser"
+NO_BULK_ENDPOINT = (404, 405)  # what a feed without the bulk extension answers to its POST
 
 
 class TokenProvider(Protocol):
@@ -59,7 +61,12 @@ class FeedSourceConfig(ConnectorConfig):
     base_url: str = Field(pattern=r"^https?://", description="feed host, e.g. http://127.0.0.1:8089")
     token: SecretStr | None = Field(None, description="static bearer token; omit when a TokenProvider is injected")
     start_seq: int = Field(1, ge=1, description="first sequence number when there is no bookmark yet")
-    document_concurrency: int = Field(64, ge=1, le=512, description="event documents fetched at once")
+    document_fetch: Literal["auto", "bulk", "single"] = Field(
+        "auto",
+        description="bulk: one POST of a page's ids to …/hendelser/dokumenter (the simulator's or a proxy's "
+        "extension); single: one GET per document (the real register); auto: bulk when the feed offers it",
+    )
+    document_concurrency: int = Field(64, ge=1, le=512, description="event documents fetched at once (single)")
     poll_interval_s: float = Field(1.0, gt=0, description="wait when the feed has nothing new")
     backoff_initial_s: float = Field(0.2, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
@@ -95,6 +102,7 @@ class FolkeregisterFeedSource(Source):
             timeout=aiohttp.ClientTimeout(total=self.config.request_timeout_s),
         )
         self._documents = asyncio.Semaphore(limit)
+        self._fetch = self.config.document_fetch  # auto becomes single when the feed has no bulk endpoint
         self._random = random.Random()
 
     async def stop(self) -> None:
@@ -111,16 +119,20 @@ class FolkeregisterFeedSource(Source):
             self.log.info("feed.stopped_while_waiting")
 
     async def _poll(self, next_seq: int) -> None:
-        """Pipelined: the next page and its documents are fetched while the current page is produced.
+        """Pipelined: while a page is sent and bookmarked, the next one is fetched and mapped.
 
-        The bookmark of a page is still saved only after that page is durable, and pages are
-        produced and bookmarked strictly in order.
+        A page's records are sent only once the previous page's bookmark is saved, and its own
+        bookmark only once they are durable: pages are produced and bookmarked strictly in order.
         """
         prefetch = asyncio.create_task(self._fetch_page(next_seq, etag=None))
+        delivering: asyncio.Task | None = None
         try:
             while not self.stopping.is_set():
                 entries, documents, etag = await prefetch
                 if not entries:
+                    if delivering is not None:
+                        await delivering  # nothing to overlap with: finish the page in flight
+                        delivering = None
                     if self.config.stop_at_end:
                         self.log.info("feed.caught_up", next_seq=next_seq)
                         return
@@ -130,58 +142,91 @@ class FolkeregisterFeedSource(Source):
                     continue
                 following = _last_seq(entries, next_seq) + 1
                 prefetch = asyncio.create_task(self._fetch_page(following, etag=None))  # a new position: no ETag
-                next_seq = await self._ingest_page(next_seq, entries, documents)
+                records, dead = self._map_page(entries, documents)
+                if delivering is not None:
+                    await delivering
+                delivering = asyncio.create_task(self._deliver(next_seq, following - 1, records, dead))
+                next_seq = following
         finally:
             prefetch.cancel()
             await asyncio.gather(prefetch, return_exceptions=True)
+            if delivering is not None:
+                await delivering  # a page already sent gets its bookmark
 
     async def _fetch_page(self, seq: int, *, etag: str | None) -> tuple[list, list, str | None]:
         """The page at `seq` (empty when there is nothing new), its documents, and the ETag to re-poll with."""
-        status, body, new_etag = await self._get(f"{API_PATH}/feed?seq={seq}", etag=etag)
+        status, body, new_etag = await self._request(f"{API_PATH}/feed?seq={seq}", etag=etag)
         if status == 304 or body is None:
             return [], [], etag
-        entries = json.loads(body)
-        documents = await asyncio.gather(*(self._document(entry) for entry in entries))
-        return entries, documents, new_etag
+        entries = orjson.loads(body)
+        return entries, await self._fetch_documents(entries), new_etag
 
-    async def _ingest_page(self, seq: int, entries: list, documents: list) -> int:
+    async def _fetch_documents(self, entries: list) -> list[tuple[bytes, DeadLetter | None]]:
+        """Per entry: its event document's bytes, or the raw entry and why it has no document."""
+        ids = [_document_id(entry) for entry in entries]
+        wanted = [i for i in ids if i is not None]
+        bodies = await self._bulk(wanted) if self._fetch != "single" else None
+        if bodies is None:
+            bodies = await asyncio.gather(*(self._single(i) for i in wanted))
+        found = iter(bodies)
+        results: list[tuple[bytes, DeadLetter | None]] = []
+        for entry, document_id in zip(entries, ids):
+            body = next(found) if document_id is not None else None
+            if body is not None:
+                results.append((body, None))
+            elif document_id is None:
+                results.append((_raw(entry), _dead("source.malformed_entry", "feed entry has no usable hendelsesdokument id")))
+            else:
+                results.append((_raw(entry), _dead("source.document_missing", f"event document {document_id} not found")))
+        return results
+
+    async def _bulk(self, ids: list[str]) -> list[bytes | None] | None:
+        """The documents (None for an unknown id), or None when the feed has no bulk endpoint (auto only)."""
+        bodies: list[bytes | None] = []
+        for start in range(0, len(ids), BULK_LIMIT):
+            chunk = ids[start : start + BULK_LIMIT]
+            passthrough = NO_BULK_ENDPOINT if self._fetch == "auto" else ()
+            status, body, _ = await self._request(BULK_PATH, body=orjson.dumps(chunk), passthrough=passthrough)
+            if status in NO_BULK_ENDPOINT:
+                self.log.warning("feed.bulk_unavailable", status=status, document_fetch="single")
+                self._fetch = "single"
+                return None
+            lines = body.split(b"\n")  # JSON lines, one per id: each document's bytes unchanged
+            if lines[-1] == b"":
+                lines.pop()
+            if len(lines) != len(chunk):
+                raise FeedError(f"bulk answer has {len(lines)} documents for {len(chunk)} ids")
+            bodies += [None if line == b"null" else line for line in lines]
+        return bodies
+
+    async def _single(self, document_id: str) -> bytes | None:
+        async with self._documents:
+            status, body, _ = await self._request(f"{API_PATH}/{document_id}", passthrough=(404,))
+        return body if status == 200 else None
+
+    def _map_page(self, entries: list, documents: list) -> tuple[list[OutputRecord], list[tuple[bytes | None, bytes, DeadLetter]]]:
         records: list[OutputRecord] = []
         dead: list[tuple[bytes | None, bytes, DeadLetter]] = []
         for entry, (raw, failure) in zip(entries, documents):
-            if failure is not None:
-                dead.append((_entry_key(entry), raw, failure))
-                continue
-            record, failure = self._map(raw)
-            if failure is not None:
-                dead.append((_entry_key(entry), raw, failure))
-            else:
+            if failure is None:
+                record, failure = self._map(raw)
+            if failure is None:
                 records.append(record)
+            else:
+                dead.append((_entry_key(entry), raw, failure))
+        return records, dead
+
+    async def _deliver(self, first: int, last: int, records: list[OutputRecord], dead: list) -> None:
+        """Send a page's records and dead letters, wait until all are durable, then save its bookmark."""
         await asyncio.gather(
             self.context.output.send(records), *(self.context.dead_letters.send(k, v, d) for k, v, d in dead)
         )
-        last = _last_seq(entries, seq)
         await self.context.state.save({"next_seq": last + 1})
-        self.log.info("feed.page", first_seq=seq, last_seq=last, events=len(records), dead_letters=len(dead))
-        return last + 1
-
-    async def _document(self, entry) -> tuple[bytes, DeadLetter | None]:
-        """The event document's bytes, or the raw entry and why it cannot be fetched."""
-        raw_entry = json.dumps(entry, ensure_ascii=False).encode()
-        try:
-            document_id = entry["hendelse"]["hendelsesdokument"]
-            if not isinstance(document_id, str) or "/" in document_id or not document_id:
-                raise TypeError
-        except (KeyError, TypeError):
-            return raw_entry, _dead("source.malformed_entry", "feed entry has no usable hendelsesdokument id")
-        async with self._documents:
-            status, body, _ = await self._get(f"{API_PATH}/{document_id}", missing_ok=True)
-        if status == 404:
-            return raw_entry, _dead("source.document_missing", f"event document {document_id} not found")
-        return body, None
+        self.log.info("feed.page", first_seq=first, last_seq=last, events=len(records), dead_letters=len(dead))
 
     def _map(self, raw: bytes) -> tuple[OutputRecord | None, DeadLetter | None]:
         try:
-            document = json.loads(raw)
+            document = orjson.loads(raw)
             if not isinstance(document, dict):
                 raise ValueError
         except ValueError:
@@ -198,19 +243,25 @@ class FolkeregisterFeedSource(Source):
             return None, _dead("source.encode_failed", f"{document.get('hendelsesdokument')} does not fit its schema")
         return OutputRecord(key=record["envelope"]["id"], value=value), None
 
-    async def _get(self, path: str, *, etag: str | None = None, missing_ok: bool = False) -> tuple[int, bytes | None, str | None]:
-        """GET with auth and retries; returns (status, body, etag) for 200, 304 and (if missing_ok) 404."""
+    async def _request(
+        self, path: str, *, body: bytes | None = None, etag: str | None = None, passthrough: tuple[int, ...] = ()
+    ) -> tuple[int, bytes | None, str | None]:
+        """GET (POST of a JSON `body`) with auth and retries; (status, body, etag) for 200, 304 and `passthrough`."""
         attempt, refreshed = 0, False
+        url = self.config.base_url + path
         while True:
             error = None
             headers = {"Authorization": f"Bearer {await self.tokens.token()}"}
             if etag:
                 headers["If-None-Match"] = etag
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            request = self.http.get(url, headers=headers) if body is None else self.http.post(url, headers=headers, data=body)
             try:
-                async with self.http.get(self.config.base_url + path, headers=headers) as response:
+                async with request as response:
                     if response.status == 200:
                         return 200, await response.read(), response.headers.get("ETag")
-                    if response.status == 304 or (response.status == 404 and missing_ok):
+                    if response.status == 304 or response.status in passthrough:
                         return response.status, None, response.headers.get("ETag")
                     status, retry_after = response.status, response.headers.get("Retry-After")
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -240,6 +291,19 @@ class FolkeregisterFeedSource(Source):
 
 def _dead(reason: str, message: str) -> DeadLetter:
     return DeadLetter(reason=reason, message=message, stage="source")
+
+
+def _document_id(entry) -> str | None:
+    """The entry's hendelsesdokument id, None when it is missing or unusable in a URL path."""
+    try:
+        document_id = entry["hendelse"]["hendelsesdokument"]
+    except (KeyError, TypeError):
+        return None
+    return document_id if isinstance(document_id, str) and document_id and "/" not in document_id else None
+
+
+def _raw(entry) -> bytes:
+    return orjson.dumps(entry)
 
 
 def _entry_key(entry) -> bytes | None:

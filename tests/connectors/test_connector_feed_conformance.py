@@ -23,8 +23,9 @@ class TestFeedSourceConformance(SourceConformance):
         ({"base_url": "ftp://x", "token": "conformance-secret-2"}, "base_url"),
         ({"base_url": "http://x", "token": "conformance-secret-3", "document_concurrency": 0}, "document_concurrency"),
         ({"base_url": "http://x", "token": "conformance-secret-4", "page_sise": 10}, "page_sise"),
+        ({"base_url": "http://x", "token": "conformance-secret-5", "document_fetch": "sometimes"}, "document_fetch"),
     ]
-    secret_values = ("conformance-secret-1", "conformance-secret-2", "conformance-secret-3", "conformance-secret-4")
+    secret_values = tuple(f"conformance-secret-{i}" for i in range(1, 6))
 
     @asynccontextmanager
     async def environment(self, tmp_path):
@@ -55,3 +56,10 @@ class TestFeedSourceConformance(SourceConformance):
                 if isinstance(fact, dict):  # names and addresses
                     values += [v for k, v in fact.items() if isinstance(v, str) and k != "kommunenummer"]
         return [v for v in values if len(v) > 3]
+
+
+class TestFeedSourceConformanceOneDocumentAtATime(TestFeedSourceConformance):
+    """The same kit with documents fetched one by one, as from the real register."""
+
+    def config(self, simulator) -> dict:
+        return {**super().config(simulator), "document_fetch": "single"}

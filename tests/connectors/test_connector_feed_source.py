@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
+import pytest
 from connector_fixtures import synthetic_feed
 from kafka_io import read_to_end
 
 from connectors.dead_letters import DeadLetter
-from connectors.folkeregister.feed_format import UNUSUAL_TYPES
+from connectors.folkeregister.feed_format import BULK_PATH, UNUSUAL_TYPES
 from connectors.folkeregister.simulator import DEFAULT_TOKEN, Faults, run_simulator
-from connectors.folkeregister.source import FolkeregisterFeedSource
+from connectors.folkeregister.source import FeedError, FolkeregisterFeedSource
 from connectors.runtime import Topics, open_connector
 from schemas.catalog import catalog
 from schemas.codec import Codec
 from schemas.registry import CatalogRegistry
 
 CODEC = Codec(CatalogRegistry(catalog()))
+FETCH_MODES = pytest.mark.parametrize("fetch", ["bulk", "single"])
 
 
 def feed_config(simulator, **overrides) -> dict:
@@ -30,12 +33,19 @@ async def run_to_end(bootstrap, app_id, config, instance="feed") -> None:
         await asyncio.wait_for(source.run(), 60)
 
 
-async def test_feed_reaches_ingest_in_order_and_unknown_types_are_dead_lettered(kafka_bootstrap, connector_app_id):
+async def ingested_and_dead_keys(bootstrap, app_id) -> list[str]:
+    topics = Topics.for_app(app_id)
+    keys = [r.key.decode() for r in await read_to_end(bootstrap, topics.ingest)]
+    return keys + [r.key.decode() for r in await read_to_end(bootstrap, topics.deadletter)]
+
+
+@FETCH_MODES
+async def test_feed_reaches_ingest_in_order_and_unknown_types_are_dead_lettered(kafka_bootstrap, connector_app_id, fetch):
     documents = synthetic_feed(2500)
     unknown = [d for d in documents if d.hendelsetype in UNUSUAL_TYPES]
     assert unknown, "the synthetic feed should hold a few unknown types"
     async with run_simulator(documents) as simulator:
-        await run_to_end(kafka_bootstrap, connector_app_id, feed_config(simulator))
+        await run_to_end(kafka_bootstrap, connector_app_id, feed_config(simulator, document_fetch=fetch))
 
     topics = Topics.for_app(connector_app_id)
     ingested = await read_to_end(kafka_bootstrap, topics.ingest)
@@ -56,15 +66,80 @@ async def test_feed_reaches_ingest_in_order_and_unknown_types_are_dead_lettered(
         assert await source.context.state.load() == {"next_seq": len(documents) + 1}
 
 
-async def test_faulty_feed_loses_nothing_and_logs_its_backoff(kafka_bootstrap, connector_app_id, capture_connector_logs):
+@FETCH_MODES
+async def test_a_restart_resumes_after_its_bookmark(kafka_bootstrap, connector_app_id, capture_connector_logs, fetch):
+    documents = synthetic_feed(2200)
+    async with run_simulator(documents[:1200]) as simulator:
+        await run_to_end(kafka_bootstrap, connector_app_id, feed_config(simulator, document_fetch=fetch))
+        simulator.append(documents[1200:])
+        await run_to_end(kafka_bootstrap, connector_app_id, feed_config(simulator, document_fetch=fetch))
+
+    keys = await ingested_and_dead_keys(kafka_bootstrap, connector_app_id)
+    assert sorted(keys) == sorted(d.hendelsesdokument for d in documents)  # each exactly once
+    resumes = [e for e in capture_connector_logs if e["event"] == "feed.resume"]
+    assert [(e["from_bookmark"], e["next_seq"]) for e in resumes] == [(False, 1), (True, 1201)]
+
+
+async def test_bulk_fetch_asks_once_per_page_and_no_document_one_by_one(kafka_bootstrap, connector_app_id):
+    documents = synthetic_feed(2500)
+    async with run_simulator(documents) as simulator:
+        async with open_connector(FolkeregisterFeedSource, "feed", feed_config(simulator), bootstrap=kafka_bootstrap, app_id=connector_app_id) as source:
+            requests: list[tuple[str, str]] = []
+            original_get, original_post = source.http.get, source.http.post
+
+            def get(url, headers):
+                requests.append(("GET", url.removeprefix(simulator.base_url)))
+                return original_get(url, headers=headers)
+
+            def post(url, headers, data):
+                requests.append(("POST", url.removeprefix(simulator.base_url)))
+                return original_post(url, headers=headers, data=data)
+
+            source.http.get, source.http.post = get, post
+            await asyncio.wait_for(source.run(), 60)
+
+    assert all(method == "POST" and path == BULK_PATH or "/feed?seq=" in path for method, path in requests)
+    assert sum(method == "POST" for method, _ in requests) == 3  # pages of 1000, 1000 and 500
+    assert len(await ingested_and_dead_keys(kafka_bootstrap, connector_app_id)) == len(documents)
+
+
+async def test_auto_fetches_documents_one_by_one_from_a_feed_without_bulk(kafka_bootstrap, connector_app_id, capture_connector_logs):
     documents = synthetic_feed(1500)
-    faults = Faults(throttle_share=0.05, error_share=0.05, retry_after_s=0, seed=3)
-    async with run_simulator(documents, faults=faults) as simulator:
+    async with run_simulator(documents, bulk=False) as simulator:
         await run_to_end(kafka_bootstrap, connector_app_id, feed_config(simulator))
+        with pytest.raises(FeedError):
+            await run_to_end(kafka_bootstrap, connector_app_id, feed_config(simulator, document_fetch="bulk", start_seq=1), "bulk-only")
+
+    keys = await ingested_and_dead_keys(kafka_bootstrap, connector_app_id)
+    assert sorted(keys) == sorted(d.hendelsesdokument for d in documents)
+    fallbacks = [e for e in capture_connector_logs if e["event"] == "feed.bulk_unavailable"]
+    assert [(e["connector"], e["document_fetch"]) for e in fallbacks] == [("feed", "single")]  # once, then one by one
+
+
+@FETCH_MODES
+async def test_a_missing_event_document_is_dead_lettered_with_its_entry(kafka_bootstrap, connector_app_id, fetch):
+    documents = synthetic_feed(1200)
+    lost = documents[1100]
+    async with run_simulator(documents) as simulator:
+        del simulator.store._sequence_by_id[uuid.UUID(lost.hendelsesdokument).bytes]  # the register lost it
+        await run_to_end(kafka_bootstrap, connector_app_id, feed_config(simulator, document_fetch=fetch))
 
     topics = Topics.for_app(connector_app_id)
-    keys = [r.key.decode() for r in await read_to_end(kafka_bootstrap, topics.ingest)]
-    keys += [r.key.decode() for r in await read_to_end(kafka_bootstrap, topics.deadletter)]
+    dead = {r.key.decode(): r for r in await read_to_end(kafka_bootstrap, topics.deadletter)}
+    letter = DeadLetter.from_headers(dead[lost.hendelsesdokument].headers)
+    assert letter.reason == "source.document_missing"
+    assert json.loads(dead[lost.hendelsesdokument].value) == lost.feed_entry()  # the raw entry
+    assert sorted(await ingested_and_dead_keys(kafka_bootstrap, connector_app_id)) == sorted(d.hendelsesdokument for d in documents)
+
+
+@pytest.mark.parametrize(("fetch", "share"), [("bulk", 0.3), ("single", 0.05)])
+async def test_faulty_feed_loses_nothing_and_logs_its_backoff(kafka_bootstrap, connector_app_id, capture_connector_logs, fetch, share):
+    documents = synthetic_feed(1500)
+    faults = Faults(throttle_share=share, error_share=share, retry_after_s=0, seed=3)  # bulk makes few requests
+    async with run_simulator(documents, faults=faults) as simulator:
+        await run_to_end(kafka_bootstrap, connector_app_id, feed_config(simulator, document_fetch=fetch))
+
+    keys = await ingested_and_dead_keys(kafka_bootstrap, connector_app_id)
     assert sorted(keys) == sorted(d.hendelsesdokument for d in documents)  # each exactly once, none lost
     events = [e["event"] for e in capture_connector_logs]
     assert "feed.throttled" in events and "feed.backoff" in events
