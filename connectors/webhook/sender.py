@@ -10,12 +10,13 @@ import asyncio
 import time
 
 import aiohttp
+from yarl import URL
 
 from connectors.webhook import cloudevent
 from connectors.webhook.config import WebhookConfig
 from connectors.webhook.outcome import CONNECTION, TIMEOUT, HttpOutcome, classify
 from connectors.webhook.secrets import SecretError, resolve_secret
-from connectors.webhook.signing import signed_headers
+from connectors.webhook.signing import Signer
 
 USER_AGENT = "samband-webhook/1"
 
@@ -25,7 +26,8 @@ class WebhookSender:
         self.config = config
         self._limit = asyncio.Semaphore(config.max_concurrency)
         self._session: aiohttp.ClientSession | None = None
-        self._keys: list[bytes] | None = None
+        self._signer: Signer | None = None  # made at the first request: a missing secret is a retried outcome
+        self._url = URL(config.url)  # parsed once, not per request
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -36,16 +38,17 @@ class WebhookSender:
                     sock_connect=self.config.connect_timeout,
                     sock_read=self.config.read_timeout,
                 ),
-                headers={"User-Agent": USER_AGENT},
+                cookie_jar=aiohttp.DummyCookieJar(),  # a webhook is not a browsing session: no cookies kept or sent
             )
         return self._session
 
     def request(self, event: dict, msg_id: str, traceparent: str | None = None) -> tuple[dict[str, str], bytes]:
         """Headers and body of the POST for `event` (signed, with the trace context passed on)."""
-        if self._keys is None:
-            self._keys = [resolve_secret(ref) for ref in self.config.secret_refs]
+        if self._signer is None:
+            self._signer = Signer([resolve_secret(ref) for ref in self.config.secret_refs])
         headers, body = cloudevent.encode(event, self.config.mode)
-        headers.update(signed_headers(msg_id, int(time.time()), body, self._keys))
+        headers["User-Agent"] = USER_AGENT  # here, not as a session default: aiohttp merges those per request
+        headers.update(self._signer.headers(msg_id, int(time.time()), body))
         if traceparent:
             headers["traceparent"] = traceparent
         return headers, body
@@ -59,7 +62,7 @@ class WebhookSender:
             return HttpOutcome("retry", exc.reason, str(exc))
         async with self._limit:
             try:
-                async with self._open().post(self.config.url, data=body, headers=headers, allow_redirects=False) as reply:
+                async with self._open().post(self._url, data=body, headers=headers, allow_redirects=False) as reply:
                     await reply.read()  # drain, so the connection goes back to the pool
                     return classify(reply.status, reply.headers.get("Retry-After"))
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
