@@ -85,7 +85,9 @@ class Route:
         if result.deliveries:
             span = tracing.continue_trace(tracing.from_kafka_headers(message.headers))
             headers = tracing.with_kafka_header(message.headers, span)
-            outputs += [(topics.deliveries, d.key, d.value, headers) for d in result.deliveries]
+            # The person's partition, as in the events topic: no hashing per delivery, and each
+            # (subscription, person) stays in one partition of the deliveries topic.
+            outputs += [(topics.deliveries, d.key, d.value, headers, partition) for d in result.deliveries]
         if result.state != state:
             self.persons.set(partition, person, result.state.to_json())
         if result.unknown_original:

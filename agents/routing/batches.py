@@ -5,10 +5,14 @@ topics are read with aiokafka's `getmany()` instead, by a `mode.Service` started
 in its own consumer group (`<app id>-ingest`, `<app id>-router`). Per batch:
 
 0. `before_batch()`, if given, is awaited (the router: its subscriptions are current);
-1. `logic.handle_batch(records, outputs)`, the records in offset order per partition;
-2. every output is queued on the producer without waiting, then all are awaited;
-3. the batch's state writes (`PartitionedState`) are sent and awaited;
-4. the input offsets are committed.
+1. `logic.handle_batch(records, outputs)`, the records in offset order per partition, then
+   `logic.end_batch()`; the batch's state writes (`PartitionedState.take()`) are set aside;
+2. every output is added to a record batch per (topic, partition) (record_batches.py) and the
+   batches are sent;
+3. in the background, while the next batch is fetched and handled: the outputs are awaited,
+   then the state writes are sent the same way and awaited, then the input offsets are
+   committed. One batch completes at a time, in order: the next one's completion starts
+   only after this one's commit.
 
 A worker killed at any point re-reads from its last commit: outputs may repeat (same content,
 same idempotency key), nothing is lost, and no state describes an output that is not in Kafka.
@@ -35,6 +39,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
@@ -44,14 +49,26 @@ from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
 from mode import Service
 
 from agents import metrics
+from agents.routing.record_batches import RecordBatches
 from agents.routing.state import PartitionedState
 
 log = structlog.get_logger(__name__)
 
-# (topic, key, value, headers)
-Output = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
+# (topic, key, value, headers), or with a fifth element: the partition (else the key's)
+Output = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]] | tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]], int]
 
 _running: list[BatchService] = []
+
+
+@dataclass
+class Cycle:
+    """A handled batch whose outputs are sent: what completing it takes."""
+
+    records: int
+    outputs: Counter
+    acks: list[asyncio.Future]
+    state_writes: list[tuple[PartitionedState, list]]
+    done: dict[TopicPartition, int]
 
 
 def running() -> list[BatchService]:
@@ -66,7 +83,7 @@ class BatchLogic(Protocol):
         """Append the outputs of `records` (in offset order per partition) and set the state they imply."""
 
     def end_batch(self) -> None:
-        """After the outputs are acknowledged, before the state writes are flushed."""
+        """After the batch is handled, before its state writes are taken."""
 
     def recovered(self, partitions: set[int]) -> None:
         """The state of `partitions` was just read from the changelogs."""
@@ -86,10 +103,12 @@ class BatchService(Service, ConsumerRebalanceListener):
         self.logic: BatchLogic | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.writes: RecordBatches | None = None
         self.held: set[int] = set()  # partitions whose state is recovered and current
         self._revoked: set[int] = set()
         self._lock = asyncio.Lock()
         self._finished = asyncio.Event()
+        self._completing: asyncio.Task | None = None
 
     async def on_start(self) -> None:
         self.logic = self.make_logic()
@@ -99,6 +118,8 @@ class BatchService(Service, ConsumerRebalanceListener):
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
                                          max_batch_size=512 * 1024)
         await self.producer.start()
+        self.writes = RecordBatches(self.producer)
+        await self.writes.load([*self.outputs, *(s.topic for s in self.logic.states)])
 
     @Service.task
     async def _consume(self) -> None:
@@ -119,12 +140,24 @@ class BatchService(Service, ConsumerRebalanceListener):
             self._finished.set()
 
     async def on_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        """Handle, write and commit the batch before the next `getmany()`."""
+        """Handle the batch and send its outputs, then let its acknowledgement, state writes and
+        commit complete in the background while the next batch is fetched and handled. One
+        cycle completes at a time, in order, so state and commits follow the outputs."""
         if batch:
             if self.before_batch is not None:
                 await self.before_batch()
             async with self._lock:
-                await self._process(batch)
+                cycle = await self._submit(batch)
+                await self._completed()
+                self._completing = asyncio.create_task(self._complete(cycle))
+        elif self._completing is not None and self._completing.done():
+            await self._completed()  # a failed write stops the consumer, as a failed batch would
+
+    async def _completed(self) -> None:
+        """Wait for the cycle completing in the background, if any."""
+        completing, self._completing = self._completing, None
+        if completing is not None:
+            await completing
 
     def held_records(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> tuple[list[ConsumerRecord], dict[TopicPartition, int]]:
         """The records of partitions whose state is current, and the next offset of each; the
@@ -144,26 +177,41 @@ class BatchService(Service, ConsumerRebalanceListener):
         if self in _running:
             _running.remove(self)
         await self._finished.wait()  # the batch in progress completes and commits
+        async with self._lock:
+            await self._completed()
         if self.consumer is not None:
             await self.consumer.stop()
         if self.producer is not None:
             await self.producer.stop()
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """One cycle, complete before it returns: handled, written, state written, committed."""
+        await self._complete(await self._submit(batch))
+
+    async def _submit(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> Cycle:
+        """Handle the batch and send its outputs; its state writes are taken, not yet sent."""
         outputs: list[Output] = []
         held, done = self.held_records(batch)
         self.logic.handle_batch(held, outputs)
-        send = self.producer.send
-        futures = [await send(topic, value, key=key, headers=headers) for topic, key, value, headers in outputs]
-        await asyncio.gather(*futures)
-        if held:
-            metrics.event_in(self.source, len(held))
-        for topic, count in Counter(output[0] for output in outputs).items():
-            metrics.event_out(topic, count)
         self.logic.end_batch()
-        futures = [f for state in self.logic.states for f in await state.flush(self.producer)]
-        await asyncio.gather(*futures)
-        commit = self.committable(done)
+        add = self.writes.add
+        for output in outputs:
+            add(*output)
+        acks = await self.writes.send()
+        return Cycle(len(held), Counter(output[0] for output in outputs), acks,
+                     [(state, state.take()) for state in self.logic.states], done)
+
+    async def _complete(self, cycle: Cycle) -> None:
+        """Once the outputs are acknowledged: the state writes, then the commit."""
+        await asyncio.gather(*cycle.acks)
+        if cycle.records:
+            metrics.event_in(self.source, cycle.records)
+        for topic, count in cycle.outputs.items():
+            metrics.event_out(topic, count)
+        for state, pending in cycle.state_writes:
+            state.write(pending, self.writes)
+        await asyncio.gather(*await self.writes.send())
+        commit = self.committable(cycle.done)
         if commit:
             try:
                 await self.consumer.commit(commit)
@@ -186,6 +234,7 @@ class BatchService(Service, ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:  # waits for the batch in progress
+            await self._completed()
             self._revoked = {tp.partition for tp in revoked}
             self.held = set()
 

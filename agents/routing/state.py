@@ -2,12 +2,13 @@
 
     seen = PartitionedState("samband-ingest-seen-ids", {"cleanup.policy": "compact"})
     seen.get(partition, key) / seen.set(partition, key, value) / seen.delete(partition, key)
-    futures = await seen.flush(producer)     # after the batch's outputs are acknowledged
+    pending = seen.take()                    # when the batch is handled
+    seen.write(pending, writes)              # into RecordBatches, once the batch's outputs are acknowledged
     await seen.recover(bootstrap, [0, 2])    # on assignment: read the changelog partitions
 
 The state of input partition p lives in changelog partition p (the changelog has the input
 topic's partition count), so whoever is assigned p recovers exactly p's state. A write is
-visible in memory at once and reaches Kafka only in `flush()`: the batch service calls it
+visible in memory at once and reaches Kafka only in `write()`: the batch service calls it
 after the batch's outputs are acknowledged and commits the input offsets after it, so no
 state ever claims an output ("purge sent", "id seen") that was never written.
 Keys are str (UTF-8 on the wire), values bytes; a tombstone (null value) deletes.
@@ -15,9 +16,9 @@ Keys are str (UTF-8 on the wire), values bytes; a tombstone (null value) deletes
 
 from __future__ import annotations
 
-import asyncio
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from agents.routing.record_batches import RecordBatches
 
 
 class PartitionedState:
@@ -38,11 +39,14 @@ class PartitionedState:
         self.partitions[partition].pop(key, None)
         self._pending.append((partition, key, None))
 
-    async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future]:
-        futures = [await producer.send(self.topic, value, key=key.encode(), partition=partition)
-                   for partition, key, value in self._pending]
-        self._pending.clear()
-        return futures
+    def take(self) -> list[tuple[int, str, bytes | None]]:
+        """The writes since the last `take()`, for `write()` once the outputs they imply are acknowledged."""
+        pending, self._pending = self._pending, []
+        return pending
+
+    def write(self, pending: list[tuple[int, str, bytes | None]], writes: RecordBatches) -> None:
+        for partition, key, value in pending:
+            writes.add(self.topic, key.encode(), value, None, partition)
 
     def drop(self, partitions: set[int]) -> None:
         """Forget the state of partitions this worker no longer owns."""

@@ -97,14 +97,13 @@ class SubscriptionFollower:
         self.caught_up = asyncio.Event()
         self.position = 0  # next offset to apply
         self._advanced = asyncio.Condition()
-        self._consumer: AIOKafkaConsumer | None = None
+        self._offsets: AIOKafkaConsumer | None = None  # asks the topic's end offset for sync()
 
     async def run(self) -> None:
         await ensure_topic(self.bootstrap, self.topic)
         tp = TopicPartition(self.topic, 0)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=200)
         await consumer.start()
-        self._consumer = consumer
         try:
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
@@ -121,8 +120,9 @@ class SubscriptionFollower:
                 async with self._advanced:
                     self._advanced.notify_all()
         finally:
-            self._consumer = None
             await consumer.stop()
+            if self._offsets is not None:
+                await _stop(self._offsets)
 
     def _apply(self, record) -> None:
         sub_id = record.key.decode()
@@ -148,11 +148,14 @@ class SubscriptionFollower:
 
         The router calls it before each batch: an event ingested after a subscription change
         was acknowledged is routed under that change, not under the set of a moment before.
+        The end offset is asked on a connection of its own: on the follower's, it would queue
+        behind the long-polling fetch (up to its fetch wait) on the broker.
         """
         await self.caught_up.wait()
-        consumer, tp = self._consumer, TopicPartition(self.topic, 0)
-        if consumer is None:
-            return
-        end = (await consumer.end_offsets([tp]))[tp]
+        tp = TopicPartition(self.topic, 0)
+        if self._offsets is None:
+            self._offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+            await self._offsets.start()
+        end = (await self._offsets.end_offsets([tp]))[tp]
         if end > self.position:
             await self.wait_applied(end - 1, timeout)

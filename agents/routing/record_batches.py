@@ -1,0 +1,53 @@
+"""A batch consumer's writes, as one aiokafka record batch per (topic, partition).
+
+`producer.send()` costs about as much per record as the routing logic itself (a future, the
+accumulator's bookkeeping, and the pure-Python murmur2 partitioner), so the batch services append
+records to `producer.create_batch()` builders and submit each with `send_batch()`.
+
+A record goes to the partition it names, else to the one Kafka's default partitioner gives its
+key (murmur2, as every other producer of our topics uses), so keyed records land where any
+client would put them. Within a partition, records keep the order they were added in: the
+producer sends one request per partition at a time, in submission order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+
+class RecordBatches:
+    def __init__(self, producer: AIOKafkaProducer):
+        self.producer = producer
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}  # topic -> its partitions, read once
+        self._open: dict[tuple[str, int], object] = {}  # (topic, partition) -> BatchBuilder being filled
+        self._full: list[tuple[str, int, object]] = []
+
+    async def load(self, topics: list[str]) -> None:
+        """Read the partitions of the topics this writer will write to (once, at start)."""
+        for topic in topics:
+            self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
+
+    def add(self, topic: str, key: bytes | None, value: bytes | None,
+            headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> None:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            raise KeyError(f"{topic}: not an output of this batch service (RecordBatches.load it at start)")
+        if partition is None or partition >= len(partitions):
+            partition = self._partitioner(key, partitions, partitions)
+        builder = self._open.get((topic, partition))
+        if builder is None:
+            builder = self._open[(topic, partition)] = self.producer.create_batch()
+        if builder.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+            self._full.append((topic, partition, builder))  # full: a new one takes the record
+            builder = self._open[(topic, partition)] = self.producer.create_batch()
+            builder.append(key=key, value=value, timestamp=None, headers=headers or [])
+
+    async def send(self) -> list[asyncio.Future]:
+        """Submit every batch filled since the last call; their futures resolve when acknowledged."""
+        batches = self._full + [(topic, partition, builder) for (topic, partition), builder in self._open.items()]
+        self._full, self._open = [], {}
+        return [await self.producer.send_batch(builder, topic, partition=partition) for topic, partition, builder in batches]
