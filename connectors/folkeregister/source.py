@@ -4,7 +4,7 @@ Per page (at most 1000 entries from the bookmarked sequence number):
 fetch the page -> fetch its event documents (`document_fetch`: in bulk, one POST of the page's
 ids to …/hendelser/dokumenter, an extension the simulator or a proxy offers; or one GET per
 document, concurrently and bounded, which is all the real register offers) -> map each to its catalog
-record (connectors.folkeregister.mapping) and encode it -> send the page's records and dead
+record and encode it (connectors.folkeregister.encoding, in `encode_workers` worker processes) -> send the page's records and dead
 letters, waiting until all are durable -> only then save the bookmark {"next_seq": last + 1}.
 A crash between the send and the bookmark re-reads the page: same event ids, same keys, and
 ingest deduplicates by event id.
@@ -18,7 +18,11 @@ feed wants a Maskinporten token, which is another TokenProvider (see docs/connec
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import random
+from concurrent.futures import ProcessPoolExecutor
+from itertools import chain
 from typing import Literal, Protocol
 
 import aiohttp
@@ -28,10 +32,7 @@ from pydantic import Field
 from connectors.api import ConnectorConfig, OutputRecord, SecretStr, Source
 from connectors.dead_letters import DeadLetter
 from connectors.folkeregister.feed_format import API_PATH, BULK_LIMIT, BULK_PATH
-from connectors.folkeregister.mapping import Unmappable, to_record
-from schemas.catalog import catalog
-from schemas.codec import Codec
-from schemas.registry import CatalogRegistry
+from connectors.folkeregister.encoding import encode_documents, start_worker
 
 NO_BULK_ENDPOINT = (404, 405)  # what a feed without the bulk extension answers to its POST
 
@@ -67,6 +68,9 @@ class FeedSourceConfig(ConnectorConfig):
         "extension); single: one GET per document (the real register); auto: bulk when the feed offers it",
     )
     document_concurrency: int = Field(64, ge=1, le=512, description="event documents fetched at once (single)")
+    encode_workers: int = Field(
+        1, ge=0, le=8, description="processes mapping and encoding documents; 0: on the source's own event loop"
+    )
     poll_interval_s: float = Field(1.0, gt=0, description="wait when the feed has nothing new")
     backoff_initial_s: float = Field(0.2, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
@@ -94,8 +98,7 @@ class FolkeregisterFeedSource(Source):
         if injected is None and self.config.token is None:
             raise FeedError("no credentials: set `token` or inject a token_provider")
         self.tokens: TokenProvider = injected or StaticTokenProvider(self.config.token.get_secret_value())
-        self.codec = Codec(CatalogRegistry(catalog()))
-        self._schema_ids: dict[str, int] = {}
+        self._encoders = self._start_encoders(self.config.encode_workers)
         limit = self.config.document_concurrency
         self.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=limit + 2),  # documents + the prefetched page
@@ -108,6 +111,20 @@ class FolkeregisterFeedSource(Source):
     async def stop(self) -> None:
         if getattr(self, "http", None) is not None:
             await self.http.close()
+        if getattr(self, "_encoders", None) is not None:
+            await asyncio.to_thread(self._encoders.shutdown, cancel_futures=True)
+
+    @staticmethod
+    def _start_encoders(workers: int) -> ProcessPoolExecutor | None:
+        """Worker processes for the CPU work, started now (they take a moment to import) and not awaited."""
+        if workers == 0:
+            return None
+        pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker, initargs=(os.getpid(),)
+        )
+        for _ in range(workers):
+            pool.submit(encode_documents, [])
+        return pool
 
     async def run(self) -> None:
         bookmark = await self.context.state.load()
@@ -142,7 +159,7 @@ class FolkeregisterFeedSource(Source):
                     continue
                 following = _last_seq(entries, next_seq) + 1
                 prefetch = asyncio.create_task(self._fetch_page(following, etag=None))  # a new position: no ETag
-                records, dead = self._map_page(entries, documents)
+                records, dead = await self._map_page(entries, documents)
                 if delivering is not None:
                     await delivering
                 delivering = asyncio.create_task(self._deliver(next_seq, following - 1, records, dead))
@@ -204,17 +221,26 @@ class FolkeregisterFeedSource(Source):
             status, body, _ = await self._request(f"{API_PATH}/{document_id}", passthrough=(404,))
         return body if status == 200 else None
 
-    def _map_page(self, entries: list, documents: list) -> tuple[list[OutputRecord], list[tuple[bytes | None, bytes, DeadLetter]]]:
+    async def _map_page(self, entries: list, documents: list) -> tuple[list[OutputRecord], list[tuple[bytes | None, bytes, DeadLetter]]]:
+        raws = [raw for raw, failure in documents if failure is None]
+        encoded = iter(await self._encode(raws))
         records: list[OutputRecord] = []
         dead: list[tuple[bytes | None, bytes, DeadLetter]] = []
         for entry, (raw, failure) in zip(entries, documents):
-            if failure is None:
-                record, failure = self._map(raw)
-            if failure is None:
-                records.append(record)
+            result = failure or next(encoded)
+            if isinstance(result, DeadLetter):
+                dead.append((_entry_key(entry), raw, result))
             else:
-                dead.append((_entry_key(entry), raw, failure))
+                records.append(OutputRecord(key=result[0], value=result[1]))
         return records, dead
+
+    async def _encode(self, raws: list[bytes]) -> list:
+        """encode_documents over the workers, a contiguous share each (in order), or here without workers."""
+        if self._encoders is None:
+            return encode_documents(raws)
+        loop, share = asyncio.get_running_loop(), -(-len(raws) // self.config.encode_workers)
+        shares = [raws[i : i + share] for i in range(0, len(raws), share)]
+        return list(chain.from_iterable(await asyncio.gather(*(loop.run_in_executor(self._encoders, encode_documents, s) for s in shares))))
 
     async def _deliver(self, first: int, last: int, records: list[OutputRecord], dead: list) -> None:
         """Send a page's records and dead letters, wait until all are durable, then save its bookmark."""
@@ -223,25 +249,6 @@ class FolkeregisterFeedSource(Source):
         )
         await self.context.state.save({"next_seq": last + 1})
         self.log.info("feed.page", first_seq=first, last_seq=last, events=len(records), dead_letters=len(dead))
-
-    def _map(self, raw: bytes) -> tuple[OutputRecord | None, DeadLetter | None]:
-        try:
-            document = orjson.loads(raw)
-            if not isinstance(document, dict):
-                raise ValueError
-        except ValueError:
-            return None, _dead("source.malformed_document", "event document is not a JSON object")
-        try:
-            event_type, record = to_record(document)
-            schema_id = self._schema_ids.get(event_type) or self._schema_ids.setdefault(
-                event_type, self.codec.current_id(event_type)
-            )
-            value = self.codec.encode(record, schema_id)
-        except Unmappable as exc:
-            return None, _dead(exc.reason, str(exc))
-        except (ValueError, TypeError):  # fastavro: a value of the wrong type; its text may quote data
-            return None, _dead("source.encode_failed", f"{document.get('hendelsesdokument')} does not fit its schema")
-        return OutputRecord(key=record["envelope"]["id"], value=value), None
 
     async def _request(
         self, path: str, *, body: bytes | None = None, etag: str | None = None, passthrough: tuple[int, ...] = ()

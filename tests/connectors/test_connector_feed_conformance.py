@@ -24,8 +24,9 @@ class TestFeedSourceConformance(SourceConformance):
         ({"base_url": "http://x", "token": "conformance-secret-3", "document_concurrency": 0}, "document_concurrency"),
         ({"base_url": "http://x", "token": "conformance-secret-4", "page_sise": 10}, "page_sise"),
         ({"base_url": "http://x", "token": "conformance-secret-5", "document_fetch": "sometimes"}, "document_fetch"),
+        ({"base_url": "http://x", "token": "conformance-secret-6", "encode_workers": -1}, "encode_workers"),
     ]
-    secret_values = tuple(f"conformance-secret-{i}" for i in range(1, 6))
+    secret_values = tuple(f"conformance-secret-{i}" for i in range(1, 7))
 
     @asynccontextmanager
     async def environment(self, tmp_path):
@@ -59,7 +60,7 @@ class TestFeedSourceConformance(SourceConformance):
 
 
 class TestFeedSourceConformanceOneDocumentAtATime(TestFeedSourceConformance):
-    """The same kit with documents fetched one by one, as from the real register."""
+    """The same kit with documents fetched one by one, as from the real register, and encoded without workers."""
 
     def config(self, simulator) -> dict:
-        return {**super().config(simulator), "document_fetch": "single"}
+        return {**super().config(simulator), "document_fetch": "single", "encode_workers": 0}

@@ -1,4 +1,5 @@
-"""Acceptance: the feed source, killed with SIGKILL twice mid-stream, delivers every event exactly once after dedup."""
+"""Acceptance: the feed source, killed with SIGKILL twice mid-stream, delivers every event exactly once after dedup
+and leaves no encode worker process behind."""
 
 from __future__ import annotations
 
@@ -31,6 +32,27 @@ async def end_offset(bootstrap: str, topic: str) -> int:
         return (await consumer.end_offsets([tp]))[tp]
     finally:
         await consumer.stop()
+
+
+def children(pid: int) -> set[int]:
+    """The source's child processes (its encode workers), from /proc (Linux)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return {int(child) for child in listing.read().split()}
+
+
+async def wait_until_gone(pids: set[int], timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while alive := {p for p in pids if os.path.exists(f"/proc/{p}") and "Z" not in _state(p)}:
+            await asyncio.sleep(0.1)  # poll interval inside a deadline
+    assert not alive
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "Z"
 
 
 async def wait_for_offset(bootstrap: str, topic: str, at_least: int, process: subprocess.Popen, log_path, timeout: float = 60):
@@ -66,8 +88,11 @@ async def test_feed_source_killed_twice_loses_and_reorders_nothing(kafka_bootstr
         for kill_after in (EVENTS // 5, EVENTS // 2):
             process = start(running)
             await wait_for_offset(kafka_bootstrap, topic, kill_after, process, log_path)
+            workers = children(process.pid)
+            assert workers, "the source encodes in a worker process by default"
             process.send_signal(signal.SIGKILL)
             process.wait(10)
+            await wait_until_gone(workers)  # no orphaned encode worker outlives a killed source
         process = start(finishing)
         assert await asyncio.to_thread(process.wait, 120) == 0, log_path.read_text()[-3000:]
 

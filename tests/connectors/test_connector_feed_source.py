@@ -39,13 +39,14 @@ async def ingested_and_dead_keys(bootstrap, app_id) -> list[str]:
     return keys + [r.key.decode() for r in await read_to_end(bootstrap, topics.deadletter)]
 
 
-@FETCH_MODES
-async def test_feed_reaches_ingest_in_order_and_unknown_types_are_dead_lettered(kafka_bootstrap, connector_app_id, fetch):
+@pytest.mark.parametrize(("fetch", "workers"), [("bulk", 1), ("bulk", 2), ("single", 0)])
+async def test_feed_reaches_ingest_in_order_and_unknown_types_are_dead_lettered(kafka_bootstrap, connector_app_id, fetch, workers):
     documents = synthetic_feed(2500)
     unknown = [d for d in documents if d.hendelsetype in UNUSUAL_TYPES]
     assert unknown, "the synthetic feed should hold a few unknown types"
     async with run_simulator(documents) as simulator:
-        await run_to_end(kafka_bootstrap, connector_app_id, feed_config(simulator, document_fetch=fetch))
+        config = feed_config(simulator, document_fetch=fetch, encode_workers=workers)
+        await run_to_end(kafka_bootstrap, connector_app_id, config)
 
     topics = Topics.for_app(connector_app_id)
     ingested = await read_to_end(kafka_bootstrap, topics.ingest)
