@@ -15,8 +15,8 @@ the other flag bits zero.
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -47,14 +47,15 @@ class TraceParent:
         return TraceParent(self.trace_id, new_span_id(), self.flags & SAMPLED)
 
 
+# Ids must be random and unique, not secret (W3C Trace Context): the PRNG, not a urandom syscall per id.
 def new_trace_id() -> str:
-    while (value := secrets.token_hex(16)) == _ZERO_TRACE_ID:
+    while (value := f"{random.getrandbits(128):032x}") == _ZERO_TRACE_ID:
         pass
     return value
 
 
 def new_span_id() -> str:
-    while (value := secrets.token_hex(8)) == _ZERO_PARENT_ID:
+    while (value := f"{random.getrandbits(64):016x}") == _ZERO_PARENT_ID:
         pass
     return value
 

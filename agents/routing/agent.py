@@ -19,7 +19,6 @@ every subscription written before the start has been read.
 
 from __future__ import annotations
 
-import json
 
 import orjson
 import structlog
@@ -32,7 +31,7 @@ from agents.routing.batches import BatchService, Output
 from agents.routing.index import RoutingIndex
 from agents.routing.protection import is_strict, scrub_address
 from agents.routing.router import PersonState, Router
-from agents.routing.state import PartitionedState
+from agents.routing.state import PartitionedState, stored_json
 from agents.routing.topics import bus_topics
 from agents.subscriptions.store import SubscriptionFollower
 from connectors.dead_letters import DeadLetter
@@ -98,7 +97,7 @@ class Route:
                                             f"{event_type} {envelope['changeKind']} names an event the bus has not routed",
                                             value=value, event_id=envelope["id"]))
         else:
-            self.records.set(partition, envelope["id"], json.dumps(result.recipients).encode())  # not orjson: see PersonState.to_json
+            self.records.set(partition, envelope["id"], stored_json(result.recipients))
 
     def dead_letter(self, message: ConsumerRecord, reason: str, text: str, value: bytes | None = None,
                     event_id: str | None = None) -> Output:

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
@@ -24,6 +23,7 @@ import orjson
 
 from agents.routing.index import Entry, Grant, RoutingIndex
 from agents.routing.protection import is_strict, stricter, withheld
+from agents.routing.state import stored_json
 from schemas.catalog import EVENTS_NAMESPACE, catalog
 from schemas.identity import InvalidIdentity, parse_identity
 from schemas.moves import scope_for
@@ -40,12 +40,11 @@ class PersonState:
     received: frozenset[str] = frozenset()  # subscriptions that have received data on the person
 
     def to_json(self) -> bytes:
-        # json, not orjson: orjson's small results keep kilobytes each in a long-lived table.
-        return json.dumps({
+        return stored_json({
             "protection": self.protection,
             "birth_date": self.birth_date.isoformat() if self.birth_date else None,
             "received": sorted(self.received),
-        }).encode()
+        })
 
     @classmethod
     def from_json(cls, data: bytes | None) -> PersonState:
@@ -90,7 +89,7 @@ class Router:
         protection = record["protection"] if event_type == "AddressProtectionChange" and kind == "new" else None
         new_protection = protection or stricter(state.protection, envelope["addressProtection"])
         effective = stricter(new_protection, envelope["addressProtection"])
-        result = RouteResult(state=replace(state, protection=new_protection))
+        result = RouteResult(state=state if new_protection == state.protection else replace(state, protection=new_protection))
         if event_type == "Birth" and kind == "new":
             result.state = replace(result.state, birth_date=record["birthDate"])
 
