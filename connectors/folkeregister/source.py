@@ -35,6 +35,7 @@ from connectors.folkeregister.feed_format import API_PATH, BULK_LIMIT, BULK_PATH
 from connectors.folkeregister.encoding import encode_documents, start_worker
 
 NO_BULK_ENDPOINT = (404, 405)  # what a feed without the bulk extension answers to its POST
+_Dead = tuple[bytes | None, bytes, DeadLetter]  # key, raw bytes, why
 
 
 class TokenProvider(Protocol):
@@ -119,9 +120,8 @@ class FolkeregisterFeedSource(Source):
         """Worker processes for the CPU work, started now (they take a moment to import) and not awaited."""
         if workers == 0:
             return None
-        pool = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker, initargs=(os.getpid(),)
-        )
+        spawn = multiprocessing.get_context("spawn")  # not fork: this process holds an event loop and sockets
+        pool = ProcessPoolExecutor(workers, mp_context=spawn, initializer=start_worker, initargs=(os.getpid(),))
         for _ in range(workers):
             pool.submit(encode_documents, [])
         return pool
@@ -221,11 +221,11 @@ class FolkeregisterFeedSource(Source):
             status, body, _ = await self._request(f"{API_PATH}/{document_id}", passthrough=(404,))
         return body if status == 200 else None
 
-    async def _map_page(self, entries: list, documents: list) -> tuple[list[OutputRecord], list[tuple[bytes | None, bytes, DeadLetter]]]:
+    async def _map_page(self, entries: list, documents: list) -> tuple[list[OutputRecord], list[_Dead]]:
         raws = [raw for raw, failure in documents if failure is None]
         encoded = iter(await self._encode(raws))
         records: list[OutputRecord] = []
-        dead: list[tuple[bytes | None, bytes, DeadLetter]] = []
+        dead: list[_Dead] = []
         for entry, (raw, failure) in zip(entries, documents):
             result = failure or next(encoded)
             if isinstance(result, DeadLetter):
@@ -238,11 +238,13 @@ class FolkeregisterFeedSource(Source):
         """encode_documents over the workers, a contiguous share each (in order), or here without workers."""
         if self._encoders is None:
             return encode_documents(raws)
-        loop, share = asyncio.get_running_loop(), -(-len(raws) // self.config.encode_workers)
+        loop = asyncio.get_running_loop()
+        share = max(1, -(-len(raws) // self.config.encode_workers))
         shares = [raws[i : i + share] for i in range(0, len(raws), share)]
-        return list(chain.from_iterable(await asyncio.gather(*(loop.run_in_executor(self._encoders, encode_documents, s) for s in shares))))
+        encoded = await asyncio.gather(*(loop.run_in_executor(self._encoders, encode_documents, s) for s in shares))
+        return list(chain.from_iterable(encoded))
 
-    async def _deliver(self, first: int, last: int, records: list[OutputRecord], dead: list) -> None:
+    async def _deliver(self, first: int, last: int, records: list[OutputRecord], dead: list[_Dead]) -> None:
         """Send a page's records and dead letters, wait until all are durable, then save its bookmark."""
         await asyncio.gather(
             self.context.output.send(records), *(self.context.dead_letters.send(k, v, d) for k, v, d in dead)

@@ -118,18 +118,20 @@ async def test_auto_fetches_documents_one_by_one_from_a_feed_without_bulk(kafka_
 
 
 @FETCH_MODES
-async def test_a_missing_event_document_is_dead_lettered_with_its_entry(kafka_bootstrap, connector_app_id, fetch):
+async def test_missing_event_documents_are_dead_lettered_with_their_entries(kafka_bootstrap, connector_app_id, fetch):
     documents = synthetic_feed(1200)
-    lost = documents[1100]
+    lost = [documents[500], *documents[1000:]]  # one in the first page, all of the second
     async with run_simulator(documents) as simulator:
-        del simulator.store._sequence_by_id[uuid.UUID(lost.hendelsesdokument).bytes]  # the register lost it
+        for document in lost:  # the register lost them
+            del simulator.store._sequence_by_id[uuid.UUID(document.hendelsesdokument).bytes]
         await run_to_end(kafka_bootstrap, connector_app_id, feed_config(simulator, document_fetch=fetch))
 
     topics = Topics.for_app(connector_app_id)
     dead = {r.key.decode(): r for r in await read_to_end(kafka_bootstrap, topics.deadletter)}
-    letter = DeadLetter.from_headers(dead[lost.hendelsesdokument].headers)
-    assert letter.reason == "source.document_missing"
-    assert json.loads(dead[lost.hendelsesdokument].value) == lost.feed_entry()  # the raw entry
+    for document in lost:
+        letter = DeadLetter.from_headers(dead[document.hendelsesdokument].headers)
+        assert letter.reason == "source.document_missing"
+        assert json.loads(dead[document.hendelsesdokument].value) == document.feed_entry()  # the raw entry
     assert sorted(await ingested_and_dead_keys(kafka_bootstrap, connector_app_id)) == sorted(d.hendelsesdokument for d in documents)
 
 
