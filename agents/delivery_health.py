@@ -33,6 +33,7 @@ from aiokafka import ConsumerRecord
 
 from agents.alerts.policy import DeliveryHealth, is_failing
 from agents.delivery.dispatcher import subscription_of
+from agents.delivery.ledger import latest_entries
 from agents.delivery.target import TargetError, parse_target
 from agents.delivery.topic_reader import read_topic
 from agents.delivery.topics import delivery_topics
@@ -105,7 +106,7 @@ async def _gather(bootstrap: str, app_id: str, now: float) -> _Gathered:
         _latest(bootstrap, topics.subscriptions),
         _latest(bootstrap, topics.status),
         _latest(bootstrap, topics.pending),
-        _latest(bootstrap, topics.ledger),
+        latest_entries(bootstrap, topics.ledger),
         dead_letters(),
         outcomes(),
     )
@@ -113,7 +114,7 @@ async def _gather(bootstrap: str, app_id: str, now: float) -> _Gathered:
         subscriptions={k.decode(): json.loads(v) for k, v in subs.items()},
         status={k.decode(): json.loads(v) for k, v in status.items()},
         pending={k.decode(): json.loads(v)["queue"] for k, v in pending.items()},
-        ledger={k: json.loads(v) for k, v in ledger.items()},
+        ledger=ledger,
         dead_letters=dead,
         outcomes=attempts,
     )

@@ -3,8 +3,13 @@
 A compacted topic keyed `<event id>/<subscription id>`; the value is JSON:
     {"event_id", "subscription", "status": "delivered" | "dead_lettered" | "held",
      "reason", "attempts", "http_status", "at"}
-`held` means the subscription was disabled (410 Gone) and the event waits for it. The last
-record per key wins, so a dead-lettered event replayed and delivered reads `delivered`.
+`held` means the subscription was disabled (410 Gone) and the event waits for it. The latest
+entry per key wins, so a dead-lettered event replayed and delivered reads `delivered`.
+
+An entry is written to the partition its delivery record was read from, so a key's entries
+normally share a partition and compaction keeps the last. A key can still have entries in two
+partitions (decided before the ledger was partitioned so, or re-decided from a record read in
+another partition), so readers take the entry with the latest `at`, not the last one read.
 """
 
 from __future__ import annotations
@@ -37,12 +42,19 @@ def ledger_record(event_id: str, subscription: str, status: str, attempts: int, 
     )
 
 
-async def ledger_for_event(bootstrap: str, topic: str, event_id: str, timeout: float = 30.0) -> dict[str, dict]:
-    """subscription -> latest ledger entry for one event, read from the compacted topic."""
-    prefix = f"{event_id}/".encode()
-    found: dict[str, dict] = {}
+async def latest_entries(bootstrap: str, topic: str, timeout: float = 30.0, prefix: bytes = b"") -> dict[bytes, dict]:
+    """Ledger key -> its entry with the latest `at`, for the keys starting with `prefix`."""
+    latest: dict[bytes, dict] = {}
     async for record in read_topic(bootstrap, topic, timeout):
         if record.key is not None and record.key.startswith(prefix) and record.value is not None:
             entry = json.loads(record.value)
-            found[entry["subscription"]] = entry
-    return found
+            held = latest.get(record.key)
+            if held is None or entry["at"] >= held["at"]:  # ISO 8601 UTC, all in one format: ordered as text
+                latest[record.key] = entry
+    return latest
+
+
+async def ledger_for_event(bootstrap: str, topic: str, event_id: str, timeout: float = 30.0) -> dict[str, dict]:
+    """subscription -> latest ledger entry for one event, read from the compacted topic."""
+    entries = await latest_entries(bootstrap, topic, timeout, f"{event_id}/".encode())
+    return {entry["subscription"]: entry for entry in entries.values()}

@@ -44,17 +44,17 @@ class Lanes:
         pass
 
 
-def _record(offset: int, event_id: str) -> ConsumerRecord:
+def _record(offset: int, event_id: str, partition: int = 0) -> ConsumerRecord:
     value = delivery("sub", PERSON, event_id)
     raw = json.dumps(value).encode()
-    return ConsumerRecord(TOPICS.deliveries, 0, offset, 0, 0, delivery_key(value), raw, None, 0, len(raw), [])
+    return ConsumerRecord(TOPICS.deliveries, partition, offset, 0, 0, delivery_key(value), raw, None, 0, len(raw), [])
 
 
-def _queues(active: bool = True) -> tuple[DeliveryQueues, Lanes]:
+def _queues(active: bool = True, partition: int = 0) -> tuple[DeliveryQueues, Lanes]:
     lanes = Lanes(active)
     queues = DeliveryQueues(TOPICS, lanes, clock=lambda: 1000.0)
-    queues.stored.partitions[0] = {}
-    queues.assigned({0})
+    queues.stored.partitions[partition] = {}
+    queues.assigned({partition})
     return queues, lanes
 
 
@@ -96,6 +96,16 @@ def test_a_failed_head_logs_the_attempt_stores_its_queue_and_no_longer_holds_the
     queues.apply(KEY, queues.queues[KEY][0], Outcome.delivered())
     written, _ = _cycle(queues, [])
     assert written == [TOPICS.ledger] * 2 + [("pending", KEY, False)]
+
+
+def test_the_ledger_entry_and_attempt_record_go_to_the_partition_the_delivery_was_read_from():
+    queues, _ = _queues(partition=3)
+    queues.accept([_record(0, "e0", partition=3)])
+    queues.apply(KEY, queues.queues[KEY][0], Outcome.retry("http.5xx"))
+    queues.apply(KEY, queues.queues[KEY][0], Outcome.delivered())
+    outputs: list = []
+    queues.handle_batch([], outputs)
+    assert [(o[0], o[4]) for o in outputs] == [(TOPICS.outcomes, 3), (TOPICS.ledger, 3)]
 
 
 def test_records_of_an_inactive_subscription_are_stored_and_a_record_read_again_is_not_queued_twice():
