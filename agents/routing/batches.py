@@ -7,8 +7,8 @@ in its own consumer group (`<app id>-ingest`, `<app id>-router`). Per batch:
 0. `before_batch()`, if given, is awaited (the router: its subscriptions are current);
 1. `logic.handle_batch(records, outputs)`, the records in offset order per partition, then
    `logic.end_batch()`; the batch's state writes (`PartitionedState.take()`) are set aside;
-2. every output is added to a record batch per (topic, partition) (record_batches.py) and the
-   batches are sent;
+2. every output is added to a record batch per (topic, partition) (connectors/record_batches.py)
+   and the batches are sent;
 3. in the background, while the next batch is fetched and handled: the outputs are awaited,
    then the state writes are sent the same way and awaited, then the input offsets are
    committed. One batch completes at a time, in order: the next one's completion starts
@@ -49,7 +49,7 @@ from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
 from mode import Service
 
 from agents import metrics
-from agents.routing.record_batches import RecordBatches
+from connectors.record_batches import RecordBatches
 from agents.routing.state import PartitionedState
 
 log = structlog.get_logger(__name__)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents.routing.record_batches import RecordBatches
+from connectors.record_batches import RecordBatches
 
 
 def stored_json(value) -> bytes:

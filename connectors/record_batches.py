@@ -1,8 +1,9 @@
-"""A batch consumer's writes, as one aiokafka record batch per (topic, partition).
+"""Many records written at once, as one aiokafka record batch per (topic, partition).
 
-`producer.send()` costs about as much per record as the routing logic itself (a future, the
-accumulator's bookkeeping, and the pure-Python murmur2 partitioner), so the batch services append
-records to `producer.create_batch()` builders and submit each with `send_batch()`.
+`producer.send()` costs about as much per record as routing an event (a future, the
+accumulator's bookkeeping, and the pure-Python murmur2 partitioner), so the bus's batch services
+and the connectors' outputs append records to `producer.create_batch()` builders and submit
+each with `send_batch()`.
 
 A record goes to the partition it names, else to the one Kafka's default partitioner gives its
 key (murmur2, as every other producer of our topics uses), so keyed records land where any
