@@ -1,7 +1,9 @@
 """`samband subscriptions apply DIR | list | show ID | delete ID`: subscriptions as configuration code.
 
 They live in the compacted `<app id>-subscriptions` topic; running workers pick changes up
-within a second. `apply` validates every file first and writes nothing if any is invalid.
+within a second. `apply` validates every file first and writes nothing if any is invalid; it
+prints its plan (created, changed, unchanged and, with `--prune`, deleted: those on the bus
+but in no file), writes only what differs, and with `--dry-run` writes nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = parser.add_subparsers(dest="subscriptions_command", metavar="SUBCOMMAND", required=True)
     apply = commands.add_parser("apply", help="validate every *.yaml in DIR, then create or replace them all")
     apply.add_argument("directory", type=Path)
+    apply.add_argument("--prune", action="store_true", help="also delete the subscriptions that are in no file of DIR")
+    apply.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     apply.set_defaults(handler=apply_dir)
     commands.add_parser("list", help="every subscription: id, system, kommuner, event types").set_defaults(handler=list_all)
     show = commands.add_parser("show", help="one subscription as JSON")
@@ -49,13 +53,40 @@ def apply_dir(args) -> int:
         return 1
     bootstrap, topic = _where()
 
-    async def write() -> None:
+    async def plan_and_write() -> dict[str, list[str]]:
         await store.ensure_topic(bootstrap, topic)
-        await store.write(bootstrap, topic, [(s.id, s.to_json()) for s in subs])
+        current = await store.read_all(bootstrap, topic)
+        plan = _plan(current, subs, args.prune)
+        if not args.dry_run:
+            changes = [(s.id, s.to_json()) for s in subs if s.id in plan["created"] + plan["changed"]]
+            await store.write(bootstrap, topic, changes + [(sub_id, None) for sub_id in plan["deleted"]])
+        return plan
 
-    asyncio.run(write())
-    print(f"applied {len(subs)} subscription(s): {', '.join(s.id for s in subs)}")
+    plan = asyncio.run(plan_and_write())
+    for action, ids in plan.items():
+        if ids:
+            print(f"{action} {len(ids)}: {', '.join(ids)}")
+    verb = "would apply" if args.dry_run else "applied"
+    print(f"{verb} {len(subs)} subscription(s) from {args.directory}"
+          + ("" if args.prune else "; not in any file and kept (use --prune to delete): "
+             + str(len(plan["kept"]))))
     return 0
+
+
+def _plan(current: dict[str, bytes], subs, prune: bool) -> dict[str, list[str]]:
+    """What applying `subs` changes: created, changed, unchanged, and deleted (with prune) or kept."""
+    plan: dict[str, list[str]] = {"created": [], "changed": [], "unchanged": [], "deleted": [], "kept": []}
+    for sub in subs:
+        before = current.get(sub.id)
+        if before is None:
+            plan["created"].append(sub.id)
+        elif json.loads(before) == json.loads(sub.to_json()):
+            plan["unchanged"].append(sub.id)
+        else:
+            plan["changed"].append(sub.id)
+    in_files = {sub.id for sub in subs}
+    plan["deleted" if prune else "kept"] = sorted(set(current) - in_files)
+    return plan
 
 
 def list_all(args) -> int:

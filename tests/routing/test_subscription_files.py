@@ -65,3 +65,35 @@ def test_api_tokens_setting():
     assert "s3cret" not in str(caught.value)
     with pytest.raises(TokenConfigError, match="entry 1"):
         parse_tokens("no-scopes")
+
+
+def _apply(env, directory, *flags) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agents.cli", "subscriptions", "apply", str(directory), *flags],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+async def test_apply_prints_its_plan_and_prunes_only_when_asked(kafka_bootstrap, worker_env, tmp_path):
+    topic = bus_topics(worker_env["SAMBAND_APP_ID"]).subscriptions
+    first = tmp_path / "first"
+    _write(first, {"a.yaml": yaml.safe_dump(_valid("skole-a")), "b.yaml": yaml.safe_dump(_valid("skole-b"))})
+    run = _apply(worker_env, first)
+    assert run.returncode == 0, run.stderr
+    assert "created 2: skole-a, skole-b" in run.stdout
+
+    # skole-a changes, skole-b is left out, skole-c is new.
+    second = tmp_path / "second"
+    _write(second, {"a.yaml": yaml.safe_dump({**_valid("skole-a"), "kommuner": ["4601"]}),
+                    "c.yaml": yaml.safe_dump(_valid("skole-c"))})
+    dry = _apply(worker_env, second, "--prune", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "created 1: skole-c" in dry.stdout and "changed 1: skole-a" in dry.stdout and "deleted 1: skole-b" in dry.stdout
+    assert set(await read_all(kafka_bootstrap, topic)) == {"skole-a", "skole-b"}  # a dry run writes nothing
+
+    kept = _apply(worker_env, second)
+    assert "kept 1: skole-b" in kept.stdout and "use --prune" in kept.stdout
+    assert set(await read_all(kafka_bootstrap, topic)) == {"skole-a", "skole-b", "skole-c"}
+    assert json.loads((await read_all(kafka_bootstrap, topic))["skole-a"])["kommuner"] == ["4601"]
+
+    pruned = _apply(worker_env, second, "--prune")
+    assert "unchanged 2: skole-a, skole-c" in pruned.stdout and "deleted 1: skole-b" in pruned.stdout
+    assert set(await read_all(kafka_bootstrap, topic)) == {"skole-a", "skole-c"}
