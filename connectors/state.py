@@ -43,9 +43,15 @@ class KafkaStateStore(StateStore):
         await consumer.start()
         try:
             partitions = [TopicPartition(self._topic, p) for p in await _partitions(consumer, self._topic)]
+            # End offsets first, before any partition is assigned: an assigned consumer at once sends
+            # a fetch that the broker holds for fetch_max_wait_ms (0.5 s) when there is nothing to
+            # read, and an offsets request on that connection waits behind it.
+            end = await consumer.end_offsets(partitions)
+            partitions = [tp for tp in partitions if end[tp] > 0]
+            if not partitions:
+                return None  # nothing was ever saved
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
-            end = await consumer.end_offsets(partitions)
             latest: bytes | None = None
             while any([await consumer.position(tp) < end[tp] for tp in partitions]):
                 for records in (await consumer.getmany(timeout_ms=500)).values():
@@ -68,9 +74,10 @@ class KafkaStateStore(StateStore):
 async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float = 10.0) -> set[int]:
     """The topic's partitions; a topic created a moment ago may take a few metadata rounds to show."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while not (partitions := consumer.partitions_for_topic(topic)):
+    while True:
+        await consumer._client.force_metadata_update()  # a fresh consumer has no topic's metadata yet
+        if partitions := consumer.partitions_for_topic(topic):
+            return partitions
         if asyncio.get_running_loop().time() > deadline:
             raise LookupError(f"state topic {topic!r} does not exist")
-        await consumer._client.force_metadata_update()
         await asyncio.sleep(0.1)  # poll interval between metadata requests
-    return partitions
