@@ -74,8 +74,9 @@ class KafkaStateStore(StateStore):
 async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float = 10.0) -> set[int]:
     """The topic's partitions; a topic created a moment ago may take a few metadata rounds to show."""
     deadline = asyncio.get_running_loop().time() + timeout
+    consumer._client.add_topic(topic)  # a fresh consumer has no topic's metadata; ask for this one, not all
     while True:
-        await consumer._client.force_metadata_update()  # a fresh consumer has no topic's metadata yet
+        await consumer._client.force_metadata_update()
         if partitions := consumer.partitions_for_topic(topic):
             return partitions
         if asyncio.get_running_loop().time() > deadline:
