@@ -154,7 +154,10 @@ async def replay(dlq_id: str | None, subscription: str | None, force: bool, say=
                 continue
             headers = [(k, v) for k, v in record.headers if not k.startswith(PREFIX) and k not in ("samband-subscription", REPLAY_HEADER)]
             headers.append((REPLAY_HEADER, found_id.encode()))
-            await producer.send_and_wait(topics.deliveries, record.value, key=record.key, headers=headers)
+            # Back to the partition it was read from: the router puts a delivery in its person's
+            # partition, so that is where its (subscription, person) queue is, not where the key hashes.
+            partition = dead.partition if dead.topic == topics.deliveries else None
+            await producer.send_and_wait(topics.deliveries, record.value, key=record.key, headers=headers, partition=partition)
             log.info("dlq.replayed", dlq_id=found_id, subscription=dead.subscription, event_id=event_id)
             replayed += 1
     finally:

@@ -236,3 +236,37 @@ async def test_reveal_by_an_authorised_operator_prints_the_data_and_is_logged(bu
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["value"] == dead.value.decode()
     assert "dlq.revealed" in shown.stderr and getpass.getuser() in shown.stderr
+
+
+async def test_a_replay_goes_back_to_the_partition_of_its_subscription_and_person(bus):
+    """The router writes each delivery to its person's partition, not to the one Kafka's partitioner
+    gives its key; a replay must join the same (subscription, person) queue, so it goes to the
+    partition the dead letter was read from."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from agents.commands.dlq import REPLAY_HEADER
+    from delivery_fixtures import delivery, delivery_key
+
+    fixed = []
+    receiver = await _receiver(bus, lambda _n, e: Reply(400) if e["id"] == "part-1" and not fixed else Reply())
+    record = delivery("flow-part", f"{8:032x}", "part-1")
+    key = delivery_key(record)
+    hashed = DefaultPartitioner()(key, [0, 1, 2, 3], [0, 1, 2, 3])
+    person_partition = (hashed + 1) % 4  # any partition but the key's own
+    try:
+        await bus.subscribe("flow-part", receiver.url, **FAST)
+        await bus.producer.send_and_wait(bus.topic("deliveries"), json.dumps(record).encode(), key=key,
+                                         partition=person_partition)
+        await _wait_ledger(bus, "part-1", "flow-part")
+        listed = _cli(bus, "list", "--subscription", "flow-part")
+        [row] = [line for line in listed.stdout.splitlines() if "flow-part" in line]
+        fixed.append(True)
+        dlq_id = row.split()[0]
+        replayed = _cli(bus, "replay", dlq_id)
+        assert replayed.returncode == 0, replayed.stderr
+        await bus.wait_for(receiver, lambda: len(receiver.events()) >= 1, 30, "the replayed event")
+    finally:
+        await receiver.stop()
+    replays = [r async for r in read_topic(bus.bootstrap, bus.topic("deliveries"))
+               if dict(r.headers).get(REPLAY_HEADER) == dlq_id.encode()]
+    assert [r.partition for r in replays] == [person_partition]
