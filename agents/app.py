@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import faust
@@ -30,6 +31,14 @@ def create_app(settings: Settings) -> faust.App:
 
 
 app = create_app(get_settings())
+
+
+def freeze_heap() -> None:
+    """Everything alive now (start-up's modules and app, a loaded subscription index) lives as
+    long as the process: frozen, it is no longer walked by every full collection, which otherwise
+    paused the loop 50-90 ms (the delivery p99). Called once a service has loaded what it keeps."""
+    gc.collect()
+    gc.freeze()
 
 
 def batch_service_settings() -> dict:
