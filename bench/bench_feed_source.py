@@ -5,8 +5,9 @@ documents, fetched the same way as the source (`--fetch bulk`: one POST of a pag
 simulator's bulk endpoint; `single`: one GET per document, `--concurrency` at once), and
 aiokafka produces of the document bytes with acks=all, with no mapping, encoding, dead letters
 or bookmarks. The simulator runs in its own process. Both pipelines' topics are created before
-the clock starts, as in a deployment. The source is timed twice: in all, and from the moment its
-bookmark is loaded (a fixed cost at every start, ~0.5 s here, that dominates a short run).
+the clock starts, as in a deployment. The source is timed twice: in all (with what every start
+costs: the Kafka clients, the encode worker's start, the bookmark's load), and from the moment
+its bookmark is loaded.
 
     .venv/bin/python bench/bench_feed_source.py [--events 20000] [--fetch bulk|single] [--concurrency 64]
         [--encode-workers 1]
