@@ -63,7 +63,10 @@ class Lane:
             if wait > 0:
                 await asyncio.sleep(wait)  # the subscriber asked for this pause (Retry-After)
             record = SinkRecord(key.encode(), entry["record"].encode(), [(k, v.encode()) for k, v in entry["headers"]])
-            [outcome] = await self.sink.write([record])
+            if isinstance(self.sink, WebhookSink):
+                outcome = await self.sink.write_one(record)  # the hot path: no list, no coroutine level more
+            else:
+                [outcome] = await self.sink.write([record])
             if getattr(outcome, "retry_after", None):
                 self.hold_until = max(self.hold_until, time.time() + outcome.retry_after)
             try:

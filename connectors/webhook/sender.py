@@ -1,7 +1,7 @@
 """POST signed CloudEvents to one subscriber over a keep-alive connection pool.
 
-One sender per subscriber: its own aiohttp session (pool limited to `max_concurrency`
-connections) and a semaphore, so a slow subscriber only ever occupies its own slots.
+One sender per subscriber: its own aiohttp session, its pool limited to `max_concurrency`
+connections (a request waits for a free one), so a slow subscriber only ever occupies its own slots.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ USER_AGENT = "samband-webhook/1"
 class WebhookSender:
     def __init__(self, config: WebhookConfig):
         self.config = config
-        self._limit = asyncio.Semaphore(config.max_concurrency)
         self._session: aiohttp.ClientSession | None = None
         self._signer: Signer | None = None  # made at the first request: a missing secret is a retried outcome
         self._url = URL(config.url)  # parsed once, not per request
@@ -60,15 +59,18 @@ class WebhookSender:
         except SecretError as exc:
             # Our configuration, not the event, is at fault: keep the event and try again later.
             return HttpOutcome("retry", exc.reason, str(exc))
-        async with self._limit:
+        try:
+            # Awaited, not `async with`: two coroutine levels less to pass through at each resumption.
+            reply = await self._open().post(self._url, data=body, headers=headers, allow_redirects=False)
             try:
-                async with self._open().post(self._url, data=body, headers=headers, allow_redirects=False) as reply:
-                    await reply.read()  # drain, so the connection goes back to the pool
-                    return classify(reply.status, reply.headers.get("Retry-After"))
-            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-                return HttpOutcome("retry", TIMEOUT)
-            except aiohttp.ClientError:
-                return HttpOutcome("retry", CONNECTION)
+                await reply.read()  # drain, so the connection goes back to the pool
+            finally:
+                reply.release()
+            return classify(reply.status, reply.headers.get("Retry-After"))
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            return HttpOutcome("retry", TIMEOUT)
+        except aiohttp.ClientError:
+            return HttpOutcome("retry", CONNECTION)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
 
 import orjson
@@ -35,18 +35,20 @@ class WebhookSink(Sink):
         self.sender = WebhookSender(config)
 
     async def write(self, batch: Sequence[SinkRecord]) -> list[HttpOutcome]:
-        if len(batch) == 1:  # the delivery lanes' case: no task per request
-            return [await self._write_one(batch[0])]
-        return list(await asyncio.gather(*(self._write_one(record) for record in batch)))
+        if len(batch) == 1:
+            return [await self.write_one(batch[0])]
+        return list(await asyncio.gather(*(self.write_one(record) for record in batch)))
 
-    async def _write_one(self, record: SinkRecord) -> HttpOutcome:
+    def write_one(self, record: SinkRecord) -> Awaitable[HttpOutcome]:
+        """The attempt for one record, for the caller to await (the delivery lanes): a plain function
+        returning the sender's coroutine, so each resumption of the request passes one level less."""
         try:
             delivery = orjson.loads(record.value)
             event, key = delivery["event"], delivery["idempotency_key"]
         except (ValueError, KeyError, TypeError):
-            return HttpOutcome("rejected", MALFORMED, "delivery record is not delivery JSON with event and idempotency_key")
+            return _done(HttpOutcome("rejected", MALFORMED, "delivery record is not delivery JSON with event and idempotency_key"))
         traceparent = next((v.decode() for k, v in record.headers if k == "traceparent"), None)
-        return await self.sender.send(event, key, traceparent)
+        return self.sender.send(event, key, traceparent)
 
     async def verify(self, subscription: str) -> HttpOutcome:
         """Send the signed validation event; a 2xx answer proves the endpoint holds the secret's receiver."""
@@ -64,3 +66,7 @@ class WebhookSink(Sink):
 
     async def stop(self) -> None:
         await self.sender.close()
+
+
+async def _done(outcome: HttpOutcome) -> HttpOutcome:
+    return outcome
