@@ -110,9 +110,10 @@ class Router:
                 e for e in self.index.candidates(event_type, envelope["kommunenummer"], national_only=is_strict(effective))
                 if self._matches(e, event_type, record, result.state)
             ]
+        common = self._cloudevent(event_type, envelope, person) if targets else None
         for entry in targets:
             data = _project(record, entry.grants[event_type], withheld(event_type, effective, entry.subscription.public_body))
-            result.deliveries.append(self._delivery(entry, event_type, envelope, person, data, "event"))
+            result.deliveries.append(self._record(entry.id, envelope["id"], person, {**common, "data": data}, "event"))
             result.recipients.append(entry.id)
         if result.recipients:
             result.state = replace(result.state, received=result.state.received | set(result.recipients))
@@ -139,7 +140,8 @@ class Router:
 
     # --- output ---------------------------------------------------------------------------
 
-    def _delivery(self, entry: Entry, event_type: str, envelope: dict, person: str, data: dict, kind: str) -> Delivery:
+    def _cloudevent(self, event_type: str, envelope: dict, person: str) -> dict:
+        """The CloudEvent attributes every recipient of the event gets; each adds its own `data`."""
         cloudevent = {
             "specversion": "1.0",
             "id": envelope["id"],
@@ -150,11 +152,10 @@ class Router:
             "datacontenttype": "application/json",
             "dataschema": self._dataschema[event_type],
             "changekind": envelope["changeKind"],
-            "data": data,
         }
         if envelope["correctsEventId"]:
             cloudevent["correctseventid"] = envelope["correctsEventId"]
-        return self._record(entry.id, envelope["id"], person, cloudevent, kind)
+        return cloudevent
 
     def _purge(self, entry: Entry, envelope: dict, person: str) -> Delivery:
         purge_id = f"{envelope['id']}-purge"
