@@ -1,4 +1,4 @@
-"""`samband subscriptions apply DIR | list | show ID | delete ID`: subscriptions as configuration code.
+"""`samband subscriptions apply DIR | list | show ID | pause ID | resume ID | delete ID`.
 
 They live in the compacted `<app id>-subscriptions` topic; running workers pick changes up
 within a second. `apply` validates every file first and writes nothing if any is invalid; it
@@ -18,6 +18,7 @@ from agents.config import bootstrap_servers, get_settings
 from agents.routing.topics import bus_topics
 from agents.subscriptions import store
 from agents.subscriptions.files import load_dir
+from agents.subscriptions.model import Subscription
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show = commands.add_parser("show", help="one subscription as JSON")
     show.add_argument("id")
     show.set_defaults(handler=show_one)
+    for name, verb in (("pause", "pause a subscription's deliveries; its events are kept, in order"),
+                       ("resume", "resume a paused subscription: what was kept is delivered, in order")):
+        command = commands.add_parser(name, help=verb)
+        command.add_argument("id")
+        command.set_defaults(handler=set_paused, paused=name == "pause")
     delete = commands.add_parser("delete", help="delete a subscription (deliveries to it stop within seconds)")
     delete.add_argument("id")
     delete.set_defaults(handler=delete_one)
@@ -105,6 +111,24 @@ def show_one(args) -> int:
         print(f"samband: no subscription {args.id}", file=sys.stderr)
         return 1
     print(json.dumps(json.loads(value), indent=2, ensure_ascii=False))
+    return 0
+
+
+def set_paused(args) -> int:
+    """Rewrite the subscription with `delivery.paused` set; the delivery stage holds or releases its events."""
+    bootstrap, topic = _where()
+    value = asyncio.run(store.read_all(bootstrap, topic)).get(args.id)
+    if value is None:
+        print(f"samband: no subscription {args.id}", file=sys.stderr)
+        return 1
+    sub = json.loads(value)
+    if sub["delivery"].get("paused", False) == args.paused:
+        print(f"{args.id} is already {'paused' if args.paused else 'active'}")
+        return 0
+    sub["delivery"]["paused"] = args.paused
+    asyncio.run(store.write(bootstrap, topic, [(args.id, Subscription.model_validate(sub).to_json())]))
+    print(f"paused {args.id}: its events are kept until `samband subscriptions resume {args.id}`" if args.paused
+          else f"resumed {args.id}: the events kept while it was paused go out first, in order")
     return 0
 
 
