@@ -60,7 +60,7 @@ class RecordBatches:
             headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> None:
         partitions = self._partitions.get(topic)
         if partitions is None:
-            raise KeyError(f"{topic}: not an output of this batch service (RecordBatches.load it at start)")
+            raise KeyError(f"{topic}: not a topic this writer has loaded (call RecordBatches.load with it first)")
         if partition is None or partition >= len(partitions):
             # Kafka's default partitioner: murmur2 made positive, modulo the count; no key: any partition
             partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)] if key is not None else random.choice(partitions)
