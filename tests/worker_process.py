@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 
 class WorkerProcess:
@@ -51,6 +52,8 @@ async def committed_total(bootstrap: str, group: str) -> int:
     try:
         offsets = await admin.list_consumer_group_offsets(group)
         return sum(meta.offset for meta in offsets.values() if meta.offset > 0)
+    except GroupCoordinatorNotAvailableError:  # a new broker makes __consumer_offsets on first use: none yet
+        return 0
     finally:
         await admin.close()
 
