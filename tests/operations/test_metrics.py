@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agents import metrics
 from agents.web.operations import add_routes
 
-IDENTITY_NUMBER = "01017012345"
+IDENTITY_NUMBER = "01817012309"  # synthetic (month + 80), valid control digits
 
 
 @pytest.mark.parametrize(
