@@ -1,6 +1,15 @@
 """The CloudEvents 1.0 JSON profile of a catalog event (docs/routing.md): which attributes map
 to which envelope fields. Samband's envelope fields travel as lower-case extension attributes."""
 
+from __future__ import annotations
+
+from datetime import date, datetime
+from functools import cache
+
+import fastavro
+
+from schemas.catalog import catalog
+
 # CloudEvents attributes copied to the envelope as they are.
 ATTRIBUTES = ("id", "source", "type", "specversion", "subject", "dataschema")
 
@@ -14,3 +23,71 @@ EXTENSIONS = {
     "sequencenumber": "sequenceNumber",
     "correlationid": "correlationId",
 }
+
+
+class CloudEventError(ValueError):
+    """A CloudEvent that makes no catalog record: a reason code, the attribute or data field at
+    fault, and a message. None of them holds a value from the event."""
+
+    def __init__(self, reason: str, field: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.field = field
+
+
+def record_from_cloudevent(event_type: str, event: dict) -> dict:
+    """The catalog record (current schema of `event_type`) of a structured-mode CloudEvent: the
+    envelope from the attributes, the fields from `data` (ISO 8601 dates parsed), schema defaults
+    for what is absent. Types are left to Avro validation."""
+    if event.get("specversion") != "1.0":
+        raise CloudEventError("cloudevent.invalid", "specversion", "specversion must be 1.0")
+    data = event.get("data")
+    if not isinstance(data, dict):
+        raise CloudEventError("cloudevent.invalid", "data", "data must be a JSON object")
+    envelope = {name: event[name] for name in ATTRIBUTES if name in event}
+    envelope.update({field: event[ext] for ext, field in EXTENSIONS.items() if ext in event})
+    if "time" not in event:
+        raise CloudEventError("json.missing_field", "time", "required attribute time is missing")
+    envelope["time"] = _parse(datetime.fromisoformat, event["time"], "time")
+    if envelope["time"].tzinfo is None:
+        raise CloudEventError("json.field_type", "time", "time has no time zone")
+    record = {"envelope": envelope}
+    dates = _date_fields(event_type)
+    for field in _current_schema(event_type)["fields"]:
+        name = field["name"]
+        if name == "envelope":
+            _fill_envelope_defaults(envelope, field["type"]["fields"])
+        elif name in data:
+            value = data[name]
+            record[name] = _parse(date.fromisoformat, value, name) if name in dates and isinstance(value, str) else value
+        elif "default" in field:
+            record[name] = field["default"]
+        else:
+            raise CloudEventError("json.missing_field", name, f"required field {name} is missing")
+    return record
+
+
+def _fill_envelope_defaults(envelope: dict, fields: list[dict]) -> None:
+    for field in fields:
+        if field["name"] not in envelope:
+            attribute = field["name"].lower()  # the extension attribute's name
+            if "default" not in field:
+                raise CloudEventError("json.missing_field", attribute, f"required attribute {attribute} is missing")
+            envelope[field["name"]] = field["default"]
+
+
+def _parse(parser, value, field: str):
+    try:
+        return parser(value)
+    except (TypeError, ValueError):
+        raise CloudEventError("json.field_type", field, f"{field} is not an ISO 8601 date or time") from None
+
+
+@cache
+def _current_schema(event_type: str) -> dict:
+    return fastavro.parse_schema(catalog().current(event_type).schema)
+
+
+@cache
+def _date_fields(event_type: str) -> frozenset[str]:
+    return frozenset(f.path for f in catalog().fields(event_type) if f.avro_type in ("date", "null|date"))

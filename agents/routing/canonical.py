@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date, datetime
 
 import fastavro
 from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate as avro_validate
 
 from schemas.catalog import EVENTS_NAMESPACE, UNKNOWN_EVENT, catalog
-from schemas.cloudevents import ATTRIBUTES, EXTENSIONS
+from schemas.cloudevents import CloudEventError, record_from_cloudevent
 from schemas.codec import Codec, WireFormatError, schema_id_of
 from schemas.validation import validate
 
@@ -69,7 +68,6 @@ class Canonicaliser:
         self._known = {t for t in cat.event_types() if t != UNKNOWN_EVENT}
         self._current_id = {t: codec.current_id(t) for t in cat.event_types()}
         self._current_schema = {t: fastavro.parse_schema(cat.current(t).schema) for t in cat.event_types()}
-        self._date_fields = {t: _typed_fields(t, ("date", "null|date")) for t in cat.event_types()}
         # Event type of each writer schema id seen, so the type is known before decoding.
         self._type_of_id: dict[int, str] = {}
 
@@ -129,7 +127,10 @@ class Canonicaliser:
         namespace, _, event_type = str(type_name).rpartition(".")
         if namespace != EVENTS_NAMESPACE or event_type not in self._known:
             raise Rejected("event.unknown_type", f"event type {str(type_name)[:100]!r} is not in the catalog")
-        record = self._record_from_cloudevent(event_type, event)
+        try:
+            record = record_from_cloudevent(event_type, event)
+        except CloudEventError as exc:
+            raise Rejected(exc.reason, str(exc)) from None
         try:
             avro_validate(record, self._current_schema[event_type], raise_errors=True)
         except AvroValidationError as exc:
@@ -139,34 +140,6 @@ class Canonicaliser:
         # Validate what Avro readers will see (a date given as a day number becomes a date).
         return self._checked(event_type, self.codec.decode(value), value)
 
-    def _record_from_cloudevent(self, event_type: str, event: dict) -> dict:
-        if event.get("specversion") != "1.0":
-            raise Rejected("cloudevent.invalid", "specversion must be 1.0")
-        data = event.get("data")
-        if not isinstance(data, dict):
-            raise Rejected("cloudevent.invalid", "data must be a JSON object")
-        envelope = {name: event[name] for name in ATTRIBUTES if name in event}
-        envelope.update({field: event[ext] for ext, field in EXTENSIONS.items() if ext in event})
-        envelope["time"] = _parse(datetime.fromisoformat, event.get("time"), "time")
-        if envelope["time"].tzinfo is None:
-            raise Rejected("json.field_type", "field time has no time zone")
-        record = {"envelope": envelope}
-        schema = self._current_schema[event_type]
-        for field in schema["fields"]:
-            name = field["name"]
-            if name == "envelope":
-                _require(envelope, field["type"]["fields"], "envelope.")
-            elif name in data:
-                value = data[name]
-                if name in self._date_fields[event_type] and isinstance(value, str):
-                    value = _parse(date.fromisoformat, value, name)
-                record[name] = value
-            elif "default" in field:
-                record[name] = field["default"]
-            else:
-                raise Rejected("json.missing_field", f"required field {name} is missing")
-        return record
-
     # --- domain rules ---------------------------------------------------------------------
 
     def _checked(self, event_type: str, record: dict, value: bytes) -> Canonical:
@@ -175,22 +148,3 @@ class Canonicaliser:
             codes = ", ".join(f"{f.field}: {f.code}" for f in failures)
             raise Rejected(failures[0].code, f"{event_type} fails validation ({codes})", record)
         return Canonical(event_type, record, value)
-
-
-def _typed_fields(event_type: str, labels: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(f.path for f in catalog().fields(event_type) if f.avro_type in labels)
-
-
-def _require(envelope: dict, fields: list[dict], prefix: str) -> None:
-    for field in fields:
-        if field["name"] not in envelope:
-            if "default" not in field:
-                raise Rejected("json.missing_field", f"required field {prefix}{field['name']} is missing")
-            envelope[field["name"]] = field["default"]
-
-
-def _parse(parser, value, field: str):
-    try:
-        return parser(value)
-    except (TypeError, ValueError):
-        raise Rejected("json.field_type", f"field {field} is not an ISO 8601 date or time") from None

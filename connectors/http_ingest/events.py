@@ -11,15 +11,13 @@ per failure.
 
 from __future__ import annotations
 
-from datetime import date, datetime
-
 import fastavro
 from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate as avro_validate
 
 from connectors.http_ingest.problems import Problem, Refused
 from schemas.catalog import EVENTS_NAMESPACE, UNKNOWN_EVENT, catalog
-from schemas.cloudevents import ATTRIBUTES, EXTENSIONS
+from schemas.cloudevents import CloudEventError, record_from_cloudevent
 from schemas.codec import Codec
 from schemas.validation import validate
 
@@ -35,7 +33,6 @@ class EventEncoder:
         self.known = frozenset(t for t in cat.event_types() if t != UNKNOWN_EVENT)
         self._current_id = {t: codec.current_id(t) for t in self.known}
         self._schema = {t: fastavro.parse_schema(cat.current(t).schema) for t in self.known}
-        self._dates = {t: frozenset(f.path for f in cat.fields(t) if f.avro_type in ("date", "null|date")) for t in self.known}
 
     def event_type(self, event: dict) -> str | None:
         """The catalog event type the CloudEvent names, or None when it names none."""
@@ -58,51 +55,14 @@ class EventEncoder:
         return value
 
     def _record(self, event_type: str, event: dict) -> dict:
-        if event.get("specversion") != "1.0":
-            raise _invalid("cloudevent.invalid", "specversion", "specversion must be 1.0")
         for attribute in ("id", "source"):
             if not isinstance(event.get(attribute), str) or not event[attribute]:
                 raise _invalid("cloudevent.invalid", attribute, f"{attribute} must be a non-empty string")
         if event.get("datacontenttype") not in (None, "application/json"):
             raise _invalid("cloudevent.invalid", "datacontenttype", "data must be application/json")
-        data = event.get("data")
-        if not isinstance(data, dict):
-            raise _invalid("cloudevent.invalid", "data", "data must be a JSON object")
-        envelope = {name: event[name] for name in ATTRIBUTES if name in event}
-        envelope.update({field: event[ext] for ext, field in EXTENSIONS.items() if ext in event})
-        if "time" not in event:
-            raise _invalid("json.missing_field", "time", "required attribute time is missing")
-        envelope["time"] = _parse(datetime.fromisoformat, event["time"], "time")
-        if envelope["time"].tzinfo is None:
-            raise _invalid("json.field_type", "time", "time has no time zone")
-        record = {"envelope": envelope}
-        for field in self._schema[event_type]["fields"]:
-            name = field["name"]
-            if name == "envelope":
-                _fill_defaults(envelope, field["type"]["fields"])
-            elif name in data:
-                value = data[name]
-                if name in self._dates[event_type] and isinstance(value, str):
-                    value = _parse(date.fromisoformat, value, name)
-                record[name] = value
-            elif "default" in field:
-                record[name] = field["default"]
-            else:
-                raise _invalid("json.missing_field", name, f"required field {name} is missing")
-        return record
+        try:
+            return record_from_cloudevent(event_type, event)
+        except CloudEventError as exc:
+            raise _invalid(exc.reason, exc.field, str(exc)) from None
 
 
-def _fill_defaults(envelope: dict, fields: list[dict]) -> None:
-    for field in fields:
-        if field["name"] not in envelope:
-            if "default" not in field:
-                name = field["name"]
-                raise _invalid("json.missing_field", name.lower(), f"required attribute {name.lower()} is missing")
-            envelope[field["name"]] = field["default"]
-
-
-def _parse(parser, value, field: str):
-    try:
-        return parser(value)
-    except (TypeError, ValueError):
-        raise _invalid("json.field_type", field, f"{field} is not an ISO 8601 date or time") from None

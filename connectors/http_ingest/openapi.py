@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from connectors.http_ingest.binding import BATCH, BINARY_DATA, STRUCTURED
-from connectors.http_ingest.events import EXTENSIONS
+from schemas.cloudevents import EXTENSIONS
 from schemas.catalog import EVENTS_NAMESPACE, UNKNOWN_EVENT, catalog
 
 EVENT_TYPES = [t for t in catalog().event_types() if t != UNKNOWN_EVENT]
