@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from aiokafka.errors import KafkaConnectionError
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 
 async def _stop(consumer: AIOKafkaConsumer) -> None:
@@ -17,6 +18,15 @@ async def _stop(consumer: AIOKafkaConsumer) -> None:
         # only a cancellation aimed at us may propagate.
         if asyncio.current_task().cancelling():
             raise
+
+
+async def create_topics(bootstrap: str, *names: str, partitions: int = 4) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names])
+    finally:
+        await admin.close()
 
 
 class KafkaWaitTimeout(AssertionError):

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from aiokafka.admin import NewTopic, AIOKafkaAdminClient
-
-from kafka_io import produce, read_to_end
+from kafka_io import create_topics, produce, read_to_end
 from worker_process import WorkerProcess, wait_for_commits
-
-
-async def _create(bootstrap: str, *names: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(n, num_partitions=4, replication_factor=1) for n in names])
-    finally:
-        await admin.close()
 
 
 async def test_restarted_worker_processes_each_message_exactly_once(kafka_bootstrap, worker_env, tmp_path):
     app_id = worker_env["SAMBAND_APP_ID"]
     source, sink = f"{app_id}-example-in", f"{app_id}-example-out"
-    await _create(kafka_bootstrap, source, sink)
+    await create_topics(kafka_bootstrap, source, sink)
     first = [f"m{i}".encode() for i in range(50)]
     second = [f"m{i}".encode() for i in range(50, 100)]
     keys = [f"k{i % 7}".encode() for i in range(100)]

@@ -35,6 +35,19 @@ class Received:
     at: float  # time.time() when it arrived
 
 
+def refuse_first_event():
+    """A behaviour: 503 for the first event (not the validation handshake), 2xx for everything else."""
+    refused: list[str] = []
+
+    def behaviour(_number: int, event) -> Reply:
+        if event["type"] != VALIDATION_TYPE and not refused:
+            refused.append(event["id"])
+            return Reply(503)
+        return Reply()
+
+    return behaviour
+
+
 def ok(_number: int, _event) -> Reply:
     return Reply()
 

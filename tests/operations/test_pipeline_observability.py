@@ -19,22 +19,10 @@ from connectors.dead_letters import DeadLetter
 from kafka_io import read_to_end
 from ops_bus import full_subscription
 from routing_events import encode, event, synthetic_number
-from webhook_receiver import VALIDATION_TYPE, Receiver, Reply
+from webhook_receiver import Receiver, refuse_first_event
 
 SUB = "ops-observed"
 FAST = {"retry_schedule": [0.2, 0.2], "read_timeout": 1.0, "connect_timeout": 0.5}
-
-
-def _refuse_once():
-    refused: list[str] = []
-
-    def behaviour(_n, ev) -> Reply:
-        if ev["type"] != VALIDATION_TYPE and not refused:
-            refused.append(ev["id"])
-            return Reply(503)
-        return Reply()
-
-    return behaviour
 
 
 def _samples(text: str, name: str) -> dict[tuple, float]:
@@ -43,7 +31,7 @@ def _samples(text: str, name: str) -> dict[tuple, float]:
 
 
 async def test_trace_context_logs_and_metrics_follow_a_delivery(ops_bus):
-    receiver = Receiver(ops_bus.secret, _refuse_once())
+    receiver = Receiver(ops_bus.secret, refuse_first_event())
     await receiver.start()
     try:
         value = full_subscription(SUB, receiver.url, ["4601"], ["Death"], {"Death": ["deathDate"]}, **FAST)

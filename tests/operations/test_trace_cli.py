@@ -10,23 +10,11 @@ from ops_bus import full_subscription
 from kafka_io import produce
 from routing_events import encode, event, synthetic_number
 from samband_cli import samband
-from webhook_receiver import VALIDATION_TYPE, Receiver, Reply
+from webhook_receiver import Receiver, refuse_first_event
 
 FAST = {"retry_schedule": [0.2, 0.2, 0.2], "read_timeout": 1.0, "connect_timeout": 0.5}
 SYSTEMS = ("ops-trace-bergen", "ops-trace-nav", "ops-trace-skatt")
 NUMBER = synthetic_number(3, 4, 51, 300)
-
-
-def _failing_first_attempt():
-    refused: list[str] = []
-
-    def behaviour(_n, ev) -> Reply:
-        if ev["type"] != VALIDATION_TYPE and not refused:
-            refused.append(ev["id"])
-            return Reply(503)
-        return Reply()
-
-    return behaviour
 
 
 async def _trace_until(bus, event_id: str, predicate, timeout: float) -> dict:
@@ -41,7 +29,7 @@ async def _trace_until(bus, event_id: str, predicate, timeout: float) -> dict:
 
 
 async def test_trace_shows_all_three_deliveries_with_times_and_attempts(ops_bus):
-    receivers = {sub: Receiver(ops_bus.secret, _failing_first_attempt()) if sub == SYSTEMS[1] else Receiver(ops_bus.secret)
+    receivers = {sub: Receiver(ops_bus.secret, refuse_first_event()) if sub == SYSTEMS[1] else Receiver(ops_bus.secret)
                  for sub in SYSTEMS}
     for receiver in receivers.values():
         await receiver.start()

@@ -5,20 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
-from kafka_io import produce
+from kafka_io import create_topics, produce
 from worker_process import WorkerProcess, wait_for_commits
-
-
-async def _create_topics(bootstrap: str, *names: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(n, num_partitions=4, replication_factor=1) for n in names])
-    finally:
-        await admin.close()
 
 
 async def _get_until(session, url: str, status: int, worker: WorkerProcess, timeout: float = 90.0) -> dict | str:
@@ -43,7 +33,7 @@ async def _get_until(session, url: str, status: int, worker: WorkerProcess, time
 async def test_worker_is_alive_then_ready_and_reports_its_consumer_lag(kafka_bootstrap, worker_env, tmp_path):
     app_id = worker_env["SAMBAND_APP_ID"]
     source = f"{app_id}-example-in"
-    await _create_topics(kafka_bootstrap, source, f"{app_id}-example-out")
+    await create_topics(kafka_bootstrap, source, f"{app_id}-example-out")
     await produce(kafka_bootstrap, source, [f"m{i}".encode() for i in range(20)], [f"k{i}".encode() for i in range(20)])
     base = f"http://127.0.0.1:{worker_env['SAMBAND_WEB_PORT']}"
 
