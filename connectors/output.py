@@ -22,13 +22,18 @@ class KafkaOutput(Output):
         self._producer = producer
         self._topic = topic
         self._source_header = ("samband-source", instance.encode())
+        self._batches: RecordBatches | None = None  # the topic's partitions read once
 
     async def send(self, records: Sequence[OutputRecord]) -> None:
-        batches = RecordBatches(self._producer)  # one per call: concurrent sends never share a batch
-        await batches.load([self._topic])
+        if self._batches is None:
+            batches = RecordBatches(self._producer)
+            await batches.load([self._topic])
+            self._batches = batches
         for r in records:
-            batches.add(self._topic, r.key.encode(), r.value, [*r.headers, self._source_header])
-        await asyncio.gather(*await batches.send())
+            self._batches.add(self._topic, r.key.encode(), r.value, [*r.headers, self._source_header])
+        # Adding and handing the batches over happen with no await between them, so concurrent
+        # sends never share a batch and each awaits only its own.
+        await asyncio.gather(*await self._batches.send())
 
 
 class KafkaDeadLetters(DeadLetters):
