@@ -18,18 +18,18 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 HEADER = "traceparent"
 SAMPLED = 0x01
 
 _FIELDS = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_VERSION_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE_ID = "0" * 32
 _ZERO_PARENT_ID = "0" * 16
 
 
-@dataclass(frozen=True)
-class TraceParent:
+class TraceParent(NamedTuple):  # a tuple: built twice per routed event, a frozen dataclass costs 3x
     trace_id: str
     parent_id: str  # the span id of the sender
     flags: int = SAMPLED
@@ -71,6 +71,11 @@ def continue_trace(parent: TraceParent | None) -> TraceParent:
 
 def parse(value: str) -> TraceParent | None:
     """The traceparent in `value`, or None when it is not valid per the W3C spec."""
+    if len(value) == 55 and (match := _VERSION_00.fullmatch(value)):  # the usual case, cheaply
+        trace_id, parent_id, flags = match.groups()
+        if trace_id == _ZERO_TRACE_ID or parent_id == _ZERO_PARENT_ID:
+            return None
+        return TraceParent(trace_id, parent_id, int(flags, 16))
     value = value.strip(" \t")
     match = _FIELDS.match(value)
     if match is None:
@@ -99,6 +104,24 @@ def from_kafka_headers(headers: Iterable[tuple[str, bytes]] | None) -> TracePare
 def with_kafka_header(headers: Iterable[tuple[str, bytes]] | None, trace: TraceParent) -> list[tuple[str, bytes]]:
     """`headers` with `traceparent` set to `trace` (replacing any earlier one), other headers kept in order."""
     return [(key, value) for key, value in headers or () if key != HEADER] + [(HEADER, trace.header_value.encode("ascii"))]
+
+
+def child_kafka_headers(headers: Iterable[tuple[str, bytes]] | None) -> list[tuple[str, bytes]]:
+    """`with_kafka_header(headers, continue_trace(from_kafka_headers(headers)))` in one pass: what a
+    stage writes on the records it makes of a record (the router, once per routed event)."""
+    kept, values = [], []
+    for key, value in headers or ():
+        if key != HEADER:
+            kept.append((key, value))
+        elif value is not None:
+            values.append(value)
+    parent = parse(values[0].decode("ascii", "replace")) if len(values) == 1 else None
+    if parent is None:
+        trace_id, flags = new_trace_id(), SAMPLED
+    else:
+        trace_id, flags = parent.trace_id, parent.flags & SAMPLED
+    kept.append((HEADER, f"00-{trace_id}-{new_span_id()}-{flags:02x}".encode("ascii")))
+    return kept
 
 
 def from_http_headers(headers: Mapping[str, str]) -> TraceParent | None:

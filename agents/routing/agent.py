@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import orjson
 import structlog
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 
 from agents import tracing
 from agents.app import app, batch_service_settings, freeze_heap
@@ -82,12 +82,11 @@ class Route:
         result = self.router.route(event_type, record, person, state, original)
 
         if result.deliveries:
-            span = tracing.continue_trace(tracing.from_kafka_headers(message.headers))
-            headers = tracing.with_kafka_header(message.headers, span)
+            headers = tracing.child_kafka_headers(message.headers)
             # The person's partition, as in the events topic: no hashing per delivery, and each
             # (subscription, person) stays in one partition of the deliveries topic.
             outputs += [(topics.deliveries, d.key, d.value, headers, partition) for d in result.deliveries]
-        if result.state != state:
+        if result.state is not state:
             self.persons.set(partition, person, result.state.to_json())
         if result.unknown_original:
             value = message.value
@@ -123,9 +122,10 @@ async def _subscriptions_read() -> None:
     log.info("router_ready", subscriptions=len(index))
 
 
-async def _subscriptions_current() -> None:
+async def _subscriptions_current(batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    newest = max(record.timestamp for records in batch.values() for record in records)
     try:
-        await follower.sync()
+        await follower.sync_for(newest)
     except TimeoutError:  # the topic is slow to read: route under the set known, as a moment ago
         log.warning("router_subscriptions_not_current", applied=follower.position)
 

@@ -31,17 +31,16 @@ class Grant:
 @dataclass(frozen=True)
 class Entry:
     subscription: Subscription
+    id: str
     kommuner: frozenset[str] | None  # None: all kommuner
     grants: dict[str, Grant]
-
-    @property
-    def id(self) -> str:
-        return self.subscription.id
+    unconditional: bool  # no predicates: every event of its types and kommuner matches (the router skips the checks)
 
     @classmethod
     def of(cls, sub: Subscription) -> Entry:
         kommuner = None if sub.kommuner == ALL else frozenset(sub.kommuner)
-        return cls(sub, kommuner, {t: Grant.of(paths) for t, paths in sub.fields.items()})
+        unconditional = not sub.predicates.model_dump(exclude_none=True)
+        return cls(sub, sub.id, kommuner, {t: Grant.of(paths) for t, paths in sub.fields.items()}, unconditional)
 
 
 class RoutingIndex:
@@ -70,10 +69,13 @@ class RoutingIndex:
 
     def candidates(self, event_type: str, kommuner: list[str], *, national_only: bool = False) -> list[Entry]:
         """Subscriptions to the event type for any of the kommuner or for all; `national_only`: only the latter."""
-        found = dict(self._by_key.get((ALL, event_type), {}))
-        if not national_only:
-            for kommune in kommuner:
-                found.update(self._by_key.get((kommune, event_type), {}))
+        national = self._by_key.get((ALL, event_type), {})
+        local = [] if national_only else [b for k in kommuner if (b := self._by_key.get((k, event_type)))]
+        if not local:
+            return list(national.values())
+        found = dict(national)
+        for bucket in local:  # a move's two kommuner may share a subscription: one entry each
+            found.update(bucket)
         return list(found.values())
 
     @staticmethod

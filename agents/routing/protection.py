@@ -23,6 +23,8 @@ _RANK = {level: rank for rank, level in enumerate(LEVELS)}
 
 
 def stricter(a: str | None, b: str | None) -> str:
+    if a == b and a:  # the usual case: the event carries the grading the bus knows
+        return a
     a, b = a or "ugradert", b or "ugradert"
     return a if _RANK.get(a, len(LEVELS)) >= _RANK.get(b, len(LEVELS)) else b
 

@@ -8,6 +8,7 @@ reaches every worker within the fetch wait (0.5 s), with no restart and no cache
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import structlog
@@ -81,6 +82,11 @@ async def _stop(consumer: AIOKafkaConsumer) -> None:
             raise
 
 
+# How far the clocks of the hosts writing the events topic may be from this host's (NTP keeps
+# them within milliseconds); `sync_for` relies on it.
+CLOCK_MARGIN_MS = 2_000
+
+
 class SubscriptionFollower:
     """Reads the subscriptions topic from its start and keeps following it, calling `on_put`/`on_delete`.
 
@@ -98,6 +104,7 @@ class SubscriptionFollower:
         self.position = 0  # next offset to apply
         self._advanced = asyncio.Condition()
         self._offsets: AIOKafkaConsumer | None = None  # asks the topic's end offset for sync()
+        self._synced_from_ms = 0.0  # when the latest completed sync() started (this host's clock)
 
     async def run(self) -> None:
         await ensure_topic(self.bootstrap, self.topic)
@@ -156,6 +163,20 @@ class SubscriptionFollower:
         if self._offsets is None:
             self._offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
             await self._offsets.start()
+        started_ms = time.time() * 1000
         end = (await self._offsets.end_offsets([tp]))[tp]
         if end > self.position:
             await self.wait_applied(end - 1, timeout)
+        self._synced_from_ms = max(self._synced_from_ms, started_ms)
+
+    async def sync_for(self, written_ms: int, timeout: float = 10.0) -> None:
+        """`sync()` for records written at `written_ms` (their Kafka timestamp) or before: every
+        change acknowledged before they were written is applied when this returns.
+
+        A sync that started more than `CLOCK_MARGIN_MS` after they were written already covers
+        them, so it is not repeated: a router working through a backlog (a reform-day burst)
+        asks the broker nothing per batch, while fresh records still get a sync each batch.
+        """
+        if written_ms + CLOCK_MARGIN_MS < self._synced_from_ms:
+            return
+        await self.sync(timeout)

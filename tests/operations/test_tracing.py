@@ -9,6 +9,7 @@ from multidict import CIMultiDict
 
 from agents.tracing import (
     TraceParent,
+    child_kafka_headers,
     continue_trace,
     from_http_headers,
     from_kafka_headers,
@@ -85,6 +86,36 @@ def test_kafka_headers_read_and_written():
     assert from_kafka_headers(None) is None
     assert from_kafka_headers([("traceparent", b"\xff\xfe")]) is None
     assert from_kafka_headers([("traceparent", VALID.encode()), ("traceparent", VALID.encode())]) is None  # given twice
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("samband-source", b"folkeregister"), ("traceparent", VALID.encode()), ("x", b"y")],
+        [("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-00".encode())],  # not sampled
+        [("traceparent", f"cc-{TRACE_ID}-{PARENT_ID}-09-more".encode())],  # a later version, unknown flag bits
+        [("traceparent", f" {VALID}\t".encode())],
+        [("traceparent", VALID.encode()), ("traceparent", VALID.encode())],  # given twice: a new trace
+        [("traceparent", b"\xff\xfe"), ("samband-source", b"a")],
+        [("traceparent", None), ("samband-source", b"a")],
+        [("samband-source", b"a")],
+        [],
+        None,
+    ],
+)
+def test_child_kafka_headers_is_the_child_span_written_over_the_parent(headers):
+    written = child_kafka_headers(headers)
+    expected = with_kafka_header(headers, continue_trace(from_kafka_headers(headers)))
+    assert [key for key, _ in written] == [key for key, _ in expected]
+    assert [(k, v) for k, v in written if k != "traceparent"] == [(k, v) for k, v in expected if k != "traceparent"]
+    child, reference = from_kafka_headers(written), from_kafka_headers(expected)
+    assert FORMAT.fullmatch(dict(written)["traceparent"].decode())
+    assert child.flags == reference.flags
+    parent = from_kafka_headers(headers)
+    if parent is None:  # a new trace each time
+        assert child.trace_id not in (reference.trace_id, TRACE_ID)
+    else:
+        assert child.trace_id == reference.trace_id == TRACE_ID and child.parent_id != PARENT_ID
 
 
 def test_http_headers_read_case_insensitively_and_written():
