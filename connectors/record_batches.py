@@ -74,6 +74,15 @@ class RecordBatches:
 
     async def send(self) -> list[asyncio.Future]:
         """Submit every batch filled since the last call; their futures resolve when acknowledged."""
+        return await self.submit(self.take())
+
+    def take(self) -> list[tuple[str, int, object]]:
+        """The batches filled since the last call, for `submit()`: the records added from now on go to new ones."""
         batches = self._full + [(topic, partition, builder) for (topic, partition), builder in self._open.items()]
         self._full, self._open = [], {}
+        return batches
+
+    async def submit(self, batches: list[tuple[str, int, object]]) -> list[asyncio.Future]:
+        """Hand batches to the producer, in order; it waits while a partition's previous batch is
+        not yet on its way. The futures resolve when the batches are acknowledged."""
         return [await self.producer.send_batch(builder, topic, partition=partition) for topic, partition, builder in batches]

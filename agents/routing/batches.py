@@ -4,15 +4,18 @@ Faust's stream path costs ~400 us per event here (docs/routing.md, Performance),
 topics are read with aiokafka's `getmany()` instead, by a `mode.Service` started with the app,
 in its own consumer group (`<app id>-ingest`, `<app id>-router`). Per batch:
 
-0. `before_batch()`, if given, is awaited (the router: its subscriptions are current);
+0. `before_batch(records)`, if given, is awaited (the router: its subscriptions are current);
 1. `logic.handle_batch(records, outputs)`, the records in offset order per partition, then
    `logic.end_batch()`; the batch's state writes (`PartitionedState.take()`) are set aside;
-2. every output is added to a record batch per (topic, partition) (connectors/record_batches.py)
-   and the batches are sent;
-3. in the background, while the next batch is fetched and handled: the outputs are awaited,
-   then the state writes are sent the same way and awaited, then the input offsets are
-   committed. One batch completes at a time, in order: the next one's completion starts
-   only after this one's commit.
+2. every output is added to a record batch per (topic, partition) (connectors/record_batches.py),
+   and the batches are handed to the producer in the background, after the previous batch's
+   (the producer keeps one request in flight per partition: handing over waits for it);
+3. in the background, while the next batches are fetched and handled: the outputs are
+   awaited, then the state writes are sent the same way and awaited, then the input offsets
+   are committed. Batches complete in order: a batch's state writes wait for the previous
+   batch's, its commit for the previous commit. Up to `PIPELINE` batches are completing at
+   once (a batch's acknowledgement, state writes and commit are three round trips to the
+   broker; waiting for them one batch at a time left the worker idle a fifth of the time).
 
 A worker killed at any point re-reads from its last commit: outputs may repeat (same content,
 same idempotency key), nothing is lost, and no state describes an output that is not in Kafka.
@@ -37,9 +40,10 @@ handled; records fetched for a partition still recovering are sought back and re
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Protocol
 
 import structlog
@@ -59,6 +63,8 @@ Output = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]] | tuple
 
 _running: list[BatchService] = []
 
+PIPELINE = 8  # batches completing in the background at most; the next one waits for the oldest
+
 
 @dataclass
 class Cycle:
@@ -66,9 +72,10 @@ class Cycle:
 
     records: int
     outputs: Counter
-    acks: list[asyncio.Future]
+    sent: asyncio.Task  # the outputs handed to the producer: their futures, resolved when acknowledged
     state_writes: list[tuple[PartitionedState, list]]
     done: dict[TopicPartition, int]
+    state_written: asyncio.Future  # resolved once its state writes are acknowledged
 
 
 def running() -> list[BatchService]:
@@ -93,7 +100,8 @@ class BatchService(Service, ConsumerRebalanceListener):
     def __init__(self, *, bootstrap: str, source: str, group: str, outputs: list[str], partitions: int,
                  batch_size: int, within: float, session_timeout: float, logic: Callable[[], BatchLogic],
                  ready: Callable[[], Awaitable[object]] | None = None,
-                 before_batch: Callable[[], Awaitable[object]] | None = None, **kwargs):
+                 before_batch: Callable[[dict[TopicPartition, list[ConsumerRecord]]], Awaitable[object]] | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.bootstrap, self.source, self.group = bootstrap, source, group
         self.outputs, self.partition_count, self.batch_size = outputs, partitions, batch_size
@@ -108,7 +116,8 @@ class BatchService(Service, ConsumerRebalanceListener):
         self._revoked: set[int] = set()
         self._lock = asyncio.Lock()
         self._finished = asyncio.Event()
-        self._completing: asyncio.Task | None = None
+        self._completing: deque[tuple[Cycle, asyncio.Task]] = deque()  # oldest first
+        self._sending: asyncio.Task | None = None  # the latest batch's outputs being handed to the producer
 
     async def on_start(self) -> None:
         self.logic = self.make_logic()
@@ -141,23 +150,23 @@ class BatchService(Service, ConsumerRebalanceListener):
 
     async def on_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Handle the batch and send its outputs, then let its acknowledgement, state writes and
-        commit complete in the background while the next batch is fetched and handled. One
-        cycle completes at a time, in order, so state and commits follow the outputs."""
+        commit complete in the background while the next batches are fetched and handled."""
         if batch:
             if self.before_batch is not None:
-                await self.before_batch()
+                await self.before_batch(batch)
             async with self._lock:
                 cycle = await self._submit(batch)
-                await self._completed()
-                self._completing = asyncio.create_task(self._complete(cycle))
-        elif self._completing is not None and self._completing.done():
-            await self._completed()  # a failed write stops the consumer, as a failed batch would
+                previous = self._completing[-1] if self._completing else None
+                self._completing.append((cycle, asyncio.create_task(self._complete(cycle, previous))))
+                if len(self._completing) > PIPELINE:
+                    await self._completing.popleft()[1]
+        while self._completing and self._completing[0][1].done():
+            await self._completing.popleft()[1]  # a failed write stops the consumer, as a failed batch would
 
     async def _completed(self) -> None:
-        """Wait for the cycle completing in the background, if any."""
-        completing, self._completing = self._completing, None
-        if completing is not None:
-            await completing
+        """Wait for every cycle completing in the background."""
+        while self._completing:
+            await self._completing.popleft()[1]
 
     def held_records(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> tuple[list[ConsumerRecord], dict[TopicPartition, int]]:
         """The records of partitions whose state is current, and the next offset of each; the
@@ -186,7 +195,8 @@ class BatchService(Service, ConsumerRebalanceListener):
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """One cycle, complete before it returns: handled, written, state written, committed."""
-        await self._complete(await self._submit(batch))
+        await self._completed()
+        await self._complete(await self._submit(batch), None)
 
     async def _submit(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> Cycle:
         """Handle the batch and send its outputs; its state writes are taken, not yet sent."""
@@ -197,26 +207,48 @@ class BatchService(Service, ConsumerRebalanceListener):
         add = self.writes.add
         for output in outputs:
             add(*output)
-        acks = await self.writes.send()
-        return Cycle(len(held), Counter(output[0] for output in outputs), acks,
-                     [(state, state.take()) for state in self.logic.states], done)
+        # Handed to the producer in the background, in order, so the next batch is handled while
+        # the producer waits for a partition's previous request (it keeps one in flight per partition).
+        self._sending = asyncio.create_task(self._send_after(self._sending, self.writes.take()))
+        return Cycle(len(held), Counter(map(itemgetter(0), outputs)), self._sending,
+                     [(state, state.take()) for state in self.logic.states], done,
+                     asyncio.get_running_loop().create_future())
 
-    async def _complete(self, cycle: Cycle) -> None:
-        """Once the outputs are acknowledged: the state writes, then the commit."""
-        await asyncio.gather(*cycle.acks)
-        if cycle.records:
-            metrics.event_in(self.source, cycle.records)
-        for topic, count in cycle.outputs.items():
-            metrics.event_out(topic, count)
-        for state, pending in cycle.state_writes:
-            state.write(pending, self.writes)
-        await asyncio.gather(*await self.writes.send())
+    async def _complete(self, cycle: Cycle, previous: tuple[Cycle, asyncio.Task] | None) -> None:
+        """Once the outputs are acknowledged and the previous cycle's state is written: the state
+        writes; once those are acknowledged and the previous cycle committed: the commit."""
+        try:
+            await asyncio.gather(*await cycle.sent)
+            if previous is not None:
+                await previous[0].state_written
+            if cycle.records:
+                metrics.event_in(self.source, cycle.records)
+            for topic, count in cycle.outputs.items():
+                metrics.event_out(topic, count)
+            for state, pending in cycle.state_writes:
+                state.write(pending, self.writes)
+            await asyncio.gather(*await self.writes.send())
+            cycle.state_written.set_result(None)
+        except BaseException as exc:  # the later cycles fail too: no state is written out of order
+            if isinstance(exc, asyncio.CancelledError):
+                cycle.state_written.cancel()
+            else:
+                cycle.state_written.set_exception(exc)
+                cycle.state_written.exception()  # marked retrieved: the failure is raised by this task
+            raise
+        if previous is not None:
+            await previous[1]
         commit = self.committable(cycle.done)
         if commit:
             try:
                 await self.consumer.commit(commit)
             except CommitFailedError:  # the group moved on: the new owner re-reads the batch
                 log.warning("batch_commit_failed", group=self.group)
+
+    async def _send_after(self, previous: asyncio.Task | None, batches: list) -> list[asyncio.Future]:
+        if previous is not None:
+            await previous  # a failed send fails the later ones: nothing goes out of order
+        return await self.writes.submit(batches)
 
     def committable(self, done: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         """The offsets to commit after a cycle, given the next offset of each partition just handled."""
