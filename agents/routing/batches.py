@@ -5,6 +5,7 @@ topics are read with aiokafka's `getmany()` instead, by a `mode.Service` started
 in its own consumer group (`<app id>-ingest`, `<app id>-router`). Per batch:
 
 0. `before_batch(records)`, if given, is awaited (the router: its subscriptions are current);
+   it runs while the batch before is handled (`_consume_checked`);
 1. `logic.handle_batch(records, outputs)`, the records in offset order per partition, then
    `logic.end_batch()`; the batch's state writes (`PartitionedState.take()`) are set aside;
 2. every output is added to a record batch per (topic, partition) (connectors/record_batches.py),
@@ -142,18 +143,37 @@ class BatchService(Service, ConsumerRebalanceListener):
             )
             self.consumer.subscribe([self.source], listener=self)
             await self.consumer.start()
-            while not self.should_stop:
-                batch = await self.consumer.getmany(timeout_ms=self.within_ms, max_records=self.batch_size)
-                await self.on_batch(batch)
+            if self.before_batch is None:
+                while not self.should_stop:
+                    await self.on_batch(await self.consumer.getmany(timeout_ms=self.within_ms, max_records=self.batch_size))
+            else:
+                await self._consume_checked()
         finally:
             self._finished.set()
+
+    async def _consume_checked(self) -> None:
+        """Each batch's `before_batch()` runs while the batch before it is handled: the next batch
+        is taken from the fetched records (no wait) as soon as the previous one's check is done,
+        so the check's round trip to the broker overlaps the handling instead of preceding it."""
+        checked: tuple[dict, asyncio.Future] | None = None  # fetched, its before_batch() running
+        try:
+            while not self.should_stop:
+                batch = await self.consumer.getmany(timeout_ms=0 if checked else self.within_ms, max_records=self.batch_size)
+                fresh = (batch, asyncio.ensure_future(self.before_batch(batch))) if batch else None
+                if checked is not None:
+                    await checked[1]
+                    await self.on_batch(checked[0])
+                elif fresh is None:
+                    await self.on_batch({})
+                checked = fresh
+        finally:
+            if checked is not None:  # fetched, not handled: not committed either, read again after a restart
+                checked[1].cancel()
 
     async def on_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Handle the batch and send its outputs, then let its acknowledgement, state writes and
         commit complete in the background while the next batches are fetched and handled."""
         if batch:
-            if self.before_batch is not None:
-                await self.before_batch(batch)
             async with self._lock:
                 cycle = await self._submit(batch)
                 previous = self._completing[-1] if self._completing else None

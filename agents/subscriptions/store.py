@@ -104,6 +104,7 @@ class SubscriptionFollower:
         self.position = 0  # next offset to apply
         self._advanced = asyncio.Condition()
         self._offsets: AIOKafkaConsumer | None = None  # asks the topic's end offset for sync()
+        self._offsets_starting = asyncio.Lock()
         self._synced_from_ms = 0.0  # when the latest completed sync() started (this host's clock)
 
     async def run(self) -> None:
@@ -160,9 +161,11 @@ class SubscriptionFollower:
         """
         await self.caught_up.wait()
         tp = TopicPartition(self.topic, 0)
-        if self._offsets is None:
-            self._offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-            await self._offsets.start()
+        async with self._offsets_starting:  # syncs may overlap (the router checks a batch while handling the one before)
+            if self._offsets is None:
+                offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+                await offsets.start()
+                self._offsets = offsets
         started_ms = time.time() * 1000
         end = (await self._offsets.end_offsets([tp]))[tp]
         if end > self.position:

@@ -31,6 +31,24 @@ async def test_sync_applies_every_change_acknowledged_before_it(kafka_bootstrap,
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def test_syncs_may_overlap_from_the_first(kafka_bootstrap, new_topic):
+    # The router checks a batch while it handles the one before: two syncs at once, before any
+    # sync has opened its connection.
+    topic = await new_topic(partitions=1, config={"cleanup.policy": "compact"})
+    known: dict[str, object] = {}
+    follower = SubscriptionFollower(kafka_bootstrap, topic, lambda s: known.__setitem__(s.id, s), lambda i: known.pop(i, None))
+    sub = subscription("overlap", ["4601"], ["Death"], {"Death": ["deathDate"]})
+    await write(kafka_bootstrap, topic, [(sub.id, sub.to_json())])
+    task = asyncio.create_task(follower.run())
+    try:
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(follower.sync() for _ in range(3)))
+            assert sub.id in known
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_sync_for_asks_the_broker_only_for_records_written_after_the_last_sync(kafka_bootstrap, new_topic):
     # A router working through a backlog does not ask for the topic's end offset each batch: a
     # sync that started after the records were written (plus the clock margin) covers them.
