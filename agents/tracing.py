@@ -73,20 +73,18 @@ def parse(value: str) -> TraceParent | None:
     """The traceparent in `value`, or None when it is not valid per the W3C spec."""
     if len(value) == 55 and (match := _VERSION_00.fullmatch(value)):  # the usual case, cheaply
         trace_id, parent_id, flags = match.groups()
-        if trace_id == _ZERO_TRACE_ID or parent_id == _ZERO_PARENT_ID:
+    else:
+        value = value.strip(" \t")
+        match = _FIELDS.match(value)
+        if match is None:
             return None
-        return TraceParent(trace_id, parent_id, int(flags, 16))
-    value = value.strip(" \t")
-    match = _FIELDS.match(value)
-    if match is None:
-        return None
-    version, trace_id, parent_id, flags = match.groups()
-    if version == "ff":
-        return None
-    if version == "00" and len(value) != 55:
-        return None
-    if len(value) > 55 and value[55] != "-":  # a later version may append fields, after a dash
-        return None
+        version, trace_id, parent_id, flags = match.groups()
+        if version == "ff":
+            return None
+        if version == "00" and len(value) != 55:
+            return None
+        if len(value) > 55 and value[55] != "-":  # a later version may append fields, after a dash
+            return None
     if trace_id == _ZERO_TRACE_ID or parent_id == _ZERO_PARENT_ID:
         return None
     return TraceParent(trace_id, parent_id, int(flags, 16))
@@ -107,20 +105,15 @@ def with_kafka_header(headers: Iterable[tuple[str, bytes]] | None, trace: TraceP
 
 
 def child_kafka_headers(headers: Iterable[tuple[str, bytes]] | None) -> list[tuple[str, bytes]]:
-    """`with_kafka_header(headers, continue_trace(from_kafka_headers(headers)))` in one pass: what a
-    stage writes on the records it makes of a record (the router, once per routed event)."""
+    """`with_kafka_header(headers, continue_trace(from_kafka_headers(headers)))` in one pass over the
+    headers: what a stage writes on the records it makes of a record (the router, once per event)."""
     kept, values = [], []
     for key, value in headers or ():
         if key != HEADER:
             kept.append((key, value))
         elif value is not None:
-            values.append(value)
-    parent = parse(values[0].decode("ascii", "replace")) if len(values) == 1 else None
-    if parent is None:
-        trace_id, flags = new_trace_id(), SAMPLED
-    else:
-        trace_id, flags = parent.trace_id, parent.flags & SAMPLED
-    kept.append((HEADER, f"00-{trace_id}-{new_span_id()}-{flags:02x}".encode("ascii")))
+            values.append(value.decode("ascii", "replace"))
+    kept.append((HEADER, continue_trace(_only(values)).header_value.encode("ascii")))
     return kept
 
 

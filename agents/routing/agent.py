@@ -19,7 +19,6 @@ every subscription written before the start has been read.
 
 from __future__ import annotations
 
-
 import orjson
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import NamedTuple
@@ -118,16 +119,10 @@ class Router:
             ]
         if not targets:
             return result
-        # The delivery records of one event differ only in subscription and data: the rest of
-        # the JSON is made once (subscription ids are [a-z0-9-], safe to place unescaped).
-        event_id = orjson.dumps(envelope["id"])[:-1]  # a JSON string, its closing quote left off
-        middle = b'","person":%s,"event":%s,"data":' % (orjson.dumps(person), orjson.dumps(self._cloudevent(event_type, envelope, person))[:-1])
+        delivery = _delivery_writer(envelope["id"], person, self._cloudevent(event_type, envelope, person), "event")
         for entry in targets:
             data = _project(record, entry.grants[event_type], withheld(event_type, effective, entry.subscription.public_body))
-            sub = entry.id.encode()
-            value = b"".join((b'{"idempotency_key":', event_id, b".", sub, b'","subscription":"', sub, middle,
-                              orjson.dumps(data, default=_json_value), b'},"kind":"event"}'))
-            result.deliveries.append(Delivery(entry.id, b"%s/%s" % (sub, person.encode()), value))
+            result.deliveries.append(delivery(entry.id, data))
             result.recipients.append(entry.id)
         if not result.state.received.issuperset(result.recipients):
             result.state = PersonState(result.state.protection, result.state.birth_date,
@@ -179,23 +174,30 @@ class Router:
             "id": purge_id,
             "source": "urn:no:samband:router",
             "type": PURGE_TYPE,
-            "time": envelope["time"].isoformat(),
+            "time": envelope["time"],
             "subject": person,
             "datacontenttype": "application/json",
-            "data": {"delete": "address"},
         }
-        return self._record(entry.id, purge_id, person, cloudevent, "purge")
+        return _delivery_writer(purge_id, person, cloudevent, "purge")(entry.id, {"delete": "address"})
 
-    @staticmethod
-    def _record(sub_id: str, event_id: str, person: str, cloudevent: dict, kind: str) -> Delivery:
-        body = {
-            "idempotency_key": f"{event_id}.{sub_id}",
-            "subscription": sub_id,
-            "person": person,
-            "event": cloudevent,
-            "kind": kind,
-        }
-        return Delivery(sub_id, f"{sub_id}/{person}".encode(), orjson.dumps(body, default=_json_value))
+
+def _delivery_writer(event_id: str, person: str, cloudevent: dict, kind: str) -> Callable[[str, dict], Delivery]:
+    """The delivery records of one event: (subscription id, data) -> Delivery whose value is the JSON of
+    {"idempotency_key": "<event id>.<subscription id>", "subscription", "person",
+    "event": {**cloudevent, "data": data}, "kind"} (docs/architecture.md). The parts every recipient
+    shares are serialised once; subscription ids are [a-z0-9-], safe to place unescaped."""
+    head = b'{"idempotency_key":' + orjson.dumps(event_id)[:-1] + b"."  # the id's closing quote follows the subscription
+    middle = (b'","person":' + orjson.dumps(person) + b',"event":'
+              + orjson.dumps(cloudevent, default=_json_value)[:-1] + b',"data":')
+    tail = b'},"kind":' + orjson.dumps(kind) + b"}"
+    person_key = person.encode()
+
+    def delivery(sub_id: str, data: dict) -> Delivery:
+        sub = sub_id.encode()
+        value = b"".join((head, sub, b'","subscription":"', sub, middle, orjson.dumps(data, default=_json_value), tail))
+        return Delivery(sub_id, b"%s/%s" % (sub, person_key), value)
+
+    return delivery
 
 
 def _loses_address(previous: str, new: str, entry: Entry) -> bool:

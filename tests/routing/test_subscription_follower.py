@@ -5,79 +5,73 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import asynccontextmanager
 
 from agents.subscriptions.store import CLOCK_MARGIN_MS, SubscriptionFollower, write
 from subscription_factory import subscription
 
 
-async def test_sync_applies_every_change_acknowledged_before_it(kafka_bootstrap, new_topic):
-    topic = await new_topic(partitions=1, config={"cleanup.policy": "compact"})
+@asynccontextmanager
+async def following(bootstrap: str, topic: str):
+    """A follower of `topic`, running, and the subscriptions it has applied (id -> subscription)."""
     known: dict[str, object] = {}
-    follower = SubscriptionFollower(kafka_bootstrap, topic, lambda s: known.__setitem__(s.id, s), lambda i: known.pop(i, None))
+    follower = SubscriptionFollower(bootstrap, topic, lambda s: known.__setitem__(s.id, s), lambda i: known.pop(i, None))
     task = asyncio.create_task(follower.run())
     try:
         async with asyncio.timeout(30):
-            await follower.caught_up.wait()
-            for n in range(20):
-                sub = subscription(f"sync-{n}", ["4601"], ["Death"], {"Death": ["deathDate"]})
-                await write(kafka_bootstrap, topic, [(sub.id, sub.to_json())])
-                await follower.sync()
-                assert sub.id in known, f"change {n} acknowledged but not applied after sync()"
-            await write(kafka_bootstrap, topic, [("sync-0", None)])
-            await follower.sync()
-            assert "sync-0" not in known
+            yield follower, known
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_sync_applies_every_change_acknowledged_before_it(kafka_bootstrap, new_topic):
+    topic = await new_topic(partitions=1, config={"cleanup.policy": "compact"})
+    async with following(kafka_bootstrap, topic) as (follower, known):
+        await follower.caught_up.wait()
+        for n in range(20):
+            sub = subscription(f"sync-{n}", ["4601"], ["Death"], {"Death": ["deathDate"]})
+            await write(kafka_bootstrap, topic, [(sub.id, sub.to_json())])
+            await follower.sync()
+            assert sub.id in known, f"change {n} acknowledged but not applied after sync()"
+        await write(kafka_bootstrap, topic, [("sync-0", None)])
+        await follower.sync()
+        assert "sync-0" not in known
 
 
 async def test_syncs_may_overlap_from_the_first(kafka_bootstrap, new_topic):
     # The router checks a batch while it handles the one before: two syncs at once, before any
     # sync has opened its connection.
     topic = await new_topic(partitions=1, config={"cleanup.policy": "compact"})
-    known: dict[str, object] = {}
-    follower = SubscriptionFollower(kafka_bootstrap, topic, lambda s: known.__setitem__(s.id, s), lambda i: known.pop(i, None))
     sub = subscription("overlap", ["4601"], ["Death"], {"Death": ["deathDate"]})
     await write(kafka_bootstrap, topic, [(sub.id, sub.to_json())])
-    task = asyncio.create_task(follower.run())
-    try:
-        async with asyncio.timeout(30):
-            await asyncio.gather(*(follower.sync() for _ in range(3)))
-            assert sub.id in known
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    async with following(kafka_bootstrap, topic) as (follower, known):
+        await asyncio.gather(*(follower.sync() for _ in range(3)))
+        assert sub.id in known
 
 
 async def test_sync_for_asks_the_broker_only_for_records_written_after_the_last_sync(kafka_bootstrap, new_topic):
     # A router working through a backlog does not ask for the topic's end offset each batch: a
     # sync that started after the records were written (plus the clock margin) covers them.
     topic = await new_topic(partitions=1, config={"cleanup.policy": "compact"})
-    known: dict[str, object] = {}
-    follower = SubscriptionFollower(kafka_bootstrap, topic, lambda s: known.__setitem__(s.id, s), lambda i: known.pop(i, None))
-    syncs = 0
-    real_sync = follower.sync
+    async with following(kafka_bootstrap, topic) as (follower, known):
+        syncs = 0
+        real_sync = follower.sync
 
-    async def counted_sync(timeout: float = 10.0) -> None:
-        nonlocal syncs
-        syncs += 1
-        await real_sync(timeout)
+        async def counted_sync(timeout: float = 10.0) -> None:
+            nonlocal syncs
+            syncs += 1
+            await real_sync(timeout)
 
-    follower.sync = counted_sync
-    task = asyncio.create_task(follower.run())
-    try:
-        async with asyncio.timeout(30):
-            await follower.caught_up.wait()
-            now_ms = int(time.time() * 1000)
-            await follower.sync_for(now_ms)
-            assert syncs == 1
-            await follower.sync_for(now_ms - CLOCK_MARGIN_MS - 1_000)  # written well before that sync
-            assert syncs == 1
-            # A change acknowledged, then a record written after it: synced, and the change applied.
-            sub = subscription("sync-for", ["4601"], ["Death"], {"Death": ["deathDate"]})
-            await write(kafka_bootstrap, topic, [(sub.id, sub.to_json())])
-            await follower.sync_for(int(time.time() * 1000))
-            assert syncs == 2 and sub.id in known
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        follower.sync = counted_sync
+        await follower.caught_up.wait()
+        now_ms = int(time.time() * 1000)
+        await follower.sync_for(now_ms)
+        assert syncs == 1
+        await follower.sync_for(now_ms - CLOCK_MARGIN_MS - 1_000)  # written well before that sync
+        assert syncs == 1
+        # A change acknowledged, then a record written after it: synced, and the change applied.
+        sub = subscription("sync-for", ["4601"], ["Death"], {"Death": ["deathDate"]})
+        await write(kafka_bootstrap, topic, [(sub.id, sub.to_json())])
+        await follower.sync_for(int(time.time() * 1000))
+        assert syncs == 2 and sub.id in known
