@@ -6,18 +6,24 @@
     record = codec.decode(data, reader=cat.projection_schema(...)) # resolved to a reader schema
 
 Writer schemas are parsed once per id and the 5-byte headers built once per id; an id the
-codec has not seen is fetched from the registry once. A malformed message raises
+codec has not seen is fetched from the registry once. Reading as written (no `reader`) uses a
+reader compiled for the writer schema (schemas/compiled_reader.py); resolving to a reader
+schema uses fastavro. A malformed message raises
 WireFormatError with a stable `reason` (wire.truncated, wire.magic, wire.unknown_schema_id,
 wire.corrupt, wire.reader_mismatch) that the router dead-letters on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from io import BytesIO
 from typing import Protocol
 
 import fastavro
 from fastavro.read import SchemaResolutionError
+
+from schemas.compiled_reader import compile_reader
 
 MAGIC = 0
 HEADER_SIZE = 5
@@ -45,6 +51,7 @@ class Codec:
     def __init__(self, registry: SchemaSource):
         self._registry = registry
         self._writers: dict[int, dict] = {}
+        self._readers: dict[int, Callable[[bytes, int], dict]] = {}  # compiled, for reading as written
         self._headers: dict[int, bytes] = {}
 
     def current_id(self, name: str) -> int:
@@ -59,6 +66,7 @@ class Codec:
             except SchemaNotFound:
                 raise WireFormatError("wire.unknown_schema_id", f"no schema with id {schema_id}") from None
             writer = self._writers[schema_id] = fastavro.parse_schema(schema)
+            self._readers[schema_id] = compile_reader(writer) or partial(_fastavro_read, writer)
             self._headers[schema_id] = bytes([MAGIC]) + schema_id.to_bytes(4, "big")
         return writer
 
@@ -73,9 +81,11 @@ class Codec:
         """Decode a message; `reader` is a fastavro-parsed reader schema (e.g. a projection)."""
         schema_id = schema_id_of(data)
         writer = self._writers.get(schema_id) or self.writer_schema(schema_id)
-        body = BytesIO(data)
-        body.seek(HEADER_SIZE)
         try:
+            if reader is None:
+                return self._readers[schema_id](data, HEADER_SIZE)
+            body = BytesIO(data)
+            body.seek(HEADER_SIZE)
             return fastavro.schemaless_reader(body, writer, reader)
         except SchemaResolutionError:
             raise WireFormatError("wire.reader_mismatch", f"reader schema cannot read schema id {schema_id}") from None
@@ -83,6 +93,12 @@ class Codec:
             raise WireFormatError("wire.truncated", f"message body ends early for schema id {schema_id}") from None
         except (ValueError, IndexError, KeyError, UnicodeDecodeError, OverflowError) as exc:
             raise WireFormatError("wire.corrupt", f"cannot decode with schema id {schema_id}: {type(exc).__name__}") from None
+
+
+def _fastavro_read(writer: dict, data: bytes, offset: int) -> dict:
+    body = BytesIO(data)
+    body.seek(offset)
+    return fastavro.schemaless_reader(body, writer, None)
 
 
 def schema_id_of(data: bytes) -> int:
