@@ -80,6 +80,8 @@ class RecordBatches:
         """The batches filled since the last call, for `submit()`: the records added from now on go to new ones."""
         batches = self._full + [(topic, partition, builder) for (topic, partition), builder in self._open.items()]
         self._full, self._open = [], {}
+        for _, _, builder in batches:
+            builder.close()  # complete: sent at once, without the producer's linger_ms
         return batches
 
     async def submit(self, batches: list[tuple[str, int, object]]) -> list[asyncio.Future]:
