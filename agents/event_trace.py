@@ -101,9 +101,11 @@ async def _routed(bootstrap: str, app_id: str, event_id: str) -> tuple[str | Non
     the deliveries are acknowledged, and a delivery may already be done by then: the time is that
     of the first delivery record when there is one."""
     wanted, found = event_id.encode(), (None, None)
-    async for record in read_topic(bootstrap, f"{app_id}-router-records"):
-        if record.key == wanted and record.value is not None and found[0] is None:
-            found = (record.timestamp, sorted(json.loads(record.value)))
+    async for record in read_topic(bootstrap, f"{app_id}-router-records"):  # segments: {event id: [..]} per batch
+        if found[0] is None and record.value is not None:
+            recipients = json.loads(record.value).get(event_id)
+            if recipients is not None:
+                found = (record.timestamp, sorted(recipients))
     if found[0] is None:
         return found
     prefix = f"{event_id}."

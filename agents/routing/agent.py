@@ -5,9 +5,10 @@ Thin around agents/routing/router.py; read in batches by a `BatchService`
 `samband-events` (by person pseudonym), so a person's state lives where their events are,
 durable in compacted topics recovered on assignment:
 - `<app id>-router-persons`: pseudonym -> PersonState JSON (protection, birth date, who received data);
-- `<app id>-router-records`: event id -> JSON list of the subscriptions sent the event (the
-  routing record that corrections and annulments follow). A correction is about the same
-  person, so it finds the record in its own partition.
+- `<app id>-router-records`: event id -> the subscriptions sent the event (the routing record
+  that corrections and annulments follow), written as one segment per partition and batch
+  (agents/routing/state.py, SegmentedState). A correction is about the same person, so it
+  finds the record in its own partition.
 
 The batch's deliveries are acknowledged before its state is written and its offsets committed
 (crash-safe, at-least-once; the idempotency key `<event id>.<subscription id>` makes a repeat
@@ -19,7 +20,6 @@ every subscription written before the start has been read.
 
 from __future__ import annotations
 
-import orjson
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 
@@ -30,7 +30,7 @@ from agents.routing.batches import BatchService, Output
 from agents.routing.index import RoutingIndex
 from agents.routing.protection import is_strict, scrub_address
 from agents.routing.router import PersonState, Router
-from agents.routing.state import PartitionedState, stored_json
+from agents.routing.state import PartitionedState, SegmentedState
 from agents.routing.topics import bus_topics
 from agents.subscriptions.store import SubscriptionFollower
 from connectors.dead_letters import DeadLetter
@@ -56,7 +56,7 @@ class Route:
         self.codec = Codec(registry_from_settings(settings))
         self.router = Router(index)
         self.persons = PartitionedState(f"{app.conf.id}-router-persons", {"cleanup.policy": "compact"})
-        self.records = PartitionedState(f"{app.conf.id}-router-records", {"cleanup.policy": "compact"})
+        self.records = SegmentedState(f"{app.conf.id}-router-records", {"cleanup.policy": "compact"})
         self.states = [self.persons, self.records]
 
     def handle_batch(self, messages: list[ConsumerRecord], outputs: list[Output]) -> None:
@@ -76,8 +76,7 @@ class Route:
         state = PersonState.from_json(self.persons.get(partition, person))
         original = None
         if envelope["correctsEventId"]:
-            known = self.records.get(partition, envelope["correctsEventId"])
-            original = orjson.loads(known) if known is not None else None
+            original = self.records.get(partition, envelope["correctsEventId"])
         result = self.router.route(event_type, record, person, state, original)
 
         if result.deliveries:
@@ -95,7 +94,7 @@ class Route:
                                             f"{event_type} {envelope['changeKind']} names an event the bus has not routed",
                                             value=value, event_id=envelope["id"]))
         else:
-            self.records.set(partition, envelope["id"], stored_json(result.recipients))
+            self.records.set(partition, envelope["id"], tuple(result.recipients))
 
     def dead_letter(self, message: ConsumerRecord, reason: str, text: str, value: bytes | None = None,
                     event_id: str | None = None) -> Output:

@@ -7,7 +7,7 @@ in its own consumer group (`<app id>-ingest`, `<app id>-router`). Per batch:
 0. `before_batch(records)`, if given, is awaited (the router: its subscriptions are current);
    it runs while the batch before is handled (`_consume_checked`);
 1. `logic.handle_batch(records, outputs)`, the records in offset order per partition, then
-   `logic.end_batch()`; the batch's state writes (`PartitionedState.take()`) are set aside;
+   `logic.end_batch()`; the batch's state writes (`take()` of each state) are set aside;
 2. every output is added to a record batch per (topic, partition) (connectors/record_batches.py),
    and the batches are handed to the producer in the background, after the previous batch's
    (the producer keeps one request in flight per partition: handing over waits for it);
@@ -55,7 +55,7 @@ from mode import Service
 
 from agents import metrics
 from connectors.record_batches import RecordBatches
-from agents.routing.state import PartitionedState
+from agents.routing.state import ChangelogState
 
 log = structlog.get_logger(__name__)
 
@@ -74,7 +74,7 @@ class Cycle:
     records: int
     outputs: Counter
     sent: asyncio.Task  # the outputs handed to the producer: their futures, resolved when acknowledged
-    state_writes: list[tuple[PartitionedState, list]]
+    state_writes: list[tuple[ChangelogState, list]]
     done: dict[TopicPartition, int]
     state_written: asyncio.Future  # resolved once its state writes are acknowledged
 
@@ -85,7 +85,7 @@ def running() -> list[BatchService]:
 
 
 class BatchLogic(Protocol):
-    states: list[PartitionedState]
+    states: list[ChangelogState]
 
     def handle_batch(self, records: list[ConsumerRecord], outputs: list[Output]) -> None:
         """Append the outputs of `records` (in offset order per partition) and set the state they imply."""

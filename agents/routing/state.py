@@ -12,12 +12,15 @@ visible in memory at once and reaches Kafka only in `write()`: the batch service
 after the batch's outputs are acknowledged and commits the input offsets after it, so no
 state ever claims an output ("purge sent", "id seen") that was never written.
 Keys are str (UTF-8 on the wire), values bytes; a tombstone (null value) deletes.
+`SegmentedState` keeps keys set once (routing records) as one changelog record per batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from connectors.record_batches import RecordBatches
 
@@ -64,25 +67,86 @@ class PartitionedState:
         """Read the changelog of `partitions` from its start to its current end."""
         for partition in partitions:
             self.partitions[partition] = {}
-        tps = [TopicPartition(self.topic, p) for p in partitions]
-        if not tps:
-            return
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=10_000)
-        await consumer.start()
-        try:
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
-            remaining = {tp for tp in tps if end[tp] > 0}
-            while remaining:
-                for tp, records in (await consumer.getmany(*remaining, timeout_ms=500)).items():
-                    data = self.partitions[tp.partition]
-                    for record in records:
-                        if record.value is None:
-                            data.pop(record.key.decode(), None)
-                        else:
-                            data[record.key.decode()] = record.value
-                    if await consumer.position(tp) >= end[tp]:
-                        remaining.discard(tp)
-        finally:
-            await consumer.stop()
+        async for partition, record in read_changelog(bootstrap, self.topic, partitions):
+            if record.value is None:
+                self.partitions[partition].pop(record.key.decode(), None)
+            else:
+                self.partitions[partition][record.key.decode()] = record.value
+
+
+class SegmentedState:
+    """Per-partition key -> list of strings, for keys set once and never deleted (the router's
+    routing records, by event id), durable as segments: one changelog record per partition and
+    batch, keyed by the segment's first key, whose value is the JSON object {key: [..], ...} of
+    the keys set in the batch. A record per key cost ~2 us per event in the router (records to
+    build, send and store; docs/routing.md, Performance); a segment costs one JSON write per batch.
+
+    A batch handled again after a crash writes its keys again, in a later segment: recovery
+    reads the segments in order, so the latest value wins, as a compacted topic's would.
+    Same interface as PartitionedState, less `delete`; values are kept as tuples.
+    """
+
+    def __init__(self, topic: str, topic_configs: dict[str, str]):
+        self.topic = topic
+        self.topic_configs = topic_configs
+        self.partitions: dict[int, dict[str, tuple[str, ...]]] = {}
+        self._pending: dict[int, dict[str, tuple[str, ...]]] = {}
+
+    def get(self, partition: int, key: str) -> tuple[str, ...] | None:
+        return self.partitions[partition].get(key)
+
+    def set(self, partition: int, key: str, value: tuple[str, ...]) -> None:
+        self.partitions[partition][key] = value
+        segment = self._pending.get(partition)
+        if segment is None:
+            segment = self._pending[partition] = {}
+        segment[key] = value
+
+    def take(self) -> list[tuple[int, dict[str, tuple[str, ...]]]]:
+        pending, self._pending = self._pending, {}
+        return list(pending.items())
+
+    def write(self, pending: list[tuple[int, dict[str, tuple[str, ...]]]], writes: RecordBatches) -> None:
+        for partition, segment in pending:
+            writes.add(self.topic, next(iter(segment)).encode(), orjson.dumps(segment), None, partition)
+
+    def drop(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.partitions.pop(partition, None)
+
+    async def recover(self, bootstrap: str, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.partitions[partition] = {}
+        # Subscription ids recur in every segment: one string each in memory
+        interned: dict[str, str] = {}
+        async for partition, record in read_changelog(bootstrap, self.topic, partitions):
+            if record.value is None:
+                continue
+            data = self.partitions[partition]
+            for key, values in orjson.loads(record.value).items():
+                data[key] = tuple([interned.setdefault(v, v) for v in values])
+
+
+async def read_changelog(bootstrap: str, topic: str, partitions: set[int]) -> AsyncIterator[tuple[int, ConsumerRecord]]:
+    """The records of the changelog partitions, from their start to their end when called."""
+    tps = [TopicPartition(topic, p) for p in partitions]
+    if not tps:
+        return
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=10_000)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if end[tp] > 0}
+        while remaining:
+            for tp, records in (await consumer.getmany(*remaining, timeout_ms=500)).items():
+                for record in records:
+                    yield tp.partition, record
+                if await consumer.position(tp) >= end[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+
+
+ChangelogState = PartitionedState | SegmentedState

@@ -1,0 +1,64 @@
+"""The batch services' state survives in its changelog topic: written per batch, recovered per partition (real broker)."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaProducer
+
+from agents.routing.state import PartitionedState, SegmentedState
+from connectors.record_batches import RecordBatches
+from kafka_io import read_to_end
+
+
+async def _write(bootstrap: str, state, pending) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        writes = RecordBatches(producer)
+        await writes.load([state.topic])
+        state.write(pending, writes)
+        for future in await writes.send():
+            await future
+    finally:
+        await producer.stop()
+
+
+async def test_routing_records_are_one_segment_per_partition_and_batch_and_recover_the_latest_value(
+        kafka_bootstrap, new_topic):
+    topic = await new_topic(partitions=2, prefix="router-records")
+    records = SegmentedState(topic, {})
+    records.partitions = {0: {}, 1: {}}
+    records.set(0, "event-a", ("barnehage", "skole"))
+    records.set(0, "event-b", ())
+    records.set(1, "event-c", ("helsestasjon",))
+    assert records.get(0, "event-a") == ("barnehage", "skole")  # visible at once, before any write
+    await _write(kafka_bootstrap, records, records.take())
+    # A batch handled again after a crash: the same event, a later segment, another routing.
+    records.set(0, "event-a", ("skole",))
+    records.set(0, "event-d", ("bibliotek",))
+    await _write(kafka_bootstrap, records, records.take())
+    assert records.take() == []
+
+    stored = await read_to_end(kafka_bootstrap, topic)
+    assert sorted((r.partition, r.key) for r in stored) == [(0, b"event-a"), (0, b"event-a"), (1, b"event-c")]
+
+    recovered = SegmentedState(topic, {})
+    await recovered.recover(kafka_bootstrap, {0})
+    assert recovered.partitions == {0: {"event-a": ("skole",), "event-b": (), "event-d": ("bibliotek",)}}
+    await recovered.recover(kafka_bootstrap, {1})
+    assert recovered.get(1, "event-c") == ("helsestasjon",)
+
+
+async def test_person_state_is_a_record_per_key_and_a_tombstone_deletes(kafka_bootstrap, new_topic):
+    topic = await new_topic(partitions=2, prefix="router-persons")
+    persons = PartitionedState(topic, {})
+    persons.partitions = {0: {}, 1: {}}
+    persons.set(0, "pseudonym-1", b'{"protection":"ugradert"}')
+    persons.set(1, "pseudonym-2", b'{"protection":"fortrolig"}')
+    persons.set(0, "pseudonym-3", b"{}")
+    persons.delete(0, "pseudonym-3")
+    await _write(kafka_bootstrap, persons, persons.take())
+
+    recovered = PartitionedState(topic, {})
+    await recovered.recover(kafka_bootstrap, {0, 1})
+    assert recovered.partitions == {0: {"pseudonym-1": b'{"protection":"ugradert"}'},
+                                    1: {"pseudonym-2": b'{"protection":"fortrolig"}'}}
