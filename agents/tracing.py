@@ -113,7 +113,11 @@ def child_kafka_headers(headers: Iterable[tuple[str, bytes]] | None) -> list[tup
             kept.append((key, value))
         elif value is not None:
             values.append(value.decode("ascii", "replace"))
-    kept.append((HEADER, continue_trace(_only(values)).header_value.encode("ascii")))
+    parent = _only(values)
+    if parent is None:  # a new trace, sampled, written at once (ids of zero, 2^-64 likely, made 1)
+        kept.append((HEADER, b"00-%032x-%016x-01" % (random.getrandbits(128) or 1, random.getrandbits(64) or 1)))
+    else:
+        kept.append((HEADER, parent.child().header_value.encode("ascii")))
     return kept
 
 
