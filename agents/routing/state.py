@@ -75,36 +75,44 @@ class PartitionedState:
 
 
 class SegmentedState:
-    """Per-partition key -> list of strings, for keys set once and never deleted (the router's
+    """Per-partition key -> tuple of strings, for keys set once and never deleted (the router's
     routing records, by event id), durable as segments: one changelog record per partition and
     batch, keyed by the segment's first key, whose value is the JSON object {key: [..], ...} of
     the keys set in the batch. A record per key cost ~2 us per event in the router (records to
     build, send and store; docs/routing.md, Performance); a segment costs one JSON write per batch.
+    A segment is closed at ~SEGMENT_BYTES, well under the broker's 1 MB record limit, whatever
+    the batch size and fan-out.
 
     A batch handled again after a crash writes its keys again, in a later segment: recovery
     reads the segments in order, so the latest value wins, as a compacted topic's would.
-    Same interface as PartitionedState, less `delete`; values are kept as tuples.
+    Same interface as PartitionedState, less `delete`.
     """
+
+    SEGMENT_BYTES = 128 * 1024  # in characters; even escaped (<= 6 bytes each) under the broker's 1 MB
 
     def __init__(self, topic: str, topic_configs: dict[str, str]):
         self.topic = topic
         self.topic_configs = topic_configs
         self.partitions: dict[int, dict[str, tuple[str, ...]]] = {}
-        self._pending: dict[int, dict[str, tuple[str, ...]]] = {}
+        self._pending: list[_Segment] = []
+        self._open: dict[int, _Segment] = {}  # partition -> its segment being filled
 
     def get(self, partition: int, key: str) -> tuple[str, ...] | None:
         return self.partitions[partition].get(key)
 
     def set(self, partition: int, key: str, value: tuple[str, ...]) -> None:
         self.partitions[partition][key] = value
-        segment = self._pending.get(partition)
-        if segment is None:
-            segment = self._pending[partition] = {}
-        segment[key] = value
+        size = len(key) + 6 + 3 * len(value) + sum(map(len, value))  # its JSON, in characters
+        segment = self._open.get(partition)
+        if segment is None or segment.size + size > self.SEGMENT_BYTES:
+            segment = self._open[partition] = _Segment(partition)
+            self._pending.append(segment)
+        segment.entries[key] = value
+        segment.size += size
 
     def take(self) -> list[tuple[int, dict[str, tuple[str, ...]]]]:
-        pending, self._pending = self._pending, {}
-        return list(pending.items())
+        pending, self._pending, self._open = self._pending, [], {}
+        return [(segment.partition, segment.entries) for segment in pending]
 
     def write(self, pending: list[tuple[int, dict[str, tuple[str, ...]]]], writes: RecordBatches) -> None:
         for partition, segment in pending:
@@ -125,6 +133,15 @@ class SegmentedState:
             data = self.partitions[partition]
             for key, values in orjson.loads(record.value).items():
                 data[key] = tuple([interned.setdefault(v, v) for v in values])
+
+
+class _Segment:
+    __slots__ = ("partition", "entries", "size")
+
+    def __init__(self, partition: int):
+        self.partition = partition
+        self.entries: dict[str, tuple[str, ...]] = {}
+        self.size = 0
 
 
 async def read_changelog(bootstrap: str, topic: str, partitions: set[int]) -> AsyncIterator[tuple[int, ConsumerRecord]]:

@@ -48,6 +48,25 @@ async def test_routing_records_are_one_segment_per_partition_and_batch_and_recov
     assert recovered.get(1, "event-c") == ("helsestasjon",)
 
 
+async def test_a_routing_record_segment_is_closed_at_its_size_limit(kafka_bootstrap, new_topic):
+    topic = await new_topic(partitions=1, prefix="router-records")
+    records = SegmentedState(topic, {})
+    records.SEGMENT_BYTES = 200  # about four of the entries below
+    records.partitions = {0: {}}
+    routed = {f"event-{i:03d}": ("barnehage", "skole", "helsestasjon") for i in range(10)}
+    for event_id, recipients in routed.items():
+        records.set(0, event_id, recipients)
+    pending = records.take()
+    assert [len(entries) for _, entries in pending] == [4, 4, 2]
+    await _write(kafka_bootstrap, records, pending)
+
+    stored = await read_to_end(kafka_bootstrap, topic)
+    assert max(len(r.value) for r in stored) <= 200
+    recovered = SegmentedState(topic, {})
+    await recovered.recover(kafka_bootstrap, {0})
+    assert recovered.partitions == {0: routed}
+
+
 async def test_person_state_is_a_record_per_key_and_a_tombstone_deletes(kafka_bootstrap, new_topic):
     topic = await new_topic(partitions=2, prefix="router-persons")
     persons = PartitionedState(topic, {})
