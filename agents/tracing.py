@@ -114,7 +114,7 @@ def child_kafka_headers(headers: Iterable[tuple[str, bytes]] | None) -> list[tup
         elif value is not None:
             values.append(value.decode("ascii", "replace"))
     parent = _only(values)
-    if parent is None:  # a new trace, sampled, written at once (ids of zero, 2^-64 likely, made 1)
+    if parent is None:  # a new, sampled trace, written in one step; an all-zero id (invalid, odds 2^-64) is made 1
         kept.append((HEADER, b"00-%032x-%016x-01" % (random.getrandbits(128) or 1, random.getrandbits(64) or 1)))
     else:
         kept.append((HEADER, parent.child().header_value.encode("ascii")))
