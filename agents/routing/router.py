@@ -46,10 +46,13 @@ class PersonState(NamedTuple):  # a tuple: made for most events, a frozen datacl
     @classmethod
     def from_json(cls, data: bytes | None) -> PersonState:
         if not data:
-            return cls()
+            return _NEW_PERSON
         raw = orjson.loads(data)
         birth = raw.get("birth_date")
         return cls(raw["protection"], date.fromisoformat(birth) if birth else None, frozenset(raw["received"]))
+
+
+_NEW_PERSON = PersonState()  # a person the bus has not seen (a tuple: one can be shared)
 
 
 class Delivery(NamedTuple):
@@ -184,7 +187,7 @@ def _delivery_writer(event_id: str, person: str, cloudevent: dict, kind: str) ->
     head = b'{"idempotency_key":' + orjson.dumps(event_id)[:-1] + b"."  # the id's closing quote follows the subscription
     middle = (b'","person":' + orjson.dumps(person) + b',"event":'
               + orjson.dumps(cloudevent, default=_json_value)[:-1] + b',"data":')
-    tail = b'},"kind":' + orjson.dumps(kind) + b"}"
+    tail = _TAILS[kind]
     person_key = person.encode()
 
     def delivery(sub_id: str, data: dict) -> Delivery:
@@ -193,6 +196,9 @@ def _delivery_writer(event_id: str, person: str, cloudevent: dict, kind: str) ->
         return Delivery(sub_id, b"%s/%s" % (sub, person_key), value)
 
     return delivery
+
+
+_TAILS = {kind: b'},"kind":"%s"}' % kind.encode() for kind in ("event", "purge")}
 
 
 def _loses_address(previous: str, new: str, entry: Entry) -> bool:
