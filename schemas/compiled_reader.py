@@ -6,13 +6,16 @@
 fastavro's reader walks the schema for every field of every message, and the router decodes
 every canonical event in full: decoding was a quarter of its time (8 µs of a Death event's
 ~33). This module walks the schema once and generates a Python function with the walk
-unrolled: the reads of a record's fields one after another, enum symbols and union branches
+unrolled: the reads of a record's fields one after another, nested records, enum symbols and union branches
 inlined (5 µs for the same event; bench/bench_codec.py measures it against fastavro).
 It covers what the catalog uses (every primitive, record, enum, array, map, fixed, union,
 named references; the logical types date and timestamp-millis, as fastavro returns them).
 A schema with any other logical type gets None, and the codec uses fastavro for it.
 
 Reading with the writer schema only: resolving to another reader schema stays with fastavro.
+Enum and union indexes under 64 (every one in the catalog) are read as the one byte every Avro
+writer makes of them; one written in more bytes than it needs, which no writer does, is read
+as corrupt. Larger enums and unions are read as any long.
 Errors are fastavro's kinds, so callers map them alike: EOFError when the message ends early,
 ValueError for a bad length, enum index or union branch, UnicodeDecodeError for bad UTF-8.
 tests/schemas/test_compiled_reader.py checks it against fastavro on every catalog schema.
@@ -45,15 +48,7 @@ def compile_reader(schema: dict | list | str) -> Callable[[bytes, int], dict] | 
                  "date": date, "_float": struct.Struct("<f").unpack_from, "_double": struct.Struct("<d").unpack_from}
     name = schema.get("name", schema["type"]) if isinstance(schema, dict) else "union" if isinstance(schema, list) else schema
     exec(compile(source, f"<avro reader {name}>", "exec"), namespace)
-    read = namespace["read"]
-
-    def read_message(data: bytes, pos: int) -> dict:
-        try:
-            return read(data, pos)
-        except IndexError:  # a byte read past the end: every index the code checks itself raises ValueError
-            raise EOFError("message ends early") from None
-
-    return read_message
+    return namespace["read"]
 
 
 def _length(buf: bytes, pos: int) -> tuple[int, int]:
@@ -86,14 +81,16 @@ def _varint(buf: bytes, pos: int, first: int) -> tuple[int, int]:
 class _Compiler:
     def __init__(self, named: dict[str, dict]):
         self.named = named
-        self.functions: dict[str, str] = {}  # record full name -> function name
+        self.functions: dict[str, str] = {}  # record full name -> function name (a recursive record)
+        self.inlining: list[str] = []  # the records whose fields are being read inline, outermost first
         self.sources: list[str] = []
         self.counter = 0
 
     def module(self, schema) -> str:
-        lines = ["def read(buf, pos):", "    size = len(buf)"]
-        self.value(schema, "result", lines, 1)
-        lines.append("    return result")
+        lines = ["def read(buf, pos):", "    size = len(buf)", "    try:"]
+        self.value(schema, "result", lines, 2)
+        # A byte read past the end; every index the code checks itself raises ValueError.
+        lines += ["    except IndexError:", "        raise EOFError('message ends early') from None", "    return result"]
         return "\n".join(self.sources + lines) + "\n"
 
     def var(self, prefix: str) -> str:
@@ -121,12 +118,21 @@ class _Compiler:
                 lines.append(f"{pad}{target} = _EPOCH + timedelta(0, 0, 0, {target})")  # milliseconds, exactly
             elif logical == "date":
                 lines.append(f"{pad}{target} = date.fromordinal({target} + _DAYS_SHIFT)")
+        elif kind == "record" and schema["name"] not in self.inlining:  # inline, unless it contains itself
+            self.inlining.append(schema["name"])
+            fields = []
+            for field in schema["fields"]:
+                local = self.var("f")
+                self.value(field["type"], local, lines, depth)
+                fields.append(f"{field['name']!r}: {local}")
+            lines.append(f"{pad}{target} = {{{', '.join(fields)}}}")
+            self.inlining.pop()
         elif kind == "record":
             lines.append(f"{pad}{target}, pos = {self.record(schema)}(buf, pos, size)")
         elif kind == "enum":
             symbols = self.var("symbols")
             self.sources.append(f"{symbols} = {tuple(schema['symbols'])!r}")
-            self.long("index", lines, depth)
+            self.index(len(schema["symbols"]), lines, depth)
             lines.append(f"{pad}if not 0 <= index < {len(schema['symbols'])}: raise ValueError('enum index')")
             lines.append(f"{pad}{target} = {symbols}[index]")
         elif kind == "fixed":
@@ -166,11 +172,19 @@ class _Compiler:
 
     def union(self, branches: list, target: str, lines: list[str], depth: int) -> None:
         pad = "    " * depth
-        self.long("branch", lines, depth)
+        self.index(len(branches), lines, depth)
         for i, branch in enumerate(branches):
-            lines.append(f"{pad}{'if' if i == 0 else 'elif'} branch == {i}:")
+            lines.append(f"{pad}{'if' if i == 0 else 'elif'} index == {i}:")
             self.value(branch, target, lines, depth + 1)
         lines.append(f"{pad}else: raise ValueError('union branch')")
+
+    def index(self, count: int, lines: list[str], depth: int) -> None:
+        """Read an enum or union index into `index`: under 64, from its one byte."""
+        if count > 64:
+            return self.long("index", lines, depth)
+        pad = "    " * depth
+        lines += [f"{pad}b = buf[pos]; pos += 1",
+                  f"{pad}index = -1 if b & 0x81 else b >> 1  # odd: negative; high bit: more bytes than needed"]
 
     def blocks(self, schema: dict, target: str, lines: list[str], depth: int) -> None:
         pad, inner = "    " * depth, "    " * (depth + 2)
@@ -190,7 +204,7 @@ class _Compiler:
         lines.append(f"{inner}{target}[{key}] = {item}" if is_map else f"{inner}{target}.append({item})")
 
     def record(self, schema: dict) -> str:
-        """The name of the function reading this record (generated once per named record)."""
+        """The name of the function reading a recursive record (generated once per record)."""
         name = schema["name"]
         function = self.functions.get(name)
         if function is None:

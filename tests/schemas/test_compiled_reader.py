@@ -96,6 +96,14 @@ def test_every_truncation_of_a_catalog_message_is_wire_truncated(event_type):
         assert raised.value.reason == "wire.truncated", end
 
 
+def test_an_enum_of_more_than_64_symbols_reads_its_two_byte_indexes():
+    schema = fastavro.parse_schema({"type": "enum", "name": "test.Kommune", "symbols": [f"k{i}" for i in range(100)]})
+    read = compile_reader(schema)
+    for symbol in ("k0", "k63", "k64", "k99"):
+        message = _write(schema, symbol)
+        assert read(message, 5) == symbol == _fastavro_read(schema, message)
+
+
 @pytest.mark.parametrize("body, what", [
     (bytes([0x06]), "enum index 3 of 3 symbols"),
     (bytes([0x01]), "enum index -1"),
@@ -106,8 +114,10 @@ def test_an_enum_index_out_of_range_is_a_value_error(body, what):
         compile_reader(schema)(b"\x00\x00\x00\x00\x01" + body, 5)
 
 
-@pytest.mark.parametrize("body", [bytes([0x04]), bytes([0x01]), bytes([0x02, 0x03]), bytes([0xFF] * 11)],
-                         ids=["union branch 2 of 2", "union branch -1", "negative length", "varint of 11 bytes"])
+@pytest.mark.parametrize("body", [bytes([0x04]), bytes([0x01]), bytes([0x80, 0x00]), bytes([0x02, 0x03]),
+                                  bytes([0x02] + [0xFF] * 11)],
+                         ids=["union branch 2 of 2", "union branch -1", "union branch 0 in two bytes", "negative length",
+                              "length varint of 11 bytes"])
 def test_a_corrupt_body_is_a_value_error(body):
     schema = fastavro.parse_schema(["null", "string"])
     with pytest.raises(ValueError):
