@@ -35,12 +35,14 @@ class Entry:
     kommuner: frozenset[str] | None  # None: all kommuner
     grants: dict[str, Grant]
     unconditional: bool  # no predicates: every event of its types and kommuner matches (the router skips the checks)
+    id_bytes: bytes  # the id, UTF-8: written into every delivery record's key and JSON
 
     @classmethod
     def of(cls, sub: Subscription) -> Entry:
         kommuner = None if sub.kommuner == ALL else frozenset(sub.kommuner)
         unconditional = not sub.predicates.model_dump(exclude_none=True)
-        return cls(sub, sub.id, kommuner, {t: Grant.of(paths) for t, paths in sub.fields.items()}, unconditional)
+        return cls(sub, sub.id, kommuner, {t: Grant.of(paths) for t, paths in sub.fields.items()}, unconditional,
+                   sub.id.encode())
 
 
 class RoutingIndex:
@@ -70,12 +72,12 @@ class RoutingIndex:
     def candidates(self, event_type: str, kommuner: list[str], *, national_only: bool = False) -> list[Entry]:
         """Subscriptions to the event type for any of the kommuner or for all; `national_only`: only the latter."""
         national = self._by_key.get((ALL, event_type), {})
-        local = [] if national_only else [b for k in kommuner if (b := self._by_key.get((k, event_type)))]
-        if not local:
-            return list(national.values())
-        found = dict(national)
-        for bucket in local:  # a move's two kommuner may share a subscription: one entry each
-            found.update(bucket)
+        found = national
+        if not national_only:
+            for kommune in kommuner:
+                bucket = self._by_key.get((kommune, event_type))
+                if bucket:  # a move's two kommuner may share a subscription: one entry each
+                    found = {**found, **bucket}
         return list(found.values())
 
     @staticmethod

@@ -120,7 +120,7 @@ class Router:
         delivery = _delivery_writer(envelope["id"], person, self._cloudevent(event_type, envelope, person), "event")
         for entry in targets:
             data = _project(record, entry.grants[event_type], withheld(event_type, effective, entry.subscription.public_body))
-            result.deliveries.append(delivery(entry.id, data))
+            result.deliveries.append(delivery(entry, data))
             result.recipients.append(entry.id)
         if not result.state.received.issuperset(result.recipients):
             result.state = PersonState(result.state.protection, result.state.birth_date,
@@ -176,11 +176,11 @@ class Router:
             "subject": person,
             "datacontenttype": "application/json",
         }
-        return _delivery_writer(purge_id, person, cloudevent, "purge")(entry.id, {"delete": "address"})
+        return _delivery_writer(purge_id, person, cloudevent, "purge")(entry, {"delete": "address"})
 
 
-def _delivery_writer(event_id: str, person: str, cloudevent: dict, kind: str) -> Callable[[str, dict], Delivery]:
-    """The delivery records of one event: (subscription id, data) -> Delivery whose value is the JSON of
+def _delivery_writer(event_id: str, person: str, cloudevent: dict, kind: str) -> Callable[[Entry, dict], Delivery]:
+    """The delivery records of one event: (subscription, data) -> Delivery whose value is the JSON of
     {"idempotency_key": "<event id>.<subscription id>", "subscription", "person",
     "event": {**cloudevent, "data": data}, "kind"} (docs/architecture.md). The parts every recipient
     shares are serialised once; subscription ids are [a-z0-9-], safe to place unescaped."""
@@ -188,12 +188,12 @@ def _delivery_writer(event_id: str, person: str, cloudevent: dict, kind: str) ->
     middle = (b'","person":' + orjson.dumps(person) + b',"event":'
               + orjson.dumps(cloudevent, default=_json_value)[:-1] + b',"data":')
     tail = _TAILS[kind]
-    person_key = person.encode()
+    person_key = b"/" + person.encode()
 
-    def delivery(sub_id: str, data: dict) -> Delivery:
-        sub = sub_id.encode()
+    def delivery(entry: Entry, data: dict) -> Delivery:
+        sub = entry.id_bytes
         value = b"".join((head, sub, b'","subscription":"', sub, middle, orjson.dumps(data, default=_json_value), tail))
-        return Delivery(sub_id, b"%s/%s" % (sub, person_key), value)
+        return Delivery(entry.id, sub + person_key, value)
 
     return delivery
 
