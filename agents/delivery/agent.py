@@ -14,7 +14,7 @@ import asyncio
 import json
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from agents import metrics
 from agents.app import app, batch_service_settings, freeze_heap
@@ -39,14 +39,42 @@ async def _save_status(sub: str, status: dict) -> None:
     await status_topic.send(key=sub.encode(), value=json.dumps(status).encode())
 
 
-async def _write_topic(topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-    """A Kafka subscriber's record, through the worker's producer (acks=all); returns once acknowledged."""
-    sent = await app.producer.send(topic, key, value, None, None, headers)
-    await sent
+class SubscriberTopics:
+    """Kafka subscribers' topics, written through a producer of their own (acks=all), started at
+    the first record. Not Faust's producer: a topic the broker is still auto-creating once left
+    that one retrying for minutes (Faust keeps a batch 20 minutes), and the delivery status and
+    every other write through it queued behind. Here a batch that cannot be written expires
+    after REQUEST_TIMEOUT_MS, and the Kafka sink's own timeout makes it an attempt to retry."""
+
+    REQUEST_TIMEOUT_MS = 30_000
+
+    def __init__(self) -> None:
+        self.producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
+
+    async def write(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        """One record; returns once acknowledged."""
+        producer = self.producer or await self._start()
+        await (await producer.send(topic, value, key=key, headers=headers))
+
+    async def _start(self) -> AIOKafkaProducer:
+        async with self._starting:
+            if self.producer is None:
+                producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(), acks="all",
+                                            request_timeout_ms=self.REQUEST_TIMEOUT_MS)
+                await producer.start()
+                self.producer = producer
+        return self.producer
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            producer, self.producer = self.producer, None
+            await producer.stop()
 
 
+subscriber_topics = SubscriberTopics()
 dispatcher = Dispatcher(lambda key, entry, outcome: queues.apply(key, entry, outcome), _save_status,
-                        {"topic_writer": _write_topic, "schema_registry": registry_from_settings(settings)})
+                        {"topic_writer": subscriber_topics.write, "schema_registry": registry_from_settings(settings)})
 queues = DeliveryQueues(topics, dispatcher)
 # Set once every subscription and delivery status written before the start has been read:
 # records of a subscription not yet known would otherwise all be stored as waiting.
@@ -96,6 +124,7 @@ class DeliveryService(BatchService):
             await self._writing
         await self._write()  # what was decided before the stop: ledger entries, then the commit
         await super().on_stop()
+        await subscriber_topics.stop()
 
     def committable(self, done: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         return {TopicPartition(self.source, p): offset for p, offset in queues.committable().items()}

@@ -15,6 +15,7 @@ from agents.app import app
 from agents.config import SettingsError, bootstrap_servers, get_settings
 from agents.routing.agent import follower, index, topics
 from agents.subscriptions.api import SubscriptionsApi, TokenConfigError, add_routes, parse_tokens
+from agents.subscriptions.store import write
 from agents.web import dashboard, operations, schema_registry
 from schemas.catalog import catalog
 from schemas.registry import CatalogRegistry
@@ -23,8 +24,10 @@ settings = get_settings()
 
 
 async def write_subscription(sub_id: str, value: bytes | None) -> int:
-    sent = await app.producer.send(topics.subscriptions, sub_id.encode(), value, None, None, None)
-    return (await sent).offset
+    # Its own producer, as the CLI's: not Faust's, which the delivery stage also writes Kafka
+    # subscribers' topics with. Once, in CI, a write to a topic the broker was auto-creating
+    # left that producer retrying for minutes, and API writes queued behind it never returned.
+    return await write(bootstrap_servers(), topics.subscriptions, [(sub_id, value)])
 
 
 try:
