@@ -66,7 +66,7 @@ class Codec:
             except SchemaNotFound:
                 raise WireFormatError("wire.unknown_schema_id", f"no schema with id {schema_id}") from None
             writer = self._writers[schema_id] = fastavro.parse_schema(schema)
-            self._readers[schema_id] = compile_reader(writer) or partial(_fastavro_read, writer)
+            self._readers[schema_id] = compile_reader(writer) or partial(_fastavro_read, writer, None)
             self._headers[schema_id] = bytes([MAGIC]) + schema_id.to_bytes(4, "big")
         return writer
 
@@ -84,9 +84,7 @@ class Codec:
         try:
             if reader is None:
                 return self._readers[schema_id](data, HEADER_SIZE)
-            body = BytesIO(data)
-            body.seek(HEADER_SIZE)
-            return fastavro.schemaless_reader(body, writer, reader)
+            return _fastavro_read(writer, reader, data, HEADER_SIZE)
         except SchemaResolutionError:
             raise WireFormatError("wire.reader_mismatch", f"reader schema cannot read schema id {schema_id}") from None
         except EOFError:
@@ -95,10 +93,10 @@ class Codec:
             raise WireFormatError("wire.corrupt", f"cannot decode with schema id {schema_id}: {type(exc).__name__}") from None
 
 
-def _fastavro_read(writer: dict, data: bytes, offset: int) -> dict:
+def _fastavro_read(writer: dict, reader: dict | None, data: bytes, offset: int) -> dict:
     body = BytesIO(data)
     body.seek(offset)
-    return fastavro.schemaless_reader(body, writer, None)
+    return fastavro.schemaless_reader(body, writer, reader)
 
 
 def schema_id_of(data: bytes) -> int:

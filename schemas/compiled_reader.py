@@ -120,12 +120,7 @@ class _Compiler:
                 lines.append(f"{pad}{target} = date.fromordinal({target} + _DAYS_SHIFT)")
         elif kind == "record" and schema["name"] not in self.inlining:  # inline, unless it contains itself
             self.inlining.append(schema["name"])
-            fields = []
-            for field in schema["fields"]:
-                local = self.var("f")
-                self.value(field["type"], local, lines, depth)
-                fields.append(f"{field['name']!r}: {local}")
-            lines.append(f"{pad}{target} = {{{', '.join(fields)}}}")
+            lines.append(f"{pad}{target} = {self.fields(schema, lines, depth)}")
             self.inlining.pop()
         elif kind == "record":
             lines.append(f"{pad}{target}, pos = {self.record(schema)}(buf, pos, size)")
@@ -210,11 +205,15 @@ class _Compiler:
         if function is None:
             function = self.functions[name] = self.var("record")
             lines = [f"def {function}(buf, pos, size):"]
-            fields = []
-            for field in schema["fields"]:
-                local = self.var("f")
-                self.value(field["type"], local, lines, 1)
-                fields.append(f"{field['name']!r}: {local}")
-            lines.append(f"    return {{{', '.join(fields)}}}, pos")
+            lines.append(f"    return {self.fields(schema, lines, 1)}, pos")
             self.sources.append("\n".join(lines))
         return function
+
+    def fields(self, schema: dict, lines: list[str], depth: int) -> str:
+        """Append the reads of a record's fields into locals; the dict expression of the record."""
+        values = []
+        for field in schema["fields"]:
+            local = self.var("f")
+            self.value(field["type"], local, lines, depth)
+            values.append(f"{field['name']!r}: {local}")
+        return f"{{{', '.join(values)}}}"

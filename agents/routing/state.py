@@ -31,15 +31,41 @@ def stored_json(value) -> bytes:
     return memoryview(orjson.dumps(value)).tobytes()
 
 
-class PartitionedState:
+class ChangelogState:
+    """In-memory state per input partition, recovered from its changelog topic. Subclasses say how
+    a batch's writes become changelog records (`set`, `take`, `write`) and how a record is read
+    back (`_apply`)."""
+
     def __init__(self, topic: str, topic_configs: dict[str, str]):
         self.topic = topic
         self.topic_configs = topic_configs
-        self.partitions: dict[int, dict[str, bytes]] = {}
-        self._pending: list[tuple[int, str, bytes | None]] = []
+        self.partitions: dict[int, dict] = {}
 
-    def get(self, partition: int, key: str) -> bytes | None:
+    def get(self, partition: int, key: str):
         return self.partitions[partition].get(key)
+
+    def drop(self, partitions: set[int]) -> None:
+        """Forget the state of partitions this worker no longer owns."""
+        for partition in partitions:
+            self.partitions.pop(partition, None)
+
+    async def recover(self, bootstrap: str, partitions: set[int]) -> None:
+        """Read the changelog of `partitions` from its start to its current end."""
+        for partition in partitions:
+            self.partitions[partition] = {}
+        async for partition, record in read_changelog(bootstrap, self.topic, partitions):
+            self._apply(self.partitions[partition], record)
+
+    def _apply(self, data: dict, record: ConsumerRecord) -> None:
+        raise NotImplementedError
+
+
+class PartitionedState(ChangelogState):
+    """Key -> bytes, a changelog record per write (the newest per key kept by compaction)."""
+
+    def __init__(self, topic: str, topic_configs: dict[str, str]):
+        super().__init__(topic, topic_configs)
+        self._pending: list[tuple[int, str, bytes | None]] = []
 
     def set(self, partition: int, key: str, value: bytes) -> None:
         self.partitions[partition][key] = value
@@ -58,23 +84,14 @@ class PartitionedState:
         for partition, key, value in pending:
             writes.add(self.topic, key.encode(), value, None, partition)
 
-    def drop(self, partitions: set[int]) -> None:
-        """Forget the state of partitions this worker no longer owns."""
-        for partition in partitions:
-            self.partitions.pop(partition, None)
-
-    async def recover(self, bootstrap: str, partitions: set[int]) -> None:
-        """Read the changelog of `partitions` from its start to its current end."""
-        for partition in partitions:
-            self.partitions[partition] = {}
-        async for partition, record in read_changelog(bootstrap, self.topic, partitions):
-            if record.value is None:
-                self.partitions[partition].pop(record.key.decode(), None)
-            else:
-                self.partitions[partition][record.key.decode()] = record.value
+    def _apply(self, data: dict, record: ConsumerRecord) -> None:
+        if record.value is None:
+            data.pop(record.key.decode(), None)
+        else:
+            data[record.key.decode()] = record.value
 
 
-class SegmentedState:
+class SegmentedState(ChangelogState):
     """Per-partition key -> tuple of strings, for keys set once and never deleted (the router's
     routing records, by event id), durable as segments: one changelog record per partition and
     batch, keyed by the segment's first key, whose value is the JSON object {key: [..], ...} of
@@ -85,20 +102,15 @@ class SegmentedState:
 
     A batch handled again after a crash writes its keys again, in a later segment: recovery
     reads the segments in order, so the latest value wins, as a compacted topic's would.
-    Same interface as PartitionedState, less `delete`.
     """
 
     SEGMENT_BYTES = 128 * 1024  # in characters; even escaped (<= 6 bytes each) under the broker's 1 MB
 
     def __init__(self, topic: str, topic_configs: dict[str, str]):
-        self.topic = topic
-        self.topic_configs = topic_configs
-        self.partitions: dict[int, dict[str, tuple[str, ...]]] = {}
+        super().__init__(topic, topic_configs)
         self._pending: list[_Segment] = []
         self._open: dict[int, _Segment] = {}  # partition -> its segment being filled
-
-    def get(self, partition: int, key: str) -> tuple[str, ...] | None:
-        return self.partitions[partition].get(key)
+        self._interned: dict[str, str] = {}  # subscription ids recur in every segment: one string each
 
     def set(self, partition: int, key: str, value: tuple[str, ...]) -> None:
         self.partitions[partition][key] = value
@@ -118,21 +130,12 @@ class SegmentedState:
         for partition, segment in pending:
             writes.add(self.topic, next(iter(segment)).encode(), orjson.dumps(segment), None, partition)
 
-    def drop(self, partitions: set[int]) -> None:
-        for partition in partitions:
-            self.partitions.pop(partition, None)
-
-    async def recover(self, bootstrap: str, partitions: set[int]) -> None:
-        for partition in partitions:
-            self.partitions[partition] = {}
-        # Subscription ids recur in every segment: one string each in memory
-        interned: dict[str, str] = {}
-        async for partition, record in read_changelog(bootstrap, self.topic, partitions):
-            if record.value is None:
-                continue
-            data = self.partitions[partition]
-            for key, values in orjson.loads(record.value).items():
-                data[key] = tuple([interned.setdefault(v, v) for v in values])
+    def _apply(self, data: dict, record: ConsumerRecord) -> None:
+        if record.value is None:
+            return
+        interned = self._interned
+        for key, values in orjson.loads(record.value).items():
+            data[key] = tuple([interned.setdefault(v, v) for v in values])
 
 
 class _Segment:
@@ -165,5 +168,3 @@ async def read_changelog(bootstrap: str, topic: str, partitions: set[int]) -> As
     finally:
         await consumer.stop()
 
-
-ChangelogState = PartitionedState | SegmentedState
