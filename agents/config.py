@@ -65,6 +65,20 @@ class Settings(BaseSettings):
     alert_webhook_url: str = ""
     # How often the leader worker looks for failing subscriptions.
     alert_check_interval_s: float = Field(60.0, gt=0)
+    # --- Trust (docs/security.md) -------------------------------------------------------
+    # Development shortcuts on: the development pseudonym and dead-letter keys are accepted.
+    # Off (the default), the worker and connectors refuse to start without real keys.
+    development: bool = False
+    # AES-256-GCM key that encrypts every dead letter's payload: 32 bytes, base64.
+    # Whoever holds it can read dead letters (`samband dlq show --reveal`) and replay them.
+    dlq_key: str = ""
+    # Hosts or CIDRs (comma separated) a webhook may reach over plain http:// or on a loopback,
+    # private or link-local address. Empty: https only, public addresses only.
+    webhook_allow_networks: str = ""
+    # Folder of webhook signing secrets, one file per subscription, named by its id.
+    secrets_dir: str = ""
+    # Kafka subscribers get exactly one topic each: this prefix + the subscription id.
+    subscriber_topic_prefix: str = "subscriber."
 
 
 def _env_name(loc: tuple) -> str:

@@ -7,13 +7,22 @@ once per session and stopped at the end only if this session started it.
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from deploy import launcher
 from support import free_port, unique_name
+
+# Every bus a test starts, in this process or as a subprocess, runs with real keys of its own
+# (never the development shortcuts) and may call webhooks on loopback, where the tests'
+# receivers listen. A test that needs other values sets them in its own environment.
+os.environ.setdefault("SAMBAND_PSEUDONYM_KEY", secrets.token_hex(32))
+os.environ.setdefault("SAMBAND_DLQ_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
+os.environ.setdefault("SAMBAND_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8")
 
 # Confluent's 7.9 line is Apache Kafka 3.9: the same broker the launcher runs.
 TESTCONTAINERS_IMAGE = "confluentinc/cp-kafka:7.9.0"
