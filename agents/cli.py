@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "agents.commands.simulate",
     "agents.commands.schemas",
     "agents.commands.subscriptions",
+    "agents.commands.audit",
     "agents.commands.operations",
     "agents.commands.status",
     "agents.commands.trace",

@@ -41,9 +41,12 @@ class Settings(BaseSettings):
     # Secret key of person pseudonyms (HMAC-SHA256, schemas/pseudonym.py): the same on every
     # worker. The default is for development only; the ingest agent logs a warning when it is used.
     pseudonym_key: str = DEV_PSEUDONYM_KEY
-    # Bearer tokens of the HTTP API: `token=scope1+scope2,token2=scope1`, e.g.
-    # `s3cret=subscriptions:read+subscriptions:write`. Empty: the API refuses every request.
+    # Bearer tokens of the HTTP API without a tenant: `token=scope1+scope2,token2=scope1`, e.g.
+    # `s3cret=subscriptions:read+subscriptions:operator`. They own no subscription unless they have the
+    # operator scope. Tenants' tokens are in api_tokens_file (agents/subscriptions/tokens.py).
+    # Neither set: the API refuses every request.
     api_tokens: str = ""
+    api_tokens_file: str = ""
     # Ingest: messages larger than this are dead-lettered as ingest.oversized.
     ingest_max_bytes: int = Field(262_144, ge=1024)
     # Ingest: how long an event id is remembered for deduplication (a re-read feed page).

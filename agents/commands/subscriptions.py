@@ -4,6 +4,7 @@ They live in the compacted `<app id>-subscriptions` topic; running workers pick 
 within a second. `apply` validates every file first and writes nothing if any is invalid; it
 prints its plan (created, changed, unchanged and, with `--prune`, deleted: those on the bus
 but in no file), writes only what differs, and with `--dry-run` writes nothing.
+Every write is an operator's: it is audit-logged (`samband audit`) under the OS user's name.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from agents.config import bootstrap_servers, get_settings
 from agents.routing.topics import bus_topics
 from agents.subscriptions import store
+from agents.subscriptions.audit import AuditLog, os_user
 from agents.subscriptions.files import load_dir
 from agents.subscriptions.model import Subscription
 
@@ -47,6 +49,14 @@ def _where() -> tuple[str, str]:
     return bootstrap_servers(), bus_topics(get_settings().app_id).subscriptions
 
 
+async def _audit(actions: list[tuple[str, str]]) -> None:
+    """Audit-log (action, subscription id) pairs written by this command."""
+    log = AuditLog(bootstrap_servers(), bus_topics(get_settings().app_id).audit)
+    user = os_user()
+    await log.record_all([{"name": user, "owner": "samband CLI", "action": action, "subscription": sub_id,
+                           "outcome": "ok", "via": "cli"} for action, sub_id in actions])
+
+
 def apply_dir(args) -> int:
     if not args.directory.is_dir():
         print(f"samband: {args.directory} is not a directory", file=sys.stderr)
@@ -66,6 +76,8 @@ def apply_dir(args) -> int:
         if not args.dry_run:
             changes = [(s.id, s.to_json()) for s in subs if s.id in plan["created"] + plan["changed"]]
             await store.write(bootstrap, topic, changes + [(sub_id, None) for sub_id in plan["deleted"]])
+            await _audit([(action, sub_id) for key, action in (("created", "create"), ("changed", "replace"),
+                                                               ("deleted", "delete")) for sub_id in plan[key]])
         return plan
 
     plan = asyncio.run(plan_and_write())
@@ -127,6 +139,7 @@ def set_paused(args) -> int:
         return 0
     sub["delivery"]["paused"] = args.paused
     asyncio.run(store.write(bootstrap, topic, [(args.id, Subscription.model_validate(sub).to_json())]))
+    asyncio.run(_audit([("pause" if args.paused else "resume", args.id)]))
     print(f"paused {args.id}: its events are kept until `samband subscriptions resume {args.id}`" if args.paused
           else f"resumed {args.id}: the events kept while it was paused go out first, in order")
     return 0
@@ -138,5 +151,6 @@ def delete_one(args) -> int:
         print(f"samband: no subscription {args.id}", file=sys.stderr)
         return 1
     asyncio.run(store.write(bootstrap, topic, [(args.id, None)]))
+    asyncio.run(_audit([("delete", args.id)]))
     print(f"deleted {args.id}")
     return 0

@@ -12,6 +12,7 @@ class BusTopics:
     deadletter: str
     subscriptions: str
     deliveries: str
+    audit: str
 
 
 def bus_topics(app_id: str) -> BusTopics:
@@ -21,4 +22,5 @@ def bus_topics(app_id: str) -> BusTopics:
         deadletter=f"{app_id}-deadletter",
         subscriptions=f"{app_id}-subscriptions",
         deliveries=f"{app_id}-deliveries",
+        audit=f"{app_id}-audit",
     )

@@ -1,11 +1,14 @@
-"""HTTP API for subscriptions: `/subscriptions` with bearer tokens and scopes, and `/openapi.json`.
+"""HTTP API for subscriptions: `/subscriptions` with bearer tokens, tenants and scopes, and `/openapi.json`.
 
-    add_routes(web_app, SubscriptionsApi(index, follower, write, tokens))
+    add_routes(web_app, SubscriptionsApi(index, follower, write, tokens, audit))
 
 GET /subscriptions, GET /subscriptions/{id}        scope subscriptions:read
 POST /subscriptions, PUT/DELETE /subscriptions/{id} scope subscriptions:write
 
-Tokens come from SAMBAND_API_TOKENS, `token=scope1+scope2,token2=scope1` (parse_tokens).
+Tokens and their tenants: agents/subscriptions/tokens.py. A token sees and changes only the
+subscriptions it owns; another tenant's are 404, as if they did not exist. Grants that widen
+access need the operator scope (403 auth.operator_required, naming the grants). Every write
+request of a known token is audit-logged (agents/subscriptions/audit.py), refused ones too.
 A write goes to the subscriptions topic and the reply waits until this worker has applied
 it, so a GET right after sees the change (other workers see it within a second).
 Errors are JSON `{"error": <stable code>, "message": ..., "problems": [...]}`.
@@ -22,35 +25,17 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from agents.routing.index import RoutingIndex
+from agents.subscriptions.audit import AuditLog
 from agents.subscriptions.files import validation_problems
 from agents.subscriptions.model import Subscription
 from agents.subscriptions.openapi import openapi_document
 from agents.subscriptions.store import SubscriptionFollower
+from agents.subscriptions.tokens import DLQ_REPLAY, OPERATOR, READ, WRITE, ApiToken
 
-READ, WRITE = "subscriptions:read", "subscriptions:write"
-DLQ_REPLAY = "dlq:replay"  # the dashboard's replay button (agents/web/dashboard.py)
-SCOPES = (READ, WRITE, DLQ_REPLAY)
+__all__ = ["API_KEY", "DLQ_REPLAY", "SubscriptionsApi", "add_routes"]  # the dashboard checks DLQ_REPLAY with API_KEY
 
 # Writes (id, JSON or None) to the subscriptions topic and returns the record's offset.
 Writer = Callable[[str, bytes | None], Awaitable[int]]
-
-
-class TokenConfigError(ValueError):
-    """SAMBAND_API_TOKENS is malformed; the message never repeats a token."""
-
-
-def parse_tokens(text: str) -> dict[str, frozenset[str]]:
-    tokens: dict[str, frozenset[str]] = {}
-    for n, item in enumerate(filter(None, (part.strip() for part in text.split(","))), start=1):
-        token, sep, scopes = item.partition("=")
-        wanted = frozenset(filter(None, scopes.split("+")))
-        if not sep or not token or not wanted:
-            raise TokenConfigError(f"SAMBAND_API_TOKENS entry {n}: expected token=scope1+scope2")
-        unknown = wanted - set(SCOPES)
-        if unknown:
-            raise TokenConfigError(f"SAMBAND_API_TOKENS entry {n}: unknown scope(s) {sorted(unknown)}; known: {SCOPES}")
-        tokens[token] = wanted
-    return tokens
 
 
 @dataclass
@@ -58,17 +43,27 @@ class SubscriptionsApi:
     index: RoutingIndex
     follower: SubscriptionFollower
     write: Writer
-    tokens: dict[str, frozenset[str]]
+    tokens: list[ApiToken]
+    audit: AuditLog
 
-    def scopes_of(self, request: web.Request) -> frozenset[str] | None:
+    def token_of(self, request: web.Request) -> ApiToken | None:
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not presented:
             return None
         found = None
-        for token, scopes in self.tokens.items():  # compare with every token: no timing hint
-            if hmac.compare_digest(token.encode(), presented.encode()):
-                found = scopes
+        for token in self.tokens:  # compare with every token: no timing hint
+            if hmac.compare_digest(token.token.encode(), presented.encode()):
+                found = token
         return found
+
+    def scopes_of(self, request: web.Request) -> frozenset[str] | None:
+        token = self.token_of(request)
+        return None if token is None else token.scopes
+
+    def owned(self, token: ApiToken, sub_id: str) -> Subscription | None:
+        """The subscription if it exists and the token owns it: another tenant's is as good as absent."""
+        entry = self.index.entries.get(sub_id)
+        return entry.subscription if entry is not None and token.owns(sub_id) else None
 
 
 API_KEY = web.AppKey("subscriptions_api", SubscriptionsApi)
@@ -91,15 +86,19 @@ def _error(status: int, code: str, message: str, problems: list[str] | None = No
     return web.json_response(body, status=status, headers=headers or None)
 
 
-def _authorise(request: web.Request, scope: str) -> tuple[SubscriptionsApi, web.Response | None]:
+def _authorise(request: web.Request, scope: str) -> tuple[SubscriptionsApi, ApiToken | None, web.Response | None]:
     api = request.app[API_KEY]
-    scopes = api.scopes_of(request)
-    if scopes is None:
-        return api, _error(401, "auth.unauthenticated", "a valid bearer token is required",
-                           **{"WWW-Authenticate": 'Bearer realm="samband"'})
-    if scope not in scopes:
-        return api, _error(403, "auth.scope_missing", f"the token lacks scope {scope}")
-    return api, None
+    token = api.token_of(request)
+    if token is None:
+        return api, None, _error(401, "auth.unauthenticated", "a valid bearer token is required",
+                                 **{"WWW-Authenticate": 'Bearer realm="samband"'})
+    if scope not in token.scopes:
+        return api, token, _error(403, "auth.scope_missing", f"the token lacks scope {scope}")
+    return api, token, None
+
+
+def _not_found() -> web.Response:
+    return _error(404, "subscription.not_found", "no subscription with this id")
 
 
 async def _parse(request: web.Request, sub_id: str | None = None) -> Subscription | web.Response:
@@ -118,6 +117,13 @@ async def _parse(request: web.Request, sub_id: str | None = None) -> Subscriptio
         return _error(422, "subscription.invalid", "the subscription is invalid", validation_problems(exc))
 
 
+def _operator_needed(token: ApiToken, new: Subscription, current: Subscription | None) -> web.Response | None:
+    grants = token.grants_needing_operator(new, current)
+    if not grants:
+        return None
+    return _error(403, "auth.operator_required", f"these grants need the scope {OPERATOR}: {'; '.join(grants)}", grants)
+
+
 def _body(sub: Subscription) -> web.Response:
     return web.Response(body=sub.to_json(), content_type="application/json")
 
@@ -126,64 +132,96 @@ async def _store(api: SubscriptionsApi, sub_id: str, value: bytes | None) -> Non
     await api.follower.wait_applied(await api.write(sub_id, value))
 
 
+Write = Callable[[SubscriptionsApi, ApiToken, web.Request], Awaitable[tuple[str, str | None, web.Response]]]
+
+
+async def _audited(request: web.Request, write: Write) -> web.Response:
+    """Run a write for a known token with the write scope, and audit-log it whatever its outcome."""
+    api, token, denied = _authorise(request, WRITE)
+    if token is None:
+        return denied
+    if denied:
+        action = {"POST": "create", "PUT": "put", "DELETE": "delete"}[request.method]
+        sub_id, response = request.match_info.get("id"), denied
+    else:
+        action, sub_id, response = await write(api, token, request)
+    outcome = "ok" if response.status < 400 else json.loads(response.body)["error"]
+    await api.audit.record(name=token.name, owner=token.owner, action=action, subscription=sub_id,
+                           outcome=outcome, via="api")
+    return response
+
+
 async def get_openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
 
 async def list_subscriptions(request: web.Request) -> web.Response:
-    api, denied = _authorise(request, READ)
+    api, token, denied = _authorise(request, READ)
     if denied:
         return denied
-    subs = [json.loads(e.subscription.to_json()) for _, e in sorted(api.index.entries.items())]
+    subs = [json.loads(e.subscription.to_json()) for sub_id, e in sorted(api.index.entries.items()) if token.owns(sub_id)]
     return web.json_response({"subscriptions": subs})
 
 
 async def get_subscription(request: web.Request) -> web.Response:
-    api, denied = _authorise(request, READ)
+    api, token, denied = _authorise(request, READ)
     if denied:
         return denied
-    entry = api.index.entries.get(request.match_info["id"])
-    if entry is None:
-        return _error(404, "subscription.not_found", "no subscription with this id")
-    return _body(entry.subscription)
+    sub = api.owned(token, request.match_info["id"])
+    return _not_found() if sub is None else _body(sub)
 
 
 async def create_subscription(request: web.Request) -> web.Response:
-    api, denied = _authorise(request, WRITE)
-    if denied:
-        return denied
+    return await _audited(request, _create)
+
+
+async def _create(api: SubscriptionsApi, token: ApiToken, request: web.Request):
     sub = await _parse(request)
     if isinstance(sub, web.Response):
-        return sub
+        return "create", None, sub
+    if not token.owns(sub.id):
+        return "create", sub.id, _error(403, "auth.id_not_owned", "this token may create only subscriptions whose id it owns")
     if sub.id in api.index.entries:
-        return _error(409, "subscription.exists", "a subscription with this id exists; PUT replaces it")
+        return "create", sub.id, _error(409, "subscription.exists", "a subscription with this id exists; PUT replaces it")
+    refused = _operator_needed(token, sub, None)
+    if refused:
+        return "create", sub.id, refused
     await _store(api, sub.id, sub.to_json())
     response = _body(sub)
     response.set_status(201)
     response.headers["Location"] = f"/subscriptions/{sub.id}"
-    return response
+    return "create", sub.id, response
 
 
 async def put_subscription(request: web.Request) -> web.Response:
-    api, denied = _authorise(request, WRITE)
-    if denied:
-        return denied
-    sub = await _parse(request, request.match_info["id"])
+    return await _audited(request, _put)
+
+
+async def _put(api: SubscriptionsApi, token: ApiToken, request: web.Request):
+    sub_id = request.match_info["id"]
+    current = api.owned(token, sub_id)
+    action = "create" if current is None else "replace"
+    if not token.owns(sub_id):
+        return action, sub_id, _not_found()
+    sub = await _parse(request, sub_id)
     if isinstance(sub, web.Response):
-        return sub
-    existed = sub.id in api.index.entries
+        return action, sub_id, sub
+    refused = _operator_needed(token, sub, current)
+    if refused:
+        return action, sub_id, refused
     await _store(api, sub.id, sub.to_json())
     response = _body(sub)
-    response.set_status(200 if existed else 201)
-    return response
+    response.set_status(201 if current is None else 200)
+    return action, sub_id, response
 
 
 async def delete_subscription(request: web.Request) -> web.Response:
-    api, denied = _authorise(request, WRITE)
-    if denied:
-        return denied
+    return await _audited(request, _delete)
+
+
+async def _delete(api: SubscriptionsApi, token: ApiToken, request: web.Request):
     sub_id = request.match_info["id"]
-    if sub_id not in api.index.entries:
-        return _error(404, "subscription.not_found", "no subscription with this id")
+    if api.owned(token, sub_id) is None:
+        return "delete", sub_id, _not_found()
     await _store(api, sub_id, None)
-    return web.Response(status=204)
+    return "delete", sub_id, web.Response(status=204)

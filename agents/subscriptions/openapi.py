@@ -21,11 +21,16 @@ def _response(description: str, schema: str | None = None) -> dict:
 
 _ERRORS = {
     "401": _response("no or unknown bearer token (error auth.unauthenticated)", "Error"),
-    "403": _response("the token lacks the scope (error auth.scope_missing)", "Error"),
+    "403": _response("the token lacks the scope (error auth.scope_missing), may not create this id "
+                     "(auth.id_not_owned), or grants need the operator scope (auth.operator_required, "
+                     "naming each grant in problems)", "Error"),
 }
+_NOT_FOUND = _response("no subscription with this id that the token owns (error subscription.not_found); "
+                       "another tenant's subscriptions answer the same", "Error")
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,99}$"}}
 _BODY = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Subscription"}}}}
 _INVALID = _response("invalid subscription (error subscription.invalid, with problems)", "Error")
+_NOT_JSON = _response("the body is not JSON (error request.invalid_json)", "Error")
 
 
 @cache
@@ -53,32 +58,33 @@ def openapi_document() -> dict:
         },
         "paths": {
             "/subscriptions": {
-                "get": {"summary": "List subscriptions", "security": read, "responses": {
-                    "200": {"description": "all subscriptions", "content": {"application/json": {"schema": {
+                "get": {"summary": "List the subscriptions the token owns", "security": read, "responses": {
+                    "200": {"description": "the token's subscriptions (an operator's: all)", "content": {"application/json": {"schema": {
                         "type": "object", "properties": {"subscriptions": {
                             "type": "array", "items": {"$ref": "#/components/schemas/Subscription"}}}}}}},
                     **_ERRORS}},
                 "post": {"summary": "Create a subscription", "security": write, "requestBody": _BODY, "responses": {
                     "201": _response("created", "Subscription"),
                     "409": _response("the id exists (error subscription.exists)", "Error"),
-                    "422": _INVALID, **_ERRORS}},
+                    "400": _NOT_JSON, "422": _INVALID, **_ERRORS}},
             },
             "/subscriptions/{id}": {
                 "parameters": [_ID],
                 "get": {"summary": "Get a subscription", "security": read, "responses": {
                     "200": _response("the subscription", "Subscription"),
-                    "404": _response("no such subscription (error subscription.not_found)", "Error"), **_ERRORS}},
+                    "404": _NOT_FOUND, **_ERRORS}},
                 "put": {"summary": "Create or replace a subscription", "security": write, "requestBody": _BODY,
                         "responses": {"200": _response("replaced", "Subscription"),
-                                      "201": _response("created", "Subscription"), "422": _INVALID, **_ERRORS}},
+                                      "201": _response("created", "Subscription"), "400": _NOT_JSON,
+                                      "404": _NOT_FOUND, "422": _INVALID, **_ERRORS}},
                 "delete": {"summary": "Delete a subscription", "security": write, "responses": {
-                    "204": _response("deleted"),
-                    "404": _response("no such subscription (error subscription.not_found)", "Error"), **_ERRORS}},
+                    "204": _response("deleted"), "404": _NOT_FOUND, **_ERRORS}},
             },
         },
         "components": {
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "tokens and their scopes: SAMBAND_API_TOKENS"}},
+                                           "description": "tokens, their tenants and scopes: SAMBAND_API_TOKENS_FILE, "
+                                                          "SAMBAND_API_TOKENS"}},
         },
     }

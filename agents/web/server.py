@@ -14,8 +14,10 @@ from __future__ import annotations
 from agents.app import app
 from agents.config import SettingsError, bootstrap_servers, get_settings
 from agents.routing.agent import follower, index, topics
-from agents.subscriptions.api import SubscriptionsApi, TokenConfigError, add_routes, parse_tokens
+from agents.subscriptions.api import SubscriptionsApi, add_routes
+from agents.subscriptions.audit import AuditLog
 from agents.subscriptions.store import write
+from agents.subscriptions.tokens import TokenConfigError, load_tokens
 from agents.web import dashboard, operations, schema_registry
 from schemas.catalog import catalog
 from schemas.registry import CatalogRegistry
@@ -31,11 +33,12 @@ async def write_subscription(sub_id: str, value: bytes | None) -> int:
 
 
 try:
-    tokens = parse_tokens(settings.api_tokens)
+    tokens = load_tokens(settings.api_tokens, settings.api_tokens_file)
 except TokenConfigError as exc:
     raise SettingsError(str(exc)) from None
 
-add_routes(app.web.web_app, SubscriptionsApi(index, follower, write_subscription, tokens))
+add_routes(app.web.web_app, SubscriptionsApi(index, follower, write_subscription, tokens,
+                                               AuditLog(bootstrap_servers(settings), topics.audit)))
 operations.add_routes(app.web.web_app, app, settings.ready_max_lag)
 dashboard.add_routes(app.web.web_app, settings.app_id, bootstrap_servers(settings))
 if not settings.schema_registry_url:

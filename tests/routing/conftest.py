@@ -17,7 +17,9 @@ def bus_env(worker_env):
         "SAMBAND_PSEUDONYM_KEY": PSEUDONYM_KEY,
         "SAMBAND_INGEST_MAX_BYTES": "4096",
         "SAMBAND_BROKER_SESSION_TIMEOUT": "8",  # a killed worker's partitions move on quickly
-        "SAMBAND_API_TOKENS": f"{API_TOKEN}=subscriptions:read+subscriptions:write,{READ_TOKEN}=subscriptions:read",
+        # Tokens without a tenant own nothing: these act on every subscription as operators.
+        "SAMBAND_API_TOKENS": f"{API_TOKEN}=subscriptions:read+subscriptions:write+subscriptions:operator,"
+                              f"{READ_TOKEN}=subscriptions:read+subscriptions:operator",
     }
 
 

@@ -12,7 +12,6 @@ import yaml
 from subscription_factory import subscription
 
 from agents.routing.topics import bus_topics
-from agents.subscriptions.api import TokenConfigError, parse_tokens
 from agents.subscriptions.files import load_dir
 from agents.subscriptions.store import read_all
 
@@ -54,17 +53,6 @@ async def test_apply_writes_nothing_when_one_file_is_invalid(kafka_bootstrap, wo
     assert run.returncode == 1
     assert "b.yaml: kommuner" in run.stderr and "nothing applied" in run.stderr
     assert await read_all(kafka_bootstrap, bus_topics(worker_env["SAMBAND_APP_ID"]).subscriptions) == {}
-
-
-def test_api_tokens_setting():
-    assert parse_tokens("abc=subscriptions:read+subscriptions:write, def=subscriptions:read") == {
-        "abc": frozenset({"subscriptions:read", "subscriptions:write"}), "def": frozenset({"subscriptions:read"})}
-    assert parse_tokens("") == {}
-    with pytest.raises(TokenConfigError, match="entry 2: unknown scope") as caught:
-        parse_tokens("abc=subscriptions:read,s3cret=subscriptions:admin")
-    assert "s3cret" not in str(caught.value)
-    with pytest.raises(TokenConfigError, match="entry 1"):
-        parse_tokens("no-scopes")
 
 
 def _apply(env, directory, *flags) -> subprocess.CompletedProcess:
