@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "agents.commands.trace",
     "agents.commands.connectors",
     "agents.commands.dlq",
+    "agents.commands.privacy",
 ]
 
 
