@@ -83,7 +83,18 @@ class Bus:
     events: dict[str, RoutedEvent] = field(default_factory=dict)
     current: dict[str, str] = field(default_factory=dict)  # pseudonym -> protection now
     strict_streets: frozenset[str] = frozenset()
-    subscriptions: dict[str, Subscription] = field(default_factory=dict)  # deleted ones too: they received data
+    # Every version of every subscription (deleted ones too: they received data), oldest first,
+    # with the time (ms) it was written.
+    versions: dict[str, list[tuple[int, Subscription]]] = field(default_factory=dict)
+
+    def subscription(self, sub_id: str, at_ms: int | None = None) -> Subscription | None:
+        """The version in force at `at_ms` (the earliest known before any), or the latest."""
+        versions = self.versions.get(sub_id)
+        if not versions:
+            return None
+        if at_ms is None:
+            return versions[-1][1]
+        return next((sub for written, sub in reversed(versions) if written <= at_ms), versions[0][1])
 
 
 def has_identity_number(text: str) -> bool:
@@ -162,7 +173,7 @@ async def learn(bootstrap: str, app_id: str, codec: Codec) -> Bus:
     bus.strict_streets = frozenset(s for person in strict for s in streets.get(person, ()))
     async for record in read_topic(bootstrap, f"{app_id}-subscriptions"):
         try:
-            bus.subscriptions[record.key.decode()] = Subscription.from_json(record.value)
+            bus.versions.setdefault(record.key.decode(), []).append((record.timestamp, Subscription.from_json(record.value)))
         except (ValueError, TypeError, AttributeError):
             continue  # a tombstone keeps the last known version: it received data while it existed
     return bus
@@ -190,9 +201,10 @@ class DeliveryScan:
             return stricter(event.grade, purge.after)
         return event.grade
 
-    def check(self, topic: str, subscription: str, cloudevent: dict, data: dict,
-              person: str | None = None) -> list[tuple[str, str | None]]:
-        """(kind, field) of each finding in one delivery."""
+    def check(self, topic: str, subscription: str, cloudevent: dict, data: dict, person: str | None = None,
+              at_ms: int | None = None) -> list[tuple[str, str | None]]:
+        """(kind, field) of each finding in one delivery written at `at_ms`, judged by the subscription
+        as it was then."""
         event_id = str(cloudevent.get("id", ""))
         if cloudevent.get("type") == PURGE_TYPE:
             change = self.bus.events.get(event_id.removesuffix("-purge"))
@@ -204,7 +216,7 @@ class DeliveryScan:
         if has_identity_number(json.dumps(attributes, default=str)):
             findings.append((IDENTITY_NUMBER, "attributes"))
         event_type = str(cloudevent.get("type", "")).rpartition(".")[2]
-        sub = self.bus.subscriptions.get(subscription)
+        sub = self.bus.subscription(subscription, at_ms)
         granted = frozenset(sub.fields.get(event_type, ())) if sub else frozenset()
         public_body = bool(sub and sub.public_body)
         all_kommuner = bool(sub and sub.kommuner == "all")
@@ -255,7 +267,7 @@ class TopicScan:
 
     def _delivery(self, record, subscription: str, cloudevent: dict, data: dict, person: str | None) -> list[Finding]:
         return [Finding(record.topic, record.partition, record.offset, kind, path, subscription)
-                for kind, path in self.deliveries.check(record.topic, subscription, cloudevent, data, person)]
+                for kind, path in self.deliveries.check(record.topic, subscription, cloudevent, data, person, record.timestamp)]
 
     def delivery_record(self, record, text: bytes | str, headers: Iterable[bytes]) -> list[Finding]:
         """A delivery record (docs/architecture.md): its key and headers as text, its event by the rules."""
@@ -281,9 +293,9 @@ class TopicScan:
     def subscriber(self, record) -> list[Finding]:
         """A Kafka subscriber's record: CloudEvents attributes in `ce_*` headers, Avro `data` (connectors/kafka_sink)."""
         subscription = self.subscriber_topics[record.topic]
-        sub = self.bus.subscriptions.get(subscription)
-        if sub is not None and record.topic not in self._registered:
-            register_schemas(self.registry, record.topic, sub.fields)
+        if record.topic not in self._registered:
+            for _, sub in self.bus.versions.get(subscription, ()):
+                register_schemas(self.registry, record.topic, sub.fields)
             self._registered.add(record.topic)
         attributes = {k.removeprefix("ce_"): _text(v) for k, v in record.headers or () if k.startswith("ce_")}
         try:
@@ -307,8 +319,9 @@ class TopicScan:
 
 def subscriber_topics(bus: Bus, prefix: str) -> dict[str, str]:
     """Kafka subscribers' topics -> subscription id: the prefix + id, and any topic a subscription names."""
-    topics = {f"{prefix}{sub_id}": sub_id for sub_id in bus.subscriptions}
-    topics.update({s.delivery.topic: sub_id for sub_id, s in bus.subscriptions.items() if s.delivery.kind == "kafka"})
+    topics = {f"{prefix}{sub_id}": sub_id for sub_id in bus.versions}
+    topics.update({s.delivery.topic: sub_id for sub_id, versions in bus.versions.items()
+                   for _, s in versions if s.delivery.kind == "kafka"})
     return topics
 
 

@@ -19,7 +19,7 @@ assert has_valid_control_digits(NUMBER)
 
 
 def _check(sub: str, grade: str, data: dict, event_type: str = "Move", event_id: str = "e1") -> list[tuple[str, str | None]]:
-    bus = Bus(events={"e1": RoutedEvent(event_type, "p" * 32, 0, grade, grade)}, subscriptions={s.id: s for s in SUBS})
+    bus = Bus(events={"e1": RoutedEvent(event_type, "p" * 32, 0, grade, grade)}, versions={s.id: [(0, s)] for s in SUBS})
     cloudevent = {"id": event_id, "type": f"no.samband.events.{event_type}", "source": "urn:no:skatteetaten:folkeregisteret"}
     return DeliveryScan(bus).check("t", sub, cloudevent, data)
 
@@ -59,7 +59,7 @@ def test_strengt_fortrolig_addresses_kommuner_and_what_reveals_them_are_findings
     assert _check("bergen-helsestasjon", "strengtFortroligUtland", _move(scope="withinKommune")) == [
         (PROTECTED_KOMMUNE, "subscription.kommuner"), (PROTECTED_KOMMUNE, "scope")]
     bus = Bus(events={"e1": RoutedEvent("Move", "p" * 32, 0, "strengtFortrolig", "strengtFortrolig")},
-              subscriptions={s.id: s for s in SUBS})
+              versions={s.id: [(0, s)] for s in SUBS})
     cloudevent = {"id": "e1", "type": "no.samband.events.Move", "source": "urn:no:kommune:4601:fagsystem"}
     assert DeliveryScan(bus).check("t", "barnevern-nasjonal", cloudevent, {"envelope": {"person": NUMBER}}) == [
         (PROTECTED_KOMMUNE, "source")]
@@ -70,9 +70,21 @@ def test_a_strengt_fortrolig_event_without_address_to_a_national_system_is_no_fi
     assert _check("barnevern-nasjonal", "strengtFortrolig", data) == []
 
 
+def test_a_delivery_is_judged_by_the_subscription_as_it_was_when_the_delivery_was_written():
+    alta = next(s for s in SUBS if s.id == "alta-bibliotek")
+    narrowed = alta.model_copy(update={"fields": {**alta.fields, "Move": ["movedDate"]}})
+    bus = Bus(events={"e1": RoutedEvent("Move", "p" * 32, 0, "ugradert", "ugradert")},
+              versions={alta.id: [(1000, alta), (2000, narrowed)]})
+    cloudevent = {"id": "e1", "type": "no.samband.events.Move", "source": "urn:no:skatteetaten:folkeregisteret"}
+    data = _move(newAddress=ADDRESS)
+    assert DeliveryScan(bus).check("t", alta.id, cloudevent, data, at_ms=1500) == []
+    assert DeliveryScan(bus).check("t", alta.id, cloudevent, data, at_ms=2500) == [
+        (IDENTITY_NUMBER, "envelope.person"), (UNGRANTED_FIELD, "newAddress")]
+
+
 def test_a_purge_carrying_more_than_the_delete_instruction_is_a_finding():
     purge = {"id": "e1-purge", "type": "no.samband.purge"}
-    bus = Bus(subscriptions={s.id: s for s in SUBS})
+    bus = Bus(versions={s.id: [(0, s)] for s in SUBS})
     assert DeliveryScan(bus).check("t", "barnevern-nasjonal", purge, {"delete": "address", "newAddress": ADDRESS}) == [
         (UNGRANTED_FIELD, "newAddress")]
 
