@@ -152,9 +152,9 @@ async def learn(bootstrap: str, app_id: str, codec: Codec) -> Bus:
             event = codec.decode(record.value)
             envelope = event["envelope"]
             person = record.key.decode()
+            event_type = envelope["type"].rpartition(".")[2]
         except (WireFormatError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
             continue
-        event_type = envelope["type"].rpartition(".")[2]
         carried = envelope.get("addressProtection")
         before, count = persons.get(person, ("ugradert", 0))
         granted = event.get("protection") if event_type == "AddressProtectionChange" and envelope.get("changeKind") == "new" else None
@@ -168,8 +168,7 @@ async def learn(bootstrap: str, app_id: str, codec: Codec) -> Bus:
             bus.current[record.key.decode()] = json.loads(record.value)["protection"]
         except (TypeError, ValueError, KeyError, AttributeError):
             continue
-    strict = {person for person, (grade, _) in persons.items() if is_strict(grade)}
-    strict |= {event.person for event in bus.events.values() if is_strict(event.grade)}
+    strict = {event.person for event in bus.events.values() if is_strict(event.grade)}  # at any time
     bus.strict_streets = frozenset(s for person in strict for s in streets.get(person, ()))
     async for record in read_topic(bootstrap, f"{app_id}-subscriptions"):
         try:
@@ -276,7 +275,7 @@ class TopicScan:
             event = delivery["event"]
             findings = self._delivery(record, delivery["subscription"], event, event.get("data") or {}, delivery.get("person"))
         except (ValueError, TypeError, KeyError, AttributeError):
-            return self._raw(record, [text if isinstance(text, bytes) else text.encode()])
+            return self._raw(record, [text if isinstance(text, bytes) else text.encode(), record.key, *headers])
         return findings + self._raw(record, [record.key, *headers])
 
     def pending(self, record) -> list[Finding]:
