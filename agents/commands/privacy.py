@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
 
 from agents.config import bootstrap_servers, get_settings
@@ -32,18 +33,24 @@ async def run_scan(bootstrap: str, app_id: str, subscriber_prefix: str, logs: li
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from agents.cli import UsageError
+    from aiokafka.errors import KafkaError
+
     from agents.offsets import BrokerUnreachable
 
     logs = [Path(name) for name in args.logs]
     missing = [str(p) for p in logs if not p.is_file()]
     if missing:
-        raise UsageError(f"privacy scan: no such log file: {', '.join(missing)}")
+        print(f"samband: privacy scan: no such log file: {', '.join(missing)}", file=sys.stderr)
+        return 2
     settings = get_settings()
     try:
         findings, topics = asyncio.run(run_scan(bootstrap_servers(), settings.app_id, settings.subscriber_topic_prefix, logs))
     except BrokerUnreachable as exc:
-        raise UsageError(f"privacy scan: {exc}") from None
+        print(f"samband: privacy scan: {exc}", file=sys.stderr)
+        return 2
+    except KafkaError as exc:
+        print(f"samband: privacy scan: Kafka at {bootstrap_servers()} failed: {type(exc).__name__}", file=sys.stderr)
+        return 2
     for finding in findings:
         print(finding)
     print(f"{len(findings)} finding(s) in {len(topics)} topic(s) of {settings.app_id} and {len(logs)} log file(s)")
