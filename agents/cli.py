@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "agents.commands.trace",
     "agents.commands.connectors",
     "agents.commands.dlq",
+    "agents.commands.privacy",
 ]
 
 

@@ -69,14 +69,29 @@ def control_digits(first9: str, *, rule_2032: bool = False) -> str | None:
     return None
 
 
+def _k1_ok(digits: list[int]) -> bool:
+    return (_weighted(W1, digits[:9]) + digits[9]) % 11 in (0, 1, 2, 3)
+
+
+def _k2_ok(digits: list[int]) -> bool:
+    return (_weighted(W2, digits[:10]) + digits[10]) % 11 == 0
+
+
+def has_valid_control_digits(number: str) -> bool:
+    """Whether 11 digits carry valid control digits (k1 by the 2032 rule, k2), whatever their date:
+    the test the privacy scan applies to any 11-digit run it finds."""
+    digits = [int(c) for c in number]
+    return len(digits) == 11 and _k1_ok(digits) and _k2_ok(digits)
+
+
 def parse_identity(number: str) -> Identity:
     """Classify an identifier or raise InvalidIdentity with a stable reason code."""
     if not isinstance(number, str) or len(number) != 11 or not number.isascii() or not number.isdigit():
         raise InvalidIdentity("identity.format", "identity number must be exactly 11 digits")
     digits = [int(c) for c in number]
-    if (_weighted(W1, digits[:9]) + digits[9]) % 11 not in (0, 1, 2, 3):
+    if not _k1_ok(digits):
         raise InvalidIdentity("identity.checksum", "identity number fails the first control digit (k1)")
-    if (_weighted(W2, digits[:10]) + digits[10]) % 11 != 0:
+    if not _k2_ok(digits):
         raise InvalidIdentity("identity.checksum", "identity number fails the second control digit (k2)")
 
     day, month, yy = int(number[0:2]), int(number[2:4]), int(number[4:6])

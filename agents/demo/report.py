@@ -1,16 +1,20 @@
-"""The demo's closing report: what each system got, the leak check, and whether every event a
-system was entitled to reached it, stated plainly, including what is still pending and why."""
+"""The demo's closing report: what each system got, the leak check (`samband privacy scan` over the
+run's topics and logs), and whether every event a system was entitled to reached it, stated
+plainly, including what is still pending and why."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from aiokafka import TopicPartition
 from rich.console import Console
 
 from agents.demo import systems
-from agents.demo.checks import Grant, delivery_gaps, find_leaks
+from agents.commands.privacy import run_scan
+from agents.config import get_settings
+from agents.demo.checks import delivery_gaps
 from agents.demo.feed import DemoFeed
 from agents.demo.monitor import BusMonitor, bus_topic_names, read_to_end
 from agents.demo.view import summary_table
@@ -42,6 +46,8 @@ class Report:
         self.run_dir = run_dir
         self.unread: dict[str, int] = {}
         self.monitor_complete = True
+        self.logs: list[Path] = []
+        self.findings, self.scanned_topics = [], []
 
     async def gather(self) -> None:
         """After the bus stopped: read its topics to the end and how much each stage left unread."""
@@ -57,17 +63,18 @@ class Report:
                 for row in await kafka.group_lag(group, [tp for tp in partitions if tp.topic == topic]):
                     self.unread[row.topic] = self.unread.get(row.topic, 0) + row.lag
         self.refused = refused_subscriptions(self.run_dir / "worker.log")
+        self.logs = sorted(self.run_dir.glob("*.log"))
+        self.findings, self.scanned_topics = await run_scan(self.bootstrap, self.app_id,
+                                                            get_settings().subscriber_topic_prefix, self.logs)
 
     def print(self, console: Console, failed_process: str | None) -> int:
         flow, feed = self.monitor.flow, self.feed
         received = [e for r in self.recordings.values() for e in r.events]
-        leaks = find_leaks(received, {s.id: Grant.of(s) for s in self.subscriptions}, feed.protection_of_event)
         gaps = delivery_gaps({s.id: flow.systems[s.id].routed for s in self.subscriptions},
                              {s_id: r.event_ids for s_id, r in self.recordings.items()},
                              {s.id: flow.systems[s.id].dead_lettered for s in self.subscriptions})
-        per_system: dict[str, int] = {}
-        for leak in leaks:
-            per_system[leak.subscription] = per_system.get(leak.subscription, 0) + 1
+        findings = self.findings
+        per_system = Counter(f.subscription for f in findings if f.subscription)
         rows = [systems.row(s, self.outage_seconds) for s in self.subscriptions]
         console.print(summary_table(rows, gaps, flow, self.recordings, per_system))
 
@@ -77,16 +84,20 @@ class Report:
         if not self.monitor_complete:
             problems.append("the bus's topics could not be read to their end within 30 s: counts may be short")
         protected = feed.protected_events()
-        if leaks:
-            rules = sorted({f"{leak.rule} ({leak.field})" if leak.field else leak.rule for leak in leaks})
-            console.print(f"[bold red]LEAK CHECK FAILED[/]: {len(leaks)} finding(s) in {len(per_system)} system(s): {', '.join(rules)}")
+        scanned = f"{len(self.scanned_topics)} topics of the run and {len(self.logs)} log files"
+        if findings:
+            kinds = ", ".join(f"{kind} {n:,}" for kind, n in sorted(Counter(f.kind for f in findings).items()))
+            console.print(f"[bold red]LEAK CHECK FAILED[/]: samband privacy scan found {len(findings):,} finding(s) in {scanned}: {kinds}")
+            for finding in findings[:20]:
+                console.print(f"  {finding}", markup=False, highlight=False)
             problems.append("leaks")
         elif not received:
             console.print("[bold yellow]Leak check: nothing to check[/]: no system received any event.")
             problems.append("nothing received")
         else:
-            console.print(f"[bold green]Leak check: 0 leaks.[/] {len(received):,} events received by {len(rows)} systems: "
-                          "no field outside a subscription's grant, no address of the "
+            console.print(f"[bold green]Leak check: 0 findings.[/] samband privacy scan read {scanned}; "
+                          f"{len(received):,} events received by {len(rows)} systems: no identity number outside a granted "
+                          "field, no field outside a subscription's grant, no address of the "
                           f"{protected['fortrolig']:,} fortrolig events to a private operator, no address or kommune of the "
                           f"{protected['strengtFortrolig'] + protected['strengtFortroligUtland']:,} strengt fortrolig events to anyone.")
 

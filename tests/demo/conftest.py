@@ -1,4 +1,4 @@
-"""One demo run shared by the demo tests (tests/demo/test_demo_run.py, test_demo_log_scan.py): it takes minutes."""
+"""One demo run shared by the demo tests (tests/demo/test_demo_run.py): it takes minutes."""
 
 from __future__ import annotations
 
@@ -22,12 +22,3 @@ def demo_run(kafka_bootstrap, tmp_path_factory):
                             cwd=cwd, env=env, capture_output=True, text=True, timeout=150)
     [run_dir] = list((cwd / ".samband" / "demo").iterdir())
     return result, run_dir
-
-
-@pytest.fixture(scope="session")
-def demo_feed():
-    """The generator's documents the demo run used: same population, seed and protection scale."""
-    from agents.demo.feed import DemoFeed
-    from agents.demo.run import PROTECTION_SCALE
-
-    return DemoFeed(DEMO_POPULATION, DEMO_SEED, PROTECTION_SCALE)

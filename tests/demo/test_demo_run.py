@@ -38,10 +38,12 @@ def test_every_webhook_system_got_everything_it_was_entitled_to_the_misbehaving_
     assert int(trondheim[6]) > 0 and int(trondheim[7]) > 0, "the outage caused no retries"
 
 
-def test_the_leak_check_reports_zero_and_no_person_is_printed(demo_run):
-    result, _ = demo_run
-    assert "Leak check: 0 leaks." in result.stdout
+def test_the_privacy_scan_of_the_runs_topics_and_logs_finds_nothing_and_no_person_is_printed(demo_run):
+    result, run_dir = demo_run
+    assert "Leak check: 0 findings." in result.stdout, result.stdout[-3000:]
     assert all(cells[-1] == "0" for cells in _summary_rows(result.stdout).values())
+    logs = {path.name: path.read_text(errors="replace") for path in run_dir.glob("*.log")}
+    assert all(logs.get(name, "").count("\n") > 10 for name in ("worker.log", "feed-source.log")), sorted(logs)
     assert not re.search(r"\b\d{11}\b", result.stdout + result.stderr), "an identity number was printed"
 
 
