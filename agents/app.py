@@ -18,7 +18,11 @@ def create_app(settings: Settings) -> faust.App:
         store="memory://",
         datadir=settings.data_dir,
         web_host=settings.web_host,
+        web_bind=settings.web_host,  # Faust listens on 0.0.0.0 unless told; web_host only names it
         web_port=settings.web_port,
+        # Faust's own /router/ and /table/ pages would show table keys and partitions to anyone.
+        web_router_enabled=False,
+        web_tables_enabled=False,
         web_in_thread=False,
         autodiscover=False,
         topic_partitions=4,

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     # Empty: the bus serves the registry API itself, from the schema catalog.
     schema_registry_url: str = ""
     # Secret key of person pseudonyms (HMAC-SHA256, schemas/pseudonym.py): the same on every
-    # worker. The default is for development only; the ingest agent logs a warning when it is used.
+    # worker and connector, at least 32 bytes. The default is accepted only with `development`.
     pseudonym_key: str = DEV_PSEUDONYM_KEY
     # Bearer tokens of the HTTP API without a tenant: `token=scope1+scope2,token2=scope1`, e.g.
     # `s3cret=subscriptions:read+subscriptions:operator`. They own no subscription unless they have the
@@ -95,6 +95,29 @@ def get_settings() -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise SettingsError(f"{_env_name(first['loc'])}: {first['msg']}") from None
+
+
+MIN_KEY_BYTES = 32
+
+
+def require_keys(settings: Settings | None = None) -> None:
+    """Refuse to run a bus process on a missing, short or development key (SettingsError), unless
+    SAMBAND_DEVELOPMENT is on. With the development key a pseudonym can be reversed by anyone who
+    hashes candidate identity numbers, so it is never accepted silently."""
+    settings = settings or get_settings()
+    if settings.development:
+        if settings.pseudonym_key == DEV_PSEUDONYM_KEY:
+            import structlog
+
+            structlog.get_logger(__name__).warning("pseudonym_key_is_development_default", setting="SAMBAND_PSEUDONYM_KEY")
+        return
+    key = settings.pseudonym_key
+    if key == DEV_PSEUDONYM_KEY or len(key.encode()) < MIN_KEY_BYTES:
+        raise SettingsError(
+            f"SAMBAND_PSEUDONYM_KEY: set a secret key of at least {MIN_KEY_BYTES} random bytes, the same on "
+            "every worker and connector, e.g. `python -c \"import secrets; print(secrets.token_hex(32))\"` "
+            "(or SAMBAND_DEVELOPMENT=true to use the development key)"
+        )
 
 
 def bootstrap_servers(settings: Settings | None = None) -> str:

@@ -34,7 +34,7 @@ from aiokafka import ConsumerRecord
 
 from agents import metrics, tracing
 from agents.app import app, batch_service_settings
-from agents.config import DEV_PSEUDONYM_KEY, get_settings
+from agents.config import get_settings
 from agents.routing.batches import BatchService, Output
 from agents.routing.canonical import Canonicaliser, Rejected
 from agents.routing.protection import is_strict, scrub_address
@@ -132,11 +132,5 @@ class IngestService(BatchService):
     def __init__(self, **kwargs):
         super().__init__(
             **batch_service_settings(), source=topics.ingest, group=f"{app.conf.id}-ingest",
-            outputs=[topics.events, topics.deadletter], logic=_ingest, **kwargs,
+            outputs=[topics.events, topics.deadletter], logic=Ingest, **kwargs,
         )
-
-
-def _ingest() -> Ingest:
-    if settings.pseudonym_key == DEV_PSEUDONYM_KEY:
-        log.warning("pseudonym_key_is_development_default", setting="SAMBAND_PSEUDONYM_KEY")
-    return Ingest()

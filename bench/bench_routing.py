@@ -53,7 +53,7 @@ from schemas.pseudonym import pseudonym  # noqa: E402
 from schemas.registry import CatalogRegistry  # noqa: E402
 
 PARTITIONS = 4
-KEY = "bench-pseudonym-key"
+KEY = "bench-pseudonym-key-of-at-least-32-bytes"
 OTHER_TYPES = ["Move", "Birth", "CivilStatusChange", "NameChange", "Emigration", "Immigration"]
 
 

@@ -48,3 +48,21 @@ def test_logs_are_json_lines_when_not_on_a_terminal():
     assert records[0]["event"] == "routed" and records[0]["event_id"] == "e-1" and records[0]["level"] == "info"
     assert records[1]["event"] == "from the stdlib" and records[1]["level"] == "warning"
     assert all("timestamp" in r for r in records)
+
+
+def test_worker_refuses_the_development_or_a_short_pseudonym_key():
+    for key in ("samband-development-pseudonym-key", "too-short-0123456789"):
+        result = run_cli("worker", SAMBAND_PSEUDONYM_KEY=key, SAMBAND_DEVELOPMENT="false")
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("samband: SAMBAND_PSEUDONYM_KEY:"), result.stderr
+        assert key not in result.stderr
+
+
+def test_connectors_run_refuses_the_development_pseudonym_key(tmp_path):
+    config = tmp_path / "feed.yaml"
+    config.write_text("base_url: http://127.0.0.1:9/\n")
+    result = run_cli("connectors", "run", "folkeregister", "--config", str(config),
+                     SAMBAND_PSEUDONYM_KEY="samband-development-pseudonym-key", SAMBAND_DEVELOPMENT="false")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("samband: SAMBAND_PSEUDONYM_KEY:")

@@ -44,12 +44,13 @@ def _load_config(path: str) -> dict:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from agents.config import bootstrap_servers, get_settings
+    from agents.config import bootstrap_servers, get_settings, require_keys
     from agents.logging import configure_logging
     from connectors.api import ConfigError, Source, discover
     from connectors.runtime import open_connector
 
     settings = get_settings()
+    require_keys(settings)
     configure_logging(settings.log_level, settings.log_format)
     found = discover()
     if args.name not in found:

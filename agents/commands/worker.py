@@ -13,10 +13,11 @@ def run_worker(loglevel: str = "info") -> int:
     from faust.worker import Worker
 
     from agents.app import app
-    from agents.config import get_settings
+    from agents.config import get_settings, require_keys
     from agents.logging import configure_logging
 
     settings = get_settings()
+    require_keys(settings)
     for name in AGENT_MODULES:
         importlib.import_module(name)
 
