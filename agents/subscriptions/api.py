@@ -30,9 +30,9 @@ from agents.subscriptions.files import validation_problems
 from agents.subscriptions.model import Subscription
 from agents.subscriptions.openapi import openapi_document
 from agents.subscriptions.store import SubscriptionFollower
-from agents.subscriptions.tokens import DLQ_REPLAY, OPERATOR, READ, WRITE, ApiToken
+from agents.subscriptions.tokens import OPERATOR, READ, WRITE, ApiToken
 
-__all__ = ["API_KEY", "DLQ_REPLAY", "SubscriptionsApi", "add_routes"]  # the dashboard checks DLQ_REPLAY with API_KEY
+__all__ = ["API_KEY", "SubscriptionsApi", "add_routes", "authorise"]
 
 # Writes (id, JSON or None) to the subscriptions topic and returns the record's offset.
 Writer = Callable[[str, bytes | None], Awaitable[int]]
@@ -52,13 +52,10 @@ class SubscriptionsApi:
             return None
         found = None
         for token in self.tokens:  # compare with every token: no timing hint
-            if hmac.compare_digest(token.token.encode(), presented.encode()):
+            # aiohttp keeps undecodable header bytes as surrogates: encode them back, never fail
+            if hmac.compare_digest(token.token.encode(), presented.encode("utf-8", "surrogateescape")):
                 found = token
         return found
-
-    def scopes_of(self, request: web.Request) -> frozenset[str] | None:
-        token = self.token_of(request)
-        return None if token is None else token.scopes
 
     def owned(self, token: ApiToken, sub_id: str) -> Subscription | None:
         """The subscription if it exists and the token owns it: another tenant's is as good as absent."""
@@ -86,13 +83,15 @@ def _error(status: int, code: str, message: str, problems: list[str] | None = No
     return web.json_response(body, status=status, headers=headers or None)
 
 
-def _authorise(request: web.Request, scope: str) -> tuple[SubscriptionsApi, ApiToken | None, web.Response | None]:
+def authorise(request: web.Request, scope: str | None) -> tuple[SubscriptionsApi, ApiToken | None, web.Response | None]:
+    """The API, the request's token, and the answer that refuses it (None when it may go on).
+    Every token-protected endpoint of the worker goes through here; `scope` None: any valid token."""
     api = request.app[API_KEY]
     token = api.token_of(request)
     if token is None:
         return api, None, _error(401, "auth.unauthenticated", "a valid bearer token is required",
                                  **{"WWW-Authenticate": 'Bearer realm="samband"'})
-    if scope not in token.scopes:
+    if scope is not None and scope not in token.scopes:
         return api, token, _error(403, "auth.scope_missing", f"the token lacks scope {scope}")
     return api, token, None
 
@@ -137,7 +136,7 @@ Write = Callable[[SubscriptionsApi, ApiToken, web.Request], Awaitable[tuple[str,
 
 async def _audited(request: web.Request, write: Write) -> web.Response:
     """Run a write for a known token with the write scope, and audit-log it whatever its outcome."""
-    api, token, denied = _authorise(request, WRITE)
+    api, token, denied = authorise(request, WRITE)
     if token is None:
         return denied
     if denied:
@@ -156,7 +155,7 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 
 async def list_subscriptions(request: web.Request) -> web.Response:
-    api, token, denied = _authorise(request, READ)
+    api, token, denied = authorise(request, READ)
     if denied:
         return denied
     subs = [json.loads(e.subscription.to_json()) for sub_id, e in sorted(api.index.entries.items()) if token.owns(sub_id)]
@@ -164,7 +163,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
 
 
 async def get_subscription(request: web.Request) -> web.Response:
-    api, token, denied = _authorise(request, READ)
+    api, token, denied = authorise(request, READ)
     if denied:
         return denied
     sub = api.owned(token, request.match_info["id"])

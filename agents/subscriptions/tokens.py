@@ -32,7 +32,8 @@ from schemas.catalog import catalog
 READ, WRITE = "subscriptions:read", "subscriptions:write"
 OPERATOR = "subscriptions:operator"
 DLQ_REPLAY = "dlq:replay"  # the dashboard's replay button (agents/web/dashboard.py)
-SCOPES = (READ, WRITE, OPERATOR, DLQ_REPLAY)
+OPERATIONS_READ = "operations:read"  # the dashboard's /api/overview and /api/trace
+SCOPES = (READ, WRITE, OPERATOR, DLQ_REPLAY, OPERATIONS_READ)
 
 
 class TokenConfigError(ValueError):

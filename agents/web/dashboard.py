@@ -2,8 +2,9 @@
 
     add_routes(web_app, app_id, bootstrap)
 
-- `GET /dashboard`: the page (agents/web/static/dashboard.html, dashboard.js); it polls:
-- `GET /api/overview`: throughput per topic (records/s since the previous call), consumer-group
+- `GET /dashboard`: the page (agents/web/static/dashboard.html, dashboard.js); with the bearer
+  token the operator types into it (kept in the tab's sessionStorage), it polls:
+- `GET /api/overview` (scope `operations:read`, as `/api/trace`): throughput per topic (records/s since the previous call), consumer-group
   lag, and per-subscription delivery health (agents/delivery_health.py), all from Kafka;
 - `GET /api/trace/{event_id}`: one event's path (agents/event_trace.py);
 - `POST /api/subscriptions/{id}/replay`: replays the subscription's delivery dead letters as
@@ -26,7 +27,8 @@ from agents.commands.operations import bus_groups, lag_report
 from agents.delivery_health import subscription_health
 from agents.event_trace import trace_event
 from agents.offsets import BrokerUnreachable, KafkaInspector
-from agents.subscriptions.api import API_KEY, DLQ_REPLAY
+from agents.subscriptions.api import authorise
+from agents.subscriptions.tokens import DLQ_REPLAY, OPERATIONS_READ
 
 log = structlog.get_logger(__name__)
 
@@ -99,22 +101,22 @@ async def asset(request: web.Request) -> web.FileResponse:
 
 
 async def overview(request: web.Request) -> web.Response:
+    if (denied := authorise(request, OPERATIONS_READ)[2]) is not None:
+        return denied
     return web.json_response(await request.app[DASHBOARD_KEY].overview())
 
 
 async def trace(request: web.Request) -> web.Response:
+    if (denied := authorise(request, OPERATIONS_READ)[2]) is not None:
+        return denied
     dashboard = request.app[DASHBOARD_KEY]
     found = await trace_event(dashboard.bootstrap, dashboard.app_id, request.match_info["event_id"])
     return web.json_response(found.as_json(), status=200 if found.found else 404)
 
 
 async def replay(request: web.Request) -> web.Response:
-    scopes = request.app[API_KEY].scopes_of(request)
-    if scopes is None:
-        return web.json_response({"error": "auth.unauthenticated", "message": "a valid bearer token is required"},
-                                 status=401, headers={"WWW-Authenticate": 'Bearer realm="samband"'})
-    if DLQ_REPLAY not in scopes:
-        return web.json_response({"error": "auth.scope_missing", "message": f"the token lacks scope {DLQ_REPLAY}"}, status=403)
+    if (denied := authorise(request, DLQ_REPLAY)[2]) is not None:
+        return denied
     from agents.commands.dlq import replay as replay_dead_letters
 
     sub = request.match_info["id"]

@@ -6,13 +6,15 @@ GET /schemas/ids/{id}, /schemas/ids/{id}/versions, /schemas/types, /subjects,
 /subjects/{subject}/versions, /subjects/{subject}/versions/{version|latest}[/schema].
 POST /subjects/{subject}/versions and POST /subjects/{subject} answer with the existing id
 when the schema is in the catalog (what serializers with auto-registration call) and refuse
-anything else: the catalog only changes through a release in the repository.
+anything else: the catalog only changes through a release in the repository. On the worker the
+registration path needs a bearer token (any scope): it writes nothing, but it is a write path.
 Errors use Confluent's error codes so standard clients report them properly.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -21,10 +23,15 @@ from schemas.codec import SchemaNotFound
 from schemas.registry import CONTENT_TYPE, CatalogRegistry, SubjectNotFound, VersionNotFound
 
 REGISTRY_KEY = web.AppKey("schema_registry", CatalogRegistry)
+MAY_REGISTER_KEY = web.AppKey("schema_registry_may_register", Callable)
 
 
-def add_routes(app: web.Application, registry: CatalogRegistry) -> None:
+def add_routes(app: web.Application, registry: CatalogRegistry,
+               may_register: Callable[[web.Request], bool] = lambda request: True) -> None:
+    """`may_register`: whether the request may call the registration path (the worker asks for a
+    bearer token; nothing is ever written, but no anonymous caller should use a write path)."""
     app[REGISTRY_KEY] = registry
+    app[MAY_REGISTER_KEY] = may_register
     app.router.add_get("/schemas/types", schema_types)
     app.router.add_get("/schemas/ids/{id}", schema_by_id)
     app.router.add_get("/schemas/ids/{id}/versions", schema_versions_by_id)
@@ -123,6 +130,8 @@ async def _lookup(request: web.Request) -> SchemaVersion | web.Response:
 
 
 async def register_existing(request: web.Request) -> web.Response:
+    if not request.app[MAY_REGISTER_KEY](request):
+        return _error(401, 40101, "Unauthorized: registering needs a bearer token of the bus's API.")
     found = await _lookup(request)
     return found if isinstance(found, web.Response) else _reply({"id": found.id})
 

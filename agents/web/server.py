@@ -14,7 +14,7 @@ from __future__ import annotations
 from agents.app import app
 from agents.config import SettingsError, bootstrap_servers, get_settings
 from agents.routing.agent import follower, index, topics
-from agents.subscriptions.api import SubscriptionsApi, add_routes
+from agents.subscriptions.api import SubscriptionsApi, add_routes, authorise
 from agents.subscriptions.audit import AuditLog
 from agents.subscriptions.store import write
 from agents.subscriptions.tokens import TokenConfigError, load_tokens
@@ -42,4 +42,5 @@ add_routes(app.web.web_app, SubscriptionsApi(index, follower, write_subscription
 operations.add_routes(app.web.web_app, app, settings.ready_max_lag)
 dashboard.add_routes(app.web.web_app, settings.app_id, bootstrap_servers(settings))
 if not settings.schema_registry_url:
-    schema_registry.add_routes(app.web.web_app, CatalogRegistry(catalog()))
+    schema_registry.add_routes(app.web.web_app, CatalogRegistry(catalog()),
+                               may_register=lambda request: authorise(request, None)[2] is None)

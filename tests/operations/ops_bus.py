@@ -38,7 +38,7 @@ async def operations_bus(bootstrap: str, tmp: Path, extra_env: dict[str, str] | 
         "SAMBAND_WEB_PORT": str(free_port()),
         "SAMBAND_LOG_FORMAT": "json",
         "SAMBAND_PSEUDONYM_KEY": PSEUDONYM_KEY,
-        "SAMBAND_API_TOKENS": f"{REPLAY_TOKEN}=dlq:replay+subscriptions:read,{READ_ONLY_TOKEN}=subscriptions:read",
+        "SAMBAND_API_TOKENS": f"{REPLAY_TOKEN}=dlq:replay+subscriptions:read+operations:read,{READ_ONLY_TOKEN}=subscriptions:read",
         **(extra_env or {}),
     }
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

@@ -63,6 +63,7 @@ async def test_dashboard_shows_live_numbers_replays_dead_letters_and_traces(ops_
                 page = await browser.new_page(viewport={"width": 1400, "height": 1000})
                 await page.goto(f"{ops_bus.web_url}/dashboard")
                 await expect(page.locator("h1")).to_have_text("Samband operations")
+                await page.fill("#token", REPLAY_TOKEN)  # every /api call needs a token; this one may read and replay
 
                 records = page.locator(f'#throughput tr[data-topic="{ops_bus.topic("deliveries")}"] td.records')
                 await expect(records).to_have_text(re.compile(r"^\d+$"), timeout=20_000)

@@ -16,11 +16,19 @@ function fill(tableId, rows, render) {
   for (const item of rows) render(body.insertRow(), item);
 }
 
+// The operator's bearer token, kept for this tab only: every /api call needs one.
+const tokenInput = document.getElementById("token");
+tokenInput.value = sessionStorage.getItem("samband-token") || "";
+tokenInput.addEventListener("input", () => sessionStorage.setItem("samband-token", tokenInput.value));
+
+function authorization() {
+  return { Authorization: `Bearer ${tokenInput.value}` };
+}
+
 async function replay(subscription) {
   const status = document.getElementById("replay-result");
-  const token = document.getElementById("token").value;
   const response = await fetch(`/api/subscriptions/${encodeURIComponent(subscription)}/replay`, {
-    method: "POST", headers: { Authorization: `Bearer ${token}` },
+    method: "POST", headers: authorization(),
   });
   const body = await response.json();
   status.textContent = response.ok
@@ -49,7 +57,11 @@ function renderSubscription(row, s) {
 
 async function refresh() {
   try {
-    const response = await fetch("/api/overview");
+    const response = await fetch("/api/overview", { headers: authorization() });
+    if (response.status === 401 || response.status === 403) {
+      document.getElementById("updated").textContent = "enter a bearer token with scope operations:read";
+      return;
+    }
     const data = await response.json();
     if (!data.broker.reachable) {
       document.getElementById("updated").textContent = `broker unreachable: ${data.broker.problem}`;
@@ -70,7 +82,7 @@ async function refresh() {
 document.getElementById("trace-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const id = document.getElementById("event-id").value.trim();
-  const response = await fetch(`/api/trace/${encodeURIComponent(id)}`);
+  const response = await fetch(`/api/trace/${encodeURIComponent(id)}`, { headers: authorization() });
   document.getElementById("trace").textContent = JSON.stringify(await response.json(), null, 2);
 });
 
