@@ -59,7 +59,7 @@ def record_from_cloudevent(event_type: str, event: dict) -> dict:
             _fill_envelope_defaults(envelope, field["type"]["fields"])
         elif name in data:
             value = data[name]
-            record[name] = _parse(date.fromisoformat, value, name) if name in dates and isinstance(value, str) else value
+            record[name] = _date(value, name) if name in dates else value
         elif "default" in field:
             record[name] = field["default"]
         else:
@@ -74,6 +74,16 @@ def _fill_envelope_defaults(envelope: dict, fields: list[dict]) -> None:
             if "default" not in field:
                 raise CloudEventError("json.missing_field", attribute, f"required attribute {attribute} is missing")
             envelope[field["name"]] = field["default"]
+
+
+def _date(value, field: str) -> date | None:
+    """A date field as the docs promise it: ISO 8601 text. Avro's own form, days since 1970 as a
+    number, is refused: 12345 would otherwise be read as 2003-10-18, and a large one overflows."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise CloudEventError("json.field_type", field, f"{field} is not an ISO 8601 date (YYYY-MM-DD)")
+    return _parse(date.fromisoformat, value, field)
 
 
 def _parse(parser, value, field: str):

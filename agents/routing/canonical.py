@@ -23,13 +23,13 @@ this code fail unexpectedly (a bug: the message is dead-lettered, the pipeline g
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import fastavro
 from fastavro.validation import ValidationError as AvroValidationError
 from fastavro.validation import validate as avro_validate
 
+from schemas import json_text
 from schemas.catalog import EVENTS_NAMESPACE, UNKNOWN_EVENT, catalog
 from schemas.cloudevents import CloudEventError, record_from_cloudevent
 from schemas.codec import Codec, WireFormatError, schema_id_of
@@ -118,8 +118,8 @@ class Canonicaliser:
 
     def _from_cloudevent(self, value: bytes) -> Canonical:
         try:
-            event = json.loads(value)
-        except (UnicodeDecodeError, ValueError):
+            event = json_text.loads(value)
+        except ValueError:
             raise Rejected("ingest.unrecognised_format", "message starts like JSON but does not parse") from None
         if not isinstance(event, dict):
             raise Rejected("cloudevent.invalid", "a CloudEvent is a JSON object")

@@ -31,6 +31,7 @@ from agents.subscriptions.model import Subscription
 from agents.subscriptions.openapi import openapi_document
 from agents.subscriptions.store import SubscriptionFollower
 from agents.subscriptions.tokens import OPERATOR, READ, WRITE, ApiToken
+from schemas import json_text
 
 __all__ = ["API_KEY", "SubscriptionsApi", "add_routes", "authorise"]
 
@@ -102,9 +103,9 @@ def _not_found() -> web.Response:
 
 async def _parse(request: web.Request, sub_id: str | None = None) -> Subscription | web.Response:
     try:
-        body = await request.json()
-    except ValueError:
-        return _error(400, "request.invalid_json", "the body is not JSON")
+        body = await request.json(loads=json_text.loads)
+    except ValueError as exc:
+        return _error(400, "request.invalid_json", f"the body is not JSON: {exc}")
     if not isinstance(body, dict):
         return _error(422, "subscription.invalid", "the body must be a subscription object")
     if sub_id is not None:

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from schemas.catalog import SchemaVersion
 from schemas.codec import SchemaNotFound
+from schemas import json_text
 from schemas.registry import CONTENT_TYPE, CatalogRegistry, SubjectNotFound, VersionNotFound
 
 REGISTRY_KEY = web.AppKey("schema_registry", CatalogRegistry)
@@ -119,7 +120,7 @@ async def subject_version_schema(request: web.Request) -> web.Response:
 
 async def _lookup(request: web.Request) -> SchemaVersion | web.Response:
     try:
-        body = await request.json()
+        body = await request.json(loads=json_text.loads)
         return _registry(request).lookup(request.match_info["subject"], body["schema"])
     except (ValueError, KeyError, TypeError):
         return _error(422, 42201, "Invalid schema")

@@ -9,11 +9,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from urllib.parse import unquote
 
 from connectors.http_ingest.problems import Problem, Refused
+from schemas import json_text
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -43,9 +43,9 @@ def events_from(content_type: str, headers: Mapping[str, str], body: bytes, max_
 
 def _json(body: bytes):
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, ValueError):
-        raise Refused([Problem("request.json", "body", "the body is not valid JSON")]) from None
+        return json_text.loads(body)
+    except ValueError as exc:
+        raise Refused([Problem("request.json", "body", f"the body is not valid JSON: {exc}")]) from None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

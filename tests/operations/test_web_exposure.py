@@ -71,18 +71,28 @@ async def test_worker_listens_only_on_its_host_and_its_pages_need_a_token(worker
                 assert (await response.json()) == {"id": current.id}
             async with session.get(f"{base}/schemas/ids/{current.id}") as response:  # reading stays open
                 assert response.status == 200
+
+
+            nested = b"[" * 100_000 + b"]" * 100_000  # the standard library's parser raised RecursionError
+            async with session.post(register, data=nested, headers={"Authorization": f"Bearer {OTHER_TOKEN}"}) as response:
+                assert response.status == 422
+                assert (await response.json())["error_code"] == 42201
     finally:
         assert worker.stop() == 0, worker.log_tail()
 
 
-async def test_a_bearer_token_that_is_not_utf8_is_refused_not_a_server_error(worker_env, tmp_path):
-    env = {**worker_env, "SAMBAND_API_TOKENS": f"{OPS_TOKEN}=operations:read+subscriptions:read"}
+async def test_bad_bytes_in_a_token_or_a_body_are_4xx_not_server_errors(worker_env, tmp_path):
+    env = {**worker_env, "SAMBAND_API_TOKENS": f"{OPS_TOKEN}=operations:read+subscriptions:read+subscriptions:write"}
     base = f"http://127.0.0.1:{worker_env['SAMBAND_WEB_PORT']}"
     worker = WorkerProcess(env, tmp_path / "worker.log")
     worker.start()
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
             await _get_until(session, f"{base}/healthz", 200, worker)
+            async with session.post(f"{base}/subscriptions", data=b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+                                    headers={"Authorization": f"Bearer {OPS_TOKEN}"}) as response:
+                assert response.status == 400  # not a 500: the nesting is refused as invalid JSON
+                assert (await response.json())["error"] == "request.invalid_json"
         reader, writer = await asyncio.open_connection("127.0.0.1", int(worker_env["SAMBAND_WEB_PORT"]))
         for path in ("/subscriptions", "/api/overview"):
             writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\xc3\r\n\r\n")

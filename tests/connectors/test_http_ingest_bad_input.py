@@ -1,0 +1,69 @@
+"""Input that gave 500s or slipped through at HTTP ingest (issue 13, finding 12): each is a clear 4xx
+in the client's words, and an event that could be read is dead-lettered with its reason code."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import pytest
+from http_ingest_client import auth, cloudevent, ingest_config, running_ingest, set_tokens
+from kafka_io import read_to_end
+
+from connectors.dead_letters import DeadLetter
+from connectors.runtime import Topics
+from schemas.cloudevents import CloudEventError, record_from_cloudevent
+
+pytestmark = pytest.mark.kafka
+
+STRUCTURED = {"Content-Type": "application/cloudevents+json"}
+
+
+@pytest.fixture
+async def ingest(connector_kafka, connector_app_id, monkeypatch):
+    set_tokens(monkeypatch)
+    async with running_ingest(connector_kafka, connector_app_id, ingest_config()) as source:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{source.port}") as http:
+            yield http
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000 + b"]" * 100_000,  # the standard library's parser raised RecursionError
+    b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+], ids=["nested-arrays", "nested-objects"])
+async def test_deeply_nested_json_is_a_400_not_a_server_error(ingest, body):
+    async with ingest.post("/events", data=body, headers={**STRUCTURED, **auth()}) as response:
+        assert response.status == 400
+        assert [e["code"] for e in (await response.json())["errors"]] == ["request.json"]
+
+
+async def test_a_lone_surrogate_in_the_id_is_a_400_not_a_server_error(ingest, connector_kafka, connector_app_id):
+    text = json.dumps(cloudevent("Move", id="PLACEHOLDER")).replace("PLACEHOLDER", "\\ud800")
+    async with ingest.post("/events", data=text.encode(), headers={**STRUCTURED, **auth()}) as response:
+        assert response.status == 400
+        assert [e["code"] for e in (await response.json())["errors"]] == ["request.json"]
+    assert await read_to_end(connector_kafka, Topics.for_app(connector_app_id).ingest) == []
+
+
+@pytest.mark.parametrize("death_date", [1_700_000_000, 12345], ids=["epoch-seconds", "days-since-1970"])
+async def test_a_date_given_as_a_number_is_refused_in_the_clients_words_and_dead_lettered(
+    ingest, connector_kafka, connector_app_id, death_date
+):
+    event = cloudevent("Death")
+    event["data"]["deathDate"] = death_date
+    async with ingest.post("/events", json=event, headers={**STRUCTURED, **auth("oslo-skole")}) as response:
+        assert response.status == 400, await response.text()
+        errors = (await response.json())["errors"]
+    assert [(e["code"], e["field"]) for e in errors] == [("json.field_type", "deathDate")]
+    topics = Topics.for_app(connector_app_id)
+    assert await read_to_end(connector_kafka, topics.ingest) == []
+    (dead,) = await read_to_end(connector_kafka, topics.deadletter)
+    assert DeadLetter.from_headers(dead.headers).reason == "json.field_type"
+
+
+def test_the_cloudevent_mapping_kafka_ingest_shares_refuses_a_numeric_date():
+    event = cloudevent("Death")
+    event["data"]["deathDate"] = 12345
+    with pytest.raises(CloudEventError) as raised:
+        record_from_cloudevent("Death", event)
+    assert (raised.value.reason, raised.value.field) == ("json.field_type", "deathDate")
