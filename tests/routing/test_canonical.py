@@ -107,7 +107,8 @@ def test_cloudevent_without_time_zone_is_rejected():
     assert _reason(json.dumps(body).encode()) == "json.field_type"
 
 
-def test_a_json_date_given_as_a_day_number_is_validated_as_a_date():
+def test_a_json_date_given_as_a_day_number_is_refused():
+    # The docs promise ISO 8601 dates in JSON; a number was once read as days since 1970.
     body = json.loads(cloudevent_json(event("Death", PERSON, ["4601"])))
-    body["data"]["deathDate"] = (date.today() + timedelta(days=3) - date(1970, 1, 1)).days
-    assert _reason(json.dumps(body).encode()) == "date.future"
+    body["data"]["deathDate"] = (date(2024, 3, 1) - date(1970, 1, 1)).days
+    assert _reason(json.dumps(body).encode()) == "json.field_type"
