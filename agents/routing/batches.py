@@ -274,6 +274,11 @@ class BatchService(Service, ConsumerRebalanceListener):
         """The offsets to commit after a cycle, given the next offset of each partition just handled."""
         return done
 
+    @property
+    def finished(self) -> bool:
+        """Its consuming task has ended: stopped, or died (which makes the worker exit non-zero)."""
+        return self._finished.is_set()
+
     def assigned(self) -> set[TopicPartition] | None:
         """This consumer's partitions of its source topic; None until its consumer has started."""
         return None if self.consumer is None else set(self.consumer.assignment())

@@ -5,8 +5,8 @@
 - `GET /healthz`: liveness. 200 whenever the process's event loop answers (this handler runs on it).
 - `GET /readyz`: readiness. 200 when the Faust consumer has partitions assigned, is not
   rebalancing or recovering tables, each batch consumer of the hot path started in this worker
-  (`<app id>-ingest`, `<app id>-router`: agents/routing/batches.py) has started and recovered
-  its state, and each group's lag on this worker's partitions is at most `ready_max_lag`; 503
+  (`<app id>-ingest`, `<app id>-router`, `<app id>-delivery`: agents/routing/batches.py) has
+  started, is still running and has recovered its state, and each group's lag on this worker's partitions is at most `ready_max_lag`; 503
   otherwise. The JSON body says why, with the lag per group.
 - `GET /metrics`: agents.metrics in Prometheus text format; the consumer-lag gauge (every group
   above, this worker's partitions) is refreshed from the broker on each scrape.
@@ -49,7 +49,7 @@ class Operations:
     def __init__(self, app: faust.App, ready_max_lag: int, batch_consumers: Callable[[], list] = batches.running):
         self.app = app
         self.ready_max_lag = ready_max_lag
-        self.batch_consumers = batch_consumers  # each with .group, .assigned() (None until started), .recovering
+        self.batch_consumers = batch_consumers  # each with .group, .finished, .assigned() (None until started), .recovering
         self._inspector: KafkaInspector | None = None
 
     def bootstrap(self) -> str:
@@ -103,7 +103,9 @@ class Operations:
         if self.app.in_recovery:
             state.reasons.append("recovering tables")
         for consumer in self.batch_consumers():
-            if consumer.assigned() is None:
+            if consumer.finished:
+                state.reasons.append(f"{consumer.group}: stopped")
+            elif consumer.assigned() is None:
                 state.reasons.append(f"{consumer.group}: consumer not started")
             elif consumer.recovering:
                 state.reasons.append(f"{consumer.group}: recovering state")

@@ -78,8 +78,8 @@ async def test_worker_without_partitions_is_not_ready(kafka_bootstrap):
     assert body["reasons"] == ["no partitions assigned"]
 
 
-def _batch_consumer(group: str, assigned: set[TopicPartition] | None, recovering: bool = False):
-    return SimpleNamespace(group=group, assigned=lambda: assigned, recovering=recovering)
+def _batch_consumer(group: str, assigned: set[TopicPartition] | None, recovering: bool = False, finished: bool = False):
+    return SimpleNamespace(group=group, assigned=lambda: assigned, recovering=recovering, finished=finished)
 
 
 async def test_readiness_also_bounds_the_lag_of_the_batch_consumer_groups(kafka_bootstrap, new_topic):
@@ -111,18 +111,20 @@ async def test_readiness_also_bounds_the_lag_of_the_batch_consumer_groups(kafka_
     assert (status, body["ready"], body["lag"]) == (200, True, 5)
 
 
-async def test_a_batch_consumer_not_started_or_recovering_its_state_makes_the_worker_not_ready(kafka_bootstrap, new_topic):
+async def test_a_batch_consumer_not_started_recovering_or_stopped_makes_the_worker_not_ready(kafka_bootstrap, new_topic):
     source = await new_topic(prefix="ops-ready-faust")
     await produce(kafka_bootstrap, source, [b"x"])
     app_id = f"ops-ready-{uuid.uuid4().hex[:8]}"
     await _commit(kafka_bootstrap, app_id, TopicPartition(source, 0), 1)
-    consumers = [_batch_consumer(f"{app_id}-ingest", None), _batch_consumer(f"{app_id}-router", set(), recovering=True)]
+    consumers = [_batch_consumer(f"{app_id}-ingest", None), _batch_consumer(f"{app_id}-router", set(), recovering=True),
+                 _batch_consumer(f"{app_id}-delivery", set(), finished=True)]
     web_app = web.Application()
     add_routes(web_app, _app_assigned(kafka_bootstrap, app_id, {TopicPartition(source, 0)}, set()), ready_max_lag=100,
                batch_consumers=lambda: consumers)
     status, body = await _readyz(web_app)
     assert status == 503
-    assert body["reasons"] == [f"{app_id}-ingest: consumer not started", f"{app_id}-router: recovering state"]
+    assert body["reasons"] == [f"{app_id}-ingest: consumer not started", f"{app_id}-router: recovering state",
+                               f"{app_id}-delivery: stopped"]
 
 
 async def test_a_real_worker_is_ready_with_the_lag_of_its_ingest_and_router_groups(ops_bus):

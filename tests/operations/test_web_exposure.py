@@ -6,8 +6,13 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from kafka_io import produce
 from schemas.catalog import catalog
+from schemas.codec import Codec
+from schemas.examples import example
+from schemas.registry import CatalogRegistry
 from test_worker_health import _get_until
 from worker_process import WorkerProcess
 
@@ -106,3 +111,29 @@ async def test_bad_bytes_in_a_token_or_a_body_are_4xx_not_server_errors(worker_e
         writer.close()
     finally:
         assert worker.stop() == 0, worker.log_tail()
+
+
+async def test_a_stage_that_dies_makes_the_worker_exit_non_zero(kafka_bootstrap, worker_env, tmp_path):
+    """A real fault, not injected code: the events topic refuses every record (max.message.bytes),
+    so ingest's first write fails for good. A supervisor must see the process end, not a worker
+    that looks alive and routes nothing."""
+    app_id = worker_env["SAMBAND_APP_ID"]
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(f"{app_id}-events", 4, 1, topic_configs={"max.message.bytes": "100"}),
+                                   NewTopic(f"{app_id}-ingest", 4, 1)])
+    finally:
+        await admin.close()
+    codec = Codec(CatalogRegistry(catalog()))
+    await produce(kafka_bootstrap, f"{app_id}-ingest", [codec.encode(example("Move"), codec.current_id("Move"))], [b"k"])
+    worker = WorkerProcess(worker_env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + 90
+        while worker.process.poll() is None and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.2)  # poll interval inside the deadline
+        assert worker.process.poll() not in (None, 0), worker.log_tail()
+        assert "IngestService]: Crashed" in worker.log_path.read_text()
+    finally:
+        worker.stop()
