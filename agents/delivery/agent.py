@@ -26,6 +26,7 @@ from agents.delivery.topic_reader import read_topic
 from agents.delivery.topics import delivery_topics
 from agents.routing.batches import BatchService, ensure_topics
 from connectors.kafka_sink.config import KafkaSinkConfig
+from connectors.malformed import json_object, skip_malformed
 from schemas.registry import registry_from_settings
 
 log = structlog.get_logger(__name__)
@@ -162,26 +163,29 @@ async def _follow_subscriptions() -> None:
     bootstrap = bootstrap_servers()
     # Status first, so a restart does not repeat verification handshakes already passed.
     async for record in read_topic(bootstrap, topics.status):
-        await _on_status(record)
+        with skip_malformed(record.topic):
+            await _on_status(record)
     async for record in read_topic(bootstrap, topics.subscriptions):
-        await _on_subscription(record)
+        with skip_malformed(record.topic):
+            await _on_subscription(record)
     subscriptions_read.set()
     consumer = AIOKafkaConsumer(topics.subscriptions, topics.status, bootstrap_servers=bootstrap,
                                 auto_offset_reset="earliest", enable_auto_commit=False, metadata_max_age_ms=5000)
     await consumer.start()
     try:
         async for record in consumer:
-            if record.topic == topics.status:
-                await _on_status(record)
-            else:
-                await _on_subscription(record)
+            with skip_malformed(record.topic):
+                if record.topic == topics.status:
+                    await _on_status(record)
+                else:
+                    await _on_subscription(record)
     finally:
         await consumer.stop()
 
 
 async def _on_status(record) -> None:
     sub = record.key.decode()
-    await dispatcher.set_status(sub, json.loads(record.value) if record.value is not None else None)
+    await dispatcher.set_status(sub, json_object(record.value) if record.value is not None else None)
 
 
 async def _on_subscription(record) -> None:
@@ -190,8 +194,8 @@ async def _on_subscription(record) -> None:
         await dispatcher.set_target(sub, None)
         return
     try:
-        target = parse_target(sub, json.loads(record.value))
-    except (TargetError, ValueError) as exc:
+        target = parse_target(sub, json_object(record.value))
+    except TargetError as exc:
         log.error("delivery.subscription_invalid", subscription=sub, reason=TargetError.reason, error=str(exc))
         await dispatcher.set_target(sub, None)
         return

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from connectors.malformed import skip_malformed
 from connectors.record_batches import RecordBatches
 
 
@@ -54,9 +55,11 @@ class ChangelogState:
         for partition in partitions:
             self.partitions[partition] = {}
         async for partition, record in read_changelog(bootstrap, self.topic, partitions):
-            self._apply(self.partitions[partition], record)
+            with skip_malformed(self.topic):
+                self._apply(self.partitions[partition], record)
 
     def _apply(self, data: dict, record: ConsumerRecord) -> None:
+        """Take in one changelog record; raises (connectors/malformed.py) before changing `data` if it is malformed."""
         raise NotImplementedError
 
 
@@ -133,8 +136,11 @@ class SegmentedState(ChangelogState):
     def _apply(self, data: dict, record: ConsumerRecord) -> None:
         if record.value is None:
             return
+        segment = orjson.loads(record.value)
+        if not all(isinstance(values, list) and all(isinstance(v, str) for v in values) for values in segment.values()):
+            raise TypeError("not a segment of routing records")
         interned = self._interned
-        for key, values in orjson.loads(record.value).items():
+        for key, values in segment.items():
             data[key] = tuple([interned.setdefault(v, v) for v in values])
 
 

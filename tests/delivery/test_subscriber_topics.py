@@ -1,4 +1,5 @@
-"""Kafka subscribers write only to their own topic, which the bus creates."""
+"""Kafka subscribers write only to their own topic, which the bus creates, and a malformed record on
+one of the bus's internal topics is skipped and counted: the worker keeps delivering, and restarts."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ import subprocess
 import sys
 
 import aiohttp
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from agents.delivery.topic_reader import read_topic
 from delivery_bus import running_bus
 from delivery_fixtures import delivery
 from support import free_port, unique_name
+from webhook_receiver import Receiver
 
 TOKEN = "kafkasub-test-token"
 FIELDS = {"Move": ["envelope.person", "movedDate"]}
+FAST = {"retry_schedule": [0.1, 0.2, 0.3], "read_timeout": 1.0, "connect_timeout": 0.5}
 
 
 def _kafka_subscription(sub_id: str, **delivery) -> dict:
@@ -105,6 +110,61 @@ async def test_a_kafka_subscription_cannot_name_a_topic_and_gets_its_own(kafka_b
         assert {r.key for r in status} <= {b"kafka-own"} and all(isinstance(json.loads(r.value), dict) for r in status)
         assert await _partitions(kafka_bootstrap, bus.subscriber_topic("kafka-evil")) is None  # nothing went anywhere
         assert bus.worker.process.poll() is None, bus.worker.log_tail()
+
+
+# What a subscriber's Avro record (a street name in it), or any other writer, might leave on an internal topic.
+AVRO = b"\x00\x00\x00\x00\x07\x14Storgata 99"
+GARBAGE = {
+    "delivery-status": [(b"0" * 32, AVRO), (b"list-status", b"[1]"), (b"\xff\xfe", b"{}")],
+    "subscriptions": [(b"0" * 32, AVRO), (b"list-sub", b"[1]"), (b"\xff\xfe", b"{}")],
+    "delivery-pending": [(b"garbage-hook/" + b"1" * 32, AVRO), (b"garbage-hook/" + b"2" * 32, b'{"queue": [{"key": 1}], "seen": 0}'),
+                         (b"\xff\xfe", b"{}")],
+}
+
+
+async def _malformed_counts(url: str) -> dict[str, float]:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as response:
+        text = await response.text()
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "samband_malformed_records_total":
+                counts[sample.labels["topic"]] = counts.get(sample.labels["topic"], 0) + sample.value
+    return counts
+
+
+async def test_malformed_records_on_internal_topics_are_skipped_counted_and_survive_a_restart(kafka_bootstrap, tmp_path):
+    async with running_bus(kafka_bootstrap, tmp_path) as bus:
+        receiver = Receiver(bus.secret)
+        await receiver.start()
+        try:
+            await bus.subscribe("garbage-hook", receiver.url, **FAST)
+
+            async def delivered(prefix: str, count: int) -> None:
+                await bus.send(bus.events_for("garbage-hook", persons=count, per_person=1, prefix=prefix))
+                await bus.wait_for(receiver, lambda: sum(e.webhook_id.startswith(prefix) for e in receiver.events()) >= count,
+                                   90, f"the {prefix} events delivered")
+
+            await delivered("before", 3)
+            producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+            await producer.start()
+            try:
+                for name, records in GARBAGE.items():
+                    for key, value in records:
+                        await producer.send_and_wait(bus.topic(name), value, key=key, partition=0)
+            finally:
+                await producer.stop()
+            await delivered("following", 3)  # the followers read the garbage as it came
+
+            assert bus.worker.stop() == 0, bus.worker.log_tail()
+            bus.worker.start()  # reads every internal topic from its start again
+            await delivered("restarted", 3)
+            counts = await _malformed_counts(bus.registry_url)
+        finally:
+            await receiver.stop()
+    for name, records in GARBAGE.items():
+        assert counts.get(bus.topic(name), 0) >= len(records), (name, counts)
+    assert "Storgata" not in bus.worker.log_path.read_text(errors="replace")  # skipped records are named, never shown
 
 
 def test_a_subscriber_topic_prefix_that_could_name_a_bus_topic_is_refused_at_start(kafka_bootstrap, tmp_path):
