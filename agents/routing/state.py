@@ -17,7 +17,7 @@ Keys are str (UTF-8 on the wire), values bytes; a tombstone (null value) deletes
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -64,10 +64,12 @@ class ChangelogState:
 
 
 class PartitionedState(ChangelogState):
-    """Key -> bytes, a changelog record per write (the newest per key kept by compaction)."""
+    """Key -> bytes, a changelog record per write (the newest per key kept by compaction).
+    `check` reads a value back at recovery and raises if it is malformed: the record is then skipped."""
 
-    def __init__(self, topic: str, topic_configs: dict[str, str]):
+    def __init__(self, topic: str, topic_configs: dict[str, str], check: Callable[[bytes], object] = bytes):
         super().__init__(topic, topic_configs)
+        self.check = check
         self._pending: list[tuple[int, str, bytes | None]] = []
 
     def set(self, partition: int, key: str, value: bytes) -> None:
@@ -88,10 +90,12 @@ class PartitionedState(ChangelogState):
             writes.add(self.topic, key.encode(), value, None, partition)
 
     def _apply(self, data: dict, record: ConsumerRecord) -> None:
+        key = record.key.decode()
         if record.value is None:
-            data.pop(record.key.decode(), None)
+            data.pop(key, None)
         else:
-            data[record.key.decode()] = record.value
+            self.check(record.value)
+            data[key] = record.value
 
 
 class SegmentedState(ChangelogState):
