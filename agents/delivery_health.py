@@ -26,10 +26,9 @@ import asyncio
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-from collections.abc import Callable
 from typing import Any
 
 from aiokafka import ConsumerRecord
