@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -81,7 +81,17 @@ class Settings(BaseSettings):
     # Folder of webhook signing secrets, one file per subscription, named by its id.
     secrets_dir: str = ""
     # Kafka subscribers get exactly one topic each: this prefix + the subscription id.
-    subscriber_topic_prefix: str = "subscriber."
+    subscriber_topic_prefix: str = Field("subscriber.", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+
+    @field_validator("subscriber_topic_prefix")
+    @classmethod
+    def _apart_from_bus_topics(cls, prefix: str, info: ValidationInfo) -> str:
+        # Every bus topic starts with `<app id>-` (Kafka's own with `__`): a subscriber's topic
+        # may neither be one of them nor be a prefix of one.
+        for bus in (f"{info.data.get('app_id', 'samband')}-", "__"):
+            if prefix.startswith(bus) or bus.startswith(prefix):
+                raise ValueError(f"must not start with {bus!r} nor be the start of it: subscriber topics would share the bus's names")
+        return prefix
 
 
 def _env_name(loc: tuple) -> str:

@@ -26,18 +26,22 @@ import asyncio
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import ConsumerRecord
 
 from agents.alerts.policy import DeliveryHealth, is_failing
 from agents.delivery.dispatcher import subscription_of
 from agents.delivery.ledger import latest_entries
+from agents.delivery.pending import stored_state
 from agents.delivery.target import TargetError, parse_target
 from agents.delivery.topic_reader import read_topic
 from agents.delivery.topics import delivery_topics
 from connectors.dead_letters import DeadLetter
+from connectors.malformed import json_object, skip_malformed
 
 OUTCOME_WINDOW = 3600.0  # seconds of attempt outcomes read for the failure streak
 STATES = ("active", "paused", "failing", "disabled")
@@ -75,16 +79,16 @@ class _Gathered:
     outcomes: list[ConsumerRecord] = field(default_factory=list)
 
 
-async def _latest(bootstrap: str, topic: str) -> dict[bytes, bytes]:
-    """Last value per key of a compacted topic; tombstones remove the key."""
-    latest: dict[bytes, bytes] = {}
+async def _latest(bootstrap: str, topic: str, read: Callable[[bytes], Any] = json_object) -> dict[str, Any]:
+    """Last value per key of a compacted topic, as `read` makes it; tombstones remove the key."""
+    latest: dict[str, Any] = {}
     async for record in read_topic(bootstrap, topic):
-        if record.key is None:
-            continue
-        if record.value is None:
-            latest.pop(record.key, None)
-        else:
-            latest[record.key] = record.value
+        with skip_malformed(topic):
+            key = record.key.decode()
+            if record.value is None:
+                latest.pop(key, None)
+            else:
+                latest[key] = read(record.value)
     return latest
 
 
@@ -105,15 +109,15 @@ async def _gather(bootstrap: str, app_id: str, now: float) -> _Gathered:
     subs, status, pending, ledger, dead, attempts = await asyncio.gather(
         _latest(bootstrap, topics.subscriptions),
         _latest(bootstrap, topics.status),
-        _latest(bootstrap, topics.pending),
+        _latest(bootstrap, topics.pending, lambda value: stored_state(value)["queue"]),
         latest_entries(bootstrap, topics.ledger),
         dead_letters(),
         outcomes(),
     )
     return _Gathered(
-        subscriptions={k.decode(): json.loads(v) for k, v in subs.items()},
-        status={k.decode(): json.loads(v) for k, v in status.items()},
-        pending={k.decode(): json.loads(v)["queue"] for k, v in pending.items()},
+        subscriptions=subs,
+        status=status,
+        pending=pending,
         ledger=ledger,
         dead_letters=dead,
         outcomes=attempts,

@@ -61,7 +61,7 @@ class Ingest:
         self.canonicaliser = Canonicaliser(self.codec, settings.ingest_max_bytes)
         self.key = settings.pseudonym_key.encode()
         self.seen = PartitionedState(f"{app.conf.id}-ingest-seen-ids", {
-            "cleanup.policy": "compact,delete", "retention.ms": str(int(RETENTION_SECONDS * 1000))})
+            "cleanup.policy": "compact,delete", "retention.ms": str(int(RETENTION_SECONDS * 1000))}, check=int)
         self.states = [self.seen]
         # Per partition, (first seen, event id) in arrival order: what to evict when.
         self.remembered: dict[int, deque[tuple[float, str]]] = defaultdict(deque)

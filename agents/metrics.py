@@ -11,6 +11,7 @@ Each stage records what it does with one call:
     metrics.set_retry_backlog("bergen-helsestasjon", 12)    # deliveries waiting for a retry, now
     metrics.observe_end_to_end_latency("bergen-helsestasjon", 0.8)  # seconds from ingest to delivered
     metrics.set_consumer_lag("samband", "samband-events", 3, 42)    # group, topic, partition, lag
+    metrics.malformed_record("samband-delivery-status", "record.keyerror")  # an internal record skipped
 
 Metric names (the Grafana dashboard in deploy/grafana/ queries these):
 
@@ -23,6 +24,10 @@ Metric names (the Grafana dashboard in deploy/grafana/ queries these):
 | `samband_retry_backlog` | gauge | subscription |
 | `samband_consumer_lag` | gauge | group, topic, partition |
 | `samband_end_to_end_latency_seconds` | histogram | subscription |
+| `samband_malformed_records_total` | counter | topic, reason |
+
+`samband_malformed_records_total` counts records of the bus's internal topics that could not be
+read and were skipped (connectors/malformed.py); `reason` is the kind of error, never the record.
 
 Labels never hold personal data. Every label value is checked against the pattern of what it
 names (a topic name, a reason code, a subscription id, an outcome); a value that does not match,
@@ -35,6 +40,8 @@ from __future__ import annotations
 import re
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from connectors import malformed
 
 REGISTRY = CollectorRegistry()
 
@@ -80,6 +87,10 @@ CONSUMER_LAG = Gauge(
     "Records not yet committed by the consumer group (end offset minus committed offset).",
     ["group", "topic", "partition"],
     registry=REGISTRY,
+)
+MALFORMED_RECORDS = Counter(
+    "samband_malformed_records", "Records of internal topics skipped because they could not be read.",
+    ["topic", "reason"], registry=REGISTRY,
 )
 END_TO_END_LATENCY = Histogram(
     "samband_end_to_end_latency_seconds",
@@ -129,6 +140,13 @@ def observe_end_to_end_latency(subscription: str, seconds: float) -> None:
     if child is None:
         child = _latency_children[subscription] = END_TO_END_LATENCY.labels(_checked("subscription", subscription, _SUBSCRIPTION))
     child.observe(seconds)
+
+
+def malformed_record(topic: str, reason: str) -> None:
+    MALFORMED_RECORDS.labels(_checked("topic", topic, _TOPIC), _checked("reason", reason, _REASON)).inc()
+
+
+malformed.counters.append(malformed_record)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from connectors.api import StateStore
+from connectors.malformed import json_object, skip_malformed
 
 
 async def ensure_state_topic(bootstrap: str, topic: str) -> None:
@@ -52,13 +53,14 @@ class KafkaStateStore(StateStore):
                 return None  # nothing was ever saved
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
-            latest: bytes | None = None
+            latest: dict | None = None
             while any([await consumer.position(tp) < end[tp] for tp in partitions]):
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     for record in records:
                         if record.key == self._key:
-                            latest = record.value  # None = tombstone: state was reset
-            return json.loads(latest) if latest is not None else None
+                            with skip_malformed(self._topic):  # the bookmark before it stays
+                                latest = json_object(record.value) if record.value is not None else None  # None: reset
+            return latest
         finally:
             await consumer.stop()
 

@@ -13,6 +13,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from connectors.malformed import json_object, skip_malformed
+
 
 def alerts_topic(app_id: str) -> str:
     return f"{app_id}-alerts"
@@ -58,6 +60,12 @@ async def _ensure_compacted_topic(bootstrap: str, topic: str) -> None:
         await admin.close()
 
 
+def _aware(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("last_sent without its time zone")
+    return moment
+
+
 async def _read_whole(bootstrap: str, topic: str) -> dict[str, datetime]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
@@ -70,11 +78,12 @@ async def _read_whole(bootstrap: str, topic: str) -> dict[str, datetime]:
         while await consumer.position(partition) < end:
             for records in (await consumer.getmany(partition, timeout_ms=1000)).values():
                 for record in records:
-                    subscription = record.key.decode()
-                    if record.value is None:
-                        last_sent.pop(subscription, None)
-                    else:
-                        last_sent[subscription] = datetime.fromisoformat(json.loads(record.value)["last_sent"])
+                    with skip_malformed(topic):
+                        subscription = record.key.decode()
+                        if record.value is None:
+                            last_sent.pop(subscription, None)
+                        else:
+                            last_sent[subscription] = _aware(datetime.fromisoformat(json_object(record.value)["last_sent"]))
     finally:
         await consumer.stop()
     return last_sent

@@ -6,7 +6,6 @@ Registered by the worker through AGENT_MODULES; without a configured notifier it
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import structlog
@@ -19,6 +18,7 @@ from agents.app import app
 from agents.config import Settings, bootstrap_servers, get_settings
 from agents.delivery_health import subscription_health
 from agents.subscriptions.store import read_all
+from connectors.malformed import json_object, skip_malformed
 
 log = structlog.get_logger(__name__)
 
@@ -34,8 +34,12 @@ def notifier_from_settings(settings: Settings) -> Notifier | None:
 async def alert_failing_subscriptions(bootstrap: str, app_id: str, alerter: Alerter) -> list[str]:
     """Alert the contact of every failing subscription not alerted within a day; the ids alerted."""
     now = datetime.now(UTC)
-    subscriptions = {sub_id: json.loads(value) for sub_id, value in (await read_all(bootstrap, f"{app_id}-subscriptions")).items()}
-    contacts = {sub_id: sub["system"]["contact"] for sub_id, sub in subscriptions.items() if sub.get("system")}
+    topic = f"{app_id}-subscriptions"
+    contacts = {}
+    for sub_id, value in (await read_all(bootstrap, topic)).items():
+        with skip_malformed(topic):
+            if system := json_object(value).get("system"):
+                contacts[sub_id] = str(system["contact"])
     alerted = []
     for row in await subscription_health(bootstrap, app_id):
         if row.state != "failing" or row.id not in contacts:

@@ -25,6 +25,8 @@ from agents.delivery.target import TargetError, parse_target
 from agents.delivery.topic_reader import read_topic
 from agents.delivery.topics import delivery_topics
 from agents.routing.batches import BatchService, ensure_topics
+from connectors.kafka_sink.config import KafkaSinkConfig
+from connectors.malformed import json_object, skip_malformed
 from schemas.registry import registry_from_settings
 
 log = structlog.get_logger(__name__)
@@ -44,16 +46,27 @@ class SubscriberTopics:
     the first record. Not Faust's producer: a topic the broker is still auto-creating once left
     that one retrying for minutes (Faust keeps a batch 20 minutes), and the delivery status and
     every other write through it queued behind. Here a batch that cannot be written expires
-    after REQUEST_TIMEOUT_MS, and the Kafka sink's own timeout makes it an attempt to retry."""
+    after REQUEST_TIMEOUT_MS, and the Kafka sink's own timeout makes it an attempt to retry.
+
+    The bus creates each topic (`ensure`): when its subscription is read, and again before its
+    first record if that failed. It has the bus's partition count (one person's records stay in
+    one partition) and the broker's default retention."""
 
     REQUEST_TIMEOUT_MS = 30_000
 
     def __init__(self) -> None:
         self.producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
+        self._created: set[str] = set()
+
+    async def ensure(self, topic: str) -> None:
+        if topic not in self._created:
+            await ensure_topics(bootstrap_servers(), {topic: {}}, app.conf.topic_partitions)
+            self._created.add(topic)
 
     async def write(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         """One record; returns once acknowledged."""
+        await self.ensure(topic)
         producer = self.producer or await self._start()
         await (await producer.send(topic, value, key=key, headers=headers))
 
@@ -150,26 +163,29 @@ async def _follow_subscriptions() -> None:
     bootstrap = bootstrap_servers()
     # Status first, so a restart does not repeat verification handshakes already passed.
     async for record in read_topic(bootstrap, topics.status):
-        await _on_status(record)
+        with skip_malformed(record.topic):
+            await _on_status(record)
     async for record in read_topic(bootstrap, topics.subscriptions):
-        await _on_subscription(record)
+        with skip_malformed(record.topic):
+            await _on_subscription(record)
     subscriptions_read.set()
     consumer = AIOKafkaConsumer(topics.subscriptions, topics.status, bootstrap_servers=bootstrap,
                                 auto_offset_reset="earliest", enable_auto_commit=False, metadata_max_age_ms=5000)
     await consumer.start()
     try:
         async for record in consumer:
-            if record.topic == topics.status:
-                await _on_status(record)
-            else:
-                await _on_subscription(record)
+            with skip_malformed(record.topic):
+                if record.topic == topics.status:
+                    await _on_status(record)
+                else:
+                    await _on_subscription(record)
     finally:
         await consumer.stop()
 
 
 async def _on_status(record) -> None:
     sub = record.key.decode()
-    await dispatcher.set_status(sub, json.loads(record.value) if record.value is not None else None)
+    await dispatcher.set_status(sub, json_object(record.value) if record.value is not None else None)
 
 
 async def _on_subscription(record) -> None:
@@ -178,9 +194,14 @@ async def _on_subscription(record) -> None:
         await dispatcher.set_target(sub, None)
         return
     try:
-        target = parse_target(sub, json.loads(record.value))
-    except (TargetError, ValueError) as exc:
+        target = parse_target(sub, json_object(record.value))
+    except TargetError as exc:
         log.error("delivery.subscription_invalid", subscription=sub, reason=TargetError.reason, error=str(exc))
         await dispatcher.set_target(sub, None)
         return
+    if isinstance(target.sink, KafkaSinkConfig):
+        try:
+            await subscriber_topics.ensure(target.sink.topic)
+        except Exception as exc:  # the broker, not the subscription, is at fault: tried again before the first record
+            log.warning("delivery.subscriber_topic_not_created", subscription=sub, error=type(exc).__name__)
     await dispatcher.set_target(sub, target)

@@ -14,12 +14,12 @@ another partition), so readers take the entry with the latest `at`, not the last
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import orjson
 
 from agents.delivery.topic_reader import read_topic
+from connectors.malformed import json_object, skip_malformed
 
 
 def ledger_key(event_id: str, subscription: str) -> bytes:
@@ -47,10 +47,13 @@ async def latest_entries(bootstrap: str, topic: str, timeout: float = 30.0, pref
     latest: dict[bytes, dict] = {}
     async for record in read_topic(bootstrap, topic, timeout):
         if record.key is not None and record.key.startswith(prefix) and record.value is not None:
-            entry = json.loads(record.value)
-            held = latest.get(record.key)
-            if held is None or entry["at"] >= held["at"]:  # ISO 8601 UTC, all in one format: ordered as text
-                latest[record.key] = entry
+            with skip_malformed(topic):
+                entry = json_object(record.value)
+                if not isinstance(entry.get("at"), str):
+                    raise TypeError("ledger entry without its time")
+                held = latest.get(record.key)
+                if held is None or entry["at"] >= held["at"]:  # ISO 8601 UTC, all in one format: ordered as text
+                    latest[record.key] = entry
     return latest
 
 

@@ -15,12 +15,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import orjson
+
 # What the agent does with the head after an outcome.
 DELIVERED, DEAD, RETRY, HOLD = "delivered", "dead", "retry", "hold"
 
 
 def new_entry(key: str, record: str, headers: list[list[str]], source: list, now: float) -> dict:
     return {"key": key, "record": record, "headers": headers, "attempts": 0, "due": now, "source": source}
+
+
+def stored_state(value: bytes) -> dict:
+    """A stored queue read back from the pending topic; ValueError when the record is not one."""
+    state = orjson.loads(value)
+    if not (isinstance(state, dict) and type(state.get("seen")) is int and isinstance(state.get("queue"), list)
+            and state["queue"] and all(map(_is_entry, state["queue"]))):
+        raise ValueError("not a stored queue")
+    return state
+
+
+def _is_entry(entry) -> bool:
+    if not isinstance(entry, dict):
+        return False
+    source, headers = entry.get("source"), entry.get("headers")
+    return (isinstance(entry.get("key"), str) and isinstance(entry.get("record"), str)
+            and type(entry.get("attempts")) is int and type(entry.get("due")) in (int, float)
+            and isinstance(headers, list) and all(_is_pair(h) for h in headers)
+            and isinstance(source, list) and len(source) == 3 and isinstance(source[0], str)
+            and type(source[1]) is int and type(source[2]) is int)
+
+
+def _is_pair(header) -> bool:
+    return isinstance(header, list) and len(header) == 2 and all(isinstance(part, str) for part in header)
 
 
 def append(state: dict | None, entry: dict) -> dict | None:

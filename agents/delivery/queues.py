@@ -42,6 +42,7 @@ from agents.routing.batches import Output
 from agents.routing.state import PartitionedState
 from connectors.api import Outcome
 from connectors.dead_letters import DeadLetter
+from connectors.malformed import skip_malformed
 
 log = structlog.get_logger(__name__)
 
@@ -108,9 +109,10 @@ class DeliveryQueues:
         self.owned |= partitions
         for partition in partitions:
             for key, value in self.stored.partitions.get(partition, {}).items():
-                state = orjson.loads(value)
-                self.queues[key], self.seen[key] = state["queue"], state["seen"]
-                self.dispatcher.offer(key, state["queue"][0])
+                with skip_malformed(self.stored.topic):
+                    state = pending.stored_state(value)
+                    self.queues[key], self.seen[key] = state["queue"], state["seen"]
+                    self.dispatcher.offer(key, state["queue"][0])
 
     def revoked(self, partitions: set[int]) -> None:
         """Forget the queues of `partitions`: their new owner reads their records from the last commit."""

@@ -5,9 +5,10 @@
                   "mode": "structured", "max_concurrency": 8, "connect_timeout": 5, "read_timeout": 10,
                   "retry_schedule": [10, 30, 60, ...], "paused": false}}
     {"id": "stavanger-gebyr", ..., "fields": {"Move": [...], ...},
-     "delivery": {"kind": "kafka", "topic": "stavanger-gebyr-events"}}
+     "delivery": {"kind": "kafka"}}
 
-Everything but `url` and `secret_ref` (webhook) or `topic` (kafka) has a default.
+Everything but `url` and `secret_ref` (webhook) has a default. A Kafka target's topic is not
+chosen by the subscription: it is `subscriber_topic(id)`, the subscriber's own.
 `retry_schedule` is the wait in seconds before each retry; when it is used up the event is
 dead-lettered. A Kafka target also takes the subscription's `fields`: its projection schemas.
 """
@@ -21,6 +22,7 @@ from functools import cached_property
 
 from pydantic import ValidationError
 
+from agents.config import get_settings
 from connectors.kafka_sink.config import KafkaSinkConfig
 from connectors.webhook.config import WebhookConfig
 
@@ -51,9 +53,17 @@ class Target:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def subscriber_topic(sub_id: str) -> str:
+    """The one topic a Kafka subscription's records go to (the prefix cannot name a bus topic: agents/config.py)."""
+    return get_settings().subscriber_topic_prefix + sub_id
+
+
 def parse_target(sub_id: str, subscription: dict) -> Target:
     """The target of subscription `sub_id` (the record's key in `samband-subscriptions`)."""
-    delivery = dict(subscription.get("delivery") or {})
+    delivery = subscription.get("delivery") or {}
+    if not isinstance(delivery, dict):
+        raise TargetError(f"subscription {sub_id}: delivery must be an object")
+    delivery = dict(delivery)
     kind = delivery.pop("kind", "webhook")
     if kind not in ("webhook", "kafka"):
         raise TargetError(f"subscription {sub_id}: delivery kind {kind!r} is not supported (webhook, kafka)")
@@ -64,7 +74,11 @@ def parse_target(sub_id: str, subscription: dict) -> Target:
         raise TargetError(f"subscription {sub_id}: delivery.retry_schedule must be a list of seconds >= 0")
     try:
         if kind == "kafka":
-            sink = KafkaSinkConfig.model_validate({**delivery, "fields": subscription.get("fields") or {}})
+            if "topic" in delivery:  # written around the validating writers (agents/subscriptions/delivery_target.py)
+                raise TargetError(f"subscription {sub_id}: delivery.topic cannot be chosen; "
+                                  f"a Kafka subscription's records go to its own topic")
+            sink = KafkaSinkConfig.model_validate(
+                {**delivery, "topic": subscriber_topic(sub_id), "fields": subscription.get("fields") or {}})
         else:
             sink = WebhookConfig.model_validate(delivery)
     except ValidationError as exc:

@@ -71,7 +71,8 @@ class DemoRun:
     def _env(self) -> dict[str, str]:
         env = {**os.environ, "SAMBAND_APP_ID": self.app_id, "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
                "SAMBAND_DATA_DIR": str(self.run_dir / "worker-data"), "SAMBAND_WEB_PORT": str(_free_port()),
-               "SAMBAND_PSEUDONYM_KEY": secrets.token_hex(32), "SAMBAND_LOG_FORMAT": "json"}
+               "SAMBAND_PSEUDONYM_KEY": secrets.token_hex(32), "SAMBAND_LOG_FORMAT": "json",
+               "SAMBAND_SUBSCRIBER_TOPIC_PREFIX": systems.subscriber_topic_prefix(self.app_id)}
         env.update({systems.secret_env(s): self.secrets[s.id] for s in self.subscriptions if s.id in self.secrets})
         return env
 
@@ -96,7 +97,8 @@ class DemoRun:
             async with run_simulator([], token=TOKEN) as simulator:
                 worker = children.start("worker", "worker")
                 say(f"[bold]bus[/]      worker pid {worker.process.pid}, app id {self.app_id}, logs in {self.run_dir}")
-                await wait_for_topics(self.broker.bootstrap, list(bus_topic_names(self.app_id).values()), 180,
+                own = [systems.kafka_topic(s, self.app_id) for s in self.subscriptions if s.delivery.kind == "kafka"]
+                await wait_for_topics(self.broker.bootstrap, [*bus_topic_names(self.app_id).values(), *own], 180,
                                       lambda: not children.dead())
                 config = self.run_dir / "feed.yaml"
                 config.write_text(yaml.safe_dump({"base_url": simulator.base_url, "token": TOKEN, "poll_interval_s": 0.5}))
@@ -138,21 +140,20 @@ class DemoRun:
 
     async def _apply_subscriptions(self) -> None:
         topic = f"{self.app_id}-subscriptions"
-        subs = [systems.for_this_run(s, self.app_id, getattr(self.receivers[s.id], "url", None)) for s in self.subscriptions]
+        subs = [systems.for_this_run(s, getattr(self.receivers[s.id], "url", None)) for s in self.subscriptions]
         await store.ensure_topic(self.broker.bootstrap, topic)
         await store.write(self.broker.bootstrap, topic, [(s.id, s.to_json()) for s in subs])
         self.console.print(f"[bold]systems[/]  {len(subs)} subscriptions applied from {systems.SUBSCRIPTIONS_DIR.name}/: "
                            + ", ".join(s.id for s in subs))
 
     async def _create_bus_topics(self) -> None:
-        """The topics the worker reads but does not declare itself, and the Kafka-native system's topic."""
+        """The topics the worker reads but does not declare itself (the bus creates the Kafka-native system's topic)."""
         topics = bus_topics(self.app_id)
-        own = [systems.kafka_topic(s, self.app_id) for s in self.subscriptions if s.delivery.kind == "kafka"]
         admin = AIOKafkaAdminClient(bootstrap_servers=self.broker.bootstrap)
         await admin.start()
         try:
             await admin.create_topics([NewTopic(name, num_partitions=4, replication_factor=1)
-                                       for name in (topics.ingest, topics.events, topics.deadletter, topics.deliveries, *own)])
+                                       for name in (topics.ingest, topics.events, topics.deadletter, topics.deliveries)])
         finally:
             await admin.close()
 
@@ -186,7 +187,8 @@ class DemoRun:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.broker.bootstrap)
         await admin.start()
         try:
-            mine = [t for t in await admin.list_topics() if t.startswith(f"{self.app_id}-")]
+            prefixes = (f"{self.app_id}-", systems.subscriber_topic_prefix(self.app_id))
+            mine = [t for t in await admin.list_topics() if t.startswith(prefixes)]
             if mine:
                 await admin.delete_topics(mine)
         finally:

@@ -25,17 +25,21 @@ def secret_env(sub: Subscription) -> str:
     return sub.delivery.secret_ref.removeprefix("env:")
 
 
+def subscriber_topic_prefix(app_id: str) -> str:
+    """SAMBAND_SUBSCRIBER_TOPIC_PREFIX of a run: its Kafka subscribers' topics are its own."""
+    return f"subscriber.{app_id}."
+
+
 def kafka_topic(sub: Subscription, app_id: str) -> str:
-    return f"{app_id}-{sub.delivery.topic}"
+    """The topic the bus creates for a Kafka subscription and writes its records to."""
+    return subscriber_topic_prefix(app_id) + sub.id
 
 
-def for_this_run(sub: Subscription, app_id: str, receiver_url: str | None) -> Subscription:
-    """The subscription with its delivery pointed at the local receiver (webhook) or a per-run topic (Kafka)."""
+def for_this_run(sub: Subscription, receiver_url: str | None) -> Subscription:
+    """The subscription with its webhook pointed at the local receiver (a Kafka one is left as it is)."""
     if sub.delivery.kind == "kafka":
-        delivery = sub.delivery.model_copy(update={"topic": kafka_topic(sub, app_id)})
-    else:
-        delivery = sub.delivery.model_copy(update={"url": receiver_url})
-    return sub.model_copy(update={"delivery": delivery})
+        return sub
+    return sub.model_copy(update={"delivery": sub.delivery.model_copy(update={"url": receiver_url})})
 
 
 def row(sub: Subscription, outage_seconds: float) -> SystemRow:

@@ -55,7 +55,7 @@ class Route:
     def __init__(self) -> None:
         self.codec = Codec(registry_from_settings(settings))
         self.router = Router(index)
-        self.persons = PartitionedState(f"{app.conf.id}-router-persons", {"cleanup.policy": "compact"})
+        self.persons = PartitionedState(f"{app.conf.id}-router-persons", {"cleanup.policy": "compact"}, PersonState.from_json)
         self.records = SegmentedState(f"{app.conf.id}-router-records", {"cleanup.policy": "compact"})
         self.states = [self.persons, self.records]
 

@@ -17,11 +17,12 @@ Keys are str (UTF-8 on the wire), values bytes; a tombstone (null value) deletes
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from connectors.malformed import skip_malformed
 from connectors.record_batches import RecordBatches
 
 
@@ -54,17 +55,21 @@ class ChangelogState:
         for partition in partitions:
             self.partitions[partition] = {}
         async for partition, record in read_changelog(bootstrap, self.topic, partitions):
-            self._apply(self.partitions[partition], record)
+            with skip_malformed(self.topic):
+                self._apply(self.partitions[partition], record)
 
     def _apply(self, data: dict, record: ConsumerRecord) -> None:
+        """Take in one changelog record; raises (connectors/malformed.py) before changing `data` if it is malformed."""
         raise NotImplementedError
 
 
 class PartitionedState(ChangelogState):
-    """Key -> bytes, a changelog record per write (the newest per key kept by compaction)."""
+    """Key -> bytes, a changelog record per write (the newest per key kept by compaction).
+    `check` reads a value back at recovery and raises if it is malformed: the record is then skipped."""
 
-    def __init__(self, topic: str, topic_configs: dict[str, str]):
+    def __init__(self, topic: str, topic_configs: dict[str, str], check: Callable[[bytes], object] | None = None):
         super().__init__(topic, topic_configs)
+        self.check = check
         self._pending: list[tuple[int, str, bytes | None]] = []
 
     def set(self, partition: int, key: str, value: bytes) -> None:
@@ -85,10 +90,13 @@ class PartitionedState(ChangelogState):
             writes.add(self.topic, key.encode(), value, None, partition)
 
     def _apply(self, data: dict, record: ConsumerRecord) -> None:
+        key = record.key.decode()
         if record.value is None:
-            data.pop(record.key.decode(), None)
+            data.pop(key, None)
         else:
-            data[record.key.decode()] = record.value
+            if self.check is not None:
+                self.check(record.value)
+            data[key] = record.value
 
 
 class SegmentedState(ChangelogState):
@@ -133,8 +141,11 @@ class SegmentedState(ChangelogState):
     def _apply(self, data: dict, record: ConsumerRecord) -> None:
         if record.value is None:
             return
+        segment = orjson.loads(record.value)
+        if not all(isinstance(values, list) and all(isinstance(v, str) for v in values) for values in segment.values()):
+            raise TypeError("not a segment of routing records")
         interned = self._interned
-        for key, values in orjson.loads(record.value).items():
+        for key, values in segment.items():
             data[key] = tuple([interned.setdefault(v, v) for v in values])
 
 

@@ -18,6 +18,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import ValidationError
 
 from agents.subscriptions.model import Subscription
+from connectors.malformed import skip_malformed
 
 log = structlog.get_logger(__name__)
 
@@ -64,10 +65,11 @@ async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> dict[st
             while any([await consumer.position(tp) < end[tp] for tp in partitions]):
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     for record in records:
-                        if record.value is None:
-                            current.pop(record.key.decode(), None)
-                        else:
-                            current[record.key.decode()] = record.value
+                        with skip_malformed(topic):
+                            if record.value is None:
+                                current.pop(record.key.decode(), None)
+                            else:
+                                current[record.key.decode()] = record.value
     finally:
         await _stop(consumer)
     return current
@@ -121,7 +123,8 @@ class SubscriptionFollower:
             while True:
                 for records in (await consumer.getmany(timeout_ms=1000)).values():
                     for record in records:
-                        self._apply(record)
+                        with skip_malformed(self.topic):
+                            self._apply(record)
                 self.position = await consumer.position(tp)
                 if self.position >= end:
                     self.caught_up.set()

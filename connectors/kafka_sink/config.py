@@ -8,6 +8,7 @@ from connectors.api import ConnectorConfig
 
 
 class KafkaSinkConfig(ConnectorConfig):
+    # The subscriber's own topic, named by the bus from the subscription id, never by the subscription.
     topic: str = Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")
     # The subscription's granted fields per event type: the projection schema of each record.
     fields: dict[str, list[str]]

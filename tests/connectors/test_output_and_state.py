@@ -77,3 +77,17 @@ async def test_bookmark_load_does_not_wait_for_a_fetch_long_poll(connector_kafka
         assert await other.load() == {"next_seq": 7}
     finally:
         await producer.stop()
+
+
+async def test_a_malformed_bookmark_is_skipped_and_the_one_before_it_loads(connector_kafka, new_topic):
+    topic = await new_topic(partitions=1, prefix="conn-state")
+    producer = durable_producer(connector_kafka)
+    await producer.start()
+    try:
+        store = KafkaStateStore(producer, connector_kafka, topic, "instance-a")
+        await store.save({"next_seq": 7})
+        for garbage in (b"\x00avro", b"[7]"):
+            await producer.send_and_wait(topic, garbage, key=b"instance-a")
+        assert await store.load() == {"next_seq": 7}
+    finally:
+        await producer.stop()

@@ -22,17 +22,20 @@ SECRET_ENV = "SAMBAND_TEST_HOOK_SECRET"
 
 
 @asynccontextmanager
-async def running_bus(bootstrap: str, tmp: Path):
-    """A DeliveryBus with its own app id and a started worker, stopped on exit."""
+async def running_bus(bootstrap: str, tmp: Path, **settings: str):
+    """A DeliveryBus with its own app id and a started worker (`settings`: more of its environment), stopped on exit."""
     from support import free_port, unique_name
 
+    app_id = unique_name("delivery")
     env = {
         **os.environ,
         "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "SAMBAND_APP_ID": unique_name("delivery"),
+        "SAMBAND_APP_ID": app_id,
+        "SAMBAND_SUBSCRIBER_TOPIC_PREFIX": f"subscriber.{app_id}.",  # the broker is shared: topics of this bus only
         "SAMBAND_DATA_DIR": str(tmp / "worker-data"),
         "SAMBAND_WEB_PORT": str(free_port()),
         "SAMBAND_LOG_FORMAT": "json",
+        **settings,
     }
     bus = DeliveryBus(bootstrap, env, tmp / "worker.log")
     await bus.start()
@@ -50,6 +53,7 @@ class DeliveryBus:
         self.worker = WorkerProcess({**env, SECRET_ENV: self.secret}, log_path)
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
         self.topic = lambda name: f"{self.app_id}-{name}"
+        self.subscriber_topic = lambda sub_id: env["SAMBAND_SUBSCRIBER_TOPIC_PREFIX"] + sub_id
 
     async def start(self) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
@@ -73,8 +77,8 @@ class DeliveryBus:
         value = {"id": sub_id, "delivery": settings}
         await self.producer.send_and_wait(self.topic("subscriptions"), json.dumps(value).encode(), key=sub_id.encode())
 
-    async def subscribe_kafka(self, sub_id: str, topic: str, fields: dict[str, list[str]]) -> None:
-        value = {"id": sub_id, "fields": fields, "delivery": {"kind": "kafka", "topic": topic}}
+    async def subscribe_kafka(self, sub_id: str, fields: dict[str, list[str]], **delivery_settings) -> None:
+        value = {"id": sub_id, "fields": fields, "delivery": {"kind": "kafka", **delivery_settings}}
         await self.producer.send_and_wait(self.topic("subscriptions"), json.dumps(value).encode(), key=sub_id.encode())
 
     @property

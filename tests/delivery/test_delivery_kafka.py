@@ -7,7 +7,6 @@ import asyncio
 import time
 from datetime import date
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from confluent_kafka import Consumer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
@@ -57,14 +56,8 @@ def _consume(bootstrap: str, topic: str, registry_url: str, expected: int, timeo
 
 async def test_kafka_subscription_gets_its_projected_events_in_order_as_confluent_avro(kafka_bootstrap, tmp_path):
     async with running_bus(kafka_bootstrap, tmp_path) as bus:
-        topic = bus.topic("kafka-subscriber-events")
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-        finally:
-            await admin.close()
-        await bus.subscribe_kafka("kafka-sub", topic, FIELDS)
+        topic = bus.subscriber_topic("kafka-sub")
+        await bus.subscribe_kafka("kafka-sub", FIELDS)
         records = [_move("kafka-sub", p, n) for n in range(PER_PERSON) for p in range(PERSONS)] + [_purge("kafka-sub", 0)]
         await bus.send(records, headers=TRACE)
         await bus.send([records[0]], headers=TRACE)  # the same delivery again (as a replay would): a duplicate

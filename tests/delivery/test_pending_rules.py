@@ -64,9 +64,9 @@ def test_target_defaults_and_errors_name_fields():
         parse_target("s", {"delivery": {"url": "https://x", "secret_ref": "env:S", "retry_schedule": [-1]}})
 
 
-def test_kafka_target_takes_the_topic_and_the_subscription_fields():
-    target = parse_target("s", {"fields": {"Move": ["movedDate"]}, "delivery": {"kind": "kafka", "topic": "s-events"}})
-    assert (target.sink.topic, target.sink.fields) == ("s-events", {"Move": ["movedDate"]})
-    assert target.fingerprint != parse_target("s", {"fields": {}, "delivery": {"kind": "kafka", "topic": "other"}}).fingerprint
-    with pytest.raises(TargetError, match="topic"):
-        parse_target("s", {"fields": {}, "delivery": {"kind": "kafka", "topic": "no spaces"}})
+def test_kafka_target_gets_its_own_topic_and_the_subscription_fields():
+    target = parse_target("s", {"fields": {"Move": ["movedDate"]}, "delivery": {"kind": "kafka"}})
+    assert (target.sink.topic, target.sink.fields) == ("subscriber.s", {"Move": ["movedDate"]})
+    assert target.fingerprint != parse_target("t", {"fields": {}, "delivery": {"kind": "kafka"}}).fingerprint
+    with pytest.raises(TargetError, match="topic cannot be chosen"):
+        parse_target("s", {"fields": {}, "delivery": {"kind": "kafka", "topic": "s-events"}})

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.alerts.alerter import Alerter
@@ -133,3 +134,23 @@ async def test_refused_alert_is_not_recorded_so_the_next_check_sends_it(kafka_bo
     finally:
         await ledger.close()
     assert sent and len(refused) == 1 and len(accepted) == 1
+
+
+async def test_a_malformed_alert_record_is_skipped_and_the_ledger_opens(kafka_bootstrap, app_id):
+    sent = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
+    ledger = await AlertLedger.open(kafka_bootstrap, app_id)
+    await ledger.record_sent("bergen-skole", sent)
+    await ledger.close()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in [(b"bergen-skole", b"\x00avro"), (b"oslo-skole", b'{"last_sent": "2024-03-01"}'), (b"\xff", b"{}")]:
+            await producer.send_and_wait(alerts_topic(app_id), value, key=key)
+    finally:
+        await producer.stop()
+    reopened = await AlertLedger.open(kafka_bootstrap, app_id)
+    try:
+        assert reopened.last_sent("bergen-skole") == sent  # the last readable value stands
+        assert reopened.last_sent("oslo-skole") is None  # a time without its zone is not one
+    finally:
+        await reopened.close()

@@ -6,7 +6,7 @@ from agents.subscriptions.model import Subscription
 
 
 def subscription(sub_id: str, kommuner, event_types: list[str], fields: dict[str, list[str]], *,
-                 public_body: bool = True, predicates: dict | None = None, topic: str | None = None) -> Subscription:
+                 public_body: bool = True, predicates: dict | None = None) -> Subscription:
     return Subscription.model_validate({
         "id": sub_id,
         "system": {"name": f"System {sub_id}", "owner": "Prøve kommune", "contact": "it@prove.example"},
@@ -16,5 +16,5 @@ def subscription(sub_id: str, kommuner, event_types: list[str], fields: dict[str
         "event_types": event_types,
         "predicates": predicates or {},
         "fields": fields,
-        "delivery": {"kind": "kafka", "topic": topic or f"out-{sub_id}"},
+        "delivery": {"kind": "kafka"},
     })

@@ -81,3 +81,30 @@ async def test_person_state_is_a_record_per_key_and_a_tombstone_deletes(kafka_bo
     await recovered.recover(kafka_bootstrap, {0, 1})
     assert recovered.partitions == {0: {"pseudonym-1": b'{"protection":"ugradert"}'},
                                     1: {"pseudonym-2": b'{"protection":"fortrolig"}'}}
+
+
+async def test_recovery_skips_and_counts_malformed_records(kafka_bootstrap, new_topic):
+    from agents import metrics
+
+    def skipped(topic: str) -> float:
+        return sum(s.value for m in metrics.REGISTRY.collect() for s in m.samples
+                   if s.name == "samband_malformed_records_total" and s.labels["topic"] == topic)
+
+    seen_topic, records_topic = await new_topic(prefix="seen-ids"), await new_topic(prefix="router-records")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in [(b"a", b"1"), (b"b", b"not a time"), (b"\xff\xfe", b"2"), (b"c", b"3")]:
+            await producer.send_and_wait(seen_topic, value, key=key)
+        for value in [b'{"e1": ["skole"]}', b"\x00avro", b"[1]", b'{"e2": ["skole", 7]}', b'{"e3": []}']:
+            await producer.send_and_wait(records_topic, value, key=b"segment")
+    finally:
+        await producer.stop()
+
+    seen = PartitionedState(seen_topic, {}, check=int)
+    await seen.recover(kafka_bootstrap, {0})
+    assert seen.partitions[0] == {"a": b"1", "c": b"3"}
+    records = SegmentedState(records_topic, {})
+    await records.recover(kafka_bootstrap, {0})
+    assert records.partitions[0] == {"e1": ("skole",), "e3": ()}  # a bad segment is left out whole
+    assert (skipped(seen_topic), skipped(records_topic)) == (2, 3)

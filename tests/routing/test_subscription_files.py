@@ -88,10 +88,9 @@ async def test_apply_prints_its_plan_and_prunes_only_when_asked(kafka_bootstrap,
 
 
 def test_a_kafka_subscription_takes_the_pause_switch_and_retry_schedule(tmp_path):
-    kafka = {**_valid("kafka-sub"), "delivery": {"kind": "kafka", "topic": "kafka-sub-events", "paused": True,
-                                                  "retry_schedule": [5, 60]}}
+    kafka = {**_valid("kafka-sub"), "delivery": {"kind": "kafka", "paused": True, "retry_schedule": [5, 60]}}
     _write(tmp_path / "subs", {"kafka.yaml": yaml.safe_dump(kafka), "bad.yaml": yaml.safe_dump(
-        {**_valid("bad-sub"), "delivery": {"kind": "kafka", "topic": "t", "retry_schedule": [-1]}})})
+        {**_valid("bad-sub"), "delivery": {"kind": "kafka", "retry_schedule": [-1]}})})
     subs, errors = load_dir(tmp_path / "subs")
     assert [(s.id, s.delivery.paused, s.delivery.retry_schedule) for s in subs] == [("kafka-sub", True, [5.0, 60.0])]
     assert len(errors) == 1 and errors[0].startswith("bad.yaml: delivery")

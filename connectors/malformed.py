@@ -1,0 +1,53 @@
+"""A malformed record on one of the bus's internal topics is skipped, logged and counted, never a crash.
+
+    for record in records:
+        with skip_malformed(record.topic):
+            apply(json_object(record.value))
+
+Every follower of an internal topic (subscriptions, delivery status, pending queues, changelogs,
+alerts ledger, connector state) reads each record inside `skip_malformed`: a record that cannot
+be read (not JSON, the wrong shape, no key) is left out, and the reader goes on with the next.
+The log line and the count (`samband_malformed_records_total`, agents/metrics.py) name the topic
+and the kind of error, never the record: it may hold anything.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+# What reading a record of the wrong shape raises: ValueError covers JSON, UTF-8 and pydantic
+# errors; the others a missing key, a value of the wrong type, or a record without a key.
+MALFORMED = (ValueError, LookupError, TypeError, AttributeError)
+
+# Called with (topic, reason) for each skipped record; agents/metrics.py adds its counter.
+counters: list[Callable[[str, str], None]] = []
+
+
+class skip_malformed:  # noqa: N801 - used as a statement, like contextlib.suppress
+    def __init__(self, topic: str):
+        self.topic = topic
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, traceback) -> bool:
+        if kind is None or not issubclass(kind, MALFORMED):
+            return False
+        reason = f"record.{kind.__name__.lower()}"
+        log.warning("malformed_record_skipped", topic=self.topic, reason=reason)
+        for count in counters:
+            count(self.topic, reason)
+        return True
+
+
+def json_object(value: bytes | None) -> dict:
+    """The JSON object `value` holds; ValueError or TypeError when it holds something else."""
+    parsed = json.loads(value)
+    if not isinstance(parsed, dict):
+        raise TypeError("not a JSON object")
+    return parsed
