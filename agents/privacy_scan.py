@@ -317,11 +317,8 @@ class TopicScan:
 
 
 def subscriber_topics(bus: Bus, prefix: str) -> dict[str, str]:
-    """Kafka subscribers' topics -> subscription id: the prefix + id, and any topic a subscription names."""
-    topics = {f"{prefix}{sub_id}": sub_id for sub_id in bus.versions}
-    topics.update({s.delivery.topic: sub_id for sub_id, versions in bus.versions.items()
-                   for _, s in versions if s.delivery.kind == "kafka"})
-    return topics
+    """Kafka subscribers' topics -> subscription id: each subscription's own, the prefix + its id."""
+    return {f"{prefix}{sub_id}": sub_id for sub_id in bus.versions}
 
 
 async def scan_topics(bootstrap: str, app_id: str, bus: Bus, subscriber_prefix: str) -> tuple[list[Finding], list[str]]:

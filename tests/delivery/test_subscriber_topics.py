@@ -72,7 +72,7 @@ async def _partitions(bootstrap: str, topic: str) -> int | None:
 
 
 async def test_a_kafka_subscription_cannot_name_a_topic_and_gets_its_own(kafka_bootstrap, tmp_path):
-    async with running_bus(kafka_bootstrap, tmp_path, SAMBAND_API_TOKENS=f"{TOKEN}=subscriptions:read+subscriptions:write") as bus:
+    async with running_bus(kafka_bootstrap, tmp_path, SAMBAND_API_TOKENS=f"{TOKEN}=subscriptions:read+subscriptions:write+subscriptions:operator") as bus:
         own = bus.subscriber_topic("kafka-own")
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with aiohttp.ClientSession(base_url=bus.registry_url) as http:

@@ -122,7 +122,7 @@ async def bus(kafka_bootstrap):
         await bus.put(bus.topic("subscriptions"), PUBLIC.encode(), _subscription(
             PUBLIC, True, "all", {"kind": "webhook", "url": "https://kommune.example/hook", "secret_ref": "env:UNUSED"}))
         await bus.put(bus.topic("subscriptions"), PRIVATE.encode(), _subscription(
-            PRIVATE, False, ["4601"], {"kind": "kafka", "topic": bus.subscriber_topic}))
+            PRIVATE, False, ["4601"], {"kind": "kafka"}))
         bus.open_move = _move(OPEN, OPEN_STREET)
         bus.old_move = _move(HIDDEN, OLD_STREET)
         bus.protection = event("AddressProtectionChange", HIDDEN, ["4601"], protection="strengtFortrolig")
