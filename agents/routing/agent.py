@@ -55,7 +55,10 @@ class Route:
     def __init__(self) -> None:
         self.codec = Codec(registry_from_settings(settings))
         self.router = Router(index)
-        self.persons = PartitionedState(f"{app.conf.id}-router-persons", {"cleanup.policy": "compact"}, PersonState.from_json)
+        # A person whose stored state cannot be read is treated as strengt fortrolig until the
+        # register says otherwise: reading it as "not protected" could send an address.
+        self.persons = PartitionedState(f"{app.conf.id}-router-persons", {"cleanup.policy": "compact"},
+                                        PersonState.from_json, fail_closed=PersonState("strengtFortrolig").to_json())
         self.records = SegmentedState(f"{app.conf.id}-router-records", {"cleanup.policy": "compact"})
         self.states = [self.persons, self.records]
 

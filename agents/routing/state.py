@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from connectors.malformed import skip_malformed
+from connectors.malformed import MALFORMED, skip_malformed
 from connectors.record_batches import RecordBatches
 
 
@@ -65,11 +65,15 @@ class ChangelogState:
 
 class PartitionedState(ChangelogState):
     """Key -> bytes, a changelog record per write (the newest per key kept by compaction).
-    `check` reads a value back at recovery and raises if it is malformed: the record is then skipped."""
+    `check` reads a value back at recovery and raises if it is malformed: the record is then skipped
+    and counted, or, with `fail_closed`, its key takes that value instead: for state whose loss
+    would be unsafe (a person's protection grade read as "none"), the safe value."""
 
-    def __init__(self, topic: str, topic_configs: dict[str, str], check: Callable[[bytes], object] | None = None):
+    def __init__(self, topic: str, topic_configs: dict[str, str], check: Callable[[bytes], object] | None = None,
+                 fail_closed: bytes | None = None):
         super().__init__(topic, topic_configs)
         self.check = check
+        self.fail_closed = fail_closed
         self._pending: list[tuple[int, str, bytes | None]] = []
 
     def set(self, partition: int, key: str, value: bytes) -> None:
@@ -95,7 +99,12 @@ class PartitionedState(ChangelogState):
             data.pop(key, None)
         else:
             if self.check is not None:
-                self.check(record.value)
+                try:
+                    self.check(record.value)
+                except MALFORMED:
+                    if self.fail_closed is not None:
+                        data[key] = self.fail_closed
+                    raise  # counted and logged as malformed either way
             data[key] = record.value
 
 

@@ -108,3 +108,23 @@ async def test_recovery_skips_and_counts_malformed_records(kafka_bootstrap, new_
     await records.recover(kafka_bootstrap, {0})
     assert records.partitions[0] == {"e1": ("skole",), "e3": ()}  # a bad segment is left out whole
     assert (skipped(seen_topic), skipped(records_topic)) == (2, 3)
+
+
+async def test_a_state_that_must_fail_closed_takes_its_safe_value_for_a_malformed_record(kafka_bootstrap, new_topic):
+    """The router's person state: an unreadable protection grade is read as strengt fortrolig, never as none."""
+    from agents.routing.router import PersonState
+
+    persons_topic = await new_topic(prefix="router-persons")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(persons_topic, PersonState("fortrolig").to_json(), key=b"p1")
+        await producer.send_and_wait(persons_topic, b"\x00 not a person state", key=b"p1")  # a later, unreadable value
+        await producer.send_and_wait(persons_topic, PersonState().to_json(), key=b"p2")
+    finally:
+        await producer.stop()
+    safe = PersonState("strengtFortrolig").to_json()
+    persons = PartitionedState(persons_topic, {}, PersonState.from_json, fail_closed=safe)
+    await persons.recover(kafka_bootstrap, {0})
+    assert PersonState.from_json(persons.partitions[0]["p1"]).protection == "strengtFortrolig"
+    assert PersonState.from_json(persons.partitions[0]["p2"]).protection == "ugradert"
