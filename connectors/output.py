@@ -10,17 +10,23 @@ from aiokafka import AIOKafkaProducer
 from connectors.api import DeadLetters, Output, OutputRecord
 from connectors.dead_letters import DeadLetter
 from connectors.record_batches import RecordBatches
+from schemas.ingest_key import IngestKey
 
 
 class KafkaOutput(Output):
     """Each `send` fills one record batch per partition (connectors/record_batches.py: the key's
     partition by murmur2, as with `producer.send`, at a fraction of its cost per record) and waits
     for every batch's acknowledgement. Records keep their order within a partition, so one key's
-    records keep the order of the list, and of calls awaited one after another."""
+    records keep the order of the list, and of calls awaited one after another.
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str, instance: str):
+    The key is the person's pseudonym read from the record (schemas/ingest_key.py), not the key
+    the connector chose: so every connector keeps one person's events in order without knowing
+    it. A record that names no readable person keeps the connector's key (ingest dead-letters it)."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, instance: str, keys: IngestKey):
         self._producer = producer
         self._topic = topic
+        self._keys = keys
         self._source_header = ("samband-source", instance.encode())
         self._batches: RecordBatches | None = None  # the topic's partitions read once
 
@@ -29,8 +35,9 @@ class KafkaOutput(Output):
             batches = RecordBatches(self._producer)
             await batches.load([self._topic])
             self._batches = batches
+        key_of = self._keys.of
         for r in records:
-            self._batches.add(self._topic, r.key.encode(), r.value, [*r.headers, self._source_header])
+            self._batches.add(self._topic, key_of(r.value) or r.key.encode(), r.value, [*r.headers, self._source_header])
         # Adding and handing the batches over happen with no await between them, so concurrent
         # sends never share a batch and each awaits only its own.
         await asyncio.gather(*await self._batches.send())

@@ -1,7 +1,11 @@
 """Runs a connector: builds its Kafka clients and Context, and drives start / run / stop.
 
-    async with open_connector(FeedSource, "folkeregister", raw_config, bootstrap=..., app_id="samband") as source:
+    async with open_connector(FeedSource, "folkeregister", raw_config, bootstrap=..., app_id="samband",
+                              pseudonym_key=...) as source:
         await source.run()          # until source.stopping is set (e.g. by SIGTERM)
+
+`pseudonym_key` (SAMBAND_PSEUDONYM_KEY, the same as the workers') keys every record the source
+writes by its person's pseudonym, so one person's events keep their order (schemas/ingest_key.py).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from connectors.api import Connector, Context
 from connectors.output import KafkaDeadLetters, KafkaOutput
 from connectors.state import KafkaStateStore, ensure_state_topic
+from schemas.ingest_key import IngestKey
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ async def open_connector(
     raw_config: Mapping[str, Any],
     *,
     bootstrap: str,
+    pseudonym_key: bytes,
     app_id: str = "samband",
     extras: dict[str, Any] | None = None,
 ) -> AsyncIterator[Connector]:
@@ -66,7 +72,7 @@ async def open_connector(
     await producer.start()
     context = Context(
         instance=instance,
-        output=KafkaOutput(producer, topics.ingest, instance),
+        output=KafkaOutput(producer, topics.ingest, instance, IngestKey(pseudonym_key)),
         dead_letters=KafkaDeadLetters(producer, topics.deadletter, instance),
         state=KafkaStateStore(producer, bootstrap, topics.state, instance),
         log=log,

@@ -105,3 +105,14 @@ async def read_to_end(bootstrap: str, topic: str, timeout: float = 30.0) -> list
     finally:
         await _stop(consumer)
     return records
+
+
+def event_id(record) -> str:
+    """The event id of an ingest record, Avro or CloudEvents JSON: its key is the person's pseudonym."""
+    from schemas.catalog import catalog
+    from schemas.codec import Codec
+    from schemas.registry import CatalogRegistry
+
+    if record.value[:1] == b"\x00":
+        return Codec(CatalogRegistry(catalog())).decode(record.value)["envelope"]["id"]
+    return json.loads(record.value)["id"]

@@ -6,6 +6,7 @@ which one `import conftest` finds depends on collection order.
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 
@@ -18,3 +19,8 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def pseudonym_key() -> bytes:
+    """The pseudonym key of this test session (tests/conftest.py sets it), for what runs in-process."""
+    return os.environ["SAMBAND_PSEUDONYM_KEY"].encode()

@@ -62,7 +62,8 @@ def _run(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         async with open_connector(
-            cls, args.instance or args.name, raw, bootstrap=bootstrap_servers(settings), app_id=settings.app_id
+            cls, args.instance or args.name, raw, bootstrap=bootstrap_servers(settings), app_id=settings.app_id,
+            pseudonym_key=settings.pseudonym_key.encode(),
         ) as source:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -9,7 +9,7 @@ Subclass it in a test module (class name starting with `Test`) and fill in the h
     environment(tmp)     async context manager: start what the source reads from; yields `env`
     config(env)          a valid raw config for that environment (the source must keep polling
                          for new input until stopped)
-    add_inputs(env, n)   make n new good inputs available; return their event ids (ingest keys)
+    add_inputs(env, n)   make n new good inputs available; return their event ids
     add_bad_input(env)   make one bad input available
     personal_values(env) strings in the inputs that are personal data (names, addresses);
                          11-digit identity numbers are always checked
@@ -24,6 +24,7 @@ bookmark reset (HTTP ingest; the drop folder, whose files move to done/) impleme
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,9 +36,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from connectors.api import ConfigError, Source
 from connectors.dead_letters import DeadLetter
 from connectors.runtime import Topics, open_connector
+from schemas.catalog import catalog
+from schemas.codec import Codec
+from schemas.ingest_key import IngestKey
+from schemas.registry import CatalogRegistry
 
 IDENTITY_NUMBER = re.compile(r"(?<!\d)\d{11}(?!\d)")
 WAIT_S = 30.0
+PSEUDONYM_KEY = b"samband-conformance-kit-pseudonym-key"  # the kit's own; any key of 32+ bytes
+INGEST_KEY = IngestKey(PSEUDONYM_KEY)
+_CODEC = Codec(CatalogRegistry(catalog()))
 
 
 class SourceConformance:
@@ -72,7 +80,7 @@ class SourceConformance:
     @asynccontextmanager
     async def running(self, env, bootstrap: str, app_id: str, *, reset_state: bool = False) -> AsyncIterator[Source]:
         """The source, running in a task; stopped gracefully at exit unless already crashed."""
-        async with open_connector(self.connector, "conformance", self.config(env), bootstrap=bootstrap, app_id=app_id) as source:
+        async with open_connector(self.connector, "conformance", self.config(env), bootstrap=bootstrap, app_id=app_id, pseudonym_key=PSEUDONYM_KEY) as source:
             if reset_state:
                 await source.context.state.reset()
             task = asyncio.create_task(source.run())
@@ -90,15 +98,17 @@ class SourceConformance:
         async with self.environment(tmp_path) as env:
             ids = await self.add_inputs(env, 5)
             async with self.running(env, connector_kafka, connector_app_id) as source:
-                await _wait_for_keys(connector_kafka, Topics.for_app(connector_app_id).ingest, ids, source)
+                records = await _wait_for_events(connector_kafka, Topics.for_app(connector_app_id).ingest, ids, source)
             assert source._conformance_task.done()
+        # The runtime keys each record by its person, so one person's events keep their order.
+        assert [r.key for r in records] == [INGEST_KEY.of(r.value) for r in records]
 
     async def test_resumes_from_state_after_a_crash(self, connector_kafka, connector_app_id, tmp_path):
         ingest = Topics.for_app(connector_app_id).ingest
         async with self.environment(tmp_path) as env:
             first = await self.add_inputs(env, 5)
             async with self.running(env, connector_kafka, connector_app_id) as source:
-                await _wait_for_keys(connector_kafka, ingest, first, source)
+                await _wait_for_events(connector_kafka, ingest, first, source)
                 if self.keeps_bookmark:
                     await _wait_for_bookmark(source)
                 source._conformance_task.cancel()  # a crash: no graceful stop
@@ -107,8 +117,8 @@ class SourceConformance:
             before = len(await _read_all(connector_kafka, ingest))
             second = await self.add_inputs(env, 5)
             async with self.running(env, connector_kafka, connector_app_id) as source:
-                await _wait_for_keys(connector_kafka, ingest, second, source)
-            after_restart = [r.key.decode() for r in (await _read_all(connector_kafka, ingest))[before:]]
+                await _wait_for_events(connector_kafka, ingest, second, source)
+            after_restart = [_event_id(r.value) for r in (await _read_all(connector_kafka, ingest))[before:]]
             assert not set(after_restart) & set(first), "the restarted source read again what its bookmark covered"
 
     async def test_redelivery_is_idempotent(self, connector_kafka, connector_app_id, tmp_path):
@@ -116,15 +126,15 @@ class SourceConformance:
         async with self.environment(tmp_path) as env:
             ids = await self.add_inputs(env, 5)
             async with self.running(env, connector_kafka, connector_app_id) as source:
-                await _wait_for_keys(connector_kafka, ingest, ids, source)
+                await _wait_for_events(connector_kafka, ingest, ids, source)
             # Forget the bookmark: everything is read again.
             async with self.running(env, connector_kafka, connector_app_id, reset_state=True) as source:
                 await self.redeliver(env, ids)
-                await _wait_for_keys(connector_kafka, ingest, ids, source, copies=2)
-            by_key: dict[bytes, set[bytes]] = {}
+                await _wait_for_events(connector_kafka, ingest, ids, source, copies=2)
+            by_id: dict[str, set[tuple[bytes, bytes]]] = {}
             for record in await _read_all(connector_kafka, ingest):
-                by_key.setdefault(record.key, set()).add(record.value)
-            assert all(len(values) == 1 for values in by_key.values()), "a re-read event must be the same bytes under the same key"
+                by_id.setdefault(_event_id(record.value), set()).add((record.key, record.value))
+            assert all(len(copies) == 1 for copies in by_id.values()), "a re-read event must be the same bytes under the same key"
 
     async def test_bad_input_reaches_the_dead_letters_and_the_rest_flows(self, connector_kafka, connector_app_id, tmp_path):
         topics = Topics.for_app(connector_app_id)
@@ -132,7 +142,7 @@ class SourceConformance:
             await self.add_bad_input(env)
             ids = await self.add_inputs(env, 3)
             async with self.running(env, connector_kafka, connector_app_id) as source:
-                await _wait_for_keys(connector_kafka, topics.ingest, ids, source)
+                await _wait_for_events(connector_kafka, topics.ingest, ids, source)
                 dead = await _wait_for_records(connector_kafka, topics.deadletter, 1, source)
         letter = DeadLetter.from_headers(dead[0].headers)
         assert (letter.reason, letter.stage) == (self.bad_input_reason, "source")
@@ -143,7 +153,7 @@ class SourceConformance:
             await self.add_bad_input(env)
             ids = await self.add_inputs(env, 5)
             async with self.running(env, connector_kafka, connector_app_id) as source:
-                await _wait_for_keys(connector_kafka, Topics.for_app(connector_app_id).ingest, ids, source)
+                await _wait_for_events(connector_kafka, Topics.for_app(connector_app_id).ingest, ids, source)
             personal = self.personal_values(env)
         ours = [e for e in capture_connector_logs if e.get("connector") == "conformance"]
         assert ours, "the source logs nothing through its context logger"
@@ -187,13 +197,21 @@ async def _wait_for_records(bootstrap: str, topic: str, count: int, source: Sour
     return records
 
 
-async def _wait_for_keys(bootstrap: str, topic: str, ids: list[str], source: Source, copies: int = 1) -> None:
-    wanted = [i.encode() for i in ids]
+def _event_id(value: bytes) -> str:
+    """The event id of an ingest record, Avro or CloudEvents JSON (its key is the person's pseudonym)."""
+    if value[:1] == b"\x00":
+        return _CODEC.decode(value)["envelope"]["id"]
+    return json.loads(value)["id"]
+
+
+async def _wait_for_events(bootstrap: str, topic: str, ids: list[str], source: Source, copies: int = 1) -> list:
+    """The topic's records once each of these event ids is on it `copies` times."""
     async with asyncio.timeout(WAIT_S):
         while True:
-            keys = [r.key for r in await _read_all(bootstrap, topic)]
-            if all(keys.count(k) >= copies for k in wanted):
-                return
+            records = await _read_all(bootstrap, topic)
+            found = [_event_id(r.value) for r in records]
+            if all(found.count(i) >= copies for i in ids):
+                return records
             _raise_if_crashed(source)
             await asyncio.sleep(0.05)  # poll interval inside a deadline
 

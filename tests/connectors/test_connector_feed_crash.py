@@ -100,7 +100,8 @@ async def test_feed_source_killed_twice_loses_and_reorders_nothing(kafka_bootstr
     first_seen: dict[str, int] = {}
     records = await read_to_end(kafka_bootstrap, topic, timeout=60)
     for record in records:
-        first_seen.setdefault(record.key.decode(), codec.decode(record.value)["envelope"]["sequenceNumber"])
+        envelope = codec.decode(record.value)["envelope"]
+        first_seen.setdefault(envelope["id"], envelope["sequenceNumber"])
     dead = {r.key.decode() for r in await read_to_end(kafka_bootstrap, Topics.for_app(connector_app_id).deadletter)}
     expected = {d.hendelsesdokument for d in documents} - dead
     assert set(first_seen) == expected  # every event, none invented

@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 from connector_fixtures import synthetic_feed
-from kafka_io import read_to_end
+from kafka_io import event_id, read_to_end
+from support import pseudonym_key
 
 from connectors.dead_letters import DeadLetter
 from connectors.folkeregister.feed_format import BULK_PATH, UNUSUAL_TYPES
@@ -29,13 +30,13 @@ def feed_config(simulator, **overrides) -> dict:
 
 
 async def run_to_end(bootstrap, app_id, config, instance="feed") -> None:
-    async with open_connector(FolkeregisterFeedSource, instance, config, bootstrap=bootstrap, app_id=app_id) as source:
+    async with open_connector(FolkeregisterFeedSource, instance, config, bootstrap=bootstrap, app_id=app_id, pseudonym_key=pseudonym_key()) as source:
         await asyncio.wait_for(source.run(), 60)
 
 
 async def ingested_and_dead_keys(bootstrap, app_id) -> list[str]:
     topics = Topics.for_app(app_id)
-    keys = [r.key.decode() for r in await read_to_end(bootstrap, topics.ingest)]
+    keys = [event_id(r) for r in await read_to_end(bootstrap, topics.ingest)]
     return keys + [r.key.decode() for r in await read_to_end(bootstrap, topics.deadletter)]
 
 
@@ -54,8 +55,8 @@ async def test_feed_reaches_ingest_in_order_and_unknown_types_are_dead_lettered(
     decoded = [CODEC.decode(r.value) for r in ingested]
     sequence = [r["envelope"]["sequenceNumber"] for r in decoded]
     assert sequence == sorted(sequence) and len(sequence) == len(set(sequence))
-    assert [r.key.decode() for r in ingested] == [r["envelope"]["id"] for r in decoded]
-    assert {r.key.decode() for r in ingested} | {r.key.decode() for r in dead} == {d.hendelsesdokument for d in documents}
+    assert [event_id(r) for r in ingested] == [r["envelope"]["id"] for r in decoded]
+    assert {event_id(r) for r in ingested} | {r.key.decode() for r in dead} == {d.hendelsesdokument for d in documents}
     assert {r.key.decode() for r in dead} >= {d.hendelsesdokument for d in unknown}
     first_unknown = next(r for r in dead if r.key.decode() == unknown[0].hendelsesdokument)
     letter = DeadLetter.from_headers(first_unknown.headers)
@@ -63,7 +64,7 @@ async def test_feed_reaches_ingest_in_order_and_unknown_types_are_dead_lettered(
     assert json.loads(first_unknown.value)["hendelsetype"] == unknown[0].hendelsetype  # the raw document
     assert dict(first_unknown.headers)["samband-source"] == b"feed"
 
-    async with open_connector(FolkeregisterFeedSource, "feed", feed_config(simulator), bootstrap=kafka_bootstrap, app_id=connector_app_id) as source:
+    async with open_connector(FolkeregisterFeedSource, "feed", feed_config(simulator), bootstrap=kafka_bootstrap, app_id=connector_app_id, pseudonym_key=pseudonym_key()) as source:
         assert await source.context.state.load() == {"next_seq": len(documents) + 1}
 
 
@@ -84,7 +85,7 @@ async def test_a_restart_resumes_after_its_bookmark(kafka_bootstrap, connector_a
 async def test_bulk_fetch_asks_once_per_page_and_no_document_one_by_one(kafka_bootstrap, connector_app_id):
     documents = synthetic_feed(2500)
     async with run_simulator(documents) as simulator:
-        async with open_connector(FolkeregisterFeedSource, "feed", feed_config(simulator), bootstrap=kafka_bootstrap, app_id=connector_app_id) as source:
+        async with open_connector(FolkeregisterFeedSource, "feed", feed_config(simulator), bootstrap=kafka_bootstrap, app_id=connector_app_id, pseudonym_key=pseudonym_key()) as source:
             requests: list[tuple[str, str]] = []
             original_get, original_post = source.http.get, source.http.post
 
@@ -154,7 +155,7 @@ async def test_end_of_feed_is_polled_with_if_none_match(kafka_bootstrap, connect
     documents = synthetic_feed(10)
     async with run_simulator(documents) as simulator:
         config = feed_config(simulator, stop_at_end=False, poll_interval_s=0.05)
-        async with open_connector(FolkeregisterFeedSource, "feed", config, bootstrap=kafka_bootstrap, app_id=connector_app_id) as source:
+        async with open_connector(FolkeregisterFeedSource, "feed", config, bootstrap=kafka_bootstrap, app_id=connector_app_id, pseudonym_key=pseudonym_key()) as source:
             seen: list[tuple[str, int]] = []
             original_get = source.http.get
 

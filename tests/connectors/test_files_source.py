@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from http_ingest_client import cloudevent
-from kafka_io import read_to_end
+from kafka_io import event_id, read_to_end
+from support import pseudonym_key
 
 from connectors.dead_letters import DeadLetter
 from connectors.files.source import DropFolderSource
@@ -78,7 +79,7 @@ class TestDropFolderConformance(SourceConformance):
 @asynccontextmanager
 async def running(bootstrap: str, app_id: str, folder: Path, **config):
     raw = {"directory": str(folder), "poll_interval_s": 0.05, **config}
-    async with open_connector(DropFolderSource, "files-test", raw, bootstrap=bootstrap, app_id=app_id) as source:
+    async with open_connector(DropFolderSource, "files-test", raw, bootstrap=bootstrap, app_id=app_id, pseudonym_key=pseudonym_key()) as source:
         task = asyncio.create_task(source.run())
         try:
             yield source
@@ -115,7 +116,7 @@ async def test_a_csv_file_with_a_bad_row_sends_the_rest_and_dead_letters_the_row
     assert done.name.endswith(".flytting.csv") and not list((tmp_path / "processing").iterdir())
     topics = Topics.for_app(connector_app_id)
     ingest = await read_to_end(connector_kafka, topics.ingest)
-    assert [r.key.decode() for r in ingest] == [events[0]["id"], events[2]["id"]]
+    assert [event_id(r) for r in ingest] == [events[0]["id"], events[2]["id"]]
     (dead,) = await read_to_end(connector_kafka, topics.deadletter)
     letter = DeadLetter.from_headers(dead.headers)
     assert letter.reason == "identity.checksum" and " row 2 " in letter.message
@@ -129,7 +130,7 @@ async def test_a_malformed_jsonl_line_is_dead_lettered_and_the_file_goes_on(conn
     async with running(connector_kafka, connector_app_id, tmp_path):
         await wait_until_done(tmp_path, 1)
     topics = Topics.for_app(connector_app_id)
-    assert [r.key.decode() for r in await read_to_end(connector_kafka, topics.ingest)] == [first["id"], last["id"]]
+    assert [event_id(r) for r in await read_to_end(connector_kafka, topics.ingest)] == [first["id"], last["id"]]
     (dead,) = await read_to_end(connector_kafka, topics.deadletter)
     assert DeadLetter.from_headers(dead.headers).reason == "file.row_json" and dead.value == b"{not json"
 
@@ -141,12 +142,12 @@ async def test_a_restart_mid_file_resumes_after_the_bookmarked_row(connector_kaf
     name = "0123456789ab.batch.jsonl"
     (tmp_path / "processing" / name).write_text(jsonl(events))
     async with open_connector(DropFolderSource, "files-test", {"directory": str(tmp_path)},
-                              bootstrap=connector_kafka, app_id=connector_app_id) as source:  # fmt: skip
+                              bootstrap=connector_kafka, app_id=connector_app_id, pseudonym_key=pseudonym_key()) as source:  # fmt: skip
         await source.context.state.save({"file": name, "row": 12})
     async with running(connector_kafka, connector_app_id, tmp_path, chunk_rows=5):
         await wait_until_done(tmp_path, 1)
     ingest = await read_to_end(connector_kafka, Topics.for_app(connector_app_id).ingest)
-    assert [r.key.decode() for r in ingest] == [e["id"] for e in events[12:]]
+    assert [event_id(r) for r in ingest] == [e["id"] for e in events[12:]]
     assert dict(ingest[0].headers)["samband-file-row"] == f"{name}:13".encode()
 
 
@@ -164,5 +165,5 @@ async def test_a_stop_mid_file_keeps_it_in_processing_and_the_restart_sends_the_
     assert list((tmp_path / "processing").iterdir()), "stopped mid-file"
     async with running(connector_kafka, connector_app_id, tmp_path, chunk_rows=10):
         await wait_until_done(tmp_path, 1)
-    keys = [r.key.decode() for r in await read_to_end(connector_kafka, topics.ingest)]
+    keys = [event_id(r) for r in await read_to_end(connector_kafka, topics.ingest)]
     assert keys == [e["id"] for e in events], "a graceful stop saves its bookmark: nothing lost, nothing twice"

@@ -9,7 +9,8 @@ import sys
 import aiohttp
 import pytest
 from http_ingest_client import auth, binary, cloudevent, ingest_config, running_ingest, set_tokens
-from kafka_io import read_to_end
+from kafka_io import event_id, read_to_end
+from support import pseudonym_key
 
 from connectors.dead_letters import DeadLetter
 from connectors.runtime import Topics
@@ -17,6 +18,7 @@ from schemas.catalog import catalog
 from schemas.codec import Codec
 from schemas.examples import PERSON
 from schemas.identity import control_digits
+from schemas.ingest_key import IngestKey
 from schemas.registry import CatalogRegistry
 
 pytestmark = pytest.mark.kafka
@@ -55,7 +57,8 @@ async def test_a_structured_event_is_on_the_ingest_topic_when_202_is_answered(in
         assert (await response.json()) == {"accepted": [event["id"]]}
     # Read right after the 202, without waiting: acks=all means it is already there.
     records = await read_to_end(connector_kafka, _topics(connector_app_id).ingest)
-    assert [r.key.decode() for r in records] == [event["id"]]
+    assert [event_id(r) for r in records] == [event["id"]]
+    assert records[0].key == IngestKey(pseudonym_key()).of(records[0].value)  # the person's pseudonym: order per person
     record = _decode(records[0].value)
     assert record["envelope"]["person"] == PERSON and record["newAddress"]["kommunenummer"] == "4601"
     assert dict(records[0].headers)["samband-http-system"] == b"bergen-barnevern"
@@ -66,7 +69,7 @@ async def test_a_batch_puts_every_event_on_the_ingest_topic(ingest, connector_ka
     async with ingest.post("/events", data=json.dumps(events), headers={**BATCH, **auth()}) as response:
         assert response.status == 202, await response.text()
     records = await read_to_end(connector_kafka, _topics(connector_app_id).ingest)
-    assert [r.key.decode() for r in records] == [e["id"] for e in events]
+    assert [event_id(r) for r in records] == [e["id"] for e in events]
 
 
 async def test_binary_mode_gives_the_same_value_as_structured_mode(ingest, connector_kafka, connector_app_id):
@@ -77,7 +80,7 @@ async def test_binary_mode_gives_the_same_value_as_structured_mode(ingest, conne
     async with ingest.post("/events", json=event, headers={**STRUCTURED, **auth()}) as response:
         assert response.status == 202
     binary_record, structured_record = await read_to_end(connector_kafka, _topics(connector_app_id).ingest)
-    assert binary_record.key == structured_record.key == event["id"].encode()
+    assert binary_record.key == structured_record.key == IngestKey(pseudonym_key()).of(structured_record.value)
     assert binary_record.value == structured_record.value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 
@@ -12,6 +13,13 @@ from connectors.api import OutputRecord
 from connectors.output import KafkaOutput
 from connectors.runtime import durable_producer
 from connectors.state import KafkaStateStore
+from schemas.catalog import catalog
+from schemas.codec import Codec
+from schemas.examples import PERSON, example
+from schemas.ingest_key import IngestKey
+from schemas.pseudonym import pseudonym
+from schemas.registry import CatalogRegistry
+from support import pseudonym_key
 from tests.kafka_io import consume
 
 
@@ -29,8 +37,8 @@ async def test_output_puts_each_key_where_a_kafka_client_would_in_order_and_dura
     producer = durable_producer(connector_kafka)
     await producer.start()
     try:
-        output = KafkaOutput(producer, topic, "bench-instance")
-        keys = [f"event-{n}" for n in range(60)]
+        output = KafkaOutput(producer, topic, "bench-instance", IngestKey(pseudonym_key()))
+        keys = [f"event-{n}" for n in range(60)]  # no person to read from these values: the connector's key
         sent = 0
         for version in range(3):  # each key three times: twice within a send, once more in the next
             records = [OutputRecord(k, f"{k}/{version}/{half}".encode(), [("x-test", b"1")]) for half in (0, 1) for k in keys]
@@ -50,6 +58,38 @@ async def test_output_puts_each_key_where_a_kafka_client_would_in_order_and_dura
     assert len({r.partition for r in records}) == 4
     for key in keys:
         assert values[key] == [f"{key}/{version}/{half}" for version in range(3) for half in (0, 1)]
+
+
+async def test_output_keys_every_event_by_its_person_so_one_persons_events_stay_in_order(connector_kafka, new_topic):
+    """Whatever key the connector gives (here the event id, as every built-in source once did), the
+    runtime keys each event by its person's pseudonym: Avro and CloudEvents JSON alike."""
+    topic = await new_topic(partitions=4, prefix="conn-output-person")
+    codec = Codec(CatalogRegistry(catalog()))
+    people = [PERSON, "15838512345"[:9] + "00"]
+    events = []
+    for n in range(24):
+        record = example("Move")
+        record["envelope"] = {**record["envelope"], "id": f"move-{n}", "person": people[n % 2]}
+        value = codec.encode(record, codec.current_id("Move")) if n % 3 else json.dumps(
+            {"id": f"move-{n}", "person": people[n % 2]}).encode()  # a CloudEvent's person attribute
+        events.append(OutputRecord(f"move-{n}", value))
+    producer = durable_producer(connector_kafka)
+    await producer.start()
+    try:
+        output = KafkaOutput(producer, topic, "person-order", IngestKey(pseudonym_key()))
+        await output.send(events[:12])
+        for event in events[12:]:
+            await output.send([event])
+    finally:
+        await producer.stop()
+
+    records = sorted(await consume(connector_kafka, topic, len(events)), key=lambda r: (r.partition, r.offset))
+    for person in people:
+        key = pseudonym(person, pseudonym_key()).encode()
+        mine = [r for r in records if r.key == key]
+        assert len({r.partition for r in mine}) == 1
+        assert [r.value for r in mine] == [e.value for e in events if e.value in {r.value for r in mine}]
+        assert len(mine) == 12
 
 
 async def test_bookmark_load_does_not_wait_for_a_fetch_long_poll(connector_kafka, new_topic):
