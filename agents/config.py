@@ -5,6 +5,8 @@ A bad value becomes one `SettingsError` line naming the variable, never a traceb
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from functools import cache
 from typing import Literal
 
@@ -57,9 +59,6 @@ class Settings(BaseSettings):
     # Events handled per agent batch, and the longest a partial batch waits.
     batch_size: int = Field(500, ge=1)
     batch_within_seconds: float = Field(0.05, gt=0)
-    # Operators (OS user names, comma separated) allowed to `samband dlq show --reveal`, which
-    # prints a dead letter's personal data; every reveal is logged. Empty: nobody.
-    dlq_reveal_operators: str = ""
     # Alerts to a failing subscription's contact (at most one a day each): by e-mail when
     # alert_smtp_host is set, else by POST to alert_webhook_url when set, else none.
     alert_smtp_host: str = ""
@@ -108,6 +107,8 @@ def get_settings() -> Settings:
 
 
 MIN_KEY_BYTES = 32
+# Only with `development`: a key everyone can read, so dead letters are sealed but not secret.
+DEV_DLQ_KEY = hashlib.sha256(b"samband-development-dead-letter-key").digest()
 
 
 def require_keys(settings: Settings | None = None) -> None:
@@ -115,6 +116,7 @@ def require_keys(settings: Settings | None = None) -> None:
     SAMBAND_DEVELOPMENT is on. With the development key a pseudonym can be reversed by anyone who
     hashes candidate identity numbers, so it is never accepted silently."""
     settings = settings or get_settings()
+    dead_letter_key(settings)
     if settings.development:
         if settings.pseudonym_key == DEV_PSEUDONYM_KEY:
             import structlog
@@ -128,6 +130,25 @@ def require_keys(settings: Settings | None = None) -> None:
             "every worker and connector, e.g. `python -c \"import secrets; print(secrets.token_hex(32))\"` "
             "(or SAMBAND_DEVELOPMENT=true to use the development key)"
         )
+
+
+def dead_letter_key(settings: Settings | None = None) -> bytes:
+    """The 32-byte AES key of the dead letters (SAMBAND_DLQ_KEY, base64); SettingsError when it is
+    missing or malformed, unless SAMBAND_DEVELOPMENT allows the development key."""
+    settings = settings or get_settings()
+    if not settings.dlq_key and settings.development:
+        return DEV_DLQ_KEY
+    try:
+        key = base64.b64decode(settings.dlq_key, validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise SettingsError(
+            "SAMBAND_DLQ_KEY: set the dead letters' key, 32 random bytes as base64, the same on every worker and "
+            "connector, e.g. `python -c \"import base64, secrets; print(base64.b64encode(secrets.token_bytes(32)).decode())\"`"
+            " (or SAMBAND_DEVELOPMENT=true to use the development key)"
+        )
+    return key
 
 
 def bootstrap_servers(settings: Settings | None = None) -> str:

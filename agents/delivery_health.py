@@ -100,7 +100,7 @@ async def _gather(bootstrap: str, app_id: str, now: float) -> _Gathered:
         async for record in read_topic(bootstrap, topics.deadletter):
             dead = DeadLetter.from_headers(record.headers)
             if dead.stage == "deliver" and dead.subscription:
-                found[dead.subscription].add(_event_id(record.value) or f"{record.partition}:{record.offset}")
+                found[dead.subscription].add(dead.event_id or f"{record.partition}:{record.offset}")
         return found
 
     async def outcomes() -> list[ConsumerRecord]:
@@ -122,13 +122,6 @@ async def _gather(bootstrap: str, app_id: str, now: float) -> _Gathered:
         dead_letters=dead,
         outcomes=attempts,
     )
-
-
-def _event_id(value: bytes | None) -> str | None:
-    try:
-        return json.loads(value)["event"]["id"]
-    except (TypeError, ValueError, KeyError):
-        return None
 
 
 def _iso(epoch: float | None) -> str | None:

@@ -65,29 +65,6 @@ def _iso_ms(timestamp_ms: int) -> str:
     return datetime.fromtimestamp(timestamp_ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
-def dead_letter_event_id(value: bytes | None) -> str | None:
-    """The event id of a dead letter's value: a delivery record, a CloudEvents JSON object, or catalog Avro."""
-    if not value:
-        return None
-    if value[0] == 0:
-        from schemas.codec import Codec, WireFormatError
-        from schemas.registry import CatalogRegistry
-        from schemas.catalog import catalog
-
-        try:
-            return Codec(CatalogRegistry(catalog())).decode(value)["envelope"]["id"]
-        except (WireFormatError, KeyError, TypeError, ValueError):
-            return None
-    try:
-        body = json.loads(value)
-    except ValueError:
-        return None
-    if not isinstance(body, dict):
-        return None
-    event = body.get("event") if isinstance(body.get("event"), dict) else body
-    return event.get("id") if isinstance(event.get("id"), str) else None
-
-
 async def _ingested(bootstrap: str, app_id: str, event_id: str) -> str | None:
     wanted, first = event_id.encode(), None
     async for record in read_topic(bootstrap, f"{app_id}-ingest-seen-ids"):
@@ -136,8 +113,8 @@ async def _attempts(bootstrap: str, topic: str, event_id: str) -> dict[str, list
 async def _dead_letters(bootstrap: str, topic: str, event_id: str) -> list[dict]:
     found = []
     async for record in read_topic(bootstrap, topic):
-        if dead_letter_event_id(record.value) == event_id:
-            dead = DeadLetter.from_headers(record.headers)
+        dead = DeadLetter.from_headers(record.headers)  # the value is sealed; its event id is a header
+        if dead.event_id == event_id:
             found.append({"id": f"{record.partition}:{record.offset}", "stage": dead.stage, "reason": dead.reason,
                           "subscription": dead.subscription, "time": dead.time})
     return found

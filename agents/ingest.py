@@ -29,21 +29,24 @@ from __future__ import annotations
 import time
 from collections import defaultdict, deque
 
+import orjson
 import structlog
 from aiokafka import ConsumerRecord
 
 from agents import metrics, tracing
 from agents.app import app, batch_service_settings
-from agents.config import get_settings
+from agents.config import dead_letter_key, get_settings
 from agents.routing.batches import BatchService, Output
 from agents.routing.canonical import Canonicaliser, Rejected
 from agents.routing.protection import is_strict, scrub_address
 from agents.routing.state import PartitionedState
 from agents.routing.topics import bus_topics
-from connectors.dead_letters import DeadLetter
+from connectors.dead_letters import DeadLetter, DeadLetterSeal
+from schemas import json_text
 from schemas.codec import Codec
 from schemas.pseudonym import pseudonym
 from schemas.registry import registry_from_settings
+from schemas.scrub import scrub_cloudevent
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +63,7 @@ class Ingest:
         self.codec = Codec(registry_from_settings(settings))
         self.canonicaliser = Canonicaliser(self.codec, settings.ingest_max_bytes)
         self.key = settings.pseudonym_key.encode()
+        self.seal = DeadLetterSeal(dead_letter_key(settings))
         self.seen = PartitionedState(f"{app.conf.id}-ingest-seen-ids", {
             "cleanup.policy": "compact,delete", "retention.ms": str(int(RETENTION_SECONDS * 1000))}, check=int)
         self.states = [self.seen]
@@ -96,19 +100,23 @@ class Ingest:
                     span: tracing.TraceParent) -> Output:
         """The input record as it came (its own trace context, or the trace ingest started for it), with the reason."""
         record = rejected.record
-        value = message.value
+        value, scrubbed = message.value, None
         headers = list(message.headers) if parent is not None else tracing.with_kafka_header(message.headers, span)
         envelope = record["envelope"] if record else {}
+        # Not even a sealed dead letter keeps a strengt fortrolig person's address: scrubbed as far
+        # as the input could be read, a decoded record or a CloudEvent that parsed as JSON.
         if record and is_strict(envelope.get("addressProtection")):
-            # Not even a dead letter may carry a strengt fortrolig person's address.
             event_type = envelope["type"].rpartition(".")[2]
-            value = self.codec.encode(scrub_address(event_type, record), self.codec.current_id(event_type))
-            headers.append(("samband-dlq-scrubbed", b"address"))
-        letter = DeadLetter(rejected.reason, str(rejected), "ingest", message.topic, message.partition, message.offset)
+            value, scrubbed = self.codec.encode(scrub_address(event_type, record), self.codec.current_id(event_type)), "address"
+        elif not record and value[:1] == b"{" and (partial := _partly_read(value)) is not None:
+            value, scrubbed = orjson.dumps(partial), "address"
+            envelope = {"id": partial.get("id")} if isinstance(partial.get("id"), str) else {}
+        letter = DeadLetter(rejected.reason, str(rejected), "ingest", message.topic, message.partition, message.offset,
+                            event_id=envelope.get("id"), event_type=envelope.get("type"), scrubbed=scrubbed)
         metrics.validation_failed(rejected.reason)
         log.info("dead_letter", reason=rejected.reason, event_id=envelope.get("id"), topic=message.topic,
                  partition=message.partition, offset=message.offset, trace_id=span.trace_id)
-        return topics.deadletter, message.key, value, letter.headers(headers)
+        return topics.deadletter, message.key, self.seal.seal(value), letter.headers(headers)
 
     def end_batch(self) -> None:
         """Evict expired ids (tombstoned with the batch's state writes)."""
@@ -125,6 +133,15 @@ class Ingest:
         for partition in partitions:
             entries = self.seen.partitions[partition].items()
             self.remembered[partition] = deque(sorted((int(t), event_id) for event_id, t in entries))
+
+
+def _partly_read(value: bytes) -> dict | None:
+    """The scrubbed CloudEvent of a message that parses as JSON but failed a later check, if it says
+    its person is strengt fortrolig (schemas/scrub.py)."""
+    try:
+        return scrub_cloudevent(json_text.loads(value))
+    except ValueError:
+        return None
 
 
 @app.service

@@ -37,6 +37,7 @@ from connectors.synthetic import Simulation, SyntheticConfig
 
 
 PARTITIONS = 4  # the local broker's default
+DEAD_LETTER_KEY = bytes(32)  # this run's dead letters need no secrecy
 PSEUDONYM_KEY = b"bench-pseudonym-key-of-at-least-32-bytes"
 
 
@@ -103,7 +104,7 @@ async def feed_source(base_url: str, bootstrap: str, app_id: str, args: argparse
     """Runs the source to the end of the feed; returns when its bookmark was loaded."""
     config = {"base_url": base_url, "token": DEFAULT_TOKEN, "stop_at_end": True, "document_fetch": args.fetch,
               "document_concurrency": args.concurrency, "encode_workers": args.encode_workers}  # fmt: skip
-    async with open_connector(TimedFeedSource, "bench", config, bootstrap=bootstrap, app_id=app_id, pseudonym_key=PSEUDONYM_KEY) as source:
+    async with open_connector(TimedFeedSource, "bench", config, bootstrap=bootstrap, app_id=app_id, pseudonym_key=PSEUDONYM_KEY, dead_letter_key=DEAD_LETTER_KEY) as source:
         await source.run()
         return source.bookmark_loaded_at
 

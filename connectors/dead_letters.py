@@ -1,14 +1,20 @@
-"""Dead-letter records: the original bytes, unchanged, with the reason in headers.
+"""Dead-letter records: the original bytes, encrypted, with the reason in readable headers.
 
 One shape for every stage (source, ingest, route, deliver), see docs/architecture.md.
-Messages must never contain personal data: callers pass reason codes and neutral text.
+Messages must never contain personal data: callers pass reason codes and neutral text. The
+value is sealed (`DeadLetterSeal`, AES-256-GCM with SAMBAND_DLQ_KEY): whoever reads the topic
+sees the headers (reason, stage, place, event id and type), and only the key's holder the event.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -25,6 +31,9 @@ class DeadLetter:
     partition: int | None = None
     offset: int | None = None
     subscription: str | None = None
+    event_id: str | None = None  # an identifier, never personal data: lets tools find a dead letter without the key
+    event_type: str | None = None
+    scrubbed: str | None = None  # "address" when the value was stripped of address data before sealing
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
 
     def __post_init__(self) -> None:
@@ -40,6 +49,9 @@ class DeadLetter:
             "topic": self.topic,
             "partition": self.partition,
             "offset": self.offset,
+            "event-id": self.event_id,
+            "event-type": self.event_type,
+            "scrubbed": self.scrubbed,
             "time": self.time,
         }
         kept = [(k, v) for k, v in original if not k.startswith(PREFIX) and k != "samband-subscription"]
@@ -60,5 +72,45 @@ class DeadLetter:
             partition=int(get("partition")) if get("partition") else None,
             offset=int(get("offset")) if get("offset") else None,
             subscription=values.get("samband-subscription"),
+            event_id=get("event-id"),
+            event_type=get("event-type"),
+            scrubbed=get("scrubbed"),
             time=get("time") or "",
         )
+
+
+class DeadLetterKeyError(ValueError):
+    """The dead-letter key is missing or malformed, or a dead letter does not open with it."""
+
+
+class DeadLetterSeal:
+    """AES-256-GCM over a dead letter's value: `SEALED` + 12-byte nonce + ciphertext and tag.
+
+    A fresh random nonce per value; the associated data binds the ciphertext to its use, so a
+    sealed value cannot pass for another kind of record sealed with the same key."""
+
+    SEALED = b"SDL1"
+    _CONTEXT = b"samband-deadletter"
+
+    def __init__(self, key: bytes):
+        if len(key) != 32:
+            raise DeadLetterKeyError("a dead-letter key is 32 bytes (AES-256)")
+        self._aead = AESGCM(key)
+
+    def seal(self, value: bytes | None) -> bytes | None:
+        if value is None:
+            return None
+        nonce = os.urandom(12)
+        return self.SEALED + nonce + self._aead.encrypt(nonce, value, self._CONTEXT)
+
+    def open(self, sealed: bytes | None) -> bytes | None:
+        """The original value; DeadLetterKeyError when it was not sealed with this key."""
+        if sealed is None:
+            return None
+        if not sealed.startswith(self.SEALED):
+            raise DeadLetterKeyError("the value is not a sealed dead letter")
+        nonce, body = sealed[4:16], sealed[16:]
+        try:
+            return self._aead.decrypt(nonce, body, self._CONTEXT)
+        except InvalidTag:
+            raise DeadLetterKeyError("the dead letter does not open with this key (SAMBAND_DLQ_KEY)") from None

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 
 from connectors.api import DeadLetters, Output, OutputRecord
-from connectors.dead_letters import DeadLetter
+from connectors.dead_letters import DeadLetter, DeadLetterSeal
 from connectors.record_batches import RecordBatches
 from schemas.ingest_key import IngestKey
 
@@ -44,11 +44,15 @@ class KafkaOutput(Output):
 
 
 class KafkaDeadLetters(DeadLetters):
-    def __init__(self, producer: AIOKafkaProducer, topic: str, instance: str):
+    """Writes each dead letter's value sealed (connectors/dead_letters.py): the connector hands over
+    the raw input, and nobody without the dead-letter key reads it back."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, instance: str, seal: DeadLetterSeal):
         self._producer = producer
         self._topic = topic
+        self._seal = seal
         self._original_headers = [("samband-source", instance.encode())]
 
     async def send(self, key: bytes | None, value: bytes, dead_letter: DeadLetter) -> None:
         headers = dead_letter.headers(self._original_headers)
-        await (await self._producer.send(self._topic, value=value, key=key, headers=headers))
+        await (await self._producer.send(self._topic, value=self._seal.seal(value), key=key, headers=headers))

@@ -1,11 +1,12 @@
 """Runs a connector: builds its Kafka clients and Context, and drives start / run / stop.
 
     async with open_connector(FeedSource, "folkeregister", raw_config, bootstrap=..., app_id="samband",
-                              pseudonym_key=...) as source:
+                              pseudonym_key=..., dead_letter_key=...) as source:
         await source.run()          # until source.stopping is set (e.g. by SIGTERM)
 
 `pseudonym_key` (SAMBAND_PSEUDONYM_KEY, the same as the workers') keys every record the source
-writes by its person's pseudonym, so one person's events keep their order (schemas/ingest_key.py).
+writes by its person's pseudonym, so one person's events keep their order (schemas/ingest_key.py);
+`dead_letter_key` (SAMBAND_DLQ_KEY, 32 bytes) seals its dead letters (connectors/dead_letters.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 
 from connectors.api import Connector, Context
+from connectors.dead_letters import DeadLetterSeal
 from connectors.output import KafkaDeadLetters, KafkaOutput
 from connectors.state import KafkaStateStore, ensure_state_topic
 from schemas.ingest_key import IngestKey
@@ -60,6 +62,7 @@ async def open_connector(
     *,
     bootstrap: str,
     pseudonym_key: bytes,
+    dead_letter_key: bytes,
     app_id: str = "samband",
     extras: dict[str, Any] | None = None,
 ) -> AsyncIterator[Connector]:
@@ -73,7 +76,7 @@ async def open_connector(
     context = Context(
         instance=instance,
         output=KafkaOutput(producer, topics.ingest, instance, IngestKey(pseudonym_key)),
-        dead_letters=KafkaDeadLetters(producer, topics.deadletter, instance),
+        dead_letters=KafkaDeadLetters(producer, topics.deadletter, instance, DeadLetterSeal(dead_letter_key)),
         state=KafkaStateStore(producer, bootstrap, topics.state, instance),
         log=log,
         extras=dict(extras or {}),

@@ -6,6 +6,7 @@ which one `import conftest` finds depends on collection order.
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import uuid
@@ -24,3 +25,15 @@ def free_port() -> int:
 def pseudonym_key() -> bytes:
     """The pseudonym key of this test session (tests/conftest.py sets it), for what runs in-process."""
     return os.environ["SAMBAND_PSEUDONYM_KEY"].encode()
+
+
+def dead_letter_key() -> bytes:
+    """The dead-letter key of this test session (tests/conftest.py sets it)."""
+    return base64.b64decode(os.environ["SAMBAND_DLQ_KEY"])
+
+
+def open_dead_letter(value: bytes) -> bytes:
+    """A dead letter's value as it was before it was sealed."""
+    from connectors.dead_letters import DeadLetterSeal
+
+    return DeadLetterSeal(dead_letter_key()).open(value)

@@ -44,7 +44,7 @@ def _load_config(path: str) -> dict:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from agents.config import bootstrap_servers, get_settings, require_keys
+    from agents.config import bootstrap_servers, dead_letter_key, get_settings, require_keys
     from agents.logging import configure_logging
     from connectors.api import ConfigError, Source, discover
     from connectors.runtime import open_connector
@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
     async def run() -> None:
         async with open_connector(
             cls, args.instance or args.name, raw, bootstrap=bootstrap_servers(settings), app_id=settings.app_id,
-            pseudonym_key=settings.pseudonym_key.encode(),
+            pseudonym_key=settings.pseudonym_key.encode(), dead_letter_key=dead_letter_key(settings),
         ) as source:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):

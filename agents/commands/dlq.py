@@ -1,17 +1,18 @@
 """`samband dlq`: inspect and replay dead letters (docs/delivery.md, "Dead letters").
 
 IDs are `<partition>:<offset>` in `samband-deadletter`. Listing and showing print only
-metadata (reason, stage, subscription, event id and type): never the event's data, unless
-`show --reveal` by an operator named in SAMBAND_DLQ_REVEAL_OPERATORS, and then it is logged.
-Replay writes a `deliver` dead letter's original record back to `samband-deliveries`,
-unchanged, so the subscriber gets the same webhook-id (idempotency key) as before.
+metadata from the headers (reason, stage, subscription, event id and type): never the event's
+data, which is sealed (AES-GCM, connectors/dead_letters.py). `show --reveal` opens it with
+SAMBAND_DLQ_KEY: holding the key is the access control, and every reveal is logged. Replay opens
+a `deliver` dead letter with the key and writes its original record back to `samband-deliveries`,
+so the subscriber gets the same webhook-id (idempotency key) as before; the delivery stage sends
+it under the person's protection grade at that moment.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 import sys
 
@@ -48,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(handler=lambda a: _run(list_dead_letters(a.subscription)))
     show = commands.add_parser("show", help="one dead letter's metadata; --reveal adds its data")
     show.add_argument("id", help="<partition>:<offset>")
-    show.add_argument("--reveal", action="store_true", help="print the event data (personal data; logged)")
+    show.add_argument("--reveal", action="store_true", help="print the event data: opens it with SAMBAND_DLQ_KEY (personal data; logged)")
     show.set_defaults(handler=lambda a: _run(show_dead_letter(a.id, a.reveal)))
     replay = commands.add_parser("replay", help="send delivery dead letters back through delivery")
     target = replay.add_mutually_exclusive_group(required=True)
@@ -73,13 +74,21 @@ async def _dead_letters():
         yield f"{record.partition}:{record.offset}", DeadLetter.from_headers(record.headers), record
 
 
-def _summary(record) -> dict:
-    """Event id and type of a `deliver` dead letter: identifiers, never personal data."""
+def _seal():
+    """The dead letters' seal, from SAMBAND_DLQ_KEY; SettingsError (one line) without a valid key."""
+    from agents.config import dead_letter_key
+    from connectors.dead_letters import DeadLetterSeal
+
+    return DeadLetterSeal(dead_letter_key())
+
+
+def _opened(seal, record) -> bytes:
+    from connectors.dead_letters import DeadLetterKeyError
+
     try:
-        event = json.loads(record.value)["event"]
-        return {"event_id": event.get("id"), "type": event.get("type")}
-    except (ValueError, KeyError, TypeError):
-        return {}
+        return seal.open(record.value)
+    except DeadLetterKeyError as exc:
+        raise DlqError(f"{record.partition}:{record.offset}: {exc}") from None
 
 
 async def list_dead_letters(subscription: str | None) -> int:
@@ -87,25 +96,19 @@ async def list_dead_letters(subscription: str | None) -> int:
     async for dlq_id, dead, record in _dead_letters():
         if subscription and dead.subscription != subscription:
             continue
-        event = _summary(record).get("event_id", "") if dead.stage == "deliver" else ""
-        print(f"{dlq_id:<12} {dead.stage:<8} {dead.subscription or '-':<24} {dead.reason:<28} {dead.time:<25} {event}")
+        print(f"{dlq_id:<12} {dead.stage:<8} {dead.subscription or '-':<24} {dead.reason:<28} {dead.time:<25} {dead.event_id or ''}")
     return 0
 
 
 async def show_dead_letter(dlq_id: str, reveal: bool) -> int:
-    operator = getpass.getuser()
-    allowed = {name.strip() for name in get_settings().dlq_reveal_operators.split(",") if name.strip()}
-    if reveal and operator not in allowed:
-        raise DlqError(f"--reveal: operator {operator!r} is not in SAMBAND_DLQ_REVEAL_OPERATORS")
+    seal = _seal() if reveal else None
     async for found_id, dead, record in _dead_letters():
         if found_id != dlq_id:
             continue
         shown = {"id": found_id, **{k: v for k, v in vars(dead).items() if v is not None}, "key": _safe_key(record.key)}
-        if dead.stage == "deliver":
-            shown.update(_summary(record))
-        if reveal:
-            log.warning("dlq.revealed", operator=operator, dlq_id=found_id, subscription=dead.subscription)
-            shown["value"] = record.value.decode(errors="replace")
+        if seal is not None:
+            shown["value"] = _opened(seal, record).decode(errors="replace")
+            log.warning("dlq.revealed", dlq_id=found_id, subscription=dead.subscription, event_id=dead.event_id)
         print(json.dumps(shown, indent=2, ensure_ascii=False))
         return 0
     raise DlqError(f"no dead letter {dlq_id} in {_topics().deadletter}")
@@ -131,6 +134,7 @@ async def replay(dlq_id: str | None, subscription: str | None, force: bool, say=
     from connectors.dead_letters import PREFIX
 
     topics = _topics()
+    seal = _seal()
     chosen = [
         (found_id, dead, record)
         async for found_id, dead, record in _dead_letters()
@@ -148,7 +152,7 @@ async def replay(dlq_id: str | None, subscription: str | None, force: bool, say=
     replayed = 0
     try:
         for found_id, dead, record in chosen:
-            event_id = _summary(record).get("event_id")
+            event_id = dead.event_id
             if event_id and ledger_key(event_id, dead.subscription or "") in delivered:
                 say(f"{found_id}: skipped, the ledger shows it delivered since (use --force)")
                 continue
@@ -157,7 +161,8 @@ async def replay(dlq_id: str | None, subscription: str | None, force: bool, say=
             # Back to the partition it was read from: the router puts a delivery in its person's
             # partition, so that is where its (subscription, person) queue is, not where the key hashes.
             partition = dead.partition if dead.topic == topics.deliveries else None
-            await producer.send_and_wait(topics.deliveries, record.value, key=record.key, headers=headers, partition=partition)
+            await producer.send_and_wait(topics.deliveries, _opened(seal, record), key=record.key, headers=headers,
+                                         partition=partition)
             log.info("dlq.replayed", dlq_id=found_id, subscription=dead.subscription, event_id=event_id)
             replayed += 1
     finally:

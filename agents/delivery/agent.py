@@ -18,13 +18,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from agents import metrics
 from agents.app import app, batch_service_settings, freeze_heap
-from agents.config import bootstrap_servers, get_settings
+from agents.config import bootstrap_servers, dead_letter_key, get_settings
 from agents.delivery.dispatcher import Dispatcher
 from agents.delivery.queues import DeliveryQueues
 from agents.delivery.target import TargetError, parse_target
 from agents.delivery.topic_reader import read_topic
 from agents.delivery.topics import delivery_topics
 from agents.routing.batches import BatchService, ensure_topics
+from connectors.dead_letters import DeadLetterSeal
 from connectors.kafka_sink.config import KafkaSinkConfig
 from connectors.malformed import json_object, skip_malformed
 from schemas.registry import registry_from_settings
@@ -88,7 +89,7 @@ class SubscriberTopics:
 subscriber_topics = SubscriberTopics()
 dispatcher = Dispatcher(lambda key, entry, outcome: queues.apply(key, entry, outcome), _save_status,
                         {"topic_writer": subscriber_topics.write, "schema_registry": registry_from_settings(settings)})
-queues = DeliveryQueues(topics, dispatcher)
+queues = DeliveryQueues(topics, dispatcher, DeadLetterSeal(dead_letter_key(settings)))
 # Set once every subscription and delivery status written before the start has been read:
 # records of a subscription not yet known would otherwise all be stored as waiting.
 subscriptions_read = asyncio.Event()

@@ -41,7 +41,7 @@ from agents.delivery.topics import DeliveryTopics
 from agents.routing.batches import Output
 from agents.routing.state import PartitionedState
 from connectors.api import Outcome
-from connectors.dead_letters import DeadLetter
+from connectors.dead_letters import DeadLetter, DeadLetterSeal
 from connectors.malformed import skip_malformed
 
 log = structlog.get_logger(__name__)
@@ -53,8 +53,10 @@ _METRIC_OUTCOME = {pending.DELIVERED: "delivered", pending.DEAD: "dead_lettered"
 
 
 class DeliveryQueues:
-    def __init__(self, topics: DeliveryTopics, dispatcher: Dispatcher, clock: Callable[[], float] = time.time):
+    def __init__(self, topics: DeliveryTopics, dispatcher: Dispatcher, seal: DeadLetterSeal,
+                 clock: Callable[[], float] = time.time):
         self.topics = topics
+        self.seal = seal  # every dead letter's value is sealed (connectors/dead_letters.py)
         self.dispatcher = dispatcher
         self.clock = clock
         self.stored = PartitionedState(topics.pending, {"cleanup.policy": "compact"})
@@ -134,7 +136,8 @@ class DeliveryQueues:
         except (ValueError, KeyError, TypeError):
             dead = DeadLetter("delivery.malformed", "delivery record is not JSON with an idempotency_key", "deliver",
                               record.topic, partition, offset, subscription_of(key))
-            self._outputs.append((self.topics.deadletter, record.key, record.value, dead.headers(list(record.headers or []))))
+            self._outputs.append((self.topics.deadletter, record.key, self.seal.seal(record.value),
+                                  dead.headers(list(record.headers or []))))
             self._settled.append((partition, offset))
             return
         headers = [[k, v.decode()] for k, v in (record.headers or []) if k in KEPT_HEADERS]
@@ -236,9 +239,9 @@ class DeliveryQueues:
     def _dead_letter(self, key: str, sub: str, entry: dict, reason: str, result: dict) -> None:
         topic, partition, offset = entry["source"]
         message = f"after {entry['attempts']} attempts; last: {result.get('reason') or result.get('http_status')}"
-        dead = DeadLetter(reason, message, "deliver", topic, partition, offset, sub)
+        dead = DeadLetter(reason, message, "deliver", topic, partition, offset, sub, event_id=_event_id(entry, sub))
         original = [(k, v.encode()) for k, v in entry["headers"]]
-        self._outputs.append((self.topics.deadletter, key.encode(), entry["record"].encode(), dead.headers(original)))
+        self._outputs.append((self.topics.deadletter, key.encode(), self.seal.seal(entry["record"].encode()), dead.headers(original)))
 
 
 def _context(event_id: str, sub: str, entry: dict) -> dict:

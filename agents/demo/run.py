@@ -11,6 +11,7 @@ topics are deleted at the end.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import secrets
 import signal
@@ -72,6 +73,7 @@ class DemoRun:
         env = {**os.environ, "SAMBAND_APP_ID": self.app_id, "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
                "SAMBAND_DATA_DIR": str(self.run_dir / "worker-data"), "SAMBAND_WEB_PORT": str(_free_port()),
                "SAMBAND_PSEUDONYM_KEY": secrets.token_hex(32), "SAMBAND_LOG_FORMAT": "json",
+               "SAMBAND_DLQ_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),  # keys of this run only
                "SAMBAND_SUBSCRIBER_TOPIC_PREFIX": systems.subscriber_topic_prefix(self.app_id)}
         env.update({systems.secret_env(s): self.secrets[s.id] for s in self.subscriptions if s.id in self.secrets})
         return env

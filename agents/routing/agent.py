@@ -25,7 +25,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from agents import tracing
 from agents.app import app, batch_service_settings, freeze_heap
-from agents.config import bootstrap_servers, get_settings
+from agents.config import bootstrap_servers, dead_letter_key, get_settings
 from agents.routing.batches import BatchService, Output
 from agents.routing.index import RoutingIndex
 from agents.routing.protection import is_strict, scrub_address
@@ -33,7 +33,7 @@ from agents.routing.router import PersonState, Router
 from agents.routing.state import PartitionedState, SegmentedState
 from agents.routing.topics import bus_topics
 from agents.subscriptions.store import SubscriptionFollower
-from connectors.dead_letters import DeadLetter
+from connectors.dead_letters import DeadLetter, DeadLetterSeal
 from schemas.codec import Codec, WireFormatError
 from schemas.registry import registry_from_settings
 
@@ -55,6 +55,7 @@ class Route:
     def __init__(self) -> None:
         self.codec = Codec(registry_from_settings(settings))
         self.router = Router(index)
+        self.seal = DeadLetterSeal(dead_letter_key(settings))
         # A person whose stored state cannot be read is treated as strengt fortrolig until the
         # register says otherwise: reading it as "not protected" could send an address.
         self.persons = PartitionedState(f"{app.conf.id}-router-persons", {"cleanup.policy": "compact"},
@@ -101,14 +102,14 @@ class Route:
 
     def dead_letter(self, message: ConsumerRecord, reason: str, text: str, value: bytes | None = None,
                     event_id: str | None = None) -> Output:
-        letter = DeadLetter(reason, text, "route", message.topic, message.partition, message.offset)
+        scrubbed = "address" if value is not None and value != message.value else None
+        letter = DeadLetter(reason, text, "route", message.topic, message.partition, message.offset,
+                            event_id=event_id, scrubbed=scrubbed)
         headers = list(message.headers)
-        if value is not None and value != message.value:
-            headers.append(("samband-dlq-scrubbed", b"address"))
         parent = tracing.from_kafka_headers(message.headers)
         log.info("dead_letter", reason=reason, event_id=event_id, topic=message.topic, partition=message.partition,
                  offset=message.offset, trace_id=parent.trace_id if parent else None)
-        return topics.deadletter, message.key, value if value is not None else message.value, letter.headers(headers)
+        return topics.deadletter, message.key, self.seal.seal(value if value is not None else message.value), letter.headers(headers)
 
     def end_batch(self) -> None:
         pass

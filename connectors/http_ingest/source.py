@@ -30,6 +30,7 @@ from connectors.http_ingest.problems import Problem, Refused, body
 from schemas.catalog import catalog
 from schemas.codec import Codec
 from schemas.registry import CatalogRegistry
+from schemas.scrub import scrub_cloudevent
 
 SYSTEM_HEADER = "samband-http-system"
 
@@ -127,10 +128,13 @@ class HttpIngestSource(Source):
         sends = []
         for event, problems in invalid:
             key = event.get("id") if isinstance(event, dict) else None
+            key = key if isinstance(key, str) else None
             summary = ", ".join(f"{p.field}: {p.code}" for p in problems)
-            letter = DeadLetter(problems[0].code, f"refused by HTTP ingest ({summary})"[:500], "source")
-            value = json.dumps(event, ensure_ascii=False).encode()
-            sends.append(self.context.dead_letters.send(key.encode() if isinstance(key, str) else None, value, letter))
+            scrubbed = scrub_cloudevent(event)  # a strengt fortrolig person's address is not kept, sealed or not
+            letter = DeadLetter(problems[0].code, f"refused by HTTP ingest ({summary})"[:500], "source", event_id=key,
+                                scrubbed="address" if scrubbed is not None else None)
+            value = json.dumps(scrubbed if scrubbed is not None else event, ensure_ascii=False).encode()
+            sends.append(self.context.dead_letters.send(key.encode() if key is not None else None, value, letter))
         try:
             await asyncio.wait_for(asyncio.gather(*sends), self.config.produce_timeout_s)
         except (TimeoutError, KafkaError) as exc:

@@ -34,7 +34,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from connectors.api import ConfigError, Source
-from connectors.dead_letters import DeadLetter
+from connectors.dead_letters import DeadLetter, DeadLetterSeal
 from connectors.runtime import Topics, open_connector
 from schemas.catalog import catalog
 from schemas.codec import Codec
@@ -43,6 +43,7 @@ from schemas.registry import CatalogRegistry
 
 IDENTITY_NUMBER = re.compile(r"(?<!\d)\d{11}(?!\d)")
 WAIT_S = 30.0
+DEAD_LETTER_KEY = bytes(32)  # this run's dead letters need no secrecy
 PSEUDONYM_KEY = b"samband-conformance-kit-pseudonym-key"  # the kit's own; any key of 32+ bytes
 INGEST_KEY = IngestKey(PSEUDONYM_KEY)
 _CODEC = Codec(CatalogRegistry(catalog()))
@@ -80,7 +81,7 @@ class SourceConformance:
     @asynccontextmanager
     async def running(self, env, bootstrap: str, app_id: str, *, reset_state: bool = False) -> AsyncIterator[Source]:
         """The source, running in a task; stopped gracefully at exit unless already crashed."""
-        async with open_connector(self.connector, "conformance", self.config(env), bootstrap=bootstrap, app_id=app_id, pseudonym_key=PSEUDONYM_KEY) as source:
+        async with open_connector(self.connector, "conformance", self.config(env), bootstrap=bootstrap, app_id=app_id, pseudonym_key=PSEUDONYM_KEY, dead_letter_key=DEAD_LETTER_KEY) as source:
             if reset_state:
                 await source.context.state.reset()
             task = asyncio.create_task(source.run())
@@ -146,6 +147,7 @@ class SourceConformance:
                 dead = await _wait_for_records(connector_kafka, topics.deadletter, 1, source)
         letter = DeadLetter.from_headers(dead[0].headers)
         assert (letter.reason, letter.stage) == (self.bad_input_reason, "source")
+        assert dead[0].value.startswith(DeadLetterSeal.SEALED), "a dead letter's value is sealed by the runtime"
         assert dict(dead[0].headers)["samband-source"] == b"conformance"
 
     async def test_logs_carry_no_personal_data(self, connector_kafka, connector_app_id, tmp_path, capture_connector_logs):

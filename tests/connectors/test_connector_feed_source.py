@@ -9,7 +9,7 @@ import uuid
 import pytest
 from connector_fixtures import synthetic_feed
 from kafka_io import event_id, read_to_end
-from support import pseudonym_key
+from support import dead_letter_key, open_dead_letter, pseudonym_key
 
 from connectors.dead_letters import DeadLetter
 from connectors.folkeregister.feed_format import BULK_PATH, UNUSUAL_TYPES
@@ -30,7 +30,7 @@ def feed_config(simulator, **overrides) -> dict:
 
 
 async def run_to_end(bootstrap, app_id, config, instance="feed") -> None:
-    async with open_connector(FolkeregisterFeedSource, instance, config, bootstrap=bootstrap, app_id=app_id, pseudonym_key=pseudonym_key()) as source:
+    async with open_connector(FolkeregisterFeedSource, instance, config, bootstrap=bootstrap, app_id=app_id, pseudonym_key=pseudonym_key(), dead_letter_key=dead_letter_key()) as source:
         await asyncio.wait_for(source.run(), 60)
 
 
@@ -61,10 +61,10 @@ async def test_feed_reaches_ingest_in_order_and_unknown_types_are_dead_lettered(
     first_unknown = next(r for r in dead if r.key.decode() == unknown[0].hendelsesdokument)
     letter = DeadLetter.from_headers(first_unknown.headers)
     assert (letter.reason, letter.stage) == ("event.unknown_type", "source")
-    assert json.loads(first_unknown.value)["hendelsetype"] == unknown[0].hendelsetype  # the raw document
+    assert json.loads(open_dead_letter(first_unknown.value))["hendelsetype"] == unknown[0].hendelsetype  # the raw document, sealed
     assert dict(first_unknown.headers)["samband-source"] == b"feed"
 
-    async with open_connector(FolkeregisterFeedSource, "feed", feed_config(simulator), bootstrap=kafka_bootstrap, app_id=connector_app_id, pseudonym_key=pseudonym_key()) as source:
+    async with open_connector(FolkeregisterFeedSource, "feed", feed_config(simulator), bootstrap=kafka_bootstrap, app_id=connector_app_id, pseudonym_key=pseudonym_key(), dead_letter_key=dead_letter_key()) as source:
         assert await source.context.state.load() == {"next_seq": len(documents) + 1}
 
 
@@ -85,7 +85,7 @@ async def test_a_restart_resumes_after_its_bookmark(kafka_bootstrap, connector_a
 async def test_bulk_fetch_asks_once_per_page_and_no_document_one_by_one(kafka_bootstrap, connector_app_id):
     documents = synthetic_feed(2500)
     async with run_simulator(documents) as simulator:
-        async with open_connector(FolkeregisterFeedSource, "feed", feed_config(simulator), bootstrap=kafka_bootstrap, app_id=connector_app_id, pseudonym_key=pseudonym_key()) as source:
+        async with open_connector(FolkeregisterFeedSource, "feed", feed_config(simulator), bootstrap=kafka_bootstrap, app_id=connector_app_id, pseudonym_key=pseudonym_key(), dead_letter_key=dead_letter_key()) as source:
             requests: list[tuple[str, str]] = []
             original_get, original_post = source.http.get, source.http.post
 
@@ -132,7 +132,7 @@ async def test_missing_event_documents_are_dead_lettered_with_their_entries(kafk
     for document in lost:
         letter = DeadLetter.from_headers(dead[document.hendelsesdokument].headers)
         assert letter.reason == "source.document_missing"
-        assert json.loads(dead[document.hendelsesdokument].value) == document.feed_entry()  # the raw entry
+        assert json.loads(open_dead_letter(dead[document.hendelsesdokument].value)) == document.feed_entry()  # the raw entry
     assert sorted(await ingested_and_dead_keys(kafka_bootstrap, connector_app_id)) == sorted(d.hendelsesdokument for d in documents)
 
 
@@ -155,7 +155,7 @@ async def test_end_of_feed_is_polled_with_if_none_match(kafka_bootstrap, connect
     documents = synthetic_feed(10)
     async with run_simulator(documents) as simulator:
         config = feed_config(simulator, stop_at_end=False, poll_interval_s=0.05)
-        async with open_connector(FolkeregisterFeedSource, "feed", config, bootstrap=kafka_bootstrap, app_id=connector_app_id, pseudonym_key=pseudonym_key()) as source:
+        async with open_connector(FolkeregisterFeedSource, "feed", config, bootstrap=kafka_bootstrap, app_id=connector_app_id, pseudonym_key=pseudonym_key(), dead_letter_key=dead_letter_key()) as source:
             seen: list[tuple[str, int]] = []
             original_get = source.http.get
 

@@ -12,7 +12,7 @@ import pytest
 from connectors.api import SinkRecord
 from connectors.files.sink import TEMP_NAME, BatchFileSink
 from connectors.runtime import open_connector
-from support import pseudonym_key
+from support import dead_letter_key, pseudonym_key
 
 pytestmark = pytest.mark.kafka  # the runtime that builds a connector's context needs the broker
 
@@ -26,7 +26,7 @@ def delivery(subscription: str, n: int) -> SinkRecord:
 @asynccontextmanager
 async def sink(connector_kafka, connector_app_id, folder: Path, **config):
     raw = {"directory": str(folder), **config}
-    async with open_connector(BatchFileSink, "files-out", raw, bootstrap=connector_kafka, app_id=connector_app_id, pseudonym_key=pseudonym_key()) as opened:
+    async with open_connector(BatchFileSink, "files-out", raw, bootstrap=connector_kafka, app_id=connector_app_id, pseudonym_key=pseudonym_key(), dead_letter_key=dead_letter_key()) as opened:
         yield opened
 
 

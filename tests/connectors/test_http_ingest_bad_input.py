@@ -67,3 +67,25 @@ def test_the_cloudevent_mapping_kafka_ingest_shares_refuses_a_numeric_date():
     with pytest.raises(CloudEventError) as raised:
         record_from_cloudevent("Death", event)
     assert (raised.value.reason, raised.value.field) == ("json.field_type", "deathDate")
+
+
+async def test_a_refused_strengt_fortrolig_event_is_dead_lettered_sealed_and_scrubbed(ingest, connector_kafka, connector_app_id):
+    """Finding 1: HTTP ingest wrote the submitted JSON to the dead letters as it came."""
+    from schemas.examples import PERSON
+    from support import open_dead_letter
+
+    from connectors.dead_letters import DeadLetterSeal
+
+    event = cloudevent("Move", addressprotection="strengtFortrolig")
+    event["data"]["movedDate"] = 20240301  # refused: json.field_type
+    street = event["data"]["newAddress"]["streetName"]
+    async with ingest.post("/events", json=event, headers={**STRUCTURED, **auth()}) as response:
+        assert response.status == 400
+    (dead,) = await read_to_end(connector_kafka, Topics.for_app(connector_app_id).deadletter)
+    raw = dead.value + b"".join(v for _, v in dead.headers)
+    assert dead.value.startswith(DeadLetterSeal.SEALED)
+    assert street.encode() not in raw and PERSON.encode() not in raw
+    letter = DeadLetter.from_headers(dead.headers)
+    assert (letter.reason, letter.scrubbed, letter.event_id) == ("json.field_type", "address", event["id"])
+    opened = json.loads(open_dead_letter(dead.value))
+    assert street not in json.dumps(opened, ensure_ascii=False) and "kommunenummer" not in opened

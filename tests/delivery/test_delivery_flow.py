@@ -14,6 +14,7 @@ from agents.delivery.ledger import ledger_for_event
 from agents.delivery.topic_reader import read_topic
 from connectors.dead_letters import DeadLetter
 from delivery_bus import assert_in_order_per_person, running_bus
+from support import open_dead_letter
 from webhook_receiver import Receiver, Reply
 
 FAST = {"retry_schedule": [0.1, 0.2, 0.3, 0.3, 0.3], "read_timeout": 1.0, "connect_timeout": 0.5}
@@ -103,7 +104,7 @@ async def test_rejected_event_is_dead_lettered_and_later_events_still_flow(bus):
     assert len(dead) == 1
     letter = DeadLetter.from_headers(dead[0].headers)
     assert (letter.reason, letter.stage, letter.subscription) == ("delivery.rejected", "deliver", "flow-reject")
-    assert json.loads(dead[0].value)["event"]["id"] == "rej-0-1"  # the original record, unchanged
+    assert json.loads(open_dead_letter(dead[0].value))["event"]["id"] == "rej-0-1"  # the original record, sealed
     ledger = await _wait_ledger(bus, "rej-0-1", "flow-reject")
     assert (ledger["status"], ledger["reason"], ledger["http_status"]) == ("dead_lettered", "delivery.rejected", 422)
 
@@ -200,8 +201,8 @@ async def test_dead_letter_replayed_after_the_fix_arrives_once_with_its_webhook_
 
         shown = _cli(bus, "show", dlq_id)
         assert shown.returncode == 0 and json.loads(shown.stdout)["event_id"] == "dlq-1"
-        refused = _cli(bus, "show", dlq_id, "--reveal", user_env={"SAMBAND_DLQ_REVEAL_OPERATORS": ""})
-        assert refused.returncode == 2 and "SAMBAND_DLQ_REVEAL_OPERATORS" in refused.stderr
+        refused = _cli(bus, "show", dlq_id, "--reveal", user_env={"SAMBAND_DLQ_KEY": ""})  # no key: nothing opens
+        assert refused.returncode == 2 and "SAMBAND_DLQ_KEY" in refused.stderr
         for output in (listed.stdout, shown.stdout, refused.stdout, refused.stderr):
             assert synthetic_identity(7) not in output
 
@@ -220,8 +221,10 @@ async def test_dead_letter_replayed_after_the_fix_arrives_once_with_its_webhook_
     assert arrived.event.get_data()["identityNumber"] == synthetic_identity(7)
 
 
-async def test_reveal_by_an_authorised_operator_prints_the_data_and_is_logged(bus):
-    import getpass
+async def test_reveal_opens_a_sealed_dead_letter_only_with_the_key_whoever_asks(bus):
+    """Finding 11: the reveal once trusted $USER/$LOGNAME. Now the key is the access control."""
+    import base64
+    import os
 
     receiver = await _receiver(bus, lambda _n, e: Reply(403) if e["type"] != "no.samband.subscription.validation" else Reply())
     try:
@@ -231,11 +234,17 @@ async def test_reveal_by_an_authorised_operator_prints_the_data_and_is_logged(bu
     finally:
         await receiver.stop()
     [dead] = [r async for r in read_topic(bus.bootstrap, bus.topic("deadletter")) if r.key.startswith(b"flow-reveal/")]
+    assert dead.value.startswith(b"SDL1") and b"rev-0-0" not in dead.value  # sealed on the topic
     dlq_id = f"{dead.partition}:{dead.offset}"
-    shown = _cli(bus, "show", dlq_id, "--reveal", user_env={"SAMBAND_DLQ_REVEAL_OPERATORS": getpass.getuser()})
-    assert shown.returncode == 0, shown.stderr
-    assert json.loads(shown.stdout)["value"] == dead.value.decode()
-    assert "dlq.revealed" in shown.stderr and getpass.getuser() in shown.stderr
+    for user in ("root", "nobody-in-particular"):
+        shown = _cli(bus, "show", dlq_id, "--reveal", user_env={"USER": user, "LOGNAME": user})
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(json.loads(shown.stdout)["value"])["idempotency_key"] == "rev-0-0.flow-reveal"
+        assert "dlq.revealed" in shown.stderr
+    wrong_key = base64.b64encode(os.urandom(32)).decode()
+    refused = _cli(bus, "show", dlq_id, "--reveal", user_env={"SAMBAND_DLQ_KEY": wrong_key})
+    assert refused.returncode == 2 and "does not open with this key" in refused.stderr
+    assert "rev-0-0.flow-reveal" not in refused.stdout + refused.stderr
 
 
 async def test_a_replay_goes_back_to_the_partition_of_its_subscription_and_person(bus):

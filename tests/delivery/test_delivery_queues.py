@@ -16,6 +16,7 @@ from agents.delivery.queues import DeliveryQueues
 from agents.delivery.target import Target
 from agents.delivery.topics import delivery_topics
 from connectors.api import Outcome
+from connectors.dead_letters import DeadLetterSeal
 from connectors.webhook.config import WebhookConfig
 from delivery_fixtures import delivery, delivery_key
 
@@ -52,7 +53,7 @@ def _record(offset: int, event_id: str, partition: int = 0) -> ConsumerRecord:
 
 def _queues(active: bool = True, partition: int = 0) -> tuple[DeliveryQueues, Lanes]:
     lanes = Lanes(active)
-    queues = DeliveryQueues(TOPICS, lanes, clock=lambda: 1000.0)
+    queues = DeliveryQueues(TOPICS, lanes, DeadLetterSeal(bytes(32)), clock=lambda: 1000.0)
     queues.stored.partitions[partition] = {}
     queues.assigned({partition})
     return queues, lanes
