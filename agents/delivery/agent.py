@@ -20,6 +20,7 @@ from agents import metrics
 from agents.app import app, batch_service_settings, freeze_heap
 from agents.config import bootstrap_servers, dead_letter_key, get_settings
 from agents.delivery.dispatcher import Dispatcher
+from agents.delivery.egress import Egress, Grades
 from agents.delivery.queues import DeliveryQueues
 from agents.delivery.target import TargetError, parse_target
 from agents.delivery.topic_reader import read_topic
@@ -27,7 +28,7 @@ from agents.delivery.topics import delivery_topics
 from agents.routing.batches import BatchService, ensure_topics
 from connectors.dead_letters import DeadLetterSeal
 from connectors.kafka_sink.config import KafkaSinkConfig
-from connectors.malformed import json_object, skip_malformed
+from connectors.malformed import MALFORMED, json_object, skip_malformed
 from schemas.registry import registry_from_settings
 
 log = structlog.get_logger(__name__)
@@ -87,9 +88,12 @@ class SubscriberTopics:
 
 
 subscriber_topics = SubscriberTopics()
+grades = Grades()
+persons_topic = f"{app.conf.id}-router-persons"  # the router's person state: each person's grade now
 dispatcher = Dispatcher(lambda key, entry, outcome: queues.apply(key, entry, outcome), _save_status,
+                        Egress(grades, settings.pseudonym_key.encode()),
                         {"topic_writer": subscriber_topics.write, "schema_registry": registry_from_settings(settings)})
-queues = DeliveryQueues(topics, dispatcher, DeadLetterSeal(dead_letter_key(settings)))
+queues = DeliveryQueues(topics, dispatcher, DeadLetterSeal(dead_letter_key(settings)), grades)
 # Set once every subscription and delivery status written before the start has been read:
 # records of a subscription not yet known would otherwise all be stored as waiting.
 subscriptions_read = asyncio.Event()
@@ -169,8 +173,11 @@ async def _follow_subscriptions() -> None:
     async for record in read_topic(bootstrap, topics.subscriptions):
         with skip_malformed(record.topic):
             await _on_subscription(record)
+    await ensure_topics(bootstrap, {persons_topic: {"cleanup.policy": "compact"}}, app.conf.topic_partitions)
+    async for record in read_topic(bootstrap, persons_topic):  # every grade before the first delivery leaves
+        _on_person(record)
     subscriptions_read.set()
-    consumer = AIOKafkaConsumer(topics.subscriptions, topics.status, bootstrap_servers=bootstrap,
+    consumer = AIOKafkaConsumer(topics.subscriptions, topics.status, persons_topic, bootstrap_servers=bootstrap,
                                 auto_offset_reset="earliest", enable_auto_commit=False, metadata_max_age_ms=5000)
     await consumer.start()
     try:
@@ -178,10 +185,22 @@ async def _follow_subscriptions() -> None:
             with skip_malformed(record.topic):
                 if record.topic == topics.status:
                     await _on_status(record)
+                elif record.topic == persons_topic:
+                    _on_person(record)
                 else:
                     await _on_subscription(record)
     finally:
         await consumer.stop()
+
+
+def _on_person(record) -> None:
+    with skip_malformed(record.topic):
+        try:
+            grades.apply_state(record.key, record.value)
+        except MALFORMED:
+            if record.key:  # unreadable: the strictest grade, never "none" (as the router reads it)
+                grades.set(record.key.decode(errors="replace"), "strengtFortrolig")
+            raise
 
 
 async def _on_status(record) -> None:

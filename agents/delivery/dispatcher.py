@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from agents.delivery.egress import Egress
 from agents.delivery.target import Target
 from connectors.api import Context, DeadLetters, Outcome, Output, Sink, SinkRecord, StateStore
 from connectors.kafka_sink.config import KafkaSinkConfig
@@ -48,9 +49,10 @@ def make_sink(target: Target, extras: dict) -> WebhookSink | KafkaSink:
 
 
 class Lane:
-    def __init__(self, target: Target, report: Report, sink: Sink):
+    def __init__(self, target: Target, report: Report, sink: Sink, egress: Egress):
         self.target = target
         self.sink = sink
+        self.egress = egress
         self.queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
         self.hold_until = 0.0  # the subscriber's Retry-After applies to the whole lane
         self._report = report
@@ -62,8 +64,12 @@ class Lane:
             wait = self.hold_until - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)  # the subscriber asked for this pause (Retry-After)
-            record = SinkRecord(key.encode(), entry["record"].encode(), [(k, v.encode()) for k, v in entry["headers"]])
-            if isinstance(self.sink, WebhookSink):
+            target = self.target
+            value = self.egress.outgoing(entry["record"], target.subscription, target.public_body, target.national)
+            record = SinkRecord(key.encode(), value, [(k, v.encode()) for k, v in entry["headers"]])
+            if value is None:  # the person's grade now forbids this subscription the event: never sent
+                outcome = Outcome.rejected("protection.withheld", "the person's address protection withholds it from this subscription")
+            elif isinstance(self.sink, WebhookSink):
                 outcome = await self.sink.write_one(record)  # the hot path: no list, no coroutine level more
             else:
                 [outcome] = await self.sink.write([record])
@@ -82,8 +88,9 @@ class Lane:
 
 
 class Dispatcher:
-    def __init__(self, report: Report, save_status: SaveStatus, sink_extras: dict | None = None):
+    def __init__(self, report: Report, save_status: SaveStatus, egress: Egress, sink_extras: dict | None = None):
         self._report = report
+        self._egress = egress
         self._save_status = save_status
         self._sink_extras = sink_extras or {}
         self.targets: dict[str, Target] = {}
@@ -199,7 +206,7 @@ class Dispatcher:
             self._start_verification(target)
         if self.is_active(sub):
             if sub not in self._lanes:
-                self._lanes[sub] = Lane(target, self._report, make_sink(target, self._sink_extras))
+                self._lanes[sub] = Lane(target, self._report, make_sink(target, self._sink_extras), self._egress)
             for key in self._waiting.pop(sub, ()):
                 if key in self.heads:
                     entry, token = self.heads[key]

@@ -35,6 +35,7 @@ from aiokafka import ConsumerRecord
 from agents import metrics, tracing
 from agents.delivery import pending
 from agents.delivery.dispatcher import Dispatcher, subscription_of
+from agents.delivery.egress import Grades
 from agents.delivery.ledger import ledger_key, ledger_record
 from agents.delivery.offsets import OpenOffsets
 from agents.delivery.topics import DeliveryTopics
@@ -53,9 +54,10 @@ _METRIC_OUTCOME = {pending.DELIVERED: "delivered", pending.DEAD: "dead_lettered"
 
 
 class DeliveryQueues:
-    def __init__(self, topics: DeliveryTopics, dispatcher: Dispatcher, seal: DeadLetterSeal,
+    def __init__(self, topics: DeliveryTopics, dispatcher: Dispatcher, seal: DeadLetterSeal, grades: Grades,
                  clock: Callable[[], float] = time.time):
         self.topics = topics
+        self.grades = grades  # learns a new grade from each purge record (agents/delivery/egress.py)
         self.seal = seal  # every dead letter's value is sealed (connectors/dead_letters.py)
         self.dispatcher = dispatcher
         self.clock = clock
@@ -132,8 +134,12 @@ class DeliveryQueues:
         key, partition, offset = record.key.decode(), record.partition, record.offset
         self.offsets.read(partition, offset)
         try:
-            idempotency_key = orjson.loads(record.value)["idempotency_key"]
-        except (ValueError, KeyError, TypeError):
+            parsed = orjson.loads(record.value)
+            idempotency_key = parsed["idempotency_key"]
+            purge = parsed.get("kind") == "purge"
+            if purge and isinstance(parsed.get("protection"), str):
+                self.grades.learn_from_purge(parsed["person"], parsed["protection"])
+        except (ValueError, KeyError, TypeError, AttributeError):
             dead = DeadLetter("delivery.malformed", "delivery record is not JSON with an idempotency_key", "deliver",
                               record.topic, partition, offset, subscription_of(key))
             self._outputs.append((self.topics.deadletter, record.key, self.seal.seal(record.value),
@@ -144,12 +150,14 @@ class DeliveryQueues:
         entry = pending.new_entry(idempotency_key, record.value.decode(), headers, [record.topic, partition, offset], now)
         queue = self.queues.get(key)
         if queue is not None and key not in self.seen:
-            queue.append(entry)  # waits in memory behind its head; stays open
+            # Waits in memory behind its head; stays open. A purge goes before what is held behind the
+            # head (the head may be on its way): the subscriber deletes the address before they arrive.
+            queue.insert(1, entry) if purge else queue.append(entry)
             return
         self._settled.append((partition, offset))
         if queue is not None:  # stored: the record joins the stored queue, unless it took it before a restart
             if offset > self.seen[key]:
-                queue.append(entry)
+                queue.insert(1, entry) if purge else queue.append(entry)  # its head is already offered
                 self.seen[key] = offset
                 self._changed[key] = partition
             return

@@ -42,6 +42,10 @@ class Target:
     sink: WebhookConfig | KafkaSinkConfig
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     paused: bool = False
+    # What the protection rule asks of the subscription when a delivery leaves (agents/delivery/egress.py);
+    # unknown: the strictest reading.
+    public_body: bool = False
+    national: bool = False
 
     @cached_property  # asked for every delivery (Dispatcher.is_active)
     def fingerprint(self) -> str:
@@ -84,4 +88,5 @@ def parse_target(sub_id: str, subscription: dict) -> Target:
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
         raise TargetError(f"subscription {sub_id}: invalid delivery fields: {fields}") from None
-    return Target(sub_id, sink, tuple(float(s) for s in schedule), bool(paused))
+    return Target(sub_id, sink, tuple(float(s) for s in schedule), bool(paused),
+                  public_body=subscription.get("public_body") is True, national=subscription.get("kommuner") == "all")

@@ -1,10 +1,16 @@
 """Address protection (adressebeskyttelse, NORWAY.md §5) as pure decisions.
 
-- strengtFortrolig / strengtFortroligUtland: no address field and no kommunenummer leaves
+- strengtFortrolig / strengtFortroligUtland: no address field, no kommunenummer and nothing
+  that names a kommune (`envelope.source`, `scope`, `cause`, the CloudEvent `source`) leaves
   the bus; the person's events go only to subscriptions for all kommuner, because a
   kommune-scoped subscription receiving the event would itself reveal the kommune.
-- fortrolig: address fields only to public bodies.
+- fortrolig: address fields only to public bodies; a non-public body gets the person's events
+  only through a subscription for all kommuner, for the same reason.
 - ugradert, klientadresse: no restriction.
+
+The router applies this when it routes, and the delivery stage again at the moment each delivery
+leaves (agents/delivery/egress.py), under the person's grade then: a retry, a held or paused
+delivery and a replayed dead letter never carry more than the grade allows now.
 
 The effective protection of an event is the stricter of the person's state on the bus and
 what the event itself carries: an event produced before a protection was granted, still
@@ -39,11 +45,32 @@ def address_paths(event_type: str) -> frozenset[str]:
     return frozenset(f.path for f in catalog().fields(event_type) if f.classification == "address")
 
 
+# Fields that are not address data but name the person's kommune or its relation to one.
+KOMMUNE_REVEALING = frozenset({"envelope.source", "scope", "cause"})
+# The CloudEvent `source` of a strengt fortrolig person's events, instead of the writer's URN.
+NEUTRAL_SOURCE = "urn:no:samband"
+
+
+@cache
+def _strict_paths(event_type: str) -> frozenset[str]:
+    return address_paths(event_type) | (KOMMUNE_REVEALING & {f.path for f in catalog().fields(event_type)})
+
+
 def withheld(event_type: str, protection: str, public_body: bool) -> frozenset[str]:
     """Field paths a subscription must not receive for a person with this protection."""
-    if protection in STRICT or (protection == "fortrolig" and not public_body):
+    if protection in STRICT:
+        return _strict_paths(event_type)
+    if protection == "fortrolig" and not public_body:
         return address_paths(event_type)
     return frozenset()
+
+
+def may_receive(protection: str, public_body: bool, national: bool) -> bool:
+    """Whether a subscription may get the person's events at all: a kommune-scoped one receiving
+    them would reveal the kommune of a strengt fortrolig person, or a fortrolig one to a private party."""
+    if protection in STRICT or (protection == "fortrolig" and not public_body):
+        return national
+    return True
 
 
 def purge_needed(previous: str, new: str, public_body: bool) -> bool:

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import orjson
 
 from agents.routing.index import Entry, Grant, RoutingIndex
-from agents.routing.protection import is_strict, stricter, withheld
+from agents.routing.protection import NEUTRAL_SOURCE, is_strict, may_receive, stricter, withheld
 from agents.routing.state import stored_json
 from schemas.catalog import EVENTS_NAMESPACE, catalog
 from schemas.identity import InvalidIdentity, parse_identity
@@ -102,7 +102,7 @@ class Router:
             for sub_id in sorted(state.received):
                 entry = self.index.entries.get(sub_id)
                 if entry is not None and _loses_address(state.protection, protection, entry):
-                    result.deliveries.append(self._purge(entry, envelope, person))
+                    result.deliveries.append(self._purge(entry, envelope, person, protection))
 
         if kind in ("correction", "annulment"):
             if original_recipients is None:
@@ -115,9 +115,14 @@ class Router:
                 e for e in self.index.candidates(event_type, envelope["kommunenummer"], national_only=is_strict(effective))
                 if e.unconditional or self._matches(e, event_type, record, result.state)
             ]
+        if effective == "fortrolig" or is_strict(effective):  # corrections too go only where the grade allows
+            targets = [e for e in targets if may_receive(effective, e.subscription.public_body, e.kommuner is None)]
         if not targets:
             return result
-        delivery = _delivery_writer(envelope["id"], person, self._cloudevent(event_type, envelope, person), "event")
+        cloudevent = self._cloudevent(event_type, envelope, person)
+        if is_strict(effective):
+            cloudevent["source"] = NEUTRAL_SOURCE
+        delivery = _delivery_writer(envelope["id"], person, cloudevent, "event")
         for entry in targets:
             data = _project(record, entry.grants[event_type], withheld(event_type, effective, entry.subscription.public_body))
             result.deliveries.append(delivery(entry, data))
@@ -165,7 +170,7 @@ class Router:
             cloudevent["correctseventid"] = envelope["correctsEventId"]
         return cloudevent
 
-    def _purge(self, entry: Entry, envelope: dict, person: str) -> Delivery:
+    def _purge(self, entry: Entry, envelope: dict, person: str, protection: str) -> Delivery:
         purge_id = f"{envelope['id']}-purge"
         cloudevent = {
             "specversion": "1.0",
@@ -176,10 +181,14 @@ class Router:
             "subject": person,
             "datacontenttype": "application/json",
         }
-        return _delivery_writer(purge_id, person, cloudevent, "purge")(entry, {"delete": "address"})
+        # The new grade rides along in the delivery record (never in the event a subscriber gets), so the
+        # delivery stage knows it before the router's state write lands: agents/delivery/egress.py.
+        tail = b'},"kind":"purge","protection":' + orjson.dumps(protection) + b"}"
+        return _delivery_writer(purge_id, person, cloudevent, "purge", tail)(entry, {"delete": "address"})
 
 
-def _delivery_writer(event_id: str, person: str, cloudevent: dict, kind: str) -> Callable[[Entry, dict], Delivery]:
+def _delivery_writer(event_id: str, person: str, cloudevent: dict, kind: str,
+                     tail: bytes | None = None) -> Callable[[Entry, dict], Delivery]:
     """The delivery records of one event: (subscription, data) -> Delivery whose value is the JSON of
     {"idempotency_key": "<event id>.<subscription id>", "subscription", "person",
     "event": {**cloudevent, "data": data}, "kind"} (docs/architecture.md). The parts every recipient
@@ -187,7 +196,7 @@ def _delivery_writer(event_id: str, person: str, cloudevent: dict, kind: str) ->
     head = b'{"idempotency_key":' + orjson.dumps(event_id)[:-1] + b"."  # the id's closing quote follows the subscription
     middle = (b'","person":' + orjson.dumps(person) + b',"event":'
               + orjson.dumps(cloudevent, default=_json_value)[:-1] + b',"data":')
-    tail = _TAILS[kind]
+    tail = tail or _TAILS[kind]
     person_key = b"/" + person.encode()
 
     def delivery(entry: Entry, data: dict) -> Delivery:

@@ -12,6 +12,7 @@ import json
 from aiokafka import ConsumerRecord
 
 from agents.delivery.offsets import OpenOffsets
+from agents.delivery.egress import Grades
 from agents.delivery.queues import DeliveryQueues
 from agents.delivery.target import Target
 from agents.delivery.topics import delivery_topics
@@ -53,7 +54,7 @@ def _record(offset: int, event_id: str, partition: int = 0) -> ConsumerRecord:
 
 def _queues(active: bool = True, partition: int = 0) -> tuple[DeliveryQueues, Lanes]:
     lanes = Lanes(active)
-    queues = DeliveryQueues(TOPICS, lanes, DeadLetterSeal(bytes(32)), clock=lambda: 1000.0)
+    queues = DeliveryQueues(TOPICS, lanes, DeadLetterSeal(bytes(32)), Grades(), clock=lambda: 1000.0)
     queues.stored.partitions[partition] = {}
     queues.assigned({partition})
     return queues, lanes

@@ -116,15 +116,17 @@ def test_change_kind_predicate():
     assert router.route("Death", correction, PERSON, PersonState(), ["bare-nye"]).recipients == []
 
 
-def test_fortrolig_address_goes_only_to_public_bodies():
+def test_fortrolig_address_goes_only_to_public_bodies_and_a_private_party_only_through_all_kommuner():
     fields = {"Move": MOVE_FIELDS}
     router = _router(subscription("kommunal", [BERGEN], ["Move"], fields),
-                     subscription("privat", [BERGEN], ["Move"], fields, public_body=False))
+                     subscription("privat", [BERGEN], ["Move"], fields, public_body=False),
+                     subscription("privat-alle", "all", ["Move"], fields, public_body=False))
     record = _move(ADULT, OSLO, BERGEN, addressProtection="fortrolig")
     data = _data(router.route("Move", record, PERSON, PersonState(), None))
     assert data["kommunal"]["newAddress"]["kommunenummer"] == BERGEN
-    assert set(data["privat"]) == {"envelope", "movedDate", "scope"}
-    assert data["privat"]["envelope"] == {"person": ADULT}
+    assert "privat" not in data  # its arrival alone would tell a private party the kommune (finding 3)
+    assert set(data["privat-alle"]) == {"envelope", "movedDate", "scope"}
+    assert data["privat-alle"]["envelope"] == {"person": ADULT}
 
 
 def test_strengt_fortrolig_reaches_only_national_subscriptions_without_any_address():

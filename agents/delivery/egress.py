@@ -1,0 +1,89 @@
+"""What a delivery carries at the moment it leaves the bus, whenever that is.
+
+A delivery record (docs/architecture.md) was projected by the router under the person's grade
+then. It may leave much later: a retry, a queue held for a paused or unverified subscription, a
+dead letter replayed after the person was granted address protection. So every delivery, the
+first attempt included, passes `Egress.outgoing` on its way to the sink:
+
+- the protection rule (agents/routing/protection.py) is applied again under the person's grade
+  now: withheld fields leave `data`, a strengt fortrolig person's `source` is neutral, and a
+  subscription that may no longer get the person at all gets nothing (the delivery is refused
+  with `protection.withheld`: dead-lettered, sealed, and withheld again if replayed);
+- `subject` becomes the subscription's own pseudonym of the person: HMAC of the subscription id
+  and the bus's pseudonym under SAMBAND_PSEUDONYM_KEY, stable for that subscription, unlinkable
+  across subscriptions. The bus's own pseudonym stays in keys, logs and the record's `person`.
+
+`Grades` is each person's grade now: the router's person state (`<app id>-router-persons`,
+followed by the delivery stage), and, earlier than that state is written, the grade a purge
+record carries. Only persons with a grade other than ugradert are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import orjson
+
+from agents.routing.protection import NEUTRAL_SOURCE, is_strict, may_receive, stricter, withheld
+from agents.routing.router import PURGE_TYPE, PersonState
+from schemas.catalog import EVENTS_NAMESPACE
+
+_EVENT_PREFIX = EVENTS_NAMESPACE + "."
+
+
+class Grades:
+    def __init__(self) -> None:
+        self._of: dict[str, str] = {}
+
+    def of(self, person: str) -> str:
+        return self._of.get(person, "ugradert")
+
+    def set(self, person: str, grade: str) -> None:
+        if grade == "ugradert":
+            self._of.pop(person, None)
+        else:
+            self._of[person] = grade
+
+    def apply_state(self, key: bytes, value: bytes | None) -> None:
+        """A record of the router's person state; a malformed one raises (connectors/malformed.py),
+        and the caller then treats the person as strengt fortrolig."""
+        self.set(key.decode(), "ugradert" if value is None else PersonState.from_json(value).protection)
+
+    def learn_from_purge(self, person: str, grade: str) -> None:
+        """A purge shows a grade at least this strict before the router's state write lands."""
+        self.set(person, stricter(self.of(person), grade))
+
+
+class Egress:
+    def __init__(self, grades: Grades, pseudonym_key: bytes):
+        self.grades = grades
+        self._key = pseudonym_key
+
+    def subject(self, subscription: str, person: str) -> str:
+        return hmac.new(self._key, f"{subscription}/{person}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    def outgoing(self, record: str, subscription: str, public_body: bool, national: bool) -> bytes | None:
+        """The delivery record as it may leave now, or None when the subscription may not get it."""
+        delivery = orjson.loads(record)
+        person, event = delivery["person"], delivery["event"]
+        grade = self.grades.of(person)
+        if delivery.get("kind") != "purge" and event.get("type") != PURGE_TYPE:
+            if not may_receive(grade, public_body, national):
+                return None
+            hidden = withheld(event["type"].removeprefix(_EVENT_PREFIX), grade, public_body)
+            data = event.get("data")
+            if hidden and isinstance(data, dict):
+                event["data"] = _without(data, hidden)
+            if is_strict(grade):
+                event["source"] = NEUTRAL_SOURCE
+        event["subject"] = self.subject(subscription, person)
+        return orjson.dumps(delivery)
+
+
+def _without(data: dict, hidden: frozenset[str]) -> dict:
+    kept = {k: v for k, v in data.items() if k not in hidden}
+    envelope = kept.get("envelope")
+    if isinstance(envelope, dict):
+        kept["envelope"] = {k: v for k, v in envelope.items() if f"envelope.{k}" not in hidden}
+    return kept

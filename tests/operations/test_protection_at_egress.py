@@ -1,0 +1,111 @@
+"""Whatever leaves the bus obeys the person's protection grade at the moment it leaves (issue 13,
+findings 2, 3 and 10), through a whole worker, real receivers and the CLI:
+- a Move dead-lettered before the person became strengt fortrolig, replayed after the purge,
+  arrives without address, kommunenummer, kommune-naming fields or a kommune in `source`;
+- a strengt fortrolig person's events carry no kommune anywhere;
+- each subscription sees its own pseudonym of the person as `subject`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kafka_io import produce
+from ops_bus import full_subscription, operations_bus
+from routing_events import address, encode, event, synthetic_number
+from samband_cli import samband
+from webhook_receiver import Receiver, Reply
+
+from schemas.pseudonym import pseudonym
+from bus_settings import PSEUDONYM_KEY
+
+PERSON = synthetic_number(9, 9, 81, 520)
+OTHER = synthetic_number(10, 10, 82, 530)
+STREET = "Hemmeliggata"
+MOVE_FIELDS = ["envelope.person", "envelope.kommunenummer", "envelope.source", "movedDate", "newAddress",
+               "previousAddress", "scope", "cause"]
+FAST = {"retry_schedule": [], "read_timeout": 2.0, "connect_timeout": 1.0}
+KOMMUNE_WORDS = ("4601", "0301", STREET, "Gammelveien", "urn:no:kommune")
+
+
+@pytest.fixture(scope="module")
+async def egress_bus(kafka_bootstrap, tmp_path_factory):
+    async with operations_bus(kafka_bootstrap, tmp_path_factory.mktemp("egress-bus")) as bus:
+        yield bus
+
+
+def _move(person: str, street: str) -> dict:
+    record = event("Move", person, ["0301", "4601"], previousAddress=address("0301", "Gammelveien", 1),
+                   newAddress=address("4601", street, 7), scope="betweenKommuner", cause="relocation")
+    record["envelope"]["source"] = "urn:no:kommune:4601:folkeregister-kopi"
+    return record
+
+
+async def _send(bus, *records: dict) -> None:
+    keys = [pseudonym(r["envelope"]["person"], PSEUDONYM_KEY.encode()).encode() for r in records]
+    await produce(bus.bootstrap, bus.topic("ingest"), [encode(r) for r in records], keys)
+
+
+async def _subscribe(bus, sub_id: str, receiver: Receiver) -> None:
+    value = full_subscription(sub_id, receiver.url, "all", ["Move", "AddressProtectionChange"],
+                              {"Move": MOVE_FIELDS, "AddressProtectionChange": ["protection"]}, **FAST)
+    await bus.producer.send_and_wait(bus.topic("subscriptions"), json.dumps(value).encode(), key=sub_id.encode())
+    await bus.wait_for(receiver, receiver.verified, 60, f"{sub_id} verified")
+
+
+async def test_a_move_replayed_after_the_purge_arrives_without_anything_that_reveals_the_address(egress_bus):
+    refusing = []
+    receiver = Receiver(egress_bus.secret,
+                        lambda _n, e: Reply(400) if e["type"].endswith(".Move") and not refusing else Reply())
+    await receiver.start()
+    try:
+        await _subscribe(egress_bus, "egress-replay", receiver)
+        move = _move(PERSON, STREET)
+        await _send(egress_bus, move)
+        listed = None
+        for _ in range(300):  # the rejected Move becomes a dead letter
+            listed = await samband(egress_bus.bootstrap, "dlq", "list", "--subscription", "egress-replay",
+                                   env={"SAMBAND_APP_ID": egress_bus.app_id})
+            if move["envelope"]["id"] in listed.stdout:
+                break
+        rows = [line for line in listed.stdout.splitlines() if move["envelope"]["id"] in line]
+        assert rows, listed.stdout
+        protect = event("AddressProtectionChange", PERSON, ["4601"], protection="strengtFortrolig")
+        await _send(egress_bus, protect)
+        await egress_bus.wait_for(receiver, lambda: any(r.event["type"] == "no.samband.purge" for r in receiver.events()),
+                                  60, "the purge")
+        refusing.append(True)
+        replayed = await samband(egress_bus.bootstrap, "dlq", "replay", rows[0].split()[0],
+                                 env={"SAMBAND_APP_ID": egress_bus.app_id})
+        assert replayed.code == 0, replayed.stderr
+        await egress_bus.wait_for(receiver, lambda: any(r.event["id"] == move["envelope"]["id"] for r in receiver.events()),
+                                  60, "the replayed Move")
+    finally:
+        await receiver.stop()
+    [arrived] = [r for r in receiver.events() if r.event["id"] == move["envelope"]["id"]]
+    body = json.dumps({"source": arrived.event["source"], "data": arrived.event.get_data()}, ensure_ascii=False)
+    for word in KOMMUNE_WORDS:
+        assert word not in body, f"{word!r} left the bus after the purge: {body}"
+    assert arrived.event.get_data()["movedDate"]  # the event itself still arrives
+
+
+async def test_each_subscription_sees_its_own_subject_for_the_same_person(egress_bus):
+    receivers = [Receiver(egress_bus.secret), Receiver(egress_bus.secret)]
+    for n, receiver in enumerate(receivers):
+        await receiver.start()
+        await _subscribe(egress_bus, f"egress-subject-{n}", receiver)
+    try:
+        moves = [_move(OTHER, "Åpengata"), _move(OTHER, "Åpengata")]
+        await _send(egress_bus, *moves)
+        for receiver in receivers:
+            await egress_bus.wait_for(receiver, lambda r=receiver: len([e for e in r.events() if e.event["type"].endswith(".Move")]) == 2,
+                                      60, "both Moves")
+    finally:
+        for receiver in receivers:
+            await receiver.stop()
+    subjects = [{r.event["subject"] for r in receiver.events() if r.event["type"].endswith(".Move")} for receiver in receivers]
+    assert all(len(s) == 1 for s in subjects), subjects  # stable for a subscription
+    assert subjects[0] != subjects[1]  # unlinkable across subscriptions
+    internal = pseudonym(OTHER, PSEUDONYM_KEY.encode())
+    assert internal not in subjects[0] | subjects[1]
