@@ -151,6 +151,17 @@ def dead_letter_key(settings: Settings | None = None) -> bytes:
     return key
 
 
+def webhook_allow_list(settings: Settings | None = None):
+    """SAMBAND_WEBHOOK_ALLOW_NETWORKS as the webhook connector's AllowList; SettingsError for a bad entry."""
+    from connectors.webhook.network import AllowList
+
+    settings = settings or get_settings()
+    try:
+        return AllowList.parse(settings.webhook_allow_networks)
+    except ValueError as exc:
+        raise SettingsError(f"SAMBAND_WEBHOOK_ALLOW_NETWORKS: {exc}") from None
+
+
 def bootstrap_servers(settings: Settings | None = None) -> str:
     """The Kafka cluster: SAMBAND_KAFKA_BOOTSTRAP_SERVERS, else KAFKA_BOOTSTRAP_SERVERS, else the local broker."""
     from deploy.launcher import BrokerConfig, external_bootstrap_servers

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -64,7 +65,9 @@ class CountingReceiver:
         body = await request.read()
         self.count += 1
         key = request.headers.get("webhook-id") or request.headers.get("x-bench-id")
-        if key and not key.startswith("validation."):
+        if key and key.startswith("validation."):  # the handshake: echo its challenge
+            return web.json_response({"challenge": json.loads(body)["data"]["challenge"]})
+        if key:
             self.arrivals.setdefault(key, time.time())
         if self.expect and len(self.arrivals) >= self.expect:
             self.done.set()
@@ -145,12 +148,16 @@ async def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
     env = {**os.environ, "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SAMBAND_APP_ID": app_id,
            "SAMBAND_DATA_DIR": str(workdir / "data"), "SAMBAND_WEB_PORT": str(free_port()), "SAMBAND_LOG_LEVEL": "warning",
-           "SAMBAND_LOG_FORMAT": "json", "BENCH_HOOK_SECRET": secret}
+           "SAMBAND_LOG_FORMAT": "json", "SAMBAND_SECRETS_DIR": str(workdir / "secrets"),
+           "SAMBAND_PSEUDONYM_KEY": "bench-pseudonym-key-of-at-least-32-bytes", "SAMBAND_DLQ_KEY": base64.b64encode(bytes(32)).decode(),
+           "SAMBAND_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8"}  # the receivers listen on loopback
+    (workdir / "secrets").mkdir()
     log = (workdir / "worker.log").open("wb")
     worker = subprocess.Popen([sys.executable, "-m", "agents.cli", "worker", "--loglevel", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         for sub, url in zip(subs, urls):
-            value = {"id": sub, "delivery": {"kind": "webhook", "url": url, "secret_ref": "env:BENCH_HOOK_SECRET", "max_concurrency": CONCURRENCY}}
+            (workdir / "secrets" / sub).write_text(secret)
+            value = {"id": sub, "delivery": {"kind": "webhook", "url": url, "secret_ref": f"file:{sub}", "max_concurrency": CONCURRENCY}}
             await producer.send_and_wait(f"{app_id}-subscriptions", json.dumps(value).encode(), key=sub.encode())
 
         async def produce(records: list[dict], stamp: bool) -> None:

@@ -25,6 +25,7 @@ turns; the table gives medians and ranges, and the targets are checked on each r
 from __future__ import annotations
 
 import argparse
+import base64
 import asyncio
 import os
 import subprocess
@@ -218,7 +219,8 @@ async def raw_routing(bootstrap: str, source: str, sink: str, n: int, subs: list
 def start_worker(app_id: str, modules: list[str], bootstrap: str, data_dir: Path) -> subprocess.Popen:
     env = {**os.environ, "SAMBAND_APP_ID": app_id, "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
            "SAMBAND_DATA_DIR": str(data_dir / app_id), "SAMBAND_WEB_PORT": str(free_port()), "SAMBAND_LOG_LEVEL": "warning",
-           "SAMBAND_LOG_FORMAT": "json", "SAMBAND_PSEUDONYM_KEY": KEY}
+           "SAMBAND_LOG_FORMAT": "json", "SAMBAND_PSEUDONYM_KEY": KEY,
+           "SAMBAND_DLQ_KEY": base64.b64encode(bytes(32)).decode()}
     code = ("import sys; from agents.commands import worker; worker.AGENT_MODULES = sys.argv[1:]; "
             "worker.run_worker('warning')")
     log = (data_dir / f"{app_id}.log").open("wb")

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from agents import metrics
 from agents.app import app, batch_service_settings, freeze_heap
-from agents.config import bootstrap_servers, dead_letter_key, get_settings
+from agents.config import bootstrap_servers, dead_letter_key, get_settings, webhook_allow_list
 from agents.delivery.dispatcher import Dispatcher
 from agents.delivery.egress import Egress, Grades
 from agents.delivery.queues import DeliveryQueues
@@ -92,7 +92,8 @@ grades = Grades()
 persons_topic = f"{app.conf.id}-router-persons"  # the router's person state: each person's grade now
 dispatcher = Dispatcher(lambda key, entry, outcome: queues.apply(key, entry, outcome), _save_status,
                         Egress(grades, settings.pseudonym_key.encode()),
-                        {"topic_writer": subscriber_topics.write, "schema_registry": registry_from_settings(settings)})
+                        {"topic_writer": subscriber_topics.write, "schema_registry": registry_from_settings(settings),
+                         "webhook_allow": webhook_allow_list(settings), "secrets_dir": settings.secrets_dir})
 queues = DeliveryQueues(topics, dispatcher, DeadLetterSeal(dead_letter_key(settings)), grades)
 # Set once every subscription and delivery status written before the start has been read:
 # records of a subscription not yet known would otherwise all be stored as waiting.

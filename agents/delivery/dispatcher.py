@@ -73,8 +73,9 @@ class Lane:
                 outcome = await self.sink.write_one(record)  # the hot path: no list, no coroutine level more
             else:
                 [outcome] = await self.sink.write([record])
-            if getattr(outcome, "retry_after", None):
-                self.hold_until = max(self.hold_until, time.time() + outcome.retry_after)
+            if getattr(outcome, "retry_after", None):  # capped as pending.decide caps it
+                hold = min(outcome.retry_after, max(self.target.retry_schedule, default=0.0))
+                self.hold_until = max(self.hold_until, time.time() + hold)
             try:
                 self._report(key, entry, outcome)
             except Exception:  # the head stays pending and is offered again after a restart
@@ -196,6 +197,8 @@ class Dispatcher:
 
     async def _refresh(self, sub: str, lane_changed: bool) -> None:
         target = self.targets.get(sub)
+        if target is None and (verifying := self._verifying.pop(sub, None)) is not None:
+            verifying.cancel()  # a deleted subscription's handshake stops at once, not at its next attempt
         old = self._lanes.get(sub)
         if old is not None and (lane_changed or not self.is_active(sub)):
             del self._lanes[sub]

@@ -83,6 +83,7 @@ def decide(queue: list[dict], outcome: dict, schedule: tuple[float, ...], now: f
     if retries_done >= len(schedule):
         return Decision(DEAD, queue[1:], head, "delivery.retries_exhausted")
     wait = outcome.get("retry_after")
-    wait = schedule[retries_done] if wait is None else wait
+    # A subscriber's Retry-After is honoured up to the schedule's longest step, never beyond.
+    wait = schedule[retries_done] if wait is None else min(wait, max(schedule))
     head["due"] = now + wait
     return Decision(RETRY, [head, *queue[1:]], head, reason)

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from agents.config import get_settings
 from connectors.kafka_sink.config import KafkaSinkConfig
 from connectors.webhook.config import WebhookConfig
+from connectors.webhook.secrets import own_refs
 
 # Altinn Events' schedule: 10 s, 30 s, 1 m, 5 m, 10 m, 30 m, 1 h, 3 h, 6 h, 12 h, 12 h.
 DEFAULT_RETRY_SCHEDULE = (10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 10800.0, 21600.0, 43200.0, 43200.0)
@@ -85,8 +86,19 @@ def parse_target(sub_id: str, subscription: dict) -> Target:
                 {**delivery, "topic": subscriber_topic(sub_id), "fields": subscription.get("fields") or {}})
         else:
             sink = WebhookConfig.model_validate(delivery)
+            refused = secret_ref_problem(sub_id, sink.secret_ref, sink.previous_secret_ref)
+            if refused:
+                raise TargetError(f"subscription {sub_id}: {refused}")
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
         raise TargetError(f"subscription {sub_id}: invalid delivery fields: {fields}") from None
     return Target(sub_id, sink, tuple(float(s) for s in schedule), bool(paused),
                   public_body=subscription.get("public_body") is True, national=subscription.get("kommuner") == "all")
+
+
+def secret_ref_problem(sub_id: str, secret_ref: str, previous: str | None) -> str | None:
+    """Why these refs may not be this subscription's (connectors/webhook/secrets.py), or None."""
+    if secret_ref not in own_refs(sub_id) or (previous is not None and previous not in own_refs(sub_id, previous=True)):
+        env, file = own_refs(sub_id)
+        return f"delivery.secret_ref names a secret that is not the subscription's own: use {env} or {file}"
+    return None

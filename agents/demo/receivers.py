@@ -85,7 +85,7 @@ class WebhookReceiver:
         cloudevent = json.loads(body)
         if cloudevent.get("type") == VALIDATION_TYPE:
             self.recording.verified = True
-            return web.Response(status=204)
+            return web.json_response({"challenge": (cloudevent.get("data") or {}).get("challenge")})  # echoed: verified
         if self.outage_seconds and self.outage_started is None:
             self.outage_started = self.clock()
         if self.in_outage():

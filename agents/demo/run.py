@@ -74,6 +74,7 @@ class DemoRun:
                "SAMBAND_DATA_DIR": str(self.run_dir / "worker-data"), "SAMBAND_WEB_PORT": str(_free_port()),
                "SAMBAND_PSEUDONYM_KEY": secrets.token_hex(32), "SAMBAND_LOG_FORMAT": "json",
                "SAMBAND_DLQ_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),  # keys of this run only
+               "SAMBAND_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",  # the demo's receivers listen on loopback, over http
                "SAMBAND_SUBSCRIBER_TOPIC_PREFIX": systems.subscriber_topic_prefix(self.app_id)}
         env.update({systems.secret_env(s): self.secrets[s.id] for s in self.subscriptions if s.id in self.secrets})
         return env

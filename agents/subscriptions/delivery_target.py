@@ -13,19 +13,38 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from yarl import URL
 
 from connectors.webhook.config import WebhookConfig
+from connectors.webhook.network import literal_address
+
+
+MIN_RETRY_DELAY_S, MAX_RETRY_STEPS = 1.0, 20
 
 
 class DeliveryControl(BaseModel):
-    # Seconds to wait before each retry; the delivery agent's default when absent.
-    retry_schedule: list[Annotated[float, Field(ge=0)]] | None = None
+    # Seconds to wait before each retry (at least 1 s, at most 20 steps); the delivery agent's default when absent.
+    retry_schedule: list[Annotated[float, Field(ge=MIN_RETRY_DELAY_S)]] | None = Field(None, max_length=MAX_RETRY_STEPS)
     # Paused: events are kept, in order, and delivered once it is resumed.
     paused: bool = False
 
 
 class WebhookTarget(WebhookConfig, DeliveryControl):
     kind: Literal["webhook"]
+
+    @model_validator(mode="after")
+    def _reachable(self):
+        """Refused now what the connector would refuse at connect time anyway (connectors/webhook/network.py):
+        plain http or a literal address that is not public, unless SAMBAND_WEBHOOK_ALLOW_NETWORKS lists it."""
+        from agents.config import webhook_allow_list
+
+        url = URL(self.url)
+        host = url.host or ""
+        if literal_address(host) is not None or url.scheme != "https":
+            refusal = webhook_allow_list().refusal(url.scheme, host)
+            if refusal:
+                raise ValueError(f"url: {refusal}")
+        return self
 
 
 class KafkaTarget(DeliveryControl):

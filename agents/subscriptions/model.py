@@ -13,7 +13,7 @@
     fields:                                                     # the projection, per event type
       Birth: [envelope.person, birthDate, name, address]
       Move: [envelope.person, movedDate, newAddress, scope]
-    delivery: {kind: webhook, url: https://..., secret_ref: env:BERGEN_HS_SECRET}
+    delivery: {kind: webhook, url: https://..., secret_ref: env:SAMBAND_WEBHOOK_SECRET_BERGEN_HELSESTASJON}
 
 Field paths are the catalog's (`schemas.catalog.catalog().fields(type)`). Every event type
 needs its list of fields: nothing is granted by default. Fields classified `confidential`
@@ -107,6 +107,16 @@ class Subscription(_Strict):
             confidential = [p for p in paths if known[p] == "confidential"]
             if confidential and not self.public_body:
                 raise ValueError(f"fields.{event_type}: {confidential} are confidential: only for public bodies")
+        return self
+
+    @model_validator(mode="after")
+    def _own_secret(self):
+        if self.delivery.kind == "webhook":
+            from agents.delivery.target import secret_ref_problem
+
+            problem = secret_ref_problem(self.id, self.delivery.secret_ref, self.delivery.previous_secret_ref)
+            if problem:
+                raise ValueError(problem)
         return self
 
     def to_json(self) -> bytes:

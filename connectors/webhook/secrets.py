@@ -1,7 +1,14 @@
-"""Signing secrets, resolved from a `secret_ref` so no secret is ever stored in a subscription.
+"""Signing secrets, named only by the subscription's own id, so no subscription can sign with
+another's: the secret is never stored in a subscription, and its `secret_ref` can name only
 
-Supported references:
-- `env:NAME`: the environment variable NAME of the worker process.
+- `env:SAMBAND_WEBHOOK_SECRET_<ID>`: an environment variable of the worker (the id upper-cased,
+  `-` as `_`), or
+- `file:<id>`: a file named by the id in the secrets folder (SAMBAND_SECRETS_DIR);
+
+and, during a rotation, `previous_secret_ref` the same names with `_PREVIOUS` / `.previous`.
+Whatever is wrong with a secret (a ref naming something else, a variable or file that is
+missing, a malformed value), the error is the same one: it tells nobody which secrets exist.
+
 Values are Standard Webhooks secrets: `whsec_` followed by base64 of 24-64 random bytes.
 """
 
@@ -10,34 +17,45 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from pathlib import Path
 
 PREFIX = "whsec_"
+UNAVAILABLE = "secret.unavailable"
 
 
 class SecretError(Exception):
-    """A secret reference cannot be resolved; `reason` is a stable code. Never holds the secret."""
+    """A secret cannot be used; `reason` is always `secret.unavailable`. Never holds the secret or its name."""
 
-    def __init__(self, reason: str, message: str):
+    def __init__(self, reason: str = UNAVAILABLE, message: str = "the subscription's signing secret is not available"):
         super().__init__(message)
         self.reason = reason
 
 
-def resolve_secret(ref: str) -> bytes:
-    """The raw HMAC key behind `ref`."""
+def own_refs(sub_id: str, previous: bool = False) -> tuple[str, str]:
+    """The only references subscription `sub_id` may give: its environment variable and its file."""
+    env = "SAMBAND_WEBHOOK_SECRET_" + sub_id.upper().replace("-", "_") + ("_PREVIOUS" if previous else "")
+    return f"env:{env}", f"file:{sub_id}" + (".previous" if previous else "")
+
+
+def resolve_secret(ref: str, secrets_dir: str = "") -> bytes:
+    """The raw HMAC key behind `ref`; SecretError, the same for every fault."""
     scheme, _, name = ref.partition(":")
-    if scheme != "env" or not name:
-        raise SecretError("secret.bad_ref", f"secret_ref {ref!r} is not of the form env:NAME")
-    value = os.environ.get(name)
-    if not value:
-        raise SecretError("secret.missing", f"environment variable {name} (from secret_ref) is not set")
-    if not value.startswith(PREFIX):
-        raise SecretError("secret.format", f"environment variable {name} does not hold a {PREFIX}... secret")
+    value = None
+    if scheme == "env" and name:
+        value = os.environ.get(name)
+    elif scheme == "file" and name and secrets_dir and "/" not in name and not name.startswith("."):
+        try:
+            value = (Path(secrets_dir) / name).read_text().strip()
+        except OSError:
+            value = None
+    if not value or not value.startswith(PREFIX):
+        raise SecretError()
     try:
         key = base64.b64decode(value[len(PREFIX) :], validate=True)
     except (binascii.Error, ValueError):
-        raise SecretError("secret.format", f"environment variable {name} is not {PREFIX} + base64") from None
+        raise SecretError() from None
     if not key:
-        raise SecretError("secret.format", f"environment variable {name} holds an empty secret")
+        raise SecretError()
     return key
 
 

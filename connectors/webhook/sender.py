@@ -14,6 +14,7 @@ from yarl import URL
 
 from connectors.webhook import cloudevent
 from connectors.webhook.config import WebhookConfig
+from connectors.webhook.network import AddressRefused, AllowList, GuardedResolver, literal_address
 from connectors.webhook.outcome import CONNECTION, TIMEOUT, HttpOutcome, classify
 from connectors.webhook.secrets import SecretError, resolve_secret
 from connectors.webhook.signing import Signer
@@ -21,17 +22,28 @@ from connectors.webhook.signing import Signer
 USER_AGENT = "samband-webhook/1"
 
 
+# A subscriber's answer is read up to this much: it only needs to say yes, or echo a challenge.
+MAX_RESPONSE_BYTES = 64 * 1024
+ADDRESS_REFUSED = "delivery.address_refused"
+CHALLENGE_NOT_ECHOED = "delivery.challenge_not_echoed"
+
+
 class WebhookSender:
-    def __init__(self, config: WebhookConfig):
+    def __init__(self, config: WebhookConfig, allow: AllowList = AllowList(), secrets_dir: str = ""):
         self.config = config
         self._session: aiohttp.ClientSession | None = None
         self._signer: Signer | None = None  # made at the first request: a missing secret is a retried outcome
         self._url = URL(config.url)  # parsed once, not per request
+        self._allow = allow
+        self._secrets_dir = secrets_dir
+        # aiohttp resolves no literal address: that one is judged here, names by the resolver.
+        self._refused = allow.refusal(self._url.scheme, self._url.host or "") if literal_address(self._url.host or "") else None
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.config.max_concurrency, keepalive_timeout=60),
+                connector=aiohttp.TCPConnector(limit=self.config.max_concurrency, keepalive_timeout=60,
+                                               resolver=GuardedResolver(self._allow, self._url.scheme)),
                 timeout=aiohttp.ClientTimeout(
                     total=self.config.connect_timeout + self.config.read_timeout,
                     sock_connect=self.config.connect_timeout,
@@ -44,7 +56,7 @@ class WebhookSender:
     def request(self, event: dict, msg_id: str, traceparent: str | None = None) -> tuple[dict[str, str], bytes]:
         """Headers and body of the POST for `event` (signed, with the trace context passed on)."""
         if self._signer is None:
-            self._signer = Signer([resolve_secret(ref) for ref in self.config.secret_refs])
+            self._signer = Signer([resolve_secret(ref, self._secrets_dir) for ref in self.config.secret_refs])
         headers, body = cloudevent.encode(event, self.config.mode)
         headers["User-Agent"] = USER_AGENT  # here, not as a session default: aiohttp merges those per request
         headers.update(self._signer.headers(msg_id, int(time.time()), body))
@@ -52,8 +64,12 @@ class WebhookSender:
             headers["traceparent"] = traceparent
         return headers, body
 
-    async def send(self, event: dict, msg_id: str, traceparent: str | None = None) -> HttpOutcome:
-        """One attempt. Never raises for the subscriber's faults: they become an Outcome."""
+    async def send(self, event: dict, msg_id: str, traceparent: str | None = None,
+                   echo: str | None = None) -> HttpOutcome:
+        """One attempt. Never raises for the subscriber's faults: they become an Outcome. With
+        `echo`, a 2xx counts only when the answer's body holds that text (the handshake's challenge)."""
+        if self._refused is not None:
+            return HttpOutcome("retry", ADDRESS_REFUSED, f"webhook URL refused: {self._refused}")
         try:
             headers, body = self.request(event, msg_id, traceparent)
         except SecretError as exc:
@@ -63,12 +79,19 @@ class WebhookSender:
             # Awaited, not `async with`: two coroutine levels less to pass through at each resumption.
             reply = await self._open().post(self._url, data=body, headers=headers, allow_redirects=False)
             try:
-                await reply.read()  # drain, so the connection goes back to the pool
+                answer = await reply.content.read(MAX_RESPONSE_BYTES)  # never more: a body is no reason to wait
             finally:
                 reply.release()
-            return classify(reply.status, reply.headers.get("Retry-After"))
+            outcome = classify(reply.status, reply.headers.get("Retry-After"))
+            if echo is not None and outcome.status == "delivered" and echo.encode() not in answer:
+                return HttpOutcome("retry", CHALLENGE_NOT_ECHOED, "the answer did not echo the challenge", reply.status)
+            return outcome
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             return HttpOutcome("retry", TIMEOUT)
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, AddressRefused):
+                return HttpOutcome("retry", ADDRESS_REFUSED, str(exc.os_error))
+            return HttpOutcome("retry", CONNECTION)
         except aiohttp.ClientError:
             return HttpOutcome("retry", CONNECTION)
 
@@ -76,3 +99,4 @@ class WebhookSender:
         if self._session is not None:
             await self._session.close()
             self._session = None
+

@@ -11,6 +11,7 @@ carries the same id and the subscriber can drop duplicates.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ import orjson
 
 from connectors.api import Context, Sink, SinkRecord
 from connectors.webhook.config import WebhookConfig
+from connectors.webhook.network import AllowList
 from connectors.webhook.outcome import HttpOutcome
 from connectors.webhook.sender import WebhookSender
 
@@ -32,7 +34,9 @@ class WebhookSink(Sink):
 
     def __init__(self, config: WebhookConfig, context: Context):
         super().__init__(config, context)
-        self.sender = WebhookSender(config)
+        # Where it may connect: the operator's allow-list (SAMBAND_WEBHOOK_ALLOW_NETWORKS), given by the delivery stage.
+        self.sender = WebhookSender(config, context.extras.get("webhook_allow", AllowList()),
+                                    context.extras.get("secrets_dir", ""))
 
     async def write(self, batch: Sequence[SinkRecord]) -> list[HttpOutcome]:
         if len(batch) == 1:
@@ -51,7 +55,10 @@ class WebhookSink(Sink):
         return self.sender.send(event, key, traceparent)
 
     async def verify(self, subscription: str) -> HttpOutcome:
-        """Send the signed validation event; a 2xx answer proves the endpoint holds the secret's receiver."""
+        """Send the signed validation event with a random challenge; only a 2xx answer whose body
+        echoes the challenge (e.g. `{"challenge": "..."}`) verifies the endpoint: a server that
+        answers 200 to anything, or one the tenant does not run, does not pass."""
+        challenge = secrets.token_urlsafe(24)
         event = {
             "specversion": "1.0",
             "id": str(uuid.uuid4()),
@@ -60,9 +67,9 @@ class WebhookSink(Sink):
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "subject": subscription,
             "datacontenttype": "application/json",
-            "data": {"subscription": subscription},
+            "data": {"subscription": subscription, "challenge": challenge},
         }
-        return await self.sender.send(event, f"validation.{subscription}.{event['id']}")
+        return await self.sender.send(event, f"validation.{subscription}.{event['id']}", echo=challenge)
 
     async def stop(self) -> None:
         await self.sender.close()

@@ -18,7 +18,6 @@ from connectors.webhook.secrets import new_secret
 from delivery_fixtures import delivery, delivery_key
 from worker_process import WorkerProcess
 
-SECRET_ENV = "SAMBAND_TEST_HOOK_SECRET"
 
 
 @asynccontextmanager
@@ -35,6 +34,7 @@ async def running_bus(bootstrap: str, tmp: Path, **settings: str):
         "SAMBAND_DATA_DIR": str(tmp / "worker-data"),
         "SAMBAND_WEB_PORT": str(free_port()),
         "SAMBAND_LOG_FORMAT": "json",
+        "SAMBAND_SECRETS_DIR": str(tmp / "secrets"),  # one signing secret file per subscription, named by its id
         **settings,
     }
     bus = DeliveryBus(bootstrap, env, tmp / "worker.log")
@@ -50,7 +50,9 @@ class DeliveryBus:
         self.bootstrap = bootstrap
         self.app_id = env["SAMBAND_APP_ID"]
         self.secret = new_secret()
-        self.worker = WorkerProcess({**env, SECRET_ENV: self.secret}, log_path)
+        self.worker = WorkerProcess(env, log_path)
+        self.secrets_dir = Path(env["SAMBAND_SECRETS_DIR"])
+        self.secrets_dir.mkdir(parents=True, exist_ok=True)
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
         self.topic = lambda name: f"{self.app_id}-{name}"
         self.subscriber_topic = lambda sub_id: env["SAMBAND_SUBSCRIBER_TOPIC_PREFIX"] + sub_id
@@ -73,9 +75,13 @@ class DeliveryBus:
         self.worker.stop()
 
     async def subscribe(self, sub_id: str, url: str, **delivery_settings) -> None:
-        settings = {"kind": "webhook", "url": url, "secret_ref": f"env:{SECRET_ENV}", **delivery_settings}
-        value = {"id": sub_id, "delivery": settings}
-        await self.producer.send_and_wait(self.topic("subscriptions"), json.dumps(value).encode(), key=sub_id.encode())
+        settings = {"kind": "webhook", "url": url, "secret_ref": f"file:{sub_id}", **delivery_settings}
+        await self.put_subscription({"id": sub_id, "delivery": settings})
+
+    async def put_subscription(self, value: dict) -> None:
+        """Write a subscription to the bus's topic, its signing secret (the bus's test secret) in its own file first."""
+        (self.secrets_dir / value["id"]).write_text(self.secret)
+        await self.producer.send_and_wait(self.topic("subscriptions"), json.dumps(value).encode(), key=value["id"].encode())
 
     async def subscribe_kafka(self, sub_id: str, fields: dict[str, list[str]], **delivery_settings) -> None:
         value = {"id": sub_id, "fields": fields, "delivery": {"kind": "kafka", **delivery_settings}}

@@ -42,9 +42,11 @@ def test_retries_follow_the_schedule_then_dead_letter():
     assert [e["key"] for e in third.queue] == ["b"]
 
 
-def test_retry_after_replaces_the_scheduled_wait():
-    decision = pending.decide(_queued("a")["queue"], {"idempotency_key": "a", "status": "retry", "retry_after": 42}, (1.0,), 0.0)
+def test_retry_after_replaces_the_scheduled_wait_up_to_its_longest_step():
+    decision = pending.decide(_queued("a")["queue"], {"idempotency_key": "a", "status": "retry", "retry_after": 42}, (1.0, 60.0), 0.0)
     assert decision.queue[0]["due"] == 42.0
+    a_day = pending.decide(_queued("a")["queue"], {"idempotency_key": "a", "status": "retry", "retry_after": 86400}, (1.0, 60.0), 0.0)
+    assert a_day.queue[0]["due"] == 60.0  # finding 9: a subscriber's Retry-After no longer parks its events for a day
 
 
 def test_rejected_is_dead_and_gone_holds_the_head():
@@ -56,12 +58,12 @@ def test_rejected_is_dead_and_gone_holds_the_head():
 
 
 def test_target_defaults_and_errors_name_fields():
-    target = parse_target("s", {"delivery": {"url": "https://x.example/hook", "secret_ref": "env:S"}})
+    target = parse_target("s", {"delivery": {"url": "https://x.example/hook", "secret_ref": "env:SAMBAND_WEBHOOK_SECRET_S"}})
     assert target.retry_schedule == DEFAULT_RETRY_SCHEDULE and not target.paused and target.sink.mode == "structured"
     with pytest.raises(TargetError, match="url"):
-        parse_target("s", {"delivery": {"url": "x", "secret_ref": "env:S"}})
+        parse_target("s", {"delivery": {"url": "x", "secret_ref": "env:SAMBAND_WEBHOOK_SECRET_S"}})
     with pytest.raises(TargetError, match="retry_schedule"):
-        parse_target("s", {"delivery": {"url": "https://x", "secret_ref": "env:S", "retry_schedule": [-1]}})
+        parse_target("s", {"delivery": {"url": "https://x", "secret_ref": "env:SAMBAND_WEBHOOK_SECRET_S", "retry_schedule": [-1]}})
 
 
 def test_kafka_target_gets_its_own_topic_and_the_subscription_fields():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from connectors.webhook.config import WebhookConfig
+from connectors.webhook.network import AllowList
 from connectors.webhook.outcome import parse_retry_after
 from connectors.webhook.secrets import SecretError, new_secret, resolve_secret
 from connectors.webhook.sender import WebhookSender
@@ -12,6 +13,8 @@ from delivery_fixtures import cloud_event
 from webhook_receiver import Receiver, Reply
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+LOOPBACK = AllowList.parse("127.0.0.0/8")  # the tests' receivers listen there
 
 
 @pytest.fixture
@@ -22,7 +25,7 @@ def secret(monkeypatch):
 
 
 async def _send(receiver: Receiver, config: WebhookConfig, event: dict, msg_id: str = "ev-1.sub-a"):
-    sender = WebhookSender(config)
+    sender = WebhookSender(config, LOOPBACK)
     try:
         return await sender.send(event, msg_id, TRACEPARENT)
     finally:
@@ -121,19 +124,43 @@ async def test_refused_connection_is_retry(secret):
 
 async def test_missing_secret_keeps_the_event_for_later(monkeypatch):
     monkeypatch.delenv("TEST_HOOK_ABSENT", raising=False)
-    sender = WebhookSender(WebhookConfig(url="http://127.0.0.1:9/hook", secret_ref="env:TEST_HOOK_ABSENT"))
+    sender = WebhookSender(WebhookConfig(url="http://127.0.0.1:9/hook", secret_ref="env:TEST_HOOK_ABSENT"), LOOPBACK)
     outcome = await sender.send(cloud_event("ev-7", "p1"), "ev-7.sub-a")
-    assert (outcome.status, outcome.reason) == ("retry", "secret.missing")
+    assert (outcome.status, outcome.reason) == ("retry", "secret.unavailable")
 
 
-def test_secret_errors_name_the_reference_not_the_value(monkeypatch):
+def test_every_secret_fault_is_one_error_that_reveals_no_name_or_value(monkeypatch, tmp_path):
+    """Finding 7: the error codes told a tenant which variables exist."""
     monkeypatch.setenv("TEST_HOOK_PLAIN", "not-a-whsec-secret")
-    with pytest.raises(SecretError) as bad:
-        resolve_secret("env:TEST_HOOK_PLAIN")
-    assert bad.value.reason == "secret.format" and "not-a-whsec-secret" not in str(bad.value)
-    with pytest.raises(SecretError) as ref:
-        resolve_secret("vault:x")
-    assert ref.value.reason == "secret.bad_ref"
+    monkeypatch.delenv("TEST_HOOK_ABSENT", raising=False)
+    (tmp_path / "sub-a").write_text("whsec_!!!")
+    errors = []
+    for ref in ("env:TEST_HOOK_PLAIN", "env:TEST_HOOK_ABSENT", "vault:x", "file:sub-a", "file:missing", "file:../sub-a"):
+        with pytest.raises(SecretError) as raised:
+            resolve_secret(ref, str(tmp_path))
+        errors.append((raised.value.reason, str(raised.value)))
+    assert len(set(errors)) == 1 and errors[0][0] == "secret.unavailable"
+    assert not any(word in errors[0][1] for word in ("TEST_HOOK", "not-a-whsec", "sub-a", "vault"))
+
+
+def test_a_subscription_may_name_only_its_own_secret():
+    from pydantic import ValidationError
+
+    from agents.delivery.target import TargetError, parse_target
+    from agents.subscriptions.model import Subscription
+
+    base = {"id": "bergen-skole", "system": {"name": "S", "owner": "O", "contact": "c@x.example"},
+            "legal_basis": "§ 1", "public_body": True, "kommuner": ["4601"], "event_types": ["Death"],
+            "fields": {"Death": ["deathDate"]}}
+    hook = {"kind": "webhook", "url": "https://skole.example/hook"}
+    for own in ("env:SAMBAND_WEBHOOK_SECRET_BERGEN_SKOLE", "file:bergen-skole"):
+        Subscription.model_validate({**base, "delivery": {**hook, "secret_ref": own}})
+        parse_target("bergen-skole", {"delivery": {**hook, "secret_ref": own}})
+    for borrowed in ("env:SAMBAND_WEBHOOK_SECRET_OSLO_SKOLE", "env:HOME", "file:oslo-skole", "file:../x"):
+        with pytest.raises(ValidationError, match="not the subscription's own"):
+            Subscription.model_validate({**base, "delivery": {**hook, "secret_ref": borrowed}})
+        with pytest.raises(TargetError, match="not the subscription's own"):
+            parse_target("bergen-skole", {"delivery": {**hook, "secret_ref": borrowed}})
 
 
 def test_retry_after_accepts_seconds_and_http_dates():
@@ -152,7 +179,8 @@ def _sink(url: str):
     from connectors.webhook.sink import WebhookSink
 
     config = WebhookSink.parse_config({"url": url, "secret_ref": "env:TEST_HOOK_SECRET"})
-    return WebhookSink(config, Context("test-hook", Output(), DeadLetters(), StateStore(), structlog.get_logger()))
+    return WebhookSink(config, Context("test-hook", Output(), DeadLetters(), StateStore(), structlog.get_logger(),
+                                       {"webhook_allow": LOOPBACK}))
 
 
 async def test_sink_writes_a_batch_in_order_with_idempotency_keys_as_webhook_ids(secret):
@@ -188,7 +216,7 @@ async def test_verification_event_is_signed_and_typed(secret):
         await receiver.stop()
     assert outcome.status == "delivered"
     [got] = receiver.delivered
-    assert got.event["type"] == "no.samband.subscription.validation" and got.event.get_data() == {"subscription": "sub-a"}
+    assert got.event["type"] == "no.samband.subscription.validation" and got.event.get_data()["subscription"] == "sub-a" and got.event.get_data()["challenge"]
 
 
 def test_config_errors_name_fields_not_values():

@@ -63,6 +63,7 @@ class Receiver:
         self.changed = asyncio.Condition()
         self.url = ""
         self._runner: web.AppRunner | None = None
+        self.echo_challenge = True  # False: a server that answers 2xx to anything, as a careless one would
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -81,6 +82,9 @@ class Receiver:
                 self.unique_ids.add(record.webhook_id)
         async with self.changed:
             self.changed.notify_all()
+        if event["type"] == VALIDATION_TYPE and self.echo_challenge:  # what a subscriber must do to be verified
+            status = 200 if reply.status == 204 else reply.status  # a 204 carries no body to echo in
+            return web.json_response({"challenge": event.get_data()["challenge"]}, status=status, headers=reply.headers)
         return web.Response(status=reply.status, headers=reply.headers)
 
     async def start(self, port: int = 0) -> str:

@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaProducer
 
 from agents.demo.receivers import TopicReceiver, WebhookReceiver
 from connectors.webhook.config import WebhookConfig
+from connectors.webhook.network import AllowList
 from connectors.webhook.secrets import new_secret
 from connectors.webhook.sender import WebhookSender
 
@@ -20,7 +21,7 @@ def _event(event_id: str, event_type: str = "no.samband.events.Death") -> dict:
 
 async def _sender(url: str, secret: str, monkeypatch) -> WebhookSender:
     monkeypatch.setenv("DEMO_TEST_SECRET", secret)
-    return WebhookSender(WebhookConfig(url=url, secret_ref="env:DEMO_TEST_SECRET"))
+    return WebhookSender(WebhookConfig(url=url, secret_ref="env:DEMO_TEST_SECRET"), AllowList.parse("127.0.0.0/8"))
 
 
 async def test_signed_events_are_recorded_once_and_forged_ones_refused(monkeypatch):
@@ -32,7 +33,7 @@ async def test_signed_events_are_recorded_once_and_forged_ones_refused(monkeypat
         assert (await good.send(_event("e1"), "e1.alta")).status == "delivered"
         assert (await good.send(_event("e1"), "e1.alta")).status == "delivered"  # a retry: same id
         monkeypatch.setenv("DEMO_TEST_SECRET", new_secret())
-        forged = WebhookSender(WebhookConfig(url=url, secret_ref="env:DEMO_TEST_SECRET"))
+        forged = WebhookSender(WebhookConfig(url=url, secret_ref="env:DEMO_TEST_SECRET"), AllowList.parse("127.0.0.0/8"))
         assert (await forged.send(_event("e2"), "e2.alta")).http_status == 401
     finally:
         await good.close()

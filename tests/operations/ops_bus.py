@@ -57,9 +57,8 @@ async def operations_bus(bootstrap: str, tmp: Path, extra_env: dict[str, str] | 
 
 
 def full_subscription(sub_id: str, url: str, kommuner, event_types: list[str], fields: dict, **delivery) -> dict:
-    """A routable subscription (agents/subscriptions/model.py) delivered by webhook with the bus's test secret."""
-    from delivery_bus import SECRET_ENV
-
+    """A routable subscription (agents/subscriptions/model.py) delivered by webhook with the bus's test secret
+    (write it with `bus.put_subscription`, which puts the secret in the subscription's own file)."""
     return {
         "id": sub_id,
         "system": {"name": f"System {sub_id}", "owner": "Prøve kommune", "contact": "it@prove.example"},
@@ -69,5 +68,5 @@ def full_subscription(sub_id: str, url: str, kommuner, event_types: list[str], f
         "event_types": event_types,
         "predicates": {},
         "fields": fields,
-        "delivery": {"kind": "webhook", "url": url, "secret_ref": f"env:{SECRET_ENV}", **delivery},
+        "delivery": {"kind": "webhook", "url": url, "secret_ref": f"file:{sub_id}", **delivery},
     }

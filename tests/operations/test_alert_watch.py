@@ -44,7 +44,7 @@ async def test_failing_subscription_alerts_its_contact_once(kafka_bootstrap, tmp
         try:
             subscription = full_subscription(SUB, receiver.url, "all", ["Death"], {"Death": ["envelope.id"]}, **PATIENT)
             subscription["system"]["contact"] = CONTACT
-            await bus.producer.send_and_wait(bus.topic("subscriptions"), json.dumps(subscription).encode(), key=SUB.encode())
+            await bus.put_subscription(subscription)
             for n in range(6):
                 await bus.send([delivery(SUB, f"{n:032x}", f"alert-{n}", 0)])
 

@@ -12,7 +12,7 @@ from agents.delivery_health import _Gathered, assess
 
 
 def _webhook(sub_id: str, **delivery) -> dict:
-    return {"id": sub_id, "delivery": {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret_ref": "env:X", **delivery}}
+    return {"id": sub_id, "delivery": {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret_ref": f"file:{sub_id}", **delivery}}
 
 
 def _verified(sub: dict, disabled_reason: str | None = None) -> dict:

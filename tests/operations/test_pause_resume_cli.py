@@ -22,7 +22,7 @@ async def test_pause_keeps_events_and_resume_delivers_them_in_order(ops_bus):
     try:
         for sub, receiver in (("ops-paused", paused), ("ops-witness", witness)):
             value = full_subscription(sub, receiver.url, ["1103"], ["Death", "NameChange"], {"Death": ["deathDate"], "NameChange": []}, **FAST)
-            await ops_bus.producer.send_and_wait(ops_bus.topic("subscriptions"), json.dumps(value).encode(), key=sub.encode())
+            await ops_bus.put_subscription(value)
             await ops_bus.wait_for(receiver, receiver.verified, 60, f"{sub} verified")
 
         result = await samband(ops_bus.bootstrap, "subscriptions", "pause", "ops-paused", env=env)

@@ -53,8 +53,7 @@ async def test_one_persons_events_arrive_in_the_order_sent_in_a_batch_one_by_one
     for n, receiver in enumerate(receivers):
         await receiver.start()
         value = full_subscription(f"order-{n}", receiver.url, "all", ["Move"], {"Move": ["movedDate"]})
-        await order_bus.producer.send_and_wait(order_bus.topic("subscriptions"), json.dumps(value).encode(),
-                                               key=value["id"].encode())
+        await order_bus.put_subscription(value)
     try:
         for receiver in receivers:
             await order_bus.wait_for(receiver, receiver.verified, 60, "verified")

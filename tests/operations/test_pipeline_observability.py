@@ -35,7 +35,7 @@ async def test_trace_context_logs_and_metrics_follow_a_delivery(ops_bus):
     await receiver.start()
     try:
         value = full_subscription(SUB, receiver.url, ["4601"], ["Death"], {"Death": ["deathDate"]}, **FAST)
-        await ops_bus.producer.send_and_wait(ops_bus.topic("subscriptions"), json.dumps(value).encode(), key=SUB.encode())
+        await ops_bus.put_subscription(value)
         await ops_bus.wait_for(receiver, receiver.verified, 60, "verified")
         death = event("Death", synthetic_number(9, 9, 62, 400), ["4601"])
         event_id = death["envelope"]["id"]
@@ -95,7 +95,7 @@ async def test_ingest_starts_a_trace_routing_continues_it_and_both_stages_count_
             before = await response.text()
     try:
         value = full_subscription(sub, receiver.url, ["5001"], ["Death"], {"Death": ["deathDate"]}, **FAST)
-        await ops_bus.producer.send_and_wait(topic("subscriptions"), json.dumps(value).encode(), key=sub.encode())
+        await ops_bus.put_subscription(value)
         await ops_bus.wait_for(receiver, receiver.verified, 60, "verified")
         death = event("Death", synthetic_number(11, 3, 58, 300), ["5001"])
         refused = event("Death", synthetic_number(12, 3, 58, 300), ["9999"])  # no such kommune: kommune.unknown

@@ -50,7 +50,7 @@ async def _send(bus, *records: dict) -> None:
 async def _subscribe(bus, sub_id: str, receiver: Receiver) -> None:
     value = full_subscription(sub_id, receiver.url, "all", ["Move", "AddressProtectionChange"],
                               {"Move": MOVE_FIELDS, "AddressProtectionChange": ["protection"]}, **FAST)
-    await bus.producer.send_and_wait(bus.topic("subscriptions"), json.dumps(value).encode(), key=sub_id.encode())
+    await bus.put_subscription(value)
     await bus.wait_for(receiver, receiver.verified, 60, f"{sub_id} verified")
 
 

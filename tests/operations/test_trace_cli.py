@@ -36,7 +36,7 @@ async def test_trace_shows_all_three_deliveries_with_times_and_attempts(ops_bus)
     try:
         for sub, receiver in receivers.items():
             value = full_subscription(sub, receiver.url, ["4601"], ["Death"], {"Death": ["deathDate"]}, **FAST)
-            await ops_bus.producer.send_and_wait(ops_bus.topic("subscriptions"), json.dumps(value).encode(), key=sub.encode())
+            await ops_bus.put_subscription(value)
         for receiver in receivers.values():
             await ops_bus.wait_for(receiver, receiver.verified, 60, "verified")
         death = event("Death", NUMBER, ["4601"])

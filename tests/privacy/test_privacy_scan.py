@@ -120,7 +120,7 @@ async def bus(kafka_bootstrap):
     await bus.create()
     try:
         await bus.put(bus.topic("subscriptions"), PUBLIC.encode(), _subscription(
-            PUBLIC, True, "all", {"kind": "webhook", "url": "https://kommune.example/hook", "secret_ref": "env:UNUSED"}))
+            PUBLIC, True, "all", {"kind": "webhook", "url": "https://kommune.example/hook", "secret_ref": f"file:{PUBLIC}"}))
         await bus.put(bus.topic("subscriptions"), PRIVATE.encode(), _subscription(
             PRIVATE, False, ["4601"], {"kind": "kafka"}))
         bus.open_move = _move(OPEN, OPEN_STREET)

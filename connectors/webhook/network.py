@@ -1,0 +1,88 @@
+"""Where a webhook may connect: public addresses over https, and nothing else unless allow-listed.
+
+    allow = AllowList.parse("127.0.0.0/8, hooks.intern.example")   # SAMBAND_WEBHOOK_ALLOW_NETWORKS
+    allow.refusal("http", "10.0.0.7")     # -> "a private address" (why it is refused), or None
+
+A subscription's URL is the tenant's to choose, so the bus must not become a way into the
+networks it runs in (SSRF): loopback, private, link-local (cloud metadata at 169.254.169.254),
+unique-local, multicast, unspecified and reserved addresses are refused, and so is plain http.
+The check runs on every address a name resolves to, when the connection is made
+(`GuardedResolver`), so a name that resolves to a public address at write time and to an
+internal one later (DNS rebinding) is still refused. Hosts and networks in the allow-list may
+be reached over http and on any address: tests and the demo allow 127.0.0.0/8.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import ThreadedResolver
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class AddressRefused(OSError):
+    """A webhook host resolved to an address it may not reach; the message names why, not the address."""
+
+
+@dataclass(frozen=True)
+class AllowList:
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    hosts: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, text: str) -> AllowList:
+        """Comma-separated hosts and CIDRs; ValueError names an entry that is neither."""
+        networks, hosts = [], set()
+        for entry in filter(None, (part.strip() for part in text.split(","))):
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                if not entry.replace("-", "").replace(".", "").isalnum():
+                    raise ValueError(f"not a host name or CIDR: {entry!r}") from None
+                hosts.add(entry.lower())
+        return cls(tuple(networks), frozenset(hosts))
+
+    def allows(self, host: str, address: IPAddress | None) -> bool:
+        return host.lower() in self.hosts or (address is not None and any(address in n for n in self.networks))
+
+    def refusal(self, scheme: str, host: str, address: IPAddress | None = None) -> str | None:
+        """Why `host` (at `address`, when known) may not be called over `scheme`; None when it may."""
+        if address is None:
+            address = literal_address(host)
+        if self.allows(host, address):
+            return None
+        if scheme != "https":
+            return "plain http, to a host not in SAMBAND_WEBHOOK_ALLOW_NETWORKS"
+        if address is not None and (not address.is_global or address.is_multicast):
+            return "an address that is not public (loopback, private, link-local, unique-local, multicast or reserved)"
+        return None
+
+
+def literal_address(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves as usual, then keeps only the addresses the allow-list lets this scheme reach."""
+
+    def __init__(self, allow: AllowList, scheme: str):
+        self._inner = ThreadedResolver()
+        self._allow = allow
+        self._scheme = scheme
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[dict]:
+        found = await self._inner.resolve(host, port, family)
+        kept = [info for info in found if self._allow.refusal(self._scheme, host, ipaddress.ip_address(info["host"])) is None]
+        if not kept:
+            raise AddressRefused("webhook host refused: it resolves to no address the bus may reach")
+        return kept
+
+    async def close(self) -> None:
+        await self._inner.close()

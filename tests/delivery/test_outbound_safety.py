@@ -1,0 +1,99 @@
+"""Where the bus may send (issue 13, findings 6 and 9): https to public addresses, or what the operator
+allow-lists; an endpoint is verified only by echoing the handshake's challenge; a subscription's
+retry schedule and timeouts have bounds."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydantic import ValidationError
+
+from delivery_bus import running_bus
+from webhook_receiver import Receiver
+
+from agents.subscriptions.model import Subscription
+
+BASE = {"id": "bergen-skole", "system": {"name": "S", "owner": "O", "contact": "c@x.example"},
+        "legal_basis": "§ 1", "public_body": True, "kommuner": ["4601"], "event_types": ["Death"],
+        "fields": {"Death": ["deathDate"]}}
+HOOK = {"kind": "webhook", "secret_ref": "file:bergen-skole"}
+
+
+async def _ready(bus, timeout: float = 90.0) -> None:
+    """The worker has started all its stages (stopping one still starting can hang its shutdown)."""
+    import aiohttp
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(f"{bus.registry_url}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            assert asyncio.get_running_loop().time() < deadline, bus.worker.log_tail()
+            await asyncio.sleep(0.2)  # poll interval inside the deadline
+
+
+async def _logged(bus, text: str, timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while text not in bus.worker.log_path.read_text():
+        assert asyncio.get_running_loop().time() < deadline, f"{text!r} not logged:\n{bus.worker.log_tail()}"
+        assert bus.worker.process.poll() is None, bus.worker.log_tail()
+        await asyncio.sleep(0.1)  # poll interval inside the deadline
+
+
+async def test_a_webhook_on_loopback_is_never_called_without_the_allow_list(kafka_bootstrap, tmp_path):
+    async with running_bus(kafka_bootstrap, tmp_path, SAMBAND_WEBHOOK_ALLOW_NETWORKS="") as bus:
+        await _ready(bus)
+        receiver = Receiver(bus.secret)
+        await receiver.start()
+        port = receiver.url.split(":")[2].split("/")[0]
+        try:
+            await bus.subscribe("ssrf-literal", f"https://127.0.0.1:{port}/hook", retry_schedule=[1])
+            await bus.subscribe("ssrf-name", f"http://localhost:{port}/hook", retry_schedule=[1])  # resolved, then refused
+            await bus.subscribe("ssrf-metadata", "https://169.254.169.254/latest/meta-data", retry_schedule=[1])
+            for sub in ("ssrf-literal", "ssrf-name", "ssrf-metadata"):
+                await _logged(bus, f'"subscription": "{sub}", "reason": "delivery.address_refused"')
+        finally:
+            await receiver.stop()
+    assert receiver.received == []  # not even the handshake reached it
+
+
+async def test_an_endpoint_that_answers_2xx_without_echoing_the_challenge_is_not_verified(kafka_bootstrap, tmp_path):
+    async with running_bus(kafka_bootstrap, tmp_path) as bus:
+        await _ready(bus)
+        careless = Receiver(bus.secret)
+        careless.echo_challenge = False  # answers 200 to anything, as a server the tenant does not run might
+        await careless.start()
+        try:
+            await bus.subscribe("careless", careless.url, retry_schedule=[1])
+            await _logged(bus, '"subscription": "careless", "reason": "delivery.challenge_not_echoed"')
+            assert careless.delivered  # it did answer 2xx: that alone no longer verifies it
+        finally:
+            await careless.stop()
+
+
+@pytest.mark.parametrize(("delivery", "field"), [
+    ({"url": "http://skole.example/hook"}, "plain http"),
+    ({"url": "https://10.1.2.3/hook"}, "not public"),
+    ({"url": "https://169.254.169.254/hook"}, "not public"),
+    ({"url": "https://[::1]/hook"}, "not public"),
+    ({"url": "https://skole.example/hook", "retry_schedule": [0]}, "retry_schedule"),
+    ({"url": "https://skole.example/hook", "retry_schedule": [1] * 21}, "retry_schedule"),
+    ({"url": "https://skole.example/hook", "read_timeout": 120}, "read_timeout"),
+    ({"url": "https://skole.example/hook", "connect_timeout": 61}, "connect_timeout"),
+])
+def test_a_subscription_asking_for_an_internal_address_or_unbounded_retries_is_refused(monkeypatch, delivery, field):
+    from agents.config import get_settings
+
+    monkeypatch.setenv("SAMBAND_WEBHOOK_ALLOW_NETWORKS", "")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ValidationError, match=field):
+            Subscription.model_validate({**BASE, "delivery": {**HOOK, **delivery}})
+        Subscription.model_validate({**BASE, "delivery": {**HOOK, "url": "https://skole.example/hook", "retry_schedule": [1] * 20}})
+    finally:
+        get_settings.cache_clear()
