@@ -4,7 +4,7 @@
     outcomes = await sink.write(batch)  # one Outcome per SinkRecord, in order
 
 The record (CloudEvents Kafka protocol binding, binary mode, docs/delivery.md):
-- key: the person pseudonym;
+- key: the event's `subject`, the subscription's own pseudonym of the person;
 - value: Confluent wire-format Avro of the projected `data`, written with the subscription's
   projection schema (`schemas.catalog.Catalog.projection_json`), whose id the bus's schema
   registry serves; a purge is a `no.samband.delivery.Purge` record;
@@ -80,7 +80,9 @@ class KafkaSink(Sink):
         headers.append(("content-type", b"application/avro"))
         headers.append((IDEMPOTENCY_HEADER, delivery["idempotency_key"].encode()))
         headers += [(k, v) for k, v in record.headers if k == "traceparent"]
-        return delivery["person"].encode(), value, headers
+        # The subject, the subscription's own pseudonym of the person: one partition per person, and no
+        # key a subscriber could match against another subscriber's data (agents/delivery/egress.py).
+        return delivery["event"]["subject"].encode(), value, headers
 
     async def write(self, batch: Sequence[SinkRecord]) -> list[Outcome]:
         return list(await asyncio.gather(*(self._write_one(record) for record in batch)))
