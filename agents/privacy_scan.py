@@ -28,7 +28,7 @@ from pathlib import Path
 
 from agents.delivery.topic_reader import read_topic
 from agents.offsets import KafkaInspector
-from agents.routing.protection import is_strict, stricter, withheld
+from agents.routing.protection import KOMMUNE_REVEALING, is_strict, stricter, withheld
 from agents.subscriptions.model import Subscription
 from connectors.kafka_sink.sink import PURGE_TYPE, register_schemas
 from schemas.catalog import catalog
@@ -226,7 +226,7 @@ class DeliveryScan:
             if path not in granted:
                 kind = IDENTITY_NUMBER if has_identity_number(json.dumps(value, default=str)) else UNGRANTED_FIELD
                 findings.append((kind, path))
-            elif path in hidden and value:
+            elif path in hidden and value and path not in KOMMUNE_REVEALING:  # those: below, as kommune findings
                 findings.append((PROTECTED_KOMMUNE if path == "envelope.kommunenummer" else PROTECTED_ADDRESS, path))
         if is_strict(grade):
             if not all_kommuner:

@@ -34,7 +34,6 @@ async def running_bus(bootstrap: str, tmp: Path, **settings: str):
         "SAMBAND_DATA_DIR": str(tmp / "worker-data"),
         "SAMBAND_WEB_PORT": str(free_port()),
         "SAMBAND_LOG_FORMAT": "json",
-        "SAMBAND_SECRETS_DIR": str(tmp / "secrets"),  # one signing secret file per subscription, named by its id
         **settings,
     }
     bus = DeliveryBus(bootstrap, env, tmp / "worker.log")
@@ -50,6 +49,7 @@ class DeliveryBus:
         self.bootstrap = bootstrap
         self.app_id = env["SAMBAND_APP_ID"]
         self.secret = new_secret()
+        env = {"SAMBAND_SECRETS_DIR": str(log_path.parent / "secrets"), **env}  # one secret file per subscription
         self.worker = WorkerProcess(env, log_path)
         self.secrets_dir = Path(env["SAMBAND_SECRETS_DIR"])
         self.secrets_dir.mkdir(parents=True, exist_ok=True)
