@@ -22,7 +22,7 @@ from routing_events import encode, event, synthetic_number
 from webhook_receiver import Receiver, refuse_first_event
 
 SUB = "ops-observed"
-FAST = {"retry_schedule": [0.2, 0.2], "read_timeout": 1.0, "connect_timeout": 0.5}
+FAST = {"retry_schedule": [1, 1], "read_timeout": 1.0, "connect_timeout": 0.5}
 
 
 def _samples(text: str, name: str) -> dict[tuple, float]:

@@ -12,7 +12,7 @@ from routing_events import encode, event, synthetic_number
 from samband_cli import samband
 from webhook_receiver import Receiver, refuse_first_event
 
-FAST = {"retry_schedule": [0.2, 0.2, 0.2], "read_timeout": 1.0, "connect_timeout": 0.5}
+FAST = {"retry_schedule": [1, 1, 1], "read_timeout": 1.0, "connect_timeout": 0.5}
 SYSTEMS = ("ops-trace-bergen", "ops-trace-nav", "ops-trace-skatt")
 NUMBER = synthetic_number(3, 4, 51, 300)
 
