@@ -6,7 +6,6 @@ import asyncio
 import json
 import sys
 
-import aiohttp
 import pytest
 from http_ingest_client import auth, binary, cloudevent, ingest_config, running_ingest, set_tokens
 from kafka_io import event_id, read_to_end
@@ -32,14 +31,6 @@ def _bad_checksum_person() -> str:
     digits = control_digits(first9)
     assert digits is not None
     return first9 + digits[0] + str((int(digits[1]) + 1) % 10)
-
-
-@pytest.fixture
-async def ingest(connector_kafka, connector_app_id, monkeypatch):
-    set_tokens(monkeypatch)
-    async with running_ingest(connector_kafka, connector_app_id, ingest_config()) as source:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{source.port}") as http:
-            yield http
 
 
 def _topics(app_id: str) -> Topics:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 
-import aiohttp
 import pytest
-from http_ingest_client import auth, cloudevent, ingest_config, running_ingest, set_tokens
+from http_ingest_client import auth, cloudevent
 from kafka_io import read_to_end
 
 from connectors.dead_letters import DeadLetter
@@ -17,14 +16,6 @@ from schemas.cloudevents import CloudEventError, record_from_cloudevent
 pytestmark = pytest.mark.kafka
 
 STRUCTURED = {"Content-Type": "application/cloudevents+json"}
-
-
-@pytest.fixture
-async def ingest(connector_kafka, connector_app_id, monkeypatch):
-    set_tokens(monkeypatch)
-    async with running_ingest(connector_kafka, connector_app_id, ingest_config()) as source:
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{source.port}") as http:
-            yield http
 
 
 @pytest.mark.parametrize("body", [
