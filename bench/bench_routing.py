@@ -86,7 +86,7 @@ def _sub(sub_id: str, kommuner_, event_type: str, fields: list[str]) -> Subscrip
     return Subscription.model_validate({
         "id": sub_id, "system": {"name": sub_id, "owner": "Bench", "contact": "bench@example.invalid"},
         "legal_basis": "benchmark", "public_body": True, "kommuner": kommuner_, "event_types": [event_type],
-        "fields": {event_type: fields}, "delivery": {"kind": "kafka", "topic": f"bench-{sub_id}"},
+        "fields": {event_type: fields}, "delivery": {"kind": "kafka"},
     })
 
 
