@@ -97,3 +97,43 @@ def test_a_subscription_asking_for_an_internal_address_or_unbounded_retries_is_r
         Subscription.model_validate({**BASE, "delivery": {**HOOK, "url": "https://skole.example/hook", "retry_schedule": [1] * 20}})
     finally:
         get_settings.cache_clear()
+
+
+async def test_an_answer_is_read_up_to_64_kib_not_to_its_end(monkeypatch):
+    """Finding 9: a subscriber that streams an endless answer once held the attempt until its timeout."""
+    from aiohttp import web
+
+    from connectors.webhook.config import WebhookConfig
+    from connectors.webhook.network import AllowList
+    from connectors.webhook.secrets import new_secret
+    from connectors.webhook.sender import WebhookSender
+
+    release = asyncio.Event()
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        await response.prepare(request)
+        await response.write(b"x" * 100 * 1024)  # more than is read, and the rest never comes
+        await release.wait()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/hook", endless)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("SAMBAND_WEBHOOK_SECRET_ENDLESS", new_secret())
+    sender = WebhookSender(WebhookConfig(url=f"http://127.0.0.1:{port}/hook", secret_ref="env:SAMBAND_WEBHOOK_SECRET_ENDLESS",
+                                         read_timeout=5.0), AllowList.parse("127.0.0.0/8"))
+    try:
+        started = asyncio.get_running_loop().time()
+        outcome = await sender.send({"specversion": "1.0", "id": "e1", "source": "s", "type": "t",
+                                     "datacontenttype": "application/json", "data": {}}, "e1.endless")
+        assert outcome.status == "delivered"
+        assert asyncio.get_running_loop().time() - started < 5.0  # not held until the read timeout
+    finally:
+        release.set()
+        await sender.close()
+        await runner.cleanup()
