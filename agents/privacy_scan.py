@@ -33,7 +33,7 @@ from agents.subscriptions.model import Subscription
 from connectors.kafka_sink.sink import PURGE_TYPE, register_schemas
 from schemas.catalog import catalog
 from schemas.codec import Codec, WireFormatError
-from schemas.identity import has_valid_control_digits
+from schemas.identity import IDENTITY_NUMBER_IN_TEXT, has_valid_control_digits
 from schemas.registry import CatalogRegistry
 
 IDENTITY_NUMBER = "identity_number"
@@ -44,7 +44,6 @@ UNGRANTED_FIELD = "ungranted_field"
 # Topics that hold identity numbers and addresses by design, never read by anyone outside the bus.
 INTERNAL_SUFFIXES = ("ingest", "events", "router-persons", "router-records")
 
-_ELEVEN_DIGITS = re.compile(r"(?<![0-9A-Fa-f])\d{11}(?![0-9A-Fa-f])")
 _JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 _KOMMUNE_URN = re.compile(r"urn:no:kommune:\d{4}")
 _KOMMUNE_REVEALING = ("scope", "cause")  # of a Move: relative to, or named by, the kommune
@@ -98,7 +97,7 @@ class Bus:
 
 
 def has_identity_number(text: str) -> bool:
-    return any(has_valid_control_digits(m.group()) for m in _ELEVEN_DIGITS.finditer(text))
+    return any(has_valid_control_digits(m.group()) for m in IDENTITY_NUMBER_IN_TEXT.finditer(text))
 
 
 def received_paths(data: dict) -> dict[str, object]:

@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import calendar
 import enum
+import re
 from dataclasses import dataclass
 
 W1 = (3, 7, 6, 1, 8, 9, 4, 5, 2)
 W2 = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
+
+# An identity number's shape inside free text: 11 digits that are not part of a longer hex token.
+# A UUID or a trace id holds an 11-digit run by chance now and then; that is not a person.
+IDENTITY_NUMBER_IN_TEXT = re.compile(r"(?<![0-9A-Fa-f])\d{11}(?![0-9A-Fa-f])")
 
 
 class IdentityKind(str, enum.Enum):

@@ -38,10 +38,10 @@ from connectors.dead_letters import DeadLetter, DeadLetterSeal
 from connectors.runtime import Topics, open_connector
 from schemas.catalog import catalog
 from schemas.codec import Codec
+from schemas.identity import IDENTITY_NUMBER_IN_TEXT
 from schemas.ingest_key import IngestKey
 from schemas.registry import CatalogRegistry
 
-IDENTITY_NUMBER = re.compile(r"(?<!\d)\d{11}(?!\d)")
 WAIT_S = 30.0
 DEAD_LETTER_KEY = bytes(32)  # this run's dead letters need no secrecy
 PSEUDONYM_KEY = b"samband-conformance-kit-pseudonym-key"  # the kit's own; any key of 32+ bytes
@@ -162,7 +162,7 @@ class SourceConformance:
         assert ours, "the source logs nothing through its context logger"
         for entry in ours:
             text = repr(entry)
-            assert not IDENTITY_NUMBER.search(text), f"identity number in log event {entry['event']!r}"
+            assert not IDENTITY_NUMBER_IN_TEXT.search(text), f"identity number in log event {entry['event']!r}"
             leaked = [value for value in personal if value in text]
             assert not leaked, f"personal data in log event {entry['event']!r}"
 
