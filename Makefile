@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test privacy-fuzz install clean
 
 demo: $(INSTALLED)
 	$(VENV)/bin/samband demo $(ARGS)
@@ -11,6 +11,11 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	$(VENV)/bin/python -m pytest $(ARGS)
+
+# The acceptance run of docs/security.md, large: SAMBAND_FUZZ_PERSONS, SAMBAND_FUZZ_SEED to choose.
+privacy-fuzz: $(INSTALLED)
+	SAMBAND_FUZZ_PERSONS=$${SAMBAND_FUZZ_PERSONS:-100} SAMBAND_FUZZ_SETTLE_TIMEOUT=$${SAMBAND_FUZZ_SETTLE_TIMEOUT:-600} \
+		$(VENV)/bin/python -m pytest tests/privacy/test_privacy_fuzz.py -s --timeout 3600 $(ARGS)
 
 install: $(INSTALLED)
 
