@@ -9,13 +9,21 @@ committed) is not delivered a second time after later ones. An entry:
     {"key": idempotency key, "record": delivery JSON text, "headers": [[name, value], ...],
      "attempts": attempts so far, "due": epoch seconds of the next attempt,
      "source": [topic, partition, offset]}
+
+In the topic each entry's `record` is sealed (connectors/dead_letters.py, the dead-letter key),
+base64 text: a held delivery may wait through a change of the person's protection grade, so
+nothing readable waits in the topic. It is projected under the grade of the moment it is sent
+(agents/delivery/egress.py).
 """
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 import orjson
+
+from connectors.dead_letters import DeadLetterSeal
 
 # What the agent does with the head after an outcome.
 DELIVERED, DEAD, RETRY, HOLD = "delivered", "dead", "retry", "hold"
@@ -32,6 +40,19 @@ def stored_state(value: bytes) -> dict:
             and state["queue"] and all(map(_is_entry, state["queue"]))):
         raise ValueError("not a stored queue")
     return state
+
+
+def stored_value(queue: list[dict], seen: int, seal: DeadLetterSeal) -> bytes:
+    """The queue as the pending topic holds it: each entry's record sealed."""
+    sealed = [{**entry, "record": base64.b64encode(seal.seal(entry["record"].encode())).decode("ascii")} for entry in queue]
+    return orjson.dumps({"queue": sealed, "seen": seen})
+
+
+def opened(state: dict, seal: DeadLetterSeal) -> dict:
+    """A stored state with its records readable again; DeadLetterKeyError (a ValueError) under another key."""
+    queue = [{**entry, "record": seal.open(base64.b64decode(entry["record"], validate=True)).decode()}
+             for entry in state["queue"]]
+    return {**state, "queue": queue}
 
 
 def _is_entry(entry) -> bool:

@@ -58,7 +58,7 @@ class DeliveryQueues:
                  clock: Callable[[], float] = time.time):
         self.topics = topics
         self.grades = grades  # learns a new grade from each purge record (agents/delivery/egress.py)
-        self.seal = seal  # every dead letter's value is sealed (connectors/dead_letters.py)
+        self.seal = seal  # every dead letter's value, and every stored entry's record (pending.py), is sealed
         self.dispatcher = dispatcher
         self.clock = clock
         self.stored = PartitionedState(topics.pending, {"cleanup.policy": "compact"})
@@ -114,7 +114,7 @@ class DeliveryQueues:
         for partition in partitions:
             for key, value in self.stored.partitions.get(partition, {}).items():
                 with skip_malformed(self.stored.topic):
-                    state = pending.stored_state(value)
+                    state = pending.opened(pending.stored_state(value), self.seal)
                     self.queues[key], self.seen[key] = state["queue"], state["seen"]
                     self.dispatcher.offer(key, state["queue"][0])
 
@@ -174,7 +174,7 @@ class DeliveryQueues:
             return
         queue = self.queues.get(key)
         if queue:
-            self.stored.set(partition, key, orjson.dumps({"queue": queue, "seen": self.seen[key]}))
+            self.stored.set(partition, key, pending.stored_value(queue, self.seen[key], self.seal))
         else:
             self.seen.pop(key, None)
             self.stored.delete(partition, key)

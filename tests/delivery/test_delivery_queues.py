@@ -131,3 +131,15 @@ def test_the_commit_point_is_the_oldest_open_offset():
     offsets.settle(0, 3)
     offsets.settle(0, 4)
     assert offsets.committable() == {0: 5}
+
+
+def test_a_stored_queue_holds_no_readable_record_and_a_restart_reads_it_back():
+    queues, _ = _queues(active=False)
+    _cycle(queues, [_record(0, "e0"), _record(1, "e1")])
+    stored = queues.stored.get(0, KEY)
+    assert PERSON.encode() not in stored and b'"event"' not in stored  # the delivery records are sealed
+    after_restart, lanes = _queues(active=False)
+    after_restart.stored.partitions[0] = {KEY: stored}
+    after_restart.assigned({0})
+    assert [json.loads(e["record"])["event"]["id"] for e in after_restart.queues[KEY]] == ["e0", "e1"]
+    assert lanes.offered == ["e0.sub"]
