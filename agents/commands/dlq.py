@@ -4,9 +4,11 @@ IDs are `<partition>:<offset>` in `samband-deadletter`. Listing and showing prin
 metadata from the headers (reason, stage, subscription, event id and type): never the event's
 data, which is sealed (AES-GCM, connectors/dead_letters.py). `show --reveal` opens it with
 SAMBAND_DLQ_KEY: holding the key is the access control, and every reveal is logged. Replay opens
-a `deliver` dead letter with the key and writes its original record back to `samband-deliveries`,
-so the subscriber gets the same webhook-id (idempotency key) as before; the delivery stage sends
-it under the person's protection grade at that moment.
+a `deliver` dead letter with the key, projects it again under the person's protection grade now
+(the rule of agents/delivery/egress.py: the grade from `<app id>-router-persons`, the subscription
+as it is now) and writes it back to `samband-deliveries`, so the subscriber gets the same
+webhook-id (idempotency key) as before. One the subscription may no longer get is not replayed.
+The delivery stage projects it once more when it is sent.
 """
 
 from __future__ import annotations
@@ -91,6 +93,43 @@ def _opened(seal, record) -> bytes:
         raise DlqError(f"{record.partition}:{record.offset}: {exc}") from None
 
 
+async def _projection(topics):
+    """(opened dead letter, subscription id) -> the record to replay, projected under the person's
+    grade now, or None when the subscription may not get it. A record that is not a delivery record
+    goes back as it is: the delivery stage dead-letters it again as malformed."""
+    import orjson
+
+    from agents.delivery.egress import Egress, Grades
+    from agents.delivery.topic_reader import read_topic
+    from connectors.malformed import MALFORMED
+
+    grades, subscriptions = Grades(), {}
+    async for record in read_topic(bootstrap_servers(), f"{get_settings().app_id}-router-persons"):
+        try:
+            grades.apply_state(record.key, record.value)
+        except MALFORMED:  # unreadable: the strictest grade, as the router and delivery stage read it
+            grades.set(record.key.decode(errors="replace"), "strengtFortrolig")
+    async for record in read_topic(bootstrap_servers(), topics.subscriptions):
+        try:
+            subscriptions[record.key.decode()] = None if record.value is None else orjson.loads(record.value)
+        except MALFORMED:
+            subscriptions[record.key.decode(errors="replace")] = None
+    egress = Egress(grades, b"")  # the subject is set when the delivery is sent
+
+    def project(value: bytes, subscription: str) -> bytes | None:
+        try:
+            delivery = orjson.loads(value)
+            delivery["event"]["type"]
+        except MALFORMED:
+            return value
+        sub = subscriptions.get(subscription) or {}  # a deleted subscription: judged as the narrowest
+        if not egress.project(delivery, sub.get("public_body") is True, sub.get("kommuner") == "all"):
+            return None
+        return orjson.dumps(delivery)
+
+    return project
+
+
 async def list_dead_letters(subscription: str | None) -> int:
     print(f"{'ID':<12} {'STAGE':<8} {'SUBSCRIPTION':<24} {'REASON':<28} {'TIME':<25} EVENT")
     async for dlq_id, dead, record in _dead_letters():
@@ -147,6 +186,7 @@ async def replay(dlq_id: str | None, subscription: str | None, force: bool, say=
         async for entry in read_topic(bootstrap_servers(), topics.ledger):
             if entry.value is not None and json.loads(entry.value)["status"] == "delivered":
                 delivered.add(entry.key)
+    projection = await _projection(topics) if chosen else None
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(), acks="all", enable_idempotence=True)
     await producer.start()
     replayed = 0
@@ -156,12 +196,17 @@ async def replay(dlq_id: str | None, subscription: str | None, force: bool, say=
             if event_id and ledger_key(event_id, dead.subscription or "") in delivered:
                 say(f"{found_id}: skipped, the ledger shows it delivered since (use --force)")
                 continue
+            value = projection(_opened(seal, record), dead.subscription or "")
+            if value is None:
+                say(f"{found_id}: not replayed, the person's protection grade no longer lets {dead.subscription} get it")
+                log.info("dlq.withheld", dlq_id=found_id, subscription=dead.subscription, event_id=event_id)
+                continue
             headers = [(k, v) for k, v in record.headers if not k.startswith(PREFIX) and k not in ("samband-subscription", REPLAY_HEADER)]
             headers.append((REPLAY_HEADER, found_id.encode()))
             # Back to the partition it was read from: the router puts a delivery in its person's
             # partition, so that is where its (subscription, person) queue is, not where the key hashes.
             partition = dead.partition if dead.topic == topics.deliveries else None
-            await producer.send_and_wait(topics.deliveries, _opened(seal, record), key=record.key, headers=headers,
+            await producer.send_and_wait(topics.deliveries, value, key=record.key, headers=headers,
                                          partition=partition)
             log.info("dlq.replayed", dlq_id=found_id, subscription=dead.subscription, event_id=event_id)
             replayed += 1

@@ -66,19 +66,28 @@ class Egress:
     def outgoing(self, record: str, subscription: str, public_body: bool, national: bool) -> bytes | None:
         """The delivery record as it may leave now, or None when the subscription may not get it."""
         delivery = orjson.loads(record)
-        person, event = delivery["person"], delivery["event"]
-        grade = self.grades.of(person)
-        if delivery.get("kind") != "purge" and event.get("type") != PURGE_TYPE:
-            if not may_receive(grade, public_body, national):
-                return None
-            hidden = withheld(event["type"].removeprefix(_EVENT_PREFIX), grade, public_body)
-            data = event.get("data")
-            if hidden and isinstance(data, dict):
-                event["data"] = _without(data, hidden)
-            if is_strict(grade):
-                event["source"] = NEUTRAL_SOURCE
-        event["subject"] = self.subject(subscription, person)
+        if not self.project(delivery, public_body, national):
+            return None
+        delivery["event"]["subject"] = self.subject(subscription, delivery["person"])
         return orjson.dumps(delivery)
+
+    def project(self, delivery: dict, public_body: bool, national: bool) -> bool:
+        """Apply the protection rule to a parsed delivery record under the person's grade now, in
+        place; False when the subscription may not get the person at all. Also used by `dlq
+        replay` before a dead letter goes back to the deliveries topic."""
+        event = delivery["event"]
+        if delivery.get("kind") == "purge" or event.get("type") == PURGE_TYPE:
+            return True
+        grade = self.grades.of(delivery["person"])
+        if not may_receive(grade, public_body, national):
+            return False
+        hidden = withheld(event["type"].removeprefix(_EVENT_PREFIX), grade, public_body)
+        data = event.get("data")
+        if hidden and isinstance(data, dict):
+            event["data"] = _without(data, hidden)
+        if is_strict(grade):
+            event["source"] = NEUTRAL_SOURCE
+        return True
 
 
 def _without(data: dict, hidden: frozenset[str]) -> dict:

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from kafka_io import produce
+from kafka_io import produce, read_to_end
 from ops_bus import full_subscription, operations_bus
 from routing_events import address, encode, event, synthetic_number
 from samband_cli import samband
@@ -88,6 +88,12 @@ async def test_a_move_replayed_after_the_purge_arrives_without_anything_that_rev
     for word in KOMMUNE_WORDS:
         assert word not in body, f"{word!r} left the bus after the purge: {body}"
     assert arrived.event.get_data()["movedDate"]  # the event itself still arrives
+    # What the replay wrote back into the bus was projected too: no address waits in the deliveries topic.
+    written = [r for r in await read_to_end(egress_bus.bootstrap, egress_bus.topic("deliveries"))
+               if "samband-replay-of" in dict(r.headers or ())]
+    assert len(written) == 1
+    for word in KOMMUNE_WORDS:
+        assert word.encode() not in written[0].value, f"{word!r} was replayed into the deliveries topic"
 
 
 async def test_each_subscription_sees_its_own_subject_for_the_same_person(egress_bus):
