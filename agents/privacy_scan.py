@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agents.commands.dlq import REPLAY_HEADER
 from agents.delivery.topic_reader import read_topic
 from agents.offsets import KafkaInspector
 from agents.routing.protection import KOMMUNE_REVEALING, is_strict, stricter, withheld
@@ -81,6 +82,9 @@ class Bus:
 
     events: dict[str, RoutedEvent] = field(default_factory=dict)
     current: dict[str, str] = field(default_factory=dict)  # pseudonym -> protection now
+    # pseudonym -> [(ms, protection)] as the router wrote the person's state, oldest first (compaction
+    # may have removed older ones)
+    history: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     strict_streets: frozenset[str] = frozenset()
     # Every version of every subscription (deleted ones too: they received data), oldest first,
     # with the time (ms) it was written.
@@ -94,6 +98,13 @@ class Bus:
         if at_ms is None:
             return versions[-1][1]
         return next((sub for written, sub in reversed(versions) if written <= at_ms), versions[0][1])
+
+    def grade_at(self, person: str, at_ms: int) -> str:
+        """The person's protection as the router had written it at `at_ms` (the earliest known before any)."""
+        history = self.history.get(person)
+        if not history:
+            return self.current.get(person, "ugradert")
+        return next((grade for written, grade in reversed(history) if written <= at_ms), history[0][1])
 
 
 def has_identity_number(text: str) -> bool:
@@ -164,7 +175,9 @@ async def learn(bootstrap: str, app_id: str, codec: Codec) -> Bus:
     bus.current = {person: grade for person, (grade, _) in persons.items()}
     async for record in read_topic(bootstrap, f"{app_id}-router-persons"):
         try:
-            bus.current[record.key.decode()] = json.loads(record.value)["protection"]
+            person, grade = record.key.decode(), json.loads(record.value)["protection"]
+            bus.current[person] = grade
+            bus.history.setdefault(person, []).append((record.timestamp, grade))
         except (TypeError, ValueError, KeyError, AttributeError):
             continue
     strict = {event.person for event in bus.events.values() if is_strict(event.grade)}  # at any time
@@ -188,21 +201,24 @@ class DeliveryScan:
         # (topic, subscription, person) -> the protection change a purge enforced, in topic order
         self._purged: dict[tuple[str, str, str], RoutedEvent] = {}
 
-    def grade(self, topic: str, subscription: str, event_id: str, person: str | None) -> str:
-        """The grade a delivery must obey, and the person: the one it was routed under, made stricter by
-        any purge sent to the subscription before it for a change that came after the event (a replay)."""
+    def grade(self, topic: str, subscription: str, event_id: str, person: str | None, replayed_ms: int | None = None) -> str:
+        """The grade a delivery must obey: the one it was routed under; for a dead letter replayed at
+        `replayed_ms`, made stricter by the person's grade then; otherwise made stricter by any purge
+        sent to the subscription before it for a change that came after the event."""
         event = self.bus.events.get(event_id)
         if event is None:
             return self.bus.current.get(person or "", "ugradert")
+        if replayed_ms is not None:
+            return stricter(event.grade, self.bus.grade_at(event.person, replayed_ms))
         purge = self._purged.get((topic, subscription, event.person))
         if purge is not None and purge.index > event.index:
             return stricter(event.grade, purge.after)
         return event.grade
 
     def check(self, topic: str, subscription: str, cloudevent: dict, data: dict, person: str | None = None,
-              at_ms: int | None = None) -> list[tuple[str, str | None]]:
-        """(kind, field) of each finding in one delivery written at `at_ms`, judged by the subscription
-        as it was then."""
+              at_ms: int | None = None, replayed: bool = False) -> list[tuple[str, str | None]]:
+        """(kind, field) of each finding in one delivery written at `at_ms` (by `dlq replay`, when
+        `replayed`), judged by the subscription as it was then."""
         event_id = str(cloudevent.get("id", ""))
         if cloudevent.get("type") == PURGE_TYPE:
             change = self.bus.events.get(event_id.removesuffix("-purge"))
@@ -218,7 +234,7 @@ class DeliveryScan:
         granted = frozenset(sub.fields.get(event_type, ())) if sub else frozenset()
         public_body = bool(sub and sub.public_body)
         all_kommuner = bool(sub and sub.kommuner == "all")
-        grade = self.grade(topic, subscription, event_id, person)
+        grade = self.grade(topic, subscription, event_id, person, at_ms if replayed else None)
         paths = received_paths(data)
         hidden = withheld(event_type, grade, public_body)
         for path, value in sorted(paths.items()):
@@ -264,8 +280,10 @@ class TopicScan:
         return [value for _, value in record.headers or ()]
 
     def _delivery(self, record, subscription: str, cloudevent: dict, data: dict, person: str | None) -> list[Finding]:
+        replayed = any(name == REPLAY_HEADER for name, _ in record.headers or ())
         return [Finding(record.topic, record.partition, record.offset, kind, path, subscription)
-                for kind, path in self.deliveries.check(record.topic, subscription, cloudevent, data, person, record.timestamp)]
+                for kind, path in self.deliveries.check(record.topic, subscription, cloudevent, data, person,
+                                                        record.timestamp, replayed)]
 
     def delivery_record(self, record, text: bytes | str, headers: Iterable[bytes]) -> list[Finding]:
         """A delivery record (docs/architecture.md): its key and headers as text, its event by the rules."""

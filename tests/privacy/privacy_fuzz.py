@@ -9,8 +9,8 @@ deliveries are retried and dead-lettered, and one subscription is paused. Phase 
 receivers accept, more events arrive (many persons become strengt fortrolig first), then
 `samband dlq replay` and `samband subscriptions resume`. At the end `samband privacy scan`
 reads the app's topics and both log files, and every request each receiver got is checked
-against the rule (docs/security.md): a delivery obeys the strictest grade the person held from
-its event up to the moment it was sent.
+against the rule (docs/security.md): a delivery obeys the stricter of the grade its event was
+routed under and the person's grade at the moment it was sent.
 """
 
 from __future__ import annotations
@@ -248,6 +248,7 @@ class Run:
         self.connector_log = tmp / "connector.log"
         self.connector: subprocess.Popen | None = None
         self.settled: list[tuple[float, int]] = []  # (time, phase): every event of the phase had been routed by then
+        self.posted: list[tuple[float, int]] = []  # (time, phase): the phase's events began to be posted
         self.sent = 0
         self.stopped = False
 
@@ -328,6 +329,7 @@ class Run:
 
     async def post(self, events: list[Sent]) -> None:
         """Through HTTP ingest in random batches, one request after the other's 202."""
+        self.posted.append((time.time(), max(e.phase for e in events)))
         async with aiohttp.ClientSession() as session:
             at = 0
             while at < len(events):
@@ -362,6 +364,15 @@ class Run:
 
         await self._until(done, "every delivery decided")
 
+    async def replayed_keys(self) -> set[bytes]:
+        """Ledger keys of the delivery records `dlq replay` wrote."""
+        keys = set()
+        for record in await read_to_end(self.bootstrap, delivery_topics(self.app_id).deliveries):
+            if any(name == "samband-replay-of" for name, _ in record.headers or ()):
+                delivery = json.loads(record.value)
+                keys.add(f"{delivery['event']['id']}/{delivery['subscription']}".encode())
+        return keys
+
     async def dead_lettered(self, sub_id: str) -> dict[bytes, str]:
         """Ledger key -> time of the entry, for the subscription's deliveries now dead-lettered."""
         ledger = await latest_entries(self.bootstrap, delivery_topics(self.app_id).ledger)
@@ -386,12 +397,15 @@ class Run:
             gate.status = None
         await self.post(interleave(self.rng, self.persons, 2))
         await self.routed(2)
-        replayed: dict[bytes, str] = {}
+        dead: dict[bytes, str] = {}
         for sub in SUBSCRIPTIONS:
             if sub.refuse:
-                replayed |= await self.dead_lettered(sub.id)
+                dead |= await self.dead_lettered(sub.id)
                 result = await self.cli("dlq", "replay", "--subscription", sub.id)
                 assert result.code == 0, result.stderr
+        # Those the person's grade still allowed went back to the deliveries topic; the others were withheld.
+        written = await self.replayed_keys()
+        replayed = {key: at for key, at in dead.items() if key in written}
         for sub_id in paused:
             result = await self.cli("subscriptions", "resume", sub_id)
             assert result.code == 0, result.stderr
@@ -445,14 +459,20 @@ class Run:
         return findings
 
     def grade_when_sent(self, sent: Sent, at: float) -> str:
-        """The strictest grade the person held from the event up to the last of their events surely routed at `at`.
+        """The grade a request at `at` must obey: the stricter of the grade its event was routed under
+        and the person's grade at the moment it was sent (docs/security.md).
 
-        Strictest, not latest: an address from a protected time stays protected after the grade is lifted.
+        The grade at that moment is the one after the person's last event the bus had surely routed
+        (GRACE for the delivery stage to learn it), or after any later event already posted: the bus
+        may have routed those too, so the least strict of them is the one the request is judged by.
         """
-        phase = max((p for t, p in self.settled if t + GRACE <= at), default=0)
+        settled = max((p for t, p in self.settled if t + GRACE <= at), default=0)
+        posted = max((p for t, p in self.posted if t <= at), default=1)
         events = self.persons[sent.person].events
-        later = [e for e in events[sent.position:] if e.position == sent.position or e.phase <= phase]
-        return max((e.grade for e in later), key=RANK.__getitem__)
+        routed = [e for e in events if e.position <= sent.position or e.phase <= settled]  # a prefix
+        possible = [routed[-1], *(e for e in events[len(routed):] if e.phase <= posted)]
+        now = min((e.grade for e in possible), key=RANK.__getitem__)
+        return max(sent.grade, now, key=RANK.__getitem__)
 
 
 def _has_address(data) -> bool:
