@@ -5,6 +5,7 @@ retry schedule and timeouts have bounds."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from pydantic import ValidationError
@@ -137,3 +138,47 @@ async def test_an_answer_is_read_up_to_64_kib_not_to_its_end(monkeypatch):
         release.set()
         await sender.close()
         await runner.cleanup()
+
+
+async def test_a_deleted_subscription_is_not_called_again_a_second_after_the_delete(kafka_bootstrap, tmp_path):
+    """Neither its handshake nor a delivery being retried goes on after the DELETE answered."""
+    import aiohttp
+
+    from delivery_fixtures import delivery
+    from webhook_receiver import VALIDATION_TYPE, Reply
+
+    token = "outbound-operator-token"
+    async with running_bus(kafka_bootstrap, tmp_path,
+                           SAMBAND_API_TOKENS=f"{token}=subscriptions:read+subscriptions:write+subscriptions:operator") as bus:
+        await _ready(bus)
+        # One refuses the handshake, one every event: the bus keeps trying both at their schedule (1 s).
+        receivers = {
+            "stubborn": Receiver(bus.secret, lambda _n, event: Reply(503) if event["type"] == VALIDATION_TYPE else Reply()),
+            "failing": Receiver(bus.secret, lambda _n, event: Reply() if event["type"] == VALIDATION_TYPE else Reply(503)),
+        }
+        auth = {"Authorization": f"Bearer {token}"}
+        try:
+            async with aiohttp.ClientSession(base_url=bus.registry_url, headers=auth) as http:
+                for sub_id, receiver in receivers.items():
+                    await receiver.start()
+                    (bus.secrets_dir / sub_id).write_text(bus.secret)
+                    hook = {**HOOK, "secret_ref": f"file:{sub_id}", "url": receiver.url, "retry_schedule": [1] * 20}
+                    async with http.post("/subscriptions", json={**BASE, "id": sub_id, "delivery": hook}) as response:
+                        assert response.status == 201, await response.text()
+                await bus.wait_for(receivers["failing"], receivers["failing"].verified, 60, "verified")
+                await bus.send([delivery("failing", "a" * 32, "retried-event")])
+                for sub_id, receiver in receivers.items():
+                    await bus.wait_for(receiver, lambda r=receiver: len(r.received) >= 3, 60, f"{sub_id} tried again")
+                deleted_at = {}
+                for sub_id in receivers:
+                    async with http.delete(f"/subscriptions/{sub_id}") as response:
+                        assert response.status == 204, await response.text()
+                    deleted_at[sub_id] = time.time()
+            for sub_id, receiver in receivers.items():
+                late = lambda r=receiver, at=deleted_at[sub_id]: any(x.at > at + 1.0 for x in r.received)  # noqa: E731
+                with pytest.raises(AssertionError, match="not called after the delete"):
+                    # Three of its 1 s steps: a handshake or retry still running would call within them.
+                    await receiver.wait_for(late, 3.0, "called after the delete")
+        finally:
+            for receiver in receivers.values():
+                await receiver.stop()
