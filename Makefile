@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test privacy-fuzz install clean
+.PHONY: demo test privacy-fuzz order-acceptance install clean
 
 demo: $(INSTALLED)
 	$(VENV)/bin/samband demo $(ARGS)
@@ -16,6 +16,11 @@ test: $(INSTALLED)
 privacy-fuzz: $(INSTALLED)
 	SAMBAND_FUZZ_PERSONS=$${SAMBAND_FUZZ_PERSONS:-100} SAMBAND_FUZZ_SETTLE_TIMEOUT=$${SAMBAND_FUZZ_SETTLE_TIMEOUT:-600} \
 		$(VENV)/bin/python -m pytest tests/privacy/test_privacy_fuzz.py -s --timeout 3600 $(ARGS)
+
+# Issue 13's order acceptance in full: each mode 50 times over (SAMBAND_ORDER_ROUNDS, SAMBAND_ORDER_PERSONS).
+order-acceptance: $(INSTALLED)
+	SAMBAND_ORDER_ROUNDS=$${SAMBAND_ORDER_ROUNDS:-50} SAMBAND_ORDER_PERSONS=$${SAMBAND_ORDER_PERSONS:-10} \
+		$(VENV)/bin/python -m pytest tests/operations/test_person_order.py -s $(ARGS)
 
 install: $(INSTALLED)
 

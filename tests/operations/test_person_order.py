@@ -1,11 +1,14 @@
 """Acceptance (issue 13, finding 0): one person's events reach every subscriber in the order the source
 sent them, through HTTP ingest and a whole worker, whether they come in one batch request, one request
-at a time, or as a backlog the worker finds when it starts. Each mode, 50 times: 50 persons with 8
-Moves each, all sent before the check, so their records share the topics and the batches."""
+at a time, or as a backlog the worker finds when it starts. Each mode, 50 times at once: 50 persons
+with 8 Moves each, all sent before the check, so their records share the topics and the batches.
+`make order-acceptance` repeats the three modes in 50 rounds (a worker restart for each backlog):
+SAMBAND_ORDER_ROUNDS and SAMBAND_ORDER_PERSONS choose the run."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,14 +22,16 @@ from webhook_receiver import Receiver
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "connectors"))
 from http_ingest_client import auth, cloudevent, ingest_config, running_ingest, set_tokens  # noqa: E402
 
-PERSONS, MOVES = 50, 8
+PERSONS, MOVES = int(os.environ.get("SAMBAND_ORDER_PERSONS", "50")), 8
+ROUNDS = int(os.environ.get("SAMBAND_ORDER_ROUNDS", "1"))
+MODES = ("batch", "single", "backlog")
 BATCH = {"Content-Type": "application/cloudevents-batch+json"}
 STRUCTURED = {"Content-Type": "application/cloudevents+json"}
 
 
-def _moves(mode: str, person: int) -> list[dict]:
-    number = synthetic_number(1 + person % 28, 1 + person % 12, 70 + {"batch": 0, "single": 1, "backlog": 2}[mode], 100)
-    return [cloudevent("Move", id=f"{mode}-{person}-{n}", person=number) for n in range(MOVES)]
+def _moves(mode: str, rnd: int, person: int) -> list[dict]:
+    number = synthetic_number(1 + person % 28, 1 + person % 12, 70 + MODES.index(mode), 100 + person // 336)
+    return [cloudevent("Move", id=f"{mode}{rnd}-{person}-{n}", person=number) for n in range(MOVES)]
 
 
 def _order_per_person(receiver: Receiver, mode: str) -> dict[str, list[int]]:
@@ -45,7 +50,7 @@ async def order_bus(kafka_bootstrap, tmp_path_factory):
         yield bus
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(420 * ROUNDS)
 async def test_one_persons_events_arrive_in_the_order_sent_in_a_batch_one_by_one_and_from_a_backlog(
         order_bus, monkeypatch):
     set_tokens(monkeypatch)
@@ -65,28 +70,31 @@ async def test_one_persons_events_arrive_in_the_order_sent_in_a_batch_one_by_one
                     async with http.post("/events", data=body, headers={**headers, **auth()}) as response:
                         assert response.status == 202, await response.text()
 
-                for mode in ("batch", "single", "backlog"):
+                for rnd, mode in ((r, m) for r in range(ROUNDS) for m in MODES):
                     if mode == "backlog":
                         assert order_bus.worker.stop() == 0, order_bus.worker.log_tail()
                     for person in range(PERSONS):
                         if mode == "single":
-                            for move in _moves(mode, person):
+                            for move in _moves(mode, rnd, person):
                                 await post([move], STRUCTURED)  # the next only after the 202
                         else:
-                            await post(_moves(mode, person), BATCH)
+                            await post(_moves(mode, rnd, person), BATCH)
                     if mode == "backlog":
                         order_bus.worker.start()
                     for receiver in receivers:
                         await order_bus.wait_for(
-                            receiver, lambda r=receiver, m=mode: sum(map(len, _order_per_person(r, m).values())) >= PERSONS * MOVES,
-                            180, f"every {mode} event")
+                            receiver, lambda r=receiver, m=f"{mode}{rnd}": sum(map(len, _order_per_person(r, m).values())) >= PERSONS * MOVES,
+                            180, f"every {mode} event of round {rnd}")
     finally:
         for receiver in receivers:
             await receiver.stop()
 
     for receiver in receivers:
-        for mode in ("batch", "single", "backlog"):
-            order = _order_per_person(receiver, mode)
+        for rnd, mode in ((r, m) for r in range(ROUNDS) for m in MODES):
+            order = _order_per_person(receiver, f"{mode}{rnd}")
             assert len(order) == PERSONS
             wrong = {person: arrived for person, arrived in order.items() if arrived != list(range(MOVES))}
-            assert not wrong, f"{mode}: {len(wrong)} of {PERSONS} persons' Moves arrived out of order, e.g. {next(iter(wrong.items()))}"
+            assert not wrong, (f"{mode}, round {rnd}: {len(wrong)} of {PERSONS} persons' Moves arrived out of order, "
+                               f"e.g. {next(iter(wrong.items()))}")
+    print(f"order: {ROUNDS} round(s) x {len(MODES)} modes x {PERSONS} persons x {MOVES} Moves, to {len(receivers)} "
+          f"subscribers: every person's Moves in the order sent")
