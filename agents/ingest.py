@@ -38,7 +38,7 @@ from agents.app import app, batch_service_settings
 from agents.config import dead_letter_key, get_settings
 from agents.routing.batches import BatchService, Output
 from agents.routing.canonical import Canonicaliser, Rejected
-from agents.routing.protection import is_strict, scrub_address
+from schemas.protection import is_strict, scrub_address
 from agents.routing.state import PartitionedState
 from agents.routing.topics import bus_topics
 from connectors.dead_letters import DeadLetter, DeadLetterSeal

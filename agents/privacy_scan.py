@@ -29,7 +29,7 @@ from pathlib import Path
 from agents.commands.dlq import REPLAY_HEADER
 from agents.delivery.topic_reader import read_topic
 from agents.offsets import KafkaInspector
-from agents.routing.protection import KOMMUNE_REVEALING, is_strict, stricter, withheld
+from schemas.protection import KOMMUNE_REVEALING, is_strict, stricter, withheld
 from agents.subscriptions.model import Subscription
 from connectors.kafka_sink.sink import PURGE_TYPE, register_schemas
 from schemas.catalog import catalog

@@ -1,7 +1,7 @@
 """Address data out of what a strengt fortrolig person's dead letter would keep, read only as far as
 the event could be read: a CloudEvent that failed a check after it parsed as JSON.
 
-A decoded catalog record is scrubbed by agents/routing/protection.py (scrub_address). This is
+A decoded catalog record is scrubbed by schemas/protection.py (scrub_address). This is
 for input that never became a record: the grade is read from the `addressprotection` attribute
 or, for a change of protection, from `data.protection`; if either names strengt fortrolig, the
 copy keeps no address field, no kommunenummer, and nothing that names a kommune (`source`,

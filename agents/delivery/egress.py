@@ -5,7 +5,7 @@ then. It may leave much later: a retry, a queue held for a paused or unverified 
 dead letter replayed after the person was granted address protection. So every delivery, the
 first attempt included, passes `Egress.outgoing` on its way to the sink:
 
-- the protection rule (agents/routing/protection.py) is applied again under the person's grade
+- the protection rule (schemas/protection.py) is applied again under the person's grade
   now: withheld fields leave `data`, a strengt fortrolig person's `source` is neutral, and a
   subscription that may no longer get the person at all gets nothing (the delivery is refused
   with `protection.withheld`: dead-lettered, sealed, and withheld again if replayed);
@@ -25,7 +25,7 @@ import hmac
 
 import orjson
 
-from agents.routing.protection import NEUTRAL_SOURCE, is_strict, may_receive, stricter, withheld
+from schemas.protection import NEUTRAL_SOURCE, is_strict, may_receive, stricter, withheld
 from agents.routing.router import PURGE_TYPE, PersonState
 from schemas.catalog import EVENTS_NAMESPACE
 

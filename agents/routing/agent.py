@@ -28,7 +28,7 @@ from agents.app import app, batch_service_settings, freeze_heap
 from agents.config import bootstrap_servers, dead_letter_key, get_settings
 from agents.routing.batches import BatchService, Output
 from agents.routing.index import RoutingIndex
-from agents.routing.protection import is_strict, scrub_address
+from schemas.protection import is_strict, scrub_address
 from agents.routing.router import PersonState, Router
 from agents.routing.state import PartitionedState, SegmentedState
 from agents.routing.topics import bus_topics

@@ -8,7 +8,7 @@
 - A correction or annulment goes to exactly the subscriptions that received the event it
   names (`original_recipients`, from the routing record), still subscribed to the type;
   None there means the original is unknown: a dead letter `relation.unknown_corrected_event`.
-- Address protection (agents/routing/protection.py) decides which fields are withheld; a
+- Address protection (schemas/protection.py) decides which fields are withheld; a
   change that makes a subscription lose its right to the person's address sends that
   subscription a `purge` first, if it has received data on the person.
 """
@@ -23,7 +23,7 @@ from typing import NamedTuple
 import orjson
 
 from agents.routing.index import Entry, Grant, RoutingIndex
-from agents.routing.protection import NEUTRAL_SOURCE, is_strict, may_receive, stricter, withheld
+from schemas.protection import NEUTRAL_SOURCE, is_strict, may_receive, stricter, withheld
 from agents.routing.state import stored_json
 from schemas.catalog import EVENTS_NAMESPACE, catalog
 from schemas.identity import InvalidIdentity, parse_identity

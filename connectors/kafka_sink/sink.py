@@ -26,6 +26,7 @@ from connectors.kafka_sink.avro_record import PURGE_SCHEMA, RecordError, to_avro
 from connectors.kafka_sink.config import KafkaSinkConfig
 from schemas.catalog import CatalogError, catalog
 from schemas.codec import Codec
+from schemas.protection import withholdable
 
 MALFORMED = "delivery.malformed"
 TIMEOUT = "kafka.timeout"
@@ -47,10 +48,31 @@ def register_schemas(registry, topic: str, fields: dict[str, list[str]]) -> dict
     schemas = {PURGE_TYPE: ("no.samband.delivery.Purge", PURGE_SCHEMA)}
     for event_type, paths in fields.items():
         try:
-            schemas[event_type] = (catalog().subject(event_type), catalog().projection_json(event_type, paths))
+            schemas[event_type] = (catalog().subject(event_type),
+                                   absent_when_withheld(catalog().projection_json(event_type, paths), event_type))
         except CatalogError:
             continue
     return {kind: (registry.add(f"{topic}-{subject}", schema), schema) for kind, (subject, schema) in schemas.items()}
+
+
+def absent_when_withheld(schema: dict, event_type: str) -> dict:
+    """The projection schema with every field the protection rule may withhold (schemas/protection.py)
+    made nullable, default null: a protected person's record leaves them out and still encodes."""
+    hidden = withholdable(event_type)
+
+    def fields(record: dict, prefix: str) -> list[dict]:
+        out = []
+        for field in record["fields"]:
+            kind, path = field["type"], prefix + field["name"]
+            if path == "envelope" and isinstance(kind, dict):
+                field = {**field, "type": {**kind, "fields": fields(kind, "envelope.")}}
+            elif path in hidden and not (isinstance(kind, list) and "null" in kind) and not (
+                    isinstance(kind, dict) and kind.get("type") == "array"):
+                field = {**field, "type": ["null", kind], "default": None}
+            out.append(field)
+        return out
+
+    return {**schema, "fields": fields(schema, "")}
 
 
 class KafkaSink(Sink):

@@ -88,3 +88,29 @@ async def test_kafka_subscription_gets_its_projected_events_in_order_as_confluen
     assert person_of[purge_key] == f"{0:032x}"  # the purge has person 0's key
     person0 = [h["ce_id"] for k, _, h in got if k == purge_key]
     assert person0[0] == "kev-0-0" and "kev-0-protect-purge" in person0
+
+
+async def test_a_strengt_fortrolig_persons_move_reaches_a_kafka_subscriber_without_what_reveals_the_kommune(
+        kafka_bootstrap, tmp_path):
+    """Granted source, scope, cause and the address, the subscriber's schema lets each be absent: the
+    record encodes without them, and is not dead-lettered for missing them."""
+    fields = {"Move": ["envelope.person", "envelope.source", "movedDate", "scope", "cause", "newAddress"]}
+    async with running_bus(kafka_bootstrap, tmp_path) as bus:
+        topic = bus.subscriber_topic("kafka-strict")
+        await bus.put_subscription({"id": "kafka-strict", "kommuner": "all", "fields": fields, "delivery": {"kind": "kafka"}})
+        purge = _purge("kafka-strict", 7)
+        purge["protection"] = "strengtFortrolig"  # the grade the router's purge carries to the delivery stage
+        move = _move("kafka-strict", 7, 0)
+        move["event"]["source"] = "urn:no:kommune:4601:folkeregister"
+        move["event"]["data"] |= {  # as routed before the change: everything granted
+            "envelope": {"person": f"{7:032x}", "source": "urn:no:kommune:4601:folkeregister"}, "cause": "relocation",
+            "newAddress": {"kommunenummer": "4601", "streetName": "Hemmeliggata", "houseNumber": 7, "houseLetter": None,
+                           "unitNumber": None, "postalCode": "5003", "postalTown": "Bergen"}}
+        await bus.send([purge, move])
+        got = await asyncio.to_thread(_consume, kafka_bootstrap, topic, bus.registry_url, 2, 90)
+
+    assert [h["ce_type"] for _, _, h in got] == ["no.samband.purge", move["event"]["type"]], got
+    _, value, headers = got[1]
+    assert value["envelope"]["source"] is None and value["scope"] is None and value["cause"] is None
+    assert value["newAddress"] is None and value["movedDate"] == date(2024, 3, 1)
+    assert "4601" not in headers["ce_source"]

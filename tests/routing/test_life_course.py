@@ -15,7 +15,7 @@ from routing_events import address, encode, event, synthetic_number
 from subscription_factory import subscription
 from worker_process import WorkerProcess, wait_for_commits
 
-from agents.routing.protection import address_paths
+from schemas.protection import address_paths
 from agents.subscriptions.store import write
 from schemas.pseudonym import pseudonym
 

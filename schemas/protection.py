@@ -1,4 +1,4 @@
-"""Address protection (adressebeskyttelse, NORWAY.md §5) as pure decisions.
+"""Address protection (adressebeskyttelse, NORWAY.md §5) as pure decisions: the one rule for what leaves the bus.
 
 - strengtFortrolig / strengtFortroligUtland: no address field, no kommunenummer and nothing
   that names a kommune (`envelope.source`, `scope`, `cause`, the CloudEvent `source`) leaves
@@ -54,6 +54,12 @@ NEUTRAL_SOURCE = "urn:no:samband"
 @cache
 def _strict_paths(event_type: str) -> frozenset[str]:
     return address_paths(event_type) | (KOMMUNE_REVEALING & {f.path for f in catalog().fields(event_type)})
+
+
+def withholdable(event_type: str) -> frozenset[str]:
+    """Every field path of the event type some grade withholds from someone: a subscriber's schema
+    must let each of them be absent."""
+    return _strict_paths(event_type)
 
 
 def withheld(event_type: str, protection: str, public_body: bool) -> frozenset[str]:
