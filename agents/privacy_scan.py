@@ -1,8 +1,12 @@
 """Personal data found where none may be, in an app id's topics and in log files (docs/security.md).
 
     bus = await learn(bootstrap, app_id, Codec(registry))       # who is protected, the subscriptions
-    findings, topics = await scan_topics(bootstrap, app_id, bus, subscriber_prefix)
+    findings, topics = await scan_topics(bootstrap, app_id, bus, subscriber_prefix, pseudonym_key)
     findings += scan_log(path, bus)
+
+A Kafka subscriber's record is judged by its event's routing (from the events topic) and, for an
+event no longer there, by the person's grade now: the record key is the subscription's own
+pseudonym of the person, recognised with the bus's pseudonym key (SAMBAND_PSEUDONYM_KEY).
 
 Kinds of finding:
 - `identity_number`: 11 digits with valid control digits (synthetic ones too), outside a field
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.commands.dlq import REPLAY_HEADER
+from agents.delivery.egress import subscriber_subject
 from agents.delivery.topic_reader import read_topic
 from agents.offsets import KafkaInspector
 from schemas.protection import KOMMUNE_REVEALING, is_strict, stricter, withheld
@@ -98,6 +103,12 @@ class Bus:
         if at_ms is None:
             return versions[-1][1]
         return next((sub for written, sub in reversed(versions) if written <= at_ms), versions[0][1])
+
+    def protected(self) -> set[str]:
+        """Every person who held a grade other than ugradert at some time the scan can see."""
+        return ({p for p, g in self.current.items() if g != "ugradert"}
+                | {p for p, h in self.history.items() if any(g != "ugradert" for _, g in h)}
+                | {e.person for e in self.events.values() if e.grade != "ugradert"})
 
     def grade_at(self, person: str, at_ms: int) -> str:
         """The person's protection as the router had written it at `at_ms` (the earliest known before any)."""
@@ -263,8 +274,12 @@ def _text(value: bytes | None) -> str:
 
 
 class TopicScan:
-    def __init__(self, bus: Bus, subscriber_topics: dict[str, str]):
+    def __init__(self, bus: Bus, subscriber_topics: dict[str, str], pseudonym_key: bytes | None = None):
         self.bus = bus
+        # A Kafka subscriber's record key is its own pseudonym of the person (agents/delivery/egress.py):
+        # with the bus's key, a protected person's is recognised even when the event has left the events topic.
+        self._pseudonym_key = pseudonym_key
+        self._persons_by_subject: dict[str, dict[bytes, str]] = {}
         self.text = TextScan(bus)
         self.deliveries = DeliveryScan(bus)
         self.registry = CatalogRegistry(catalog())  # subscribers' projection schemas: ids are stable (schemas/schema_id.py)
@@ -306,6 +321,15 @@ class TopicScan:
             findings += self.delivery_record(record, entry.get("record", ""), headers)
         return findings
 
+    def _person(self, subscription: str, key: bytes | None) -> str | None:
+        if self._pseudonym_key is None or key is None:
+            return None
+        if subscription not in self._persons_by_subject:
+            self._persons_by_subject[subscription] = {
+                subscriber_subject(self._pseudonym_key, subscription, person).encode(): person
+                for person in self.bus.protected()}
+        return self._persons_by_subject[subscription].get(key)
+
     def subscriber(self, record) -> list[Finding]:
         """A Kafka subscriber's record: CloudEvents attributes in `ce_*` headers, Avro `data` (connectors/kafka_sink)."""
         subscription = self.subscriber_topics[record.topic]
@@ -318,7 +342,7 @@ class TopicScan:
             data = self.codec.decode(record.value)
         except (WireFormatError, TypeError):
             return self._raw(record, [record.key, record.value, *self._headers(record)])
-        return (self._delivery(record, subscription, attributes, data, None)
+        return (self._delivery(record, subscription, attributes, data, self._person(subscription, record.key))
                 + self._raw(record, [record.key, *self._headers(record)]))
 
     def record(self, record, kind: str) -> list[Finding]:
@@ -338,7 +362,8 @@ def subscriber_topics(bus: Bus, prefix: str) -> dict[str, str]:
     return {f"{prefix}{sub_id}": sub_id for sub_id in bus.versions}
 
 
-async def scan_topics(bootstrap: str, app_id: str, bus: Bus, subscriber_prefix: str) -> tuple[list[Finding], list[str]]:
+async def scan_topics(bootstrap: str, app_id: str, bus: Bus, subscriber_prefix: str,
+                      pseudonym_key: bytes | None = None) -> tuple[list[Finding], list[str]]:
     """The findings in every topic of the app id and every subscriber topic, and the topics read."""
     subscribers = subscriber_topics(bus, subscriber_prefix)
     async with KafkaInspector(bootstrap) as kafka:
@@ -347,7 +372,7 @@ async def scan_topics(bootstrap: str, app_id: str, bus: Bus, subscriber_prefix: 
     mine = sorted(t for t in existing if (t.startswith(f"{app_id}-") or t in subscribers) and t not in internal)
     kinds = {f"{app_id}-deliveries": "deliveries", f"{app_id}-delivery-pending": "pending",
              **{t: "subscriber" for t in subscribers}}
-    scan = TopicScan(bus, subscribers)
+    scan = TopicScan(bus, subscribers, pseudonym_key)
     findings: list[Finding] = []
     for topic in mine:
         async for record in read_topic(bootstrap, topic, timeout=300):

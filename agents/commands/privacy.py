@@ -25,8 +25,10 @@ async def run_scan(bootstrap: str, app_id: str, subscriber_prefix: str, logs: li
     from schemas.codec import Codec
     from schemas.registry import registry_from_settings
 
-    bus = await learn(bootstrap, app_id, Codec(registry_from_settings(get_settings())))
-    findings, topics = await scan_topics(bootstrap, app_id, bus, subscriber_prefix)
+    settings = get_settings()
+    bus = await learn(bootstrap, app_id, Codec(registry_from_settings(settings)))
+    key = settings.pseudonym_key.encode() if settings.pseudonym_key else None  # recognises subscribers' subjects
+    findings, topics = await scan_topics(bootstrap, app_id, bus, subscriber_prefix, key)
     for path in logs:
         findings += scan_log(path, bus)
     return findings, topics

@@ -61,7 +61,7 @@ class Egress:
         self._key = pseudonym_key
 
     def subject(self, subscription: str, person: str) -> str:
-        return hmac.new(self._key, f"{subscription}/{person}".encode(), hashlib.sha256).hexdigest()[:32]
+        return subscriber_subject(self._key, subscription, person)
 
     def outgoing(self, record: str, subscription: str, public_body: bool, national: bool) -> bytes | None:
         """The delivery record as it may leave now, or None when the subscription may not get it."""
@@ -88,6 +88,11 @@ class Egress:
         if is_strict(grade):
             event["source"] = NEUTRAL_SOURCE
         return True
+
+
+def subscriber_subject(pseudonym_key: bytes, subscription: str, person: str) -> str:
+    """The subscription's own pseudonym of the person (the bus's pseudonym `person`)."""
+    return hmac.new(pseudonym_key, f"{subscription}/{person}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def _without(data: dict, hidden: frozenset[str]) -> dict:

@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from agents.delivery.egress import subscriber_subject
 from connectors.kafka_sink.avro_record import to_avro
 from connectors.kafka_sink.sink import register_schemas
 from schemas.catalog import catalog
@@ -95,15 +96,15 @@ class Bus:
             await producer.stop()
         return meta.partition, meta.offset
 
-    async def subscriber_record(self, record: dict, data: dict) -> tuple[int, int]:
+    async def subscriber_record(self, record: dict, data: dict, key: str = HIDDEN_KEY) -> tuple[int, int]:
         """A record on the private operator's own topic, as the Kafka sink writes it (Avro data, ce_* headers)."""
         schema_id, schema = register_schemas(registry := CatalogRegistry(catalog()), self.subscriber_topic,
                                              {"Move": ["movedDate", "newAddress"]})["Move"]
         value = Codec(registry).encode(to_avro(schema, data), schema_id)
         envelope = record["envelope"]
         headers = [("ce_id", envelope["id"].encode()), ("ce_type", envelope["type"].encode()),
-                   ("ce_source", envelope["source"].encode()), ("ce_subject", HIDDEN_KEY.encode())]
-        return await self.put(self.subscriber_topic, HIDDEN_KEY.encode(), value, headers)
+                   ("ce_source", envelope["source"].encode()), ("ce_subject", key.encode())]
+        return await self.put(self.subscriber_topic, key.encode(), value, headers)
 
     async def scan(self, *logs) -> tuple[int, str, str]:
         result = await samband(self.bootstrap, "privacy", "scan", *(("--logs", *map(str, logs)) if logs else ()),
@@ -174,6 +175,11 @@ async def test_each_planted_leak_is_found_where_it_is_and_nothing_personal_is_pr
     to_private = await bus.subscriber_record(bus.secret_move, _moved(bus.secret_move))
     # A replay of the old Move after the purge, address included.
     replay = await bus.put(bus.topic("deliveries"), b"k2", _delivery(PUBLIC, HIDDEN_KEY, bus.old_move, _moved(bus.old_move, HIDDEN)))
+    # A Move whose event has left the events topic (retention), keyed as the sink keys it: the
+    # subscription's own pseudonym of the strengt fortrolig person.
+    aged_out = _move(HIDDEN, SECRET_STREET, "strengtFortrolig")
+    subject = subscriber_subject(os.environ["SAMBAND_PSEUDONYM_KEY"].encode(), PRIVATE, HIDDEN_KEY)
+    to_private_aged = await bus.subscriber_record(aged_out, _moved(aged_out), key=subject)
     # A readable dead letter: the event itself.
     dead = await bus.put(bus.topic("deadletter"), HIDDEN_KEY.encode(), encode(bus.secret_move))
     log = _clean_log(tmp_path)
@@ -188,6 +194,7 @@ async def test_each_planted_leak_is_found_where_it_is_and_nothing_personal_is_pr
     at = {name: f"{topic} partition {where[0]} offset {where[1]}" for name, topic, where in (
         ("ledger", bus.topic("delivery-ledger"), ledger), ("status", bus.topic("delivery-status"), status),
         ("public", bus.topic("deliveries"), to_public), ("private", bus.subscriber_topic, to_private),
+        ("aged", bus.subscriber_topic, to_private_aged),
         ("replay", bus.topic("deliveries"), replay), ("dead", bus.topic("deadletter"), dead))}
     expected = [
         f"{at['ledger']}: identity_number",
@@ -196,6 +203,8 @@ async def test_each_planted_leak_is_found_where_it_is_and_nothing_personal_is_pr
         f"{at['replay']}: protected_address (field newAddress, subscription {PUBLIC})",
         f"{at['private']}: protected_address (field newAddress, subscription {PRIVATE})",
         f"{at['private']}: protected_kommune (field subscription.kommuner, subscription {PRIVATE})",
+        f"{at['aged']}: protected_address (field newAddress, subscription {PRIVATE})",
+        f"{at['aged']}: protected_kommune (field subscription.kommuner, subscription {PRIVATE})",
         f"{at['dead']}: identity_number",
         f"{at['dead']}: protected_address",
         f"{log} line 3: identity_number",
