@@ -126,6 +126,12 @@ class Dispatcher:
         else:
             lane.queue.put_nowait((key, entry))
 
+    def holds(self, key: str) -> bool:
+        """Whether `key`'s head is held here, waiting for its subscription or its due time: not on its
+        way to the subscriber, so another entry may go before it."""
+        head = self.heads.get(key)
+        return head is not None and (key in self._waiting.get(subscription_of(key), ()) or head[0]["due"] > time.time())
+
     def done(self, key: str) -> None:
         """`key`'s queue is empty."""
         self.heads.pop(key, None)

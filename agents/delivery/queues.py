@@ -150,14 +150,13 @@ class DeliveryQueues:
         entry = pending.new_entry(idempotency_key, record.value.decode(), headers, [record.topic, partition, offset], now)
         queue = self.queues.get(key)
         if queue is not None and key not in self.seen:
-            # Waits in memory behind its head; stays open. A purge goes before what is held behind the
-            # head (the head may be on its way): the subscriber deletes the address before they arrive.
-            queue.insert(1, entry) if purge else queue.append(entry)
+            # Waits in memory behind its head; stays open.
+            self._queue(key, queue, entry, purge)
             return
         self._settled.append((partition, offset))
         if queue is not None:  # stored: the record joins the stored queue, unless it took it before a restart
             if offset > self.seen[key]:
-                queue.insert(1, entry) if purge else queue.append(entry)  # its head is already offered
+                self._queue(key, queue, entry, purge)
                 self.seen[key] = offset
                 self._changed[key] = partition
             return
@@ -168,6 +167,18 @@ class DeliveryQueues:
             self.seen[key] = offset  # must wait for its subscription: stored
             self._changed[key] = partition
         self.dispatcher.offer(key, entry)
+
+    def _queue(self, key: str, queue: list[dict], entry: dict, purge: bool) -> None:
+        """A purge goes first, so the subscriber deletes the address before anything held arrives: before
+        the head too when the head is held (paused, unverified, waiting for a retry), else right after
+        it (it may be on its way)."""
+        if not purge:
+            queue.append(entry)
+        elif self.dispatcher.holds(key):
+            queue.insert(0, entry)
+            self.dispatcher.offer(key, entry)
+        else:
+            queue.insert(1, entry)
 
     def _write(self, key: str, partition: int) -> None:
         if partition not in self.owned:

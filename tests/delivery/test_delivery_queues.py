@@ -39,6 +39,9 @@ class Lanes:
     def offer(self, key: str, entry: dict) -> None:
         self.offered.append(entry["key"])
 
+    def holds(self, key: str) -> bool:
+        return not self.active
+
     def done(self, key: str) -> None:
         pass
 
