@@ -1,6 +1,6 @@
 """One example record per event type: for docs, round-trip tests and benchmarks.
 
-Every identity number here is synthetic (month + 80) or an official test vector (NORWAY.md §1).
+Every identity number here is synthetic (month + 80) or an official test vector (docs/domain.md §1).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Norwegian person identifiers (folkeregisteridentifikator): classification and check digits.
 
-Rules from NORWAY.md §1 (Skatteetaten): 11 digits DDMMYY iii k1 k2.
+Rules from docs/domain.md §1 (Skatteetaten): 11 digits DDMMYY iii k1 k2.
 - D-nummer: 4 added to the first digit (day 41-71).
 - Synthetic (Tenor) numbers: 80 added to the month (81-92); both may combine.
 - H-nummer: 40 added to the month (41-52); never accepted as a person id on the bus.
@@ -110,7 +110,7 @@ def parse_identity(number: str) -> Identity:
         raise InvalidIdentity("identity.h_number", "H-numbers (help numbers) are not person identifiers on the bus")
     if not 1 <= month <= 12:
         raise InvalidIdentity("identity.date", "identity number has no valid month")
-    # The century is not reliably encoded (NORWAY.md §1), so the date must exist in 19yy or 20yy;
+    # The century is not reliably encoded (docs/domain.md §1), so the date must exist in 19yy or 20yy;
     # 29 February thus needs yy to be a leap year in one of them.
     if not any(day <= calendar.monthrange(century + yy, month)[1] for century in (1900, 2000)) or day < 1:
         raise InvalidIdentity("identity.date", "identity number has no valid calendar date")

@@ -1,4 +1,4 @@
-"""Address protection (adressebeskyttelse, NORWAY.md §5) as pure decisions: the one rule for what leaves the bus.
+"""Address protection (adressebeskyttelse, docs/domain.md §4) as pure decisions: the one rule for what leaves the bus.
 
 - strengtFortrolig / strengtFortroligUtland: no address field, no kommunenummer and nothing
   that names a kommune (`envelope.source`, `scope`, `cause`, the CloudEvent `source`) leaves

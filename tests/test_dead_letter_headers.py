@@ -26,7 +26,7 @@ def test_unknown_stage_is_refused():
 
 
 def test_pseudonym_is_stable_keyed_and_hides_the_number():
-    number = "03851598730"  # official synthetic vector (NORWAY.md §1)
+    number = "03851598730"  # official synthetic vector (docs/domain.md §1)
     first, again = pseudonym(number, b"key-1"), pseudonym(number, b"key-1")
     assert first == again and len(first) == 32
     assert pseudonym(number, b"key-2") != first

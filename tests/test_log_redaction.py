@@ -6,7 +6,7 @@ import sys
 
 from agents.redaction import REDACTED, redact_personal_data, redact_text
 
-NUMBER = "03851598730"  # official synthetic vector (NORWAY.md §1)
+NUMBER = "03851598730"  # official synthetic vector (docs/domain.md §1)
 
 
 def test_identity_numbers_are_removed_from_messages_and_values():

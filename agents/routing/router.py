@@ -241,7 +241,7 @@ def _birth_date_from_number(number: str, at: date) -> date | None:
     """Birth date read from the identity number, the latest century that puts it before `at`.
 
     Only a fallback for persons whose Birth event the bus has not seen: the century is not
-    encoded reliably (NORWAY.md §1), so a person over 100 may be read as a child.
+    encoded reliably (docs/domain.md §1), so a person over 100 may be read as a child.
     """
     try:
         identity = parse_identity(number)

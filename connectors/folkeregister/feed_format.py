@@ -18,7 +18,7 @@ ANNULLERE = "annullere"
 KORRIGERE_HISTORISK = "korrigereHistorisk"
 ENTITETSENDRINGER = (REGISTRERE_NY, KORRIGERE, ANNULLERE, KORRIGERE_HISTORISK)
 
-# Hendelsetyper the generator emits (NORWAY.md §3).
+# Hendelsetyper the generator emits (docs/domain.md §3).
 PERSON_ER_OPPRETTET = "personErOpprettet"
 PERSON_ER_DOED = "personErDoed"
 PERSON_ER_BOSATT = "personErBosatt"

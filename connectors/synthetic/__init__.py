@@ -1,6 +1,6 @@
 """Synthetic Norway: a seeded population and life-course simulation that emits Folkeregister-style events.
 
-All identity numbers are synthetic (month + 80, NORWAY.md §1); names and addresses are invented.
+All identity numbers are synthetic (month + 80, docs/domain.md §1); names and addresses are invented.
 """
 
 from connectors.synthetic.config import Reform, SyntheticConfig, YearlyRates

@@ -1,9 +1,9 @@
-"""Unique synthetic identity numbers (NORWAY.md §1), allocated in vectorised batches.
+"""Unique synthetic identity numbers (docs/domain.md §1), allocated in vectorised batches.
 
 Every number has 80 added to the month (synthetic, Tenor style) and, for D-numbers, 4
 added to the first digit; the control digits are computed after. Uniqueness: one
 counter of used individnummer per (kind, DDMMYY); individnummer whose control digits
-cannot exist are skipped. The century is not encoded (NORWAY.md §1 says not to rely
+cannot exist are skipped. The century is not encoded (docs/domain.md §1 says not to rely
 on it); the birth date travels in its own field.
 
 `control_digits_vectorised` is the numpy form of `schemas.identity.control_digits`

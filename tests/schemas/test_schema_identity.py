@@ -1,4 +1,4 @@
-"""Identity numbers: the official vectors of NORWAY.md §1, and properties over generated numbers."""
+"""Identity numbers: the official vectors of docs/domain.md §1, and properties over generated numbers."""
 
 from datetime import date
 

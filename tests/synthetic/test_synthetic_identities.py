@@ -1,4 +1,4 @@
-"""Every identity number the generator emits is synthetic, valid under NORWAY.md §1, and unique."""
+"""Every identity number the generator emits is synthetic, valid under docs/domain.md §1, and unique."""
 
 import numpy as np
 import pytest
