@@ -21,18 +21,22 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
+import orjson
 import structlog
 
 from agents.delivery.egress import Egress
 from agents.delivery.target import Target
 from connectors.api import Context, DeadLetters, Outcome, Output, Sink, SinkRecord, StateStore
 from connectors.kafka_sink.config import KafkaSinkConfig
+from connectors.malformed import MALFORMED
 from connectors.kafka_sink.sink import KafkaSink
 from connectors.webhook.sink import WebhookSink
 
 log = structlog.get_logger(__name__)
 
 Report = Callable[[str, dict, Outcome], None]  # (queue key, entry, outcome)
+WITHHELD = Outcome.rejected("protection.withheld", "the person's address protection withholds it from this subscription")
+MALFORMED_RECORD = Outcome.rejected("delivery.malformed", "delivery record is not delivery JSON with person and event")
 SaveStatus = Callable[[str, dict], Awaitable[None]]  # (subscription, status record)
 
 
@@ -65,13 +69,18 @@ class Lane:
             if wait > 0:
                 await asyncio.sleep(wait)  # the subscriber asked for this pause (Retry-After)
             target = self.target
-            value = self.egress.outgoing(entry["record"], target.subscription, target.public_body, target.national)
-            record = SinkRecord(key.encode(), value, [(k, v.encode()) for k, v in entry["headers"]])
-            if value is None:  # the person's grade now forbids this subscription the event: never sent
-                outcome = Outcome.rejected("protection.withheld", "the person's address protection withholds it from this subscription")
-            elif isinstance(self.sink, WebhookSink):
-                outcome = await self.sink.write_one(record)  # the hot path: no list, no coroutine level more
+            try:
+                delivery = self.egress.outgoing(entry["record"], target.subscription, target.public_body, target.national)
+                refused = None if delivery is not None else WITHHELD  # the person's grade forbids it: never sent
+            except MALFORMED:
+                delivery, refused = None, MALFORMED_RECORD
+            if refused is not None:
+                outcome = refused
+            elif isinstance(self.sink, WebhookSink):  # the hot path: the parsed record, no list, no coroutine level more
+                traceparent = next((v for k, v in entry["headers"] if k == "traceparent"), None)
+                outcome = await self.sink.send_delivery(delivery, traceparent)
             else:
+                record = SinkRecord(key.encode(), orjson.dumps(delivery), [(k, v.encode()) for k, v in entry["headers"]])
                 [outcome] = await self.sink.write([record])
             if getattr(outcome, "retry_after", None):  # capped as pending.decide caps it
                 hold = min(outcome.retry_after, max(self.target.retry_schedule, default=0.0))

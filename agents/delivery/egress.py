@@ -63,13 +63,13 @@ class Egress:
     def subject(self, subscription: str, person: str) -> str:
         return subscriber_subject(self._key, subscription, person)
 
-    def outgoing(self, record: str, subscription: str, public_body: bool, national: bool) -> bytes | None:
-        """The delivery record as it may leave now, or None when the subscription may not get it."""
+    def outgoing(self, record: str, subscription: str, public_body: bool, national: bool) -> dict | None:
+        """The delivery record, parsed, as it may leave now, or None when the subscription may not get it."""
         delivery = orjson.loads(record)
         if not self.project(delivery, public_body, national):
             return None
         delivery["event"]["subject"] = self.subject(subscription, delivery["person"])
-        return orjson.dumps(delivery)
+        return delivery
 
     def project(self, delivery: dict, public_body: bool, national: bool) -> bool:
         """Apply the protection rule to a parsed delivery record under the person's grade now, in

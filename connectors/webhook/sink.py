@@ -48,10 +48,17 @@ class WebhookSink(Sink):
         returning the sender's coroutine, so each resumption of the request passes one level less."""
         try:
             delivery = orjson.loads(record.value)
-            event, key = delivery["event"], delivery["idempotency_key"]
-        except (ValueError, KeyError, TypeError):
-            return _done(HttpOutcome("rejected", MALFORMED, "delivery record is not delivery JSON with event and idempotency_key"))
+        except ValueError:
+            return _done(HttpOutcome("rejected", MALFORMED, "delivery record is not JSON"))
         traceparent = next((v.decode() for k, v in record.headers if k == "traceparent"), None)
+        return self.send_delivery(delivery, traceparent)
+
+    def send_delivery(self, delivery: dict, traceparent: str | None) -> Awaitable[HttpOutcome]:
+        """The attempt for a delivery record already parsed (the delivery stage has read it)."""
+        try:
+            event, key = delivery["event"], delivery["idempotency_key"]
+        except (KeyError, TypeError):
+            return _done(HttpOutcome("rejected", MALFORMED, "delivery record is not delivery JSON with event and idempotency_key"))
         return self.sender.send(event, key, traceparent)
 
     async def verify(self, subscription: str) -> HttpOutcome:
