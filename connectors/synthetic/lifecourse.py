@@ -181,8 +181,10 @@ class Simulation:
         )
 
     def _remember(self, document: ff.EventDocument, person: int, previous: tuple) -> ff.EventDocument:
-        """Keep a recent document so a later correction or annulment can refer to it."""
-        self._recent.append((document.sekvensnummer, document.hendelsesdokument, person, document.hendelsetype, previous))
+        """Keep a recent document so a later correction or annulment can refer to it (and, for a
+        move, the addresses it recorded: a historic correction repeats them)."""
+        self._recent.append((document.sekvensnummer, document.hendelsesdokument, person, document.hendelsetype, previous,
+                             document.opplysninger))
         return document
 
     def _address(self, person: int) -> dict:
@@ -459,7 +461,7 @@ class Simulation:
         entry = self._pick_recent(aux[0])
         if entry is None:
             return
-        seq, doc_id, person, hendelsetype, _previous = entry
+        seq, doc_id, person, hendelsetype, _previous, recorded = entry
         p = self.population
         latest = self.last_seq[person] == seq and self._alive(person)
         if hendelsetype == ff.ENDRING_I_NAVN and latest:
@@ -473,7 +475,10 @@ class Simulation:
                 opplysninger = {"flyttedato": corrected_date, "bostedsadresse": self._address(person)}
                 yield self._emit(person, hendelsetype, opplysninger, when, entitetsendring=ff.KORRIGERE, gjelder=doc_id)
             else:
-                opplysninger = {"flyttedato": corrected_date}
+                # The register's historic correction carries the whole corrected element: the
+                # addresses of that move as they were recorded, with the corrected date.
+                opplysninger = {"flyttedato": corrected_date, "bostedsadresse": recorded["bostedsadresse"],
+                                "forrigeBostedsadresse": recorded["forrigeBostedsadresse"]}
                 yield self._emit(person, hendelsetype, opplysninger, when, entitetsendring=ff.KORRIGERE_HISTORISK, gjelder=doc_id)
 
     def _annulment(self, _: int, when: int, aux: np.ndarray) -> Iterator[ff.EventDocument]:
@@ -481,7 +486,7 @@ class Simulation:
         entry = self._pick_recent(aux[0])
         if entry is None:
             return
-        seq, doc_id, person, hendelsetype, previous = entry
+        seq, doc_id, person, hendelsetype, previous, _recorded = entry
         if self.last_seq[person] != seq or not self._alive(person):
             return
         p = self.population

@@ -157,3 +157,23 @@ def test_reform_day_renumbers_every_resident_of_one_fylke_at_once():
         d.opplysninger.get("bostedsadresse", {}).get("kommunenummer", "").startswith("46") for d in later_moves
     )
     assert not np.isin(population.kommune[: population.size], list(fylke_46)).any()
+
+
+def test_every_historic_move_correction_maps_to_a_valid_move_with_the_corrected_moves_addresses(year_of_events):
+    """korrigereHistorisk carries the whole corrected element, as the register's does: it becomes a
+    Move correction that passes validation (before, only the date came, and ingest dead-lettered it
+    as relation.missing_new_address)."""
+    from connectors.folkeregister.mapping import to_record
+    from schemas.validation import validate
+
+    _, documents = year_of_events
+    earlier = {d["hendelsesdokument"]: d for d in documents}
+    historic = [d for d in documents if d["entitetsendring"] == ff.KORRIGERE_HISTORISK]
+    assert historic, "the simulator emits historic corrections"
+    for document in historic:
+        corrected = earlier[document["gjelderHendelsesdokument"]]["opplysninger"]
+        event_type, record = to_record(document)
+        assert event_type == "Move" and record["envelope"]["changeKind"] == "correction"
+        assert [f.code for f in validate(event_type, record, now=record["envelope"]["time"])] == []
+        assert record["newAddress"]["streetName"] == corrected["bostedsadresse"]["adressenavn"]
+        assert record["movedDate"].isoformat() == document["opplysninger"]["flyttedato"]
