@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     ingest_max_bytes: int = Field(262_144, ge=1024)
     # Ingest: how long an event id is remembered for deduplication (a re-read feed page).
     dedup_retention_hours: float = Field(168.0, gt=0)
+    # Router: how long a correction or annulment that arrives before the event it names is held
+    # for that event; then it is dead-lettered (0: at once).
+    correction_hold_seconds: float = Field(3600.0, ge=0)
     # Seconds before the consumer group gives up on a silent worker and moves its partitions
     # (Faust's default is 60; the broker allows 6 and up).
     broker_session_timeout: float = Field(60.0, ge=6)

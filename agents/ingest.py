@@ -16,7 +16,9 @@ new trace's `traceparent` when the record had no valid one. Each dead letter cou
 `samband_validation_failures_total` by its reason; its log line carries the event id, topic,
 partition, offset and trace id, never the event's data.
 
-Deduplication: event id -> first-seen time (epoch seconds, ASCII), per partition of the
+Deduplication: an event whose id was ingested before is dropped, counted in
+`samband_duplicate_events_total` and logged (`ingest.duplicate`, with its event id); it is
+not a dead letter. Event id -> first-seen time (epoch seconds, ASCII), per partition of the
 ingest topic (a duplicate has the same key, so it lands in the same partition), durable in
 the compacted topic `<app id>-ingest-seen-ids`. An id is remembered for
 SAMBAND_DEDUP_RETENTION_HOURS (default 7 days): older entries are evicted from memory and
@@ -86,8 +88,11 @@ class Ingest:
             return
         first_seen = self.seen.get(message.partition, event.event_id)
         if first_seen is not None and self.now - int(first_seen) < RETENTION_SECONDS:
-            outputs.append(self.dead_letter(message, Rejected("event.duplicate", "event id already ingested", event.record),
-                                            parent, span))
+            # A source retrying after an unanswered write sends the same event again: expected of
+            # at-least-once delivery, so counted and logged, not a dead letter.
+            metrics.duplicate_dropped()
+            log.info("ingest.duplicate", event_id=event.event_id, topic=message.topic, partition=message.partition,
+                     offset=message.offset, trace_id=span.trace_id)
             return
         self.seen.set(message.partition, event.event_id, b"%d" % self.now)
         self.remembered[message.partition].append((self.now, event.event_id))
@@ -126,6 +131,9 @@ class Ingest:
                 first_seen = self.seen.partitions.get(partition, {}).get(event_id)
                 if first_seen is not None and int(first_seen) <= self.now - RETENTION_SECONDS:
                     self.seen.delete(partition, event_id)
+
+    def due(self) -> bool:
+        return False  # evictions wait for the next batch: nothing goes out for them
 
     def recovered(self, partitions: set[int]) -> None:
         for partition in set(self.remembered) - set(self.seen.partitions):

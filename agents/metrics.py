@@ -88,6 +88,10 @@ CONSUMER_LAG = Gauge(
     ["group", "topic", "partition"],
     registry=REGISTRY,
 )
+DUPLICATES = Counter(
+    "samband_duplicate_events", "Events ingested again with an id already seen (at-least-once sources), dropped.",
+    registry=REGISTRY,
+)
 MALFORMED_RECORDS = Counter(
     "samband_malformed_records", "Records of internal topics skipped because they could not be read.",
     ["topic", "reason"], registry=REGISTRY,
@@ -140,6 +144,10 @@ def observe_end_to_end_latency(subscription: str, seconds: float) -> None:
     if child is None:
         child = _latency_children[subscription] = END_TO_END_LATENCY.labels(_checked("subscription", subscription, _SUBSCRIPTION))
     child.observe(seconds)
+
+
+def duplicate_dropped() -> None:
+    DUPLICATES.inc()
 
 
 def malformed_record(topic: str, reason: str) -> None:

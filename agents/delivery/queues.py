@@ -98,6 +98,9 @@ class DeliveryQueues:
     def end_batch(self) -> None:
         pass
 
+    def due(self) -> bool:
+        return False  # DeliveryService runs its own cycles (agents/delivery/agent.py)
+
     def committable(self) -> dict[int, int]:
         """After this cycle's outputs and pending state are acknowledged: partition -> offset to commit."""
         for partition, offset in self._flushing:

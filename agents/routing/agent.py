@@ -9,6 +9,11 @@ durable in compacted topics recovered on assignment:
   that corrections and annulments follow), written as one segment per partition and batch
   (agents/routing/state.py, SegmentedState). A correction is about the same person, so it
   finds the record in its own partition.
+- `<app id>-router-held`: event id -> the corrections and annulments of it that arrived before
+  it (their records sealed with SAMBAND_DLQ_KEY). Each is routed right after the event it
+  names, or dead-lettered (`relation.unknown_corrected_event`) once it has waited
+  SAMBAND_CORRECTION_HOLD_SECONDS; the wait is checked at each batch, and when the topic is
+  idle at each poll.
 
 The batch's deliveries are acknowledged before its state is written and its offsets committed
 (crash-safe, at-least-once; the idempotency key `<event id>.<subscription id>` makes a repeat
@@ -20,6 +25,11 @@ every subscription written before the start has been read.
 
 from __future__ import annotations
 
+import base64
+import time
+from collections import defaultdict, deque
+
+import orjson
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 
@@ -61,11 +71,18 @@ class Route:
         self.persons = PartitionedState(f"{app.conf.id}-router-persons", {"cleanup.policy": "compact"},
                                         PersonState.from_json, fail_closed=PersonState("strengtFortrolig").to_json())
         self.records = SegmentedState(f"{app.conf.id}-router-records", {"cleanup.policy": "compact"})
-        self.states = [self.persons, self.records]
+        self.held = PartitionedState(f"{app.conf.id}-router-held", {"cleanup.policy": "compact"}, orjson.loads)
+        self.states = [self.persons, self.records, self.held]
+        self.hold_seconds = settings.correction_hold_seconds
+        # Per partition, (held since, event id named) in arrival order: what falls due when.
+        self.waiting: dict[int, deque[tuple[float, str]]] = defaultdict(deque)
+        self.now = time.time()
 
     def handle_batch(self, messages: list[ConsumerRecord], outputs: list[Output]) -> None:
+        self.now = time.time()
         for message in messages:
             self.handle(message, outputs)
+        self._expire(outputs)
 
     def handle(self, message: ConsumerRecord, outputs: list[Output]) -> None:
         try:
@@ -91,14 +108,76 @@ class Route:
         if result.state is not state:
             self.persons.set(partition, person, result.state.to_json())
         if result.unknown_original:
-            value = message.value
-            if is_strict(result.state.protection):
-                value = self.codec.encode(scrub_address(event_type, record), self.codec.current_id(event_type))
-            outputs.append(self.dead_letter(message, "relation.unknown_corrected_event",
-                                            f"{event_type} {envelope['changeKind']} names an event the bus has not routed",
-                                            value=value, event_id=envelope["id"]))
+            if self.hold_seconds > 0:
+                self._hold(message, envelope)
+            else:
+                outputs.append(self._unknown_original(message, record, result.state, "the bus has not routed it"))
         else:
             self.records.set(partition, envelope["id"], tuple(result.recipients))
+            self._release(partition, envelope["id"], outputs)
+
+    # --- corrections that arrive before their original ------------------------------------
+
+    def _hold(self, message: ConsumerRecord, envelope: dict) -> None:
+        partition, original = message.partition, envelope["correctsEventId"]
+        held = self.held.get(partition, original)
+        entry = orjson.loads(held) if held else {"since": self.now, "held": []}
+        entry["held"].append({
+            "key": message.key.decode(), "offset": message.offset, "timestamp": message.timestamp,
+            "value": base64.b64encode(self.seal.seal(message.value)).decode("ascii"),
+            "headers": [[k, base64.b64encode(v).decode("ascii")] for k, v in message.headers or ()],
+        })
+        self.held.set(partition, original, orjson.dumps(entry))
+        if held is None:
+            self.waiting[partition].append((entry["since"], original))
+        log.info("route.correction_held", event_id=envelope["id"], corrects=original, topic=message.topic,
+                 partition=partition, offset=message.offset)
+
+    def _held_messages(self, partition: int, original: str) -> list[ConsumerRecord]:
+        """The messages held for `original`, as they were read, and forgets them."""
+        held = self.held.get(partition, original)
+        if held is None:
+            return []
+        self.held.delete(partition, original)
+        messages = []
+        for item in orjson.loads(held)["held"]:
+            value = self.seal.open(base64.b64decode(item["value"]))
+            headers = [(k, base64.b64decode(v)) for k, v in item["headers"]]
+            messages.append(ConsumerRecord(topics.events, partition, item["offset"], item["timestamp"], 0,
+                                           item["key"].encode(), value, None, 0, len(value), headers))
+        return messages
+
+    def _release(self, partition: int, original: str, outputs: list[Output]) -> None:
+        """The event a held correction names was routed: the correction goes right after it."""
+        for message in self._held_messages(partition, original):
+            self.handle(message, outputs)
+
+    def _expire(self, outputs: list[Output]) -> None:
+        for partition, waiting in self.waiting.items():
+            while waiting and self.now - waiting[0][0] >= self.hold_seconds:
+                since, original = waiting.popleft()
+                held = self.held.partitions.get(partition, {}).get(original)
+                if held is None or orjson.loads(held)["since"] != since:
+                    continue  # released since, or held again later
+                for message in self._held_messages(partition, original):
+                    record = self.codec.decode(message.value)
+                    state = PersonState.from_json(self.persons.get(partition, message.key.decode()))
+                    outputs.append(self._unknown_original(
+                        message, record, state, f"held {self.hold_seconds:.0f} s for it, and the bus has not routed it"))
+
+    def due(self) -> bool:
+        now = time.time()
+        return any(waiting and now - waiting[0][0] >= self.hold_seconds for waiting in self.waiting.values())
+
+    def _unknown_original(self, message: ConsumerRecord, record: dict, state: PersonState, why: str) -> Output:
+        envelope = record["envelope"]
+        event_type = envelope["type"].rpartition(".")[2]
+        value = message.value
+        if is_strict(state.protection) or is_strict(envelope.get("addressProtection")):
+            value = self.codec.encode(scrub_address(event_type, record), self.codec.current_id(event_type))
+        return self.dead_letter(message, "relation.unknown_corrected_event",
+                                f"{event_type} {envelope['changeKind']} names an event: {why}", value=value,
+                                event_id=envelope["id"])
 
     def dead_letter(self, message: ConsumerRecord, reason: str, text: str, value: bytes | None = None,
                     event_id: str | None = None) -> Output:
@@ -115,7 +194,11 @@ class Route:
         pass
 
     def recovered(self, partitions: set[int]) -> None:
-        pass
+        for partition in set(self.waiting) - set(self.held.partitions):
+            del self.waiting[partition]
+        for partition in partitions:
+            entries = ((orjson.loads(v)["since"], k) for k, v in self.held.partitions.get(partition, {}).items())
+            self.waiting[partition] = deque(sorted(entries))
 
 
 async def _subscriptions_read() -> None:

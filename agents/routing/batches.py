@@ -93,6 +93,9 @@ class BatchLogic(Protocol):
     def end_batch(self) -> None:
         """After the batch is handled, before its state writes are taken."""
 
+    def due(self) -> bool:
+        """Whether a batch with no records should be handled now (work kept in state fell due)."""
+
     def recovered(self, partitions: set[int]) -> None:
         """The state of `partitions` was just read from the changelogs."""
 
@@ -172,8 +175,9 @@ class BatchService(Service, ConsumerRebalanceListener):
 
     async def on_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Handle the batch and send its outputs, then let its acknowledgement, state writes and
-        commit complete in the background while the next batches are fetched and handled."""
-        if batch:
+        commit complete in the background while the next batches are fetched and handled. An
+        empty batch is handled too when the logic has work that is due (`due()`)."""
+        if batch or (self.logic is not None and self.logic.due()):
             async with self._lock:
                 cycle = await self._submit(batch)
                 previous = self._completing[-1] if self._completing else None

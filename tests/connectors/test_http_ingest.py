@@ -144,13 +144,16 @@ async def test_the_openapi_document_describes_the_endpoint(ingest):
     assert {"202", "400", "401", "403", "503"} <= set(operation["responses"])
 
 
-async def test_schemathesis_finds_no_server_error(connector_kafka, connector_app_id, monkeypatch, tmp_path):
+async def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(connector_kafka, connector_app_id, monkeypatch,
+                                                                             tmp_path):
+    """Every answer is one the OpenAPI document declares: its status, content type and body schema."""
     set_tokens(monkeypatch)
     async with running_ingest(connector_kafka, connector_app_id, ingest_config()) as source:
         base = f"http://127.0.0.1:{source.port}"
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "schemathesis.cli", "run", f"{base}/openapi.json",
-            "--checks", "not_a_server_error", "--max-examples", "50", "--seed", "6",
+            "--checks", "not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance",
+            "--max-examples", "50", "--seed", "6",
             "--header", f"Authorization: {auth('every-type')['Authorization']}", "--report-dir", str(tmp_path),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
