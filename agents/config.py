@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     # Router: how long a correction or annulment that arrives before the event it names is held
     # for that event; then it is dead-lettered (0: at once).
     correction_hold_seconds: float = Field(3600.0, ge=0)
+    # Delivery: a subscription's breaker opens after this many transient failures in a row, and
+    # then one probe goes out per interval (agents/delivery/breaker.py).
+    breaker_failures: int = Field(20, ge=1)
+    breaker_probe_seconds: float = Field(30.0, gt=0)
     # Seconds before the consumer group gives up on a silent worker and moves its partitions
     # (Faust's default is 60; the broker allows 6 and up).
     broker_session_timeout: float = Field(60.0, ge=6)

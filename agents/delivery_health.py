@@ -5,7 +5,8 @@
 Read, all topics prefixed with the app id:
 - `-subscriptions`: the subscriptions; `delivery.paused`; delivery settings the delivery stage
   cannot use (agents/delivery/target.py refuses them) make the subscription `disabled`;
-- `-delivery-status`: verification, and `disabled_reason` after a 410 Gone;
+- `-delivery-status`: verification, `disabled_reason` after a 410 Gone, and `suspended`
+  (`{"since", "reason"}`) while the subscription's breaker is open;
 - `-delivery-pending` (agents/delivery/queues.py): per (subscription, person) the queues that
   wait (subscription not active) or are being retried; a queue whose head goes out at once is
   not stored, so `pending` counts deliveries held back, not those in flight. The **retry
@@ -16,8 +17,9 @@ Read, all topics prefixed with the app id:
 - `-delivery-ledger`: the last successful delivery, and dead letters not delivered since;
 - `-deadletter`: dead letters of the delivery stage, per subscription.
 
-State, first that applies: `disabled`, `paused`, `failing` (agents.alerts.policy.is_failing:
-the alerts' own rule), `active`. Only ids, counts, reason codes and times: no personal data.
+State, first that applies: `disabled`, `paused`, `suspended` (its breaker is open: the endpoint
+is probed, not sent every delivery; agents/delivery/breaker.py), `failing`
+(agents.alerts.policy.is_failing: the alerts' own rule), `active`. Only ids, counts, reason codes and times: no personal data.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from connectors.dead_letters import DeadLetter
 from connectors.malformed import json_object, skip_malformed
 
 OUTCOME_WINDOW = 3600.0  # seconds of attempt outcomes read for the failure streak
-STATES = ("active", "paused", "failing", "disabled")
+STATES = ("active", "paused", "failing", "suspended", "disabled")
 
 
 @dataclass
@@ -197,6 +199,8 @@ def assess(gathered: _Gathered, now: float) -> list[SubscriptionHealth]:
             row.state, row.reason = "disabled", status["disabled_reason"]
         elif target.paused:
             row.state = "paused"
+        elif current and isinstance(status.get("suspended"), dict):
+            row.state, row.reason = "suspended", status["suspended"].get("reason")
         elif is_failing(health):
             row.state, row.reason = "failing", streak.last_reason
         rows.append(row)

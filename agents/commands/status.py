@@ -8,8 +8,8 @@ make the whole status unhealthy (exit 1). When the broker cannot be reached, the
 the broker section alone, unhealthy.
 
 The subscriptions section (agents/delivery_health.py) gives each subscription's state
-(active, paused, failing, disabled), last successful delivery, retry backlog and dead-letter
-count, read from Kafka; a failing or disabled subscription makes the status unhealthy.
+(active, paused, failing, suspended, disabled), last successful delivery, retry backlog and dead-letter
+count, read from Kafka; a failing, suspended or disabled subscription makes the status unhealthy.
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ def format_subscriptions(rows: list) -> str:
 
 async def subscriptions_section(kafka: KafkaInspector, options: StatusOptions) -> Section:
     rows = await subscription_health(kafka.bootstrap, options.app_id)
-    problems = [f"subscription {row.id} is {row.state} ({row.reason})" for row in rows if row.state in ("failing", "disabled")]
+    problems = [f"subscription {row.id} is {row.state} ({row.reason})" for row in rows
+                if row.state in ("failing", "suspended", "disabled")]
     return Section("subscriptions", [asdict(row) for row in rows], format_subscriptions(rows), problems)
 
 
@@ -137,7 +138,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="health of the bus: broker, topics, consumer lag, subscriptions (exit 1 when unhealthy)",
         description="Broker health, the bus's topics with message rates, consumer-group lag and each "
         "subscription's delivery state. Exit 1 when the broker cannot be reached, a lag is above "
-        "--max-lag, or a subscription is failing or disabled. DEAD LETTERS is unresolved/total.",
+        "--max-lag, or a subscription is failing, suspended or disabled. DEAD LETTERS is unresolved/total.",
     )
     status.add_argument("--max-lag", type=int, help="lag above this is unhealthy (default: SAMBAND_READY_MAX_LAG)")
     status.add_argument("--interval", type=float, default=1.0, help="seconds between the two rate samples; 0: no rates")

@@ -20,6 +20,7 @@ from agents import metrics
 from agents.app import app, batch_service_settings, freeze_heap
 from agents.config import bootstrap_servers, dead_letter_key, get_settings, webhook_allow_list
 from agents.delivery.dispatcher import Dispatcher
+from agents.delivery.breaker import Breaker
 from agents.delivery.egress import Egress, Grades
 from agents.delivery.queues import DeliveryQueues
 from agents.delivery.target import TargetError, parse_target
@@ -93,7 +94,8 @@ persons_topic = f"{app.conf.id}-router-persons"  # the router's person state: ea
 dispatcher = Dispatcher(lambda key, entry, outcome: queues.apply(key, entry, outcome), _save_status,
                         Egress(grades, settings.pseudonym_key.encode()),
                         {"topic_writer": subscriber_topics.write, "schema_registry": registry_from_settings(settings),
-                         "webhook_allow": webhook_allow_list(settings), "secrets_dir": settings.secrets_dir})
+                         "webhook_allow": webhook_allow_list(settings), "secrets_dir": settings.secrets_dir},
+                        Breaker(settings.breaker_failures, settings.breaker_probe_seconds))
 queues = DeliveryQueues(topics, dispatcher, DeadLetterSeal(dead_letter_key(settings)), grades)
 # Set once every subscription and delivery status written before the start has been read:
 # records of a subscription not yet known would otherwise all be stored as waiting.

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 import structlog
 
+from agents.delivery.breaker import CLOSED, OPENED, Breaker
 from agents.delivery.egress import Egress
 from agents.delivery.target import Target
 from connectors.api import Context, DeadLetters, Outcome, Output, Sink, SinkRecord, StateStore
@@ -53,8 +54,9 @@ def make_sink(target: Target, extras: dict) -> WebhookSink | KafkaSink:
 
 
 class Lane:
-    def __init__(self, target: Target, report: Report, sink: Sink, egress: Egress):
+    def __init__(self, target: Target, report: Report, sink: Sink, egress: Egress, may_send: Callable[[str], bool]):
         self.target = target
+        self._may_send = may_send  # False: the head waits in the dispatcher instead (an open breaker)
         self.sink = sink
         self.egress = egress
         self.queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
@@ -65,6 +67,8 @@ class Lane:
     async def _work(self) -> None:
         while True:
             key, entry = await self.queue.get()
+            if not self._may_send(key):
+                continue
             wait = self.hold_until - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)  # the subscriber asked for this pause (Retry-After)
@@ -98,8 +102,11 @@ class Lane:
 
 
 class Dispatcher:
-    def __init__(self, report: Report, save_status: SaveStatus, egress: Egress, sink_extras: dict | None = None):
+    def __init__(self, report: Report, save_status: SaveStatus, egress: Egress, sink_extras: dict | None = None,
+                 breaker: Breaker | None = None):
         self._report = report
+        self.breaker = breaker or Breaker(failures=20, probe_interval=30.0)
+        self._probes: dict[str, str] = {}  # subscription -> the queue key of its probe on its way
         self._egress = egress
         self._save_status = save_status
         self._sink_extras = sink_extras or {}
@@ -127,13 +134,70 @@ class Dispatcher:
             self._wake.set()
 
     def _release(self, key: str, entry: dict) -> None:
-        """A due head goes to its subscription's lane, or waits for the subscription to be active."""
+        """A due head goes to its subscription's lane, or waits for the subscription to be active
+        and its breaker closed (while open, only a probe goes: agents/delivery/breaker.py)."""
         sub = subscription_of(key)
         lane = self._lanes.get(sub) if self.is_active(sub) else None
-        if lane is None:
+        if lane is None or (self.breaker.is_open(sub) and not self._take_probe(sub, key)):
             self._waiting[sub].add(key)
         else:
             lane.queue.put_nowait((key, entry))
+
+    def _take_probe(self, sub: str, key: str) -> bool:
+        if not self.breaker.take_probe(sub):
+            return False
+        self._probes[sub] = key
+        return True
+
+    def _may_send(self, key: str) -> bool:
+        """Asked by the lane just before an attempt: a head queued before its breaker opened waits now."""
+        sub = subscription_of(key)
+        if not self.breaker.is_open(sub) or self._probes.get(sub) == key:
+            return True
+        self._waiting[sub].add(key)
+        return False
+
+    def _outcome(self, key: str, entry: dict, outcome: Outcome) -> None:
+        """An attempt's outcome (from a lane): the breaker first, so the queue's next head already
+        meets its new state, then the queue (agents/delivery/queues.py)."""
+        sub = subscription_of(key)
+        self._probes.pop(sub, None)
+        change = self.breaker.record(sub, outcome)
+        if change == OPENED:
+            log.warning("delivery.subscription_suspended", subscription=sub, reason=outcome.reason,
+                        failures=self.breaker.failures, probe_interval=self.breaker.probe_interval)
+            self._save_suspension(sub, {"since": time.time(), "reason": outcome.reason})
+        self._report(key, entry, outcome)
+        if change == CLOSED:
+            log.info("delivery.subscription_resumed", subscription=sub)
+            self._save_suspension(sub, None)
+            self._requeue_waiting(sub)
+
+    def _probe(self) -> None:
+        """For each open breaker whose probe is due, one waiting head goes out."""
+        for sub, keys in self._waiting.items():
+            lane = self._lanes.get(sub)
+            if not keys or lane is None or not self.breaker.is_open(sub) or not self.is_active(sub):
+                continue
+            key = next((k for k in sorted(keys) if k in self.heads), None)
+            if key is not None and self._take_probe(sub, key):
+                keys.discard(key)
+                lane.queue.put_nowait((key, self.heads[key][0]))
+
+    def _save_suspension(self, sub: str, suspended: dict | None) -> None:
+        status = {**(self.status.get(sub) or {}), "suspended": suspended, "at": time.time()}
+        self.status[sub] = status
+        task = asyncio.get_running_loop().create_task(self._save_status(sub, status))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _requeue_waiting(self, sub: str) -> None:
+        """The subscription's waiting heads go out again, each at its due time."""
+        for key in self._waiting.pop(sub, ()):
+            if key in self.heads:
+                entry, token = self.heads[key]
+                heapq.heappush(self._heap, (entry["due"], token, key))
+        self._wake.set()
 
     def holds(self, key: str) -> bool:
         """Whether `key`'s head is held here, waiting for its subscription or its due time: not on its
@@ -159,8 +223,10 @@ class Dispatcher:
                 if head is None or head[1] != token:
                     continue  # superseded by a later offer
                 self._release(key, head[0])
+            self._probe()
             self._wake.clear()
-            timeout = self._heap[0][0] - now if self._heap else None
+            deadlines = [t for t in (self._heap[0][0] if self._heap else None, self.breaker.next_probe()) if t is not None]
+            timeout = max(0.0, min(deadlines) - now) if deadlines else None
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except TimeoutError:
@@ -181,6 +247,7 @@ class Dispatcher:
     async def set_target(self, sub: str, target: Target | None) -> None:
         if self.targets.get(sub) == target:
             return
+        self.breaker.forget(sub)  # deleted, or changed (a new URL deserves a fresh start)
         if target is None:
             self.targets.pop(sub, None)
         else:
@@ -191,6 +258,9 @@ class Dispatcher:
         if self.status.get(sub) == status:
             return
         self.status[sub] = status or {}
+        suspended = (status or {}).get("suspended")
+        if suspended and not self.breaker.is_open(sub):  # suspended before this worker started: probe first
+            self.breaker.open(sub, suspended.get("since") or time.time())
         await self._refresh(sub, lane_changed=False)
 
     def disable(self, sub: str, reason: str) -> None:
@@ -224,12 +294,12 @@ class Dispatcher:
             self._start_verification(target)
         if self.is_active(sub):
             if sub not in self._lanes:
-                self._lanes[sub] = Lane(target, self._report, make_sink(target, self._sink_extras), self._egress)
-            for key in self._waiting.pop(sub, ()):
-                if key in self.heads:
-                    entry, token = self.heads[key]
-                    heapq.heappush(self._heap, (entry["due"], token, key))
-            self._wake.set()
+                self._lanes[sub] = Lane(target, self._outcome, make_sink(target, self._sink_extras), self._egress,
+                                        self._may_send)
+            if self.breaker.is_open(sub):
+                self._wake.set()  # its heads wait; the run loop probes
+            else:
+                self._requeue_waiting(sub)
 
     def _start_verification(self, target: Target) -> None:
         running = self._verifying.get(target.subscription)
