@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 
 # Modules whose import registers agents, tables and web views on the app.
@@ -24,6 +25,15 @@ def run_worker(loglevel: str = "info") -> int:
     class SambandWorker(Worker):
         def _setup_logging(self) -> None:
             configure_logging(settings.log_level, settings.log_format)
+
+        async def _stop_on_signal(self, signal) -> None:
+            # A stop signal while services are still starting ends the start first: a service
+            # started after the stop had passed it would run on, and the process never exit.
+            starting = self._starting_fut
+            if starting is not None and not starting.done():
+                starting.cancel()
+                await asyncio.wait([starting])
+            await super()._stop_on_signal(signal)
 
     worker = SambandWorker(app, loglevel=loglevel, redirect_stdouts=False)
     worker.execute_from_commandline()  # returns only through SystemExit

@@ -140,10 +140,11 @@ class DeliveryService(BatchService):
 
     async def on_stop(self) -> None:
         await dispatcher.close()  # attempts in flight go out again after the restart (same webhook-id)
-        await self._finished.wait()
-        if self._writing is not None:
-            await self._writing
-        await self._write()  # what was decided before the stop: ledger entries, then the commit
+        if self._consuming:  # (a stop during the start comes before the consuming task ever ran)
+            await self._finished.wait()
+            if self._writing is not None:
+                await self._writing
+            await self._write()  # what was decided before the stop: ledger entries, then the commit
         await super().on_stop()
         await subscriber_topics.stop()
 

@@ -120,6 +120,7 @@ class BatchService(Service, ConsumerRebalanceListener):
         self._revoked: set[int] = set()
         self._lock = asyncio.Lock()
         self._finished = asyncio.Event()
+        self._consuming = False  # the consuming task has begun: a stop waits for it to finish
         self._completing: deque[tuple[Cycle, asyncio.Task]] = deque()  # oldest first
         self._sending: asyncio.Task | None = None  # the latest batch's outputs being handed to the producer
 
@@ -136,6 +137,7 @@ class BatchService(Service, ConsumerRebalanceListener):
 
     @Service.task
     async def _consume(self) -> None:
+        self._consuming = True
         try:
             if self.ready is not None and (await self.wait(self.ready())).stopped:
                 return
@@ -209,7 +211,8 @@ class BatchService(Service, ConsumerRebalanceListener):
     async def on_stop(self) -> None:
         if self in _running:
             _running.remove(self)
-        await self._finished.wait()  # the batch in progress completes and commits
+        if self._consuming:  # (a stop during the start comes before the consuming task ever ran)
+            await self._finished.wait()  # the batch in progress completes and commits
         async with self._lock:
             await self._completed()
         if self.consumer is not None:

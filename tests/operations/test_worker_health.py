@@ -59,3 +59,21 @@ async def test_worker_is_alive_then_ready_and_reports_its_consumer_lag(kafka_boo
     }
     assert {(source, str(p)) for p in range(4)} <= set(lag)
     assert all(value == 0 for value in lag.values())
+
+
+async def _logged(worker: WorkerProcess, text: str, timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while text not in worker.log_path.read_text():
+        assert asyncio.get_running_loop().time() < deadline, f"{text!r} not logged:\n{worker.log_tail()}"
+        assert worker.process.poll() is None, worker.log_tail()
+        await asyncio.sleep(0.05)  # poll interval inside the deadline
+
+
+async def test_a_worker_stopped_while_it_starts_exits_at_once(worker_env, tmp_path):
+    """SIGTERM from a supervisor can come at any moment of the start. Before, services that began to
+    start after the stop had passed them ran on, and the process ignored the signal for good."""
+    for moment in ("[^--Producer]: Starting", "[^--RouteService]: Starting", "[^--DeliveryService]: Starting"):
+        worker = WorkerProcess(worker_env, tmp_path / f"worker-{moment[4:12]}.log")
+        worker.start()
+        await _logged(worker, moment)
+        assert worker.stop(timeout=20) == 0, f"stopped at {moment!r}:\n{worker.log_tail()}"
