@@ -32,7 +32,7 @@ def notifier_from_settings(settings: Settings) -> Notifier | None:
 
 
 async def alert_failing_subscriptions(bootstrap: str, app_id: str, alerter: Alerter) -> list[str]:
-    """Alert the contact of every failing subscription not alerted within a day; the ids alerted."""
+    """Alert the contact of every failing (or suspended) subscription not alerted within a day; the ids alerted."""
     now = datetime.now(UTC)
     topic = f"{app_id}-subscriptions"
     contacts = {}
@@ -42,7 +42,7 @@ async def alert_failing_subscriptions(bootstrap: str, app_id: str, alerter: Aler
                 contacts[sub_id] = str(system["contact"])
     alerted = []
     for row in await subscription_health(bootstrap, app_id):
-        if row.state != "failing" or row.id not in contacts:
+        if row.state not in ("failing", "suspended") or row.id not in contacts:  # suspended: failing, and probed
             continue
         since = datetime.fromisoformat(row.failing_since) if row.failing_since else None
         health = DeliveryHealth(row.consecutive_failures, (now - since).total_seconds() if since else None, row.reason)

@@ -39,6 +39,7 @@ async def operations_bus(bootstrap: str, tmp: Path, extra_env: dict[str, str] | 
         "SAMBAND_LOG_FORMAT": "json",
         "SAMBAND_PSEUDONYM_KEY": PSEUDONYM_KEY,
         "SAMBAND_API_TOKENS": f"{REPLAY_TOKEN}=dlq:replay+subscriptions:read+operations:read,{READ_ONLY_TOKEN}=subscriptions:read",
+        "SAMBAND_BREAKER_PROBE_SECONDS": "1",  # a suspended test subscriber is probed every second, not every 30
         **(extra_env or {}),
     }
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
