@@ -16,7 +16,7 @@ dashboard show it as `suspended`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from connectors.api import Outcome
@@ -73,7 +73,9 @@ class Breaker:
         circuit.probing = True
         return True
 
-    def next_probe(self) -> float | None:
-        """When the earliest open circuit may probe again (None: none open)."""
-        times = [c.next_probe for c in self._circuits.values() if c.open_since is not None and not c.probing]
+    def next_probe(self, subs: Iterable[str]) -> float | None:
+        """When the earliest open circuit of `subs` (those with heads waiting) may probe again; None when
+        none of them can, so that nothing waits for a probe that has nothing to send."""
+        circuits = (self._circuits.get(sub) for sub in subs)
+        times = [c.next_probe for c in circuits if c is not None and c.open_since is not None and not c.probing]
         return min(times, default=None)

@@ -139,7 +139,7 @@ class Dispatcher:
         sub = subscription_of(key)
         lane = self._lanes.get(sub) if self.is_active(sub) else None
         if lane is None or (self.breaker.is_open(sub) and not self._take_probe(sub, key)):
-            self._waiting[sub].add(key)
+            self._wait(sub, key)
         else:
             lane.queue.put_nowait((key, entry))
 
@@ -154,8 +154,13 @@ class Dispatcher:
         sub = subscription_of(key)
         if not self.breaker.is_open(sub) or self._probes.get(sub) == key:
             return True
-        self._waiting[sub].add(key)
+        self._wait(sub, key)
         return False
+
+    def _wait(self, sub: str, key: str) -> None:
+        """`key`'s head waits for its subscription; the run loop must know, to time the next probe."""
+        self._waiting[sub].add(key)
+        self._wake.set()
 
     def _outcome(self, key: str, entry: dict, outcome: Outcome) -> None:
         """An attempt's outcome (from a lane): the breaker first, so the queue's next head already
@@ -168,21 +173,26 @@ class Dispatcher:
                         failures=self.breaker.failures, probe_interval=self.breaker.probe_interval)
             self._save_suspension(sub, {"since": time.time(), "reason": outcome.reason})
         self._report(key, entry, outcome)
+        self._wake.set()  # the next probe's time moved, or no probe is on its way any more
         if change == CLOSED:
             log.info("delivery.subscription_resumed", subscription=sub)
             self._save_suspension(sub, None)
             self._requeue_waiting(sub)
 
+    def _probing(self) -> list[str]:
+        """Suspended subscriptions that are active and have heads waiting: those a probe may go to."""
+        return [sub for sub, keys in self._waiting.items()
+                if keys and sub in self._lanes and self.breaker.is_open(sub) and self.is_active(sub)]
+
     def _probe(self) -> None:
         """For each open breaker whose probe is due, one waiting head goes out."""
-        for sub, keys in self._waiting.items():
-            lane = self._lanes.get(sub)
-            if not keys or lane is None or not self.breaker.is_open(sub) or not self.is_active(sub):
-                continue
-            key = next((k for k in sorted(keys) if k in self.heads), None)
+        for sub in self._probing():
+            keys = self._waiting[sub]
+            keys.intersection_update(self.heads)  # a head settled meanwhile is not waiting any more
+            key = min(keys, default=None)
             if key is not None and self._take_probe(sub, key):
                 keys.discard(key)
-                lane.queue.put_nowait((key, self.heads[key][0]))
+                self._lanes[sub].queue.put_nowait((key, self.heads[key][0]))
 
     def _save_suspension(self, sub: str, suspended: dict | None) -> None:
         status = {**(self.status.get(sub) or {}), "suspended": suspended, "at": time.time()}
@@ -225,7 +235,8 @@ class Dispatcher:
                 self._release(key, head[0])
             self._probe()
             self._wake.clear()
-            deadlines = [t for t in (self._heap[0][0] if self._heap else None, self.breaker.next_probe()) if t is not None]
+            probing = self.breaker.next_probe(self._probing())
+            deadlines = [t for t in (self._heap[0][0] if self._heap else None, probing) if t is not None]
             timeout = max(0.0, min(deadlines) - now) if deadlines else None
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)

@@ -24,10 +24,10 @@ def test_one_probe_per_interval_while_open():
     now = [100.0]
     breaker = Breaker(failures=1, probe_interval=10, clock=lambda: now[0])
     assert breaker.record("s", FAIL) == OPENED
-    assert not breaker.take_probe("s") and breaker.next_probe() == 110.0
+    assert not breaker.take_probe("s") and breaker.next_probe(["s"]) == 110.0
     now[0] = 110.0
     assert breaker.take_probe("s") and not breaker.take_probe("s")  # one at a time
-    assert breaker.record("s", FAIL) is None and breaker.next_probe() == 120.0
+    assert breaker.record("s", FAIL) is None and breaker.next_probe(["s"]) == 120.0
     now[0] = 120.0
     assert breaker.take_probe("s") and breaker.record("s", OK) == CLOSED
 
@@ -36,3 +36,13 @@ def test_a_subscription_found_suspended_at_start_probes_at_once():
     breaker = Breaker(failures=20, probe_interval=30, clock=lambda: 500.0)
     breaker.open("s", since=400.0)
     assert breaker.is_open("s") and breaker.take_probe("s")
+
+
+def test_only_the_subscriptions_named_count_for_the_next_probe():
+    now = [100.0]
+    breaker = Breaker(failures=1, probe_interval=10, clock=lambda: now[0])
+    breaker.record("s", FAIL)
+    assert breaker.next_probe([]) is None  # nothing waits: nothing to wake up for
+    assert breaker.next_probe(["other", "s"]) == 110.0
+    now[0] = 110.0
+    assert breaker.take_probe("s") and breaker.next_probe(["s"]) is None  # its probe is on its way

@@ -5,11 +5,15 @@ worker, a real receiver on 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import time
+from collections import Counter
 
 import pytest
 
-from delivery_bus import running_bus
+from delivery_bus import DeliveryBus, running_bus
 from delivery_fixtures import delivery
 from webhook_receiver import VALIDATION_TYPE, Receiver, Reply
 
@@ -19,8 +23,6 @@ PERSONS = 30
 
 
 async def _logged(bus, text: str, timeout: float = 60.0) -> None:
-    import asyncio
-
     deadline = asyncio.get_running_loop().time() + timeout
     while text not in bus.worker.log_path.read_text():
         assert asyncio.get_running_loop().time() < deadline, f"{text!r} not logged:\n{bus.worker.log_tail()}"
@@ -57,3 +59,46 @@ async def test_a_failing_endpoint_is_probed_not_hammered_and_resumes_with_nothin
         finally:
             await receiver.stop()
         assert (await _state(bus))["fragile"]["state"] == "active"
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+async def test_an_endpoint_that_stays_down_gets_every_delivery_probed_to_its_end_without_a_busy_worker(kafka_bootstrap, tmp_path):
+    """While suspended, a probe goes out per interval until every waiting delivery has used its
+    attempts and is dead-lettered: none waits forever behind a probe whose outcome woke nothing.
+    With nothing left to probe, the worker idles."""
+    events = DeliveryBus.events_for("downhill", persons=8, per_person=2)
+    async with running_bus(kafka_bootstrap, tmp_path, SAMBAND_BREAKER_FAILURES="3", SAMBAND_BREAKER_PROBE_SECONDS="0.2") as bus:
+        receiver = Receiver(bus.secret, lambda _n, e: Reply(503) if e["type"] != VALIDATION_TYPE else Reply())
+        await receiver.start()
+        try:
+            await bus.subscribe("downhill", receiver.url, retry_schedule=[0.2, 0.2])  # three attempts each
+            await bus.wait_for(receiver, receiver.verified, 60, "verified")
+            await bus.send(events)
+
+            def attempts() -> Counter:
+                return Counter(r.event["id"] for r in receiver.received if r.event["type"] != VALIDATION_TYPE)
+
+            await bus.wait_for(receiver, lambda: attempts() == Counter({e["event"]["id"]: 3 for e in events}), 60,
+                               "three attempts of every delivery, most of them probes")
+            await _logged(bus, '"event": "delivery.subscription_suspended"')
+            # Their dead letters are written once the last attempt is decided.
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:
+                listed = await samband(bus.bootstrap, "dlq", "list", "--subscription", "downhill", env={"SAMBAND_APP_ID": bus.app_id})
+                if all(e["event"]["id"] in listed.stdout for e in events):
+                    break
+                assert asyncio.get_running_loop().time() < deadline, listed.stdout
+            # Suspended with nothing to probe: the worker's event loop sleeps. A loop spinning on a probe
+            # time already past used a whole core here.
+            pid = bus.worker.process.pid
+            before, started = _cpu_seconds(pid), time.monotonic()
+            with pytest.raises(AssertionError, match="idle"):
+                await receiver.wait_for(lambda: False, 3.0, "idle")  # a window to measure over
+            used = (_cpu_seconds(pid) - before) / (time.monotonic() - started)
+            assert used < 0.5, f"the worker used {used:.0%} of a core with nothing to do"
+        finally:
+            await receiver.stop()

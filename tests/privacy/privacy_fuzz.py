@@ -241,6 +241,9 @@ class Run:
             "SAMBAND_DATA_DIR": str(tmp / "worker-data"),
             "SAMBAND_WEB_PORT": str(free_port()),
             "SAMBAND_LOG_FORMAT": "json",
+            # The refusing subscriber trips its circuit breaker; its probes (which must obey protection
+            # too) go out every 0.2 s, not every 30 s, so that its held deliveries are decided in time.
+            "SAMBAND_BREAKER_PROBE_SECONDS": "0.2",
             **{secret_env(sub): secret for sub, secret in self.secrets.items()},
             **{token_env(name): token for name, token in TOKENS.items()},
         }
