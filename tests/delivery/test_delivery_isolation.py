@@ -2,7 +2,8 @@
 
 Durations are scaled down by configuration so the module runs in about a minute: the
 failing subscriber answers 500 for 10 s (not 2 minutes), retry schedules are in tenths of
-seconds, and read timeouts are 0.5 s.
+seconds, read timeouts are 0.5 s, and a subscriber whose breaker opens is probed every second
+(not every 30).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ BAD_SETTINGS = {"retry_schedule": [0.5, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2], "read_tim
 
 @pytest.fixture(scope="module")
 async def bus(kafka_bootstrap, tmp_path_factory):
-    async with running_bus(kafka_bootstrap, tmp_path_factory.mktemp("delivery-isolation")) as bus:
+    async with running_bus(kafka_bootstrap, tmp_path_factory.mktemp("delivery-isolation"), SAMBAND_BREAKER_PROBE_SECONDS="1") as bus:
         # Warm-up: once one event has gone through, the worker owns its partitions and latencies are its own.
         receiver = Receiver(bus.secret)
         await bus.subscribe("warm-up", await receiver.start())
