@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test privacy-fuzz order-acceptance install clean
+.PHONY: demo test privacy-fuzz order-acceptance faults install clean
 
 demo: $(INSTALLED)
 	$(VENV)/bin/samband demo $(ARGS)
@@ -21,6 +21,13 @@ privacy-fuzz: $(INSTALLED)
 order-acceptance: $(INSTALLED)
 	SAMBAND_ORDER_ROUNDS=$${SAMBAND_ORDER_ROUNDS:-50} SAMBAND_ORDER_PERSONS=$${SAMBAND_ORDER_PERSONS:-10} \
 		$(VENV)/bin/python -m pytest tests/operations/test_person_order.py -s $(ARGS)
+
+# Issue 14's fault runs, each on a broker of its own: the broker down 5 minutes with the default
+# write wait (SAMBAND_FAULT_OUTAGE_SECONDS, SAMBAND_FAULT_REQUEST_TIMEOUT to choose).
+faults: $(INSTALLED)
+	env -u KAFKA_BOOTSTRAP_SERVERS SAMBAND_FAULT_OUTAGE_SECONDS=$${SAMBAND_FAULT_OUTAGE_SECONDS:-300} \
+		SAMBAND_FAULT_REQUEST_TIMEOUT=$${SAMBAND_FAULT_REQUEST_TIMEOUT:-40} \
+		$(VENV)/bin/python -m pytest tests/faults -s -rs $(ARGS)
 
 install: $(INSTALLED)
 

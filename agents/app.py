@@ -51,4 +51,5 @@ def batch_service_settings() -> dict:
     return dict(
         bootstrap=bootstrap_servers(settings), partitions=app.conf.topic_partitions, batch_size=settings.batch_size,
         within=settings.batch_within_seconds, session_timeout=settings.broker_session_timeout,
+        request_timeout=settings.broker_request_timeout,
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 
 import structlog
 
@@ -38,6 +40,37 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             ],
         )
     )
+    handler.addFilter(LibraryRepeats())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+class LibraryRepeats(logging.Filter):
+    """At most one line per `window` seconds for each message of the Kafka client's loggers. While a
+    broker is down aiokafka logs every failed connection attempt, hundreds of lines a second; the
+    stages log the outage themselves, once when it begins, once a minute, once when it ends
+    (agents/routing/batches.py). The next line that passes says how many like it were left out."""
+
+    LOGGERS = ("aiokafka", "kafka")
+
+    def __init__(self, window: float = 30.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.window = window
+        self.clock = clock
+        self._seen: dict[tuple[str, str], list] = {}  # (logger, message template) -> [passed at, left out since]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.LOGGERS):
+            return True
+        key, now = (record.name, str(record.msg)), self.clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.window:
+            seen[1] += 1
+            return False
+        if seen is not None and seen[1]:
+            record.msg = f"{record.msg} [{seen[1]} more like it left out in {self.window:.0f} s]"
+        if len(self._seen) > 1000:  # messages formatted before logging would grow it without end
+            self._seen.clear()
+        self._seen[key] = [now, 0]
+        return True

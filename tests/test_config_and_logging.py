@@ -66,3 +66,24 @@ def test_connectors_run_refuses_the_development_pseudonym_key(tmp_path):
                      SAMBAND_PSEUDONYM_KEY="samband-development-pseudonym-key", SAMBAND_DEVELOPMENT="false")
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("samband: SAMBAND_PSEUDONYM_KEY:")
+
+
+def test_the_kafka_clients_repeated_lines_pass_once_per_window_and_then_say_how_many_were_left_out():
+    import logging
+
+    from agents.logging import LibraryRepeats
+
+    now = [0.0]
+    repeats = LibraryRepeats(window=30.0, clock=lambda: now[0])
+
+    def line(name: str, msg: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, ("127.0.0.1:9092",), None)
+
+    passed = [repeats.filter(line("aiokafka.conn", "Unable connect to %s")) for _ in range(300)]
+    assert passed.count(True) == 1 and passed[0]  # a broker down: one line, not 300
+    assert repeats.filter(line("aiokafka.conn", "Connection closed"))  # another message is its own line
+    assert all(repeats.filter(line("samband.stage", "Unable connect to %s")) for _ in range(3))  # only the client's loggers
+    now[0] = 30.0
+    summary = line("aiokafka.conn", "Unable connect to %s")
+    assert repeats.filter(summary)
+    assert summary.getMessage() == "Unable connect to 127.0.0.1:9092 [299 more like it left out in 30 s]"

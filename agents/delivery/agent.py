@@ -159,6 +159,18 @@ class DeliveryService(BatchService):
         await super().on_partitions_assigned(assigned)
         queues.assigned({tp.partition for tp in assigned})
 
+    async def _abandon(self) -> None:
+        """The broker is gone (agents/routing/batches.py): the write cycle in flight is given up too."""
+        if self._writing is not None:
+            self._writing.cancel()
+            await asyncio.gather(self._writing, return_exceptions=True)
+            self._writing = None
+        await super()._abandon()
+
+    def partitions_lost(self, partitions: set[int]) -> None:
+        super().partitions_lost(partitions)
+        queues.revoked(partitions)  # attempts in flight are ignored; their deliveries go again (same webhook-id)
+
 
 @app.task
 async def _run_dispatcher() -> None:

@@ -128,6 +128,9 @@ class DeliveryQueues:
             del self.queues[key]
             self.seen.pop(key, None)
             self._changed.pop(key, None)
+        # Offsets settled before are not settled for whoever reads the partition next (this worker too).
+        self._settled = [(p, o) for p, o in self._settled if p not in partitions]
+        self._flushing = [(p, o) for p, o in self._flushing if p not in partitions]
         self.offsets.drop(partitions)
         self.dispatcher.drop_partitions(partitions)
 

@@ -32,6 +32,15 @@ attempt outcomes as they come back): it overrides `on_batch` and runs `_process`
 records when it has something to write; `committable(done)` may commit less than the records
 read, e.g. only below the oldest delivery still in flight.
 
+Broker outages: a broker that is down or unreachable (aiokafka's connection, timeout and other
+retriable errors, from a send, an acknowledgement, a commit or a fetch) does not end the stage. It
+does what a restarted worker would do, in place: the cycles in flight are dropped, its partitions
+and their state given up, and its clients closed; it waits for the broker with backoff (one log line
+when the outage begins, one a minute while it lasts, one when the stage has its partitions again;
+until then `outage` says so to /healthz and /readyz), then starts again from its last commit with
+its state read anew from the changelogs. Outputs after the last commit may repeat; nothing is lost or reordered, as after a
+kill -9. Any other error still ends the stage, and the worker exits non-zero.
+
 Rebalances: revoking waits for the batch in progress (it holds the lock), so a batch is never
 committed by a worker that lost the partition. On assignment the state of partitions that
 were not already held is recovered from the changelogs before any of their records is
@@ -41,6 +50,7 @@ handled; records fetched for a partition still recovering are sought back and re
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -50,7 +60,14 @@ from typing import Protocol
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    TopicAlreadyExistsError,
+)
 from mode import Service
 
 from agents import metrics
@@ -65,6 +82,20 @@ Output = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]] | tuple
 _running: list[BatchService] = []
 
 PIPELINE = 8  # batches completing in the background at most; the next one waits for the oldest
+OUTAGE_BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0)  # seconds between attempts to reach the broker again; the last repeats
+OUTAGE_SUMMARY_EVERY = 60.0  # seconds between log lines while an outage lasts
+
+
+def broker_unavailable(exc: BaseException) -> bool:
+    """An error of a broker that is down, unreachable or electing a leader: one a stage rides out."""
+    return isinstance(exc, (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError)) or (
+        isinstance(exc, KafkaError) and exc.retriable)
+
+
+@dataclass
+class Outage:
+    since: float  # time.time() when the stage lost the broker
+    error: str  # the error's type name (never its text: it may hold a record)
 
 
 @dataclass
@@ -103,6 +134,7 @@ class BatchLogic(Protocol):
 class BatchService(Service, ConsumerRebalanceListener):
     def __init__(self, *, bootstrap: str, source: str, group: str, outputs: list[str], partitions: int,
                  batch_size: int, within: float, session_timeout: float, logic: Callable[[], BatchLogic],
+                 request_timeout: float = 40.0,
                  ready: Callable[[], Awaitable[object]] | None = None,
                  before_batch: Callable[[dict[TopicPartition, list[ConsumerRecord]]], Awaitable[object]] | None = None,
                  **kwargs):
@@ -111,6 +143,7 @@ class BatchService(Service, ConsumerRebalanceListener):
         self.outputs, self.partition_count, self.batch_size = outputs, partitions, batch_size
         self.within_ms = int(within * 1000)  # the longest getmany() waits when nothing has arrived
         self.session_timeout_ms = int(session_timeout * 1000)
+        self.request_timeout_ms = int(request_timeout * 1000)  # a write waits this long for the broker
         self.make_logic, self.ready, self.before_batch = logic, ready, before_batch
         self.logic: BatchLogic | None = None
         self.consumer: AIOKafkaConsumer | None = None
@@ -123,14 +156,18 @@ class BatchService(Service, ConsumerRebalanceListener):
         self._consuming = False  # the consuming task has begun: a stop waits for it to finish
         self._completing: deque[tuple[Cycle, asyncio.Task]] = deque()  # oldest first
         self._sending: asyncio.Task | None = None  # the latest batch's outputs being handed to the producer
+        self.outage: Outage | None = None  # the broker is unavailable and the stage waits for it
 
     async def on_start(self) -> None:
         self.logic = self.make_logic()
         _running.append(self)
         await ensure_topics(self.bootstrap, {name: {} for name in [self.source, *self.outputs]}
                             | {s.topic: s.topic_configs for s in self.logic.states}, self.partition_count)
+        await self._start_producer()
+
+    async def _start_producer(self) -> None:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
-                                         max_batch_size=512 * 1024)
+                                         max_batch_size=512 * 1024, request_timeout_ms=self.request_timeout_ms)
         await self.producer.start()
         self.writes = RecordBatches(self.producer)
         await self.writes.load([*self.outputs, *(s.topic for s in self.logic.states)])
@@ -141,20 +178,74 @@ class BatchService(Service, ConsumerRebalanceListener):
         try:
             if self.ready is not None and (await self.wait(self.ready())).stopped:
                 return
-            self.consumer = AIOKafkaConsumer(
+            while not self.should_stop:
+                try:
+                    await self._consume_from_commit()
+                except Exception as exc:
+                    if self.should_stop or not broker_unavailable(exc):
+                        raise
+                    await self._ride_out(exc)
+        finally:
+            self._finished.set()
+
+    async def _consume_from_commit(self) -> None:
+        """Join the group and handle batches until stopped (or until the broker is lost)."""
+        self.consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
                 auto_offset_reset="earliest", max_poll_records=self.batch_size,
                 session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=min(3000, self.session_timeout_ms // 3),
             )
-            self.consumer.subscribe([self.source], listener=self)
-            await self.consumer.start()
-            if self.before_batch is None:
-                while not self.should_stop:
-                    await self.on_batch(await self.consumer.getmany(timeout_ms=self.within_ms, max_records=self.batch_size))
-            else:
-                await self._consume_checked()
-        finally:
-            self._finished.set()
+        self.consumer.subscribe([self.source], listener=self)
+        await self.consumer.start()
+        if self.before_batch is None:
+            while not self.should_stop:
+                await self.on_batch(await self.consumer.getmany(timeout_ms=self.within_ms, max_records=self.batch_size))
+        else:
+            await self._consume_checked()
+
+    async def _ride_out(self, exc: BaseException) -> None:
+        """The broker is gone: give up what is in flight, wait for the broker, start again from the commit."""
+        self.outage = Outage(time.time(), type(exc).__name__)
+        log.warning("stage.broker_unavailable", group=self.group, error=self.outage.error)
+        await self._abandon()
+        attempt, summarised = 0, time.monotonic()
+        while not self.should_stop:
+            await self.sleep(OUTAGE_BACKOFF[min(attempt, len(OUTAGE_BACKOFF) - 1)])  # returns at once on stop
+            attempt += 1
+            try:
+                await self._start_producer()
+                break
+            except Exception as retry:
+                if not broker_unavailable(retry):
+                    raise
+                await _closed(self.producer.stop())
+            if time.monotonic() - summarised >= OUTAGE_SUMMARY_EVERY:
+                summarised = time.monotonic()
+                log.warning("stage.broker_still_unavailable", group=self.group, seconds=round(time.time() - self.outage.since))
+
+    async def _abandon(self) -> None:
+        """What a kill -9 would lose, given up in place: the cycles in flight (not committed, so read
+        again), the partitions and their state (recovered again on the next assignment), the clients."""
+        in_flight = [task for _, task in self._completing] + ([self._sending] if self._sending else [])
+        for task in in_flight:
+            task.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)
+        for cycle, _ in self._completing:
+            cycle.state_written.cancel()
+        self._completing.clear()
+        self._sending = None
+        consumer, self.consumer = self.consumer, None
+        partitions = {tp.partition for tp in consumer.assignment()} if consumer is not None else set()
+        if consumer is not None:
+            await _closed(consumer.stop())
+        self.partitions_lost(partitions | self.held)
+        await _closed(self.producer.stop())
+
+    def partitions_lost(self, partitions: set[int]) -> None:
+        """Give up `partitions` without completing anything: their state is read anew when assigned again."""
+        self.held, self._revoked = set(), set()
+        for state in self.logic.states:
+            state.drop(set(state.partitions))
 
     async def _consume_checked(self) -> None:
         """Each batch's `before_batch()` runs while the batch before it is handled: the next batch
@@ -303,6 +394,9 @@ class BatchService(Service, ConsumerRebalanceListener):
             self.held = set()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.outage is not None:  # back in the group: the stage works again
+            log.info("stage.broker_back", group=self.group, unavailable_seconds=round(time.time() - self.outage.since, 1))
+            self.outage = None
         async with self._lock:
             partitions = {tp.partition for tp in assigned}
             kept = partitions & self._revoked  # nobody else owned these in between
@@ -328,3 +422,15 @@ async def ensure_topics(bootstrap: str, topics: dict[str, dict[str, str]], parti
                 pass
     finally:
         await admin.close()
+
+
+async def _closed(closing: Awaitable[object], timeout: float = 10.0) -> None:
+    """Close a client of a broker that may be gone: bounded, and its errors are the outage's, already logged."""
+    try:
+        await asyncio.wait_for(closing, timeout)
+    except asyncio.CancelledError:
+        if asyncio.current_task().cancelling():
+            raise  # the stage itself is being stopped
+        # else: aiokafka's close cancels tasks of its own and may let their cancellation out
+    except Exception:  # noqa: BLE001 (whatever a half-connected client raises while closing)
+        pass

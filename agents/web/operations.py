@@ -2,7 +2,10 @@
 
     add_routes(web_app, app, ready_max_lag=settings.ready_max_lag)
 
-- `GET /healthz`: liveness. 200 whenever the process's event loop answers (this handler runs on it).
+- `GET /healthz`: liveness. 200 whenever the process's event loop answers (this handler runs on it):
+  `{"status": "alive"}`, or `{"status": "degraded", "reasons": [...]}` while a stage waits for a
+  broker it lost (agents/routing/batches.py): the process recovers by itself once the broker is back,
+  so it is not restarted for it. A stage that truly dies ends the process instead.
 - `GET /readyz`: readiness. 200 when the Faust consumer has partitions assigned, is not
   rebalancing or recovering tables, each batch consumer of the hot path started in this worker
   (`<app id>-ingest`, `<app id>-router`, `<app id>-delivery`: agents/routing/batches.py) has
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -49,7 +53,7 @@ class Operations:
     def __init__(self, app: faust.App, ready_max_lag: int, batch_consumers: Callable[[], list] = batches.running):
         self.app = app
         self.ready_max_lag = ready_max_lag
-        self.batch_consumers = batch_consumers  # each with .group, .finished, .assigned() (None until started), .recovering
+        self.batch_consumers = batch_consumers  # each with .group, .finished, .assigned() (None until started), .recovering, .outage
         self._inspector: KafkaInspector | None = None
 
     def bootstrap(self) -> str:
@@ -72,6 +76,11 @@ class Operations:
         """
         changelogs = self.app.tables.changelog_topics
         return sorted(TopicPartition(tp.topic, tp.partition) for tp in self.app.consumer.assignment() if tp.topic not in changelogs)
+
+    def outages(self) -> list[str]:
+        """One reason per batch consumer waiting for a broker it lost."""
+        return [f"{c.group}: broker unavailable for {time.time() - c.outage.since:.0f} s ({c.outage.error})"
+                for c in self.batch_consumers() if c.outage is not None]
 
     def batch_partitions(self) -> dict[str, set[TopicPartition]]:
         """Per batch consumer group started in this worker, its assigned partitions."""
@@ -102,7 +111,10 @@ class Operations:
             state.reasons.append("rebalancing")
         if self.app.in_recovery:
             state.reasons.append("recovering tables")
+        state.reasons += self.outages()
         for consumer in self.batch_consumers():
+            if consumer.outage is not None:
+                continue  # said above
             if consumer.finished:
                 state.reasons.append(f"{consumer.group}: stopped")
             elif consumer.assigned() is None:
@@ -149,7 +161,8 @@ def add_routes(web_app: web.Application, app: faust.App, ready_max_lag: int,
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive"})
+    reasons = request.app[OPERATIONS_KEY].outages()
+    return web.json_response({"status": "degraded", "reasons": reasons} if reasons else {"status": "alive"})
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -79,7 +79,7 @@ async def test_worker_without_partitions_is_not_ready(kafka_bootstrap):
 
 
 def _batch_consumer(group: str, assigned: set[TopicPartition] | None, recovering: bool = False, finished: bool = False):
-    return SimpleNamespace(group=group, assigned=lambda: assigned, recovering=recovering, finished=finished)
+    return SimpleNamespace(group=group, assigned=lambda: assigned, recovering=recovering, finished=finished, outage=None)
 
 
 async def test_readiness_also_bounds_the_lag_of_the_batch_consumer_groups(kafka_bootstrap, new_topic):
