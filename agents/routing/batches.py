@@ -239,7 +239,9 @@ class BatchService(Service, ConsumerRebalanceListener):
         if consumer is not None:
             await _closed(consumer.stop())
         self.partitions_lost(partitions | self.held)
-        await _closed(self.producer.stop())
+        # Until every batch it holds is sent or expired (a request timeout): none of them may go out
+        # later, after what the stage writes again from its commit.
+        await _closed(self.producer.stop(), self.request_timeout_ms / 1000 + 5)
 
     def partitions_lost(self, partitions: set[int]) -> None:
         """Give up `partitions` without completing anything: their state is read anew when assigned again."""
