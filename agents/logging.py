@@ -58,12 +58,12 @@ class LibraryRepeats(logging.Filter):
         super().__init__()
         self.window = window
         self.clock = clock
-        self._seen: dict[tuple[str, str], list] = {}  # (logger, message template) -> [passed at, left out since]
+        self._seen: dict[tuple, list] = {}  # (logger, level, message template, its args) -> [passed at, left out since]
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(self.LOGGERS):
             return True
-        key, now = (record.name, str(record.msg)), self.clock()
+        key, now = (record.name, record.levelno, str(record.msg), str(record.args)), self.clock()  # args: each group its own
         seen = self._seen.get(key)
         if seen is not None and now - seen[0] < self.window:
             seen[1] += 1

@@ -141,6 +141,7 @@ class Dispatcher:
         if lane is None or (self.breaker.is_open(sub) and not self._take_probe(sub, key)):
             self._wait(sub, key)
         else:
+            self._waiting.get(sub, set()).discard(key)  # on its way: no longer held (see holds())
             lane.queue.put_nowait((key, entry))
 
     def _take_probe(self, sub: str, key: str) -> bool:
@@ -223,6 +224,7 @@ class Dispatcher:
         """Forget heads of partitions this worker no longer owns (after a rebalance)."""
         for key in [k for k, (e, _) in self.heads.items() if e["source"][1] in partitions]:
             del self.heads[key]
+            self._waiting.get(subscription_of(key), set()).discard(key)
 
     async def run(self) -> None:
         while True:
