@@ -141,7 +141,8 @@ class Dispatcher:
         if lane is None or (self.breaker.is_open(sub) and not self._take_probe(sub, key)):
             self._wait(sub, key)
         else:
-            self._waiting.get(sub, set()).discard(key)  # on its way: no longer held (see holds())
+            if waiting := self._waiting.get(sub):  # on its way: no longer held (see holds())
+                waiting.discard(key)
             lane.queue.put_nowait((key, entry))
 
     def _take_probe(self, sub: str, key: str) -> bool:

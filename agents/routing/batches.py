@@ -38,8 +38,9 @@ does what a restarted worker would do, in place: the cycles in flight are droppe
 and their state given up, and its clients closed; it waits for the broker with backoff (one log line
 when the outage begins, one a minute while it lasts, one when the stage has its partitions again;
 until then `outage` says so to /healthz and /readyz), then starts again from its last commit with
-its state read anew from the changelogs. Outputs after the last commit may repeat; nothing is lost or reordered, as after a
-kill -9. Any other error still ends the stage, and the worker exits non-zero.
+its state read anew from the changelogs. Outputs after the last commit may repeat; nothing is
+lost or reordered, as after a kill -9. Any other error still ends the stage, and the worker exits
+non-zero.
 
 Rebalances: revoking waits for the batch in progress (it holds the lock), so a batch is never
 committed by a worker that lost the partition. On assignment the state of partitions that
@@ -191,10 +192,10 @@ class BatchService(Service, ConsumerRebalanceListener):
     async def _consume_from_commit(self) -> None:
         """Join the group and handle batches until stopped (or until the broker is lost)."""
         self.consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
-                auto_offset_reset="earliest", max_poll_records=self.batch_size,
-                session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=min(3000, self.session_timeout_ms // 3),
-            )
+            bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=self.batch_size,
+            session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=min(3000, self.session_timeout_ms // 3),
+        )
         self.consumer.subscribe([self.source], listener=self)
         await self.consumer.start()
         if self.before_batch is None:
@@ -244,7 +245,8 @@ class BatchService(Service, ConsumerRebalanceListener):
         await _closed(self.producer.stop(), self.request_timeout_ms / 1000 + 5)
 
     def partitions_lost(self, partitions: set[int]) -> None:
-        """Give up `partitions` without completing anything: their state is read anew when assigned again."""
+        """Give up every partition without completing anything: all state is read anew when assigned
+        again (`partitions`, those the stage had, are for what a subclass keeps per partition)."""
         self.held, self._revoked = set(), set()
         for state in self.logic.states:
             state.drop(set(state.partitions))
