@@ -152,6 +152,7 @@ class DeliveryService(BatchService):
         return {TopicPartition(self.source, p): offset for p, offset in queues.committable().items()}
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await dispatcher.let_go({tp.partition for tp in revoked})  # before the last commit: nothing of theirs leaves after it
         await super().on_partitions_revoked(revoked)
         queues.revoked({tp.partition for tp in revoked})
 

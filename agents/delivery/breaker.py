@@ -73,6 +73,11 @@ class Breaker:
         circuit.probing = True
         return True
 
+    def cancel_probe(self, sub: str) -> None:
+        """The probe taken will bring no outcome (it was not sent, or its lane closed under it)."""
+        if (circuit := self._circuits.get(sub)) is not None:
+            circuit.probing = False
+
     def next_probe(self, subs: Iterable[str]) -> float | None:
         """When the earliest open circuit of `subs` (those with heads waiting) may probe again; None when
         none of them can, so that nothing waits for a probe that has nothing to send."""

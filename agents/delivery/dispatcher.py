@@ -54,45 +54,63 @@ def make_sink(target: Target, extras: dict) -> WebhookSink | KafkaSink:
 
 
 class Lane:
-    def __init__(self, target: Target, report: Report, sink: Sink, egress: Egress, may_send: Callable[[str], bool]):
+    """`max_concurrency` workers sending the subscription's heads, each `(queue key, entry, token)`.
+
+    Before each attempt the dispatcher is asked whether the head is still current (`may_send`:
+    its token is the latest offer, and its breaker lets it go), and an attempt still on its way
+    for the same queue key, from this lane or a lane before it, is waited for, so a person's
+    events reach the subscriber in order even around a rebalance."""
+
+    def __init__(self, target: Target, report: Callable[[str, dict, int, Outcome], None], sink: Sink, egress: Egress,
+                 may_send: Callable[[str, int], bool], sending: dict[str, asyncio.Event]):
         self.target = target
-        self._may_send = may_send  # False: the head waits in the dispatcher instead (an open breaker)
+        self._may_send = may_send  # False: stale (superseded or dropped) or its breaker holds it back
+        self._sending = sending  # queue key -> set when its attempt on the way has ended (shared by all lanes)
         self.sink = sink
         self.egress = egress
-        self.queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[str, dict, int]] = asyncio.Queue()
         self.hold_until = 0.0  # the subscriber's Retry-After applies to the whole lane
         self._report = report
         self._workers = [asyncio.create_task(self._work()) for _ in range(target.sink.max_concurrency)]
 
     async def _work(self) -> None:
         while True:
-            key, entry = await self.queue.get()
-            if not self._may_send(key):
+            key, entry, token = await self.queue.get()
+            while (earlier := self._sending.get(key)) is not None:
+                await earlier.wait()  # an earlier attempt for this person is still on its way: it arrives first
+            if not self._may_send(key, token):
                 continue
-            wait = self.hold_until - time.time()
-            if wait > 0:
-                await asyncio.sleep(wait)  # the subscriber asked for this pause (Retry-After)
-            target = self.target
+            self._sending[key] = ended = asyncio.Event()
             try:
-                delivery = self.egress.outgoing(entry["record"], target.subscription, target.public_body, target.national)
-                refused = None if delivery is not None else WITHHELD  # the person's grade forbids it: never sent
-            except MALFORMED:
-                delivery, refused = None, MALFORMED_RECORD
-            if refused is not None:
-                outcome = refused
-            elif isinstance(self.sink, WebhookSink):  # the hot path: the parsed record, no list, no coroutine level more
-                traceparent = next((v for k, v in entry["headers"] if k == "traceparent"), None)
-                outcome = await self.sink.send_delivery(delivery, traceparent)
-            else:
-                record = SinkRecord(key.encode(), orjson.dumps(delivery), [(k, v.encode()) for k, v in entry["headers"]])
-                [outcome] = await self.sink.write([record])
+                wait = self.hold_until - time.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # the subscriber asked for this pause (Retry-After)
+                outcome = await self._attempt(key, entry)
+            finally:
+                del self._sending[key]
+                ended.set()
             if getattr(outcome, "retry_after", None):  # capped as pending.decide caps it
                 hold = min(outcome.retry_after, max(self.target.retry_schedule, default=0.0))
                 self.hold_until = max(self.hold_until, time.time() + hold)
             try:
-                self._report(key, entry, outcome)
+                self._report(key, entry, token, outcome)
             except Exception:  # the head stays pending and is offered again after a restart
                 log.exception("delivery.report_failed", idempotency_key=entry["key"])
+
+    async def _attempt(self, key: str, entry: dict) -> Outcome:
+        target = self.target
+        try:
+            delivery = self.egress.outgoing(entry["record"], target.subscription, target.public_body, target.national)
+        except MALFORMED:
+            return MALFORMED_RECORD
+        if delivery is None:
+            return WITHHELD  # the person's grade forbids it: never sent
+        if isinstance(self.sink, WebhookSink):  # the hot path: the parsed record, no list, no coroutine level more
+            traceparent = next((v for k, v in entry["headers"] if k == "traceparent"), None)
+            return await self.sink.send_delivery(delivery, traceparent)
+        record = SinkRecord(key.encode(), orjson.dumps(delivery), [(k, v.encode()) for k, v in entry["headers"]])
+        [outcome] = await self.sink.write([record])
+        return outcome
 
     async def close(self) -> None:
         for worker in self._workers:
@@ -117,6 +135,7 @@ class Dispatcher:
         self._heap: list[tuple[float, int, str]] = []
         self._tokens = itertools.count()
         self._lanes: dict[str, Lane] = {}
+        self._sending: dict[str, asyncio.Event] = {}  # queue key -> its attempt on the way (Lane)
         self._verifying: dict[str, asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
@@ -128,12 +147,12 @@ class Dispatcher:
         token = next(self._tokens)
         self.heads[key] = (entry, token)
         if entry["due"] <= time.time():
-            self._release(key, entry)  # due now: no trip through the heap
+            self._release(key, entry, token)  # due now: no trip through the heap
         else:
             heapq.heappush(self._heap, (entry["due"], token, key))
             self._wake.set()
 
-    def _release(self, key: str, entry: dict) -> None:
+    def _release(self, key: str, entry: dict, token: int) -> None:
         """A due head goes to its subscription's lane, or waits for the subscription to be active
         and its breaker closed (while open, only a probe goes: agents/delivery/breaker.py)."""
         sub = subscription_of(key)
@@ -143,7 +162,7 @@ class Dispatcher:
         else:
             if waiting := self._waiting.get(sub):  # on its way: no longer held (see holds())
                 waiting.discard(key)
-            lane.queue.put_nowait((key, entry))
+            lane.queue.put_nowait((key, entry, token))
 
     def _take_probe(self, sub: str, key: str) -> bool:
         if not self.breaker.take_probe(sub):
@@ -151,22 +170,37 @@ class Dispatcher:
         self._probes[sub] = key
         return True
 
-    def _may_send(self, key: str) -> bool:
-        """Asked by the lane just before an attempt: a head queued before its breaker opened waits now."""
+    def _may_send(self, key: str, token: int) -> bool:
+        """Asked by the lane just before an attempt. A head offered anew since it was queued, or dropped
+        with its partition, is not sent (stale: it could overtake what came after it); a head queued
+        before its breaker opened waits now."""
         sub = subscription_of(key)
+        head = self.heads.get(key)
+        if head is None or head[1] != token:
+            if self._probes.get(sub) == key:
+                self._forget_probe(sub)  # the probe will not go: another may
+            return False
         if not self.breaker.is_open(sub) or self._probes.get(sub) == key:
             return True
         self._wait(sub, key)
         return False
+
+    def _forget_probe(self, sub: str) -> None:
+        """The probe on its way will bring no outcome (stale, or its lane closed): the next may go."""
+        self._probes.pop(sub, None)
+        self.breaker.cancel_probe(sub)
+        self._wake.set()
 
     def _wait(self, sub: str, key: str) -> None:
         """`key`'s head waits for its subscription; the run loop must know, to time the next probe."""
         self._waiting[sub].add(key)
         self._wake.set()
 
-    def _outcome(self, key: str, entry: dict, outcome: Outcome) -> None:
+    def _outcome(self, key: str, entry: dict, token: int, outcome: Outcome) -> None:
         """An attempt's outcome (from a lane): the breaker first, so the queue's next head already
-        meets its new state, then the queue (agents/delivery/queues.py)."""
+        meets its new state, then the queue (agents/delivery/queues.py). The outcome of a stale
+        attempt (its partition was dropped, or its head offered anew meanwhile) is not the
+        queue's: the current offer goes out and brings its own."""
         sub = subscription_of(key)
         self._probes.pop(sub, None)
         change = self.breaker.record(sub, outcome)
@@ -174,7 +208,9 @@ class Dispatcher:
             log.warning("delivery.subscription_suspended", subscription=sub, reason=outcome.reason,
                         failures=self.breaker.failures, probe_interval=self.breaker.probe_interval)
             self._save_suspension(sub, {"since": time.time(), "reason": outcome.reason})
-        self._report(key, entry, outcome)
+        head = self.heads.get(key)
+        if head is not None and head[1] == token:
+            self._report(key, entry, outcome)
         self._wake.set()  # the next probe's time moved, or no probe is on its way any more
         if change == CLOSED:
             log.info("delivery.subscription_resumed", subscription=sub)
@@ -194,7 +230,7 @@ class Dispatcher:
             key = min(keys, default=None)
             if key is not None and self._take_probe(sub, key):
                 keys.discard(key)
-                self._lanes[sub].queue.put_nowait((key, self.heads[key][0]))
+                self._lanes[sub].queue.put_nowait((key, *self.heads[key]))
 
     def _save_suspension(self, sub: str, suspended: dict | None) -> None:
         status = {**(self.status.get(sub) or {}), "suspended": suspended, "at": time.time()}
@@ -221,6 +257,20 @@ class Dispatcher:
         """`key`'s queue is empty."""
         self.heads.pop(key, None)
 
+    async def let_go(self, partitions: set[int], timeout: float = 30.0) -> None:
+        """Before `partitions` are handed over: their heads are dropped, so nothing more of theirs goes
+        out from here, and the attempts already on their way are waited for (up to `timeout`), so
+        the new owner's sends of the same persons do not overtake them."""
+        on_way = [ended for key, ended in self._sending.items()
+                  if (head := self.heads.get(key)) is not None and head[0]["source"][1] in partitions]
+        self.drop_partitions(partitions)
+        if on_way:
+            _, late = await asyncio.wait([asyncio.ensure_future(ended.wait()) for ended in on_way], timeout=timeout)
+            if late:
+                log.warning("delivery.handover_attempts_on_way", attempts=len(late), timeout=timeout)
+                for waiter in late:
+                    waiter.cancel()
+
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget heads of partitions this worker no longer owns (after a rebalance)."""
         for key in [k for k, (e, _) in self.heads.items() if e["source"][1] in partitions]:
@@ -235,7 +285,7 @@ class Dispatcher:
                 head = self.heads.get(key)
                 if head is None or head[1] != token:
                     continue  # superseded by a later offer
-                self._release(key, head[0])
+                self._release(key, *head)
             self._probe()
             self._wake.clear()
             probing = self.breaker.next_probe(self._probing())
@@ -302,6 +352,7 @@ class Dispatcher:
         if old is not None and (lane_changed or not self.is_active(sub)):
             del self._lanes[sub]
             await old.close()
+            self._forget_probe(sub)
             # Heads queued in or in flight on the old lane go out again (same webhook-id).
             self._waiting[sub].update(k for k in self.heads if subscription_of(k) == sub)
         if target is not None and not (self.status.get(sub) or {}).get("fingerprint") == target.fingerprint:
@@ -309,7 +360,7 @@ class Dispatcher:
         if self.is_active(sub):
             if sub not in self._lanes:
                 self._lanes[sub] = Lane(target, self._outcome, make_sink(target, self._sink_extras), self._egress,
-                                        self._may_send)
+                                        self._may_send, self._sending)
             if self.breaker.is_open(sub):
                 self._wake.set()  # its heads wait; the run loop probes
             else:
