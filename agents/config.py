@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     # then one probe goes out per interval (agents/delivery/breaker.py).
     breaker_failures: int = Field(20, ge=1)
     breaker_probe_seconds: float = Field(30.0, gt=0)
+    # Delivery: a queue whose records have been open this long (its subscriber is slow, or one person
+    # has a long queue) moves to the pending topic, so it holds back no other subscriber's commit
+    # point, and a crash sends the other subscribers at most about this many seconds again.
+    delivery_store_after_seconds: float = Field(2.0, gt=0)
     # Seconds before the consumer group gives up on a silent worker and moves its partitions
     # (Faust's default is 60; the broker allows 6 and up).
     broker_session_timeout: float = Field(60.0, ge=6)

@@ -96,7 +96,8 @@ dispatcher = Dispatcher(lambda key, entry, outcome: queues.apply(key, entry, out
                         {"topic_writer": subscriber_topics.write, "schema_registry": registry_from_settings(settings),
                          "webhook_allow": webhook_allow_list(settings), "secrets_dir": settings.secrets_dir},
                         Breaker(settings.breaker_failures, settings.breaker_probe_seconds))
-queues = DeliveryQueues(topics, dispatcher, DeadLetterSeal(dead_letter_key(settings)), grades)
+queues = DeliveryQueues(topics, dispatcher, DeadLetterSeal(dead_letter_key(settings)), grades,
+                        store_after=settings.delivery_store_after_seconds)
 # Set once every subscription and delivery status written before the start has been read:
 # records of a subscription not yet known would otherwise all be stored as waiting.
 subscriptions_read = asyncio.Event()
@@ -128,6 +129,7 @@ class DeliveryService(BatchService):
         if records:
             queues.accept(records)
             metrics.event_in(self.source, len(records))
+        queues.store_overdue()
         if self._writing is not None and self._writing.done():
             self._writing.result()  # a failed write stops the consumer, as a failed batch would
             self._writing = None

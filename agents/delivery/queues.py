@@ -8,6 +8,8 @@ lane and calls `apply` with each attempt's outcome, in this process.
 A queue is either
 - *in memory*: its head went out at once and nothing has failed. Its records stay open
   (offsets.py), so the input offset is not committed past them; a crash reads them again.
+  At most `store_after` seconds (SAMBAND_DELIVERY_STORE_AFTER_SECONDS): a queue in memory
+  longer is stored, so a slow subscriber never holds back the commit point of others.
 - *stored*: it must wait (the subscription is not active: unverified, paused, disabled or
   unknown) or its head is being retried. The queue, with the offset of the last record it
   took (`seen`), is in the compacted topic `<app id>-delivery-pending` (one partition per
@@ -26,6 +28,7 @@ of a ledger entry or dead letter.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 
 import orjson
@@ -55,7 +58,7 @@ _METRIC_OUTCOME = {pending.DELIVERED: "delivered", pending.DEAD: "dead_lettered"
 
 class DeliveryQueues:
     def __init__(self, topics: DeliveryTopics, dispatcher: Dispatcher, seal: DeadLetterSeal, grades: Grades,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, store_after: float = 2.0):
         self.topics = topics
         self.grades = grades  # learns a new grade from each purge record (agents/delivery/egress.py)
         self.seal = seal  # every dead letter's value, and every stored entry's record (pending.py), is sealed
@@ -65,6 +68,10 @@ class DeliveryQueues:
         self.states = [self.stored]
         self.queues: dict[str, list[dict]] = {}  # queue key -> queue, in memory or stored
         self.seen: dict[str, int] = {}  # stored queue key -> offset of the last record it took
+        # In-memory queue key -> since when it holds records open; the same in order, with keys gone since.
+        self._open_since: dict[str, float] = {}
+        self._opened: deque[tuple[float, str]] = deque()
+        self.store_after = store_after
         self.offsets = OpenOffsets()
         self.owned: set[int] = set()
         self._outputs: list[Output] = []  # decided by `apply` since the last cycle
@@ -128,6 +135,10 @@ class DeliveryQueues:
             del self.queues[key]
             self.seen.pop(key, None)
             self._changed.pop(key, None)
+            self._open_since.pop(key, None)
+        for key in [k for k, p in self._changed.items() if p in partitions]:  # queues emptied, not yet written
+            del self._changed[key]
+            self.seen.pop(key, None)
         # Offsets settled before are not settled for whoever reads the partition next (this worker too).
         self._settled = [(p, o) for p, o in self._settled if p not in partitions]
         self._flushing = [(p, o) for p, o in self._flushing if p not in partitions]
@@ -169,6 +180,8 @@ class DeliveryQueues:
         self.queues[key] = [entry]
         if self.dispatcher.is_active(subscription_of(key)):
             self._settled.pop()  # goes out at once; open until its outcome is durable
+            self._open_since[key] = now
+            self._opened.append((now, key))
         else:
             self.seen[key] = offset  # must wait for its subscription: stored
             self._changed[key] = partition
@@ -225,8 +238,7 @@ class DeliveryQueues:
         stored = key in self.seen
         if decision.action in (pending.RETRY, pending.HOLD):
             if not stored:  # the queue must wait: it is stored, and no longer holds the commit back
-                self.seen[key] = self.queues[key][-1]["source"][2]
-                self._settled += [(partition, e["source"][2]) for e in decision.queue]
+                self._store(key, decision.queue, partition)
                 stored = True
         elif not stored:
             self._settled.append((partition, head["source"][2]))
@@ -238,7 +250,27 @@ class DeliveryQueues:
             self.dispatcher.offer(key, decision.queue[0])
         else:
             del self.queues[key]
+            self._open_since.pop(key, None)
             self.dispatcher.done(key)
+
+    def store_overdue(self) -> None:
+        """In-memory queues that have held records open longer than `store_after` seconds (a slow
+        subscriber, or a long queue behind one person) are stored, as a retried one is: their records
+        no longer hold back the commit point, so a slow subscriber holds back only itself, and a
+        crash sends the other subscribers only their last few seconds again."""
+        cutoff = self.clock() - self.store_after
+        while self._opened and self._opened[0][0] <= cutoff:
+            since, key = self._opened.popleft()
+            if self._open_since.get(key) == since:  # else settled, stored or dropped since
+                queue = self.queues[key]
+                self._store(key, queue, queue[0]["source"][1])
+
+    def _store(self, key: str, queue: list[dict], partition: int) -> None:
+        """An in-memory queue becomes stored: written in the next cycle, its records settled once it is."""
+        self._open_since.pop(key, None)
+        self.seen[key] = queue[-1]["source"][2]
+        self._settled += [(partition, e["source"][2]) for e in queue]
+        self._changed[key] = partition
 
     def _record(self, key: str, sub: str, event_id: str, decision: pending.Decision, result: dict, now: float) -> None:
         """The ledger entry, dead letter, metrics and log line of a decision."""

@@ -132,7 +132,7 @@ class BatchLogic(Protocol):
         """The state of `partitions` was just read from the changelogs."""
 
 
-class BatchService(Service, ConsumerRebalanceListener):
+class BatchService(Service):
     def __init__(self, *, bootstrap: str, source: str, group: str, outputs: list[str], partitions: int,
                  batch_size: int, within: float, session_timeout: float, logic: Callable[[], BatchLogic],
                  request_timeout: float = 40.0,
@@ -162,9 +162,12 @@ class BatchService(Service, ConsumerRebalanceListener):
     async def on_start(self) -> None:
         self.logic = self.make_logic()
         _running.append(self)
+        await self._ensure_topics()
+        await self._start_producer()
+
+    async def _ensure_topics(self) -> None:
         await ensure_topics(self.bootstrap, {name: {} for name in [self.source, *self.outputs]}
                             | {s.topic: s.topic_configs for s in self.logic.states}, self.partition_count)
-        await self._start_producer()
 
     async def _start_producer(self) -> None:
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
@@ -196,13 +199,20 @@ class BatchService(Service, ConsumerRebalanceListener):
             auto_offset_reset="earliest", max_poll_records=self.batch_size,
             session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=min(3000, self.session_timeout_ms // 3),
         )
-        self.consumer.subscribe([self.source], listener=self)
+        self._rebalances = Rebalances(self)
+        self.consumer.subscribe([self.source], listener=self._rebalances)
         await self.consumer.start()
         if self.before_batch is None:
             while not self.should_stop:
-                await self.on_batch(await self.consumer.getmany(timeout_ms=self.within_ms, max_records=self.batch_size))
+                await self.on_batch(await self._fetch(self.within_ms))
         else:
             await self._consume_checked()
+
+    async def _fetch(self, timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """The next records; a rebalance that failed (its state could not be recovered) is raised here."""
+        batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.batch_size)
+        self._rebalances.raise_failure()
+        return batch
 
     async def _ride_out(self, exc: BaseException) -> None:
         """The broker is gone: give up what is in flight, wait for the broker, start again from the commit."""
@@ -214,6 +224,8 @@ class BatchService(Service, ConsumerRebalanceListener):
             await self.sleep(OUTAGE_BACKOFF[min(attempt, len(OUTAGE_BACKOFF) - 1)])  # returns at once on stop
             attempt += 1
             try:
+                # A topic deleted meanwhile (unknown topic is "retriable" too) is made again, as at the start.
+                await self._ensure_topics()
                 await self._start_producer()
                 break
             except Exception as retry:
@@ -258,7 +270,7 @@ class BatchService(Service, ConsumerRebalanceListener):
         checked: tuple[dict, asyncio.Future] | None = None  # fetched, its before_batch() running
         try:
             while not self.should_stop:
-                batch = await self.consumer.getmany(timeout_ms=0 if checked else self.within_ms, max_records=self.batch_size)
+                batch = await self._fetch(0 if checked else self.within_ms)
                 fresh = (batch, asyncio.ensure_future(self.before_batch(batch))) if batch else None
                 if checked is not None:
                     await checked[1]
@@ -398,9 +410,6 @@ class BatchService(Service, ConsumerRebalanceListener):
             self.held = set()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        if self.outage is not None:  # back in the group: the stage works again
-            log.info("stage.broker_back", group=self.group, unavailable_seconds=round(time.time() - self.outage.since, 1))
-            self.outage = None
         async with self._lock:
             partitions = {tp.partition for tp in assigned}
             kept = partitions & self._revoked  # nobody else owned these in between
@@ -411,6 +420,37 @@ class BatchService(Service, ConsumerRebalanceListener):
             self.held = partitions
             log.info("batch_partitions_assigned", group=self.group, partitions=sorted(partitions),
                      recovered=sorted(partitions - kept))
+        if self.outage is not None:  # back in the group, its state recovered: the stage works again
+            log.info("stage.broker_back", group=self.group, unavailable_seconds=round(time.time() - self.outage.since, 1))
+            self.outage = None
+
+
+class Rebalances(ConsumerRebalanceListener):
+    """Hands the consumer's rebalances to the stage. aiokafka only logs an exception raised in a
+    listener and goes on, so a stage whose state could not be recovered would hold partitions it
+    never handles, and look alive: the failure is kept and raised by the consume loop instead
+    (ridden out as an outage when the broker is at fault, else the stage stops and the worker exits)."""
+
+    def __init__(self, stage: BatchService):
+        self.stage = stage
+        self.failure: Exception | None = None
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        try:
+            await self.stage.on_partitions_revoked(revoked)
+        except Exception as exc:
+            self.failure = self.failure or exc
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        try:
+            await self.stage.on_partitions_assigned(assigned)
+        except Exception as exc:
+            self.failure = self.failure or exc
+
+    def raise_failure(self) -> None:
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise failure
 
 
 async def ensure_topics(bootstrap: str, topics: dict[str, dict[str, str]], partitions: int) -> None:

@@ -103,6 +103,29 @@ def test_a_failed_head_logs_the_attempt_stores_its_queue_and_no_longer_holds_the
     assert written == [TOPICS.ledger] * 2 + [("pending", KEY, False)]
 
 
+def test_a_queue_open_longer_than_store_after_is_stored_and_no_longer_holds_the_commit_back():
+    now = [1000.0]
+    lanes = Lanes()
+    queues = DeliveryQueues(TOPICS, lanes, DeadLetterSeal(bytes(32)), Grades(), clock=lambda: now[0], store_after=2.0)
+    queues.stored.partitions[0] = {}
+    queues.assigned({0})
+    _cycle(queues, [_record(0, "e0"), _record(1, "e1")])
+    now[0] += 1.9
+    queues.store_overdue()
+    assert _cycle(queues, []) == ([], {})  # within store_after: in memory, open (the commit stays at 0)
+    now[0] += 0.2
+    queues.store_overdue()
+    written, commit = _cycle(queues, [_record(2, "e2")])
+    assert (written, commit) == ([("pending", KEY, True)], {0: 3})  # stored, records settled, e2 joined it
+    assert json.loads(queues.stored.get(0, KEY))["seen"] == 2
+    # The head on its way when the queue was stored comes back: the stored queue moves on.
+    queues.apply(KEY, queues.queues[KEY][0], Outcome.delivered())
+    written, commit = _cycle(queues, [])
+    assert written == [TOPICS.ledger, ("pending", KEY, True)]
+    assert [e["key"] for e in json.loads(queues.stored.get(0, KEY))["queue"]] == ["e1.sub", "e2.sub"]
+    assert lanes.offered == ["e0.sub", "e1.sub"]
+
+
 def test_the_ledger_entry_and_attempt_record_go_to_the_partition_the_delivery_was_read_from():
     queues, _ = _queues(partition=3)
     queues.accept([_record(0, "e0", partition=3)])

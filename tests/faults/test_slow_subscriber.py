@@ -1,0 +1,54 @@
+"""A slow subscriber holds back only itself: a kill -9 then re-sends almost nothing to the others (issue 14, finding 2).
+
+One subscriber answers every request after 2 s, the other at once. Before, the slow one's
+queued deliveries stayed open in memory and held the commit point of every deliveries
+partition, so a kill -9 re-sent nearly every event to the healthy subscriber (98 % in the fault
+run). Now a queue open longer than SAMBAND_DELIVERY_STORE_AFTER_SECONDS (2 s) moves to the
+pending topic and the commit point moves on: the healthy subscriber gets at most 1 % again, and
+the slow one still gets everything, each person's events in order.
+"""
+
+from __future__ import annotations
+
+import signal
+
+from delivery_bus import DeliveryBus, assert_in_order_per_person
+from webhook_receiver import Receiver, Reply
+from worker_process import wait_for_commits
+
+PERSONS, PER_PERSON = 100, 10
+
+
+async def test_after_a_kill_with_a_slow_subscriber_the_healthy_one_gets_at_most_one_percent_again(
+        kafka_bootstrap, worker_env, tmp_path):
+    bus = DeliveryBus(kafka_bootstrap, {**worker_env, "SAMBAND_BROKER_SESSION_TIMEOUT": "10"}, tmp_path / "worker.log")
+    slow_now = [True]
+    slow = Receiver(bus.secret, lambda _n, _e: Reply(delay=2.0 if slow_now[0] else 0.0))
+    healthy = Receiver(bus.secret)
+    for receiver in (slow, healthy):
+        await receiver.start()
+    await bus.start()
+    total = PERSONS * PER_PERSON
+    try:
+        await bus.subscribe("slow", slow.url, max_concurrency=2, read_timeout=5)
+        await bus.subscribe("healthy", healthy.url)
+        for receiver in (slow, healthy):  # active first, so the slow one's deliveries start in memory
+            await bus.wait_for(receiver, receiver.verified, 60, "the subscriber verified")
+        await bus.send(bus.events_for("slow", PERSONS, PER_PERSON) + bus.events_for("healthy", PERSONS, PER_PERSON))
+        await bus.wait_for(healthy, lambda: len(healthy.unique_ids) >= total, 120, "every event at the healthy subscriber")
+        # The slow subscriber's backlog no longer holds the commit back: nearly every record is committed.
+        await wait_for_commits(bus.bootstrap, f"{bus.app_id}-delivery", int(2 * total * 0.99), 30, bus.worker)
+        assert len(slow.unique_ids) < total / 4  # it is still far behind
+        bus.worker.stop(signal.SIGKILL)
+        before = len(healthy.events())
+        slow_now[0] = False
+        bus.worker.start()
+        await bus.wait_for(slow, lambda: len(slow.unique_ids) >= total, 180, "every event at the slow subscriber")
+    finally:
+        await bus.stop()
+        for receiver in (slow, healthy):
+            await receiver.stop()
+    again = len(healthy.events()) - before
+    assert before == total and again <= total // 100, f"the healthy subscriber got {again} of {total} again"
+    assert_in_order_per_person(slow.events(), PERSONS, PER_PERSON, first_arrivals=True)
+    assert_in_order_per_person(healthy.events(), PERSONS, PER_PERSON, first_arrivals=True)
