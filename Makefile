@@ -10,7 +10,7 @@ demo: $(INSTALLED)
 
 test: $(INSTALLED)
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
-	$(VENV)/bin/python -m pytest $(ARGS)
+	$(VENV)/bin/python -m pytest -n $${SAMBAND_TEST_PROCESSES:-2} --dist loadfile $(ARGS)
 
 # The acceptance run of docs/security.md, large: SAMBAND_FUZZ_PERSONS, SAMBAND_FUZZ_SEED to choose.
 privacy-fuzz: $(INSTALLED)

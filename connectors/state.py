@@ -73,7 +73,7 @@ class KafkaStateStore(StateStore):
         await (await self._producer.send(self._topic, value=None, key=self._key))
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float = 10.0) -> set[int]:
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float = 30.0) -> set[int]:
     """The topic's partitions; a topic created a moment ago may take a few metadata rounds to show."""
     deadline = asyncio.get_running_loop().time() + timeout
     consumer._client.add_topic(topic)  # a fresh consumer has no topic's metadata; ask for this one, not all

@@ -2,7 +2,9 @@
 
 The broker comes from, in order: KAFKA_BOOTSTRAP_SERVERS; a testcontainers broker when a
 Docker engine answers; otherwise the project's local launcher (deploy/launcher.py), started
-once per session and stopped at the end only if this session started it.
+once per session and stopped at the end only if this session started it. When the suite runs
+in several processes (pytest-xdist, `make test`), the controlling process starts it before the
+workers and hands them its address (SESSION_BROKER); the workers never start or stop it.
 """
 
 from __future__ import annotations
@@ -41,10 +43,28 @@ def _docker_engine_answers() -> bool:
         return False
 
 
+SESSION_BROKER = "SAMBAND_TEST_SESSION_BROKER"  # set by the controlling process for its xdist workers
+
+
+def _runs_workers(config: pytest.Config) -> bool:
+    """This process controls xdist workers (not one of them, and not a single-process run)."""
+    return not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", None))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not _runs_workers(config) or launcher.external_bootstrap_servers() or _docker_engine_answers():
+        return  # the session fixture finds the broker itself
+    broker = launcher.BrokerConfig.from_env()
+    started_here = not launcher.status(broker).running
+    os.environ[SESSION_BROKER] = launcher.up(broker).bootstrap_servers  # the workers inherit the environment
+    if started_here:
+        config.add_cleanup(lambda: launcher.down(broker))
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap():
     """Bootstrap address of a real Kafka broker for the whole test session."""
-    if external := launcher.external_bootstrap_servers():
+    if external := launcher.external_bootstrap_servers() or os.environ.get(SESSION_BROKER):
         yield external
         return
     if _docker_engine_answers():

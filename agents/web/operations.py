@@ -6,7 +6,8 @@
   `{"status": "alive"}`, or `{"status": "degraded", "reasons": [...]}` while a stage waits for a
   broker it lost (agents/routing/batches.py): the process recovers by itself once the broker is back,
   so it is not restarted for it. A stage that truly dies ends the process instead.
-- `GET /readyz`: readiness. 200 when the Faust consumer has partitions assigned, is not
+- `GET /readyz`: readiness. 200 when the worker holds partitions of some group (Faust's or a
+  stage's: with two workers, one may hold only stages' partitions), the Faust consumer is not
   rebalancing or recovering tables, each batch consumer of the hot path started in this worker
   (`<app id>-ingest`, `<app id>-router`, `<app id>-delivery`: agents/routing/batches.py) has
   started, is still running and has recovered its state, and each group's lag on this worker's partitions is at most `ready_max_lag`; 503
@@ -104,8 +105,8 @@ class Operations:
         except ConsumerNotStarted:
             state.reasons.append("consumer not started")
             return state
-        state.assigned_partitions = len(partitions)
-        if not partitions:
+        state.assigned_partitions = len(partitions) + sum(map(len, self.batch_partitions().values()))
+        if not state.assigned_partitions:
             state.reasons.append("no partitions assigned")
         if self.app.rebalancing:
             state.reasons.append("rebalancing")

@@ -78,6 +78,17 @@ async def test_worker_without_partitions_is_not_ready(kafka_bootstrap):
     assert body["reasons"] == ["no partitions assigned"]
 
 
+async def test_a_worker_holding_only_stage_partitions_is_ready(kafka_bootstrap, new_topic):
+    """A second worker may hold partitions of the stages' groups and none of Faust's: it works, so it is ready."""
+    deliveries = await new_topic(prefix="ops-ready-deliveries")
+    web_app = web.Application()
+    stage = _batch_consumer("ops-ready-only-delivery", {TopicPartition(deliveries, 0)})
+    add_routes(web_app, _app_assigned(kafka_bootstrap, "ops-ready-only", set(), set()), ready_max_lag=100,
+               batch_consumers=lambda: [stage])
+    status, body = await _readyz(web_app)
+    assert (status, body["assigned_partitions"], body["reasons"]) == (200, 1, [])
+
+
 def _batch_consumer(group: str, assigned: set[TopicPartition] | None, recovering: bool = False, finished: bool = False):
     return SimpleNamespace(group=group, assigned=lambda: assigned, recovering=recovering, finished=finished, outage=None)
 
