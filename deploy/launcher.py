@@ -350,6 +350,21 @@ def _stop_process(pid: int, timeout: float) -> None:
     raise LauncherError(f"broker pid {pid} survived SIGKILL")
 
 
+def kill(config: BrokerConfig) -> bool:
+    """kill -9 the broker, as a crash would (the fault runs); True when one was running. `up` starts
+    it again on the same state, which the broker then recovers."""
+    if external_bootstrap_servers():
+        return False
+    pid = _running_pid(config)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGKILL)
+    if not _wait_gone(pid, 10.0):
+        raise LauncherError(f"broker pid {pid} survived SIGKILL")
+    config.pid_file.unlink(missing_ok=True)
+    return True
+
+
 def down(config: BrokerConfig) -> bool:
     """Stop the broker; True when one was running. Leaves no Java process behind."""
     if external_bootstrap_servers():

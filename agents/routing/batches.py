@@ -61,6 +61,7 @@ from typing import Protocol
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import (
     CommitFailedError,
     KafkaConnectionError,
@@ -73,6 +74,7 @@ from mode import Service
 
 from agents import metrics
 from connectors.record_batches import RecordBatches
+from agents.routing.assignor import CoPartitioned
 from agents.routing.state import ChangelogState
 
 log = structlog.get_logger(__name__)
@@ -198,6 +200,9 @@ class BatchService(Service):
             bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=self.batch_size,
             session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=min(3000, self.session_timeout_ms // 3),
+            # A worker's partitions are the same in every stage; round robin while a worker of an
+            # earlier version is still in the group (a rolling upgrade: the group uses what all support).
+            partition_assignment_strategy=(CoPartitioned, RoundRobinPartitionAssignor),
         )
         self._rebalances = Rebalances(self)
         self.consumer.subscribe([self.source], listener=self._rebalances)

@@ -9,8 +9,9 @@ broker is back, every accepted event reaches the subscriber, each person's in th
 new events flow again. `SAMBAND_BROKER_REQUEST_TIMEOUT=5` makes an outage of half a minute (the
 broker's own restart) outlast a write's wait, as a longer one would with the default.
 
-`make faults` runs it with the default wait (40 s) and the broker down for 5 minutes:
-SAMBAND_FAULT_OUTAGE_SECONDS and SAMBAND_FAULT_REQUEST_TIMEOUT choose.
+`make faults` runs it with the default wait (40 s) and the broker down for 5 minutes, once
+stopped and once killed (kill -9): SAMBAND_FAULT_OUTAGE_SECONDS, SAMBAND_FAULT_REQUEST_TIMEOUT and
+SAMBAND_FAULT_BROKER_STOPS (`stop,kill`; `make test` runs `stop`) choose.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pytest
 
 from own_broker import needs_own_broker, own_broker
 from deploy import launcher
+from fault_counts import count
 from tests.connectors.http_ingest_client import auth, cloudevent, ingest_config, running_ingest, set_tokens
 from tests.operations.ops_bus import full_subscription, operations_bus
 from tests.routing.routing_events import synthetic_number
@@ -38,6 +40,7 @@ STRUCTURED = {"Content-Type": "application/cloudevents+json"}
 PRODUCE_TIMEOUT_S = 3.0  # HTTP ingest's wait for the broker before it answers 503
 OUTAGE_S = float(os.environ.get("SAMBAND_FAULT_OUTAGE_SECONDS", "0"))  # the least the broker stays down
 REQUEST_TIMEOUT = os.environ.get("SAMBAND_FAULT_REQUEST_TIMEOUT", "5")
+STOPS = {"stop": launcher.down, "kill": launcher.kill}  # a clean shutdown, or kill -9
 
 
 def _moves(wave: str) -> list[list[dict]]:
@@ -78,7 +81,8 @@ async def _until(bus, condition, timeout: float, what: str):
 
 
 @pytest.mark.timeout(420 + OUTAGE_S)
-async def test_a_broker_outage_longer_than_a_write_waits_is_ridden_out_with_nothing_lost_or_reordered(tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop", os.environ.get("SAMBAND_FAULT_BROKER_STOPS", "stop").split(","))
+async def test_a_broker_outage_longer_than_a_write_waits_is_ridden_out_with_nothing_lost_or_reordered(stop, tmp_path, monkeypatch):
     set_tokens(monkeypatch)
     async with own_broker(tmp_path) as broker:
         async with operations_bus(broker.bootstrap_servers, tmp_path, {"SAMBAND_BROKER_REQUEST_TIMEOUT": REQUEST_TIMEOUT}) as bus:
@@ -103,7 +107,7 @@ async def test_a_broker_outage_longer_than_a_write_waits_is_ridden_out_with_noth
                     await bus.wait_for(receiver, lambda: len(receiver.events()) >= 5, 60, "the first deliveries")
                     log_size = bus.worker.log_path.stat().st_size
 
-                    assert await asyncio.to_thread(launcher.down, broker)
+                    assert await asyncio.to_thread(STOPS[stop], broker)
                     stopped = time.monotonic()
                     during = cloudevent("Move")
                     async with http.post("/events", json=during, headers={**STRUCTURED, **auth()}) as response:
@@ -137,6 +141,15 @@ async def test_a_broker_outage_longer_than_a_write_waits_is_ridden_out_with_noth
             for wave in ("before", "after"):
                 wrong = {p: order for p, order in _first_arrivals(receiver, wave).items() if order != list(range(MOVES))}
                 assert not wrong, f"{wave} the outage, {len(wrong)} persons' Moves arrived out of order: {wrong}"
+            sent = {f"{wave}-{p}-{n}.outage" for wave in ("before", "after") for p in range(PERSONS) for n in range(MOVES)}
+            counts = count(f"broker {'stopped' if stop == 'stop' else 'killed (kill -9)'} for {outage:.0f} s, "
+                           f"writes wait {REQUEST_TIMEOUT} s", {"outage": sent}, {"outage": receiver.events()}, _place).report()
+            assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
+
+
+def _place(arrival) -> tuple[str, int]:
+    wave, person, n = arrival.event["id"].split("-")
+    return f"{wave}-{person}", int(n)
 
 
 async def _degraded(http, web_url):

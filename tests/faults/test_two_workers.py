@@ -1,4 +1,4 @@
-"""Two workers share the delivery stage; one joins, leaves, joins again, and the other is killed (issue 14).
+"""Two workers: handovers keep each person's order, and a killed worker pauses only its own partitions (issue 14).
 
 The short version of the two-worker fault run, kept in `make test`. A subscriber answers every
 request after 50 ms, so each worker's lane holds many heads queued when its partitions move.
@@ -6,7 +6,13 @@ Each rebalance hands partitions over while attempts are on their way or queued. 
 worker kept sending the heads of partitions it had given up (they sat in its lanes), and an
 attempt's outcome released a person's next event while that person's head was queued again:
 an event could arrive after a later one of the same person. Now every arrival, repeats
-included, keeps each person's order; nothing is lost, nothing wrong is sent.
+included, keeps each person's order; nothing is lost, nothing wrong is sent (fault_counts.py).
+
+Then the whole pipeline on two workers, one killed with kill -9. Before, the three stages'
+groups assigned partitions independently, so every event passed through both workers and all
+deliveries stopped until the dead one's session timed out. Now a worker holds the same
+partition numbers in every stage (agents/routing/assignor.py): the survivor delivers the persons
+of its own partitions at once, and the dead one's resume after the session timeout.
 """
 
 from __future__ import annotations
@@ -14,9 +20,19 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 
+import aiohttp
+
+from bus_settings import PSEUDONYM_KEY
+from connectors.record_batches import murmur2
 from delivery_bus import DeliveryBus
-from support import free_port
+from fault_counts import count, subject_and_seq
+from schemas.pseudonym import pseudonym
+from support import free_port, pseudonym_key
+from tests.connectors.http_ingest_client import auth, cloudevent, ingest_config, running_ingest, set_tokens
+from tests.operations.ops_bus import full_subscription, operations_bus
+from tests.routing.routing_events import synthetic_number
 from webhook_receiver import Receiver, Reply
 from worker_process import WorkerProcess
 
@@ -24,16 +40,20 @@ PERSONS, PER_PERSON = 200, 6
 SUB = "handover"
 
 
-def _holds_partitions(worker: WorkerProcess, since: int) -> bool:
-    """The worker's delivery stage was last assigned at least one partition (its log after byte `since` says so)."""
-    held = None
+def _assigned(worker: WorkerProcess, since: int = 0) -> dict[str, set[int]]:
+    """Stage group -> the partitions it was last assigned on this worker (its log after byte `since` says so)."""
     with worker.log_path.open("rb") as log:
         log.seek(since)
         lines = log.read().decode(errors="replace").splitlines()
-    for line in lines:
-        if '"batch_partitions_assigned"' in line and "-delivery" in line:
-            held = json.loads(line).get("partitions")
-    return bool(held)
+    return {line["group"]: {int(p) for p in line["partitions"]} for line in map(json.loads, filter(_is_assignment, lines))}
+
+
+def _is_assignment(line: str) -> bool:
+    return '"batch_partitions_assigned"' in line and line.startswith("{")
+
+
+def _holds_partitions(worker: WorkerProcess, since: int) -> bool:
+    return any(group.endswith("-delivery") and held for group, held in _assigned(worker, since).items())
 
 
 async def _until(condition, timeout: float, what: str, *workers: WorkerProcess) -> None:
@@ -43,18 +63,6 @@ async def _until(condition, timeout: float, what: str, *workers: WorkerProcess) 
             assert worker.process.poll() is None, f"a worker exited while waiting for {what}:\n{worker.log_tail()}"
         assert asyncio.get_running_loop().time() < deadline, f"not {what} within {timeout:.0f} s"
         await asyncio.sleep(0.1)  # poll interval inside the deadline
-
-
-def _arrival_order_breaks(receiver: Receiver) -> list[str]:
-    """Every arrival counts, repeats too: a person's event after a later one of theirs is a break."""
-    latest: dict[str, int] = {}
-    breaks = []
-    for received in receiver.events():
-        person, seq = received.event["subject"], received.event.get_data()["seq"]
-        if seq < latest.get(person, -1):
-            breaks.append(f"person {person[:8]}: event {seq} arrived after event {latest[person]}")
-        latest[person] = max(seq, latest.get(person, -1))
-    return breaks
 
 
 async def test_handovers_between_two_workers_lose_nothing_and_never_send_a_persons_event_after_a_later_one(
@@ -90,6 +98,74 @@ async def test_handovers_between_two_workers_lose_nothing_and_never_send_a_perso
         second.stop()
         await bus.stop()
         await receiver.stop()
-    assert receiver.unique_ids == {r["idempotency_key"] for r in records}  # nothing lost
-    assert all(e.webhook_id == f"{e.event['id']}.{SUB}" for e in receiver.events())  # nothing wrong
-    assert _arrival_order_breaks(receiver) == []
+    counts = count("two workers: one joins, leaves, joins again; the other killed (kill -9)",
+                   {SUB: {r["idempotency_key"] for r in records}}, {SUB: receiver.events()}, subject_and_seq).report()
+    assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
+
+
+STAGES = ("-ingest", "-router", "-delivery")
+SPLIT_PERSONS, SPLIT_MOVES, PARTITIONS = 16, 3, 4
+
+
+def _stage_partitions(worker: WorkerProcess) -> set[int] | None:
+    """The worker's partitions when every stage holds the same ones, else None."""
+    held = [partitions for group, partitions in _assigned(worker).items() if group.endswith(STAGES)]
+    return held[0] if len(held) == len(STAGES) and held[0] and all(h == held[0] for h in held) else None
+
+
+def _split(first: WorkerProcess, second: WorkerProcess) -> bool:
+    """Both workers hold the same partitions in all three stages, and share all of them between them."""
+    a, b = _stage_partitions(first), _stage_partitions(second)
+    return a is not None and b is not None and not a & b and a | b == set(range(PARTITIONS))
+
+
+def _partition(person: str) -> int:
+    """Where the bus puts a person: the pseudonym key's murmur2 (schemas/ingest_key.py), the same in every stage."""
+    return (murmur2(pseudonym(person, pseudonym_key()).encode()) & 0x7FFFFFFF) % PARTITIONS
+
+
+async def test_a_killed_worker_pauses_only_its_own_partitions_and_the_other_delivers_its_own_at_once(
+        kafka_bootstrap, tmp_path, monkeypatch):
+    set_tokens(monkeypatch)
+    # HTTP ingest keys a person with the worker's pseudonym key, as in production: the same partition in every topic.
+    monkeypatch.setenv("SAMBAND_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    session = 20.0
+    async with operations_bus(kafka_bootstrap, tmp_path, {"SAMBAND_BROKER_SESSION_TIMEOUT": str(int(session))}) as bus:
+        second = WorkerProcess({**bus.worker.env, "SAMBAND_WEB_PORT": str(free_port()),
+                                "SAMBAND_DATA_DIR": str(tmp_path / "worker-2-data")}, tmp_path / "worker-2.log")
+        receiver = Receiver(bus.secret)
+        await receiver.start()
+        persons = {p: synthetic_number(1 + p, 1 + p % 12, 70, 300 + p) for p in range(SPLIT_PERSONS)}
+        try:
+            await bus.put_subscription(full_subscription("split", receiver.url, "all", ["Move"], {"Move": ["movedDate"]}))
+            await bus.wait_for(receiver, receiver.verified, 60, "verified")
+            second.start()
+            await _until(lambda: _split(bus.worker, second), 90, "both workers holding the same partitions in every stage",
+                         bus.worker, second)
+            surviving = _stage_partitions(second)
+            async with running_ingest(bus.bootstrap, bus.app_id, ingest_config()) as source, \
+                    aiohttp.ClientSession(f"http://127.0.0.1:{source.port}") as http:
+                bus.worker.stop(signal.SIGKILL)
+                killed = time.monotonic()
+                for p, person in persons.items():
+                    events = [cloudevent("Move", id=f"split-{p}-{n}", person=person) for n in range(SPLIT_MOVES)]
+                    async with http.post("/events", json=events, headers={"Content-Type": "application/cloudevents-batch+json",
+                                                                         **auth()}) as response:
+                        assert response.status == 202, await response.text()
+                ours = {f"split-{p}-{n}.split" for p, person in persons.items() if _partition(person) in surviving
+                        for n in range(SPLIT_MOVES)}
+                assert 0 < len(ours) < SPLIT_PERSONS * SPLIT_MOVES  # both workers had persons of their own
+                await _until(lambda: ours <= receiver.unique_ids, 60, "the survivor's persons delivered", second)
+                survivor_done = time.monotonic() - killed
+                print(f"\nthe survivor's persons were delivered {survivor_done:.1f} s after the kill (session timeout {session:.0f} s)")
+                await _until(lambda: len(receiver.unique_ids) >= SPLIT_PERSONS * SPLIT_MOVES, 120,
+                             "every person delivered", second)
+        finally:
+            second.stop()
+            await receiver.stop()
+    # The survivor did not wait for the dead worker's session to time out.
+    assert survivor_done < session, f"the survivor's persons took {survivor_done:.1f} s (session timeout {session:.0f} s)"
+    sent = {f"split-{p}-{n}.split" for p in persons for n in range(SPLIT_MOVES)}
+    counts = count("two workers, one killed (kill -9): whole pipeline", {"split": sent}, {"split": receiver.events()},
+                   lambda arrival: (arrival.event["id"].split("-")[1], int(arrival.event["id"].split("-")[2]))).report()
+    assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts

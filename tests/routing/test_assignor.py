@@ -1,0 +1,36 @@
+"""The co-partitioned assignor gives a worker the same partition numbers in every stage's group (agents/routing/assignor.py)."""
+
+from __future__ import annotations
+
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
+
+from agents.routing.assignor import CoPartitioned
+
+
+class _Cluster:
+    def __init__(self, partitions: dict[str, int]):
+        self.partitions = partitions
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return set(range(self.partitions[topic])) if topic in self.partitions else None
+
+
+def _assign(topic: str, members: dict[str, bytes], partitions: int = 4) -> dict[bytes, list[int]]:
+    """worker id -> its partitions of `topic`, for a group whose members have these (random) member ids."""
+    metadata = {member: ConsumerProtocolMemberMetadata(0, [topic], worker) for member, worker in members.items()}
+    assignment = CoPartitioned.assign(_Cluster({topic: partitions}), metadata)
+    return {members[m]: [p for t, parts in a.assignment for p in parts if t == topic] for m, a in assignment.items()}
+
+
+def test_each_worker_gets_the_same_partitions_in_every_group_whatever_its_member_ids():
+    # Member ids are random per consumer: here they sort one way in one group and the other way in the next.
+    ingest = _assign("ingest", {"aiokafka-a": b"worker-2", "aiokafka-b": b"worker-1"})
+    router = _assign("events", {"aiokafka-a": b"worker-1", "aiokafka-b": b"worker-2"})
+    delivery = _assign("deliveries", {"aiokafka-z": b"worker-1", "aiokafka-y": b"worker-2"})
+    assert ingest == router == delivery == {b"worker-1": [0, 1], b"worker-2": [2, 3]}
+
+
+def test_partitions_are_shared_in_contiguous_ranges_and_none_is_left_out():
+    workers = {f"m{i}": f"w{i}".encode() for i in range(3)}
+    assert _assign("events", workers, partitions=8) == {b"w0": [0, 1, 2], b"w1": [3, 4, 5], b"w2": [6, 7]}
+    assert _assign("events", {"m": b"w"}, partitions=4) == {b"w": [0, 1, 2, 3]}
