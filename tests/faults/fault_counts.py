@@ -4,7 +4,10 @@
     delivered     of those, how many reached their subscriber at least once
     lost          sent but never delivered
     duplicated    arrivals of a webhook-id that had arrived before (at-least-once repeats)
-    out_of_order  arrivals, repeats included, of a person's event after a later one of theirs
+    out_of_order  first arrivals of a person's event after a later one of theirs had arrived
+    behind        repeats that arrived after a later event of the person: what a worker that
+                  lost its work re-sends from its last commit (same webhook-id, so a subscriber
+                  that keeps the ids it has taken skips them); 0 where nothing was lost
     wrong         arrivals that were not sent to that subscriber (an unknown webhook-id)
 
 The line is printed (`make faults` runs with -s; docs/reliability.md keeps the table) and, when
@@ -29,6 +32,7 @@ class FaultCounts:
     lost: int
     duplicated: int
     out_of_order: int
+    behind: int
     wrong: int
 
     def report(self) -> FaultCounts:
@@ -41,7 +45,7 @@ class FaultCounts:
 
 def count(scenario: str, sent: dict[str, set[str]], arrivals: dict[str, list], position: Position) -> FaultCounts:
     """`sent`: subscriber -> webhook-ids it should get; `arrivals`: subscriber -> what reached it, in order."""
-    delivered = duplicated = out_of_order = wrong = 0
+    delivered = duplicated = out_of_order = behind = wrong = 0
     for sub, expected in sent.items():
         seen: set[str] = set()
         latest: dict[str, int] = {}
@@ -49,14 +53,17 @@ def count(scenario: str, sent: dict[str, set[str]], arrivals: dict[str, list], p
             if arrival.webhook_id not in expected:
                 wrong += 1
                 continue
-            duplicated += arrival.webhook_id in seen
+            repeat = arrival.webhook_id in seen
             seen.add(arrival.webhook_id)
             person, place = position(arrival)
-            out_of_order += place < latest.get(person, place)
+            if place < latest.get(person, place):
+                behind += repeat
+                out_of_order += not repeat
+            duplicated += repeat
             latest[person] = max(place, latest.get(person, place))
         delivered += len(seen)
     total = sum(map(len, sent.values()))
-    return FaultCounts(scenario, total, delivered, total - delivered, duplicated, out_of_order, wrong)
+    return FaultCounts(scenario, total, delivered, total - delivered, duplicated, out_of_order, behind, wrong)
 
 
 def subject_and_seq(arrival) -> tuple[str, int]:

@@ -55,4 +55,5 @@ async def test_after_a_kill_with_a_slow_subscriber_the_healthy_one_gets_at_most_
                    {"slow": slow.events(), "healthy": healthy.events()}, subject_and_seq).report()
     assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
     again = len(healthy.events()) - before
+    print(f"\nthe healthy subscriber got {again} of {total} events again after the kill")
     assert before == total and again <= total // 100, f"the healthy subscriber got {again} of {total} again"

@@ -5,8 +5,10 @@ request after 50 ms, so each worker's lane holds many heads queued when its part
 Each rebalance hands partitions over while attempts are on their way or queued. Before, a
 worker kept sending the heads of partitions it had given up (they sat in its lanes), and an
 attempt's outcome released a person's next event while that person's head was queued again:
-an event could arrive after a later one of the same person. Now every arrival, repeats
-included, keeps each person's order; nothing is lost, nothing wrong is sent (fault_counts.py).
+an event could arrive after a later one of the same person. Now, through the graceful
+handovers, every arrival, repeats included, keeps each person's order; after the kill only
+first arrivals must (a killed worker's work goes again from its last commit); nothing is lost,
+nothing wrong is sent (fault_counts.py).
 
 Then the whole pipeline on two workers, one killed with kill -9. Before, the three stages'
 groups assigned partitions independently, so every event passed through both workers and all
@@ -92,15 +94,20 @@ async def test_handovers_between_two_workers_lose_nothing_and_never_send_a_perso
         second.start()
         await _until(lambda: _holds_partitions(second, restarted), 60, "the second worker assigned partitions again", bus.worker, second)
         await _until(delivered(0.6), 120, "six tenths delivered", bus.worker, second)
+        handed_over = list(receiver.events())  # what arrived through the graceful handovers
         bus.worker.stop(signal.SIGKILL)  # the other takes its partitions after the session timeout
         await _until(delivered(1.0), 180, "every event delivered", second)
     finally:
         second.stop()
         await bus.stop()
         await receiver.stop()
-    counts = count("two workers: one joins, leaves, joins again; the other killed (kill -9)",
-                   {SUB: {r["idempotency_key"] for r in records}}, {SUB: receiver.events()}, subject_and_seq).report()
+    sent = {SUB: {r["idempotency_key"] for r in records}}
+    counts = count("two workers: one joins, leaves, joins again; the other killed (kill -9)", sent,
+                   {SUB: receiver.events()}, subject_and_seq).report()
     assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
+    # A graceful handover loses no work, so it re-sends nothing behind a later event either.
+    handovers = count("handovers", sent, {SUB: handed_over}, subject_and_seq)
+    assert (handovers.behind, handovers.out_of_order, handovers.wrong) == (0, 0, 0), handovers
 
 
 STAGES = ("-ingest", "-router", "-delivery")
