@@ -112,9 +112,10 @@ class DeliveryService(BatchService):
             logic=lambda: queues, ready=subscriptions_read.wait, **kwargs,
         )
 
-    async def on_start(self) -> None:
+    async def _ensure_topics(self) -> None:
+        """The ledger is compacted: made so at the start, and again if deleted during an outage."""
         await ensure_topics(self.bootstrap, {topics.ledger: {"cleanup.policy": "compact"}}, self.partition_count)
-        await super().on_start()
+        await super()._ensure_topics()
 
     async def on_started(self) -> None:
         freeze_heap()
@@ -154,9 +155,16 @@ class DeliveryService(BatchService):
         return {TopicPartition(self.source, p): offset for p, offset in queues.committable().items()}
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await dispatcher.let_go({tp.partition for tp in revoked})  # before the last commit: nothing of theirs leaves after it
-        await super().on_partitions_revoked(revoked)
-        queues.revoked({tp.partition for tp in revoked})
+        partitions = {tp.partition for tp in revoked}
+        try:
+            await dispatcher.let_go(partitions)  # nothing of theirs leaves after the last commit
+            if self._writing is not None:
+                await asyncio.gather(self._writing, return_exceptions=True)
+                self._writing = None
+            await self._write()  # the last commit covers every outcome applied: none is sent again
+            await super().on_partitions_revoked(revoked)
+        finally:
+            queues.revoked(partitions)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await super().on_partitions_assigned(assigned)

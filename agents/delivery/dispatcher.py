@@ -76,16 +76,19 @@ class Lane:
     async def _work(self) -> None:
         while True:
             key, entry, token = await self.queue.get()
+            wait = self.hold_until - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)  # the subscriber asked for this pause (Retry-After); checks come after it
             while (earlier := self._sending.get(key)) is not None:
                 await earlier.wait()  # an earlier attempt for this person is still on its way: it arrives first
             if not self._may_send(key, token):
                 continue
-            self._sending[key] = ended = asyncio.Event()
+            self._sending[key] = ended = asyncio.Event()  # no await between the check and this claim
             try:
-                wait = self.hold_until - time.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)  # the subscriber asked for this pause (Retry-After)
                 outcome = await self._attempt(key, entry)
+            except Exception as exc:  # a sink's own fault: retried as a failed attempt, never a dead worker
+                log.error("delivery.attempt_failed", idempotency_key=entry["key"], error=type(exc).__name__)
+                outcome = Outcome.retry("delivery.internal_error")
             finally:
                 del self._sending[key]
                 ended.set()
@@ -136,6 +139,7 @@ class Dispatcher:
         self._tokens = itertools.count()
         self._lanes: dict[str, Lane] = {}
         self._sending: dict[str, asyncio.Event] = {}  # queue key -> its attempt on the way (Lane)
+        self._leaving: set[int] = set()  # partitions being handed over: nothing more of theirs is sent
         self._verifying: dict[str, asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
@@ -176,7 +180,7 @@ class Dispatcher:
         before its breaker opened waits now."""
         sub = subscription_of(key)
         head = self.heads.get(key)
-        if head is None or head[1] != token:
+        if head is None or head[1] != token or head[0]["source"][1] in self._leaving:
             if self._probes.get(sub) == key:
                 self._forget_probe(sub)  # the probe will not go: another may
             return False
@@ -258,12 +262,13 @@ class Dispatcher:
         self.heads.pop(key, None)
 
     async def let_go(self, partitions: set[int], timeout: float = 30.0) -> None:
-        """Before `partitions` are handed over: their heads are dropped, so nothing more of theirs goes
-        out from here, and the attempts already on their way are waited for (up to `timeout`), so
-        the new owner's sends of the same persons do not overtake them."""
+        """Before `partitions` are handed over: nothing more of theirs goes out from here, and the
+        attempts already on their way are waited for (up to `timeout`) and their outcomes applied,
+        so the handover's last commit covers them and the new owner's sends do not overtake them.
+        Their heads are dropped with the queues (`drop_partitions`)."""
+        self._leaving |= partitions
         on_way = [ended for key, ended in self._sending.items()
                   if (head := self.heads.get(key)) is not None and head[0]["source"][1] in partitions]
-        self.drop_partitions(partitions)
         if on_way:
             _, late = await asyncio.wait([asyncio.ensure_future(ended.wait()) for ended in on_way], timeout=timeout)
             if late:
@@ -273,6 +278,7 @@ class Dispatcher:
 
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget heads of partitions this worker no longer owns (after a rebalance)."""
+        self._leaving -= partitions
         for key in [k for k, (e, _) in self.heads.items() if e["source"][1] in partitions]:
             del self.heads[key]
             self._waiting.get(subscription_of(key), set()).discard(key)

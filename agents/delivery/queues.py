@@ -177,6 +177,11 @@ class DeliveryQueues:
                 self.seen[key] = offset
                 self._changed[key] = partition
             return
+        if (seen := self.seen.get(key)) is not None:  # a stored queue emptied, its deletion not yet written
+            if offset > seen:
+                self.queues[key], self.seen[key], self._changed[key] = [entry], offset, partition
+                self.dispatcher.offer(key, entry)
+            return
         self.queues[key] = [entry]
         if self.dispatcher.is_active(subscription_of(key)):
             self._settled.pop()  # goes out at once; open until its outcome is durable

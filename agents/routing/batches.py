@@ -203,6 +203,9 @@ class BatchService(Service):
             # A worker's partitions are the same in every stage; round robin while a worker of an
             # earlier version is still in the group (a rolling upgrade: the group uses what all support).
             partition_assignment_strategy=(CoPartitioned, RoundRobinPartitionAssignor),
+            # A revocation may wait for a write (request timeout) and, in delivery, for attempts on
+            # their way (30 s): the group waits that long for this member to rejoin, not only a session.
+            rebalance_timeout_ms=max(self.session_timeout_ms, self.request_timeout_ms + 40_000),
         )
         self._rebalances = Rebalances(self)
         self.consumer.subscribe([self.source], listener=self._rebalances)

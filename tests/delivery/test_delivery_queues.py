@@ -126,6 +126,18 @@ def test_a_queue_open_longer_than_store_after_is_stored_and_no_longer_holds_the_
     assert lanes.offered == ["e0.sub", "e1.sub"]
 
 
+def test_a_record_for_a_stored_queue_emptied_in_this_cycle_is_settled_and_does_not_stop_the_commit():
+    queues, _ = _queues()
+    _cycle(queues, [_record(0, "e0")])
+    queues.apply(KEY, queues.queues[KEY][0], Outcome.retry("http.5xx"))  # stored
+    _cycle(queues, [])
+    queues.apply(KEY, queues.queues[KEY][0], Outcome.delivered())  # emptied; its deletion is written next cycle
+    _, commit = _cycle(queues, [_record(1, "e1")])  # the same person's next record arrives first
+    queues.apply(KEY, queues.queues[KEY][0], Outcome.delivered())
+    _, later = _cycle(queues, [])
+    assert {**commit, **later} == {0: 2}  # e1 settled: the commit passes it
+
+
 def test_the_ledger_entry_and_attempt_record_go_to_the_partition_the_delivery_was_read_from():
     queues, _ = _queues(partition=3)
     queues.accept([_record(0, "e0", partition=3)])
