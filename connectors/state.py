@@ -74,7 +74,8 @@ class KafkaStateStore(StateStore):
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float = 30.0) -> set[int]:
-    """The topic's partitions; a topic created a moment ago may take a few metadata rounds to show."""
+    """The topic's partitions; a topic created a moment ago may take a few metadata rounds to show
+    (on a loaded broker, two processes of the suite beside it, more than 10 s)."""
     deadline = asyncio.get_running_loop().time() + timeout
     consumer._client.add_topic(topic)  # a fresh consumer has no topic's metadata; ask for this one, not all
     while True:

@@ -57,8 +57,8 @@ class Lane:
     """`max_concurrency` workers sending the subscription's heads, each `(queue key, entry, token)`.
 
     Before each attempt the dispatcher is asked whether the head is still current (`may_send`:
-    its token is the latest offer, and its breaker lets it go), and an attempt still on its way
-    for the same queue key, from this lane or a lane before it, is waited for, so a person's
+    its token is the latest offer, its partition is not being handed over, and its breaker lets
+    it go), and an attempt still on its way for the same queue key is waited for, so a person's
     events reach the subscriber in order even around a rebalance."""
 
     def __init__(self, target: Target, report: Callable[[str, dict, int, Outcome], None], sink: Sink, egress: Egress,

@@ -1,6 +1,6 @@
 """Two workers: handovers keep each person's order, and a killed worker pauses only its own partitions (issue 14).
 
-The short version of the two-worker fault run, kept in `make test`. A subscriber answers every
+Run by `make test` and `make faults` alike. A subscriber answers every
 request after 50 ms, so each worker's lane holds many heads queued when its partitions move.
 Each rebalance hands partitions over while attempts are on their way or queued. Before, a
 worker kept sending the heads of partitions it had given up (they sat in its lanes), and an
