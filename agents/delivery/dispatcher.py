@@ -327,6 +327,10 @@ class Dispatcher:
     async def set_status(self, sub: str, status: dict | None) -> None:
         if self.status.get(sub) == status:
             return
+        if status is not None and status.get("at", 0) < (self.status.get(sub) or {}).get("at", 0):
+            # An older record read back from the status topic (the handshake's, say) after this worker
+            # already decided later (disabled the subscription): it must not make it active again.
+            return
         self.status[sub] = status or {}
         suspended = (status or {}).get("suspended")
         if suspended and not self.breaker.is_open(sub):  # suspended before this worker started: probe first
