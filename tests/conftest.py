@@ -1,8 +1,8 @@
 """Session-wide test harness: a real Kafka broker and uniquely named topics.
 
 The broker comes from, in order: KAFKA_BOOTSTRAP_SERVERS; a testcontainers broker when a
-Docker engine answers; otherwise the project's local launcher (deploy/launcher.py), started
-once per session and stopped at the end only if this session started it. When the suite runs
+Docker engine answers; otherwise a fresh broker of the session's own from the project's local
+launcher (tests/session_broker.py), stopped and deleted at the end. When the suite runs
 in several processes (pytest-xdist, `make test`), the controlling process starts it before the
 workers and hands them its address (SESSION_BROKER); the workers never start or stop it.
 """
@@ -16,6 +16,7 @@ import secrets
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+import session_broker
 from deploy import launcher
 from support import free_port, unique_name
 
@@ -54,11 +55,9 @@ def _runs_workers(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     if not _runs_workers(config) or launcher.external_bootstrap_servers() or _docker_engine_answers():
         return  # the session fixture finds the broker itself
-    broker = launcher.BrokerConfig.from_env()
-    started_here = not launcher.status(broker).running
-    os.environ[SESSION_BROKER] = launcher.up(broker).bootstrap_servers  # the workers inherit the environment
-    if started_here:
-        config.add_cleanup(lambda: launcher.down(broker))
+    broker = session_broker.start()
+    config.add_cleanup(lambda: session_broker.stop(broker))
+    os.environ[SESSION_BROKER] = broker.bootstrap_servers  # the workers inherit the environment
 
 
 @pytest.fixture(scope="session")
@@ -73,14 +72,11 @@ def kafka_bootstrap():
         with KafkaContainer(TESTCONTAINERS_IMAGE).with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    config = launcher.BrokerConfig.from_env()
-    started_here = not launcher.status(config).running
-    state = launcher.up(config)
+    broker = session_broker.start()
     try:
-        yield state.bootstrap_servers
+        yield broker.bootstrap_servers
     finally:
-        if started_here:
-            launcher.down(config)
+        session_broker.stop(broker)
 
 
 @pytest.fixture

@@ -141,3 +141,35 @@ async def test_stopped_broker_fails_a_waiting_client_clearly_and_in_time(own_bro
     with pytest.raises(KafkaWaitTimeout, match=r"got 1; is the broker up"):
         await waiting
     assert time.monotonic() - started < 20
+
+
+def test_a_session_broker_starts_empty_and_leaves_nothing_behind():
+    # The suite once reused the developer's broker and its state: each run's ~1,900 partitions piled up.
+    import session_broker
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    async def topics(bootstrap: str, create: str | None = None) -> set[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            if create:
+                await admin.create_topics([NewTopic(create, num_partitions=1, replication_factor=1)])
+            return set(await admin.list_topics())
+        finally:
+            await admin.close()
+
+    first = session_broker.start()
+    try:
+        assert first.bootstrap_servers != launcher.BrokerConfig.from_env().bootstrap_servers
+        assert "left-by-an-earlier-session" in asyncio.run(topics(first.bootstrap_servers, create="left-by-an-earlier-session"))
+    finally:
+        session_broker.stop(first)
+    assert not first.state_dir.exists()
+    assert broker_processes(first) == []
+
+    second = session_broker.start()
+    try:
+        assert second.state_dir != first.state_dir
+        assert "left-by-an-earlier-session" not in asyncio.run(topics(second.bootstrap_servers))
+    finally:
+        session_broker.stop(second)
