@@ -48,8 +48,11 @@ def freeze_heap() -> None:
 def batch_service_settings() -> dict:
     """What every BatchService of the worker (ingest, route, deliver) takes from the settings."""
     settings = get_settings()
-    return dict(
-        bootstrap=bootstrap_servers(settings), partitions=app.conf.topic_partitions, batch_size=settings.batch_size,
-        within=settings.batch_within_seconds, session_timeout=settings.broker_session_timeout,
-        request_timeout=settings.broker_request_timeout,
-    )
+    return {
+        "bootstrap": bootstrap_servers(settings),
+        "partitions": app.conf.topic_partitions,
+        "batch_size": settings.batch_size,
+        "within": settings.batch_within_seconds,
+        "session_timeout": settings.broker_session_timeout,
+        "request_timeout": settings.broker_request_timeout,
+    }

@@ -36,7 +36,9 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="samband", description="Samband: citizen life events for Norway's municipal systems.")
+    parser = argparse.ArgumentParser(
+        prog="samband", description="Samband: citizen life events for Norway's municipal systems."
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

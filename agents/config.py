@@ -13,7 +13,6 @@ from typing import Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 DEV_PSEUDONYM_KEY = "samband-development-pseudonym-key"
 
 
@@ -103,7 +102,9 @@ class Settings(BaseSettings):
         # may neither be one of them nor be a prefix of one.
         for bus in (f"{info.data.get('app_id', 'samband')}-", "__"):
             if prefix.startswith(bus) or bus.startswith(prefix):
-                raise ValueError(f"must not start with {bus!r} nor be the start of it: subscriber topics would share the bus's names")
+                raise ValueError(
+                    f"must not start with {bus!r} nor be the start of it: subscriber topics would share the bus's names"
+                )
         return prefix
 
 
@@ -135,13 +136,15 @@ def require_keys(settings: Settings | None = None) -> None:
         if settings.pseudonym_key == DEV_PSEUDONYM_KEY:
             import structlog
 
-            structlog.get_logger(__name__).warning("pseudonym_key_is_development_default", setting="SAMBAND_PSEUDONYM_KEY")
+            structlog.get_logger(__name__).warning(
+                "pseudonym_key_is_development_default", setting="SAMBAND_PSEUDONYM_KEY"
+            )
         return
     key = settings.pseudonym_key
     if key == DEV_PSEUDONYM_KEY or len(key.encode()) < MIN_KEY_BYTES:
         raise SettingsError(
             f"SAMBAND_PSEUDONYM_KEY: set a secret key of at least {MIN_KEY_BYTES} random bytes, the same on "
-            "every worker and connector, e.g. `python -c \"import secrets; print(secrets.token_hex(32))\"` "
+            'every worker and connector, e.g. `python -c "import secrets; print(secrets.token_hex(32))"` '
             "(or SAMBAND_DEVELOPMENT=true to use the development key)"
         )
 
@@ -159,7 +162,7 @@ def dead_letter_key(settings: Settings | None = None) -> bytes:
     if len(key) != 32:
         raise SettingsError(
             "SAMBAND_DLQ_KEY: set the dead letters' key, 32 random bytes as base64, the same on every worker and "
-            "connector, e.g. `python -c \"import base64, secrets; print(base64.b64encode(secrets.token_bytes(32)).decode())\"`"
+            'connector, e.g. `python -c "import base64, secrets; print(base64.b64encode(secrets.token_bytes(32)).decode())"`'
             " (or SAMBAND_DEVELOPMENT=true to use the development key)"
         )
     return key

@@ -106,7 +106,9 @@ async def _gather(bootstrap: str, app_id: str, now: float) -> _Gathered:
         return found
 
     async def outcomes() -> list[ConsumerRecord]:
-        return [r async for r in read_topic(bootstrap, topics.outcomes, since=now - OUTCOME_WINDOW) if r.key is not None]
+        return [
+            r async for r in read_topic(bootstrap, topics.outcomes, since=now - OUTCOME_WINDOW) if r.key is not None
+        ]
 
     subs, status, pending, ledger, dead, attempts = await asyncio.gather(
         _latest(bootstrap, topics.subscriptions),
@@ -194,7 +196,9 @@ def assess(gathered: _Gathered, now: float) -> list[SubscriptionHealth]:
             continue
         current = status.get("fingerprint") == target.fingerprint
         row.verified = current and bool(status.get("verified"))
-        health = DeliveryHealth(streak.failures, None if streak.since is None else now - streak.since, streak.last_reason)
+        health = DeliveryHealth(
+            streak.failures, None if streak.since is None else now - streak.since, streak.last_reason
+        )
         if current and status.get("disabled_reason"):
             row.state, row.reason = "disabled", status["disabled_reason"]
         elif target.paused:

@@ -87,9 +87,13 @@ async def _routed(bootstrap: str, app_id: str, event_id: str) -> tuple[str | Non
         return found
     prefix = f"{event_id}."
     async for record in read_topic(bootstrap, f"{app_id}-deliveries"):
-        if record.value is not None and wanted in record.value and record.timestamp < found[0]:
-            if json.loads(record.value).get("idempotency_key", "").startswith(prefix):
-                found = (record.timestamp, found[1])
+        if (
+            record.value is not None
+            and wanted in record.value
+            and record.timestamp < found[0]
+            and json.loads(record.value).get("idempotency_key", "").startswith(prefix)
+        ):
+            found = (record.timestamp, found[1])
     return _iso_ms(found[0]), found[1]
 
 
@@ -102,9 +106,13 @@ async def _attempts(bootstrap: str, topic: str, event_id: str) -> dict[str, list
         outcome = json.loads(record.value)
         key = outcome.get("idempotency_key", "")
         sub = subscription_of(record.key.decode())
-        if key == f"{prefix}{sub}" and outcome["status"] != "delivered":  # a success is the ledger's (older logs hold them too)
+        if (
+            key == f"{prefix}{sub}" and outcome["status"] != "delivered"
+        ):  # a success is the ledger's (older logs hold them too)
             at = outcome.get("at", record.timestamp)  # the attempt's own time (epoch ms), else when it was written
-            found[sub].append(Attempt(_iso_ms(at), outcome["status"], outcome.get("reason"), outcome.get("http_status")))
+            found[sub].append(
+                Attempt(_iso_ms(at), outcome["status"], outcome.get("reason"), outcome.get("http_status"))
+            )
     for attempts in found.values():
         attempts.sort(key=lambda a: a.at)
     return found
@@ -115,8 +123,15 @@ async def _dead_letters(bootstrap: str, topic: str, event_id: str) -> list[dict]
     async for record in read_topic(bootstrap, topic):
         dead = DeadLetter.from_headers(record.headers)  # the value is sealed; its event id is a header
         if dead.event_id == event_id:
-            found.append({"id": f"{record.partition}:{record.offset}", "stage": dead.stage, "reason": dead.reason,
-                          "subscription": dead.subscription, "time": dead.time})
+            found.append(
+                {
+                    "id": f"{record.partition}:{record.offset}",
+                    "stage": dead.stage,
+                    "reason": dead.reason,
+                    "subscription": dead.subscription,
+                    "time": dead.time,
+                }
+            )
     return found
 
 
@@ -138,8 +153,17 @@ async def trace_event(bootstrap: str, app_id: str, event_id: str) -> EventTrace:
         else:
             if entry["status"] == "delivered":  # the attempt that succeeded, decided when the ledger says
                 log = [*log, Attempt(entry["at"], "delivered", None, entry.get("http_status"))]
-            deliveries.append(Delivery(sub, entry["status"], entry["attempts"], entry["at"], entry.get("http_status"),
-                                       entry.get("reason"), log))
+            deliveries.append(
+                Delivery(
+                    sub,
+                    entry["status"],
+                    entry["attempts"],
+                    entry["at"],
+                    entry.get("http_status"),
+                    entry.get("reason"),
+                    log,
+                )
+            )
     return EventTrace(event_id, ingested, routed_at, routed_to, deliveries, dead)
 
 
@@ -150,11 +174,15 @@ def format_trace(trace: EventTrace) -> str:
     routed = ", ".join(trace.routed_to) if trace.routed_to else ("nobody" if trace.routed_to == [] else "-")
     lines.append(f"  routed     {trace.routed_at or '-'} to {routed}")
     for d in trace.deliveries:
-        lines.append(f"  delivery   {d.subscription}: {d.status} at {d.at or '-'} after {d.attempts} attempt(s)"
-                     + (f" ({d.reason})" if d.reason else ""))
+        lines.append(
+            f"  delivery   {d.subscription}: {d.status} at {d.at or '-'} after {d.attempts} attempt(s)"
+            + (f" ({d.reason})" if d.reason else "")
+        )
         for a in d.attempt_log:
             lines.append(f"      {a.at} {a.outcome}" + (f" {a.reason}" if a.reason else ""))
     for dl in trace.dead_letters:
-        lines.append(f"  dead letter {dl['id']} at {dl['time']}: stage {dl['stage']}, {dl['reason']}"
-                     + (f", subscription {dl['subscription']}" if dl["subscription"] else ""))
+        lines.append(
+            f"  dead letter {dl['id']} at {dl['time']}: stage {dl['stage']}, {dl['reason']}"
+            + (f", subscription {dl['subscription']}" if dl["subscription"] else "")
+        )
     return "\n".join(lines)

@@ -11,8 +11,12 @@ from agents.app import app
 
 log = structlog.get_logger(__name__)
 
-example_in = app.topic(f"{app.conf.id}-example-in", key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
-example_out = app.topic(f"{app.conf.id}-example-out", key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")
+example_in = app.topic(
+    f"{app.conf.id}-example-in", key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
+)
+example_out = app.topic(
+    f"{app.conf.id}-example-out", key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
+)
 
 
 @app.agent(example_in)

@@ -40,12 +40,12 @@ from agents.app import app, batch_service_settings
 from agents.config import dead_letter_key, get_settings
 from agents.routing.batches import BatchService, Output
 from agents.routing.canonical import Canonicaliser, Rejected
-from schemas.protection import is_strict, scrub_address
 from agents.routing.state import PartitionedState
 from agents.routing.topics import bus_topics
 from connectors.dead_letters import DeadLetter, DeadLetterSeal
 from schemas import json_text
 from schemas.codec import Codec
+from schemas.protection import is_strict, scrub_address
 from schemas.pseudonym import pseudonym
 from schemas.registry import registry_from_settings
 from schemas.scrub import scrub_cloudevent
@@ -66,8 +66,11 @@ class Ingest:
         self.canonicaliser = Canonicaliser(self.codec, settings.ingest_max_bytes)
         self.key = settings.pseudonym_key.encode()
         self.seal = DeadLetterSeal(dead_letter_key(settings))
-        self.seen = PartitionedState(f"{app.conf.id}-ingest-seen-ids", {
-            "cleanup.policy": "compact,delete", "retention.ms": str(int(RETENTION_SECONDS * 1000))}, check=int)
+        self.seen = PartitionedState(
+            f"{app.conf.id}-ingest-seen-ids",
+            {"cleanup.policy": "compact,delete", "retention.ms": str(int(RETENTION_SECONDS * 1000))},
+            check=int,
+        )
         self.states = [self.seen]
         # Per partition, (first seen, event id) in arrival order: what to evict when.
         self.remembered: dict[int, deque[tuple[float, str]]] = defaultdict(deque)
@@ -91,18 +94,27 @@ class Ingest:
             # A source retrying after an unanswered write sends the same event again: expected of
             # at-least-once delivery, so counted and logged, not a dead letter.
             metrics.duplicate_dropped()
-            log.info("ingest.duplicate", event_id=event.event_id, topic=message.topic, partition=message.partition,
-                     offset=message.offset, trace_id=span.trace_id)
+            log.info(
+                "ingest.duplicate",
+                event_id=event.event_id,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                trace_id=span.trace_id,
+            )
             return
         self.seen.set(message.partition, event.event_id, b"%d" % self.now)
         self.remembered[message.partition].append((self.now, event.event_id))
         person = pseudonym(event.record["envelope"]["person"], self.key)
-        headers = [h for h in tracing.with_kafka_header(message.headers, span) if h[0] != INGESTED_AT]  # re-ingested: now
+        headers = [
+            h for h in tracing.with_kafka_header(message.headers, span) if h[0] != INGESTED_AT
+        ]  # re-ingested: now
         headers.append((INGESTED_AT, b"%.3f" % self.now))
         outputs.append((topics.events, person.encode(), event.value, headers))
 
-    def dead_letter(self, message: ConsumerRecord, rejected: Rejected, parent: tracing.TraceParent | None,
-                    span: tracing.TraceParent) -> Output:
+    def dead_letter(
+        self, message: ConsumerRecord, rejected: Rejected, parent: tracing.TraceParent | None, span: tracing.TraceParent
+    ) -> Output:
         """The input record as it came (its own trace context, or the trace ingest started for it), with the reason."""
         record = rejected.record
         value, scrubbed = message.value, None
@@ -112,15 +124,34 @@ class Ingest:
         # as the input could be read, a decoded record or a CloudEvent that parsed as JSON.
         if record and is_strict(envelope.get("addressProtection")):
             event_type = envelope["type"].rpartition(".")[2]
-            value, scrubbed = self.codec.encode(scrub_address(event_type, record), self.codec.current_id(event_type)), "address"
+            value, scrubbed = (
+                self.codec.encode(scrub_address(event_type, record), self.codec.current_id(event_type)),
+                "address",
+            )
         elif not record and value[:1] == b"{" and (partial := _partly_read(value)) is not None:
             value, scrubbed = orjson.dumps(partial), "address"
             envelope = {"id": partial.get("id")} if isinstance(partial.get("id"), str) else {}
-        letter = DeadLetter(rejected.reason, str(rejected), "ingest", message.topic, message.partition, message.offset,
-                            event_id=envelope.get("id"), event_type=envelope.get("type"), scrubbed=scrubbed)
+        letter = DeadLetter(
+            rejected.reason,
+            str(rejected),
+            "ingest",
+            message.topic,
+            message.partition,
+            message.offset,
+            event_id=envelope.get("id"),
+            event_type=envelope.get("type"),
+            scrubbed=scrubbed,
+        )
         metrics.validation_failed(rejected.reason)
-        log.info("dead_letter", reason=rejected.reason, event_id=envelope.get("id"), topic=message.topic,
-                 partition=message.partition, offset=message.offset, trace_id=span.trace_id)
+        log.info(
+            "dead_letter",
+            reason=rejected.reason,
+            event_id=envelope.get("id"),
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            trace_id=span.trace_id,
+        )
         return topics.deadletter, message.key, self.seal.seal(value), letter.headers(headers)
 
     def end_batch(self) -> None:
@@ -156,6 +187,10 @@ def _partly_read(value: bytes) -> dict | None:
 class IngestService(BatchService):
     def __init__(self, **kwargs):
         super().__init__(
-            **batch_service_settings(), source=topics.ingest, group=f"{app.conf.id}-ingest",
-            outputs=[topics.events, topics.deadletter], logic=Ingest, **kwargs,
+            **batch_service_settings(),
+            source=topics.ingest,
+            group=f"{app.conf.id}-ingest",
+            outputs=[topics.events, topics.deadletter],
+            logic=Ingest,
+            **kwargs,
         )

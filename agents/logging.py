@@ -63,7 +63,10 @@ class LibraryRepeats(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(self.LOGGERS):
             return True
-        key, now = (record.name, record.levelno, str(record.msg), str(record.args)), self.clock()  # args: each group its own
+        key, now = (
+            (record.name, record.levelno, str(record.msg), str(record.args)),
+            self.clock(),
+        )  # args: each group its own
         seen = self._seen.get(key)
         if seen is not None and now - seen[0] < self.window:
             seen[1] += 1

@@ -76,10 +76,16 @@ def _outcome(value: str) -> str:
 EVENTS_IN = Counter("samband_events_in", "Records read from a topic by the bus.", ["topic"], registry=REGISTRY)
 EVENTS_OUT = Counter("samband_events_out", "Records written to a topic by the bus.", ["topic"], registry=REGISTRY)
 VALIDATION_FAILURES = Counter(
-    "samband_validation_failures", "Events refused by validation, by dead-letter reason code.", ["reason"], registry=REGISTRY
+    "samband_validation_failures",
+    "Events refused by validation, by dead-letter reason code.",
+    ["reason"],
+    registry=REGISTRY,
 )
 DELIVERIES = Counter(
-    "samband_deliveries", "Delivery attempts, by subscription and outcome.", ["subscription", "outcome"], registry=REGISTRY
+    "samband_deliveries",
+    "Delivery attempts, by subscription and outcome.",
+    ["subscription", "outcome"],
+    registry=REGISTRY,
 )
 RETRY_BACKLOG = Gauge("samband_retry_backlog", "Deliveries waiting for a retry.", ["subscription"], registry=REGISTRY)
 CONSUMER_LAG = Gauge(
@@ -89,12 +95,15 @@ CONSUMER_LAG = Gauge(
     registry=REGISTRY,
 )
 DUPLICATES = Counter(
-    "samband_duplicate_events", "Events ingested again with an id already seen (at-least-once sources), dropped.",
+    "samband_duplicate_events",
+    "Events ingested again with an id already seen (at-least-once sources), dropped.",
     registry=REGISTRY,
 )
 MALFORMED_RECORDS = Counter(
-    "samband_malformed_records", "Records of internal topics skipped because they could not be read.",
-    ["topic", "reason"], registry=REGISTRY,
+    "samband_malformed_records",
+    "Records of internal topics skipped because they could not be read.",
+    ["topic", "reason"],
+    registry=REGISTRY,
 )
 END_TO_END_LATENCY = Histogram(
     "samband_end_to_end_latency_seconds",
@@ -136,13 +145,17 @@ def set_retry_backlog(subscription: str, count: int) -> None:
 
 
 def set_consumer_lag(group: str, topic: str, partition: int, lag: int) -> None:
-    CONSUMER_LAG.labels(_checked("group", group, _GROUP), _checked("topic", topic, _TOPIC), str(int(partition))).set(lag)
+    CONSUMER_LAG.labels(_checked("group", group, _GROUP), _checked("topic", topic, _TOPIC), str(int(partition))).set(
+        lag
+    )
 
 
 def observe_end_to_end_latency(subscription: str, seconds: float) -> None:
     child = _latency_children.get(subscription)
     if child is None:
-        child = _latency_children[subscription] = END_TO_END_LATENCY.labels(_checked("subscription", subscription, _SUBSCRIPTION))
+        child = _latency_children[subscription] = END_TO_END_LATENCY.labels(
+            _checked("subscription", subscription, _SUBSCRIPTION)
+        )
     child.observe(seconds)
 
 

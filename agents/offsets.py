@@ -56,7 +56,9 @@ class KafkaInspector:
         timeout_ms = int(timeout * 1000)
         self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
         # A consumer without a group: only asks for offsets, never joins or commits.
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=timeout_ms)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=timeout_ms
+        )
 
     async def __aenter__(self) -> KafkaInspector:
         try:
@@ -65,7 +67,9 @@ class KafkaInspector:
                 await self._consumer.start()
         except (TimeoutError, KafkaError, OSError):
             await self.close()
-            raise BrokerUnreachable(f"Kafka at {self.bootstrap} could not be reached within {self.timeout:.0f} s") from None
+            raise BrokerUnreachable(
+                f"Kafka at {self.bootstrap} could not be reached within {self.timeout:.0f} s"
+            ) from None
         return self
 
     async def __aexit__(self, *exc_info) -> None:
@@ -80,7 +84,9 @@ class KafkaInspector:
             async with asyncio.timeout(self.timeout):
                 return await coroutine
         except (TimeoutError, KafkaError, OSError):
-            raise BrokerUnreachable(f"Kafka at {self.bootstrap} could not be reached within {self.timeout:.0f} s") from None
+            raise BrokerUnreachable(
+                f"Kafka at {self.bootstrap} could not be reached within {self.timeout:.0f} s"
+            ) from None
 
     async def brokers(self) -> list[str]:
         """`host:port` of each broker in the cluster."""
@@ -89,7 +95,9 @@ class KafkaInspector:
 
     async def topic_partitions(self, prefix: str = "") -> list[TopicPartition]:
         """Every partition of the non-internal topics whose name starts with `prefix`."""
-        names = [n for n in await self._call(self._admin.list_topics()) if n.startswith(prefix) and not n.startswith("__")]
+        names = [
+            n for n in await self._call(self._admin.list_topics()) if n.startswith(prefix) and not n.startswith("__")
+        ]
         if not names:
             return []
         described = await self._call(self._admin.describe_topics(names))

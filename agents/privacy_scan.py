@@ -34,12 +34,12 @@ from agents.commands.dlq import REPLAY_HEADER
 from agents.delivery.egress import subscriber_subject
 from agents.delivery.topic_reader import read_topic
 from agents.offsets import KafkaInspector
-from schemas.protection import KOMMUNE_REVEALING, is_strict, stricter, withheld
 from agents.subscriptions.model import Subscription
 from connectors.kafka_sink.sink import PURGE_TYPE, register_schemas
 from schemas.catalog import catalog
 from schemas.codec import Codec, WireFormatError
 from schemas.identity import IDENTITY_NUMBER_IN_TEXT, has_valid_control_digits
+from schemas.protection import KOMMUNE_REVEALING, is_strict, stricter, withheld
 from schemas.registry import CatalogRegistry
 
 IDENTITY_NUMBER = "identity_number"
@@ -65,10 +65,19 @@ class Finding:
     subscription: str | None = None  # for a delivery
 
     def __str__(self) -> str:
-        where = (f"{self.source} line {self.position}" if self.partition is None
-                 else f"{self.source} partition {self.partition} offset {self.position}")
-        detail = ", ".join(x for x in (f"field {self.field}" if self.field else "",
-                                       f"subscription {self.subscription}" if self.subscription else "") if x)
+        where = (
+            f"{self.source} line {self.position}"
+            if self.partition is None
+            else f"{self.source} partition {self.partition} offset {self.position}"
+        )
+        detail = ", ".join(
+            x
+            for x in (
+                f"field {self.field}" if self.field else "",
+                f"subscription {self.subscription}" if self.subscription else "",
+            )
+            if x
+        )
         return f"{where}: {self.kind}" + (f" ({detail})" if detail else "")
 
 
@@ -106,9 +115,11 @@ class Bus:
 
     def protected(self) -> set[str]:
         """Every person who held a grade other than ugradert at some time the scan can see."""
-        return ({p for p, g in self.current.items() if g != "ugradert"}
-                | {p for p, h in self.history.items() if any(g != "ugradert" for _, g in h)}
-                | {e.person for e in self.events.values() if e.grade != "ugradert"})
+        return (
+            {p for p, g in self.current.items() if g != "ugradert"}
+            | {p for p, h in self.history.items() if any(g != "ugradert" for _, g in h)}
+            | {e.person for e in self.events.values() if e.grade != "ugradert"}
+        )
 
     def grade_at(self, person: str, at_ms: int) -> str:
         """The person's protection as the router had written it at `at_ms` (the earliest known before any)."""
@@ -156,7 +167,9 @@ class TextScan:
 
     def kinds(self, text: str) -> list[str]:
         kinds = [IDENTITY_NUMBER] if has_identity_number(text) else []
-        if self._streets is not None and self._streets.search(_JSON_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)):
+        if self._streets is not None and self._streets.search(
+            _JSON_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+        ):
             kinds.append(PROTECTED_ADDRESS)
         return kinds
 
@@ -178,7 +191,11 @@ async def learn(bootstrap: str, app_id: str, codec: Codec) -> Bus:
             continue
         carried = envelope.get("addressProtection")
         before, count = persons.get(person, ("ugradert", 0))
-        granted = event.get("protection") if event_type == "AddressProtectionChange" and envelope.get("changeKind") == "new" else None
+        granted = (
+            event.get("protection")
+            if event_type == "AddressProtectionChange" and envelope.get("changeKind") == "new"
+            else None
+        )
         after = granted or stricter(before, carried)
         bus.events[envelope["id"]] = RoutedEvent(event_type, person, count, stricter(after, carried), after)
         persons[person] = (after, count + 1)
@@ -195,7 +212,9 @@ async def learn(bootstrap: str, app_id: str, codec: Codec) -> Bus:
     bus.strict_streets = frozenset(s for person in strict for s in streets.get(person, ()))
     async for record in read_topic(bootstrap, f"{app_id}-subscriptions"):
         try:
-            bus.versions.setdefault(record.key.decode(), []).append((record.timestamp, Subscription.from_json(record.value)))
+            bus.versions.setdefault(record.key.decode(), []).append(
+                (record.timestamp, Subscription.from_json(record.value))
+            )
         except (ValueError, TypeError, AttributeError):
             continue  # a tombstone keeps the last known version: it received data while it existed
     return bus
@@ -212,7 +231,9 @@ class DeliveryScan:
         # (topic, subscription, person) -> the protection change a purge enforced, in topic order
         self._purged: dict[tuple[str, str, str], RoutedEvent] = {}
 
-    def grade(self, topic: str, subscription: str, event_id: str, person: str | None, replayed_ms: int | None = None) -> str:
+    def grade(
+        self, topic: str, subscription: str, event_id: str, person: str | None, replayed_ms: int | None = None
+    ) -> str:
         """The grade a delivery must obey: the one it was routed under; for a dead letter replayed at
         `replayed_ms`, made stricter by the person's grade then; otherwise made stricter by any purge
         sent to the subscription before it for a change that came after the event."""
@@ -226,8 +247,16 @@ class DeliveryScan:
             return stricter(event.grade, purge.after)
         return event.grade
 
-    def check(self, topic: str, subscription: str, cloudevent: dict, data: dict, person: str | None = None,
-              at_ms: int | None = None, replayed: bool = False) -> list[tuple[str, str | None]]:
+    def check(
+        self,
+        topic: str,
+        subscription: str,
+        cloudevent: dict,
+        data: dict,
+        person: str | None = None,
+        at_ms: int | None = None,
+        replayed: bool = False,
+    ) -> list[tuple[str, str | None]]:
         """(kind, field) of each finding in one delivery written at `at_ms` (by `dlq replay`, when
         `replayed`), judged by the subscription as it was then."""
         event_id = str(cloudevent.get("id", ""))
@@ -257,7 +286,10 @@ class DeliveryScan:
         if is_strict(grade):
             if not all_kommuner:
                 findings.append((PROTECTED_KOMMUNE, "subscription.kommuner"))
-            for path, value in (("source", cloudevent.get("source")), ("envelope.source", paths.get("envelope.source"))):
+            for path, value in (
+                ("source", cloudevent.get("source")),
+                ("envelope.source", paths.get("envelope.source")),
+            ):
                 if isinstance(value, str) and _KOMMUNE_URN.search(value):
                     findings.append((PROTECTED_KOMMUNE, path))
             findings += [(PROTECTED_KOMMUNE, p) for p in _KOMMUNE_REVEALING if paths.get(p)]
@@ -282,7 +314,9 @@ class TopicScan:
         self._persons_by_subject: dict[str, dict[bytes, str]] = {}
         self.text = TextScan(bus)
         self.deliveries = DeliveryScan(bus)
-        self.registry = CatalogRegistry(catalog())  # subscribers' projection schemas: ids are stable (schemas/schema_id.py)
+        self.registry = CatalogRegistry(
+            catalog()
+        )  # subscribers' projection schemas: ids are stable (schemas/schema_id.py)
         self.codec = Codec(self.registry)
         self.subscriber_topics = subscriber_topics  # topic -> subscription id
         self._registered: set[str] = set()
@@ -296,16 +330,21 @@ class TopicScan:
 
     def _delivery(self, record, subscription: str, cloudevent: dict, data: dict, person: str | None) -> list[Finding]:
         replayed = any(name == REPLAY_HEADER for name, _ in record.headers or ())
-        return [Finding(record.topic, record.partition, record.offset, kind, path, subscription)
-                for kind, path in self.deliveries.check(record.topic, subscription, cloudevent, data, person,
-                                                        record.timestamp, replayed)]
+        return [
+            Finding(record.topic, record.partition, record.offset, kind, path, subscription)
+            for kind, path in self.deliveries.check(
+                record.topic, subscription, cloudevent, data, person, record.timestamp, replayed
+            )
+        ]
 
     def delivery_record(self, record, text: bytes | str, headers: Iterable[bytes]) -> list[Finding]:
         """A delivery record (docs/architecture.md): its key and headers as text, its event by the rules."""
         try:
             delivery = json.loads(text)
             event = delivery["event"]
-            findings = self._delivery(record, delivery["subscription"], event, event.get("data") or {}, delivery.get("person"))
+            findings = self._delivery(
+                record, delivery["subscription"], event, event.get("data") or {}, delivery.get("person")
+            )
         except (ValueError, TypeError, KeyError, AttributeError):
             return self._raw(record, [text if isinstance(text, bytes) else text.encode(), record.key, *headers])
         return findings + self._raw(record, [record.key, *headers])
@@ -327,7 +366,8 @@ class TopicScan:
         if subscription not in self._persons_by_subject:
             self._persons_by_subject[subscription] = {
                 subscriber_subject(self._pseudonym_key, subscription, person).encode(): person
-                for person in self.bus.protected()}
+                for person in self.bus.protected()
+            }
         return self._persons_by_subject[subscription].get(key)
 
     def subscriber(self, record) -> list[Finding]:
@@ -342,8 +382,9 @@ class TopicScan:
             data = self.codec.decode(record.value)
         except (WireFormatError, TypeError):
             return self._raw(record, [record.key, record.value, *self._headers(record)])
-        return (self._delivery(record, subscription, attributes, data, self._person(subscription, record.key))
-                + self._raw(record, [record.key, *self._headers(record)]))
+        return self._delivery(
+            record, subscription, attributes, data, self._person(subscription, record.key)
+        ) + self._raw(record, [record.key, *self._headers(record)])
 
     def record(self, record, kind: str) -> list[Finding]:
         if record.value is None:
@@ -362,16 +403,20 @@ def subscriber_topics(bus: Bus, prefix: str) -> dict[str, str]:
     return {f"{prefix}{sub_id}": sub_id for sub_id in bus.versions}
 
 
-async def scan_topics(bootstrap: str, app_id: str, bus: Bus, subscriber_prefix: str,
-                      pseudonym_key: bytes | None = None) -> tuple[list[Finding], list[str]]:
+async def scan_topics(
+    bootstrap: str, app_id: str, bus: Bus, subscriber_prefix: str, pseudonym_key: bytes | None = None
+) -> tuple[list[Finding], list[str]]:
     """The findings in every topic of the app id and every subscriber topic, and the topics read."""
     subscribers = subscriber_topics(bus, subscriber_prefix)
     async with KafkaInspector(bootstrap) as kafka:
         existing = {tp.topic for tp in await kafka.topic_partitions()}
     internal = {f"{app_id}-{suffix}" for suffix in INTERNAL_SUFFIXES}
     mine = sorted(t for t in existing if (t.startswith(f"{app_id}-") or t in subscribers) and t not in internal)
-    kinds = {f"{app_id}-deliveries": "deliveries", f"{app_id}-delivery-pending": "pending",
-             **{t: "subscriber" for t in subscribers}}
+    kinds = {
+        f"{app_id}-deliveries": "deliveries",
+        f"{app_id}-delivery-pending": "pending",
+        **dict.fromkeys(subscribers, "subscriber"),
+    }
     scan = TopicScan(bus, subscribers, pseudonym_key)
     findings: list[Finding] = []
     for topic in mine:
@@ -383,5 +428,8 @@ async def scan_topics(bootstrap: str, app_id: str, bus: Bus, subscriber_prefix: 
 def scan_log(path: Path, bus: Bus) -> list[Finding]:
     text = TextScan(bus)
     with path.open(encoding="utf-8", errors="replace") as lines:
-        return [Finding(str(path), None, number, kind)
-                for number, line in enumerate(lines, start=1) for kind in text.kinds(line)]
+        return [
+            Finding(str(path), None, number, kind)
+            for number, line in enumerate(lines, start=1)
+            for kind in text.kinds(line)
+        ]

@@ -29,9 +29,26 @@ TRACE_ID = re.compile(r"[0-9a-f]{32}")
 PERSONAL_CLASSIFICATIONS = {"identifier", "name", "address", "confidential"}
 # Folkeregister feed vocabulary (docs/folkeregister-feed.md) for the same kinds of data.
 REGISTER_KEYS = {
-    "folkeregisteridentifikator", "navn", "forrigenavn", "fornavn", "mellomnavn", "etternavn",
-    "adresse", "bostedsadresse", "forrigebostedsadresse", "adressenavn", "husnummer", "husbokstav",
-    "postnummer", "poststed", "kommunenummer", "foreldre", "mor", "far", "ektefelle", "barn",
+    "folkeregisteridentifikator",
+    "navn",
+    "forrigenavn",
+    "fornavn",
+    "mellomnavn",
+    "etternavn",
+    "adresse",
+    "bostedsadresse",
+    "forrigebostedsadresse",
+    "adressenavn",
+    "husnummer",
+    "husbokstav",
+    "postnummer",
+    "poststed",
+    "kommunenummer",
+    "foreldre",
+    "mor",
+    "far",
+    "ektefelle",
+    "barn",
 }
 
 
@@ -45,8 +62,19 @@ def personal_keys() -> frozenset[str]:
             if field.classification in PERSONAL_CLASSIFICATIONS:
                 keys.add(field.path.rsplit(".", 1)[-1].lower())
     # Parts of named records (an Address's streetName, a PersonName's givenName).
-    keys |= {"streetname", "housenumber", "houseletter", "unitnumber", "postalcode", "postaltown",
-             "givenname", "middlename", "familyname", "person", "identitynumber"}
+    keys |= {
+        "streetname",
+        "housenumber",
+        "houseletter",
+        "unitnumber",
+        "postalcode",
+        "postaltown",
+        "givenname",
+        "middlename",
+        "familyname",
+        "person",
+        "identitynumber",
+    }
     return frozenset(keys)
 
 
@@ -72,7 +100,11 @@ def _redact(value):
     if isinstance(value, (list, tuple)):
         return [_redact(v) for v in value]
     if isinstance(value, (int, float, bool)) or value is None:
-        return IDENTITY_NUMBER.sub(REDACTED, str(value)) if isinstance(value, int) and not isinstance(value, bool) else value
+        return (
+            IDENTITY_NUMBER.sub(REDACTED, str(value))
+            if isinstance(value, int) and not isinstance(value, bool)
+            else value
+        )
     return redact_text(repr(value))
 
 
@@ -87,5 +119,7 @@ def redact_personal_data(logger, method_name, event_dict: dict) -> dict:
 def _is_trace_id(key: str, value) -> bool:
     if key != "trace_id" or not isinstance(value, str) or TRACE_ID.fullmatch(value) is None:
         return False
-    windows = (value[i:i + 11] for i in range(len(value) - 10))
-    return not any(w.isdigit() and w[9:] in (control_digits(w[:9]), control_digits(w[:9], rule_2032=True)) for w in windows)
+    windows = (value[i : i + 11] for i in range(len(value) - 10))
+    return not any(
+        w.isdigit() and w[9:] in (control_digits(w[:9]), control_digits(w[:9], rule_2032=True)) for w in windows
+    )

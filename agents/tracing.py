@@ -101,7 +101,9 @@ def from_kafka_headers(headers: Iterable[tuple[str, bytes]] | None) -> TracePare
 
 def with_kafka_header(headers: Iterable[tuple[str, bytes]] | None, trace: TraceParent) -> list[tuple[str, bytes]]:
     """`headers` with `traceparent` set to `trace` (replacing any earlier one), other headers kept in order."""
-    return [(key, value) for key, value in headers or () if key != HEADER] + [(HEADER, trace.header_value.encode("ascii"))]
+    return [(key, value) for key, value in headers or () if key != HEADER] + [
+        (HEADER, trace.header_value.encode("ascii"))
+    ]
 
 
 def child_kafka_headers(headers: Iterable[tuple[str, bytes]] | None) -> list[tuple[str, bytes]]:

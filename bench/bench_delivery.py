@@ -95,8 +95,13 @@ def delivery(sub: str, person: int, event_id: str) -> dict:
         "subscription": sub,
         "person": person_hex,
         "event": {
-            "specversion": "1.0", "id": event_id, "source": "urn:samband:bench", "type": "no.samband.events.Move",
-            "time": "2024-03-01T12:00:00.000+00:00", "subject": person_hex, "datacontenttype": "application/json",
+            "specversion": "1.0",
+            "id": event_id,
+            "source": "urn:samband:bench",
+            "type": "no.samband.events.Move",
+            "time": "2024-03-01T12:00:00.000+00:00",
+            "subject": person_hex,
+            "datacontenttype": "application/json",
             "data": {"movedDate": "2024-03-01", "kommunenummer": "4601", "sent_at": 0.0},
         },
         "kind": "event",
@@ -118,12 +123,14 @@ async def raw_client(urls: list[str], bodies: list[list[tuple[str, bytes]]]) -> 
 
             async def worker():
                 for key, body in queue:
-                    async with session.post(url, data=body, headers={"x-bench-id": key, "Content-Type": "application/cloudevents+json"}) as reply:
+                    async with session.post(
+                        url, data=body, headers={"x-bench-id": key, "Content-Type": "application/cloudevents+json"}
+                    ) as reply:
                         await reply.read()
 
             await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
-    await asyncio.gather(*(one_receiver(url, items) for url, items in zip(urls, bodies)))
+    await asyncio.gather(*(one_receiver(url, items) for url, items in zip(urls, bodies, strict=False)))
 
 
 async def main() -> None:
@@ -146,18 +153,39 @@ async def main() -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
     await producer.start()
     workdir = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
-    env = {**os.environ, "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SAMBAND_APP_ID": app_id,
-           "SAMBAND_DATA_DIR": str(workdir / "data"), "SAMBAND_WEB_PORT": str(free_port()), "SAMBAND_LOG_LEVEL": "warning",
-           "SAMBAND_LOG_FORMAT": "json", "SAMBAND_SECRETS_DIR": str(workdir / "secrets"),
-           "SAMBAND_PSEUDONYM_KEY": "bench-pseudonym-key-of-at-least-32-bytes", "SAMBAND_DLQ_KEY": base64.b64encode(bytes(32)).decode(),
-           "SAMBAND_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8"}  # the receivers listen on loopback
+    env = {
+        **os.environ,
+        "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SAMBAND_APP_ID": app_id,
+        "SAMBAND_DATA_DIR": str(workdir / "data"),
+        "SAMBAND_WEB_PORT": str(free_port()),
+        "SAMBAND_LOG_LEVEL": "warning",
+        "SAMBAND_LOG_FORMAT": "json",
+        "SAMBAND_SECRETS_DIR": str(workdir / "secrets"),
+        "SAMBAND_PSEUDONYM_KEY": "bench-pseudonym-key-of-at-least-32-bytes",
+        "SAMBAND_DLQ_KEY": base64.b64encode(bytes(32)).decode(),
+        "SAMBAND_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
+    }  # the receivers listen on loopback
     (workdir / "secrets").mkdir()
     log = (workdir / "worker.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-m", "agents.cli", "worker", "--loglevel", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "agents.cli", "worker", "--loglevel", "warning"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
-        for sub, url in zip(subs, urls):
+        for sub, url in zip(subs, urls, strict=False):
             (workdir / "secrets" / sub).write_text(secret)
-            value = {"id": sub, "delivery": {"kind": "webhook", "url": url, "secret_ref": f"file:{sub}", "max_concurrency": CONCURRENCY}}
+            value = {
+                "id": sub,
+                "delivery": {
+                    "kind": "webhook",
+                    "url": url,
+                    "secret_ref": f"file:{sub}",
+                    "max_concurrency": CONCURRENCY,
+                },
+            }
             await producer.send_and_wait(f"{app_id}-subscriptions", json.dumps(value).encode(), key=sub.encode())
 
         async def produce(records: list[dict], stamp: bool) -> None:
@@ -186,7 +214,10 @@ async def main() -> None:
         bus_cpu = (cpu_seconds(worker.pid) - cpu_start) / len(records)
 
         # Throughput, raw aiohttp: the same bodies (the CloudEvent) to the same receivers.
-        bodies = [[(f"raw-{n}", json.dumps(delivery(sub, n % 500, f"tp-{n}")["event"]).encode()) for n in range(per_sub)] for sub in subs]
+        bodies = [
+            [(f"raw-{n}", json.dumps(delivery(sub, n % 500, f"tp-{n}")["event"]).encode()) for n in range(per_sub)]
+            for sub in subs
+        ]
         for r in receivers:
             r.reset(per_sub)
         start = time.perf_counter()

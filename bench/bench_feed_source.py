@@ -35,7 +35,6 @@ from connectors.runtime import Topics, open_connector
 from connectors.state import ensure_state_topic
 from connectors.synthetic import Simulation, SyntheticConfig
 
-
 PARTITIONS = 4  # the local broker's default
 DEAD_LETTER_KEY = bytes(32)  # this run's dead letters need no secrecy
 PSEUDONYM_KEY = b"bench-pseudonym-key-of-at-least-32-bytes"
@@ -47,7 +46,9 @@ async def create_topics(bootstrap: str, baseline_topic: str, app_id: str) -> Non
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in (baseline_topic, topics.ingest, topics.deadletter)])
+        await admin.create_topics(
+            [NewTopic(t, PARTITIONS, 1) for t in (baseline_topic, topics.ingest, topics.deadletter)]
+        )
     finally:
         await admin.close()
 
@@ -65,7 +66,9 @@ def serve(events: int, ready, stop) -> None:
 
 async def baseline(base_url: str, bootstrap: str, topic: str, fetch: str, concurrency: int) -> int:
     headers = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5, max_batch_size=1 << 20)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5, max_batch_size=1 << 20
+    )
     await producer.start()
     limit = asyncio.Semaphore(concurrency)
     count, seq = 0, 1
@@ -86,7 +89,10 @@ async def baseline(base_url: str, bootstrap: str, topic: str, fetch: str, concur
                 break
             ids = [e["hendelse"]["hendelsesdokument"] for e in entries]
             bodies = await documents(ids) if fetch == "bulk" else await asyncio.gather(*(document(i) for i in ids))
-            sends = [await producer.send(topic, value=b, key=e["hendelse"]["hendelsesdokument"].encode()) for e, b in zip(entries, bodies)]
+            sends = [
+                await producer.send(topic, value=b, key=e["hendelse"]["hendelsesdokument"].encode())
+                for e, b in zip(entries, bodies, strict=False)
+            ]
             await asyncio.gather(*sends)
             count += len(entries)
             seq += len(entries)
@@ -104,7 +110,15 @@ async def feed_source(base_url: str, bootstrap: str, app_id: str, args: argparse
     """Runs the source to the end of the feed; returns when its bookmark was loaded."""
     config = {"base_url": base_url, "token": DEFAULT_TOKEN, "stop_at_end": True, "document_fetch": args.fetch,
               "document_concurrency": args.concurrency, "encode_workers": args.encode_workers}  # fmt: skip
-    async with open_connector(TimedFeedSource, "bench", config, bootstrap=bootstrap, app_id=app_id, pseudonym_key=PSEUDONYM_KEY, dead_letter_key=DEAD_LETTER_KEY) as source:
+    async with open_connector(
+        TimedFeedSource,
+        "bench",
+        config,
+        bootstrap=bootstrap,
+        app_id=app_id,
+        pseudonym_key=PSEUDONYM_KEY,
+        dead_letter_key=DEAD_LETTER_KEY,
+    ) as source:
         await source.run()
         return source.bookmark_loaded_at
 

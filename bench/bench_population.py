@@ -51,7 +51,9 @@ def main() -> int:
     for persons in args.population:
         out = subprocess.run(
             [sys.executable, __file__, "--single", "--seed", str(args.seed), "--population", str(persons)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         r = json.loads(out)
         total = r["build_s"] + r["year_s"]

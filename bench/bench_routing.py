@@ -25,8 +25,8 @@ turns; the table gives medians and ranges, and the targets are checked on each r
 from __future__ import annotations
 
 import argparse
-import base64
 import asyncio
+import base64
 import os
 import subprocess
 import sys
@@ -83,17 +83,26 @@ def canonical_events(n: int) -> list[tuple[bytes, bytes]]:
 
 
 def _sub(sub_id: str, kommuner_, event_type: str, fields: list[str]) -> Subscription:
-    return Subscription.model_validate({
-        "id": sub_id, "system": {"name": sub_id, "owner": "Bench", "contact": "bench@example.invalid"},
-        "legal_basis": "benchmark", "public_body": True, "kommuner": kommuner_, "event_types": [event_type],
-        "fields": {event_type: fields}, "delivery": {"kind": "kafka"},
-    })
+    return Subscription.model_validate(
+        {
+            "id": sub_id,
+            "system": {"name": sub_id, "owner": "Bench", "contact": "bench@example.invalid"},
+            "legal_basis": "benchmark",
+            "public_body": True,
+            "kommuner": kommuner_,
+            "event_types": [event_type],
+            "fields": {event_type: fields},
+            "delivery": {"kind": "kafka"},
+        }
+    )
 
 
 def subscriptions(total: int) -> list[Subscription]:
     """Two national Death subscriptions (every event matches them), the rest on other types or kommuner."""
-    subs = [_sub("national-death-a", "all", "Death", ["deathDate"]),
-            _sub("national-death-b", "all", "Death", ["deathDate", "envelope.kommunenummer"])]
+    subs = [
+        _sub("national-death-a", "all", "Death", ["deathDate"]),
+        _sub("national-death-b", "all", "Death", ["deathDate", "envelope.kommunenummer"]),
+    ]
     fields = {t: [f.path for f in catalog().fields(t) if f.classification == "ordinary"][:3] for t in OTHER_TYPES}
     codes = sorted(kommuner())
     n = 0
@@ -110,8 +119,10 @@ async def create_topics(bootstrap: str, names: list[str], compacted: list[str] =
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names]
-                                  + [NewTopic(n, 1, 1, topic_configs={"cleanup.policy": "compact"}) for n in compacted])
+        await admin.create_topics(
+            [NewTopic(n, PARTITIONS, 1) for n in names]
+            + [NewTopic(n, 1, 1, topic_configs={"cleanup.policy": "compact"}) for n in compacted]
+        )
     finally:
         await admin.close()
 
@@ -141,8 +152,13 @@ async def output_span(bootstrap: str, topic: str, expected: int, timeout: float,
     While the stage runs, only the topic's end offsets are polled (a request every 0.1 s): reading
     the records as they arrive would take a share of the two cores from the worker measured.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, max_poll_records=10_000, metadata_max_age_ms=1000)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=10_000,
+        metadata_max_age_ms=1000,
+    )
     await consumer.start()
     try:
         async with asyncio.timeout(timeout):
@@ -166,8 +182,14 @@ async def output_span(bootstrap: str, topic: str, expected: int, timeout: float,
 
 
 async def raw_passthrough(bootstrap: str, source: str, sink: str, n: int) -> float:
-    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"raw-{uuid.uuid4().hex[:6]}",
-                                auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=2000)
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=f"raw-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=2000,
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024)
     await consumer.start()
     await producer.start()
@@ -192,8 +214,14 @@ async def raw_routing(bootstrap: str, source: str, sink: str, n: int, subs: list
     for sub in subs:
         index.put(sub)
     router, codec = Router(index), Codec(CatalogRegistry(catalog()))
-    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"rawr-{uuid.uuid4().hex[:6]}",
-                                auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=2000)
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=f"rawr-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=2000,
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024)
     await consumer.start()
     await producer.start()
@@ -217,15 +245,25 @@ async def raw_routing(bootstrap: str, source: str, sink: str, n: int, subs: list
 
 
 def start_worker(app_id: str, modules: list[str], bootstrap: str, data_dir: Path) -> subprocess.Popen:
-    env = {**os.environ, "SAMBAND_APP_ID": app_id, "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-           "SAMBAND_DATA_DIR": str(data_dir / app_id), "SAMBAND_WEB_PORT": str(free_port()), "SAMBAND_LOG_LEVEL": "warning",
-           "SAMBAND_LOG_FORMAT": "json", "SAMBAND_PSEUDONYM_KEY": KEY,
-           "SAMBAND_DLQ_KEY": base64.b64encode(bytes(32)).decode()}
-    code = ("import sys; from agents.commands import worker; worker.AGENT_MODULES = sys.argv[1:]; "
-            "worker.run_worker('warning')")
+    env = {
+        **os.environ,
+        "SAMBAND_APP_ID": app_id,
+        "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SAMBAND_DATA_DIR": str(data_dir / app_id),
+        "SAMBAND_WEB_PORT": str(free_port()),
+        "SAMBAND_LOG_LEVEL": "warning",
+        "SAMBAND_LOG_FORMAT": "json",
+        "SAMBAND_PSEUDONYM_KEY": KEY,
+        "SAMBAND_DLQ_KEY": base64.b64encode(bytes(32)).decode(),
+    }
+    code = (
+        "import sys; from agents.commands import worker; worker.AGENT_MODULES = sys.argv[1:]; "
+        "worker.run_worker('warning')"
+    )
     log = (data_dir / f"{app_id}.log").open("wb")
-    return subprocess.Popen([sys.executable, "-c", code, *modules], env=env, cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *modules], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 def free_port() -> int:
@@ -252,12 +290,24 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-async def faust_stage(bootstrap: str, modules: list[str], messages, fill: str, out: str, expected: int,
-                      app_id: str, data_dir: Path, subs: list[Subscription] = ()) -> tuple[float, float]:
+async def faust_stage(
+    bootstrap: str,
+    modules: list[str],
+    messages,
+    fill: str,
+    out: str,
+    expected: int,
+    app_id: str,
+    data_dir: Path,
+    subs: list[Subscription] = (),
+) -> tuple[float, float]:
     topics = bus_topics(app_id)
-    await create_topics(bootstrap, [f"{app_id}-{fill}", f"{app_id}-{out}"]
-                        + ([topics.deadletter, topics.deliveries] if "events" in (fill, out) else []),
-                        compacted=[topics.subscriptions])
+    await create_topics(
+        bootstrap,
+        [f"{app_id}-{fill}", f"{app_id}-{out}"]
+        + ([topics.deadletter, topics.deliveries] if "events" in (fill, out) else []),
+        compacted=[topics.subscriptions],
+    )
     if subs:
         await produce(bootstrap, topics.subscriptions, [(s.id.encode(), s.to_json()) for s in subs])
     await produce(bootstrap, f"{app_id}-{fill}", messages)
@@ -274,8 +324,12 @@ async def faust_stage(bootstrap: str, modules: list[str], messages, fill: str, o
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs of the raw passthrough and the two router stages, interleaved (medians reported)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of the raw passthrough and the two router stages, interleaved (medians reported)",
+    )
     args = parser.parse_args()
     bootstrap = bootstrap_servers()
     n = args.events
@@ -283,8 +337,12 @@ async def main() -> None:
     data_dir.mkdir(parents=True)
     messages = canonical_events(n)
     run = uuid.uuid4().hex[:6]
-    raw, logic, naive, ingest = ("raw aiokafka consume->produce", "router logic in the raw loop, 18,000 subs",
-                                 "naive Faust agent (await send per event)", "ingest in the worker (validate, dedup, re-key)")
+    raw, logic, naive, ingest = (
+        "raw aiokafka consume->produce",
+        "router logic in the raw loop, 18,000 subs",
+        "naive Faust agent (await send per event)",
+        "ingest in the worker (validate, dedup, re-key)",
+    )
     routers = {total: f"router, {total:,} subscriptions (2 match/event)" for total in (10, 18_000)}
     rates: dict[str, list[float]] = {name: [] for name in (raw, logic, naive, ingest, *routers.values())}
     peak: dict[str, float] = {}
@@ -304,20 +362,42 @@ async def main() -> None:
             await create_topics(bootstrap, [f"bench-raw-{run}-out{repeat}"])
             record(raw, await raw_passthrough(bootstrap, raw_in, f"bench-raw-{run}-out{repeat}", n))
             for total, name in routers.items():
-                record(name, *await faust_stage(bootstrap, ["agents.routing.agent"], messages, "events", "deliveries",
-                                                2 * n, f"bench-route{total}-{run}-{repeat}", data_dir, subscriptions(total)))
+                record(
+                    name,
+                    *await faust_stage(
+                        bootstrap,
+                        ["agents.routing.agent"],
+                        messages,
+                        "events",
+                        "deliveries",
+                        2 * n,
+                        f"bench-route{total}-{run}-{repeat}",
+                        data_dir,
+                        subscriptions(total),
+                    ),
+                )
         await create_topics(bootstrap, [f"bench-raw-{run}-routed"])
         record(logic, await raw_routing(bootstrap, raw_in, f"bench-raw-{run}-routed", n, subscriptions(18_000)))
     finally:
         await delete_topics(bootstrap, f"bench-raw-{run}")
-    record(naive, *await faust_stage(bootstrap, ["agents.example"], messages, "example-in", "example-out", n,
-                                     f"bench-naive-{run}", data_dir))
-    record(ingest, *await faust_stage(bootstrap, ["agents.ingest"], messages, "ingest", "events", n,
-                                      f"bench-ingest-{run}", data_dir))
+    record(
+        naive,
+        *await faust_stage(
+            bootstrap, ["agents.example"], messages, "example-in", "example-out", n, f"bench-naive-{run}", data_dir
+        ),
+    )
+    record(
+        ingest,
+        *await faust_stage(
+            bootstrap, ["agents.ingest"], messages, "ingest", "events", n, f"bench-ingest-{run}", data_dir
+        ),
+    )
 
     raw_rate = median(rates[raw])
-    print(f"\n{n:,} Death events, {PARTITIONS} partitions, broker {bootstrap}; "
-          f"{args.repeat} interleaved runs of the raw passthrough and the routers, one of the others")
+    print(
+        f"\n{n:,} Death events, {PARTITIONS} partitions, broker {bootstrap}; "
+        f"{args.repeat} interleaved runs of the raw passthrough and the routers, one of the others"
+    )
     print(f"{'stage':<48} {'events/s':>10} {'range':>17} {'x raw':>6} {'peak RSS MiB':>13}")
     for name in (raw, logic, naive, ingest, *routers.values()):
         values = rates[name]
@@ -325,12 +405,16 @@ async def main() -> None:
         rss = f"{peak[name]:>13.0f}" if name in peak else ""
         print(f"{name:<48} {median(values):>10,.0f} {spread:>17} {median(values) / raw_rate:>6.2f} {rss}")
     r10, r18k = rates[routers[10]], rates[routers[18_000]]
-    flat = [big / small for big, small in zip(r18k, r10)]
-    vs_raw = [big / base for big, base in zip(r18k, rates[raw])]
-    print(f"\nrouter at 18,000 subscriptions / at 10, per run: {', '.join(f'{x:.2f}' for x in flat)}; "
-          f"median {median(flat):.2f} (target >= 0.9)")
-    print(f"router at 18,000 subscriptions / raw, per run:  {', '.join(f'{x:.2f}' for x in vs_raw)}; "
-          f"median {median(vs_raw):.2f} (target >= 0.5)")
+    flat = [big / small for big, small in zip(r18k, r10, strict=False)]
+    vs_raw = [big / base for big, base in zip(r18k, rates[raw], strict=False)]
+    print(
+        f"\nrouter at 18,000 subscriptions / at 10, per run: {', '.join(f'{x:.2f}' for x in flat)}; "
+        f"median {median(flat):.2f} (target >= 0.9)"
+    )
+    print(
+        f"router at 18,000 subscriptions / raw, per run:  {', '.join(f'{x:.2f}' for x in vs_raw)}; "
+        f"median {median(vs_raw):.2f} (target >= 0.5)"
+    )
 
 
 if __name__ == "__main__":

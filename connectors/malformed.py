@@ -28,7 +28,7 @@ MALFORMED = (ValueError, LookupError, TypeError, AttributeError)
 counters: list[Callable[[str, str], None]] = []
 
 
-class skip_malformed:  # noqa: N801 - used as a statement, like contextlib.suppress
+class skip_malformed:
     def __init__(self, topic: str):
         self.topic = topic
 

@@ -37,7 +37,9 @@ class KafkaOutput(Output):
             self._batches = batches
         key_of = self._keys.of
         for r in records:
-            self._batches.add(self._topic, key_of(r.value) or r.key.encode(), r.value, [*r.headers, self._source_header])
+            self._batches.add(
+                self._topic, key_of(r.value) or r.key.encode(), r.value, [*r.headers, self._source_header]
+            )
         # Adding and handing the batches over happen with no await between them, so concurrent
         # sends never share a batch and each awaits only its own.
         await asyncio.gather(*await self._batches.send())

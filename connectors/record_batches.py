@@ -56,14 +56,24 @@ class RecordBatches:
         for topic in topics:
             self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
 
-    def add(self, topic: str, key: bytes | None, value: bytes | None,
-            headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> None:
+    def add(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> None:
         partitions = self._partitions.get(topic)
         if partitions is None:
             raise KeyError(f"{topic}: not a topic this writer has loaded (call RecordBatches.load with it first)")
         if partition is None or partition >= len(partitions):
             # Kafka's default partitioner: murmur2 made positive, modulo the count; no key: any partition
-            partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)] if key is not None else random.choice(partitions)
+            partition = (
+                partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+                if key is not None
+                else random.choice(partitions)
+            )
         builder = self._open.get((topic, partition))
         if builder is None:
             builder = self._open[(topic, partition)] = self.producer.create_batch()
@@ -87,4 +97,6 @@ class RecordBatches:
     async def submit(self, batches: list[tuple[str, int, object]]) -> list[asyncio.Future]:
         """Hand batches to the producer, in order; it waits while a partition's previous batch is
         not yet on its way. The futures resolve when the batches are acknowledged."""
-        return [await self.producer.send_batch(builder, topic, partition=partition) for topic, partition, builder in batches]
+        return [
+            await self.producer.send_batch(builder, topic, partition=partition) for topic, partition, builder in batches
+        ]

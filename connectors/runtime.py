@@ -12,7 +12,6 @@ writes by its person's pseudonym, so one person's events keep their order (schem
 from __future__ import annotations
 
 import asyncio
-
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass

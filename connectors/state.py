@@ -8,6 +8,7 @@ saved after the data it covers is never ahead of that data.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -24,10 +25,8 @@ async def ensure_state_topic(bootstrap: str, topic: str) -> None:
     await admin.start()
     try:
         if topic not in await admin.list_topics():
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another instance created it first
                 await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})])
-            except TopicAlreadyExistsError:  # another instance created it first
-                pass
     finally:
         await admin.close()
 

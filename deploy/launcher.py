@@ -239,7 +239,12 @@ def _new_cluster_id() -> str:
 
 def _format_storage(config: BrokerConfig, jar_dir: Path, properties: Path) -> None:
     command = _java_command(
-        config, jar_dir, "kafka.tools.StorageTool", "format", f"--cluster-id={_new_cluster_id()}", f"--config={properties}"
+        config,
+        jar_dir,
+        "kafka.tools.StorageTool",
+        "format",
+        f"--cluster-id={_new_cluster_id()}",
+        f"--config={properties}",
     )
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:

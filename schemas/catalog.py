@@ -28,10 +28,11 @@ a record-typed field (an Address) is one unit with one classification.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Iterable
+from typing import cast
 
 import fastavro
 
@@ -104,7 +105,7 @@ class Catalog:
             if path.stem != fullname(schema):
                 raise CatalogError(f"{path.name} defines {fullname(schema)}; the file must be named after the type")
             self.types[path.stem] = schema
-        self.subjects = [ENVELOPE] + sorted(n for n in self.types if n.rsplit(".", 1)[0] == EVENTS_NAMESPACE)
+        self.subjects = [ENVELOPE, *sorted(n for n in self.types if n.rsplit(".", 1)[0] == EVENTS_NAMESPACE)]
         self.versions: dict[str, list[SchemaVersion]] = {s: self._versions(s) for s in self.subjects}
         self.by_id: dict[int, SchemaVersion] = {}
         for versions in self.versions.values():
@@ -206,7 +207,7 @@ class Catalog:
         return self.resolve({**source, "fields": fields})
 
     def projection_schema(self, event_type: str, paths: Iterable[str]) -> dict:
-        return fastavro.parse_schema(self.projection_json(event_type, paths))
+        return cast(dict, fastavro.parse_schema(self.projection_json(event_type, paths)))
 
 
 def _info(path: str, field: dict) -> FieldInfo:

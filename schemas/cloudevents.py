@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from functools import cache
+from typing import Any, cast
 
 import fastavro
 
@@ -51,7 +52,7 @@ def record_from_cloudevent(event_type: str, event: dict) -> dict:
     envelope["time"] = _parse(datetime.fromisoformat, event["time"], "time")
     if envelope["time"].tzinfo is None:
         raise CloudEventError("json.field_type", "time", "time has no time zone")
-    record = {"envelope": envelope}
+    record: dict[str, Any] = {"envelope": envelope}
     dates = _date_fields(event_type)
     for field in _current_schema(event_type)["fields"]:
         name = field["name"]
@@ -95,7 +96,7 @@ def _parse(parser, value, field: str):
 
 @cache
 def _current_schema(event_type: str) -> dict:
-    return fastavro.parse_schema(catalog().current(event_type).schema)
+    return cast(dict, fastavro.parse_schema(catalog().current(event_type).schema))
 
 
 @cache

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from io import BytesIO
-from typing import Protocol
+from typing import Protocol, cast
 
 import fastavro
 from fastavro.read import SchemaResolutionError
@@ -65,7 +65,7 @@ class Codec:
                 schema = self._registry.schema_by_id(schema_id)
             except SchemaNotFound:
                 raise WireFormatError("wire.unknown_schema_id", f"no schema with id {schema_id}") from None
-            writer = self._writers[schema_id] = fastavro.parse_schema(schema)
+            writer = self._writers[schema_id] = cast(dict, fastavro.parse_schema(schema))
             self._readers[schema_id] = compile_reader(writer) or partial(_fastavro_read, writer, None)
             self._headers[schema_id] = bytes([MAGIC]) + schema_id.to_bytes(4, "big")
         return writer
@@ -90,13 +90,15 @@ class Codec:
         except EOFError:
             raise WireFormatError("wire.truncated", f"message body ends early for schema id {schema_id}") from None
         except (ValueError, IndexError, KeyError, UnicodeDecodeError, OverflowError) as exc:
-            raise WireFormatError("wire.corrupt", f"cannot decode with schema id {schema_id}: {type(exc).__name__}") from None
+            raise WireFormatError(
+                "wire.corrupt", f"cannot decode with schema id {schema_id}: {type(exc).__name__}"
+            ) from None
 
 
 def _fastavro_read(writer: dict, reader: dict | None, data: bytes, offset: int) -> dict:
     body = BytesIO(data)
     body.seek(offset)
-    return fastavro.schemaless_reader(body, writer, reader)
+    return cast(dict, fastavro.schemaless_reader(body, writer, reader))
 
 
 def schema_id_of(data: bytes) -> int:

@@ -48,9 +48,17 @@ def check(cat: Catalog) -> list[Problem]:
         problems += _classification_problems(subject, current.schema)
         rule = rule_for(subject)
         for old in (v for v in cat.versions[subject] if v.released and v is not current):
-            problems += _incompatible(subject, rule, current, old, f"current version cannot read data written with released v{old.version}")
+            problems += _incompatible(
+                subject, rule, current, old, f"current version cannot read data written with released v{old.version}"
+            )
             if rule == FULL:
-                problems += _incompatible(subject, rule, old, current, f"released v{old.version} cannot read data written with the current version")
+                problems += _incompatible(
+                    subject,
+                    rule,
+                    old,
+                    current,
+                    f"released v{old.version} cannot read data written with the current version",
+                )
     return problems
 
 
@@ -67,7 +75,9 @@ def release(cat: Catalog) -> list[SchemaVersion]:
     return written
 
 
-def _incompatible(subject: str, rule: str, reader: SchemaVersion, writer: SchemaVersion, consequence: str) -> list[Problem]:
+def _incompatible(
+    subject: str, rule: str, reader: SchemaVersion, writer: SchemaVersion, consequence: str
+) -> list[Problem]:
     reader_schema, writer_schema = avro.schema.parse(reader.text), avro.schema.parse(writer.text)
     result = _compatibility(reader_schema, writer_schema)
     if result is None:

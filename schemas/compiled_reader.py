@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAYS_SHIFT = date(1970, 1, 1).toordinal()
 _LOGICAL = {("long", "timestamp-millis"), ("int", "date")}
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
@@ -44,9 +45,23 @@ def compile_reader(schema: dict | list | str) -> Callable[[bytes, int], dict] | 
         source = _Compiler(named).module(schema)
     except NotCompiled:
         return None
-    namespace = {"_varint": _varint, "_length": _length, "_EPOCH": _EPOCH, "_DAYS_SHIFT": _DAYS_SHIFT, "timedelta": timedelta,
-                 "date": date, "_float": struct.Struct("<f").unpack_from, "_double": struct.Struct("<d").unpack_from}
-    name = schema.get("name", schema["type"]) if isinstance(schema, dict) else "union" if isinstance(schema, list) else schema
+    namespace: dict[str, Any] = {
+        "_varint": _varint,
+        "_length": _length,
+        "_EPOCH": _EPOCH,
+        "_DAYS_SHIFT": _DAYS_SHIFT,
+        "timedelta": timedelta,
+        "date": date,
+        "_float": struct.Struct("<f").unpack_from,
+        "_double": struct.Struct("<d").unpack_from,
+    }
+    name = (
+        schema.get("name", schema["type"])
+        if isinstance(schema, dict)
+        else "union"
+        if isinstance(schema, list)
+        else schema
+    )
     exec(compile(source, f"<avro reader {name}>", "exec"), namespace)
     return namespace["read"]
 
@@ -67,7 +82,7 @@ def _length(buf: bytes, pos: int) -> tuple[int, int]:
 def _varint(buf: bytes, pos: int, first: int) -> tuple[int, int]:
     """The rest of a zig-zag varint whose first byte (`first`, high bit set) is already read."""
     value, shift = first & 0x7F, 7
-    for byte in buf[pos:pos + 9]:
+    for byte in buf[pos : pos + 9]:
         pos += 1
         value |= (byte & 0x7F) << shift
         if byte < 0x80:
@@ -90,7 +105,11 @@ class _Compiler:
         lines = ["def read(buf, pos):", "    size = len(buf)", "    try:"]
         self.value(schema, "result", lines, 2)
         # A byte read past the end; every index the code checks itself raises ValueError.
-        lines += ["    except IndexError:", "        raise EOFError('message ends early') from None", "    return result"]
+        lines += [
+            "    except IndexError:",
+            "        raise EOFError('message ends early') from None",
+            "    return result",
+        ]
         return "\n".join(self.sources + lines) + "\n"
 
     def var(self, prefix: str) -> str:
@@ -141,9 +160,11 @@ class _Compiler:
 
     def long(self, target: str, lines: list[str], depth: int) -> None:
         pad = "    " * depth
-        lines += [f"{pad}b = buf[pos]; pos += 1",
-                  f"{pad}if b & 0x80: {target}, pos = _varint(buf, pos, b)",
-                  f"{pad}else: {target} = (b >> 1) ^ -(b & 1)"]
+        lines += [
+            f"{pad}b = buf[pos]; pos += 1",
+            f"{pad}if b & 0x80: {target}, pos = _varint(buf, pos, b)",
+            f"{pad}else: {target} = (b >> 1) ^ -(b & 1)",
+        ]
 
     def primitive(self, kind: str, target: str, lines: list[str], depth: int) -> None:
         pad = "    " * depth
@@ -178,8 +199,10 @@ class _Compiler:
         if count > 64:
             return self.long("index", lines, depth)
         pad = "    " * depth
-        lines += [f"{pad}b = buf[pos]; pos += 1",
-                  f"{pad}index = -1 if b & 0x81 else b >> 1  # odd: negative; high bit: more bytes than needed"]
+        lines += [
+            f"{pad}b = buf[pos]; pos += 1",
+            f"{pad}index = -1 if b & 0x81 else b >> 1  # odd: negative; high bit: more bytes than needed",
+        ]
 
     def blocks(self, schema: dict, target: str, lines: list[str], depth: int) -> None:
         pad, inner = "    " * depth, "    " * (depth + 2)

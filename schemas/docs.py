@@ -62,7 +62,9 @@ def render_catalog(cat: Catalog) -> str:
             "",
             schema.get("doc", ""),
             "",
-            *_field_table((f["name"], type_label(f["type"]), f["classification"], f.get("doc", "")) for f in schema["fields"]),
+            *_field_table(
+                (f["name"], type_label(f["type"]), f["classification"], f.get("doc", "")) for f in schema["fields"]
+            ),
             "",
         ]
     for event_type in cat.event_types():

@@ -6,7 +6,7 @@ Every identity number here is synthetic (month + 80) or an official test vector 
 from __future__ import annotations
 
 import copy
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from schemas.catalog import EVENTS_NAMESPACE
 
@@ -40,7 +40,7 @@ def envelope(event_type: str, kommunenummer: list[str]) -> dict:
         "source": "urn:no:skatteetaten:folkeregisteret",
         "type": f"{EVENTS_NAMESPACE}.{event_type}",
         "specversion": "1.0",
-        "time": datetime(2024, 3, 1, 8, 30, 0, tzinfo=timezone.utc),
+        "time": datetime(2024, 3, 1, 8, 30, 0, tzinfo=UTC),
         "subject": "hendelsesdokument-4711",
         "dataschema": None,
         "person": PERSON,
@@ -54,29 +54,38 @@ def envelope(event_type: str, kommunenummer: list[str]) -> dict:
 
 
 _PAYLOADS: dict[str, tuple[list[str], dict]] = {
-    "Birth": (["0301"], {
-        "birthDate": date(2024, 2, 28),
-        "gender": "female",
-        "name": {"givenName": "Test", "middleName": None, "familyName": "Testesen"},
-        "address": OSLO_ADDRESS,
-        "parents": PARENTS,
-    }),
+    "Birth": (
+        ["0301"],
+        {
+            "birthDate": date(2024, 2, 28),
+            "gender": "female",
+            "name": {"givenName": "Test", "middleName": None, "familyName": "Testesen"},
+            "address": OSLO_ADDRESS,
+            "parents": PARENTS,
+        },
+    ),
     "Death": (["4601"], {"deathDate": date(2024, 2, 27)}),
-    "Move": (["0301", "4601"], {
-        "movedDate": date(2024, 3, 1),
-        "previousAddress": OSLO_ADDRESS,
-        "newAddress": BERGEN_ADDRESS,
-        "scope": "betweenKommuner",
-        "cause": "relocation",
-    }),
+    "Move": (
+        ["0301", "4601"],
+        {
+            "movedDate": date(2024, 3, 1),
+            "previousAddress": OSLO_ADDRESS,
+            "newAddress": BERGEN_ADDRESS,
+            "scope": "betweenKommuner",
+            "cause": "relocation",
+        },
+    ),
     "Immigration": (["4601"], {"immigrationDate": date(2024, 1, 15), "fromCountry": "SWE", "address": BERGEN_ADDRESS}),
     "Emigration": (["0301"], {"emigrationDate": date(2024, 1, 31), "toCountry": "DNK"}),
     "CivilStatusChange": (["0301"], {"civilStatus": "married", "validFrom": date(2024, 2, 14), "spouse": PARENTS[0]}),
     "NameChange": (["0301"], {"name": {"givenName": "Prøve", "middleName": "Test", "familyName": "Testesen"}}),
-    "ParentalResponsibilityChange": (["0301"], {
-        "holders": [{"holder": PARENTS[0], "role": "mother"}, {"holder": PARENTS[1], "role": "father"}],
-        "validFrom": date(2024, 2, 1),
-    }),
+    "ParentalResponsibilityChange": (
+        ["0301"],
+        {
+            "holders": [{"holder": PARENTS[0], "role": "mother"}, {"holder": PARENTS[1], "role": "father"}],
+            "validFrom": date(2024, 2, 1),
+        },
+    ),
     "SharedResidence": (["0301"], {"sharedAddress": BERGEN_ADDRESS, "startDate": date(2024, 2, 1), "endDate": None}),
     "AddressProtectionChange": (["0301"], {"protection": "fortrolig"}),
     "IdentityNumberChange": (["0301"], {"previousIdentifier": PREVIOUS_IDENTIFIER}),

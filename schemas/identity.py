@@ -24,7 +24,7 @@ W2 = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
 IDENTITY_NUMBER_IN_TEXT = re.compile(r"(?<![0-9A-Fa-f])\d{11}(?![0-9A-Fa-f])")
 
 
-class IdentityKind(str, enum.Enum):
+class IdentityKind(enum.StrEnum):
     FNR = "fnr"  # fødselsnummer
     DNR = "dnr"  # D-nummer
 
@@ -47,7 +47,7 @@ class InvalidIdentity(ValueError):
 
 
 def _weighted(weights: tuple[int, ...], digits: list[int]) -> int:
-    return sum(w * d for w, d in zip(weights, digits))
+    return sum(w * d for w, d in zip(weights, digits, strict=False))
 
 
 def k2_for(first10: str) -> int | None:

@@ -36,6 +36,8 @@ class IngestKey:
         """The person's pseudonym (ASCII) of an ingest record: Confluent wire-format Avro of a
         catalog record, or a structured-mode CloudEvent whose `person` attribute names the person.
         None when no person can be read: the record will be a dead letter at ingest anyway."""
+        if value is None:
+            return None
         try:
             if value[0] == MAGIC:
                 person = self.codec.decode(value)["envelope"]["person"]

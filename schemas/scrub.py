@@ -21,8 +21,12 @@ SCRUBBED_SOURCE = "urn:no:samband:scrubbed"
 @cache
 def _kommune_revealing_fields() -> frozenset[str]:
     """Payload fields of any event type classified as address data, and the two that name a kommune's relation."""
-    names = {f.path.split(".")[0] for t in catalog().event_types() for f in catalog().fields(t)
-             if f.classification == "address" and not f.path.startswith("envelope.")}
+    names = {
+        f.path.split(".")[0]
+        for t in catalog().event_types()
+        for f in catalog().fields(t)
+        if f.classification == "address" and not f.path.startswith("envelope.")
+    }
     return frozenset(names | {"scope", "cause"})
 
 

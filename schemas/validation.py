@@ -11,7 +11,7 @@ Neither code, field nor message ever contains an identity number or an address.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 
 from schemas.catalog import EVENTS_NAMESPACE, catalog
@@ -69,7 +69,9 @@ def _kommune(value, field: str, failures: list[Failure]) -> None:
     if not (isinstance(value, str) and len(value) == 4 and value.isdigit()):
         failures.append(Failure("kommune.format", field, "kommunenummer must be 4 digits"))
     elif value not in kommuner():
-        failures.append(Failure("kommune.unknown", field, f"not a kommune in SSB classification 131 as of {SNAPSHOT_DATE}"))
+        failures.append(
+            Failure("kommune.unknown", field, f"not a kommune in SSB classification 131 as of {SNAPSHOT_DATE}")
+        )
 
 
 def _date(value: date, field: str, today: date, failures: list[Failure]) -> None:
@@ -82,7 +84,7 @@ def _date(value: date, field: str, today: date, failures: list[Failure]) -> None
 
 
 def validate(event_type: str, record: dict, *, now: datetime | None = None) -> list[Failure]:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     failures: list[Failure] = []
     envelope = record["envelope"]
     _validate_envelope(event_type, envelope, now, failures)
@@ -107,7 +109,9 @@ def ensure_valid(event_type: str, record: dict, *, now: datetime | None = None) 
 
 def _validate_envelope(event_type: str, envelope: dict, now: datetime, failures: list[Failure]) -> None:
     if envelope["type"] != f"{EVENTS_NAMESPACE}.{event_type}":
-        failures.append(Failure("envelope.type_mismatch", "envelope.type", f"type does not name event type {event_type}"))
+        failures.append(
+            Failure("envelope.type_mismatch", "envelope.type", f"type does not name event type {event_type}")
+        )
     _identity(envelope["person"], "envelope.person", failures)
     for kommune in envelope.get("kommunenummer", []):
         _kommune(kommune, "envelope.kommunenummer", failures)
@@ -118,9 +122,15 @@ def _validate_envelope(event_type: str, envelope: dict, now: datetime, failures:
         failures.append(Failure("date.future", "envelope.time", "time lies in the future"))
     kind, corrects = envelope.get("changeKind", "new"), envelope.get("correctsEventId")
     if kind in ("correction", "annulment") and not corrects:
-        failures.append(Failure("relation.missing_corrected_event", "envelope.correctsEventId", f"a {kind} names the event it changes"))
+        failures.append(
+            Failure(
+                "relation.missing_corrected_event", "envelope.correctsEventId", f"a {kind} names the event it changes"
+            )
+        )
     elif kind == "new" and corrects:
-        failures.append(Failure("relation.unexpected_corrected_event", "envelope.correctsEventId", "a new event corrects nothing"))
+        failures.append(
+            Failure("relation.unexpected_corrected_event", "envelope.correctsEventId", "a new event corrects nothing")
+        )
 
 
 def _move(record: dict, failures: list[Failure]) -> None:
@@ -135,7 +145,11 @@ def _move(record: dict, failures: list[Failure]) -> None:
     concerned = set(record["envelope"].get("kommunenummer", []))
     if not {new["kommunenummer"], previous_kommune} - {None} <= concerned:
         failures.append(
-            Failure("relation.kommune_not_in_envelope", "envelope.kommunenummer", "the old and new kommune must both be listed")
+            Failure(
+                "relation.kommune_not_in_envelope",
+                "envelope.kommunenummer",
+                "the old and new kommune must both be listed",
+            )
         )
 
 
@@ -163,7 +177,9 @@ def _shared_residence(record: dict, failures: list[Failure]) -> None:
 def _identity_change(record: dict, failures: list[Failure]) -> None:
     _identity(record["previousIdentifier"], "previousIdentifier", failures)
     if record["previousIdentifier"] == record["envelope"]["person"]:
-        failures.append(Failure("relation.same_identifier", "previousIdentifier", "the new identifier equals the previous one"))
+        failures.append(
+            Failure("relation.same_identifier", "previousIdentifier", "the new identifier equals the previous one")
+        )
 
 
 _RELATIONS = {

@@ -14,11 +14,11 @@ import os
 import secrets
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
 import session_broker
-from deploy import launcher
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from support import free_port, unique_name
+
+from deploy import launcher
 
 # Every bus a test starts, in this process or as a subprocess, runs with real keys of its own
 # (never the development shortcuts) and may call webhooks on loopback, where the tests'
@@ -60,6 +60,14 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ[SESSION_BROKER] = broker.bootstrap_servers  # the workers inherit the environment
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the session's broker, through any fixture, is marked `kafka`, so that
+    `-m "not kafka"` (`make test-unit`) selects exactly the tests that need no broker."""
+    for item in items:
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap():
     """Bootstrap address of a real Kafka broker for the whole test session."""
@@ -88,7 +96,9 @@ async def new_topic(kafka_bootstrap):
 
     async def create(partitions: int = 1, prefix: str = "test", config: dict[str, str] | None = None) -> str:
         name = unique_name(prefix)
-        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1, topic_configs=config or {})])
+        await admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1, topic_configs=config or {})]
+        )
         created.append(name)
         return name
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterable
 
-from aiokafka.errors import KafkaConnectionError
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
 
 
 async def _stop(consumer: AIOKafkaConsumer) -> None:
@@ -33,13 +34,15 @@ class KafkaWaitTimeout(AssertionError):
     """Fewer records than expected arrived in time; says how many, from where."""
 
 
-async def produce(bootstrap: str, topic: str, values: Iterable[bytes], keys: Iterable[bytes | None] | None = None) -> None:
+async def produce(
+    bootstrap: str, topic: str, values: Iterable[bytes], keys: Iterable[bytes | None] | None = None
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=10_000)
     await producer.start()
     try:
         values = list(values)
         keys = list(keys) if keys is not None else [None] * len(values)
-        sends = [await producer.send(topic, value=v, key=k) for k, v in zip(keys, values)]
+        sends = [await producer.send(topic, value=v, key=k) for k, v in zip(keys, values, strict=False)]
         await asyncio.gather(*sends)
     finally:
         await producer.stop()

@@ -10,18 +10,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
-from deploy import launcher
 from support import free_port
 
-needs_own_broker = pytest.mark.skipif(launcher.external_bootstrap_servers() is not None,
-                                      reason="KAFKA_BOOTSTRAP_SERVERS set: no broker of its own")
+from deploy import launcher
+
+needs_own_broker = pytest.mark.skipif(
+    launcher.external_bootstrap_servers() is not None, reason="KAFKA_BOOTSTRAP_SERVERS set: no broker of its own"
+)
 
 
 @asynccontextmanager
 async def own_broker(tmp: Path):
     """A started broker; yields its config (`bootstrap_servers`; launcher.down/up stop and restart it)."""
-    config = replace(launcher.BrokerConfig.from_env(), port=free_port(), controller_port=free_port(), state_dir=tmp / "kafka")
+    config = replace(
+        launcher.BrokerConfig.from_env(), port=free_port(), controller_port=free_port(), state_dir=tmp / "kafka"
+    )
     try:
         await asyncio.to_thread(launcher.up, config)
         yield config

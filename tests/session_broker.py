@@ -12,8 +12,9 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from deploy import launcher
 from support import free_port
+
+from deploy import launcher
 
 
 def start() -> launcher.BrokerConfig:

@@ -10,7 +10,11 @@ import sys
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "agents.cli", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "agents.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -62,8 +66,15 @@ def test_worker_refuses_the_development_or_a_short_pseudonym_key():
 def test_connectors_run_refuses_the_development_pseudonym_key(tmp_path):
     config = tmp_path / "feed.yaml"
     config.write_text("base_url: http://127.0.0.1:9/\n")
-    result = run_cli("connectors", "run", "folkeregister", "--config", str(config),
-                     SAMBAND_PSEUDONYM_KEY="samband-development-pseudonym-key", SAMBAND_DEVELOPMENT="false")
+    result = run_cli(
+        "connectors",
+        "run",
+        "folkeregister",
+        "--config",
+        str(config),
+        SAMBAND_PSEUDONYM_KEY="samband-development-pseudonym-key",
+        SAMBAND_DEVELOPMENT="false",
+    )
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("samband: SAMBAND_PSEUDONYM_KEY:")
 
@@ -82,7 +93,9 @@ def test_the_kafka_clients_repeated_lines_pass_once_per_window_and_then_say_how_
     passed = [repeats.filter(line("aiokafka.conn", "Unable connect to %s")) for _ in range(300)]
     assert passed.count(True) == 1 and passed[0]  # a broker down: one line, not 300
     assert repeats.filter(line("aiokafka.conn", "Connection closed"))  # another message is its own line
-    assert all(repeats.filter(line("samband.stage", "Unable connect to %s")) for _ in range(3))  # only the client's loggers
+    assert all(
+        repeats.filter(line("samband.stage", "Unable connect to %s")) for _ in range(3)
+    )  # only the client's loggers
     now[0] = 30.0
     summary = line("aiokafka.conn", "Unable connect to %s")
     assert repeats.filter(summary)

@@ -7,7 +7,9 @@ from schemas.pseudonym import pseudonym
 
 
 def test_headers_keep_the_originals_and_read_back():
-    letter = DeadLetter("wire.truncated", "Avro body ends early", "ingest", topic="samband-ingest", partition=2, offset=41)
+    letter = DeadLetter(
+        "wire.truncated", "Avro body ends early", "ingest", topic="samband-ingest", partition=2, offset=41
+    )
     headers = letter.headers([("traceparent", b"00-abc-def-01"), ("samband-dlq-reason", b"stale")])
 
     assert ("traceparent", b"00-abc-def-01") in headers

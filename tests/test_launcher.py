@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import subprocess
 import sys
+import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
-
-from support import free_port
-from deploy import launcher
 from kafka_io import KafkaWaitTimeout, consume, produce
+from support import free_port
 
-pytestmark = pytest.mark.skipif(
-    launcher.external_bootstrap_servers() is not None, reason="KAFKA_BOOTSTRAP_SERVERS set: the launcher starts nothing"
-)
+from deploy import launcher
+
+pytestmark = [
+    pytest.mark.kafka,
+    pytest.mark.skipif(
+        launcher.external_bootstrap_servers() is not None,
+        reason="KAFKA_BOOTSTRAP_SERVERS set: the launcher starts nothing",
+    ),
+]
 
 
 @pytest.fixture
@@ -50,7 +53,9 @@ def samband(config: launcher.BrokerConfig, *args: str, path: str | None = None) 
     }
     if path is not None:
         env["PATH"] = path
-    return subprocess.run([sys.executable, "-m", "agents.cli", *args], env=env, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "agents.cli", *args], env=env, capture_output=True, text=True, timeout=180
+    )
 
 
 def test_two_ups_then_two_downs_leave_no_java_process(own_broker):
@@ -103,7 +108,10 @@ def test_missing_maven_is_one_clear_line_when_jars_are_not_cached(own_broker, tm
     config = replace(own_broker, jar_cache=tmp_path / "empty-cache")
     result = samband(config, "kafka", "up", path=str(tmp_path))  # an empty PATH: no mvn, no java
     assert result.returncode == 2
-    assert result.stderr.strip() == "samband: mvn not found: install Maven (e.g. `apt-get install maven`) to fetch the Kafka jars"
+    assert (
+        result.stderr.strip()
+        == "samband: mvn not found: install Maven (e.g. `apt-get install maven`) to fetch the Kafka jars"
+    )
 
 
 def test_cached_jars_need_no_maven(own_broker, monkeypatch):
@@ -132,7 +140,9 @@ async def test_stopped_broker_fails_a_waiting_client_clearly_and_in_time(own_bro
     state = await asyncio.to_thread(launcher.up, own_broker)
     await produce(state.bootstrap_servers, "waiting-client", [b"one"])
     got_first = asyncio.Event()
-    waiting = asyncio.create_task(consume(state.bootstrap_servers, "waiting-client", 2, timeout=10, got_first=got_first))
+    waiting = asyncio.create_task(
+        consume(state.bootstrap_servers, "waiting-client", 2, timeout=10, got_first=got_first)
+    )
     await asyncio.wait_for(got_first.wait(), 30)  # the client now waits for a second record
 
     started = time.monotonic()
@@ -161,7 +171,9 @@ def test_a_session_broker_starts_empty_and_leaves_nothing_behind():
     first = session_broker.start()
     try:
         assert first.bootstrap_servers != launcher.BrokerConfig.from_env().bootstrap_servers
-        assert "left-by-an-earlier-session" in asyncio.run(topics(first.bootstrap_servers, create="left-by-an-earlier-session"))
+        assert "left-by-an-earlier-session" in asyncio.run(
+            topics(first.bootstrap_servers, create="left-by-an-earlier-session")
+        )
     finally:
         session_broker.stop(first)
     assert not first.state_dir.exists()

@@ -14,10 +14,10 @@ log = structlog.get_logger(__name__)
 
 
 class Alerter:
-    def __init__(self, ledger: AlertLedger, notifier: Notifier, thresholds: FailingThresholds = FailingThresholds()):
+    def __init__(self, ledger: AlertLedger, notifier: Notifier, thresholds: FailingThresholds | None = None):
         self.ledger = ledger
         self.notifier = notifier
-        self.thresholds = thresholds
+        self.thresholds = thresholds or FailingThresholds()
 
     async def check(self, subscription: str, contact: str, health: DeliveryHealth, now: datetime | None = None) -> bool:
         """Notify `contact` when the subscription is failing and was not alerted within a day; True when sent.
@@ -28,7 +28,14 @@ class Alerter:
         now = now or datetime.now(UTC)
         if not is_failing(health, self.thresholds) or not may_notify(self.ledger.last_sent(subscription), now):
             return False
-        alert = Alert(subscription, contact, health.consecutive_failures, health.oldest_pending_age_seconds, health.last_reason, now)
+        alert = Alert(
+            subscription,
+            contact,
+            health.consecutive_failures,
+            health.oldest_pending_age_seconds,
+            health.last_reason,
+            now,
+        )
         await self.notifier.notify(alert)
         await self.ledger.record_sent(subscription, now)
         log.info("alert sent", subscription=subscription, consecutive_failures=health.consecutive_failures)

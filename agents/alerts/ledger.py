@@ -83,7 +83,9 @@ async def _read_whole(bootstrap: str, topic: str) -> dict[str, datetime]:
                         if record.value is None:
                             last_sent.pop(subscription, None)
                         else:
-                            last_sent[subscription] = _aware(datetime.fromisoformat(json_object(record.value)["last_sent"]))
+                            last_sent[subscription] = _aware(
+                                datetime.fromisoformat(json_object(record.value)["last_sent"])
+                            )
     finally:
         await consumer.stop()
     return last_sent

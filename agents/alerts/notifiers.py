@@ -35,7 +35,9 @@ class Alert:
         return f"Samband: subscription {self.subscription} keeps failing"
 
     def text(self) -> str:
-        pending = "none" if self.oldest_pending_age_seconds is None else f"{self.oldest_pending_age_seconds / 60:.0f} min"
+        pending = (
+            "none" if self.oldest_pending_age_seconds is None else f"{self.oldest_pending_age_seconds / 60:.0f} min"
+        )
         return (
             f"Deliveries to subscription {self.subscription} keep failing.\n\n"
             f"Failed attempts in a row: {self.consecutive_failures}\n"
@@ -58,7 +60,15 @@ class SmtpNotifier:
     """Sends the alert by e-mail to the subscription's contact (stdlib smtplib, in a thread)."""
 
     def __init__(
-        self, host: str, port: int, sender: str, *, starttls: bool = False, username: str = "", password: str = "", timeout: float = 30.0
+        self,
+        host: str,
+        port: int,
+        sender: str,
+        *,
+        starttls: bool = False,
+        username: str = "",
+        password: str = "",
+        timeout: float = 30.0,
     ):
         self.host, self.port, self.sender = host, port, sender
         self.starttls, self.username, self.password, self.timeout = starttls, username, password, timeout
@@ -72,7 +82,9 @@ class SmtpNotifier:
         try:
             await asyncio.to_thread(self._send, message)
         except (smtplib.SMTPException, OSError) as exc:
-            raise NotificationFailed(f"SMTP {self.host}:{self.port} refused the alert for {alert.subscription}: {type(exc).__name__}") from None
+            raise NotificationFailed(
+                f"SMTP {self.host}:{self.port} refused the alert for {alert.subscription}: {type(exc).__name__}"
+            ) from None
 
     def _send(self, message: EmailMessage) -> None:
         with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
@@ -93,9 +105,13 @@ class WebhookNotifier:
 
     async def notify(self, alert: Alert) -> None:
         try:
-            async with aiohttp.ClientSession(timeout=self.timeout) as session:
-                async with session.post(self.url, json=alert.as_json(), headers=self.headers) as response:
-                    if not 200 <= response.status < 300:
-                        raise NotificationFailed(f"alert webhook answered {response.status} for {alert.subscription}")
+            async with (
+                aiohttp.ClientSession(timeout=self.timeout) as session,
+                session.post(self.url, json=alert.as_json(), headers=self.headers) as response,
+            ):
+                if not 200 <= response.status < 300:
+                    raise NotificationFailed(f"alert webhook answered {response.status} for {alert.subscription}")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise NotificationFailed(f"alert webhook unreachable for {alert.subscription}: {type(exc).__name__}") from None
+            raise NotificationFailed(
+                f"alert webhook unreachable for {alert.subscription}: {type(exc).__name__}"
+            ) from None

@@ -29,7 +29,10 @@ def is_failing(health: DeliveryHealth, thresholds: FailingThresholds = FailingTh
     if health.consecutive_failures == 0:
         return False
     too_many = health.consecutive_failures >= thresholds.consecutive_failures
-    too_old = health.oldest_pending_age_seconds is not None and health.oldest_pending_age_seconds >= thresholds.oldest_pending_seconds
+    too_old = (
+        health.oldest_pending_age_seconds is not None
+        and health.oldest_pending_age_seconds >= thresholds.oldest_pending_seconds
+    )
     return too_many or too_old
 
 

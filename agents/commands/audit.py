@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("audit", help="who created, changed or deleted which subscription, most recent last")
     parser.add_argument("--subscription", metavar="ID", help="only this subscription's entries")
     parser.add_argument("--name", help="only this token's (or OS user's) entries")
-    parser.add_argument("--since", metavar="TIME", help="only entries at or after this ISO 8601 time (UTC if no offset)")
+    parser.add_argument(
+        "--since", metavar="TIME", help="only entries at or after this ISO 8601 time (UTC if no offset)"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.set_defaults(handler=show)
 
@@ -40,15 +42,21 @@ def _since(text: str | None) -> datetime | None:
 def show(args) -> int:
     since = _since(args.since)
     log = AuditLog(bootstrap_servers(), bus_topics(get_settings().app_id).audit)
-    entries = [e for e in asyncio.run(log.entries())
-               if args.subscription in (None, e["subscription"]) and args.name in (None, e["name"])
-               and (since is None or datetime.fromisoformat(e["time"]) >= since)]
+    entries = [
+        e
+        for e in asyncio.run(log.entries())
+        if args.subscription in (None, e["subscription"])
+        and args.name in (None, e["name"])
+        and (since is None or datetime.fromisoformat(e["time"]) >= since)
+    ]
     if args.json:
         for e in entries:
             print(json.dumps(e, ensure_ascii=False))
         return 0
     print(f"{'time':<29} {'via':<4} {'name':<24} {'owner':<24} {'action':<8} {'subscription':<32} outcome")
     for e in entries:
-        print(f"{e['time']:<29} {e['via']:<4} {e['name']:<24} {e['owner'] or '-':<24} {e['action']:<8} "
-              f"{e['subscription'] or '-':<32} {e['outcome']}")
+        print(
+            f"{e['time']:<29} {e['via']:<4} {e['name']:<24} {e['owner'] or '-':<24} {e['action']:<8} "
+            f"{e['subscription'] or '-':<32} {e['outcome']}"
+        )
     return 0

@@ -62,8 +62,13 @@ def _run(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         async with open_connector(
-            cls, args.instance or args.name, raw, bootstrap=bootstrap_servers(settings), app_id=settings.app_id,
-            pseudonym_key=settings.pseudonym_key.encode(), dead_letter_key=dead_letter_key(settings),
+            cls,
+            args.instance or args.name,
+            raw,
+            bootstrap=bootstrap_servers(settings),
+            app_id=settings.app_id,
+            pseudonym_key=settings.pseudonym_key.encode(),
+            dead_letter_key=dead_letter_key(settings),
         ) as source:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -51,7 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(handler=lambda a: _run(list_dead_letters(a.subscription)))
     show = commands.add_parser("show", help="one dead letter's metadata; --reveal adds its data")
     show.add_argument("id", help="<partition>:<offset>")
-    show.add_argument("--reveal", action="store_true", help="print the event data: opens it with SAMBAND_DLQ_KEY (personal data; logged)")
+    show.add_argument(
+        "--reveal",
+        action="store_true",
+        help="print the event data: opens it with SAMBAND_DLQ_KEY (personal data; logged)",
+    )
     show.set_defaults(handler=lambda a: _run(show_dead_letter(a.id, a.reveal)))
     replay = commands.add_parser("replay", help="send delivery dead letters back through delivery")
     target = replay.add_mutually_exclusive_group(required=True)
@@ -132,10 +136,12 @@ async def _projection(topics):
 
 async def list_dead_letters(subscription: str | None) -> int:
     print(f"{'ID':<12} {'STAGE':<8} {'SUBSCRIPTION':<24} {'REASON':<28} {'TIME':<25} EVENT")
-    async for dlq_id, dead, record in _dead_letters():
+    async for dlq_id, dead, _record in _dead_letters():
         if subscription and dead.subscription != subscription:
             continue
-        print(f"{dlq_id:<12} {dead.stage:<8} {dead.subscription or '-':<24} {dead.reason:<28} {dead.time:<25} {dead.event_id or ''}")
+        print(
+            f"{dlq_id:<12} {dead.stage:<8} {dead.subscription or '-':<24} {dead.reason:<28} {dead.time:<25} {dead.event_id or ''}"
+        )
     return 0
 
 
@@ -198,16 +204,21 @@ async def replay(dlq_id: str | None, subscription: str | None, force: bool, say=
                 continue
             value = projection(_opened(seal, record), dead.subscription or "")
             if value is None:
-                say(f"{found_id}: not replayed, the person's protection grade no longer lets {dead.subscription} get it")
+                say(
+                    f"{found_id}: not replayed, the person's protection grade no longer lets {dead.subscription} get it"
+                )
                 log.info("dlq.withheld", dlq_id=found_id, subscription=dead.subscription, event_id=event_id)
                 continue
-            headers = [(k, v) for k, v in record.headers if not k.startswith(PREFIX) and k not in ("samband-subscription", REPLAY_HEADER)]
+            headers = [
+                (k, v)
+                for k, v in record.headers
+                if not k.startswith(PREFIX) and k not in ("samband-subscription", REPLAY_HEADER)
+            ]
             headers.append((REPLAY_HEADER, found_id.encode()))
             # Back to the partition it was read from: the router puts a delivery in its person's
             # partition, so that is where its (subscription, person) queue is, not where the key hashes.
             partition = dead.partition if dead.topic == topics.deliveries else None
-            await producer.send_and_wait(topics.deliveries, value, key=record.key, headers=headers,
-                                         partition=partition)
+            await producer.send_and_wait(topics.deliveries, value, key=record.key, headers=headers, partition=partition)
             log.info("dlq.replayed", dlq_id=found_id, subscription=dead.subscription, event_id=event_id)
             replayed += 1
     finally:

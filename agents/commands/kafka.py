@@ -51,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "With KAFKA_BOOTSTRAP_SERVERS set, that cluster is used and nothing is started.",
     )
     actions = kafka.add_subparsers(dest="action", metavar="ACTION", required=True)
-    actions.add_parser("up", help="start the broker (no-op when running); returns once it answers").set_defaults(handler=_up)
+    actions.add_parser("up", help="start the broker (no-op when running); returns once it answers").set_defaults(
+        handler=_up
+    )
     actions.add_parser("down", help="stop the broker gracefully, forcibly after a timeout").set_defaults(handler=_down)
     actions.add_parser("status", help="is the broker running (exit 1 when not)").set_defaults(handler=_status)
     logs = actions.add_parser("logs", help="the last lines of the broker log")

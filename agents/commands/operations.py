@@ -49,14 +49,16 @@ async def topic_report(kafka: KafkaInspector, prefix: str, interval: float) -> l
         await asyncio.sleep(interval)  # the sampling interval the operator asked for
         second = await kafka.offsets(partitions)
     by_topic: dict[str, list] = defaultdict(list)
-    for before, after in zip(first, second):
+    for before, after in zip(first, second, strict=False):
         by_topic[after.topic].append((before, after))
     return [
         TopicRow(
             name=topic,
             partitions=len(pairs),
             messages=sum(after.messages for _, after in pairs),
-            rate_per_second=round(sum(after.end - before.end for before, after in pairs) / interval, 3) if interval > 0 else None,
+            rate_per_second=round(sum(after.end - before.end for before, after in pairs) / interval, 3)
+            if interval > 0
+            else None,
         )
         for topic, pairs in sorted(by_topic.items())
     ]
@@ -75,7 +77,10 @@ async def lag_report(kafka: KafkaInspector, groups: list[str]) -> list[GroupTopi
                     group,
                     topic,
                     sum(p.lag for p in partitions),
-                    [{"partition": p.partition, "committed": p.committed, "end": p.end, "lag": p.lag} for p in partitions],
+                    [
+                        {"partition": p.partition, "committed": p.committed, "end": p.end, "lag": p.lag}
+                        for p in partitions
+                    ],
                 )
             )
     return rows

@@ -18,7 +18,6 @@ from pathlib import Path
 from agents.config import bootstrap_servers, get_settings
 
 
-
 async def run_scan(bootstrap: str, app_id: str, subscriber_prefix: str, logs: list[Path]):
     """(findings, topics read) over the app id's topics and the log files."""
     from agents.privacy_scan import learn, scan_log, scan_topics
@@ -46,7 +45,9 @@ def _scan(args: argparse.Namespace) -> int:
         return 2
     settings = get_settings()
     try:
-        findings, topics = asyncio.run(run_scan(bootstrap_servers(), settings.app_id, settings.subscriber_topic_prefix, logs))
+        findings, topics = asyncio.run(
+            run_scan(bootstrap_servers(), settings.app_id, settings.subscriber_topic_prefix, logs)
+        )
     except BrokerUnreachable as exc:
         print(f"samband: privacy scan: {exc}", file=sys.stderr)
         return 2
@@ -62,7 +63,10 @@ def _scan(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     privacy = subparsers.add_parser("privacy", help="privacy checks of the bus's topics and logs")
     commands = privacy.add_subparsers(dest="privacy_command", metavar="COMMAND", required=True)
-    scan = commands.add_parser("scan", help="find identity numbers and protected addresses where none may be (exit 1)",
-                               description=__doc__.split("\n\n")[0])
+    scan = commands.add_parser(
+        "scan",
+        help="find identity numbers and protected addresses where none may be (exit 1)",
+        description=__doc__.split("\n\n")[0],
+    )
     scan.add_argument("--logs", nargs="+", default=[], metavar="FILE", help="log files to scan line by line")
     scan.set_defaults(handler=_scan)

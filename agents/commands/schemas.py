@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("schemas", help="the Avro event catalog: list, show, check, release, docs")
     parser.add_argument("--catalog-dir", type=Path, default=AVRO_DIR, help="catalog root (default: the shipped one)")
     commands = parser.add_subparsers(dest="schemas_command", metavar="SUBCOMMAND", required=True)
-    commands.add_parser("list", help="every subject with its current version and schema id").set_defaults(handler=list_schemas)
+    commands.add_parser("list", help="every subject with its current version and schema id").set_defaults(
+        handler=list_schemas
+    )
     show = commands.add_parser("show", help="the current schema of NAME (e.g. Move), self-contained")
     show.add_argument("name")
     show.add_argument("--version", type=int, help="a released version instead of the current one")

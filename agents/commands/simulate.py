@@ -79,9 +79,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     feed.add_argument("--rate", type=float, default=0.0, help="events per second appended while running")
     feed.add_argument("--fault-429", type=float, default=0.0, help="share of requests answered 429 + Retry-After")
     feed.add_argument("--fault-500", type=float, default=0.0, help="share of requests answered 500")
-    feed.add_argument("--slow-ms", type=int, default=0, help="latency added to every feed page and bulk documents request")
-    feed.add_argument("--no-bulk", dest="bulk", action="store_false",
-                      help="no bulk documents endpoint (POST answers 405): one GET per document, as the real register")
+    feed.add_argument(
+        "--slow-ms", type=int, default=0, help="latency added to every feed page and bulk documents request"
+    )
+    feed.add_argument(
+        "--no-bulk",
+        dest="bulk",
+        action="store_false",
+        help="no bulk documents endpoint (POST answers 405): one GET per document, as the real register",
+    )
     feed.add_argument("--protection-scale", type=float, default=1.0, help="multiply address-protection shares")
     feed.add_argument("--reform-fylke", help="renumber this fylke's kommuner on 1 Jan of the second year")
     feed.set_defaults(handler=_folkeregister)

@@ -79,7 +79,11 @@ class StatusReport:
 
 async def broker_section(kafka: KafkaInspector, options: StatusOptions) -> Section:
     brokers = await kafka.brokers()
-    return Section("broker", {"reachable": True, "bootstrap": kafka.bootstrap, "brokers": brokers}, f"reachable: {', '.join(brokers)}")
+    return Section(
+        "broker",
+        {"reachable": True, "bootstrap": kafka.bootstrap, "brokers": brokers},
+        f"reachable: {', '.join(brokers)}",
+    )
 
 
 async def topics_section(kafka: KafkaInspector, options: StatusOptions) -> Section:
@@ -95,17 +99,24 @@ async def lag_section(kafka: KafkaInspector, options: StatusOptions) -> Section:
 def format_subscriptions(rows: list) -> str:
     if not rows:
         return "no subscriptions"
-    lines = [f"{'SUBSCRIPTION':<32} {'STATE':<9} {'LAST DELIVERED':<30} {'RETRY BACKLOG':>13} {'DEAD LETTERS':>12}  REASON"]
+    lines = [
+        f"{'SUBSCRIPTION':<32} {'STATE':<9} {'LAST DELIVERED':<30} {'RETRY BACKLOG':>13} {'DEAD LETTERS':>12}  REASON"
+    ]
     for row in rows:
         dead = f"{row.dead_letters_unresolved}/{row.dead_letters}"
-        lines.append(f"{row.id:<32} {row.state:<9} {row.last_delivered or '-':<30} {row.retry_backlog:>13} {dead:>12}  {row.reason or ''}")
+        lines.append(
+            f"{row.id:<32} {row.state:<9} {row.last_delivered or '-':<30} {row.retry_backlog:>13} {dead:>12}  {row.reason or ''}"
+        )
     return "\n".join(lines)
 
 
 async def subscriptions_section(kafka: KafkaInspector, options: StatusOptions) -> Section:
     rows = await subscription_health(kafka.bootstrap, options.app_id)
-    problems = [f"subscription {row.id} is {row.state} ({row.reason})" for row in rows
-                if row.state in ("failing", "suspended", "disabled")]
+    problems = [
+        f"subscription {row.id} is {row.state} ({row.reason})"
+        for row in rows
+        if row.state in ("failing", "suspended", "disabled")
+    ]
     return Section("subscriptions", [asdict(row) for row in rows], format_subscriptions(rows), problems)
 
 
@@ -113,7 +124,9 @@ async def subscriptions_section(kafka: KafkaInspector, options: StatusOptions) -
 SECTIONS: list[SectionProvider] = [broker_section, topics_section, lag_section, subscriptions_section]
 
 
-async def collect_status(kafka_factory: Callable[[], KafkaInspector], options: StatusOptions, sections=SECTIONS) -> StatusReport:
+async def collect_status(
+    kafka_factory: Callable[[], KafkaInspector], options: StatusOptions, sections=SECTIONS
+) -> StatusReport:
     kafka = kafka_factory()
     try:
         async with kafka:

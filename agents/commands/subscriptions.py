@@ -31,12 +31,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     apply.add_argument("--prune", action="store_true", help="also delete the subscriptions that are in no file of DIR")
     apply.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     apply.set_defaults(handler=apply_dir)
-    commands.add_parser("list", help="every subscription: id, system, kommuner, event types").set_defaults(handler=list_all)
+    commands.add_parser("list", help="every subscription: id, system, kommuner, event types").set_defaults(
+        handler=list_all
+    )
     show = commands.add_parser("show", help="one subscription as JSON")
     show.add_argument("id")
     show.set_defaults(handler=show_one)
-    for name, verb in (("pause", "pause a subscription's deliveries; its events are kept, in order"),
-                       ("resume", "resume a paused subscription: what was kept is delivered, in order")):
+    for name, verb in (
+        ("pause", "pause a subscription's deliveries; its events are kept, in order"),
+        ("resume", "resume a paused subscription: what was kept is delivered, in order"),
+    ):
         command = commands.add_parser(name, help=verb)
         command.add_argument("id")
         command.set_defaults(handler=set_paused, paused=name == "pause")
@@ -53,8 +57,19 @@ async def _audit(actions: list[tuple[str, str]]) -> None:
     """Audit-log (action, subscription id) pairs written by this command."""
     log = AuditLog(bootstrap_servers(), bus_topics(get_settings().app_id).audit)
     user = os_user()
-    await log.record_all([{"name": user, "owner": "samband CLI", "action": action, "subscription": sub_id,
-                           "outcome": "ok", "via": "cli"} for action, sub_id in actions])
+    await log.record_all(
+        [
+            {
+                "name": user,
+                "owner": "samband CLI",
+                "action": action,
+                "subscription": sub_id,
+                "outcome": "ok",
+                "via": "cli",
+            }
+            for action, sub_id in actions
+        ]
+    )
 
 
 def apply_dir(args) -> int:
@@ -76,8 +91,13 @@ def apply_dir(args) -> int:
         if not args.dry_run:
             changes = [(s.id, s.to_json()) for s in subs if s.id in plan["created"] + plan["changed"]]
             await store.write(bootstrap, topic, changes + [(sub_id, None) for sub_id in plan["deleted"]])
-            await _audit([(action, sub_id) for key, action in (("created", "create"), ("changed", "replace"),
-                                                               ("deleted", "delete")) for sub_id in plan[key]])
+            await _audit(
+                [
+                    (action, sub_id)
+                    for key, action in (("created", "create"), ("changed", "replace"), ("deleted", "delete"))
+                    for sub_id in plan[key]
+                ]
+            )
         return plan
 
     plan = asyncio.run(plan_and_write())
@@ -85,9 +105,10 @@ def apply_dir(args) -> int:
         if ids:
             print(f"{action} {len(ids)}: {', '.join(ids)}")
     verb = "would apply" if args.dry_run else "applied"
-    print(f"{verb} {len(subs)} subscription(s) from {args.directory}"
-          + ("" if args.prune else "; not in any file and kept (use --prune to delete): "
-             + str(len(plan["kept"]))))
+    print(
+        f"{verb} {len(subs)} subscription(s) from {args.directory}"
+        + ("" if args.prune else "; not in any file and kept (use --prune to delete): " + str(len(plan["kept"])))
+    )
     return 0
 
 
@@ -140,8 +161,11 @@ def set_paused(args) -> int:
     sub["delivery"]["paused"] = args.paused
     asyncio.run(store.write(bootstrap, topic, [(args.id, Subscription.model_validate(sub).to_json())]))
     asyncio.run(_audit([("pause" if args.paused else "resume", args.id)]))
-    print(f"paused {args.id}: its events are kept until `samband subscriptions resume {args.id}`" if args.paused
-          else f"resumed {args.id}: the events kept while it was paused go out first, in order")
+    print(
+        f"paused {args.id}: its events are kept until `samband subscriptions resume {args.id}`"
+        if args.paused
+        else f"resumed {args.id}: the events kept while it was paused go out first, in order"
+    )
     return 0
 
 

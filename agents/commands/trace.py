@@ -26,8 +26,11 @@ def _trace(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("trace", help="follow one event: ingested, routed, delivered, retried, dead-lettered",
-                                   description=__doc__.split("\n\n")[0])
+    parser = subparsers.add_parser(
+        "trace",
+        help="follow one event: ingested, routed, delivered, retried, dead-lettered",
+        description=__doc__.split("\n\n")[0],
+    )
     parser.add_argument("event_id", help="the event's id (CloudEvents id / envelope id)")
     parser.add_argument("--json", action="store_true", help="JSON for scripts")
     parser.set_defaults(handler=_trace)

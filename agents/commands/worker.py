@@ -7,7 +7,14 @@ import asyncio
 import importlib
 
 # Modules whose import registers agents, tables and web views on the app.
-AGENT_MODULES = ["agents.example", "agents.ingest", "agents.routing.agent", "agents.web.server", "agents.delivery.agent", "agents.alerts.watch"]
+AGENT_MODULES = [
+    "agents.example",
+    "agents.ingest",
+    "agents.routing.agent",
+    "agents.web.server",
+    "agents.delivery.agent",
+    "agents.alerts.watch",
+]
 
 
 def run_worker(loglevel: str = "info") -> int:

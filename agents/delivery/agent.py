@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from agents import metrics
 from agents.app import app, batch_service_settings, freeze_heap
 from agents.config import bootstrap_servers, dead_letter_key, get_settings, webhook_allow_list
-from agents.delivery.dispatcher import Dispatcher
 from agents.delivery.breaker import Breaker
+from agents.delivery.dispatcher import Dispatcher
 from agents.delivery.egress import Egress, Grades
 from agents.delivery.queues import DeliveryQueues
 from agents.delivery.target import TargetError, parse_target
@@ -36,8 +36,16 @@ log = structlog.get_logger(__name__)
 
 settings = get_settings()
 topics = delivery_topics(app.conf.id)
-status_topic = app.topic(topics.status, internal=True, compacting=True, partitions=1,
-                         key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+status_topic = app.topic(
+    topics.status,
+    internal=True,
+    compacting=True,
+    partitions=1,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+)
 
 
 async def _save_status(sub: str, status: dict) -> None:
@@ -76,8 +84,9 @@ class SubscriberTopics:
     async def _start(self) -> AIOKafkaProducer:
         async with self._starting:
             if self.producer is None:
-                producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(), acks="all",
-                                            request_timeout_ms=self.REQUEST_TIMEOUT_MS)
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=bootstrap_servers(), acks="all", request_timeout_ms=self.REQUEST_TIMEOUT_MS
+                )
                 await producer.start()
                 self.producer = producer
         return self.producer
@@ -91,13 +100,25 @@ class SubscriberTopics:
 subscriber_topics = SubscriberTopics()
 grades = Grades()
 persons_topic = f"{app.conf.id}-router-persons"  # the router's person state: each person's grade now
-dispatcher = Dispatcher(lambda key, entry, outcome: queues.apply(key, entry, outcome), _save_status,
-                        Egress(grades, settings.pseudonym_key.encode()),
-                        {"topic_writer": subscriber_topics.write, "schema_registry": registry_from_settings(settings),
-                         "webhook_allow": webhook_allow_list(settings), "secrets_dir": settings.secrets_dir},
-                        Breaker(settings.breaker_failures, settings.breaker_probe_seconds))
-queues = DeliveryQueues(topics, dispatcher, DeadLetterSeal(dead_letter_key(settings)), grades,
-                        store_after=settings.delivery_store_after_seconds)
+dispatcher = Dispatcher(
+    lambda key, entry, outcome: queues.apply(key, entry, outcome),
+    _save_status,
+    Egress(grades, settings.pseudonym_key.encode()),
+    {
+        "topic_writer": subscriber_topics.write,
+        "schema_registry": registry_from_settings(settings),
+        "webhook_allow": webhook_allow_list(settings),
+        "secrets_dir": settings.secrets_dir,
+    },
+    Breaker(settings.breaker_failures, settings.breaker_probe_seconds),
+)
+queues = DeliveryQueues(
+    topics,
+    dispatcher,
+    DeadLetterSeal(dead_letter_key(settings)),
+    grades,
+    store_after=settings.delivery_store_after_seconds,
+)
 # Set once every subscription and delivery status written before the start has been read:
 # records of a subscription not yet known would otherwise all be stored as waiting.
 subscriptions_read = asyncio.Event()
@@ -107,9 +128,13 @@ subscriptions_read = asyncio.Event()
 class DeliveryService(BatchService):
     def __init__(self, **kwargs):
         super().__init__(
-            **batch_service_settings(), source=topics.deliveries, group=f"{app.conf.id}-delivery",
+            **batch_service_settings(),
+            source=topics.deliveries,
+            group=f"{app.conf.id}-delivery",
             outputs=[topics.outcomes, topics.ledger, topics.deadletter],
-            logic=lambda: queues, ready=subscriptions_read.wait, **kwargs,
+            logic=lambda: queues,
+            ready=subscriptions_read.wait,
+            **kwargs,
         )
 
     async def _ensure_topics(self) -> None:
@@ -204,8 +229,15 @@ async def _follow_subscriptions() -> None:
     async for record in read_topic(bootstrap, persons_topic):  # every grade before the first delivery leaves
         _on_person(record)
     subscriptions_read.set()
-    consumer = AIOKafkaConsumer(topics.subscriptions, topics.status, persons_topic, bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False, metadata_max_age_ms=5000)
+    consumer = AIOKafkaConsumer(
+        topics.subscriptions,
+        topics.status,
+        persons_topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        metadata_max_age_ms=5000,
+    )
     await consumer.start()
     try:
         async for record in consumer:

@@ -15,6 +15,7 @@ That gives per-person order, retries included.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import time
@@ -29,14 +30,16 @@ from agents.delivery.egress import Egress
 from agents.delivery.target import Target
 from connectors.api import Context, DeadLetters, Outcome, Output, Sink, SinkRecord, StateStore
 from connectors.kafka_sink.config import KafkaSinkConfig
-from connectors.malformed import MALFORMED
 from connectors.kafka_sink.sink import KafkaSink
+from connectors.malformed import MALFORMED
 from connectors.webhook.sink import WebhookSink
 
 log = structlog.get_logger(__name__)
 
 Report = Callable[[str, dict, Outcome], None]  # (queue key, entry, outcome)
-WITHHELD = Outcome.rejected("protection.withheld", "the person's address protection withholds it from this subscription")
+WITHHELD = Outcome.rejected(
+    "protection.withheld", "the person's address protection withholds it from this subscription"
+)
 MALFORMED_RECORD = Outcome.rejected("delivery.malformed", "delivery record is not delivery JSON with person and event")
 SaveStatus = Callable[[str, dict], Awaitable[None]]  # (subscription, status record)
 
@@ -48,7 +51,9 @@ def subscription_of(queue_key: str) -> str:
 def make_sink(target: Target, extras: dict) -> WebhookSink | KafkaSink:
     """`extras`: what a Kafka sink writes with (`topic_writer`, `schema_registry`)."""
     # The delivery stage writes outcomes, dead letters and the ledger itself: the sink only sends.
-    context = Context(target.subscription, Output(), DeadLetters(), StateStore(), log.bind(subscription=target.subscription), extras)
+    context = Context(
+        target.subscription, Output(), DeadLetters(), StateStore(), log.bind(subscription=target.subscription), extras
+    )
     kind = KafkaSink if isinstance(target.sink, KafkaSinkConfig) else WebhookSink
     return kind(target.sink, context)
 
@@ -61,8 +66,15 @@ class Lane:
     it go), and an attempt still on its way for the same queue key is waited for, so a person's
     events reach the subscriber in order even around a rebalance."""
 
-    def __init__(self, target: Target, report: Callable[[str, dict, int, Outcome], None], sink: Sink, egress: Egress,
-                 may_send: Callable[[str, int], bool], sending: dict[str, asyncio.Event]):
+    def __init__(
+        self,
+        target: Target,
+        report: Callable[[str, dict, int, Outcome], None],
+        sink: Sink,
+        egress: Egress,
+        may_send: Callable[[str, int], bool],
+        sending: dict[str, asyncio.Event],
+    ):
         self.target = target
         self._may_send = may_send  # False: stale (superseded or dropped) or its breaker holds it back
         self._sending = sending  # queue key -> set when its attempt on the way has ended (shared by all lanes)
@@ -123,8 +135,14 @@ class Lane:
 
 
 class Dispatcher:
-    def __init__(self, report: Report, save_status: SaveStatus, egress: Egress, sink_extras: dict | None = None,
-                 breaker: Breaker | None = None):
+    def __init__(
+        self,
+        report: Report,
+        save_status: SaveStatus,
+        egress: Egress,
+        sink_extras: dict | None = None,
+        breaker: Breaker | None = None,
+    ):
         self._report = report
         self.breaker = breaker or Breaker(failures=20, probe_interval=30.0)
         self._probes: dict[str, str] = {}  # subscription -> the queue key of its probe on its way
@@ -209,8 +227,13 @@ class Dispatcher:
         self._probes.pop(sub, None)
         change = self.breaker.record(sub, outcome)
         if change == OPENED:
-            log.warning("delivery.subscription_suspended", subscription=sub, reason=outcome.reason,
-                        failures=self.breaker.failures, probe_interval=self.breaker.probe_interval)
+            log.warning(
+                "delivery.subscription_suspended",
+                subscription=sub,
+                reason=outcome.reason,
+                failures=self.breaker.failures,
+                probe_interval=self.breaker.probe_interval,
+            )
             self._save_suspension(sub, {"since": time.time(), "reason": outcome.reason})
         head = self.heads.get(key)
         if head is not None and head[1] == token:
@@ -223,8 +246,11 @@ class Dispatcher:
 
     def _probing(self) -> list[str]:
         """Suspended subscriptions that are active and have heads waiting: those a probe may go to."""
-        return [sub for sub, keys in self._waiting.items()
-                if keys and sub in self._lanes and self.breaker.is_open(sub) and self.is_active(sub)]
+        return [
+            sub
+            for sub, keys in self._waiting.items()
+            if keys and sub in self._lanes and self.breaker.is_open(sub) and self.is_active(sub)
+        ]
 
     def _probe(self) -> None:
         """For each open breaker whose probe is due, one waiting head goes out."""
@@ -267,8 +293,11 @@ class Dispatcher:
         so the handover's last commit covers them and the new owner's sends do not overtake them.
         Their heads are dropped with the queues (`drop_partitions`)."""
         self._leaving |= partitions
-        on_way = [ended for key, ended in self._sending.items()
-                  if (head := self.heads.get(key)) is not None and head[0]["source"][1] in partitions]
+        on_way = [
+            ended
+            for key, ended in self._sending.items()
+            if (head := self.heads.get(key)) is not None and head[0]["source"][1] in partitions
+        ]
         if on_way:
             _, late = await asyncio.wait([asyncio.ensure_future(ended.wait()) for ended in on_way], timeout=timeout)
             if late:
@@ -297,10 +326,8 @@ class Dispatcher:
             probing = self.breaker.next_probe(self._probing())
             deadlines = [t for t in (self._heap[0][0] if self._heap else None, probing) if t is not None]
             timeout = max(0.0, min(deadlines) - now) if deadlines else None
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
 
     # --- subscriptions ------------------------------------------------------------------
 
@@ -365,12 +392,18 @@ class Dispatcher:
             self._forget_probe(sub)
             # Heads queued in or in flight on the old lane go out again (same webhook-id).
             self._waiting[sub].update(k for k in self.heads if subscription_of(k) == sub)
-        if target is not None and not (self.status.get(sub) or {}).get("fingerprint") == target.fingerprint:
+        if target is not None and (self.status.get(sub) or {}).get("fingerprint") != target.fingerprint:
             self._start_verification(target)
         if self.is_active(sub):
             if sub not in self._lanes:
-                self._lanes[sub] = Lane(target, self._outcome, make_sink(target, self._sink_extras), self._egress,
-                                        self._may_send, self._sending)
+                self._lanes[sub] = Lane(
+                    target,
+                    self._outcome,
+                    make_sink(target, self._sink_extras),
+                    self._egress,
+                    self._may_send,
+                    self._sending,
+                )
             if self.breaker.is_open(sub):
                 self._wake.set()  # its heads wait; the run loop probes
             else:
@@ -390,7 +423,12 @@ class Dispatcher:
                 outcome = await sink.verify(target.subscription)
                 if outcome.status == "delivered":
                     break
-                log.warning("delivery.verification_failed", subscription=target.subscription, reason=outcome.reason, attempt=attempt + 1)
+                log.warning(
+                    "delivery.verification_failed",
+                    subscription=target.subscription,
+                    reason=outcome.reason,
+                    attempt=attempt + 1,
+                )
                 schedule = target.retry_schedule or (10.0,)
                 await asyncio.sleep(schedule[min(attempt, len(schedule) - 1)])  # the verification's retry schedule
         finally:

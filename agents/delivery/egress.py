@@ -25,9 +25,9 @@ import hmac
 
 import orjson
 
-from schemas.protection import NEUTRAL_SOURCE, is_strict, may_receive, stricter, withheld
 from agents.routing.router import PURGE_TYPE, PersonState
 from schemas.catalog import EVENTS_NAMESPACE
+from schemas.protection import NEUTRAL_SOURCE, is_strict, may_receive, stricter, withheld
 
 _EVENT_PREFIX = EVENTS_NAMESPACE + "."
 

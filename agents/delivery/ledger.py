@@ -26,8 +26,15 @@ def ledger_key(event_id: str, subscription: str) -> bytes:
     return f"{event_id}/{subscription}".encode()
 
 
-def ledger_record(event_id: str, subscription: str, status: str, attempts: int, at: float, reason: str | None = None,
-                  http_status: int | None = None) -> bytes:
+def ledger_record(
+    event_id: str,
+    subscription: str,
+    status: str,
+    attempts: int,
+    at: float,
+    reason: str | None = None,
+    http_status: int | None = None,
+) -> bytes:
     """`at`: epoch seconds of the decision, the clock of the attempt log's `at`."""
     return orjson.dumps(
         {

@@ -36,22 +36,31 @@ def new_entry(key: str, record: str, headers: list[list[str]], source: list, now
 def stored_state(value: bytes) -> dict:
     """A stored queue read back from the pending topic; ValueError when the record is not one."""
     state = orjson.loads(value)
-    if not (isinstance(state, dict) and type(state.get("seen")) is int and isinstance(state.get("queue"), list)
-            and state["queue"] and all(map(_is_entry, state["queue"]))):
+    if not (
+        isinstance(state, dict)
+        and type(state.get("seen")) is int
+        and isinstance(state.get("queue"), list)
+        and state["queue"]
+        and all(map(_is_entry, state["queue"]))
+    ):
         raise ValueError("not a stored queue")
     return state
 
 
 def stored_value(queue: list[dict], seen: int, seal: DeadLetterSeal) -> bytes:
     """The queue as the pending topic holds it: each entry's record sealed."""
-    sealed = [{**entry, "record": base64.b64encode(seal.seal(entry["record"].encode())).decode("ascii")} for entry in queue]
+    sealed = [
+        {**entry, "record": base64.b64encode(seal.seal(entry["record"].encode())).decode("ascii")} for entry in queue
+    ]
     return orjson.dumps({"queue": sealed, "seen": seen})
 
 
 def opened(state: dict, seal: DeadLetterSeal) -> dict:
     """A stored state with its records readable again; DeadLetterKeyError (a ValueError) under another key."""
-    queue = [{**entry, "record": seal.open(base64.b64decode(entry["record"], validate=True)).decode()}
-             for entry in state["queue"]]
+    queue = [
+        {**entry, "record": seal.open(base64.b64decode(entry["record"], validate=True)).decode()}
+        for entry in state["queue"]
+    ]
     return {**state, "queue": queue}
 
 
@@ -59,11 +68,19 @@ def _is_entry(entry) -> bool:
     if not isinstance(entry, dict):
         return False
     source, headers = entry.get("source"), entry.get("headers")
-    return (isinstance(entry.get("key"), str) and isinstance(entry.get("record"), str)
-            and type(entry.get("attempts")) is int and type(entry.get("due")) in (int, float)
-            and isinstance(headers, list) and all(_is_pair(h) for h in headers)
-            and isinstance(source, list) and len(source) == 3 and isinstance(source[0], str)
-            and type(source[1]) is int and type(source[2]) is int)
+    return (
+        isinstance(entry.get("key"), str)
+        and isinstance(entry.get("record"), str)
+        and type(entry.get("attempts")) is int
+        and type(entry.get("due")) in (int, float)
+        and isinstance(headers, list)
+        and all(_is_pair(h) for h in headers)
+        and isinstance(source, list)
+        and len(source) == 3
+        and isinstance(source[0], str)
+        and type(source[1]) is int
+        and type(source[2]) is int
+    )
 
 
 def _is_pair(header) -> bool:

@@ -53,12 +53,24 @@ log = structlog.get_logger(__name__)
 # Headers of a delivery record worth keeping with the pending entry (and in its dead letter).
 KEPT_HEADERS = ("traceparent", "samband-source", "samband-ingested-at")
 
-_METRIC_OUTCOME = {pending.DELIVERED: "delivered", pending.DEAD: "dead_lettered", pending.RETRY: "retry", pending.HOLD: "rejected"}
+_METRIC_OUTCOME = {
+    pending.DELIVERED: "delivered",
+    pending.DEAD: "dead_lettered",
+    pending.RETRY: "retry",
+    pending.HOLD: "rejected",
+}
 
 
 class DeliveryQueues:
-    def __init__(self, topics: DeliveryTopics, dispatcher: Dispatcher, seal: DeadLetterSeal, grades: Grades,
-                 clock: Callable[[], float] = time.time, store_after: float = 2.0):
+    def __init__(
+        self,
+        topics: DeliveryTopics,
+        dispatcher: Dispatcher,
+        seal: DeadLetterSeal,
+        grades: Grades,
+        clock: Callable[[], float] = time.time,
+        store_after: float = 2.0,
+    ):
         self.topics = topics
         self.grades = grades  # learns a new grade from each purge record (agents/delivery/egress.py)
         self.seal = seal  # every dead letter's value, and every stored entry's record (pending.py), is sealed
@@ -157,14 +169,29 @@ class DeliveryQueues:
             if purge and isinstance(parsed.get("protection"), str):
                 self.grades.learn_from_purge(parsed["person"], parsed["protection"])
         except (ValueError, KeyError, TypeError, AttributeError):
-            dead = DeadLetter("delivery.malformed", "delivery record is not JSON with an idempotency_key", "deliver",
-                              record.topic, partition, offset, subscription_of(key))
-            self._outputs.append((self.topics.deadletter, record.key, self.seal.seal(record.value),
-                                  dead.headers(list(record.headers or []))))
+            dead = DeadLetter(
+                "delivery.malformed",
+                "delivery record is not JSON with an idempotency_key",
+                "deliver",
+                record.topic,
+                partition,
+                offset,
+                subscription_of(key),
+            )
+            self._outputs.append(
+                (
+                    self.topics.deadletter,
+                    record.key,
+                    self.seal.seal(record.value),
+                    dead.headers(list(record.headers or [])),
+                )
+            )
             self._settled.append((partition, offset))
             return
         headers = [[k, v.decode()] for k, v in (record.headers or []) if k in KEPT_HEADERS]
-        entry = pending.new_entry(idempotency_key, record.value.decode(), headers, [record.topic, partition, offset], now)
+        entry = pending.new_entry(
+            idempotency_key, record.value.decode(), headers, [record.topic, partition, offset], now
+        )
         queue = self.queues.get(key)
         if queue is not None and key not in self.seen:
             # Waits in memory behind its head; stays open.
@@ -294,7 +321,9 @@ class DeliveryQueues:
         else:
             log.info("delivery.retry", due_in=round(head["due"] - now, 3), **logged, **_context(event_id, sub, head))
 
-    def _ledger(self, event_id: str, sub: str, status: str, entry: dict, result: dict, now: float, reason: str | None = None) -> None:
+    def _ledger(
+        self, event_id: str, sub: str, status: str, entry: dict, result: dict, now: float, reason: str | None = None
+    ) -> None:
         value = ledger_record(event_id, sub, status, entry["attempts"], now, reason, result.get("http_status"))
         self._outputs.append((self.topics.ledger, ledger_key(event_id, sub), value, [], entry["source"][1]))
 
@@ -303,15 +332,23 @@ class DeliveryQueues:
         message = f"after {entry['attempts']} attempts; last: {result.get('reason') or result.get('http_status')}"
         dead = DeadLetter(reason, message, "deliver", topic, partition, offset, sub, event_id=_event_id(entry, sub))
         original = [(k, v.encode()) for k, v in entry["headers"]]
-        self._outputs.append((self.topics.deadletter, key.encode(), self.seal.seal(entry["record"].encode()), dead.headers(original)))
+        self._outputs.append(
+            (self.topics.deadletter, key.encode(), self.seal.seal(entry["record"].encode()), dead.headers(original))
+        )
 
 
 def _context(event_id: str, sub: str, entry: dict) -> dict:
     """Log context of a delivery: ids and where its record was read, and its trace id (no personal data)."""
     topic, partition, offset = entry["source"]
     trace = tracing.parse(dict(entry["headers"]).get(tracing.HEADER, ""))
-    return {"event_id": event_id, "subscription": sub, "topic": topic, "partition": partition, "offset": offset,
-            "trace_id": trace.trace_id if trace else None}
+    return {
+        "event_id": event_id,
+        "subscription": sub,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "trace_id": trace.trace_id if trace else None,
+    }
 
 
 def _event_id(entry: dict, sub: str) -> str:

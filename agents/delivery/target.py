@@ -80,10 +80,13 @@ def parse_target(sub_id: str, subscription: dict) -> Target:
     try:
         if kind == "kafka":
             if "topic" in delivery:  # written around the validating writers (agents/subscriptions/delivery_target.py)
-                raise TargetError(f"subscription {sub_id}: delivery.topic cannot be chosen; "
-                                  f"a Kafka subscription's records go to its own topic")
+                raise TargetError(
+                    f"subscription {sub_id}: delivery.topic cannot be chosen; "
+                    f"a Kafka subscription's records go to its own topic"
+                )
             sink = KafkaSinkConfig.model_validate(
-                {**delivery, "topic": subscriber_topic(sub_id), "fields": subscription.get("fields") or {}})
+                {**delivery, "topic": subscriber_topic(sub_id), "fields": subscription.get("fields") or {}}
+            )
         else:
             sink = WebhookConfig.model_validate(delivery)
             refused = secret_ref_problem(sub_id, sink.secret_ref, sink.previous_secret_ref)
@@ -92,8 +95,14 @@ def parse_target(sub_id: str, subscription: dict) -> Target:
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
         raise TargetError(f"subscription {sub_id}: invalid delivery fields: {fields}") from None
-    return Target(sub_id, sink, tuple(float(s) for s in schedule), bool(paused),
-                  public_body=subscription.get("public_body") is True, national=subscription.get("kommuner") == "all")
+    return Target(
+        sub_id,
+        sink,
+        tuple(float(s) for s in schedule),
+        bool(paused),
+        public_body=subscription.get("public_body") is True,
+        national=subscription.get("kommuner") == "all",
+    )
 
 
 def secret_ref_problem(sub_id: str, secret_ref: str, previous: str | None) -> str | None:

@@ -32,8 +32,9 @@ class Gap:
     unexpected: int  # received but never routed to it (should be 0)
 
 
-def delivery_gaps(routed: Mapping[str, set[str]], delivered: Mapping[str, set[str]],
-                  dead_lettered: Mapping[str, set[str]]) -> dict[str, Gap]:
+def delivery_gaps(
+    routed: Mapping[str, set[str]], delivered: Mapping[str, set[str]], dead_lettered: Mapping[str, set[str]]
+) -> dict[str, Gap]:
     """Per subscription, by event id: routed vs delivered vs dead-lettered vs still pending."""
     gaps = {}
     for sub in sorted(set(routed) | set(delivered)):

@@ -46,6 +46,6 @@ class DemoFeed:
         while self.published < total:
             due = min(total, int(total * (loop.time() - started) / seconds) + 1)
             if due > self.published:
-                simulator.append(self.documents[self.published:due])
+                simulator.append(self.documents[self.published : due])
                 self.published = due
             await asyncio.sleep(TICK_SECONDS)  # the pace of the compressed year, not a wait for an outcome

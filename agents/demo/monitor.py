@@ -38,8 +38,10 @@ class BusFlow:
 
 
 def bus_topic_names(app_id: str) -> dict[str, str]:
-    return {kind: f"{app_id}-{kind}" for kind in ("ingest", "events", "deliveries", "delivery-outcomes",
-                                                   "delivery-ledger", "deadletter")}
+    return {
+        kind: f"{app_id}-{kind}"
+        for kind in ("ingest", "events", "deliveries", "delivery-outcomes", "delivery-ledger", "deadletter")
+    }
 
 
 async def wait_for_topics(bootstrap: str, names: list[str], timeout: float, still_running) -> None:
@@ -61,8 +63,14 @@ class BusMonitor:
         self.flow = BusFlow()
         self.topics = bus_topic_names(app_id)
         self._kind_of = {name: kind for kind, name in self.topics.items()}
-        self._consumer = AIOKafkaConsumer(*self.topics.values(), bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                          enable_auto_commit=False, fetch_max_wait_ms=200, metadata_max_age_ms=2000)
+        self._consumer = AIOKafkaConsumer(
+            *self.topics.values(),
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=200,
+            metadata_max_age_ms=2000,
+        )
         self._task: asyncio.Task | None = None
         self.last_record_at = time.monotonic()
 

@@ -68,8 +68,14 @@ class Children:
     def start(self, name: str, *cli_args: str) -> Child:
         log_path = self.run_dir / f"{name.replace(' ', '-')}.log"
         with log_path.open("ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", "agents.cli", *cli_args], env=self.env, stdout=log,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "agents.cli", *cli_args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         child = Child(name, process, log_path)
         self.started.append(child)
         return child

@@ -56,8 +56,11 @@ class Recording:
         full_type = cloudevent["type"]
         short = full_type if full_type == PURGE_TYPE else full_type.rpartition(".")[2]
         self.event_ids.add(cloudevent["id"])
-        self.events.append(ReceivedEvent(self.subscription, cloudevent["id"], short, cloudevent.get("subject", ""),
-                                         cloudevent.get("data") or {}))
+        self.events.append(
+            ReceivedEvent(
+                self.subscription, cloudevent["id"], short, cloudevent.get("subject", ""), cloudevent.get("data") or {}
+            )
+        )
 
 
 class WebhookReceiver:
@@ -117,8 +120,13 @@ class TopicReceiver:
         registry = CatalogRegistry(catalog())
         register_schemas(registry, topic, fields)
         self._codec = Codec(registry)
-        self._consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                          enable_auto_commit=False, metadata_max_age_ms=2000)
+        self._consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            metadata_max_age_ms=2000,
+        )
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -131,8 +139,14 @@ class TopicReceiver:
                 for record in records:
                     self.recording.counts.requests += 1
                     headers = {k: v.decode() for k, v in record.headers}
-                    self.recording.record({"id": headers["ce_id"], "type": headers["ce_type"],
-                                           "subject": headers.get("ce_subject", ""), "data": self._codec.decode(record.value)})
+                    self.recording.record(
+                        {
+                            "id": headers["ce_id"],
+                            "type": headers["ce_type"],
+                            "subject": headers.get("ce_subject", ""),
+                            "data": self._codec.decode(record.value),
+                        }
+                    )
 
     async def stop(self) -> None:
         if self._task is not None:

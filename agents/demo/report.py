@@ -8,12 +8,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from aiokafka import TopicPartition
 from rich.console import Console
 
-from agents.demo import systems
 from agents.commands.privacy import run_scan
 from agents.config import get_settings
+from agents.demo import systems
 from agents.demo.checks import delivery_gaps
 from agents.demo.feed import DemoFeed
 from agents.demo.monitor import BusMonitor, bus_topic_names, read_to_end
@@ -34,8 +33,17 @@ def refused_subscriptions(worker_log: Path) -> dict[str, str]:
 
 
 class Report:
-    def __init__(self, subscriptions, receivers, monitor: BusMonitor, feed: DemoFeed, outage_seconds: float,
-                 bootstrap: str, app_id: str, run_dir: Path):
+    def __init__(
+        self,
+        subscriptions,
+        receivers,
+        monitor: BusMonitor,
+        feed: DemoFeed,
+        outage_seconds: float,
+        bootstrap: str,
+        app_id: str,
+        run_dir: Path,
+    ):
         self.subscriptions = subscriptions
         self.recordings = {sub_id: r.recording for sub_id, r in receivers.items()}
         self.monitor = monitor
@@ -59,20 +67,26 @@ class Report:
         async with KafkaInspector(self.bootstrap) as kafka:
             partitions = await kafka.topic_partitions(self.app_id)
             # The stages' consumer groups (agents/ingest.py, agents/routing/agent.py).
-            for group, topic in ((f"{self.app_id}-ingest", topics["ingest"]), (f"{self.app_id}-router", topics["events"])):
+            for group, topic in (
+                (f"{self.app_id}-ingest", topics["ingest"]),
+                (f"{self.app_id}-router", topics["events"]),
+            ):
                 for row in await kafka.group_lag(group, [tp for tp in partitions if tp.topic == topic]):
                     self.unread[row.topic] = self.unread.get(row.topic, 0) + row.lag
         self.refused = refused_subscriptions(self.run_dir / "worker.log")
         self.logs = sorted(self.run_dir.glob("*.log"))
-        self.findings, self.scanned_topics = await run_scan(self.bootstrap, self.app_id,
-                                                            get_settings().subscriber_topic_prefix, self.logs)
+        self.findings, self.scanned_topics = await run_scan(
+            self.bootstrap, self.app_id, get_settings().subscriber_topic_prefix, self.logs
+        )
 
     def print(self, console: Console, failed_process: str | None) -> int:
         flow, feed = self.monitor.flow, self.feed
         received = [e for r in self.recordings.values() for e in r.events]
-        gaps = delivery_gaps({s.id: flow.systems[s.id].routed for s in self.subscriptions},
-                             {s_id: r.event_ids for s_id, r in self.recordings.items()},
-                             {s.id: flow.systems[s.id].dead_lettered for s in self.subscriptions})
+        gaps = delivery_gaps(
+            {s.id: flow.systems[s.id].routed for s in self.subscriptions},
+            {s_id: r.event_ids for s_id, r in self.recordings.items()},
+            {s.id: flow.systems[s.id].dead_lettered for s in self.subscriptions},
+        )
         findings = self.findings
         per_system = Counter(f.subscription for f in findings if f.subscription)
         rows = [systems.row(s, self.outage_seconds) for s in self.subscriptions]
@@ -87,7 +101,9 @@ class Report:
         scanned = f"{len(self.scanned_topics)} topics of the run and {len(self.logs)} log files"
         if findings:
             kinds = ", ".join(f"{kind} {n:,}" for kind, n in sorted(Counter(f.kind for f in findings).items()))
-            console.print(f"[bold red]LEAK CHECK FAILED[/]: samband privacy scan found {len(findings):,} finding(s) in {scanned}: {kinds}")
+            console.print(
+                f"[bold red]LEAK CHECK FAILED[/]: samband privacy scan found {len(findings):,} finding(s) in {scanned}: {kinds}"
+            )
             for finding in findings[:20]:
                 console.print(f"  {finding}", markup=False, highlight=False)
             problems.append("leaks")
@@ -95,16 +111,20 @@ class Report:
             console.print("[bold yellow]Leak check: nothing to check[/]: no system received any event.")
             problems.append("nothing received")
         else:
-            console.print(f"[bold green]Leak check: 0 findings.[/] samband privacy scan read {scanned}; "
-                          f"{len(received):,} events received by {len(rows)} systems: no identity number outside a granted "
-                          "field, no field outside a subscription's grant, no address of the "
-                          f"{protected['fortrolig']:,} fortrolig events to a private operator, no address or kommune of the "
-                          f"{protected['strengtFortrolig'] + protected['strengtFortroligUtland']:,} strengt fortrolig events to anyone.")
+            console.print(
+                f"[bold green]Leak check: 0 findings.[/] samband privacy scan read {scanned}; "
+                f"{len(received):,} events received by {len(rows)} systems: no identity number outside a granted "
+                "field, no field outside a subscription's grant, no address of the "
+                f"{protected['fortrolig']:,} fortrolig events to a private operator, no address or kommune of the "
+                f"{protected['strengtFortrolig'] + protected['strengtFortroligUtland']:,} strengt fortrolig events to anyone."
+            )
 
         read_from_feed = flow.ingested + flow.dead_letters.get(SOURCE_STAGE, 0)
         behind = []
         if feed.published < len(feed.documents):
-            behind.append(f"{len(feed.documents) - feed.published:,} of the year's events were not yet published to the feed")
+            behind.append(
+                f"{len(feed.documents) - feed.published:,} of the year's events were not yet published to the feed"
+            )
         if read_from_feed < feed.published:
             behind.append(f"{feed.published - read_from_feed:,} published events were not yet read by the feed source")
         for topic, lag in sorted(self.unread.items()):
@@ -115,15 +135,23 @@ class Report:
         delivered = sum(g.delivered for g in gaps.values())
         undelivered = {sub: g for sub, g in gaps.items() if g.pending or g.dead_lettered or g.unexpected}
         if not undelivered and not behind:
-            console.print(f"[bold green]Delivery: every event a system was entitled to was delivered[/] "
-                          f"({delivered:,} of {entitled:,}; the misbehaving system caught up after "
-                          f"{flow.systems[systems.MISBEHAVING].failed_attempts:,} retried attempts).")
+            console.print(
+                f"[bold green]Delivery: every event a system was entitled to was delivered[/] "
+                f"({delivered:,} of {entitled:,}; the misbehaving system caught up after "
+                f"{flow.systems[systems.MISBEHAVING].failed_attempts:,} retried attempts)."
+            )
         else:
             console.print(f"[bold yellow]Delivery: {delivered:,} of {entitled:,} entitled events delivered so far.[/]")
             for sub, gap in undelivered.items():
-                why = f": the delivery stage refused its delivery settings ({self.refused[sub]})" if sub in self.refused else ""
-                console.print(f"  {sub}: {gap.pending:,} pending, {gap.dead_lettered:,} dead-lettered, "
-                              f"{gap.unexpected:,} received without being routed to it{why}")
+                why = (
+                    f": the delivery stage refused its delivery settings ({self.refused[sub]})"
+                    if sub in self.refused
+                    else ""
+                )
+                console.print(
+                    f"  {sub}: {gap.pending:,} pending, {gap.dead_lettered:,} dead-lettered, "
+                    f"{gap.unexpected:,} received without being routed to it{why}"
+                )
             for line in behind:
                 console.print(f"  the bus had not finished: {line} (a longer --duration lets it finish)")
             problems.append("undelivered")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import secrets
 import signal
@@ -70,12 +71,18 @@ class DemoRun:
         self.stop_requested = asyncio.Event()
 
     def _env(self) -> dict[str, str]:
-        env = {**os.environ, "SAMBAND_APP_ID": self.app_id, "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
-               "SAMBAND_DATA_DIR": str(self.run_dir / "worker-data"), "SAMBAND_WEB_PORT": str(_free_port()),
-               "SAMBAND_PSEUDONYM_KEY": secrets.token_hex(32), "SAMBAND_LOG_FORMAT": "json",
-               "SAMBAND_DLQ_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),  # keys of this run only
-               "SAMBAND_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",  # the demo's receivers listen on loopback, over http
-               "SAMBAND_SUBSCRIBER_TOPIC_PREFIX": systems.subscriber_topic_prefix(self.app_id)}
+        env = {
+            **os.environ,
+            "SAMBAND_APP_ID": self.app_id,
+            "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
+            "SAMBAND_DATA_DIR": str(self.run_dir / "worker-data"),
+            "SAMBAND_WEB_PORT": str(_free_port()),
+            "SAMBAND_PSEUDONYM_KEY": secrets.token_hex(32),
+            "SAMBAND_LOG_FORMAT": "json",
+            "SAMBAND_DLQ_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),  # keys of this run only
+            "SAMBAND_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",  # the demo's receivers listen on loopback, over http
+            "SAMBAND_SUBSCRIBER_TOPIC_PREFIX": systems.subscriber_topic_prefix(self.app_id),
+        }
         env.update({systems.secret_env(s): self.secrets[s.id] for s in self.subscriptions if s.id in self.secrets})
         return env
 
@@ -85,12 +92,16 @@ class DemoRun:
             loop.add_signal_handler(sig, self.stop_requested.set)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         say = self.console.print
-        say(f"[bold]kafka[/]    {self.broker.bootstrap} ({'started for this run' if self.broker.started_here else 'already running, reused'})")
+        say(
+            f"[bold]kafka[/]    {self.broker.bootstrap} ({'started for this run' if self.broker.started_here else 'already running, reused'})"
+        )
         feed = await asyncio.to_thread(DemoFeed, self.options.population, self.options.seed, PROTECTION_SCALE)
         protected = feed.protected_events()
-        say(f"[bold]people[/]   {self.options.population:,} synthetic persons (seed {self.options.seed}); one year = "
+        say(
+            f"[bold]people[/]   {self.options.population:,} synthetic persons (seed {self.options.seed}); one year = "
             f"{len(feed.documents):,} events, {protected['fortrolig']:,} of fortrolig and "
-            f"{protected['strengtFortrolig'] + protected['strengtFortroligUtland']:,} of strengt fortrolig persons")
+            f"{protected['strengtFortrolig'] + protected['strengtFortroligUtland']:,} of strengt fortrolig persons"
+        )
         children = Children(self.run_dir, self._env())
         monitor = BusMonitor(self.broker.bootstrap, self.app_id)
         try:
@@ -101,13 +112,29 @@ class DemoRun:
                 worker = children.start("worker", "worker")
                 say(f"[bold]bus[/]      worker pid {worker.process.pid}, app id {self.app_id}, logs in {self.run_dir}")
                 own = [systems.kafka_topic(s, self.app_id) for s in self.subscriptions if s.delivery.kind == "kafka"]
-                await wait_for_topics(self.broker.bootstrap, [*bus_topic_names(self.app_id).values(), *own], 180,
-                                      lambda: not children.dead())
+                await wait_for_topics(
+                    self.broker.bootstrap,
+                    [*bus_topic_names(self.app_id).values(), *own],
+                    180,
+                    lambda: not children.dead(),
+                )
                 config = self.run_dir / "feed.yaml"
-                config.write_text(yaml.safe_dump({"base_url": simulator.base_url, "token": TOKEN, "poll_interval_s": 0.5}))
-                source = children.start("feed source", "connectors", "run", "folkeregister", "--config", str(config),
-                                        "--instance", "folkeregister-demo")
-                say(f"[bold]source[/]   Folkeregister feed source pid {source.process.pid} reading {simulator.base_url}")
+                config.write_text(
+                    yaml.safe_dump({"base_url": simulator.base_url, "token": TOKEN, "poll_interval_s": 0.5})
+                )
+                source = children.start(
+                    "feed source",
+                    "connectors",
+                    "run",
+                    "folkeregister",
+                    "--config",
+                    str(config),
+                    "--instance",
+                    "folkeregister-demo",
+                )
+                say(
+                    f"[bold]source[/]   Folkeregister feed source pid {source.process.pid} reading {simulator.base_url}"
+                )
                 await monitor.start()
                 for receiver in self.receivers.values():
                     if isinstance(receiver, TopicReceiver):
@@ -118,10 +145,20 @@ class DemoRun:
                 finally:
                     pacer.cancel()
                     await asyncio.gather(pacer, return_exceptions=True)
-                    self.console.print("stopping the feed source and the worker, then checking what each system got ...")
+                    self.console.print(
+                        "stopping the feed source and the worker, then checking what each system got ..."
+                    )
                     await asyncio.to_thread(children.stop_all)
-            report = Report(self.subscriptions, self.receivers, monitor, feed, self.outage_seconds, self.broker.bootstrap,
-                            self.app_id, self.run_dir)
+            report = Report(
+                self.subscriptions,
+                self.receivers,
+                monitor,
+                feed,
+                self.outage_seconds,
+                self.broker.bootstrap,
+                self.app_id,
+                self.run_dir,
+            )
             await report.gather()
             return report.print(self.console, failed)
         finally:
@@ -138,7 +175,9 @@ class DemoRun:
                 receiver = WebhookReceiver(sub.id, self.secrets[sub.id], outage)
                 await receiver.start()
             else:
-                receiver = TopicReceiver(sub.id, self.broker.bootstrap, systems.kafka_topic(sub, self.app_id), sub.fields)
+                receiver = TopicReceiver(
+                    sub.id, self.broker.bootstrap, systems.kafka_topic(sub, self.app_id), sub.fields
+                )
             self.receivers[sub.id] = receiver
 
     async def _apply_subscriptions(self) -> None:
@@ -146,8 +185,10 @@ class DemoRun:
         subs = [systems.for_this_run(s, getattr(self.receivers[s.id], "url", None)) for s in self.subscriptions]
         await store.ensure_topic(self.broker.bootstrap, topic)
         await store.write(self.broker.bootstrap, topic, [(s.id, s.to_json()) for s in subs])
-        self.console.print(f"[bold]systems[/]  {len(subs)} subscriptions applied from {systems.SUBSCRIPTIONS_DIR.name}/: "
-                           + ", ".join(s.id for s in subs))
+        self.console.print(
+            f"[bold]systems[/]  {len(subs)} subscriptions applied from {systems.SUBSCRIPTIONS_DIR.name}/: "
+            + ", ".join(s.id for s in subs)
+        )
 
     async def _create_bus_topics(self) -> None:
         """The topics the worker reads but does not declare itself (the bus creates the Kafka-native system's topic)."""
@@ -155,8 +196,12 @@ class DemoRun:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.broker.bootstrap)
         await admin.start()
         try:
-            await admin.create_topics([NewTopic(name, num_partitions=4, replication_factor=1)
-                                       for name in (topics.ingest, topics.events, topics.deadletter, topics.deliveries)])
+            await admin.create_topics(
+                [
+                    NewTopic(name, num_partitions=4, replication_factor=1)
+                    for name in (topics.ingest, topics.events, topics.deadletter, topics.deliveries)
+                ]
+            )
         finally:
             await admin.close()
 
@@ -168,9 +213,20 @@ class DemoRun:
 
         def render():
             flow = monitor.flow
-            counters = {"in": flow.ingested, **{r.id: len(flow.systems[r.id].routed & recordings[r.id].event_ids) for r in rows}}
-            return live_view(time.monotonic() - started, self.options.duration, feed.published, len(feed.documents),
-                             flow, rows, recordings, meter.sample(counters))
+            counters = {
+                "in": flow.ingested,
+                **{r.id: len(flow.systems[r.id].routed & recordings[r.id].event_ids) for r in rows},
+            }
+            return live_view(
+                time.monotonic() - started,
+                self.options.duration,
+                feed.published,
+                len(feed.documents),
+                flow,
+                rows,
+                recordings,
+                meter.sample(counters),
+            )
 
         with Live(render(), console=self.console, refresh_per_second=4, transient=False) as live:
             while not self.stop_requested.is_set():
@@ -178,10 +234,8 @@ class DemoRun:
                     return dead[0].name
                 if time.monotonic() - started >= self.options.duration and not self.options.keep_running:
                     break
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop_requested.wait(), 0.5)
-                except TimeoutError:
-                    pass
                 live.update(render())
             live.update(render())
         return None
@@ -206,4 +260,6 @@ def run_demo(options: Options, console: Console | None = None) -> int:
         return asyncio.run(DemoRun(options, broker, console).run())
     finally:
         stopped = broker.stop_if_started_here()
-        console.print("stopped everything the demo started" + (" (the broker too)" if stopped else "; the broker keeps running"))
+        console.print(
+            "stopped everything the demo started" + (" (the broker too)" if stopped else "; the broker keeps running")
+        )

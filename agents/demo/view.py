@@ -45,14 +45,27 @@ class RateMeter:
         return {k: (v - old.get(k, 0)) / span if span > 0 else 0.0 for k, v in counters.items()}
 
 
-def live_view(elapsed: float, duration: float, published: int, total: int, flow: BusFlow,
-              systems: list[SystemRow], recordings: dict[str, Recording], rates: dict[str, float]) -> Group:
+def live_view(
+    elapsed: float,
+    duration: float,
+    published: int,
+    total: int,
+    flow: BusFlow,
+    systems: list[SystemRow],
+    recordings: dict[str, Recording],
+    rates: dict[str, float],
+) -> Group:
     head = Text.assemble(
-        ("Samband demo ", "bold"), f"{elapsed:5.0f} / {duration:.0f} s   ",
-        ("Folkeregisteret feed ", "bold"), f"{published:,} / {total:,} events of a compressed year   ",
-        ("in ", "bold"), f"{flow.ingested:,} ({rates.get('in', 0):,.0f}/s)   ",
-        ("validated ", "bold"), f"{flow.validated:,}   ",
-        ("dead letters ", "bold"), _stages(flow),
+        ("Samband demo ", "bold"),
+        f"{elapsed:5.0f} / {duration:.0f} s   ",
+        ("Folkeregisteret feed ", "bold"),
+        f"{published:,} / {total:,} events of a compressed year   ",
+        ("in ", "bold"),
+        f"{flow.ingested:,} ({rates.get('in', 0):,.0f}/s)   ",
+        ("validated ", "bold"),
+        f"{flow.validated:,}   ",
+        ("dead letters ", "bold"),
+        _stages(flow),
     )
     table = Table(expand=True)
     for column in ("system", "via", "routed", "delivered", "/s", "retries", "dead", "pending", ""):
@@ -60,9 +73,17 @@ def live_view(elapsed: float, duration: float, published: int, total: int, flow:
     for system in systems:
         sys_flow, got = flow.systems[system.id], recordings[system.id]
         delivered = len(sys_flow.routed & got.event_ids)
-        table.add_row(system.id, system.kind, f"{len(sys_flow.routed):,}", f"{delivered:,}",
-                      f"{rates.get(system.id, 0):,.0f}", f"{sys_flow.failed_attempts:,}", f"{len(sys_flow.dead_lettered):,}",
-                      f"{len(sys_flow.routed) - delivered - len(sys_flow.dead_lettered - got.event_ids):,}", system.note)
+        table.add_row(
+            system.id,
+            system.kind,
+            f"{len(sys_flow.routed):,}",
+            f"{delivered:,}",
+            f"{rates.get(system.id, 0):,.0f}",
+            f"{sys_flow.failed_attempts:,}",
+            f"{len(sys_flow.dead_lettered):,}",
+            f"{len(sys_flow.routed) - delivered - len(sys_flow.dead_lettered - got.event_ids):,}",
+            system.note,
+        )
     return Group(head, table)
 
 
@@ -72,8 +93,13 @@ def _stages(flow: BusFlow) -> str:
     return ", ".join(f"{stage} {count:,}" for stage, count in sorted(flow.dead_letters.items()))
 
 
-def summary_table(systems: list[SystemRow], gaps: dict[str, Gap], flow: BusFlow, recordings: dict[str, Recording],
-                  leaks_per_system: dict[str, int]) -> Group:
+def summary_table(
+    systems: list[SystemRow],
+    gaps: dict[str, Gap],
+    flow: BusFlow,
+    recordings: dict[str, Recording],
+    leaks_per_system: dict[str, int],
+) -> Group:
     """Per system: entitled (routed to it), delivered, dead, pending, retries, 500s answered, leaks; then what it got."""
     table = Table(title="What each system received", expand=False)
     for column in ("system", "via", "entitled", "delivered", "dead", "pending", "retries", "500s", "leaks"):
@@ -83,9 +109,17 @@ def summary_table(systems: list[SystemRow], gaps: dict[str, Gap], flow: BusFlow,
     types.add_column("event types (count)")
     for system in systems:
         gap, got = gaps[system.id], recordings[system.id]
-        table.add_row(system.id, system.kind, f"{gap.routed:,}", f"{gap.delivered:,}", f"{gap.dead_lettered:,}",
-                      f"{gap.pending:,}", f"{flow.systems[system.id].failed_attempts:,}", f"{got.counts.refused:,}",
-                      str(leaks_per_system.get(system.id, 0)))
+        table.add_row(
+            system.id,
+            system.kind,
+            f"{gap.routed:,}",
+            f"{gap.delivered:,}",
+            f"{gap.dead_lettered:,}",
+            f"{gap.pending:,}",
+            f"{flow.systems[system.id].failed_attempts:,}",
+            f"{got.counts.refused:,}",
+            str(leaks_per_system.get(system.id, 0)),
+        )
         counted = Counter(event.event_type for event in got.events)
         types.add_row(system.id, ", ".join(f"{t} {n}" for t, n in counted.most_common()) or "-")
     return Group(table, types)

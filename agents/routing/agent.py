@@ -38,13 +38,13 @@ from agents.app import app, batch_service_settings, freeze_heap
 from agents.config import bootstrap_servers, dead_letter_key, get_settings
 from agents.routing.batches import BatchService, Output
 from agents.routing.index import RoutingIndex
-from schemas.protection import is_strict, scrub_address
 from agents.routing.router import PersonState, Router
 from agents.routing.state import PartitionedState, SegmentedState
 from agents.routing.topics import bus_topics
 from agents.subscriptions.store import SubscriptionFollower
 from connectors.dead_letters import DeadLetter, DeadLetterSeal
 from schemas.codec import Codec, WireFormatError
+from schemas.protection import is_strict, scrub_address
 from schemas.registry import registry_from_settings
 
 log = structlog.get_logger(__name__)
@@ -68,8 +68,12 @@ class Route:
         self.seal = DeadLetterSeal(dead_letter_key(settings))
         # A person whose stored state cannot be read is treated as strengt fortrolig until the
         # register says otherwise: reading it as "not protected" could send an address.
-        self.persons = PartitionedState(f"{app.conf.id}-router-persons", {"cleanup.policy": "compact"},
-                                        PersonState.from_json, fail_closed=PersonState("strengtFortrolig").to_json())
+        self.persons = PartitionedState(
+            f"{app.conf.id}-router-persons",
+            {"cleanup.policy": "compact"},
+            PersonState.from_json,
+            fail_closed=PersonState("strengtFortrolig").to_json(),
+        )
         self.records = SegmentedState(f"{app.conf.id}-router-records", {"cleanup.policy": "compact"})
         self.held = PartitionedState(f"{app.conf.id}-router-held", {"cleanup.policy": "compact"}, orjson.loads)
         self.states = [self.persons, self.records, self.held]
@@ -122,16 +126,26 @@ class Route:
         partition, original = message.partition, envelope["correctsEventId"]
         held = self.held.get(partition, original)
         entry = orjson.loads(held) if held else {"since": self.now, "held": []}
-        entry["held"].append({
-            "key": message.key.decode(), "offset": message.offset, "timestamp": message.timestamp,
-            "value": base64.b64encode(self.seal.seal(message.value)).decode("ascii"),
-            "headers": [[k, base64.b64encode(v).decode("ascii")] for k, v in message.headers or ()],
-        })
+        entry["held"].append(
+            {
+                "key": message.key.decode(),
+                "offset": message.offset,
+                "timestamp": message.timestamp,
+                "value": base64.b64encode(self.seal.seal(message.value)).decode("ascii"),
+                "headers": [[k, base64.b64encode(v).decode("ascii")] for k, v in message.headers or ()],
+            }
+        )
         self.held.set(partition, original, orjson.dumps(entry))
         if held is None:
             self.waiting[partition].append((entry["since"], original))
-        log.info("route.correction_held", event_id=envelope["id"], corrects=original, topic=message.topic,
-                 partition=partition, offset=message.offset)
+        log.info(
+            "route.correction_held",
+            event_id=envelope["id"],
+            corrects=original,
+            topic=message.topic,
+            partition=partition,
+            offset=message.offset,
+        )
 
     def _held_messages(self, partition: int, original: str) -> list[ConsumerRecord]:
         """The messages held for `original`, as they were read, and forgets them."""
@@ -143,8 +157,21 @@ class Route:
         for item in orjson.loads(held)["held"]:
             value = self.seal.open(base64.b64decode(item["value"]))
             headers = [(k, base64.b64decode(v)) for k, v in item["headers"]]
-            messages.append(ConsumerRecord(topics.events, partition, item["offset"], item["timestamp"], 0,
-                                           item["key"].encode(), value, None, 0, len(value), headers))
+            messages.append(
+                ConsumerRecord(
+                    topics.events,
+                    partition,
+                    item["offset"],
+                    item["timestamp"],
+                    0,
+                    item["key"].encode(),
+                    value,
+                    None,
+                    0,
+                    len(value),
+                    headers,
+                )
+            )
         return messages
 
     def _release(self, partition: int, original: str, outputs: list[Output]) -> None:
@@ -162,8 +189,14 @@ class Route:
                 for message in self._held_messages(partition, original):
                     record = self.codec.decode(message.value)
                     state = PersonState.from_json(self.persons.get(partition, message.key.decode()))
-                    outputs.append(self._unknown_original(
-                        message, record, state, f"held {self.hold_seconds:.0f} s for it, and the bus has not routed it"))
+                    outputs.append(
+                        self._unknown_original(
+                            message,
+                            record,
+                            state,
+                            f"held {self.hold_seconds:.0f} s for it, and the bus has not routed it",
+                        )
+                    )
 
     def due(self) -> bool:
         now = time.time()
@@ -175,20 +208,45 @@ class Route:
         value = message.value
         if is_strict(state.protection) or is_strict(envelope.get("addressProtection")):
             value = self.codec.encode(scrub_address(event_type, record), self.codec.current_id(event_type))
-        return self.dead_letter(message, "relation.unknown_corrected_event",
-                                f"{event_type} {envelope['changeKind']} names an event: {why}", value=value,
-                                event_id=envelope["id"])
+        return self.dead_letter(
+            message,
+            "relation.unknown_corrected_event",
+            f"{event_type} {envelope['changeKind']} names an event: {why}",
+            value=value,
+            event_id=envelope["id"],
+        )
 
-    def dead_letter(self, message: ConsumerRecord, reason: str, text: str, value: bytes | None = None,
-                    event_id: str | None = None) -> Output:
+    def dead_letter(
+        self, message: ConsumerRecord, reason: str, text: str, value: bytes | None = None, event_id: str | None = None
+    ) -> Output:
         scrubbed = "address" if value is not None and value != message.value else None
-        letter = DeadLetter(reason, text, "route", message.topic, message.partition, message.offset,
-                            event_id=event_id, scrubbed=scrubbed)
+        letter = DeadLetter(
+            reason,
+            text,
+            "route",
+            message.topic,
+            message.partition,
+            message.offset,
+            event_id=event_id,
+            scrubbed=scrubbed,
+        )
         headers = list(message.headers)
         parent = tracing.from_kafka_headers(message.headers)
-        log.info("dead_letter", reason=reason, event_id=event_id, topic=message.topic, partition=message.partition,
-                 offset=message.offset, trace_id=parent.trace_id if parent else None)
-        return topics.deadletter, message.key, self.seal.seal(value if value is not None else message.value), letter.headers(headers)
+        log.info(
+            "dead_letter",
+            reason=reason,
+            event_id=event_id,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            trace_id=parent.trace_id if parent else None,
+        )
+        return (
+            topics.deadletter,
+            message.key,
+            self.seal.seal(value if value is not None else message.value),
+            letter.headers(headers),
+        )
 
     def end_batch(self) -> None:
         pass
@@ -219,7 +277,12 @@ async def _subscriptions_current(batch: dict[TopicPartition, list[ConsumerRecord
 class RouteService(BatchService):
     def __init__(self, **kwargs):
         super().__init__(
-            **batch_service_settings(), source=topics.events, group=f"{app.conf.id}-router",
-            outputs=[topics.deliveries, topics.deadletter], logic=Route, ready=_subscriptions_read,
-            before_batch=_subscriptions_current, **kwargs,
+            **batch_service_settings(),
+            source=topics.events,
+            group=f"{app.conf.id}-router",
+            outputs=[topics.deliveries, topics.deadletter],
+            logic=Route,
+            ready=_subscriptions_read,
+            before_batch=_subscriptions_current,
+            **kwargs,
         )

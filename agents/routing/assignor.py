@@ -32,8 +32,9 @@ class CoPartitioned(AbstractPartitionAssignor):
         return ConsumerProtocolMemberMetadata(cls.version, list(topics), WORKER_ID)
 
     @classmethod
-    def assign(cls, cluster: ClusterMetadata,
-               members: Mapping[str, ConsumerProtocolMemberMetadata]) -> dict[str, ConsumerProtocolMemberAssignment]:
+    def assign(
+        cls, cluster: ClusterMetadata, members: Mapping[str, ConsumerProtocolMemberMetadata]
+    ) -> dict[str, ConsumerProtocolMemberAssignment]:
         order = sorted(members, key=lambda member: (bytes(members[member].user_data or b""), member))
         assigned: dict[str, list[tuple[str, list[int]]]] = {member: [] for member in members}
         for topic in sorted({t for metadata in members.values() for t in metadata.subscription}):
@@ -42,8 +43,10 @@ class CoPartitioned(AbstractPartitionAssignor):
             for i, member in enumerate(takers):  # contiguous ranges, the first ones one longer
                 share, extra = divmod(len(partitions), len(takers))
                 start = i * share + min(i, extra)
-                assigned[member].append((topic, partitions[start:start + share + (i < extra)]))
-        return {member: ConsumerProtocolMemberAssignment(cls.version, topics, b"") for member, topics in assigned.items()}
+                assigned[member].append((topic, partitions[start : start + share + (i < extra)]))
+        return {
+            member: ConsumerProtocolMemberAssignment(cls.version, topics, b"") for member, topics in assigned.items()
+        }
 
     @classmethod
     def on_assignment(cls, assignment: ConsumerProtocolMemberAssignment) -> None:

@@ -51,6 +51,7 @@ handled; records fetched for a partition still recovering are sought back and re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
@@ -73,14 +74,17 @@ from aiokafka.errors import (
 from mode import Service
 
 from agents import metrics
-from connectors.record_batches import RecordBatches
 from agents.routing.assignor import CoPartitioned
 from agents.routing.state import ChangelogState
+from connectors.record_batches import RecordBatches
 
 log = structlog.get_logger(__name__)
 
 # (topic, key, value, headers), or with a fifth element: the partition (else the key's)
-Output = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]] | tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]], int]
+Output = (
+    tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
+    | tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]], int]
+)
 
 _running: list[BatchService] = []
 
@@ -92,7 +96,8 @@ OUTAGE_SUMMARY_EVERY = 60.0  # seconds between log lines while an outage lasts
 def broker_unavailable(exc: BaseException) -> bool:
     """An error of a broker that is down, unreachable or electing a leader: one a stage rides out."""
     return isinstance(exc, (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError)) or (
-        isinstance(exc, KafkaError) and exc.retriable)
+        isinstance(exc, KafkaError) and exc.retriable
+    )
 
 
 @dataclass
@@ -135,12 +140,23 @@ class BatchLogic(Protocol):
 
 
 class BatchService(Service):
-    def __init__(self, *, bootstrap: str, source: str, group: str, outputs: list[str], partitions: int,
-                 batch_size: int, within: float, session_timeout: float, logic: Callable[[], BatchLogic],
-                 request_timeout: float = 40.0,
-                 ready: Callable[[], Awaitable[object]] | None = None,
-                 before_batch: Callable[[dict[TopicPartition, list[ConsumerRecord]]], Awaitable[object]] | None = None,
-                 **kwargs):
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        source: str,
+        group: str,
+        outputs: list[str],
+        partitions: int,
+        batch_size: int,
+        within: float,
+        session_timeout: float,
+        logic: Callable[[], BatchLogic],
+        request_timeout: float = 40.0,
+        ready: Callable[[], Awaitable[object]] | None = None,
+        before_batch: Callable[[dict[TopicPartition, list[ConsumerRecord]]], Awaitable[object]] | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.bootstrap, self.source, self.group = bootstrap, source, group
         self.outputs, self.partition_count, self.batch_size = outputs, partitions, batch_size
@@ -168,12 +184,20 @@ class BatchService(Service):
         await self._start_producer()
 
     async def _ensure_topics(self) -> None:
-        await ensure_topics(self.bootstrap, {name: {} for name in [self.source, *self.outputs]}
-                            | {s.topic: s.topic_configs for s in self.logic.states}, self.partition_count)
+        await ensure_topics(
+            self.bootstrap,
+            {name: {} for name in [self.source, *self.outputs]} | {s.topic: s.topic_configs for s in self.logic.states},
+            self.partition_count,
+        )
 
     async def _start_producer(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=5,
-                                         max_batch_size=512 * 1024, request_timeout_ms=self.request_timeout_ms)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=512 * 1024,
+            request_timeout_ms=self.request_timeout_ms,
+        )
         await self.producer.start()
         self.writes = RecordBatches(self.producer)
         await self.writes.load([*self.outputs, *(s.topic for s in self.logic.states)])
@@ -197,9 +221,13 @@ class BatchService(Service):
     async def _consume_from_commit(self) -> None:
         """Join the group and handle batches until stopped (or until the broker is lost)."""
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=self.batch_size,
-            session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=min(3000, self.session_timeout_ms // 3),
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.batch_size,
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=min(3000, self.session_timeout_ms // 3),
             # A worker's partitions are the same in every stage; round robin while a worker of an
             # earlier version is still in the group (a rolling upgrade: the group uses what all support).
             partition_assignment_strategy=(CoPartitioned, RoundRobinPartitionAssignor),
@@ -242,7 +270,9 @@ class BatchService(Service):
                 await _closed(self.producer.stop())
             if time.monotonic() - summarised >= OUTAGE_SUMMARY_EVERY:
                 summarised = time.monotonic()
-                log.warning("stage.broker_still_unavailable", group=self.group, seconds=round(time.time() - self.outage.since))
+                log.warning(
+                    "stage.broker_still_unavailable", group=self.group, seconds=round(time.time() - self.outage.since)
+                )
 
     async def _abandon(self) -> None:
         """What a kill -9 would lose, given up in place: the cycles in flight (not committed, so read
@@ -309,7 +339,9 @@ class BatchService(Service):
         while self._completing:
             await self._completing.popleft()[1]
 
-    def held_records(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> tuple[list[ConsumerRecord], dict[TopicPartition, int]]:
+    def held_records(
+        self, batch: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> tuple[list[ConsumerRecord], dict[TopicPartition, int]]:
         """The records of partitions whose state is current, and the next offset of each; the
         records of a partition still recovering are sought back, to be read again."""
         held: list[ConsumerRecord] = []
@@ -352,9 +384,14 @@ class BatchService(Service):
         # Handed to the producer in the background, in order, so the next batch is handled while
         # the producer waits for a partition's previous request (it keeps one in flight per partition).
         self._sending = asyncio.create_task(self._send_after(self._sending, self.writes.take()))
-        return Cycle(len(held), Counter(map(itemgetter(0), outputs)), self._sending,
-                     [(state, state.take()) for state in self.logic.states], done,
-                     asyncio.get_running_loop().create_future())
+        return Cycle(
+            len(held),
+            Counter(map(itemgetter(0), outputs)),
+            self._sending,
+            [(state, state.take()) for state in self.logic.states],
+            done,
+            asyncio.get_running_loop().create_future(),
+        )
 
     async def _complete(self, cycle: Cycle, previous: tuple[Cycle, asyncio.Task] | None) -> None:
         """Once the outputs are acknowledged and the previous cycle's state is written: the state
@@ -426,10 +463,16 @@ class BatchService(Service):
                 await state.recover(self.bootstrap, partitions - kept)
             self.logic.recovered(partitions - kept)
             self.held = partitions
-            log.info("batch_partitions_assigned", group=self.group, partitions=sorted(partitions),
-                     recovered=sorted(partitions - kept))
+            log.info(
+                "batch_partitions_assigned",
+                group=self.group,
+                partitions=sorted(partitions),
+                recovered=sorted(partitions - kept),
+            )
         if self.outage is not None:  # back in the group, its state recovered: the stage works again
-            log.info("stage.broker_back", group=self.group, unavailable_seconds=round(time.time() - self.outage.since, 1))
+            log.info(
+                "stage.broker_back", group=self.group, unavailable_seconds=round(time.time() - self.outage.since, 1)
+            )
             self.outage = None
 
 
@@ -468,10 +511,10 @@ async def ensure_topics(bootstrap: str, topics: dict[str, dict[str, str]], parti
     try:
         missing = set(topics) - set(await admin.list_topics())
         if missing:
-            try:
-                await admin.create_topics([NewTopic(t, partitions, 1, topic_configs=topics[t]) for t in sorted(missing)])
-            except TopicAlreadyExistsError:  # another worker was quicker
-                pass
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker was quicker
+                await admin.create_topics(
+                    [NewTopic(t, partitions, 1, topic_configs=topics[t]) for t in sorted(missing)]
+                )
     finally:
         await admin.close()
 
@@ -484,5 +527,5 @@ async def _closed(closing: Awaitable[object], timeout: float = 10.0) -> None:
         if asyncio.current_task().cancelling():
             raise  # the stage itself is being stopped
         # else: aiokafka's close cancels tasks of its own and may let their cancellation out
-    except Exception:  # noqa: BLE001 (whatever a half-connected client raises while closing)
+    except Exception:
         pass

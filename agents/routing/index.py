@@ -41,8 +41,14 @@ class Entry:
     def of(cls, sub: Subscription) -> Entry:
         kommuner = None if sub.kommuner == ALL else frozenset(sub.kommuner)
         unconditional = not sub.predicates.model_dump(exclude_none=True)
-        return cls(sub, sub.id, kommuner, {t: Grant.of(paths) for t, paths in sub.fields.items()}, unconditional,
-                   sub.id.encode())
+        return cls(
+            sub,
+            sub.id,
+            kommuner,
+            {t: Grant.of(paths) for t, paths in sub.fields.items()},
+            unconditional,
+            sub.id.encode(),
+        )
 
 
 class RoutingIndex:

@@ -23,11 +23,11 @@ from typing import NamedTuple
 import orjson
 
 from agents.routing.index import Entry, Grant, RoutingIndex
-from schemas.protection import NEUTRAL_SOURCE, is_strict, may_receive, stricter, withheld
 from agents.routing.state import stored_json
 from schemas.catalog import EVENTS_NAMESPACE, catalog
 from schemas.identity import InvalidIdentity, parse_identity
 from schemas.moves import scope_for
+from schemas.protection import NEUTRAL_SOURCE, is_strict, may_receive, stricter, withheld
 
 PURGE_TYPE = "no.samband.purge"
 
@@ -41,7 +41,9 @@ class PersonState(NamedTuple):  # a tuple: made for most events, a frozen datacl
 
     def to_json(self) -> bytes:
         # orjson writes a date as isoformat() would
-        return stored_json({"protection": self.protection, "birth_date": self.birth_date, "received": sorted(self.received)})
+        return stored_json(
+            {"protection": self.protection, "birth_date": self.birth_date, "received": sorted(self.received)}
+        )
 
     @classmethod
     def from_json(cls, data: bytes | None) -> PersonState:
@@ -74,8 +76,10 @@ class RouteResult:
 class Router:
     def __init__(self, index: RoutingIndex):
         self.index = index
-        self._dataschema = {t: f"/subjects/{EVENTS_NAMESPACE}.{t}/versions/{catalog().current(t).version}"
-                            for t in catalog().event_types()}
+        self._dataschema = {
+            t: f"/subjects/{EVENTS_NAMESPACE}.{t}/versions/{catalog().current(t).version}"
+            for t in catalog().event_types()
+        }
 
     def route(
         self,
@@ -112,7 +116,10 @@ class Router:
             targets = [e for e in targets if event_type in e.grants and _change_kind_ok(e, kind)]
         else:
             targets = [
-                e for e in self.index.candidates(event_type, envelope["kommunenummer"], national_only=is_strict(effective))
+                e
+                for e in self.index.candidates(
+                    event_type, envelope["kommunenummer"], national_only=is_strict(effective)
+                )
                 if e.unconditional or self._matches(e, event_type, record, result.state)
             ]
         if effective == "fortrolig" or is_strict(effective):  # corrections too go only where the grade allows
@@ -124,12 +131,15 @@ class Router:
             cloudevent["source"] = NEUTRAL_SOURCE
         delivery = _delivery_writer(envelope["id"], person, cloudevent, "event")
         for entry in targets:
-            data = _project(record, entry.grants[event_type], withheld(event_type, effective, entry.subscription.public_body))
+            data = _project(
+                record, entry.grants[event_type], withheld(event_type, effective, entry.subscription.public_body)
+            )
             result.deliveries.append(delivery(entry, data))
             result.recipients.append(entry.id)
         if not result.state.received.issuperset(result.recipients):
-            result.state = PersonState(result.state.protection, result.state.birth_date,
-                                       result.state.received.union(result.recipients))
+            result.state = PersonState(
+                result.state.protection, result.state.birth_date, result.state.received.union(result.recipients)
+            )
         return result
 
     # --- predicates -----------------------------------------------------------------------
@@ -143,10 +153,14 @@ class Router:
             return False
         age = predicates.age_at_event
         if age is not None:
-            years = _age(state.birth_date or _birth_date_from_number(envelope["person"], envelope["time"].date()),
-                         envelope["time"].date())
-            if years is None or (age.min_years is not None and years < age.min_years) or (
-                age.max_years is not None and years > age.max_years
+            years = _age(
+                state.birth_date or _birth_date_from_number(envelope["person"], envelope["time"].date()),
+                envelope["time"].date(),
+            )
+            if (
+                years is None
+                or (age.min_years is not None and years < age.min_years)
+                or (age.max_years is not None and years > age.max_years)
             ):
                 return False
         return True
@@ -187,15 +201,23 @@ class Router:
         return _delivery_writer(purge_id, person, cloudevent, "purge", tail)(entry, {"delete": "address"})
 
 
-def _delivery_writer(event_id: str, person: str, cloudevent: dict, kind: str,
-                     tail: bytes | None = None) -> Callable[[Entry, dict], Delivery]:
+def _delivery_writer(
+    event_id: str, person: str, cloudevent: dict, kind: str, tail: bytes | None = None
+) -> Callable[[Entry, dict], Delivery]:
     """The delivery records of one event: (subscription, data) -> Delivery whose value is the JSON of
     {"idempotency_key": "<event id>.<subscription id>", "subscription", "person",
     "event": {**cloudevent, "data": data}, "kind"} (docs/architecture.md). The parts every recipient
     shares are serialised once; subscription ids are [a-z0-9-], safe to place unescaped."""
-    head = b'{"idempotency_key":' + orjson.dumps(event_id)[:-1] + b"."  # the id's closing quote follows the subscription
-    middle = (b'","person":' + orjson.dumps(person) + b',"event":'
-              + orjson.dumps(cloudevent, default=_json_value)[:-1] + b',"data":')
+    head = (
+        b'{"idempotency_key":' + orjson.dumps(event_id)[:-1] + b"."
+    )  # the id's closing quote follows the subscription
+    middle = (
+        b'","person":'
+        + orjson.dumps(person)
+        + b',"event":'
+        + orjson.dumps(cloudevent, default=_json_value)[:-1]
+        + b',"data":'
+    )
     tail = tail or _TAILS[kind]
     person_key = b"/" + person.encode()
 

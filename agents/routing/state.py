@@ -69,8 +69,13 @@ class PartitionedState(ChangelogState):
     and counted, or, with `fail_closed`, its key takes that value instead: for state whose loss
     would be unsafe (a person's protection grade read as "none"), the safe value."""
 
-    def __init__(self, topic: str, topic_configs: dict[str, str], check: Callable[[bytes], object] | None = None,
-                 fail_closed: bytes | None = None):
+    def __init__(
+        self,
+        topic: str,
+        topic_configs: dict[str, str],
+        check: Callable[[bytes], object] | None = None,
+        fail_closed: bytes | None = None,
+    ):
         super().__init__(topic, topic_configs)
         self.check = check
         self.fail_closed = fail_closed
@@ -159,7 +164,7 @@ class SegmentedState(ChangelogState):
 
 
 class _Segment:
-    __slots__ = ("partition", "entries", "size")
+    __slots__ = ("entries", "partition", "size")
 
     def __init__(self, partition: int):
         self.partition = partition
@@ -187,4 +192,3 @@ async def read_changelog(bootstrap: str, topic: str, partitions: set[int]) -> As
                     remaining.discard(tp)
     finally:
         await consumer.stop()
-

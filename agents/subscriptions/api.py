@@ -90,8 +90,16 @@ def authorise(request: web.Request, scope: str | None) -> tuple[SubscriptionsApi
     api = request.app[API_KEY]
     token = api.token_of(request)
     if token is None:
-        return api, None, _error(401, "auth.unauthenticated", "a valid bearer token is required",
-                                 **{"WWW-Authenticate": 'Bearer realm="samband"'})
+        return (
+            api,
+            None,
+            _error(
+                401,
+                "auth.unauthenticated",
+                "a valid bearer token is required",
+                **{"WWW-Authenticate": 'Bearer realm="samband"'},
+            ),
+        )
     if scope is not None and scope not in token.scopes:
         return api, token, _error(403, "auth.scope_missing", f"the token lacks scope {scope}")
     return api, token, None
@@ -108,9 +116,8 @@ async def _parse(request: web.Request, sub_id: str | None = None) -> Subscriptio
         return _error(400, "request.invalid_json", f"the body is not JSON: {exc}")
     if not isinstance(body, dict):
         return _error(422, "subscription.invalid", "the body must be a subscription object")
-    if sub_id is not None:
-        if body.setdefault("id", sub_id) != sub_id:
-            return _error(422, "subscription.id_mismatch", "the id in the body differs from the id in the path")
+    if sub_id is not None and body.setdefault("id", sub_id) != sub_id:
+        return _error(422, "subscription.id_mismatch", "the id in the body differs from the id in the path")
     try:
         return Subscription.model_validate(body)
     except ValidationError as exc:
@@ -146,8 +153,9 @@ async def _audited(request: web.Request, write: Write) -> web.Response:
     else:
         action, sub_id, response = await write(api, token, request)
     outcome = "ok" if response.status < 400 else json.loads(response.body)["error"]
-    await api.audit.record(name=token.name, owner=token.owner, action=action, subscription=sub_id,
-                           outcome=outcome, via="api")
+    await api.audit.record(
+        name=token.name, owner=token.owner, action=action, subscription=sub_id, outcome=outcome, via="api"
+    )
     return response
 
 
@@ -159,7 +167,9 @@ async def list_subscriptions(request: web.Request) -> web.Response:
     api, token, denied = authorise(request, READ)
     if denied:
         return denied
-    subs = [json.loads(e.subscription.to_json()) for sub_id, e in sorted(api.index.entries.items()) if token.owns(sub_id)]
+    subs = [
+        json.loads(e.subscription.to_json()) for sub_id, e in sorted(api.index.entries.items()) if token.owns(sub_id)
+    ]
     return web.json_response({"subscriptions": subs})
 
 
@@ -180,9 +190,17 @@ async def _create(api: SubscriptionsApi, token: ApiToken, request: web.Request):
     if isinstance(sub, web.Response):
         return "create", None, sub
     if not token.owns(sub.id):
-        return "create", sub.id, _error(403, "auth.id_not_owned", "this token may create only subscriptions whose id it owns")
+        return (
+            "create",
+            sub.id,
+            _error(403, "auth.id_not_owned", "this token may create only subscriptions whose id it owns"),
+        )
     if sub.id in api.index.entries:
-        return "create", sub.id, _error(409, "subscription.exists", "a subscription with this id exists; PUT replaces it")
+        return (
+            "create",
+            sub.id,
+            _error(409, "subscription.exists", "a subscription with this id exists; PUT replaces it"),
+        )
     refused = _operator_needed(token, sub, None)
     if refused:
         return "create", sub.id, refused

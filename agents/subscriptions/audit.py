@@ -30,10 +30,21 @@ class AuditLog:
     topic: str
     _ensured: bool = False
 
-    async def record(self, *, name: str, owner: str | None, action: str, subscription: str | None,
-                     outcome: str, via: str) -> None:
-        await self.record_all([{"name": name, "owner": owner, "action": action, "subscription": subscription,
-                                "outcome": outcome, "via": via}])
+    async def record(
+        self, *, name: str, owner: str | None, action: str, subscription: str | None, outcome: str, via: str
+    ) -> None:
+        await self.record_all(
+            [
+                {
+                    "name": name,
+                    "owner": owner,
+                    "action": action,
+                    "subscription": subscription,
+                    "outcome": outcome,
+                    "via": via,
+                }
+            ]
+        )
 
     async def record_all(self, entries: list[dict]) -> None:
         if not entries:

@@ -18,7 +18,6 @@ from yarl import URL
 from connectors.webhook.config import WebhookConfig
 from connectors.webhook.network import literal_address
 
-
 MIN_RETRY_DELAY_S, MAX_RETRY_STEPS = 1.0, 20
 
 
@@ -57,8 +56,10 @@ class KafkaTarget(DeliveryControl):
     def _no_topic(cls, data):
         # A named topic could be one of the bus's own or another subscriber's (docs/delivery.md).
         if isinstance(data, dict) and "topic" in data:
-            raise ValueError("topic cannot be chosen: a Kafka subscription's records go to its own topic, "
-                             "the subscriber topic prefix followed by the subscription id")
+            raise ValueError(
+                "topic cannot be chosen: a Kafka subscription's records go to its own topic, "
+                "the subscriber topic prefix followed by the subscription id"
+            )
         return data
 
 

@@ -16,18 +16,32 @@ _REF = "#/components/schemas/{model}"
 def _response(description: str, schema: str | None = None) -> dict:
     if schema is None:
         return {"description": description}
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
 
 
 _ERRORS = {
     "401": _response("no or unknown bearer token (error auth.unauthenticated)", "Error"),
-    "403": _response("the token lacks the scope (error auth.scope_missing), may not create this id "
-                     "(auth.id_not_owned), or grants need the operator scope (auth.operator_required, "
-                     "naming each grant in problems)", "Error"),
+    "403": _response(
+        "the token lacks the scope (error auth.scope_missing), may not create this id "
+        "(auth.id_not_owned), or grants need the operator scope (auth.operator_required, "
+        "naming each grant in problems)",
+        "Error",
+    ),
 }
-_NOT_FOUND = _response("no subscription with this id that the token owns (error subscription.not_found); "
-                       "another tenant's subscriptions answer the same", "Error")
-_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,99}$"}}
+_NOT_FOUND = _response(
+    "no subscription with this id that the token owns (error subscription.not_found); "
+    "another tenant's subscriptions answer the same",
+    "Error",
+)
+_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,99}$"},
+}
 _BODY = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Subscription"}}}}
 _INVALID = _response("invalid subscription (error subscription.invalid, with problems)", "Error")
 _NOT_JSON = _response("the body is not JSON (error request.invalid_json)", "Error")
@@ -54,37 +68,81 @@ def openapi_document() -> dict:
             "title": "Samband subscriptions API",
             "version": "1",
             "description": "Who receives which citizen life events, with which fields, under which legal basis. "
-                           "Changes take effect on every worker within seconds.",
+            "Changes take effect on every worker within seconds.",
         },
         "paths": {
             "/subscriptions": {
-                "get": {"summary": "List the subscriptions the token owns", "security": read, "responses": {
-                    "200": {"description": "the token's subscriptions (an operator's: all)", "content": {"application/json": {"schema": {
-                        "type": "object", "properties": {"subscriptions": {
-                            "type": "array", "items": {"$ref": "#/components/schemas/Subscription"}}}}}}},
-                    **_ERRORS}},
-                "post": {"summary": "Create a subscription", "security": write, "requestBody": _BODY, "responses": {
-                    "201": _response("created", "Subscription"),
-                    "409": _response("the id exists (error subscription.exists)", "Error"),
-                    "400": _NOT_JSON, "422": _INVALID, **_ERRORS}},
+                "get": {
+                    "summary": "List the subscriptions the token owns",
+                    "security": read,
+                    "responses": {
+                        "200": {
+                            "description": "the token's subscriptions (an operator's: all)",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "subscriptions": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Subscription"},
+                                            }
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        **_ERRORS,
+                    },
+                },
+                "post": {
+                    "summary": "Create a subscription",
+                    "security": write,
+                    "requestBody": _BODY,
+                    "responses": {
+                        "201": _response("created", "Subscription"),
+                        "409": _response("the id exists (error subscription.exists)", "Error"),
+                        "400": _NOT_JSON,
+                        "422": _INVALID,
+                        **_ERRORS,
+                    },
+                },
             },
             "/subscriptions/{id}": {
                 "parameters": [_ID],
-                "get": {"summary": "Get a subscription", "security": read, "responses": {
-                    "200": _response("the subscription", "Subscription"),
-                    "404": _NOT_FOUND, **_ERRORS}},
-                "put": {"summary": "Create or replace a subscription", "security": write, "requestBody": _BODY,
-                        "responses": {"200": _response("replaced", "Subscription"),
-                                      "201": _response("created", "Subscription"), "400": _NOT_JSON,
-                                      "404": _NOT_FOUND, "422": _INVALID, **_ERRORS}},
-                "delete": {"summary": "Delete a subscription", "security": write, "responses": {
-                    "204": _response("deleted"), "404": _NOT_FOUND, **_ERRORS}},
+                "get": {
+                    "summary": "Get a subscription",
+                    "security": read,
+                    "responses": {"200": _response("the subscription", "Subscription"), "404": _NOT_FOUND, **_ERRORS},
+                },
+                "put": {
+                    "summary": "Create or replace a subscription",
+                    "security": write,
+                    "requestBody": _BODY,
+                    "responses": {
+                        "200": _response("replaced", "Subscription"),
+                        "201": _response("created", "Subscription"),
+                        "400": _NOT_JSON,
+                        "404": _NOT_FOUND,
+                        "422": _INVALID,
+                        **_ERRORS,
+                    },
+                },
+                "delete": {
+                    "summary": "Delete a subscription",
+                    "security": write,
+                    "responses": {"204": _response("deleted"), "404": _NOT_FOUND, **_ERRORS},
+                },
             },
         },
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "tokens, their tenants and scopes: SAMBAND_API_TOKENS_FILE, "
-                                                          "SAMBAND_API_TOKENS"}},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "tokens, their tenants and scopes: SAMBAND_API_TOKENS_FILE, SAMBAND_API_TOKENS",
+                }
+            },
         },
     }

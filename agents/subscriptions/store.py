@@ -96,8 +96,9 @@ class SubscriptionFollower:
     routes nothing before, so a restarted worker never routes with a partial set.
     """
 
-    def __init__(self, bootstrap: str, topic: str, on_put: Callable[[Subscription], None],
-                 on_delete: Callable[[str], None]):
+    def __init__(
+        self, bootstrap: str, topic: str, on_put: Callable[[Subscription], None], on_delete: Callable[[str], None]
+    ):
         self.bootstrap = bootstrap
         self.topic = topic
         self.on_put = on_put
@@ -144,8 +145,12 @@ class SubscriptionFollower:
             self.on_put(Subscription.from_json(record.value))
         except ValidationError as exc:
             # Written around the validating writers: deliver nothing under it rather than guess.
-            log.error("subscription_invalid_on_topic", subscription=sub_id, offset=record.offset,
-                      errors=[".".join(map(str, e["loc"])) for e in exc.errors()])
+            log.error(
+                "subscription_invalid_on_topic",
+                subscription=sub_id,
+                offset=record.offset,
+                errors=[".".join(map(str, e["loc"])) for e in exc.errors()],
+            )
             self.on_delete(sub_id)
 
     async def wait_applied(self, offset: int, timeout: float = 10.0) -> None:
@@ -164,7 +169,9 @@ class SubscriptionFollower:
         """
         await self.caught_up.wait()
         tp = TopicPartition(self.topic, 0)
-        async with self._offsets_starting:  # syncs may overlap (the router checks a batch while handling the one before)
+        async with (
+            self._offsets_starting
+        ):  # syncs may overlap (the router checks a batch while handling the one before)
             if self._offsets is None:
                 offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
                 await offsets.start()

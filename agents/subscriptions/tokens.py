@@ -81,8 +81,12 @@ class ApiToken:
 
 def _confidential(sub: Subscription) -> set[str]:
     """`EventType.path` of every confidential field the subscription is granted."""
-    return {f"{event_type}.{f.path}" for event_type, paths in sub.fields.items()
-            for f in catalog().fields(event_type) if f.path in paths and f.classification == "confidential"}
+    return {
+        f"{event_type}.{f.path}"
+        for event_type, paths in sub.fields.items()
+        for f in catalog().fields(event_type)
+        if f.path in paths and f.classification == "confidential"
+    }
 
 
 class _Owned(BaseModel):
@@ -142,9 +146,17 @@ def parse_token_file(path: Path) -> list[ApiToken]:
             field = ".".join(str(p) for p in first["loc"]) or "(entry)"
             raise TokenConfigError(f"{where}: token {name}: {field}: {first['msg']}") from None
         owned = entry.subscriptions  # none: the token owns no subscription
-        tokens.append(ApiToken(name=str(name), token=entry.token, scopes=frozenset(entry.scopes), owner=entry.owner,
-                               prefix=owned.prefix if owned else None, ids=frozenset(owned.ids or ()) if owned else frozenset(),
-                               kommuner=frozenset(entry.kommuner)))
+        tokens.append(
+            ApiToken(
+                name=str(name),
+                token=entry.token,
+                scopes=frozenset(entry.scopes),
+                owner=entry.owner,
+                prefix=owned.prefix if owned else None,
+                ids=frozenset(owned.ids or ()) if owned else frozenset(),
+                kommuner=frozenset(entry.kommuner),
+            )
+        )
     return tokens
 
 

@@ -72,13 +72,21 @@ class Dashboard:
         try:
             kafka = await self.inspector()
             throughput = await self.throughput(kafka)
-            lag = [{"group": r.group, "topic": r.topic, "lag": r.lag} for r in await lag_report(kafka, await bus_groups(kafka, self.app_id))]
+            lag = [
+                {"group": r.group, "topic": r.topic, "lag": r.lag}
+                for r in await lag_report(kafka, await bus_groups(kafka, self.app_id))
+            ]
         except BrokerUnreachable as exc:
             await self.close()
             return {"broker": {"reachable": False, "problem": str(exc)}}
         subscriptions = [asdict(row) for row in await subscription_health(self.bootstrap, self.app_id)]
-        return {"broker": {"reachable": True}, "at": time.time(), "throughput": throughput, "lag": lag,
-                "subscriptions": subscriptions}
+        return {
+            "broker": {"reachable": True},
+            "at": time.time(),
+            "throughput": throughput,
+            "lag": lag,
+            "subscriptions": subscriptions,
+        }
 
 
 def add_routes(web_app: web.Application, app_id: str, bootstrap: str) -> None:
@@ -123,4 +131,6 @@ async def replay(request: web.Request) -> web.Response:
     skipped: list[str] = []
     replayed, chosen = await replay_dead_letters(None, sub, False, say=skipped.append)
     log.info("dashboard.replayed", subscription=sub, replayed=replayed, chosen=chosen)
-    return web.json_response({"subscription": sub, "replayed": replayed, "dead_letters": chosen, "skipped": len(skipped)})
+    return web.json_response(
+        {"subscription": sub, "replayed": replayed, "dead_letters": chosen, "skipped": len(skipped)}
+    )

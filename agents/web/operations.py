@@ -54,7 +54,9 @@ class Operations:
     def __init__(self, app: faust.App, ready_max_lag: int, batch_consumers: Callable[[], list] = batches.running):
         self.app = app
         self.ready_max_lag = ready_max_lag
-        self.batch_consumers = batch_consumers  # each with .group, .finished, .assigned() (None until started), .recovering, .outage
+        self.batch_consumers = (
+            batch_consumers  # each with .group, .finished, .assigned() (None until started), .recovering, .outage
+        )
         self._inspector: KafkaInspector | None = None
 
     def bootstrap(self) -> str:
@@ -76,12 +78,19 @@ class Operations:
         Raises ConsumerNotStarted before the worker has started its consumer.
         """
         changelogs = self.app.tables.changelog_topics
-        return sorted(TopicPartition(tp.topic, tp.partition) for tp in self.app.consumer.assignment() if tp.topic not in changelogs)
+        return sorted(
+            TopicPartition(tp.topic, tp.partition)
+            for tp in self.app.consumer.assignment()
+            if tp.topic not in changelogs
+        )
 
     def outages(self) -> list[str]:
         """One reason per batch consumer waiting for a broker it lost."""
-        return [f"{c.group}: broker unavailable for {time.time() - c.outage.since:.0f} s ({c.outage.error})"
-                for c in self.batch_consumers() if c.outage is not None]
+        return [
+            f"{c.group}: broker unavailable for {time.time() - c.outage.since:.0f} s ({c.outage.error})"
+            for c in self.batch_consumers()
+            if c.outage is not None
+        ]
 
     def batch_partitions(self) -> dict[str, set[TopicPartition]]:
         """Per batch consumer group started in this worker, its assigned partitions."""
@@ -151,8 +160,9 @@ class Operations:
             metrics.set_consumer_lag(row.group, row.topic, row.partition, row.lag)
 
 
-def add_routes(web_app: web.Application, app: faust.App, ready_max_lag: int,
-               batch_consumers: Callable[[], list] = batches.running) -> None:
+def add_routes(
+    web_app: web.Application, app: faust.App, ready_max_lag: int, batch_consumers: Callable[[], list] = batches.running
+) -> None:
     operations = Operations(app, ready_max_lag, batch_consumers)
     web_app[OPERATIONS_KEY] = operations
     web_app.on_cleanup.append(operations.close)

@@ -18,17 +18,18 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from schemas import json_text
 from schemas.catalog import SchemaVersion
 from schemas.codec import SchemaNotFound
-from schemas import json_text
 from schemas.registry import CONTENT_TYPE, CatalogRegistry, SubjectNotFound, VersionNotFound
 
 REGISTRY_KEY = web.AppKey("schema_registry", CatalogRegistry)
 MAY_REGISTER_KEY = web.AppKey("schema_registry_may_register", Callable)
 
 
-def add_routes(app: web.Application, registry: CatalogRegistry,
-               may_register: Callable[[web.Request], bool] = lambda request: True) -> None:
+def add_routes(
+    app: web.Application, registry: CatalogRegistry, may_register: Callable[[web.Request], bool] = lambda request: True
+) -> None:
     """`may_register`: whether the request may call the registration path (the worker asks for a
     bearer token; nothing is ever written, but no anonymous caller should use a write path)."""
     app[REGISTRY_KEY] = registry

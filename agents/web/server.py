@@ -37,10 +37,13 @@ try:
 except TokenConfigError as exc:
     raise SettingsError(str(exc)) from None
 
-add_routes(app.web.web_app, SubscriptionsApi(index, follower, write_subscription, tokens,
-                                               AuditLog(bootstrap_servers(settings), topics.audit)))
+add_routes(
+    app.web.web_app,
+    SubscriptionsApi(index, follower, write_subscription, tokens, AuditLog(bootstrap_servers(settings), topics.audit)),
+)
 operations.add_routes(app.web.web_app, app, settings.ready_max_lag)
 dashboard.add_routes(app.web.web_app, settings.app_id, bootstrap_servers(settings))
 if not settings.schema_registry_url:
-    schema_registry.add_routes(app.web.web_app, CatalogRegistry(catalog()),
-                               may_register=lambda request: authorise(request, None)[2] is None)
+    schema_registry.add_routes(
+        app.web.web_app, CatalogRegistry(catalog()), may_register=lambda request: authorise(request, None)[2] is None
+    )

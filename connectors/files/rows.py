@@ -66,11 +66,13 @@ def _csv_rows(path: Path) -> Iterator[Row]:
     for number, cells in enumerate(reader, start=1):
         if not any(c.strip() for c in cells):
             continue
-        raw = json.dumps(dict(zip(header, cells)), ensure_ascii=False).encode()
+        raw = json.dumps(dict(zip(header, cells, strict=False)), ensure_ascii=False).encode()
         if len(cells) != len(header):
-            yield Row(number, raw, None, Problem("file.row_columns", "", f"{len(cells)} cells for {len(header)} columns"))
+            yield Row(
+                number, raw, None, Problem("file.row_columns", "", f"{len(cells)} cells for {len(header)} columns")
+            )
             continue
-        event, problem = _event_from_cells(dict(zip(header, cells)))
+        event, problem = _event_from_cells(dict(zip(header, cells, strict=False)))
         yield Row(number, raw, event, problem)
 
 

@@ -90,7 +90,7 @@ class BatchFileSink(Sink):
     def _new_batch(self, subscription: str) -> _Batch:
         folder = self.root / subscription
         folder.mkdir(exist_ok=True)
-        batch = self._open[subscription] = _Batch(open(folder / TEMP_NAME, "ab"), time.monotonic())
+        batch = self._open[subscription] = _Batch(open(folder / TEMP_NAME, "ab"), time.monotonic())  # noqa: SIM115 (open until the batch is finished)
         return batch
 
     async def _finish_aged(self) -> None:

@@ -16,6 +16,7 @@ rest of the file flows. One source instance per drop folder.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -63,16 +64,16 @@ class DropFolderSource(Source):
         while not self.stopping.is_set():
             path = self._pick_up()
             if path is None:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), self.config.poll_interval_s)
-                except TimeoutError:
-                    pass
                 continue
             await self._ingest_file(path, 0)
 
     def _pick_up(self) -> Path | None:
         """The oldest dropped file, renamed atomically into processing/; None when there is none."""
-        candidates = [p for p in self.inbox.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix in FORMATS]
+        candidates = [
+            p for p in self.inbox.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix in FORMATS
+        ]
         for path in sorted(candidates, key=lambda p: (p.stat().st_mtime, p.name)):
             target = self.processing / f"{uuid.uuid4().hex[:12]}.{path.name}"
             try:
@@ -113,10 +114,14 @@ class DropFolderSource(Source):
                 codes = ", ".join(f"{p.field or 'row'}: {p.code}" for p in refused.problems)
                 letter = DeadLetter(problem.code, f"file {name} row {row.number} refused ({codes})"[:500], "source")
                 key = row.event.get("id") if row.event else None
-                letters.append(self.context.dead_letters.send(key.encode() if isinstance(key, str) else None, row.raw, letter))
+                letters.append(
+                    self.context.dead_letters.send(key.encode() if isinstance(key, str) else None, row.raw, letter)
+                )
         await asyncio.gather(self.context.output.send(records), *letters)
         await self.context.state.save({"file": name, "row": rows[-1].number})  # only after the chunk is durable
-        self.log.info("files.chunk", file=name, last_row=rows[-1].number, events=len(records), dead_letters=len(letters))
+        self.log.info(
+            "files.chunk", file=name, last_row=rows[-1].number, events=len(records), dead_letters=len(letters)
+        )
         return len(records), len(letters)
 
     def _encode(self, row: Row) -> tuple[str, bytes]:

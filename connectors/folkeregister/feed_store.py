@@ -25,8 +25,9 @@ class FeedStore:
     def __init__(self, directory: str | os.PathLike | None = None) -> None:
         self._tempdir = tempfile.TemporaryDirectory(prefix="folkeregister-feed-") if directory is None else None
         root = Path(self._tempdir.name if self._tempdir else directory)
-        self._entries = open(root / "entries.jsonl", "wb+")
-        self._documents = open(root / "documents.jsonl", "wb+")
+        # Open for the store's life (closed in `close`).
+        self._entries = open(root / "entries.jsonl", "wb+")  # noqa: SIM115
+        self._documents = open(root / "documents.jsonl", "wb+")  # noqa: SIM115
         self._entry_offsets = array("Q", [0])
         self._document_offsets = array("Q", [0])
         self._sequence_by_id: dict[bytes, int] = {}
@@ -86,7 +87,7 @@ class FeedStore:
                 first, last = known[run_start], known[i - 1]
                 start, end = self._document_offsets[first - 1], self._document_offsets[last]
                 lines = os.pread(self._documents.fileno(), end - start, start).split(b"\n")
-                found.update(zip(range(first, last + 1), lines))
+                found.update(zip(range(first, last + 1), lines, strict=False))
                 run_start = i
         return [None if s is None else found[s] for s in seqs]
 

@@ -17,7 +17,12 @@ from schemas.moves import move_scope
 
 SOURCE_URI = "urn:no:skatteetaten:folkeregisteret"
 
-CHANGE_KINDS = {"registrereNy": "new", "korrigere": "correction", "korrigereHistorisk": "correction", "annullere": "annulment"}
+CHANGE_KINDS = {
+    "registrereNy": "new",
+    "korrigere": "correction",
+    "korrigereHistorisk": "correction",
+    "annullere": "annulment",
+}
 GENDERS = {"kvinne": "female", "mann": "male"}
 CIVIL_STATUSES = {
     "ugift": "unmarried", "gift": "married", "skilt": "divorced", "separert": "separated",
@@ -65,7 +70,9 @@ def to_record(document: dict) -> tuple[str, dict]:
         # The exception text may quote document content; only its kind and the field name go out.
         field = exc.args[0] if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str) else None
         detail = f"missing {field}" if field else type(exc).__name__
-        raise Unmappable("source.unmappable", f"{hendelsetype} document cannot be mapped to {event_type}: {detail}") from None
+        raise Unmappable(
+            "source.unmappable", f"{hendelsetype} document cannot be mapped to {event_type}: {detail}"
+        ) from None
     return event_type, {"envelope": envelope, **payload}
 
 
@@ -161,7 +168,11 @@ def _move(f: dict, hendelsetype: str, _k: str, day: date) -> Payload:
 
 def _civil_status(f: dict, _t: str, _k: str, day: date) -> Payload:
     status = CIVIL_STATUSES.get(f.get("sivilstand"), "unknown")
-    return {"civilStatus": status, "validFrom": _date(f.get("gyldigFra"), day), "spouse": f.get("relatertVedSivilstand")}, []
+    return {
+        "civilStatus": status,
+        "validFrom": _date(f.get("gyldigFra"), day),
+        "spouse": f.get("relatertVedSivilstand"),
+    }, []
 
 
 def _name_change(f: dict, _t: str, kind: str, _day: date) -> Payload:
@@ -179,7 +190,7 @@ def _parental_responsibility(f: dict, _t: str, _k: str, day: date) -> Payload:
         roles = ["mother", "father"]  # the register lists joint holders mother first
     else:
         roles = [PARENT_ROLES.get(ansvar, "other")] * len(holders)
-    return {"holders": [{"holder": h, "role": r} for h, r in zip(holders, roles)],
+    return {"holders": [{"holder": h, "role": r} for h, r in zip(holders, roles, strict=False)],
             "validFrom": _date(f.get("gyldigFra"), day)}, []  # fmt: skip
 
 

@@ -31,8 +31,8 @@ from pydantic import Field
 
 from connectors.api import ConnectorConfig, OutputRecord, SecretStr, Source
 from connectors.dead_letters import DeadLetter
-from connectors.folkeregister.feed_format import API_PATH, BULK_LIMIT, BULK_PATH
 from connectors.folkeregister.encoding import encode_documents, start_worker
+from connectors.folkeregister.feed_format import API_PATH, BULK_LIMIT, BULK_PATH
 
 NO_BULK_ENDPOINT = (404, 405)  # what a feed without the bulk extension answers to its POST
 _Dead = tuple[bytes | None, bytes, DeadLetter]  # key, raw bytes, why
@@ -187,14 +187,18 @@ class FolkeregisterFeedSource(Source):
             bodies = await asyncio.gather(*(self._single(i) for i in wanted))
         found = iter(bodies)
         results: list[tuple[bytes, DeadLetter | None]] = []
-        for entry, document_id in zip(entries, ids):
+        for entry, document_id in zip(entries, ids, strict=False):
             body = next(found) if document_id is not None else None
             if body is not None:
                 results.append((body, None))
             elif document_id is None:
-                results.append((_raw(entry), _dead("source.malformed_entry", "feed entry has no usable hendelsesdokument id")))
+                results.append(
+                    (_raw(entry), _dead("source.malformed_entry", "feed entry has no usable hendelsesdokument id"))
+                )
             else:
-                results.append((_raw(entry), _dead("source.document_missing", f"event document {document_id} not found")))
+                results.append(
+                    (_raw(entry), _dead("source.document_missing", f"event document {document_id} not found"))
+                )
         return results
 
     async def _bulk(self, ids: list[str]) -> list[bytes | None] | None:
@@ -226,7 +230,7 @@ class FolkeregisterFeedSource(Source):
         encoded = iter(await self._encode(raws))
         records: list[OutputRecord] = []
         dead: list[_Dead] = []
-        for entry, (raw, failure) in zip(entries, documents):
+        for entry, (raw, failure) in zip(entries, documents, strict=False):
             result = failure or next(encoded)
             if isinstance(result, DeadLetter):
                 dead.append((_entry_key(entry), raw, result))
@@ -265,7 +269,9 @@ class FolkeregisterFeedSource(Source):
                 headers["If-None-Match"] = etag
             if body is not None:
                 headers["Content-Type"] = "application/json"
-            request = self.http.get(url, headers=headers) if body is None else self.http.post(url, headers=headers, data=body)
+            request = (
+                self.http.get(url, headers=headers) if body is None else self.http.post(url, headers=headers, data=body)
+            )
             try:
                 async with request as response:
                     if response.status == 200:
@@ -273,7 +279,7 @@ class FolkeregisterFeedSource(Source):
                     if response.status == 304 or response.status in passthrough:
                         return response.status, None, response.headers.get("ETag")
                     status, retry_after = response.status, response.headers.get("Retry-After")
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 status, retry_after = None, None
                 error = type(exc).__name__
             if status == 401 and not refreshed:

@@ -31,12 +31,18 @@ def events_from(content_type: str, headers: Mapping[str, str], body: bytes, max_
         if not isinstance(events, list) or not events:
             raise Refused([Problem("request.batch", "body", "a batch is a non-empty JSON array of events")])
         if len(events) > max_batch:
-            raise Refused([Problem("request.batch_too_large", "body", f"a batch holds at most {max_batch} events")], 413)
+            raise Refused(
+                [Problem("request.batch_too_large", "body", f"a batch holds at most {max_batch} events")], 413
+            )
         return events
     if content_type == BINARY_DATA and _header(headers, "specversion") is not None:
         return [_from_binary(headers, _json(body))]
     raise Refused(
-        [Problem("request.content_type", "Content-Type", f"use {STRUCTURED}, {BATCH}, or {BINARY_DATA} with ce-* headers")],
+        [
+            Problem(
+                "request.content_type", "Content-Type", f"use {STRUCTURED}, {BATCH}, or {BINARY_DATA} with ce-* headers"
+            )
+        ],
         415,
     )
 
@@ -63,7 +69,9 @@ def _from_binary(headers: Mapping[str, str], data) -> dict:
         try:
             event["sequencenumber"] = int(event["sequencenumber"])
         except ValueError:
-            raise Refused([Problem("json.field_type", "sequencenumber", "ce-sequencenumber must be an integer")]) from None
+            raise Refused(
+                [Problem("json.field_type", "sequencenumber", "ce-sequencenumber must be an integer")]
+            ) from None
     if "kommunenummer" in event:
         event["kommunenummer"] = [k.strip() for k in event["kommunenummer"].split(",") if k.strip()]
     return event

@@ -23,7 +23,9 @@ class SourceSystem(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="system name, e.g. bergen-barnevern")
-    token_ref: str = Field(pattern=r"^env:[A-Za-z_][A-Za-z0-9_]*$", description="env:NAME, the variable holding its bearer token")
+    token_ref: str = Field(
+        pattern=r"^env:[A-Za-z_][A-Za-z0-9_]*$", description="env:NAME, the variable holding its bearer token"
+    )
     event_types: list[str] = Field(min_length=1, description="catalog event types it may publish, e.g. [Move, Birth]")
 
     @field_validator("event_types")
@@ -39,7 +41,9 @@ class SourceSystem(BaseModel):
         name = self.token_ref.removeprefix("env:")
         value = os.environ.get(name, "")
         if len(value) < MIN_TOKEN_LENGTH:
-            raise TokenError(f"system {self.name}: environment variable {name} must hold a token of {MIN_TOKEN_LENGTH}+ characters")
+            raise TokenError(
+                f"system {self.name}: environment variable {name} must hold a token of {MIN_TOKEN_LENGTH}+ characters"
+            )
         return value.encode()
 
 
@@ -49,7 +53,9 @@ class HttpIngestConfig(ConnectorConfig):
     systems: list[SourceSystem] = Field(min_length=1, description="who may publish what")
     max_batch: int = Field(500, ge=1, le=10_000, description="events in one batch request at most")
     max_body_bytes: int = Field(4 << 20, ge=1024, description="larger request bodies get 413")
-    produce_timeout_s: float = Field(10.0, gt=0, description="wait for Kafka's acknowledgement at most this long, then 503")
+    produce_timeout_s: float = Field(
+        10.0, gt=0, description="wait for Kafka's acknowledgement at most this long, then 503"
+    )
     retry_after_s: int = Field(5, ge=1, description="Retry-After of a 503")
 
     @model_validator(mode="after")

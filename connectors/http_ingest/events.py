@@ -64,5 +64,3 @@ class EventEncoder:
             return record_from_cloudevent(event_type, event)
         except CloudEventError as exc:
             raise _invalid(exc.reason, exc.field, str(exc)) from None
-
-

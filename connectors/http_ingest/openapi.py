@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from connectors.http_ingest.binding import BATCH, BINARY_DATA, STRUCTURED
-from schemas.cloudevents import EXTENSIONS
 from schemas.catalog import EVENTS_NAMESPACE, UNKNOWN_EVENT, catalog
+from schemas.cloudevents import EXTENSIONS
 
 EVENT_TYPES = [t for t in catalog().event_types() if t != UNKNOWN_EVENT]
 
@@ -55,7 +55,10 @@ ERRORS = {
 
 
 def _error(description: str, headers: dict | None = None) -> dict:
-    response = {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}}}
+    response = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Errors"}}},
+    }
     if headers:
         response["headers"] = headers
     return response
@@ -85,27 +88,45 @@ def openapi_document(max_batch: int) -> dict:
                         "required": True,
                         "content": {
                             STRUCTURED: {"schema": {"$ref": "#/components/schemas/CloudEvent"}},
-                            BATCH: {"schema": {"type": "array", "minItems": 1, "maxItems": max_batch,
-                                               "items": {"$ref": "#/components/schemas/CloudEvent"}}},
-                            BINARY_DATA: {"schema": {"type": "object", "description": "binary mode: `data`; "
-                                                     "the attributes are ce-* headers"}},
+                            BATCH: {
+                                "schema": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "maxItems": max_batch,
+                                    "items": {"$ref": "#/components/schemas/CloudEvent"},
+                                }
+                            },
+                            BINARY_DATA: {
+                                "schema": {
+                                    "type": "object",
+                                    "description": "binary mode: `data`; the attributes are ce-* headers",
+                                }
+                            },
                         },
-                    },  # fmt: skip
+                    },
                     "responses": {
                         "202": {
                             "description": "every event is durably on samband-ingest (acks=all)",
-                            "content": {"application/json": {"schema": {
-                                "type": "object", "required": ["accepted"],
-                                "properties": {"accepted": {"type": "array", "items": _STRING}}}}},
-                        },  # fmt: skip
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["accepted"],
+                                        "properties": {"accepted": {"type": "array", "items": _STRING}},
+                                    }
+                                }
+                            },
+                        },
                         "400": _error("an event or the body is invalid; nothing was written"),
                         "401": _error("no or unknown bearer token"),
                         "403": _error("the system is not granted an event type it sent; nothing was written"),
                         "413": _error("body or batch too large"),
                         "415": _error("unsupported Content-Type"),
-                        "503": _error("Kafka did not acknowledge in time; retry later with the same event ids",
-                                      {"Retry-After": {"schema": {"type": "integer"}}}),
-                    },  # fmt: skip
+                        "503": _error(
+                            "Kafka did not acknowledge in time; retry later with the same event ids",
+                            {"Retry-After": {"schema": {"type": "integer"}}},
+                        ),
+                    },
                 }
             }
         },

@@ -77,7 +77,9 @@ class HttpIngestSource(Source):
             events = events_from(request.content_type, request.headers, raw, self.config.max_batch)
             records = await self._records(system, events)
         except web.HTTPRequestEntityTooLarge:
-            return _answer(413, [Problem("request.too_large", "body", f"the body exceeds {self.config.max_body_bytes} bytes")])
+            return _answer(
+                413, [Problem("request.too_large", "body", f"the body exceeds {self.config.max_body_bytes} bytes")]
+            )
         except Refused as refused:
             self.log.info("http_ingest.refused", system=system.name, status=refused.status,
                           codes=sorted({p.code for p in refused.problems}))  # fmt: skip
@@ -89,8 +91,12 @@ class HttpIngestSource(Source):
         try:
             await asyncio.wait_for(self.context.output.send(records), self.config.produce_timeout_s)
         except (TimeoutError, KafkaError) as exc:
-            self.log.warning("http_ingest.unavailable", system=system.name, events=len(records), error=type(exc).__name__)
-            problem = Problem("kafka.unavailable", "", "the event bus did not confirm the write; retry with the same event ids")
+            self.log.warning(
+                "http_ingest.unavailable", system=system.name, events=len(records), error=type(exc).__name__
+            )
+            problem = Problem(
+                "kafka.unavailable", "", "the event bus did not confirm the write; retry with the same event ids"
+            )
             return _answer(503, [problem], {"Retry-After": str(self.config.retry_after_s)})
         ids = [r.key for r in records]
         self.log.info("http_ingest.accepted", system=system.name, events=len(ids), event_ids=ids[:10])
@@ -107,9 +113,13 @@ class HttpIngestSource(Source):
                 continue
             event_type = self.encoder.event_type(event)
             if event_type is None:
-                invalid.append((event, [Problem("event.unknown_type", "type", "type names no catalog event type").at(at)]))
+                invalid.append(
+                    (event, [Problem("event.unknown_type", "type", "type names no catalog event type").at(at)])
+                )
             elif event_type not in system.event_types:
-                denied.append(Problem("auth.type_not_granted", "type", f"{system.name} may not publish {event_type}").at(at))
+                denied.append(
+                    Problem("auth.type_not_granted", "type", f"{system.name} may not publish {event_type}").at(at)
+                )
             else:
                 try:
                     value = self.encoder.encode(event_type, event)  # checks that id is a non-empty string
@@ -131,8 +141,13 @@ class HttpIngestSource(Source):
             key = key if isinstance(key, str) else None
             summary = ", ".join(f"{p.field}: {p.code}" for p in problems)
             scrubbed = scrub_cloudevent(event)  # a strengt fortrolig person's address is not kept, sealed or not
-            letter = DeadLetter(problems[0].code, f"refused by HTTP ingest ({summary})"[:500], "source", event_id=key,
-                                scrubbed="address" if scrubbed is not None else None)
+            letter = DeadLetter(
+                problems[0].code,
+                f"refused by HTTP ingest ({summary})"[:500],
+                "source",
+                event_id=key,
+                scrubbed="address" if scrubbed is not None else None,
+            )
             value = json.dumps(scrubbed if scrubbed is not None else event, ensure_ascii=False).encode()
             sends.append(self.context.dead_letters.send(key.encode() if key is not None else None, value, letter))
         try:

@@ -48,8 +48,10 @@ def register_schemas(registry, topic: str, fields: dict[str, list[str]]) -> dict
     schemas = {PURGE_TYPE: ("no.samband.delivery.Purge", PURGE_SCHEMA)}
     for event_type, paths in fields.items():
         try:
-            schemas[event_type] = (catalog().subject(event_type),
-                                   absent_when_withheld(catalog().projection_json(event_type, paths), event_type))
+            schemas[event_type] = (
+                catalog().subject(event_type),
+                absent_when_withheld(catalog().projection_json(event_type, paths), event_type),
+            )
         except CatalogError:
             continue
     return {kind: (registry.add(f"{topic}-{subject}", schema), schema) for kind, (subject, schema) in schemas.items()}
@@ -66,8 +68,11 @@ def absent_when_withheld(schema: dict, event_type: str) -> dict:
             kind, path = field["type"], prefix + field["name"]
             if path == "envelope" and isinstance(kind, dict):
                 field = {**field, "type": {**kind, "fields": fields(kind, "envelope.")}}
-            elif path in hidden and not (isinstance(kind, list) and "null" in kind) and not (
-                    isinstance(kind, dict) and kind.get("type") == "array"):
+            elif (
+                path in hidden
+                and not (isinstance(kind, list) and "null" in kind)
+                and not (isinstance(kind, dict) and kind.get("type") == "array")
+            ):
                 field = {**field, "type": ["null", kind], "default": None}
             out.append(field)
         return out

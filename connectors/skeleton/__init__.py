@@ -25,7 +25,12 @@ def generate(name: str, target: Path) -> Path:
     for template in sorted(TEMPLATE.rglob("*.tmpl")):
         relative = template.relative_to(TEMPLATE).with_suffix("")
         relative = Path(*(package if part == "package" else part for part in relative.parts))
-        text = template.read_text("utf-8").replace("__NAME__", name).replace("__PACKAGE__", package).replace("__CLASS__", cls)
+        text = (
+            template.read_text("utf-8")
+            .replace("__NAME__", name)
+            .replace("__PACKAGE__", package)
+            .replace("__CLASS__", cls)
+        )
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_text(text, "utf-8")
     return root

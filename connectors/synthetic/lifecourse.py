@@ -103,10 +103,12 @@ class Simulation:
         handlers = [handler for handler, _ in self._kinds] + [self._d_number_to_fnr, self._unusual]
         counts = self.rng.poisson(expected)
         kind = np.repeat(np.arange(len(handlers)), counts)
-        subjects = np.concatenate([self._subjects(handler, int(n)) for handler, n in zip(handlers, counts)])
+        subjects = np.concatenate(
+            [self._subjects(handler, int(n)) for handler, n in zip(handlers, counts, strict=False)]
+        )
         times = self.rng.integers(start_s, end_s, len(kind))
         aux = self.rng.random((len(kind), 3))
-        actions = [(int(t), h) for t, h in zip(times, kind)]
+        actions = [(int(t), h) for t, h in zip(times, kind, strict=False)]
 
         reform = self.config.reform
         reform_s = days_of(reform.day) * _DAY if reform and not self._reform_done else None
@@ -133,7 +135,9 @@ class Simulation:
             self._death: lambda age, rows: np.minimum(1.0, np.exp(0.09 * (age - 95))),
             self._move: lambda age, rows: np.where(age < 18, 0.0, np.where(age < 35, 1.0, 0.35)),
             self._emigration: lambda age, rows: np.where(age < 18, 0.1, np.where(age < 45, 1.0, 0.2)),
-            self._marriage: lambda age, rows: ((age >= 22) & (age < 70) & (self.population.civil[rows] != MARRIED)) * 1.0,
+            self._marriage: lambda age, rows: (
+                ((age >= 22) & (age < 70) & (self.population.civil[rows] != MARRIED)) * 1.0
+            ),
             self._divorce: lambda age, rows: (self.population.civil[rows] == MARRIED) * 1.0,
             self._parental_responsibility: lambda age, rows: (age < 18) * 1.0,
             self._shared_residence: lambda age, rows: (age < 18) * 1.0,
@@ -161,8 +165,16 @@ class Simulation:
 
     # ---------------------------------------------------------------- helpers
 
-    def _emit(self, person: int, hendelsetype: str, opplysninger: dict, when: int, *,
-              entitetsendring: str = ff.REGISTRERE_NY, gjelder: str | None = None) -> ff.EventDocument:
+    def _emit(
+        self,
+        person: int,
+        hendelsetype: str,
+        opplysninger: dict,
+        when: int,
+        *,
+        entitetsendring: str = ff.REGISTRERE_NY,
+        gjelder: str | None = None,
+    ) -> ff.EventDocument:
         self.sequence += 1
         seq = self.sequence
         self.last_seq[person] = seq
@@ -183,8 +195,16 @@ class Simulation:
     def _remember(self, document: ff.EventDocument, person: int, previous: tuple) -> ff.EventDocument:
         """Keep a recent document so a later correction or annulment can refer to it (and, for a
         move, the addresses it recorded: a historic correction repeats them)."""
-        self._recent.append((document.sekvensnummer, document.hendelsesdokument, person, document.hendelsetype, previous,
-                             document.opplysninger))
+        self._recent.append(
+            (
+                document.sekvensnummer,
+                document.hendelsesdokument,
+                person,
+                document.hendelsetype,
+                previous,
+                document.opplysninger,
+            )
+        )
         return document
 
     def _address(self, person: int) -> dict:
@@ -193,7 +213,10 @@ class Simulation:
 
     def _name(self, person: int) -> dict:
         p = self.population
-        return {"fornavn": given_name(int(p.gender[person]), int(p.given[person])), "etternavn": surname(int(p.surname[person]))}
+        return {
+            "fornavn": given_name(int(p.gender[person]), int(p.given[person])),
+            "etternavn": surname(int(p.surname[person])),
+        }
 
     def _age(self, person: int, when: int) -> float:
         return (when // _DAY - int(self.population.birth[person])) / 365.25
@@ -206,7 +229,9 @@ class Simulation:
 
     def _new_identity(self, birth_day: int, d_number: bool, when: int) -> int:
         rule_2032 = datetime.fromtimestamp(when, UTC).year >= RULE_2032_FROM_YEAR
-        return int(self.population.identities.allocate(np.array([birth_day]), np.array([d_number]), rule_2032=rule_2032)[0])
+        return int(
+            self.population.identities.allocate(np.array([birth_day]), np.array([d_number]), rule_2032=rule_2032)[0]
+        )
 
     def _add_person(self, row: dict) -> int:
         person = int(self.population.append({key: np.array([value]) for key, value in row.items()})[0])
@@ -226,7 +251,11 @@ class Simulation:
         previous_address = self._address(person)
         previous = self._relocate(person, kommune, street, house, household)
         flyttedato = _iso_date(when // _DAY - lag_days)
-        opplysninger = {"flyttedato": flyttedato, "forrigeBostedsadresse": previous_address, "bostedsadresse": self._address(person)}
+        opplysninger = {
+            "flyttedato": flyttedato,
+            "forrigeBostedsadresse": previous_address,
+            "bostedsadresse": self._address(person),
+        }
         return self._remember(self._emit(person, ff.ENDRING_I_BOSTEDSADRESSE, opplysninger, when), person, previous)
 
     def _civil_change(self, person: int, civil: int, other: int, when: int) -> ff.EventDocument:
@@ -251,21 +280,37 @@ class Simulation:
         father = spouse if self._alive(spouse) else NOBODY
         day = when // _DAY - int(aux[0] * 3)
         gender = MALE if aux[1] < 0.513 else FEMALE
-        child = self._add_person({
-            "ident": self._new_identity(day, False, when), "birth": day, "gender": gender, "status": RESIDENT,
-            "kommune": p.kommune[mother], "street": p.street[mother], "house": p.house[mother],
-            "household": p.household[mother], "mother": mother, "father": father,
-            "given": int(aux[2] * len(FEMALE_GIVEN_NAMES)), "surname": p.surname[mother], "protection": p.protection[mother],
-        })
-        yield self._emit(child, ff.PERSON_ER_OPPRETTET, {
-            "foedselsdato": _iso_date(day),
-            "kjoenn": KJOENN[gender],
-            "navn": self._name(child),
-            "identifikasjonsnummertype": "foedselsnummer",
-            "bostedsadresse": self._address(child),
-            "mor": self._ident(mother),
-            "far": self._ident(father),
-        }, when)
+        child = self._add_person(
+            {
+                "ident": self._new_identity(day, False, when),
+                "birth": day,
+                "gender": gender,
+                "status": RESIDENT,
+                "kommune": p.kommune[mother],
+                "street": p.street[mother],
+                "house": p.house[mother],
+                "household": p.household[mother],
+                "mother": mother,
+                "father": father,
+                "given": int(aux[2] * len(FEMALE_GIVEN_NAMES)),
+                "surname": p.surname[mother],
+                "protection": p.protection[mother],
+            }
+        )
+        yield self._emit(
+            child,
+            ff.PERSON_ER_OPPRETTET,
+            {
+                "foedselsdato": _iso_date(day),
+                "kjoenn": KJOENN[gender],
+                "navn": self._name(child),
+                "identifikasjonsnummertype": "foedselsnummer",
+                "bostedsadresse": self._address(child),
+                "mor": self._ident(mother),
+                "far": self._ident(father),
+            },
+            when,
+        )
 
     def _death(self, person: int, when: int, aux: np.ndarray) -> Iterator[ff.EventDocument]:
         p = self.population
@@ -310,32 +355,51 @@ class Simulation:
             birth = day - int(age * 365.25)
             d_number = bool(aux[2] < self.config.immigrant_d_number_share)
             gender = MALE if aux[0] < 0.55 else FEMALE
-            person = self._add_person({
-                "ident": self._new_identity(birth, d_number, when), "d_number": d_number, "birth": birth,
-                "gender": gender, "status": RESIDENT, "kommune": kommune, "street": street, "house": house,
-                "household": p.new_household(), "given": int(aux[1] * 997) % len(FEMALE_GIVEN_NAMES),
-                "surname": int(aux[2] * 991) % len(SURNAMES),
-            })
-        yield self._emit(person, ff.PERSON_ER_BOSATT, {
-            "foedselsdato": _iso_date(int(p.birth[person])),
-            "kjoenn": KJOENN[p.gender[person]],
-            "navn": self._name(person),
-            "identifikasjonsnummertype": "dNummer" if p.d_number[person] else "foedselsnummer",
-            "innflyttetFra": COUNTRIES[int(aux[0] * 1009) % len(COUNTRIES)],
-            "innflyttingsdato": _iso_date(day - int(aux[1] * 30)),
-            "bostedsadresse": self._address(person),
-        }, when)
+            person = self._add_person(
+                {
+                    "ident": self._new_identity(birth, d_number, when),
+                    "d_number": d_number,
+                    "birth": birth,
+                    "gender": gender,
+                    "status": RESIDENT,
+                    "kommune": kommune,
+                    "street": street,
+                    "house": house,
+                    "household": p.new_household(),
+                    "given": int(aux[1] * 997) % len(FEMALE_GIVEN_NAMES),
+                    "surname": int(aux[2] * 991) % len(SURNAMES),
+                }
+            )
+        yield self._emit(
+            person,
+            ff.PERSON_ER_BOSATT,
+            {
+                "foedselsdato": _iso_date(int(p.birth[person])),
+                "kjoenn": KJOENN[p.gender[person]],
+                "navn": self._name(person),
+                "identifikasjonsnummertype": "dNummer" if p.d_number[person] else "foedselsnummer",
+                "innflyttetFra": COUNTRIES[int(aux[0] * 1009) % len(COUNTRIES)],
+                "innflyttingsdato": _iso_date(day - int(aux[1] * 30)),
+                "bostedsadresse": self._address(person),
+            },
+            when,
+        )
 
     def _emigration(self, person: int, when: int, aux: np.ndarray) -> Iterator[ff.EventDocument]:
         if not self._alive(person):
             return
         previous_address = self._address(person)
         self.population.status[person] = EMIGRATED
-        yield self._emit(person, ff.PERSON_ER_UTFLYTTET, {
-            "utflyttingsdato": _iso_date(when // _DAY - int(aux[0] * 30)),
-            "utflyttetTil": COUNTRIES[int(aux[1] * len(COUNTRIES))],
-            "forrigeBostedsadresse": previous_address,
-        }, when)
+        yield self._emit(
+            person,
+            ff.PERSON_ER_UTFLYTTET,
+            {
+                "utflyttingsdato": _iso_date(when // _DAY - int(aux[0] * 30)),
+                "utflyttetTil": COUNTRIES[int(aux[1] * len(COUNTRIES))],
+                "forrigeBostedsadresse": previous_address,
+            },
+            when,
+        )
 
     def _marriage(self, person: int, when: int, aux: np.ndarray) -> Iterator[ff.EventDocument]:
         p = self.population
@@ -348,8 +412,15 @@ class Simulation:
         yield self._civil_change(person, MARRIED, partner, when)
         yield self._civil_change(partner, MARRIED, person, when)
         if p.household[partner] != p.household[person]:
-            yield self._move_to(partner, int(p.kommune[person]), int(p.street[person]), int(p.house[person]),
-                                int(p.household[person]), when, int(aux[1] * 30))
+            yield self._move_to(
+                partner,
+                int(p.kommune[person]),
+                int(p.street[person]),
+                int(p.house[person]),
+                int(p.household[person]),
+                when,
+                int(aux[1] * 30),
+            )
 
     def _find_partner(self, person: int, when: int, *, same_sex: bool) -> int:
         p = self.population
@@ -357,7 +428,13 @@ class Simulation:
         gender = p.gender[person] if same_sex else 1 - p.gender[person]
         age_gap = np.abs(p.birth[rows] - p.birth[person]) / 365.25
         adult = (when // _DAY - p.birth[rows]) / 365.25 >= 20
-        fits = (p.status[rows] == RESIDENT) & (p.civil[rows] != MARRIED) & (p.gender[rows] == gender) & (age_gap < 10) & adult
+        fits = (
+            (p.status[rows] == RESIDENT)
+            & (p.civil[rows] != MARRIED)
+            & (p.gender[rows] == gender)
+            & (age_gap < 10)
+            & adult
+        )
         fits &= rows != person
         return int(rows[fits][0]) if fits.any() else NOBODY
 
@@ -371,7 +448,9 @@ class Simulation:
         yield self._civil_change(spouse, DIVORCED, person, when)
         if p.household[spouse] == p.household[person]:
             street, house = int(aux[0] * len(STREET_NAMES)), 1 + int(aux[1] * 149)
-            yield self._move_to(spouse, int(p.kommune[spouse]), street, house, p.new_household(), when, int(aux[2] * 60))
+            yield self._move_to(
+                spouse, int(p.kommune[spouse]), street, house, p.new_household(), when, int(aux[2] * 60)
+            )
 
     def _name_change(self, person: int, when: int, aux: np.ndarray) -> Iterator[ff.EventDocument]:
         p = self.population
@@ -390,9 +469,16 @@ class Simulation:
             return
         previous_address = self._address(person)
         self.population.street[person] = int(aux[0] * len(STREET_NAMES))
-        yield self._emit(person, ff.ENDRING_I_BOSTEDSADRESSE_UTEN_FLYTTING, {
-            "gyldigFra": _iso_date(when // _DAY), "forrigeBostedsadresse": previous_address, "bostedsadresse": self._address(person),
-        }, when)
+        yield self._emit(
+            person,
+            ff.ENDRING_I_BOSTEDSADRESSE_UTEN_FLYTTING,
+            {
+                "gyldigFra": _iso_date(when // _DAY),
+                "forrigeBostedsadresse": previous_address,
+                "bostedsadresse": self._address(person),
+            },
+            when,
+        )
 
     def _parental_responsibility(self, child: int, when: int, aux: np.ndarray) -> Iterator[ff.EventDocument]:
         p = self.population
@@ -403,10 +489,19 @@ class Simulation:
         if len(options) == 2:
             options.append("felles")
         ansvar = options[int(aux[0] * len(options))]
-        ansvarlige = [self._ident(parent) for role, parent in parents.items() if parent != NOBODY and ansvar in (role, "felles")]
-        yield self._emit(child, ff.ENDRING_I_FORELDREANSVAR, {
-            "ansvar": ansvar, "ansvarlige": ansvarlige, "gyldigFra": _iso_date(when // _DAY),
-        }, when)
+        ansvarlige = [
+            self._ident(parent) for role, parent in parents.items() if parent != NOBODY and ansvar in (role, "felles")
+        ]
+        yield self._emit(
+            child,
+            ff.ENDRING_I_FORELDREANSVAR,
+            {
+                "ansvar": ansvar,
+                "ansvarlige": ansvarlige,
+                "gyldigFra": _iso_date(when // _DAY),
+            },
+            when,
+        )
 
     def _shared_residence(self, child: int, when: int, aux: np.ndarray) -> Iterator[ff.EventDocument]:
         p = self.population
@@ -414,23 +509,33 @@ class Simulation:
         if not (self._alive(child) and self._alive(mother) and self._alive(father)):
             return
         other = father if p.household[child] == p.household[mother] else mother
-        yield self._emit(child, ff.ENDRING_I_DELT_BOSTED, {
-            "startdato": _iso_date(when // _DAY + int(aux[0] * 30)),
-            "sluttdato": None,
-            "deltBostedMedForelder": self._ident(other),
-            "adresse": self._address(other),
-        }, when)
+        yield self._emit(
+            child,
+            ff.ENDRING_I_DELT_BOSTED,
+            {
+                "startdato": _iso_date(when // _DAY + int(aux[0] * 30)),
+                "sluttdato": None,
+                "deltBostedMedForelder": self._ident(other),
+                "adresse": self._address(other),
+            },
+            when,
+        )
 
     def _address_protection(self, person: int, when: int, aux: np.ndarray) -> Iterator[ff.EventDocument]:
         p = self.population
         if not self._alive(person) or p.protection[person] != UNGRADED:
             return
         p.protection[person] = STRICTLY_CONFIDENTIAL if aux[0] < 0.2 else CONFIDENTIAL
-        yield self._emit(person, ff.ENDRING_I_ADRESSEBESKYTTELSE, {
-            "gradering": ADRESSEBESKYTTELSE[p.protection[person]],
-            "forrigeGradering": ADRESSEBESKYTTELSE[UNGRADED],
-            "gyldigFra": _iso_date(when // _DAY),
-        }, when)
+        yield self._emit(
+            person,
+            ff.ENDRING_I_ADRESSEBESKYTTELSE,
+            {
+                "gradering": ADRESSEBESKYTTELSE[p.protection[person]],
+                "forrigeGradering": ADRESSEBESKYTTELSE[UNGRADED],
+                "gyldigFra": _iso_date(when // _DAY),
+            },
+            when,
+        )
 
     def _d_number_to_fnr(self, person: int, when: int, aux: np.ndarray) -> Iterator[ff.EventDocument]:
         p = self.population
@@ -439,11 +544,16 @@ class Simulation:
         previous = self._ident(person)
         p.ident[person] = self._new_identity(int(p.birth[person]), False, when)
         p.d_number[person] = False
-        yield self._emit(person, ff.ENDRING_I_IDENTIFIKASJONSNUMMER, {
-            "forrigeFolkeregisteridentifikator": previous,
-            "identifikasjonsnummertype": "foedselsnummer",
-            "gyldigFra": _iso_date(when // _DAY),
-        }, when)
+        yield self._emit(
+            person,
+            ff.ENDRING_I_IDENTIFIKASJONSNUMMER,
+            {
+                "forrigeFolkeregisteridentifikator": previous,
+                "identifikasjonsnummertype": "foedselsnummer",
+                "gyldigFra": _iso_date(when // _DAY),
+            },
+            when,
+        )
 
     def _unusual(self, person: int, when: int, aux: np.ndarray) -> Iterator[ff.EventDocument]:
         if not self._alive(person):
@@ -477,9 +587,14 @@ class Simulation:
             else:
                 # The register's historic correction carries the whole corrected element: the
                 # addresses of that move as they were recorded, with the corrected date.
-                opplysninger = {"flyttedato": corrected_date, "bostedsadresse": recorded["bostedsadresse"],
-                                "forrigeBostedsadresse": recorded["forrigeBostedsadresse"]}
-                yield self._emit(person, hendelsetype, opplysninger, when, entitetsendring=ff.KORRIGERE_HISTORISK, gjelder=doc_id)
+                opplysninger = {
+                    "flyttedato": corrected_date,
+                    "bostedsadresse": recorded["bostedsadresse"],
+                    "forrigeBostedsadresse": recorded["forrigeBostedsadresse"],
+                }
+                yield self._emit(
+                    person, hendelsetype, opplysninger, when, entitetsendring=ff.KORRIGERE_HISTORISK, gjelder=doc_id
+                )
 
     def _annulment(self, _: int, when: int, aux: np.ndarray) -> Iterator[ff.EventDocument]:
         """Annul a person's latest move or name change; the register state goes back to before it."""
@@ -511,20 +626,27 @@ class Simulation:
         renumbered = {}
         for index, place in enumerate(list(self.geography.places)):
             if place.fylke_number == reform.fylke and self.geography.current[place.origin] == index:
-                renumbered[index] = self.geography.add_renumbered(index, reform.new_fylke + place.number[2:], reform.new_fylke)
+                renumbered[index] = self.geography.add_renumbered(
+                    index, reform.new_fylke + place.number[2:], reform.new_fylke
+                )
         rows = np.flatnonzero(np.isin(p.kommune[: p.size], list(renumbered)))
         old_kommune = p.kommune[rows].copy()
         for old, new in renumbered.items():
             p.kommune[rows[old_kommune == old]] = new
         gyldig_fra = _iso_date(when // _DAY)
-        for person, old in zip(rows.tolist(), old_kommune.tolist()):
+        for person, old in zip(rows.tolist(), old_kommune.tolist(), strict=False):
             if p.status[person] == RESIDENT:
-                yield self._emit(person, ff.ENDRING_I_BOSTEDSADRESSE_VED_KOMMUNEREGULERING, {
-                    "gyldigFra": gyldig_fra,
-                    "forrigeKommunenummer": self.geography.places[old].number,
-                    "kommunenummer": self.geography.places[renumbered[old]].number,
-                    "bostedsadresse": self._address(person),
-                }, when)
+                yield self._emit(
+                    person,
+                    ff.ENDRING_I_BOSTEDSADRESSE_VED_KOMMUNEREGULERING,
+                    {
+                        "gyldigFra": gyldig_fra,
+                        "forrigeKommunenummer": self.geography.places[old].number,
+                        "kommunenummer": self.geography.places[renumbered[old]].number,
+                        "bostedsadresse": self._address(person),
+                    },
+                    when,
+                )
 
 
 def _iso_date(days: int) -> str:

@@ -189,7 +189,9 @@ def _add_households(population: Population, config: SyntheticConfig, rng: np.ran
     strict = 0.0002 * config.protection_scale
     confidential = 0.001 * config.protection_scale
     household_protection = np.where(
-        protection_draw < strict, STRICTLY_CONFIDENTIAL, np.where(protection_draw < strict + confidential, CONFIDENTIAL, UNGRADED)
+        protection_draw < strict,
+        STRICTLY_CONFIDENTIAL,
+        np.where(protection_draw < strict + confidential, CONFIDENTIAL, UNGRADED),
     )
 
     d_number = is_adult & (rng.random(n) < config.d_number_share)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
@@ -81,7 +80,15 @@ class SourceConformance:
     @asynccontextmanager
     async def running(self, env, bootstrap: str, app_id: str, *, reset_state: bool = False) -> AsyncIterator[Source]:
         """The source, running in a task; stopped gracefully at exit unless already crashed."""
-        async with open_connector(self.connector, "conformance", self.config(env), bootstrap=bootstrap, app_id=app_id, pseudonym_key=PSEUDONYM_KEY, dead_letter_key=DEAD_LETTER_KEY) as source:
+        async with open_connector(
+            self.connector,
+            "conformance",
+            self.config(env),
+            bootstrap=bootstrap,
+            app_id=app_id,
+            pseudonym_key=PSEUDONYM_KEY,
+            dead_letter_key=DEAD_LETTER_KEY,
+        ) as source:
             if reset_state:
                 await source.context.state.reset()
             task = asyncio.create_task(source.run())
@@ -136,9 +143,13 @@ class SourceConformance:
             by_id: dict[str, set[tuple[bytes, bytes]]] = {}
             for record in await _read_all(connector_kafka, ingest):
                 by_id.setdefault(_event_id(record.value), set()).add((record.key, record.value))
-            assert all(len(copies) == 1 for copies in by_id.values()), "a re-read event must be the same bytes under the same key"
+            assert all(len(copies) == 1 for copies in by_id.values()), (
+                "a re-read event must be the same bytes under the same key"
+            )
 
-    async def test_bad_input_reaches_the_dead_letters_and_the_rest_flows(self, connector_kafka, connector_app_id, tmp_path):
+    async def test_bad_input_reaches_the_dead_letters_and_the_rest_flows(
+        self, connector_kafka, connector_app_id, tmp_path
+    ):
         topics = Topics.for_app(connector_app_id)
         async with self.environment(tmp_path) as env:
             await self.add_bad_input(env)
@@ -151,7 +162,9 @@ class SourceConformance:
         assert dead[0].value.startswith(DeadLetterSeal.SEALED), "a dead letter's value is sealed by the runtime"
         assert dict(dead[0].headers)["samband-source"] == b"conformance"
 
-    async def test_logs_carry_no_personal_data(self, connector_kafka, connector_app_id, tmp_path, capture_connector_logs):
+    async def test_logs_carry_no_personal_data(
+        self, connector_kafka, connector_app_id, tmp_path, capture_connector_logs
+    ):
         async with self.environment(tmp_path) as env:
             await self.add_bad_input(env)
             ids = await self.add_inputs(env, 5)

@@ -79,7 +79,11 @@ class GuardedResolver(AbstractResolver):
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[dict]:
         found = await self._inner.resolve(host, port, family)
-        kept = [info for info in found if self._allow.refusal(self._scheme, host, ipaddress.ip_address(info["host"])) is None]
+        kept = [
+            info
+            for info in found
+            if self._allow.refusal(self._scheme, host, ipaddress.ip_address(info["host"])) is None
+        ]
         if not kept:
             raise AddressRefused("webhook host refused: it resolves to no address the bus may reach")
         return kept

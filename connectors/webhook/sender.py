@@ -6,7 +6,6 @@ connections (a request waits for a free one), so a slow subscriber only ever occ
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import aiohttp
@@ -29,21 +28,28 @@ CHALLENGE_NOT_ECHOED = "delivery.challenge_not_echoed"
 
 
 class WebhookSender:
-    def __init__(self, config: WebhookConfig, allow: AllowList = AllowList(), secrets_dir: str = ""):
+    def __init__(self, config: WebhookConfig, allow: AllowList | None = None, secrets_dir: str = ""):
         self.config = config
         self._session: aiohttp.ClientSession | None = None
         self._signer: Signer | None = None  # made at the first request: a missing secret is a retried outcome
         self._url = URL(config.url)  # parsed once, not per request
-        self._allow = allow
+        self._allow = allow or AllowList()
         self._secrets_dir = secrets_dir
         # aiohttp resolves no literal address: that one is judged here, names by the resolver.
-        self._refused = allow.refusal(self._url.scheme, self._url.host or "") if literal_address(self._url.host or "") else None
+        self._refused = (
+            self._allow.refusal(self._url.scheme, self._url.host or "")
+            if literal_address(self._url.host or "")
+            else None
+        )
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.config.max_concurrency, keepalive_timeout=60,
-                                               resolver=GuardedResolver(self._allow, self._url.scheme)),
+                connector=aiohttp.TCPConnector(
+                    limit=self.config.max_concurrency,
+                    keepalive_timeout=60,
+                    resolver=GuardedResolver(self._allow, self._url.scheme),
+                ),
                 timeout=aiohttp.ClientTimeout(
                     total=self.config.connect_timeout + self.config.read_timeout,
                     sock_connect=self.config.connect_timeout,
@@ -64,8 +70,9 @@ class WebhookSender:
             headers["traceparent"] = traceparent
         return headers, body
 
-    async def send(self, event: dict, msg_id: str, traceparent: str | None = None,
-                   echo: str | None = None) -> HttpOutcome:
+    async def send(
+        self, event: dict, msg_id: str, traceparent: str | None = None, echo: str | None = None
+    ) -> HttpOutcome:
         """One attempt. Never raises for the subscriber's faults: they become an Outcome. With
         `echo`, a 2xx counts only when the answer's body holds that text (the handshake's challenge)."""
         if self._refused is not None:
@@ -86,7 +93,7 @@ class WebhookSender:
             if echo is not None and outcome.status == "delivered" and echo.encode() not in answer:
                 return HttpOutcome("retry", CHALLENGE_NOT_ECHOED, "the answer did not echo the challenge", reply.status)
             return outcome
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+        except (TimeoutError, aiohttp.ServerTimeoutError):
             return HttpOutcome("retry", TIMEOUT)
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, AddressRefused):
@@ -99,4 +106,3 @@ class WebhookSender:
         if self._session is not None:
             await self._session.close()
             self._session = None
-

@@ -29,4 +29,8 @@ class Signer:
         return " ".join(signatures)
 
     def headers(self, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-        return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp), "webhook-signature": self.signature(msg_id, timestamp, body)}
+        return {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": self.signature(msg_id, timestamp, body),
+        }

@@ -35,8 +35,9 @@ class WebhookSink(Sink):
     def __init__(self, config: WebhookConfig, context: Context):
         super().__init__(config, context)
         # Where it may connect: the operator's allow-list (SAMBAND_WEBHOOK_ALLOW_NETWORKS), given by the delivery stage.
-        self.sender = WebhookSender(config, context.extras.get("webhook_allow", AllowList()),
-                                    context.extras.get("secrets_dir", ""))
+        self.sender = WebhookSender(
+            config, context.extras.get("webhook_allow", AllowList()), context.extras.get("secrets_dir", "")
+        )
 
     async def write(self, batch: Sequence[SinkRecord]) -> list[HttpOutcome]:
         if len(batch) == 1:
@@ -58,7 +59,11 @@ class WebhookSink(Sink):
         try:
             event, key = delivery["event"], delivery["idempotency_key"]
         except (KeyError, TypeError):
-            return _done(HttpOutcome("rejected", MALFORMED, "delivery record is not delivery JSON with event and idempotency_key"))
+            return _done(
+                HttpOutcome(
+                    "rejected", MALFORMED, "delivery record is not delivery JSON with event and idempotency_key"
+                )
+            )
         return self.sender.send(event, key, traceparent)
 
     async def verify(self, subscription: str) -> HttpOutcome:

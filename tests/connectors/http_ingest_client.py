@@ -7,12 +7,13 @@ import uuid
 from contextlib import asynccontextmanager
 from datetime import date, datetime
 
+from support import dead_letter_key, pseudonym_key
+
 from connectors.http_ingest.openapi import EVENT_TYPES
 from connectors.http_ingest.source import HttpIngestSource
 from connectors.runtime import open_connector
 from schemas.catalog import EVENTS_NAMESPACE
 from schemas.examples import example
-from support import dead_letter_key, pseudonym_key
 
 TOKENS = {"bergen-barnevern": "synthetic-token-bergen-0001", "oslo-skole": "synthetic-token-oslo-00002",
           "every-type": "synthetic-token-every-type"}  # fmt: skip
@@ -75,7 +76,15 @@ def _json(value):
 @asynccontextmanager
 async def running_ingest(bootstrap: str, app_id: str, config: dict, instance: str = "http-test"):
     """The HTTP ingest source serving on 127.0.0.1; yields it (its `port` is the bound port)."""
-    async with open_connector(HttpIngestSource, instance, config, bootstrap=bootstrap, app_id=app_id, pseudonym_key=pseudonym_key(), dead_letter_key=dead_letter_key()) as source:
+    async with open_connector(
+        HttpIngestSource,
+        instance,
+        config,
+        bootstrap=bootstrap,
+        app_id=app_id,
+        pseudonym_key=pseudonym_key(),
+        dead_letter_key=dead_letter_key(),
+    ) as source:
         task = asyncio.create_task(source.run())
         try:
             yield source

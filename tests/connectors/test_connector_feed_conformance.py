@@ -38,7 +38,9 @@ class TestFeedSourceConformance(SourceConformance):
         return {"base_url": simulator.base_url, "token": DEFAULT_TOKEN, "poll_interval_s": 0.05}
 
     def _append(self, simulator, documents) -> list[str]:
-        renumbered = [dataclasses.replace(d, sekvensnummer=simulator.store.latest + 1 + i) for i, d in enumerate(documents)]
+        renumbered = [
+            dataclasses.replace(d, sekvensnummer=simulator.store.latest + 1 + i) for i, d in enumerate(documents)
+        ]
         simulator.append(renumbered)
         simulator.given += renumbered
         return [d.hendelsesdokument for d in renumbered]
@@ -48,7 +50,10 @@ class TestFeedSourceConformance(SourceConformance):
         return self._append(simulator, GOOD[start : start + count])
 
     async def add_bad_input(self, simulator) -> None:
-        self._append(simulator, [dataclasses.replace(GOOD[-1], hendelsetype=FUTURE_TYPE, hendelsesdokument=GOOD[-2].hendelsesdokument)])
+        self._append(
+            simulator,
+            [dataclasses.replace(GOOD[-1], hendelsetype=FUTURE_TYPE, hendelsesdokument=GOOD[-2].hendelsesdokument)],
+        )
 
     def personal_values(self, simulator) -> list[str]:
         values = []

@@ -55,7 +55,9 @@ def _state(pid: int) -> str:
         return "Z"
 
 
-async def wait_for_offset(bootstrap: str, topic: str, at_least: int, process: subprocess.Popen, log_path, timeout: float = 60):
+async def wait_for_offset(
+    bootstrap: str, topic: str, at_least: int, process: subprocess.Popen, log_path, timeout: float = 60
+):
     async with asyncio.timeout(timeout):
         while await end_offset(bootstrap, topic) < at_least:
             if process.poll() is not None:

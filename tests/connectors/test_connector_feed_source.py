@@ -30,7 +30,15 @@ def feed_config(simulator, **overrides) -> dict:
 
 
 async def run_to_end(bootstrap, app_id, config, instance="feed") -> None:
-    async with open_connector(FolkeregisterFeedSource, instance, config, bootstrap=bootstrap, app_id=app_id, pseudonym_key=pseudonym_key(), dead_letter_key=dead_letter_key()) as source:
+    async with open_connector(
+        FolkeregisterFeedSource,
+        instance,
+        config,
+        bootstrap=bootstrap,
+        app_id=app_id,
+        pseudonym_key=pseudonym_key(),
+        dead_letter_key=dead_letter_key(),
+    ) as source:
         await asyncio.wait_for(source.run(), 60)
 
 
@@ -41,7 +49,9 @@ async def ingested_and_dead_keys(bootstrap, app_id) -> list[str]:
 
 
 @pytest.mark.parametrize(("fetch", "workers"), [("bulk", 1), ("bulk", 2), ("single", 0)])
-async def test_feed_reaches_ingest_in_order_and_unknown_types_are_dead_lettered(kafka_bootstrap, connector_app_id, fetch, workers):
+async def test_feed_reaches_ingest_in_order_and_unknown_types_are_dead_lettered(
+    kafka_bootstrap, connector_app_id, fetch, workers
+):
     documents = synthetic_feed(2500)
     unknown = [d for d in documents if d.hendelsetype in UNUSUAL_TYPES]
     assert unknown, "the synthetic feed should hold a few unknown types"
@@ -61,10 +71,20 @@ async def test_feed_reaches_ingest_in_order_and_unknown_types_are_dead_lettered(
     first_unknown = next(r for r in dead if r.key.decode() == unknown[0].hendelsesdokument)
     letter = DeadLetter.from_headers(first_unknown.headers)
     assert (letter.reason, letter.stage) == ("event.unknown_type", "source")
-    assert json.loads(open_dead_letter(first_unknown.value))["hendelsetype"] == unknown[0].hendelsetype  # the raw document, sealed
+    assert (
+        json.loads(open_dead_letter(first_unknown.value))["hendelsetype"] == unknown[0].hendelsetype
+    )  # the raw document, sealed
     assert dict(first_unknown.headers)["samband-source"] == b"feed"
 
-    async with open_connector(FolkeregisterFeedSource, "feed", feed_config(simulator), bootstrap=kafka_bootstrap, app_id=connector_app_id, pseudonym_key=pseudonym_key(), dead_letter_key=dead_letter_key()) as source:
+    async with open_connector(
+        FolkeregisterFeedSource,
+        "feed",
+        feed_config(simulator),
+        bootstrap=kafka_bootstrap,
+        app_id=connector_app_id,
+        pseudonym_key=pseudonym_key(),
+        dead_letter_key=dead_letter_key(),
+    ) as source:
         assert await source.context.state.load() == {"next_seq": len(documents) + 1}
 
 
@@ -85,7 +105,15 @@ async def test_a_restart_resumes_after_its_bookmark(kafka_bootstrap, connector_a
 async def test_bulk_fetch_asks_once_per_page_and_no_document_one_by_one(kafka_bootstrap, connector_app_id):
     documents = synthetic_feed(2500)
     async with run_simulator(documents) as simulator:
-        async with open_connector(FolkeregisterFeedSource, "feed", feed_config(simulator), bootstrap=kafka_bootstrap, app_id=connector_app_id, pseudonym_key=pseudonym_key(), dead_letter_key=dead_letter_key()) as source:
+        async with open_connector(
+            FolkeregisterFeedSource,
+            "feed",
+            feed_config(simulator),
+            bootstrap=kafka_bootstrap,
+            app_id=connector_app_id,
+            pseudonym_key=pseudonym_key(),
+            dead_letter_key=dead_letter_key(),
+        ) as source:
             requests: list[tuple[str, str]] = []
             original_get, original_post = source.http.get, source.http.post
 
@@ -100,17 +128,24 @@ async def test_bulk_fetch_asks_once_per_page_and_no_document_one_by_one(kafka_bo
             source.http.get, source.http.post = get, post
             await asyncio.wait_for(source.run(), 60)
 
-    assert all(method == "POST" and path == BULK_PATH or "/feed?seq=" in path for method, path in requests)
+    assert all((method == "POST" and path == BULK_PATH) or "/feed?seq=" in path for method, path in requests)
     assert sum(method == "POST" for method, _ in requests) == 3  # pages of 1000, 1000 and 500
     assert len(await ingested_and_dead_keys(kafka_bootstrap, connector_app_id)) == len(documents)
 
 
-async def test_auto_fetches_documents_one_by_one_from_a_feed_without_bulk(kafka_bootstrap, connector_app_id, capture_connector_logs):
+async def test_auto_fetches_documents_one_by_one_from_a_feed_without_bulk(
+    kafka_bootstrap, connector_app_id, capture_connector_logs
+):
     documents = synthetic_feed(1500)
     async with run_simulator(documents, bulk=False) as simulator:
         await run_to_end(kafka_bootstrap, connector_app_id, feed_config(simulator))
         with pytest.raises(FeedError):
-            await run_to_end(kafka_bootstrap, connector_app_id, feed_config(simulator, document_fetch="bulk", start_seq=1), "bulk-only")
+            await run_to_end(
+                kafka_bootstrap,
+                connector_app_id,
+                feed_config(simulator, document_fetch="bulk", start_seq=1),
+                "bulk-only",
+            )
 
     keys = await ingested_and_dead_keys(kafka_bootstrap, connector_app_id)
     assert sorted(keys) == sorted(d.hendelsesdokument for d in documents)
@@ -132,12 +167,18 @@ async def test_missing_event_documents_are_dead_lettered_with_their_entries(kafk
     for document in lost:
         letter = DeadLetter.from_headers(dead[document.hendelsesdokument].headers)
         assert letter.reason == "source.document_missing"
-        assert json.loads(open_dead_letter(dead[document.hendelsesdokument].value)) == document.feed_entry()  # the raw entry
-    assert sorted(await ingested_and_dead_keys(kafka_bootstrap, connector_app_id)) == sorted(d.hendelsesdokument for d in documents)
+        assert (
+            json.loads(open_dead_letter(dead[document.hendelsesdokument].value)) == document.feed_entry()
+        )  # the raw entry
+    assert sorted(await ingested_and_dead_keys(kafka_bootstrap, connector_app_id)) == sorted(
+        d.hendelsesdokument for d in documents
+    )
 
 
 @pytest.mark.parametrize(("fetch", "share"), [("bulk", 0.3), ("single", 0.05)])
-async def test_faulty_feed_loses_nothing_and_logs_its_backoff(kafka_bootstrap, connector_app_id, capture_connector_logs, fetch, share):
+async def test_faulty_feed_loses_nothing_and_logs_its_backoff(
+    kafka_bootstrap, connector_app_id, capture_connector_logs, fetch, share
+):
     documents = synthetic_feed(1500)
     faults = Faults(throttle_share=share, error_share=share, retry_after_s=0, seed=3)  # bulk makes few requests
     async with run_simulator(documents, faults=faults) as simulator:
@@ -155,7 +196,15 @@ async def test_end_of_feed_is_polled_with_if_none_match(kafka_bootstrap, connect
     documents = synthetic_feed(10)
     async with run_simulator(documents) as simulator:
         config = feed_config(simulator, stop_at_end=False, poll_interval_s=0.05)
-        async with open_connector(FolkeregisterFeedSource, "feed", config, bootstrap=kafka_bootstrap, app_id=connector_app_id, pseudonym_key=pseudonym_key(), dead_letter_key=dead_letter_key()) as source:
+        async with open_connector(
+            FolkeregisterFeedSource,
+            "feed",
+            config,
+            bootstrap=kafka_bootstrap,
+            app_id=connector_app_id,
+            pseudonym_key=pseudonym_key(),
+            dead_letter_key=dead_letter_key(),
+        ) as source:
             seen: list[tuple[str, int]] = []
             original_get = source.http.get
 

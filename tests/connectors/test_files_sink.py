@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from support import dead_letter_key, pseudonym_key
 
 from connectors.api import SinkRecord
 from connectors.files.sink import TEMP_NAME, BatchFileSink
 from connectors.runtime import open_connector
-from support import dead_letter_key, pseudonym_key
 
 pytestmark = pytest.mark.kafka  # the runtime that builds a connector's context needs the broker
 
@@ -26,7 +26,15 @@ def delivery(subscription: str, n: int) -> SinkRecord:
 @asynccontextmanager
 async def sink(connector_kafka, connector_app_id, folder: Path, **config):
     raw = {"directory": str(folder), **config}
-    async with open_connector(BatchFileSink, "files-out", raw, bootstrap=connector_kafka, app_id=connector_app_id, pseudonym_key=pseudonym_key(), dead_letter_key=dead_letter_key()) as opened:
+    async with open_connector(
+        BatchFileSink,
+        "files-out",
+        raw,
+        bootstrap=connector_kafka,
+        app_id=connector_app_id,
+        pseudonym_key=pseudonym_key(),
+        dead_letter_key=dead_letter_key(),
+    ) as opened:
         yield opened
 
 
@@ -63,7 +71,9 @@ async def test_a_batch_file_is_finished_when_it_reaches_max_bytes(connector_kafk
     assert [line["person"] for line in lines(finished(tmp_path / "s"))] == [f"p{n:04d}" for n in range(7)]
 
 
-async def test_a_batch_file_is_finished_when_its_first_line_is_older_than_max_age(connector_kafka, connector_app_id, tmp_path):
+async def test_a_batch_file_is_finished_when_its_first_line_is_older_than_max_age(
+    connector_kafka, connector_app_id, tmp_path
+):
     async with sink(connector_kafka, connector_app_id, tmp_path, max_age_s=0.2, check_interval_s=0.05) as opened:
         await opened.write([delivery("s", 1)])
         async with asyncio.timeout(10):

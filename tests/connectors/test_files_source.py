@@ -44,7 +44,11 @@ def bad_checksum(event: dict) -> dict:
 class TestDropFolderConformance(SourceConformance):
     connector = DropFolderSource
     bad_input_reason = "identity.checksum"
-    invalid_configs = [({}, "directory"), ({"directory": "/x", "chunk_rows": 0}, "chunk_rows"), ({"directory": "/x", "dir": 1}, "dir")]
+    invalid_configs = [
+        ({}, "directory"),
+        ({"directory": "/x", "chunk_rows": 0}, "chunk_rows"),
+        ({"directory": "/x", "dir": 1}, "dir"),
+    ]
 
     @asynccontextmanager
     async def environment(self, tmp_path):
@@ -79,7 +83,15 @@ class TestDropFolderConformance(SourceConformance):
 @asynccontextmanager
 async def running(bootstrap: str, app_id: str, folder: Path, **config):
     raw = {"directory": str(folder), "poll_interval_s": 0.05, **config}
-    async with open_connector(DropFolderSource, "files-test", raw, bootstrap=bootstrap, app_id=app_id, pseudonym_key=pseudonym_key(), dead_letter_key=dead_letter_key()) as source:
+    async with open_connector(
+        DropFolderSource,
+        "files-test",
+        raw,
+        bootstrap=bootstrap,
+        app_id=app_id,
+        pseudonym_key=pseudonym_key(),
+        dead_letter_key=dead_letter_key(),
+    ) as source:
         task = asyncio.create_task(source.run())
         try:
             yield source
@@ -121,10 +133,14 @@ async def test_a_csv_file_with_a_bad_row_sends_the_rest_and_dead_letters_the_row
     letter = DeadLetter.from_headers(dead.headers)
     assert letter.reason == "identity.checksum" and " row 2 " in letter.message
     assert events[1]["person"] not in letter.message and "Testveien" not in letter.message
-    assert json.loads(open_dead_letter(dead.value))["person"] == events[1]["person"]  # the row itself is kept for operators
+    assert (
+        json.loads(open_dead_letter(dead.value))["person"] == events[1]["person"]
+    )  # the row itself is kept for operators
 
 
-async def test_a_malformed_jsonl_line_is_dead_lettered_and_the_file_goes_on(connector_kafka, connector_app_id, tmp_path):
+async def test_a_malformed_jsonl_line_is_dead_lettered_and_the_file_goes_on(
+    connector_kafka, connector_app_id, tmp_path
+):
     first, last = cloudevent("Move"), cloudevent("Move")
     drop(tmp_path, "a.jsonl", json.dumps(first) + "\n{not json\n\n" + json.dumps(last) + "\n")
     async with running(connector_kafka, connector_app_id, tmp_path):
@@ -132,7 +148,9 @@ async def test_a_malformed_jsonl_line_is_dead_lettered_and_the_file_goes_on(conn
     topics = Topics.for_app(connector_app_id)
     assert [event_id(r) for r in await read_to_end(connector_kafka, topics.ingest)] == [first["id"], last["id"]]
     (dead,) = await read_to_end(connector_kafka, topics.deadletter)
-    assert DeadLetter.from_headers(dead.headers).reason == "file.row_json" and open_dead_letter(dead.value) == b"{not json"
+    assert (
+        DeadLetter.from_headers(dead.headers).reason == "file.row_json" and open_dead_letter(dead.value) == b"{not json"
+    )
 
 
 async def test_a_restart_mid_file_resumes_after_the_bookmarked_row(connector_kafka, connector_app_id, tmp_path):

@@ -41,7 +41,9 @@ def _decode(value: bytes) -> dict:
     return Codec(CatalogRegistry(catalog())).decode(value)
 
 
-async def test_a_structured_event_is_on_the_ingest_topic_when_202_is_answered(ingest, connector_kafka, connector_app_id):
+async def test_a_structured_event_is_on_the_ingest_topic_when_202_is_answered(
+    ingest, connector_kafka, connector_app_id
+):
     event = cloudevent("Move")
     async with ingest.post("/events", json=event, headers={**STRUCTURED, **auth()}) as response:
         assert response.status == 202, await response.text()
@@ -75,8 +77,12 @@ async def test_binary_mode_gives_the_same_value_as_structured_mode(ingest, conne
     assert binary_record.value == structured_record.value
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-a-known-token-at-all"}, {"Authorization": "Basic eDp5"}])
-async def test_a_post_without_a_known_token_is_401_and_writes_nothing(ingest, connector_kafka, connector_app_id, headers):
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer not-a-known-token-at-all"}, {"Authorization": "Basic eDp5"}]
+)
+async def test_a_post_without_a_known_token_is_401_and_writes_nothing(
+    ingest, connector_kafka, connector_app_id, headers
+):
     async with ingest.post("/events", json=cloudevent(), headers={**STRUCTURED, **headers}) as response:
         assert response.status == 401
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
@@ -84,9 +90,13 @@ async def test_a_post_without_a_known_token_is_401_and_writes_nothing(ingest, co
     assert await read_to_end(connector_kafka, _topics(connector_app_id).ingest) == []
 
 
-async def test_an_ungranted_event_type_is_403_and_no_event_of_the_batch_is_written(ingest, connector_kafka, connector_app_id):
+async def test_an_ungranted_event_type_is_403_and_no_event_of_the_batch_is_written(
+    ingest, connector_kafka, connector_app_id
+):
     events = [cloudevent("Move"), cloudevent("Death")]  # bergen-barnevern is granted Move and Birth only
-    async with ingest.post("/events", data=json.dumps(events), headers={**BATCH, **auth("bergen-barnevern")}) as response:
+    async with ingest.post(
+        "/events", data=json.dumps(events), headers={**BATCH, **auth("bergen-barnevern")}
+    ) as response:
         assert response.status == 403
         errors = (await response.json())["errors"]
     assert errors == [{"code": "auth.type_not_granted", "field": "type", "index": 1,
@@ -144,8 +154,9 @@ async def test_the_openapi_document_describes_the_endpoint(ingest):
     assert {"202", "400", "401", "403", "503"} <= set(operation["responses"])
 
 
-async def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(connector_kafka, connector_app_id, monkeypatch,
-                                                                             tmp_path):
+async def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(
+    connector_kafka, connector_app_id, monkeypatch, tmp_path
+):
     """Every answer is one the OpenAPI document declares: its status, content type and body schema."""
     set_tokens(monkeypatch)
     async with running_ingest(connector_kafka, connector_app_id, ingest_config()) as source:

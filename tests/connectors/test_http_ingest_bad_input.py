@@ -18,10 +18,14 @@ pytestmark = pytest.mark.kafka
 STRUCTURED = {"Content-Type": "application/cloudevents+json"}
 
 
-@pytest.mark.parametrize("body", [
-    b"[" * 100_000 + b"]" * 100_000,  # the standard library's parser raised RecursionError
-    b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
-], ids=["nested-arrays", "nested-objects"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # the standard library's parser raised RecursionError
+        b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+    ],
+    ids=["nested-arrays", "nested-objects"],
+)
 async def test_deeply_nested_json_is_a_400_not_a_server_error(ingest, body):
     async with ingest.post("/events", data=body, headers={**STRUCTURED, **auth()}) as response:
         assert response.status == 400
@@ -60,12 +64,14 @@ def test_the_cloudevent_mapping_kafka_ingest_shares_refuses_a_numeric_date():
     assert (raised.value.reason, raised.value.field) == ("json.field_type", "deathDate")
 
 
-async def test_a_refused_strengt_fortrolig_event_is_dead_lettered_sealed_and_scrubbed(ingest, connector_kafka, connector_app_id):
+async def test_a_refused_strengt_fortrolig_event_is_dead_lettered_sealed_and_scrubbed(
+    ingest, connector_kafka, connector_app_id
+):
     """Finding 1: HTTP ingest wrote the submitted JSON to the dead letters as it came."""
-    from schemas.examples import PERSON
     from support import open_dead_letter
 
     from connectors.dead_letters import DeadLetterSeal
+    from schemas.examples import PERSON
 
     event = cloudevent("Move", addressprotection="strengtFortrolig")
     event["data"]["movedDate"] = 20240301  # refused: json.field_type

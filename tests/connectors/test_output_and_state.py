@@ -8,6 +8,7 @@ from collections import defaultdict
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
+from support import pseudonym_key
 
 from connectors.api import OutputRecord
 from connectors.output import KafkaOutput
@@ -19,7 +20,6 @@ from schemas.examples import PERSON, example
 from schemas.ingest_key import IngestKey
 from schemas.pseudonym import pseudonym
 from schemas.registry import CatalogRegistry
-from support import pseudonym_key
 from tests.kafka_io import consume
 
 
@@ -41,7 +41,9 @@ async def test_output_puts_each_key_where_a_kafka_client_would_in_order_and_dura
         keys = [f"event-{n}" for n in range(60)]  # no person to read from these values: the connector's key
         sent = 0
         for version in range(3):  # each key three times: twice within a send, once more in the next
-            records = [OutputRecord(k, f"{k}/{version}/{half}".encode(), [("x-test", b"1")]) for half in (0, 1) for k in keys]
+            records = [
+                OutputRecord(k, f"{k}/{version}/{half}".encode(), [("x-test", b"1")]) for half in (0, 1) for k in keys
+            ]
             await output.send(records)
             sent += len(records)
             assert await _end_offsets(connector_kafka, topic, 4) == sent  # all in the log once send returns
@@ -70,8 +72,11 @@ async def test_output_keys_every_event_by_its_person_so_one_persons_events_stay_
     for n in range(24):
         record = example("Move")
         record["envelope"] = {**record["envelope"], "id": f"move-{n}", "person": people[n % 2]}
-        value = codec.encode(record, codec.current_id("Move")) if n % 3 else json.dumps(
-            {"id": f"move-{n}", "person": people[n % 2]}).encode()  # a CloudEvent's person attribute
+        value = (
+            codec.encode(record, codec.current_id("Move"))
+            if n % 3
+            else json.dumps({"id": f"move-{n}", "person": people[n % 2]}).encode()
+        )  # a CloudEvent's person attribute
         events.append(OutputRecord(f"move-{n}", value))
     producer = durable_producer(connector_kafka)
     await producer.start()

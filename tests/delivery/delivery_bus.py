@@ -13,11 +13,10 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-from connectors.webhook.secrets import new_secret
 from delivery_fixtures import delivery, delivery_key
 from worker_process import WorkerProcess
 
+from connectors.webhook.secrets import new_secret
 
 
 @asynccontextmanager
@@ -61,10 +60,17 @@ class DeliveryBus:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await admin.start()
         try:
-            await admin.create_topics([
-                NewTopic(self.topic("deliveries"), num_partitions=4, replication_factor=1),
-                NewTopic(self.topic("subscriptions"), num_partitions=1, replication_factor=1, topic_configs={"cleanup.policy": "compact"}),
-            ])
+            await admin.create_topics(
+                [
+                    NewTopic(self.topic("deliveries"), num_partitions=4, replication_factor=1),
+                    NewTopic(
+                        self.topic("subscriptions"),
+                        num_partitions=1,
+                        replication_factor=1,
+                        topic_configs={"cleanup.policy": "compact"},
+                    ),
+                ]
+            )
         finally:
             await admin.close()
         await self.producer.start()
@@ -81,7 +87,9 @@ class DeliveryBus:
     async def put_subscription(self, value: dict) -> None:
         """Write a subscription to the bus's topic, its signing secret (the bus's test secret) in its own file first."""
         (self.secrets_dir / value["id"]).write_text(self.secret)
-        await self.producer.send_and_wait(self.topic("subscriptions"), json.dumps(value).encode(), key=value["id"].encode())
+        await self.producer.send_and_wait(
+            self.topic("subscriptions"), json.dumps(value).encode(), key=value["id"].encode()
+        )
 
     async def subscribe_kafka(self, sub_id: str, fields: dict[str, list[str]], **delivery_settings) -> None:
         value = {"id": sub_id, "fields": fields, "delivery": {"kind": "kafka", **delivery_settings}}
@@ -94,7 +102,9 @@ class DeliveryBus:
 
     async def send(self, records: list[dict], headers: list[tuple[str, bytes]] | None = None) -> None:
         futures = [
-            await self.producer.send(self.topic("deliveries"), json.dumps(r).encode(), key=delivery_key(r), headers=headers)
+            await self.producer.send(
+                self.topic("deliveries"), json.dumps(r).encode(), key=delivery_key(r), headers=headers
+            )
             for r in records
         ]
         for future in futures:
@@ -119,9 +129,7 @@ class DeliveryBus:
     def events_for(sub_id: str, persons: int, per_person: int, prefix: str = "ev") -> list[dict]:
         """Interleaved events: person 0's first, person 1's first, ..., then everyone's second."""
         return [
-            delivery(sub_id, f"{p:032x}", f"{prefix}-{p}-{n}", n)
-            for n in range(per_person)
-            for p in range(persons)
+            delivery(sub_id, f"{p:032x}", f"{prefix}-{p}-{n}", n) for n in range(per_person) for p in range(persons)
         ]
 
 

@@ -11,7 +11,7 @@ from schemas.identity import control_digits
 def synthetic_identity(n: int) -> str:
     """A synthetic identity number (month + 80), different for each n < 28 * 12 * 500."""
     day, month, individ = n % 28 + 1, (n // 28) % 12 + 1, 100 + n // (28 * 12)
-    for year in range(0, 100):
+    for year in range(100):
         first9 = f"{day:02d}{month + 80:02d}{year:02d}{individ:03d}"
         if digits := control_digits(first9):
             return first9 + digits

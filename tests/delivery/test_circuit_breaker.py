@@ -10,9 +10,9 @@ import json
 import os
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
-
 from delivery_bus import DeliveryBus, running_bus
 from delivery_fixtures import delivery
 from webhook_receiver import VALIDATION_TYPE, Receiver, Reply
@@ -37,7 +37,9 @@ async def _state(bus) -> dict:
 
 async def test_a_failing_endpoint_is_probed_not_hammered_and_resumes_with_nothing_lost(kafka_bootstrap, tmp_path):
     down = [True]
-    async with running_bus(kafka_bootstrap, tmp_path, SAMBAND_BREAKER_FAILURES="5", SAMBAND_BREAKER_PROBE_SECONDS="1") as bus:
+    async with running_bus(
+        kafka_bootstrap, tmp_path, SAMBAND_BREAKER_FAILURES="5", SAMBAND_BREAKER_PROBE_SECONDS="1"
+    ) as bus:
         receiver = Receiver(bus.secret, lambda _n, e: Reply(500) if down and e["type"] != VALIDATION_TYPE else Reply())
         await receiver.start()
         try:
@@ -53,8 +55,12 @@ async def test_a_failing_endpoint_is_probed_not_hammered_and_resumes_with_nothin
             assert (row["state"], row["reason"]) == ("suspended", "http.500"), row
 
             down.clear()  # the endpoint is back: the next probe succeeds and everything waiting goes out
-            await bus.wait_for(receiver, lambda: {e.event["id"] for e in receiver.events()} >= {f"ev-{p}" for p in range(PERSONS)},
-                               90, "every event, once the endpoint is back")
+            await bus.wait_for(
+                receiver,
+                lambda: {e.event["id"] for e in receiver.events()} >= {f"ev-{p}" for p in range(PERSONS)},
+                90,
+                "every event, once the endpoint is back",
+            )
             await _logged(bus, '"event": "delivery.subscription_resumed"')
         finally:
             await receiver.stop()
@@ -62,16 +68,20 @@ async def test_a_failing_endpoint_is_probed_not_hammered_and_resumes_with_nothin
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-async def test_an_endpoint_that_stays_down_gets_every_delivery_probed_to_its_end_without_a_busy_worker(kafka_bootstrap, tmp_path):
+async def test_an_endpoint_that_stays_down_gets_every_delivery_probed_to_its_end_without_a_busy_worker(
+    kafka_bootstrap, tmp_path
+):
     """While suspended, a probe goes out per interval until every waiting delivery has used its
     attempts and is dead-lettered: none waits forever behind a probe whose outcome woke nothing.
     With nothing left to probe, the worker idles."""
     events = DeliveryBus.events_for("downhill", persons=8, per_person=2)
-    async with running_bus(kafka_bootstrap, tmp_path, SAMBAND_BREAKER_FAILURES="3", SAMBAND_BREAKER_PROBE_SECONDS="0.2") as bus:
+    async with running_bus(
+        kafka_bootstrap, tmp_path, SAMBAND_BREAKER_FAILURES="3", SAMBAND_BREAKER_PROBE_SECONDS="0.2"
+    ) as bus:
         receiver = Receiver(bus.secret, lambda _n, e: Reply(503) if e["type"] != VALIDATION_TYPE else Reply())
         await receiver.start()
         try:
@@ -82,13 +92,19 @@ async def test_an_endpoint_that_stays_down_gets_every_delivery_probed_to_its_end
             def attempts() -> Counter:
                 return Counter(r.event["id"] for r in receiver.received if r.event["type"] != VALIDATION_TYPE)
 
-            await bus.wait_for(receiver, lambda: attempts() == Counter({e["event"]["id"]: 3 for e in events}), 60,
-                               "three attempts of every delivery, most of them probes")
+            await bus.wait_for(
+                receiver,
+                lambda: attempts() == Counter({e["event"]["id"]: 3 for e in events}),
+                60,
+                "three attempts of every delivery, most of them probes",
+            )
             await _logged(bus, '"event": "delivery.subscription_suspended"')
             # Their dead letters are written once the last attempt is decided.
             deadline = asyncio.get_running_loop().time() + 30
             while True:
-                listed = await samband(bus.bootstrap, "dlq", "list", "--subscription", "downhill", env={"SAMBAND_APP_ID": bus.app_id})
+                listed = await samband(
+                    bus.bootstrap, "dlq", "list", "--subscription", "downhill", env={"SAMBAND_APP_ID": bus.app_id}
+                )
                 if all(e["event"]["id"] in listed.stdout for e in events):
                     break
                 assert asyncio.get_running_loop().time() < deadline, listed.stdout

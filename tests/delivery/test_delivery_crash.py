@@ -15,7 +15,9 @@ from webhook_receiver import Receiver
 SUBSCRIBERS, PERSONS, PER_PERSON = 10, 100, 10
 
 
-async def test_crash_mid_delivery_loses_nothing_and_duplicates_keep_their_webhook_id(kafka_bootstrap, worker_env, tmp_path):
+async def test_crash_mid_delivery_loses_nothing_and_duplicates_keep_their_webhook_id(
+    kafka_bootstrap, worker_env, tmp_path
+):
     # A short session timeout lets the restarted worker take over the killed one's partitions soon.
     bus = DeliveryBus(kafka_bootstrap, {**worker_env, "SAMBAND_BROKER_SESSION_TIMEOUT": "10"}, tmp_path / "worker.log")
     receivers = [Receiver(bus.secret) for _ in range(SUBSCRIBERS)]

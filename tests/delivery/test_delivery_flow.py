@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from delivery_bus import assert_in_order_per_person, running_bus
+from support import open_dead_letter
+from webhook_receiver import Receiver, Reply
 
 from agents.delivery.ledger import ledger_for_event
 from agents.delivery.topic_reader import read_topic
 from connectors.dead_letters import DeadLetter
-from delivery_bus import assert_in_order_per_person, running_bus
-from support import open_dead_letter
-from webhook_receiver import Receiver, Reply
 
 FAST = {"retry_schedule": [0.1, 0.2, 0.3, 0.3, 0.3], "read_timeout": 1.0, "connect_timeout": 0.5}
 
@@ -44,7 +44,9 @@ async def test_verified_subscriber_gets_every_event_in_order_with_idempotency_ke
     assert receiver.delivered[0].event["type"] == "no.samband.subscription.validation"  # the handshake came first
     assert_in_order_per_person(receiver.events(), persons=5, per_person=6)
     assert {r.webhook_id for r in receiver.events()} == {r["idempotency_key"] for r in records}
-    assert {r.headers["traceparent"] for r in receiver.events()} == {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    assert {r.headers["traceparent"] for r in receiver.events()} == {
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    }
     ledger = await _wait_ledger(bus, records[0]["event"]["id"], "flow-ok")
     assert ledger["status"] == "delivered" and ledger["attempts"] == 1
 
@@ -110,7 +112,9 @@ async def test_rejected_event_is_dead_lettered_and_later_events_still_flow(bus):
 
 
 async def test_gone_subscriber_is_disabled_and_keeps_its_events(bus):
-    receiver = await _receiver(bus, lambda _n, e: Reply(410) if e["type"] != "no.samband.subscription.validation" else Reply())
+    receiver = await _receiver(
+        bus, lambda _n, e: Reply(410) if e["type"] != "no.samband.subscription.validation" else Reply()
+    )
     try:
         await bus.subscribe("flow-gone", receiver.url, **FAST)
         await bus.send(bus.events_for("flow-gone", persons=1, per_person=3, prefix="gone"))
@@ -153,14 +157,26 @@ async def test_paused_subscription_keeps_events_until_resumed(bus):
 
 
 async def _wait_ledger(bus, event_id: str, sub: str, timeout: float = 30.0) -> dict:
-    return await _poll(lambda: ledger_for_event(bus.bootstrap, bus.topic("delivery-ledger"), event_id), lambda found: found.get(sub), timeout, f"ledger entry {event_id}/{sub}")
+    return await _poll(
+        lambda: ledger_for_event(bus.bootstrap, bus.topic("delivery-ledger"), event_id),
+        lambda found: found.get(sub),
+        timeout,
+        f"ledger entry {event_id}/{sub}",
+    )
 
 
 async def _wait_status(bus, sub: str, ready, timeout: float = 30.0) -> dict:
     async def statuses():
-        return {r.key.decode(): json.loads(r.value) async for r in read_topic(bus.bootstrap, bus.topic("delivery-status"))}
+        return {
+            r.key.decode(): json.loads(r.value) async for r in read_topic(bus.bootstrap, bus.topic("delivery-status"))
+        }
 
-    return await _poll(statuses, lambda found: found.get(sub) if found.get(sub) and ready(found[sub]) else None, timeout, f"status of {sub}")
+    return await _poll(
+        statuses,
+        lambda found: found.get(sub) if found.get(sub) and ready(found[sub]) else None,
+        timeout,
+        f"status of {sub}",
+    )
 
 
 async def _poll(fetch, pick, timeout: float, what: str):
@@ -179,7 +195,9 @@ def _cli(bus, *args: str, user_env: dict | None = None):
     import sys
 
     env = {**bus.worker.env, **(user_env or {})}
-    return subprocess.run([sys.executable, "-m", "agents.cli", "dlq", *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "agents.cli", "dlq", *args], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 async def test_dead_letter_replayed_after_the_fix_arrives_once_with_its_webhook_id(bus):
@@ -210,8 +228,12 @@ async def test_dead_letter_replayed_after_the_fix_arrives_once_with_its_webhook_
         replayed = _cli(bus, "replay", dlq_id)
         assert replayed.returncode == 0, replayed.stderr
         await bus.wait_for(receiver, lambda: len(receiver.events()) >= 1, 30, "the replayed event")
-        await _poll(lambda: ledger_for_event(bus.bootstrap, bus.topic("delivery-ledger"), "dlq-1"),
-                    lambda found: found.get("flow-dlq", {}).get("status") == "delivered", 30, "ledger: delivered")
+        await _poll(
+            lambda: ledger_for_event(bus.bootstrap, bus.topic("delivery-ledger"), "dlq-1"),
+            lambda found: found.get("flow-dlq", {}).get("status") == "delivered",
+            30,
+            "ledger: delivered",
+        )
         again = _cli(bus, "replay", "--subscription", "flow-dlq")  # delivered since: skipped
         assert again.returncode == 0 and "skipped" in again.stdout
     finally:
@@ -226,7 +248,9 @@ async def test_reveal_opens_a_sealed_dead_letter_only_with_the_key_whoever_asks(
     import base64
     import os
 
-    receiver = await _receiver(bus, lambda _n, e: Reply(403) if e["type"] != "no.samband.subscription.validation" else Reply())
+    receiver = await _receiver(
+        bus, lambda _n, e: Reply(403) if e["type"] != "no.samband.subscription.validation" else Reply()
+    )
     try:
         await bus.subscribe("flow-reveal", receiver.url, **FAST)
         await bus.send(bus.events_for("flow-reveal", persons=1, per_person=1, prefix="rev"))
@@ -252,9 +276,9 @@ async def test_a_replay_goes_back_to_the_partition_of_its_subscription_and_perso
     gives its key; a replay must join the same (subscription, person) queue, so it goes to the
     partition the dead letter was read from."""
     from aiokafka.partitioner import DefaultPartitioner
+    from delivery_fixtures import delivery, delivery_key
 
     from agents.commands.dlq import REPLAY_HEADER
-    from delivery_fixtures import delivery, delivery_key
 
     fixed = []
     receiver = await _receiver(bus, lambda _n, e: Reply(400) if e["id"] == "part-1" and not fixed else Reply())
@@ -264,8 +288,9 @@ async def test_a_replay_goes_back_to_the_partition_of_its_subscription_and_perso
     person_partition = (hashed + 1) % 4  # any partition but the key's own
     try:
         await bus.subscribe("flow-part", receiver.url, **FAST)
-        await bus.producer.send_and_wait(bus.topic("deliveries"), json.dumps(record).encode(), key=key,
-                                         partition=person_partition)
+        await bus.producer.send_and_wait(
+            bus.topic("deliveries"), json.dumps(record).encode(), key=key, partition=person_partition
+        )
         await _wait_ledger(bus, "part-1", "flow-part")
         listed = _cli(bus, "list", "--subscription", "flow-part")
         [row] = [line for line in listed.stdout.splitlines() if "flow-part" in line]
@@ -276,6 +301,9 @@ async def test_a_replay_goes_back_to_the_partition_of_its_subscription_and_perso
         await bus.wait_for(receiver, lambda: len(receiver.events()) >= 1, 30, "the replayed event")
     finally:
         await receiver.stop()
-    replays = [r async for r in read_topic(bus.bootstrap, bus.topic("deliveries"))
-               if dict(r.headers).get(REPLAY_HEADER) == dlq_id.encode()]
+    replays = [
+        r
+        async for r in read_topic(bus.bootstrap, bus.topic("deliveries"))
+        if dict(r.headers).get(REPLAY_HEADER) == dlq_id.encode()
+    ]
     assert [r.partition for r in replays] == [person_partition]

@@ -15,10 +15,10 @@ import statistics
 import time
 
 import pytest
-
-from agents.delivery.topic_reader import read_topic
 from delivery_bus import assert_in_order_per_person, running_bus
 from webhook_receiver import VALIDATION_TYPE, Receiver, Reply
+
+from agents.delivery.topic_reader import read_topic
 
 # About 170 deliveries/s: well within one worker's capacity even on a busy 2-core machine,
 # so latency differences come from the bad subscribers, not from saturation.
@@ -30,7 +30,9 @@ BAD_SETTINGS = {"retry_schedule": [0.5, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2], "read_tim
 
 @pytest.fixture(scope="module")
 async def bus(kafka_bootstrap, tmp_path_factory):
-    async with running_bus(kafka_bootstrap, tmp_path_factory.mktemp("delivery-isolation"), SAMBAND_BREAKER_PROBE_SECONDS="1") as bus:
+    async with running_bus(
+        kafka_bootstrap, tmp_path_factory.mktemp("delivery-isolation"), SAMBAND_BREAKER_PROBE_SECONDS="1"
+    ) as bus:
         # Warm-up: once one event has gone through, the worker owns its partitions and latencies are its own.
         receiver = Receiver(bus.secret)
         await bus.subscribe("warm-up", await receiver.start())
@@ -96,12 +98,16 @@ async def test_bad_subscribers_do_not_slow_the_healthy_ones_and_catch_up_in_orde
             # The bad ones catch up before the next run without them starts.
             for kind in bad:
                 receiver = receivers[f"bad{repetition}-{kind}"]
-                await bus.wait_for(receiver, lambda r=receiver: len(r.unique_ids) >= expected, 60, f"the {kind} subscriber caught up")
+                await bus.wait_for(
+                    receiver, lambda r=receiver: len(r.unique_ids) >= expected, 60, f"the {kind} subscriber caught up"
+                )
     finally:
         for receiver in receivers.values():
             await receiver.stop()
     base_p99, bad_p99 = statistics.median(base_p99s), statistics.median(bad_p99s)
-    print(f"healthy p99 (median of {REPETITIONS}): {base_p99 * 1000:.1f} ms alone, {bad_p99 * 1000:.1f} ms beside the bad ones")
+    print(
+        f"healthy p99 (median of {REPETITIONS}): {base_p99 * 1000:.1f} ms alone, {bad_p99 * 1000:.1f} ms beside the bad ones"
+    )
     # 2x, with 50 ms of slack for scheduling noise on a shared 2-core machine at millisecond latencies.
     assert bad_p99 <= max(2 * base_p99, base_p99 + 0.05), (base_p99s, bad_p99s)
     for repetition, (kind, reply) in itertools.product(range(REPETITIONS), bad.items()):
@@ -118,7 +124,9 @@ async def test_subscriber_down_through_several_retries_gets_everything_in_order(
     receiver = Receiver(bus.secret)
     url = await receiver.start()
     port = int(url.rsplit(":", 1)[1].split("/")[0])
-    await bus.subscribe("outage", url, retry_schedule=[0.2, 0.4, 0.8, 1.6, 3.2, 6.4], connect_timeout=0.5, read_timeout=0.5)
+    await bus.subscribe(
+        "outage", url, retry_schedule=[0.2, 0.4, 0.8, 1.6, 3.2, 6.4], connect_timeout=0.5, read_timeout=0.5
+    )
     await bus.wait_for(receiver, receiver.verified, 30, "verified")
     await receiver.stop()  # the subscriber goes down: connections are refused
     await bus.send(bus.events_for("outage", persons=5, per_person=4, prefix="out"))
@@ -136,7 +144,8 @@ async def _wait_retries(bus, idempotency_key: str, at_least: int, timeout: float
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
         failed = [
-            r async for r in read_topic(bus.bootstrap, bus.topic("delivery-outcomes"))
+            r
+            async for r in read_topic(bus.bootstrap, bus.topic("delivery-outcomes"))
             if json.loads(r.value)["idempotency_key"] == idempotency_key and json.loads(r.value)["status"] == "retry"
         ]
         if len(failed) >= at_least:

@@ -11,7 +11,6 @@ from confluent_kafka import Consumer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-
 from delivery_bus import running_bus
 from delivery_fixtures import delivery
 
@@ -24,7 +23,11 @@ def _move(sub: str, person: int, seq: int) -> dict:
     pseudonym = f"{person:032x}"
     record = delivery(sub, pseudonym, f"kev-{person}-{seq}", seq)
     # What the router writes for FIELDS: the projected data; newAddress withheld (a protected person).
-    record["event"]["data"] = {"envelope": {"person": pseudonym}, "movedDate": f"2024-03-{seq + 1:02d}", "scope": "withinKommune"}
+    record["event"]["data"] = {
+        "envelope": {"person": pseudonym},
+        "movedDate": f"2024-03-{seq + 1:02d}",
+        "scope": "withinKommune",
+    }
     return record
 
 
@@ -39,7 +42,9 @@ def _purge(sub: str, person: int) -> dict:
 def _consume(bootstrap: str, topic: str, registry_url: str, expected: int, timeout: float) -> list[tuple]:
     """(key, decoded value, headers) of the first `expected` records of `topic`, as a subscriber reads them."""
     deserialize = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader", "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader", "auto.offset.reset": "earliest"}
+    )
     consumer.subscribe([topic])
     got, deadline = [], time.monotonic() + timeout
     try:
@@ -58,7 +63,9 @@ async def test_kafka_subscription_gets_its_projected_events_in_order_as_confluen
     async with running_bus(kafka_bootstrap, tmp_path) as bus:
         topic = bus.subscriber_topic("kafka-sub")
         await bus.subscribe_kafka("kafka-sub", FIELDS)
-        records = [_move("kafka-sub", p, n) for n in range(PER_PERSON) for p in range(PERSONS)] + [_purge("kafka-sub", 0)]
+        records = [_move("kafka-sub", p, n) for n in range(PER_PERSON) for p in range(PERSONS)] + [
+            _purge("kafka-sub", 0)
+        ]
         await bus.send(records, headers=TRACE)
         await bus.send([records[0]], headers=TRACE)  # the same delivery again (as a replay would): a duplicate
         got = await asyncio.to_thread(_consume, kafka_bootstrap, topic, bus.registry_url, len(records) + 1, 90)
@@ -91,21 +98,33 @@ async def test_kafka_subscription_gets_its_projected_events_in_order_as_confluen
 
 
 async def test_a_strengt_fortrolig_persons_move_reaches_a_kafka_subscriber_without_what_reveals_the_kommune(
-        kafka_bootstrap, tmp_path):
+    kafka_bootstrap, tmp_path
+):
     """Granted source, scope, cause and the address, the subscriber's schema lets each be absent: the
     record encodes without them, and is not dead-lettered for missing them."""
     fields = {"Move": ["envelope.person", "envelope.source", "movedDate", "scope", "cause", "newAddress"]}
     async with running_bus(kafka_bootstrap, tmp_path) as bus:
         topic = bus.subscriber_topic("kafka-strict")
-        await bus.put_subscription({"id": "kafka-strict", "kommuner": "all", "fields": fields, "delivery": {"kind": "kafka"}})
+        await bus.put_subscription(
+            {"id": "kafka-strict", "kommuner": "all", "fields": fields, "delivery": {"kind": "kafka"}}
+        )
         purge = _purge("kafka-strict", 7)
         purge["protection"] = "strengtFortrolig"  # the grade the router's purge carries to the delivery stage
         move = _move("kafka-strict", 7, 0)
         move["event"]["source"] = "urn:no:kommune:4601:folkeregister"
         move["event"]["data"] |= {  # as routed before the change: everything granted
-            "envelope": {"person": f"{7:032x}", "source": "urn:no:kommune:4601:folkeregister"}, "cause": "relocation",
-            "newAddress": {"kommunenummer": "4601", "streetName": "Hemmeliggata", "houseNumber": 7, "houseLetter": None,
-                           "unitNumber": None, "postalCode": "5003", "postalTown": "Bergen"}}
+            "envelope": {"person": f"{7:032x}", "source": "urn:no:kommune:4601:folkeregister"},
+            "cause": "relocation",
+            "newAddress": {
+                "kommunenummer": "4601",
+                "streetName": "Hemmeliggata",
+                "houseNumber": 7,
+                "houseLetter": None,
+                "unitNumber": None,
+                "postalCode": "5003",
+                "postalTown": "Bergen",
+            },
+        }
         await bus.send([purge, move])
         got = await asyncio.to_thread(_consume, kafka_bootstrap, topic, bus.registry_url, 2, 90)
 

@@ -10,16 +10,16 @@ from __future__ import annotations
 import json
 
 from aiokafka import ConsumerRecord
+from delivery_fixtures import delivery, delivery_key
 
-from agents.delivery.offsets import OpenOffsets
 from agents.delivery.egress import Grades
+from agents.delivery.offsets import OpenOffsets
 from agents.delivery.queues import DeliveryQueues
 from agents.delivery.target import Target
 from agents.delivery.topics import delivery_topics
 from connectors.api import Outcome
 from connectors.dead_letters import DeadLetterSeal
 from connectors.webhook.config import WebhookConfig
-from delivery_fixtures import delivery, delivery_key
 
 TOPICS = delivery_topics("unit")
 PERSON = "a" * 32
@@ -31,7 +31,9 @@ class Lanes:
     def __init__(self, active: bool = True):
         self.active = active
         self.offered: list[str] = []
-        self.targets = {"sub": Target("sub", WebhookConfig(url="http://127.0.0.1:1/hook", secret_ref="env:X"), (1.0, 2.0))}
+        self.targets = {
+            "sub": Target("sub", WebhookConfig(url="http://127.0.0.1:1/hook", secret_ref="env:X"), (1.0, 2.0))
+        }
 
     def is_active(self, sub: str) -> bool:
         return self.active
@@ -88,14 +90,18 @@ def test_a_head_delivered_at_once_writes_its_ledger_entry_only_and_commits_after
 
 
 def test_a_failed_head_logs_the_attempt_stores_its_queue_and_no_longer_holds_the_commit_back():
-    queues, lanes = _queues()
+    queues, _lanes = _queues()
     _cycle(queues, [_record(0, "e0"), _record(1, "e1")])
     queues.apply(KEY, queues.queues[KEY][0], Outcome.retry("http.5xx"))
     written, commit = _cycle(queues, [])
     assert written == [TOPICS.outcomes, ("pending", KEY, True)]
     assert commit == {0: 2}
     stored = json.loads(queues.stored.get(0, KEY))
-    assert ([e["key"] for e in stored["queue"]], stored["queue"][0]["due"], stored["seen"]) == (["e0.sub", "e1.sub"], 1001.0, 1)
+    assert ([e["key"] for e in stored["queue"]], stored["queue"][0]["due"], stored["seen"]) == (
+        ["e0.sub", "e1.sub"],
+        1001.0,
+        1,
+    )
     # The retry succeeds: the stored queue shrinks, and goes once empty.
     queues.apply(KEY, queues.queues[KEY][0], Outcome.delivered())
     queues.apply(KEY, queues.queues[KEY][0], Outcome.delivered())

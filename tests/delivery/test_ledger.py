@@ -18,7 +18,9 @@ async def test_the_latest_entry_wins_when_a_key_has_entries_in_two_partitions(ka
             key = ledger_key(event_id, "sub")
             dead = ledger_record(event_id, "sub", "dead_lettered", 12, 1000.0, "delivery.retries_exhausted")
             await producer.send_and_wait(topic, dead, key=key, partition=1 - delivered_in)
-            await producer.send_and_wait(topic, ledger_record(event_id, "sub", "delivered", 1, 2000.0), key=key, partition=delivered_in)
+            await producer.send_and_wait(
+                topic, ledger_record(event_id, "sub", "delivered", 1, 2000.0), key=key, partition=delivered_in
+            )
     finally:
         await producer.stop()
     for event_id in ("e-1", "e-2"):

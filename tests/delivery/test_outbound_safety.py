@@ -8,16 +8,21 @@ import asyncio
 import time
 
 import pytest
-from pydantic import ValidationError
-
 from delivery_bus import running_bus
+from pydantic import ValidationError
 from webhook_receiver import Receiver
 
 from agents.subscriptions.model import Subscription
 
-BASE = {"id": "bergen-skole", "system": {"name": "S", "owner": "O", "contact": "c@x.example"},
-        "legal_basis": "§ 1", "public_body": True, "kommuner": ["4601"], "event_types": ["Death"],
-        "fields": {"Death": ["deathDate"]}}
+BASE = {
+    "id": "bergen-skole",
+    "system": {"name": "S", "owner": "O", "contact": "c@x.example"},
+    "legal_basis": "§ 1",
+    "public_body": True,
+    "kommuner": ["4601"],
+    "event_types": ["Death"],
+    "fields": {"Death": ["deathDate"]},
+}
 HOOK = {"kind": "webhook", "secret_ref": "file:bergen-skole"}
 
 
@@ -54,7 +59,9 @@ async def test_a_webhook_on_loopback_is_never_called_without_the_allow_list(kafk
         port = receiver.url.split(":")[2].split("/")[0]
         try:
             await bus.subscribe("ssrf-literal", f"https://127.0.0.1:{port}/hook", retry_schedule=[1])
-            await bus.subscribe("ssrf-name", f"http://localhost:{port}/hook", retry_schedule=[1])  # resolved, then refused
+            await bus.subscribe(
+                "ssrf-name", f"http://localhost:{port}/hook", retry_schedule=[1]
+            )  # resolved, then refused
             await bus.subscribe("ssrf-metadata", "https://169.254.169.254/latest/meta-data", retry_schedule=[1])
             for sub in ("ssrf-literal", "ssrf-name", "ssrf-metadata"):
                 await _logged(bus, f'"subscription": "{sub}", "reason": "delivery.address_refused"')
@@ -77,16 +84,19 @@ async def test_an_endpoint_that_answers_2xx_without_echoing_the_challenge_is_not
             await careless.stop()
 
 
-@pytest.mark.parametrize(("delivery", "field"), [
-    ({"url": "http://skole.example/hook"}, "plain http"),
-    ({"url": "https://10.1.2.3/hook"}, "not public"),
-    ({"url": "https://169.254.169.254/hook"}, "not public"),
-    ({"url": "https://[::1]/hook"}, "not public"),
-    ({"url": "https://skole.example/hook", "retry_schedule": [0]}, "retry_schedule"),
-    ({"url": "https://skole.example/hook", "retry_schedule": [1] * 21}, "retry_schedule"),
-    ({"url": "https://skole.example/hook", "read_timeout": 120}, "read_timeout"),
-    ({"url": "https://skole.example/hook", "connect_timeout": 61}, "connect_timeout"),
-])
+@pytest.mark.parametrize(
+    ("delivery", "field"),
+    [
+        ({"url": "http://skole.example/hook"}, "plain http"),
+        ({"url": "https://10.1.2.3/hook"}, "not public"),
+        ({"url": "https://169.254.169.254/hook"}, "not public"),
+        ({"url": "https://[::1]/hook"}, "not public"),
+        ({"url": "https://skole.example/hook", "retry_schedule": [0]}, "retry_schedule"),
+        ({"url": "https://skole.example/hook", "retry_schedule": [1] * 21}, "retry_schedule"),
+        ({"url": "https://skole.example/hook", "read_timeout": 120}, "read_timeout"),
+        ({"url": "https://skole.example/hook", "connect_timeout": 61}, "connect_timeout"),
+    ],
+)
 def test_a_subscription_asking_for_an_internal_address_or_unbounded_retries_is_refused(monkeypatch, delivery, field):
     from agents.config import get_settings
 
@@ -95,7 +105,9 @@ def test_a_subscription_asking_for_an_internal_address_or_unbounded_retries_is_r
     try:
         with pytest.raises(ValidationError, match=field):
             Subscription.model_validate({**BASE, "delivery": {**HOOK, **delivery}})
-        Subscription.model_validate({**BASE, "delivery": {**HOOK, "url": "https://skole.example/hook", "retry_schedule": [1] * 20}})
+        Subscription.model_validate(
+            {**BASE, "delivery": {**HOOK, "url": "https://skole.example/hook", "retry_schedule": [1] * 20}}
+        )
     finally:
         get_settings.cache_clear()
 
@@ -126,12 +138,25 @@ async def test_an_answer_is_read_up_to_64_kib_not_to_its_end(monkeypatch):
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     monkeypatch.setenv("SAMBAND_WEBHOOK_SECRET_ENDLESS", new_secret())
-    sender = WebhookSender(WebhookConfig(url=f"http://127.0.0.1:{port}/hook", secret_ref="env:SAMBAND_WEBHOOK_SECRET_ENDLESS",
-                                         read_timeout=5.0), AllowList.parse("127.0.0.0/8"))
+    sender = WebhookSender(
+        WebhookConfig(
+            url=f"http://127.0.0.1:{port}/hook", secret_ref="env:SAMBAND_WEBHOOK_SECRET_ENDLESS", read_timeout=5.0
+        ),
+        AllowList.parse("127.0.0.0/8"),
+    )
     try:
         started = asyncio.get_running_loop().time()
-        outcome = await sender.send({"specversion": "1.0", "id": "e1", "source": "s", "type": "t",
-                                     "datacontenttype": "application/json", "data": {}}, "e1.endless")
+        outcome = await sender.send(
+            {
+                "specversion": "1.0",
+                "id": "e1",
+                "source": "s",
+                "type": "t",
+                "datacontenttype": "application/json",
+                "data": {},
+            },
+            "e1.endless",
+        )
         assert outcome.status == "delivered"
         assert asyncio.get_running_loop().time() - started < 5.0  # not held until the read timeout
     finally:
@@ -143,18 +168,24 @@ async def test_an_answer_is_read_up_to_64_kib_not_to_its_end(monkeypatch):
 async def test_a_deleted_subscription_is_not_called_again_a_second_after_the_delete(kafka_bootstrap, tmp_path):
     """Neither its handshake nor a delivery being retried goes on after the DELETE answered."""
     import aiohttp
-
     from delivery_fixtures import delivery
     from webhook_receiver import VALIDATION_TYPE, Reply
 
     token = "outbound-operator-token"
-    async with running_bus(kafka_bootstrap, tmp_path,
-                           SAMBAND_API_TOKENS=f"{token}=subscriptions:read+subscriptions:write+subscriptions:operator") as bus:
+    async with running_bus(
+        kafka_bootstrap,
+        tmp_path,
+        SAMBAND_API_TOKENS=f"{token}=subscriptions:read+subscriptions:write+subscriptions:operator",
+    ) as bus:
         await _ready(bus)
         # One refuses the handshake, one every event: the bus keeps trying both at their schedule (1 s).
         receivers = {
-            "stubborn": Receiver(bus.secret, lambda _n, event: Reply(503) if event["type"] == VALIDATION_TYPE else Reply()),
-            "failing": Receiver(bus.secret, lambda _n, event: Reply() if event["type"] == VALIDATION_TYPE else Reply(503)),
+            "stubborn": Receiver(
+                bus.secret, lambda _n, event: Reply(503) if event["type"] == VALIDATION_TYPE else Reply()
+            ),
+            "failing": Receiver(
+                bus.secret, lambda _n, event: Reply() if event["type"] == VALIDATION_TYPE else Reply(503)
+            ),
         }
         auth = {"Authorization": f"Bearer {token}"}
         try:

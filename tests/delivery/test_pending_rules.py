@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from agents.delivery import pending
 from agents.delivery.target import DEFAULT_RETRY_SCHEDULE, TargetError, parse_target
-
-import pytest
 
 
 def _entry(key: str, offset: int) -> dict:
@@ -27,7 +27,9 @@ def test_a_record_read_again_after_a_crash_is_not_queued_twice():
 
 
 def test_an_outcome_for_anything_but_the_head_is_ignored():
-    assert pending.decide(_queued("a", "b")["queue"], {"idempotency_key": "b", "status": "delivered"}, (1.0,), 0) is None
+    assert (
+        pending.decide(_queued("a", "b")["queue"], {"idempotency_key": "b", "status": "delivered"}, (1.0,), 0) is None
+    )
 
 
 def test_retries_follow_the_schedule_then_dead_letter():
@@ -43,27 +45,38 @@ def test_retries_follow_the_schedule_then_dead_letter():
 
 
 def test_retry_after_replaces_the_scheduled_wait_up_to_its_longest_step():
-    decision = pending.decide(_queued("a")["queue"], {"idempotency_key": "a", "status": "retry", "retry_after": 42}, (1.0, 60.0), 0.0)
+    decision = pending.decide(
+        _queued("a")["queue"], {"idempotency_key": "a", "status": "retry", "retry_after": 42}, (1.0, 60.0), 0.0
+    )
     assert decision.queue[0]["due"] == 42.0
-    a_day = pending.decide(_queued("a")["queue"], {"idempotency_key": "a", "status": "retry", "retry_after": 86400}, (1.0, 60.0), 0.0)
+    a_day = pending.decide(
+        _queued("a")["queue"], {"idempotency_key": "a", "status": "retry", "retry_after": 86400}, (1.0, 60.0), 0.0
+    )
     assert a_day.queue[0]["due"] == 60.0  # finding 9: a subscriber's Retry-After no longer parks its events for a day
 
 
 def test_rejected_is_dead_and_gone_holds_the_head():
     queue = _queued("a", "b")["queue"]
-    rejected = pending.decide(queue, {"idempotency_key": "a", "status": "rejected", "reason": "delivery.rejected"}, (), 0)
+    rejected = pending.decide(
+        queue, {"idempotency_key": "a", "status": "rejected", "reason": "delivery.rejected"}, (), 0
+    )
     assert (rejected.action, [e["key"] for e in rejected.queue]) == (pending.DEAD, ["b"])
     gone = pending.decide(queue, {"idempotency_key": "a", "status": "rejected", "reason": "delivery.gone"}, (), 0)
     assert (gone.action, [e["key"] for e in gone.queue]) == (pending.HOLD, ["a", "b"])
 
 
 def test_target_defaults_and_errors_name_fields():
-    target = parse_target("s", {"delivery": {"url": "https://x.example/hook", "secret_ref": "env:SAMBAND_WEBHOOK_SECRET_S"}})
+    target = parse_target(
+        "s", {"delivery": {"url": "https://x.example/hook", "secret_ref": "env:SAMBAND_WEBHOOK_SECRET_S"}}
+    )
     assert target.retry_schedule == DEFAULT_RETRY_SCHEDULE and not target.paused and target.sink.mode == "structured"
     with pytest.raises(TargetError, match="url"):
         parse_target("s", {"delivery": {"url": "x", "secret_ref": "env:SAMBAND_WEBHOOK_SECRET_S"}})
     with pytest.raises(TargetError, match="retry_schedule"):
-        parse_target("s", {"delivery": {"url": "https://x", "secret_ref": "env:SAMBAND_WEBHOOK_SECRET_S", "retry_schedule": [-1]}})
+        parse_target(
+            "s",
+            {"delivery": {"url": "https://x", "secret_ref": "env:SAMBAND_WEBHOOK_SECRET_S", "retry_schedule": [-1]}},
+        )
 
 
 def test_kafka_target_gets_its_own_topic_and_the_subscription_fields():

@@ -12,13 +12,13 @@ import sys
 import aiohttp
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from prometheus_client.parser import text_string_to_metric_families
-
-from agents.delivery.topic_reader import read_topic
 from delivery_bus import running_bus
 from delivery_fixtures import delivery
+from prometheus_client.parser import text_string_to_metric_families
 from support import free_port, unique_name
 from webhook_receiver import Receiver
+
+from agents.delivery.topic_reader import read_topic
 
 TOKEN = "kafkasub-test-token"
 FIELDS = {"Move": ["envelope.person", "movedDate"]}
@@ -72,10 +72,15 @@ async def _partitions(bootstrap: str, topic: str) -> int | None:
 
 
 async def test_a_kafka_subscription_cannot_name_a_topic_and_gets_its_own(kafka_bootstrap, tmp_path):
-    async with running_bus(kafka_bootstrap, tmp_path, SAMBAND_API_TOKENS=f"{TOKEN}=subscriptions:read+subscriptions:write+subscriptions:operator") as bus:
+    async with running_bus(
+        kafka_bootstrap,
+        tmp_path,
+        SAMBAND_API_TOKENS=f"{TOKEN}=subscriptions:read+subscriptions:write+subscriptions:operator",
+    ) as bus:
         own = bus.subscriber_topic("kafka-own")
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with aiohttp.ClientSession(base_url=bus.registry_url) as http:
+
             async def api_up() -> bool:
                 try:
                     async with http.get("/openapi.json") as response:
@@ -85,8 +90,15 @@ async def test_a_kafka_subscription_cannot_name_a_topic_and_gets_its_own(kafka_b
 
             await _until(api_up, 90, "the subscriptions API answers", bus)
             # The bus's own topics, another subscriber's and even its own name: a topic is never chosen.
-            for topic in (bus.topic("delivery-status"), bus.topic("router-persons"), bus.subscriber_topic("other"), own):
-                async with http.post("/subscriptions", json=_kafka_subscription("kafka-own", topic=topic), headers=headers) as r:
+            for topic in (
+                bus.topic("delivery-status"),
+                bus.topic("router-persons"),
+                bus.subscriber_topic("other"),
+                own,
+            ):
+                async with http.post(
+                    "/subscriptions", json=_kafka_subscription("kafka-own", topic=topic), headers=headers
+                ) as r:
                     body = await r.json()
                     assert r.status == 422, (topic, r.status, body)
                     assert any("topic cannot be chosen" in p for p in body["problems"]), body
@@ -96,7 +108,9 @@ async def test_a_kafka_subscription_cannot_name_a_topic_and_gets_its_own(kafka_b
         # Written around the API, straight to the topic: the worker refuses those targets, and lives.
         await bus.subscribe_kafka("kafka-evil", FIELDS, topic=bus.topic("delivery-status"))
         await bus.subscribe_kafka("kafka-thief", FIELDS, topic=own)
-        await bus.send(_moves("kafka-own", 3, "own") + _moves("kafka-evil", 3, "evil") + _moves("kafka-thief", 3, "thief"))
+        await bus.send(
+            _moves("kafka-own", 3, "own") + _moves("kafka-evil", 3, "evil") + _moves("kafka-thief", 3, "thief")
+        )
 
         async def own_has_its_records() -> bool:
             return len(await _records(kafka_bootstrap, own)) >= 3
@@ -105,7 +119,8 @@ async def test_a_kafka_subscription_cannot_name_a_topic_and_gets_its_own(kafka_b
         assert await _partitions(kafka_bootstrap, own) == 4  # created by the bus, with the bus's partition count
         on_own = await _records(kafka_bootstrap, own)
         assert sorted(dict(r.headers)["samband-idempotency-key"].decode() for r in on_own) == [
-            f"own-{p}.kafka-own" for p in range(3)]
+            f"own-{p}.kafka-own" for p in range(3)
+        ]
         status = await _records(kafka_bootstrap, bus.topic("delivery-status"))
         assert {r.key for r in status} <= {b"kafka-own"} and all(isinstance(json.loads(r.value), dict) for r in status)
         assert await _partitions(kafka_bootstrap, bus.subscriber_topic("kafka-evil")) is None  # nothing went anywhere
@@ -117,8 +132,11 @@ AVRO = b"\x00\x00\x00\x00\x07\x14Storgata 99"
 GARBAGE = {
     "delivery-status": [(b"0" * 32, AVRO), (b"list-status", b"[1]"), (b"\xff\xfe", b"{}")],
     "subscriptions": [(b"0" * 32, AVRO), (b"list-sub", b"[1]"), (b"\xff\xfe", b"{}")],
-    "delivery-pending": [(b"garbage-hook/" + b"1" * 32, AVRO), (b"garbage-hook/" + b"2" * 32, b'{"queue": [{"key": 1}], "seen": 0}'),
-                         (b"\xff\xfe", b"{}")],
+    "delivery-pending": [
+        (b"garbage-hook/" + b"1" * 32, AVRO),
+        (b"garbage-hook/" + b"2" * 32, b'{"queue": [{"key": 1}], "seen": 0}'),
+        (b"\xff\xfe", b"{}"),
+    ],
 }
 
 
@@ -133,7 +151,9 @@ async def _malformed_counts(url: str) -> dict[str, float]:
     return counts
 
 
-async def test_malformed_records_on_internal_topics_are_skipped_counted_and_survive_a_restart(kafka_bootstrap, tmp_path):
+async def test_malformed_records_on_internal_topics_are_skipped_counted_and_survive_a_restart(
+    kafka_bootstrap, tmp_path
+):
     async with running_bus(kafka_bootstrap, tmp_path) as bus:
         receiver = Receiver(bus.secret)
         await receiver.start()
@@ -142,8 +162,12 @@ async def test_malformed_records_on_internal_topics_are_skipped_counted_and_surv
 
             async def delivered(prefix: str, count: int) -> None:
                 await bus.send(bus.events_for("garbage-hook", persons=count, per_person=1, prefix=prefix))
-                await bus.wait_for(receiver, lambda: sum(e.webhook_id.startswith(prefix) for e in receiver.events()) >= count,
-                                   90, f"the {prefix} events delivered")
+                await bus.wait_for(
+                    receiver,
+                    lambda: sum(e.webhook_id.startswith(prefix) for e in receiver.events()) >= count,
+                    90,
+                    f"the {prefix} events delivered",
+                )
 
             await delivered("before", 3)
             producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
@@ -169,11 +193,21 @@ async def test_malformed_records_on_internal_topics_are_skipped_counted_and_surv
 
 def test_a_subscriber_topic_prefix_that_could_name_a_bus_topic_is_refused_at_start(kafka_bootstrap, tmp_path):
     app_id = unique_name("prefix")
-    env = {**os.environ, "SAMBAND_APP_ID": app_id, "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-           "SAMBAND_DATA_DIR": str(tmp_path), "SAMBAND_WEB_PORT": str(free_port())}
+    env = {
+        **os.environ,
+        "SAMBAND_APP_ID": app_id,
+        "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "SAMBAND_DATA_DIR": str(tmp_path),
+        "SAMBAND_WEB_PORT": str(free_port()),
+    }
     for prefix in (f"{app_id}-x.", app_id[:3], "__"):
-        result = subprocess.run([sys.executable, "-m", "agents.cli", "worker"], capture_output=True, text=True, timeout=60,
-                                env={**env, "SAMBAND_SUBSCRIBER_TOPIC_PREFIX": prefix})
+        result = subprocess.run(
+            [sys.executable, "-m", "agents.cli", "worker"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**env, "SAMBAND_SUBSCRIBER_TOPIC_PREFIX": prefix},
+        )
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1, (prefix, result.stderr)
         assert lines[0].startswith("samband: SAMBAND_SUBSCRIBER_TOPIC_PREFIX:"), lines

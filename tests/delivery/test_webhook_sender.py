@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from delivery_fixtures import cloud_event
+from webhook_receiver import Receiver, Reply
 
 from connectors.webhook.config import WebhookConfig
 from connectors.webhook.network import AllowList
 from connectors.webhook.outcome import parse_retry_after
 from connectors.webhook.secrets import SecretError, new_secret, resolve_secret
 from connectors.webhook.sender import WebhookSender
-from delivery_fixtures import cloud_event
-from webhook_receiver import Receiver, Reply
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -36,7 +36,9 @@ async def test_structured_delivery_is_signed_and_parses_as_cloudevent(secret):
     receiver = Receiver(secret)
     url = await receiver.start()
     try:
-        outcome = await _send(receiver, WebhookConfig(url=url, secret_ref="env:TEST_HOOK_SECRET"), cloud_event("ev-1", "p1", 7))
+        outcome = await _send(
+            receiver, WebhookConfig(url=url, secret_ref="env:TEST_HOOK_SECRET"), cloud_event("ev-1", "p1", 7)
+        )
     finally:
         await receiver.stop()
     assert outcome.status == "delivered" and outcome.http_status == 204
@@ -97,10 +99,17 @@ async def test_status_codes_map_to_outcomes(secret, reply, kind, reason, retry_a
     receiver = Receiver(secret, lambda _n, _e: reply)
     url = await receiver.start()
     try:
-        outcome = await _send(receiver, WebhookConfig(url=url, secret_ref="env:TEST_HOOK_SECRET"), cloud_event("ev-4", "p1"))
+        outcome = await _send(
+            receiver, WebhookConfig(url=url, secret_ref="env:TEST_HOOK_SECRET"), cloud_event("ev-4", "p1")
+        )
     finally:
         await receiver.stop()
-    assert (outcome.status, outcome.reason, outcome.http_status, outcome.retry_after) == (kind, reason, reply.status, retry_after)
+    assert (outcome.status, outcome.reason, outcome.http_status, outcome.retry_after) == (
+        kind,
+        reason,
+        reply.status,
+        retry_after,
+    )
 
 
 async def test_slow_subscriber_times_out_as_retry(secret):
@@ -118,7 +127,9 @@ async def test_refused_connection_is_retry(secret):
     receiver = Receiver(secret)
     url = await receiver.start()
     await receiver.stop()  # nothing listens on the port any more
-    outcome = await _send(receiver, WebhookConfig(url=url, secret_ref="env:TEST_HOOK_SECRET"), cloud_event("ev-6", "p1"))
+    outcome = await _send(
+        receiver, WebhookConfig(url=url, secret_ref="env:TEST_HOOK_SECRET"), cloud_event("ev-6", "p1")
+    )
     assert (outcome.status, outcome.reason) == ("retry", "delivery.connection")
 
 
@@ -135,7 +146,14 @@ def test_every_secret_fault_is_one_error_that_reveals_no_name_or_value(monkeypat
     monkeypatch.delenv("TEST_HOOK_ABSENT", raising=False)
     (tmp_path / "sub-a").write_text("whsec_!!!")
     errors = []
-    for ref in ("env:TEST_HOOK_PLAIN", "env:TEST_HOOK_ABSENT", "vault:x", "file:sub-a", "file:missing", "file:../sub-a"):
+    for ref in (
+        "env:TEST_HOOK_PLAIN",
+        "env:TEST_HOOK_ABSENT",
+        "vault:x",
+        "file:sub-a",
+        "file:missing",
+        "file:../sub-a",
+    ):
         with pytest.raises(SecretError) as raised:
             resolve_secret(ref, str(tmp_path))
         errors.append((raised.value.reason, str(raised.value)))
@@ -149,9 +167,15 @@ def test_a_subscription_may_name_only_its_own_secret():
     from agents.delivery.target import TargetError, parse_target
     from agents.subscriptions.model import Subscription
 
-    base = {"id": "bergen-skole", "system": {"name": "S", "owner": "O", "contact": "c@x.example"},
-            "legal_basis": "§ 1", "public_body": True, "kommuner": ["4601"], "event_types": ["Death"],
-            "fields": {"Death": ["deathDate"]}}
+    base = {
+        "id": "bergen-skole",
+        "system": {"name": "S", "owner": "O", "contact": "c@x.example"},
+        "legal_basis": "§ 1",
+        "public_body": True,
+        "kommuner": ["4601"],
+        "event_types": ["Death"],
+        "fields": {"Death": ["deathDate"]},
+    }
     hook = {"kind": "webhook", "url": "https://skole.example/hook"}
     for own in ("env:SAMBAND_WEBHOOK_SECRET_BERGEN_SKOLE", "file:bergen-skole"):
         Subscription.model_validate({**base, "delivery": {**hook, "secret_ref": own}})
@@ -179,20 +203,30 @@ def _sink(url: str):
     from connectors.webhook.sink import WebhookSink
 
     config = WebhookSink.parse_config({"url": url, "secret_ref": "env:TEST_HOOK_SECRET"})
-    return WebhookSink(config, Context("test-hook", Output(), DeadLetters(), StateStore(), structlog.get_logger(),
-                                       {"webhook_allow": LOOPBACK}))
+    return WebhookSink(
+        config,
+        Context(
+            "test-hook", Output(), DeadLetters(), StateStore(), structlog.get_logger(), {"webhook_allow": LOOPBACK}
+        ),
+    )
 
 
 async def test_sink_writes_a_batch_in_order_with_idempotency_keys_as_webhook_ids(secret):
     import json
 
-    from connectors.api import SinkRecord
     from delivery_fixtures import delivery
+
+    from connectors.api import SinkRecord
 
     receiver = Receiver(secret)
     url = await receiver.start()
     sink = _sink(url)
-    records = [SinkRecord(b"k", json.dumps(delivery("sub-a", "p1", f"ev-{i}", i)).encode(), [("traceparent", TRACEPARENT.encode())]) for i in range(3)]
+    records = [
+        SinkRecord(
+            b"k", json.dumps(delivery("sub-a", "p1", f"ev-{i}", i)).encode(), [("traceparent", TRACEPARENT.encode())]
+        )
+        for i in range(3)
+    ]
     bad = SinkRecord(b"k", b"{not json")
     try:
         outcomes = await sink.write([*records, bad])
@@ -216,7 +250,11 @@ async def test_verification_event_is_signed_and_typed(secret):
         await receiver.stop()
     assert outcome.status == "delivered"
     [got] = receiver.delivered
-    assert got.event["type"] == "no.samband.subscription.validation" and got.event.get_data()["subscription"] == "sub-a" and got.event.get_data()["challenge"]
+    assert (
+        got.event["type"] == "no.samband.subscription.validation"
+        and got.event.get_data()["subscription"] == "sub-a"
+        and got.event.get_data()["challenge"]
+    )
 
 
 def test_config_errors_name_fields_not_values():

@@ -17,8 +17,24 @@ def demo_run(kafka_bootstrap, tmp_path_factory):
     """One small demo run: its exit code and output, and the run directory it used (its logs are there)."""
     cwd = tmp_path_factory.mktemp("demo")
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "COLUMNS": "160"}
-    result = subprocess.run([sys.executable, "-m", "agents.cli", "demo", "--duration", "45",
-                             "--population", str(DEMO_POPULATION), "--seed", str(DEMO_SEED)],
-                            cwd=cwd, env=env, capture_output=True, text=True, timeout=150)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents.cli",
+            "demo",
+            "--duration",
+            "45",
+            "--population",
+            str(DEMO_POPULATION),
+            "--seed",
+            str(DEMO_SEED),
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     [run_dir] = list((cwd / ".samband" / "demo").iterdir())
     return result, run_dir

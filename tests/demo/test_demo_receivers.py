@@ -15,8 +15,16 @@ from connectors.webhook.sender import WebhookSender
 
 
 def _event(event_id: str, event_type: str = "no.samband.events.Death") -> dict:
-    return {"specversion": "1.0", "id": event_id, "source": "urn:test", "type": event_type, "subject": "ab" * 16,
-            "time": "2024-05-01T00:00:00+00:00", "datacontenttype": "application/json", "data": {"deathDate": "2024-05-01"}}
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "urn:test",
+        "type": event_type,
+        "subject": "ab" * 16,
+        "time": "2024-05-01T00:00:00+00:00",
+        "datacontenttype": "application/json",
+        "data": {"deathDate": "2024-05-01"},
+    }
 
 
 async def _sender(url: str, secret: str, monkeypatch) -> WebhookSender:
@@ -33,7 +41,9 @@ async def test_signed_events_are_recorded_once_and_forged_ones_refused(monkeypat
         assert (await good.send(_event("e1"), "e1.alta")).status == "delivered"
         assert (await good.send(_event("e1"), "e1.alta")).status == "delivered"  # a retry: same id
         monkeypatch.setenv("DEMO_TEST_SECRET", new_secret())
-        forged = WebhookSender(WebhookConfig(url=url, secret_ref="env:DEMO_TEST_SECRET"), AllowList.parse("127.0.0.0/8"))
+        forged = WebhookSender(
+            WebhookConfig(url=url, secret_ref="env:DEMO_TEST_SECRET"), AllowList.parse("127.0.0.0/8")
+        )
         assert (await forged.send(_event("e2"), "e2.alta")).http_status == 401
     finally:
         await good.close()
@@ -41,7 +51,9 @@ async def test_signed_events_are_recorded_once_and_forged_ones_refused(monkeypat
             await forged.close()
         await receiver.stop()
     recording = receiver.recording
-    assert [(e.event_id, e.event_type, e.data) for e in recording.events] == [("e1", "Death", {"deathDate": "2024-05-01"})]
+    assert [(e.event_id, e.event_type, e.data) for e in recording.events] == [
+        ("e1", "Death", {"deathDate": "2024-05-01"})
+    ]
     assert (recording.counts.requests, recording.counts.duplicates, recording.counts.bad_signature) == (3, 1, 1)
 
 
@@ -79,7 +91,12 @@ def _kafka_record(topic: str, event_id: str):
     extras = {"topic_writer": None, "schema_registry": CatalogRegistry(catalog())}
     context = Context("stavanger-gebyr", Output(), DeadLetters(), StateStore(), structlog.get_logger(), extras)
     sink = KafkaSink(KafkaSink.parse_config({"topic": topic, "fields": FIELDS}), context)
-    delivery = {"idempotency_key": f"{event_id}.stavanger-gebyr", "person": "ab" * 16, "event": _event(event_id), "kind": "event"}
+    delivery = {
+        "idempotency_key": f"{event_id}.stavanger-gebyr",
+        "person": "ab" * 16,
+        "event": _event(event_id),
+        "kind": "event",
+    }
     return sink.encode(SinkRecord(None, json.dumps(delivery).encode()))
 
 
@@ -103,4 +120,7 @@ async def test_the_kafka_native_system_records_what_lands_on_its_topic(kafka_boo
         await producer.stop()
         await receiver.stop()
     assert [e.event_id for e in receiver.recording.events] == ["e1", "e2"]
-    assert receiver.recording.events[0].event_type == "Death" and str(receiver.recording.events[0].data["deathDate"]) == "2024-05-01"
+    assert (
+        receiver.recording.events[0].event_type == "Death"
+        and str(receiver.recording.events[0].data["deathDate"]) == "2024-05-01"
+    )

@@ -18,8 +18,14 @@ def _subscriptions():
 def test_every_sample_system_is_a_valid_subscription():
     subs = _subscriptions()
     assert set(subs) == {
-        "bergen-helsestasjon", "oslo-barnehage", "tromso-skole", "trondheim-pleie-og-omsorg",
-        "alta-bibliotek", "eventyrhagen-barnehager", "barnevern-nasjonal", "stavanger-gebyr",
+        "bergen-helsestasjon",
+        "oslo-barnehage",
+        "tromso-skole",
+        "trondheim-pleie-og-omsorg",
+        "alta-bibliotek",
+        "eventyrhagen-barnehager",
+        "barnevern-nasjonal",
+        "stavanger-gebyr",
     }
     assert subs["tromso-skole"].kommuner == ["5501"]
     assert all("folkeregisterloven § 10-2" in s.legal_basis for s in subs.values())

@@ -23,14 +23,14 @@ import time
 
 import aiohttp
 import pytest
-
-from own_broker import needs_own_broker, own_broker
-from deploy import launcher
 from fault_counts import count
+from own_broker import needs_own_broker, own_broker
+from webhook_receiver import VALIDATION_TYPE, Receiver, Reply
+
+from deploy import launcher
 from tests.connectors.http_ingest_client import auth, cloudevent, ingest_config, running_ingest, set_tokens
 from tests.operations.ops_bus import full_subscription, operations_bus
 from tests.routing.routing_events import synthetic_number
-from webhook_receiver import VALIDATION_TYPE, Receiver, Reply
 
 pytestmark = [pytest.mark.kafka, needs_own_broker]
 
@@ -44,8 +44,13 @@ STOPS = {"stop": launcher.down, "kill": launcher.kill}  # a clean shutdown, or k
 
 
 def _moves(wave: str) -> list[list[dict]]:
-    return [[cloudevent("Move", id=f"{wave}-{p}-{n}", person=synthetic_number(1 + p, 1 + p, 60, 200 + p)) for n in range(MOVES)]
-            for p in range(PERSONS)]
+    return [
+        [
+            cloudevent("Move", id=f"{wave}-{p}-{n}", person=synthetic_number(1 + p, 1 + p, 60, 200 + p))
+            for n in range(MOVES)
+        ]
+        for p in range(PERSONS)
+    ]
 
 
 def _first_arrivals(receiver: Receiver, wave: str) -> dict[str, list[int]]:
@@ -73,7 +78,9 @@ async def _until(bus, condition, timeout: float, what: str):
     """Poll `condition` (async) until it gives a true value; fail at once if the worker exited."""
     deadline = time.monotonic() + timeout
     while True:
-        assert bus.worker.process.poll() is None, f"the worker exited while waiting for {what}:\n{bus.worker.log_tail()}"
+        assert bus.worker.process.poll() is None, (
+            f"the worker exited while waiting for {what}:\n{bus.worker.log_tail()}"
+        )
         if result := await condition():
             return result
         assert time.monotonic() < deadline, f"not {what} within {timeout:.0f} s:\n{bus.worker.log_tail()}"
@@ -82,23 +89,36 @@ async def _until(bus, condition, timeout: float, what: str):
 
 @pytest.mark.timeout(420 + OUTAGE_S)
 @pytest.mark.parametrize("stop", os.environ.get("SAMBAND_FAULT_BROKER_STOPS", "stop").split(","))
-async def test_a_broker_outage_longer_than_a_write_waits_is_ridden_out_with_nothing_lost_or_reordered(stop, tmp_path, monkeypatch):
+async def test_a_broker_outage_longer_than_a_write_waits_is_ridden_out_with_nothing_lost_or_reordered(
+    stop, tmp_path, monkeypatch
+):
     set_tokens(monkeypatch)
     async with own_broker(tmp_path) as broker:
-        async with operations_bus(broker.bootstrap_servers, tmp_path, {"SAMBAND_BROKER_REQUEST_TIMEOUT": REQUEST_TIMEOUT}) as bus:
+        async with operations_bus(
+            broker.bootstrap_servers, tmp_path, {"SAMBAND_BROKER_REQUEST_TIMEOUT": REQUEST_TIMEOUT}
+        ) as bus:
             # Slow enough that deliveries, and the delivery stage's writes, are under way when the broker stops.
-            receiver = Receiver(bus.secret, lambda _n, e: Reply(delay=0.15) if e["type"] != VALIDATION_TYPE else Reply())
+            receiver = Receiver(
+                bus.secret, lambda _n, e: Reply(delay=0.15) if e["type"] != VALIDATION_TYPE else Reply()
+            )
             await receiver.start()
             try:
-                await bus.put_subscription(full_subscription("outage", receiver.url, "all", ["Move"], {"Move": ["movedDate"]},
-                                                             max_concurrency=1))
+                await bus.put_subscription(
+                    full_subscription(
+                        "outage", receiver.url, "all", ["Move"], {"Move": ["movedDate"]}, max_concurrency=1
+                    )
+                )
                 await bus.wait_for(receiver, receiver.verified, 60, "verified")
                 config = ingest_config(produce_timeout_s=PRODUCE_TIMEOUT_S, retry_after_s=7)
-                async with running_ingest(bus.bootstrap, bus.app_id, config) as source, \
-                        aiohttp.ClientSession(f"http://127.0.0.1:{source.port}") as http:
+                async with (
+                    running_ingest(bus.bootstrap, bus.app_id, config) as source,
+                    aiohttp.ClientSession(f"http://127.0.0.1:{source.port}") as http,
+                ):
 
                     async def post(events: list[dict]) -> aiohttp.ClientResponse:
-                        async with http.post("/events", data=json.dumps(events), headers={**BATCH, **auth()}) as response:
+                        async with http.post(
+                            "/events", data=json.dumps(events), headers={**BATCH, **auth()}
+                        ) as response:
                             await response.read()
                             return response
 
@@ -115,8 +135,9 @@ async def test_a_broker_outage_longer_than_a_write_waits_is_ridden_out_with_noth
                         assert response.headers["Retry-After"] == "7"
                         assert (await response.json())["errors"][0]["code"] == "kafka.unavailable"
                     assert time.monotonic() - stopped < PRODUCE_TIMEOUT_S + 2, "HTTP ingest's wait is bounded"
-                    health = await _until(bus, lambda: _degraded(http, bus.web_url), 60 + float(REQUEST_TIMEOUT),
-                                          "degraded on /healthz")
+                    health = await _until(
+                        bus, lambda: _degraded(http, bus.web_url), 60 + float(REQUEST_TIMEOUT), "degraded on /healthz"
+                    )
                     assert any("broker unavailable" in reason for reason in health["reasons"]), health
                     if (left := OUTAGE_S - (time.monotonic() - stopped)) > 0:
                         await asyncio.sleep(left)  # the fault's length (make faults), not a wait for an outcome
@@ -129,26 +150,46 @@ async def test_a_broker_outage_longer_than_a_write_waits_is_ridden_out_with_noth
                     lines = bus.worker.log_path.read_bytes()[log_size:].count(b"\n")
                     assert lines < 10 * outage, f"{lines} log lines in a {outage:.0f} s outage"
 
-                    await bus.wait_for(receiver, lambda: sum(map(len, _first_arrivals(receiver, "before").values())) == PERSONS * MOVES,
-                                       120, "every Move accepted before the outage")
+                    await bus.wait_for(
+                        receiver,
+                        lambda: sum(map(len, _first_arrivals(receiver, "before").values())) == PERSONS * MOVES,
+                        120,
+                        "every Move accepted before the outage",
+                    )
                     for person in _moves("after"):
                         await _until(bus, lambda p=person: _accepted(post, p), 60, "HTTP ingest accepting again")
-                    await bus.wait_for(receiver, lambda: sum(map(len, _first_arrivals(receiver, "after").values())) == PERSONS * MOVES,
-                                       120, "every Move sent after the outage")
+                    await bus.wait_for(
+                        receiver,
+                        lambda: sum(map(len, _first_arrivals(receiver, "after").values())) == PERSONS * MOVES,
+                        120,
+                        "every Move sent after the outage",
+                    )
             finally:
                 await receiver.stop()
             assert "stage.broker_unavailable" in bus.worker.log_path.read_text()
             for wave in ("before", "after"):
-                wrong = {p: order for p, order in _first_arrivals(receiver, wave).items() if order != list(range(MOVES))}
+                wrong = {
+                    p: order for p, order in _first_arrivals(receiver, wave).items() if order != list(range(MOVES))
+                }
                 assert not wrong, f"{wave} the outage, {len(wrong)} persons' Moves arrived out of order: {wrong}"
-            sent = {f"{wave}-{p}-{n}.outage" for wave in ("before", "after") for p in range(PERSONS) for n in range(MOVES)}
+            sent = {
+                f"{wave}-{p}-{n}.outage" for wave in ("before", "after") for p in range(PERSONS) for n in range(MOVES)
+            }
             # Refused with 503 while the broker was away, yet it may have been written once the broker
             # came back (its client would send it again after Retry-After): delivered or not, both are right.
             sent.add(f"{during['id']}.outage")
-            counts = count(f"broker {'stopped' if stop == 'stop' else 'killed (kill -9)'} for {outage:.0f} s, "
-                           f"writes wait {REQUEST_TIMEOUT} s", {"outage": sent}, {"outage": receiver.events()}, _place).report()
-            assert (counts.lost - (f"{during['id']}.outage" not in receiver.unique_ids), counts.wrong,
-                    counts.out_of_order) == (0, 0, 0), counts
+            counts = count(
+                f"broker {'stopped' if stop == 'stop' else 'killed (kill -9)'} for {outage:.0f} s, "
+                f"writes wait {REQUEST_TIMEOUT} s",
+                {"outage": sent},
+                {"outage": receiver.events()},
+                _place,
+            ).report()
+            assert (
+                counts.lost - (f"{during['id']}.outage" not in receiver.unique_ids),
+                counts.wrong,
+                counts.out_of_order,
+            ) == (0, 0, 0), counts
 
 
 def _place(arrival) -> tuple[str, int]:

@@ -21,7 +21,8 @@ PERSONS, PER_PERSON = 100, 10
 
 
 async def test_after_a_kill_with_a_slow_subscriber_the_healthy_one_gets_at_most_one_percent_again(
-        kafka_bootstrap, worker_env, tmp_path):
+    kafka_bootstrap, worker_env, tmp_path
+):
     bus = DeliveryBus(kafka_bootstrap, {**worker_env, "SAMBAND_BROKER_SESSION_TIMEOUT": "10"}, tmp_path / "worker.log")
     slow_now = [True]
     slow = Receiver(bus.secret, lambda _n, _e: Reply(delay=2.0 if slow_now[0] else 0.0))
@@ -37,7 +38,9 @@ async def test_after_a_kill_with_a_slow_subscriber_the_healthy_one_gets_at_most_
             await bus.wait_for(receiver, receiver.verified, 60, "the subscriber verified")
         sent = {sub: bus.events_for(sub, PERSONS, PER_PERSON) for sub in ("slow", "healthy")}
         await bus.send(sent["slow"] + sent["healthy"])
-        await bus.wait_for(healthy, lambda: len(healthy.unique_ids) >= total, 120, "every event at the healthy subscriber")
+        await bus.wait_for(
+            healthy, lambda: len(healthy.unique_ids) >= total, 120, "every event at the healthy subscriber"
+        )
         # The slow subscriber's backlog no longer holds the commit back: nearly every record is committed.
         await wait_for_commits(bus.bootstrap, f"{bus.app_id}-delivery", int(2 * total * 0.99), 30, bus.worker)
         assert len(slow.unique_ids) < total / 4  # it is still far behind
@@ -50,9 +53,12 @@ async def test_after_a_kill_with_a_slow_subscriber_the_healthy_one_gets_at_most_
         await bus.stop()
         for receiver in (slow, healthy):
             await receiver.stop()
-    counts = count("a subscriber answering in 2 s, the worker killed (kill -9)",
-                   {sub: {r["idempotency_key"] for r in records} for sub, records in sent.items()},
-                   {"slow": slow.events(), "healthy": healthy.events()}, subject_and_seq).report()
+    counts = count(
+        "a subscriber answering in 2 s, the worker killed (kill -9)",
+        {sub: {r["idempotency_key"] for r in records} for sub, records in sent.items()},
+        {"slow": slow.events(), "healthy": healthy.events()},
+        subject_and_seq,
+    ).report()
     assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
     again = len(healthy.events()) - before
     print(f"\nthe healthy subscriber got {again} of {total} events again after the kill")

@@ -25,18 +25,18 @@ import signal
 import time
 
 import aiohttp
-
 from bus_settings import PSEUDONYM_KEY
-from connectors.record_batches import murmur2
 from delivery_bus import DeliveryBus
 from fault_counts import count, subject_and_seq
-from schemas.pseudonym import pseudonym
 from support import free_port, pseudonym_key
+from webhook_receiver import Receiver, Reply
+from worker_process import WorkerProcess
+
+from connectors.record_batches import murmur2
+from schemas.pseudonym import pseudonym
 from tests.connectors.http_ingest_client import auth, cloudevent, ingest_config, running_ingest, set_tokens
 from tests.operations.ops_bus import full_subscription, operations_bus
 from tests.routing.routing_events import synthetic_number
-from webhook_receiver import Receiver, Reply
-from worker_process import WorkerProcess
 
 PERSONS, PER_PERSON = 200, 6
 SUB = "handover"
@@ -47,7 +47,9 @@ def _assigned(worker: WorkerProcess, since: int = 0) -> dict[str, set[int]]:
     with worker.log_path.open("rb") as log:
         log.seek(since)
         lines = log.read().decode(errors="replace").splitlines()
-    return {line["group"]: {int(p) for p in line["partitions"]} for line in map(json.loads, filter(_is_assignment, lines))}
+    return {
+        line["group"]: {int(p) for p in line["partitions"]} for line in map(json.loads, filter(_is_assignment, lines))
+    }
 
 
 def _is_assignment(line: str) -> bool:
@@ -68,11 +70,16 @@ async def _until(condition, timeout: float, what: str, *workers: WorkerProcess) 
 
 
 async def test_handovers_between_two_workers_lose_nothing_and_never_send_a_persons_event_after_a_later_one(
-        kafka_bootstrap, worker_env, tmp_path):
+    kafka_bootstrap, worker_env, tmp_path
+):
     # A short session timeout, so the killed worker's partitions move to the other within the test.
-    bus = DeliveryBus(kafka_bootstrap, {**worker_env, "SAMBAND_BROKER_SESSION_TIMEOUT": "10"}, tmp_path / "worker-1.log")
-    second = WorkerProcess({**bus.worker.env, "SAMBAND_WEB_PORT": str(free_port()),
-                            "SAMBAND_DATA_DIR": str(tmp_path / "worker-2-data")}, tmp_path / "worker-2.log")
+    bus = DeliveryBus(
+        kafka_bootstrap, {**worker_env, "SAMBAND_BROKER_SESSION_TIMEOUT": "10"}, tmp_path / "worker-1.log"
+    )
+    second = WorkerProcess(
+        {**bus.worker.env, "SAMBAND_WEB_PORT": str(free_port()), "SAMBAND_DATA_DIR": str(tmp_path / "worker-2-data")},
+        tmp_path / "worker-2.log",
+    )
     receiver = Receiver(bus.secret, lambda _n, _e: Reply(delay=0.05))
     await receiver.start()
     await bus.start()
@@ -85,14 +92,22 @@ async def test_handovers_between_two_workers_lose_nothing_and_never_send_a_perso
         await _until(delivered(0.1), 120, "a tenth delivered", bus.worker)
 
         second.start()  # joins: the first hands half its partitions over
-        await _until(lambda: _holds_partitions(second, 0), 60, "the second worker assigned partitions", bus.worker, second)
+        await _until(
+            lambda: _holds_partitions(second, 0), 60, "the second worker assigned partitions", bus.worker, second
+        )
         await _until(delivered(0.3), 120, "three tenths delivered", bus.worker, second)
         assert second.stop(signal.SIGTERM) == 0  # leaves: hands them back
         await _until(delivered(0.45), 120, "nearly half delivered", bus.worker)
 
         restarted = second.log_path.stat().st_size
         second.start()
-        await _until(lambda: _holds_partitions(second, restarted), 60, "the second worker assigned partitions again", bus.worker, second)
+        await _until(
+            lambda: _holds_partitions(second, restarted),
+            60,
+            "the second worker assigned partitions again",
+            bus.worker,
+            second,
+        )
         await _until(delivered(0.6), 120, "six tenths delivered", bus.worker, second)
         handed_over = list(receiver.events())  # what arrived through the graceful handovers
         bus.worker.stop(signal.SIGKILL)  # the other takes its partitions after the session timeout
@@ -102,8 +117,12 @@ async def test_handovers_between_two_workers_lose_nothing_and_never_send_a_perso
         await bus.stop()
         await receiver.stop()
     sent = {SUB: {r["idempotency_key"] for r in records}}
-    counts = count("two workers: one joins, leaves, joins again; the other killed (kill -9)", sent,
-                   {SUB: receiver.events()}, subject_and_seq).report()
+    counts = count(
+        "two workers: one joins, leaves, joins again; the other killed (kill -9)",
+        sent,
+        {SUB: receiver.events()},
+        subject_and_seq,
+    ).report()
     assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
     # A graceful handover loses no work, so it re-sends nothing behind a later event either.
     handovers = count("handovers", sent, {SUB: handed_over}, subject_and_seq)
@@ -132,47 +151,80 @@ def _partition(person: str) -> int:
 
 
 async def test_a_killed_worker_pauses_only_its_own_partitions_and_the_other_delivers_its_own_at_once(
-        kafka_bootstrap, tmp_path, monkeypatch):
+    kafka_bootstrap, tmp_path, monkeypatch
+):
     set_tokens(monkeypatch)
     # HTTP ingest keys a person with the worker's pseudonym key, as in production: the same partition in every topic.
     monkeypatch.setenv("SAMBAND_PSEUDONYM_KEY", PSEUDONYM_KEY)
     session = 20.0
     async with operations_bus(kafka_bootstrap, tmp_path, {"SAMBAND_BROKER_SESSION_TIMEOUT": str(int(session))}) as bus:
-        second = WorkerProcess({**bus.worker.env, "SAMBAND_WEB_PORT": str(free_port()),
-                                "SAMBAND_DATA_DIR": str(tmp_path / "worker-2-data")}, tmp_path / "worker-2.log")
+        second = WorkerProcess(
+            {
+                **bus.worker.env,
+                "SAMBAND_WEB_PORT": str(free_port()),
+                "SAMBAND_DATA_DIR": str(tmp_path / "worker-2-data"),
+            },
+            tmp_path / "worker-2.log",
+        )
         receiver = Receiver(bus.secret)
         await receiver.start()
         persons = {p: synthetic_number(1 + p, 1 + p % 12, 70, 300 + p) for p in range(SPLIT_PERSONS)}
         try:
-            await bus.put_subscription(full_subscription("split", receiver.url, "all", ["Move"], {"Move": ["movedDate"]}))
+            await bus.put_subscription(
+                full_subscription("split", receiver.url, "all", ["Move"], {"Move": ["movedDate"]})
+            )
             await bus.wait_for(receiver, receiver.verified, 60, "verified")
             second.start()
-            await _until(lambda: _split(bus.worker, second), 90, "both workers holding the same partitions in every stage",
-                         bus.worker, second)
+            await _until(
+                lambda: _split(bus.worker, second),
+                90,
+                "both workers holding the same partitions in every stage",
+                bus.worker,
+                second,
+            )
             surviving = _stage_partitions(second)
-            async with running_ingest(bus.bootstrap, bus.app_id, ingest_config()) as source, \
-                    aiohttp.ClientSession(f"http://127.0.0.1:{source.port}") as http:
+            async with (
+                running_ingest(bus.bootstrap, bus.app_id, ingest_config()) as source,
+                aiohttp.ClientSession(f"http://127.0.0.1:{source.port}") as http,
+            ):
                 bus.worker.stop(signal.SIGKILL)
                 killed = time.monotonic()
                 for p, person in persons.items():
                     events = [cloudevent("Move", id=f"split-{p}-{n}", person=person) for n in range(SPLIT_MOVES)]
-                    async with http.post("/events", json=events, headers={"Content-Type": "application/cloudevents-batch+json",
-                                                                         **auth()}) as response:
+                    async with http.post(
+                        "/events", json=events, headers={"Content-Type": "application/cloudevents-batch+json", **auth()}
+                    ) as response:
                         assert response.status == 202, await response.text()
-                ours = {f"split-{p}-{n}.split" for p, person in persons.items() if _partition(person) in surviving
-                        for n in range(SPLIT_MOVES)}
+                ours = {
+                    f"split-{p}-{n}.split"
+                    for p, person in persons.items()
+                    if _partition(person) in surviving
+                    for n in range(SPLIT_MOVES)
+                }
                 assert 0 < len(ours) < SPLIT_PERSONS * SPLIT_MOVES  # both workers had persons of their own
                 await _until(lambda: ours <= receiver.unique_ids, 60, "the survivor's persons delivered", second)
                 survivor_done = time.monotonic() - killed
-                print(f"\nthe survivor's persons were delivered {survivor_done:.1f} s after the kill (session timeout {session:.0f} s)")
-                await _until(lambda: len(receiver.unique_ids) >= SPLIT_PERSONS * SPLIT_MOVES, 120,
-                             "every person delivered", second)
+                print(
+                    f"\nthe survivor's persons were delivered {survivor_done:.1f} s after the kill (session timeout {session:.0f} s)"
+                )
+                await _until(
+                    lambda: len(receiver.unique_ids) >= SPLIT_PERSONS * SPLIT_MOVES,
+                    120,
+                    "every person delivered",
+                    second,
+                )
         finally:
             second.stop()
             await receiver.stop()
     # The survivor did not wait for the dead worker's session to time out.
-    assert survivor_done < session, f"the survivor's persons took {survivor_done:.1f} s (session timeout {session:.0f} s)"
+    assert survivor_done < session, (
+        f"the survivor's persons took {survivor_done:.1f} s (session timeout {session:.0f} s)"
+    )
     sent = {f"split-{p}-{n}.split" for p in persons for n in range(SPLIT_MOVES)}
-    counts = count("two workers, one killed (kill -9): whole pipeline", {"split": sent}, {"split": receiver.events()},
-                   lambda arrival: (arrival.event["id"].split("-")[1], int(arrival.event["id"].split("-")[2]))).report()
+    counts = count(
+        "two workers, one killed (kill -9): whole pipeline",
+        {"split": sent},
+        {"split": receiver.events()},
+        lambda arrival: (arrival.event["id"].split("-")[1], int(arrival.event["id"].split("-")[2])),
+    ).report()
     assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts

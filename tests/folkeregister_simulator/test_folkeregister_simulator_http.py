@@ -49,7 +49,11 @@ async def test_feed_pages_hold_at_most_1000_entries_from_and_including_seq(docum
     assert [e["sekvensnummer"] for e in second] == list(range(1001, len(documents) + 1))
     assert middle[0]["sekvensnummer"] == 500 and len(middle) == 1000
     assert set(first[0]["hendelse"]) == {
-        "folkeregisteridentifikator", "hendelsetype", "hendelsesdokument", "persondokument", "ajourholdstidspunkt",
+        "folkeregisteridentifikator",
+        "hendelsetype",
+        "hendelsesdokument",
+        "persondokument",
+        "ajourholdstidspunkt",
     }
     assert first[41] == documents[41].feed_entry()
 
@@ -90,7 +94,10 @@ async def test_etag_gives_304_until_new_events_arrive(documents):
 
 async def test_throttling_and_server_errors_are_injected_deterministically(documents):
     async def statuses(faults):
-        async with run_simulator(documents[:5], token=TOKEN, faults=faults) as sim, aiohttp.ClientSession(headers=auth()) as http:
+        async with (
+            run_simulator(documents[:5], token=TOKEN, faults=faults) as sim,
+            aiohttp.ClientSession(headers=auth()) as http,
+        ):
             seen = []
             for _ in range(60):
                 async with http.get(sim.feed_url, params={"seq": 1}) as response:
@@ -119,7 +126,11 @@ async def test_feed_grows_while_running_at_the_given_rate():
     simulation = synthetic_feed(persons=3_000, seed=2)
     initial = list(simulation.events(years=1 / 12))  # January
     live = simulation.events(years=None)  # February onwards
-    async with run_simulator(initial, token=TOKEN, live=live, rate=200) as sim, aiohttp.ClientSession(headers=auth()) as http:
+    async with (
+        run_simulator(initial, token=TOKEN, live=live, rate=200) as sim,
+        aiohttp.ClientSession(headers=auth()) as http,
+    ):
+
         async def latest():
             async with http.get(sim.latest_url) as response:
                 return await response.json()
@@ -170,7 +181,10 @@ async def test_bulk_requests_with_too_many_ids_or_a_bad_body_are_400(documents):
 async def test_faults_apply_to_bulk_requests(documents):
     ids = [d.hendelsesdokument for d in documents[:5]]
     faults = Faults(throttle_share=0.2, error_share=0.2, retry_after_s=2, seed=5)
-    async with run_simulator(documents[:5], token=TOKEN, faults=faults) as sim, aiohttp.ClientSession(headers=auth()) as http:
+    async with (
+        run_simulator(documents[:5], token=TOKEN, faults=faults) as sim,
+        aiohttp.ClientSession(headers=auth()) as http,
+    ):
         seen = []
         for _ in range(60):
             async with http.post(sim.bulk_url, json=ids) as response:
@@ -187,7 +201,10 @@ async def test_faults_apply_to_bulk_requests(documents):
 
 
 async def test_without_bulk_the_simulator_serves_documents_one_by_one_only(documents):
-    async with run_simulator(documents[:5], token=TOKEN, bulk=False) as sim, aiohttp.ClientSession(headers=auth()) as http:
+    async with (
+        run_simulator(documents[:5], token=TOKEN, bulk=False) as sim,
+        aiohttp.ClientSession(headers=auth()) as http,
+    ):
         async with http.post(sim.bulk_url, json=[documents[0].hendelsesdokument]) as response:
             assert response.status == 405
         async with http.get(sim.document_url(documents[0].hendelsesdokument)) as response:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from email import message_from_bytes
 
 import pytest
-
 from aiosmtpd.controller import Controller
-
 from ops_bus import operations_bus
 from support import free_port
 

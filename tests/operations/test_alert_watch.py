@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
-from ops_bus import full_subscription, operations_bus
 from delivery_fixtures import delivery
+from ops_bus import full_subscription, operations_bus
 from samband_cli import samband
 from webhook_receiver import VALIDATION_TYPE, Receiver, Reply
 
@@ -16,8 +15,9 @@ PATIENT = {"retry_schedule": [0.3] * 400, "read_timeout": 1.0, "connect_timeout"
 
 
 async def _consecutive_failures(bus) -> int:
-    result = await samband(bus.bootstrap, "status", "--json", "--interval", "0", "--max-lag", "1000000",
-                           env={"SAMBAND_APP_ID": bus.app_id})
+    result = await samband(
+        bus.bootstrap, "status", "--json", "--interval", "0", "--max-lag", "1000000", env={"SAMBAND_APP_ID": bus.app_id}
+    )
     return next(s for s in result.json()["subscriptions"] if s["id"] == SUB)["consecutive_failures"]
 
 

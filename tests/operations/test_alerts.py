@@ -10,12 +10,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from kafka_io import read_to_end
 
 from agents.alerts.alerter import Alerter
 from agents.alerts.ledger import AlertLedger, alerts_topic
 from agents.alerts.notifiers import Alert, NotificationFailed, SmtpNotifier, WebhookNotifier
 from agents.alerts.policy import DeliveryHealth, FailingThresholds, is_failing, may_notify
-from kafka_io import read_to_end
 
 FAILING = DeliveryHealth(consecutive_failures=8, oldest_pending_age_seconds=5400, last_reason="http.503")
 NOON = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -56,9 +56,9 @@ async def app_id(kafka_bootstrap):
         await admin.close()
 
 
-
-
-async def test_failing_subscription_mails_its_contact_once_a_day_also_after_a_restart(kafka_bootstrap, smtp_server, app_id):
+async def test_failing_subscription_mails_its_contact_once_a_day_also_after_a_restart(
+    kafka_bootstrap, smtp_server, app_id
+):
     controller, mailbox = smtp_server
     notifier = SmtpNotifier(controller.hostname, controller.port, "samband@kommune.example")
 
@@ -66,7 +66,9 @@ async def test_failing_subscription_mails_its_contact_once_a_day_also_after_a_re
     try:
         alerter = Alerter(ledger, notifier)
         assert await alerter.check("bergen-helsestasjon", "drift@bergen.example", FAILING, now=NOON)
-        assert not await alerter.check("bergen-helsestasjon", "drift@bergen.example", FAILING, now=NOON + timedelta(hours=6))
+        assert not await alerter.check(
+            "bergen-helsestasjon", "drift@bergen.example", FAILING, now=NOON + timedelta(hours=6)
+        )
         assert not await alerter.check("oslo-skole", "drift@oslo.example", DeliveryHealth(1, 30, "http.500"), now=NOON)
     finally:
         await ledger.close()
@@ -81,8 +83,12 @@ async def test_failing_subscription_mails_its_contact_once_a_day_also_after_a_re
     try:
         alerter = Alerter(restarted, notifier)
         assert restarted.last_sent("bergen-helsestasjon") == NOON
-        assert not await alerter.check("bergen-helsestasjon", "drift@bergen.example", FAILING, now=NOON + timedelta(hours=20))
-        assert await alerter.check("bergen-helsestasjon", "drift@bergen.example", FAILING, now=NOON + timedelta(days=1, minutes=1))
+        assert not await alerter.check(
+            "bergen-helsestasjon", "drift@bergen.example", FAILING, now=NOON + timedelta(hours=20)
+        )
+        assert await alerter.check(
+            "bergen-helsestasjon", "drift@bergen.example", FAILING, now=NOON + timedelta(days=1, minutes=1)
+        )
     finally:
         await restarted.close()
     assert len(mailbox.messages) == 2
@@ -126,7 +132,9 @@ async def test_refused_alert_is_not_recorded_so_the_next_check_sends_it(kafka_bo
     try:
         async with refusing, accepting:
             with pytest.raises(NotificationFailed, match="answered 500"):
-                await Alerter(ledger, WebhookNotifier(str(refusing.make_url("/alerts")))).check("oslo-skole", "drift@oslo.example", FAILING, NOON)
+                await Alerter(ledger, WebhookNotifier(str(refusing.make_url("/alerts")))).check(
+                    "oslo-skole", "drift@oslo.example", FAILING, NOON
+                )
             assert ledger.last_sent("oslo-skole") is None
             sent = await Alerter(ledger, WebhookNotifier(str(accepting.make_url("/alerts")))).check(
                 "oslo-skole", "drift@oslo.example", FAILING, NOON + timedelta(minutes=5)
@@ -144,7 +152,11 @@ async def test_a_malformed_alert_record_is_skipped_and_the_ledger_opens(kafka_bo
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await producer.start()
     try:
-        for key, value in [(b"bergen-skole", b"\x00avro"), (b"oslo-skole", b'{"last_sent": "2024-03-01"}'), (b"\xff", b"{}")]:
+        for key, value in [
+            (b"bergen-skole", b"\x00avro"),
+            (b"oslo-skole", b'{"last_sent": "2024-03-01"}'),
+            (b"\xff", b"{}"),
+        ]:
             await producer.send_and_wait(alerts_topic(app_id), value, key=key)
     finally:
         await producer.stop()

@@ -7,21 +7,27 @@ with SAMBAND_DASHBOARD_SCREENSHOT=docs/dashboard.png (tests never write into the
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
-import itertools
 from pathlib import Path
 
 import pytest
-from playwright.async_api import async_playwright, expect
-
-from ops_bus import READ_ONLY_TOKEN, REPLAY_TOKEN
 from delivery_fixtures import delivery
+from ops_bus import READ_ONLY_TOKEN, REPLAY_TOKEN
+from playwright.async_api import async_playwright, expect
 from webhook_receiver import VALIDATION_TYPE, Receiver, Reply
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 FLOW, REJECTING = "ops-dash-flow", "ops-dash-rejecting"
 FAST = {"retry_schedule": [0.2, 0.2], "read_timeout": 1.0, "connect_timeout": 0.5}
 
@@ -72,7 +78,9 @@ async def test_dashboard_shows_live_numbers_replays_dead_letters_and_traces(ops_
                 before = int(await records.inner_text())
                 await page.wait_for_function(
                     """([selector, before]) => Number(document.querySelector(selector)?.textContent) > before""",
-                    arg=[f'#throughput tr[data-topic="{ops_bus.topic("deliveries")}"] td.records', before], timeout=20_000)
+                    arg=[f'#throughput tr[data-topic="{ops_bus.topic("deliveries")}"] td.records', before],
+                    timeout=20_000,
+                )
                 flow_row = page.locator(f'#subscriptions tr[data-subscription="{FLOW}"]')
                 await expect(flow_row.locator("td.state")).to_have_text("active", timeout=20_000)
 
@@ -89,7 +97,9 @@ async def test_dashboard_shows_live_numbers_replays_dead_letters_and_traces(ops_
                 await page.fill("#token", REPLAY_TOKEN)
                 await row.locator("button.replay").click()
                 await expect(status).to_have_text(f"{REJECTING}: replayed 1 of 1 dead letters")
-                await ops_bus.wait_for(fixed_receiver, lambda: len(fixed_receiver.events()) == 1, 30, "the replayed event")
+                await ops_bus.wait_for(
+                    fixed_receiver, lambda: len(fixed_receiver.events()) == 1, 30, "the replayed event"
+                )
                 await expect(row.locator("td.dead-letters")).to_have_text("0 / 1", timeout=30_000)
 
                 await page.fill("#event-id", "ops-dash-dead-letter")

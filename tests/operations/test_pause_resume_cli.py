@@ -4,8 +4,6 @@ arrive, in order."""
 
 from __future__ import annotations
 
-import json
-
 from ops_bus import full_subscription
 from routing_events import encode, event, synthetic_number
 from samband_cli import samband
@@ -21,7 +19,9 @@ async def test_pause_keeps_events_and_resume_delivers_them_in_order(ops_bus):
     env = {"SAMBAND_APP_ID": ops_bus.app_id}
     try:
         for sub, receiver in (("ops-paused", paused), ("ops-witness", witness)):
-            value = full_subscription(sub, receiver.url, ["1103"], ["Death", "NameChange"], {"Death": ["deathDate"], "NameChange": []}, **FAST)
+            value = full_subscription(
+                sub, receiver.url, ["1103"], ["Death", "NameChange"], {"Death": ["deathDate"], "NameChange": []}, **FAST
+            )
             await ops_bus.put_subscription(value)
             await ops_bus.wait_for(receiver, receiver.verified, 60, f"{sub} verified")
 
@@ -35,7 +35,9 @@ async def test_pause_keeps_events_and_resume_delivers_them_in_order(ops_bus):
         person = synthetic_number(14, 5, 61, 500)
         first, second = event("NameChange", person, ["1103"]), event("Death", person, ["1103"])
         for record in (first, second):
-            await ops_bus.producer.send_and_wait(ops_bus.topic("ingest"), encode(record), key=record["envelope"]["id"].encode())
+            await ops_bus.producer.send_and_wait(
+                ops_bus.topic("ingest"), encode(record), key=record["envelope"]["id"].encode()
+            )
         # The witness has both, so the worker has routed them to the paused subscription too.
         await ops_bus.wait_for(witness, lambda: len(witness.events()) == 2, 60, "the witness's events")
         assert paused.events() == []

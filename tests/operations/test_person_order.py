@@ -14,13 +14,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
 from ops_bus import full_subscription, operations_bus
 from routing_events import synthetic_number
 from webhook_receiver import Receiver
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "connectors"))
-from http_ingest_client import auth, cloudevent, ingest_config, running_ingest, set_tokens  # noqa: E402
+from http_ingest_client import auth, cloudevent, ingest_config, running_ingest, set_tokens
 
 PERSONS, MOVES = int(os.environ.get("SAMBAND_ORDER_PERSONS", "50")), 8
 ROUNDS = int(os.environ.get("SAMBAND_ORDER_ROUNDS", "1"))
@@ -52,7 +51,8 @@ async def order_bus(kafka_bootstrap, tmp_path_factory):
 
 @pytest.mark.timeout(420 * ROUNDS)
 async def test_one_persons_events_arrive_in_the_order_sent_in_a_batch_one_by_one_and_from_a_backlog(
-        order_bus, monkeypatch):
+    order_bus, monkeypatch
+):
     set_tokens(monkeypatch)
     receivers = [Receiver(order_bus.secret), Receiver(order_bus.secret)]
     for n, receiver in enumerate(receivers):
@@ -83,8 +83,13 @@ async def test_one_persons_events_arrive_in_the_order_sent_in_a_batch_one_by_one
                         order_bus.worker.start()
                     for receiver in receivers:
                         await order_bus.wait_for(
-                            receiver, lambda r=receiver, m=f"{mode}{rnd}": sum(map(len, _order_per_person(r, m).values())) >= PERSONS * MOVES,
-                            180, f"every {mode} event of round {rnd}")
+                            receiver,
+                            lambda r=receiver, m=f"{mode}{rnd}": (
+                                sum(map(len, _order_per_person(r, m).values())) >= PERSONS * MOVES
+                            ),
+                            180,
+                            f"every {mode} event of round {rnd}",
+                        )
     finally:
         for receiver in receivers:
             await receiver.stop()
@@ -94,7 +99,11 @@ async def test_one_persons_events_arrive_in_the_order_sent_in_a_batch_one_by_one
             order = _order_per_person(receiver, f"{mode}{rnd}")
             assert len(order) == PERSONS
             wrong = {person: arrived for person, arrived in order.items() if arrived != list(range(MOVES))}
-            assert not wrong, (f"{mode}, round {rnd}: {len(wrong)} of {PERSONS} persons' Moves arrived out of order, "
-                               f"e.g. {next(iter(wrong.items()))}")
-    print(f"order: {ROUNDS} round(s) x {len(MODES)} modes x {PERSONS} persons x {MOVES} Moves, to {len(receivers)} "
-          f"subscribers: every person's Moves in the order sent")
+            assert not wrong, (
+                f"{mode}, round {rnd}: {len(wrong)} of {PERSONS} persons' Moves arrived out of order, "
+                f"e.g. {next(iter(wrong.items()))}"
+            )
+    print(
+        f"order: {ROUNDS} round(s) x {len(MODES)} modes x {PERSONS} persons x {MOVES} Moves, to {len(receivers)} "
+        f"subscribers: every person's Moves in the order sent"
+    )

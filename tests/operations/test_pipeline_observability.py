@@ -12,22 +12,26 @@ import re
 import time
 
 import aiohttp
+from kafka_io import read_to_end
+from ops_bus import full_subscription
 from prometheus_client.parser import text_string_to_metric_families
+from routing_events import encode, event, synthetic_number
+from webhook_receiver import Receiver, refuse_first_event
 
 from agents import tracing
 from connectors.dead_letters import DeadLetter
-from kafka_io import read_to_end
-from ops_bus import full_subscription
-from routing_events import encode, event, synthetic_number
-from webhook_receiver import Receiver, refuse_first_event
 
 SUB = "ops-observed"
 FAST = {"retry_schedule": [1, 1], "read_timeout": 1.0, "connect_timeout": 0.5}
 
 
 def _samples(text: str, name: str) -> dict[tuple, float]:
-    return {tuple(sorted(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples if s.name == name}
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    }
 
 
 async def test_trace_context_logs_and_metrics_follow_a_delivery(ops_bus):
@@ -40,12 +44,12 @@ async def test_trace_context_logs_and_metrics_follow_a_delivery(ops_bus):
         death = event("Death", synthetic_number(9, 9, 62, 400), ["4601"])
         event_id = death["envelope"]["id"]
         trace = tracing.new_trace()
-        await ops_bus.producer.send_and_wait(ops_bus.topic("ingest"), encode(death), key=event_id.encode(),
-                                             headers=tracing.with_kafka_header([], trace))
+        await ops_bus.producer.send_and_wait(
+            ops_bus.topic("ingest"), encode(death), key=event_id.encode(), headers=tracing.with_kafka_header([], trace)
+        )
         await ops_bus.wait_for(receiver, lambda: len(receiver.events()) == 1, 60, "the event delivered")
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"{ops_bus.web_url}/metrics") as response:
-                exposition = await response.text()
+        async with aiohttp.ClientSession() as http, http.get(f"{ops_bus.web_url}/metrics") as response:
+            exposition = await response.text()
     finally:
         await receiver.stop()
 
@@ -59,7 +63,11 @@ async def test_trace_context_logs_and_metrics_follow_a_delivery(ops_bus):
     lines = [json.loads(line) for line in ops_bus.worker.log_path.read_text().splitlines() if line.startswith("{")]
     [retry] = [line for line in lines if line.get("event") == "delivery.retry" and line.get("subscription") == SUB]
     assert retry["event_id"] == event_id and retry["trace_id"] == trace.trace_id
-    assert retry["topic"] == ops_bus.topic("deliveries") and str(retry["partition"]).isdigit() and str(retry["offset"]).isdigit()
+    assert (
+        retry["topic"] == ops_bus.topic("deliveries")
+        and str(retry["partition"]).isdigit()
+        and str(retry["offset"]).isdigit()
+    )
 
 
 async def _metrics_until(url: str, condition, timeout: float, what: str) -> str:
@@ -90,9 +98,8 @@ async def test_ingest_starts_a_trace_routing_continues_it_and_both_stages_count_
     receiver = Receiver(ops_bus.secret)
     await receiver.start()
     topic = ops_bus.topic
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{ops_bus.web_url}/metrics") as response:
-            before = await response.text()
+    async with aiohttp.ClientSession() as http, http.get(f"{ops_bus.web_url}/metrics") as response:
+        before = await response.text()
     try:
         value = full_subscription(sub, receiver.url, ["5001"], ["Death"], {"Death": ["deathDate"]}, **FAST)
         await ops_bus.put_subscription(value)
@@ -107,10 +114,13 @@ async def test_ingest_starts_a_trace_routing_continues_it_and_both_stages_count_
         def counted(text: str) -> bool:
             def grew(name, **labels):
                 return _sample(text, name, **labels) - _sample(before, name, **labels)
-            return (grew("samband_events_in_total", topic=topic("ingest")) >= 2
-                    and grew("samband_events_out_total", topic=topic("deadletter")) >= 1
-                    and grew("samband_validation_failures_total", reason="kommune.unknown") == 1
-                    and _sample(text, "samband_end_to_end_latency_seconds_count", subscription=sub) == 1)
+
+            return (
+                grew("samband_events_in_total", topic=topic("ingest")) >= 2
+                and grew("samband_events_out_total", topic=topic("deadletter")) >= 1
+                and grew("samband_validation_failures_total", reason="kommune.unknown") == 1
+                and _sample(text, "samband_end_to_end_latency_seconds_count", subscription=sub) == 1
+            )
 
         after = await _metrics_until(ops_bus.web_url, counted, 30, "stage counters and latency")
         events = await read_to_end(ops_bus.bootstrap, topic("events"))
@@ -132,6 +142,7 @@ async def test_ingest_starts_a_trace_routing_continues_it_and_both_stages_count_
 
     def grew(name, **labels):
         return _sample(after, name, **labels) - _sample(before, name, **labels)
+
     assert grew("samband_events_out_total", topic=topic("events")) >= 1
     assert grew("samband_events_in_total", topic=topic("events")) >= 1
     assert grew("samband_events_out_total", topic=topic("deliveries")) >= 1
@@ -139,11 +150,18 @@ async def test_ingest_starts_a_trace_routing_continues_it_and_both_stages_count_
     assert 0 < latency <= time.time() - sent_at
 
     lines = [json.loads(line) for line in ops_bus.worker.log_path.read_text().splitlines() if line.startswith("{")]
-    [dead] = [line for line in lines if line.get("event") == "dead_letter" and line.get("event_id") == refused["envelope"]["id"]]
+    [dead] = [
+        line
+        for line in lines
+        if line.get("event") == "dead_letter" and line.get("event_id") == refused["envelope"]["id"]
+    ]
     assert dead["reason"] == "kommune.unknown" and dead["topic"] == topic("ingest")
     assert str(dead["partition"]).isdigit() and str(dead["offset"]).isdigit()
     assert re.fullmatch(r"[0-9a-f]{32}", dead["trace_id"])
-    [letter] = [r for r in await read_to_end(ops_bus.bootstrap, topic("deadletter"))
-                if (d := DeadLetter.from_headers(r.headers)).topic == topic("ingest")
-                and (d.partition, d.offset) == (int(dead["partition"]), int(dead["offset"]))]
+    [letter] = [
+        r
+        for r in await read_to_end(ops_bus.bootstrap, topic("deadletter"))
+        if (d := DeadLetter.from_headers(r.headers)).topic == topic("ingest")
+        and (d.partition, d.offset) == (int(dead["partition"]), int(dead["offset"]))
+    ]
     assert tracing.from_kafka_headers(letter.headers).trace_id == dead["trace_id"]  # the trace ingest started

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
+from bus_settings import PSEUDONYM_KEY
 from kafka_io import produce, read_to_end
 from ops_bus import full_subscription, operations_bus
 from routing_events import address, encode, event, synthetic_number
@@ -18,13 +18,20 @@ from samband_cli import samband
 from webhook_receiver import Receiver, Reply
 
 from schemas.pseudonym import pseudonym
-from bus_settings import PSEUDONYM_KEY
 
 PERSON = synthetic_number(9, 9, 81, 520)
 OTHER = synthetic_number(10, 10, 82, 530)
 STREET = "Hemmeliggata"
-MOVE_FIELDS = ["envelope.person", "envelope.kommunenummer", "envelope.source", "movedDate", "newAddress",
-               "previousAddress", "scope", "cause"]
+MOVE_FIELDS = [
+    "envelope.person",
+    "envelope.kommunenummer",
+    "envelope.source",
+    "movedDate",
+    "newAddress",
+    "previousAddress",
+    "scope",
+    "cause",
+]
 FAST = {"retry_schedule": [], "read_timeout": 2.0, "connect_timeout": 1.0}
 PURGE = "no.samband.purge"
 KOMMUNE_WORDS = ("4601", "0301", STREET, "Gammelveien", "urn:no:kommune")
@@ -37,8 +44,15 @@ async def egress_bus(kafka_bootstrap, tmp_path_factory):
 
 
 def _move(person: str, street: str) -> dict:
-    record = event("Move", person, ["0301", "4601"], previousAddress=address("0301", "Gammelveien", 1),
-                   newAddress=address("4601", street, 7), scope="betweenKommuner", cause="relocation")
+    record = event(
+        "Move",
+        person,
+        ["0301", "4601"],
+        previousAddress=address("0301", "Gammelveien", 1),
+        newAddress=address("4601", street, 7),
+        scope="betweenKommuner",
+        cause="relocation",
+    )
     record["envelope"]["source"] = "urn:no:kommune:4601:folkeregister-kopi"
     return record
 
@@ -49,16 +63,24 @@ async def _send(bus, *records: dict) -> None:
 
 
 async def _subscribe(bus, sub_id: str, receiver: Receiver, paused: bool = False) -> None:
-    value = full_subscription(sub_id, receiver.url, "all", ["Move", "AddressProtectionChange"],
-                              {"Move": MOVE_FIELDS, "AddressProtectionChange": ["protection"]}, **FAST, paused=paused)
+    value = full_subscription(
+        sub_id,
+        receiver.url,
+        "all",
+        ["Move", "AddressProtectionChange"],
+        {"Move": MOVE_FIELDS, "AddressProtectionChange": ["protection"]},
+        **FAST,
+        paused=paused,
+    )
     await bus.put_subscription(value)
     await bus.wait_for(receiver, receiver.verified, 60, f"{sub_id} verified")
 
 
 async def test_a_move_replayed_after_the_purge_arrives_without_anything_that_reveals_the_address(egress_bus):
     refusing = []
-    receiver = Receiver(egress_bus.secret,
-                        lambda _n, e: Reply(400) if e["type"].endswith(".Move") and not refusing else Reply())
+    receiver = Receiver(
+        egress_bus.secret, lambda _n, e: Reply(400) if e["type"].endswith(".Move") and not refusing else Reply()
+    )
     await receiver.start()
     try:
         await _subscribe(egress_bus, "egress-replay", receiver)
@@ -66,22 +88,34 @@ async def test_a_move_replayed_after_the_purge_arrives_without_anything_that_rev
         await _send(egress_bus, move)
         listed = None
         for _ in range(300):  # the rejected Move becomes a dead letter
-            listed = await samband(egress_bus.bootstrap, "dlq", "list", "--subscription", "egress-replay",
-                                   env={"SAMBAND_APP_ID": egress_bus.app_id})
+            listed = await samband(
+                egress_bus.bootstrap,
+                "dlq",
+                "list",
+                "--subscription",
+                "egress-replay",
+                env={"SAMBAND_APP_ID": egress_bus.app_id},
+            )
             if move["envelope"]["id"] in listed.stdout:
                 break
         rows = [line for line in listed.stdout.splitlines() if move["envelope"]["id"] in line]
         assert rows, listed.stdout
         protect = event("AddressProtectionChange", PERSON, ["4601"], protection="strengtFortrolig")
         await _send(egress_bus, protect)
-        await egress_bus.wait_for(receiver, lambda: any(r.event["type"] == "no.samband.purge" for r in receiver.events()),
-                                  60, "the purge")
+        await egress_bus.wait_for(
+            receiver, lambda: any(r.event["type"] == "no.samband.purge" for r in receiver.events()), 60, "the purge"
+        )
         refusing.append(True)
-        replayed = await samband(egress_bus.bootstrap, "dlq", "replay", rows[0].split()[0],
-                                 env={"SAMBAND_APP_ID": egress_bus.app_id})
+        replayed = await samband(
+            egress_bus.bootstrap, "dlq", "replay", rows[0].split()[0], env={"SAMBAND_APP_ID": egress_bus.app_id}
+        )
         assert replayed.code == 0, replayed.stderr
-        await egress_bus.wait_for(receiver, lambda: any(r.event["id"] == move["envelope"]["id"] for r in receiver.events()),
-                                  60, "the replayed Move")
+        await egress_bus.wait_for(
+            receiver,
+            lambda: any(r.event["id"] == move["envelope"]["id"] for r in receiver.events()),
+            60,
+            "the replayed Move",
+        )
     finally:
         await receiver.stop()
     [arrived] = [r for r in receiver.events() if r.event["id"] == move["envelope"]["id"]]
@@ -90,8 +124,11 @@ async def test_a_move_replayed_after_the_purge_arrives_without_anything_that_rev
         assert word not in body, f"{word!r} left the bus after the purge: {body}"
     assert arrived.event.get_data()["movedDate"]  # the event itself still arrives
     # What the replay wrote back into the bus was projected too: no address waits in the deliveries topic.
-    written = [r for r in await read_to_end(egress_bus.bootstrap, egress_bus.topic("deliveries"))
-               if "samband-replay-of" in dict(r.headers or ())]
+    written = [
+        r
+        for r in await read_to_end(egress_bus.bootstrap, egress_bus.topic("deliveries"))
+        if "samband-replay-of" in dict(r.headers or ())
+    ]
     assert len(written) == 1
     for word in KOMMUNE_WORDS:
         assert word.encode() not in written[0].value, f"{word!r} was replayed into the deliveries topic"
@@ -109,8 +146,9 @@ async def test_a_held_delivery_leaves_on_resume_after_the_purge_and_without_the_
         await _subscribe(egress_bus, "egress-witness", witness)
         move = _move(person, STREET)
         await _send(egress_bus, move, event("AddressProtectionChange", person, ["4601"], protection="strengtFortrolig"))
-        await egress_bus.wait_for(witness, lambda: any(r.event["type"] == PURGE for r in witness.events()), 60,
-                                  "the witness's purge")
+        await egress_bus.wait_for(
+            witness, lambda: any(r.event["type"] == PURGE for r in witness.events()), 60, "the witness's purge"
+        )
         assert held.events() == []  # paused: the Move and the purge wait
         resumed = await samband(egress_bus.bootstrap, "subscriptions", "resume", "egress-held", env=env)
         assert resumed.code == 0, resumed.stderr
@@ -134,12 +172,18 @@ async def test_each_subscription_sees_its_own_subject_for_the_same_person(egress
         moves = [_move(OTHER, "Åpengata"), _move(OTHER, "Åpengata")]
         await _send(egress_bus, *moves)
         for receiver in receivers:
-            await egress_bus.wait_for(receiver, lambda r=receiver: len([e for e in r.events() if e.event["type"].endswith(".Move")]) == 2,
-                                      60, "both Moves")
+            await egress_bus.wait_for(
+                receiver,
+                lambda r=receiver: len([e for e in r.events() if e.event["type"].endswith(".Move")]) == 2,
+                60,
+                "both Moves",
+            )
     finally:
         for receiver in receivers:
             await receiver.stop()
-    subjects = [{r.event["subject"] for r in receiver.events() if r.event["type"].endswith(".Move")} for receiver in receivers]
+    subjects = [
+        {r.event["subject"] for r in receiver.events() if r.event["type"].endswith(".Move")} for receiver in receivers
+    ]
     assert all(len(s) == 1 for s in subjects), subjects  # stable for a subscription
     assert subjects[0] != subjects[1]  # unlinkable across subscriptions
     internal = pseudonym(OTHER, PSEUDONYM_KEY.encode())

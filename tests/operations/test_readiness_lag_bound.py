@@ -16,9 +16,9 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from kafka_io import produce
 from yarl import URL
 
-from kafka_io import produce
 from agents.web.operations import add_routes
 
 
@@ -58,21 +58,27 @@ async def test_readiness_follows_committed_lag_and_ignores_table_changelogs(kafk
     assignment = {TopicPartition(source, 0), TopicPartition(changelog, 0)}
 
     lagging = web.Application()
-    add_routes(lagging, _app_assigned(kafka_bootstrap, group, assignment, {changelog}), ready_max_lag=2, batch_consumers=list)
+    add_routes(
+        lagging, _app_assigned(kafka_bootstrap, group, assignment, {changelog}), ready_max_lag=2, batch_consumers=list
+    )
     status, body = await _readyz(lagging)
     assert status == 503
     assert body["lag"] == 3
     assert body["reasons"] == [f"{group}: lag 3 above 2"]
 
     within = web.Application()
-    add_routes(within, _app_assigned(kafka_bootstrap, group, assignment, {changelog}), ready_max_lag=3, batch_consumers=list)
+    add_routes(
+        within, _app_assigned(kafka_bootstrap, group, assignment, {changelog}), ready_max_lag=3, batch_consumers=list
+    )
     status, body = await _readyz(within)
     assert (status, body["ready"], body["lag"], body["assigned_partitions"]) == (200, True, 3, 1)
 
 
 async def test_worker_without_partitions_is_not_ready(kafka_bootstrap):
     web_app = web.Application()
-    add_routes(web_app, _app_assigned(kafka_bootstrap, "ops-ready-idle", set(), set()), ready_max_lag=100, batch_consumers=list)
+    add_routes(
+        web_app, _app_assigned(kafka_bootstrap, "ops-ready-idle", set(), set()), ready_max_lag=100, batch_consumers=list
+    )
     status, body = await _readyz(web_app)
     assert status == 503
     assert body["reasons"] == ["no partitions assigned"]
@@ -83,14 +89,20 @@ async def test_a_worker_holding_only_stage_partitions_is_ready(kafka_bootstrap, 
     deliveries = await new_topic(prefix="ops-ready-deliveries")
     web_app = web.Application()
     stage = _batch_consumer("ops-ready-only-delivery", {TopicPartition(deliveries, 0)})
-    add_routes(web_app, _app_assigned(kafka_bootstrap, "ops-ready-only", set(), set()), ready_max_lag=100,
-               batch_consumers=lambda: [stage])
+    add_routes(
+        web_app,
+        _app_assigned(kafka_bootstrap, "ops-ready-only", set(), set()),
+        ready_max_lag=100,
+        batch_consumers=lambda: [stage],
+    )
     status, body = await _readyz(web_app)
     assert (status, body["assigned_partitions"], body["reasons"]) == (200, 1, [])
 
 
 def _batch_consumer(group: str, assigned: set[TopicPartition] | None, recovering: bool = False, finished: bool = False):
-    return SimpleNamespace(group=group, assigned=lambda: assigned, recovering=recovering, finished=finished, outage=None)
+    return SimpleNamespace(
+        group=group, assigned=lambda: assigned, recovering=recovering, finished=finished, outage=None
+    )
 
 
 async def test_readiness_also_bounds_the_lag_of_the_batch_consumer_groups(kafka_bootstrap, new_topic):
@@ -105,8 +117,10 @@ async def test_readiness_also_bounds_the_lag_of_the_batch_consumer_groups(kafka_
     await _commit(kafka_bootstrap, f"{app_id}-ingest", TopicPartition(ingest, 0), 1)  # 5 behind
     await _commit(kafka_bootstrap, f"{app_id}-router", TopicPartition(events, 0), 3)  # caught up
     app = _app_assigned(kafka_bootstrap, app_id, {TopicPartition(faust_in, 0)}, set())
-    consumers = [_batch_consumer(f"{app_id}-ingest", {TopicPartition(ingest, 0)}),
-                 _batch_consumer(f"{app_id}-router", {TopicPartition(events, 0)})]
+    consumers = [
+        _batch_consumer(f"{app_id}-ingest", {TopicPartition(ingest, 0)}),
+        _batch_consumer(f"{app_id}-router", {TopicPartition(events, 0)}),
+    ]
 
     lagging = web.Application()
     add_routes(lagging, app, ready_max_lag=4, batch_consumers=lambda: consumers)
@@ -122,20 +136,32 @@ async def test_readiness_also_bounds_the_lag_of_the_batch_consumer_groups(kafka_
     assert (status, body["ready"], body["lag"]) == (200, True, 5)
 
 
-async def test_a_batch_consumer_not_started_recovering_or_stopped_makes_the_worker_not_ready(kafka_bootstrap, new_topic):
+async def test_a_batch_consumer_not_started_recovering_or_stopped_makes_the_worker_not_ready(
+    kafka_bootstrap, new_topic
+):
     source = await new_topic(prefix="ops-ready-faust")
     await produce(kafka_bootstrap, source, [b"x"])
     app_id = f"ops-ready-{uuid.uuid4().hex[:8]}"
     await _commit(kafka_bootstrap, app_id, TopicPartition(source, 0), 1)
-    consumers = [_batch_consumer(f"{app_id}-ingest", None), _batch_consumer(f"{app_id}-router", set(), recovering=True),
-                 _batch_consumer(f"{app_id}-delivery", set(), finished=True)]
+    consumers = [
+        _batch_consumer(f"{app_id}-ingest", None),
+        _batch_consumer(f"{app_id}-router", set(), recovering=True),
+        _batch_consumer(f"{app_id}-delivery", set(), finished=True),
+    ]
     web_app = web.Application()
-    add_routes(web_app, _app_assigned(kafka_bootstrap, app_id, {TopicPartition(source, 0)}, set()), ready_max_lag=100,
-               batch_consumers=lambda: consumers)
+    add_routes(
+        web_app,
+        _app_assigned(kafka_bootstrap, app_id, {TopicPartition(source, 0)}, set()),
+        ready_max_lag=100,
+        batch_consumers=lambda: consumers,
+    )
     status, body = await _readyz(web_app)
     assert status == 503
-    assert body["reasons"] == [f"{app_id}-ingest: consumer not started", f"{app_id}-router: recovering state",
-                               f"{app_id}-delivery: stopped"]
+    assert body["reasons"] == [
+        f"{app_id}-ingest: consumer not started",
+        f"{app_id}-router: recovering state",
+        f"{app_id}-delivery: stopped",
+    ]
 
 
 async def test_a_real_worker_is_ready_with_the_lag_of_its_ingest_and_router_groups(ops_bus):

@@ -6,11 +6,11 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from samband_cli import samband
+from support import free_port
 
 from agents.commands.status import SECTIONS, Section, StatusOptions, collect_status
 from agents.offsets import KafkaInspector
-from support import free_port
-from samband_cli import samband
 
 
 async def _bus_with_lag(bootstrap: str, app_id: str, behind: int) -> str:
@@ -82,7 +82,9 @@ async def test_status_is_unhealthy_when_the_broker_cannot_be_reached():
 
 async def test_a_plugged_in_section_appears_in_the_report_and_its_problems_make_it_unhealthy(kafka_bootstrap):
     async def failing_subscriptions(kafka: KafkaInspector, options: StatusOptions) -> Section:
-        return Section("plugged", [{"id": "bergen-helsestasjon", "state": "failing"}], "...", ["bergen-helsestasjon is failing"])
+        return Section(
+            "plugged", [{"id": "bergen-helsestasjon", "state": "failing"}], "...", ["bergen-helsestasjon is failing"]
+        )
 
     options = StatusOptions(app_id=f"ops-status-{uuid.uuid4().hex[:8]}", max_lag=0, interval=0)
     report = await collect_status(lambda: KafkaInspector(kafka_bootstrap), options, [*SECTIONS, failing_subscriptions])

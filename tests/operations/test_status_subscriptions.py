@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from ops_bus import operations_bus  # noqa: F401  (puts tests/delivery on the path)
 from delivery_fixtures import delivery
+from ops_bus import operations_bus  # noqa: F401  (puts tests/delivery on the path)
 from samband_cli import samband
 from webhook_receiver import VALIDATION_TYPE, Receiver, Reply
 
@@ -18,8 +18,9 @@ SUB = "ops-status-flaky"
 
 
 async def _status(bus) -> tuple[int, dict]:
-    result = await samband(bus.bootstrap, "status", "--json", "--interval", "0", "--max-lag", "1000000",
-                           env={"SAMBAND_APP_ID": bus.app_id})
+    result = await samband(
+        bus.bootstrap, "status", "--json", "--interval", "0", "--max-lag", "1000000", env={"SAMBAND_APP_ID": bus.app_id}
+    )
     assert result.code in (0, 1), result.stderr
     return result.code, next(s for s in result.json()["subscriptions"] if s["id"] == SUB)
 
@@ -56,7 +57,9 @@ async def test_status_follows_a_subscriber_failing_and_recovering(ops_bus):
         await ops_bus.subscribe(SUB, receiver.url, **PATIENT)
         flow = asyncio.create_task(_keep_sending(ops_bus))
         await ops_bus.wait_for(receiver, lambda: len(receiver.events()) >= 10, 60, "events flowing")
-        code, healthy = await _status_until(ops_bus, lambda c, r: r["last_delivered"] is not None, 30, "showing a delivery")
+        code, healthy = await _status_until(
+            ops_bus, lambda c, r: r["last_delivered"] is not None, 30, "showing a delivery"
+        )
         assert (code, healthy["state"], healthy["retry_backlog"]) == (0, "active", 0)
 
         failing = True
@@ -66,13 +69,17 @@ async def test_status_follows_a_subscriber_failing_and_recovering(ops_bus):
         assert code == 1
         assert first["reason"] == "http.503" and first["consecutive_failures"] >= 5
         code, later = await _status_until(
-            ops_bus, lambda c, r: r["state"] in down and r["retry_backlog"] > first["retry_backlog"],
-            30 - (asyncio.get_running_loop().time() - started), "failing with a growing retry backlog")
+            ops_bus,
+            lambda c, r: r["state"] in down and r["retry_backlog"] > first["retry_backlog"],
+            30 - (asyncio.get_running_loop().time() - started),
+            "failing with a growing retry backlog",
+        )
         assert code == 1 and later["failing_since"] == first["failing_since"]
 
         failing = False
         code, recovered = await _status_until(
-            ops_bus, lambda c, r: r["state"] == "active" and r["retry_backlog"] == 0, 30, "recovered")
+            ops_bus, lambda c, r: r["state"] == "active" and r["retry_backlog"] == 0, 30, "recovered"
+        )
         assert code == 0 and recovered["consecutive_failures"] == 0
         assert recovered["last_delivered"] > healthy["last_delivered"]
     finally:

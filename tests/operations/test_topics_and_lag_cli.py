@@ -7,10 +7,9 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
-
-from support import free_port
 from kafka_io import produce
 from samband_cli import samband
+from support import free_port
 
 
 async def test_topics_counts_messages_held_as_end_minus_start_offsets(kafka_bootstrap, new_topic):
@@ -43,7 +42,9 @@ async def _nonempty_partitions(bootstrap: str, topic: str) -> list[int]:
 async def test_topics_rate_counts_records_appended_during_the_interval(kafka_bootstrap, new_topic):
     topic = await new_topic(partitions=1, prefix="ops-rate")
     interval = 2.0
-    cli = asyncio.create_task(samband(kafka_bootstrap, "topics", "--prefix", topic, "--interval", str(interval), "--json"))
+    cli = asyncio.create_task(
+        samband(kafka_bootstrap, "topics", "--prefix", topic, "--interval", str(interval), "--json")
+    )
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await producer.start()
     produced = 0
@@ -75,7 +76,7 @@ async def test_lag_reports_group_lag_per_topic_and_fails_above_max_lag(kafka_boo
     try:
         tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
         consumer.assign(tps)
-        await consumer.commit({tp: 3 for tp in tps})  # 5 on each partition: two behind on each
+        await consumer.commit(dict.fromkeys(tps, 3))  # 5 on each partition: two behind on each
     finally:
         await consumer.stop()
 

@@ -4,10 +4,9 @@ deliveries with their times and attempts (one needed a retry), and no personal d
 from __future__ import annotations
 
 import asyncio
-import json
 
-from ops_bus import full_subscription
 from kafka_io import produce
+from ops_bus import full_subscription
 from routing_events import encode, event, synthetic_number
 from samband_cli import samband
 from webhook_receiver import Receiver, refuse_first_event
@@ -29,8 +28,10 @@ async def _trace_until(bus, event_id: str, predicate, timeout: float) -> dict:
 
 
 async def test_trace_shows_all_three_deliveries_with_times_and_attempts(ops_bus):
-    receivers = {sub: Receiver(ops_bus.secret, refuse_first_event()) if sub == SYSTEMS[1] else Receiver(ops_bus.secret)
-                 for sub in SYSTEMS}
+    receivers = {
+        sub: Receiver(ops_bus.secret, refuse_first_event()) if sub == SYSTEMS[1] else Receiver(ops_bus.secret)
+        for sub in SYSTEMS
+    }
     for receiver in receivers.values():
         await receiver.start()
     try:
@@ -45,7 +46,9 @@ async def test_trace_shows_all_three_deliveries_with_times_and_attempts(ops_bus)
         for receiver in receivers.values():
             await ops_bus.wait_for(receiver, lambda r=receiver: len(r.events()) == 1, 60, "the death notice delivered")
 
-        result = await _trace_until(ops_bus, event_id, lambda t: [d["status"] for d in t["deliveries"]] == ["delivered"] * 3, 30)
+        result = await _trace_until(
+            ops_bus, event_id, lambda t: [d["status"] for d in t["deliveries"]] == ["delivered"] * 3, 30
+        )
         text = await samband(ops_bus.bootstrap, "trace", event_id, env={"SAMBAND_APP_ID": ops_bus.app_id})
     finally:
         for receiver in receivers.values():

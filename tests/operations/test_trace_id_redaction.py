@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from agents.redaction import REDACTED, redact_personal_data
 from ops_bus import operations_bus  # noqa: F401  (puts tests/routing on the path)
 from routing_events import synthetic_number
+
+from agents.redaction import REDACTED, redact_personal_data
 
 TRACE_ID_WITH_DIGIT_RUN = "9a0e46827680428e82f139c00f35282c"  # "46827680428": 11 digits
 NUMBER = synthetic_number(3, 4, 51, 300)
 
 
 def test_a_trace_id_is_kept_but_an_identity_number_anywhere_else_is_not():
-    line = redact_personal_data(None, "info", {
-        "event": "delivery.retry", "trace_id": TRACE_ID_WITH_DIGIT_RUN, "event_id": TRACE_ID_WITH_DIGIT_RUN,
-        "note": f"trace {TRACE_ID_WITH_DIGIT_RUN}",
-    })
+    line = redact_personal_data(
+        None,
+        "info",
+        {
+            "event": "delivery.retry",
+            "trace_id": TRACE_ID_WITH_DIGIT_RUN,
+            "event_id": TRACE_ID_WITH_DIGIT_RUN,
+            "note": f"trace {TRACE_ID_WITH_DIGIT_RUN}",
+        },
+    )
     assert line["trace_id"] == TRACE_ID_WITH_DIGIT_RUN
     assert REDACTED in line["event_id"] and REDACTED in line["note"]
 

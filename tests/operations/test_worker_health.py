@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
-
 from kafka_io import create_topics, produce
+from prometheus_client.parser import text_string_to_metric_families
 from worker_process import WorkerProcess, wait_for_commits
 
 

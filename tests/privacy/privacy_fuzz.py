@@ -32,7 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from agents.delivery.ledger import latest_entries
 from agents.delivery.topics import delivery_topics
 from connectors.webhook.secrets import new_secret
-from tests.connectors.http_ingest_client import EXTENSIONS, _json, auth, ingest_config, token_env, TOKENS
+from tests.connectors.http_ingest_client import EXTENSIONS, TOKENS, _json, auth, ingest_config, token_env
 from tests.delivery.webhook_receiver import VALIDATION_TYPE, Receiver, Reply
 from tests.kafka_io import produce, read_to_end
 from tests.operations.samband_cli import samband
@@ -51,8 +51,16 @@ GRACE = 2.0
 # What each kind of subscription asks for. Non-public bodies get no identifier and no confidential field.
 EVERYTHING = {
     "Birth": ["envelope.person", "envelope.kommunenummer", "envelope.source", "birthDate", "address"],
-    "Move": ["envelope.person", "envelope.kommunenummer", "envelope.source", "movedDate", "previousAddress",
-             "newAddress", "scope", "cause"],
+    "Move": [
+        "envelope.person",
+        "envelope.kommunenummer",
+        "envelope.source",
+        "movedDate",
+        "previousAddress",
+        "newAddress",
+        "scope",
+        "cause",
+    ],
     "AddressProtectionChange": ["envelope.person", "envelope.kommunenummer", "envelope.source", "protection"],
     "Death": ["envelope.person", "envelope.kommunenummer", "envelope.source", "deathDate"],
 }
@@ -82,6 +90,7 @@ SUBSCRIPTIONS = (
 @dataclass
 class Sent:
     """One event as the source gave it."""
+
     id: str
     person: int
     position: int  # in the person's own sequence
@@ -132,7 +141,9 @@ def _life(rng: random.Random, index: int, person: Person) -> Person:
     def add(record: dict, phase: int, stated: str) -> None:
         envelope = record["envelope"]
         envelope.update(id=str(uuid.UUID(int=rng.getrandbits(128), version=4)), addressProtection=stated)
-        person.events.append(Sent(envelope["id"], index, len(person.events), phase, grade, _cloudevent(record, kommune)))
+        person.events.append(
+            Sent(envelope["id"], index, len(person.events), phase, grade, _cloudevent(record, kommune))
+        )
 
     if rng.random() < 0.5:
         street = new_street()
@@ -167,16 +178,30 @@ def _life(rng: random.Random, index: int, person: Person) -> Person:
 
 def _move(number: str, old: str | None, old_street: str | None, new: str, street: str) -> dict:
     previous = address(old, old_street, 2) if old and old_street else None
-    return event("Move", number, sorted({old or new, new}), previousAddress=previous, newAddress=address(new, street, 7),
-                 scope="withinKommune" if old == new else "betweenKommuner", cause="relocation")
+    return event(
+        "Move",
+        number,
+        sorted({old or new, new}),
+        previousAddress=previous,
+        newAddress=address(new, street, 7),
+        scope="withinKommune" if old == new else "betweenKommuner",
+        cause="relocation",
+    )
 
 
 def _cloudevent(record: dict, kommune: str) -> dict:
     """The record as a structured CloudEvent for HTTP ingest, sent by the person's kommune."""
     envelope = record["envelope"]
-    body = {"specversion": "1.0", "id": envelope["id"], "source": f"urn:no:kommune:{kommune}:folkeregister",
-            "type": envelope["type"], "time": envelope["time"].isoformat(), "subject": envelope["subject"],
-            "datacontenttype": "application/json", "data": {k: _json(v) for k, v in record.items() if k != "envelope"}}
+    body = {
+        "specversion": "1.0",
+        "id": envelope["id"],
+        "source": f"urn:no:kommune:{kommune}:folkeregister",
+        "type": envelope["type"],
+        "time": envelope["time"].isoformat(),
+        "subject": envelope["subject"],
+        "datacontenttype": "application/json",
+        "data": {k: _json(v) for k, v in record.items() if k != "envelope"},
+    }
     return body | {ext: envelope[name] for name, ext in EXTENSIONS.items() if envelope[name] is not None}
 
 
@@ -203,10 +228,19 @@ def subscription(sub: Sub, url: str) -> dict:
         "id": sub.id,
         "system": {"name": f"System {sub.id}", "owner": "Prøve kommune", "contact": "it@prove.example"},
         "legal_basis": "Testhjemmel § 1 (synthetic test subscription)",
-        "public_body": sub.public_body, "kommuner": sub.kommuner, "event_types": sorted(sub.fields),
-        "predicates": {}, "fields": sub.fields,
-        "delivery": {"kind": "webhook", "url": url, "secret_ref": f"env:{secret_env(sub.id)}",
-                     "retry_schedule": [1, 1], "read_timeout": 2, "connect_timeout": 1},
+        "public_body": sub.public_body,
+        "kommuner": sub.kommuner,
+        "event_types": sorted(sub.fields),
+        "predicates": {},
+        "fields": sub.fields,
+        "delivery": {
+            "kind": "webhook",
+            "url": url,
+            "secret_ref": f"env:{secret_env(sub.id)}",
+            "retry_schedule": [1, 1],
+            "read_timeout": 2,
+            "connect_timeout": 1,
+        },
     }
 
 
@@ -263,21 +297,29 @@ class Run:
         try:
             await admin.create_topics(
                 [NewTopic(f"{self.app_id}-{n}", 4, 1) for n in ("ingest", "events", "deadletter", "deliveries")]
-                + [NewTopic(f"{self.app_id}-subscriptions", 1, 1, topic_configs={"cleanup.policy": "compact"})])
+                + [NewTopic(f"{self.app_id}-subscriptions", 1, 1, topic_configs={"cleanup.policy": "compact"})]
+            )
         finally:
             await admin.close()
         for receiver in self.receivers.values():
             await receiver.start()
-        await produce(self.bootstrap, f"{self.app_id}-subscriptions",
-                      [json.dumps(subscription(s, self.receivers[s.id].url)).encode() for s in SUBSCRIPTIONS],
-                      [s.id.encode() for s in SUBSCRIPTIONS])
+        await produce(
+            self.bootstrap,
+            f"{self.app_id}-subscriptions",
+            [json.dumps(subscription(s, self.receivers[s.id].url)).encode() for s in SUBSCRIPTIONS],
+            [s.id.encode() for s in SUBSCRIPTIONS],
+        )
         self.worker.start()
         config = self.tmp / "http-ingest.json"
         config.write_text(json.dumps(ingest_config(self.port)))
         with self.connector_log.open("ab") as log:
             self.connector = subprocess.Popen(
                 [sys.executable, "-m", "agents.cli", "connectors", "run", "http-ingest", "--config", str(config)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         await self._until(self._ingest_answers, "HTTP ingest answers")
         for sub in SUBSCRIPTIONS:
             await self._until(self.receivers[sub.id].verified, f"{sub.id} verified")
@@ -298,8 +340,9 @@ class Run:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await admin.start()
         try:
-            await admin.delete_topics([t for t in await admin.list_topics()
-                                       if t.startswith(self.app_id) or t.startswith(self.prefix)])
+            await admin.delete_topics(
+                [t for t in await admin.list_topics() if t.startswith((self.app_id, self.prefix))]
+            )
         finally:
             await admin.close()
 
@@ -315,8 +358,10 @@ class Run:
         """Poll `condition` (sync or async) until true; fail early, with the logs, if a process died."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for name, process, log in (("worker", self.worker.process, self.worker.log_path),
-                                       ("http-ingest", self.connector, self.connector_log)):
+            for name, process, log in (
+                ("worker", self.worker.process, self.worker.log_path),
+                ("http-ingest", self.connector, self.connector_log),
+            ):
                 if process is not None and process.poll() is not None:
                     tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
                     raise AssertionError(f"{name} exited ({process.returncode}) while waiting for {what}:\n{tail}")
@@ -336,10 +381,13 @@ class Run:
         async with aiohttp.ClientSession() as session:
             at = 0
             while at < len(events):
-                batch = events[at:at + self.rng.randint(1, 8)]
+                batch = events[at : at + self.rng.randint(1, 8)]
                 at += len(batch)
-                async with session.post(f"http://127.0.0.1:{self.port}/events", data=json.dumps([e.body for e in batch]),
-                                        headers={**auth("every-type"), "Content-Type": "application/cloudevents-batch+json"}) as r:
+                async with session.post(
+                    f"http://127.0.0.1:{self.port}/events",
+                    data=json.dumps([e.body for e in batch]),
+                    headers={**auth("every-type"), "Content-Type": "application/cloudevents-batch+json"},
+                ) as r:
                     assert r.status == 202, f"HTTP ingest answered {r.status}: {await r.text()}"
         self.sent += len(events)
 
@@ -349,7 +397,9 @@ class Run:
             await wait_for_commits(self.bootstrap, f"{self.app_id}-{stage}", self.sent, SETTLE_TIMEOUT, self.worker)
         self.settled.append((time.time(), phase))
 
-    async def delivered(self, skip: frozenset[str] = frozenset(), replayed_after: dict[bytes, str] | None = None) -> None:
+    async def delivered(
+        self, skip: frozenset[str] = frozenset(), replayed_after: dict[bytes, str] | None = None
+    ) -> None:
         """Every delivery record has its outcome in the ledger (those replayed: a newer one), but `skip`'s."""
         topics = delivery_topics(self.app_id)
 
@@ -382,8 +432,12 @@ class Run:
         return {k: e["at"] for k, e in ledger.items() if e["subscription"] == sub_id and e["status"] == "dead_lettered"}
 
     async def cli(self, *args: str):
-        result = await samband(self.bootstrap, *args, env={"SAMBAND_APP_ID": self.app_id,
-                                                            "SAMBAND_SUBSCRIBER_TOPIC_PREFIX": self.prefix}, timeout=120)
+        result = await samband(
+            self.bootstrap,
+            *args,
+            env={"SAMBAND_APP_ID": self.app_id, "SAMBAND_SUBSCRIBER_TOPIC_PREFIX": self.prefix},
+            timeout=120,
+        )
         assert "Traceback" not in result.stderr, result.stderr
         return result
 
@@ -417,9 +471,15 @@ class Run:
 
         scan = await self.cli("privacy", "scan", "--logs", str(self.worker.log_path), str(self.connector_log))
         findings = [f for sub in SUBSCRIPTIONS for f in self.check(sub)]
-        return Outcome(self.seed, len(self.persons), sum(len(p.events) for p in self.persons), scan.code,
-                       scan.stdout + scan.stderr, findings,
-                       sum(len(r.received) for r in self.receivers.values()))
+        return Outcome(
+            self.seed,
+            len(self.persons),
+            sum(len(p.events) for p in self.persons),
+            scan.code,
+            scan.stdout + scan.stderr,
+            findings,
+            sum(len(r.received) for r in self.receivers.values()),
+        )
 
     # -- the receivers' check -----------------------------------------------------------------
 
@@ -437,15 +497,21 @@ class Run:
                 findings.append(f"{sub.id}: event {event_id}: not an event of this run")
                 continue
             grade = self.grade_when_sent(sent, request.at)
-            where = (f"{sub.id}: {cloudevent['type'].rpartition('.')[2]} {event_id} (person {sent.person} event "
-                     f"{sent.position}, phase {sent.phase}, answered {request.status}, grade {grade})")
-            text = json.dumps({**cloudevent.get_attributes(), "data": cloudevent.get_data()}, default=str, ensure_ascii=False)
+            where = (
+                f"{sub.id}: {cloudevent['type'].rpartition('.')[2]} {event_id} (person {sent.person} event "
+                f"{sent.position}, phase {sent.phase}, answered {request.status}, grade {grade})"
+            )
+            text = json.dumps(
+                {**cloudevent.get_attributes(), "data": cloudevent.get_data()}, default=str, ensure_ascii=False
+            )
             person = self.persons[sent.person]
             streets = [s for s in person.streets if s in text]
             scoped = sub.kommuner != "all"
             if grade in STRICT:
                 if scoped and not purge:
-                    findings.append(f"{where}: a strengt fortrolig person's event reached a kommune-scoped subscription")
+                    findings.append(
+                        f"{where}: a strengt fortrolig person's event reached a kommune-scoped subscription"
+                    )
                 if streets or _has_address(cloudevent.get_data()):
                     findings.append(f"{where}: a strengt fortrolig person's address")
                 if any(f'"{k}"' in text for k in KOMMUNER):
@@ -456,7 +522,9 @@ class Run:
                     findings.append(f"{where}: a strengt fortrolig person's move scope or cause")
             elif grade == "fortrolig" and not sub.public_body:
                 if scoped and not purge:
-                    findings.append(f"{where}: a fortrolig person's event reached a non-public kommune-scoped subscription")
+                    findings.append(
+                        f"{where}: a fortrolig person's event reached a non-public kommune-scoped subscription"
+                    )
                 if streets or _has_address(cloudevent.get_data()):
                     findings.append(f"{where}: a fortrolig person's address reached a non-public body")
         return findings
@@ -473,7 +541,7 @@ class Run:
         posted = max((p for t, p in self.posted if t <= at), default=1)
         events = self.persons[sent.person].events
         routed = [e for e in events if e.position <= sent.position or e.phase <= settled]  # a prefix
-        possible = [routed[-1], *(e for e in events[len(routed):] if e.phase <= posted)]
+        possible = [routed[-1], *(e for e in events[len(routed) :] if e.phase <= posted)]
         now = min((e.grade for e in possible), key=RANK.__getitem__)
         return max(sent.grade, now, key=RANK.__getitem__)
 

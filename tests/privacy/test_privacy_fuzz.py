@@ -19,9 +19,17 @@ async def test_a_random_run_with_protected_persons_and_replays_leaves_no_finding
 
     outcome = await fuzz_run(kafka_bootstrap, tmp_path, seed, persons)
 
-    print(f"privacy fuzz: seed {seed}: {outcome.events} events of {outcome.persons} persons, "
-          f"{outcome.requests} requests to the receivers")
+    print(
+        f"privacy fuzz: seed {seed}: {outcome.events} events of {outcome.persons} persons, "
+        f"{outcome.requests} requests to the receivers"
+    )
     rerun = f"(rerun: SAMBAND_FUZZ_SEED={seed} SAMBAND_FUZZ_PERSONS={persons})"
-    report = "\n".join([f"receivers got what the rule forbids {rerun}:", *outcome.findings,
-                         f"samband privacy scan exit {outcome.scan_code}:", outcome.scan_output])
+    report = "\n".join(
+        [
+            f"receivers got what the rule forbids {rerun}:",
+            *outcome.findings,
+            f"samband privacy scan exit {outcome.scan_code}:",
+            outcome.scan_output,
+        ]
+    )
     assert (outcome.findings, outcome.scan_code) == ([], 0), report

@@ -30,28 +30,54 @@ PUBLIC, PRIVATE = "kommunal-tjeneste", "privat-operator"  # a public body for al
 
 
 def _subscription(sub_id: str, public_body: bool, kommuner, delivery: dict) -> bytes:
-    return json.dumps({
-        "id": sub_id, "system": {"name": sub_id, "owner": "Prøve", "contact": "test@example.invalid"},
-        "legal_basis": "Syntetisk prøve", "public_body": public_body, "kommuner": kommuner,
-        "event_types": ["Move"], "fields": {"Move": ["envelope.person", "movedDate", "newAddress"]}
-        if public_body else {"Move": ["movedDate", "newAddress"]}, "delivery": delivery,
-    }).encode()
+    return json.dumps(
+        {
+            "id": sub_id,
+            "system": {"name": sub_id, "owner": "Prøve", "contact": "test@example.invalid"},
+            "legal_basis": "Syntetisk prøve",
+            "public_body": public_body,
+            "kommuner": kommuner,
+            "event_types": ["Move"],
+            "fields": {"Move": ["envelope.person", "movedDate", "newAddress"]}
+            if public_body
+            else {"Move": ["movedDate", "newAddress"]},
+            "delivery": delivery,
+        }
+    ).encode()
 
 
 def _delivery(sub_id: str, person_key: str, record: dict, data: dict, kind: str = "event") -> bytes:
     envelope = record["envelope"]
     event_id = envelope["id"] + ("-purge" if kind == "purge" else "")
-    cloudevent = {"specversion": "1.0", "id": event_id, "type": "no.samband.purge" if kind == "purge" else envelope["type"],
-                  "source": "urn:no:samband:router" if kind == "purge" else envelope["source"],
-                  "time": "2024-03-01T08:30:00+00:00", "subject": person_key, "datacontenttype": "application/json",
-                  "data": data}
-    return json.dumps({"idempotency_key": f"{event_id}.{sub_id}", "subscription": sub_id, "person": person_key,
-                       "event": cloudevent, "kind": kind}).encode()
+    cloudevent = {
+        "specversion": "1.0",
+        "id": event_id,
+        "type": "no.samband.purge" if kind == "purge" else envelope["type"],
+        "source": "urn:no:samband:router" if kind == "purge" else envelope["source"],
+        "time": "2024-03-01T08:30:00+00:00",
+        "subject": person_key,
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    return json.dumps(
+        {
+            "idempotency_key": f"{event_id}.{sub_id}",
+            "subscription": sub_id,
+            "person": person_key,
+            "event": cloudevent,
+            "kind": kind,
+        }
+    ).encode()
 
 
 def _move(person: str, street: str, protection: str = "ugradert") -> dict:
-    return event("Move", person, ["4601"], envelope={"addressProtection": protection, "source": "urn:no:skatteetaten:folkeregisteret"},
-                 newAddress=address("4601", street, 3))
+    return event(
+        "Move",
+        person,
+        ["4601"],
+        envelope={"addressProtection": protection, "source": "urn:no:skatteetaten:folkeregisteret"},
+        newAddress=address("4601", street, 3),
+    )
 
 
 def _moved(record: dict, person: str | None = None) -> dict:
@@ -73,9 +99,21 @@ class Bus:
         return f"{self.app_id}-{name}"
 
     async def create(self) -> None:
-        await create_topics(self.bootstrap, *(self.topic(t) for t in (
-            "events", "deliveries", "delivery-pending", "delivery-ledger", "delivery-status", "deadletter")),
-            self.subscriber_topic)
+        await create_topics(
+            self.bootstrap,
+            *(
+                self.topic(t)
+                for t in (
+                    "events",
+                    "deliveries",
+                    "delivery-pending",
+                    "delivery-ledger",
+                    "delivery-status",
+                    "deadletter",
+                )
+            ),
+            self.subscriber_topic,
+        )
         await create_topics(self.bootstrap, self.topic("subscriptions"), partitions=1)
 
     async def delete(self) -> None:
@@ -98,17 +136,28 @@ class Bus:
 
     async def subscriber_record(self, record: dict, data: dict, key: str = HIDDEN_KEY) -> tuple[int, int]:
         """A record on the private operator's own topic, as the Kafka sink writes it (Avro data, ce_* headers)."""
-        schema_id, schema = register_schemas(registry := CatalogRegistry(catalog()), self.subscriber_topic,
-                                             {"Move": ["movedDate", "newAddress"]})["Move"]
+        schema_id, schema = register_schemas(
+            registry := CatalogRegistry(catalog()), self.subscriber_topic, {"Move": ["movedDate", "newAddress"]}
+        )["Move"]
         value = Codec(registry).encode(to_avro(schema, data), schema_id)
         envelope = record["envelope"]
-        headers = [("ce_id", envelope["id"].encode()), ("ce_type", envelope["type"].encode()),
-                   ("ce_source", envelope["source"].encode()), ("ce_subject", key.encode())]
+        headers = [
+            ("ce_id", envelope["id"].encode()),
+            ("ce_type", envelope["type"].encode()),
+            ("ce_source", envelope["source"].encode()),
+            ("ce_subject", key.encode()),
+        ]
         return await self.put(self.subscriber_topic, key.encode(), value, headers)
 
     async def scan(self, *logs) -> tuple[int, str, str]:
-        result = await samband(self.bootstrap, "privacy", "scan", *(("--logs", *map(str, logs)) if logs else ()),
-                               env={"SAMBAND_APP_ID": self.app_id, "SAMBAND_SUBSCRIBER_TOPIC_PREFIX": self.prefix}, timeout=120)
+        result = await samband(
+            self.bootstrap,
+            "privacy",
+            "scan",
+            *(("--logs", *map(str, logs)) if logs else ()),
+            env={"SAMBAND_APP_ID": self.app_id, "SAMBAND_SUBSCRIBER_TOPIC_PREFIX": self.prefix},
+            timeout=120,
+        )
         assert "Traceback" not in result.stderr, result.stderr
         return result.code, result.stdout, result.stderr
 
@@ -120,16 +169,29 @@ async def bus(kafka_bootstrap):
     bus = Bus(kafka_bootstrap)
     await bus.create()
     try:
-        await bus.put(bus.topic("subscriptions"), PUBLIC.encode(), _subscription(
-            PUBLIC, True, "all", {"kind": "webhook", "url": "https://kommune.example/hook", "secret_ref": f"file:{PUBLIC}"}))
-        await bus.put(bus.topic("subscriptions"), PRIVATE.encode(), _subscription(
-            PRIVATE, False, ["4601"], {"kind": "kafka"}))
+        await bus.put(
+            bus.topic("subscriptions"),
+            PUBLIC.encode(),
+            _subscription(
+                PUBLIC,
+                True,
+                "all",
+                {"kind": "webhook", "url": "https://kommune.example/hook", "secret_ref": f"file:{PUBLIC}"},
+            ),
+        )
+        await bus.put(
+            bus.topic("subscriptions"), PRIVATE.encode(), _subscription(PRIVATE, False, ["4601"], {"kind": "kafka"})
+        )
         bus.open_move = _move(OPEN, OPEN_STREET)
         bus.old_move = _move(HIDDEN, OLD_STREET)
         bus.protection = event("AddressProtectionChange", HIDDEN, ["4601"], protection="strengtFortrolig")
         bus.secret_move = _move(HIDDEN, SECRET_STREET, "strengtFortrolig")
-        for key, record in ((OPEN_KEY, bus.open_move), (HIDDEN_KEY, bus.old_move), (HIDDEN_KEY, bus.protection),
-                            (HIDDEN_KEY, bus.secret_move)):
+        for key, record in (
+            (OPEN_KEY, bus.open_move),
+            (HIDDEN_KEY, bus.old_move),
+            (HIDDEN_KEY, bus.protection),
+            (HIDDEN_KEY, bus.secret_move),
+        ):
             await bus.put(bus.topic("events"), key.encode(), encode(record))
         deliveries = bus.topic("deliveries")
         # Granted envelope.person and the address of an ugradert person: allowed.
@@ -138,14 +200,39 @@ async def bus(kafka_bootstrap):
         await bus.put(deliveries, b"k2", _delivery(PUBLIC, HIDDEN_KEY, bus.old_move, _moved(bus.old_move, HIDDEN)))
         await bus.put(deliveries, b"k2", _delivery(PUBLIC, HIDDEN_KEY, bus.protection, {"delete": "address"}, "purge"))
         # After the change: the Move without its address.
-        await bus.put(deliveries, b"k2", _delivery(PUBLIC, HIDDEN_KEY, bus.secret_move,
-                                                   {"movedDate": "2024-03-01", "newAddress": None, "envelope": {"person": HIDDEN}}))
-        await bus.put(bus.topic("delivery-ledger"), b"e1.x", json.dumps(
-            {"event_id": bus.open_move["envelope"]["id"], "subscription": PUBLIC, "status": "delivered", "attempts": 1}).encode())
+        await bus.put(
+            deliveries,
+            b"k2",
+            _delivery(
+                PUBLIC,
+                HIDDEN_KEY,
+                bus.secret_move,
+                {"movedDate": "2024-03-01", "newAddress": None, "envelope": {"person": HIDDEN}},
+            ),
+        )
+        await bus.put(
+            bus.topic("delivery-ledger"),
+            b"e1.x",
+            json.dumps(
+                {
+                    "event_id": bus.open_move["envelope"]["id"],
+                    "subscription": PUBLIC,
+                    "status": "delivered",
+                    "attempts": 1,
+                }
+            ).encode(),
+        )
         await bus.put(bus.topic("delivery-status"), PUBLIC.encode(), json.dumps({"state": "verified"}).encode())
         # A dead letter whose payload is ciphertext (unreadable): not a finding; its headers are.
-        await bus.put(bus.topic("deadletter"), OPEN_KEY.encode(), os.urandom(200),
-                      [("samband-dlq-reason", b"delivery.rejected"), ("traceparent", b"00-" + b"0" * 32 + b"-" + b"1" * 16 + b"-01")])
+        await bus.put(
+            bus.topic("deadletter"),
+            OPEN_KEY.encode(),
+            os.urandom(200),
+            [
+                ("samband-dlq-reason", b"delivery.rejected"),
+                ("traceparent", b"00-" + b"0" * 32 + b"-" + b"1" * 16 + b"-01"),
+            ],
+        )
         yield bus
     finally:
         await bus.delete()
@@ -153,10 +240,16 @@ async def bus(kafka_bootstrap):
 
 def _clean_log(tmp_path):
     log = tmp_path / "worker.log"
-    log.write_text("\n".join(json.dumps(line) for line in (
-        {"event": "routed", "person": "[redacted]", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"},
-        {"event": "delivered", "subscription": PUBLIC, "offset": 12345678901234},
-    )) + "\n")
+    log.write_text(
+        "\n".join(
+            json.dumps(line)
+            for line in (
+                {"event": "routed", "person": "[redacted]", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"},
+                {"event": "delivered", "subscription": PUBLIC, "offset": 12345678901234},
+            )
+        )
+        + "\n"
+    )
     return log
 
 
@@ -167,14 +260,19 @@ async def test_a_clean_bus_and_clean_logs_give_no_finding_and_exit_0(bus, tmp_pa
 
 
 async def test_each_planted_leak_is_found_where_it_is_and_nothing_personal_is_printed(bus, tmp_path):
-    ledger = await bus.put(bus.topic("delivery-ledger"), b"leak", json.dumps({"status": "failed", "note": f"person {HIDDEN}"}).encode())
+    ledger = await bus.put(
+        bus.topic("delivery-ledger"), b"leak", json.dumps({"status": "failed", "note": f"person {HIDDEN}"}).encode()
+    )
     status = await bus.put(bus.topic("delivery-status"), b"leak", json.dumps({"error": f"id={OPEN}"}).encode())
     # A strengt fortrolig person's new street, to a public body and on the private operator's topic.
-    to_public = await bus.put(bus.topic("deliveries"), b"k2", _delivery(PUBLIC, HIDDEN_KEY, bus.secret_move,
-                                                                       _moved(bus.secret_move, HIDDEN)))
+    to_public = await bus.put(
+        bus.topic("deliveries"), b"k2", _delivery(PUBLIC, HIDDEN_KEY, bus.secret_move, _moved(bus.secret_move, HIDDEN))
+    )
     to_private = await bus.subscriber_record(bus.secret_move, _moved(bus.secret_move))
     # A replay of the old Move after the purge, address included.
-    replay = await bus.put(bus.topic("deliveries"), b"k2", _delivery(PUBLIC, HIDDEN_KEY, bus.old_move, _moved(bus.old_move, HIDDEN)))
+    replay = await bus.put(
+        bus.topic("deliveries"), b"k2", _delivery(PUBLIC, HIDDEN_KEY, bus.old_move, _moved(bus.old_move, HIDDEN))
+    )
     # A Move whose event has left the events topic (retention), keyed as the sink keys it: the
     # subscription's own pseudonym of the strengt fortrolig person.
     aged_out = _move(HIDDEN, SECRET_STREET, "strengtFortrolig")
@@ -185,17 +283,26 @@ async def test_each_planted_leak_is_found_where_it_is_and_nothing_personal_is_pr
     log = _clean_log(tmp_path)
     with log.open("a") as out:
         out.write(json.dumps({"event": "oops", "error": f"bad {OPEN}"}) + "\n")
-        out.write(json.dumps({"event": "oops", "error": f"moved to {SECRET_STREET} 3"}) + "\n")  # as the JSON log writes it: Skj\\u00e6rgata
+        out.write(
+            json.dumps({"event": "oops", "error": f"moved to {SECRET_STREET} 3"}) + "\n"
+        )  # as the JSON log writes it: Skj\\u00e6rgata
 
     code, out, err = await bus.scan(log)
 
     assert code == 1, out
     lines = out.splitlines()
-    at = {name: f"{topic} partition {where[0]} offset {where[1]}" for name, topic, where in (
-        ("ledger", bus.topic("delivery-ledger"), ledger), ("status", bus.topic("delivery-status"), status),
-        ("public", bus.topic("deliveries"), to_public), ("private", bus.subscriber_topic, to_private),
-        ("aged", bus.subscriber_topic, to_private_aged),
-        ("replay", bus.topic("deliveries"), replay), ("dead", bus.topic("deadletter"), dead))}
+    at = {
+        name: f"{topic} partition {where[0]} offset {where[1]}"
+        for name, topic, where in (
+            ("ledger", bus.topic("delivery-ledger"), ledger),
+            ("status", bus.topic("delivery-status"), status),
+            ("public", bus.topic("deliveries"), to_public),
+            ("private", bus.subscriber_topic, to_private),
+            ("aged", bus.subscriber_topic, to_private_aged),
+            ("replay", bus.topic("deliveries"), replay),
+            ("dead", bus.topic("deadletter"), dead),
+        )
+    }
     expected = [
         f"{at['ledger']}: identity_number",
         f"{at['status']}: identity_number",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 
@@ -18,18 +19,22 @@ class TopicWatch:
         self._task: asyncio.Task | None = None
 
     async def __aenter__(self) -> TopicWatch:
-        consumer = AIOKafkaConsumer(self.topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
-                                    enable_auto_commit=False, fetch_max_wait_ms=100, metadata_max_age_ms=1000)
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=100,
+            metadata_max_age_ms=1000,
+        )
         await consumer.start()
         self._task = asyncio.create_task(self._follow(consumer))
         return self
 
     async def __aexit__(self, *exc) -> None:
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
 
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
         try:
@@ -48,7 +53,9 @@ class TopicWatch:
                 async with self._arrived:
                     await self._arrived.wait_for(lambda: condition(self.records))
         except TimeoutError:
-            raise AssertionError(f"{what}: not within {timeout} s ({len(self.records)} records on {self.topic})") from None
+            raise AssertionError(
+                f"{what}: not within {timeout} s ({len(self.records)} records on {self.topic})"
+            ) from None
 
     def deliveries(self) -> list[dict]:
         return [json.loads(r.value) for r in self.records]

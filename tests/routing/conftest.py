@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from bus_settings import API_TOKEN, PSEUDONYM_KEY, READ_TOKEN
 
 from agents.routing.topics import BusTopics, bus_topics
-
-from bus_settings import API_TOKEN, PSEUDONYM_KEY, READ_TOKEN
 
 
 @pytest.fixture
@@ -19,7 +18,7 @@ def bus_env(worker_env):
         "SAMBAND_BROKER_SESSION_TIMEOUT": "8",  # a killed worker's partitions move on quickly
         # Tokens without a tenant own nothing: these act on every subscription as operators.
         "SAMBAND_API_TOKENS": f"{API_TOKEN}=subscriptions:read+subscriptions:write+subscriptions:operator,"
-                              f"{READ_TOKEN}=subscriptions:read+subscriptions:operator",
+        f"{READ_TOKEN}=subscriptions:read+subscriptions:operator",
     }
 
 

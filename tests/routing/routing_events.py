@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from schemas.catalog import EVENTS_NAMESPACE, catalog
 from schemas.codec import Codec
@@ -42,8 +42,12 @@ def event(event_type: str, person: str, kommuner: list[str], **payload) -> dict:
     """A valid record of the event type for `person`, with a fresh id; payload fields override the example's."""
     record = example(event_type)
     record["envelope"].update(
-        id=str(uuid.uuid4()), person=person, kommunenummer=list(kommuner), sequenceNumber=None, correlationId=None,
-        time=datetime.now(timezone.utc).replace(microsecond=0),
+        id=str(uuid.uuid4()),
+        person=person,
+        kommunenummer=list(kommuner),
+        sequenceNumber=None,
+        correlationId=None,
+        time=datetime.now(UTC).replace(microsecond=0),
     )
     envelope_overrides = payload.pop("envelope", {})
     record["envelope"].update(envelope_overrides)
@@ -86,4 +90,3 @@ def _json(value):
 
 def event_type_name(name: str) -> str:
     return f"{EVENTS_NAMESPACE}.{name}"
-

@@ -10,14 +10,14 @@ from datetime import date, timedelta
 
 from aiokafka import AIOKafkaProducer
 from bus_settings import PSEUDONYM_KEY
-from kafka_io import produce, read_to_end
+from kafka_io import read_to_end
 from routing_events import address, cloudevent_json, encode, event, synthetic_number
 from subscription_factory import subscription
 from support import open_dead_letter
 from worker_process import WorkerProcess, wait_for_commits
 
-from agents.tracing import from_kafka_headers, parse
 from agents.subscriptions.store import write
+from agents.tracing import from_kafka_headers, parse
 from connectors.dead_letters import DeadLetter
 from schemas.pseudonym import pseudonym
 
@@ -35,12 +35,15 @@ def _bad_inputs() -> dict[str, bytes]:
     unknown_type = json.loads(cloudevent_json(event("Death", _person(3), [OSLO])))
     unknown_type["type"] = "no.samband.events.PersonAscended"
     bad_number = _person(4)[:10] + str((int(_person(4)[10]) + 1) % 10)
-    move = event("Move", _person(5), [OSLO], previousAddress=address(OSLO, "Gammel", 1), newAddress=None,
-                 scope="withinKommune")
+    move = event(
+        "Move", _person(5), [OSLO], previousAddress=address(OSLO, "Gammel", 1), newAddress=None, scope="withinKommune"
+    )
     oversized = json.loads(cloudevent_json(event("Death", _person(6), [OSLO])))
     oversized["padding"] = "x" * 5000
     future = event("Death", _person(7), [OSLO], deathDate=date.today() + timedelta(days=3))
-    orphan = event("Death", _person(8), [OSLO], envelope={"changeKind": "correction", "correctsEventId": str(uuid.uuid4())})
+    orphan = event(
+        "Death", _person(8), [OSLO], envelope={"changeKind": "correction", "correctsEventId": str(uuid.uuid4())}
+    )
     return {
         "wire.truncated": encode(death)[:30],
         "wire.unknown_schema_id": bytes([0]) + (987654).to_bytes(4, "big") + encode(death)[5:],
@@ -57,7 +60,8 @@ def _bad_inputs() -> dict[str, bytes]:
 
 
 async def test_eleven_classes_of_bad_input_are_dead_lettered_a_duplicate_dropped_and_the_rest_routed(
-        kafka_bootstrap, bus, bus_env, tmp_path):
+    kafka_bootstrap, bus, bus_env, tmp_path
+):
     sub = subscription("alle-dodsfall", "all", ["Death"], {"Death": ["deathDate"]})
     await write(kafka_bootstrap, bus.subscriptions, [(sub.id, sub.to_json())])
     valid = [event("Death", _person(20 + n), [OSLO]) for n in range(12)]
@@ -71,7 +75,7 @@ async def test_eleven_classes_of_bad_input_are_dead_lettered_a_duplicate_dropped
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await producer.start()
     try:
-        for key, value in zip(keys, values):
+        for key, value in zip(keys, values, strict=False):
             await (await producer.send(bus.ingest, value=value, key=key, headers=traced))
     finally:
         await producer.stop()

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka import AIOKafkaProducer
+from support import unique_name
 
 from agents.routing.batches import BatchService
 from agents.routing.state import PartitionedState
-from support import unique_name
 
 
 class _Unrecoverable(PartitionedState):
@@ -44,8 +44,17 @@ class _Logic:
 async def test_a_failed_state_recovery_on_assignment_stops_the_stage(kafka_bootstrap, new_topic):
     source = await new_topic(partitions=1, prefix="batch-source")
     logic = _Logic(unique_name("batch-state"))
-    stage = BatchService(bootstrap=kafka_bootstrap, source=source, group=unique_name("batch-group"), outputs=[],
-                         partitions=1, batch_size=10, within=0.05, session_timeout=10, logic=lambda: logic)
+    stage = BatchService(
+        bootstrap=kafka_bootstrap,
+        source=source,
+        group=unique_name("batch-group"),
+        outputs=[],
+        partitions=1,
+        batch_size=10,
+        within=0.05,
+        session_timeout=10,
+        logic=lambda: logic,
+    )
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await producer.start()
     await producer.send_and_wait(source, b"record", key=b"k")

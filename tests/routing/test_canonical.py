@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from io import BytesIO
 from datetime import date, timedelta
+from io import BytesIO
 
 import fastavro
 import pytest
+from routing_events import CODEC, address, cloudevent_json, encode, event, synthetic_number
 
 from agents.routing.canonical import Canonicaliser, Rejected
-from routing_events import CODEC, address, cloudevent_json, encode, event, synthetic_number
 from schemas.catalog import catalog
 
 PERSON = synthetic_number(12, 3, 88, 100)

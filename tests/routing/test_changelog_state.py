@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from aiokafka import AIOKafkaProducer
+from kafka_io import read_to_end
 
 from agents.routing.state import PartitionedState, SegmentedState
 from connectors.record_batches import RecordBatches
-from kafka_io import read_to_end
 
 
 async def _write(bootstrap: str, state, pending) -> None:
@@ -23,7 +23,8 @@ async def _write(bootstrap: str, state, pending) -> None:
 
 
 async def test_routing_records_are_one_segment_per_partition_and_batch_and_recover_the_latest_value(
-        kafka_bootstrap, new_topic):
+    kafka_bootstrap, new_topic
+):
     topic = await new_topic(partitions=2, prefix="router-records")
     records = SegmentedState(topic, {})
     records.partitions = {0: {}, 1: {}}
@@ -79,16 +80,22 @@ async def test_person_state_is_a_record_per_key_and_a_tombstone_deletes(kafka_bo
 
     recovered = PartitionedState(topic, {})
     await recovered.recover(kafka_bootstrap, {0, 1})
-    assert recovered.partitions == {0: {"pseudonym-1": b'{"protection":"ugradert"}'},
-                                    1: {"pseudonym-2": b'{"protection":"fortrolig"}'}}
+    assert recovered.partitions == {
+        0: {"pseudonym-1": b'{"protection":"ugradert"}'},
+        1: {"pseudonym-2": b'{"protection":"fortrolig"}'},
+    }
 
 
 async def test_recovery_skips_and_counts_malformed_records(kafka_bootstrap, new_topic):
     from agents import metrics
 
     def skipped(topic: str) -> float:
-        return sum(s.value for m in metrics.REGISTRY.collect() for s in m.samples
-                   if s.name == "samband_malformed_records_total" and s.labels["topic"] == topic)
+        return sum(
+            s.value
+            for m in metrics.REGISTRY.collect()
+            for s in m.samples
+            if s.name == "samband_malformed_records_total" and s.labels["topic"] == topic
+        )
 
     seen_topic, records_topic = await new_topic(prefix="seen-ids"), await new_topic(prefix="router-records")
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")

@@ -13,9 +13,8 @@ from collections import defaultdict
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-
-from bus_watch import TopicWatch
 from bus_settings import PSEUDONYM_KEY
+from bus_watch import TopicWatch
 from kafka_io import read_to_end
 from routing_events import encode, event, synthetic_number
 from subscription_factory import subscription
@@ -53,13 +52,18 @@ async def _wait_processed(bootstrap: str, groups: dict[str, str], worker: Worker
         partitions = [TopicPartition(t, p) for t in groups.values() for p in range(4)]
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            committed = {tp: meta.offset for group in groups
-                         for tp, meta in (await admin.list_consumer_group_offsets(group)).items()}
+            committed = {
+                tp: meta.offset
+                for group in groups
+                for tp, meta in (await admin.list_consumer_group_offsets(group)).items()
+            }
             end = await consumer.end_offsets(partitions)
             if all(committed.get(tp, 0) >= end[tp] for tp in partitions):
                 return
             assert worker.process.poll() is None, worker.log_tail()
-            assert asyncio.get_running_loop().time() < deadline, f"not processed within {timeout} s:\n{worker.log_tail()}"
+            assert asyncio.get_running_loop().time() < deadline, (
+                f"not processed within {timeout} s:\n{worker.log_tail()}"
+            )
             await asyncio.sleep(0.5)  # poll interval inside a deadline
     finally:
         await consumer.stop()
@@ -67,14 +71,24 @@ async def _wait_processed(bootstrap: str, groups: dict[str, str], worker: Worker
 
 
 async def test_kill_9_mid_stream_loses_nothing_and_repeats_carry_the_same_key(kafka_bootstrap, bus, bus_env, tmp_path):
-    subs = [subscription("nasjonal", "all", ["Death"], {"Death": ["deathDate"]}),
-            subscription("oslo", ["0301"], ["Death"], {"Death": ["deathDate", "envelope.kommunenummer"]})]
+    subs = [
+        subscription("nasjonal", "all", ["Death"], {"Death": ["deathDate"]}),
+        subscription("oslo", ["0301"], ["Death"], {"Death": ["deathDate", "envelope.kommunenummer"]}),
+    ]
     await write(kafka_bootstrap, bus.subscriptions, [(s.id, s.to_json()) for s in subs])
-    records = [event("Death", synthetic_number(1 + n % 28, 1 + (n // 28) % 12, 40 + n % 50, n // 16_800 * 100),
-                     [KOMMUNER[n % len(KOMMUNER)]]) for n in range(EVENTS)]
+    records = [
+        event(
+            "Death",
+            synthetic_number(1 + n % 28, 1 + (n // 28) % 12, 40 + n % 50, n // 16_800 * 100),
+            [KOMMUNER[n % len(KOMMUNER)]],
+        )
+        for n in range(EVENTS)
+    ]
     await _produce_all(kafka_bootstrap, bus.ingest, records)
-    expected = {r["envelope"]["id"]: {"nasjonal"} | ({"oslo"} if r["envelope"]["kommunenummer"] == ["0301"] else set())
-                for r in records}
+    expected = {
+        r["envelope"]["id"]: {"nasjonal"} | ({"oslo"} if r["envelope"]["kommunenummer"] == ["0301"] else set())
+        for r in records
+    }
 
     worker = WorkerProcess(bus_env, tmp_path / "worker.log")
     worker.start()
@@ -87,8 +101,9 @@ async def test_kill_9_mid_stream_loses_nothing_and_repeats_carry_the_same_key(ka
     worker.start()
     try:
         app_id = bus_env["SAMBAND_APP_ID"]
-        await _wait_processed(kafka_bootstrap, {f"{app_id}-ingest": bus.ingest, f"{app_id}-router": bus.events},
-                              worker, timeout=90)
+        await _wait_processed(
+            kafka_bootstrap, {f"{app_id}-ingest": bus.ingest, f"{app_id}-router": bus.events}, worker, timeout=90
+        )
     finally:
         assert worker.stop() == 0, worker.log_tail()
 

@@ -19,15 +19,23 @@ PERSON = synthetic_number(14, 3, 79, 410)
 
 
 def _hidden_move(**change) -> dict:
-    record = event("Move", PERSON, ["4601"], previousAddress=address("4601", "Gammelgata", 3),
-                   newAddress=address("4601", STREET, 7), scope="withinKommune")
+    record = event(
+        "Move",
+        PERSON,
+        ["4601"],
+        previousAddress=address("4601", "Gammelgata", 3),
+        newAddress=address("4601", STREET, 7),
+        scope="withinKommune",
+    )
     record["envelope"]["addressProtection"] = "strengtFortrolig"
     body = json.loads(cloudevent_json(record))
     body["data"].update(change.pop("data", {}))
     return body | change
 
 
-async def test_a_strengt_fortrolig_event_that_fails_before_decoding_leaves_nothing_readable(kafka_bootstrap, bus, bus_env, tmp_path):
+async def test_a_strengt_fortrolig_event_that_fails_before_decoding_leaves_nothing_readable(
+    kafka_bootstrap, bus, bus_env, tmp_path
+):
     wrong_type = _hidden_move(data={"movedDate": 20240301})  # json.field_type: the event never became a record
     oversized = _hidden_move(padding="x" * 5000)  # ingest.oversized (SAMBAND_INGEST_MAX_BYTES=4096)
     bad_version = _hidden_move(specversion="0.3")  # cloudevent.invalid
@@ -46,7 +54,8 @@ async def test_a_strengt_fortrolig_event_that_fails_before_decoding_leaves_nothi
         assert worker.stop() == 0, worker.log_tail()
 
     assert sorted(DeadLetter.from_headers(d.headers).reason for d in dead) == sorted(
-        ["json.field_type", "ingest.oversized", "cloudevent.invalid"])
+        ["json.field_type", "ingest.oversized", "cloudevent.invalid"]
+    )
     for record in dead:
         raw = record.value + b"".join(v for _, v in record.headers)
         assert record.value.startswith(DeadLetterSeal.SEALED)

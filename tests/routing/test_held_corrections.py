@@ -23,11 +23,15 @@ KEY = pseudonym(PERSON, PSEUDONYM_KEY.encode()).encode()
 
 def _death_and_its_correction() -> tuple[dict, dict]:
     death = event("Death", PERSON, ["0301"])
-    correction = event("Death", PERSON, ["0301"], envelope={"changeKind": "correction", "correctsEventId": death["envelope"]["id"]})
+    correction = event(
+        "Death", PERSON, ["0301"], envelope={"changeKind": "correction", "correctsEventId": death["envelope"]["id"]}
+    )
     return death, correction
 
 
-async def test_a_correction_before_its_original_is_held_and_routed_right_after_it(kafka_bootstrap, bus, bus_env, tmp_path):
+async def test_a_correction_before_its_original_is_held_and_routed_right_after_it(
+    kafka_bootstrap, bus, bus_env, tmp_path
+):
     sub = subscription("held-dodsfall", "all", ["Death"], {"Death": ["deathDate"]})
     await write(kafka_bootstrap, bus.subscriptions, [(sub.id, sub.to_json())])
     death, correction = _death_and_its_correction()
@@ -44,12 +48,16 @@ async def test_a_correction_before_its_original_is_held_and_routed_right_after_i
     finally:
         assert worker.stop() == 0, worker.log_tail()
     routed = [json.loads(r.value)["event"] for r in deliveries]
-    assert [(e["id"], e.get("changekind")) for e in routed] == [(death["envelope"]["id"], "new"),
-                                                               (correction["envelope"]["id"], "correction")]
+    assert [(e["id"], e.get("changekind")) for e in routed] == [
+        (death["envelope"]["id"], "new"),
+        (correction["envelope"]["id"], "correction"),
+    ]
     assert await read_to_end(kafka_bootstrap, bus.deadletter) == []
 
 
-async def test_a_correction_whose_original_never_comes_is_dead_lettered_after_the_wait(kafka_bootstrap, bus, bus_env, tmp_path):
+async def test_a_correction_whose_original_never_comes_is_dead_lettered_after_the_wait(
+    kafka_bootstrap, bus, bus_env, tmp_path
+):
     _, correction = _death_and_its_correction()
     worker = WorkerProcess({**bus_env, "SAMBAND_CORRECTION_HOLD_SECONDS": "2"}, tmp_path / "worker.log")
     worker.start()
@@ -59,6 +67,10 @@ async def test_a_correction_whose_original_never_comes_is_dead_lettered_after_th
     finally:
         assert worker.stop() == 0, worker.log_tail()
     dead = DeadLetter.from_headers(letter.headers)
-    assert (dead.reason, dead.stage, dead.event_id) == ("relation.unknown_corrected_event", "route", correction["envelope"]["id"])
+    assert (dead.reason, dead.stage, dead.event_id) == (
+        "relation.unknown_corrected_event",
+        "route",
+        correction["envelope"]["id"],
+    )
     assert "held 2 s" in dead.message
     assert open_dead_letter(letter.value) == encode(correction)  # the event as the router read it, sealed

@@ -29,8 +29,11 @@ async def _logged(worker: WorkerProcess, text: str, timeout: float) -> None:
 
 async def test_ingest_writes_valid_events_once_and_dead_letters_the_rest(kafka_bootstrap, bus, bus_env, tmp_path):
     move = event(
-        "Move", PERSON, ["0301", "4601"],
-        previousAddress=address("0301", "Gamlevegen", 1), newAddress=address("4601", "Nyvegen", 2),
+        "Move",
+        PERSON,
+        ["0301", "4601"],
+        previousAddress=address("0301", "Gamlevegen", 1),
+        newAddress=address("4601", "Nyvegen", 2),
     )
     death = event("Death", PERSON, ["4601"])
     married = event("CivilStatusChange", PERSON, ["4601"])
@@ -44,8 +47,16 @@ async def test_ingest_writes_valid_events_once_and_dead_letters_the_rest(kafka_b
         "kommune.unknown": encode(event("Death", PERSON, ["9999"])),
     }
     duplicate = encode(move)  # the Move again, as a source retrying after an unanswered write sends it
-    values = [valid[0], bad["wire.truncated"], valid[1], bad["json.field_type"], bad["ingest.unrecognised_format"],
-              bad["kommune.unknown"], valid[2], duplicate]
+    values = [
+        valid[0],
+        bad["wire.truncated"],
+        valid[1],
+        bad["json.field_type"],
+        bad["ingest.unrecognised_format"],
+        bad["kommune.unknown"],
+        valid[2],
+        duplicate,
+    ]
     # One key for all, as a connector keying by person would: one partition, so the duplicate comes second.
     key = pseudonym(PERSON, PSEUDONYM_KEY.encode()).encode()
     await produce(kafka_bootstrap, bus.ingest, values, [key] * len(values))
@@ -62,7 +73,9 @@ async def test_ingest_writes_valid_events_once_and_dead_letters_the_rest(kafka_b
     assert dropped["event_id"] == move["envelope"]["id"]
 
     assert [CODEC.decode(r.value)["envelope"]["id"] for r in events] == [
-        move["envelope"]["id"], married["envelope"]["id"], death["envelope"]["id"]
+        move["envelope"]["id"],
+        married["envelope"]["id"],
+        death["envelope"]["id"],
     ]
     assert {r.key for r in events} == {key}
     assert events[0].value == valid[0]  # already canonical: passed through byte for byte

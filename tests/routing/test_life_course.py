@@ -8,15 +8,14 @@ import json
 from datetime import date, timedelta
 
 from aiokafka.admin import AIOKafkaAdminClient
-
 from bus_settings import PSEUDONYM_KEY
 from kafka_io import produce, read_to_end
 from routing_events import address, encode, event, synthetic_number
 from subscription_factory import subscription
 from worker_process import WorkerProcess, wait_for_commits
 
-from schemas.protection import address_paths
 from agents.subscriptions.store import write
+from schemas.protection import address_paths
 from schemas.pseudonym import pseudonym
 
 BERGEN, OSLO, TRONDHEIM = "4601", "0301", "5001"
@@ -28,31 +27,63 @@ A, B = (pseudonym(n, PSEUDONYM_KEY.encode()) for n in (A_NUMBER, B_NUMBER))
 HIDDEN_STREET = "Skjultvegen"
 
 SUBSCRIPTIONS = [
-    subscription("bergen-helsestasjon", [BERGEN], ["Birth", "Move"], {
-        "Birth": ["envelope.person", "birthDate", "name", "address"],
-        "Move": ["envelope.person", "movedDate", "newAddress"],
-    }, predicates={"age_at_event": {"min_years": 0, "max_years": 6}, "move_scope": ["into", "within"]}),
-    subscription("oslo-skole", [OSLO], ["Move", "Death"], {
-        "Move": ["envelope.person", "movedDate", "newAddress", "scope"], "Death": ["deathDate"],
-    }),
-    subscription("bergen-bibliotek", [BERGEN], ["Move", "Death"], {
-        "Move": ["movedDate", "newAddress", "envelope.kommunenummer"], "Death": ["deathDate"],
-    }, public_body=False),
-    subscription("nasjonal-nav", "all", ["Move", "CivilStatusChange", "Death", "AddressProtectionChange"], {
-        "Move": ["envelope.person", "newAddress", "envelope.kommunenummer"],
-        "CivilStatusChange": ["civilStatus", "validFrom"],
-        "Death": ["deathDate"],
-        "AddressProtectionChange": ["protection"],
-    }),
+    subscription(
+        "bergen-helsestasjon",
+        [BERGEN],
+        ["Birth", "Move"],
+        {
+            "Birth": ["envelope.person", "birthDate", "name", "address"],
+            "Move": ["envelope.person", "movedDate", "newAddress"],
+        },
+        predicates={"age_at_event": {"min_years": 0, "max_years": 6}, "move_scope": ["into", "within"]},
+    ),
+    subscription(
+        "oslo-skole",
+        [OSLO],
+        ["Move", "Death"],
+        {
+            "Move": ["envelope.person", "movedDate", "newAddress", "scope"],
+            "Death": ["deathDate"],
+        },
+    ),
+    subscription(
+        "bergen-bibliotek",
+        [BERGEN],
+        ["Move", "Death"],
+        {
+            "Move": ["movedDate", "newAddress", "envelope.kommunenummer"],
+            "Death": ["deathDate"],
+        },
+        public_body=False,
+    ),
+    subscription(
+        "nasjonal-nav",
+        "all",
+        ["Move", "CivilStatusChange", "Death", "AddressProtectionChange"],
+        {
+            "Move": ["envelope.person", "newAddress", "envelope.kommunenummer"],
+            "CivilStatusChange": ["civilStatus", "validFrom"],
+            "Death": ["deathDate"],
+            "AddressProtectionChange": ["protection"],
+        },
+    ),
     subscription("oslo-eiendom", [OSLO], ["Death"], {"Death": ["deathDate"]}, public_body=False),
 ]
 FIELDS = {s.id: s.fields for s in SUBSCRIPTIONS}
 
 
 def _move(person: str, old: str, new: str, street: str, **envelope) -> dict:
-    return event("Move", person, sorted({old, new}), movedDate=TODAY, previousAddress=address(old, "Forrige", 1),
-                 newAddress=address(new, street, 7), scope="withinKommune" if old == new else "betweenKommuner",
-                 cause="relocation", envelope=envelope)
+    return event(
+        "Move",
+        person,
+        sorted({old, new}),
+        movedDate=TODAY,
+        previousAddress=address(old, "Forrige", 1),
+        newAddress=address(new, street, 7),
+        scope="withinKommune" if old == new else "betweenKommuner",
+        cause="relocation",
+        envelope=envelope,
+    )
 
 
 def _script() -> tuple[list[dict], dict[str, list[tuple[str, str, dict | None]]]]:
@@ -61,14 +92,32 @@ def _script() -> tuple[list[dict], dict[str, list[tuple[str, str, dict | None]]]
     a_move_within = _move(A_NUMBER, BERGEN, BERGEN, "Innavegen")
     a_move_oslo = _move(A_NUMBER, BERGEN, OSLO, "Oslovegen")
     a_marriage = event("CivilStatusChange", A_NUMBER, [OSLO], civilStatus="married", validFrom=TODAY, spouse=None)
-    a_correction = event("CivilStatusChange", A_NUMBER, [OSLO], civilStatus="married",
-                         validFrom=TODAY - timedelta(days=1), spouse=None,
-                         envelope={"changeKind": "correction", "correctsEventId": a_marriage["envelope"]["id"]})
-    a_annulment = event("Move", A_NUMBER, [BERGEN], movedDate=TODAY, previousAddress=None, newAddress=None,
-                        scope="withinKommune", envelope={"changeKind": "annulment",
-                                                         "correctsEventId": a_move_within["envelope"]["id"]})
-    a_protected = event("AddressProtectionChange", A_NUMBER, [OSLO], protection="strengtFortrolig",
-                        envelope={"addressProtection": "strengtFortrolig"})
+    a_correction = event(
+        "CivilStatusChange",
+        A_NUMBER,
+        [OSLO],
+        civilStatus="married",
+        validFrom=TODAY - timedelta(days=1),
+        spouse=None,
+        envelope={"changeKind": "correction", "correctsEventId": a_marriage["envelope"]["id"]},
+    )
+    a_annulment = event(
+        "Move",
+        A_NUMBER,
+        [BERGEN],
+        movedDate=TODAY,
+        previousAddress=None,
+        newAddress=None,
+        scope="withinKommune",
+        envelope={"changeKind": "annulment", "correctsEventId": a_move_within["envelope"]["id"]},
+    )
+    a_protected = event(
+        "AddressProtectionChange",
+        A_NUMBER,
+        [OSLO],
+        protection="strengtFortrolig",
+        envelope={"addressProtection": "strengtFortrolig"},
+    )
     # Produced before the grading reached the source: it still says ugradert.
     a_move_hidden = _move(A_NUMBER, OSLO, TRONDHEIM, HIDDEN_STREET, addressProtection="ugradert")
     a_death = event("Death", A_NUMBER, [TRONDHEIM], deathDate=TODAY, envelope={"addressProtection": "strengtFortrolig"})
@@ -76,16 +125,38 @@ def _script() -> tuple[list[dict], dict[str, list[tuple[str, str, dict | None]]]
     b_move = _move(B_NUMBER, OSLO, OSLO, "Nabovegen")
     b_death = event("Death", B_NUMBER, [OSLO], deathDate=TODAY)
 
-    events = [a_birth, b_birth, a_move_within, a_move_oslo, b_move, a_marriage, a_correction, a_annulment,
-              a_protected, b_death, a_move_hidden, a_death]
+    events = [
+        a_birth,
+        b_birth,
+        a_move_within,
+        a_move_oslo,
+        b_move,
+        a_marriage,
+        a_correction,
+        a_annulment,
+        a_protected,
+        b_death,
+        a_move_hidden,
+        a_death,
+    ]
     e, purge = "event", "purge"
     expected = {
         "bergen-helsestasjon": [(A, e, a_birth), (A, e, a_move_within), (A, e, a_annulment), (A, purge, None)],
         "bergen-bibliotek": [(A, e, a_move_within), (A, e, a_move_oslo), (A, e, a_annulment), (A, purge, None)],
         "oslo-skole": [(A, e, a_move_oslo), (A, purge, None), (B, e, b_move), (B, e, b_death)],
-        "nasjonal-nav": [(A, e, a_move_within), (A, e, a_move_oslo), (A, e, a_marriage), (A, e, a_correction),
-                         (A, e, a_annulment), (A, purge, None), (A, e, a_protected), (A, e, a_move_hidden),
-                         (A, e, a_death), (B, e, b_move), (B, e, b_death)],
+        "nasjonal-nav": [
+            (A, e, a_move_within),
+            (A, e, a_move_oslo),
+            (A, e, a_marriage),
+            (A, e, a_correction),
+            (A, e, a_annulment),
+            (A, purge, None),
+            (A, e, a_protected),
+            (A, e, a_move_hidden),
+            (A, e, a_death),
+            (B, e, b_move),
+            (B, e, b_death),
+        ],
         "oslo-eiendom": [(B, e, b_death)],
     }
     return events, expected
@@ -126,8 +197,9 @@ async def test_life_course_routes_exactly_what_each_subscription_is_granted(kafk
     try:
         # Both stages have committed everything, each in its own consumer group.
         for stage in ("ingest", "router"):
-            await wait_for_commits(kafka_bootstrap, f"{bus_env['SAMBAND_APP_ID']}-{stage}", len(events), timeout=90,
-                                   worker=worker)
+            await wait_for_commits(
+                kafka_bootstrap, f"{bus_env['SAMBAND_APP_ID']}-{stage}", len(events), timeout=90, worker=worker
+            )
     finally:
         assert worker.stop() == 0, worker.log_tail()
 
@@ -139,18 +211,22 @@ async def test_life_course_routes_exactly_what_each_subscription_is_granted(kafk
             (p, k, r["envelope"]["id"] if r else f"{_protection_event_id(events)}-purge") for p, k, r in wanted
         ], sub_id
         protected = False
-        for delivery, (_, kind, record) in zip(got, wanted):
+        for delivery, (_, kind, record) in zip(got, wanted, strict=False):
             assert delivery["idempotency_key"] == f"{delivery['event']['id']}.{sub_id}"
             if kind == "purge":
                 protected = delivery["person"] == A
                 assert delivery["event"]["data"] == {"delete": "address"}
                 continue
             assert delivery["event"]["data"] == _expected_data(sub_id, record, protected and delivery["person"] == A), (
-                sub_id, record["envelope"]["type"])
+                sub_id,
+                record["envelope"]["type"],
+            )
     # The correction and the annulment say what they change.
     nav = [d["event"] for d in deliveries if d["subscription"] == "nasjonal-nav" and d["person"] == A]
     assert [(e["changekind"], e.get("correctseventid")) for e in nav[3:5]] == [
-        ("correction", events[5]["envelope"]["id"]), ("annulment", events[2]["envelope"]["id"])]
+        ("correction", events[5]["envelope"]["id"]),
+        ("annulment", events[2]["envelope"]["id"]),
+    ]
 
     # Leak scan. The hidden street and Trondheim's kommunenummer occur only in events after the protection,
     # so they must appear nowhere the bus wrote, nor in its log; identity numbers only where granted.
@@ -167,7 +243,7 @@ async def test_life_course_routes_exactly_what_each_subscription_is_granted(kafk
                 assert A_NUMBER not in text and B_NUMBER not in text, f"identity number on {topic}"
     assert scanned > len(deliveries)  # the tables' changelogs were scanned too
     log = worker.log_path.read_text()
-    assert not [s for s in secrets + [A_NUMBER, B_NUMBER] if s in log], "personal data in the worker log"
+    assert not [s for s in [*secrets, A_NUMBER, B_NUMBER] if s in log], "personal data in the worker log"
 
 
 def _protection_event_id(events: list[dict]) -> str:

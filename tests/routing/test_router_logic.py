@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 from pydantic import ValidationError
+from routing_events import address, event, synthetic_number
+from subscription_factory import subscription
 
 from agents.routing.index import RoutingIndex
 from agents.routing.router import PURGE_TYPE, PersonState, Router
 from agents.subscriptions.model import Subscription
-from routing_events import address, event, synthetic_number
-from subscription_factory import subscription
 
 CHILD = synthetic_number(5, 6, 22, 300)  # born 2022
 ADULT = synthetic_number(5, 6, 71, 300)  # born 1971
@@ -30,8 +30,15 @@ def _router(*subs) -> Router:
 
 def _move(person: str, old: str, new: str, **envelope) -> dict:
     scope = "withinKommune" if old == new else "betweenKommuner"
-    return event("Move", person, sorted({old, new}), previousAddress=address(old, "Gammel", 1),
-                 newAddress=address(new, "Ny", 2), scope=scope, envelope=envelope)
+    return event(
+        "Move",
+        person,
+        sorted({old, new}),
+        previousAddress=address(old, "Gammel", 1),
+        newAddress=address(new, "Ny", 2),
+        scope=scope,
+        envelope=envelope,
+    )
 
 
 def _data(result) -> dict[str, dict]:
@@ -43,7 +50,9 @@ def _received(result) -> dict[str, str]:
 
 
 def test_a_move_concerns_the_old_and_the_new_kommune_and_nobody_else():
-    router = _router(*(subscription(f"skole-{k}", [k], ["Move"], {"Move": MOVE_FIELDS}) for k in (OSLO, BERGEN, TROMSO)))
+    router = _router(
+        *(subscription(f"skole-{k}", [k], ["Move"], {"Move": MOVE_FIELDS}) for k in (OSLO, BERGEN, TROMSO))
+    )
     result = router.route("Move", _move(ADULT, OSLO, BERGEN), PERSON, PersonState(), None)
     assert sorted(result.recipients) == [f"skole-{OSLO}", f"skole-{BERGEN}"]
 
@@ -61,21 +70,51 @@ def test_the_cost_of_a_lookup_does_not_depend_on_unrelated_subscriptions():
 def test_delivery_record_is_exactly_the_json_of_its_parts_whatever_characters_the_event_carries():
     # The router writes each delivery record from pieces made once per event; quotes, percent
     # signs, backslashes and non-ASCII in the event must come out as JSON of the same values.
-    router = _router(subscription("hs-a", "all", ["Move"], {"Move": ["movedDate", "envelope.correlationId"]}),
-                     subscription("hs-b", [BERGEN], ["Move"], {"Move": ["scope"]}))
+    router = _router(
+        subscription("hs-a", "all", ["Move"], {"Move": ["movedDate", "envelope.correlationId"]}),
+        subscription("hs-b", [BERGEN], ["Move"], {"Move": ["scope"]}),
+    )
     odd = 'quote " percent %s %% backslash \\ æøå'
-    record = _move(ADULT, OSLO, BERGEN, id=f"id-{odd}", source=f"urn:x:{odd}", correlationId=odd,
-                   time=datetime(2024, 3, 1, 8, 30, 0, 123000, tzinfo=timezone.utc))
+    record = _move(
+        ADULT,
+        OSLO,
+        BERGEN,
+        id=f"id-{odd}",
+        source=f"urn:x:{odd}",
+        correlationId=odd,
+        time=datetime(2024, 3, 1, 8, 30, 0, 123000, tzinfo=UTC),
+    )
     result = router.route("Move", record, PERSON, PersonState(), None)
     envelope = record["envelope"]
-    common = {"specversion": "1.0", "id": envelope["id"], "source": envelope["source"], "type": envelope["type"],
-              "time": "2024-03-01T08:30:00.123000+00:00", "subject": PERSON, "datacontenttype": "application/json",
-              "dataschema": router._dataschema["Move"], "changekind": "new"}
+    common = {
+        "specversion": "1.0",
+        "id": envelope["id"],
+        "source": envelope["source"],
+        "type": envelope["type"],
+        "time": "2024-03-01T08:30:00.123000+00:00",
+        "subject": PERSON,
+        "datacontenttype": "application/json",
+        "dataschema": router._dataschema["Move"],
+        "changekind": "new",
+    }
     assert {d.subscription: json.loads(d.value) for d in result.deliveries} == {
-        "hs-a": {"idempotency_key": f"{envelope['id']}.hs-a", "subscription": "hs-a", "person": PERSON, "kind": "event",
-                 "event": {**common, "data": {"envelope": {"correlationId": odd}, "movedDate": record["movedDate"].isoformat()}}},
-        "hs-b": {"idempotency_key": f"{envelope['id']}.hs-b", "subscription": "hs-b", "person": PERSON, "kind": "event",
-                 "event": {**common, "data": {"scope": "betweenKommuner"}}},
+        "hs-a": {
+            "idempotency_key": f"{envelope['id']}.hs-a",
+            "subscription": "hs-a",
+            "person": PERSON,
+            "kind": "event",
+            "event": {
+                **common,
+                "data": {"envelope": {"correlationId": odd}, "movedDate": record["movedDate"].isoformat()},
+            },
+        },
+        "hs-b": {
+            "idempotency_key": f"{envelope['id']}.hs-b",
+            "subscription": "hs-b",
+            "person": PERSON,
+            "kind": "event",
+            "event": {**common, "data": {"scope": "betweenKommuner"}},
+        },
     }
 
 
@@ -92,9 +131,16 @@ def test_delivery_record_carries_only_the_granted_fields_and_a_stable_idempotenc
 
 
 def test_age_predicate_uses_the_birth_date_seen_or_read_from_the_number():
-    router = _router(subscription("barnehage", [OSLO], ["Move"], {"Move": ["movedDate"]},
-                                  predicates={"age_at_event": {"min_years": 0, "max_years": 5}}))
-    at = {"time": datetime(2024, 3, 1, tzinfo=timezone.utc)}
+    router = _router(
+        subscription(
+            "barnehage",
+            [OSLO],
+            ["Move"],
+            {"Move": ["movedDate"]},
+            predicates={"age_at_event": {"min_years": 0, "max_years": 5}},
+        )
+    )
+    at = {"time": datetime(2024, 3, 1, tzinfo=UTC)}
     assert router.route("Move", _move(CHILD, OSLO, OSLO, **at), PERSON, PersonState(), None).recipients == ["barnehage"]
     assert router.route("Move", _move(ADULT, OSLO, OSLO, **at), PERSON, PersonState(), None).recipients == []
     # A Birth seen on the bus wins over the number: this "adult" number was born in 2023 here.
@@ -102,25 +148,32 @@ def test_age_predicate_uses_the_birth_date_seen_or_read_from_the_number():
     assert router.route("Move", _move(ADULT, OSLO, OSLO, **at), PERSON, born, None).recipients == ["barnehage"]
 
 
-@pytest.mark.parametrize("old, new, expected", [(OSLO, BERGEN, ["inn"]), (BERGEN, OSLO, ["ut"]), (BERGEN, BERGEN, ["internt"])])
+@pytest.mark.parametrize(
+    "old, new, expected", [(OSLO, BERGEN, ["inn"]), (BERGEN, OSLO, ["ut"]), (BERGEN, BERGEN, ["internt"])]
+)
 def test_move_scope_predicate_is_relative_to_the_subscriptions_kommune(old, new, expected):
-    subs = [subscription(name, [BERGEN], ["Move"], {"Move": ["scope"]}, predicates={"move_scope": [scope]})
-            for name, scope in (("inn", "into"), ("ut", "outOf"), ("internt", "within"))]
+    subs = [
+        subscription(name, [BERGEN], ["Move"], {"Move": ["scope"]}, predicates={"move_scope": [scope]})
+        for name, scope in (("inn", "into"), ("ut", "outOf"), ("internt", "within"))
+    ]
     assert _router(*subs).route("Move", _move(ADULT, old, new), PERSON, PersonState(), None).recipients == expected
 
 
 def test_change_kind_predicate():
-    router = _router(subscription("bare-nye", [OSLO], ["Death"], {"Death": ["deathDate"]},
-                                  predicates={"change_kind": ["new"]}))
+    router = _router(
+        subscription("bare-nye", [OSLO], ["Death"], {"Death": ["deathDate"]}, predicates={"change_kind": ["new"]})
+    )
     correction = event("Death", ADULT, [OSLO], envelope={"changeKind": "correction", "correctsEventId": "e1"})
     assert router.route("Death", correction, PERSON, PersonState(), ["bare-nye"]).recipients == []
 
 
 def test_fortrolig_address_goes_only_to_public_bodies_and_a_private_party_only_through_all_kommuner():
     fields = {"Move": MOVE_FIELDS}
-    router = _router(subscription("kommunal", [BERGEN], ["Move"], fields),
-                     subscription("privat", [BERGEN], ["Move"], fields, public_body=False),
-                     subscription("privat-alle", "all", ["Move"], fields, public_body=False))
+    router = _router(
+        subscription("kommunal", [BERGEN], ["Move"], fields),
+        subscription("privat", [BERGEN], ["Move"], fields, public_body=False),
+        subscription("privat-alle", "all", ["Move"], fields, public_body=False),
+    )
     record = _move(ADULT, OSLO, BERGEN, addressProtection="fortrolig")
     data = _data(router.route("Move", record, PERSON, PersonState(), None))
     assert data["kommunal"]["newAddress"]["kommunenummer"] == BERGEN
@@ -131,25 +184,34 @@ def test_fortrolig_address_goes_only_to_public_bodies_and_a_private_party_only_t
 
 def test_strengt_fortrolig_reaches_only_national_subscriptions_without_any_address():
     fields = {"Move": MOVE_FIELDS}
-    router = _router(subscription("bergen", [BERGEN], ["Move"], fields), subscription("nasjonal", "all", ["Move"], fields))
+    router = _router(
+        subscription("bergen", [BERGEN], ["Move"], fields), subscription("nasjonal", "all", ["Move"], fields)
+    )
     record = _move(ADULT, OSLO, BERGEN)
     result = router.route("Move", record, PERSON, PersonState(protection="strengtFortrolig"), None)
     assert result.recipients == ["nasjonal"]
     text = result.deliveries[0].value.decode()
-    for secret in (OSLO, BERGEN, "Gammel", "Ny\""):
+    for secret in (OSLO, BERGEN, "Gammel", 'Ny"'):
         assert secret not in text
 
 
 def test_protection_change_purges_the_subscriptions_that_hold_data_before_anything_else():
-    router = _router(subscription("bergen", [BERGEN], ["Move", "AddressProtectionChange"],
-                                  {"Move": MOVE_FIELDS, "AddressProtectionChange": ["envelope.id"]}),
-                     subscription("privat", [BERGEN], ["Move"], {"Move": MOVE_FIELDS}, public_body=False),
-                     subscription("aldri", [TROMSO], ["Move"], {"Move": MOVE_FIELDS}))
+    router = _router(
+        subscription(
+            "bergen",
+            [BERGEN],
+            ["Move", "AddressProtectionChange"],
+            {"Move": MOVE_FIELDS, "AddressProtectionChange": ["envelope.id"]},
+        ),
+        subscription("privat", [BERGEN], ["Move"], {"Move": MOVE_FIELDS}, public_body=False),
+        subscription("aldri", [TROMSO], ["Move"], {"Move": MOVE_FIELDS}),
+    )
     state = PersonState(received=frozenset({"bergen", "privat"}))
     change = event("AddressProtectionChange", ADULT, [BERGEN], protection="fortrolig")
     result = router.route("AddressProtectionChange", change, PERSON, state, None)
     assert [(d.subscription, json.loads(d.value)["kind"]) for d in result.deliveries] == [
-        ("privat", "purge"), ("bergen", "event")
+        ("privat", "purge"),
+        ("bergen", "event"),
     ]
     purge = json.loads(result.deliveries[0].value)
     assert purge["event"]["type"] == PURGE_TYPE
@@ -170,8 +232,11 @@ def test_an_event_waiting_in_the_pipeline_gets_the_newer_protection():
 
 def test_corrections_go_exactly_to_the_recipients_of_the_original():
     fields = {"Death": ["deathDate"]}
-    router = _router(subscription("a", [OSLO], ["Death"], fields), subscription("b", [OSLO], ["Death"], fields),
-                     subscription("c", "all", ["Death"], fields))
+    router = _router(
+        subscription("a", [OSLO], ["Death"], fields),
+        subscription("b", [OSLO], ["Death"], fields),
+        subscription("c", "all", ["Death"], fields),
+    )
     correction = event("Death", ADULT, [OSLO], envelope={"changeKind": "correction", "correctsEventId": "original"})
     assert router.route("Death", correction, PERSON, PersonState(), ["a", "gone"]).recipients == ["a"]
     assert router.route("Death", correction, PERSON, PersonState(), None).unknown_original

@@ -6,9 +6,7 @@ import json
 import subprocess
 import sys
 
-import pytest
 import yaml
-
 from subscription_factory import subscription
 
 from agents.routing.topics import bus_topics
@@ -28,13 +26,16 @@ def _write(directory, files: dict[str, str]) -> None:
 
 def test_every_invalid_file_is_named_with_its_problem(tmp_path):
     no_basis = {**_valid("uten-hjemmel"), "legal_basis": ""}
-    _write(tmp_path / "subs", {
-        "ok.yaml": yaml.safe_dump(_valid("gyldig")),
-        "no-basis.yaml": yaml.safe_dump(no_basis),
-        "broken.yml": "id: [unclosed\n",
-        "twin.yaml": yaml.safe_dump(_valid("gyldig")),
-        "notes.txt": "not a subscription file, ignored",
-    })
+    _write(
+        tmp_path / "subs",
+        {
+            "ok.yaml": yaml.safe_dump(_valid("gyldig")),
+            "no-basis.yaml": yaml.safe_dump(no_basis),
+            "broken.yml": "id: [unclosed\n",
+            "twin.yaml": yaml.safe_dump(_valid("gyldig")),
+            "notes.txt": "not a subscription file, ignored",
+        },
+    )
     subs, errors = load_dir(tmp_path / "subs")
     assert [s.id for s in subs] == ["gyldig"]
     assert any(e.startswith("broken.yml: not valid YAML at line") for e in errors)
@@ -44,20 +45,33 @@ def test_every_invalid_file_is_named_with_its_problem(tmp_path):
 
 
 async def test_apply_writes_nothing_when_one_file_is_invalid(kafka_bootstrap, worker_env, tmp_path):
-    _write(tmp_path / "subs", {
-        "a.yaml": yaml.safe_dump(_valid("a-gyldig")),
-        "b.yaml": yaml.safe_dump({**_valid("b-ugyldig"), "kommuner": ["9999"]}),
-    })
-    run = subprocess.run([sys.executable, "-m", "agents.cli", "subscriptions", "apply", str(tmp_path / "subs")],
-                         env=worker_env, capture_output=True, text=True, timeout=60)
+    _write(
+        tmp_path / "subs",
+        {
+            "a.yaml": yaml.safe_dump(_valid("a-gyldig")),
+            "b.yaml": yaml.safe_dump({**_valid("b-ugyldig"), "kommuner": ["9999"]}),
+        },
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "subscriptions", "apply", str(tmp_path / "subs")],
+        env=worker_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 1
     assert "b.yaml: kommuner" in run.stderr and "nothing applied" in run.stderr
     assert await read_all(kafka_bootstrap, bus_topics(worker_env["SAMBAND_APP_ID"]).subscriptions) == {}
 
 
 def _apply(env, directory, *flags) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agents.cli", "subscriptions", "apply", str(directory), *flags],
-                          env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "agents.cli", "subscriptions", "apply", str(directory), *flags],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def test_apply_prints_its_plan_and_prunes_only_when_asked(kafka_bootstrap, worker_env, tmp_path):
@@ -70,11 +84,18 @@ async def test_apply_prints_its_plan_and_prunes_only_when_asked(kafka_bootstrap,
 
     # skole-a changes, skole-b is left out, skole-c is new.
     second = tmp_path / "second"
-    _write(second, {"a.yaml": yaml.safe_dump({**_valid("skole-a"), "kommuner": ["4601"]}),
-                    "c.yaml": yaml.safe_dump(_valid("skole-c"))})
+    _write(
+        second,
+        {
+            "a.yaml": yaml.safe_dump({**_valid("skole-a"), "kommuner": ["4601"]}),
+            "c.yaml": yaml.safe_dump(_valid("skole-c")),
+        },
+    )
     dry = _apply(worker_env, second, "--prune", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "created 1: skole-c" in dry.stdout and "changed 1: skole-a" in dry.stdout and "deleted 1: skole-b" in dry.stdout
+    assert (
+        "created 1: skole-c" in dry.stdout and "changed 1: skole-a" in dry.stdout and "deleted 1: skole-b" in dry.stdout
+    )
     assert set(await read_all(kafka_bootstrap, topic)) == {"skole-a", "skole-b"}  # a dry run writes nothing
 
     kept = _apply(worker_env, second)
@@ -89,8 +110,13 @@ async def test_apply_prints_its_plan_and_prunes_only_when_asked(kafka_bootstrap,
 
 def test_a_kafka_subscription_takes_the_pause_switch_and_retry_schedule(tmp_path):
     kafka = {**_valid("kafka-sub"), "delivery": {"kind": "kafka", "paused": True, "retry_schedule": [5, 60]}}
-    _write(tmp_path / "subs", {"kafka.yaml": yaml.safe_dump(kafka), "bad.yaml": yaml.safe_dump(
-        {**_valid("bad-sub"), "delivery": {"kind": "kafka", "retry_schedule": [-1]}})})
+    _write(
+        tmp_path / "subs",
+        {
+            "kafka.yaml": yaml.safe_dump(kafka),
+            "bad.yaml": yaml.safe_dump({**_valid("bad-sub"), "delivery": {"kind": "kafka", "retry_schedule": [-1]}}),
+        },
+    )
     subs, errors = load_dir(tmp_path / "subs")
     assert [(s.id, s.delivery.paused, s.delivery.retry_schedule) for s in subs] == [("kafka-sub", True, [5.0, 60.0])]
     assert len(errors) == 1 and errors[0].startswith("bad.yaml: delivery")

@@ -10,9 +10,8 @@ import sys
 
 import aiohttp
 import yaml
-
-from bus_watch import TopicWatch, delivered
 from bus_settings import API_TOKEN, READ_TOKEN
+from bus_watch import TopicWatch, delivered
 from kafka_io import produce
 from routing_events import encode, event, synthetic_number
 from subscription_factory import subscription
@@ -42,8 +41,13 @@ def _death(kommune: str, n: int) -> dict:
 
 
 def _cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agents.cli", "subscriptions", *args], env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "agents.cli", "subscriptions", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def test_api_and_cli_changes_take_effect_within_seconds(kafka_bootstrap, bus, bus_env, tmp_path):
@@ -81,8 +85,11 @@ async def test_api_and_cli_changes_take_effect_within_seconds(kafka_bootstrap, b
                 assert r.status == 201
             first = _death(BERGEN, 1)
             await produce(kafka_bootstrap, bus.ingest, [encode(first)])
-            await out.wait_for(lambda _: delivered(out, "bergen-skole", first["envelope"]["id"]), EFFECT_WITHIN,
-                               "a subscription created through the API receives the next event")
+            await out.wait_for(
+                lambda _: delivered(out, "bergen-skole", first["envelope"]["id"]),
+                EFFECT_WITHIN,
+                "a subscription created through the API receives the next event",
+            )
             async with http.post("/subscriptions", json=bergen, headers=write) as r:
                 assert r.status == 409
             async with http.get("/subscriptions/bergen-skole", headers=read_only) as r:
@@ -94,8 +101,11 @@ async def test_api_and_cli_changes_take_effect_within_seconds(kafka_bootstrap, b
                 assert r.status == 200
             second = _death(BERGEN, 2)
             await produce(kafka_bootstrap, bus.ingest, [encode(second)])
-            await out.wait_for(lambda _: delivered(out, "bergen-skole", second["envelope"]["id"]), EFFECT_WITHIN,
-                               "the changed subscription receives the next event")
+            await out.wait_for(
+                lambda _: delivered(out, "bergen-skole", second["envelope"]["id"]),
+                EFFECT_WITHIN,
+                "the changed subscription receives the next event",
+            )
             data = delivered(out, "bergen-skole", second["envelope"]["id"])[0]["event"]["data"]
             assert data == {"deathDate": second["deathDate"].isoformat(), "envelope": {"kommunenummer": [BERGEN]}}
 
@@ -108,8 +118,11 @@ async def test_api_and_cli_changes_take_effect_within_seconds(kafka_bootstrap, b
             assert applied.returncode == 0, applied.stderr
             third = _death(OSLO, 3)
             await produce(kafka_bootstrap, bus.ingest, [encode(third)])
-            await out.wait_for(lambda _: delivered(out, "oslo-bibliotek", third["envelope"]["id"]), EFFECT_WITHIN,
-                               "a subscription applied with the CLI receives the next event")
+            await out.wait_for(
+                lambda _: delivered(out, "oslo-bibliotek", third["envelope"]["id"]),
+                EFFECT_WITHIN,
+                "a subscription applied with the CLI receives the next event",
+            )
             listed = _cli(bus_env, "list")
             assert "bergen-skole" in listed.stdout and "oslo-bibliotek" in listed.stdout
 
@@ -124,15 +137,20 @@ async def test_api_and_cli_changes_take_effect_within_seconds(kafka_bootstrap, b
                 await asyncio.sleep(0.1)  # poll interval inside a deadline
             after_bergen, after_oslo = _death(BERGEN, 4), _death(OSLO, 5)
             await produce(kafka_bootstrap, bus.ingest, [encode(after_bergen), encode(after_oslo)])
-            await out.wait_for(lambda _: delivered(out, "oslo-bibliotek", after_oslo["envelope"]["id"]), EFFECT_WITHIN,
-                               "the remaining subscription still receives events")
+            await out.wait_for(
+                lambda _: delivered(out, "oslo-bibliotek", after_oslo["envelope"]["id"]),
+                EFFECT_WITHIN,
+                "the remaining subscription still receives events",
+            )
             assert not [d for d in out.deliveries() if d["event"]["id"] == after_bergen["envelope"]["id"]]
     finally:
         flow.cancel()
         assert worker.stop() == 0, worker.log_tail()
 
 
-async def test_an_event_ingested_after_a_subscription_is_written_is_routed_under_it(kafka_bootstrap, bus, bus_env, tmp_path):
+async def test_an_event_ingested_after_a_subscription_is_written_is_routed_under_it(
+    kafka_bootstrap, bus, bus_env, tmp_path
+):
     """No window between "subscription acknowledged" and "routed under it": the router reads the
     subscriptions topic up to its end before each batch. Ten times, a new subscription is written
     and an event for it ingested right after, while other events keep the router busy."""
@@ -156,8 +174,11 @@ async def test_an_event_ingested_after_a_subscription_is_written_is_routed_under
                 death = _death(BERGEN, 100 + n)
                 await produce(kafka_bootstrap, bus.ingest, [encode(death)])
                 expected.append((sub.id, death["envelope"]["id"]))
-            await out.wait_for(lambda _: all(delivered(out, s, e) for s, e in expected), 30,
-                               "each event routed to the subscription written just before it")
+            await out.wait_for(
+                lambda _: all(delivered(out, s, e) for s, e in expected),
+                30,
+                "each event routed to the subscription written just before it",
+            )
     finally:
         flow.cancel()
         assert worker.stop() == 0, worker.log_tail()

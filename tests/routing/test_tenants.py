@@ -15,12 +15,12 @@ import aiohttp
 import pytest
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient
-
-from agents.subscriptions.audit import os_user
 from bus_settings import PSEUDONYM_KEY
 from subscription_factory import subscription
 from support import free_port, unique_name
 from worker_process import WorkerProcess
+
+from agents.subscriptions.audit import os_user
 
 _DELIVERY_TESTS = str(Path(__file__).resolve().parents[1] / "delivery")
 if _DELIVERY_TESTS not in sys.path:
@@ -29,16 +29,32 @@ from webhook_receiver import Receiver  # noqa: E402
 
 BERGEN, OSLO = "4601", "0301"
 TOKENS = {
-    "bergen-helse": {"token": "bergen-token-0123456789", "owner": "Bergen kommune",
-                     "subscriptions": {"prefix": "bergen-"}, "kommuner": [BERGEN],
-                     "scopes": ["subscriptions:read", "subscriptions:write"]},
-    "bergen-innsyn": {"token": "bergen-read-token-0123456789", "owner": "Bergen kommune",
-                      "subscriptions": {"prefix": "bergen-"}, "kommuner": [BERGEN], "scopes": ["subscriptions:read"]},
-    "oslo-bibliotek": {"token": "oslo-token-0123456789", "owner": "Oslo kommune",
-                       "subscriptions": {"ids": ["oslo-bibliotek"]}, "kommuner": [OSLO],
-                       "scopes": ["subscriptions:read", "subscriptions:write"]},
-    "drift": {"token": "operator-token-0123456789", "owner": "Samband drift",
-              "scopes": ["subscriptions:read", "subscriptions:write", "subscriptions:operator"]},
+    "bergen-helse": {
+        "token": "bergen-token-0123456789",
+        "owner": "Bergen kommune",
+        "subscriptions": {"prefix": "bergen-"},
+        "kommuner": [BERGEN],
+        "scopes": ["subscriptions:read", "subscriptions:write"],
+    },
+    "bergen-innsyn": {
+        "token": "bergen-read-token-0123456789",
+        "owner": "Bergen kommune",
+        "subscriptions": {"prefix": "bergen-"},
+        "kommuner": [BERGEN],
+        "scopes": ["subscriptions:read"],
+    },
+    "oslo-bibliotek": {
+        "token": "oslo-token-0123456789",
+        "owner": "Oslo kommune",
+        "subscriptions": {"ids": ["oslo-bibliotek"]},
+        "kommuner": [OSLO],
+        "scopes": ["subscriptions:read", "subscriptions:write"],
+    },
+    "drift": {
+        "token": "operator-token-0123456789",
+        "owner": "Samband drift",
+        "scopes": ["subscriptions:read", "subscriptions:write", "subscriptions:operator"],
+    },
 }
 OSLO_SECRET_ENV = "SAMBAND_WEBHOOK_SECRET_OSLO_BIBLIOTEK"
 OSLO_SECRET = "whsec_dGVzdC1vc2xvLXNlY3JldC0wMTIzNDU2Nzg5"
@@ -49,8 +65,15 @@ def _as(name: str) -> dict[str, str]:
 
 
 def _sub(sub_id: str, kommuner=(BERGEN,), **changes) -> dict:
-    body = json.loads(subscription(sub_id, list(kommuner) if kommuner != "all" else "all", ["Death"],
-                                   {"Death": ["deathDate"]}, public_body=False).to_json())
+    body = json.loads(
+        subscription(
+            sub_id,
+            list(kommuner) if kommuner != "all" else "all",
+            ["Death"],
+            {"Death": ["deathDate"]},
+            public_body=False,
+        ).to_json()
+    )
     return {**body, **changes}
 
 
@@ -59,8 +82,9 @@ class Tenants:
         self.base, self.env, self.receiver_url = base, env, receiver_url
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "agents.cli", *args], env=self.env, capture_output=True,
-                              text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "agents.cli", *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
 
     def audit(self, *args: str) -> list[dict]:
         done = self.cli("audit", "--json", *args)
@@ -76,10 +100,17 @@ async def tenants(kafka_bootstrap, tmp_path_factory):
     token_file = tmp / "tokens.yaml"
     token_file.write_text(yaml.safe_dump(TOKENS))
     app_id = unique_name("tenants")
-    env = {**os.environ, "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "SAMBAND_APP_ID": app_id,
-           "SAMBAND_DATA_DIR": str(tmp / "worker-data"), "SAMBAND_WEB_PORT": str(free_port()),
-           "SAMBAND_LOG_FORMAT": "json", "SAMBAND_PSEUDONYM_KEY": PSEUDONYM_KEY,
-           "SAMBAND_API_TOKENS_FILE": str(token_file), OSLO_SECRET_ENV: OSLO_SECRET}
+    env = {
+        **os.environ,
+        "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "SAMBAND_APP_ID": app_id,
+        "SAMBAND_DATA_DIR": str(tmp / "worker-data"),
+        "SAMBAND_WEB_PORT": str(free_port()),
+        "SAMBAND_LOG_FORMAT": "json",
+        "SAMBAND_PSEUDONYM_KEY": PSEUDONYM_KEY,
+        "SAMBAND_API_TOKENS_FILE": str(token_file),
+        OSLO_SECRET_ENV: OSLO_SECRET,
+    }
     env.pop("SAMBAND_API_TOKENS", None)
     worker = WorkerProcess(env, tmp / "worker.log")
     worker.start()
@@ -112,8 +143,11 @@ async def _wait_ready(base: str, worker: WorkerProcess, timeout: float = 60) -> 
 
 
 async def test_an_owner_neither_sees_nor_changes_another_tenants_subscription(tenants):
-    oslo = _sub("oslo-bibliotek", [OSLO], delivery={"kind": "webhook", "url": tenants.receiver_url,
-                                                    "secret_ref": f"env:{OSLO_SECRET_ENV}"})
+    oslo = _sub(
+        "oslo-bibliotek",
+        [OSLO],
+        delivery={"kind": "webhook", "url": tenants.receiver_url, "secret_ref": f"env:{OSLO_SECRET_ENV}"},
+    )
     async with aiohttp.ClientSession(base_url=tenants.base) as http:
         async with http.post("/subscriptions", json=oslo, headers=_as("oslo-bibliotek")) as r:
             assert r.status == 201, await r.text()
@@ -121,7 +155,9 @@ async def test_an_owner_neither_sees_nor_changes_another_tenants_subscription(te
             assert r.status == 201, await r.text()
 
         for method, body in (("GET", None), ("PUT", {**oslo, "legal_basis": "Bergen tar over"}), ("DELETE", None)):
-            async with http.request(method, "/subscriptions/oslo-bibliotek", json=body, headers=_as("bergen-helse")) as r:
+            async with http.request(
+                method, "/subscriptions/oslo-bibliotek", json=body, headers=_as("bergen-helse")
+            ) as r:
                 assert r.status == 404 and (await r.json())["error"] == "subscription.not_found", method
         for reader in ("bergen-helse", "bergen-innsyn"):
             async with http.get("/subscriptions", headers=_as(reader)) as r:
@@ -142,7 +178,9 @@ async def test_an_owner_creates_only_ids_it_owns(tenants):
             assert r.status == 403 and (await r.json())["error"] == "auth.id_not_owned"
         async with http.put("/subscriptions/oslo-skole", json=_sub("oslo-skole"), headers=_as("bergen-helse")) as r:
             assert r.status == 404
-        async with http.put("/subscriptions/bergen-skole", json=_sub("bergen-skole"), headers=_as("bergen-innsyn")) as r:
+        async with http.put(
+            "/subscriptions/bergen-skole", json=_sub("bergen-skole"), headers=_as("bergen-innsyn")
+        ) as r:
             assert r.status == 403 and (await r.json())["error"] == "auth.scope_missing"
         async with http.get("/subscriptions/oslo-skole", headers=_as("drift")) as r:
             assert r.status == 404
@@ -167,15 +205,24 @@ async def test_grants_that_widen_access_need_the_operator(tenants):
         # The operator grants public_body; the owner may then change it without widening it further.
         async with http.post("/subscriptions", json=_sub("bergen-helse", public_body=True), headers=_as("drift")) as r:
             assert r.status == 201
-        async with http.put("/subscriptions/bergen-helse", headers=_as("bergen-helse"),
-                            json=_sub("bergen-helse", public_body=True, legal_basis="Helse- og omsorgstjenesteloven")) as r:
+        async with http.put(
+            "/subscriptions/bergen-helse",
+            headers=_as("bergen-helse"),
+            json=_sub("bergen-helse", public_body=True, legal_basis="Helse- og omsorgstjenesteloven"),
+        ) as r:
             assert r.status == 200, await r.text()
-        async with http.put("/subscriptions/bergen-helse", headers=_as("bergen-helse"),
-                            json=_sub("bergen-helse", public_body=True, fields=confidential)) as r:
+        async with http.put(
+            "/subscriptions/bergen-helse",
+            headers=_as("bergen-helse"),
+            json=_sub("bergen-helse", public_body=True, fields=confidential),
+        ) as r:
             refusal = await r.json()
         assert r.status == 403 and refusal["problems"] == ["confidential field fields.Death.envelope.addressProtection"]
-        async with http.put("/subscriptions/bergen-helse", headers=_as("drift"),
-                            json=_sub("bergen-helse", "all", public_body=True, fields=confidential)) as r:
+        async with http.put(
+            "/subscriptions/bergen-helse",
+            headers=_as("drift"),
+            json=_sub("bergen-helse", "all", public_body=True, fields=confidential),
+        ) as r:
             assert r.status == 200, await r.text()
         async with http.get("/subscriptions/bergen-helse", headers=_as("bergen-helse")) as r:
             assert (await r.json())["kommuner"] == "all"
@@ -192,8 +239,11 @@ async def test_every_write_is_in_samband_audit_under_the_tokens_name(tenants):
     config = Path(tenants.env["SAMBAND_DATA_DIR"]).parent / "subscriptions"
     config.mkdir()
     (config / "drift.yaml").write_text(yaml.safe_dump(_sub("bergen-drift")))
-    for command in (("subscriptions", "apply", str(config)), ("subscriptions", "pause", "bergen-drift"),
-                    ("subscriptions", "delete", "bergen-drift")):
+    for command in (
+        ("subscriptions", "apply", str(config)),
+        ("subscriptions", "pause", "bergen-drift"),
+        ("subscriptions", "delete", "bergen-drift"),
+    ):
         done = tenants.cli(*command)
         assert done.returncode == 0, done.stderr
 
@@ -201,24 +251,45 @@ async def test_every_write_is_in_samband_audit_under_the_tokens_name(tenants):
     assert listed.returncode == 0, listed.stderr
     assert "bergen-revisjon" in listed.stdout and "bergen-helse" in listed.stdout
     assert not any(entry["token"] in listed.stdout for entry in TOKENS.values())
-    revisjon = [(e["name"], e["owner"], e["action"], e["subscription"], e["outcome"], e["via"])
-                for e in tenants.audit() if e["subscription"] in ("bergen-revisjon", "oslo-revisjon")]
-    assert revisjon == [("bergen-helse", "Bergen kommune", "create", "bergen-revisjon", "ok", "api"),
-                        ("bergen-helse", "Bergen kommune", "delete", "oslo-revisjon", "subscription.not_found", "api"),
-                        ("bergen-helse", "Bergen kommune", "delete", "bergen-revisjon", "ok", "api")]
+    revisjon = [
+        (e["name"], e["owner"], e["action"], e["subscription"], e["outcome"], e["via"])
+        for e in tenants.audit()
+        if e["subscription"] in ("bergen-revisjon", "oslo-revisjon")
+    ]
+    assert revisjon == [
+        ("bergen-helse", "Bergen kommune", "create", "bergen-revisjon", "ok", "api"),
+        ("bergen-helse", "Bergen kommune", "delete", "oslo-revisjon", "subscription.not_found", "api"),
+        ("bergen-helse", "Bergen kommune", "delete", "bergen-revisjon", "ok", "api"),
+    ]
     drift = tenants.audit("--subscription", "bergen-drift")
     assert [(e["via"], e["name"], e["action"]) for e in drift] == [
-        ("cli", os_user(), "create"), ("cli", os_user(), "pause"), ("cli", os_user(), "delete")]
+        ("cli", os_user(), "create"),
+        ("cli", os_user(), "pause"),
+        ("cli", os_user(), "delete"),
+    ]
     assert tenants.audit("--since", drift[-1]["time"]) == [drift[-1]]
 
 
 async def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(tenants, tmp_path):
     """Every answer, 403 and 404 of tenants included, is one the OpenAPI document declares."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "schemathesis.cli", "run", f"{tenants.base}/openapi.json",
-        "--checks", "not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance",
-        "--max-examples", "30", "--seed", "13", "--header", f"Authorization: {_as('bergen-helse')['Authorization']}",
-        "--report-dir", str(tmp_path), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{tenants.base}/openapi.json",
+        "--checks",
+        "not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance",
+        "--max-examples",
+        "30",
+        "--seed",
+        "13",
+        "--header",
+        f"Authorization: {_as('bergen-helse')['Authorization']}",
+        "--report-dir",
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     output, _ = await asyncio.wait_for(process.communicate(), 300)
     assert process.returncode == 0, output.decode()[-4000:]

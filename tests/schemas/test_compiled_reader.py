@@ -15,7 +15,8 @@ from schemas.examples import example
 from schemas.registry import CatalogRegistry
 
 ALL_TYPES = {
-    "type": "record", "name": "test.AllTypes",
+    "type": "record",
+    "name": "test.AllTypes",
     "fields": [
         {"name": "nothing", "type": "null"},
         {"name": "flag", "type": "boolean"},
@@ -33,8 +34,13 @@ ALL_TYPES = {
         {"name": "choice", "type": ["null", "string", "long", "test.Digest"]},
         {"name": "when", "type": {"type": "long", "logicalType": "timestamp-millis"}},
         {"name": "day", "type": {"type": "int", "logicalType": "date"}},
-        {"name": "inner", "type": ["null", {"type": "record", "name": "test.Inner",
-                                              "fields": [{"name": "again", "type": ["null", "test.Inner"]}]}]},
+        {
+            "name": "inner",
+            "type": [
+                "null",
+                {"type": "record", "name": "test.Inner", "fields": [{"name": "again", "type": ["null", "test.Inner"]}]},
+            ],
+        },
     ],
 }
 
@@ -52,9 +58,11 @@ def _fastavro_read(schema: dict, message: bytes) -> dict:
 
 def _schemas() -> list:
     cat = catalog()
-    return [pytest.param(fastavro.parse_schema(version.schema), id=f"{event_type}-v{version.version}")
-            for event_type in cat.event_types() for version in cat.released(event_type)
-            ] + [pytest.param(fastavro.parse_schema(ALL_TYPES), id="all-types")]
+    return [
+        pytest.param(fastavro.parse_schema(version.schema), id=f"{event_type}-v{version.version}")
+        for event_type in cat.event_types()
+        for version in cat.released(event_type)
+    ] + [pytest.param(fastavro.parse_schema(ALL_TYPES), id="all-types")]
 
 
 @pytest.mark.parametrize("schema", _schemas())
@@ -104,20 +112,30 @@ def test_an_enum_of_more_than_64_symbols_reads_its_two_byte_indexes():
         assert read(message, 5) == symbol == _fastavro_read(schema, message)
 
 
-@pytest.mark.parametrize("body, what", [
-    (bytes([0x06]), "enum index 3 of 3 symbols"),
-    (bytes([0x01]), "enum index -1"),
-])
+@pytest.mark.parametrize(
+    "body, what",
+    [
+        (bytes([0x06]), "enum index 3 of 3 symbols"),
+        (bytes([0x01]), "enum index -1"),
+    ],
+)
 def test_an_enum_index_out_of_range_is_a_value_error(body, what):
     schema = fastavro.parse_schema({"type": "enum", "name": "E", "symbols": ["a", "b", "c"]})
     with pytest.raises(ValueError):
         compile_reader(schema)(b"\x00\x00\x00\x00\x01" + body, 5)
 
 
-@pytest.mark.parametrize("body", [bytes([0x04]), bytes([0x01]), bytes([0x80, 0x00]), bytes([0x02, 0x03]),
-                                  bytes([0x02] + [0xFF] * 11)],
-                         ids=["union branch 2 of 2", "union branch -1", "union branch 0 in two bytes", "negative length",
-                              "length varint of 11 bytes"])
+@pytest.mark.parametrize(
+    "body",
+    [bytes([0x04]), bytes([0x01]), bytes([0x80, 0x00]), bytes([0x02, 0x03]), bytes([0x02] + [0xFF] * 11)],
+    ids=[
+        "union branch 2 of 2",
+        "union branch -1",
+        "union branch 0 in two bytes",
+        "negative length",
+        "length varint of 11 bytes",
+    ],
+)
 def test_a_corrupt_body_is_a_value_error(body):
     schema = fastavro.parse_schema(["null", "string"])
     with pytest.raises(ValueError):
@@ -125,6 +143,11 @@ def test_a_corrupt_body_is_a_value_error(body):
 
 
 def test_a_schema_with_a_logical_type_not_compiled_falls_back_to_fastavro():
-    schema = fastavro.parse_schema({"type": "record", "name": "test.WithUuid",
-                                    "fields": [{"name": "id", "type": {"type": "string", "logicalType": "uuid"}}]})
+    schema = fastavro.parse_schema(
+        {
+            "type": "record",
+            "name": "test.WithUuid",
+            "fields": [{"name": "id", "type": {"type": "string", "logicalType": "uuid"}}],
+        }
+    )
     assert compile_reader(schema) is None

@@ -46,10 +46,17 @@ def test_every_field_everywhere_has_a_known_classification():
 
 
 def test_classification_problems_are_found_in_nested_records():
-    schema = {"type": "record", "name": "R", "fields": [
-        {"name": "a", "classification": "ordinary",
-         "type": {"type": "record", "name": "N", "fields": [{"name": "inner", "type": "string"}]}},
-    ]}
+    schema = {
+        "type": "record",
+        "name": "R",
+        "fields": [
+            {
+                "name": "a",
+                "classification": "ordinary",
+                "type": {"type": "record", "name": "N", "fields": [{"name": "inner", "type": "string"}]},
+            },
+        ],
+    }
     assert [p.field for p in _classification_problems("R", schema)] == ["a.inner"]
 
 

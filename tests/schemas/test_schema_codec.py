@@ -81,7 +81,9 @@ def test_wire_errors_never_echo_event_data(codec):
 def test_schemas_are_parsed_once_per_id(codec, monkeypatch):
     calls = []
     real_parse = fastavro.parse_schema
-    monkeypatch.setattr(fastavro, "parse_schema", lambda schema, *a, **kw: calls.append(1) or real_parse(schema, *a, **kw))
+    monkeypatch.setattr(
+        fastavro, "parse_schema", lambda schema, *a, **kw: calls.append(1) or real_parse(schema, *a, **kw)
+    )
     schema_id = codec.current_id("Death")
     for _ in range(5):
         codec.decode(codec.encode(example("Death"), schema_id))
@@ -90,8 +92,14 @@ def test_schemas_are_parsed_once_per_id(codec, monkeypatch):
 
 def test_reader_that_cannot_read_the_writer_is_a_reader_mismatch(codec):
     data = codec.encode(example("Death"), codec.current_id("Death"))
-    reader = fastavro.parse_schema({"type": "record", "name": "Death", "namespace": "no.samband.events",
-                                    "fields": [{"name": "mandatory", "type": "string"}]})
+    reader = fastavro.parse_schema(
+        {
+            "type": "record",
+            "name": "Death",
+            "namespace": "no.samband.events",
+            "fields": [{"name": "mandatory", "type": "string"}],
+        }
+    )
     with pytest.raises(WireFormatError) as raised:
         codec.decode(data, reader=reader)
     assert raised.value.reason == "wire.reader_mismatch"

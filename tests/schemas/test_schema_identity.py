@@ -31,7 +31,11 @@ def test_official_vectors_classify_correctly(number, valid):
 
 @pytest.mark.parametrize(
     ("number", "kind", "synthetic"),
-    [("30908299902", IdentityKind.FNR, True), ("55102499947", IdentityKind.DNR, False), ("41819077302", IdentityKind.DNR, True)],
+    [
+        ("30908299902", IdentityKind.FNR, True),
+        ("55102499947", IdentityKind.DNR, False),
+        ("41819077302", IdentityKind.DNR, True),
+    ],
 )
 def test_official_vectors_report_kind_and_synthetic(number, kind, synthetic):
     identity = parse_identity(number)

@@ -94,7 +94,9 @@ def test_remote_registry_setting_uses_an_external_registry_for_ids_and_schemas(r
     record = example("Death")
     data = remote.encode(record, remote.current_id("Death"))
     assert local.decode(data) == record
-    assert Codec(RemoteRegistry(registry_url, catalog())).decode(local.encode(record, local.current_id("Death"))) == record
+    assert (
+        Codec(RemoteRegistry(registry_url, catalog())).decode(local.encode(record, local.current_id("Death"))) == record
+    )
 
 
 def test_remote_registry_unknown_id_is_a_wire_error(registry_url):
@@ -106,13 +108,16 @@ def test_remote_registry_unknown_id_is_a_wire_error(registry_url):
 async def test_confluent_consumer_reads_our_events_from_a_real_topic(registry_url, kafka_bootstrap, new_topic):
     """Standard Kafka tooling reads our topics: confluent-kafka's Consumer + AvroDeserializer, schema over HTTP."""
     from confluent_kafka import Consumer
-
     from kafka_io import produce
 
     topic = await new_topic(partitions=1, prefix="samband-events")
     codec = Codec(CatalogRegistry(catalog()))
     records = [example(name) for name in ("Birth", "Move", "Death")]
-    await produce(kafka_bootstrap, topic, [codec.encode(r, codec.current_id(n)) for r, n in zip(records, ("Birth", "Move", "Death"))])
+    await produce(
+        kafka_bootstrap,
+        topic,
+        [codec.encode(r, codec.current_id(n)) for r, n in zip(records, ("Birth", "Move", "Death"), strict=False)],
+    )
 
     def read_with_confluent() -> list[dict]:
         consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": topic, "auto.offset.reset": "earliest"})

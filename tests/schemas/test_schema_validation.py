@@ -1,6 +1,6 @@
 """Domain validation: stable reason codes, messages without personal data."""
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -8,7 +8,7 @@ from schemas.examples import BERGEN_ADDRESS, OSLO_ADDRESS, example, example_type
 from schemas.moves import scope_for
 from schemas.validation import ValidationError, ensure_valid, validate
 
-NOW = datetime(2024, 3, 2, tzinfo=timezone.utc)
+NOW = datetime(2024, 3, 2, tzinfo=UTC)
 
 
 def codes(event_type, record):
@@ -92,7 +92,10 @@ def test_identity_change_to_the_same_number():
 
 
 def test_envelope_type_must_name_the_event_type():
-    assert codes("Death", example("Birth") | {"deathDate": date(2024, 1, 1)})[0] == ("envelope.type_mismatch", "envelope.type")
+    assert codes("Death", example("Birth") | {"deathDate": date(2024, 1, 1)})[0] == (
+        "envelope.type_mismatch",
+        "envelope.type",
+    )
 
 
 def test_failures_never_contain_identity_numbers_or_addresses():
@@ -109,8 +112,13 @@ def test_failures_never_contain_identity_numbers_or_addresses():
 
 @pytest.mark.parametrize(
     ("previous", "new", "viewpoint", "expected"),
-    [("0301", "0301", "0301", "within"), ("0301", "4601", "4601", "into"), ("0301", "4601", "0301", "outOf"),
-     ("0301", "4601", "5001", None), (None, "4601", "4601", "into")],
+    [
+        ("0301", "0301", "0301", "within"),
+        ("0301", "4601", "4601", "into"),
+        ("0301", "4601", "0301", "outOf"),
+        ("0301", "4601", "5001", None),
+        (None, "4601", "4601", "into"),
+    ],
 )
 def test_move_scope_seen_from_a_kommune(previous, new, viewpoint, expected):
     assert scope_for(previous, new, viewpoint) == expected

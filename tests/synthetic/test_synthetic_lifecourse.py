@@ -2,7 +2,7 @@
 
 from collections import Counter
 from datetime import date
-from itertools import islice
+from itertools import islice, pairwise
 
 import numpy as np
 import pytest
@@ -21,7 +21,9 @@ def year_of_events():
 
 def test_same_seed_gives_the_same_feed_and_another_seed_another():
     def first_documents(seed):
-        return [d.document() for d in islice(Simulation(SyntheticConfig(persons=3_000, seed=seed)).events(years=None), 500)]
+        return [
+            d.document() for d in islice(Simulation(SyntheticConfig(persons=3_000, seed=seed)).events(years=None), 500)
+        ]
 
     assert first_documents(5) == first_documents(5)
     assert first_documents(5) != first_documents(6)
@@ -32,7 +34,7 @@ def test_population_is_spread_over_all_kommuner_with_the_cities_largest():
     population = simulation.population
     counts = np.bincount(population.kommune[: population.size], minlength=len(simulation.geography.places))
     numbers = [place.number for place in simulation.geography.places]
-    share = dict(zip(numbers, counts / counts.sum()))
+    share = dict(zip(numbers, counts / counts.sum(), strict=False))
     assert 0.11 < share["0301"] < 0.15  # Oslo ~13 %
     assert share["0301"] > share["4601"] > share["5001"] > share["1103"]
     assert np.median(counts / counts.sum()) < 0.003  # the many small kommuner are small
@@ -78,9 +80,12 @@ def test_yearly_event_rates_are_near_norways(year_of_events):
     assert 4 < per_1000(ff.ENDRING_I_NAVN) < 6.5
     assert 8 < per_1000(ff.ENDRING_I_SIVILSTAND) < 20
     between = [
-        d for d in documents
-        if d["hendelsetype"] == ff.ENDRING_I_BOSTEDSADRESSE and d["entitetsendring"] == ff.REGISTRERE_NY
-        and d["opplysninger"]["forrigeBostedsadresse"]["kommunenummer"] != d["opplysninger"]["bostedsadresse"]["kommunenummer"]
+        d
+        for d in documents
+        if d["hendelsetype"] == ff.ENDRING_I_BOSTEDSADRESSE
+        and d["entitetsendring"] == ff.REGISTRERE_NY
+        and d["opplysninger"]["forrigeBostedsadresse"]["kommunenummer"]
+        != d["opplysninger"]["bostedsadresse"]["kommunenummer"]
     ]
     assert 0.35 < len(between) / new[ff.ENDRING_I_BOSTEDSADRESSE] < 0.6
 
@@ -88,7 +93,7 @@ def test_yearly_event_rates_are_near_norways(year_of_events):
 def test_feed_is_in_sequence_and_time_order_with_known_or_deliberately_unusual_types(year_of_events):
     _, documents = year_of_events
     assert [d["sekvensnummer"] for d in documents] == list(range(1, len(documents) + 1))
-    assert all(a["ajourholdstidspunkt"] <= b["ajourholdstidspunkt"] for a, b in zip(documents, documents[1:]))
+    assert all(a["ajourholdstidspunkt"] <= b["ajourholdstidspunkt"] for a, b in pairwise(documents))
     unusual = [d for d in documents if d["hendelsetype"] in ff.UNUSUAL_TYPES]
     assert {d["hendelsetype"] for d in unusual} == set(ff.UNUSUAL_TYPES)
     assert 0.0005 < len(unusual) / len(documents) < 0.005
@@ -148,11 +153,19 @@ def test_reform_day_renumbers_every_resident_of_one_fylke_at_once():
     reform = [d for d in documents if d.hendelsetype == ff.ENDRING_I_BOSTEDSADRESSE_VED_KOMMUNEREGULERING]
     assert len(reform) > 1_500
     assert {d.ajourholdstidspunkt for d in reform} == {"2024-02-01T00:00:00Z"}
-    assert [d.sekvensnummer for d in reform] == list(range(reform[0].sekvensnummer, reform[0].sekvensnummer + len(reform)))
+    assert [d.sekvensnummer for d in reform] == list(
+        range(reform[0].sekvensnummer, reform[0].sekvensnummer + len(reform))
+    )
     for d in reform:
         old, new = d.opplysninger["forrigeKommunenummer"], d.opplysninger["kommunenummer"]
-        assert old.startswith("46") and new == "48" + old[2:] and d.opplysninger["bostedsadresse"]["kommunenummer"] == new
-    later_moves = [d for d in documents if d.hendelsetype == ff.ENDRING_I_BOSTEDSADRESSE and d.sekvensnummer > reform[-1].sekvensnummer]
+        assert (
+            old.startswith("46") and new == "48" + old[2:] and d.opplysninger["bostedsadresse"]["kommunenummer"] == new
+        )
+    later_moves = [
+        d
+        for d in documents
+        if d.hendelsetype == ff.ENDRING_I_BOSTEDSADRESSE and d.sekvensnummer > reform[-1].sekvensnummer
+    ]
     assert later_moves and not any(
         d.opplysninger.get("bostedsadresse", {}).get("kommunenummer", "").startswith("46") for d in later_moves
     )
