@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test privacy-fuzz order-acceptance faults install clean
+.PHONY: demo test check test-unit dashboard-picture privacy-fuzz order-acceptance faults install clean
 
 demo: $(INSTALLED)
 	$(VENV)/bin/samband demo $(ARGS)
@@ -11,6 +11,20 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	$(VENV)/bin/python -m pytest -n $${SAMBAND_TEST_PROCESSES:-2} --dist loadfile $(ARGS)
+
+# Lint, format and type checks (ruff and mypy, configured in pyproject.toml); CI runs them before the tests.
+check: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# The tests that need no Kafka broker (about 390, under a minute): marked by tests/conftest.py.
+test-unit: $(INSTALLED)
+	$(VENV)/bin/python -m pytest -m "not kafka" $(ARGS)
+
+# Refreshes docs/dashboard.png from the dashboard's browser test (tests write nothing into the tree unasked).
+dashboard-picture: $(INSTALLED)
+	SAMBAND_DASHBOARD_SCREENSHOT=$(CURDIR)/docs/dashboard.png $(VENV)/bin/python -m pytest tests/operations/test_dashboard_browser.py $(ARGS)
 
 # The acceptance run of docs/security.md, large: SAMBAND_FUZZ_PERSONS, SAMBAND_FUZZ_SEED to choose.
 privacy-fuzz: $(INSTALLED)
