@@ -38,7 +38,7 @@ from aiokafka import ConsumerRecord
 from agents.alerts.policy import DeliveryHealth, is_failing
 from agents.delivery.dispatcher import subscription_of
 from agents.delivery.ledger import latest_entries
-from agents.delivery.pending import stored_state
+from agents.delivery.pending import Behind, behind_state, stored_state
 from agents.delivery.target import TargetError, parse_target
 from agents.delivery.topic_reader import read_topic
 from agents.delivery.topics import delivery_topics
@@ -94,6 +94,14 @@ async def _latest(bootstrap: str, topic: str, read: Callable[[bytes], Any] = jso
     return latest
 
 
+def _pending_value(value: bytes) -> list[dict] | Behind:
+    """A pending-topic record: a queue's entries, or a subscription's records waiting in the deliveries topic."""
+    try:
+        return stored_state(value)["queue"]
+    except ValueError:
+        return behind_state(value)
+
+
 async def _gather(bootstrap: str, app_id: str, now: float) -> _Gathered:
     topics = delivery_topics(app_id)
 
@@ -113,7 +121,7 @@ async def _gather(bootstrap: str, app_id: str, now: float) -> _Gathered:
     subs, status, pending, ledger, dead, attempts = await asyncio.gather(
         _latest(bootstrap, topics.subscriptions),
         _latest(bootstrap, topics.status),
-        _latest(bootstrap, topics.pending, lambda value: stored_state(value)["queue"]),
+        _latest(bootstrap, topics.pending, _pending_value),
         latest_entries(bootstrap, topics.ledger),
         dead_letters(),
         outcomes(),
@@ -170,6 +178,9 @@ def assess(gathered: _Gathered, now: float) -> list[SubscriptionHealth]:
     pending: dict[str, int] = defaultdict(int)
     for key, queue in gathered.pending.items():
         sub = subscription_of(key)
+        if isinstance(queue, Behind):  # left in the deliveries topic until the subscription has room
+            pending[sub] += queue.waiting
+            continue
         pending[sub] += len(queue)
         if queue and queue[0].get("attempts", 0) > 0:
             backlog[sub] += len(queue)

@@ -88,6 +88,18 @@ DELIVERIES = Counter(
     registry=REGISTRY,
 )
 RETRY_BACKLOG = Gauge("samband_retry_backlog", "Deliveries waiting for a retry.", ["subscription"], registry=REGISTRY)
+DELIVERY_HELD = Gauge(
+    "samband_delivery_held",
+    "Deliveries a subscription holds in the worker's memory (at most SAMBAND_DELIVERY_HELD_PER_SUBSCRIPTION).",
+    ["subscription"],
+    registry=REGISTRY,
+)
+DELIVERY_LEFT = Gauge(
+    "samband_delivery_left_in_topic",
+    "Deliveries a subscription left in the deliveries topic, to take when it has room again.",
+    ["subscription"],
+    registry=REGISTRY,
+)
 CONSUMER_LAG = Gauge(
     "samband_consumer_lag",
     "Records not yet committed by the consumer group (end offset minus committed offset).",
@@ -142,6 +154,12 @@ def delivery(subscription: str, outcome: str) -> None:
 
 def set_retry_backlog(subscription: str, count: int) -> None:
     RETRY_BACKLOG.labels(_checked("subscription", subscription, _SUBSCRIPTION)).set(count)
+
+
+def set_delivery_memory(subscription: str, held: int, left: int) -> None:
+    label = _checked("subscription", subscription, _SUBSCRIPTION)
+    DELIVERY_HELD.labels(label).set(held)
+    DELIVERY_LEFT.labels(label).set(left)
 
 
 def set_consumer_lag(group: str, topic: str, partition: int, lag: int) -> None:

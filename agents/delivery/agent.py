@@ -11,10 +11,12 @@ so a crash loses nothing; attempts in flight at a crash go out again with the sa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from agents import metrics
 from agents.app import app, batch_service_settings, freeze_heap
@@ -118,6 +120,7 @@ queues = DeliveryQueues(
     DeadLetterSeal(dead_letter_key(settings)),
     grades,
     store_after=settings.delivery_store_after_seconds,
+    held_limit=settings.delivery_held_per_subscription,
 )
 # Set once every subscription and delivery status written before the start has been read:
 # records of a subscription not yet known would otherwise all be stored as waiting.
@@ -206,6 +209,47 @@ class DeliveryService(BatchService):
     def partitions_lost(self, partitions: set[int]) -> None:
         super().partitions_lost(partitions)
         queues.revoked(partitions)  # attempts in flight are ignored; their deliveries go again (same webhook-id)
+
+
+@app.task
+async def _read_backlogs() -> None:
+    """Reads again, from the deliveries topic, the records that subscriptions with a full share of
+    memory left there (queues.py), as they get room: a consumer of its own, outside the group,
+    on the partitions this worker holds. A broker error is waited out and the read tried again."""
+    await subscriptions_read.wait()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(), enable_auto_commit=False,
+                                auto_offset_reset="earliest", metadata_max_age_ms=5000)  # fmt: skip
+    await consumer.start()
+    failing = False
+    try:
+        while True:
+            queues.report_memory()
+            wanted = queues.backlog_wanted()
+            if not wanted:
+                queues.backlog_ready.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):  # ownership may change without a signal
+                        await queues.backlog_ready.wait()
+                continue
+            partitions = {p: TopicPartition(topics.deliveries, p) for p in wanted}
+            if set(partitions.values()) != consumer.assignment():
+                consumer.assign(list(partitions.values()))
+            for p, start in wanted.items():
+                consumer.seek(partitions[p], start)
+            try:
+                batch = await consumer.getmany(*partitions.values(), timeout_ms=1000, max_records=2000)
+            except KafkaError as exc:
+                if not failing:
+                    log.warning("delivery.backlog_read_failed", error=type(exc).__name__)
+                failing = True
+                await asyncio.sleep(1.0)  # back off: the broker may be away
+                continue
+            failing = False
+            for tp, records in batch.items():
+                if tp.partition in wanted:
+                    queues.take_backlog(tp.partition, wanted[tp.partition], records)
+    finally:
+        await consumer.stop()
 
 
 @app.task

@@ -125,3 +125,40 @@ def decide(queue: list[dict], outcome: dict, schedule: tuple[float, ...], now: f
     wait = schedule[retries_done] if wait is None else min(wait, max(schedule))
     head["due"] = now + wait
     return Decision(RETRY, [head, *queue[1:]], head, reason)
+
+
+# --- a subscription behind: its records left in the deliveries topic -----------------------------
+
+BEHIND = "~behind"  # never a pseudonym (hex), so `<subscription>/~behind` is never a queue key
+
+
+@dataclass
+class Behind:
+    """A subscription with as many entries in memory as it may hold (queues.py) leaves its further
+    records of one deliveries partition where they are, in the topic, and takes them from `cursor`
+    on when it has room again. Stored in the pending topic (key `behind_key`), with the queues."""
+
+    cursor: int  # deliveries offset from which its records are still to be taken
+    last: int  # offset of the last of its records left in the topic
+    waiting: int  # how many of its records wait there (for status; about, after a crash)
+
+
+def behind_key(subscription: str) -> str:
+    return f"{subscription}/{BEHIND}"
+
+
+def is_behind_key(key: str) -> bool:
+    return key.endswith("/" + BEHIND)
+
+
+def behind_value(behind: Behind) -> bytes:
+    return orjson.dumps({"behind": {"cursor": behind.cursor, "last": behind.last, "waiting": behind.waiting}})
+
+
+def behind_state(value: bytes) -> Behind:
+    """ValueError when the record is not a stored Behind."""
+    state = orjson.loads(value)
+    fields = state.get("behind") if isinstance(state, dict) else None
+    if not (isinstance(fields, dict) and all(type(fields.get(f)) is int for f in ("cursor", "last", "waiting"))):
+        raise ValueError("not a subscription behind")
+    return Behind(fields["cursor"], fields["last"], fields["waiting"])

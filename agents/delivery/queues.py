@@ -27,8 +27,9 @@ of a ledger entry or dead letter.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 
 import orjson
@@ -70,6 +71,7 @@ class DeliveryQueues:
         grades: Grades,
         clock: Callable[[], float] = time.time,
         store_after: float = 2.0,
+        held_limit: int = 10_000,
     ):
         self.topics = topics
         self.grades = grades  # learns a new grade from each purge record (agents/delivery/egress.py)
@@ -84,10 +86,16 @@ class DeliveryQueues:
         self._open_since: dict[str, float] = {}
         self._opened: deque[tuple[float, str]] = deque()
         self.store_after = store_after
+        # Entries a subscription may hold in memory; its further records wait in the deliveries topic.
+        self.held_limit = held_limit
+        self.held: Counter[str] = Counter()  # subscription -> entries in its queues
+        self.behind: dict[tuple[str, int], pending.Behind] = {}  # (subscription, partition) -> where it resumes
+        self.backlog_ready = asyncio.Event()  # a subscription behind may have room: the backlog reader looks
         self.offsets = OpenOffsets()
         self.owned: set[int] = set()
         self._outputs: list[Output] = []  # decided by `apply` since the last cycle
         self._changed: dict[str, int] = {}  # stored queue key -> partition, to write in the next cycle
+        self._behind_changed: set[tuple[str, int]] = set()  # (subscription, partition) Behind records to write
         self._settled: list[tuple[int, int]] = []  # (partition, offset) durable once this cycle's writes are
         self._flushing: list[tuple[int, int]] = []
 
@@ -95,7 +103,7 @@ class DeliveryQueues:
 
     @property
     def has_work(self) -> bool:
-        return bool(self._outputs or self._changed or self._settled)
+        return bool(self._outputs or self._changed or self._behind_changed or self._settled)
 
     def accept(self, records: list[ConsumerRecord]) -> None:
         """Records in, at once: a head whose subscription is active is offered to its lane now;
@@ -112,6 +120,10 @@ class DeliveryQueues:
         for key, partition in self._changed.items():
             self._write(key, partition)
         self._changed = {}
+        # After the queues: a cursor is never durable ahead of the entries it took.
+        for sub, partition in self._behind_changed:
+            self._write_behind(sub, partition)
+        self._behind_changed = set()
         self._flushing, self._settled = self._settled, []
 
     def end_batch(self) -> None:
@@ -136,14 +148,20 @@ class DeliveryQueues:
         for partition in partitions:
             for key, value in self.stored.partitions.get(partition, {}).items():
                 with skip_malformed(self.stored.topic):
+                    if pending.is_behind_key(key):
+                        self.behind[(subscription_of(key), partition)] = pending.behind_state(value)
+                        self.backlog_ready.set()
+                        continue
                     state = pending.opened(pending.stored_state(value), self.seal)
                     self.queues[key], self.seen[key] = state["queue"], state["seen"]
+                    self.held[subscription_of(key)] += len(state["queue"])
                     self.dispatcher.offer(key, state["queue"][0])
 
     def revoked(self, partitions: set[int]) -> None:
         """Forget the queues of `partitions`: their new owner reads their records from the last commit."""
         self.owned -= partitions
         for key in [k for k, queue in self.queues.items() if queue[0]["source"][1] in partitions]:
+            self.held[subscription_of(key)] -= len(self.queues[key])
             del self.queues[key]
             self.seen.pop(key, None)
             self._changed.pop(key, None)
@@ -151,6 +169,9 @@ class DeliveryQueues:
         for key in [k for k, p in self._changed.items() if p in partitions]:  # queues emptied, not yet written
             del self._changed[key]
             self.seen.pop(key, None)
+        for sub, partition in [k for k in self.behind if k[1] in partitions]:
+            del self.behind[(sub, partition)]
+        self._behind_changed = {(s, p) for s, p in self._behind_changed if p not in partitions}
         # Offsets settled before are not settled for whoever reads the partition next (this worker too).
         self._settled = [(p, o) for p, o in self._settled if p not in partitions]
         self._flushing = [(p, o) for p, o in self._flushing if p not in partitions]
@@ -188,6 +209,16 @@ class DeliveryQueues:
             )
             self._settled.append((partition, offset))
             return
+        sub = subscription_of(key)
+        behind = self.behind.get((sub, partition))
+        if behind is None and self.held[sub] >= self.held_limit:
+            behind = self.behind[(sub, partition)] = pending.Behind(cursor=offset, last=offset - 1, waiting=0)
+        if behind is not None:  # left in the topic: the backlog reader takes it when there is room
+            if offset > behind.last:  # (else left before a restart, and counted)
+                behind.last, behind.waiting = offset, behind.waiting + 1
+            self._behind_changed.add((sub, partition))
+            self._settled.append((partition, offset))  # once the Behind record is written
+            return
         headers = [[k, v.decode()] for k, v in (record.headers or []) if k in KEPT_HEADERS]
         entry = pending.new_entry(
             idempotency_key, record.value.decode(), headers, [record.topic, partition, offset], now
@@ -207,10 +238,12 @@ class DeliveryQueues:
         if (seen := self.seen.get(key)) is not None:  # a stored queue emptied, its deletion not yet written
             if offset > seen:
                 self.queues[key], self.seen[key], self._changed[key] = [entry], offset, partition
+                self.held[sub] += 1
                 self.dispatcher.offer(key, entry)
             return
         self.queues[key] = [entry]
-        if self.dispatcher.is_active(subscription_of(key)):
+        self.held[sub] += 1
+        if self.dispatcher.is_active(sub):
             self._settled.pop()  # goes out at once; open until its outcome is durable
             self._open_since[key] = now
             self._opened.append((now, key))
@@ -223,6 +256,7 @@ class DeliveryQueues:
         """A purge goes first, so the subscriber deletes the address before anything held arrives: before
         the head too when the head is held (paused, unverified, waiting for a retry), else right after
         it (it may be on its way)."""
+        self.held[subscription_of(key)] += 1
         if not purge:
             queue.append(entry)
         elif self.dispatcher.holds(key):
@@ -230,6 +264,15 @@ class DeliveryQueues:
             self.dispatcher.offer(key, entry)
         else:
             queue.insert(1, entry)
+
+    def _write_behind(self, sub: str, partition: int) -> None:
+        if partition not in self.owned:
+            return
+        behind = self.behind.get((sub, partition))
+        if behind is not None:
+            self.stored.set(partition, pending.behind_key(sub), pending.behind_value(behind))
+        else:
+            self.stored.delete(partition, pending.behind_key(sub))
 
     def _write(self, key: str, partition: int) -> None:
         if partition not in self.owned:
@@ -277,6 +320,10 @@ class DeliveryQueues:
         if stored:
             self._changed[key] = partition
         self._record(key, sub, event_id, decision, result, now)
+        before, half = self.held[sub], self.held_limit // 2
+        self.held[sub] += len(decision.queue) - len(self.queues[key])
+        if before > half >= self.held[sub] and self.behind:  # room again: the reader looks (it checks who)
+            self.backlog_ready.set()
         if decision.queue:
             self.queues[key] = decision.queue
             self.dispatcher.offer(key, decision.queue[0])
@@ -296,6 +343,89 @@ class DeliveryQueues:
             if self._open_since.get(key) == since:  # else settled, stored or dropped since
                 queue = self.queues[key]
                 self._store(key, queue, queue[0]["source"][1])
+
+    # --- a subscription's backlog, read again from the deliveries topic -----------------------
+
+    def report_memory(self) -> None:
+        """The gauges of what each subscription holds in memory and has left in the topic."""
+        left: Counter[str] = Counter()
+        for (sub, _), behind in self.behind.items():
+            left[sub] += behind.waiting
+        for sub in set(self.held) | set(left):
+            metrics.set_delivery_memory(sub, self.held[sub], left[sub])
+            if not self.held[sub] and not left[sub]:
+                self.held.pop(sub, None)
+
+    def backlog_wanted(self) -> dict[int, int]:
+        """Partition -> offset to read from, where a subscription behind has room again (half its limit)."""
+        wanted: dict[int, int] = {}
+        for (sub, partition), behind in self.behind.items():
+            if partition in self.owned and self.held[sub] <= self.held_limit // 2:
+                wanted[partition] = min(wanted.get(partition, behind.cursor), behind.cursor)
+        return wanted
+
+    def take_backlog(self, partition: int, start: int, records: list[ConsumerRecord]) -> None:
+        """Records of `partition` read again from `start` on, in order: each subscription behind there
+        takes its own (from its cursor to its last record left) while it has room, and is no longer
+        behind once it has taken its last one. Its cursor moves past what it has looked at."""
+        if partition not in self.owned or not records:
+            return
+        # Only a subscription whose cursor the read began at or before: the records are looked at from `start` on.
+        behind = {
+            sub: b
+            for (sub, p), b in self.behind.items()
+            if p == partition and b.cursor >= start and self.held[sub] < self.held_limit
+        }
+        if records[0].offset > start:  # the topic's retention deleted records no one had taken
+            for sub, b in behind.items():
+                if b.cursor < records[0].offset:
+                    log.error("delivery.backlog_expired", subscription=sub, partition=partition,
+                              from_offset=b.cursor, to_offset=records[0].offset - 1)  # fmt: skip
+        full: dict[str, int] = {}  # subscription -> offset of its first record it had no room for
+        now = self.clock()
+        for record in records:
+            key = record.key.decode()
+            sub = subscription_of(key)
+            b = behind.get(sub)
+            if b is None or sub in full or not b.cursor <= record.offset <= b.last:
+                continue
+            if self.held[sub] >= self.held_limit:
+                full[sub] = record.offset
+                continue
+            self._take(record, key, sub, partition, now)
+            b.waiting = max(0, b.waiting - 1)
+        looked_at = records[-1].offset + 1
+        for sub, b in behind.items():
+            b.cursor = full.get(sub, max(b.cursor, min(looked_at, b.last + 1)))
+            self._behind_changed.add((sub, partition))
+            if b.cursor > b.last:  # it has everything again: its records come straight in from now on
+                del self.behind[(sub, partition)]
+
+    def _take(self, record: ConsumerRecord, key: str, sub: str, partition: int, now: float) -> None:
+        """A record taken from the backlog joins its queue as stored: it was settled when it was left."""
+        try:
+            parsed = orjson.loads(record.value)
+            entry = pending.new_entry(
+                parsed["idempotency_key"],
+                record.value.decode(),
+                [[k, v.decode()] for k, v in (record.headers or []) if k in KEPT_HEADERS],
+                [record.topic, partition, record.offset],
+                now,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return  # cannot be: it was read whole when it was left (a malformed one is a dead letter then)
+        queue = self.queues.get(key)
+        if queue is not None and key not in self.seen:
+            self._store(key, queue, partition)  # in memory, its records open: they are settled with the new one
+        if record.offset <= self.seen.get(key, -1):
+            return  # taken before a restart: its stored queue has it
+        if queue:
+            self._queue(key, queue, entry, parsed.get("kind") == "purge")
+        else:  # a new queue, or a stored one emptied whose deletion is not yet written
+            self.queues[key] = [entry]
+            self.held[sub] += 1
+            self.dispatcher.offer(key, entry)
+        self.seen[key], self._changed[key] = record.offset, partition
 
     def _store(self, key: str, queue: list[dict], partition: int) -> None:
         """An in-memory queue becomes stored: written in the next cycle, its records settled once it is."""
