@@ -37,7 +37,8 @@ order-acceptance: $(INSTALLED)
 		$(VENV)/bin/python -m pytest tests/operations/test_person_order.py -s $(ARGS)
 
 # Issue 14's fault runs (docs/reliability.md): the broker down 5 minutes with the default write
-# wait, stopped and killed; two workers; a slow subscriber; and the kill -9 runs of the suite.
+# wait, stopped and killed; two workers; a slow subscriber; a paused one behind its memory limit; a
+# subscriber refused 3 minutes, then answering 500 for one, then up; and the kill -9 runs of the suite.
 # SAMBAND_FAULT_OUTAGE_SECONDS, SAMBAND_FAULT_REQUEST_TIMEOUT, SAMBAND_FAULT_BROKER_STOPS to choose.
 FAULT_RUNS := tests/faults tests/routing/test_crash.py tests/delivery/test_delivery_crash.py \
 	tests/connectors/test_connector_feed_crash.py tests/delivery/test_delivery_isolation.py tests/delivery/test_circuit_breaker.py
@@ -45,6 +46,8 @@ faults: $(INSTALLED)
 	env -u KAFKA_BOOTSTRAP_SERVERS SAMBAND_FAULT_OUTAGE_SECONDS=$${SAMBAND_FAULT_OUTAGE_SECONDS:-300} \
 		SAMBAND_FAULT_REQUEST_TIMEOUT=$${SAMBAND_FAULT_REQUEST_TIMEOUT:-40} \
 		SAMBAND_FAULT_BROKER_STOPS=$${SAMBAND_FAULT_BROKER_STOPS:-stop,kill} \
+		SAMBAND_FAULT_SUBSCRIBER_REFUSED_SECONDS=$${SAMBAND_FAULT_SUBSCRIBER_REFUSED_SECONDS:-180} \
+		SAMBAND_FAULT_SUBSCRIBER_500_SECONDS=$${SAMBAND_FAULT_SUBSCRIBER_500_SECONDS:-60} \
 		$(VENV)/bin/python -m pytest $(FAULT_RUNS) -s -rs $(ARGS)
 
 install: $(INSTALLED)
