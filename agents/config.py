@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     # has a long queue) moves to the pending topic, so it holds back no other subscriber's commit
     # point, and a crash sends the other subscribers at most about this many seconds again.
     delivery_store_after_seconds: float = Field(2.0, gt=0)
-    # Delivery: entries one subscription may hold in memory (about 3 KB each). A subscription that
+    # Delivery: entries one subscription may hold in memory (about 9 KB each, bench/bench_delivery_memory.py). A subscription that
     # holds this many leaves its further records in the deliveries topic and reads them again when it
     # has room (agents/delivery/queues.py), so a slow or paused subscriber's backlog is not in memory.
     delivery_held_per_subscription: int = Field(10_000, ge=2)
