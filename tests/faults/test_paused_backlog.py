@@ -1,7 +1,7 @@
 """A paused subscription's backlog waits in the deliveries topic, not in the worker's memory (issue 14).
 
 Before, every delivery for a paused, failing or slow subscriber was kept in the worker's memory
-(about 3 KB each) for as long as it waited. Now a subscription holds at most
+(about 9 KB each) for as long as it waited. Now a subscription holds at most
 SAMBAND_DELIVERY_HELD_PER_SUBSCRIPTION (here 20) and leaves the rest in the topic; its records
 are committed all the same, and when it has room again it takes them, each person's in order.
 A kill -9 while it is behind loses nothing.
