@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     # Delivery: entries one subscription may hold in memory (about 9 KB each, bench/bench_delivery_memory.py). A subscription that
     # holds this many leaves its further records in the deliveries topic and reads them again when it
     # has room (agents/delivery/queues.py), so a slow or paused subscriber's backlog is not in memory.
-    delivery_held_per_subscription: int = Field(10_000, ge=2)
+    delivery_memory_per_subscription: int = Field(10_000, ge=2)
     # Seconds before the consumer group gives up on a silent worker and moves its partitions
     # (Faust's default is 60; the broker allows 6 and up).
     broker_session_timeout: float = Field(60.0, ge=6)

@@ -179,7 +179,7 @@ def assess(gathered: _Gathered, now: float) -> list[SubscriptionHealth]:
     for key, queue in gathered.pending.items():
         sub = subscription_of(key)
         if isinstance(queue, Behind):  # left in the deliveries topic until the subscription has room
-            pending[sub] += queue.waiting
+            pending[sub] += queue.left
             continue
         pending[sub] += len(queue)
         if queue and queue[0].get("attempts", 0) > 0:

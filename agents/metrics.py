@@ -88,15 +88,21 @@ DELIVERIES = Counter(
     registry=REGISTRY,
 )
 RETRY_BACKLOG = Gauge("samband_retry_backlog", "Deliveries waiting for a retry.", ["subscription"], registry=REGISTRY)
-DELIVERY_HELD = Gauge(
-    "samband_delivery_held",
-    "Deliveries a subscription holds in the worker's memory (at most SAMBAND_DELIVERY_HELD_PER_SUBSCRIPTION).",
+DELIVERY_IN_MEMORY = Gauge(
+    "samband_delivery_in_memory",
+    "Deliveries a subscription holds in the worker's memory (at most SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION).",
     ["subscription"],
     registry=REGISTRY,
 )
 DELIVERY_LEFT = Gauge(
     "samband_delivery_left_in_topic",
     "Deliveries a subscription left in the deliveries topic, to take when it has room again.",
+    ["subscription"],
+    registry=REGISTRY,
+)
+BACKLOG_EXPIRED = Counter(
+    "samband_delivery_backlog_expired_total",
+    "Times the deliveries topic's retention deleted records a subscription had left there and not yet taken.",
     ["subscription"],
     registry=REGISTRY,
 )
@@ -158,8 +164,12 @@ def set_retry_backlog(subscription: str, count: int) -> None:
 
 def set_delivery_memory(subscription: str, held: int, left: int) -> None:
     label = _checked("subscription", subscription, _SUBSCRIPTION)
-    DELIVERY_HELD.labels(label).set(held)
+    DELIVERY_IN_MEMORY.labels(label).set(held)
     DELIVERY_LEFT.labels(label).set(left)
+
+
+def backlog_expired(subscription: str) -> None:
+    BACKLOG_EXPIRED.labels(_checked("subscription", subscription, _SUBSCRIPTION)).inc()
 
 
 def set_consumer_lag(group: str, topic: str, partition: int, lag: int) -> None:

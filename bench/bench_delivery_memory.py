@@ -6,7 +6,7 @@ Needs the local broker (`samband kafka up`, or KAFKA_BOOTSTRAP_SERVERS). Each ru
 `samband worker` subprocess with one paused webhook subscription, waits until it is up, reads
 its resident memory (VmRSS), sends N deliveries for N persons, waits until the delivery group
 has committed all of them, and reads VmRSS again. It does so with
-SAMBAND_DELIVERY_HELD_PER_SUBSCRIPTION=L (bounded) and with a limit above N (the backlog all in
+SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION=L (bounded) and with a limit above N (the backlog all in
 memory, as before), in turns, R times each. Prints the growth per run and the median and range
 per mode. Everything is synthetic: persons are pseudonym-shaped hex counters.
 """
@@ -68,7 +68,7 @@ async def one_run(bootstrap: str, deliveries: int, limit: int) -> float:
         "SAMBAND_PSEUDONYM_KEY": "bench-pseudonym-key-of-at-least-32-bytes",
         "SAMBAND_DLQ_KEY": base64.b64encode(bytes(32)).decode(),
         "SAMBAND_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
-        "SAMBAND_DELIVERY_HELD_PER_SUBSCRIPTION": str(limit),
+        "SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION": str(limit),
     }
     (workdir / "secrets").mkdir()
     (workdir / "secrets" / "paused").write_text("whsec_" + base64.b64encode(bytes(24)).decode())

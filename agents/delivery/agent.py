@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from agents import metrics
@@ -120,7 +122,7 @@ queues = DeliveryQueues(
     DeadLetterSeal(dead_letter_key(settings)),
     grades,
     store_after=settings.delivery_store_after_seconds,
-    held_limit=settings.delivery_held_per_subscription,
+    memory_limit=settings.delivery_memory_per_subscription,
 )
 # Set once every subscription and delivery status written before the start has been read:
 # records of a subscription not yet known would otherwise all be stored as waiting.
@@ -213,43 +215,81 @@ class DeliveryService(BatchService):
 
 @app.task
 async def _read_backlogs() -> None:
-    """Reads again, from the deliveries topic, the records that subscriptions with a full share of
-    memory left there (queues.py), as they get room: a consumer of its own, outside the group,
-    on the partitions this worker holds. A broker error is waited out and the read tried again."""
+    """Reads again, from the deliveries topic, the records that subscriptions at their memory limit
+    left there (queues.py), as they get room: a consumer of its own, outside the group, on the
+    partitions this worker holds. A broker error is waited out and the read tried again."""
     await subscriptions_read.wait()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(), enable_auto_commit=False,
-                                auto_offset_reset="earliest", metadata_max_age_ms=5000)  # fmt: skip
-    await consumer.start()
-    failing = False
-    try:
-        while True:
-            queues.report_memory()
-            wanted = queues.backlog_wanted()
-            if not wanted:
-                queues.backlog_ready.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):  # ownership may change without a signal
-                        await queues.backlog_ready.wait()
-                continue
-            partitions = {p: TopicPartition(topics.deliveries, p) for p in wanted}
-            if set(partitions.values()) != consumer.assignment():
-                consumer.assign(list(partitions.values()))
-            for p, start in wanted.items():
+    reader = BacklogReader(bootstrap_servers(), topics.deliveries, f"{app.conf.id}-delivery")
+    while True:
+        try:
+            await reader.run()
+        except KafkaError as exc:  # the broker is away: waited out, like the stages' outages
+            log.warning("delivery.backlog_read_failed", error=type(exc).__name__)
+            await asyncio.sleep(2.0)  # back off before a new consumer
+
+
+class BacklogReader:
+    def __init__(self, bootstrap: str, topic: str, group: str):
+        self.bootstrap, self.topic, self.group = bootstrap, topic, group
+        self._next: dict[int, int] = {}  # partition -> where the consumer reads next, to seek only when it must
+
+    async def run(self) -> None:
+        # auto_offset_reset: a cursor the topic's retention has passed reads from the topic's start,
+        # and the gap is reported (queues.expired).
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", metadata_max_age_ms=5000)  # fmt: skip
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await consumer.start()
+        try:
+            await admin.start()
+            reported = 0.0
+            while True:
+                if (now := time.monotonic()) - reported >= 1.0:
+                    queues.report_memory()
+                    reported = now
+                if unknown := queues.starts_unknown():
+                    await self._learn_starts(admin, unknown)
+                wanted = queues.backlog_wanted()
+                if not wanted:
+                    queues.backlog_ready.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):  # ownership and the group's progress change unsignalled
+                            await queues.backlog_ready.wait()
+                    continue
+                await self._read(consumer, wanted)
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+    async def _learn_starts(self, admin: AIOKafkaAdminClient, partitions: set[int]) -> None:
+        """Where the group consumer began each partition: its committed offset (0 when none)."""
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        committed = await admin.list_consumer_group_offsets(self.group, partitions=tps)
+        for tp in tps:
+            meta = committed.get(tp)
+            if tp.partition in queues.owned:  # (given up meanwhile: asked again when it comes back)
+                queues.read_from.setdefault(tp.partition, max(meta.offset, 0) if meta is not None else 0)
+
+    async def _read(self, consumer: AIOKafkaConsumer, wanted: dict[int, int]) -> None:
+        partitions = {p: TopicPartition(self.topic, p) for p in wanted}
+        if set(partitions.values()) != consumer.assignment():
+            consumer.assign(list(partitions.values()))
+            self._next = {}
+        for p, start in wanted.items():
+            if self._next.get(p) != start:  # a seek drops what the consumer has fetched ahead
                 consumer.seek(partitions[p], start)
-            try:
-                batch = await consumer.getmany(*partitions.values(), timeout_ms=1000, max_records=2000)
-            except KafkaError as exc:
-                if not failing:
-                    log.warning("delivery.backlog_read_failed", error=type(exc).__name__)
-                failing = True
-                await asyncio.sleep(1.0)  # back off: the broker may be away
+        batch = await consumer.getmany(*partitions.values(), timeout_ms=1000, max_records=2000)
+        for p, start in wanted.items():
+            records = batch.get(partitions[p])
+            if records:
+                self._next[p] = records[-1].offset + 1
+                queues.take_backlog(p, start, records)
                 continue
-            failing = False
-            for tp, records in batch.items():
-                if tp.partition in wanted:
-                    queues.take_backlog(tp.partition, wanted[tp.partition], records)
-    finally:
-        await consumer.stop()
+            # Nothing from `start`, where records were left: has the retention passed them?
+            first = (await consumer.beginning_offsets([partitions[p]]))[partitions[p]]
+            if first > start:
+                queues.expired(p, first)
+            self._next.pop(p, None)
 
 
 @app.task

@@ -27,6 +27,10 @@ class OpenOffsets:
         self._settled.setdefault(partition, set())
         self._next[partition] = offset + 1
 
+    def next_read(self, partition: int) -> int:
+        """The offset after the last record read of `partition`; -1 before the first."""
+        return self._next.get(partition, -1)
+
     def settle(self, partition: int, offset: int) -> None:
         """Ignored for a partition this worker no longer holds."""
         if partition in self._settled:

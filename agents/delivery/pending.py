@@ -140,7 +140,7 @@ class Behind:
 
     cursor: int  # deliveries offset from which its records are still to be taken
     last: int  # offset of the last of its records left in the topic
-    waiting: int  # how many of its records wait there (for status; about, after a crash)
+    left: int  # how many of its records wait there (for status; about, after a crash)
 
 
 def behind_key(subscription: str) -> str:
@@ -152,13 +152,13 @@ def is_behind_key(key: str) -> bool:
 
 
 def behind_value(behind: Behind) -> bytes:
-    return orjson.dumps({"behind": {"cursor": behind.cursor, "last": behind.last, "waiting": behind.waiting}})
+    return orjson.dumps({"behind": {"cursor": behind.cursor, "last": behind.last, "left": behind.left}})
 
 
 def behind_state(value: bytes) -> Behind:
     """ValueError when the record is not a stored Behind."""
     state = orjson.loads(value)
     fields = state.get("behind") if isinstance(state, dict) else None
-    if not (isinstance(fields, dict) and all(type(fields.get(f)) is int for f in ("cursor", "last", "waiting"))):
+    if not (isinstance(fields, dict) and all(type(fields.get(f)) is int for f in ("cursor", "last", "left"))):
         raise ValueError("not a subscription behind")
-    return Behind(fields["cursor"], fields["last"], fields["waiting"])
+    return Behind(fields["cursor"], fields["last"], fields["left"])

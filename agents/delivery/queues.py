@@ -71,7 +71,7 @@ class DeliveryQueues:
         grades: Grades,
         clock: Callable[[], float] = time.time,
         store_after: float = 2.0,
-        held_limit: int = 10_000,
+        memory_limit: int = 10_000,
     ):
         self.topics = topics
         self.grades = grades  # learns a new grade from each purge record (agents/delivery/egress.py)
@@ -87,10 +87,11 @@ class DeliveryQueues:
         self._opened: deque[tuple[float, str]] = deque()
         self.store_after = store_after
         # Entries a subscription may hold in memory; its further records wait in the deliveries topic.
-        self.held_limit = held_limit
-        self.held: Counter[str] = Counter()  # subscription -> entries in its queues
+        self.memory_limit = memory_limit
+        self.in_memory: Counter[str] = Counter()  # subscription -> entries in its queues
         self.behind: dict[tuple[str, int], pending.Behind] = {}  # (subscription, partition) -> where it resumes
         self.backlog_ready = asyncio.Event()  # a subscription behind may have room: the backlog reader looks
+        self.read_from: dict[int, int] = {}  # partition -> the group's committed offset when it was assigned here
         self.offsets = OpenOffsets()
         self.owned: set[int] = set()
         self._outputs: list[Output] = []  # decided by `apply` since the last cycle
@@ -154,14 +155,14 @@ class DeliveryQueues:
                         continue
                     state = pending.opened(pending.stored_state(value), self.seal)
                     self.queues[key], self.seen[key] = state["queue"], state["seen"]
-                    self.held[subscription_of(key)] += len(state["queue"])
+                    self.in_memory[subscription_of(key)] += len(state["queue"])
                     self.dispatcher.offer(key, state["queue"][0])
 
     def revoked(self, partitions: set[int]) -> None:
         """Forget the queues of `partitions`: their new owner reads their records from the last commit."""
         self.owned -= partitions
         for key in [k for k, queue in self.queues.items() if queue[0]["source"][1] in partitions]:
-            self.held[subscription_of(key)] -= len(self.queues[key])
+            self.in_memory[subscription_of(key)] -= len(self.queues[key])
             del self.queues[key]
             self.seen.pop(key, None)
             self._changed.pop(key, None)
@@ -172,6 +173,8 @@ class DeliveryQueues:
         for sub, partition in [k for k in self.behind if k[1] in partitions]:
             del self.behind[(sub, partition)]
         self._behind_changed = {(s, p) for s, p in self._behind_changed if p not in partitions}
+        for partition in partitions:
+            self.read_from.pop(partition, None)
         # Offsets settled before are not settled for whoever reads the partition next (this worker too).
         self._settled = [(p, o) for p, o in self._settled if p not in partitions]
         self._flushing = [(p, o) for p, o in self._flushing if p not in partitions]
@@ -211,11 +214,15 @@ class DeliveryQueues:
             return
         sub = subscription_of(key)
         behind = self.behind.get((sub, partition))
-        if behind is None and self.held[sub] >= self.held_limit:
-            behind = self.behind[(sub, partition)] = pending.Behind(cursor=offset, last=offset - 1, waiting=0)
-        if behind is not None:  # left in the topic: the backlog reader takes it when there is room
+        if behind is None and not purge and self.in_memory[sub] >= self.memory_limit:
+            # It falls behind at this record: counted as its first one left, just below.
+            behind = self.behind[(sub, partition)] = pending.Behind(cursor=offset, last=offset - 1, left=0)
+        # From the cursor on, its records wait in the topic for the backlog reader. One before the
+        # cursor (read again after a restart or a rebalance) was taken in before it fell behind, and
+        # goes the usual way; so does a purge, which never waits (it goes first, as always).
+        if behind is not None and offset >= behind.cursor and not purge:
             if offset > behind.last:  # (else left before a restart, and counted)
-                behind.last, behind.waiting = offset, behind.waiting + 1
+                behind.last, behind.left = offset, behind.left + 1
             self._behind_changed.add((sub, partition))
             self._settled.append((partition, offset))  # once the Behind record is written
             return
@@ -232,31 +239,39 @@ class DeliveryQueues:
         if queue is not None:  # stored: the record joins the stored queue, unless it took it before a restart
             if offset > self.seen[key]:
                 self._queue(key, queue, entry, purge)
-                self.seen[key] = offset
+                self.seen[key] = max(self.seen[key], self._seen_at(sub, partition, offset))
                 self._changed[key] = partition
             return
         if (seen := self.seen.get(key)) is not None:  # a stored queue emptied, its deletion not yet written
             if offset > seen:
-                self.queues[key], self.seen[key], self._changed[key] = [entry], offset, partition
-                self.held[sub] += 1
+                self.queues[key], self._changed[key] = [entry], partition
+                self.seen[key] = max(seen, self._seen_at(sub, partition, offset))
+                self.in_memory[sub] += 1
                 self.dispatcher.offer(key, entry)
             return
         self.queues[key] = [entry]
-        self.held[sub] += 1
+        self.in_memory[sub] += 1
         if self.dispatcher.is_active(sub):
             self._settled.pop()  # goes out at once; open until its outcome is durable
             self._open_since[key] = now
             self._opened.append((now, key))
         else:
-            self.seen[key] = offset  # must wait for its subscription: stored
+            self.seen[key] = self._seen_at(sub, partition, offset)  # must wait for its subscription: stored
             self._changed[key] = partition
         self.dispatcher.offer(key, entry)
+
+    def _seen_at(self, sub: str, partition: int, offset: int) -> int:
+        """`seen` for a queue that took the record at `offset`: never at or past the cursor of a
+        subscription behind, whose records from there on wait in the topic (only a purge, taken out
+        of turn, is past it), so the reader's records are not taken for ones read before."""
+        behind = self.behind.get((sub, partition))
+        return offset if behind is None else min(offset, behind.cursor - 1)
 
     def _queue(self, key: str, queue: list[dict], entry: dict, purge: bool) -> None:
         """A purge goes first, so the subscriber deletes the address before anything held arrives: before
         the head too when the head is held (paused, unverified, waiting for a retry), else right after
         it (it may be on its way)."""
-        self.held[subscription_of(key)] += 1
+        self.in_memory[subscription_of(key)] += 1
         if not purge:
             queue.append(entry)
         elif self.dispatcher.holds(key):
@@ -320,9 +335,9 @@ class DeliveryQueues:
         if stored:
             self._changed[key] = partition
         self._record(key, sub, event_id, decision, result, now)
-        before, half = self.held[sub], self.held_limit // 2
-        self.held[sub] += len(decision.queue) - len(self.queues[key])
-        if before > half >= self.held[sub] and self.behind:  # room again: the reader looks (it checks who)
+        before, half = self.in_memory[sub], self.memory_limit // 2
+        self.in_memory[sub] += len(decision.queue) - len(self.queues[key])
+        if before > half >= self.in_memory[sub] and self.behind:  # room again: the reader looks (it checks who)
             self.backlog_ready.set()
         if decision.queue:
             self.queues[key] = decision.queue
@@ -345,22 +360,37 @@ class DeliveryQueues:
                 self._store(key, queue, queue[0]["source"][1])
 
     # --- a subscription's backlog, read again from the deliveries topic -----------------------
+    #
+    # The reader resumes a subscription only when it is down to half its limit, so that a freed
+    # place does not cost a read of the topic each, and only once this worker's group consumer has
+    # read the partition up to the cursor: records below it (read again after a restart or a
+    # rebalance) must be in their queues before the ones after them are taken.
 
     def report_memory(self) -> None:
         """The gauges of what each subscription holds in memory and has left in the topic."""
         left: Counter[str] = Counter()
         for (sub, _), behind in self.behind.items():
-            left[sub] += behind.waiting
-        for sub in set(self.held) | set(left):
-            metrics.set_delivery_memory(sub, self.held[sub], left[sub])
-            if not self.held[sub] and not left[sub]:
-                self.held.pop(sub, None)
+            left[sub] += behind.left
+        for sub in set(self.in_memory) | set(left):
+            metrics.set_delivery_memory(sub, self.in_memory[sub], left[sub])
+            if not self.in_memory[sub] and not left[sub]:
+                self.in_memory.pop(sub, None)
+
+    def _reached(self, partition: int) -> int:
+        """The offset up to which the group consumer has read `partition` since it was assigned here."""
+        return max(self.offsets.next_read(partition), self.read_from.get(partition, -1))
+
+    def starts_unknown(self) -> set[int]:
+        """Partitions with a subscription behind whose group consumer has read nothing yet: the
+        reader asks the group's committed offset, where that consumer began (`read_from`)."""
+        return {p for _, p in self.behind if p in self.owned and p not in self.read_from and self._reached(p) < 0}
 
     def backlog_wanted(self) -> dict[int, int]:
-        """Partition -> offset to read from, where a subscription behind has room again (half its limit)."""
+        """Partition -> offset to read from, where a subscription behind has room again."""
         wanted: dict[int, int] = {}
         for (sub, partition), behind in self.behind.items():
-            if partition in self.owned and self.held[sub] <= self.held_limit // 2:
+            if (partition in self.owned and self.in_memory[sub] <= self.memory_limit // 2
+                    and behind.cursor <= self._reached(partition)):  # fmt: skip
                 wanted[partition] = min(wanted.get(partition, behind.cursor), behind.cursor)
         return wanted
 
@@ -370,17 +400,15 @@ class DeliveryQueues:
         behind once it has taken its last one. Its cursor moves past what it has looked at."""
         if partition not in self.owned or not records:
             return
+        if records[0].offset > start:
+            self.expired(partition, records[0].offset)
         # Only a subscription whose cursor the read began at or before: the records are looked at from `start` on.
+        reached = self._reached(partition)
         behind = {
             sub: b
             for (sub, p), b in self.behind.items()
-            if p == partition and b.cursor >= start and self.held[sub] < self.held_limit
+            if p == partition and start <= b.cursor <= reached and self.in_memory[sub] < self.memory_limit
         }
-        if records[0].offset > start:  # the topic's retention deleted records no one had taken
-            for sub, b in behind.items():
-                if b.cursor < records[0].offset:
-                    log.error("delivery.backlog_expired", subscription=sub, partition=partition,
-                              from_offset=b.cursor, to_offset=records[0].offset - 1)  # fmt: skip
         full: dict[str, int] = {}  # subscription -> offset of its first record it had no room for
         now = self.clock()
         for record in records:
@@ -389,11 +417,11 @@ class DeliveryQueues:
             b = behind.get(sub)
             if b is None or sub in full or not b.cursor <= record.offset <= b.last:
                 continue
-            if self.held[sub] >= self.held_limit:
+            if self.in_memory[sub] >= self.memory_limit:
                 full[sub] = record.offset
                 continue
-            self._take(record, key, sub, partition, now)
-            b.waiting = max(0, b.waiting - 1)
+            if self._take(record, key, sub, partition, now):
+                b.left = max(0, b.left - 1)
         looked_at = records[-1].offset + 1
         for sub, b in behind.items():
             b.cursor = full.get(sub, max(b.cursor, min(looked_at, b.last + 1)))
@@ -401,10 +429,27 @@ class DeliveryQueues:
             if b.cursor > b.last:  # it has everything again: its records come straight in from now on
                 del self.behind[(sub, partition)]
 
-    def _take(self, record: ConsumerRecord, key: str, sub: str, partition: int, now: float) -> None:
-        """A record taken from the backlog joins its queue as stored: it was settled when it was left."""
+    def expired(self, partition: int, first: int) -> None:
+        """The topic now begins at `first`: its retention deleted records left there and not yet taken.
+        They are gone; each subscription that lost some resumes at `first` and it is logged (loudly)."""
+        for (sub, p), b in list(self.behind.items()):
+            if p != partition or b.cursor >= first:
+                continue
+            log.error("delivery.backlog_expired", subscription=sub, partition=partition, from_offset=b.cursor,
+                      to_offset=first - 1, left_before=b.left)  # fmt: skip
+            metrics.backlog_expired(sub)
+            b.cursor = first
+            self._behind_changed.add((sub, partition))
+            if b.cursor > b.last:
+                del self.behind[(sub, partition)]
+
+    def _take(self, record: ConsumerRecord, key: str, sub: str, partition: int, now: float) -> bool:
+        """A record taken from the backlog joins its queue as stored: it was settled when it was left.
+        False for a purge (never left: taken in out of turn when it was read) and a record taken before."""
         try:
             parsed = orjson.loads(record.value)
+            if parsed.get("kind") == "purge":
+                return False
             entry = pending.new_entry(
                 parsed["idempotency_key"],
                 record.value.decode(),
@@ -412,25 +457,30 @@ class DeliveryQueues:
                 [record.topic, partition, record.offset],
                 now,
             )
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return  # cannot be: it was read whole when it was left (a malformed one is a dead letter then)
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+            # It was read whole when it was left; a record that is not is the main path's dead letter.
+            log.warning(
+                "delivery.backlog_record_unreadable", subscription=sub, partition=partition, offset=record.offset
+            )
+            return False
         queue = self.queues.get(key)
         if queue is not None and key not in self.seen:
             self._store(key, queue, partition)  # in memory, its records open: they are settled with the new one
         if record.offset <= self.seen.get(key, -1):
-            return  # taken before a restart: its stored queue has it
+            return False  # taken before a restart: its stored queue has it
         if queue:
-            self._queue(key, queue, entry, parsed.get("kind") == "purge")
+            self._queue(key, queue, entry, purge=False)
         else:  # a new queue, or a stored one emptied whose deletion is not yet written
             self.queues[key] = [entry]
-            self.held[sub] += 1
+            self.in_memory[sub] += 1
             self.dispatcher.offer(key, entry)
         self.seen[key], self._changed[key] = record.offset, partition
+        return True
 
     def _store(self, key: str, queue: list[dict], partition: int) -> None:
         """An in-memory queue becomes stored: written in the next cycle, its records settled once it is."""
         self._open_since.pop(key, None)
-        self.seen[key] = queue[-1]["source"][2]
+        self.seen[key] = self._seen_at(subscription_of(key), partition, max(e["source"][2] for e in queue))
         self._settled += [(partition, e["source"][2]) for e in queue]
         self._changed[key] = partition
 

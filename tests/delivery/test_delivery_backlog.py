@@ -1,4 +1,4 @@
-"""A subscription's share of memory (queues.py, SAMBAND_DELIVERY_HELD_PER_SUBSCRIPTION), without a broker.
+"""A subscription's share of memory (queues.py, SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION), without a broker.
 
 A subscription holding its limit leaves its further records in the deliveries topic: they are
 settled (the commit passes them) once a Behind record saying where it resumes is written, and it
@@ -29,9 +29,11 @@ def _record(offset: int, person: str, event_id: str, sub: str = "sub", partition
     return ConsumerRecord(TOPICS.deliveries, partition, offset, 0, 0, delivery_key(value), raw, None, 0, len(raw), [])
 
 
-def _queues(stored: dict[str, bytes] | None = None) -> tuple[DeliveryQueues, Lanes]:
-    lanes = Lanes()
-    queues = DeliveryQueues(TOPICS, lanes, DeadLetterSeal(bytes(32)), Grades(), clock=lambda: 1000.0, held_limit=LIMIT)
+def _queues(stored: dict[str, bytes] | None = None, active: bool = True) -> tuple[DeliveryQueues, Lanes]:
+    lanes = Lanes(active)
+    queues = DeliveryQueues(
+        TOPICS, lanes, DeadLetterSeal(bytes(32)), Grades(), clock=lambda: 1000.0, memory_limit=LIMIT
+    )
     queues.stored.partitions[0] = dict(stored or {})
     queues.stored.partitions[1] = {}
     queues.assigned({0, 1})
@@ -65,10 +67,10 @@ RECORDS.sort(key=lambda r: r.offset)
 def test_a_subscription_at_its_limit_leaves_its_records_in_the_topic_and_they_no_longer_hold_the_commit():
     queues, lanes = _queues()
     writes, commit = _cycle(queues, RECORDS)
-    assert queues.held["sub"] == LIMIT
+    assert queues.in_memory["sub"] == LIMIT
     assert sum(len(q) for q in queues.queues.values()) == LIMIT  # e0, f0, e1, f1 in memory
     assert writes == [(BEHIND, True)]
-    assert pending.behind_state(queues.stored.get(0, BEHIND)) == pending.Behind(cursor=4, last=9, waiting=6)
+    assert pending.behind_state(queues.stored.get(0, BEHIND)) == pending.Behind(cursor=4, last=9, left=6)
     assert commit == {0: 0}  # the four in memory are open; the six left are settled behind them
     _deliver_heads(queues)
     _deliver_heads(queues)
@@ -85,10 +87,10 @@ def test_with_room_again_it_takes_its_records_in_order_and_is_no_longer_behind_o
     _deliver_heads(queues)
     assert queues.backlog_wanted() == {0: 4}
     queues.take_backlog(0, 4, RECORDS[4:])
-    assert queues.held["sub"] == LIMIT  # took e2, f2, e3, f3; e4 (offset 8) had no room
+    assert queues.in_memory["sub"] == LIMIT  # took e2, f2, e3, f3; e4 (offset 8) had no room
     writes, _ = _cycle(queues, [])
     assert writes == [(f"sub/{ALICE}", True), (f"sub/{BOB}", True), (BEHIND, True)]  # queues first
-    assert pending.behind_state(queues.stored.get(0, BEHIND)) == pending.Behind(cursor=8, last=9, waiting=2)
+    assert pending.behind_state(queues.stored.get(0, BEHIND)) == pending.Behind(cursor=8, last=9, left=2)
     _deliver_heads(queues)
     _deliver_heads(queues)
     queues.take_backlog(0, 8, RECORDS[8:])
@@ -117,14 +119,14 @@ def test_after_a_restart_it_resumes_from_its_stored_cursor_and_a_record_read_aga
     first.take_backlog(0, 4, RECORDS[4:6])  # took e2, f2 (offsets 4, 5), then the worker dies
     _cycle(first, [])
     restarted, _ = _queues(first.stored.partitions[0])
-    assert restarted.behind[("sub", 0)] == pending.Behind(cursor=6, last=9, waiting=4)
+    assert restarted.behind[("sub", 0)] == pending.Behind(cursor=6, last=9, left=4)
     _cycle(restarted, RECORDS[6:])  # read again from an older commit: left in the topic, counted once
-    assert restarted.behind[("sub", 0)] == pending.Behind(cursor=6, last=9, waiting=4)
+    assert restarted.behind[("sub", 0)] == pending.Behind(cursor=6, last=9, left=4)
     assert _keys(restarted) == {f"sub/{ALICE}": ["e1.sub", "e2.sub"], f"sub/{BOB}": ["f1.sub", "f2.sub"]}
     _deliver_heads(restarted)
     restarted.take_backlog(0, 4, RECORDS[4:])  # read from before the cursor: offsets 4, 5 are not taken again
     assert _keys(restarted) == {f"sub/{ALICE}": ["e2.sub", "e3.sub"], f"sub/{BOB}": ["f2.sub", "f3.sub"]}
-    assert restarted.behind[("sub", 0)] == pending.Behind(cursor=8, last=9, waiting=2)
+    assert restarted.behind[("sub", 0)] == pending.Behind(cursor=8, last=9, left=2)
 
 
 def _keys(queues: DeliveryQueues) -> dict[str, list[str]]:
@@ -134,8 +136,8 @@ def _keys(queues: DeliveryQueues) -> dict[str, list[str]]:
 def test_a_subscription_behind_on_two_partitions_has_a_cursor_stored_in_each():
     queues, _ = _queues()
     _cycle(queues, [*RECORDS, _record(0, "c" * 32, "g0", partition=1), _record(1, "c" * 32, "g1", partition=1)])
-    assert pending.behind_state(queues.stored.get(0, BEHIND)) == pending.Behind(cursor=4, last=9, waiting=6)
-    assert pending.behind_state(queues.stored.get(1, BEHIND)) == pending.Behind(cursor=0, last=1, waiting=2)
+    assert pending.behind_state(queues.stored.get(0, BEHIND)) == pending.Behind(cursor=4, last=9, left=6)
+    assert pending.behind_state(queues.stored.get(1, BEHIND)) == pending.Behind(cursor=0, last=1, left=2)
 
 
 def test_a_read_that_began_after_a_subscriptions_cursor_does_not_move_it():
@@ -146,5 +148,61 @@ def test_a_read_that_began_after_a_subscriptions_cursor_does_not_move_it():
     _deliver_heads(queues)
     _deliver_heads(queues)
     queues.take_backlog(0, 8, RECORDS[8:])  # a read from offset 8: "sub" resumes at 4
-    assert queues.behind[("sub", 0)] == pending.Behind(cursor=4, last=9, waiting=6)
-    assert queues.held["sub"] == 0
+    assert queues.behind[("sub", 0)] == pending.Behind(cursor=4, last=9, left=6)
+    assert queues.in_memory["sub"] == 0
+
+
+def _drain(queues: DeliveryQueues, lanes: Lanes, records: list[ConsumerRecord]) -> list[str]:
+    """Deliver every head and take the backlog until nothing is left; the heads in the order sent."""
+    sent: list[str] = []
+    for _ in range(50):
+        for key in list(queues.queues):
+            sent.append(queues.queues[key][0]["key"])
+            queues.apply(key, queues.queues[key][0], Outcome.delivered())
+        if (wanted := queues.backlog_wanted()) and 0 in wanted:
+            queues.take_backlog(0, wanted[0], [r for r in records if r.offset >= wanted[0]])
+        _cycle(queues, [])
+        if not queues.queues and not queues.behind:
+            return sent
+    raise AssertionError(f"not drained: {queues.queues} {queues.behind}")
+
+
+def test_records_read_again_below_the_cursor_after_a_restart_are_delivered_before_the_ones_left():
+    # Found by review: e0, f0, e1, f1 were open in memory when the subscription fell behind; after a
+    # restart they were read again from the commit and taken for records left in the topic: lost.
+    first, _ = _queues()
+    _, commit = _cycle(first, RECORDS)
+    assert commit == {0: 0}
+    restarted, lanes = _queues(first.stored.partitions[0])
+    assert restarted.backlog_wanted() == {}  # the group consumer has not read up to the cursor yet
+    _cycle(restarted, RECORDS)  # read again from the commit
+    assert _keys(restarted) == {f"sub/{ALICE}": ["e0.sub", "e1.sub"], f"sub/{BOB}": ["f0.sub", "f1.sub"]}
+    sent = _drain(restarted, lanes, RECORDS)
+    assert [k for k in sent if k.startswith("e")] == ["e0.sub", "e1.sub", "e2.sub", "e3.sub", "e4.sub"]
+    assert [k for k in sent if k.startswith("f")] == ["f0.sub", "f1.sub", "f2.sub", "f3.sub", "f4.sub"]
+
+
+def test_a_purge_for_a_subscription_behind_goes_first_and_is_sent_once():
+    queues, lanes = _queues(active=False)  # paused: every head waits
+    value = {**delivery("sub", ALICE, "p0"), "kind": "purge"}
+    raw = json.dumps(value).encode()
+    purge = ConsumerRecord(TOPICS.deliveries, 0, 10, 0, 0, delivery_key(value), raw, None, 0, len(raw), [])
+    _cycle(queues, [*RECORDS, purge])
+    assert _keys(queues)[f"sub/{ALICE}"][0] == "p0.sub"  # before Alice's e0, e1 held in memory
+    assert queues.behind[("sub", 0)].left == 6  # the purge is not left in the topic
+    lanes.active = True
+    sent = _drain(queues, lanes, [*RECORDS, purge])
+    assert sent.count("p0.sub") == 1
+    assert [k for k in sent if k.startswith(("e", "p"))] == ["p0.sub", "e0.sub", "e1.sub", "e2.sub", "e3.sub", "e4.sub"]
+
+
+def test_records_the_retention_deleted_are_reported_and_the_subscription_resumes_after_them(capsys):
+    queues, _ = _queues()
+    _cycle(queues, RECORDS)
+    _deliver_heads(queues)
+    _deliver_heads(queues)
+    queues.take_backlog(0, 4, RECORDS[8:])  # offsets 4 to 7 are gone from the topic
+    out = capsys.readouterr().out
+    assert "delivery.backlog_expired" in out and "from_offset=4" in out and "to_offset=7" in out
+    assert _keys(queues) == {f"sub/{ALICE}": ["e4.sub"], f"sub/{BOB}": ["f4.sub"]}
+    assert ("sub", 0) not in queues.behind

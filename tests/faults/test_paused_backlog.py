@@ -2,7 +2,7 @@
 
 Before, every delivery for a paused, failing or slow subscriber was kept in the worker's memory
 (about 9 KB each) for as long as it waited. Now a subscription holds at most
-SAMBAND_DELIVERY_HELD_PER_SUBSCRIPTION (here 20) and leaves the rest in the topic; its records
+SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION (here 20) and leaves the rest in the topic; its records
 are committed all the same, and when it has room again it takes them, each person's in order.
 A kill -9 while it is behind loses nothing.
 """
@@ -30,16 +30,16 @@ async def _gauges(port: str, sub: str) -> dict[str, float]:
         sample.name: sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name in ("samband_delivery_held", "samband_delivery_left_in_topic")
+        if sample.name in ("samband_delivery_in_memory", "samband_delivery_left_in_topic")
         and sample.labels.get("subscription") == sub
     }
 
 
-async def _watch_held(port: str, sub: str, seen: list[float], stop: asyncio.Event) -> None:
+async def _watch_in_memory(port: str, sub: str, seen: list[float], stop: asyncio.Event) -> None:
     """Every reading of the held gauge until `stop` (the worker may be down for a moment)."""
     while not stop.is_set():
         try:
-            if (held := (await _gauges(port, sub)).get("samband_delivery_held")) is not None:
+            if (held := (await _gauges(port, sub)).get("samband_delivery_in_memory")) is not None:
                 seen.append(held)
         except aiohttp.ClientError:
             pass
@@ -50,7 +50,7 @@ async def _watch_held(port: str, sub: str, seen: list[float], stop: asyncio.Even
 async def test_a_paused_subscriptions_backlog_is_left_in_the_topic_and_delivered_in_order_after_a_kill(
     kafka_bootstrap, worker_env, tmp_path
 ):
-    env = {**worker_env, "SAMBAND_BROKER_SESSION_TIMEOUT": "10", "SAMBAND_DELIVERY_HELD_PER_SUBSCRIPTION": str(LIMIT)}
+    env = {**worker_env, "SAMBAND_BROKER_SESSION_TIMEOUT": "10", "SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION": str(LIMIT)}
     bus = DeliveryBus(kafka_bootstrap, env, tmp_path / "worker.log")
     port = env["SAMBAND_WEB_PORT"]
     paused, healthy = Receiver(bus.secret), Receiver(bus.secret)
@@ -60,7 +60,7 @@ async def test_a_paused_subscriptions_backlog_is_left_in_the_topic_and_delivered
     total = PERSONS * PER_PERSON
     held: list[float] = []
     stop_watching = asyncio.Event()
-    watcher = asyncio.create_task(_watch_held(port, "paused", held, stop_watching))
+    watcher = asyncio.create_task(_watch_in_memory(port, "paused", held, stop_watching))
     try:
         await bus.subscribe("paused", paused.url, paused=True)
         await bus.subscribe("healthy", healthy.url)
@@ -71,7 +71,7 @@ async def test_a_paused_subscriptions_backlog_is_left_in_the_topic_and_delivered
         # Every record is committed, the paused subscription's too: nothing it waits for is open.
         await wait_for_commits(bus.bootstrap, f"{bus.app_id}-delivery", 2 * total, 60, bus.worker)
         gauges = await _gauges(port, "paused")
-        assert gauges == {"samband_delivery_held": LIMIT, "samband_delivery_left_in_topic": total - LIMIT}, gauges
+        assert gauges == {"samband_delivery_in_memory": LIMIT, "samband_delivery_left_in_topic": total - LIMIT}, gauges
 
         bus.worker.stop(signal.SIGKILL)  # behind, with its cursor in the pending topic
         bus.worker.start()

@@ -22,6 +22,7 @@ from webhook_receiver import Receiver, Reply
 REFUSED_S = float(os.environ.get("SAMBAND_FAULT_SUBSCRIBER_REFUSED_SECONDS", "5"))
 ERRORS_S = float(os.environ.get("SAMBAND_FAULT_SUBSCRIBER_500_SECONDS", "5"))
 FULL = REFUSED_S >= 60  # the defaults of a real subscription, as in production
+PROBE_S = 30.0 if FULL else 1.0  # the breaker's probe interval (SAMBAND_BREAKER_PROBE_SECONDS; 30 by default)
 PERSONS, PER_PERSON = 20, 5
 
 
@@ -53,9 +54,14 @@ async def test_a_subscriber_refused_then_answering_500_then_up_gets_everything_i
         await bus.send(sent)
         await asyncio.sleep(REFUSED_S - (loop.time() - down_since))  # the fault's length, not a wait for an outcome
         failing[0] = True
+        requests_before = len(receiver.received)
         await receiver.start(port)  # back on its address, answering 500 to everything
         await asyncio.sleep(ERRORS_S)  # the fault's length
         assert len(receiver.delivered) == answered  # nothing got through the outage
+        # The breaker opened during the refusals: the 500s met probes, one per interval, not 100 persons' retries.
+        assert "delivery.subscription_suspended" in bus.worker.log_path.read_text()
+        probes = len(receiver.received) - requests_before
+        assert 1 <= probes <= ERRORS_S / PROBE_S + 3, f"{probes} requests in {ERRORS_S:.0f} s of 500s"
         failing[0] = False
         await bus.wait_for(receiver, lambda: len(receiver.unique_ids) >= total, 300, "every event after the outage")
     finally:
