@@ -39,9 +39,11 @@ order-acceptance: $(INSTALLED)
 # Issue 14's fault runs (docs/reliability.md): the broker down 5 minutes with the default write
 # wait, stopped and killed; two workers; a slow subscriber; a paused one behind its memory limit; a
 # subscriber refused 3 minutes, then answering 500 for one, then up; and the kill -9 runs of the suite.
-# SAMBAND_FAULT_OUTAGE_SECONDS, SAMBAND_FAULT_REQUEST_TIMEOUT, SAMBAND_FAULT_BROKER_STOPS to choose.
+# SAMBAND_FAULT_OUTAGE_SECONDS, SAMBAND_FAULT_REQUEST_TIMEOUT, SAMBAND_FAULT_BROKER_STOPS,
+# SAMBAND_FAULT_SUBSCRIBER_REFUSED_SECONDS, SAMBAND_FAULT_SUBSCRIBER_500_SECONDS to choose.
 FAULT_RUNS := tests/faults tests/routing/test_crash.py tests/delivery/test_delivery_crash.py \
 	tests/connectors/test_connector_feed_crash.py tests/delivery/test_delivery_isolation.py tests/delivery/test_circuit_breaker.py
+# The broker runs stop and kill brokers of their own, so an external cluster is not used here.
 faults: $(INSTALLED)
 	env -u KAFKA_BOOTSTRAP_SERVERS SAMBAND_FAULT_OUTAGE_SECONDS=$${SAMBAND_FAULT_OUTAGE_SECONDS:-300} \
 		SAMBAND_FAULT_REQUEST_TIMEOUT=$${SAMBAND_FAULT_REQUEST_TIMEOUT:-40} \

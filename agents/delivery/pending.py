@@ -10,6 +10,9 @@ committed) is not delivered a second time after later ones. An entry:
      "attempts": attempts so far, "due": epoch seconds of the next attempt,
      "source": [topic, partition, offset]}
 
+The same topic holds, under `<subscription>/~behind`, where a subscription at its memory limit
+resumes taking the records it left in the deliveries topic (`Behind`, at the end of this module).
+
 In the topic each entry's `record` is sealed (connectors/dead_letters.py, the dead-letter key),
 base64 text: a held delivery may wait through a change of the person's protection grade, so
 nothing readable waits in the topic. It is projected under the grade of the moment it is sent

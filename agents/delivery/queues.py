@@ -5,8 +5,8 @@ with `getmany()`. Each queue key `<subscription>/<person>` has an ordered queue 
 is in flight (pending.py holds the rules); the dispatcher sends heads through the subscription's
 lane and calls `apply` with each attempt's outcome, in this process.
 
-A queue is either
-- *in memory*: its head went out at once and nothing has failed. Its records stay open
+A queue is either (both kinds are in the worker's memory and count against the limit below)
+- *open*: its head went out at once and nothing has failed. Its records stay open
   (offsets.py), so the input offset is not committed past them; a crash reads them again.
   At most `store_after` seconds (SAMBAND_DELIVERY_STORE_AFTER_SECONDS): a queue in memory
   longer is stored, so a slow subscriber never holds back the commit point of others.
@@ -14,6 +14,13 @@ A queue is either
   unknown) or its head is being retried. The queue, with the offset of the last record it
   took (`seen`), is in the compacted topic `<app id>-delivery-pending` (one partition per
   input partition), and its records are settled once that write is acknowledged.
+
+A subscription holds at most `memory_limit` entries (SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION).
+Once it holds that many, its further records of a partition are *left* in the deliveries topic:
+a `Behind` record (pending.py: where it resumes, its last record left, how many) is stored
+instead, and the records are settled with it. The worker's backlog reader (agent.py) reads the
+partition again from the cursor as the subscription gets room, and `take_backlog` takes its
+records into stored queues, in order (docs/delivery.md, "Bounded memory").
 
 The common case, a head delivered at the first attempt, writes no pending state and no attempt
 record (`samband-delivery-outcomes` logs failed attempts only; a success is its ledger entry):
