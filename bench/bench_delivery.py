@@ -54,6 +54,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def worker_env(bootstrap: str, app_id: str, workdir: Path, **settings: str) -> dict[str, str]:
+    """The environment of a bench's `samband worker`: its own app id, folders and port; calls to
+    receivers on loopback allowed; synthetic keys."""
+    return {
+        **os.environ,
+        "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SAMBAND_APP_ID": app_id,
+        "SAMBAND_DATA_DIR": str(workdir / "data"),
+        "SAMBAND_WEB_PORT": str(free_port()),
+        "SAMBAND_LOG_LEVEL": "warning",
+        "SAMBAND_LOG_FORMAT": "json",
+        "SAMBAND_SECRETS_DIR": str(workdir / "secrets"),
+        "SAMBAND_PSEUDONYM_KEY": "bench-pseudonym-key-of-at-least-32-bytes",
+        "SAMBAND_DLQ_KEY": base64.b64encode(bytes(32)).decode(),
+        "SAMBAND_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
+        **settings,
+    }
+
+
 class CountingReceiver:
     def __init__(self):
         self.arrivals: dict[str, float] = {}  # webhook-id (or body id for raw) -> arrival time
@@ -153,19 +172,7 @@ async def main() -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
     await producer.start()
     workdir = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
-    env = {
-        **os.environ,
-        "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "SAMBAND_APP_ID": app_id,
-        "SAMBAND_DATA_DIR": str(workdir / "data"),
-        "SAMBAND_WEB_PORT": str(free_port()),
-        "SAMBAND_LOG_LEVEL": "warning",
-        "SAMBAND_LOG_FORMAT": "json",
-        "SAMBAND_SECRETS_DIR": str(workdir / "secrets"),
-        "SAMBAND_PSEUDONYM_KEY": "bench-pseudonym-key-of-at-least-32-bytes",
-        "SAMBAND_DLQ_KEY": base64.b64encode(bytes(32)).decode(),
-        "SAMBAND_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
-    }  # the receivers listen on loopback
+    env = worker_env(bootstrap, app_id, workdir)
     (workdir / "secrets").mkdir()
     log = (workdir / "worker.log").open("wb")
     worker = subprocess.Popen(

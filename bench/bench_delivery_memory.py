@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from bench_delivery import delivery, free_port
+from bench_delivery import delivery, worker_env
 
 from agents.config import bootstrap_servers
 
@@ -56,20 +55,7 @@ async def one_run(bootstrap: str, deliveries: int, limit: int) -> float:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     workdir = Path(tempfile.mkdtemp(prefix="bench-memory-"))
-    port = free_port()
-    env = {
-        **os.environ,
-        "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "SAMBAND_APP_ID": app_id,
-        "SAMBAND_DATA_DIR": str(workdir / "data"),
-        "SAMBAND_WEB_PORT": str(port),
-        "SAMBAND_LOG_LEVEL": "warning",
-        "SAMBAND_SECRETS_DIR": str(workdir / "secrets"),
-        "SAMBAND_PSEUDONYM_KEY": "bench-pseudonym-key-of-at-least-32-bytes",
-        "SAMBAND_DLQ_KEY": base64.b64encode(bytes(32)).decode(),
-        "SAMBAND_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",
-        "SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION": str(limit),
-    }
+    env = worker_env(bootstrap, app_id, workdir, SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION=str(limit))
     (workdir / "secrets").mkdir()
     (workdir / "secrets" / "paused").write_text("whsec_" + base64.b64encode(bytes(24)).decode())
     log = (workdir / "worker.log").open("wb")

@@ -278,18 +278,16 @@ class BacklogReader:
         for p, start in wanted.items():
             if self._next.get(p) != start:  # a seek drops what the consumer has fetched ahead
                 consumer.seek(partitions[p], start)
+                self._next[p] = start
         batch = await consumer.getmany(*partitions.values(), timeout_ms=1000, max_records=2000)
-        for p, start in wanted.items():
-            records = batch.get(partitions[p])
-            if records:
-                self._next[p] = records[-1].offset + 1
-                queues.take_backlog(p, start, records)
-                continue
-            # Nothing from `start`, where records were left: has the retention passed them?
-            first = (await consumer.beginning_offsets([partitions[p]]))[partitions[p]]
-            if first > start:
-                queues.expired(p, first)
-            self._next.pop(p, None)
+        for tp, records in batch.items():
+            self._next[tp.partition] = records[-1].offset + 1
+            queues.take_backlog(tp.partition, wanted[tp.partition], records)
+        if not batch:  # nothing where records were left: has the retention passed them?
+            for tp, first in (await consumer.beginning_offsets(list(partitions.values()))).items():
+                if first > wanted[tp.partition]:
+                    queues.expired(tp.partition, first)
+                    self._next.pop(tp.partition, None)
 
 
 @app.task

@@ -233,10 +233,7 @@ class DeliveryQueues:
             self._behind_changed.add((sub, partition))
             self._settled.append((partition, offset))  # once the Behind record is written
             return
-        headers = [[k, v.decode()] for k, v in (record.headers or []) if k in KEPT_HEADERS]
-        entry = pending.new_entry(
-            idempotency_key, record.value.decode(), headers, [record.topic, partition, offset], now
-        )
+        entry = _entry(record, idempotency_key, now)
         queue = self.queues.get(key)
         if queue is not None and key not in self.seen:
             # Waits in memory behind its head; stays open.
@@ -431,10 +428,7 @@ class DeliveryQueues:
                 b.left = max(0, b.left - 1)
         looked_at = records[-1].offset + 1
         for sub, b in behind.items():
-            b.cursor = full.get(sub, max(b.cursor, min(looked_at, b.last + 1)))
-            self._behind_changed.add((sub, partition))
-            if b.cursor > b.last:  # it has everything again: its records come straight in from now on
-                del self.behind[(sub, partition)]
+            self._resume_at(sub, partition, full.get(sub, max(b.cursor, min(looked_at, b.last + 1))))
 
     def expired(self, partition: int, first: int) -> None:
         """The topic now begins at `first`: its retention deleted records left there and not yet taken.
@@ -445,10 +439,16 @@ class DeliveryQueues:
             log.error("delivery.backlog_expired", subscription=sub, partition=partition, from_offset=b.cursor,
                       to_offset=first - 1, left_before=b.left)  # fmt: skip
             metrics.backlog_expired(sub)
-            b.cursor = first
-            self._behind_changed.add((sub, partition))
-            if b.cursor > b.last:
-                del self.behind[(sub, partition)]
+            self._resume_at(sub, partition, first)
+
+    def _resume_at(self, sub: str, partition: int, cursor: int) -> None:
+        """Move a subscription's cursor; past its last record left, it is behind no longer (its
+        records come straight in from now on). Written in the next cycle either way."""
+        behind = self.behind[(sub, partition)]
+        behind.cursor = cursor
+        self._behind_changed.add((sub, partition))
+        if behind.cursor > behind.last:
+            del self.behind[(sub, partition)]
 
     def _take(self, record: ConsumerRecord, key: str, sub: str, partition: int, now: float) -> bool:
         """A record taken from the backlog joins its queue as stored: it was settled when it was left.
@@ -457,13 +457,7 @@ class DeliveryQueues:
             parsed = orjson.loads(record.value)
             if parsed.get("kind") == "purge":
                 return False
-            entry = pending.new_entry(
-                parsed["idempotency_key"],
-                record.value.decode(),
-                [[k, v.decode()] for k, v in (record.headers or []) if k in KEPT_HEADERS],
-                [record.topic, partition, record.offset],
-                now,
-            )
+            entry = _entry(record, parsed["idempotency_key"], now)
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
             # It was read whole when it was left; a record that is not is the main path's dead letter.
             log.warning(
@@ -522,6 +516,14 @@ class DeliveryQueues:
         self._outputs.append(
             (self.topics.deadletter, key.encode(), self.seal.seal(entry["record"].encode()), dead.headers(original))
         )
+
+
+def _entry(record: ConsumerRecord, idempotency_key: str, now: float) -> dict:
+    """The pending entry of a delivery record (pending.py), with the headers worth keeping."""
+    headers = [[k, v.decode()] for k, v in (record.headers or []) if k in KEPT_HEADERS]
+    return pending.new_entry(
+        idempotency_key, record.value.decode(), headers, [record.topic, record.partition, record.offset], now
+    )
 
 
 def _context(event_id: str, sub: str, entry: dict) -> dict:
