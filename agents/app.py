@@ -7,7 +7,9 @@ from pathlib import Path
 
 import faust
 
+from agents import metrics
 from agents.config import Settings, bootstrap_servers, get_settings
+from bus.topics import BUS_PARTITIONS
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -25,7 +27,7 @@ def create_app(settings: Settings) -> faust.App:
         web_tables_enabled=False,
         web_in_thread=False,
         autodiscover=False,
-        topic_partitions=4,
+        topic_partitions=BUS_PARTITIONS,
         # The worker's own logging is configured by agents.logging; Faust must not redirect stdout.
         worker_redirect_stdouts=False,
         # How long the group waits for a worker that stopped answering (killed, partitioned)
@@ -50,7 +52,8 @@ def batch_service_settings() -> dict:
     settings = get_settings()
     return {
         "bootstrap": bootstrap_servers(settings),
-        "partitions": app.conf.topic_partitions,
+        "partitions": BUS_PARTITIONS,
+        "metrics": metrics,
         "batch_size": settings.batch_size,
         "within": settings.batch_within_seconds,
         "session_timeout": settings.broker_session_timeout,

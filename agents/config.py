@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     # (Faust's default is 60; the broker allows 6 and up).
     broker_session_timeout: float = Field(60.0, ge=6)
     # Seconds a stage's write waits for the broker before the stage treats the broker as gone: it
-    # then starts again from its last commit once the broker is back (agents/routing/batches.py).
+    # then starts again from its last commit once the broker is back (bus/batches.py).
     broker_request_timeout: float = Field(40.0, ge=1)
     # Events handled per agent batch, and the longest a partial batch waits.
     batch_size: int = Field(500, ge=1)

@@ -40,10 +40,10 @@ from agents.delivery.dispatcher import subscription_of
 from agents.delivery.ledger import latest_entries
 from agents.delivery.pending import Behind, behind_state, stored_state
 from agents.delivery.target import TargetError, parse_target
-from agents.delivery.topic_reader import read_topic
-from agents.delivery.topics import delivery_topics
+from bus.malformed import json_object, skip_malformed
+from bus.reading import read_topic
+from bus.topics import topic_names
 from connectors.dead_letters import DeadLetter
-from connectors.malformed import json_object, skip_malformed
 
 OUTCOME_WINDOW = 3600.0  # seconds of attempt outcomes read for the failure streak
 STATES = ("active", "paused", "failing", "suspended", "disabled")
@@ -103,7 +103,7 @@ def _pending_value(value: bytes) -> list[dict] | Behind:
 
 
 async def _gather(bootstrap: str, app_id: str, now: float) -> _Gathered:
-    topics = delivery_topics(app_id)
+    topics = topic_names(app_id)
 
     async def dead_letters() -> dict[str, set[str]]:
         found: dict[str, set[str]] = defaultdict(set)

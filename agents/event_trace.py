@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 
 from agents.delivery.dispatcher import subscription_of
 from agents.delivery.ledger import ledger_for_event
-from agents.delivery.topic_reader import read_topic
-from agents.delivery.topics import delivery_topics
+from bus.reading import read_topic
+from bus.topics import topic_names
 from connectors.dead_letters import DeadLetter
 
 
@@ -67,7 +67,7 @@ def _iso_ms(timestamp_ms: int) -> str:
 
 async def _ingested(bootstrap: str, app_id: str, event_id: str) -> str | None:
     wanted, first = event_id.encode(), None
-    async for record in read_topic(bootstrap, f"{app_id}-ingest-seen-ids"):
+    async for record in read_topic(bootstrap, topic_names(app_id).ingest_seen_ids):
         if record.key == wanted and record.value is not None:
             first = first or datetime.fromtimestamp(int(record.value), UTC).isoformat(timespec="seconds")
     return first
@@ -78,7 +78,9 @@ async def _routed(bootstrap: str, app_id: str, event_id: str) -> tuple[str | Non
     the deliveries are acknowledged, and a delivery may already be done by then: the time is that
     of the first delivery record when there is one."""
     wanted, found = event_id.encode(), (None, None)
-    async for record in read_topic(bootstrap, f"{app_id}-router-records"):  # segments: {event id: [..]} per batch
+    async for record in read_topic(
+        bootstrap, topic_names(app_id).router_records
+    ):  # segments: {event id: [..]} per batch
         if found[0] is None and record.value is not None:
             recipients = json.loads(record.value).get(event_id)
             if recipients is not None:
@@ -86,7 +88,7 @@ async def _routed(bootstrap: str, app_id: str, event_id: str) -> tuple[str | Non
     if found[0] is None:
         return found
     prefix = f"{event_id}."
-    async for record in read_topic(bootstrap, f"{app_id}-deliveries"):
+    async for record in read_topic(bootstrap, topic_names(app_id).deliveries):
         if (
             record.value is not None
             and wanted in record.value
@@ -136,7 +138,7 @@ async def _dead_letters(bootstrap: str, topic: str, event_id: str) -> list[dict]
 
 
 async def trace_event(bootstrap: str, app_id: str, event_id: str) -> EventTrace:
-    topics = delivery_topics(app_id)
+    topics = topic_names(app_id)
     ingested, (routed_at, routed_to), attempts, ledger, dead = await asyncio.gather(
         _ingested(bootstrap, app_id, event_id),
         _routed(bootstrap, app_id, event_id),

@@ -1,6 +1,6 @@
 """Ingest: `samband-ingest` -> validated, deduplicated, canonical `samband-events`.
 
-Read in batches by a `BatchService` (agents/routing/batches.py, consumer group
+Read in batches by a `BatchService` (bus/batches.py, consumer group
 `<app id>-ingest`): Faust's per-event stream cost is too high for reform-day bursts (see
 docs/routing.md). Each message becomes a canonical event (agents/routing/canonical.py) or a
 dead letter with its reason code; the batch's outputs are acknowledged before its state
@@ -38,10 +38,10 @@ from aiokafka import ConsumerRecord
 from agents import metrics, tracing
 from agents.app import app, batch_service_settings
 from agents.config import dead_letter_key, get_settings
-from agents.routing.batches import BatchService, Output
 from agents.routing.canonical import Canonicaliser, Rejected
-from agents.routing.state import PartitionedState
-from agents.routing.topics import bus_topics
+from bus.batches import BatchService, Output
+from bus.state import PartitionedState
+from bus.topics import INGEST_SEEN_IDS, topic_names
 from connectors.dead_letters import DeadLetter, DeadLetterSeal
 from schemas import json_text
 from schemas.codec import Codec
@@ -53,7 +53,7 @@ from schemas.scrub import scrub_cloudevent
 log = structlog.get_logger(__name__)
 
 settings = get_settings()
-topics = bus_topics(app.conf.id)
+topics = topic_names(app.conf.id)
 RETENTION_SECONDS = settings.dedup_retention_hours * 3600
 INGESTED_AT = "samband-ingested-at"
 
@@ -67,8 +67,8 @@ class Ingest:
         self.key = settings.pseudonym_key.encode()
         self.seal = DeadLetterSeal(dead_letter_key(settings))
         self.seen = PartitionedState(
-            f"{app.conf.id}-ingest-seen-ids",
-            {"cleanup.policy": "compact,delete", "retention.ms": str(int(RETENTION_SECONDS * 1000))},
+            topics.ingest_seen_ids,
+            INGEST_SEEN_IDS.configs(retention_ms=int(RETENTION_SECONDS * 1000)),
             check=int,
         )
         self.states = [self.seen]

@@ -50,7 +50,7 @@ class LibraryRepeats(logging.Filter):
     """At most one line per `window` seconds for each message of the Kafka client's loggers. While a
     broker is down aiokafka logs every failed connection attempt, hundreds of lines a second; the
     stages log the outage themselves, once when it begins, once a minute, once when it ends
-    (agents/routing/batches.py). The next line that passes says how many like it were left out."""
+    (bus/batches.py). The next line that passes says how many like it were left out."""
 
     LOGGERS = ("aiokafka", "kafka")
 

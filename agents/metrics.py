@@ -27,7 +27,7 @@ Metric names (the Grafana dashboard in deploy/grafana/ queries these):
 | `samband_malformed_records_total` | counter | topic, reason |
 
 `samband_malformed_records_total` counts records of the bus's internal topics that could not be
-read and were skipped (connectors/malformed.py); `reason` is the kind of error, never the record.
+read and were skipped (bus/malformed.py); `reason` is the kind of error, never the record.
 
 Labels never hold personal data. Every label value is checked against the pattern of what it
 names (a topic name, a reason code, a subscription id, an outcome); a value that does not match,
@@ -41,7 +41,7 @@ import re
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from connectors import malformed
+from bus import malformed
 
 REGISTRY = CollectorRegistry()
 

@@ -32,9 +32,10 @@ from pathlib import Path
 
 from agents.commands.dlq import REPLAY_HEADER
 from agents.delivery.egress import subscriber_subject
-from agents.delivery.topic_reader import read_topic
-from agents.offsets import KafkaInspector
 from agents.subscriptions.model import Subscription
+from bus.inspector import KafkaInspector
+from bus.reading import read_topic
+from bus.topics import EVENTS, INGEST, ROUTER_PERSONS, ROUTER_RECORDS, topic_names
 from connectors.kafka_sink.sink import PURGE_TYPE, register_schemas
 from schemas.catalog import catalog
 from schemas.codec import Codec, WireFormatError
@@ -48,7 +49,7 @@ PROTECTED_KOMMUNE = "protected_kommune"
 UNGRANTED_FIELD = "ungranted_field"
 
 # Topics that hold identity numbers and addresses by design, never read by anyone outside the bus.
-INTERNAL_SUFFIXES = ("ingest", "events", "router-persons", "router-records")
+INTERNAL = (INGEST, EVENTS, ROUTER_PERSONS, ROUTER_RECORDS)
 
 _JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 _KOMMUNE_URN = re.compile(r"urn:no:kommune:\d{4}")
@@ -181,7 +182,7 @@ async def learn(bootstrap: str, app_id: str, codec: Codec) -> Bus:
     """Grades from the events topic (replayed as the router applies them) and the router's
     persons changelog; every subscription ever on the subscriptions topic."""
     bus, persons, streets = Bus(), {}, {}
-    async for record in read_topic(bootstrap, f"{app_id}-events", timeout=300):
+    async for record in read_topic(bootstrap, topic_names(app_id).events, timeout=300):
         try:
             event = codec.decode(record.value)
             envelope = event["envelope"]
@@ -201,7 +202,7 @@ async def learn(bootstrap: str, app_id: str, codec: Codec) -> Bus:
         persons[person] = (after, count + 1)
         streets.setdefault(person, set()).update(_street_names(event))
     bus.current = {person: grade for person, (grade, _) in persons.items()}
-    async for record in read_topic(bootstrap, f"{app_id}-router-persons"):
+    async for record in read_topic(bootstrap, topic_names(app_id).router_persons):
         try:
             person, grade = record.key.decode(), json.loads(record.value)["protection"]
             bus.current[person] = grade
@@ -210,7 +211,7 @@ async def learn(bootstrap: str, app_id: str, codec: Codec) -> Bus:
             continue
     strict = {event.person for event in bus.events.values() if is_strict(event.grade)}  # at any time
     bus.strict_streets = frozenset(s for person in strict for s in streets.get(person, ()))
-    async for record in read_topic(bootstrap, f"{app_id}-subscriptions"):
+    async for record in read_topic(bootstrap, topic_names(app_id).subscriptions):
         try:
             bus.versions.setdefault(record.key.decode(), []).append(
                 (record.timestamp, Subscription.from_json(record.value))
@@ -410,11 +411,11 @@ async def scan_topics(
     subscribers = subscriber_topics(bus, subscriber_prefix)
     async with KafkaInspector(bootstrap) as kafka:
         existing = {tp.topic for tp in await kafka.topic_partitions()}
-    internal = {f"{app_id}-{suffix}" for suffix in INTERNAL_SUFFIXES}
+    internal = {topic.name(app_id) for topic in INTERNAL}
     mine = sorted(t for t in existing if (t.startswith(f"{app_id}-") or t in subscribers) and t not in internal)
     kinds = {
-        f"{app_id}-deliveries": "deliveries",
-        f"{app_id}-delivery-pending": "pending",
+        topic_names(app_id).deliveries: "deliveries",
+        topic_names(app_id).pending: "pending",
         **dict.fromkeys(subscribers, "subscriber"),
     }
     scan = TopicScan(bus, subscribers, pseudonym_key)

@@ -25,14 +25,13 @@ import uuid
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents.config import bootstrap_servers
+from bus.topics import CONNECTOR_STATE, ensure_topics, topic_names
 from connectors.folkeregister.feed_format import API_PATH, BULK_PATH
 from connectors.folkeregister.simulator import DEFAULT_TOKEN, run_simulator
 from connectors.folkeregister.source import FolkeregisterFeedSource
-from connectors.runtime import Topics, open_connector
-from connectors.state import ensure_state_topic
+from connectors.runtime import open_connector
 from connectors.synthetic import Simulation, SyntheticConfig
 
 PARTITIONS = 4  # the local broker's default
@@ -41,16 +40,9 @@ PSEUDONYM_KEY = b"bench-pseudonym-key-of-at-least-32-bytes"
 
 
 async def create_topics(bootstrap: str, baseline_topic: str, app_id: str) -> None:
-    topics = Topics.for_app(app_id)
-    await ensure_state_topic(bootstrap, topics.state)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(t, PARTITIONS, 1) for t in (baseline_topic, topics.ingest, topics.deadletter)]
-        )
-    finally:
-        await admin.close()
+    topics = topic_names(app_id)
+    await CONNECTOR_STATE.ensure(bootstrap, app_id)
+    await ensure_topics(bootstrap, {t: {} for t in (baseline_topic, topics.ingest, topics.deadletter)}, PARTITIONS)
 
 
 def serve(events: int, ready, stop) -> None:

@@ -6,9 +6,9 @@ Uses the broker at KAFKA_BOOTSTRAP_SERVERS / SAMBAND_KAFKA_BOOTSTRAP_SERVERS, el
 The same N canonical events (Avro, keyed by pseudonym, 4 partitions; Death events spread over
 all 357 kommuner) are pushed through:
 - raw aiokafka: consume -> produce, batched (getmany, send without awaiting each, await per batch);
-- naive Faust: the example agent, one `await topic.send()` per event;
+- naive Faust: a stream agent (bench/faust_relay.py), one `await topic.send()` per event;
 - ingest in the worker (`samband-ingest` -> `samband-events`: decode, validate, dedup, re-key),
-  read by its batch consumer (agents/routing/batches.py), state in its changelog;
+  read by its batch consumer (bus/batches.py), state in its changelog;
 - the router's pure logic inside that raw loop (no Faust, no state): what routing itself costs;
 - the router in the worker (batch consumer, person state and routing records in their
   changelogs) with 10 subscriptions and with 18,000 (357 kommuner x 50 systems + 150
@@ -43,8 +43,8 @@ sys.path.insert(0, str(ROOT))
 from agents.config import bootstrap_servers  # noqa: E402
 from agents.routing.index import RoutingIndex  # noqa: E402
 from agents.routing.router import PersonState, Router  # noqa: E402
-from agents.routing.topics import bus_topics  # noqa: E402
 from agents.subscriptions.model import Subscription  # noqa: E402
+from bus.topics import topic_names  # noqa: E402
 from schemas.catalog import catalog  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
 from schemas.examples import example  # noqa: E402
@@ -301,7 +301,7 @@ async def faust_stage(
     data_dir: Path,
     subs: list[Subscription] = (),
 ) -> tuple[float, float]:
-    topics = bus_topics(app_id)
+    topics = topic_names(app_id)
     await create_topics(
         bootstrap,
         [f"{app_id}-{fill}", f"{app_id}-{out}"]
@@ -383,7 +383,7 @@ async def main() -> None:
     record(
         naive,
         *await faust_stage(
-            bootstrap, ["agents.example"], messages, "example-in", "example-out", n, f"bench-naive-{run}", data_dir
+            bootstrap, ["bench.faust_relay"], messages, "example-in", "example-out", n, f"bench-naive-{run}", data_dir
         ),
     )
     record(

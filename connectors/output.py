@@ -7,14 +7,14 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 
+from bus.record_batches import RecordBatches
 from connectors.api import DeadLetters, Output, OutputRecord
 from connectors.dead_letters import DeadLetter, DeadLetterSeal
-from connectors.record_batches import RecordBatches
 from schemas.ingest_key import IngestKey
 
 
 class KafkaOutput(Output):
-    """Each `send` fills one record batch per partition (connectors/record_batches.py: the key's
+    """Each `send` fills one record batch per partition (bus/record_batches.py: the key's
     partition by murmur2, as with `producer.send`, at a fraction of its cost per record) and waits
     for every batch's acknowledgement. Records keep their order within a partition, so one key's
     records keep the order of the list, and of calls awaited one after another.

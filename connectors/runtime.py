@@ -14,43 +14,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaProducer
 
+from bus import clients
+from bus.topics import CONNECTOR_STATE, topic_names
 from connectors.api import Connector, Context
 from connectors.dead_letters import DeadLetterSeal
 from connectors.output import KafkaDeadLetters, KafkaOutput
-from connectors.state import KafkaStateStore, ensure_state_topic
+from connectors.state import KafkaStateStore
 from schemas.ingest_key import IngestKey
 
-
-@dataclass(frozen=True)
-class Topics:
-    ingest: str
-    deadletter: str
-    state: str
-
-    @classmethod
-    def for_app(cls, app_id: str) -> Topics:
-        return cls(f"{app_id}-ingest", f"{app_id}-deadletter", f"{app_id}-connector-state")
-
-
 PRODUCER_STOP_TIMEOUT_S = 15.0
-
-
-def durable_producer(bootstrap: str) -> AIOKafkaProducer:
-    """acks=all and idempotent, so retries neither lose nor reorder records within a partition."""
-    return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=1 << 20,
-        request_timeout_ms=15_000,
-    )
 
 
 @asynccontextmanager
@@ -67,16 +43,18 @@ async def open_connector(
 ) -> AsyncIterator[Connector]:
     """Validate the config (ConfigError), start the connector, yield it, and always stop it."""
     config = cls.parse_config(raw_config)
-    topics = Topics.for_app(app_id)
+    topics = topic_names(app_id)
     log = structlog.get_logger("samband.connector").bind(connector=instance)
-    await ensure_state_topic(bootstrap, topics.state)
-    producer = durable_producer(bootstrap)
+    await CONNECTOR_STATE.ensure(bootstrap, app_id)
+    # linger and batch size: a source writes in bursts; request timeout: a broker that is gone
+    # fails a write within 15 s, and the records not acknowledged are read again after a restart.
+    producer = clients.durable_producer(bootstrap, linger_ms=5, max_batch_size=1 << 20, request_timeout_ms=15_000)
     await producer.start()
     context = Context(
         instance=instance,
         output=KafkaOutput(producer, topics.ingest, instance, IngestKey(pseudonym_key)),
         dead_letters=KafkaDeadLetters(producer, topics.deadletter, instance, DeadLetterSeal(dead_letter_key)),
-        state=KafkaStateStore(producer, bootstrap, topics.state, instance),
+        state=KafkaStateStore(producer, bootstrap, topics.connector_state, instance),
         log=log,
         extras=dict(extras or {}),
     )

@@ -9,15 +9,12 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka import AIOKafkaProducer
 
-from connectors.malformed import json_object, skip_malformed
-
-
-def alerts_topic(app_id: str) -> str:
-    return f"{app_id}-alerts"
+from bus import clients
+from bus.malformed import json_object, skip_malformed
+from bus.reading import read_topic
+from bus.topics import ALERTS
 
 
 class AlertLedger:
@@ -28,10 +25,9 @@ class AlertLedger:
 
     @classmethod
     async def open(cls, bootstrap: str, app_id: str) -> AlertLedger:
-        topic = alerts_topic(app_id)
-        await _ensure_compacted_topic(bootstrap, topic)
+        topic = await ALERTS.ensure(bootstrap, app_id)
         last_sent = await _read_whole(bootstrap, topic)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+        producer = clients.durable_producer(bootstrap)
         await producer.start()
         return cls(topic, producer, last_sent)
 
@@ -48,18 +44,6 @@ class AlertLedger:
         self._last_sent[subscription] = when
 
 
-async def _ensure_compacted_topic(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        if topic not in await admin.list_topics():
-            await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"cleanup.policy": "compact"})])
-    except TopicAlreadyExistsError:  # another worker created it meanwhile
-        pass
-    finally:
-        await admin.close()
-
-
 def _aware(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise ValueError("last_sent without its time zone")
@@ -67,25 +51,12 @@ def _aware(moment: datetime) -> datetime:
 
 
 async def _read_whole(bootstrap: str, topic: str) -> dict[str, datetime]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
     last_sent: dict[str, datetime] = {}
-    try:
-        partition = TopicPartition(topic, 0)
-        consumer.assign([partition])
-        await consumer.seek_to_beginning(partition)
-        end = (await consumer.end_offsets([partition]))[partition]
-        while await consumer.position(partition) < end:
-            for records in (await consumer.getmany(partition, timeout_ms=1000)).values():
-                for record in records:
-                    with skip_malformed(topic):
-                        subscription = record.key.decode()
-                        if record.value is None:
-                            last_sent.pop(subscription, None)
-                        else:
-                            last_sent[subscription] = _aware(
-                                datetime.fromisoformat(json_object(record.value)["last_sent"])
-                            )
-    finally:
-        await consumer.stop()
+    async for record in read_topic(bootstrap, topic):
+        with skip_malformed(topic):
+            subscription = record.key.decode()
+            if record.value is None:
+                last_sent.pop(subscription, None)
+            else:
+                last_sent[subscription] = _aware(datetime.fromisoformat(json_object(record.value)["last_sent"]))
     return last_sent

@@ -18,7 +18,8 @@ from agents.app import app
 from agents.config import Settings, bootstrap_servers, get_settings
 from agents.delivery_health import subscription_health
 from agents.subscriptions.store import read_all
-from connectors.malformed import json_object, skip_malformed
+from bus.malformed import json_object, skip_malformed
+from bus.topics import SUBSCRIPTIONS
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +35,7 @@ def notifier_from_settings(settings: Settings) -> Notifier | None:
 async def alert_failing_subscriptions(bootstrap: str, app_id: str, alerter: Alerter) -> list[str]:
     """Alert the contact of every failing (or suspended) subscription not alerted within a day; the ids alerted."""
     now = datetime.now(UTC)
-    topic = f"{app_id}-subscriptions"
+    topic = SUBSCRIPTIONS.name(app_id)
     contacts = {}
     for sub_id, value in (await read_all(bootstrap, topic)).items():
         with skip_malformed(topic):

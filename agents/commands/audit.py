@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 
 from agents.cli import UsageError
 from agents.config import bootstrap_servers, get_settings
-from agents.routing.topics import bus_topics
 from agents.subscriptions.audit import AuditLog
+from bus.topics import topic_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +41,7 @@ def _since(text: str | None) -> datetime | None:
 
 def show(args) -> int:
     since = _since(args.since)
-    log = AuditLog(bootstrap_servers(), bus_topics(get_settings().app_id).audit)
+    log = AuditLog(bootstrap_servers(), topic_names(get_settings().app_id).audit)
     entries = [
         e
         for e in asyncio.run(log.entries())

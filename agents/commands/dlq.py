@@ -66,14 +66,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _topics():
-    from agents.delivery.topics import delivery_topics
+    from bus.topics import topic_names
 
-    return delivery_topics(get_settings().app_id)
+    return topic_names(get_settings().app_id)
 
 
 async def _dead_letters():
     """(id, DeadLetter, record) for every dead letter, oldest first per partition."""
-    from agents.delivery.topic_reader import read_topic
+    from bus.reading import read_topic
     from connectors.dead_letters import DeadLetter
 
     async for record in read_topic(bootstrap_servers(), _topics().deadletter):
@@ -104,8 +104,8 @@ async def _projection(topics):
     import orjson
 
     from agents.delivery.egress import Egress, Grades
-    from agents.delivery.topic_reader import read_topic
-    from connectors.malformed import MALFORMED
+    from bus.malformed import MALFORMED
+    from bus.reading import read_topic
 
     grades, subscriptions = Grades(), {}
     async for record in read_topic(bootstrap_servers(), f"{get_settings().app_id}-router-persons"):
@@ -172,10 +172,9 @@ async def replay_dead_letters(dlq_id: str | None, subscription: str | None, forc
 
 async def replay(dlq_id: str | None, subscription: str | None, force: bool, say=print) -> tuple[int, int]:
     """Replay as `samband dlq replay` does (also the dashboard's replay button); (replayed, chosen)."""
-    from aiokafka import AIOKafkaProducer
-
     from agents.delivery.ledger import ledger_key
-    from agents.delivery.topic_reader import read_topic
+    from bus import clients
+    from bus.reading import read_topic
     from connectors.dead_letters import PREFIX
 
     topics = _topics()
@@ -193,7 +192,7 @@ async def replay(dlq_id: str | None, subscription: str | None, force: bool, say=
             if entry.value is not None and json.loads(entry.value)["status"] == "delivered":
                 delivered.add(entry.key)
     projection = await _projection(topics) if chosen else None
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(), acks="all", enable_idempotence=True)
+    producer = clients.durable_producer(bootstrap_servers())
     await producer.start()
     replayed = 0
     try:

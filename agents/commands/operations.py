@@ -1,6 +1,6 @@
 """`samband topics` and `samband lag`: what is in the bus's topics, and how far behind its consumers are.
 
-    samband topics [--all | --prefix P] [--interval S] [--json]
+    samband topics [--all | --prefix P | --table] [--interval S] [--json]
     samband lag [--group G ...] [--max-lag N] [--json]
 
 By default both look at the bus's own topics and consumer groups: names that are the app id
@@ -18,7 +18,8 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 
 from agents.config import bootstrap_servers, get_settings
-from agents.offsets import BrokerUnreachable, KafkaInspector, PartitionLag
+from bus.inspector import BrokerUnreachable, KafkaInspector, PartitionLag
+from bus.topics import TABLE
 
 EXIT_UNHEALTHY = 1
 EXIT_UNREACHABLE = 2
@@ -114,7 +115,36 @@ def inspector(args: argparse.Namespace) -> KafkaInspector:
     return KafkaInspector(bootstrap_servers(get_settings()), timeout=args.timeout)
 
 
+def table_rows(app_id: str) -> list[dict]:
+    """The topic table (bus/topics.py) for `app_id`: what the bus creates, broker or not."""
+    return [
+        {
+            "name": t.name(app_id),
+            "partitions": t.partition_count(),
+            "cleanup": t.cleanup,
+            "retention": t.retention,
+            "key": t.key,
+            "value": t.value,
+            "written_by": t.writer,
+        }
+        for t in TABLE
+    ]
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'TOPIC':<40} {'PARTITIONS':>10}  {'CLEANUP':<15} {'WRITTEN BY':<30} RETENTION"]
+    lines += [
+        f"{r['name']:<40} {r['partitions']:>10}  {r['cleanup']:<15} {r['written_by']:<30} {r['retention']}"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
 def _topics(args: argparse.Namespace) -> int:
+    if args.table:
+        rows = table_rows(get_settings().app_id)
+        print(json.dumps({"topics": rows}, indent=2) if args.json else format_table(rows))
+        return 0
     prefix = "" if args.all else (args.prefix if args.prefix is not None else f"{get_settings().app_id}-")
 
     async def run() -> list[TopicRow]:
@@ -169,6 +199,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which = topics.add_mutually_exclusive_group()
     which.add_argument("--prefix", help="topics whose name starts with this (default: '<SAMBAND_APP_ID>-')")
     which.add_argument("--all", action="store_true", help="every topic in the cluster except Kafka's internal ones")
+    which.add_argument(
+        "--table", action="store_true", help="the table every bus topic is created from (no broker needed)"
+    )
     topics.add_argument("--interval", type=float, default=1.0, help="seconds between the two rate samples; 0: no rates")
     add_connection_arguments(topics)
     topics.set_defaults(handler=_topics)

@@ -36,7 +36,7 @@ async def run_scan(bootstrap: str, app_id: str, subscriber_prefix: str, logs: li
 def _scan(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
-    from agents.offsets import BrokerUnreachable
+    from bus.inspector import BrokerUnreachable
 
     logs = [Path(name) for name in args.logs]
     missing = [str(p) for p in logs if not p.is_file()]

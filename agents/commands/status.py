@@ -33,7 +33,7 @@ from agents.commands.operations import (
 )
 from agents.config import get_settings
 from agents.delivery_health import subscription_health
-from agents.offsets import BrokerUnreachable, KafkaInspector
+from bus.inspector import BrokerUnreachable, KafkaInspector
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 from agents.config import bootstrap_servers, get_settings
-from agents.routing.topics import bus_topics
 from agents.subscriptions import store
 from agents.subscriptions.audit import AuditLog, os_user
 from agents.subscriptions.files import load_dir
 from agents.subscriptions.model import Subscription
+from bus.topics import topic_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,12 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _where() -> tuple[str, str]:
-    return bootstrap_servers(), bus_topics(get_settings().app_id).subscriptions
+    return bootstrap_servers(), topic_names(get_settings().app_id).subscriptions
 
 
 async def _audit(actions: list[tuple[str, str]]) -> None:
     """Audit-log (action, subscription id) pairs written by this command."""
-    log = AuditLog(bootstrap_servers(), bus_topics(get_settings().app_id).audit)
+    log = AuditLog(bootstrap_servers(), topic_names(get_settings().app_id).audit)
     user = os_user()
     await log.record_all(
         [

@@ -28,44 +28,31 @@ from agents.delivery.dispatcher import Dispatcher
 from agents.delivery.egress import Egress, Grades
 from agents.delivery.queues import DeliveryQueues
 from agents.delivery.target import TargetError, parse_target
-from agents.delivery.topic_reader import read_topic
-from agents.delivery.topics import delivery_topics
-from agents.routing.batches import BatchService, ensure_topics
+from bus import clients
+from bus.batches import BatchService
+from bus.malformed import MALFORMED, json_object, skip_malformed
+from bus.reading import read_topic
+from bus.topics import BUS_PARTITIONS, LEDGER, ROUTER_PERSONS, STATUS, ensure_topics, topic_names
 from connectors.dead_letters import DeadLetterSeal
 from connectors.kafka_sink.config import KafkaSinkConfig
-from connectors.malformed import MALFORMED, json_object, skip_malformed
 from schemas.registry import registry_from_settings
 
 log = structlog.get_logger(__name__)
 
 settings = get_settings()
-topics = delivery_topics(app.conf.id)
-status_topic = app.topic(
-    topics.status,
-    internal=True,
-    compacting=True,
-    partitions=1,
-    key_type=bytes,
-    value_type=bytes,
-    key_serializer="raw",
-    value_serializer="raw",
-)
+topics = topic_names(app.conf.id)
 
 
-async def _save_status(sub: str, status: dict) -> None:
-    await status_topic.send(key=sub.encode(), value=json.dumps(status).encode())
+class DirectWrites:
+    """What delivery writes outside its batch cycles, through a producer of its own (acks=all),
+    started at the first write: Kafka subscribers' records and each subscription's delivery
+    status. A batch that cannot be written expires after REQUEST_TIMEOUT_MS, and the Kafka sink's
+    own timeout makes it an attempt to retry (a producer that kept retrying for minutes, as
+    Faust's did, left every other write queued behind a topic the broker was still creating).
 
-
-class SubscriberTopics:
-    """Kafka subscribers' topics, written through a producer of their own (acks=all), started at
-    the first record. Not Faust's producer: a topic the broker is still auto-creating once left
-    that one retrying for minutes (Faust keeps a batch 20 minutes), and the delivery status and
-    every other write through it queued behind. Here a batch that cannot be written expires
-    after REQUEST_TIMEOUT_MS, and the Kafka sink's own timeout makes it an attempt to retry.
-
-    The bus creates each topic (`ensure`): when its subscription is read, and again before its
-    first record if that failed. It has the bus's partition count (one person's records stay in
-    one partition) and the broker's default retention."""
+    The bus creates each subscriber topic (`ensure`): when its subscription is read, and again
+    before its first record if that failed. It has the bus's partition count (one person's
+    records stay in one partition) and the broker's default retention."""
 
     REQUEST_TIMEOUT_MS = 30_000
 
@@ -76,7 +63,7 @@ class SubscriberTopics:
 
     async def ensure(self, topic: str) -> None:
         if topic not in self._created:
-            await ensure_topics(bootstrap_servers(), {topic: {}}, app.conf.topic_partitions)
+            await ensure_topics(bootstrap_servers(), {topic: {}}, BUS_PARTITIONS)
             self._created.add(topic)
 
     async def write(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
@@ -85,12 +72,15 @@ class SubscriberTopics:
         producer = self.producer or await self._start()
         await (await producer.send(topic, value, key=key, headers=headers))
 
+    async def save_status(self, sub: str, status: dict) -> None:
+        """A subscription's delivery status (verified, disabled, suspended); returns once acknowledged."""
+        producer = self.producer or await self._start()
+        await (await producer.send(topics.status, json.dumps(status).encode(), key=sub.encode()))
+
     async def _start(self) -> AIOKafkaProducer:
         async with self._starting:
             if self.producer is None:
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=bootstrap_servers(), acks="all", request_timeout_ms=self.REQUEST_TIMEOUT_MS
-                )
+                producer = clients.producer(bootstrap_servers(), acks="all", request_timeout_ms=self.REQUEST_TIMEOUT_MS)
                 await producer.start()
                 self.producer = producer
         return self.producer
@@ -101,15 +91,14 @@ class SubscriberTopics:
             await producer.stop()
 
 
-subscriber_topics = SubscriberTopics()
+direct_writes = DirectWrites()
 grades = Grades()
-persons_topic = f"{app.conf.id}-router-persons"  # the router's person state: each person's grade now
 dispatcher = Dispatcher(
     lambda key, entry, outcome: queues.apply(key, entry, outcome),
-    _save_status,
+    direct_writes.save_status,
     Egress(grades, settings.pseudonym_key.encode()),
     {
-        "topic_writer": subscriber_topics.write,
+        "topic_writer": direct_writes.write,
         "schema_registry": registry_from_settings(settings),
         "webhook_allow": webhook_allow_list(settings),
         "secrets_dir": settings.secrets_dir,
@@ -144,7 +133,7 @@ class DeliveryService(BatchService):
 
     async def _ensure_topics(self) -> None:
         """The ledger is compacted: made so at the start, and again if deleted during an outage."""
-        await ensure_topics(self.bootstrap, {topics.ledger: {"cleanup.policy": "compact"}}, self.partition_count)
+        await LEDGER.ensure(self.bootstrap, app.conf.id, self.partition_count)
         await super()._ensure_topics()
 
     async def on_started(self) -> None:
@@ -179,7 +168,7 @@ class DeliveryService(BatchService):
                 await self._writing
             await self._write()  # what was decided before the stop: ledger entries, then the commit
         await super().on_stop()
-        await subscriber_topics.stop()
+        await direct_writes.stop()
 
     def committable(self, done: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         return {TopicPartition(self.source, p): offset for p, offset in queues.committable().items()}
@@ -201,7 +190,7 @@ class DeliveryService(BatchService):
         queues.assigned({tp.partition for tp in assigned})
 
     async def _abandon(self) -> None:
-        """The broker is gone (agents/routing/batches.py): the write cycle in flight is given up too."""
+        """The broker is gone (bus/batches.py): the write cycle in flight is given up too."""
         if self._writing is not None:
             self._writing.cancel()
             await asyncio.gather(self._writing, return_exceptions=True)
@@ -236,9 +225,10 @@ class BacklogReader:
     async def run(self) -> None:
         # auto_offset_reset: a cursor the topic's retention has passed reads from the topic's start,
         # and the gap is reported (queues.expired).
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", metadata_max_age_ms=5000)  # fmt: skip
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        consumer = clients.consumer(
+            self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest", metadata_max_age_ms=5000
+        )
+        admin = clients.admin(self.bootstrap)
         await consumer.start()
         try:
             await admin.start()
@@ -292,7 +282,6 @@ class BacklogReader:
 
 @app.task
 async def _run_dispatcher() -> None:
-    await status_topic.maybe_declare()
     await dispatcher.run()
 
 
@@ -300,6 +289,8 @@ async def _run_dispatcher() -> None:
 async def _follow_subscriptions() -> None:
     """Every worker reads the subscriptions and their delivery status whole, and keeps following."""
     bootstrap = bootstrap_servers()
+    await STATUS.ensure(bootstrap, app.conf.id)
+    await ROUTER_PERSONS.ensure(bootstrap, app.conf.id, BUS_PARTITIONS)
     # Status first, so a restart does not repeat verification handshakes already passed.
     async for record in read_topic(bootstrap, topics.status):
         with skip_malformed(record.topic):
@@ -307,15 +298,16 @@ async def _follow_subscriptions() -> None:
     async for record in read_topic(bootstrap, topics.subscriptions):
         with skip_malformed(record.topic):
             await _on_subscription(record)
-    await ensure_topics(bootstrap, {persons_topic: {"cleanup.policy": "compact"}}, app.conf.topic_partitions)
-    async for record in read_topic(bootstrap, persons_topic):  # every grade before the first delivery leaves
+    async for record in read_topic(
+        bootstrap, topics.router_persons
+    ):  # the router's person state: grades now  # every grade before the first delivery leaves
         _on_person(record)
     subscriptions_read.set()
-    consumer = AIOKafkaConsumer(
+    consumer = clients.consumer(
+        bootstrap,
         topics.subscriptions,
         topics.status,
-        persons_topic,
-        bootstrap_servers=bootstrap,
+        topics.router_persons,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         metadata_max_age_ms=5000,
@@ -326,7 +318,7 @@ async def _follow_subscriptions() -> None:
             with skip_malformed(record.topic):
                 if record.topic == topics.status:
                     await _on_status(record)
-                elif record.topic == persons_topic:
+                elif record.topic == topics.router_persons:
                     _on_person(record)
                 else:
                     await _on_subscription(record)
@@ -362,7 +354,7 @@ async def _on_subscription(record) -> None:
         return
     if isinstance(target.sink, KafkaSinkConfig):
         try:
-            await subscriber_topics.ensure(target.sink.topic)
+            await direct_writes.ensure(target.sink.topic)
         except Exception as exc:  # the broker, not the subscription, is at fault: tried again before the first record
             log.warning("delivery.subscriber_topic_not_created", subscription=sub, error=type(exc).__name__)
     await dispatcher.set_target(sub, target)

@@ -28,10 +28,10 @@ import structlog
 from agents.delivery.breaker import CLOSED, OPENED, Breaker
 from agents.delivery.egress import Egress
 from agents.delivery.target import Target
+from bus.malformed import MALFORMED
 from connectors.api import Context, DeadLetters, Outcome, Output, Sink, SinkRecord, StateStore
 from connectors.kafka_sink.config import KafkaSinkConfig
 from connectors.kafka_sink.sink import KafkaSink
-from connectors.malformed import MALFORMED
 from connectors.webhook.sink import WebhookSink
 
 log = structlog.get_logger(__name__)

@@ -46,7 +46,7 @@ class Grades:
             self._of[person] = grade
 
     def apply_state(self, key: bytes, value: bytes | None) -> None:
-        """A record of the router's person state; a malformed one raises (connectors/malformed.py),
+        """A record of the router's person state; a malformed one raises (bus/malformed.py),
         and the caller then treats the person as strengt fortrolig."""
         self.set(key.decode(), "ugradert" if value is None else PersonState.from_json(value).protection)
 

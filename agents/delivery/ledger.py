@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 
 import orjson
 
-from agents.delivery.topic_reader import read_topic
-from connectors.malformed import json_object, skip_malformed
+from bus.malformed import json_object, skip_malformed
+from bus.reading import read_topic
 
 
 def ledger_key(event_id: str, subscription: str) -> bytes:

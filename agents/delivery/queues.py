@@ -49,12 +49,12 @@ from agents.delivery.dispatcher import Dispatcher, subscription_of
 from agents.delivery.egress import Grades
 from agents.delivery.ledger import ledger_key, ledger_record
 from agents.delivery.offsets import OpenOffsets
-from agents.delivery.topics import DeliveryTopics
-from agents.routing.batches import Output
-from agents.routing.state import PartitionedState
+from bus.batches import Output
+from bus.malformed import skip_malformed
+from bus.state import PartitionedState
+from bus.topics import TopicNames
 from connectors.api import Outcome
 from connectors.dead_letters import DeadLetter, DeadLetterSeal
-from connectors.malformed import skip_malformed
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +72,7 @@ _METRIC_OUTCOME = {
 class DeliveryQueues:
     def __init__(
         self,
-        topics: DeliveryTopics,
+        topics: TopicNames,
         dispatcher: Dispatcher,
         seal: DeadLetterSeal,
         grades: Grades,

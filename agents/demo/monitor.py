@@ -15,8 +15,8 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
+from bus import clients
+from bus.topics import topic_names
 
 STAGE_HEADER = "samband-dlq-stage"
 
@@ -38,15 +38,20 @@ class BusFlow:
 
 
 def bus_topic_names(app_id: str) -> dict[str, str]:
+    names = topic_names(app_id)
     return {
-        kind: f"{app_id}-{kind}"
-        for kind in ("ingest", "events", "deliveries", "delivery-outcomes", "delivery-ledger", "deadletter")
+        "ingest": names.ingest,
+        "events": names.events,
+        "deliveries": names.deliveries,
+        "delivery-outcomes": names.outcomes,
+        "delivery-ledger": names.ledger,
+        "deadletter": names.deadletter,
     }
 
 
 async def wait_for_topics(bootstrap: str, names: list[str], timeout: float, still_running) -> None:
     """Until every topic exists (the worker declares them); fails early if `still_running()` turns False."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = clients.admin(bootstrap)
     await admin.start()
     try:
         async with asyncio.timeout(timeout):
@@ -63,9 +68,9 @@ class BusMonitor:
         self.flow = BusFlow()
         self.topics = bus_topic_names(app_id)
         self._kind_of = {name: kind for kind, name in self.topics.items()}
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = clients.consumer(
+            bootstrap,
             *self.topics.values(),
-            bootstrap_servers=bootstrap,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             fetch_max_wait_ms=200,

@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from agents.demo.checks import PURGE_TYPE, ReceivedEvent
+from bus import clients
 from connectors.kafka_sink.sink import register_schemas
 from schemas.catalog import catalog
 from schemas.codec import Codec
@@ -120,9 +120,9 @@ class TopicReceiver:
         registry = CatalogRegistry(catalog())
         register_schemas(registry, topic, fields)
         self._codec = Codec(registry)
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = clients.consumer(
+            bootstrap,
             topic,
-            bootstrap_servers=bootstrap,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             metadata_max_age_ms=2000,

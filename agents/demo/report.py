@@ -17,7 +17,7 @@ from agents.demo.checks import delivery_gaps
 from agents.demo.feed import DemoFeed
 from agents.demo.monitor import BusMonitor, bus_topic_names, read_to_end
 from agents.demo.view import summary_table
-from agents.offsets import KafkaInspector
+from bus.inspector import KafkaInspector
 
 SOURCE_STAGE = "source"
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from rich.console import Console
 from rich.live import Live
 
@@ -35,8 +34,9 @@ from agents.demo.receivers import TopicReceiver, WebhookReceiver
 from agents.demo.report import Report
 from agents.demo.view import RateMeter, live_view
 from agents.logging import configure_logging
-from agents.routing.topics import bus_topics
 from agents.subscriptions import store
+from bus import clients
+from bus.topics import BUS_PARTITIONS, ensure_topics, topic_names
 from connectors.folkeregister.simulator import run_simulator
 from connectors.webhook.secrets import new_secret
 
@@ -181,7 +181,7 @@ class DemoRun:
             self.receivers[sub.id] = receiver
 
     async def _apply_subscriptions(self) -> None:
-        topic = f"{self.app_id}-subscriptions"
+        topic = topic_names(self.app_id).subscriptions
         subs = [systems.for_this_run(s, getattr(self.receivers[s.id], "url", None)) for s in self.subscriptions]
         await store.ensure_topic(self.broker.bootstrap, topic)
         await store.write(self.broker.bootstrap, topic, [(s.id, s.to_json()) for s in subs])
@@ -192,18 +192,12 @@ class DemoRun:
 
     async def _create_bus_topics(self) -> None:
         """The topics the worker reads but does not declare itself (the bus creates the Kafka-native system's topic)."""
-        topics = bus_topics(self.app_id)
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.broker.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics(
-                [
-                    NewTopic(name, num_partitions=4, replication_factor=1)
-                    for name in (topics.ingest, topics.events, topics.deadletter, topics.deliveries)
-                ]
-            )
-        finally:
-            await admin.close()
+        topics = topic_names(self.app_id)
+        await ensure_topics(
+            self.broker.bootstrap,
+            {name: {} for name in (topics.ingest, topics.events, topics.deadletter, topics.deliveries)},
+            BUS_PARTITIONS,
+        )
 
     async def _watch(self, feed: DemoFeed, monitor: BusMonitor, children: Children) -> str | None:
         """The live view until the duration is over (or Ctrl-C); the name of a process that died, if one did."""
@@ -241,7 +235,7 @@ class DemoRun:
         return None
 
     async def _delete_topics(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.broker.bootstrap)
+        admin = clients.admin(self.broker.bootstrap)
         await admin.start()
         try:
             prefixes = (f"{self.app_id}-", systems.subscriber_topic_prefix(self.app_id))

@@ -1,13 +1,13 @@
 """The router: `samband-events` -> one `samband-deliveries` record per entitled subscription.
 
 Thin around agents/routing/router.py; read in batches by a `BatchService`
-(agents/routing/batches.py, consumer group `<app id>-router`). State, per partition of
+(bus/batches.py, consumer group `<app id>-router`). State, per partition of
 `samband-events` (by person pseudonym), so a person's state lives where their events are,
 durable in compacted topics recovered on assignment:
 - `<app id>-router-persons`: pseudonym -> PersonState JSON (protection, birth date, who received data);
 - `<app id>-router-records`: event id -> the subscriptions sent the event (the routing record
   that corrections and annulments follow), written as one segment per partition and batch
-  (agents/routing/state.py, SegmentedState). A correction is about the same person, so it
+  (bus/state.py, SegmentedState). A correction is about the same person, so it
   finds the record in its own partition.
 - `<app id>-router-held`: event id -> the corrections and annulments of it that arrived before
   it (their records sealed with SAMBAND_DLQ_KEY). Each is routed right after the event it
@@ -36,12 +36,12 @@ from aiokafka import ConsumerRecord, TopicPartition
 from agents import tracing
 from agents.app import app, batch_service_settings, freeze_heap
 from agents.config import bootstrap_servers, dead_letter_key, get_settings
-from agents.routing.batches import BatchService, Output
 from agents.routing.index import RoutingIndex
 from agents.routing.router import PersonState, Router
-from agents.routing.state import PartitionedState, SegmentedState
-from agents.routing.topics import bus_topics
 from agents.subscriptions.store import SubscriptionFollower
+from bus.batches import BatchService, Output
+from bus.state import PartitionedState, SegmentedState
+from bus.topics import ROUTER_HELD, ROUTER_PERSONS, ROUTER_RECORDS, topic_names
 from connectors.dead_letters import DeadLetter, DeadLetterSeal
 from schemas.codec import Codec, WireFormatError
 from schemas.protection import is_strict, scrub_address
@@ -50,7 +50,7 @@ from schemas.registry import registry_from_settings
 log = structlog.get_logger(__name__)
 
 settings = get_settings()
-topics = bus_topics(app.conf.id)
+topics = topic_names(app.conf.id)
 
 index = RoutingIndex()
 follower = SubscriptionFollower(bootstrap_servers(), topics.subscriptions, index.put, index.remove)
@@ -69,13 +69,13 @@ class Route:
         # A person whose stored state cannot be read is treated as strengt fortrolig until the
         # register says otherwise: reading it as "not protected" could send an address.
         self.persons = PartitionedState(
-            f"{app.conf.id}-router-persons",
-            {"cleanup.policy": "compact"},
+            topics.router_persons,
+            ROUTER_PERSONS.configs(),
             PersonState.from_json,
             fail_closed=PersonState("strengtFortrolig").to_json(),
         )
-        self.records = SegmentedState(f"{app.conf.id}-router-records", {"cleanup.policy": "compact"})
-        self.held = PartitionedState(f"{app.conf.id}-router-held", {"cleanup.policy": "compact"}, orjson.loads)
+        self.records = SegmentedState(topics.router_records, ROUTER_RECORDS.configs())
+        self.held = PartitionedState(topics.router_held, ROUTER_HELD.configs(), orjson.loads)
         self.states = [self.persons, self.records, self.held]
         self.hold_seconds = settings.correction_hold_seconds
         # Per partition, (held since, event id named) in arrival order: what falls due when.

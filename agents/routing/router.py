@@ -23,7 +23,7 @@ from typing import NamedTuple
 import orjson
 
 from agents.routing.index import Entry, Grant, RoutingIndex
-from agents.routing.state import stored_json
+from bus.state import stored_json
 from schemas.catalog import EVENTS_NAMESPACE, catalog
 from schemas.identity import InvalidIdentity, parse_identity
 from schemas.moves import scope_for

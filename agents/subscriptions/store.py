@@ -12,33 +12,26 @@ import time
 from collections.abc import Callable
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from agents.subscriptions.model import Subscription
-from connectors.malformed import skip_malformed
+from bus import clients
+from bus.malformed import skip_malformed
+from bus.reading import read_topic, stop_quietly
+from bus.topics import SUBSCRIPTIONS, ensure_topics
 
 log = structlog.get_logger(__name__)
 
-TOPIC_CONFIG = {"cleanup.policy": "compact"}
-
 
 async def ensure_topic(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs=TOPIC_CONFIG)])
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        await admin.close()
+    """Create the subscriptions topic (or the audit log, made alike) unless it exists."""
+    await ensure_topics(bootstrap, {topic: SUBSCRIPTIONS.configs()}, SUBSCRIPTIONS.partition_count())
 
 
 async def write(bootstrap: str, topic: str, changes: list[tuple[str, bytes | None]]) -> int:
     """Write (id, JSON or None for delete) pairs; returns the offset of the last one."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = clients.durable_producer(bootstrap)
     await producer.start()
     try:
         futures = [await producer.send(topic, key=sub_id.encode(), value=value) for sub_id, value in changes]
@@ -51,37 +44,13 @@ async def write(bootstrap: str, topic: str, changes: list[tuple[str, bytes | Non
 async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> dict[str, bytes]:
     """Every live subscription (id -> JSON) as of now: the last value per key, deleted ones left out."""
     current: dict[str, bytes] = {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        async with asyncio.timeout(timeout):
-            await consumer._client.force_metadata_update()  # partitions_for_topic reads cached metadata
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-            if not partitions:
-                return current
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            end = await consumer.end_offsets(partitions)
-            while any([await consumer.position(tp) < end[tp] for tp in partitions]):
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for record in records:
-                        with skip_malformed(topic):
-                            if record.value is None:
-                                current.pop(record.key.decode(), None)
-                            else:
-                                current[record.key.decode()] = record.value
-    finally:
-        await _stop(consumer)
+    async for record in read_topic(bootstrap, topic, timeout):
+        with skip_malformed(topic):
+            if record.value is None:
+                current.pop(record.key.decode(), None)
+            else:
+                current[record.key.decode()] = record.value
     return current
-
-
-async def _stop(consumer: AIOKafkaConsumer) -> None:
-    try:
-        await consumer.stop()
-    except asyncio.CancelledError:
-        # aiokafka lets its own internal task's cancellation escape stop(); only ours may propagate.
-        if asyncio.current_task().cancelling():
-            raise
 
 
 # How far the clocks of the hosts writing the events topic may be from this host's (NTP keeps
@@ -113,7 +82,7 @@ class SubscriptionFollower:
     async def run(self) -> None:
         await ensure_topic(self.bootstrap, self.topic)
         tp = TopicPartition(self.topic, 0)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=200)
+        consumer = clients.consumer(self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=200)
         await consumer.start()
         try:
             consumer.assign([tp])
@@ -134,7 +103,7 @@ class SubscriptionFollower:
         finally:
             await consumer.stop()
             if self._offsets is not None:
-                await _stop(self._offsets)
+                await stop_quietly(self._offsets)
 
     def _apply(self, record) -> None:
         sub_id = record.key.decode()
@@ -173,7 +142,7 @@ class SubscriptionFollower:
             self._offsets_starting
         ):  # syncs may overlap (the router checks a batch while handling the one before)
             if self._offsets is None:
-                offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+                offsets = clients.consumer(self.bootstrap, enable_auto_commit=False)
                 await offsets.start()
                 self._offsets = offsets
         started_ms = time.time() * 1000

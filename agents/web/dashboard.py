@@ -26,9 +26,9 @@ from aiohttp import web
 from agents.commands.operations import bus_groups, lag_report
 from agents.delivery_health import subscription_health
 from agents.event_trace import trace_event
-from agents.offsets import BrokerUnreachable, KafkaInspector
 from agents.subscriptions.api import authorise
 from agents.subscriptions.tokens import DLQ_REPLAY, OPERATIONS_READ
+from bus.inspector import BrokerUnreachable, KafkaInspector
 
 log = structlog.get_logger(__name__)
 

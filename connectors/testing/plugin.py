@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 import structlog
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from connectors.runtime import Topics
+from bus import clients
+from bus.topics import ensure_topics, topic_names
 
 
 @pytest.fixture(scope="session")
@@ -21,24 +21,26 @@ def connector_kafka(request) -> str:
     try:
         return request.getfixturevalue("kafka_bootstrap")  # the project's own broker fixture, if any
     except pytest.FixtureLookupError:
-        from agents.config import bootstrap_servers
+        from deploy.launcher import BrokerConfig
 
-        return bootstrap_servers()
+        return BrokerConfig.from_env().bootstrap_servers  # the local broker of `samband kafka up`
 
 
 @pytest.fixture
 async def connector_app_id(connector_kafka):
     """A unique app id; its ingest and dead-letter topics exist with one partition, so order is total."""
     name = f"conn-{uuid.uuid4().hex[:10]}"
-    topics = Topics.for_app(name)
-    admin = AIOKafkaAdminClient(bootstrap_servers=connector_kafka)
+    topics = topic_names(name)
+    await ensure_topics(connector_kafka, {topics.ingest: {}, topics.deadletter: {}}, partitions=1)
+    admin = clients.admin(connector_kafka)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topics.ingest, 1, 1), NewTopic(topics.deadletter, 1, 1)])
         yield name
     finally:
         existing = set(await admin.list_topics())
-        await admin.delete_topics([t for t in (topics.ingest, topics.deadletter, topics.state) if t in existing])
+        await admin.delete_topics(
+            [t for t in (topics.ingest, topics.deadletter, topics.connector_state) if t in existing]
+        )
         await admin.close()
 
 

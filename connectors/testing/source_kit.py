@@ -30,11 +30,12 @@ from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bus.reading import read_topic
+from bus.topics import topic_names
 from connectors.api import ConfigError, Source
 from connectors.dead_letters import DeadLetter, DeadLetterSeal
-from connectors.runtime import Topics, open_connector
+from connectors.runtime import open_connector
 from schemas.catalog import catalog
 from schemas.codec import Codec
 from schemas.identity import IDENTITY_NUMBER_IN_TEXT
@@ -106,14 +107,14 @@ class SourceConformance:
         async with self.environment(tmp_path) as env:
             ids = await self.add_inputs(env, 5)
             async with self.running(env, connector_kafka, connector_app_id) as source:
-                records = await _wait_for_events(connector_kafka, Topics.for_app(connector_app_id).ingest, ids, source)
+                records = await _wait_for_events(connector_kafka, topic_names(connector_app_id).ingest, ids, source)
             assert source._conformance_task.done()
         # The runtime keys each record by its person, so one person's events keep their order.
         # (A record that names no person keeps the connector's key; ingest dead-letters it.)
         assert all(r.key == INGEST_KEY.of(r.value) for r in records if INGEST_KEY.of(r.value) is not None)
 
     async def test_resumes_from_state_after_a_crash(self, connector_kafka, connector_app_id, tmp_path):
-        ingest = Topics.for_app(connector_app_id).ingest
+        ingest = topic_names(connector_app_id).ingest
         async with self.environment(tmp_path) as env:
             first = await self.add_inputs(env, 5)
             async with self.running(env, connector_kafka, connector_app_id) as source:
@@ -131,7 +132,7 @@ class SourceConformance:
             assert not set(after_restart) & set(first), "the restarted source read again what its bookmark covered"
 
     async def test_redelivery_is_idempotent(self, connector_kafka, connector_app_id, tmp_path):
-        ingest = Topics.for_app(connector_app_id).ingest
+        ingest = topic_names(connector_app_id).ingest
         async with self.environment(tmp_path) as env:
             ids = await self.add_inputs(env, 5)
             async with self.running(env, connector_kafka, connector_app_id) as source:
@@ -150,7 +151,7 @@ class SourceConformance:
     async def test_bad_input_reaches_the_dead_letters_and_the_rest_flows(
         self, connector_kafka, connector_app_id, tmp_path
     ):
-        topics = Topics.for_app(connector_app_id)
+        topics = topic_names(connector_app_id)
         async with self.environment(tmp_path) as env:
             await self.add_bad_input(env)
             ids = await self.add_inputs(env, 3)
@@ -169,7 +170,7 @@ class SourceConformance:
             await self.add_bad_input(env)
             ids = await self.add_inputs(env, 5)
             async with self.running(env, connector_kafka, connector_app_id) as source:
-                await _wait_for_events(connector_kafka, Topics.for_app(connector_app_id).ingest, ids, source)
+                await _wait_for_events(connector_kafka, topic_names(connector_app_id).ingest, ids, source)
             personal = self.personal_values(env)
         ours = [e for e in capture_connector_logs if e.get("connector") == "conformance"]
         assert ours, "the source logs nothing through its context logger"
@@ -189,20 +190,7 @@ class SourceConformance:
 
 
 async def _read_all(bootstrap: str, topic: str) -> list:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    records = []
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        while await consumer.position(tp) < end:
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
+    return [record async for record in read_topic(bootstrap, topic)]
 
 
 async def _wait_for_records(bootstrap: str, topic: str, count: int, source: Source) -> list:

@@ -15,8 +15,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from connector_fixtures import synthetic_feed
 from kafka_io import read_to_end
 
+from bus.topics import topic_names
 from connectors.folkeregister.simulator import DEFAULT_TOKEN, run_simulator
-from connectors.runtime import Topics
 from schemas.catalog import catalog
 from schemas.codec import Codec
 from schemas.registry import CatalogRegistry
@@ -68,7 +68,7 @@ async def wait_for_offset(
 @pytest.mark.timeout(180)
 async def test_feed_source_killed_twice_loses_and_reorders_nothing(kafka_bootstrap, connector_app_id, tmp_path):
     documents = synthetic_feed(EVENTS)
-    topic = Topics.for_app(connector_app_id).ingest
+    topic = topic_names(connector_app_id).ingest
     log_path = tmp_path / "source.log"
     env = {**os.environ, "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "SAMBAND_APP_ID": connector_app_id,
            "SAMBAND_LOG_FORMAT": "json"}  # fmt: skip
@@ -104,7 +104,7 @@ async def test_feed_source_killed_twice_loses_and_reorders_nothing(kafka_bootstr
     for record in records:
         envelope = codec.decode(record.value)["envelope"]
         first_seen.setdefault(envelope["id"], envelope["sequenceNumber"])
-    dead = {r.key.decode() for r in await read_to_end(kafka_bootstrap, Topics.for_app(connector_app_id).deadletter)}
+    dead = {r.key.decode() for r in await read_to_end(kafka_bootstrap, topic_names(connector_app_id).deadletter)}
     expected = {d.hendelsesdokument for d in documents} - dead
     assert set(first_seen) == expected  # every event, none invented
     sequence = list(first_seen.values())

@@ -11,11 +11,12 @@ from connector_fixtures import synthetic_feed
 from kafka_io import event_id, read_to_end
 from support import dead_letter_key, open_dead_letter, pseudonym_key
 
+from bus.topics import topic_names
 from connectors.dead_letters import DeadLetter
 from connectors.folkeregister.feed_format import BULK_PATH, UNUSUAL_TYPES
 from connectors.folkeregister.simulator import DEFAULT_TOKEN, Faults, run_simulator
 from connectors.folkeregister.source import FeedError, FolkeregisterFeedSource
-from connectors.runtime import Topics, open_connector
+from connectors.runtime import open_connector
 from schemas.catalog import catalog
 from schemas.codec import Codec
 from schemas.registry import CatalogRegistry
@@ -43,7 +44,7 @@ async def run_to_end(bootstrap, app_id, config, instance="feed") -> None:
 
 
 async def ingested_and_dead_keys(bootstrap, app_id) -> list[str]:
-    topics = Topics.for_app(app_id)
+    topics = topic_names(app_id)
     keys = [event_id(r) for r in await read_to_end(bootstrap, topics.ingest)]
     return keys + [r.key.decode() for r in await read_to_end(bootstrap, topics.deadletter)]
 
@@ -59,7 +60,7 @@ async def test_feed_reaches_ingest_in_order_and_unknown_types_are_dead_lettered(
         config = feed_config(simulator, document_fetch=fetch, encode_workers=workers)
         await run_to_end(kafka_bootstrap, connector_app_id, config)
 
-    topics = Topics.for_app(connector_app_id)
+    topics = topic_names(connector_app_id)
     ingested = await read_to_end(kafka_bootstrap, topics.ingest)
     dead = await read_to_end(kafka_bootstrap, topics.deadletter)
     decoded = [CODEC.decode(r.value) for r in ingested]
@@ -162,7 +163,7 @@ async def test_missing_event_documents_are_dead_lettered_with_their_entries(kafk
             del simulator.store._sequence_by_id[uuid.UUID(document.hendelsesdokument).bytes]
         await run_to_end(kafka_bootstrap, connector_app_id, feed_config(simulator, document_fetch=fetch))
 
-    topics = Topics.for_app(connector_app_id)
+    topics = topic_names(connector_app_id)
     dead = {r.key.decode(): r for r in await read_to_end(kafka_bootstrap, topics.deadletter)}
     for document in lost:
         letter = DeadLetter.from_headers(dead[document.hendelsesdokument].headers)

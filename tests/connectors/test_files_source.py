@@ -15,9 +15,10 @@ from http_ingest_client import cloudevent
 from kafka_io import event_id, read_to_end
 from support import dead_letter_key, open_dead_letter, pseudonym_key
 
+from bus.topics import topic_names
 from connectors.dead_letters import DeadLetter
 from connectors.files.source import DropFolderSource
-from connectors.runtime import Topics, open_connector
+from connectors.runtime import open_connector
 from connectors.testing import SourceConformance
 from schemas.examples import BERGEN_ADDRESS, OSLO_ADDRESS
 
@@ -126,7 +127,7 @@ async def test_a_csv_file_with_a_bad_row_sends_the_rest_and_dead_letters_the_row
     async with running(connector_kafka, connector_app_id, tmp_path):
         (done,) = await wait_until_done(tmp_path, 1)
     assert done.name.endswith(".flytting.csv") and not list((tmp_path / "processing").iterdir())
-    topics = Topics.for_app(connector_app_id)
+    topics = topic_names(connector_app_id)
     ingest = await read_to_end(connector_kafka, topics.ingest)
     assert [event_id(r) for r in ingest] == [events[0]["id"], events[2]["id"]]
     (dead,) = await read_to_end(connector_kafka, topics.deadletter)
@@ -145,7 +146,7 @@ async def test_a_malformed_jsonl_line_is_dead_lettered_and_the_file_goes_on(
     drop(tmp_path, "a.jsonl", json.dumps(first) + "\n{not json\n\n" + json.dumps(last) + "\n")
     async with running(connector_kafka, connector_app_id, tmp_path):
         await wait_until_done(tmp_path, 1)
-    topics = Topics.for_app(connector_app_id)
+    topics = topic_names(connector_app_id)
     assert [event_id(r) for r in await read_to_end(connector_kafka, topics.ingest)] == [first["id"], last["id"]]
     (dead,) = await read_to_end(connector_kafka, topics.deadletter)
     assert (
@@ -164,7 +165,7 @@ async def test_a_restart_mid_file_resumes_after_the_bookmarked_row(connector_kaf
         await source.context.state.save({"file": name, "row": 12})
     async with running(connector_kafka, connector_app_id, tmp_path, chunk_rows=5):
         await wait_until_done(tmp_path, 1)
-    ingest = await read_to_end(connector_kafka, Topics.for_app(connector_app_id).ingest)
+    ingest = await read_to_end(connector_kafka, topic_names(connector_app_id).ingest)
     assert [event_id(r) for r in ingest] == [e["id"] for e in events[12:]]
     assert dict(ingest[0].headers)["samband-file-row"] == f"{name}:13".encode()
 
@@ -174,7 +175,7 @@ async def test_a_stop_mid_file_keeps_it_in_processing_and_the_restart_sends_the_
 ):
     events = [cloudevent("Move") for _ in range(300)]
     drop(tmp_path, "big.jsonl", jsonl(events))
-    topics = Topics.for_app(connector_app_id)
+    topics = topic_names(connector_app_id)
     async with running(connector_kafka, connector_app_id, tmp_path, chunk_rows=10) as source:
         async with asyncio.timeout(WAIT_S):
             while ((await source.context.state.load()) or {}).get("row", 0) < 10:

@@ -11,8 +11,8 @@ from http_ingest_client import auth, binary, cloudevent, ingest_config, running_
 from kafka_io import event_id, read_to_end
 from support import open_dead_letter, pseudonym_key
 
+from bus.topics import TopicNames, topic_names
 from connectors.dead_letters import DeadLetter
-from connectors.runtime import Topics
 from schemas.catalog import catalog
 from schemas.codec import Codec
 from schemas.examples import PERSON
@@ -33,8 +33,8 @@ def _bad_checksum_person() -> str:
     return first9 + digits[0] + str((int(digits[1]) + 1) % 10)
 
 
-def _topics(app_id: str) -> Topics:
-    return Topics.for_app(app_id)
+def _topics(app_id: str) -> TopicNames:
+    return topic_names(app_id)
 
 
 def _decode(value: bytes) -> dict:

@@ -9,8 +9,8 @@ import pytest
 from http_ingest_client import auth, cloudevent
 from kafka_io import read_to_end
 
+from bus.topics import topic_names
 from connectors.dead_letters import DeadLetter
-from connectors.runtime import Topics
 from schemas.cloudevents import CloudEventError, record_from_cloudevent
 
 pytestmark = pytest.mark.kafka
@@ -37,7 +37,7 @@ async def test_a_lone_surrogate_in_the_id_is_a_400_not_a_server_error(ingest, co
     async with ingest.post("/events", data=text.encode(), headers={**STRUCTURED, **auth()}) as response:
         assert response.status == 400
         assert [e["code"] for e in (await response.json())["errors"]] == ["request.json"]
-    assert await read_to_end(connector_kafka, Topics.for_app(connector_app_id).ingest) == []
+    assert await read_to_end(connector_kafka, topic_names(connector_app_id).ingest) == []
 
 
 @pytest.mark.parametrize("death_date", [1_700_000_000, 12345], ids=["epoch-seconds", "days-since-1970"])
@@ -50,7 +50,7 @@ async def test_a_date_given_as_a_number_is_refused_in_the_clients_words_and_dead
         assert response.status == 400, await response.text()
         errors = (await response.json())["errors"]
     assert [(e["code"], e["field"]) for e in errors] == [("json.field_type", "deathDate")]
-    topics = Topics.for_app(connector_app_id)
+    topics = topic_names(connector_app_id)
     assert await read_to_end(connector_kafka, topics.ingest) == []
     (dead,) = await read_to_end(connector_kafka, topics.deadletter)
     assert DeadLetter.from_headers(dead.headers).reason == "json.field_type"
@@ -78,7 +78,7 @@ async def test_a_refused_strengt_fortrolig_event_is_dead_lettered_sealed_and_scr
     street = event["data"]["newAddress"]["streetName"]
     async with ingest.post("/events", json=event, headers={**STRUCTURED, **auth()}) as response:
         assert response.status == 400
-    (dead,) = await read_to_end(connector_kafka, Topics.for_app(connector_app_id).deadletter)
+    (dead,) = await read_to_end(connector_kafka, topic_names(connector_app_id).deadletter)
     raw = dead.value + b"".join(v for _, v in dead.headers)
     assert dead.value.startswith(DeadLetterSeal.SEALED)
     assert street.encode() not in raw and PERSON.encode() not in raw

@@ -10,9 +10,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from support import pseudonym_key
 
+from bus.clients import durable_producer
 from connectors.api import OutputRecord
 from connectors.output import KafkaOutput
-from connectors.runtime import durable_producer
 from connectors.state import KafkaStateStore
 from schemas.catalog import catalog
 from schemas.codec import Codec

@@ -7,7 +7,7 @@ import random
 
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from connectors.record_batches import murmur2
+from bus.record_batches import murmur2
 
 
 def test_murmur2_equals_kafkas_for_every_key_length_and_byte():

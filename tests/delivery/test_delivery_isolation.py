@@ -18,7 +18,7 @@ import pytest
 from delivery_bus import assert_in_order_per_person, running_bus
 from webhook_receiver import VALIDATION_TYPE, Receiver, Reply
 
-from agents.delivery.topic_reader import read_topic
+from bus.reading import read_topic
 
 # About 170 deliveries/s: well within one worker's capacity even on a busy 2-core machine,
 # so latency differences come from the bad subscribers, not from saturation.

@@ -16,12 +16,12 @@ from agents.delivery.egress import Grades
 from agents.delivery.offsets import OpenOffsets
 from agents.delivery.queues import DeliveryQueues
 from agents.delivery.target import Target
-from agents.delivery.topics import delivery_topics
+from bus.topics import topic_names
 from connectors.api import Outcome
 from connectors.dead_letters import DeadLetterSeal
 from connectors.webhook.config import WebhookConfig
 
-TOPICS = delivery_topics("unit")
+TOPICS = topic_names("unit")
 PERSON = "a" * 32
 
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import free_port, unique_name
 from webhook_receiver import Receiver
 
-from agents.delivery.topic_reader import read_topic
+from bus.reading import read_topic
 
 TOKEN = "kafkasub-test-token"
 FIELDS = {"Move": ["envelope.person", "movedDate"]}

@@ -13,7 +13,7 @@ nothing wrong is sent (fault_counts.py).
 Then the whole pipeline on two workers, one killed with kill -9. Before, the three stages'
 groups assigned partitions independently, so every event passed through both workers and all
 deliveries stopped until the dead one's session timed out. Now a worker holds the same
-partition numbers in every stage (agents/routing/assignor.py): the survivor delivers the persons
+partition numbers in every stage (bus/assignor.py): the survivor delivers the persons
 of its own partitions at once, and the dead one's resume after the session timeout.
 """
 
@@ -32,7 +32,7 @@ from support import free_port, pseudonym_key
 from webhook_receiver import Receiver, Reply
 from worker_process import WorkerProcess
 
-from connectors.record_batches import murmur2
+from bus.record_batches import murmur2
 from schemas.pseudonym import pseudonym
 from tests.connectors.http_ingest_client import auth, cloudevent, ingest_config, running_ingest, set_tokens
 from tests.operations.ops_bus import full_subscription, operations_bus

@@ -13,9 +13,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from kafka_io import read_to_end
 
 from agents.alerts.alerter import Alerter
-from agents.alerts.ledger import AlertLedger, alerts_topic
+from agents.alerts.ledger import AlertLedger
 from agents.alerts.notifiers import Alert, NotificationFailed, SmtpNotifier, WebhookNotifier
 from agents.alerts.policy import DeliveryHealth, FailingThresholds, is_failing, may_notify
+from bus.topics import ALERTS
 
 FAILING = DeliveryHealth(consecutive_failures=8, oldest_pending_age_seconds=5400, last_reason="http.503")
 NOON = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -50,8 +51,8 @@ async def app_id(kafka_bootstrap):
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:
-        if alerts_topic(app_id) in await admin.list_topics():
-            await admin.delete_topics([alerts_topic(app_id)])
+        if ALERTS.name(app_id) in await admin.list_topics():
+            await admin.delete_topics([ALERTS.name(app_id)])
     finally:
         await admin.close()
 
@@ -157,7 +158,7 @@ async def test_a_malformed_alert_record_is_skipped_and_the_ledger_opens(kafka_bo
             (b"oslo-skole", b'{"last_sent": "2024-03-01"}'),
             (b"\xff", b"{}"),
         ]:
-            await producer.send_and_wait(alerts_topic(app_id), value, key=key)
+            await producer.send_and_wait(ALERTS.name(app_id), value, key=key)
     finally:
         await producer.stop()
     reopened = await AlertLedger.open(kafka_bootstrap, app_id)

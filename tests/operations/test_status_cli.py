@@ -10,7 +10,7 @@ from samband_cli import samband
 from support import free_port
 
 from agents.commands.status import SECTIONS, Section, StatusOptions, collect_status
-from agents.offsets import KafkaInspector
+from bus.inspector import KafkaInspector
 
 
 async def _bus_with_lag(bootstrap: str, app_id: str, behind: int) -> str:

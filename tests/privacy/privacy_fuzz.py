@@ -30,7 +30,7 @@ import aiohttp
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents.delivery.ledger import latest_entries
-from agents.delivery.topics import delivery_topics
+from bus.topics import topic_names
 from connectors.webhook.secrets import new_secret
 from tests.connectors.http_ingest_client import EXTENSIONS, TOKENS, _json, auth, ingest_config, token_env
 from tests.delivery.webhook_receiver import VALIDATION_TYPE, Receiver, Reply
@@ -401,7 +401,7 @@ class Run:
         self, skip: frozenset[str] = frozenset(), replayed_after: dict[bytes, str] | None = None
     ) -> None:
         """Every delivery record has its outcome in the ledger (those replayed: a newer one), but `skip`'s."""
-        topics = delivery_topics(self.app_id)
+        topics = topic_names(self.app_id)
 
         async def done() -> bool:
             ledger = await latest_entries(self.bootstrap, topics.ledger)
@@ -420,7 +420,7 @@ class Run:
     async def replayed_keys(self) -> set[bytes]:
         """Ledger keys of the delivery records `dlq replay` wrote."""
         keys = set()
-        for record in await read_to_end(self.bootstrap, delivery_topics(self.app_id).deliveries):
+        for record in await read_to_end(self.bootstrap, topic_names(self.app_id).deliveries):
             if any(name == "samband-replay-of" for name, _ in record.headers or ()):
                 delivery = json.loads(record.value)
                 keys.add(f"{delivery['event']['id']}/{delivery['subscription']}".encode())
@@ -428,7 +428,7 @@ class Run:
 
     async def dead_lettered(self, sub_id: str) -> dict[bytes, str]:
         """Ledger key -> time of the entry, for the subscription's deliveries now dead-lettered."""
-        ledger = await latest_entries(self.bootstrap, delivery_topics(self.app_id).ledger)
+        ledger = await latest_entries(self.bootstrap, topic_names(self.app_id).ledger)
         return {k: e["at"] for k, e in ledger.items() if e["subscription"] == sub_id and e["status"] == "dead_lettered"}
 
     async def cli(self, *args: str):

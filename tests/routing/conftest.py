@@ -6,7 +6,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from bus_settings import API_TOKEN, PSEUDONYM_KEY, READ_TOKEN
 
-from agents.routing.topics import BusTopics, bus_topics
+from bus.topics import TopicNames, topic_names
 
 
 @pytest.fixture
@@ -23,9 +23,9 @@ def bus_env(worker_env):
 
 
 @pytest.fixture
-async def bus(kafka_bootstrap, bus_env) -> BusTopics:
+async def bus(kafka_bootstrap, bus_env) -> TopicNames:
     """The bus topics of this test's app id, created with the app's partition count; deleted afterwards."""
-    topics = bus_topics(bus_env["SAMBAND_APP_ID"])
+    topics = topic_names(bus_env["SAMBAND_APP_ID"])
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     names = [topics.ingest, topics.events, topics.deadletter, topics.deliveries]

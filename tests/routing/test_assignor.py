@@ -1,10 +1,10 @@
-"""The co-partitioned assignor gives a worker the same partition numbers in every stage's group (agents/routing/assignor.py)."""
+"""The co-partitioned assignor gives a worker the same partition numbers in every stage's group (bus/assignor.py)."""
 
 from __future__ import annotations
 
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 
-from agents.routing.assignor import CoPartitioned
+from bus.assignor import CoPartitioned
 
 
 class _Cluster:

@@ -13,8 +13,8 @@ import asyncio
 from aiokafka import AIOKafkaProducer
 from support import unique_name
 
-from agents.routing.batches import BatchService
-from agents.routing.state import PartitionedState
+from bus.batches import BatchService
+from bus.state import PartitionedState
 
 
 class _Unrecoverable(PartitionedState):

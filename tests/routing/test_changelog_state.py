@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiokafka import AIOKafkaProducer
 from kafka_io import read_to_end
 
-from agents.routing.state import PartitionedState, SegmentedState
-from connectors.record_batches import RecordBatches
+from bus.record_batches import RecordBatches
+from bus.state import PartitionedState, SegmentedState
 
 
 async def _write(bootstrap: str, state, pending) -> None:

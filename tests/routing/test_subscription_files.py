@@ -9,9 +9,9 @@ import sys
 import yaml
 from subscription_factory import subscription
 
-from agents.routing.topics import bus_topics
 from agents.subscriptions.files import load_dir
 from agents.subscriptions.store import read_all
+from bus.topics import topic_names
 
 
 def _valid(sub_id: str) -> dict:
@@ -61,7 +61,7 @@ async def test_apply_writes_nothing_when_one_file_is_invalid(kafka_bootstrap, wo
     )
     assert run.returncode == 1
     assert "b.yaml: kommuner" in run.stderr and "nothing applied" in run.stderr
-    assert await read_all(kafka_bootstrap, bus_topics(worker_env["SAMBAND_APP_ID"]).subscriptions) == {}
+    assert await read_all(kafka_bootstrap, topic_names(worker_env["SAMBAND_APP_ID"]).subscriptions) == {}
 
 
 def _apply(env, directory, *flags) -> subprocess.CompletedProcess:
@@ -75,7 +75,7 @@ def _apply(env, directory, *flags) -> subprocess.CompletedProcess:
 
 
 async def test_apply_prints_its_plan_and_prunes_only_when_asked(kafka_bootstrap, worker_env, tmp_path):
-    topic = bus_topics(worker_env["SAMBAND_APP_ID"]).subscriptions
+    topic = topic_names(worker_env["SAMBAND_APP_ID"]).subscriptions
     first = tmp_path / "first"
     _write(first, {"a.yaml": yaml.safe_dump(_valid("skole-a")), "b.yaml": yaml.safe_dump(_valid("skole-b"))})
     run = _apply(worker_env, first)

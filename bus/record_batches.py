@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import random
 import struct
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -48,8 +49,8 @@ class RecordBatches:
     def __init__(self, producer: AIOKafkaProducer):
         self.producer = producer
         self._partitions: dict[str, list[int]] = {}  # topic -> its partitions, read once
-        self._open: dict[tuple[str, int], object] = {}  # (topic, partition) -> BatchBuilder being filled
-        self._full: list[tuple[str, int, object]] = []
+        self._open: dict[tuple[str, int], Any] = {}  # (topic, partition) -> BatchBuilder being filled
+        self._full: list[tuple[str, int, Any]] = []
 
     async def load(self, topics: list[str]) -> None:
         """Read the partitions of the topics this writer will write to (once, at start)."""
@@ -86,7 +87,7 @@ class RecordBatches:
         """Submit every batch filled since the last call; their futures resolve when acknowledged."""
         return await self.submit(self.take())
 
-    def take(self) -> list[tuple[str, int, object]]:
+    def take(self) -> list[tuple[str, int, Any]]:
         """The batches filled since the last call, for `submit()`: the records added from now on go to new ones."""
         batches = self._full + [(topic, partition, builder) for (topic, partition), builder in self._open.items()]
         self._full, self._open = [], {}
@@ -94,7 +95,7 @@ class RecordBatches:
             builder.close()  # complete: sent at once, without the producer's linger_ms
         return batches
 
-    async def submit(self, batches: list[tuple[str, int, object]]) -> list[asyncio.Future]:
+    async def submit(self, batches: list[tuple[str, int, Any]]) -> list[asyncio.Future]:
         """Hand batches to the producer, in order; it waits while a partition's previous batch is
         not yet on its way. The futures resolve when the batches are acknowledged."""
         return [

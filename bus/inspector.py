@@ -15,9 +15,10 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+
+from bus import clients
 
 
 class BrokerUnreachable(Exception):
@@ -54,11 +55,9 @@ class KafkaInspector:
         self.bootstrap = bootstrap
         self.timeout = timeout
         timeout_ms = int(timeout * 1000)
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+        self._admin = clients.admin(bootstrap, request_timeout_ms=timeout_ms)
         # A consumer without a group: only asks for offsets, never joins or commits.
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=timeout_ms
-        )
+        self._consumer = clients.consumer(bootstrap, enable_auto_commit=False, request_timeout_ms=timeout_ms)
 
     async def __aenter__(self) -> KafkaInspector:
         try:

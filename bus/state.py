@@ -17,13 +17,14 @@ Keys are str (UTF-8 on the wire), values bytes; a tombstone (null value) deletes
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 
-from connectors.malformed import MALFORMED, skip_malformed
-from connectors.record_batches import RecordBatches
+from bus.malformed import MALFORMED, skip_malformed
+from bus.reading import read_topic
+from bus.record_batches import RecordBatches
 
 
 def stored_json(value) -> bytes:
@@ -54,12 +55,20 @@ class ChangelogState:
         """Read the changelog of `partitions` from its start to its current end."""
         for partition in partitions:
             self.partitions[partition] = {}
-        async for partition, record in read_changelog(bootstrap, self.topic, partitions):
+        async for record in read_topic(bootstrap, self.topic, timeout=None, partitions=partitions):
             with skip_malformed(self.topic):
-                self._apply(self.partitions[partition], record)
+                self._apply(self.partitions[record.partition], record)
+
+    def take(self) -> list:
+        """The writes since the last `take()`, for `write()` once the outputs they imply are acknowledged."""
+        raise NotImplementedError
+
+    def write(self, pending: list, writes: RecordBatches) -> None:
+        """Add the changelog records of `pending` (from `take()`) to `writes`."""
+        raise NotImplementedError
 
     def _apply(self, data: dict, record: ConsumerRecord) -> None:
-        """Take in one changelog record; raises (connectors/malformed.py) before changing `data` if it is malformed."""
+        """Take in one changelog record; raises (bus/malformed.py) before changing `data` if it is malformed."""
         raise NotImplementedError
 
 
@@ -170,25 +179,3 @@ class _Segment:
         self.partition = partition
         self.entries: dict[str, tuple[str, ...]] = {}
         self.size = 0
-
-
-async def read_changelog(bootstrap: str, topic: str, partitions: set[int]) -> AsyncIterator[tuple[int, ConsumerRecord]]:
-    """The records of the changelog partitions, from their start to their end when called."""
-    tps = [TopicPartition(topic, p) for p in partitions]
-    if not tps:
-        return
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=10_000)
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        remaining = {tp for tp in tps if end[tp] > 0}
-        while remaining:
-            for tp, records in (await consumer.getmany(*remaining, timeout_ms=500)).items():
-                for record in records:
-                    yield tp.partition, record
-                if await consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
-    finally:
-        await consumer.stop()

@@ -1,14 +1,14 @@
-"""A batch consumer inside the Faust worker, for the hot topics (`samband-ingest`, `samband-events`).
+"""The batch service: how every stage of the worker (ingest, router, delivery) reads its topic.
 
-Faust's stream path costs ~400 us per event here (docs/routing.md, Performance), so these two
-topics are read with aiokafka's `getmany()` instead, by a `mode.Service` started with the app,
-in its own consumer group (`<app id>-ingest`, `<app id>-router`). Per batch:
+Faust's stream path costs ~400 us per event here (docs/routing.md, Performance), so each stage's
+topic is read with aiokafka's `getmany()` instead, by a `mode.Service` started with the worker,
+in its own consumer group (`<app id>-ingest`, `<app id>-router`, `<app id>-delivery`). Per batch:
 
 0. `before_batch(records)`, if given, is awaited (the router: its subscriptions are current);
    it runs while the batch before is handled (`_consume_checked`);
 1. `logic.handle_batch(records, outputs)`, the records in offset order per partition, then
    `logic.end_batch()`; the batch's state writes (`take()` of each state) are set aside;
-2. every output is added to a record batch per (topic, partition) (connectors/record_batches.py),
+2. every output is added to a record batch per (topic, partition) (bus/record_batches.py),
    and the batches are handed to the producer in the background, after the previous batch's
    (the producer keeps one request in flight per partition: handing over waits for it);
 3. in the background, while the next batches are fetched and handled: the outputs are
@@ -23,8 +23,9 @@ same idempotency key), nothing is lost, and no state describes an output that is
 Order: a partition's records are handled in order and the producer keeps one request in flight
 per partition, so one person's outputs keep their order.
 
-Observability, per batch (not per event, to keep the hot path cheap): `metrics.event_in` for the
-records handled, `metrics.event_out` per output topic once the outputs are acknowledged.
+Observability, per batch (not per event, to keep the hot path cheap), through the `metrics` hook
+the stage is given (`BatchMetrics`): `event_in` for the records handled, `event_out` per output
+topic once the outputs are acknowledged.
 `running()` lists the batch consumers started in this process, for /readyz and the lag gauge.
 
 A subclass may take records in and write in cycles of its own (the delivery stage applies
@@ -51,7 +52,6 @@ handled; records fetched for a partition still recovering are sought back and re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
@@ -61,7 +61,6 @@ from typing import Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import (
     CommitFailedError,
@@ -69,14 +68,14 @@ from aiokafka.errors import (
     KafkaError,
     KafkaTimeoutError,
     NodeNotReadyError,
-    TopicAlreadyExistsError,
 )
 from mode import Service
 
-from agents import metrics
-from agents.routing.assignor import CoPartitioned
-from agents.routing.state import ChangelogState
-from connectors.record_batches import RecordBatches
+from bus import clients
+from bus.assignor import CoPartitioned
+from bus.record_batches import RecordBatches
+from bus.state import ChangelogState
+from bus.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
 
@@ -123,6 +122,22 @@ def running() -> list[BatchService]:
     return list(_running)
 
 
+class BatchMetrics(Protocol):
+    """What a stage reports per batch (agents/metrics.py is one)."""
+
+    def event_in(self, topic: str, count: int) -> None: ...
+
+    def event_out(self, topic: str, count: int) -> None: ...
+
+
+class _NoMetrics:
+    def event_in(self, topic: str, count: int) -> None:
+        pass
+
+    def event_out(self, topic: str, count: int) -> None:
+        pass
+
+
 class BatchLogic(Protocol):
     states: list[ChangelogState]
 
@@ -155,19 +170,23 @@ class BatchService(Service):
         request_timeout: float = 40.0,
         ready: Callable[[], Awaitable[object]] | None = None,
         before_batch: Callable[[dict[TopicPartition, list[ConsumerRecord]]], Awaitable[object]] | None = None,
+        metrics: BatchMetrics | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.metrics = metrics or _NoMetrics()
         self.bootstrap, self.source, self.group = bootstrap, source, group
         self.outputs, self.partition_count, self.batch_size = outputs, partitions, batch_size
         self.within_ms = int(within * 1000)  # the longest getmany() waits when nothing has arrived
         self.session_timeout_ms = int(session_timeout * 1000)
         self.request_timeout_ms = int(request_timeout * 1000)  # a write waits this long for the broker
         self.make_logic, self.ready, self.before_batch = logic, ready, before_batch
-        self.logic: BatchLogic | None = None
-        self.consumer: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
-        self.writes: RecordBatches | None = None
+        # Made at the start (on_start, _consume_from_commit); the consumer is None again while
+        # the broker is lost.
+        self.logic: BatchLogic = None  # type: ignore[assignment]
+        self.consumer: AIOKafkaConsumer = None
+        self.producer: AIOKafkaProducer = None
+        self.writes: RecordBatches = None  # type: ignore[assignment]
         self.held: set[int] = set()  # partitions whose state is recovered and current
         self._revoked: set[int] = set()
         self._lock = asyncio.Lock()
@@ -184,15 +203,13 @@ class BatchService(Service):
         await self._start_producer()
 
     async def _ensure_topics(self) -> None:
-        await ensure_topics(
-            self.bootstrap,
-            {name: {} for name in [self.source, *self.outputs]} | {s.topic: s.topic_configs for s in self.logic.states},
-            self.partition_count,
-        )
+        wanted: dict[str, dict[str, str]] = {name: {} for name in [self.source, *self.outputs]}
+        wanted |= {s.topic: s.topic_configs for s in self.logic.states}
+        await ensure_topics(self.bootstrap, wanted, self.partition_count)
 
     async def _start_producer(self) -> None:
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
+        self.producer = clients.producer(
+            self.bootstrap,
             acks="all",
             linger_ms=5,
             max_batch_size=512 * 1024,
@@ -220,8 +237,8 @@ class BatchService(Service):
 
     async def _consume_from_commit(self) -> None:
         """Join the group and handle batches until stopped (or until the broker is lost)."""
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+        self.consumer = clients.consumer(
+            self.bootstrap,
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -306,10 +323,12 @@ class BatchService(Service):
         is taken from the fetched records (no wait) as soon as the previous one's check is done,
         so the check's round trip to the broker overlaps the handling instead of preceding it."""
         checked: tuple[dict, asyncio.Future] | None = None  # fetched, its before_batch() running
+        before_batch = self.before_batch
+        assert before_batch is not None  # (only called with one)
         try:
             while not self.should_stop:
                 batch = await self._fetch(0 if checked else self.within_ms)
-                fresh = (batch, asyncio.ensure_future(self.before_batch(batch))) if batch else None
+                fresh = (batch, asyncio.ensure_future(before_batch(batch))) if batch else None
                 if checked is not None:
                     await checked[1]
                     await self.on_batch(checked[0])
@@ -401,9 +420,9 @@ class BatchService(Service):
             if previous is not None:
                 await previous[0].state_written
             if cycle.records:
-                metrics.event_in(self.source, cycle.records)
+                self.metrics.event_in(self.source, cycle.records)
             for topic, count in cycle.outputs.items():
-                metrics.event_out(topic, count)
+                self.metrics.event_out(topic, count)
             for state, pending in cycle.state_writes:
                 state.write(pending, self.writes)
             await asyncio.gather(*await self.writes.send())
@@ -504,27 +523,13 @@ class Rebalances(ConsumerRebalanceListener):
             raise failure
 
 
-async def ensure_topics(bootstrap: str, topics: dict[str, dict[str, str]], partitions: int) -> None:
-    """Create the topics that do not exist yet, with `partitions` partitions and their configs."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        missing = set(topics) - set(await admin.list_topics())
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # another worker was quicker
-                await admin.create_topics(
-                    [NewTopic(t, partitions, 1, topic_configs=topics[t]) for t in sorted(missing)]
-                )
-    finally:
-        await admin.close()
-
-
 async def _closed(closing: Awaitable[object], timeout: float = 10.0) -> None:
     """Close a client of a broker that may be gone: bounded, and its errors are the outage's, already logged."""
     try:
         await asyncio.wait_for(closing, timeout)
     except asyncio.CancelledError:
-        if asyncio.current_task().cancelling():
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
             raise  # the stage itself is being stopped
         # else: aiokafka's close cancels tasks of its own and may let their cancellation out
     except Exception:

@@ -47,6 +47,8 @@ class skip_malformed:
 
 def json_object(value: bytes | None) -> dict:
     """The JSON object `value` holds; ValueError or TypeError when it holds something else."""
+    if value is None:
+        raise TypeError("no value")
     parsed = json.loads(value)
     if not isinstance(parsed, dict):
         raise TypeError("not a JSON object")

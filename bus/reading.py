@@ -1,0 +1,100 @@
+"""Read a topic up to its current end, without a consumer group: the one read-to-end loop.
+
+    async for record in read_topic(bootstrap, "samband-subscriptions"):
+        ...
+
+Used to load what is kept in compacted topics (subscriptions, delivery status, alerts,
+connector bookmarks), to recover a batch stage's changelog state, and by the CLI (DLQ,
+trace, privacy scan, delivery health).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from bus import clients
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    timeout: float | None = 30.0,
+    since: float | None = None,
+    partitions: Iterable[int] | None = None,
+    wait_for_topic: bool = False,
+) -> AsyncIterator[ConsumerRecord]:
+    """Every record in `topic` (or in its `partitions`) below its end offsets at the time of the
+    call, in offset order per partition; none if the topic does not exist.
+
+    `since` (epoch seconds): only the records written at or after that time. `wait_for_topic`:
+    a topic created a moment ago may take a few metadata rounds to show (on a loaded broker more
+    than 10 s); wait for it up to `timeout` (then TimeoutError). `timeout` bounds the whole
+    read (None: a changelog's recovery takes as long as it takes).
+    """
+    consumer = clients.consumer(bootstrap, enable_auto_commit=False, max_poll_records=10_000)
+    await consumer.start()
+    try:
+        async with asyncio.timeout(timeout):
+            if partitions is None:
+                partitions = await _partitions(consumer, topic, wait_for_topic)
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            if not tps:
+                return
+            # End offsets first, before any partition is assigned: an assigned consumer at once sends
+            # a fetch that the broker holds for fetch_max_wait_ms (0.5 s) when there is nothing to
+            # read, and an offsets request on that connection waits behind it.
+            end = await consumer.end_offsets(tps)
+            start = await _starts(consumer, tps, end, since)
+            remaining = {tp for tp in tps if start.get(tp, 0) < end[tp]}
+            if not remaining:
+                return
+            consumer.assign(list(remaining))
+            for tp in remaining:
+                if tp in start:
+                    consumer.seek(tp, start[tp])
+            if since is None:
+                await consumer.seek_to_beginning(*remaining)
+            while remaining:
+                for tp, records in (await consumer.getmany(*remaining, timeout_ms=500)).items():
+                    if records[-1].offset >= end[tp]:  # some were written after the call
+                        records = [record for record in records if record.offset < end[tp]]
+                    for record in records:
+                        yield record
+                remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
+    finally:
+        await stop_quietly(consumer)
+
+
+async def _starts(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], end: dict[TopicPartition, int], since: float | None
+) -> dict[TopicPartition, int]:
+    """Where to begin each partition when reading `since` a time (empty: from the beginning)."""
+    if since is None:
+        return {}
+    found = await consumer.offsets_for_times({tp: int(since * 1000) for tp in tps})
+    return {tp: found[tp].offset if found[tp] is not None else end[tp] for tp in tps}
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, wait: bool) -> set[int]:
+    consumer._client.add_topic(topic)  # a fresh consumer has no topic's metadata; ask for this one, not all
+    while True:
+        await consumer._client.force_metadata_update()
+        if partitions := consumer.partitions_for_topic(topic):
+            return partitions
+        if not wait:
+            return set()
+        await asyncio.sleep(0.1)  # poll interval between metadata requests (the caller's timeout bounds it)
+
+
+async def stop_quietly(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer; aiokafka may let its own internal task's cancellation escape stop(): only
+    a cancellation of the caller itself goes on."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
