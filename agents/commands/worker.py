@@ -6,9 +6,8 @@ import argparse
 import asyncio
 import importlib
 
-# Modules whose import registers agents, tables and web views on the app.
+# Modules whose import registers the stages' services and the web views on the app.
 AGENT_MODULES = [
-    "agents.example",
     "agents.ingest",
     "agents.routing.agent",
     "agents.web.server",

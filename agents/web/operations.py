@@ -1,17 +1,17 @@
 """Operations endpoints of a worker: `/metrics`, `/healthz`, `/readyz`.
 
-    add_routes(web_app, app, ready_max_lag=settings.ready_max_lag)
+    add_routes(web_app, bootstrap, ready_max_lag=settings.ready_max_lag)
 
 - `GET /healthz`: liveness. 200 whenever the process's event loop answers (this handler runs on it):
   `{"status": "alive"}`, or `{"status": "degraded", "reasons": [...]}` while a stage waits for a
-  broker it lost (agents/routing/batches.py): the process recovers by itself once the broker is back,
+  broker it lost (bus/batches.py): the process recovers by itself once the broker is back,
   so it is not restarted for it. A stage that truly dies ends the process instead.
-- `GET /readyz`: readiness. 200 when the worker holds partitions of some group (Faust's or a
-  stage's: with two workers, one may hold only stages' partitions), the Faust consumer is not
-  rebalancing or recovering tables, each batch consumer of the hot path started in this worker
-  (`<app id>-ingest`, `<app id>-router`, `<app id>-delivery`: agents/routing/batches.py) has
-  started, is still running and has recovered its state, and each group's lag on this worker's partitions is at most `ready_max_lag`; 503
-  otherwise. The JSON body says why, with the lag per group.
+- `GET /readyz`: readiness. 200 when each stage started in this worker (its batch consumer:
+  `<app id>-ingest`, `<app id>-router`, `<app id>-delivery`; bus/batches.py) has started, is still
+  running and has recovered its state, the stages hold partitions between them (a worker beyond
+  the partition count holds none, and is not ready), and each group's lag on this worker's
+  partitions is at most `ready_max_lag`; 503 otherwise. The JSON body says why, with the lag
+  per group.
 - `GET /metrics`: agents.metrics in Prometheus text format; the consumer-lag gauge (every group
   above, this worker's partitions) is refreshed from the broker on each scrape.
 """
@@ -22,15 +22,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-import faust
 import structlog
 from aiohttp import web
 from aiokafka import TopicPartition
-from faust.exceptions import ConsumerNotStarted
 
 from agents import metrics
-from agents.offsets import BrokerUnreachable, KafkaInspector
-from agents.routing import batches
+from bus import batches
+from bus.inspector import BrokerUnreachable, KafkaInspector
 
 log = structlog.get_logger(__name__)
 
@@ -48,41 +46,26 @@ class Readiness:
 
 
 class Operations:
-    """What the handlers need: the Faust app, the worker's batch consumers, the lag bound, and a broker
-    inspector opened on first use."""
+    """What the handlers need: the worker's batch consumers, the lag bound, and a broker inspector
+    opened on first use."""
 
-    def __init__(self, app: faust.App, ready_max_lag: int, batch_consumers: Callable[[], list] = batches.running):
-        self.app = app
+    def __init__(self, bootstrap: str, ready_max_lag: int, batch_consumers: Callable[[], list] = batches.running):
+        self.bootstrap = bootstrap
         self.ready_max_lag = ready_max_lag
         self.batch_consumers = (
             batch_consumers  # each with .group, .finished, .assigned() (None until started), .recovering, .outage
         )
         self._inspector: KafkaInspector | None = None
 
-    def bootstrap(self) -> str:
-        return ",".join(f"{url.host}:{url.port or 9092}" for url in self.app.conf.broker)
-
     async def inspector(self) -> KafkaInspector:
         if self._inspector is None:
-            self._inspector = await KafkaInspector(self.bootstrap(), timeout=5.0).__aenter__()
+            self._inspector = await KafkaInspector(self.bootstrap, timeout=5.0).__aenter__()
         return self._inspector
 
     async def close(self, _web_app: web.Application | None = None) -> None:
         if self._inspector is not None:
             await self._inspector.close()
             self._inspector = None
-
-    def consumed_partitions(self) -> list[TopicPartition]:
-        """This worker's assigned partitions that the group commits on (table changelogs are not).
-
-        Raises ConsumerNotStarted before the worker has started its consumer.
-        """
-        changelogs = self.app.tables.changelog_topics
-        return sorted(
-            TopicPartition(tp.topic, tp.partition)
-            for tp in self.app.consumer.assignment()
-            if tp.topic not in changelogs
-        )
 
     def outages(self) -> list[str]:
         """One reason per batch consumer waiting for a broker it lost."""
@@ -96,12 +79,11 @@ class Operations:
         """Per batch consumer group started in this worker, its assigned partitions."""
         return {c.group: assigned for c in self.batch_consumers() if (assigned := c.assigned()) is not None}
 
-    async def own_lag(self, faust_partitions: list[TopicPartition]) -> list:
-        """Lag rows of every group on this worker's partitions: Faust's group and the batch consumers'."""
-        groups = {self.app.conf.id: faust_partitions, **self.batch_partitions()}
+    async def own_lag(self) -> list:
+        """Lag rows of every stage's group on this worker's partitions."""
         inspector = None
         rows = []
-        for group, partitions in groups.items():
+        for group, partitions in self.batch_partitions().items():
             if partitions:
                 inspector = inspector or await self.inspector()
                 rows += await inspector.group_lag(group, sorted(partitions))
@@ -109,18 +91,12 @@ class Operations:
 
     async def readiness(self) -> Readiness:
         state = Readiness(ready=False, max_lag=self.ready_max_lag)
-        try:
-            partitions = self.consumed_partitions()
-        except ConsumerNotStarted:
-            state.reasons.append("consumer not started")
+        if not self.batch_consumers():
+            state.reasons.append("no stage started")
             return state
-        state.assigned_partitions = len(partitions) + sum(map(len, self.batch_partitions().values()))
+        state.assigned_partitions = sum(map(len, self.batch_partitions().values()))
         if not state.assigned_partitions:
             state.reasons.append("no partitions assigned")
-        if self.app.rebalancing:
-            state.reasons.append("rebalancing")
-        if self.app.in_recovery:
-            state.reasons.append("recovering tables")
         state.reasons += self.outages()
         for consumer in self.batch_consumers():
             if consumer.outage is not None:
@@ -132,7 +108,7 @@ class Operations:
             elif consumer.recovering:
                 state.reasons.append(f"{consumer.group}: recovering state")
         try:
-            rows = await self.own_lag(partitions)
+            rows = await self.own_lag()
         except BrokerUnreachable as exc:
             await self.close()
             state.reasons.append(str(exc))
@@ -148,22 +124,20 @@ class Operations:
 
     async def refresh_lag_gauge(self) -> None:
         try:
-            rows = await self.own_lag(self.consumed_partitions())
+            rows = await self.own_lag()
         except BrokerUnreachable:
             await self.close()
             log.warning("consumer lag not refreshed: broker unreachable")
             return
-        except ConsumerNotStarted:
-            rows = []
         metrics.CONSUMER_LAG.clear()
         for row in rows:
             metrics.set_consumer_lag(row.group, row.topic, row.partition, row.lag)
 
 
 def add_routes(
-    web_app: web.Application, app: faust.App, ready_max_lag: int, batch_consumers: Callable[[], list] = batches.running
+    web_app: web.Application, bootstrap: str, ready_max_lag: int, batch_consumers: Callable[[], list] = batches.running
 ) -> None:
-    operations = Operations(app, ready_max_lag, batch_consumers)
+    operations = Operations(bootstrap, ready_max_lag, batch_consumers)
     web_app[OPERATIONS_KEY] = operations
     web_app.on_cleanup.append(operations.close)
     web_app.router.add_get("/healthz", healthz)

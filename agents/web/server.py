@@ -41,7 +41,7 @@ add_routes(
     app.web.web_app,
     SubscriptionsApi(index, follower, write_subscription, tokens, AuditLog(bootstrap_servers(settings), topics.audit)),
 )
-operations.add_routes(app.web.web_app, app, settings.ready_max_lag)
+operations.add_routes(app.web.web_app, bootstrap_servers(settings), settings.ready_max_lag)
 dashboard.add_routes(app.web.web_app, settings.app_id, bootstrap_servers(settings))
 if not settings.schema_registry_url:
     schema_registry.add_routes(

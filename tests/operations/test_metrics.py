@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import faust
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -69,7 +68,7 @@ async def test_metrics_endpoint_serves_recorded_values_in_parseable_text_format(
     metrics.observe_end_to_end_latency(subscription, 0.3)
 
     web_app = web.Application()
-    add_routes(web_app, faust.App(f"ops-{uuid.uuid4().hex[:8]}", broker=f"kafka://{kafka_bootstrap}"), ready_max_lag=0)
+    add_routes(web_app, kafka_bootstrap, ready_max_lag=0)
     async with TestClient(TestServer(web_app)) as client:
         response = await client.get("/metrics")
         assert response.status == 200

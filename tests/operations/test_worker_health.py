@@ -7,6 +7,7 @@ import asyncio
 import aiohttp
 from kafka_io import create_topics, produce
 from prometheus_client.parser import text_string_to_metric_families
+from routing_events import encode, event, synthetic_number
 from worker_process import WorkerProcess, wait_for_commits
 
 
@@ -31,9 +32,10 @@ async def _get_until(session, url: str, status: int, worker: WorkerProcess, time
 
 async def test_worker_is_alive_then_ready_and_reports_its_consumer_lag(kafka_bootstrap, worker_env, tmp_path):
     app_id = worker_env["SAMBAND_APP_ID"]
-    source = f"{app_id}-example-in"
-    await create_topics(kafka_bootstrap, source, f"{app_id}-example-out")
-    await produce(kafka_bootstrap, source, [f"m{i}".encode() for i in range(20)], [f"k{i}".encode() for i in range(20)])
+    source = f"{app_id}-ingest"
+    await create_topics(kafka_bootstrap, source)
+    deaths = [event("Death", synthetic_number(1 + i, 2, 41, 200 + i), ["0301"]) for i in range(20)]
+    await produce(kafka_bootstrap, source, [encode(e) for e in deaths])
     base = f"http://127.0.0.1:{worker_env['SAMBAND_WEB_PORT']}"
 
     worker = WorkerProcess({**worker_env, "SAMBAND_READY_MAX_LAG": "0"}, tmp_path / "worker.log")
@@ -41,11 +43,11 @@ async def test_worker_is_alive_then_ready_and_reports_its_consumer_lag(kafka_boo
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
             assert await _get_until(session, f"{base}/healthz", 200, worker) == {"status": "alive"}
-            await wait_for_commits(kafka_bootstrap, app_id, 20, timeout=90, worker=worker)
+            await wait_for_commits(kafka_bootstrap, f"{app_id}-ingest", 20, timeout=90, worker=worker)
             ready = await _get_until(session, f"{base}/readyz", 200, worker)
             assert ready["ready"] is True
             assert ready["lag"] == 0
-            assert ready["assigned_partitions"] >= 4  # example-in's partitions at least
+            assert ready["assigned_partitions"] == 12  # the 4 partitions of each stage's topic
             text = await _get_until(session, f"{base}/metrics", 200, worker)
     finally:
         assert worker.stop() == 0, worker.log_tail()
@@ -54,7 +56,7 @@ async def test_worker_is_alive_then_ready_and_reports_its_consumer_lag(kafka_boo
         (s.labels["topic"], s.labels["partition"]): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
-        if s.name == "samband_consumer_lag" and s.labels["group"] == app_id
+        if s.name == "samband_consumer_lag" and s.labels["group"] == f"{app_id}-ingest"
     }
     assert {(source, str(p)) for p in range(4)} <= set(lag)
     assert all(value == 0 for value in lag.values())

@@ -1,6 +1,7 @@
-"""The example agent: relays each message from `<app id>-example-in` to `<app id>-example-out`.
+"""The naive Faust baseline of bench_routing.py: a stream agent relaying each message from
+`<app id>-example-in` to `<app id>-example-out`, one `await topic.send()` per event.
 
-It stands in for the real pipeline until the routing agents exist, and shows the shape of one.
+What the stages would cost on Faust streams; the bus itself runs no stream agent (docs/architecture.md).
 """
 
 from __future__ import annotations
