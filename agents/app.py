@@ -1,4 +1,4 @@
-"""The Faust application: one `app`, configured from Settings; agent modules register on it."""
+"""The Faust app that hosts a worker (docs/architecture.md, "Faust's role"), configured from Settings."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from pathlib import Path
 
 import faust
 
-from agents import metrics
-from agents.config import Settings, bootstrap_servers, get_settings
+from agents.config import Settings, bootstrap_servers
 from bus.topics import BUS_PARTITIONS
 
 
@@ -36,26 +35,9 @@ def create_app(settings: Settings) -> faust.App:
     )
 
 
-app = create_app(get_settings())
-
-
 def freeze_heap() -> None:
     """Everything alive now (start-up's modules and app, a loaded subscription index) lives as
     long as the process: frozen, it is no longer walked by every full collection, which otherwise
     paused the loop 50-90 ms (the delivery p99). Called once a service has loaded what it keeps."""
     gc.collect()
     gc.freeze()
-
-
-def batch_service_settings() -> dict:
-    """What every BatchService of the worker (ingest, route, deliver) takes from the settings."""
-    settings = get_settings()
-    return {
-        "bootstrap": bootstrap_servers(settings),
-        "partitions": BUS_PARTITIONS,
-        "metrics": metrics,
-        "batch_size": settings.batch_size,
-        "within": settings.batch_within_seconds,
-        "session_timeout": settings.broker_session_timeout,
-        "request_timeout": settings.broker_request_timeout,
-    }

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # holds this many leaves its further records in the deliveries topic and reads them again when it
     # has room (agents/delivery/queues.py), so a slow or paused subscriber's backlog is not in memory.
     delivery_memory_per_subscription: int = Field(10_000, ge=2)
+    # The least wait a subscription's retry schedule may set, so a subscriber is not hammered. Tests
+    # lower it to run retries in milliseconds; the subscription writers and every worker apply it.
+    retry_min_seconds: float = Field(1.0, gt=0)
     # Seconds before the consumer group gives up on a silent worker and moves its partitions
     # (Faust's default is 60; the broker allows 6 and up).
     broker_session_timeout: float = Field(60.0, ge=6)

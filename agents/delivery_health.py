@@ -28,10 +28,8 @@ import asyncio
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from aiokafka import ConsumerRecord
 
@@ -40,8 +38,8 @@ from agents.delivery.dispatcher import subscription_of
 from agents.delivery.ledger import latest_entries
 from agents.delivery.pending import Behind, behind_state, stored_state
 from agents.delivery.target import TargetError, parse_target
-from bus.malformed import json_object, skip_malformed
-from bus.reading import read_topic
+from bus.malformed import json_object
+from bus.reading import read_latest, read_topic
 from bus.topics import topic_names
 from connectors.dead_letters import DeadLetter
 
@@ -81,19 +79,6 @@ class _Gathered:
     outcomes: list[ConsumerRecord] = field(default_factory=list)
 
 
-async def _latest(bootstrap: str, topic: str, read: Callable[[bytes], Any] = json_object) -> dict[str, Any]:
-    """Last value per key of a compacted topic, as `read` makes it; tombstones remove the key."""
-    latest: dict[str, Any] = {}
-    async for record in read_topic(bootstrap, topic):
-        with skip_malformed(topic):
-            key = record.key.decode()
-            if record.value is None:
-                latest.pop(key, None)
-            else:
-                latest[key] = read(record.value)
-    return latest
-
-
 def _pending_value(value: bytes) -> list[dict] | Behind:
     """A pending-topic record: a queue's entries, or a subscription's records waiting in the deliveries topic."""
     try:
@@ -119,9 +104,9 @@ async def _gather(bootstrap: str, app_id: str, now: float) -> _Gathered:
         ]
 
     subs, status, pending, ledger, dead, attempts = await asyncio.gather(
-        _latest(bootstrap, topics.subscriptions),
-        _latest(bootstrap, topics.status),
-        _latest(bootstrap, topics.pending, _pending_value),
+        read_latest(bootstrap, topics.subscriptions, json_object),
+        read_latest(bootstrap, topics.status, json_object),
+        read_latest(bootstrap, topics.pending, _pending_value),
         latest_entries(bootstrap, topics.ledger),
         dead_letters(),
         outcomes(),

@@ -14,7 +14,7 @@ all 357 kommuner) are pushed through:
   changelogs) with 10 subscriptions and with 18,000 (357 kommuner x 50 systems + 150
   national); each event matches 2 subscriptions in both cases, so the output volume is equal
   and only the number of subscriptions differs.
-Each worker stage runs in a `samband worker` subprocess with only its own module.
+Each worker stage runs in a `samband worker --stage ...` subprocess, with only that stage.
 Throughput = N / (last output timestamp - first output timestamp), so worker start-up and
 group joins are not counted; while a stage runs, the bench only polls the output's end offsets
 and reads the records afterwards, so it takes no CPU from the stage. Peak RSS is the worker's
@@ -244,7 +244,8 @@ async def raw_routing(bootstrap: str, source: str, sink: str, n: int, subs: list
     return await output_span(bootstrap, sink, 2 * n, 60)
 
 
-def start_worker(app_id: str, modules: list[str], bootstrap: str, data_dir: Path) -> subprocess.Popen:
+def start_worker(app_id: str, program: list[str], bootstrap: str, data_dir: Path) -> subprocess.Popen:
+    """`program`: the arguments after the interpreter (a stage of `samband worker`, or the Faust relay)."""
     env = {
         **os.environ,
         "SAMBAND_APP_ID": app_id,
@@ -256,14 +257,13 @@ def start_worker(app_id: str, modules: list[str], bootstrap: str, data_dir: Path
         "SAMBAND_PSEUDONYM_KEY": KEY,
         "SAMBAND_DLQ_KEY": base64.b64encode(bytes(32)).decode(),
     }
-    code = (
-        "import sys; from agents.commands import worker; worker.AGENT_MODULES = sys.argv[1:]; "
-        "worker.run_worker('warning')"
-    )
     log = (data_dir / f"{app_id}.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *modules], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-    )
+    return subprocess.Popen([sys.executable, *program], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stage(name: str) -> list[str]:
+    """A worker running only the stage `name`."""
+    return ["-m", "agents.cli", "worker", "--loglevel", "warning", "--stage", name]
 
 
 def free_port() -> int:
@@ -292,7 +292,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 async def faust_stage(
     bootstrap: str,
-    modules: list[str],
+    program: list[str],
     messages,
     fill: str,
     out: str,
@@ -311,7 +311,7 @@ async def faust_stage(
     if subs:
         await produce(bootstrap, topics.subscriptions, [(s.id.encode(), s.to_json()) for s in subs])
     await produce(bootstrap, f"{app_id}-{fill}", messages)
-    proc = start_worker(app_id, modules, bootstrap, data_dir)
+    proc = start_worker(app_id, program, bootstrap, data_dir)
     try:
         span = await output_span(bootstrap, f"{app_id}-{out}", expected, 600, proc)
         rss = peak_rss_mib(proc)
@@ -366,7 +366,7 @@ async def main() -> None:
                     name,
                     *await faust_stage(
                         bootstrap,
-                        ["agents.routing.agent"],
+                        stage("route"),
                         messages,
                         "events",
                         "deliveries",
@@ -383,13 +383,20 @@ async def main() -> None:
     record(
         naive,
         *await faust_stage(
-            bootstrap, ["bench.faust_relay"], messages, "example-in", "example-out", n, f"bench-naive-{run}", data_dir
+            bootstrap,
+            ["bench/faust_relay.py"],
+            messages,
+            "example-in",
+            "example-out",
+            n,
+            f"bench-naive-{run}",
+            data_dir,
         ),
     )
     record(
         ingest,
         *await faust_stage(
-            bootstrap, ["agents.ingest"], messages, "ingest", "events", n, f"bench-ingest-{run}", data_dir
+            bootstrap, stage("ingest"), messages, "ingest", "events", n, f"bench-ingest-{run}", data_dir
         ),
     )
 

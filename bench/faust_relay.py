@@ -7,8 +7,12 @@ What the stages would cost on Faust streams; the bus itself runs no stream agent
 from __future__ import annotations
 
 import structlog
+from faust.worker import Worker
 
-from agents.app import app
+from agents.app import create_app
+from agents.config import get_settings
+
+app = create_app(get_settings())
 
 log = structlog.get_logger(__name__)
 
@@ -26,3 +30,7 @@ async def relay(stream):
         await example_out.send(key=event.key, value=event.value)
         log.debug("relayed", topic=event.message.topic, partition=event.message.partition, offset=event.message.offset)
         yield event.message.offset
+
+
+if __name__ == "__main__":
+    Worker(app, loglevel="warning", redirect_stdouts=False).execute_from_commandline()

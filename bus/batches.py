@@ -26,7 +26,6 @@ per partition, so one person's outputs keep their order.
 Observability, per batch (not per event, to keep the hot path cheap), through the `metrics` hook
 the stage is given (`BatchMetrics`): `event_in` for the records handled, `event_out` per output
 topic once the outputs are acknowledged.
-`running()` lists the batch consumers started in this process, for /readyz and the lag gauge.
 
 A subclass may take records in and write in cycles of its own (the delivery stage applies
 attempt outcomes as they come back): it overrides `on_batch` and runs `_process` with no new
@@ -85,8 +84,6 @@ Output = (
     | tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]], int]
 )
 
-_running: list[BatchService] = []
-
 PIPELINE = 8  # batches completing in the background at most; the next one waits for the oldest
 OUTAGE_BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0)  # seconds between attempts to reach the broker again; the last repeats
 OUTAGE_SUMMARY_EVERY = 60.0  # seconds between log lines while an outage lasts
@@ -115,11 +112,6 @@ class Cycle:
     state_writes: list[tuple[ChangelogState, list]]
     done: dict[TopicPartition, int]
     state_written: asyncio.Future  # resolved once its state writes are acknowledged
-
-
-def running() -> list[BatchService]:
-    """The batch consumers started in this process (a worker runs those of the modules it loads)."""
-    return list(_running)
 
 
 class BatchMetrics(Protocol):
@@ -198,7 +190,6 @@ class BatchService(Service):
 
     async def on_start(self) -> None:
         self.logic = self.make_logic()
-        _running.append(self)
         await self._ensure_topics()
         await self._start_producer()
 
@@ -375,8 +366,6 @@ class BatchService(Service):
         return held, done
 
     async def on_stop(self) -> None:
-        if self in _running:
-            _running.remove(self)
         if self._consuming:  # (a stop during the start comes before the consuming task ever ran)
             await self._finished.wait()  # the batch in progress completes and commits
         async with self._lock:

@@ -138,3 +138,22 @@ class KafkaInspector:
             position = meta.offset if meta is not None and meta.offset >= 0 else start[tp]
             rows.append(PartitionLag(group, tp.topic, tp.partition, position, end[tp]))
         return rows
+
+
+class SharedInspector:
+    """An inspector opened on first use and kept for the next (the worker's web pages ask often);
+    `close()` drops it, and the next use opens a new one (after the broker was unreachable)."""
+
+    def __init__(self, bootstrap: str, timeout: float = 5.0):
+        self.bootstrap, self.timeout = bootstrap, timeout
+        self._inspector: KafkaInspector | None = None
+
+    async def get(self) -> KafkaInspector:
+        if self._inspector is None:
+            self._inspector = await KafkaInspector(self.bootstrap, self.timeout).__aenter__()
+        return self._inspector
+
+    async def close(self) -> None:
+        if self._inspector is not None:
+            inspector, self._inspector = self._inspector, None
+            await inspector.close()

@@ -38,11 +38,19 @@ class skip_malformed:
     def __exit__(self, kind, exc, traceback) -> bool:
         if kind is None or not issubclass(kind, MALFORMED):
             return False
-        reason = f"record.{kind.__name__.lower()}"
-        log.warning("malformed_record_skipped", topic=self.topic, reason=reason)
-        for count in counters:
-            count(self.topic, reason)
+        log.warning("malformed_record_skipped", topic=self.topic, reason=reason_of(kind))
+        count(self.topic, kind)
         return True
+
+
+def reason_of(kind: type[BaseException]) -> str:
+    return f"record.{kind.__name__.lower()}"
+
+
+def count(topic: str, kind: type[BaseException]) -> None:
+    """Count a record of `topic` that could not be read (for a reader that logs it its own way)."""
+    for counter in counters:
+        counter(topic, reason_of(kind))
 
 
 def json_object(value: bytes | None) -> dict:

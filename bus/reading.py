@@ -3,7 +3,7 @@
     async for record in read_topic(bootstrap, "samband-subscriptions"):
         ...
 
-Used to load what is kept in compacted topics (subscriptions, delivery status, alerts,
+`read_latest` keeps the latest value per key. Used to load what is kept in compacted topics (subscriptions, delivery status, alerts,
 connector bookmarks), to recover a batch stage's changelog state, and by the CLI (DLQ,
 trace, privacy scan, delivery health).
 """
@@ -11,11 +11,13 @@ trace, privacy scan, delivery health).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from bus import clients
+from bus.malformed import skip_malformed
 
 
 async def read_topic(
@@ -66,6 +68,22 @@ async def read_topic(
                 remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
     finally:
         await stop_quietly(consumer)
+
+
+async def read_latest(
+    bootstrap: str, topic: str, read: Callable[[bytes], Any] = bytes, timeout: float | None = 30.0
+) -> dict[str, Any]:
+    """The latest value per key of a compacted topic, as `read` makes it (a tombstone removes the
+    key); a record that `read` or its key cannot make sense of is skipped and counted (malformed.py)."""
+    latest: dict[str, Any] = {}
+    async for record in read_topic(bootstrap, topic, timeout):
+        with skip_malformed(topic):
+            key = record.key.decode()
+            if record.value is None:
+                latest.pop(key, None)
+            else:
+                latest[key] = read(record.value)
+    return latest
 
 
 async def _starts(

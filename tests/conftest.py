@@ -22,10 +22,11 @@ from deploy import launcher
 
 # Every bus a test starts, in this process or as a subprocess, runs with real keys of its own
 # (never the development shortcuts) and may call webhooks on loopback, where the tests'
-# receivers listen. A test that needs other values sets them in its own environment.
+# receivers listen, and retry in milliseconds. A test that needs other values sets them in its own environment.
 os.environ.setdefault("SAMBAND_PSEUDONYM_KEY", secrets.token_hex(32))
 os.environ.setdefault("SAMBAND_DLQ_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
 os.environ.setdefault("SAMBAND_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8")
+os.environ.setdefault("SAMBAND_RETRY_MIN_SECONDS", "0.05")  # the tests' retry schedules wait milliseconds
 
 # Confluent's 7.9 line is Apache Kafka 3.9: the same broker the launcher runs.
 TESTCONTAINERS_IMAGE = "confluentinc/cp-kafka:7.9.0"

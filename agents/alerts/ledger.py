@@ -12,8 +12,8 @@ from datetime import datetime
 from aiokafka import AIOKafkaProducer
 
 from bus import clients
-from bus.malformed import json_object, skip_malformed
-from bus.reading import read_topic
+from bus.malformed import json_object
+from bus.reading import read_latest
 from bus.topics import ALERTS
 
 
@@ -51,12 +51,6 @@ def _aware(moment: datetime) -> datetime:
 
 
 async def _read_whole(bootstrap: str, topic: str) -> dict[str, datetime]:
-    last_sent: dict[str, datetime] = {}
-    async for record in read_topic(bootstrap, topic):
-        with skip_malformed(topic):
-            subscription = record.key.decode()
-            if record.value is None:
-                last_sent.pop(subscription, None)
-            else:
-                last_sent[subscription] = _aware(datetime.fromisoformat(json_object(record.value)["last_sent"]))
-    return last_sent
+    return await read_latest(
+        bootstrap, topic, lambda value: _aware(datetime.fromisoformat(json_object(value)["last_sent"]))
+    )

@@ -1,21 +1,21 @@
 """The worker's alert watch: every `alert_check_interval_s`, on the leader worker only, look for
 failing subscriptions (the same view as `samband status`) and alert their contacts.
 
-Registered by the worker through AGENT_MODULES; without a configured notifier it adds nothing.
+Installed on the worker's app by agents/assembly.py; without a configured notifier it adds nothing.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import faust
 import structlog
 
 from agents.alerts.alerter import Alerter
 from agents.alerts.ledger import AlertLedger
 from agents.alerts.notifiers import Notifier, SmtpNotifier, WebhookNotifier
 from agents.alerts.policy import DeliveryHealth
-from agents.app import app
-from agents.config import Settings, bootstrap_servers, get_settings
+from agents.config import Settings, bootstrap_servers
 from agents.delivery_health import subscription_health
 from agents.subscriptions.store import read_all
 from bus.malformed import json_object, skip_malformed
@@ -52,8 +52,9 @@ async def alert_failing_subscriptions(bootstrap: str, app_id: str, alerter: Aler
     return alerted
 
 
-def _register() -> None:
-    settings = get_settings()
+def install(app: faust.App, settings: Settings) -> None:
+    """On the leader worker, every SAMBAND_ALERT_CHECK_INTERVAL_S: alert the contacts of failing
+    subscriptions; nothing without a configured notifier."""
     notifier = notifier_from_settings(settings)
     if notifier is None:
         return
@@ -69,6 +70,3 @@ def _register() -> None:
             await alert_failing_subscriptions(bootstrap, settings.app_id, alerter)
         except Exception:  # a broken mail server must not stop the watch; the next tick retries
             log.exception("alert_watch.failed")
-
-
-_register()

@@ -1,32 +1,22 @@
-"""`samband worker`: run the bus's Faust worker (all agents, web endpoints)."""
+"""`samband worker`: run a bus worker: its stages (all unless `--stage` says which), web endpoints,
+alert watch (agents/assembly.py puts it together)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-
-# Modules whose import registers the stages' services and the web views on the app.
-AGENT_MODULES = [
-    "agents.ingest",
-    "agents.routing.agent",
-    "agents.web.server",
-    "agents.delivery.agent",
-    "agents.alerts.watch",
-]
 
 
-def run_worker(loglevel: str = "info") -> int:
+def run_worker(loglevel: str = "info", stages: list[str] | None = None) -> int:
     from faust.worker import Worker
 
-    from agents.app import app
+    from agents.assembly import STAGES, build_worker
     from agents.config import get_settings, require_keys
     from agents.logging import configure_logging
 
     settings = get_settings()
     require_keys(settings)
-    for name in AGENT_MODULES:
-        importlib.import_module(name)
+    app = build_worker(settings, stages or list(STAGES))
 
     class SambandWorker(Worker):
         def _setup_logging(self) -> None:
@@ -47,14 +37,21 @@ def run_worker(loglevel: str = "info") -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    return run_worker(args.loglevel)
+    return run_worker(args.loglevel, args.stage)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "worker",
-        help="run the bus worker (agents, tables, web endpoints)",
-        description="Runs the Faust worker. Settings come from SAMBAND_* variables (see docs/configuration.md).",
+        help="run the bus worker (stages, web endpoints)",
+        description="Runs a worker: the ingest, route and deliver stages, the HTTP endpoints and the alert "
+        "watch. Settings come from SAMBAND_* variables (see docs/configuration.md).",
     )
     parser.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--stage",
+        action="append",
+        choices=["ingest", "route", "deliver"],
+        help="run only this stage (repeatable; default: all three)",
+    )
     parser.set_defaults(handler=_worker)

@@ -1,6 +1,6 @@
 """The delivery stage's batch logic: per-(subscription, person) queues, outcomes applied in process.
 
-Run by `DeliveryService` (agents/delivery/agent.py), a `BatchService` reading `samband-deliveries`
+Run by `DeliveryService` (agents/delivery/stage.py), a `BatchService` reading `samband-deliveries`
 with `getmany()`. Each queue key `<subscription>/<person>` has an ordered queue whose head alone
 is in flight (pending.py holds the rules); the dispatcher sends heads through the subscription's
 lane and calls `apply` with each attempt's outcome, in this process.
@@ -138,7 +138,7 @@ class DeliveryQueues:
         pass
 
     def due(self) -> bool:
-        return False  # DeliveryService runs its own cycles (agents/delivery/agent.py)
+        return False  # DeliveryService runs its own cycles (agents/delivery/stage.py)
 
     def committable(self) -> dict[int, int]:
         """After this cycle's outputs and pending state are acknowledged: partition -> offset to commit."""
@@ -491,7 +491,9 @@ class DeliveryQueues:
         logged = {"idempotency_key": head["key"], "attempts": head["attempts"], "reason": decision.reason}
         if decision.action == pending.DELIVERED:
             self._ledger(event_id, sub, "delivered", head, result, now)
-            if ingested_at := dict(head["headers"]).get("samband-ingested-at"):  # set by ingest (agents/ingest.py)
+            if ingested_at := dict(head["headers"]).get(
+                "samband-ingested-at"
+            ):  # set by ingest (agents/ingest/stage.py)
                 metrics.observe_end_to_end_latency(sub, max(0.0, now - float(ingested_at)))
         elif decision.action == pending.DEAD:
             self._dead_letter(key, sub, head, decision.reason, result)

@@ -58,13 +58,15 @@ class Target:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def subscriber_topic(sub_id: str) -> str:
-    """The one topic a Kafka subscription's records go to (the prefix cannot name a bus topic: agents/config.py)."""
-    return get_settings().subscriber_topic_prefix + sub_id
+def subscriber_topic(sub_id: str, prefix: str | None = None) -> str:
+    """The one topic a Kafka subscription's records go to: `prefix` (SAMBAND_SUBSCRIBER_TOPIC_PREFIX
+    unless given; it cannot name a bus topic: agents/config.py) and the subscription id."""
+    return (get_settings().subscriber_topic_prefix if prefix is None else prefix) + sub_id
 
 
-def parse_target(sub_id: str, subscription: dict) -> Target:
-    """The target of subscription `sub_id` (the record's key in `samband-subscriptions`)."""
+def parse_target(sub_id: str, subscription: dict, topic_prefix: str | None = None) -> Target:
+    """The target of subscription `sub_id` (the record's key in `samband-subscriptions`); a Kafka
+    target's topic has `topic_prefix` (the settings' unless given)."""
     delivery = subscription.get("delivery") or {}
     if not isinstance(delivery, dict):
         raise TargetError(f"subscription {sub_id}: delivery must be an object")
@@ -85,7 +87,11 @@ def parse_target(sub_id: str, subscription: dict) -> Target:
                     f"a Kafka subscription's records go to its own topic"
                 )
             sink = KafkaSinkConfig.model_validate(
-                {**delivery, "topic": subscriber_topic(sub_id), "fields": subscription.get("fields") or {}}
+                {
+                    **delivery,
+                    "topic": subscriber_topic(sub_id, topic_prefix),
+                    "fields": subscription.get("fields") or {},
+                }
             )
         else:
             sink = WebhookConfig.model_validate(delivery)

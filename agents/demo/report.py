@@ -66,7 +66,7 @@ class Report:
         topics = bus_topic_names(self.app_id)
         async with KafkaInspector(self.bootstrap) as kafka:
             partitions = await kafka.topic_partitions(self.app_id)
-            # The stages' consumer groups (agents/ingest.py, agents/routing/agent.py).
+            # The stages' consumer groups (agents/ingest/stage.py, agents/routing/stage.py).
             for group, topic in (
                 (f"{self.app_id}-ingest", topics["ingest"]),
                 (f"{self.app_id}-router", topics["events"]),

@@ -1,6 +1,6 @@
 """HTTP API for subscriptions: `/subscriptions` with bearer tokens, tenants and scopes, and `/openapi.json`.
 
-    add_routes(web_app, SubscriptionsApi(index, follower, write, tokens, audit))
+    add_routes(web_app, SubscriptionsApi(follower, write, tokens, audit))
 
 GET /subscriptions, GET /subscriptions/{id}        scope subscriptions:read
 POST /subscriptions, PUT/DELETE /subscriptions/{id} scope subscriptions:write
@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import ValidationError
 
-from agents.routing.index import RoutingIndex
 from agents.subscriptions.audit import AuditLog
 from agents.subscriptions.files import validation_problems
 from agents.subscriptions.model import Subscription
@@ -41,8 +40,7 @@ Writer = Callable[[str, bytes | None], Awaitable[int]]
 
 @dataclass
 class SubscriptionsApi:
-    index: RoutingIndex
-    follower: SubscriptionFollower
+    follower: SubscriptionFollower  # the worker's: its `current` subscriptions
     write: Writer
     tokens: list[ApiToken]
     audit: AuditLog
@@ -60,8 +58,8 @@ class SubscriptionsApi:
 
     def owned(self, token: ApiToken, sub_id: str) -> Subscription | None:
         """The subscription if it exists and the token owns it: another tenant's is as good as absent."""
-        entry = self.index.entries.get(sub_id)
-        return entry.subscription if entry is not None and token.owns(sub_id) else None
+        sub = self.follower.current.get(sub_id)
+        return sub if sub is not None and token.owns(sub_id) else None
 
 
 API_KEY = web.AppKey("subscriptions_api", SubscriptionsApi)
@@ -167,9 +165,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
     api, token, denied = authorise(request, READ)
     if denied:
         return denied
-    subs = [
-        json.loads(e.subscription.to_json()) for sub_id, e in sorted(api.index.entries.items()) if token.owns(sub_id)
-    ]
+    subs = [json.loads(sub.to_json()) for sub_id, sub in sorted(api.follower.current.items()) if token.owns(sub_id)]
     return web.json_response({"subscriptions": subs})
 
 
@@ -195,7 +191,7 @@ async def _create(api: SubscriptionsApi, token: ApiToken, request: web.Request):
             sub.id,
             _error(403, "auth.id_not_owned", "this token may create only subscriptions whose id it owns"),
         )
-    if sub.id in api.index.entries:
+    if sub.id in api.follower.current:
         return (
             "create",
             sub.id,

@@ -12,20 +12,31 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from yarl import URL
 
 from connectors.webhook.config import WebhookConfig
 from connectors.webhook.network import literal_address
 
-MIN_RETRY_DELAY_S, MAX_RETRY_STEPS = 1.0, 20
+MAX_RETRY_STEPS = 20
 
 
 class DeliveryControl(BaseModel):
-    # Seconds to wait before each retry (at least 1 s, at most 20 steps); the delivery agent's default when absent.
-    retry_schedule: list[Annotated[float, Field(ge=MIN_RETRY_DELAY_S)]] | None = Field(None, max_length=MAX_RETRY_STEPS)
+    # Seconds to wait before each retry (at least SAMBAND_RETRY_MIN_SECONDS, 1 s unless set; at most
+    # 20 steps); the delivery stage's default when absent.
+    retry_schedule: list[float] | None = Field(None, max_length=MAX_RETRY_STEPS)
     # Paused: events are kept, in order, and delivered once it is resumed.
     paused: bool = False
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _not_too_soon(cls, schedule: list[float] | None) -> list[float] | None:
+        from agents.config import get_settings
+
+        least = get_settings().retry_min_seconds
+        if schedule is not None and any(wait < least for wait in schedule):
+            raise ValueError(f"each wait must be at least {least:g} s (SAMBAND_RETRY_MIN_SECONDS)")
+        return schedule
 
 
 class WebhookTarget(WebhookConfig, DeliveryControl):

@@ -16,9 +16,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from agents.subscriptions.model import Subscription
-from bus import clients
+from bus import clients, malformed
 from bus.malformed import skip_malformed
-from bus.reading import read_topic, stop_quietly
+from bus.reading import read_latest, stop_quietly
 from bus.topics import SUBSCRIPTIONS, ensure_topics
 
 log = structlog.get_logger(__name__)
@@ -43,14 +43,7 @@ async def write(bootstrap: str, topic: str, changes: list[tuple[str, bytes | Non
 
 async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> dict[str, bytes]:
     """Every live subscription (id -> JSON) as of now: the last value per key, deleted ones left out."""
-    current: dict[str, bytes] = {}
-    async for record in read_topic(bootstrap, topic, timeout):
-        with skip_malformed(topic):
-            if record.value is None:
-                current.pop(record.key.decode(), None)
-            else:
-                current[record.key.decode()] = record.value
-    return current
+    return await read_latest(bootstrap, topic, timeout=timeout)
 
 
 # How far the clocks of the hosts writing the events topic may be from this host's (NTP keeps
@@ -59,19 +52,20 @@ CLOCK_MARGIN_MS = 2_000
 
 
 class SubscriptionFollower:
-    """Reads the subscriptions topic from its start and keeps following it, calling `on_put`/`on_delete`.
+    """Reads the subscriptions topic from its start and keeps following it: one per worker, shared
+    by the router (its index), delivery (its targets) and the HTTP API. Each record is parsed
+    once; `current` holds every live subscription, and every listener (`listen`) is called for
+    each change, in the topic's order.
 
     `caught_up` is set once everything written before the start has been applied: the router
     routes nothing before, so a restarted worker never routes with a partial set.
     """
 
-    def __init__(
-        self, bootstrap: str, topic: str, on_put: Callable[[Subscription], None], on_delete: Callable[[str], None]
-    ):
+    def __init__(self, bootstrap: str, topic: str):
         self.bootstrap = bootstrap
         self.topic = topic
-        self.on_put = on_put
-        self.on_delete = on_delete
+        self.current: dict[str, Subscription] = {}
+        self._listeners: list[tuple[Callable[[Subscription], None], Callable[[str], None]]] = []
         self.caught_up = asyncio.Event()
         self.position = 0  # next offset to apply
         self._advanced = asyncio.Condition()
@@ -105,13 +99,17 @@ class SubscriptionFollower:
             if self._offsets is not None:
                 await stop_quietly(self._offsets)
 
+    def listen(self, on_put: Callable[[Subscription], None], on_delete: Callable[[str], None]) -> None:
+        """Be told of every change from now on; listen before `run()` to be told of every subscription."""
+        self._listeners.append((on_put, on_delete))
+
     def _apply(self, record) -> None:
         sub_id = record.key.decode()
         if record.value is None:
-            self.on_delete(sub_id)
+            self._delete(sub_id)
             return
         try:
-            self.on_put(Subscription.from_json(record.value))
+            sub = Subscription.from_json(record.value)
         except ValidationError as exc:
             # Written around the validating writers: deliver nothing under it rather than guess.
             log.error(
@@ -120,7 +118,17 @@ class SubscriptionFollower:
                 offset=record.offset,
                 errors=[".".join(map(str, e["loc"])) for e in exc.errors()],
             )
-            self.on_delete(sub_id)
+            malformed.count(self.topic, ValidationError)
+            self._delete(sub_id)
+            return
+        self.current[sub.id] = sub
+        for on_put, _ in self._listeners:
+            on_put(sub)
+
+    def _delete(self, sub_id: str) -> None:
+        self.current.pop(sub_id, None)
+        for _, on_delete in self._listeners:
+            on_delete(sub_id)
 
     async def wait_applied(self, offset: int, timeout: float = 10.0) -> None:
         """Wait until the record at `offset` is applied here (read-your-writes for the HTTP API)."""

@@ -28,7 +28,7 @@ from agents.delivery_health import subscription_health
 from agents.event_trace import trace_event
 from agents.subscriptions.api import authorise
 from agents.subscriptions.tokens import DLQ_REPLAY, OPERATIONS_READ
-from bus.inspector import BrokerUnreachable, KafkaInspector
+from bus.inspector import BrokerUnreachable, KafkaInspector, SharedInspector
 
 log = structlog.get_logger(__name__)
 
@@ -40,18 +40,14 @@ class Dashboard:
     def __init__(self, app_id: str, bootstrap: str):
         self.app_id = app_id
         self.bootstrap = bootstrap
-        self._inspector: KafkaInspector | None = None
+        self._kafka = SharedInspector(bootstrap)
         self._previous: tuple[float, dict[str, int]] | None = None  # (time, records written per topic)
 
     async def inspector(self) -> KafkaInspector:
-        if self._inspector is None:
-            self._inspector = await KafkaInspector(self.bootstrap, timeout=5.0).__aenter__()
-        return self._inspector
+        return await self._kafka.get()
 
     async def close(self, _web_app: web.Application | None = None) -> None:
-        if self._inspector is not None:
-            await self._inspector.close()
-            self._inspector = None
+        await self._kafka.close()
 
     async def throughput(self, kafka: KafkaInspector) -> list[dict]:
         offsets = await kafka.offsets(await kafka.topic_partitions(f"{self.app_id}-"))

@@ -27,8 +27,7 @@ from aiohttp import web
 from aiokafka import TopicPartition
 
 from agents import metrics
-from bus import batches
-from bus.inspector import BrokerUnreachable, KafkaInspector
+from bus.inspector import BrokerUnreachable, KafkaInspector, SharedInspector
 
 log = structlog.get_logger(__name__)
 
@@ -49,23 +48,19 @@ class Operations:
     """What the handlers need: the worker's batch consumers, the lag bound, and a broker inspector
     opened on first use."""
 
-    def __init__(self, bootstrap: str, ready_max_lag: int, batch_consumers: Callable[[], list] = batches.running):
+    def __init__(self, bootstrap: str, ready_max_lag: int, batch_consumers: Callable[[], list]):
         self.bootstrap = bootstrap
         self.ready_max_lag = ready_max_lag
         self.batch_consumers = (
             batch_consumers  # each with .group, .finished, .assigned() (None until started), .recovering, .outage
         )
-        self._inspector: KafkaInspector | None = None
+        self._kafka = SharedInspector(bootstrap)
 
     async def inspector(self) -> KafkaInspector:
-        if self._inspector is None:
-            self._inspector = await KafkaInspector(self.bootstrap, timeout=5.0).__aenter__()
-        return self._inspector
+        return await self._kafka.get()
 
     async def close(self, _web_app: web.Application | None = None) -> None:
-        if self._inspector is not None:
-            await self._inspector.close()
-            self._inspector = None
+        await self._kafka.close()
 
     def outages(self) -> list[str]:
         """One reason per batch consumer waiting for a broker it lost."""
@@ -135,7 +130,7 @@ class Operations:
 
 
 def add_routes(
-    web_app: web.Application, bootstrap: str, ready_max_lag: int, batch_consumers: Callable[[], list] = batches.running
+    web_app: web.Application, bootstrap: str, ready_max_lag: int, batch_consumers: Callable[[], list]
 ) -> None:
     operations = Operations(bootstrap, ready_max_lag, batch_consumers)
     web_app[OPERATIONS_KEY] = operations

@@ -1,7 +1,9 @@
 """A `samband worker` subprocess with the delivery agent, fed straight through its topics.
 
 Tests produce delivery records (docs/architecture.md) to `<app>-deliveries` and subscriptions
-as JSON to `<app>-subscriptions`; receivers are real HTTP servers (webhook_receiver).
+as JSON to `<app>-subscriptions`; receivers are real HTTP servers (webhook_receiver). A test
+names only the subscription's delivery (and fields); `complete()` adds the rest of a valid
+subscription, as the worker reads and validates it whole.
 """
 
 from __future__ import annotations
@@ -88,12 +90,14 @@ class DeliveryBus:
         """Write a subscription to the bus's topic, its signing secret (the bus's test secret) in its own file first."""
         (self.secrets_dir / value["id"]).write_text(self.secret)
         await self.producer.send_and_wait(
-            self.topic("subscriptions"), json.dumps(value).encode(), key=value["id"].encode()
+            self.topic("subscriptions"), json.dumps(complete(value)).encode(), key=value["id"].encode()
         )
 
     async def subscribe_kafka(self, sub_id: str, fields: dict[str, list[str]], **delivery_settings) -> None:
         value = {"id": sub_id, "fields": fields, "delivery": {"kind": "kafka", **delivery_settings}}
-        await self.producer.send_and_wait(self.topic("subscriptions"), json.dumps(value).encode(), key=sub_id.encode())
+        await self.producer.send_and_wait(
+            self.topic("subscriptions"), json.dumps(complete(value)).encode(), key=sub_id.encode()
+        )
 
     @property
     def registry_url(self) -> str:
@@ -149,3 +153,18 @@ def assert_in_order_per_person(received, persons: int, per_person: int, first_ar
     assert len(by_person) == persons, f"events of {len(by_person)} persons arrived, expected {persons}"
     for person, seqs in by_person.items():
         assert seqs == list(range(per_person)), f"person {person[:8]}: arrived in order {seqs}"
+
+
+def complete(value: dict) -> dict:
+    """`value` (at least an id and a delivery) as a whole subscription: a municipal system, not a
+    public body, in one kommune, with the fields given (or a death date) and their event types."""
+    fields = value.get("fields") or {"Death": ["deathDate"]}
+    return {
+        "system": {"name": f"System {value['id']}", "owner": "Prøve kommune", "contact": "it@prove.example"},
+        "legal_basis": "Prøvegrunnlag for testene",
+        "public_body": False,
+        "kommuner": ["0301"],
+        "event_types": sorted(fields),
+        "fields": fields,
+        **value,
+    }

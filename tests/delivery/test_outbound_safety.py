@@ -58,13 +58,14 @@ async def test_a_webhook_on_loopback_is_never_called_without_the_allow_list(kafk
         await receiver.start()
         port = receiver.url.split(":")[2].split("/")[0]
         try:
+            # Written around the API: a literal address that is not public is refused when the
+            # worker reads the subscription; a name is resolved when connecting, then refused.
             await bus.subscribe("ssrf-literal", f"https://127.0.0.1:{port}/hook", retry_schedule=[1])
-            await bus.subscribe(
-                "ssrf-name", f"http://localhost:{port}/hook", retry_schedule=[1]
-            )  # resolved, then refused
             await bus.subscribe("ssrf-metadata", "https://169.254.169.254/latest/meta-data", retry_schedule=[1])
-            for sub in ("ssrf-literal", "ssrf-name", "ssrf-metadata"):
-                await _logged(bus, f'"subscription": "{sub}", "reason": "delivery.address_refused"')
+            await bus.subscribe("ssrf-name", f"https://localhost:{port}/hook", retry_schedule=[1])
+            for sub in ("ssrf-literal", "ssrf-metadata"):
+                await _logged(bus, f'"subscription": "{sub}", "offset": ')  # subscription_invalid_on_topic
+            await _logged(bus, '"subscription": "ssrf-name", "reason": "delivery.address_refused"')
         finally:
             await receiver.stop()
     assert receiver.received == []  # not even the handshake reached it
@@ -108,6 +109,22 @@ def test_a_subscription_asking_for_an_internal_address_or_unbounded_retries_is_r
         Subscription.model_validate(
             {**BASE, "delivery": {**HOOK, "url": "https://skole.example/hook", "retry_schedule": [1] * 20}}
         )
+    finally:
+        get_settings.cache_clear()
+
+
+def test_a_retry_sooner_than_the_least_wait_is_refused_and_the_least_wait_is_a_setting(monkeypatch):
+    from agents.config import get_settings
+
+    delivery = {**HOOK, "url": "https://skole.example/hook", "retry_schedule": [0.5, 30]}
+    monkeypatch.delenv("SAMBAND_RETRY_MIN_SECONDS", raising=False)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ValidationError, match=r"each wait must be at least 1 s \(SAMBAND_RETRY_MIN_SECONDS\)"):
+            Subscription.model_validate({**BASE, "delivery": delivery})
+        monkeypatch.setenv("SAMBAND_RETRY_MIN_SECONDS", "0.5")
+        get_settings.cache_clear()
+        assert Subscription.model_validate({**BASE, "delivery": delivery}).delivery.retry_schedule == [0.5, 30]
     finally:
         get_settings.cache_clear()
 

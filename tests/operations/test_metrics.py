@@ -68,7 +68,7 @@ async def test_metrics_endpoint_serves_recorded_values_in_parseable_text_format(
     metrics.observe_end_to_end_latency(subscription, 0.3)
 
     web_app = web.Application()
-    add_routes(web_app, kafka_bootstrap, ready_max_lag=0)
+    add_routes(web_app, kafka_bootstrap, ready_max_lag=0, batch_consumers=list)
     async with TestClient(TestServer(web_app)) as client:
         response = await client.get("/metrics")
         assert response.status == 200

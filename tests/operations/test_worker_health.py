@@ -73,8 +73,8 @@ async def _logged(worker: WorkerProcess, text: str, timeout: float = 60.0) -> No
 async def test_a_worker_stopped_while_it_starts_exits_at_once(worker_env, tmp_path):
     """SIGTERM from a supervisor can come at any moment of the start. Before, services that began to
     start after the stop had passed them ran on, and the process ignored the signal for good."""
-    for moment in ("[^--Producer]: Starting", "[^--RouteService]: Starting", "[^--DeliveryService]: Starting"):
-        worker = WorkerProcess(worker_env, tmp_path / f"worker-{moment[4:12]}.log")
+    for moment in ("Producer]: Starting", "RouteService]: Starting", "DeliveryService]: Starting"):
+        worker = WorkerProcess(worker_env, tmp_path / f"worker-{moment.split(']')[0]}.log")
         worker.start()
         await _logged(worker, moment)
         assert worker.stop(timeout=20) == 0, f"stopped at {moment!r}:\n{worker.log_tail()}"

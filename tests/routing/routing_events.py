@@ -61,7 +61,7 @@ def encode(record: dict) -> bytes:
 
 
 def cloudevent_json(record: dict) -> bytes:
-    """The record as a CloudEvents 1.0 JSON object in the ingest profile (agents/routing/canonical.py)."""
+    """The record as a CloudEvents 1.0 JSON object in the ingest profile (agents/ingest/canonical.py)."""
     envelope = record["envelope"]
     body = {
         "specversion": "1.0",

@@ -10,7 +10,7 @@ import fastavro
 import pytest
 from routing_events import CODEC, address, cloudevent_json, encode, event, synthetic_number
 
-from agents.routing.canonical import Canonicaliser, Rejected
+from agents.ingest.canonical import Canonicaliser, Rejected
 from schemas.catalog import catalog
 
 PERSON = synthetic_number(12, 3, 88, 100)

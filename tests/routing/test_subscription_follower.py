@@ -15,10 +15,8 @@ from agents.subscriptions.store import CLOCK_MARGIN_MS, SubscriptionFollower, wr
 @asynccontextmanager
 async def following(bootstrap: str, topic: str):
     """A follower of `topic`, running, and the subscriptions it has applied (id -> subscription)."""
-    known: dict[str, object] = {}
-    follower = SubscriptionFollower(
-        bootstrap, topic, lambda s: known.__setitem__(s.id, s), lambda i: known.pop(i, None)
-    )
+    follower = SubscriptionFollower(bootstrap, topic)
+    known = follower.current
     task = asyncio.create_task(follower.run())
     try:
         async with asyncio.timeout(30):

@@ -34,14 +34,14 @@ import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 
 from agents import tracing
-from agents.app import app, batch_service_settings, freeze_heap
-from agents.config import bootstrap_servers, dead_letter_key, get_settings
+from agents.app import freeze_heap
+from agents.config import Settings, dead_letter_key
 from agents.routing.index import RoutingIndex
 from agents.routing.router import PersonState, Router
-from agents.subscriptions.store import SubscriptionFollower
+from agents.stage_runtime import StageRuntime
 from bus.batches import BatchService, Output
 from bus.state import PartitionedState, SegmentedState
-from bus.topics import ROUTER_HELD, ROUTER_PERSONS, ROUTER_RECORDS, topic_names
+from bus.topics import ROUTER_HELD, ROUTER_PERSONS, ROUTER_RECORDS, TopicNames
 from connectors.dead_letters import DeadLetter, DeadLetterSeal
 from schemas.codec import Codec, WireFormatError
 from schemas.protection import is_strict, scrub_address
@@ -49,20 +49,10 @@ from schemas.registry import registry_from_settings
 
 log = structlog.get_logger(__name__)
 
-settings = get_settings()
-topics = topic_names(app.conf.id)
-
-index = RoutingIndex()
-follower = SubscriptionFollower(bootstrap_servers(), topics.subscriptions, index.put, index.remove)
-
-
-@app.task
-async def follow_subscriptions() -> None:
-    await follower.run()
-
 
 class Route:
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings, topics: TopicNames, index: RoutingIndex) -> None:
+        self.topics = topics
         self.codec = Codec(registry_from_settings(settings))
         self.router = Router(index)
         self.seal = DeadLetterSeal(dead_letter_key(settings))
@@ -108,7 +98,7 @@ class Route:
             headers = tracing.child_kafka_headers(message.headers)
             # The person's partition, as in the events topic: no hashing per delivery, and each
             # (subscription, person) stays in one partition of the deliveries topic.
-            outputs += [(topics.deliveries, d.key, d.value, headers, partition) for d in result.deliveries]
+            outputs += [(self.topics.deliveries, d.key, d.value, headers, partition) for d in result.deliveries]
         if result.state is not state:
             self.persons.set(partition, person, result.state.to_json())
         if result.unknown_original:
@@ -159,7 +149,7 @@ class Route:
             headers = [(k, base64.b64decode(v)) for k, v in item["headers"]]
             messages.append(
                 ConsumerRecord(
-                    topics.events,
+                    self.topics.events,
                     partition,
                     item["offset"],
                     item["timestamp"],
@@ -242,7 +232,7 @@ class Route:
             trace_id=parent.trace_id if parent else None,
         )
         return (
-            topics.deadletter,
+            self.topics.deadletter,
             message.key,
             self.seal.seal(value if value is not None else message.value),
             letter.headers(headers),
@@ -259,30 +249,38 @@ class Route:
             self.waiting[partition] = deque(sorted(entries))
 
 
-async def _subscriptions_read() -> None:
-    await follower.caught_up.wait()
-    freeze_heap()  # the index of up to ~18,000 subscriptions, out of the collector's way
-    log.info("router_ready", subscriptions=len(index))
-
-
-async def _subscriptions_current(batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-    newest = max(record.timestamp for records in batch.values() for record in records)
-    try:
-        await follower.sync_for(newest)
-    except TimeoutError:  # the topic is slow to read: route under the set known, as a moment ago
-        log.warning("router_subscriptions_not_current", applied=follower.position)
-
-
-@app.service
 class RouteService(BatchService):
-    def __init__(self, **kwargs):
+    """The router stage: its batch consumer, with `Route` as its logic, routing under the
+    worker's subscriptions (its own index of them, fed by the worker's follower)."""
+
+    def __init__(self, settings: Settings, runtime: StageRuntime, **kwargs):
+        self.follower = runtime.subscriptions
+        self.index = RoutingIndex()
+        self.follower.listen(self.index.put, self.index.remove)
+        topics = runtime.topics
         super().__init__(
-            **batch_service_settings(),
+            **runtime.batch_settings(),
             source=topics.events,
-            group=f"{app.conf.id}-router",
+            group=f"{settings.app_id}-router",
             outputs=[topics.deliveries, topics.deadletter],
-            logic=Route,
-            ready=_subscriptions_read,
-            before_batch=_subscriptions_current,
+            logic=lambda: Route(settings, topics, self.index),
+            ready=self._subscriptions_read,
+            before_batch=self._subscriptions_current,
             **kwargs,
         )
+
+    async def _subscriptions_read(self) -> None:
+        await self.follower.caught_up.wait()
+        freeze_heap()  # the index of up to ~18,000 subscriptions, out of the collector's way
+        log.info("router_ready", subscriptions=len(self.index))
+
+    async def _subscriptions_current(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        newest = max(record.timestamp for records in batch.values() for record in records)
+        try:
+            await self.follower.sync_for(newest)
+        except TimeoutError:  # the topic is slow to read: route under the set known, as a moment ago
+            log.warning("router_subscriptions_not_current", applied=self.follower.position)
+
+
+def build(settings: Settings, runtime: StageRuntime) -> RouteService:
+    return RouteService(settings, runtime)

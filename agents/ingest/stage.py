@@ -2,7 +2,7 @@
 
 Read in batches by a `BatchService` (bus/batches.py, consumer group
 `<app id>-ingest`): Faust's per-event stream cost is too high for reform-day bursts (see
-docs/routing.md). Each message becomes a canonical event (agents/routing/canonical.py) or a
+docs/routing.md). Each message becomes a canonical event (agents/ingest/canonical.py) or a
 dead letter with its reason code; the batch's outputs are acknowledged before its state
 changes are written and before its offsets are committed, so a crash loses nothing: an event
 whose offset was not committed is read again (and then caught by deduplication only if the
@@ -36,12 +36,12 @@ import structlog
 from aiokafka import ConsumerRecord
 
 from agents import metrics, tracing
-from agents.app import app, batch_service_settings
-from agents.config import dead_letter_key, get_settings
-from agents.routing.canonical import Canonicaliser, Rejected
+from agents.config import Settings, dead_letter_key
+from agents.ingest.canonical import Canonicaliser, Rejected
+from agents.stage_runtime import StageRuntime
 from bus.batches import BatchService, Output
 from bus.state import PartitionedState
-from bus.topics import INGEST_SEEN_IDS, topic_names
+from bus.topics import INGEST_SEEN_IDS, TopicNames
 from connectors.dead_letters import DeadLetter, DeadLetterSeal
 from schemas import json_text
 from schemas.codec import Codec
@@ -52,23 +52,22 @@ from schemas.scrub import scrub_cloudevent
 
 log = structlog.get_logger(__name__)
 
-settings = get_settings()
-topics = topic_names(app.conf.id)
-RETENTION_SECONDS = settings.dedup_retention_hours * 3600
 INGESTED_AT = "samband-ingested-at"
 
 
 class Ingest:
     """The per-message logic, holding the dedup state and what it caches between batches."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings, topics: TopicNames) -> None:
+        self.topics = topics
+        self.retention_seconds = settings.dedup_retention_hours * 3600
         self.codec = Codec(registry_from_settings(settings))
         self.canonicaliser = Canonicaliser(self.codec, settings.ingest_max_bytes)
         self.key = settings.pseudonym_key.encode()
         self.seal = DeadLetterSeal(dead_letter_key(settings))
         self.seen = PartitionedState(
             topics.ingest_seen_ids,
-            INGEST_SEEN_IDS.configs(retention_ms=int(RETENTION_SECONDS * 1000)),
+            INGEST_SEEN_IDS.configs(retention_ms=int(self.retention_seconds * 1000)),
             check=int,
         )
         self.states = [self.seen]
@@ -90,7 +89,7 @@ class Ingest:
             outputs.append(self.dead_letter(message, rejected, parent, span))
             return
         first_seen = self.seen.get(message.partition, event.event_id)
-        if first_seen is not None and self.now - int(first_seen) < RETENTION_SECONDS:
+        if first_seen is not None and self.now - int(first_seen) < self.retention_seconds:
             # A source retrying after an unanswered write sends the same event again: expected of
             # at-least-once delivery, so counted and logged, not a dead letter.
             metrics.duplicate_dropped()
@@ -110,7 +109,7 @@ class Ingest:
             h for h in tracing.with_kafka_header(message.headers, span) if h[0] != INGESTED_AT
         ]  # re-ingested: now
         headers.append((INGESTED_AT, b"%.3f" % self.now))
-        outputs.append((topics.events, person.encode(), event.value, headers))
+        outputs.append((self.topics.events, person.encode(), event.value, headers))
 
     def dead_letter(
         self, message: ConsumerRecord, rejected: Rejected, parent: tracing.TraceParent | None, span: tracing.TraceParent
@@ -152,15 +151,15 @@ class Ingest:
             offset=message.offset,
             trace_id=span.trace_id,
         )
-        return topics.deadletter, message.key, self.seal.seal(value), letter.headers(headers)
+        return self.topics.deadletter, message.key, self.seal.seal(value), letter.headers(headers)
 
     def end_batch(self) -> None:
         """Evict expired ids (tombstoned with the batch's state writes)."""
         for partition, remembered in self.remembered.items():
-            while remembered and self.now - remembered[0][0] >= RETENTION_SECONDS:
+            while remembered and self.now - remembered[0][0] >= self.retention_seconds:
                 _, event_id = remembered.popleft()
                 first_seen = self.seen.partitions.get(partition, {}).get(event_id)
-                if first_seen is not None and int(first_seen) <= self.now - RETENTION_SECONDS:
+                if first_seen is not None and int(first_seen) <= self.now - self.retention_seconds:
                     self.seen.delete(partition, event_id)
 
     def due(self) -> bool:
@@ -183,14 +182,16 @@ def _partly_read(value: bytes) -> dict | None:
         return None
 
 
-@app.service
 class IngestService(BatchService):
-    def __init__(self, **kwargs):
-        super().__init__(
-            **batch_service_settings(),
-            source=topics.ingest,
-            group=f"{app.conf.id}-ingest",
-            outputs=[topics.events, topics.deadletter],
-            logic=Ingest,
-            **kwargs,
-        )
+    """The ingest stage: its batch consumer, with `Ingest` as its logic."""
+
+
+def build(settings: Settings, runtime: StageRuntime) -> IngestService:
+    topics = runtime.topics
+    return IngestService(
+        **runtime.batch_settings(),
+        source=topics.ingest,
+        group=f"{settings.app_id}-ingest",
+        outputs=[topics.events, topics.deadletter],
+        logic=lambda: Ingest(settings, topics),
+    )

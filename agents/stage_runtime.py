@@ -1,0 +1,61 @@
+"""What the stages of one worker share: the settings they run on, the bus's topic names, the one
+subscriptions follower, and how their batch consumers are set up.
+
+    runtime = StageRuntime.of(settings)
+    ingest.build(settings, runtime), routing.build(settings, runtime), delivery.build(settings, runtime)
+
+Nothing here is a module global: two runtimes in one process are two independent pipelines
+(tests/routing/test_two_pipelines.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mode import Service
+
+from agents import metrics
+from agents.config import Settings, bootstrap_servers
+from agents.subscriptions.store import SubscriptionFollower
+from bus.batches import BatchService
+from bus.topics import BUS_PARTITIONS, TopicNames, topic_names
+
+
+@dataclass
+class StageRuntime:
+    settings: Settings
+    bootstrap: str
+    topics: TopicNames
+    subscriptions: SubscriptionFollower  # one per worker: the router, delivery and the HTTP API listen to it
+    stages: list[BatchService] = field(default_factory=list)  # the worker's stages, for /readyz and the lag gauge
+
+    @classmethod
+    def of(cls, settings: Settings) -> StageRuntime:
+        bootstrap = bootstrap_servers(settings)
+        topics = topic_names(settings.app_id)
+        return cls(settings, bootstrap, topics, SubscriptionFollower(bootstrap, topics.subscriptions))
+
+    def batch_settings(self) -> dict[str, Any]:
+        """What every stage's batch consumer (bus/batches.py) takes from the settings."""
+        return {
+            "bootstrap": self.bootstrap,
+            "partitions": BUS_PARTITIONS,
+            "batch_size": self.settings.batch_size,
+            "within": self.settings.batch_within_seconds,
+            "session_timeout": self.settings.broker_session_timeout,
+            "request_timeout": self.settings.broker_request_timeout,
+            "metrics": metrics,
+        }
+
+
+class FollowSubscriptions(Service):
+    """Runs the worker's subscriptions follower; started before the stages, stopped after them."""
+
+    def __init__(self, follower: SubscriptionFollower, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.follower = follower
+
+    @Service.task
+    async def _follow(self) -> None:
+        await self.follower.run()
