@@ -22,7 +22,7 @@ COMMAND_MODULES = [
     "agents.commands.schemas",
     "agents.commands.subscriptions",
     "agents.commands.audit",
-    "agents.commands.operations",
+    "agents.commands.topics_and_lag",
     "agents.commands.status",
     "agents.commands.trace",
     "agents.commands.connectors",

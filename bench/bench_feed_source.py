@@ -29,10 +29,10 @@ from aiokafka import AIOKafkaProducer
 from agents.config import bootstrap_servers
 from bus.topics import CONNECTOR_STATE, ensure_topics, topic_names
 from connectors.folkeregister.feed_format import API_PATH, BULK_PATH
-from connectors.folkeregister.simulator import DEFAULT_TOKEN, run_simulator
 from connectors.folkeregister.source import FolkeregisterFeedSource
 from connectors.runtime import open_connector
-from connectors.synthetic import Simulation, SyntheticConfig
+from synthetic import Simulation, SyntheticConfig
+from synthetic.folkeregister_simulator import DEFAULT_TOKEN, run_simulator
 
 PARTITIONS = 4  # the local broker's default
 DEAD_LETTER_KEY = bytes(32)  # this run's dead letters need no secrecy

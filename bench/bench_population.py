@@ -20,7 +20,7 @@ import time
 
 
 def measure(persons: int, seed: int) -> dict:
-    from connectors.synthetic import Simulation, SyntheticConfig
+    from synthetic import Simulation, SyntheticConfig
 
     started = time.perf_counter()
     simulation = Simulation(SyntheticConfig(persons=persons, seed=seed))

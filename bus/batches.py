@@ -78,8 +78,9 @@ from bus.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
 
-# (topic, key, value, headers), or with a fifth element: the partition (else the key's)
-Output = (
+# A record a stage writes: (topic, key, value, headers), or with a fifth element the partition
+# (else the key's). (Not connectors.api.Output, where a source writes.)
+Write = (
     tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
     | tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]], int]
 )
@@ -133,7 +134,7 @@ class _NoMetrics:
 class BatchLogic(Protocol):
     states: list[ChangelogState]
 
-    def handle_batch(self, records: list[ConsumerRecord], outputs: list[Output]) -> None:
+    def handle_batch(self, records: list[ConsumerRecord], outputs: list[Write]) -> None:
         """Append the outputs of `records` (in offset order per partition) and set the state they imply."""
 
     def end_batch(self) -> None:
@@ -382,7 +383,7 @@ class BatchService(Service):
 
     async def _submit(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> Cycle:
         """Handle the batch and send its outputs; its state writes are taken, not yet sent."""
-        outputs: list[Output] = []
+        outputs: list[Write] = []
         held, done = self.held_records(batch)
         self.logic.handle_batch(held, outputs)
         self.logic.end_batch()

@@ -153,7 +153,7 @@ class DeadLetters:
 
 
 class StateStore:
-    """The connector instance's bookmark. Implemented by connectors.state.KafkaStateStore."""
+    """The connector instance's bookmark. Implemented by connectors.bookmarks.KafkaStateStore."""
 
     async def load(self) -> dict | None:
         raise NotImplementedError

@@ -21,9 +21,9 @@ import structlog
 from bus import clients
 from bus.topics import CONNECTOR_STATE, topic_names
 from connectors.api import Connector, Context
+from connectors.bookmarks import KafkaStateStore
 from connectors.dead_letters import DeadLetterSeal
 from connectors.output import KafkaDeadLetters, KafkaOutput
-from connectors.state import KafkaStateStore
 from schemas.ingest_key import IngestKey
 
 PRODUCER_STOP_TIMEOUT_S = 15.0

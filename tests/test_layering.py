@@ -1,4 +1,5 @@
-"""The rooms import in one direction only: schemas ← bus ← connectors ← agents (docs/architecture.md).
+"""The rooms import in one direction only: schemas ← bus ← connectors ← synthetic ← agents
+(docs/architecture.md).
 
 `deploy` (starts a local Kafka) imports none of them; connectors' test kit and agents may use it
 to find the local broker. Every Kafka client is made in `bus/clients.py`.
@@ -18,7 +19,8 @@ ALLOWED = {
     "schemas": set(),
     "bus": {"schemas"},
     "connectors": {"schemas", "bus", "deploy"},
-    "agents": {"schemas", "bus", "connectors", "deploy"},
+    "synthetic": {"schemas", "connectors"},  # the register's feed format, to simulate the register
+    "agents": {"schemas", "bus", "connectors", "synthetic", "deploy"},
     "deploy": set(),
 }
 CLIENT_CONSTRUCTOR = re.compile(r"\bAIOKafka(Consumer|Producer|AdminClient)\(")

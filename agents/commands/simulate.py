@@ -6,9 +6,9 @@ import argparse
 import asyncio
 
 from agents.logging import configure_logging
-from connectors.folkeregister.simulator import DEFAULT_TOKEN, Faults, run_simulator
-from connectors.synthetic import Reform, Simulation, SyntheticConfig
-from connectors.synthetic.stats import render_stats
+from synthetic import Reform, Simulation, SyntheticConfig
+from synthetic.folkeregister_simulator import DEFAULT_TOKEN, Faults, run_simulator
+from synthetic.stats import render_stats
 
 
 def _config(args: argparse.Namespace) -> SyntheticConfig:

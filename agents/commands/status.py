@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agents.commands.operations import (
+from agents.commands.topics_and_lag import (
     add_connection_arguments,
     bus_groups,
     format_lag,

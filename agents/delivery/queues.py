@@ -49,7 +49,7 @@ from agents.delivery.dispatcher import Dispatcher, subscription_of
 from agents.delivery.egress import Grades
 from agents.delivery.ledger import ledger_key, ledger_record
 from agents.delivery.offsets import OpenOffsets
-from bus.batches import Output
+from bus.batches import Write
 from bus.malformed import skip_malformed
 from bus.state import PartitionedState
 from bus.topics import TopicNames
@@ -101,7 +101,7 @@ class DeliveryQueues:
         self.read_from: dict[int, int] = {}  # partition -> the group's committed offset when it was assigned here
         self.offsets = OpenOffsets()
         self.owned: set[int] = set()
-        self._outputs: list[Output] = []  # decided by `apply` since the last cycle
+        self._outputs: list[Write] = []  # decided by `apply` since the last cycle
         self._changed: dict[str, int] = {}  # stored queue key -> partition, to write in the next cycle
         self._behind_changed: set[tuple[str, int]] = set()  # (subscription, partition) Behind records to write
         self._settled: list[tuple[int, int]] = []  # (partition, offset) durable once this cycle's writes are
@@ -120,7 +120,7 @@ class DeliveryQueues:
         for record in records:
             self._accept(record, now)
 
-    def handle_batch(self, records: list[ConsumerRecord], outputs: list[Output]) -> None:
+    def handle_batch(self, records: list[ConsumerRecord], outputs: list[Write]) -> None:
         """One cycle: `records`, then everything decided since the last cycle, as outputs and pending state."""
         self.accept(records)
         outputs += self._outputs

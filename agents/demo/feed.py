@@ -12,7 +12,7 @@ import asyncio
 from collections import Counter
 
 from connectors.folkeregister.feed_format import EventDocument
-from connectors.synthetic import Simulation, SyntheticConfig
+from synthetic import Simulation, SyntheticConfig
 
 LEVELS = ("ugradert", "klientadresse", "fortrolig", "strengtFortrolig", "strengtFortroligUtland")
 TOKEN = "synthetic-demo-token"

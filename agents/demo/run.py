@@ -37,8 +37,8 @@ from agents.logging import configure_logging
 from agents.subscriptions import store
 from bus import clients
 from bus.topics import BUS_PARTITIONS, ensure_topics, topic_names
-from connectors.folkeregister.simulator import run_simulator
 from connectors.webhook.secrets import new_secret
+from synthetic.folkeregister_simulator import run_simulator
 
 PROTECTION_SCALE = 20.0  # more protected persons than in reality, so the demo has some to protect
 

@@ -39,7 +39,7 @@ from agents import metrics, tracing
 from agents.config import Settings, dead_letter_key
 from agents.ingest.canonical import Canonicaliser, Rejected
 from agents.stage_runtime import StageRuntime
-from bus.batches import BatchService, Output
+from bus.batches import BatchService, Write
 from bus.state import PartitionedState
 from bus.topics import INGEST_SEEN_IDS, TopicNames
 from connectors.dead_letters import DeadLetter, DeadLetterSeal
@@ -75,12 +75,12 @@ class Ingest:
         self.remembered: dict[int, deque[tuple[float, str]]] = defaultdict(deque)
         self.now = time.time()
 
-    def handle_batch(self, messages: list[ConsumerRecord], outputs: list[Output]) -> None:
+    def handle_batch(self, messages: list[ConsumerRecord], outputs: list[Write]) -> None:
         self.now = time.time()
         for message in messages:
             self.handle(message, outputs)
 
-    def handle(self, message: ConsumerRecord, outputs: list[Output]) -> None:
+    def handle(self, message: ConsumerRecord, outputs: list[Write]) -> None:
         parent = tracing.from_kafka_headers(message.headers)
         span = tracing.continue_trace(parent)
         try:
@@ -113,7 +113,7 @@ class Ingest:
 
     def dead_letter(
         self, message: ConsumerRecord, rejected: Rejected, parent: tracing.TraceParent | None, span: tracing.TraceParent
-    ) -> Output:
+    ) -> Write:
         """The input record as it came (its own trace context, or the trace ingest started for it), with the reason."""
         record = rejected.record
         value, scrubbed = message.value, None

@@ -39,7 +39,7 @@ from agents.config import Settings, dead_letter_key
 from agents.routing.index import RoutingIndex
 from agents.routing.router import PersonState, Router
 from agents.stage_runtime import StageRuntime
-from bus.batches import BatchService, Output
+from bus.batches import BatchService, Write
 from bus.state import PartitionedState, SegmentedState
 from bus.topics import ROUTER_HELD, ROUTER_PERSONS, ROUTER_RECORDS, TopicNames
 from connectors.dead_letters import DeadLetter, DeadLetterSeal
@@ -72,13 +72,13 @@ class Route:
         self.waiting: dict[int, deque[tuple[float, str]]] = defaultdict(deque)
         self.now = time.time()
 
-    def handle_batch(self, messages: list[ConsumerRecord], outputs: list[Output]) -> None:
+    def handle_batch(self, messages: list[ConsumerRecord], outputs: list[Write]) -> None:
         self.now = time.time()
         for message in messages:
             self.handle(message, outputs)
         self._expire(outputs)
 
-    def handle(self, message: ConsumerRecord, outputs: list[Output]) -> None:
+    def handle(self, message: ConsumerRecord, outputs: list[Write]) -> None:
         try:
             record = self.codec.decode(message.value)
         except WireFormatError as exc:
@@ -164,12 +164,12 @@ class Route:
             )
         return messages
 
-    def _release(self, partition: int, original: str, outputs: list[Output]) -> None:
+    def _release(self, partition: int, original: str, outputs: list[Write]) -> None:
         """The event a held correction names was routed: the correction goes right after it."""
         for message in self._held_messages(partition, original):
             self.handle(message, outputs)
 
-    def _expire(self, outputs: list[Output]) -> None:
+    def _expire(self, outputs: list[Write]) -> None:
         for partition, waiting in self.waiting.items():
             while waiting and self.now - waiting[0][0] >= self.hold_seconds:
                 since, original = waiting.popleft()
@@ -192,7 +192,7 @@ class Route:
         now = time.time()
         return any(waiting and now - waiting[0][0] >= self.hold_seconds for waiting in self.waiting.values())
 
-    def _unknown_original(self, message: ConsumerRecord, record: dict, state: PersonState, why: str) -> Output:
+    def _unknown_original(self, message: ConsumerRecord, record: dict, state: PersonState, why: str) -> Write:
         envelope = record["envelope"]
         event_type = envelope["type"].rpartition(".")[2]
         value = message.value
@@ -208,7 +208,7 @@ class Route:
 
     def dead_letter(
         self, message: ConsumerRecord, reason: str, text: str, value: bytes | None = None, event_id: str | None = None
-    ) -> Output:
+    ) -> Write:
         scrubbed = "address" if value is not None and value != message.value else None
         letter = DeadLetter(
             reason,

@@ -23,10 +23,10 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from agents.commands.operations import bus_groups, lag_report
+from agents.commands.topics_and_lag import bus_groups, lag_report
 from agents.delivery_health import subscription_health
 from agents.event_trace import trace_event
-from agents.subscriptions.api import authorise
+from agents.subscriptions.http_api import authorise
 from agents.subscriptions.tokens import DLQ_REPLAY, OPERATIONS_READ
 from bus.inspector import BrokerUnreachable, KafkaInspector, SharedInspector
 

@@ -2,7 +2,7 @@
 
 `add_bus_routes(app, settings, runtime)`, called when the worker is put together
 (agents/assembly.py): the subscriptions API with its OpenAPI document
-(agents/subscriptions/api.py), the operations endpoints /healthz, /readyz and /metrics
+(agents/subscriptions/http_api.py), the operations endpoints /healthz, /readyz and /metrics
 (agents/web/operations.py), the operations dashboard /dashboard with its /api/overview,
 /api/trace and replay endpoints (agents/web/dashboard.py) and, unless an external registry is
 configured, the schema registry read API (agents/web/schema_registry.py). Faust freezes the
@@ -15,8 +15,8 @@ import faust
 
 from agents.config import Settings, SettingsError
 from agents.stage_runtime import StageRuntime
-from agents.subscriptions.api import SubscriptionsApi, add_routes, authorise
 from agents.subscriptions.audit import AuditLog
+from agents.subscriptions.http_api import SubscriptionsApi, add_routes, authorise
 from agents.subscriptions.store import write
 from agents.subscriptions.tokens import TokenConfigError, load_tokens
 from agents.web import dashboard, operations, schema_registry

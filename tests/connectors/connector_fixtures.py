@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from functools import cache
 
-from connectors.synthetic import Simulation, SyntheticConfig
+from synthetic import Simulation, SyntheticConfig
 
 
 @cache

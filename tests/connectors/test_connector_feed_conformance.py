@@ -8,9 +8,9 @@ from contextlib import asynccontextmanager
 from connector_fixtures import synthetic_feed
 
 from connectors.folkeregister.feed_format import FUTURE_TYPE, UNUSUAL_TYPES
-from connectors.folkeregister.simulator import DEFAULT_TOKEN, run_simulator
 from connectors.folkeregister.source import FolkeregisterFeedSource
 from connectors.testing import SourceConformance
+from synthetic.folkeregister_simulator import DEFAULT_TOKEN, run_simulator
 
 GOOD = [d for d in synthetic_feed(2000) if d.hendelsetype not in UNUSUAL_TYPES and d.entitetsendring == "registrereNy"]
 

@@ -16,10 +16,10 @@ from connector_fixtures import synthetic_feed
 from kafka_io import read_to_end
 
 from bus.topics import topic_names
-from connectors.folkeregister.simulator import DEFAULT_TOKEN, run_simulator
 from schemas.catalog import catalog
 from schemas.codec import Codec
 from schemas.registry import CatalogRegistry
+from synthetic.folkeregister_simulator import DEFAULT_TOKEN, run_simulator
 
 EVENTS = 100_000
 

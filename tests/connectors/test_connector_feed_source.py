@@ -14,12 +14,12 @@ from support import dead_letter_key, open_dead_letter, pseudonym_key
 from bus.topics import topic_names
 from connectors.dead_letters import DeadLetter
 from connectors.folkeregister.feed_format import BULK_PATH, UNUSUAL_TYPES
-from connectors.folkeregister.simulator import DEFAULT_TOKEN, Faults, run_simulator
 from connectors.folkeregister.source import FeedError, FolkeregisterFeedSource
 from connectors.runtime import open_connector
 from schemas.catalog import catalog
 from schemas.codec import Codec
 from schemas.registry import CatalogRegistry
+from synthetic.folkeregister_simulator import DEFAULT_TOKEN, Faults, run_simulator
 
 CODEC = Codec(CatalogRegistry(catalog()))
 FETCH_MODES = pytest.mark.parametrize("fetch", ["bulk", "single"])

@@ -12,8 +12,8 @@ from support import pseudonym_key
 
 from bus.clients import durable_producer
 from connectors.api import OutputRecord
+from connectors.bookmarks import KafkaStateStore
 from connectors.output import KafkaOutput
-from connectors.state import KafkaStateStore
 from schemas.catalog import catalog
 from schemas.codec import Codec
 from schemas.examples import PERSON, example

@@ -6,8 +6,8 @@ import time
 import aiohttp
 import pytest
 
-from connectors.folkeregister.simulator import Faults, run_simulator
-from connectors.synthetic import Simulation, SyntheticConfig
+from synthetic import Simulation, SyntheticConfig
+from synthetic.folkeregister_simulator import Faults, run_simulator
 
 TOKEN = "test-token"
 

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from connectors.synthetic import Simulation, SyntheticConfig
-from connectors.synthetic.identity_numbers import (
+from schemas.identity import IdentityKind, control_digits, parse_identity
+from synthetic import Simulation, SyntheticConfig
+from synthetic.identity_numbers import (
     IdentityAllocator,
     IdentityNumbersExhausted,
     _digits,
     control_digits_vectorised,
     format_identity,
 )
-from schemas.identity import IdentityKind, control_digits, parse_identity
 
 
 def test_100000_generated_persons_have_unique_valid_synthetic_numbers():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from connectors.folkeregister import feed_format as ff
-from connectors.synthetic import Reform, Simulation, SyntheticConfig
-from connectors.synthetic.population import MARRIED, NOBODY, days_of
+from synthetic import Reform, Simulation, SyntheticConfig
+from synthetic.population import MARRIED, NOBODY, days_of
 
 
 @pytest.fixture(scope="module")

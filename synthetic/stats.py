@@ -6,8 +6,8 @@ from collections import Counter
 
 import numpy as np
 
-from connectors.synthetic.lifecourse import Simulation
-from connectors.synthetic.population import FEMALE, MALE, days_of
+from synthetic.lifecourse import Simulation
+from synthetic.population import FEMALE, MALE, days_of
 
 _BAND_YEARS = 5
 _BAR_WIDTH = 40

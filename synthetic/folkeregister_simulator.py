@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 
 from connectors.folkeregister.feed_format import API_PATH, BULK_LIMIT, BULK_PATH, EventDocument
-from connectors.folkeregister.feed_store import FeedStore
+from synthetic.feed_store import FeedStore
 
 FEED_PATH = f"{API_PATH}/feed"
 LATEST_PATH = f"{API_PATH}/siste/sekvensnummer"

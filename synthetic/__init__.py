@@ -3,7 +3,7 @@
 All identity numbers are synthetic (month + 80, docs/domain.md §1); names and addresses are invented.
 """
 
-from connectors.synthetic.config import Reform, SyntheticConfig, YearlyRates
-from connectors.synthetic.lifecourse import Simulation
+from synthetic.config import Reform, SyntheticConfig, YearlyRates
+from synthetic.lifecourse import Simulation
 
 __all__ = ["Reform", "Simulation", "SyntheticConfig", "YearlyRates"]

@@ -16,11 +16,11 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 
 from connectors.folkeregister import feed_format as ff
-from connectors.synthetic.config import SyntheticConfig
-from connectors.synthetic.geography import STREET_NAMES
-from connectors.synthetic.identity_numbers import format_identity
-from connectors.synthetic.names import FEMALE_GIVEN_NAMES, SURNAMES, given_name, surname
-from connectors.synthetic.population import (
+from synthetic.config import SyntheticConfig
+from synthetic.geography import STREET_NAMES
+from synthetic.identity_numbers import format_identity
+from synthetic.names import FEMALE_GIVEN_NAMES, SURNAMES, given_name, surname
+from synthetic.population import (
     ADRESSEBESKYTTELSE,
     CONFIDENTIAL,
     DEAD,

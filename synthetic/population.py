@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from connectors.synthetic.config import SyntheticConfig
-from connectors.synthetic.geography import STREET_NAMES, Geography
-from connectors.synthetic.identity_numbers import EPOCH, IdentityAllocator
-from connectors.synthetic.names import FEMALE_GIVEN_NAMES, MALE_GIVEN_NAMES, SURNAMES
+from synthetic.config import SyntheticConfig
+from synthetic.geography import STREET_NAMES, Geography
+from synthetic.identity_numbers import EPOCH, IdentityAllocator
+from synthetic.names import FEMALE_GIVEN_NAMES, MALE_GIVEN_NAMES, SURNAMES
 
 # status
 RESIDENT, DEAD, EMIGRATED = 0, 1, 2
