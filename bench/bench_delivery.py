@@ -54,6 +54,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def whole_subscription(sub_id: str, delivery: dict) -> bytes:
+    """A valid subscription (the worker reads subscriptions whole) around the delivery the bench needs."""
+    value = {
+        "id": sub_id,
+        "system": {"name": f"Bench {sub_id}", "owner": "Bench", "contact": "bench@example.invalid"},
+        "legal_basis": "Synthetic benchmark",
+        "public_body": False,
+        "kommuner": ["0301"],
+        "event_types": ["Death"],
+        "fields": {"Death": ["deathDate"]},
+        "delivery": delivery,
+    }
+    return json.dumps(value).encode()
+
+
 def worker_env(bootstrap: str, app_id: str, workdir: Path, **settings: str) -> dict[str, str]:
     """The environment of a bench's `samband worker`: its own app id, folders and port; calls to
     receivers on loopback allowed; synthetic keys."""
@@ -184,16 +199,8 @@ async def main() -> None:
     try:
         for sub, url in zip(subs, urls, strict=False):
             (workdir / "secrets" / sub).write_text(secret)
-            value = {
-                "id": sub,
-                "delivery": {
-                    "kind": "webhook",
-                    "url": url,
-                    "secret_ref": f"file:{sub}",
-                    "max_concurrency": CONCURRENCY,
-                },
-            }
-            await producer.send_and_wait(f"{app_id}-subscriptions", json.dumps(value).encode(), key=sub.encode())
+            target = {"kind": "webhook", "url": url, "secret_ref": f"file:{sub}", "max_concurrency": CONCURRENCY}
+            await producer.send_and_wait(f"{app_id}-subscriptions", whole_subscription(sub, target), key=sub.encode())
 
         async def produce(records: list[dict], stamp: bool) -> None:
             for record in records:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from bench_delivery import delivery, worker_env
+from bench_delivery import delivery, whole_subscription, worker_env
 
 from agents.config import bootstrap_servers
 
@@ -65,8 +65,7 @@ async def one_run(bootstrap: str, deliveries: int, limit: int) -> float:
     group = f"{app_id}-delivery"
     try:
         sub = {"kind": "webhook", "url": "http://127.0.0.1:9/hook", "secret_ref": "file:paused", "paused": True}
-        value = json.dumps({"id": "paused", "delivery": sub}).encode()
-        await producer.send_and_wait(f"{app_id}-subscriptions", value, key=b"paused")
+        await producer.send_and_wait(f"{app_id}-subscriptions", whole_subscription("paused", sub), key=b"paused")
         # Up: one delivery read and committed (a paused one is stored at once).
         await producer.send_and_wait(f"{app_id}-deliveries", json.dumps(delivery("paused", 0, "warm-up")).encode(),
                                      key=f"paused/{0:032x}".encode())  # fmt: skip
