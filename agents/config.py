@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     # Seconds a stage's write waits for the broker before the stage treats the broker as gone: it
     # then starts again from its last commit once the broker is back (bus/batches.py).
     broker_request_timeout: float = Field(40.0, ge=1)
-    # Events handled per agent batch, and the longest a partial batch waits.
+    # Records handled per stage batch, and the longest a partial batch waits.
     batch_size: int = Field(500, ge=1)
     batch_within_seconds: float = Field(0.05, gt=0)
     # Alerts to a failing subscription's contact (at most one a day each): by e-mail when

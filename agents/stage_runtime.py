@@ -19,7 +19,7 @@ from agents import metrics
 from agents.config import Settings, bootstrap_servers
 from agents.subscriptions.store import SubscriptionFollower
 from bus.batches import BatchService
-from bus.topics import BUS_PARTITIONS, TopicNames, topic_names
+from bus.topics import BUS_PARTITIONS, Topic, TopicNames, topic_names
 
 
 @dataclass
@@ -35,6 +35,10 @@ class StageRuntime:
         bootstrap = bootstrap_servers(settings)
         topics = topic_names(settings.app_id)
         return cls(settings, bootstrap, topics, SubscriptionFollower(bootstrap, topics.subscriptions))
+
+    def configs(self, *topics: Topic) -> dict[str, dict[str, str]]:
+        """The configs of these table topics, by their name in this app (for a stage's source and outputs)."""
+        return {topic.name(self.settings.app_id): topic.configs() for topic in topics}
 
     def batch_settings(self) -> dict[str, Any]:
         """What every stage's batch consumer (bus/batches.py) takes from the settings."""

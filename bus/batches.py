@@ -53,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Protocol
@@ -164,10 +164,12 @@ class BatchService(Service):
         ready: Callable[[], Awaitable[object]] | None = None,
         before_batch: Callable[[dict[TopicPartition, list[ConsumerRecord]]], Awaitable[object]] | None = None,
         metrics: BatchMetrics | None = None,
+        topic_configs: Mapping[str, dict[str, str]] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.metrics = metrics or _NoMetrics()
+        self.topic_configs = dict(topic_configs or {})  # of the source and outputs (bus/topics.py TABLE)
         self.bootstrap, self.source, self.group = bootstrap, source, group
         self.outputs, self.partition_count, self.batch_size = outputs, partitions, batch_size
         self.within_ms = int(within * 1000)  # the longest getmany() waits when nothing has arrived
@@ -195,7 +197,7 @@ class BatchService(Service):
         await self._start_producer()
 
     async def _ensure_topics(self) -> None:
-        wanted: dict[str, dict[str, str]] = {name: {} for name in [self.source, *self.outputs]}
+        wanted = {name: self.topic_configs.get(name, {}) for name in [self.source, *self.outputs]}
         wanted |= {s.topic: s.topic_configs for s in self.logic.states}
         await ensure_topics(self.bootstrap, wanted, self.partition_count)
 

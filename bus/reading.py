@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.protocol.metadata import MetadataRequest
 
 from bus import clients
 from bus.malformed import skip_malformed
@@ -27,14 +28,18 @@ async def read_topic(
     since: float | None = None,
     partitions: Iterable[int] | None = None,
     wait_for_topic: bool = False,
+    ends: dict[int, int] | None = None,
 ) -> AsyncIterator[ConsumerRecord]:
     """Every record in `topic` (or in its `partitions`) below its end offsets at the time of the
-    call, in offset order per partition; none if the topic does not exist.
+    call, in offset order per partition; none if the topic does not exist (it is never created:
+    only the bus's ensure_topics creates topics, with the table's settings).
 
     `since` (epoch seconds): only the records written at or after that time. `wait_for_topic`:
     a topic created a moment ago may take a few metadata rounds to show (on a loaded broker more
-    than 10 s); wait for it up to `timeout` (then TimeoutError). `timeout` bounds the whole
-    read (None: a changelog's recovery takes as long as it takes).
+    than 10 s); wait for it. `timeout`: how long the broker may keep the read from progressing
+    (TimeoutError); the caller's own time between records does not count, and a long topic
+    takes as long as it takes. `ends`, if given, is filled with the end offset read up to, per
+    partition: where a follower of the topic goes on from.
     """
     consumer = clients.consumer(bootstrap, enable_auto_commit=False, max_poll_records=10_000)
     await consumer.start()
@@ -50,6 +55,8 @@ async def read_topic(
             # read, and an offsets request on that connection waits behind it.
             end = await consumer.end_offsets(tps)
             start = await _starts(consumer, tps, end, since)
+            if ends is not None:
+                ends.update({tp.partition: offset for tp, offset in end.items()})
             remaining = {tp for tp in tps if start.get(tp, 0) < end[tp]}
             if not remaining:
                 return
@@ -59,12 +66,21 @@ async def read_topic(
                     consumer.seek(tp, start[tp])
             if since is None:
                 await consumer.seek_to_beginning(*remaining)
-            while remaining:
-                for tp, records in (await consumer.getmany(*remaining, timeout_ms=500)).items():
-                    if records[-1].offset >= end[tp]:  # some were written after the call
-                        records = [record for record in records if record.offset < end[tp]]
-                    for record in records:
-                        yield record
+        loop = asyncio.get_running_loop()
+        progressed = loop.time()
+        while remaining:
+            async with asyncio.timeout(timeout):  # the broker's time only, never the caller's
+                batch = await consumer.getmany(*remaining, timeout_ms=500)
+            if batch:
+                progressed = loop.time()
+            elif timeout is not None and loop.time() - progressed > timeout:
+                raise TimeoutError(f"{topic}: the broker gave no records for {timeout:.0f} s")
+            for tp, records in batch.items():
+                if records[-1].offset >= end[tp]:  # some were written after the call
+                    records = [record for record in records if record.offset < end[tp]]
+                for record in records:
+                    yield record
+            async with asyncio.timeout(timeout):  # (a partition whose records retention deleted is at its end)
                 remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
     finally:
         await stop_quietly(consumer)
@@ -97,11 +113,16 @@ async def _starts(
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str, wait: bool) -> set[int]:
-    consumer._client.add_topic(topic)  # a fresh consumer has no topic's metadata; ask for this one, not all
+    """The topic's partitions, asked with auto-creation off: a broker that auto-creates topics (Kafka's
+    default) would otherwise create it on a read, with its defaults rather than the table's."""
+    client = consumer._client
     while True:
-        await consumer._client.force_metadata_update()
-        if partitions := consumer.partitions_for_topic(topic):
-            return partitions
+        response = await client.send(
+            client.get_random_node(), MetadataRequest([topic], allow_auto_topic_creation=False)
+        )
+        for found in response.to_object()["topics"]:
+            if found["topic"] == topic and found["error_code"] == 0 and found["partitions"]:
+                return {partition["partition"] for partition in found["partitions"]}
         if not wait:
             return set()
         await asyncio.sleep(0.1)  # poll interval between metadata requests (the caller's timeout bounds it)

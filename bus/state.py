@@ -1,6 +1,6 @@
 """Per-partition key -> value state of a batch consumer, durable in a compacted changelog topic.
 
-    seen = PartitionedState("samband-ingest-seen-ids", {"cleanup.policy": "compact"})
+    seen = PartitionedState(names.ingest_seen_ids, INGEST_SEEN_IDS.configs(retention_ms=...))
     seen.get(partition, key) / seen.set(partition, key, value) / seen.delete(partition, key)
     pending = seen.take()                    # when the batch is handled
     seen.write(pending, writes)              # into RecordBatches, once the batch's outputs are acknowledged

@@ -1,7 +1,7 @@
 """The table of every topic the bus owns, and the one way to create topics.
 
     names = topic_names("samband")            # names.events == "samband-events"
-    await ensure_topics(bootstrap, {names.ledger: LEDGER.configs()}, partitions=4)
+    await LEDGER.ensure(bootstrap, "samband")  # with the table's partitions and configs
 
 Every name is `<app id>-<suffix>` (SAMBAND_APP_ID, default `samband`). `TABLE` is the single
 source for creating the topics, for `samband topics --table` and for the topic table in
@@ -96,7 +96,7 @@ CONNECTOR_STATE = Topic(
 )  # fmt: skip
 INGEST_SEEN_IDS = Topic(
     "ingest_seen_ids", "ingest-seen-ids", "event id", "first-seen time", "ingest",
-    cleanup="compact,delete", retention="`SAMBAND_DEDUP_RETENTION_HOURS` (168 h)",
+    cleanup="compact,delete", retention="`SAMBAND_DEDUP_RETENTION_HOURS` (default 168 h)",
     notes="ingest's deduplication state, per partition of `ingest`",
 )  # fmt: skip
 ROUTER_PERSONS = Topic(
@@ -114,7 +114,8 @@ ROUTER_HELD = Topic(
     cleanup="compact", notes="until the event is routed or the wait passes",
 )  # fmt: skip
 DELIVERIES = Topic(
-    "deliveries", "deliveries", "`<subscription id>/<person pseudonym>`", "delivery JSON (below)", "router",
+    "deliveries", "deliveries", "`<subscription id>/<person pseudonym>`", "delivery JSON (below)",
+    "router; `samband dlq replay`",
     notes="one record per (event, entitled subscription), in the person's partition",
 )  # fmt: skip
 OUTCOMES = Topic(

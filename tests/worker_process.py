@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
@@ -37,9 +38,15 @@ class WorkerProcess:
             try:
                 return self.process.wait(timeout)
             except subprocess.TimeoutExpired:
+                # mode's worker writes every thread's and task's stack on SIGUSR1: where it hangs.
+                self.process.send_signal(signal.SIGUSR1)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(3)
                 self.process.kill()
                 self.process.wait()
-                raise AssertionError(f"worker ignored signal {sig} for {timeout:.0f} s; log: {self.log_path}") from None
+                raise AssertionError(
+                    f"worker ignored signal {sig} for {timeout:.0f} s; log: {self.log_path}\n{self.log_tail(120)}"
+                ) from None
         return self.process.returncode
 
     def log_tail(self, lines: int = 40) -> str:

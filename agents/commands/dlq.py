@@ -108,7 +108,7 @@ async def _projection(topics):
     from bus.reading import read_topic
 
     grades, subscriptions = Grades(), {}
-    async for record in read_topic(bootstrap_servers(), f"{get_settings().app_id}-router-persons"):
+    async for record in read_topic(bootstrap_servers(), topics.router_persons):
         try:
             grades.apply_state(record.key, record.value)
         except MALFORMED:  # unreadable: the strictest grade, as the router and delivery stage read it

@@ -28,7 +28,7 @@ import orjson
 
 from connectors.dead_letters import DeadLetterSeal
 
-# What the agent does with the head after an outcome.
+# What the delivery stage does with the head after an outcome.
 DELIVERED, DEAD, RETRY, HOLD = "delivered", "dead", "retry", "hold"
 
 

@@ -52,7 +52,7 @@ from agents.delivery.offsets import OpenOffsets
 from bus.batches import Write
 from bus.malformed import skip_malformed
 from bus.state import PartitionedState
-from bus.topics import TopicNames
+from bus.topics import PENDING, TopicNames
 from connectors.api import Outcome
 from connectors.dead_letters import DeadLetter, DeadLetterSeal
 
@@ -85,7 +85,7 @@ class DeliveryQueues:
         self.seal = seal  # every dead letter's value, and every stored entry's record (pending.py), is sealed
         self.dispatcher = dispatcher
         self.clock = clock
-        self.stored = PartitionedState(topics.pending, {"cleanup.policy": "compact"})
+        self.stored = PartitionedState(topics.pending, PENDING.configs())
         self.states = [self.stored]
         self.queues: dict[str, list[dict]] = {}  # queue key -> queue, in memory or stored
         self.seen: dict[str, int] = {}  # stored queue key -> offset of the last record it took

@@ -35,7 +35,7 @@ from bus import clients
 from bus.batches import BatchService
 from bus.malformed import MALFORMED, json_object, skip_malformed
 from bus.reading import read_topic
-from bus.topics import BUS_PARTITIONS, LEDGER, ROUTER_PERSONS, STATUS, ensure_topics
+from bus.topics import BUS_PARTITIONS, DEADLETTER, DELIVERIES, LEDGER, OUTCOMES, ROUTER_PERSONS, STATUS, ensure_topics
 from connectors.dead_letters import DeadLetterSeal
 from connectors.kafka_sink.config import KafkaSinkConfig
 from schemas.registry import registry_from_settings
@@ -99,6 +99,8 @@ class DeliveryService(BatchService):
 
     def __init__(self, settings: Settings, runtime: StageRuntime, **kwargs):
         self.settings, self.topics = settings, runtime.topics
+        if settings.retry_min_seconds < 1.0:
+            log.warning("delivery.retry_min_below_default", seconds=settings.retry_min_seconds, default=1.0)
         self.follower = runtime.subscriptions
         self.direct_writes = DirectWrites(runtime.bootstrap, self.topics.status)
         self.grades = Grades()
@@ -134,15 +136,11 @@ class DeliveryService(BatchService):
             source=self.topics.deliveries,
             group=f"{settings.app_id}-delivery",
             outputs=[self.topics.outcomes, self.topics.ledger, self.topics.deadletter],
+            topic_configs=runtime.configs(DELIVERIES, OUTCOMES, LEDGER, DEADLETTER),
             logic=lambda: self.queues,
             ready=self.subscriptions_read.wait,
             **kwargs,
         )
-
-    async def _ensure_topics(self) -> None:
-        """The ledger is compacted: made so at the start, and again if deleted during an outage."""
-        await LEDGER.ensure(self.bootstrap, self.settings.app_id, self.partition_count)
-        await super()._ensure_topics()
 
     async def on_started(self) -> None:
         freeze_heap()
@@ -233,32 +231,34 @@ class DeliveryService(BatchService):
         await STATUS.ensure(self.bootstrap, self.settings.app_id)
         await ROUTER_PERSONS.ensure(self.bootstrap, self.settings.app_id, BUS_PARTITIONS)
         # Status first, so a restart does not repeat verification handshakes already passed.
-        async for record in read_topic(self.bootstrap, topics.status):
+        read_up_to: dict[str, dict[int, int]] = {topics.status: {}, topics.router_persons: {}}
+        async for record in read_topic(self.bootstrap, topics.status, ends=read_up_to[topics.status]):
             with skip_malformed(record.topic):
                 await self._on_status(record)
         await self.follower.caught_up.wait()
         while not self._changes.empty():
             await self._apply_change(*self._changes.get_nowait())
-        async for record in read_topic(self.bootstrap, topics.router_persons):  # the router's person state
+        persons = read_topic(self.bootstrap, topics.router_persons, ends=read_up_to[topics.router_persons])
+        async for record in persons:  # the router's person state: each person's grade now
             self._on_person(record)
         self.subscriptions_read.set()
-        await asyncio.gather(self._apply_changes(), self._follow_status_and_grades())
+        await asyncio.gather(self._apply_changes(), self._follow_status_and_grades(read_up_to))
 
     async def _apply_changes(self) -> None:
         while True:
             await self._apply_change(*await self._changes.get())
 
-    async def _follow_status_and_grades(self) -> None:
-        consumer = clients.consumer(
-            self.bootstrap,
-            self.topics.status,
-            self.topics.router_persons,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            metadata_max_age_ms=5000,
-        )
+    async def _follow_status_and_grades(self, read_up_to: dict[str, dict[int, int]]) -> None:
+        """From where the start's read ended, never from the beginning again: a grade read anew
+        from an older record would hold, until the newer one came round again, and a delivery
+        could leave under it (a protected person read as unprotected)."""
+        consumer = clients.consumer(self.bootstrap, enable_auto_commit=False)
         await consumer.start()
         try:
+            positions = {TopicPartition(t, p): end for t, ends in read_up_to.items() for p, end in ends.items()}
+            consumer.assign(list(positions))
+            for tp, end in positions.items():
+                consumer.seek(tp, end)
             async for record in consumer:
                 with skip_malformed(record.topic):
                     if record.topic == self.topics.status:

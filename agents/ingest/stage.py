@@ -36,12 +36,13 @@ import structlog
 from aiokafka import ConsumerRecord
 
 from agents import metrics, tracing
+from agents.app import freeze_heap
 from agents.config import Settings, dead_letter_key
 from agents.ingest.canonical import Canonicaliser, Rejected
 from agents.stage_runtime import StageRuntime
 from bus.batches import BatchService, Write
 from bus.state import PartitionedState
-from bus.topics import INGEST_SEEN_IDS, TopicNames
+from bus.topics import DEADLETTER, EVENTS, INGEST, INGEST_SEEN_IDS, TopicNames
 from connectors.dead_letters import DeadLetter, DeadLetterSeal
 from schemas import json_text
 from schemas.codec import Codec
@@ -185,6 +186,9 @@ def _partly_read(value: bytes) -> dict | None:
 class IngestService(BatchService):
     """The ingest stage: its batch consumer, with `Ingest` as its logic."""
 
+    async def on_started(self) -> None:
+        freeze_heap()  # the worker's modules and app, out of the collector's way (as the other stages)
+
 
 def build(settings: Settings, runtime: StageRuntime) -> IngestService:
     topics = runtime.topics
@@ -193,5 +197,6 @@ def build(settings: Settings, runtime: StageRuntime) -> IngestService:
         source=topics.ingest,
         group=f"{settings.app_id}-ingest",
         outputs=[topics.events, topics.deadletter],
+        topic_configs=runtime.configs(INGEST, EVENTS, DEADLETTER),
         logic=lambda: Ingest(settings, topics),
     )

@@ -1,4 +1,4 @@
-"""Routing one canonical event: who gets it, with which fields. Pure logic; the agent keeps the state.
+"""Routing one canonical event: who gets it, with which fields. Pure logic; the stage (stage.py) keeps the state.
 
     router = Router(index)
     result = router.route(event_type, record, person, state, original_recipients)

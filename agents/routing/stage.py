@@ -41,7 +41,7 @@ from agents.routing.router import PersonState, Router
 from agents.stage_runtime import StageRuntime
 from bus.batches import BatchService, Write
 from bus.state import PartitionedState, SegmentedState
-from bus.topics import ROUTER_HELD, ROUTER_PERSONS, ROUTER_RECORDS, TopicNames
+from bus.topics import DEADLETTER, DELIVERIES, EVENTS, ROUTER_HELD, ROUTER_PERSONS, ROUTER_RECORDS, TopicNames
 from connectors.dead_letters import DeadLetter, DeadLetterSeal
 from schemas.codec import Codec, WireFormatError
 from schemas.protection import is_strict, scrub_address
@@ -263,6 +263,7 @@ class RouteService(BatchService):
             source=topics.events,
             group=f"{settings.app_id}-router",
             outputs=[topics.deliveries, topics.deadletter],
+            topic_configs=runtime.configs(EVENTS, DELIVERIES, DEADLETTER),
             logic=lambda: Route(settings, topics, self.index),
             ready=self._subscriptions_read,
             before_batch=self._subscriptions_current,

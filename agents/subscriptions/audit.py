@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from agents.subscriptions import store
+from bus.topics import AUDIT, ensure_topics
 
 
 def os_user() -> str:
@@ -50,7 +51,7 @@ class AuditLog:
         if not entries:
             return
         if not self._ensured:
-            await store.ensure_topic(self.bootstrap, self.topic)
+            await ensure_topics(self.bootstrap, {self.topic: AUDIT.configs()}, AUDIT.partition_count())
             self._ensured = True
         records = []
         for entry in entries:

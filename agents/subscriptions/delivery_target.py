@@ -4,12 +4,13 @@
     delivery: {kind: kafka}      # records go to the bus's topic <SAMBAND_SUBSCRIBER_TOPIC_PREFIX><id>
 
 The webhook settings are the webhook sink's own (connectors.webhook.config.WebhookConfig);
-both kinds take the delivery agent's retry schedule and pause switch (agents/delivery/target.py
+both kinds take the delivery stage's retry schedule and pause switch (agents/delivery/target.py
 reads the same object).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -34,7 +35,7 @@ class DeliveryControl(BaseModel):
         from agents.config import get_settings
 
         least = get_settings().retry_min_seconds
-        if schedule is not None and any(wait < least for wait in schedule):
+        if schedule is not None and not all(wait >= least and math.isfinite(wait) for wait in schedule):  # (NaN too)
             raise ValueError(f"each wait must be at least {least:g} s (SAMBAND_RETRY_MIN_SECONDS)")
         return schedule
 

@@ -111,19 +111,20 @@ class SubscriptionFollower:
         try:
             sub = Subscription.from_json(record.value)
         except ValidationError as exc:
-            # Written around the validating writers: deliver nothing under it rather than guess.
-            log.error(
-                "subscription_invalid_on_topic",
-                subscription=sub_id,
-                offset=record.offset,
-                errors=[".".join(map(str, e["loc"])) for e in exc.errors()],
-            )
-            malformed.count(self.topic, ValidationError)
-            self._delete(sub_id)
+            self._invalid(sub_id, record.offset, [".".join(map(str, e["loc"])) for e in exc.errors()])
+            return
+        if sub.id != sub_id:  # the key is what a tombstone deletes: a body naming another id is not this one
+            self._invalid(sub_id, record.offset, ["id"])
             return
         self.current[sub.id] = sub
         for on_put, _ in self._listeners:
             on_put(sub)
+
+    def _invalid(self, sub_id: str, offset: int, errors: list[str]) -> None:
+        """Written around the validating writers: deliver nothing under it rather than guess."""
+        log.error("subscription_invalid_on_topic", subscription=sub_id, offset=offset, errors=errors)
+        malformed.count(self.topic, ValidationError)
+        self._delete(sub_id)
 
     def _delete(self, sub_id: str) -> None:
         self.current.pop(sub_id, None)

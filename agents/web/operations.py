@@ -1,6 +1,6 @@
 """Operations endpoints of a worker: `/metrics`, `/healthz`, `/readyz`.
 
-    add_routes(web_app, bootstrap, ready_max_lag=settings.ready_max_lag)
+    add_routes(web_app, bootstrap, ready_max_lag=settings.ready_max_lag, batch_consumers=lambda: runtime.stages)
 
 - `GET /healthz`: liveness. 200 whenever the process's event loop answers (this handler runs on it):
   `{"status": "alive"}`, or `{"status": "degraded", "reasons": [...]}` while a stage waits for a

@@ -93,6 +93,7 @@ async def test_an_endpoint_that_answers_2xx_without_echoing_the_challenge_is_not
         ({"url": "https://169.254.169.254/hook"}, "not public"),
         ({"url": "https://[::1]/hook"}, "not public"),
         ({"url": "https://skole.example/hook", "retry_schedule": [0]}, "retry_schedule"),
+        ({"url": "https://skole.example/hook", "retry_schedule": [float("nan")]}, "retry_schedule"),
         ({"url": "https://skole.example/hook", "retry_schedule": [1] * 21}, "retry_schedule"),
         ({"url": "https://skole.example/hook", "read_timeout": 120}, "read_timeout"),
         ({"url": "https://skole.example/hook", "connect_timeout": 61}, "connect_timeout"),

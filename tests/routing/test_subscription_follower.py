@@ -76,3 +76,15 @@ async def test_sync_for_asks_the_broker_only_for_records_written_after_the_last_
         await write(kafka_bootstrap, topic, [(sub.id, sub.to_json())])
         await follower.sync_for(int(time.time() * 1000))
         assert syncs == 2 and sub.id in known
+
+
+async def test_a_record_whose_body_names_another_id_than_its_key_is_not_a_subscription(kafka_bootstrap, new_topic):
+    """A tombstone deletes by key: a body under another key could not be deleted, and would override
+    the subscription it names."""
+    topic = await new_topic(partitions=1, config={"cleanup.policy": "compact"})
+    real = subscription("real", ["4601"], ["Death"], {"Death": ["deathDate"]})
+    impostor = subscription("real", ["0301"], ["Death"], {"Death": ["deathDate"]})  # the same id, other kommuner
+    await write(kafka_bootstrap, topic, [(real.id, real.to_json()), ("other", impostor.to_json())])
+    async with following(kafka_bootstrap, topic) as (follower, known):
+        await follower.sync()
+        assert set(known) == {"real"} and known["real"].kommuner == ["4601"]
