@@ -32,6 +32,7 @@ from pathlib import Path
 
 from agents.commands.dlq import REPLAY_HEADER
 from agents.delivery.egress import subscriber_subject
+from agents.subscriptions.delivery_target import AS_WRITTEN
 from agents.subscriptions.model import Subscription
 from bus.inspector import KafkaInspector
 from bus.reading import read_topic
@@ -214,7 +215,7 @@ async def learn(bootstrap: str, app_id: str, codec: Codec) -> Bus:
     async for record in read_topic(bootstrap, topic_names(app_id).subscriptions):
         try:
             bus.versions.setdefault(record.key.decode(), []).append(
-                (record.timestamp, Subscription.from_json(record.value))
+                (record.timestamp, Subscription.model_validate_json(record.value, context=AS_WRITTEN))
             )
         except (ValueError, TypeError, AttributeError):
             continue  # a tombstone keeps the last known version: it received data while it existed

@@ -13,13 +13,21 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from yarl import URL
 
 from connectors.webhook.config import WebhookConfig
 from connectors.webhook.network import literal_address
 
 MAX_RETRY_STEPS = 20
+# Validation context of a reader that learns what a subscription was, not whether this process
+# would accept it (the privacy scan: the bus accepted it under its own settings, e.g. a loopback
+# URL the demo's worker allows). The checks that depend on this process's settings are skipped.
+AS_WRITTEN = {"as_written": True}
+
+
+def _as_written(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("as_written"))
 
 
 class DeliveryControl(BaseModel):
@@ -31,10 +39,10 @@ class DeliveryControl(BaseModel):
 
     @field_validator("retry_schedule")
     @classmethod
-    def _not_too_soon(cls, schedule: list[float] | None) -> list[float] | None:
+    def _not_too_soon(cls, schedule: list[float] | None, info: ValidationInfo) -> list[float] | None:
         from agents.config import get_settings
 
-        least = get_settings().retry_min_seconds
+        least = 0.0 if _as_written(info) else get_settings().retry_min_seconds
         if schedule is not None and not all(wait >= least and math.isfinite(wait) for wait in schedule):  # (NaN too)
             raise ValueError(f"each wait must be at least {least:g} s (SAMBAND_RETRY_MIN_SECONDS)")
         return schedule
@@ -44,11 +52,13 @@ class WebhookTarget(WebhookConfig, DeliveryControl):
     kind: Literal["webhook"]
 
     @model_validator(mode="after")
-    def _reachable(self):
+    def _reachable(self, info: ValidationInfo):
         """Refused now what the connector would refuse at connect time anyway (connectors/webhook/network.py):
         plain http or a literal address that is not public, unless SAMBAND_WEBHOOK_ALLOW_NETWORKS lists it."""
         from agents.config import webhook_allow_list
 
+        if _as_written(info):
+            return self
         url = URL(self.url)
         host = url.host or ""
         if literal_address(host) is not None or url.scheme != "https":

@@ -16,7 +16,12 @@ DEMO_SEED = 0
 def demo_run(kafka_bootstrap, tmp_path_factory):
     """One small demo run: its exit code and output, and the run directory it used (its logs are there)."""
     cwd = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "COLUMNS": "160"}
+    # As `make demo` runs on a fresh machine: without the test session's loopback allow list and
+    # least retry wait (tests/conftest.py), which once hid a leak check that failed outside the tests.
+    outside = {
+        k: v for k, v in os.environ.items() if k not in ("SAMBAND_WEBHOOK_ALLOW_NETWORKS", "SAMBAND_RETRY_MIN_SECONDS")
+    }
+    env = {**outside, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "COLUMNS": "160"}
     result = subprocess.run(
         [
             sys.executable,
