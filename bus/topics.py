@@ -53,13 +53,10 @@ class Topic:
             configs["retention.ms"] = str(retention_ms)
         return configs
 
-    async def ensure(
-        self, bootstrap: str, app_id: str, bus_partitions: int = BUS_PARTITIONS, retention_ms: int | None = None
-    ) -> str:
+    async def ensure(self, bootstrap: str, app_id: str, bus_partitions: int = BUS_PARTITIONS) -> str:
         """Create it unless it exists; returns its name."""
-        name = self.name(app_id)
-        await ensure_topics(bootstrap, {name: self.configs(retention_ms)}, self.partition_count(bus_partitions))
-        return name
+        await ensure_table_topics(bootstrap, app_id, [self], bus_partitions)
+        return self.name(app_id)
 
 
 PERSON = "person pseudonym"
@@ -176,15 +173,31 @@ def topic_names(app_id: str) -> TopicNames:
 
 async def ensure_topics(bootstrap: str, topics: dict[str, dict[str, str]], partitions: int) -> None:
     """Create the topics that do not exist yet, with `partitions` partitions and their configs."""
+    await _create_missing(
+        bootstrap, [NewTopic(name, partitions, 1, topic_configs=configs) for name, configs in topics.items()]
+    )
+
+
+async def ensure_table_topics(
+    bootstrap: str, app_id: str, topics: list[Topic], bus_partitions: int = BUS_PARTITIONS
+) -> None:
+    """Create these rows of the table that do not exist yet, each with its own partitions and configs."""
+    await _create_missing(
+        bootstrap,
+        [NewTopic(t.name(app_id), t.partition_count(bus_partitions), 1, topic_configs=t.configs()) for t in topics],
+    )
+
+
+async def _create_missing(bootstrap: str, wanted: list[NewTopic]) -> None:
+    """One admin connection: create those of `wanted` that do not exist yet."""
     admin = clients.admin(bootstrap)
     await admin.start()
     try:
-        missing = set(topics) - set(await admin.list_topics())
+        existing = set(await admin.list_topics())
+        missing = sorted((t for t in wanted if t.name not in existing), key=lambda t: t.name)
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker was quicker
-                await admin.create_topics(
-                    [NewTopic(t, partitions, 1, topic_configs=topics[t]) for t in sorted(missing)]
-                )
+                await admin.create_topics(missing)
     finally:
         await admin.close()
 

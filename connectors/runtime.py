@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from bus import clients
-from bus.topics import CONNECTOR_STATE, DEADLETTER, INGEST, topic_names
+from bus.topics import CONNECTOR_STATE, DEADLETTER, INGEST, ensure_table_topics, topic_names
 from connectors.api import Connector, Context
 from connectors.bookmarks import KafkaStateStore
 from connectors.dead_letters import DeadLetterSeal
@@ -46,8 +46,7 @@ async def open_connector(
     topics = topic_names(app_id)
     log = structlog.get_logger("samband.connector").bind(connector=instance)
     # Made from the topic table here too: a source may start before any worker.
-    for topic in (INGEST, DEADLETTER, CONNECTOR_STATE):
-        await topic.ensure(bootstrap, app_id)
+    await ensure_table_topics(bootstrap, app_id, [INGEST, DEADLETTER, CONNECTOR_STATE])
     # linger and batch size: a source writes in bursts; request timeout: a broker that is gone
     # fails a write within 15 s, and the records not acknowledged are read again after a restart.
     producer = clients.durable_producer(bootstrap, linger_ms=5, max_batch_size=1 << 20, request_timeout_ms=15_000)

@@ -35,7 +35,17 @@ from bus import clients
 from bus.batches import BatchService
 from bus.malformed import MALFORMED, json_object, skip_malformed
 from bus.reading import read_topic
-from bus.topics import BUS_PARTITIONS, DEADLETTER, DELIVERIES, LEDGER, OUTCOMES, ROUTER_PERSONS, STATUS, ensure_topics
+from bus.topics import (
+    BUS_PARTITIONS,
+    DEADLETTER,
+    DELIVERIES,
+    LEDGER,
+    OUTCOMES,
+    ROUTER_PERSONS,
+    STATUS,
+    ensure_table_topics,
+    ensure_topics,
+)
 from connectors.dead_letters import DeadLetterSeal
 from connectors.kafka_sink.config import KafkaSinkConfig
 from schemas.registry import registry_from_settings
@@ -228,8 +238,7 @@ class DeliveryService(BatchService):
         """Every worker reads the delivery status, the subscriptions and each person's grade
         whole, then keeps following them."""
         topics = self.topics
-        await STATUS.ensure(self.bootstrap, self.settings.app_id)
-        await ROUTER_PERSONS.ensure(self.bootstrap, self.settings.app_id, BUS_PARTITIONS)
+        await ensure_table_topics(self.bootstrap, self.settings.app_id, [STATUS, ROUTER_PERSONS])
         # Status first, so a restart does not repeat verification handshakes already passed.
         read_up_to: dict[str, dict[int, int]] = {topics.status: {}, topics.router_persons: {}}
         async for record in read_topic(self.bootstrap, topics.status, ends=read_up_to[topics.status]):

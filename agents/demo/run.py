@@ -36,7 +36,7 @@ from agents.demo.view import RateMeter, live_view
 from agents.logging import configure_logging
 from agents.subscriptions import store
 from bus import clients
-from bus.topics import DEADLETTER, DELIVERIES, EVENTS, INGEST, topic_names
+from bus.topics import DEADLETTER, DELIVERIES, EVENTS, INGEST, ensure_table_topics, topic_names
 from connectors.webhook.secrets import new_secret
 from synthetic.folkeregister_simulator import run_simulator
 
@@ -192,8 +192,7 @@ class DemoRun:
 
     async def _create_bus_topics(self) -> None:
         """The topics the live view follows, made from the topic table before the worker starts."""
-        for topic in (INGEST, EVENTS, DEADLETTER, DELIVERIES):
-            await topic.ensure(self.broker.bootstrap, self.app_id)
+        await ensure_table_topics(self.broker.bootstrap, self.app_id, [INGEST, EVENTS, DEADLETTER, DELIVERIES])
 
     async def _watch(self, feed: DemoFeed, monitor: BusMonitor, children: Children) -> str | None:
         """The live view until the duration is over (or Ctrl-C); the name of a process that died, if one did."""
