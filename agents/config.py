@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     secrets_dir: str = ""
     # Kafka subscribers get exactly one topic each: this prefix + the subscription id.
     subscriber_topic_prefix: str = Field("subscriber.", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    # Where subscriptions of kind `files` get their batch files, one folder per subscription id.
+    # Empty: files delivery is off, and a subscription asking for it is refused.
+    files_outbound_dir: str = ""
+    # Bytes of finished batch files a subscription's folder may hold; beyond it, files delivery
+    # answers retry until the subscriber takes files away.
+    files_outbound_quota_bytes: int = Field(1 << 30, ge=1 << 20)
 
     @field_validator("subscriber_topic_prefix")
     @classmethod

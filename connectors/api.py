@@ -26,27 +26,35 @@ sets it on stop), `stop()` releases. A source that saves its bookmark only after
 returns resumes exactly after a crash; re-sent records carry the same key (event id), and
 ingest deduplicates by it.
 
-Sink (takes deliveries out of the bus, like Quix Streams' Sink / a Singer target)::
+Sink (takes deliveries out of the bus: a delivery kind, like Quix Streams' Sink / a Singer target)::
 
     class MySink(Sink):
-        Config = MySinkConfig
+        Config = MySinkConfig          # the subscription's `delivery` object, less `kind`
 
         async def write(self, batch: Sequence[SinkRecord]) -> list[Outcome]:
             return [Outcome.delivered() for record in batch]
 
-The delivery stage consumes `samband-deliveries`, calls `write` with a batch, and acts on
-one `Outcome` per record, in order: `delivered`, `retry` (transient, try again later) or
-`rejected` (permanent: the delivery stage dead-letters it with the outcome's reason).
-`write` must be idempotent per `SinkRecord.key`-plus-content: a batch may be written again
-after a crash.
+A sink is one subscription's way out: the delivery stage makes one per subscription
+(`context.subscriber` says whom it serves), calls `start`, then `write` with batches of at
+most `max_batch` records, at most `max_concurrency` writes at a time, and acts on one
+`Outcome` per record, in order: `delivered`, `retry` (transient, try again later) or
+`rejected` (permanent: the delivery stage dead-letters it with the outcome's reason). Each
+record in one batch is a different person's; a person's next record comes only after this
+one's outcome. `write` must be idempotent per idempotency key (the record's value holds it): a record may be
+written again after a crash. What else a kind declares: `verify` (the handshake before the
+first delivery and after the `endpoint` changes), `refusal` (why the bus must refuse a
+subscription's target at once, before anything is sent) and `stop` (close what it opened).
 
-Connectors are found through the entry-point group `samband.connectors` (name -> class),
-so a third-party connector lives in its own package; see docs/connectors.md.
+Sources are found through the entry-point group `samband.connectors` (name -> class), which
+`samband connectors run` runs; delivery kinds through `samband.delivery_kinds` (the `kind` a
+subscription names -> Sink class), which the delivery stage runs. A third-party connector or kind lives in its own
+package; see docs/connectors.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -60,6 +68,7 @@ if TYPE_CHECKING:
     from connectors.dead_letters import DeadLetter
 
 ENTRY_POINT_GROUP = "samband.connectors"
+DELIVERY_KINDS_GROUP = "samband.delivery_kinds"
 
 __all__ = [
     "ConfigError",
@@ -71,6 +80,8 @@ __all__ = [
     "Sink",
     "SinkRecord",
     "Source",
+    "Subscriber",
+    "delivery_kinds",
     "discover",
 ]
 
@@ -104,7 +115,10 @@ class OutputRecord:
 
 @dataclass(frozen=True)
 class SinkRecord:
-    """One record from `samband-deliveries` (see docs/architecture.md, delivery record)."""
+    """One delivery as it leaves the bus: for a delivery kind, `key` is the subscription's own
+    pseudonym of the person (the event's `subject`) and `value` the JSON
+    `{"idempotency_key", "subscription", "kind": "event" | "purge", "event": <CloudEvent>}`, after
+    the protection rule (docs/architecture.md, delivery record, less the bus's `person`)."""
 
     key: bytes | None
     value: bytes
@@ -167,6 +181,15 @@ class StateStore:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class Subscriber:
+    """Whom a delivery kind's sink serves, as the bus knows it: never taken from the `delivery`
+    object itself, so no subscription can name another's topic, folder or secret."""
+
+    id: str  # the subscription id
+    fields: Mapping[str, Sequence[str]] = field(default_factory=dict)  # granted fields per event type
+
+
 @dataclass
 class Context:
     instance: str  # the connector instance name, e.g. "folkeregister-main"; key of its state
@@ -174,7 +197,12 @@ class Context:
     dead_letters: DeadLetters
     state: StateStore
     log: structlog.stdlib.BoundLogger  # already bound with connector=<instance>
+    # What the bus lends a connector; for a delivery kind (docs/connectors.md): "topic_writer",
+    # "ensure_topic", "schema_registry", "subscriber_topic_prefix", "webhook_allow", "secrets_dir",
+    # "files_root", "files_quota_bytes" (docs/connectors.md). Each sink gets a copy of its own,
+    # whose topic writer touches only the subscriber's own topic. A kind takes what it needs.
     extras: dict[str, Any] = field(default_factory=dict)
+    subscriber: Subscriber | None = None  # set for a delivery kind's sink
 
 
 # --- the connector classes ----------------------------------------------------------------
@@ -207,7 +235,8 @@ class Connector:
         """Open connections; raise to refuse to start (the runtime reports it)."""
 
     async def stop(self) -> None:
-        """Release what start() opened. Called once, also after a failed run."""
+        """Release what start() opened. Called once, also after a failed run, and on a delivery
+        kind's sink that was made only to `verify` and never started."""
 
 
 class Source(Connector):
@@ -223,19 +252,89 @@ class Source(Connector):
 
 
 class Sink(Connector):
+    """A way out of the bus. What the delivery stage needs of a delivery kind is declared here;
+    every method but `write` has a default that suits a kind with nothing to check."""
+
     kind = "sink"
+    # Records per `write`: 1 writes each delivery alone; more lets delivery hand over several
+    # subscribers' heads (each a different person's) in one call, e.g. one fsync per batch.
+    max_batch: ClassVar[int] = 1
+
+    @property
+    def max_concurrency(self) -> int:
+        """`write` calls in flight at once: the config's `max_concurrency` when it has one, else 1."""
+        return int(getattr(self.config, "max_concurrency", 1))
+
+    @classmethod
+    def endpoint(cls, config: ConnectorConfig, subscription: str) -> object:
+        """What identifies where deliveries go (JSON-able). When it changes (or the kind does),
+        `verify` runs again before anything more is sent. Default: the subscription and the whole config."""
+        return [subscription, config.model_dump(mode="json")]
+
+    @classmethod
+    def refusal(cls, config: ConnectorConfig, subscription: str, bus: Mapping[str, Any] | None) -> str | None:
+        """Why the bus must refuse this target for `subscription` when it is written, as
+        "<field>: <what to do>" without values; None when it may be used. `bus` holds what the bus
+        lends from its settings (`webhook_allow`, `secrets_dir`, `subscriber_topic_prefix`,
+        `files_root`: agents/delivery/target.py `bus_lends`); it is None for a reader that only
+        learns what was written, and then the checks that depend on this bus's settings are skipped."""
+        return None
+
+    async def verify(self, subscription: str) -> Outcome:
+        """The handshake before the first delivery (and after the endpoint changes); retried on the
+        subscription's retry schedule until `delivered`. Called on a sink that was not started."""
+        return Outcome.delivered()
 
     async def write(self, batch: Sequence[SinkRecord]) -> list[Outcome]:
         """One Outcome per record, in order. Must be idempotent under re-delivery."""
         raise NotImplementedError
 
+    async def write_delivery(self, record: SinkRecord, delivery: dict) -> Outcome:
+        """One delivery, its record's value already parsed (`delivery`): the delivery stage calls it
+        for a head that goes alone. A sink that works on the parsed record overrides it to skip the
+        decoding (the webhook kind does); by default `write([record])`."""
+        [outcome] = await self.write([record])
+        return outcome
 
-def discover() -> dict[str, type[Connector]]:
-    """Installed connectors by entry-point name (group `samband.connectors`)."""
+    async def flush(self) -> None:
+        """Make every record answered `delivered` visible to the subscriber now (e.g. finish an open
+        batch file). Called before the delivery stage hands partitions to another worker, so that
+        worker's later records for the same persons cannot be seen first. Default: nothing held."""
+
+
+def delivery_kinds() -> dict[str, type[Sink]]:
+    """Installed delivery kinds by the name a subscription's `delivery.kind` gives (group
+    `samband.delivery_kinds`). Read once per process: a kind installed later needs a restart."""
+    return dict(_delivery_kinds())
+
+
+@functools.cache
+def _delivery_kinds() -> tuple[tuple[str, type[Sink]], ...]:
+    found: dict[str, type[Sink]] = {}
+    for ep in entry_points(group=DELIVERY_KINDS_GROUP):
+        if ep.name in found:  # two packages claim one name: neither may silently replace the other
+            raise TypeError(f"delivery kind {ep.name!r} is registered twice ({ep.value} and another package)")
+        try:
+            cls = ep.load()
+        except Exception as exc:
+            raise TypeError(f"delivery kind {ep.name!r} ({ep.value}) cannot be loaded: {type(exc).__name__}") from exc
+        if not (isinstance(cls, type) and issubclass(cls, Sink)):
+            raise TypeError(f"delivery kind {ep.name!r} ({ep.value}) is not a Sink class")
+        reserved = {"kind", "retry_schedule", "paused"} & set(cls.Config.model_fields)
+        if reserved:
+            raise TypeError(f"delivery kind {ep.name!r}: config fields {sorted(reserved)} are the delivery stage's own")
+        found[ep.name] = cls
+    return tuple(sorted(found.items()))
+
+
+def discover() -> dict[str, type[Source]]:
+    """Installed source connectors by entry-point name (group `samband.connectors`)."""
     found = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         cls = ep.load()
-        if not (isinstance(cls, type) and issubclass(cls, (Source, Sink))):
-            raise TypeError(f"entry point {ep.name!r} ({ep.value}) is not a Source or Sink class")
+        if isinstance(cls, type) and issubclass(cls, Sink):
+            raise TypeError(f"entry point {ep.name!r} ({ep.value}) is a Sink: register it in {DELIVERY_KINDS_GROUP}")
+        if not (isinstance(cls, type) and issubclass(cls, Source)):
+            raise TypeError(f"entry point {ep.name!r} ({ep.value}) is not a Source class")
         found[ep.name] = cls
     return dict(sorted(found.items()))

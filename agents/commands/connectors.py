@@ -14,18 +14,19 @@ from agents.cli import UsageError
 
 
 def _list(args: argparse.Namespace) -> int:
-    from connectors.api import discover
+    from connectors.api import delivery_kinds, discover
 
-    found = discover()
+    listed = {"source": discover(), "delivery kind": delivery_kinds()}
     if args.json:
-        print(json.dumps({name: {"kind": c.kind, "class": f"{c.__module__}:{c.__qualname__}",
-                                 "config_schema": c.config_schema()} for name, c in found.items()}, indent=2))  # fmt: skip
+        print(json.dumps({f"{role}s": {name: {"class": f"{c.__module__}:{c.__qualname__}", "config_schema": c.config_schema()}
+                                          for name, c in found.items()} for role, found in listed.items()}, indent=2))  # fmt: skip
         return 0
-    for name, cls in found.items():
-        print(f"{name}  ({cls.kind}, {cls.__module__}:{cls.__qualname__})")
-        if cls.description:
-            print(f"  {cls.description}")
-        print("  config: " + json.dumps(cls.config_schema(), indent=2).replace("\n", "\n  "))
+    for role, found in listed.items():
+        for name, cls in found.items():
+            print(f"{name}  ({role}, {cls.__module__}:{cls.__qualname__})")
+            if cls.description:
+                print(f"  {cls.description}")
+            print("  config: " + json.dumps(cls.config_schema(), indent=2).replace("\n", "\n  "))
     return 0
 
 
@@ -46,18 +47,20 @@ def _load_config(path: str) -> dict:
 def _run(args: argparse.Namespace) -> int:
     from agents.config import bootstrap_servers, dead_letter_key, get_settings, require_keys
     from agents.logging import configure_logging
-    from connectors.api import ConfigError, Source, discover
+    from connectors.api import ConfigError, delivery_kinds, discover
     from connectors.runtime import open_connector
 
     settings = get_settings()
     require_keys(settings)
     configure_logging(settings.log_level, settings.log_format)
     found = discover()
+    if args.name in delivery_kinds():
+        raise UsageError(
+            f"{args.name} is a delivery kind: it runs inside the delivery stage for the subscriptions that name it"
+        )
     if args.name not in found:
-        raise UsageError(f"no connector named {args.name!r}; installed: {', '.join(found) or 'none'}")
+        raise UsageError(f"no source connector named {args.name!r}; installed: {', '.join(found) or 'none'}")
     cls = found[args.name]
-    if not issubclass(cls, Source):
-        raise UsageError(f"{args.name} is a sink: sinks run inside the delivery stage, not on their own")
     raw = _load_config(args.config)
 
     async def run() -> None:
@@ -94,7 +97,9 @@ def _new(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("connectors", help="list, run and create connectors (sources and sinks)")
+    parser = subparsers.add_parser(
+        "connectors", help="list, run and create connectors (sources; and the delivery kinds)"
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     listing = actions.add_parser("list", help="installed connectors and their config schema")

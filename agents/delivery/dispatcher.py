@@ -1,8 +1,9 @@
 """The in-memory side of delivery: when each pending head goes out, and through which lane.
 
-One `Lane` per active subscription: its own sink (a webhook sink with its own keep-alive
-pool, or a Kafka sink writing to the subscriber's topic), its own queue and
-`max_concurrency` workers. A slow or failing subscriber fills only its own lane, so no
+One `Lane` per active subscription: its own sink, made by the subscription's delivery kind
+(a webhook sink with its own keep-alive pool, a Kafka sink writing to the subscriber's topic,
+batch files, or a plug-in's: connectors.api), its own queue and the sink's `max_concurrency`
+workers, each handing the sink up to `max_batch` heads at a time. A slow or failing subscriber fills only its own lane, so no
 other subscriber waits for it (no head-of-line blocking). Everything here can be rebuilt
 from Kafka: the heads come from the delivery records and the pending topic (agents/delivery/queues.py),
 subscriptions and their verification status from their compacted topics.
@@ -30,9 +31,7 @@ from agents.delivery.egress import Egress
 from agents.delivery.target import Target
 from bus.malformed import MALFORMED
 from connectors.api import Context, DeadLetters, Outcome, Output, Sink, SinkRecord, StateStore
-from connectors.kafka_sink.config import KafkaSinkConfig
-from connectors.kafka_sink.sink import KafkaSink
-from connectors.webhook.sink import WebhookSink
+from connectors.kafka_sink.config import subscriber_topic
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +40,7 @@ WITHHELD = Outcome.rejected(
     "protection.withheld", "the person's address protection withholds it from this subscription"
 )
 MALFORMED_RECORD = Outcome.rejected("delivery.malformed", "delivery record is not delivery JSON with person and event")
+UNANSWERED = Outcome.retry("delivery.unanswered")  # a place kept for the sink's outcome
 SaveStatus = Callable[[str, dict], Awaitable[None]]  # (subscription, status record)
 
 
@@ -48,14 +48,27 @@ def subscription_of(queue_key: str) -> str:
     return queue_key.rsplit("/", 1)[0]  # pseudonyms are hex, so the last "/" separates them
 
 
-def make_sink(target: Target, extras: dict) -> WebhookSink | KafkaSink:
-    """`extras`: what a Kafka sink writes with (`topic_writer`, `schema_registry`)."""
+def make_sink(target: Target, extras: dict) -> Sink:
+    """The subscription's sink, of its delivery kind; `extras`: what the bus lends it (connectors.api.Context),
+    a copy of its own, whose topic writer writes only to the subscriber's own topic."""
     # The delivery stage writes outcomes, dead letters and the ledger itself: the sink only sends.
-    context = Context(
-        target.subscription, Output(), DeadLetters(), StateStore(), log.bind(subscription=target.subscription), extras
-    )
-    kind = KafkaSink if isinstance(target.sink, KafkaSinkConfig) else WebhookSink
-    return kind(target.sink, context)
+    lent = dict(extras)
+    own = subscriber_topic(lent.get("subscriber_topic_prefix", ""), target.subscription)
+    for name in ("topic_writer", "ensure_topic"):
+        if name in lent:
+            lent[name] = _only_own_topic(lent[name], own)
+    log_ = log.bind(subscription=target.subscription)
+    context = Context(target.subscription, Output(), DeadLetters(), StateStore(), log_, lent, target.subscriber)
+    return target.sink_class(target.config, context)
+
+
+def _only_own_topic(lent: Callable[..., Awaitable[None]], own: str) -> Callable[..., Awaitable[None]]:
+    async def on_own_topic(topic: str, *args) -> None:
+        if topic != own:
+            raise PermissionError("a subscription's sink touches only the subscriber's own topic")
+        await lent(topic, *args)
+
+    return on_own_topic
 
 
 class Lane:
@@ -83,27 +96,40 @@ class Lane:
         self.queue: asyncio.Queue[tuple[str, dict, int]] = asyncio.Queue()
         self.hold_until = 0.0  # the subscriber's Retry-After applies to the whole lane
         self._report = report
-        self._workers = [asyncio.create_task(self._work()) for _ in range(target.sink.max_concurrency)]
+        self._workers = [asyncio.create_task(self._work()) for _ in range(sink.max_concurrency)]
 
     async def _work(self) -> None:
         while True:
-            key, entry, token = await self.queue.get()
+            batch = [await self.queue.get()]
+            while len(batch) < self.sink.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())  # several persons' heads at once, for a batching kind
             wait = self.hold_until - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)  # the subscriber asked for this pause (Retry-After); checks come after it
-            while (earlier := self._sending.get(key)) is not None:
-                await earlier.wait()  # an earlier attempt for this person is still on its way: it arrives first
-            if not self._may_send(key, token):
-                continue
-            self._sending[key] = ended = asyncio.Event()  # no await between the check and this claim
-            try:
-                outcome = await self._attempt(key, entry)
-            except Exception as exc:  # a sink's own fault: retried as a failed attempt, never a dead worker
-                log.error("delivery.attempt_failed", idempotency_key=entry["key"], error=type(exc).__name__)
-                outcome = Outcome.retry("delivery.internal_error")
-            finally:
-                del self._sending[key]
-                ended.set()
+            while batch:
+                claimed, later = [], []
+                for key, entry, token in batch:
+                    if key in self._sending:  # an earlier attempt for this person is still on its way
+                        later.append((key, entry, token))
+                    elif self._may_send(key, token):
+                        self._sending[key] = asyncio.Event()  # no await between the check and this claim
+                        claimed.append((key, entry, token))
+                if claimed:
+                    await self._send(claimed)
+                if later and (earlier := self._sending.get(later[0][0])) is not None:
+                    await earlier.wait()  # holding no claim of ours, so no two workers wait on each other
+                batch = later
+
+    async def _send(self, claimed: list[tuple[str, dict, int]]) -> None:
+        try:
+            outcomes = await self._attempt([(key, entry) for key, entry, _ in claimed])
+        except Exception as exc:  # a sink's own fault: retried as a failed attempt, never a dead worker
+            log.error("delivery.attempt_failed", subscription=self.target.subscription, error=type(exc).__name__)
+            outcomes = [Outcome.retry("delivery.internal_error")] * len(claimed)
+        finally:
+            for key, _, _ in claimed:
+                self._sending.pop(key).set()
+        for (key, entry, token), outcome in zip(claimed, outcomes, strict=True):
             if getattr(outcome, "retry_after", None):  # capped as pending.decide caps it
                 hold = min(outcome.retry_after, max(self.target.retry_schedule, default=0.0))
                 self.hold_until = max(self.hold_until, time.time() + hold)
@@ -112,29 +138,63 @@ class Lane:
             except Exception:  # the head stays pending and is offered again after a restart
                 log.exception("delivery.report_failed", idempotency_key=entry["key"])
 
-    async def _attempt(self, key: str, entry: dict) -> Outcome:
+    async def _attempt(self, heads: list[tuple[str, dict]]) -> list[Outcome]:
+        """One outcome per head, in order: those the protection rule withholds or that are malformed
+        are settled here, never sent; the rest go to the sink in one call. A sink gets the event and
+        its idempotency key, keyed by the subscription's own pseudonym: nothing of the bus's own
+        pseudonym of the person (its queue key, the record's `person`)."""
         target = self.target
-        try:
-            delivery = self.egress.outgoing(entry["record"], target.subscription, target.public_body, target.national)
-        except MALFORMED:
-            return MALFORMED_RECORD
-        if delivery is None:
-            return WITHHELD  # the person's grade forbids it: never sent
-        if isinstance(self.sink, WebhookSink):  # the hot path: the parsed record, no list, no coroutine level more
-            traceparent = next((v for k, v in entry["headers"] if k == "traceparent"), None)
-            return await self.sink.send_delivery(delivery, traceparent)
-        record = SinkRecord(key.encode(), orjson.dumps(delivery), [(k, v.encode()) for k, v in entry["headers"]])
-        [outcome] = await self.sink.write([record])
-        return outcome
+        outcomes: list[Outcome] = []
+        sending: list[tuple[int, SinkRecord, dict]] = []
+        for _key, entry in heads:
+            try:
+                delivery = self.egress.outgoing(
+                    entry["record"], target.subscription, target.public_body, target.national
+                )
+            except MALFORMED:
+                outcomes.append(MALFORMED_RECORD)
+                continue
+            if delivery is None:
+                outcomes.append(WITHHELD)  # the person's grade forbids it: never sent
+                continue
+            del delivery["person"]
+            subject = delivery["event"]["subject"].encode()
+            record = SinkRecord(subject, orjson.dumps(delivery), [(k, v.encode()) for k, v in entry["headers"]])
+            sending.append((len(outcomes), record, delivery))
+            outcomes.append(UNANSWERED)
+        if len(sending) == 1:  # the webhook's hot path: the parsed delivery, no list
+            _, record, delivery = sending[0]
+            written = [await self.sink.write_delivery(record, delivery)]
+        elif sending:
+            written = await self.sink.write([record for _, record, _ in sending])
+        else:
+            written = []
+        if len(written) != len(sending) or not all(isinstance(outcome, Outcome) for outcome in written):
+            raise TypeError(f"the sink answered {len(written)} outcomes for {len(sending)} records, or not Outcomes")
+        for (at, _, _), outcome in zip(sending, written, strict=True):
+            outcomes[at] = outcome
+        return outcomes
 
     async def close(self) -> None:
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
-        await self.sink.stop()
+        await stop_quietly(self.sink)
+
+
+async def stop_quietly(sink: Sink, timeout: float = 30.0) -> None:
+    """A kind's `stop`, bounded in time, its failure logged: never the delivery stage's failure."""
+    try:
+        async with asyncio.timeout(timeout):
+            await sink.stop()
+    except Exception as exc:
+        log.warning("delivery.sink_stop_failed", subscription=sink.context.instance, error=type(exc).__name__)
 
 
 class Dispatcher:
+    START_RETRY_SECONDS = 30.0  # a sink that could not start is tried again this much later
+    START_TIMEOUT_SECONDS = 30.0  # a sink's start that takes longer counts as failed
+
     def __init__(
         self,
         report: Report,
@@ -160,6 +220,8 @@ class Dispatcher:
         self._leaving: set[int] = set()  # partitions being handed over: nothing more of theirs is sent
         self._verifying: dict[str, asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
+        self._start_retries: dict[str, asyncio.Task] = {}  # subscription -> its sink's next start
+        self._opening: dict[str, asyncio.Task] = {}  # subscription -> its lane's sink, starting
         self._wake = asyncio.Event()
 
     # --- pending heads ------------------------------------------------------------------
@@ -265,9 +327,7 @@ class Dispatcher:
     def _save_suspension(self, sub: str, suspended: dict | None) -> None:
         status = {**(self.status.get(sub) or {}), "suspended": suspended, "at": time.time()}
         self.status[sub] = status
-        task = asyncio.get_running_loop().create_task(self._save_status(sub, status))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._in_background(self._save_status(sub, status))
 
     def _requeue_waiting(self, sub: str) -> None:
         """The subscription's waiting heads go out again, each at its due time."""
@@ -304,6 +364,17 @@ class Dispatcher:
                 log.warning("delivery.handover_attempts_on_way", attempts=len(late), timeout=timeout)
                 for waiter in late:
                     waiter.cancel()
+        # What the sinks hold back (an open batch file) is made visible first: the new owner's
+        # records for the same persons must not be seen before these.
+        await asyncio.gather(*(self._flush(lane) for lane in list(self._lanes.values())))
+
+    @staticmethod
+    async def _flush(lane: Lane, timeout: float = 30.0) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await lane.sink.flush()
+        except Exception as exc:
+            log.warning("delivery.sink_flush_failed", subscription=lane.target.subscription, error=type(exc).__name__)
 
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget heads of partitions this worker no longer owns (after a rebalance)."""
@@ -373,41 +444,79 @@ class Dispatcher:
         status = {"fingerprint": target.fingerprint, "verified": True, "disabled_reason": reason, "at": time.time()}
         log.warning("delivery.subscription_disabled", subscription=sub, reason=reason)
         self.status[sub] = status
-        task = asyncio.get_running_loop().create_task(self._save_disabled(sub, status))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._in_background(self._save_disabled(sub, status))
 
     async def _save_disabled(self, sub: str, status: dict) -> None:
         await self._save_status(sub, status)
         await self._refresh(sub, lane_changed=False)
 
     async def _refresh(self, sub: str, lane_changed: bool) -> None:
+        """Brings `sub`'s lane in line with its target and status. No kind's code is awaited here (the
+        followers of status and grades call it, and a grade must never wait for a subscriber's
+        server): a lane's sink starts and stops in tasks of their own."""
         target = self.targets.get(sub)
         if target is None and (verifying := self._verifying.pop(sub, None)) is not None:
             verifying.cancel()  # a deleted subscription's handshake stops at once, not at its next attempt
         old = self._lanes.get(sub)
         if old is not None and (lane_changed or not self.is_active(sub)):
             del self._lanes[sub]
-            await old.close()
+            self._in_background(old.close())
             self._forget_probe(sub)
             # Heads queued in or in flight on the old lane go out again (same webhook-id).
             self._waiting[sub].update(k for k in self.heads if subscription_of(k) == sub)
+        if lane_changed and (opening := self._opening.pop(sub, None)) is not None:
+            opening.cancel()  # a sink of the old target, still starting
         if target is not None and (self.status.get(sub) or {}).get("fingerprint") != target.fingerprint:
             self._start_verification(target)
         if self.is_active(sub):
-            if sub not in self._lanes:
-                self._lanes[sub] = Lane(
-                    target,
-                    self._outcome,
-                    make_sink(target, self._sink_extras),
-                    self._egress,
-                    self._may_send,
-                    self._sending,
-                )
-            if self.breaker.is_open(sub):
-                self._wake.set()  # its heads wait; the run loop probes
-            else:
-                self._requeue_waiting(sub)
+            if sub in self._lanes:
+                self._lane_ready(sub)
+            elif sub not in self._opening:
+                self._opening[sub] = asyncio.create_task(self._open_lane(sub, target))
+
+    def _lane_ready(self, sub: str) -> None:
+        if self.breaker.is_open(sub):
+            self._wake.set()  # its heads wait; the run loop probes
+        else:
+            self._requeue_waiting(sub)
+
+    async def _open_lane(self, sub: str, target: Target) -> None:
+        """Starts the subscription's sink (at most START_TIMEOUT_SECONDS) and opens its lane. A sink
+        that cannot start is tried again in START_RETRY_SECONDS; its heads wait meanwhile."""
+        sink = None
+        try:
+            sink = make_sink(target, self._sink_extras)
+            async with asyncio.timeout(self.START_TIMEOUT_SECONDS):
+                await sink.start()
+        except Exception as exc:  # the kind says why in its log; the error's text may name a path
+            log.error("delivery.sink_not_started", subscription=sub, kind=target.kind, error=type(exc).__name__)
+            if sink is not None:
+                self._in_background(stop_quietly(sink))
+            self._start_retries[sub] = asyncio.create_task(self._refresh_later(sub, target))
+            return
+        except asyncio.CancelledError:
+            if sink is not None:
+                self._in_background(stop_quietly(sink))
+            raise
+        finally:
+            if self._opening.get(sub) is asyncio.current_task():
+                del self._opening[sub]
+        if sub in self._lanes or self.targets.get(sub) is not target or not self.is_active(sub):
+            self._in_background(stop_quietly(sink))  # changed while it started: the newer refresh decides
+            return
+        self._lanes[sub] = Lane(target, self._outcome, sink, self._egress, self._may_send, self._sending)
+        self._lane_ready(sub)
+
+    async def _refresh_later(self, sub: str, target: Target) -> None:
+        await asyncio.sleep(self.START_RETRY_SECONDS)  # a retry timer, not a wait for a condition
+        self._start_retries.pop(sub, None)
+        if self.targets.get(sub) is target:
+            await self._refresh(sub, lane_changed=False)
+
+    def _in_background(self, work) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _start_verification(self, target: Target) -> None:
         running = self._verifying.get(target.subscription)
@@ -416,11 +525,16 @@ class Dispatcher:
         self._verifying[target.subscription] = asyncio.create_task(self._verify(target))
 
     async def _verify(self, target: Target) -> None:
-        """Altinn-style handshake: a signed validation event must be answered 2xx before events flow."""
-        sink = make_sink(target, self._sink_extras)
+        """The kind's handshake (`Sink.verify`; a webhook's signed validation event must be answered
+        with its challenge) before events flow, retried on the subscription's schedule."""
+        sink = None
         try:
+            sink = make_sink(target, self._sink_extras)
             for attempt in itertools.count():
-                outcome = await sink.verify(target.subscription)
+                try:
+                    outcome = await sink.verify(target.subscription)
+                except Exception as exc:  # the kind's own fault: a failed attempt, tried again
+                    outcome = Outcome.retry("delivery.verify_failed", type(exc).__name__)
                 if outcome.status == "delivered":
                     break
                 log.warning(
@@ -431,15 +545,19 @@ class Dispatcher:
                 )
                 schedule = target.retry_schedule or (10.0,)
                 await asyncio.sleep(schedule[min(attempt, len(schedule) - 1)])  # the verification's retry schedule
+        except Exception as exc:  # e.g. a kind whose sink cannot be made: the subscription stays unverified
+            log.error("delivery.verification_not_started", subscription=target.subscription, error=type(exc).__name__)
+            return
         finally:
-            await sink.stop()
+            if sink is not None:
+                await stop_quietly(sink)
         status = {"fingerprint": target.fingerprint, "verified": True, "disabled_reason": None, "at": time.time()}
         log.info("delivery.subscription_verified", subscription=target.subscription)
         await self._save_status(target.subscription, status)
         await self.set_status(target.subscription, status)
 
     async def close(self) -> None:
-        for task in self._verifying.values():
+        for task in [*self._verifying.values(), *self._start_retries.values(), *self._opening.values()]:
             task.cancel()
         for lane in self._lanes.values():
             await lane.close()

@@ -23,12 +23,12 @@ from mode import Service
 
 from agents import metrics
 from agents.app import freeze_heap
-from agents.config import Settings, dead_letter_key, webhook_allow_list
+from agents.config import Settings, dead_letter_key
 from agents.delivery.breaker import Breaker
 from agents.delivery.dispatcher import Dispatcher
 from agents.delivery.egress import Egress, Grades
 from agents.delivery.queues import DeliveryQueues
-from agents.delivery.target import Target, TargetError, parse_target
+from agents.delivery.target import Target, TargetError, bus_lends, parse_target
 from agents.stage_runtime import StageRuntime
 from agents.subscriptions.model import Subscription
 from bus import clients
@@ -47,7 +47,6 @@ from bus.topics import (
     ensure_topics,
 )
 from connectors.dead_letters import DeadLetterSeal
-from connectors.kafka_sink.config import KafkaSinkConfig
 from schemas.registry import registry_from_settings
 
 log = structlog.get_logger(__name__)
@@ -114,15 +113,16 @@ class DeliveryService(BatchService):
         self.follower = runtime.subscriptions
         self.direct_writes = DirectWrites(runtime.bootstrap, self.topics.status)
         self.grades = Grades()
+        self.lends = bus_lends(settings)  # what every delivery kind's sink may use (connectors.api.Context)
         self.dispatcher = Dispatcher(
             lambda key, entry, outcome: self.queues.apply(key, entry, outcome),
             self.direct_writes.save_status,
             Egress(self.grades, settings.pseudonym_key.encode()),
             {
+                **self.lends,
                 "topic_writer": self.direct_writes.write,
+                "ensure_topic": self.direct_writes.ensure,
                 "schema_registry": registry_from_settings(settings),
-                "webhook_allow": webhook_allow_list(settings),
-                "secrets_dir": settings.secrets_dir,
             },
             Breaker(settings.breaker_failures, settings.breaker_probe_seconds),
         )
@@ -246,7 +246,7 @@ class DeliveryService(BatchService):
                 await self._on_status(record)
         await self.follower.caught_up.wait()
         while not self._changes.empty():
-            await self._apply_change(*self._changes.get_nowait())
+            await self.dispatcher.set_target(*self._changes.get_nowait())
         persons = read_topic(self.bootstrap, topics.router_persons, ends=read_up_to[topics.router_persons])
         async for record in persons:  # the router's person state: each person's grade now
             self._on_person(record)
@@ -255,7 +255,7 @@ class DeliveryService(BatchService):
 
     async def _apply_changes(self) -> None:
         while True:
-            await self._apply_change(*await self._changes.get())
+            await self.dispatcher.set_target(*await self._changes.get())
 
     async def _follow_status_and_grades(self, read_up_to: dict[str, dict[int, int]]) -> None:
         """From where the start's read ended, never from the beginning again: a grade read anew
@@ -293,7 +293,7 @@ class DeliveryService(BatchService):
     def _subscription_put(self, sub: Subscription) -> None:
         """From the worker's follower, which has parsed and validated the subscription."""
         try:
-            target = parse_target(sub.id, json.loads(sub.to_json()), self.settings.subscriber_topic_prefix)
+            target = parse_target(sub.id, json.loads(sub.to_json()), self.lends)
         except TargetError as exc:
             log.error("delivery.subscription_invalid", subscription=sub.id, reason=TargetError.reason, error=str(exc))
             target = None
@@ -301,16 +301,6 @@ class DeliveryService(BatchService):
 
     def _subscription_deleted(self, sub_id: str) -> None:
         self._changes.put_nowait((sub_id, None))
-
-    async def _apply_change(self, sub: str, target: Target | None) -> None:
-        if target is not None and isinstance(target.sink, KafkaSinkConfig):
-            try:
-                await self.direct_writes.ensure(target.sink.topic)
-            except (
-                Exception
-            ) as exc:  # the broker, not the subscription, is at fault: tried again before the first record
-                log.warning("delivery.subscriber_topic_not_created", subscription=sub, error=type(exc).__name__)
-        await self.dispatcher.set_target(sub, target)
 
 
 class BacklogReader:

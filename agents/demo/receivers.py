@@ -17,6 +17,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -153,3 +154,38 @@ class TopicReceiver:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self._consumer.stop()
+
+
+class FolderReceiver:
+    """A system that reads batch files (delivery kind `files`): it takes each finished file in its
+    folder once, as a file-reading system polls its drop folder."""
+
+    POLL_SECONDS = 0.5
+
+    def __init__(self, subscription: str, folder: Path):
+        self.recording = Recording(subscription, verified=True)
+        self.folder = folder
+        self._taken: set[str] = set()
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._follow())
+
+    def take_new(self) -> None:
+        for path in sorted(self.folder.glob("*.jsonl")):  # names sort by the time each was finished
+            if path.name not in self._taken:
+                self._taken.add(path.name)
+                for line in path.read_text().splitlines():
+                    self.recording.counts.requests += 1
+                    self.recording.record(json.loads(line)["event"])
+
+    async def _follow(self) -> None:
+        while True:
+            self.take_new()
+            await asyncio.sleep(self.POLL_SECONDS)  # the system's polling interval
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.take_new()  # the last batch, finished when the worker stopped

@@ -30,7 +30,7 @@ from agents.demo import systems
 from agents.demo.feed import TOKEN, DemoFeed
 from agents.demo.monitor import BusMonitor, bus_topic_names, wait_for_topics
 from agents.demo.processes import Broker, Children
-from agents.demo.receivers import TopicReceiver, WebhookReceiver
+from agents.demo.receivers import FolderReceiver, TopicReceiver, WebhookReceiver
 from agents.demo.report import Report
 from agents.demo.view import RateMeter, live_view
 from agents.logging import configure_logging
@@ -64,10 +64,11 @@ class DemoRun:
         self.console = console
         self.app_id = f"samband-demo-{uuid.uuid4().hex[:8]}"
         self.run_dir = Path(".samband") / "demo" / self.app_id
+        self.outbound = (self.run_dir / "outbound").resolve()
         self.subscriptions = systems.load_subscriptions()
         self.outage_seconds = max(5.0, min(15.0, options.duration / 4))
         self.secrets = {s.id: new_secret() for s in self.subscriptions if s.delivery.kind == "webhook"}
-        self.receivers: dict[str, WebhookReceiver | TopicReceiver] = {}
+        self.receivers: dict[str, WebhookReceiver | TopicReceiver | FolderReceiver] = {}
         self.stop_requested = asyncio.Event()
 
     def _env(self) -> dict[str, str]:
@@ -82,6 +83,7 @@ class DemoRun:
             "SAMBAND_DLQ_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),  # keys of this run only
             "SAMBAND_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",  # the demo's receivers listen on loopback, over http
             "SAMBAND_SUBSCRIBER_TOPIC_PREFIX": systems.subscriber_topic_prefix(self.app_id),
+            "SAMBAND_FILES_OUTBOUND_DIR": str(self.outbound),  # batch files for systems that read files
         }
         env.update({systems.secret_env(s): self.secrets[s.id] for s in self.subscriptions if s.id in self.secrets})
         return env
@@ -137,7 +139,7 @@ class DemoRun:
                 )
                 await monitor.start()
                 for receiver in self.receivers.values():
-                    if isinstance(receiver, TopicReceiver):
+                    if isinstance(receiver, TopicReceiver | FolderReceiver):
                         await receiver.start()
                 pacer = asyncio.create_task(feed.publish(simulator, self.options.duration / 2))
                 try:
@@ -149,6 +151,9 @@ class DemoRun:
                         "stopping the feed source and the worker, then checking what each system got ..."
                     )
                     await asyncio.to_thread(children.stop_all)
+                    for receiver in self.receivers.values():
+                        if isinstance(receiver, FolderReceiver):
+                            receiver.take_new()  # the batch the worker finished as it stopped
             report = Report(
                 self.subscriptions,
                 self.receivers,
@@ -174,6 +179,8 @@ class DemoRun:
                 outage = self.outage_seconds if sub.id == systems.MISBEHAVING else 0.0
                 receiver = WebhookReceiver(sub.id, self.secrets[sub.id], outage)
                 await receiver.start()
+            elif sub.delivery.kind == "files":
+                receiver = FolderReceiver(sub.id, self.outbound / sub.id)
             else:
                 receiver = TopicReceiver(
                     sub.id, self.broker.bootstrap, systems.kafka_topic(sub, self.app_id), sub.fields

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import deploy
 from agents.demo.view import SystemRow
+from agents.subscriptions.delivery_target import AS_WRITTEN
 from agents.subscriptions.files import load_dir
 from agents.subscriptions.model import Subscription
 
@@ -14,7 +15,9 @@ MISBEHAVING = "trondheim-pleie-og-omsorg"  # its receiver answers 500 for a whil
 
 
 def load_subscriptions() -> list[Subscription]:
-    subs, errors = load_dir(SUBSCRIPTIONS_DIR)
+    # As the bus will read them: what depends on settings (the webhook allow-list, the files folder)
+    # is the demo worker's, set for the run (run.py), not this process's.
+    subs, errors = load_dir(SUBSCRIPTIONS_DIR, context=AS_WRITTEN)
     if errors:
         raise ValueError("invalid demo subscriptions: " + "; ".join(errors))
     return subs
@@ -36,8 +39,8 @@ def kafka_topic(sub: Subscription, app_id: str) -> str:
 
 
 def for_this_run(sub: Subscription, receiver_url: str | None) -> Subscription:
-    """The subscription with its webhook pointed at the local receiver (a Kafka one is left as it is)."""
-    if sub.delivery.kind == "kafka":
+    """The subscription with its webhook pointed at the local receiver (other kinds are left as they are)."""
+    if sub.delivery.kind != "webhook":
         return sub
     return sub.model_copy(update={"delivery": sub.delivery.model_copy(update={"url": receiver_url})})
 

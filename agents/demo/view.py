@@ -24,7 +24,7 @@ class SystemRow:
 
     id: str
     name: str
-    kind: str  # webhook | kafka
+    kind: str  # webhook | kafka | files (the delivery kind)
     note: str  # e.g. "down for 15 s, then recovers"
 
 

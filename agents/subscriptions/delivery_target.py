@@ -2,22 +2,23 @@
 
     delivery: {kind: webhook, url: https://..., secret_ref: env:BERGEN_HS_SECRET, mode: structured}
     delivery: {kind: kafka}      # records go to the bus's topic <SAMBAND_SUBSCRIBER_TOPIC_PREFIX><id>
+    delivery: {kind: files}      # batch files in <SAMBAND_FILES_OUTBOUND_DIR>/<id>/
 
-The webhook settings are the webhook sink's own (connectors.webhook.config.WebhookConfig);
-both kinds take the delivery stage's retry schedule and pause switch (agents/delivery/target.py
-reads the same object).
+Each installed delivery kind (entry points `samband.delivery_kinds`: connectors.api) gives one
+member of the `DeliveryTarget` union: the kind's own config, plus the delivery stage's retry
+schedule and pause switch, which every kind takes (agents/delivery/target.py reads the same
+object). The kind's `refusal` is asked by the subscription (`Subscription._deliverable`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
-from yarl import URL
+from pydantic import BaseModel, Field, ValidationInfo, create_model, field_validator
 
-from connectors.webhook.config import WebhookConfig
-from connectors.webhook.network import literal_address
+from connectors.api import delivery_kinds
 
 MAX_RETRY_STEPS = 20
 # Validation context of a reader that learns what a subscription was, not whether this process
@@ -26,7 +27,7 @@ MAX_RETRY_STEPS = 20
 AS_WRITTEN = {"as_written": True}
 
 
-def _as_written(info: ValidationInfo) -> bool:
+def as_written(info: ValidationInfo) -> bool:
     return bool(info.context and info.context.get("as_written"))
 
 
@@ -42,47 +43,20 @@ class DeliveryControl(BaseModel):
     def _not_too_soon(cls, schedule: list[float] | None, info: ValidationInfo) -> list[float] | None:
         from agents.config import get_settings
 
-        least = 0.0 if _as_written(info) else get_settings().retry_min_seconds
+        least = 0.0 if as_written(info) else get_settings().retry_min_seconds
         if schedule is not None and not all(wait >= least and math.isfinite(wait) for wait in schedule):  # (NaN too)
             raise ValueError(f"each wait must be at least {least:g} s (SAMBAND_RETRY_MIN_SECONDS)")
         return schedule
 
 
-class WebhookTarget(WebhookConfig, DeliveryControl):
-    kind: Literal["webhook"]
-
-    @model_validator(mode="after")
-    def _reachable(self, info: ValidationInfo):
-        """Refused now what the connector would refuse at connect time anyway (connectors/webhook/network.py):
-        plain http or a literal address that is not public, unless SAMBAND_WEBHOOK_ALLOW_NETWORKS lists it."""
-        from agents.config import webhook_allow_list
-
-        if _as_written(info):
-            return self
-        url = URL(self.url)
-        host = url.host or ""
-        if literal_address(host) is not None or url.scheme != "https":
-            refusal = webhook_allow_list().refusal(url.scheme, host)
-            if refusal:
-                raise ValueError(f"url: {refusal}")
-        return self
+def _member(kind: str, config: type[BaseModel]) -> type[BaseModel]:
+    """The `delivery` object of `kind`: its config, the control fields and `kind` itself."""
+    name = "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", kind)) + "Delivery"
+    fields: dict[str, Any] = {"kind": (Literal[kind], ...)}
+    return create_model(name, __base__=(config, DeliveryControl), **fields)
 
 
-class KafkaTarget(DeliveryControl):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["kafka"]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_topic(cls, data):
-        # A named topic could be one of the bus's own or another subscriber's (docs/delivery.md).
-        if isinstance(data, dict) and "topic" in data:
-            raise ValueError(
-                "topic cannot be chosen: a Kafka subscription's records go to its own topic, "
-                "the subscriber topic prefix followed by the subscription id"
-            )
-        return data
-
-
-DeliveryTarget = Annotated[WebhookTarget | KafkaTarget, Field(discriminator="kind")]
+_MEMBERS = tuple(_member(kind, sink.Config) for kind, sink in delivery_kinds().items())
+if len({member.__name__ for member in _MEMBERS}) != len(_MEMBERS):  # e.g. kinds `sftp-drop` and `sftp_drop`
+    raise TypeError(f"two delivery kinds share a schema name: {sorted(delivery_kinds())}")
+DeliveryTarget = Annotated[Union[_MEMBERS], Field(discriminator="kind")]  # noqa: UP007 (a tuple of members)

@@ -19,8 +19,9 @@ def validation_problems(exc: ValidationError) -> list[str]:
     return [f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
 
 
-def load_dir(directory: Path) -> tuple[list[Subscription], list[str]]:
-    """(subscriptions, errors); the errors are `file: problem` lines, empty when every file is valid."""
+def load_dir(directory: Path, context: dict | None = None) -> tuple[list[Subscription], list[str]]:
+    """(subscriptions, errors); the errors are `file: problem` lines, empty when every file is valid.
+    `context`: the validation context (delivery_target.AS_WRITTEN skips what depends on this process's settings)."""
     files = sorted(p for p in Path(directory).iterdir() if p.suffix in (".yaml", ".yml"))
     if not files:
         return [], [f"{directory}: no *.yaml or *.yml files"]
@@ -39,7 +40,7 @@ def load_dir(directory: Path) -> tuple[list[Subscription], list[str]]:
             errors.append(f"{path.name}: must hold one subscription (a mapping)")
             continue
         try:
-            sub = Subscription.model_validate(raw)
+            sub = Subscription.model_validate(raw, context=context)
         except ValidationError as exc:
             errors += [f"{path.name}: {problem}" for problem in validation_problems(exc)]
             continue

@@ -14,6 +14,7 @@
       Birth: [envelope.person, birthDate, name, address]
       Move: [envelope.person, movedDate, newAddress, scope]
     delivery: {kind: webhook, url: https://..., secret_ref: env:SAMBAND_WEBHOOK_SECRET_BERGEN_HELSESTASJON}
+    # kind: one of the installed delivery kinds (webhook, kafka, files, or a plug-in's)
 
 Field paths are the catalog's (`schemas.catalog.catalog().fields(type)`). Every event type
 needs its list of fields: nothing is granted by default. Fields classified `confidential`
@@ -24,9 +25,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from agents.subscriptions.delivery_target import DeliveryTarget
+from agents.subscriptions.delivery_target import DeliveryTarget, as_written
+from connectors.api import delivery_kinds
 from schemas.catalog import UNKNOWN_EVENT, catalog
 from schemas.kommuner import kommuner
 
@@ -110,13 +112,17 @@ class Subscription(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _own_secret(self):
-        if self.delivery.kind == "webhook":
-            from agents.delivery.target import secret_ref_problem
+    def _deliverable(self, info: ValidationInfo):
+        """What the delivery kind refuses at once (its own secret, a reachable URL, an enabled folder);
+        as written, only what does not depend on this process's settings."""
+        from agents.config import get_settings
+        from agents.delivery.target import bus_lends, kind_config
 
-            problem = secret_ref_problem(self.id, self.delivery.secret_ref, self.delivery.previous_secret_ref)
-            if problem:
-                raise ValueError(problem)
+        sink = delivery_kinds()[self.delivery.kind]
+        config = kind_config(sink, self.delivery.model_dump())
+        problem = sink.refusal(config, self.id, None if as_written(info) else bus_lends(get_settings()))
+        if problem:
+            raise ValueError(f"delivery.{problem}")
         return self
 
     def to_json(self) -> bytes:

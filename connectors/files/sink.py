@@ -1,132 +1,227 @@
-"""Sink: deliveries as per-subscription batch files of JSON lines, for systems that read files.
+"""The files delivery kind: a subscription's deliveries as batch files of JSON lines, for systems that read files.
 
-    <directory>/<subscription>/.current.jsonl.tmp                  the open batch (never read by consumers)
-    <directory>/<subscription>/<UTC time>-<n>.jsonl                 a finished batch, renamed from the temp name
+    delivery: {kind: files, max_bytes: 8388608, max_age_s: 300}
 
-Each line is one delivery record as `samband-deliveries` holds it (docs/architecture.md).
-`write` appends, flushes and fsyncs before it answers `delivered`, so a delivered record
-survives a crash. A batch is finished (fsync, atomic rename) when it reaches `max_bytes`, when
-its first line is older than `max_age_s` (checked every `check_interval_s`), and on stop; a
-temp file left by a crash is finished at start. Delivery is at least once: readers dedupe by
-the line's `idempotency_key`.
+    <files root>/<subscription>/.open-<writer>-<n>.jsonl.tmp     a batch being written (never read by consumers)
+    <files root>/<subscription>/<UTC time>-<writer>-<n>.jsonl     a finished batch, renamed from its temp name
+
+The files root is the operator's (SAMBAND_FILES_OUTBOUND_DIR; files delivery is refused while it
+is unset), and each subscription's folder is named by its id: no subscription chooses a path.
+Each line is one delivery as it leaves the bus, after the protection rule and the projection:
+`{"idempotency_key": ..., "event": <CloudEvent>}` (docs/delivery.md). `write` appends, flushes
+and fsyncs before it answers `delivered`, so a delivered line survives a crash. A batch is
+finished (fsync, atomic rename) when it reaches `max_bytes`, when its first line is older than
+`max_age_s`, before a handover of partitions (`flush`) and on stop.
+
+Each writer (one per worker process and subscription) creates every batch under a name of its
+own and locks it before the name can be seen, so a batch file whose lock is free was left by a
+crash: writers finish such files at start and then every second. While the folder holds more
+than the operator's quota of finished files (SAMBAND_FILES_OUTBOUND_QUOTA_BYTES), writes answer
+`retry`: a subscriber that reads nothing fills no disk. Delivery is at least once: readers
+dedupe by the line's `idempotency_key`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import fcntl
 import os
-import re
+import secrets
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+import orjson
 from pydantic import Field
 
 from connectors.api import ConnectorConfig, Outcome, Sink, SinkRecord
 
-TEMP_NAME = ".current.jsonl.tmp"
-SUBSCRIPTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+TEMP_GLOB = ".open-*.jsonl.tmp"
+ROOT_UNSET = "files delivery is not enabled on this bus: the operator sets SAMBAND_FILES_OUTBOUND_DIR"
+DEFAULT_QUOTA_BYTES = 1 << 30
+DELIVERED = Outcome.delivered()
+MALFORMED = Outcome.rejected(
+    "delivery.malformed", "delivery record is not delivery JSON with event and idempotency_key"
+)
 
 
 class BatchFileConfig(ConnectorConfig):
-    directory: str = Field(description="one subfolder per subscription is made here")
-    max_bytes: int = Field(8 << 20, ge=1, description="finish a batch file at this size")
-    max_age_s: float = Field(300.0, gt=0, description="finish a batch file this long after its first line")
-    check_interval_s: float = Field(1.0, gt=0, description="how often batch ages are checked")
-
-
-@dataclass
-class _Batch:
-    file: BinaryIO
-    opened: float
-    size: int = 0
+    max_bytes: int = Field(8 << 20, ge=64 << 10, le=1 << 30, description="finish a batch file at this size")
+    max_age_s: float = Field(300.0, ge=1, le=86400, description="finish a batch file this long after its first line")
 
 
 class BatchFileSink(Sink):
     Config = BatchFileConfig
-    description = "Batch files: per-subscription JSON-lines files, atomic rename, rotation by size or age"
+    description = (
+        "Batch files: JSON-lines files in the subscription's own folder, atomic rename, rotation by size or age"
+    )
     config: BatchFileConfig
+    max_batch = 500  # one fsync per batch of heads
+
+    @classmethod
+    def refusal(cls, config: ConnectorConfig, subscription: str, bus: Mapping[str, Any] | None) -> str | None:
+        if bus is not None and not bus.get("files_root"):
+            return f"kind: {ROOT_UNSET}"
+        return None
 
     async def start(self) -> None:
-        self.root = Path(self.config.directory)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._open: dict[str, _Batch] = {}
-        self._finished = 0
-        for temp in self.root.glob(f"*/{TEMP_NAME}"):  # left by a crash: its lines were delivered
-            self._finish_file(temp)
-        self._ager = asyncio.create_task(self._finish_aged())
+        root = self.context.extras.get("files_root")
+        if not root or self.context.subscriber is None:
+            raise RuntimeError(ROOT_UNSET)
+        self.folder = Path(root) / self.context.subscriber.id
+        self.quota = int(self.context.extras.get("files_quota_bytes") or DEFAULT_QUOTA_BYTES)
+        self._writer = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._count = 0
+        self._file: BinaryIO | None = None
+        self._temp = Path()  # the open batch's name
+        self._opened = 0.0
+        self._size = 0
+        # Every file operation runs on this one thread, in the order asked: the event loop never waits
+        # for an fsync, and a write cancelled by its caller still ends before `stop` finishes the batch.
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"files-{self.context.subscriber.id}")
+        self._finished_bytes = await self._on_disk(self._prepare_folder)
+        self._ager = asyncio.create_task(self._every_second())
 
     async def stop(self) -> None:
-        if getattr(self, "_ager", None) is not None:
-            self._ager.cancel()
-        for subscription in list(getattr(self, "_open", {})):
-            self._finish(subscription)
+        ager = getattr(self, "_ager", None)
+        if ager is None:
+            return  # never started (a sink made only to verify)
+        ager.cancel()
+        await asyncio.gather(ager, return_exceptions=True)
+        try:
+            await self._on_disk(self._finish)
+        finally:
+            self._disk.shutdown(wait=True)
+
+    async def flush(self) -> None:
+        await self._on_disk(self._finish)
 
     async def write(self, batch: Sequence[SinkRecord]) -> list[Outcome]:
-        outcomes, touched = [], set()
+        outcomes: list[Outcome] = []
+        lines = []
         for record in batch:
-            subscription = _subscription(record)
-            if subscription is None:
-                outcomes.append(Outcome.rejected("file.malformed_delivery", "no valid subscription id in the record"))
-                continue
-            current = self._open.get(subscription) or self._new_batch(subscription)
-            line = record.value.rstrip(b"\n") + b"\n"
-            current.file.write(line)
-            current.size += len(line)
-            touched.add(subscription)
-            outcomes.append(Outcome.delivered())
-        for subscription in touched:
-            current = self._open[subscription]
-            current.file.flush()
-            os.fsync(current.file.fileno())
-            if current.size >= self.config.max_bytes:
-                self._finish(subscription)
+            line = _line(record.value)
+            outcomes.append(MALFORMED if line is None else DELIVERED)
+            if line is not None:
+                lines.append(line)
+        if not lines:
+            return outcomes
+        try:
+            await self._on_disk(self._append, b"".join(lines))
+        except OSError as exc:  # a full or failing disk, or the quota: nothing of this batch counts as delivered
+            failed = Outcome.retry("file.write_failed", type(exc).__name__)
+            return [failed if outcome is DELIVERED else outcome for outcome in outcomes]
         return outcomes
 
-    def _new_batch(self, subscription: str) -> _Batch:
-        folder = self.root / subscription
-        folder.mkdir(exist_ok=True)
-        batch = self._open[subscription] = _Batch(open(folder / TEMP_NAME, "ab"), time.monotonic())  # noqa: SIM115 (open until the batch is finished)
-        return batch
+    def _on_disk(self, work, *args):
+        return asyncio.get_running_loop().run_in_executor(self._disk, work, *args)
 
-    async def _finish_aged(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.check_interval_s)  # a periodic timer, not a wait for a condition
-            now = time.monotonic()
-            for subscription, batch in list(self._open.items()):
-                if now - batch.opened >= self.config.max_age_s:
-                    self._finish(subscription)
+    # --- on the disk thread -------------------------------------------------------------------
 
-    def _finish(self, subscription: str) -> None:
-        batch = self._open.pop(subscription)
-        batch.file.close()
-        self._finish_file(Path(batch.file.name))
+    def _prepare_folder(self) -> int:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._finish_abandoned()
+        return self._measure()
 
-    def _finish_file(self, temp: Path) -> None:
-        """fsync the temp file and rename it to its final, unique name (atomic within the folder)."""
-        if temp.stat().st_size == 0:
-            temp.unlink()
+    def _measure(self) -> int:
+        return sum(p.stat().st_size for p in self.folder.glob("*.jsonl") if p.is_file())
+
+    def _append(self, lines: bytes) -> None:
+        if self._finished_bytes + self._size > self.quota:
+            self._finished_bytes = self._measure()  # the subscriber may have taken files since
+            if self._finished_bytes + self._size > self.quota:
+                raise OSError("the subscription's folder holds its quota of unread batch files")
+        if self._file is None:
+            self._file = self._new_temp()
+            self._opened, self._size = time.monotonic(), 0
+        try:
+            self._file.write(lines)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError:
+            self._file.truncate(self._size)  # no half line before the next batch's
+            raise
+        self._size += len(lines)
+        if self._size >= self.config.max_bytes:
+            self._finish()
+
+    def _new_temp(self) -> BinaryIO:
+        """A new batch file, locked before its name can be seen: it is made under a name no writer
+        looks for, locked, then renamed (the lock goes with the file)."""
+        self._count += 1
+        hidden = self.folder / f".new-{self._writer}-{self._count}"
+        file = open(hidden, "xb")  # noqa: SIM115 (open until the batch is finished)
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._temp = self.folder / f".open-{self._writer}-{self._count}.jsonl.tmp"
+        os.rename(hidden, self._temp)
+        return file
+
+    def _finish(self) -> None:
+        file, self._file = self._file, None
+        if file is None:
             return
-        with open(temp, "rb") as file:
+        with file:  # closed (and unlocked) after the rename: no one finishes it twice
+            file.flush()
             os.fsync(file.fileno())
-        self._finished += 1
+            self._finished_bytes += self._size
+            self._size = 0
+            self._rename(self._temp)
+
+    def _finish_abandoned(self) -> None:
+        """Batch files no live writer holds (their writer crashed): their lines were delivered, so they are finished."""
+        for temp in self.folder.glob(TEMP_GLOB):
+            try:
+                file = open(temp, "rb")  # noqa: SIM115 (closed below)
+            except FileNotFoundError:
+                continue  # finished by its writer meanwhile
+            with file:
+                try:
+                    fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # another writer's open batch
+                try:
+                    if os.stat(temp).st_ino != os.fstat(file.fileno()).st_ino:
+                        continue  # finished and a new file made under that name since we opened it
+                except FileNotFoundError:
+                    continue
+                os.fsync(file.fileno())
+                self._rename(temp)
+
+    def _rename(self, temp: Path) -> None:
+        """The temp file's final, unique name; the rename is atomic within the folder and fsynced."""
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        final = temp.with_name(f"{stamp}-{os.getpid()}-{self._finished:06d}.jsonl")
-        os.rename(temp, final)
+        os.rename(temp, temp.with_name(f"{stamp}-{self._writer}-{secrets.token_hex(3)}.jsonl"))
         directory = os.open(temp.parent, os.O_RDONLY)
         try:
             os.fsync(directory)  # the rename itself survives a crash
         finally:
             os.close(directory)
 
+    # --- the timer ----------------------------------------------------------------------------
 
-def _subscription(record: SinkRecord) -> str | None:
+    async def _every_second(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)  # a periodic timer, not a wait for a condition
+            with contextlib.suppress(OSError):
+                await self._on_disk(self._tick)
+
+    def _tick(self) -> None:
+        if self._file is not None and time.monotonic() - self._opened >= self.config.max_age_s:
+            self._finish()
+        self._finish_abandoned()
+
+
+def _line(value: bytes) -> bytes | None:
+    """The line for one delivery: its idempotency key and the event as it leaves the bus."""
     try:
-        subscription = json.loads(record.value)["subscription"]
-    except (ValueError, KeyError, TypeError):
-        subscription = (record.key or b"").decode("utf-8", "replace").partition("/")[0] or None
-    return subscription if isinstance(subscription, str) and SUBSCRIPTION.match(subscription) else None
+        delivery = orjson.loads(value)
+        line = {"idempotency_key": delivery["idempotency_key"], "event": delivery["event"]}
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if not isinstance(line["idempotency_key"], str) or not isinstance(line["event"], dict):
+        return None
+    return orjson.dumps(line) + b"\n"

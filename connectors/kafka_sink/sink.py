@@ -1,6 +1,7 @@
 """The Kafka sink: each delivery record becomes one Avro record on the subscriber's own topic.
 
-    sink = KafkaSink(config, context)   # context.extras: "topic_writer", "schema_registry"
+    sink = KafkaSink(config, context)   # context.extras: "topic_writer", "ensure_topic",
+                                        # "schema_registry", "subscriber_topic_prefix"
     outcomes = await sink.write(batch)  # one Outcome per SinkRecord, in order
 
 The record (CloudEvents Kafka protocol binding, binary mode, docs/delivery.md):
@@ -21,9 +22,11 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 
+import structlog
+
 from connectors.api import Context, Outcome, Sink, SinkRecord
 from connectors.kafka_sink.avro_record import PURGE_SCHEMA, RecordError, to_avro
-from connectors.kafka_sink.config import KafkaSinkConfig
+from connectors.kafka_sink.config import KafkaSinkConfig, subscriber_topic
 from schemas.catalog import CatalogError, catalog
 from schemas.codec import Codec
 from schemas.protection import withholdable
@@ -80,18 +83,37 @@ def absent_when_withheld(schema: dict, event_type: str) -> dict:
     return {**schema, "fields": fields(schema, "")}
 
 
+log = structlog.get_logger(__name__)
+
+
 class KafkaSink(Sink):
     Config = KafkaSinkConfig
     description = "Confluent wire-format Avro of the projected events on the subscriber's own topic"
+    config: KafkaSinkConfig
 
     def __init__(self, config: KafkaSinkConfig, context: Context):
         super().__init__(config, context)
-        self.writer: TopicWriter = context.extras["topic_writer"]
-        self.registry = context.extras["schema_registry"]
+        if context.subscriber is None:
+            raise ValueError("the Kafka sink delivers for a subscription: the context names no subscriber")
+        extras = context.extras
+        self.topic = subscriber_topic(extras["subscriber_topic_prefix"], context.subscriber.id)
+        self.writer: TopicWriter = extras["topic_writer"]
+        self.registry = extras["schema_registry"]
         self.codec = Codec(self.registry)
         # Registered up front, so the registry serves every id this subscriber may meet, also
         # for records written before a restart of the worker.
-        self._schemas = register_schemas(self.registry, config.topic, config.fields)
+        fields = {event_type: list(paths) for event_type, paths in context.subscriber.fields.items()}
+        self._schemas = register_schemas(self.registry, self.topic, fields)
+
+    async def start(self) -> None:
+        """The bus creates the subscriber's topic when the subscription is read; if the broker cannot
+        now, the writer tries again before the first record."""
+        try:
+            await self.context.extras["ensure_topic"](self.topic)
+        except Exception as exc:  # the broker, not the subscription, is at fault
+            log.warning(
+                "delivery.subscriber_topic_not_created", subscription=self.context.instance, error=type(exc).__name__
+            )
 
     def encode(self, record: SinkRecord) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
         """Key, value and headers of the topic record; ValueError (RecordError), KeyError or
@@ -123,13 +145,9 @@ class KafkaSink(Sink):
             return Outcome.rejected(MALFORMED, f"delivery record does not fit its projection ({type(exc).__name__})")
         try:
             async with asyncio.timeout(self.config.timeout):
-                await self.writer(self.config.topic, key, value, headers)
+                await self.writer(self.topic, key, value, headers)
         except TimeoutError:
             return Outcome.retry(TIMEOUT, f"no acknowledgement within {self.config.timeout:g} s")
         except Exception as exc:  # the broker or the topic, not the event, is at fault: try again later
             return Outcome.retry(UNAVAILABLE, type(exc).__name__)
-        return Outcome.delivered()
-
-    async def verify(self, subscription: str) -> Outcome:
-        """Nothing to verify: the topic is the bus's own cluster; the subscriber reads it with its ACLs."""
         return Outcome.delivered()

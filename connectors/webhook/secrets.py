@@ -62,3 +62,11 @@ def resolve_secret(ref: str, secrets_dir: str = "") -> bytes:
 def new_secret() -> str:
     """A fresh secret in the Standard Webhooks format, for operators creating a subscription."""
     return PREFIX + base64.b64encode(os.urandom(32)).decode()
+
+
+def secret_ref_problem(sub_id: str, secret_ref: str, previous: str | None) -> str | None:
+    """Why these refs may not be this subscription's (`own_refs`), as "<field>: <what to do>", or None."""
+    if secret_ref not in own_refs(sub_id) or (previous is not None and previous not in own_refs(sub_id, previous=True)):
+        env, file = own_refs(sub_id)
+        return f"secret_ref: names a secret that is not the subscription's own: use {env} or {file}"
+    return None

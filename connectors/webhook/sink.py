@@ -13,15 +13,18 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
+from yarl import URL
 
-from connectors.api import Context, Sink, SinkRecord
+from connectors.api import ConnectorConfig, Context, Sink, SinkRecord
 from connectors.webhook.config import WebhookConfig
-from connectors.webhook.network import AllowList
+from connectors.webhook.network import AllowList, literal_address
 from connectors.webhook.outcome import HttpOutcome
+from connectors.webhook.secrets import secret_ref_problem
 from connectors.webhook.sender import WebhookSender
 
 VALIDATION_TYPE = "no.samband.subscription.validation"
@@ -31,6 +34,29 @@ MALFORMED = "delivery.malformed"
 class WebhookSink(Sink):
     Config = WebhookConfig
     description = "HTTP POST of signed CloudEvents (Standard Webhooks) to one subscriber"
+    config: WebhookConfig
+
+    @classmethod
+    def endpoint(cls, config: ConnectorConfig, subscription: str) -> object:
+        assert isinstance(config, WebhookConfig)
+        return [config.url, list(config.secret_refs)]  # a new URL or secret: a new handshake
+
+    @classmethod
+    def refusal(cls, config: ConnectorConfig, subscription: str, bus: Mapping[str, Any] | None) -> str | None:
+        """A secret that is not the subscription's own, always; and, with the bus's allow-list, what
+        the sender would refuse at connect time anyway (connectors/webhook/network.py): plain http or
+        a literal address that is not public, unless SAMBAND_WEBHOOK_ALLOW_NETWORKS lists it."""
+        assert isinstance(config, WebhookConfig)
+        problem = secret_ref_problem(subscription, config.secret_ref, config.previous_secret_ref)
+        if problem or bus is None:
+            return problem
+        url = URL(config.url)
+        host = url.host or ""
+        if literal_address(host) is not None or url.scheme != "https":
+            refused = bus.get("webhook_allow", AllowList()).refusal(url.scheme, host)
+            if refused:
+                return f"url: {refused}"
+        return None
 
     def __init__(self, config: WebhookConfig, context: Context):
         super().__init__(config, context)
@@ -41,21 +67,21 @@ class WebhookSink(Sink):
 
     async def write(self, batch: Sequence[SinkRecord]) -> list[HttpOutcome]:
         if len(batch) == 1:
-            return [await self.write_one(batch[0])]
-        return list(await asyncio.gather(*(self.write_one(record) for record in batch)))
+            return [await self._write_record(batch[0])]
+        return list(await asyncio.gather(*(self._write_record(record) for record in batch)))
 
-    def write_one(self, record: SinkRecord) -> Awaitable[HttpOutcome]:
-        """The attempt for one record, for the caller to await (the delivery lanes): a plain function
-        returning the sender's coroutine, so each resumption of the request passes one level less."""
+    def _write_record(self, record: SinkRecord) -> Awaitable[HttpOutcome]:
         try:
             delivery = orjson.loads(record.value)
         except ValueError:
             return _done(HttpOutcome("rejected", MALFORMED, "delivery record is not JSON"))
-        traceparent = next((v.decode() for k, v in record.headers if k == "traceparent"), None)
-        return self.send_delivery(delivery, traceparent)
+        return self.write_delivery(record, delivery)
 
-    def send_delivery(self, delivery: dict, traceparent: str | None) -> Awaitable[HttpOutcome]:
-        """The attempt for a delivery record already parsed (the delivery stage has read it)."""
+    def write_delivery(self, record: SinkRecord, delivery: dict) -> Awaitable[HttpOutcome]:  # type: ignore[override]
+        """The attempt for a delivery already parsed, for the caller to await (the delivery lanes): a
+        plain function returning the sender's coroutine, so each resumption of the request passes
+        one level less (this is the hot path)."""
+        traceparent = next((v.decode() for k, v in record.headers if k == "traceparent"), None)
         try:
             event, key = delivery["event"], delivery["idempotency_key"]
         except (KeyError, TypeError):

@@ -31,12 +31,19 @@ def test_new_refuses_a_bad_name_and_an_existing_directory(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
-def test_list_shows_installed_connectors_with_their_config_schema(capsys):
+def test_list_shows_sources_and_delivery_kinds_with_their_config_schema(capsys):
     import json
 
     assert main(["connectors", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    feed = listed["folkeregister"]
-    assert feed["kind"] == "source"
+    feed = listed["sources"]["folkeregister"]
     assert feed["class"] == "connectors.folkeregister.source:FolkeregisterFeedSource"
     assert "base_url" in feed["config_schema"]["required"]
+    assert set(listed["delivery kinds"]) >= {"webhook", "kafka", "files"}
+    assert "url" in listed["delivery kinds"]["webhook"]["config_schema"]["required"]
+
+
+def test_a_delivery_kind_is_not_run_as_a_connector(capsys, tmp_path):
+    (tmp_path / "c.yaml").write_text("{}")
+    assert main(["connectors", "run", "files", "--config", str(tmp_path / "c.yaml")]) == 2
+    assert "delivery kind" in capsys.readouterr().err

@@ -1,100 +1,123 @@
-"""The batch-file sink on a real tmp dir: per-subscription files, atomic rename, rotation by size and by age."""
+"""The files delivery kind on a real folder: rotation by size and by age, crash recovery beside a live
+writer, the folder's quota, and a flush before a handover."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-import pytest
-from support import dead_letter_key, pseudonym_key
-
 from connectors.api import SinkRecord
-from connectors.files.sink import TEMP_NAME, BatchFileSink
-from connectors.runtime import open_connector
-
-pytestmark = pytest.mark.kafka  # the runtime that builds a connector's context needs the broker
+from connectors.files.sink import BatchFileSink
+from connectors.testing.sink_kit import SUBSCRIBER, DeliveryKindConformance, delivery_record
 
 
-def delivery(subscription: str, n: int) -> SinkRecord:
-    value = {"idempotency_key": f"event-{n}.{subscription}", "subscription": subscription, "person": f"p{n:04d}",
-             "event": {"id": f"event-{n}", "type": "no.samband.events.Move", "data": {}}, "kind": "event"}  # fmt: skip
-    return SinkRecord(key=f"{subscription}/p{n:04d}".encode(), value=json.dumps(value).encode())
+class _Files(DeliveryKindConformance):
+    kind = "files"
 
+    def __init__(self, quota: int | None = None, **config):
+        self._config, self._quota = config, quota
 
-@asynccontextmanager
-async def sink(connector_kafka, connector_app_id, folder: Path, **config):
-    raw = {"directory": str(folder), **config}
-    async with open_connector(
-        BatchFileSink,
-        "files-out",
-        raw,
-        bootstrap=connector_kafka,
-        app_id=connector_app_id,
-        pseudonym_key=pseudonym_key(),
-        dead_letter_key=dead_letter_key(),
-    ) as opened:
-        yield opened
+    def config(self, root):
+        return self._config
+
+    def lends(self, root):
+        return {"files_root": str(root), "files_quota_bytes": self._quota}
 
 
 def finished(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.jsonl"))
 
 
-def lines(paths: list[Path]) -> list[dict]:
-    return [json.loads(line) for path in paths for line in path.read_text().splitlines()]
+def keys(paths: list[Path]) -> list[str]:
+    return [json.loads(line)["idempotency_key"] for path in paths for line in path.read_text().splitlines()]
 
 
-async def test_records_go_to_their_subscription_and_appear_only_as_a_finished_file_on_stop(
-    connector_kafka, connector_app_id, tmp_path
-):
-    batch = [delivery("bergen-skole", 1), delivery("oslo-nav", 2), delivery("bergen-skole", 3)]
-    async with sink(connector_kafka, connector_app_id, tmp_path) as opened:
-        outcomes = await opened.write(batch)
-        assert [o.status for o in outcomes] == ["delivered"] * 3
-        assert finished(tmp_path / "bergen-skole") == [], "an open batch is only under its temp name"
-        assert (tmp_path / "bergen-skole" / TEMP_NAME).read_bytes().count(b"\n") == 2  # fsynced before `delivered`
-    assert [line["idempotency_key"] for line in lines(finished(tmp_path / "bergen-skole"))] == [
-        "event-1.bergen-skole", "event-3.bergen-skole"]  # fmt: skip
-    assert [line["person"] for line in lines(finished(tmp_path / "oslo-nav"))] == ["p0002"]
-    assert not list(tmp_path.glob(f"*/{TEMP_NAME}"))
+def key(n: int) -> str:
+    return delivery_record(n)[1]["idempotency_key"]
 
 
-async def test_a_batch_file_is_finished_when_it_reaches_max_bytes(connector_kafka, connector_app_id, tmp_path):
-    size = len(delivery("s", 1).value) + 1
-    async with sink(connector_kafka, connector_app_id, tmp_path, max_bytes=size * 3) as opened:
-        for n in range(7):
-            await opened.write([delivery("s", n)])
-        files = finished(tmp_path / "s")
-        assert [len(f.read_text().splitlines()) for f in files] == [3, 3]
-    assert [line["person"] for line in lines(finished(tmp_path / "s"))] == [f"p{n:04d}" for n in range(7)]
+def record(n: int) -> SinkRecord:
+    return delivery_record(n)[0]
 
 
-async def test_a_batch_file_is_finished_when_its_first_line_is_older_than_max_age(
-    connector_kafka, connector_app_id, tmp_path
-):
-    async with sink(connector_kafka, connector_app_id, tmp_path, max_age_s=0.2, check_interval_s=0.05) as opened:
-        await opened.write([delivery("s", 1)])
+async def test_an_open_batch_is_only_under_its_temp_name_and_is_finished_on_stop(tmp_path):
+    folder = tmp_path / SUBSCRIBER.id
+    async with _Files().started(tmp_path) as sink:
+        assert [o.status for o in await sink.write([record(1), record(2)])] == ["delivered"] * 2
+        assert finished(folder) == []
+        [temp] = folder.glob(".open-*.jsonl.tmp")
+        assert temp.read_bytes().count(b"\n") == 2  # fsynced before `delivered`
+    assert keys(finished(folder)) == [key(1), key(2)]
+    assert not list(folder.glob(".open-*")) and not list(folder.glob(".new-*"))
+
+
+async def test_a_batch_file_is_finished_when_it_reaches_max_bytes(tmp_path):
+    folder = tmp_path / SUBSCRIBER.id
+    async with _Files(max_bytes=64 << 10).started(tmp_path) as sink:
+        n = 0
+        while len(finished(folder)) < 2:
+            await sink.write([record(i) for i in range(n, n + 50)])
+            n += 50
+        assert all(f.stat().st_size >= 64 << 10 for f in finished(folder))
+    assert keys(finished(folder)) == [key(i) for i in range(n)]  # names sort in the order written
+
+
+async def test_a_batch_file_is_finished_when_its_first_line_is_older_than_max_age(tmp_path):
+    async with _Files(max_age_s=1).started(tmp_path) as sink:
+        await sink.write([record(1)])
         async with asyncio.timeout(10):
-            while not finished(tmp_path / "s"):
+            while not finished(tmp_path / SUBSCRIBER.id):
                 await asyncio.sleep(0.05)  # poll interval inside a deadline
-        await opened.write([delivery("s", 2)])  # a new batch
-        assert (tmp_path / "s" / TEMP_NAME).exists()
-        assert [line["person"] for line in lines(finished(tmp_path / "s"))] == ["p0001"]
+        assert keys(finished(tmp_path / SUBSCRIBER.id)) == [key(1)]
 
 
-async def test_a_temp_file_left_by_a_crash_is_finished_at_start(connector_kafka, connector_app_id, tmp_path):
-    (tmp_path / "s").mkdir()
-    (tmp_path / "s" / TEMP_NAME).write_bytes(delivery("s", 9).value + b"\n")
-    async with sink(connector_kafka, connector_app_id, tmp_path):
-        assert [line["person"] for line in lines(finished(tmp_path / "s"))] == ["p0009"]
-        assert not (tmp_path / "s" / TEMP_NAME).exists()
+async def test_flush_makes_the_open_batch_visible_at_once(tmp_path):
+    async with _Files().started(tmp_path) as sink:
+        await sink.write([record(1)])
+        await sink.flush()  # as before a handover of partitions
+        assert keys(finished(tmp_path / SUBSCRIBER.id)) == [key(1)]
 
 
-async def test_a_record_without_a_usable_subscription_is_rejected(connector_kafka, connector_app_id, tmp_path):
-    bad = SinkRecord(key=b"../etc/x", value=b'{"subscription": "../etc"}')
-    async with sink(connector_kafka, connector_app_id, tmp_path) as opened:
-        outcomes = await opened.write([bad, delivery("s", 1)])
-    assert [(o.status, o.reason) for o in outcomes] == [("rejected", "file.malformed_delivery"), ("delivered", None)]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+async def test_a_temp_file_left_by_a_crash_is_finished_but_a_live_writers_is_not(tmp_path):
+    folder = tmp_path / SUBSCRIBER.id
+    folder.mkdir()
+    (folder / ".open-crashed.jsonl.tmp").write_bytes(b'{"idempotency_key": "left-behind", "event": {}}\n')
+    with open(folder / ".open-other-worker.jsonl.tmp", "ab") as live:  # noqa: ASYNC230 (held open as another worker does)
+        fcntl.flock(live, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        live.write(b'{"idempotency_key": "still-open", "event": {}}\n')
+        live.flush()
+        async with _Files().started(tmp_path):
+            assert keys(finished(folder)) == ["left-behind"]
+            assert (folder / ".open-other-worker.jsonl.tmp").exists(), "another worker's open batch was taken"
+
+
+async def test_two_writers_share_a_folder_and_lose_nothing(tmp_path):
+    folder = tmp_path / SUBSCRIBER.id
+    async with _Files().started(tmp_path) as one, _Files().started(tmp_path) as two:
+        for n in range(0, 40, 2):
+            await one.write([record(n)])
+            await two.write([record(n + 1)])
+            await (one if n % 4 else two).flush()
+    assert sorted(keys(finished(folder))) == sorted(key(n) for n in range(40))
+
+
+async def test_a_folder_over_its_quota_answers_retry_until_the_subscriber_takes_files(tmp_path):
+    folder = tmp_path / SUBSCRIBER.id
+    async with _Files(quota=2 << 10).started(tmp_path) as sink:
+        statuses = []
+        for n in range(20):
+            [outcome] = await sink.write([record(n)])
+            statuses.append(outcome.status)
+            await sink.flush()
+        assert "delivered" in statuses and statuses[-1] == "retry", statuses
+        for path in finished(folder):
+            path.unlink()  # the subscriber takes its files
+        assert (await sink.write([record(99)]))[0].status == "delivered"
+
+
+def test_files_delivery_is_refused_while_the_operator_has_not_set_a_folder():
+    config = BatchFileSink.parse_config({})
+    assert "SAMBAND_FILES_OUTBOUND_DIR" in (BatchFileSink.refusal(config, "s", {"files_root": ""}) or "")
+    assert BatchFileSink.refusal(config, "s", {"files_root": "/srv/outbound"}) is None

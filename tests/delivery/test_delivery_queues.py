@@ -17,7 +17,7 @@ from agents.delivery.offsets import OpenOffsets
 from agents.delivery.queues import DeliveryQueues
 from agents.delivery.target import Target
 from bus.topics import topic_names
-from connectors.api import Outcome
+from connectors.api import Outcome, Subscriber
 from connectors.dead_letters import DeadLetterSeal
 from connectors.webhook.config import WebhookConfig
 
@@ -32,7 +32,12 @@ class Lanes:
         self.active = active
         self.offered: list[str] = []
         self.targets = {
-            "sub": Target("sub", WebhookConfig(url="http://127.0.0.1:1/hook", secret_ref="env:X"), (1.0, 2.0))
+            "sub": Target(
+                Subscriber("sub"),
+                "webhook",
+                WebhookConfig(url="http://127.0.0.1:1/hook", secret_ref="env:X"),
+                (1.0, 2.0),
+            )
         }
 
     def is_active(self, sub: str) -> bool:

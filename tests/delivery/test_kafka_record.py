@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from connectors.api import Context, DeadLetters, Output, SinkRecord, StateStore
+from connectors.api import Context, DeadLetters, Output, SinkRecord, StateStore, Subscriber
 from connectors.kafka_sink.avro_record import RecordError, to_avro
 from connectors.kafka_sink.sink import KafkaSink, absent_when_withheld
 from schemas.catalog import catalog
@@ -20,9 +20,10 @@ MOVE_FIELDS = ["envelope.person", "envelope.kommunenummer", "movedDate", "newAdd
 def _sink(fields=None) -> KafkaSink:
     import structlog
 
-    extras = {"topic_writer": None, "schema_registry": CatalogRegistry(catalog())}
-    context = Context("t", Output(), DeadLetters(), StateStore(), structlog.get_logger(), extras)
-    return KafkaSink(KafkaSink.parse_config({"topic": "t-events", "fields": fields or {"Move": MOVE_FIELDS}}), context)
+    extras = {"topic_writer": None, "schema_registry": CatalogRegistry(catalog()), "subscriber_topic_prefix": "sub."}
+    subscriber = Subscriber("t", fields or {"Move": MOVE_FIELDS})
+    context = Context("t", Output(), DeadLetters(), StateStore(), structlog.get_logger(), extras, subscriber)
+    return KafkaSink(KafkaSink.parse_config({}), context)
 
 
 def _record(data: dict, kind: str = "event", event_type: str = "no.samband.events.Move") -> SinkRecord:

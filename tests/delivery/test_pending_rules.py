@@ -6,6 +6,7 @@ import pytest
 
 from agents.delivery import pending
 from agents.delivery.target import DEFAULT_RETRY_SCHEDULE, TargetError, parse_target
+from connectors.kafka_sink.config import subscriber_topic
 
 
 def _entry(key: str, offset: int) -> dict:
@@ -67,21 +68,41 @@ def test_rejected_is_dead_and_gone_holds_the_head():
 
 def test_target_defaults_and_errors_name_fields():
     target = parse_target(
-        "s", {"delivery": {"url": "https://x.example/hook", "secret_ref": "env:SAMBAND_WEBHOOK_SECRET_S"}}
+        "s",
+        {
+            "delivery": {
+                "kind": "webhook",
+                "url": "https://x.example/hook",
+                "secret_ref": "env:SAMBAND_WEBHOOK_SECRET_S",
+            }
+        },
     )
-    assert target.retry_schedule == DEFAULT_RETRY_SCHEDULE and not target.paused and target.sink.mode == "structured"
+    assert target.retry_schedule == DEFAULT_RETRY_SCHEDULE and not target.paused and target.config.mode == "structured"
     with pytest.raises(TargetError, match="url"):
-        parse_target("s", {"delivery": {"url": "x", "secret_ref": "env:SAMBAND_WEBHOOK_SECRET_S"}})
+        parse_target("s", {"delivery": {"kind": "webhook", "url": "x", "secret_ref": "env:SAMBAND_WEBHOOK_SECRET_S"}})
     with pytest.raises(TargetError, match="retry_schedule"):
         parse_target(
             "s",
-            {"delivery": {"url": "https://x", "secret_ref": "env:SAMBAND_WEBHOOK_SECRET_S", "retry_schedule": [-1]}},
+            {
+                "delivery": {
+                    "kind": "webhook",
+                    "url": "https://x",
+                    "secret_ref": "env:SAMBAND_WEBHOOK_SECRET_S",
+                    "retry_schedule": [-1],
+                }
+            },
         )
 
 
 def test_kafka_target_gets_its_own_topic_and_the_subscription_fields():
     target = parse_target("s", {"fields": {"Move": ["movedDate"]}, "delivery": {"kind": "kafka"}})
-    assert (target.sink.topic, target.sink.fields) == ("subscriber.s", {"Move": ["movedDate"]})
+    assert (target.kind, target.subscriber.fields) == ("kafka", {"Move": ("movedDate",)})
+    assert subscriber_topic("subscriber.", "s") == "subscriber.s"
     assert target.fingerprint != parse_target("t", {"fields": {}, "delivery": {"kind": "kafka"}}).fingerprint
     with pytest.raises(TargetError, match="topic cannot be chosen"):
         parse_target("s", {"fields": {}, "delivery": {"kind": "kafka", "topic": "s-events"}})
+
+
+def test_a_kind_that_is_not_installed_is_refused_by_name():
+    with pytest.raises(TargetError, match="delivery kind 'carrier-pigeon' is not installed"):
+        parse_target("s", {"fields": {}, "delivery": {"kind": "carrier-pigeon"}})

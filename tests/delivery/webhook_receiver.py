@@ -33,6 +33,7 @@ class Received:
     headers: dict[str, str]
     status: int
     at: float  # time.time() when it arrived
+    body: bytes = b""  # as it came over the wire
 
 
 def refuse_first_event():
@@ -71,7 +72,7 @@ class Receiver:
         self.verifier.verify(body, headers, json_parse=False)  # raises: the test sees a 500 and no delivery
         event = from_http(headers, body)
         reply = self.behaviour(len(self.received), event)
-        record = Received(headers["webhook-id"], event, headers, reply.status, time.time())
+        record = Received(headers["webhook-id"], event, headers, reply.status, time.time(), body)
         self.received.append(record)
         if reply.delay:
             await asyncio.sleep(reply.delay)  # the simulated subscriber is slow; not a test wait

@@ -83,14 +83,15 @@ def _kafka_record(topic: str, event_id: str):
     """The record the bus's Kafka sink writes for a Death delivery (connectors.kafka_sink)."""
     import structlog
 
-    from connectors.api import Context, DeadLetters, Output, SinkRecord, StateStore
+    from connectors.api import Context, DeadLetters, Output, SinkRecord, StateStore, Subscriber
     from connectors.kafka_sink.sink import KafkaSink
     from schemas.catalog import catalog
     from schemas.registry import CatalogRegistry
 
-    extras = {"topic_writer": None, "schema_registry": CatalogRegistry(catalog())}
-    context = Context("stavanger-gebyr", Output(), DeadLetters(), StateStore(), structlog.get_logger(), extras)
-    sink = KafkaSink(KafkaSink.parse_config({"topic": topic, "fields": FIELDS}), context)
+    extras = {"topic_writer": None, "schema_registry": CatalogRegistry(catalog()), "subscriber_topic_prefix": ""}
+    subscriber = Subscriber(topic, FIELDS)  # with no prefix, the sink's topic is the subscription id
+    context = Context(topic, Output(), DeadLetters(), StateStore(), structlog.get_logger(), extras, subscriber)
+    sink = KafkaSink(KafkaSink.parse_config({}), context)
     delivery = {
         "idempotency_key": f"{event_id}.stavanger-gebyr",
         "person": "ab" * 16,

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from agents.subscriptions.files import load_dir
-
-DIRECTORY = Path(__file__).resolve().parents[2] / "deploy" / "demo" / "subscriptions"
+from agents.demo.systems import load_subscriptions
 
 
 def _subscriptions():
-    subs, errors = load_dir(DIRECTORY)
-    assert errors == []
-    return {s.id: s for s in subs}
+    return {s.id: s for s in load_subscriptions()}  # raises on any invalid file
 
 
 def test_every_sample_system_is_a_valid_subscription():
@@ -31,10 +25,11 @@ def test_every_sample_system_is_a_valid_subscription():
     assert all("folkeregisterloven § 10-2" in s.legal_basis for s in subs.values())
 
 
-def test_the_sample_covers_a_private_operator_a_national_system_and_a_kafka_reader():
+def test_the_sample_covers_a_private_operator_a_national_system_and_every_delivery_kind():
     subs = _subscriptions()
     private = [s for s in subs.values() if not s.public_body]
     assert [s.id for s in private] == ["eventyrhagen-barnehager"]
     barnevern = subs["barnevern-nasjonal"]
     assert barnevern.kommuner == "all" and "envelope.addressProtection" in barnevern.fields["Move"]
     assert [s.id for s in subs.values() if s.delivery.kind == "kafka"] == ["stavanger-gebyr"]
+    assert [s.id for s in subs.values() if s.delivery.kind == "files"] == ["alta-bibliotek"]

@@ -4,8 +4,7 @@ The scan over real topics is tests/privacy/test_privacy_scan.py."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from agents.demo.systems import load_subscriptions
 from agents.privacy_scan import (
     IDENTITY_NUMBER,
     PROTECTED_ADDRESS,
@@ -16,10 +15,9 @@ from agents.privacy_scan import (
     RoutedEvent,
     TextScan,
 )
-from agents.subscriptions.files import load_dir
 from schemas.identity import has_valid_control_digits
 
-SUBS, _ = load_dir(Path(__file__).resolve().parents[2] / "deploy" / "demo" / "subscriptions")
+SUBS = load_subscriptions()  # as the demo's worker reads them
 ADDRESS = {
     "streetName": "Syntetisk veg",
     "houseNumber": 1,

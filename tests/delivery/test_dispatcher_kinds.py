@@ -1,0 +1,83 @@
+"""The delivery stage never waits on, nor falls with, a delivery kind's own code: a sink that hangs
+as it starts, or fails as it stops, holds back no subscription status or protection grade."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agents.delivery import target as target_module
+from agents.delivery.dispatcher import Dispatcher
+from agents.delivery.egress import Egress, Grades
+from agents.delivery.target import parse_target
+from connectors.api import ConnectorConfig, Sink
+
+SUB = "hanging-kind"
+
+
+class HangingSink(Sink):
+    Config = ConnectorConfig
+
+    async def start(self) -> None:
+        await asyncio.Event().wait()  # a subscriber's server that never answers
+
+    async def write(self, batch):
+        raise AssertionError("never started, never written")
+
+
+class FailingStopSink(Sink):
+    Config = ConnectorConfig
+    stopped: list[str] = []
+
+    async def write(self, batch):
+        return []
+
+    async def stop(self) -> None:
+        FailingStopSink.stopped.append(self.context.instance)
+        raise OSError("disk full")
+
+
+@pytest.fixture
+def kinds(monkeypatch):
+    installed = {"hanging": HangingSink, "failing-stop": FailingStopSink}
+    monkeypatch.setattr(target_module, "delivery_kinds", lambda: installed)
+
+
+def dispatcher(saved: list) -> Dispatcher:
+    async def save_status(sub, status):
+        saved.append((sub, status))
+
+    return Dispatcher(lambda *_: None, save_status, Egress(Grades(), b"k" * 32), {})
+
+
+def verified(target) -> dict:
+    return {"fingerprint": target.fingerprint, "verified": True, "disabled_reason": None, "at": 1.0}
+
+
+async def test_a_sink_that_hangs_as_it_starts_holds_back_no_status(kinds):
+    saved: list = []
+    d = dispatcher(saved)
+    hanging = parse_target(SUB, {"delivery": {"kind": "hanging"}})
+    async with asyncio.timeout(5):  # before: set_status waited for the sink's start, for ever
+        await d.set_target(SUB, hanging)
+        await d.set_status(SUB, verified(hanging))
+        await d.set_status("another", {"verified": False, "at": 2.0})
+    assert d.is_active(SUB) and SUB not in d._lanes  # its heads wait; nothing else does
+    await d.close()
+
+
+async def test_a_sink_whose_stop_fails_does_not_fail_the_stage(kinds):
+    saved: list = []
+    d = dispatcher(saved)
+    first = parse_target(SUB, {"delivery": {"kind": "failing-stop"}})
+    await d.set_target(SUB, first)
+    await d.set_status(SUB, verified(first))
+    async with asyncio.timeout(5):
+        while SUB not in d._lanes:
+            await asyncio.sleep(0.01)  # poll interval inside the deadline: the lane opens aside
+        await d.set_target(SUB, None)  # deleted: the lane closes, its sink's stop raises
+        while SUB not in FailingStopSink.stopped:
+            await asyncio.sleep(0.01)
+    assert SUB not in d._lanes
+    await d.close()
