@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ __all__ = [
     "Subscriber",
     "delivery_kinds",
     "discover",
+    "sink_record",
 ]
 
 
@@ -126,6 +128,11 @@ class SinkRecord:
     topic: str = ""
     partition: int = 0
     offset: int = 0
+
+
+def sink_record(delivery: dict, headers: Sequence[tuple[str, bytes]] = ()) -> SinkRecord:
+    """The record of a parsed delivery: keyed by the event's subject, its value the delivery's JSON."""
+    return SinkRecord(delivery["event"]["subject"].encode(), orjson.dumps(delivery), headers)
 
 
 @dataclass(frozen=True)
@@ -289,11 +296,11 @@ class Sink(Connector):
         """One Outcome per record, in order. Must be idempotent under re-delivery."""
         raise NotImplementedError
 
-    async def write_delivery(self, record: SinkRecord, delivery: dict) -> Outcome:
-        """One delivery, its record's value already parsed (`delivery`): the delivery stage calls it
-        for a head that goes alone. A sink that works on the parsed record overrides it to skip the
-        decoding (the webhook kind does); by default `write([record])`."""
-        [outcome] = await self.write([record])
+    async def write_delivery(self, delivery: dict, headers: Sequence[tuple[str, bytes]]) -> Outcome:
+        """One delivery, parsed (the `SinkRecord` value's JSON): the delivery stage calls it for a
+        head that goes alone. A sink that works on the parsed delivery overrides it to skip the
+        encoding (the webhook kind does); by default `write([sink_record(delivery, headers)])`."""
+        [outcome] = await self.write([sink_record(delivery, headers)])
         return outcome
 
     async def flush(self) -> None:

@@ -23,14 +23,13 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
-import orjson
 import structlog
 
 from agents.delivery.breaker import CLOSED, OPENED, Breaker
 from agents.delivery.egress import Egress
 from agents.delivery.target import Target
 from bus.malformed import MALFORMED
-from connectors.api import Context, DeadLetters, Outcome, Output, Sink, SinkRecord, StateStore
+from connectors.api import Context, DeadLetters, Outcome, Output, Sink, SinkRecord, StateStore, sink_record
 from connectors.kafka_sink.config import subscriber_topic
 
 log = structlog.get_logger(__name__)
@@ -106,72 +105,99 @@ class Lane:
             wait = self.hold_until - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)  # the subscriber asked for this pause (Retry-After); checks come after it
-            while batch:
-                claimed, later = [], []
-                for key, entry, token in batch:
-                    if key in self._sending:  # an earlier attempt for this person is still on its way
-                        later.append((key, entry, token))
-                    elif self._may_send(key, token):
-                        self._sending[key] = asyncio.Event()  # no await between the check and this claim
-                        claimed.append((key, entry, token))
-                if claimed:
-                    await self._send(claimed)
-                if later and (earlier := self._sending.get(later[0][0])) is not None:
-                    await earlier.wait()  # holding no claim of ours, so no two workers wait on each other
-                batch = later
+            if len(batch) == 1:
+                await self._send_one(*batch[0])
+            else:
+                await self._send_batch(batch)
 
-    async def _send(self, claimed: list[tuple[str, dict, int]]) -> None:
+    async def _send_one(self, key: str, entry: dict, token: int) -> None:
+        """One head (every head of a kind with `max_batch` 1, the webhook's hot path)."""
+        while (earlier := self._sending.get(key)) is not None:
+            await earlier.wait()  # an earlier attempt for this person is still on its way: it arrives first
+        if not self._may_send(key, token):
+            return
+        self._sending[key] = ended = asyncio.Event()  # no await between the check and this claim
         try:
-            outcomes = await self._attempt([(key, entry) for key, entry, _ in claimed])
+            outgoing = self._outgoing(entry)
+            if isinstance(outgoing, Outcome):
+                outcome = outgoing
+            else:
+                outcome = await self.sink.write_delivery(outgoing, _headers(entry))
+                if not isinstance(outcome, Outcome):
+                    raise TypeError("the sink's answer is not an Outcome")
         except Exception as exc:  # a sink's own fault: retried as a failed attempt, never a dead worker
-            log.error("delivery.attempt_failed", subscription=self.target.subscription, error=type(exc).__name__)
-            outcomes = [Outcome.retry("delivery.internal_error")] * len(claimed)
+            log.error("delivery.attempt_failed", idempotency_key=entry["key"], error=type(exc).__name__)
+            outcome = Outcome.retry("delivery.internal_error")
         finally:
-            for key, _, _ in claimed:
-                self._sending.pop(key).set()
-        for (key, entry, token), outcome in zip(claimed, outcomes, strict=True):
-            if getattr(outcome, "retry_after", None):  # capped as pending.decide caps it
-                hold = min(outcome.retry_after, max(self.target.retry_schedule, default=0.0))
-                self.hold_until = max(self.hold_until, time.time() + hold)
-            try:
-                self._report(key, entry, token, outcome)
-            except Exception:  # the head stays pending and is offered again after a restart
-                log.exception("delivery.report_failed", idempotency_key=entry["key"])
+            del self._sending[key]
+            ended.set()
+        self._settle(key, entry, token, outcome)
 
-    async def _attempt(self, heads: list[tuple[str, dict]]) -> list[Outcome]:
-        """One outcome per head, in order: those the protection rule withholds or that are malformed
-        are settled here, never sent; the rest go to the sink in one call. A sink gets the event and
-        its idempotency key, keyed by the subscription's own pseudonym: nothing of the bus's own
-        pseudonym of the person (its queue key, the record's `person`)."""
+    async def _send_batch(self, batch: list[tuple[str, dict, int]]) -> None:
+        """Several heads, each a different person's, in as few `write` calls as the claims allow."""
+        while batch:
+            claimed, later = [], []
+            for key, entry, token in batch:
+                if key in self._sending:  # an earlier attempt for this person is still on its way
+                    later.append((key, entry, token))
+                elif self._may_send(key, token):
+                    self._sending[key] = asyncio.Event()  # no await between the check and this claim
+                    claimed.append((key, entry, token))
+            if claimed:
+                try:
+                    outcomes = await self._attempt([entry for _, entry, _ in claimed])
+                except Exception as exc:  # a sink's own fault: retried as a failed attempt, never a dead worker
+                    log.error(
+                        "delivery.attempt_failed", subscription=self.target.subscription, error=type(exc).__name__
+                    )
+                    outcomes = [Outcome.retry("delivery.internal_error")] * len(claimed)
+                finally:
+                    for key, _, _ in claimed:
+                        self._sending.pop(key).set()
+                for (key, entry, token), outcome in zip(claimed, outcomes, strict=True):
+                    self._settle(key, entry, token, outcome)
+            if later and (earlier := self._sending.get(later[0][0])) is not None:
+                await earlier.wait()  # holding no claim of ours, so no two workers wait on each other
+            batch = later
+
+    def _settle(self, key: str, entry: dict, token: int, outcome: Outcome) -> None:
+        if getattr(outcome, "retry_after", None):  # capped as pending.decide caps it
+            hold = min(outcome.retry_after, max(self.target.retry_schedule, default=0.0))
+            self.hold_until = max(self.hold_until, time.time() + hold)
+        try:
+            self._report(key, entry, token, outcome)
+        except Exception:  # the head stays pending and is offered again after a restart
+            log.exception("delivery.report_failed", idempotency_key=entry["key"])
+
+    def _outgoing(self, entry: dict) -> dict | Outcome:
+        """The delivery as it may leave now, or the outcome that settles it here: withheld by the
+        protection rule, or malformed. A sink gets the event and its idempotency key: nothing of
+        the bus's own pseudonym of the person (the record's `person`)."""
         target = self.target
+        try:
+            delivery = self.egress.outgoing(entry["record"], target.subscription, target.public_body, target.national)
+        except MALFORMED:
+            return MALFORMED_RECORD
+        if delivery is None:
+            return WITHHELD  # the person's grade forbids it: never sent
+        del delivery["person"]
+        return delivery
+
+    async def _attempt(self, entries: list[dict]) -> list[Outcome]:
+        """One outcome per entry, in order; those not settled by `_outgoing` go to the sink in one `write`."""
         outcomes: list[Outcome] = []
-        sending: list[tuple[int, SinkRecord, dict]] = []
-        for _key, entry in heads:
-            try:
-                delivery = self.egress.outgoing(
-                    entry["record"], target.subscription, target.public_body, target.national
-                )
-            except MALFORMED:
-                outcomes.append(MALFORMED_RECORD)
+        sending: list[tuple[int, SinkRecord]] = []
+        for entry in entries:
+            outgoing = self._outgoing(entry)
+            if isinstance(outgoing, Outcome):
+                outcomes.append(outgoing)
                 continue
-            if delivery is None:
-                outcomes.append(WITHHELD)  # the person's grade forbids it: never sent
-                continue
-            del delivery["person"]
-            subject = delivery["event"]["subject"].encode()
-            record = SinkRecord(subject, orjson.dumps(delivery), [(k, v.encode()) for k, v in entry["headers"]])
-            sending.append((len(outcomes), record, delivery))
+            sending.append((len(outcomes), sink_record(outgoing, _headers(entry))))
             outcomes.append(UNANSWERED)
-        if len(sending) == 1:  # the webhook's hot path: the parsed delivery, no list
-            _, record, delivery = sending[0]
-            written = [await self.sink.write_delivery(record, delivery)]
-        elif sending:
-            written = await self.sink.write([record for _, record, _ in sending])
-        else:
-            written = []
+        written = await self.sink.write([record for _, record in sending]) if sending else []
         if len(written) != len(sending) or not all(isinstance(outcome, Outcome) for outcome in written):
             raise TypeError(f"the sink answered {len(written)} outcomes for {len(sending)} records, or not Outcomes")
-        for (at, _, _), outcome in zip(sending, written, strict=True):
+        for (at, _), outcome in zip(sending, written, strict=True):
             outcomes[at] = outcome
         return outcomes
 
@@ -180,6 +206,10 @@ class Lane:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         await stop_quietly(self.sink)
+
+
+def _headers(entry: dict) -> list[tuple[str, bytes]]:
+    return [(k, v.encode()) for k, v in entry["headers"]]
 
 
 async def stop_quietly(sink: Sink, timeout: float = 30.0) -> None:

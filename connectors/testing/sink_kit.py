@@ -180,7 +180,8 @@ class DeliveryKindConformance:
             pairs = [delivery_record(n) for n in range(25)]
             async with self.started(env) as sink:
                 outcomes = await self.write_all(sink, [record for record, _ in pairs])
-                one = await sink.write_delivery(*delivery_record(25))
+                lone, parsed = delivery_record(25)
+                one = await sink.write_delivery(parsed, lone.headers)  # a head that goes alone
             assert [o.status for o in outcomes] == ["delivered"] * 25 and one.status == "delivered"
             keys = [delivery["idempotency_key"] for _, delivery in pairs] + [delivery_record(25)[1]["idempotency_key"]]
             got = await self.wait_received(env, keys)

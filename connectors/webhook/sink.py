@@ -75,13 +75,13 @@ class WebhookSink(Sink):
             delivery = orjson.loads(record.value)
         except ValueError:
             return _done(HttpOutcome("rejected", MALFORMED, "delivery record is not JSON"))
-        return self.write_delivery(record, delivery)
+        return self.write_delivery(delivery, record.headers)
 
-    def write_delivery(self, record: SinkRecord, delivery: dict) -> Awaitable[HttpOutcome]:  # type: ignore[override]
-        """The attempt for a delivery already parsed, for the caller to await (the delivery lanes): a
-        plain function returning the sender's coroutine, so each resumption of the request passes
-        one level less (this is the hot path)."""
-        traceparent = next((v.decode() for k, v in record.headers if k == "traceparent"), None)
+    def write_delivery(self, delivery: dict, headers: Sequence[tuple[str, bytes]]) -> Awaitable[HttpOutcome]:  # type: ignore[override]
+        """The attempt for a parsed delivery, for the caller to await (the delivery lanes): a plain
+        function returning the sender's coroutine, so each resumption of the request passes one
+        level less (this is the hot path)."""
+        traceparent = next((v.decode() for k, v in headers if k == "traceparent"), None)
         try:
             event, key = delivery["event"], delivery["idempotency_key"]
         except (KeyError, TypeError):
