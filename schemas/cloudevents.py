@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import fastavro
 
-from schemas.catalog import catalog
+from schemas.catalog import EVENTS_NAMESPACE, catalog
 
 # CloudEvents attributes copied to the envelope as they are.
 ATTRIBUTES = ("id", "source", "type", "specversion", "subject", "dataschema")
@@ -26,6 +26,26 @@ EXTENSIONS = {
 }
 
 
+# Attributes a CloudEvent of the profile may carry besides its extensions: the CloudEvents core
+# ones and W3C trace context (the distributed tracing extension).
+CORE_ATTRIBUTES = frozenset(
+    {"id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject", "time", "data"}
+    | {"traceparent", "tracestate"}
+)
+_ATTRIBUTE_OF = {field: attribute for attribute, field in EXTENSIONS.items()}
+
+
+def client_field(event_type: str, field: str) -> str:
+    """A field path as the client wrote it: an envelope field as its attribute (`sequencenumber`,
+    not `no.samband.envelope.Envelope.sequenceNumber` or `envelope.sequenceNumber`), a data field by
+    its name within `data`."""
+    for prefix in ("no.samband.envelope.Envelope.", "envelope."):
+        if field.startswith(prefix):
+            name = field.removeprefix(prefix)
+            return _ATTRIBUTE_OF.get(name, name.lower())
+    return field.removeprefix(f"{EVENTS_NAMESPACE}.{event_type}.")
+
+
 class CloudEventError(ValueError):
     """A CloudEvent that makes no catalog record: a reason code, the attribute or data field at
     fault, and a message. None of them holds a value from the event."""
@@ -36,15 +56,19 @@ class CloudEventError(ValueError):
         self.field = field
 
 
-def record_from_cloudevent(event_type: str, event: dict) -> dict:
+def record_from_cloudevent(event_type: str, event: dict, *, ignore_unknown: bool = False) -> dict:
     """The catalog record (current schema of `event_type`) of a structured-mode CloudEvent: the
     envelope from the attributes, the fields from `data` (ISO 8601 dates parsed), schema defaults
-    for what is absent. Types are left to Avro validation."""
+    for what is absent. Types are left to Avro validation. An attribute or `data` field the profile
+    does not know is refused (`cloudevent.unknown_attribute`, `data.unknown_field`): a typo must not
+    drop a value silently; `ignore_unknown` drops them (a connector's documented choice)."""
     if event.get("specversion") != "1.0":
         raise CloudEventError("cloudevent.invalid", "specversion", "specversion must be 1.0")
     data = event.get("data")
     if not isinstance(data, dict):
         raise CloudEventError("cloudevent.invalid", "data", "data must be a JSON object")
+    if not ignore_unknown:
+        _refuse_unknown(event_type, event, data)
     envelope = {name: event[name] for name in ATTRIBUTES if name in event}
     envelope.update({field: event[ext] for ext, field in EXTENSIONS.items() if ext in event})
     if "time" not in event:
@@ -66,6 +90,25 @@ def record_from_cloudevent(event_type: str, event: dict) -> dict:
         else:
             raise CloudEventError("json.missing_field", name, f"required field {name} is missing")
     return record
+
+
+def _refuse_unknown(event_type: str, event: dict, data: dict) -> None:
+    for name in event:
+        if name not in CORE_ATTRIBUTES and name not in EXTENSIONS:
+            shown = str(name)[:64]
+            raise CloudEventError(
+                "cloudevent.unknown_attribute", shown, f"attribute {shown} is not in Samband's CloudEvents profile"
+            )
+    known = _data_fields(event_type)
+    for name in data:
+        if name not in known:
+            shown = str(name)[:64]
+            raise CloudEventError("data.unknown_field", shown, f"{event_type} has no data field {shown}")
+
+
+@cache
+def _data_fields(event_type: str) -> frozenset[str]:
+    return frozenset(f["name"] for f in _current_schema(event_type)["fields"] if f["name"] != "envelope")
 
 
 def _fill_envelope_defaults(envelope: dict, fields: list[dict]) -> None:

@@ -31,7 +31,7 @@ from fastavro.validation import validate as avro_validate
 
 from schemas import json_text
 from schemas.catalog import EVENTS_NAMESPACE, UNKNOWN_EVENT, catalog
-from schemas.cloudevents import CloudEventError, record_from_cloudevent
+from schemas.cloudevents import CloudEventError, client_field, record_from_cloudevent
 from schemas.codec import Codec, WireFormatError, schema_id_of
 from schemas.validation import validate
 
@@ -123,6 +123,8 @@ class Canonicaliser:
             raise Rejected("ingest.unrecognised_format", "message starts like JSON but does not parse") from None
         if not isinstance(event, dict):
             raise Rejected("cloudevent.invalid", "a CloudEvent is a JSON object")
+        if "specversion" not in event:
+            raise Rejected("cloudevent.invalid", "not a CloudEvent: it has no specversion attribute")
         type_name = event.get("type")
         namespace, _, event_type = str(type_name).rpartition(".")
         if namespace != EVENTS_NAMESPACE or event_type not in self._known:
@@ -134,8 +136,8 @@ class Canonicaliser:
         try:
             avro_validate(record, self._current_schema[event_type], raise_errors=True)
         except AvroValidationError as exc:
-            field = exc.errors[0].field.removeprefix(f"{EVENTS_NAMESPACE}.{event_type}.")
-            raise Rejected("json.field_type", f"field {field} has the wrong type") from None
+            field = client_field(event_type, exc.errors[0].field)
+            raise Rejected("json.field_type", f"{field} has the wrong type") from None
         value = self.codec.encode(record, self._current_id[event_type])
         # Validate what Avro readers will see (a date given as a day number becomes a date).
         return self._checked(event_type, self.codec.decode(value), value)

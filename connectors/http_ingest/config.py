@@ -57,6 +57,11 @@ class HttpIngestConfig(ConnectorConfig):
         10.0, gt=0, description="wait for Kafka's acknowledgement at most this long, then 503"
     )
     retry_after_s: int = Field(5, ge=1, description="Retry-After of a 503")
+    ignore_unknown: bool = Field(
+        False,
+        description="drop attributes and data fields the profile does not know instead of refusing the event "
+        "(cloudevent.unknown_attribute, data.unknown_field)",
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> HttpIngestConfig:

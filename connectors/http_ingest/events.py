@@ -17,7 +17,7 @@ from fastavro.validation import validate as avro_validate
 
 from connectors.http_ingest.problems import Problem, Refused
 from schemas.catalog import EVENTS_NAMESPACE, UNKNOWN_EVENT, catalog
-from schemas.cloudevents import CloudEventError, record_from_cloudevent
+from schemas.cloudevents import CloudEventError, client_field, record_from_cloudevent
 from schemas.codec import Codec
 from schemas.validation import validate
 
@@ -27,12 +27,20 @@ def _invalid(code: str, field: str, message: str) -> Refused:
 
 
 class EventEncoder:
-    def __init__(self, codec: Codec):
+    def __init__(self, codec: Codec, ignore_unknown: bool = False):
         self.codec = codec
+        self.ignore_unknown = ignore_unknown  # drop unknown attributes and data fields instead of refusing
         cat = catalog()
         self.known = frozenset(t for t in cat.event_types() if t != UNKNOWN_EVENT)
         self._current_id = {t: codec.current_id(t) for t in self.known}
         self._schema = {t: fastavro.parse_schema(cat.current(t).schema) for t in self.known}
+
+    @staticmethod
+    def not_a_cloudevent(event: dict) -> Problem | None:
+        """Why `event` is no CloudEvent at all (it names no specversion), or None."""
+        if "specversion" not in event:
+            return Problem("cloudevent.invalid", "specversion", "not a CloudEvent: it has no specversion attribute")
+        return None
 
     def event_type(self, event: dict) -> str | None:
         """The catalog event type the CloudEvent names, or None when it names none."""
@@ -46,12 +54,12 @@ class EventEncoder:
         try:
             avro_validate(record, schema, raise_errors=True)
         except AvroValidationError as exc:  # its text quotes the value: only the field name goes out
-            field = exc.errors[0].field.removeprefix(f"{EVENTS_NAMESPACE}.{event_type}.")
-            raise _invalid("json.field_type", field, f"field {field} has the wrong type") from None
+            field = client_field(event_type, exc.errors[0].field)
+            raise _invalid("json.field_type", field, f"{field} has the wrong type") from None
         value = self.codec.encode(record, self._current_id[event_type])
         failures = validate(event_type, self.codec.decode(value))  # what Avro readers will see
         if failures:
-            raise Refused([Problem(f.code, f.field, f.message) for f in failures])
+            raise Refused([Problem(f.code, client_field(event_type, f.field), f.message) for f in failures])
         return value
 
     def _record(self, event_type: str, event: dict) -> dict:
@@ -61,6 +69,6 @@ class EventEncoder:
         if event.get("datacontenttype") not in (None, "application/json"):
             raise _invalid("cloudevent.invalid", "datacontenttype", "data must be application/json")
         try:
-            return record_from_cloudevent(event_type, event)
+            return record_from_cloudevent(event_type, event, ignore_unknown=self.ignore_unknown)
         except CloudEventError as exc:
             raise _invalid(exc.reason, exc.field, str(exc)) from None

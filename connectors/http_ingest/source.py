@@ -44,7 +44,7 @@ class HttpIngestSource(Source):
 
     async def start(self) -> None:
         self.auth = Authenticator(self.config.systems)
-        self.encoder = EventEncoder(Codec(CatalogRegistry(catalog())))
+        self.encoder = EventEncoder(Codec(CatalogRegistry(catalog())), self.config.ignore_unknown)
         self.openapi = openapi_document(self.config.max_batch)
         app = web.Application(client_max_size=self.config.max_body_bytes)
         app.router.add_post("/events", self._post_events)
@@ -110,6 +110,9 @@ class HttpIngestSource(Source):
             at = index if indexed else None
             if not isinstance(event, dict):
                 invalid.append((event, [Problem("cloudevent.invalid", "", "an event is a JSON object").at(at)]))
+                continue
+            if (problem := self.encoder.not_a_cloudevent(event)) is not None:
+                invalid.append((event, [problem.at(at)]))
                 continue
             event_type = self.encoder.event_type(event)
             if event_type is None:

@@ -86,3 +86,62 @@ async def test_a_refused_strengt_fortrolig_event_is_dead_lettered_sealed_and_scr
     assert (letter.reason, letter.scrubbed, letter.event_id) == ("json.field_type", "address", event["id"])
     opened = json.loads(open_dead_letter(dead.value))
     assert street not in json.dumps(opened, ensure_ascii=False) and "kommunenummer" not in opened
+
+
+def _with_data(event_type: str, **fields) -> dict:
+    event = cloudevent(event_type)
+    event["data"].update(fields)
+    return event
+
+
+@pytest.mark.parametrize(
+    ("event", "code", "field"),
+    [
+        (cloudevent("Death", sequencenumber="seven"), "json.field_type", "sequencenumber"),  # was the Avro path
+        (cloudevent("Death", kommunenummer=[]), "kommune.missing", "kommunenummer"),  # was accepted
+        (cloudevent("Birth", kommunenummer=[]), "kommune.missing", "kommunenummer"),
+        (cloudevent("Move", kommunenummer=[]), "kommune.missing", "kommunenummer"),
+        (cloudevent("Death", kommunenumber=["0301"]), "cloudevent.unknown_attribute", "kommunenumber"),  # was dropped
+        (_with_data("Death", deathdate="2024-03-01"), "data.unknown_field", "deathdate"),  # was dropped
+        ({"hello": "world"}, "cloudevent.invalid", "specversion"),  # was event.unknown_type
+    ],
+    ids=[
+        "avro-path",
+        "death-no-kommune",
+        "birth-no-kommune",
+        "move-no-kommune",
+        "unknown-attribute",
+        "unknown-data-field",
+        "not-a-cloudevent",
+    ],
+)
+async def test_bad_input_is_named_in_the_clients_own_words_and_dead_lettered(
+    ingest, connector_kafka, connector_app_id, event, code, field
+):
+    async with ingest.post("/events", json=event, headers={**STRUCTURED, **auth("every-type")}) as response:
+        assert response.status == 400, await response.text()
+        errors = (await response.json())["errors"]
+    assert (errors[0]["code"], errors[0]["field"]) == (code, field), errors
+    topics = topic_names(connector_app_id)
+    assert await read_to_end(connector_kafka, topics.ingest) == []
+    (dead,) = await read_to_end(connector_kafka, topics.deadletter)
+    assert DeadLetter.from_headers(dead.headers).reason == code
+
+
+async def test_a_connector_may_choose_to_drop_unknown_attributes_and_data_fields(
+    connector_kafka, connector_app_id, monkeypatch
+):
+    import aiohttp
+    from http_ingest_client import ingest_config, running_ingest, set_tokens
+
+    set_tokens(monkeypatch)
+    event = _with_data("Death", deathplace="Oslo")
+    event["x-vendor-note"] = "from the old system"
+    config = {**ingest_config(), "ignore_unknown": True}
+    async with (
+        running_ingest(connector_kafka, connector_app_id, config) as source,
+        aiohttp.ClientSession(f"http://127.0.0.1:{source.port}") as http,
+        http.post("/events", json=event, headers={**STRUCTURED, **auth("oslo-skole")}) as response,
+    ):
+        assert response.status == 202, await response.text()
+    assert len(await read_to_end(connector_kafka, topic_names(connector_app_id).ingest)) == 1
