@@ -1,4 +1,5 @@
-"""`samband connectors list | run | new`: installed connectors, running one, a skeleton for a new one."""
+"""`samband connectors list | show | run | new`: installed connectors and delivery kinds, one in
+detail, running a source, a skeleton for a new one."""
 
 from __future__ import annotations
 
@@ -13,21 +14,87 @@ import yaml
 from agents.cli import UsageError
 
 
+def _installed() -> dict[str, tuple[str, type]]:
+    """name -> (role, class) of every installed source and delivery kind."""
+    from connectors.api import delivery_kinds, discover
+
+    return {
+        **{n: ("source", c) for n, c in discover().items()},
+        **{n: ("delivery kind", c) for n, c in delivery_kinds().items()},
+    }
+
+
 def _list(args: argparse.Namespace) -> int:
     from connectors.api import delivery_kinds, discover
 
     listed = {"source": discover(), "delivery kind": delivery_kinds()}
     if args.json:
-        print(json.dumps({f"{role}s": {name: {"class": f"{c.__module__}:{c.__qualname__}", "config_schema": c.config_schema()}
-                                          for name, c in found.items()} for role, found in listed.items()}, indent=2))  # fmt: skip
+        print(json.dumps({f"{role}s": {name: {"class": f"{c.__module__}:{c.__qualname__}", "description": c.description,
+                                              "config_schema": c.config_schema()}
+                                       for name, c in found.items()} for role, found in listed.items()}, indent=2))  # fmt: skip
         return 0
+    print(f"{'NAME':<16} {'ROLE':<14} DESCRIPTION")
     for role, found in listed.items():
         for name, cls in found.items():
-            print(f"{name}  ({role}, {cls.__module__}:{cls.__qualname__})")
-            if cls.description:
-                print(f"  {cls.description}")
-            print("  config: " + json.dumps(cls.config_schema(), indent=2).replace("\n", "\n  "))
+            print(f"{name:<16} {role:<14} {cls.description.splitlines()[0] if cls.description else ''}")
+    print("\n`samband connectors show NAME` gives a connector's config schema and an example.")
     return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    found = _installed()
+    if args.name not in found:
+        raise UsageError(f"no connector or delivery kind named {args.name!r}; installed: {', '.join(sorted(found))}")
+    role, cls = found[args.name]
+    schema = cls.config_schema()
+    example = config_example(schema, schema.get("$defs", {}))
+    if role == "delivery kind":
+        example = {"kind": args.name, **example}
+    if args.json:
+        print(json.dumps({"name": args.name, "role": role, "class": f"{cls.__module__}:{cls.__qualname__}",
+                          "description": cls.description, "config_schema": schema, "example": example}, indent=2))  # fmt: skip
+        return 0
+    print(f"{args.name}  ({role}, {cls.__module__}:{cls.__qualname__})")
+    if cls.description:
+        print(f"  {cls.description}")
+    required = set(schema.get("required", []))
+    print("\nsettings:")
+    for field, spec in schema.get("properties", {}).items():
+        need = "required" if field in required else f"default {json.dumps(spec.get('default'))}"
+        about = spec.get("description", "")
+        print(f"  {field:<22} {_type_of(spec):<10} {need:<18} {about}".rstrip())
+    where = (
+        "the subscription's `delivery` object, with `kind: " + args.name + "`"
+        if role == "delivery kind"
+        else "--config FILE"
+    )
+    print(f"\nexample ({where}):")
+    print("  " + yaml.safe_dump(example, sort_keys=False, allow_unicode=True).strip().replace("\n", "\n  "))
+    return 0
+
+
+def _type_of(spec: dict) -> str:
+    if "type" in spec:
+        return str(spec["type"])
+    kinds = [s.get("type", "object") for s in spec.get("anyOf", []) if s.get("type") != "null"]
+    return "|".join(kinds) or "object"
+
+
+_PLACEHOLDER = {"string": "<text>", "integer": 0, "number": 0.0, "boolean": False, "array": [], "object": {}}
+
+
+def config_example(schema: dict, defs: dict) -> dict:
+    """A config that shows every setting: its default, else a placeholder of its type (to fill in);
+    a list of objects shows one."""
+    example = {}
+    for field, spec in schema.get("properties", {}).items():
+        if "default" in spec:
+            example[field] = spec["default"]
+        elif spec.get("type") == "array" and "$ref" in spec.get("items", {}):
+            example[field] = [config_example(defs[spec["items"]["$ref"].rpartition("/")[2]], defs)]
+        else:
+            example[field] = _PLACEHOLDER.get(_type_of(spec).split("|")[0], "<value>")
+    return example
 
 
 def _load_config(path: str) -> dict:
@@ -102,9 +169,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    listing = actions.add_parser("list", help="installed connectors and their config schema")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing = actions.add_parser("list", help="installed sources and delivery kinds, one line each")
+    listing.add_argument("--json", action="store_true", help="machine-readable output, config schemas included")
     listing.set_defaults(handler=_list)
+
+    show = actions.add_parser("show", help="one connector or delivery kind: its settings and an example config")
+    show.add_argument("name", help="as `samband connectors list` shows it")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(handler=_show)
 
     run = actions.add_parser(
         "run",

@@ -47,3 +47,29 @@ def test_a_delivery_kind_is_not_run_as_a_connector(capsys, tmp_path):
     (tmp_path / "c.yaml").write_text("{}")
     assert main(["connectors", "run", "files", "--config", str(tmp_path / "c.yaml")]) == 2
     assert "delivery kind" in capsys.readouterr().err
+
+
+def test_list_is_a_table_of_one_line_each(capsys):
+    """Issue 18: `connectors list` printed every connector's full JSON schema."""
+    assert main(["connectors", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NAME", "ROLE", "DESCRIPTION"]
+    rows = {line.split()[0]: line for line in lines[1:] if line and not line.startswith("`")}
+    assert {"folkeregister", "http-ingest", "webhook", "kafka", "files"} <= set(rows)
+    assert " delivery kind " in rows["files"] and " source " in rows["folkeregister"]
+    assert not any("{" in line for line in lines), "no schema in the list"
+
+
+def test_show_gives_the_settings_and_an_example_that_validates(capsys):
+    import yaml
+
+    from connectors.api import delivery_kinds
+
+    assert main(["connectors", "show", "files"]) == 0
+    out = capsys.readouterr().out
+    assert "max_bytes" in out and "max_age_s" in out
+    example = yaml.safe_load(out.split("kind: files`):\n", 1)[1])
+    assert example["kind"] == "files"
+    delivery_kinds()["files"].parse_config({k: v for k, v in example.items() if k != "kind"})  # a valid config
+    assert main(["connectors", "show", "nonsense"]) == 2
+    assert "installed:" in capsys.readouterr().err
