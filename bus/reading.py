@@ -42,8 +42,8 @@ async def read_topic(
     partition: where a follower of the topic goes on from.
     """
     consumer = clients.consumer(bootstrap, enable_auto_commit=False, max_poll_records=10_000)
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a start that fails (no broker) is stopped too, not left unclosed
         async with asyncio.timeout(timeout):
             if partitions is None:
                 partitions = await _partitions(consumer, topic, wait_for_topic)
