@@ -101,12 +101,24 @@ class Settings(BaseSettings):
     secrets_dir: str = ""
     # Kafka subscribers get exactly one topic each: this prefix + the subscription id.
     subscriber_topic_prefix: str = Field("subscriber.", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    # `samband status` is unhealthy when a stage wrote more dead letters than this in the last
+    # SAMBAND_DEAD_LETTER_WINDOW_S: `stage=N` or `stage:reason=N`, comma separated.
+    dead_letter_limits: str = "source=1000,ingest=100,route=100,deliver=1000"
+    dead_letter_window_s: float = Field(3600.0, gt=0)
     # Where subscriptions of kind `files` get their batch files, one folder per subscription id.
     # Empty: files delivery is off, and a subscription asking for it is refused.
     files_outbound_dir: str = ""
     # Bytes of finished batch files a subscription's folder may hold; beyond it, files delivery
     # answers retry until the subscriber takes files away.
     files_outbound_quota_bytes: int = Field(1 << 30, ge=1 << 20)
+
+    @field_validator("dead_letter_limits")
+    @classmethod
+    def _limits(cls, text: str) -> str:
+        from agents.dead_letter_health import parse_limits
+
+        parse_limits(text)  # ValueError names the entry
+        return text
 
     @field_validator("subscriber_topic_prefix")
     @classmethod

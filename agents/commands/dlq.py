@@ -48,7 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = parser.add_subparsers(dest="dlq_command", metavar="COMMAND", required=True)
     listing = commands.add_parser("list", help="list dead letters (metadata only)")
     listing.add_argument("--subscription", help="only this subscription's delivery dead letters")
-    listing.set_defaults(handler=lambda a: _run(list_dead_letters(a.subscription)))
+    listing.add_argument("--stage", choices=("source", "ingest", "route", "deliver"), help="only this stage's")
+    listing.add_argument(
+        "--reason", help="only this reason code, or codes starting so when it ends in a dot (kommune.)"
+    )
+    listing.add_argument("--since", type=parse_since, help="only those written since: ISO 8601 time, or 30m, 2h, 7d")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(handler=lambda a: _run(list_dead_letters(a.subscription, a.stage, a.reason, a.since, a.json)))
     show = commands.add_parser("show", help="one dead letter's metadata; --reveal adds its data")
     show.add_argument("id", help="<partition>:<offset>")
     show.add_argument(
@@ -134,15 +140,58 @@ async def _projection(topics):
     return project
 
 
-async def list_dead_letters(subscription: str | None) -> int:
-    print(f"{'ID':<12} {'STAGE':<8} {'SUBSCRIPTION':<24} {'REASON':<28} {'TIME':<25} EVENT")
-    async for dlq_id, dead, _record in _dead_letters():
-        if subscription and dead.subscription != subscription:
+async def list_dead_letters(
+    subscription: str | None = None,
+    stage: str | None = None,
+    reason: str | None = None,
+    since: float | None = None,
+    as_json: bool = False,
+) -> int:
+    """The dead letters that match every filter given; `reason` matches a code or a code's prefix
+    ending in a dot (`kommune.`), `since` is epoch seconds."""
+    rows = []
+    async for dlq_id, dead, record in _dead_letters():
+        if (subscription and dead.subscription != subscription) or (stage and dead.stage != stage):
             continue
-        print(
-            f"{dlq_id:<12} {dead.stage:<8} {dead.subscription or '-':<24} {dead.reason:<28} {dead.time:<25} {dead.event_id or ''}"
-        )
+        if reason and not (dead.reason == reason or (reason.endswith(".") and dead.reason.startswith(reason))):
+            continue
+        if since is not None and record.timestamp / 1000 < since:
+            continue
+        rows.append({"id": dlq_id, "stage": dead.stage, "subscription": dead.subscription, "reason": dead.reason,
+                     "time": dead.time, "event": _event_of(dead, record), "event_type": dead.event_type})  # fmt: skip
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'ID':<12} {'STAGE':<8} {'SUBSCRIPTION':<24} {'REASON':<28} {'TIME':<25} EVENT")
+    for row in rows:
+        print(f"{row['id']:<12} {row['stage']:<8} {row['subscription'] or '-':<24} {row['reason']:<28} "
+              f"{row['time']:<25} {row['event'] or ''}")  # fmt: skip
     return 0
+
+
+def _event_of(dead, record) -> str | None:
+    """The event a dead letter holds: its id from the headers, else (a source's or ingest's letter)
+    the record's key, which is the event id by contract there."""
+    if dead.event_id:
+        return dead.event_id
+    return _safe_key(record.key) if dead.stage in ("source", "ingest") else None
+
+
+def parse_since(text: str) -> float:
+    """`--since`: an ISO 8601 time, or a duration back from now (`90s`, `30m`, `2h`, `7d`)."""
+    import re
+    import time
+    from datetime import datetime
+
+    if match := re.fullmatch(r"(\d+)([smhd])", text.strip()):
+        return time.time() - int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("an ISO 8601 time or a duration such as 30m, 2h, 7d") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError("the time needs a zone, e.g. 2026-12-05T10:00:00+01:00")
+    return moment.timestamp()
 
 
 async def show_dead_letter(dlq_id: str, reveal: bool) -> int:
@@ -150,7 +199,12 @@ async def show_dead_letter(dlq_id: str, reveal: bool) -> int:
     async for found_id, dead, record in _dead_letters():
         if found_id != dlq_id:
             continue
-        shown = {"id": found_id, **{k: v for k, v in vars(dead).items() if v is not None}, "key": _safe_key(record.key)}
+        # `id` is the dead letter's own place (what list, show and replay take); where the original
+        # was read from is `read_from`, not to be mistaken for it.
+        meta = {k: v for k, v in vars(dead).items() if v is not None and k not in ("topic", "partition", "offset")}
+        shown = {"id": found_id, **meta, "key": _safe_key(record.key)}
+        if dead.topic is not None:
+            shown["read_from"] = {"topic": dead.topic, "partition": dead.partition, "offset": dead.offset}
         if seal is not None:
             shown["value"] = _opened(seal, record).decode(errors="replace")
             log.warning("dlq.revealed", dlq_id=found_id, subscription=dead.subscription, event_id=dead.event_id)

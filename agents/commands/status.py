@@ -7,6 +7,10 @@ The report is a list of sections. A section is produced by one async function
 make the whole status unhealthy (exit 1). When the broker cannot be reached, the report holds
 the broker section alone, unhealthy.
 
+The dead-letters section (agents/dead_letter_health.py) counts every stage's dead letters in the
+last SAMBAND_DEAD_LETTER_WINDOW_S and names the top reasons; more than SAMBAND_DEAD_LETTER_LIMITS
+allows (per stage, or per stage and reason) is unhealthy.
+
 The subscriptions section (agents/delivery_health.py) gives each subscription's state
 (active, paused, failing, suspended, disabled), last successful delivery, retry backlog and dead-letter
 count, read from Kafka; a failing, suspended or disabled subscription makes the status unhealthy.
@@ -120,8 +124,29 @@ async def subscriptions_section(kafka: KafkaInspector, options: StatusOptions) -
     return Section("subscriptions", [asdict(row) for row in rows], format_subscriptions(rows), problems)
 
 
+async def dead_letters_section(kafka: KafkaInspector, options: StatusOptions) -> Section:
+    """Dead letters of every stage in the last window, against SAMBAND_DEAD_LETTER_LIMITS."""
+    from agents.dead_letter_health import dead_letter_counts, over_limits, parse_limits
+
+    settings = get_settings()
+    counts = await dead_letter_counts(kafka.bootstrap, options.app_id, settings.dead_letter_window_s)
+    problems = over_limits(counts, parse_limits(settings.dead_letter_limits))
+    window = f"last {settings.dead_letter_window_s / 3600:g} h"
+    lines = [f"{'STAGE':<8} {'DEAD LETTERS (' + window + ')':>26}  TOP REASONS"]
+    for stage, found in counts.items():
+        lines.append(f"{stage:<8} {found.total:>26}  {', '.join(f'{r} {n}' for r, n in found.top()) or '-'}")
+    data = {stage: {"total": c.total, "reasons": dict(c.reasons)} for stage, c in counts.items()}
+    return Section("dead_letters", {"window_s": settings.dead_letter_window_s, **data}, "\n".join(lines), problems)
+
+
 # Display order.
-SECTIONS: list[SectionProvider] = [broker_section, topics_section, lag_section, subscriptions_section]
+SECTIONS: list[SectionProvider] = [
+    broker_section,
+    topics_section,
+    lag_section,
+    subscriptions_section,
+    dead_letters_section,
+]
 
 
 async def collect_status(
@@ -148,10 +173,11 @@ def _status(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     status = subparsers.add_parser(
         "status",
-        help="health of the bus: broker, topics, consumer lag, subscriptions (exit 1 when unhealthy)",
+        help="health of the bus: broker, topics, consumer lag, subscriptions, dead letters (exit 1 when unhealthy)",
         description="Broker health, the bus's topics with message rates, consumer-group lag and each "
-        "subscription's delivery state. Exit 1 when the broker cannot be reached, a lag is above "
-        "--max-lag, or a subscription is failing, suspended or disabled. DEAD LETTERS is unresolved/total.",
+        "subscription's delivery state, and the dead letters of every stage. Exit 1 when the broker cannot be "
+        "reached, a lag is above --max-lag, a subscription is failing, suspended or disabled, or a stage wrote "
+        "more dead letters than SAMBAND_DEAD_LETTER_LIMITS allows. DEAD LETTERS is unresolved/total.",
     )
     status.add_argument("--max-lag", type=int, help="lag above this is unhealthy (default: SAMBAND_READY_MAX_LAG)")
     status.add_argument("--interval", type=float, default=1.0, help="seconds between the two rate samples; 0: no rates")
