@@ -1,11 +1,13 @@
-"""One event's path through the bus, read from Kafka: ingested, routed, each delivery's attempts, dead letters.
+"""One event's path through the bus, read from Kafka, as a timeline: ingested, routed, each
+delivery's attempts, dead-lettered, replayed, delivered.
 
     trace = await trace_event(bootstrap, app_id, event_id)   # EventTrace; trace.found is False if never seen
 
 Read, all topics prefixed with the app id: `-ingest-seen-ids` (when ingest first saw the id),
 `-router-records` (which subscriptions the router sent it to; with `-deliveries`, when),
 `-delivery-outcomes` (every failed attempt), `-delivery-ledger` (what became of each delivery,
-and so its successful attempt) and `-deadletter`. Only ids, times, counts, reason codes and
+and so its successful attempt), `-deadletter`, and in `-deliveries` the replays of its dead
+letters (header `samband-replay-of`). Only ids, times, counts, reason codes and
 HTTP statuses: never the event's data (no personal data).
 A scan of whole topics: an operator's tool, not a hot path.
 """
@@ -42,6 +44,7 @@ class Delivery:
     http_status: int | None = None
     reason: str | None = None
     attempt_log: list[Attempt] = field(default_factory=list)
+    replays: int = 0  # times a dead letter of it was sent back through delivery
 
 
 @dataclass
@@ -51,7 +54,8 @@ class EventTrace:
     routed_at: str | None = None
     routed_to: list[str] | None = None  # None: no routing record (not routed, or routed before records were kept)
     deliveries: list[Delivery] = field(default_factory=list)
-    dead_letters: list[dict] = field(default_factory=list)  # {"id", "stage", "reason", "subscription", "time"}
+    # {"id", "stage", "reason", "subscription", "time", "replayed_at": [times it was replayed]}
+    dead_letters: list[dict] = field(default_factory=list)
 
     @property
     def found(self) -> bool:
@@ -137,54 +141,97 @@ async def _dead_letters(bootstrap: str, topic: str, event_id: str) -> list[dict]
     return found
 
 
+async def _replays(bootstrap: str, topic: str, event_id: str) -> dict[str, list[str]]:
+    """Dead letter id -> when it was replayed (`samband dlq replay` writes it back with its id)."""
+    from agents.commands.dlq import REPLAY_HEADER
+
+    prefix, found = f"{event_id}.", defaultdict(list)
+    async for record in read_topic(bootstrap, topic):
+        replay_of = next((v.decode() for k, v in record.headers if k == REPLAY_HEADER), None)
+        if (
+            replay_of
+            and record.value is not None
+            and json.loads(record.value).get("idempotency_key", "").startswith(prefix)
+        ):
+            found[replay_of].append(_iso_ms(record.timestamp))
+    return found
+
+
 async def trace_event(bootstrap: str, app_id: str, event_id: str) -> EventTrace:
     topics = topic_names(app_id)
-    ingested, (routed_at, routed_to), attempts, ledger, dead = await asyncio.gather(
+    ingested, (routed_at, routed_to), attempts, ledger, dead, replays = await asyncio.gather(
         _ingested(bootstrap, app_id, event_id),
         _routed(bootstrap, app_id, event_id),
         _attempts(bootstrap, topics.outcomes, event_id),
         ledger_for_event(bootstrap, topics.ledger, event_id),
         _dead_letters(bootstrap, topics.deadletter, event_id),
+        _replays(bootstrap, topics.deliveries, event_id),
     )
+    for letter in dead:
+        letter["replayed_at"] = replays.get(letter["id"], [])
     deliveries = []
     for sub in sorted(set(routed_to or ()) | set(ledger) | set(attempts)):
         entry = ledger.get(sub)
         log = attempts.get(sub, [])
+        replayed = sum(len(d["replayed_at"]) for d in dead if d["subscription"] == sub)
         if entry is None:
-            deliveries.append(Delivery(sub, "pending", len(log), None, attempt_log=log))
+            deliveries.append(Delivery(sub, "pending", len(log), None, attempt_log=log, replays=replayed))
         else:
             if entry["status"] == "delivered":  # the attempt that succeeded, decided when the ledger says
                 log = [*log, Attempt(entry["at"], "delivered", None, entry.get("http_status"))]
+            # The ledger counts attempts since the last replay; the log holds every attempt.
+            count = max(entry["attempts"], len(log))
             deliveries.append(
                 Delivery(
                     sub,
                     entry["status"],
-                    entry["attempts"],
+                    count,
                     entry["at"],
                     entry.get("http_status"),
                     entry.get("reason"),
                     log,
+                    replayed,
                 )
             )
     return EventTrace(event_id, ingested, routed_at, routed_to, deliveries, dead)
 
 
 def format_trace(trace: EventTrace) -> str:
+    """A timeline, oldest first, then what became of each delivery."""
     if not trace.found:
         return f"event {trace.event_id}: not found in the bus's topics"
-    lines = [f"event {trace.event_id}", f"  ingested   {trace.ingested_at or '-'}"]
-    routed = ", ".join(trace.routed_to) if trace.routed_to else ("nobody" if trace.routed_to == [] else "-")
-    lines.append(f"  routed     {trace.routed_at or '-'} to {routed}")
+    steps: list[tuple[str, str]] = []
+    if trace.ingested_at:
+        steps.append((trace.ingested_at, "ingested"))
+    if trace.routed_at:
+        routed = ", ".join(trace.routed_to) if trace.routed_to else "nobody"
+        steps.append((trace.routed_at, f"routed to {routed}"))
     for d in trace.deliveries:
+        for number, a in enumerate(d.attempt_log, 1):
+            steps.append(
+                (a.at, f"{d.subscription}: attempt {number} {a.outcome}" + (f" {a.reason}" if a.reason else ""))
+            )
+    for dl in trace.dead_letters:
+        who = f"{dl['subscription']}: " if dl["subscription"] else ""
+        steps.append(
+            (dl["time"], f"{who}dead-lettered at stage {dl['stage']} ({dl['reason']}), dead letter {dl['id']}")
+        )
+        for at in dl["replayed_at"]:
+            steps.append((at, f"{who}replayed from dead letter {dl['id']}"))
+    lines = [f"event {trace.event_id}"]
+    lines += [f"  {at:<29} {what}" for at, what in sorted(steps, key=lambda step: _moment(step[0]))]
+    for d in trace.deliveries:
+        replays = f", {d.replays} replay(s)" if d.replays else ""
         lines.append(
-            f"  delivery   {d.subscription}: {d.status} at {d.at or '-'} after {d.attempts} attempt(s)"
+            f"  now: {d.subscription}: {d.status} at {d.at or '-'} after {d.attempts} attempt(s){replays}"
             + (f" ({d.reason})" if d.reason else "")
         )
-        for a in d.attempt_log:
-            lines.append(f"      {a.at} {a.outcome}" + (f" {a.reason}" if a.reason else ""))
-    for dl in trace.dead_letters:
-        lines.append(
-            f"  dead letter {dl['id']} at {dl['time']}: stage {dl['stage']}, {dl['reason']}"
-            + (f", subscription {dl['subscription']}" if dl["subscription"] else "")
-        )
     return "\n".join(lines)
+
+
+def _moment(at: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        return datetime.max.replace(tzinfo=UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -207,6 +207,19 @@ def _cli(bus, *args: str, user_env: dict | None = None):
     )
 
 
+def _trace(bus, *args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "agents.cli", "trace", *args],
+        env=bus.worker.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 async def test_dead_letter_replayed_after_the_fix_arrives_once_with_its_webhook_id(bus):
     from delivery_fixtures import delivery, synthetic_identity
 
@@ -245,6 +258,24 @@ async def test_dead_letter_replayed_after_the_fix_arrives_once_with_its_webhook_
         assert again.returncode == 0 and "skipped" in again.stdout
     finally:
         await receiver.stop()
+    # The trace tells it as it happened (issue 18): it said "delivered after 1 attempt(s)", listed
+    # the failed attempts after that, and did not mark the dead letter replayed.
+    traced = _trace(bus, "dlq-1", "--json")
+    assert traced.returncode == 0, traced.stderr
+    trace = json.loads(traced.stdout)
+    [done] = trace["deliveries"]
+    assert [a["outcome"] for a in done["attempt_log"]] == ["rejected", "delivered"]
+    assert done["attempts"] == 2 and done["replays"] == 1
+    [letter] = trace["dead_letters"]
+    assert letter["id"] == dlq_id and len(letter["replayed_at"]) == 1
+    text = _trace(bus, "dlq-1").stdout.splitlines()
+    steps = [line.split(maxsplit=1)[1] for line in text[1:] if not line.strip().startswith("now:")]
+    assert steps[-3:] == [
+        f"flow-dlq: dead-lettered at stage deliver (delivery.rejected), dead letter {dlq_id}",
+        f"flow-dlq: replayed from dead letter {dlq_id}",
+        "flow-dlq: attempt 2 delivered",
+    ], text
+    assert any("now: flow-dlq: delivered" in line and "after 2 attempt(s), 1 replay(s)" in line for line in text)
     [arrived] = receiver.events()
     assert arrived.webhook_id == record["idempotency_key"]
     assert arrived.event.get_data()["identityNumber"] == synthetic_identity(7)
