@@ -3,6 +3,7 @@ to which envelope fields. Samband's envelope fields travel as lower-case extensi
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from functools import cache
 from typing import Any, cast
@@ -95,15 +96,27 @@ def record_from_cloudevent(event_type: str, event: dict, *, ignore_unknown: bool
 def _refuse_unknown(event_type: str, event: dict, data: dict) -> None:
     for name in event:
         if name not in CORE_ATTRIBUTES and name not in EXTENSIONS:
-            shown = str(name)[:64]
+            shown = _shown_name(name)
             raise CloudEventError(
-                "cloudevent.unknown_attribute", shown, f"attribute {shown} is not in Samband's CloudEvents profile"
+                "cloudevent.unknown_attribute",
+                shown,
+                f"attribute {shown or '(unnamed)'} is not in Samband's CloudEvents profile",
             )
     known = _data_fields(event_type)
     for name in data:
         if name not in known:
-            shown = str(name)[:64]
-            raise CloudEventError("data.unknown_field", shown, f"{event_type} has no data field {shown}")
+            shown = _shown_name(name)
+            raise CloudEventError("data.unknown_field", shown, f"{event_type} has no data field {shown or '(unnamed)'}")
+
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z_-]{0,63}")
+
+
+def _shown_name(name: object) -> str:
+    """The client's own name for what is refused, when it is a plain name. A name with digits or
+    anything else is not repeated: it goes into dead-letter headers, and a client may have put an
+    identity number there."""
+    return name if isinstance(name, str) and _NAME.fullmatch(name) else ""
 
 
 @cache

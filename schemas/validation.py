@@ -24,8 +24,6 @@ EARLIEST_DATE = date(1850, 1, 1)
 PAST_ONLY_DATES = frozenset({"birthDate", "deathDate"})
 MAX_FUTURE = timedelta(days=366)
 MAX_CLOCK_SKEW = timedelta(days=1)
-# Events routed by where they happen: without a kommune no municipal subscription could get them.
-NEEDS_KOMMUNE = frozenset({"Birth", "Death", "Move"})
 
 
 @dataclass(frozen=True)
@@ -117,10 +115,6 @@ def _validate_envelope(event_type: str, envelope: dict, now: datetime, failures:
     _identity(envelope["person"], "envelope.person", failures)
     for kommune in envelope.get("kommunenummer", []):
         _kommune(kommune, "envelope.kommunenummer", failures)
-    if event_type in NEEDS_KOMMUNE and not envelope.get("kommunenummer") and envelope.get("changeKind", "new") == "new":
-        failures.append(
-            Failure("kommune.missing", "envelope.kommunenummer", f"a {event_type} names the kommune it concerns")
-        )
     time = envelope["time"]
     if time.year < EARLIEST_DATE.year:
         failures.append(Failure("date.too_early", "envelope.time", f"time before {EARLIEST_DATE.isoformat()}"))

@@ -170,11 +170,11 @@ async def list_dead_letters(
 
 
 def _event_of(dead, record) -> str | None:
-    """The event a dead letter holds: its id from the headers, else (a source's or ingest's letter)
-    the record's key, which is the event id by contract there."""
+    """The event a dead letter holds: its id from the headers, else (a source's letter) the record's
+    key, the event id by contract there. (An ingest letter's key is the person's pseudonym: never shown.)"""
     if dead.event_id:
         return dead.event_id
-    return _safe_key(record.key) if dead.stage in ("source", "ingest") else None
+    return _safe_key(record.key) if dead.stage == "source" else None
 
 
 def parse_since(text: str) -> float:

@@ -19,7 +19,23 @@ from connectors.http_ingest.problems import Problem, Refused
 from schemas.catalog import EVENTS_NAMESPACE, UNKNOWN_EVENT, catalog
 from schemas.cloudevents import CloudEventError, client_field, record_from_cloudevent
 from schemas.codec import Codec
-from schemas.validation import validate
+from schemas.protection import is_strict
+from schemas.validation import Failure, validate
+
+# A municipal system reports where a birth, death or move happens. (Not a rule of the bus: the
+# register gives a death no kommune, and a strengt fortrolig person's events carry none.)
+NEEDS_KOMMUNE = frozenset({"Birth", "Death", "Move"})
+
+
+def _kommune_missing(event_type: str, envelope: dict) -> list[Failure]:
+    if (
+        event_type in NEEDS_KOMMUNE
+        and not envelope.get("kommunenummer")
+        and envelope.get("changeKind", "new") == "new"
+        and not is_strict(envelope.get("addressProtection", "ugradert"))
+    ):
+        return [Failure("kommune.missing", "envelope.kommunenummer", f"a {event_type} names the kommune it concerns")]
+    return []
 
 
 def _invalid(code: str, field: str, message: str) -> Refused:
@@ -57,7 +73,8 @@ class EventEncoder:
             field = client_field(event_type, exc.errors[0].field)
             raise _invalid("json.field_type", field, f"{field} has the wrong type") from None
         value = self.codec.encode(record, self._current_id[event_type])
-        failures = validate(event_type, self.codec.decode(value))  # what Avro readers will see
+        # What Avro readers will see; a missing kommune first, as the envelope's own fault.
+        failures = _kommune_missing(event_type, record["envelope"]) + validate(event_type, self.codec.decode(value))
         if failures:
             raise Refused([Problem(f.code, client_field(event_type, f.field), f.message) for f in failures])
         return value
