@@ -2,37 +2,75 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from connectors.http_ingest.binding import BATCH, BINARY_DATA, STRUCTURED
 from schemas.catalog import EVENTS_NAMESPACE, UNKNOWN_EVENT, catalog
 from schemas.cloudevents import EXTENSIONS
+from schemas.json_schema import DataSchemas
 
 EVENT_TYPES = [t for t in catalog().event_types() if t != UNKNOWN_EVENT]
 
 _STRING = {"type": "string"}
-CLOUDEVENT = {
-    "type": "object",
-    "description": "A CloudEvents 1.0 event in Samband's profile; `data` holds the payload fields of the event type "
-    "(see docs/catalog.md), dates as ISO 8601 strings.",
-    "required": ["specversion", "id", "source", "type", "time", "data", "person"],
-    "properties": {
-        "specversion": {"type": "string", "enum": ["1.0"]},
-        "id": {"type": "string", "minLength": 1, "description": "event id; the Kafka key, resending is safe"},
-        "source": {"type": "string", "minLength": 1},
-        "type": {"type": "string", "enum": [f"{EVENTS_NAMESPACE}.{t}" for t in EVENT_TYPES]},
-        "time": {"type": "string", "format": "date-time"},
-        "subject": _STRING,
-        "dataschema": _STRING,
-        "datacontenttype": {"type": "string", "enum": ["application/json"]},
-        "person": {"type": "string", "description": "folkeregisteridentifikator (11 digits)"},
-        "kommunenummer": {"type": "array", "items": {"type": "string", "pattern": "^[0-9]{4}$"}},
-        "addressprotection": {"type": "string"},
-        "changekind": {"type": "string", "enum": ["new", "correction", "annulment"]},
-        "correctseventid": {"type": "string"},
-        "sequencenumber": {"type": "integer"},
-        "correlationid": _STRING,
-        "data": {"type": "object"},
+_NULLABLE_STRING = {"type": ["string", "null"]}
+# The attributes of every event; `type` and `data` are added per event type.
+ATTRIBUTES = {
+    "specversion": {"type": "string", "enum": ["1.0"]},
+    "id": {"type": "string", "minLength": 1, "description": "event id; the Kafka key, resending is safe"},
+    "source": {"type": "string", "minLength": 1, "description": "URI reference of the sending system"},
+    "time": {"type": "string", "format": "date-time", "description": "with a time zone"},
+    "subject": _NULLABLE_STRING,
+    "dataschema": _NULLABLE_STRING,
+    "datacontenttype": {"type": "string", "enum": ["application/json"]},
+    "person": {"type": "string", "description": "folkeregisteridentifikator (11 digits)"},
+    "kommunenummer": {
+        "type": "array",
+        "items": {"type": "string", "pattern": "^[0-9]{4}$"},
+        "description": "the kommuner the event concerns; required for Birth, Death and Move",
     },
+    "addressprotection": {"$ref": "#/components/schemas/AddressProtection"},
+    "changekind": {"$ref": "#/components/schemas/ChangeKind"},
+    "correctseventid": {**_NULLABLE_STRING, "description": "the event a correction or annulment changes"},
+    "sequencenumber": {"type": ["integer", "null"], "description": "the source's sequence number, if it has one"},
+    "correlationid": _NULLABLE_STRING,
+    "traceparent": {"type": "string", "description": "W3C trace context"},
+    "tracestate": _STRING,
 }
+
+
+def _event_schema(event_type: str, data: dict) -> dict:
+    return {
+        "type": "object",
+        "description": f"A {event_type} event: CloudEvents 1.0 in Samband's profile (docs/catalog.md). "
+        "An attribute or data field not listed is refused unless the connector is set to ignore them.",
+        "required": ["specversion", "id", "source", "type", "time", "person", "data"],
+        "additionalProperties": False,
+        "properties": {
+            **ATTRIBUTES,
+            "type": {"type": "string", "const": f"{EVENTS_NAMESPACE}.{event_type}"},
+            "data": data,
+        },
+    }
+
+
+@cache
+def _components() -> dict:
+    """`<Type>Event` and `<Type>Data` of every event type, the named types they use, and `CloudEvent`:
+    any one of the events, told apart by `type`."""
+    schemas = DataSchemas()
+    events = {f"{t}Event": _event_schema(t, schemas.data(t)) for t in EVENT_TYPES}
+    schemas.named("no.samband.common.AddressProtection")
+    schemas.named("no.samband.common.ChangeKind")
+    cloudevent = {
+        "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in events],
+        "discriminator": {
+            "propertyName": "type",
+            "mapping": {f"{EVENTS_NAMESPACE}.{t}": f"#/components/schemas/{t}Event" for t in EVENT_TYPES},
+        },
+    }
+    return {**schemas.components, **events, "CloudEvent": cloudevent}
+
+
 ERRORS = {
     "type": "object",
     "required": ["errors"],
@@ -71,7 +109,7 @@ def openapi_document(max_batch: int) -> dict:
         for name in ("specversion", "id", "source", "type", "time", "subject", *EXTENSIONS)
     ]  # fmt: skip
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "Samband HTTP ingest",
             "version": "1",
@@ -131,7 +169,7 @@ def openapi_document(max_batch: int) -> dict:
             }
         },
         "components": {
-            "schemas": {"CloudEvent": CLOUDEVENT, "Errors": ERRORS},
+            "schemas": {**_components(), "Errors": ERRORS},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
