@@ -10,6 +10,7 @@ demo: $(INSTALLED)
 
 test: $(INSTALLED)
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	@command -v npm >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null)
 	$(VENV)/bin/python -m pytest -n $${SAMBAND_TEST_PROCESSES:-2} --dist loadfile $(ARGS)
 
 # Lint, format and type checks (ruff and mypy, configured in pyproject.toml); CI runs them before the tests.

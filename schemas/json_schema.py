@@ -54,6 +54,8 @@ class DataSchemas:
         if isinstance(avro, str):
             if avro in _PRIMITIVES:
                 return dict(_PRIMITIVES[avro])
+            if avro.rsplit(".", 1)[-1] not in self.components:  # defined inline in a part left out (the envelope)
+                return self._schema(catalog().resolve(avro))
             return self._ref(avro.rsplit(".", 1)[-1])
         if isinstance(avro, list):
             choices = [self._schema(branch) for branch in avro if branch != "null"]

@@ -1,4 +1,5 @@
-"""HTTP API for subscriptions: `/subscriptions` with bearer tokens, tenants and scopes, and `/openapi.json`.
+"""HTTP API for subscriptions: `/subscriptions` with bearer tokens, tenants and scopes (described in
+the worker's `/openapi.json`: agents/subscriptions/openapi.py).
 
     add_routes(web_app, SubscriptionsApi(follower, write, tokens, audit))
 
@@ -27,7 +28,6 @@ from pydantic import ValidationError
 from agents.subscriptions.audit import AuditLog
 from agents.subscriptions.files import validation_problems
 from agents.subscriptions.model import Subscription
-from agents.subscriptions.openapi import openapi_document
 from agents.subscriptions.store import SubscriptionFollower
 from agents.subscriptions.tokens import OPERATOR, READ, WRITE, ApiToken
 from schemas import json_text
@@ -67,7 +67,6 @@ API_KEY = web.AppKey("subscriptions_api", SubscriptionsApi)
 
 def add_routes(web_app: web.Application, api: SubscriptionsApi) -> None:
     web_app[API_KEY] = api
-    web_app.router.add_get("/openapi.json", get_openapi)
     web_app.router.add_get("/subscriptions", list_subscriptions)
     web_app.router.add_post("/subscriptions", create_subscription)
     web_app.router.add_get("/subscriptions/{id}", get_subscription)
@@ -155,10 +154,6 @@ async def _audited(request: web.Request, write: Write) -> web.Response:
         name=token.name, owner=token.owner, action=action, subscription=sub_id, outcome=outcome, via="api"
     )
     return response
-
-
-async def get_openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
 
 
 async def list_subscriptions(request: web.Request) -> web.Response:

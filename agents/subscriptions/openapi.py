@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document of the subscriptions API, served at `/openapi.json`.
+"""The subscriptions API's part of the worker's OpenAPI 3.1 document (agents/web/openapi.py).
 
 The paths are written out here; the Subscription schema is the model's own JSON Schema, so
 the document cannot drift from what the API accepts.
@@ -43,15 +43,26 @@ _ID = {
     "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,99}$"},
 }
 _BODY = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Subscription"}}}}
+# PUT takes the id from the path: the body may leave it out (or repeat it; another id is 422).
+_PUT_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubscriptionWithoutId"}}},
+}
 _INVALID = _response("invalid subscription (error subscription.invalid, with problems)", "Error")
 _NOT_JSON = _response("the body is not JSON (error request.invalid_json)", "Error")
 
 
 @cache
-def openapi_document() -> dict:
+def components() -> dict:
     schemas = Subscription.model_json_schema(ref_template=_REF)
     components = schemas.pop("$defs", {})
     components["Subscription"] = schemas
+    components["SubscriptionWithoutId"] = {
+        **schemas,
+        "title": "SubscriptionWithoutId",
+        "description": "A subscription whose id, when left out, is the one in the path.",
+        "required": [name for name in schemas.get("required", []) if name != "id"],
+    }
     components["Error"] = {
         "type": "object",
         "required": ["error", "message"],
@@ -61,88 +72,73 @@ def openapi_document() -> dict:
             "problems": {"type": "array", "items": {"type": "string"}, "description": "field path: what is wrong"},
         },
     }
+    return components
+
+
+def paths() -> dict:
     read, write = [{"bearer": ["subscriptions:read"]}], [{"bearer": ["subscriptions:write"]}]
     return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Samband subscriptions API",
-            "version": "1",
-            "description": "Who receives which citizen life events, with which fields, under which legal basis. "
-            "Changes take effect on every worker within seconds.",
-        },
-        "paths": {
-            "/subscriptions": {
-                "get": {
-                    "summary": "List the subscriptions the token owns",
-                    "security": read,
-                    "responses": {
-                        "200": {
-                            "description": "the token's subscriptions (an operator's: all)",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "properties": {
-                                            "subscriptions": {
-                                                "type": "array",
-                                                "items": {"$ref": "#/components/schemas/Subscription"},
-                                            }
-                                        },
-                                    }
+        "/subscriptions": {
+            "get": {
+                "summary": "List the subscriptions the token owns",
+                "security": read,
+                "responses": {
+                    "200": {
+                        "description": "the token's subscriptions (an operator's: all)",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "subscriptions": {
+                                            "type": "array",
+                                            "items": {"$ref": "#/components/schemas/Subscription"},
+                                        }
+                                    },
                                 }
-                            },
+                            }
                         },
-                        **_ERRORS,
                     },
-                },
-                "post": {
-                    "summary": "Create a subscription",
-                    "security": write,
-                    "requestBody": _BODY,
-                    "responses": {
-                        "201": _response("created", "Subscription"),
-                        "409": _response("the id exists (error subscription.exists)", "Error"),
-                        "400": _NOT_JSON,
-                        "422": _INVALID,
-                        **_ERRORS,
-                    },
+                    **_ERRORS,
                 },
             },
-            "/subscriptions/{id}": {
-                "parameters": [_ID],
-                "get": {
-                    "summary": "Get a subscription",
-                    "security": read,
-                    "responses": {"200": _response("the subscription", "Subscription"), "404": _NOT_FOUND, **_ERRORS},
-                },
-                "put": {
-                    "summary": "Create or replace a subscription",
-                    "security": write,
-                    "requestBody": _BODY,
-                    "responses": {
-                        "200": _response("replaced", "Subscription"),
-                        "201": _response("created", "Subscription"),
-                        "400": _NOT_JSON,
-                        "404": _NOT_FOUND,
-                        "422": _INVALID,
-                        **_ERRORS,
-                    },
-                },
-                "delete": {
-                    "summary": "Delete a subscription",
-                    "security": write,
-                    "responses": {"204": _response("deleted"), "404": _NOT_FOUND, **_ERRORS},
+            "post": {
+                "summary": "Create a subscription",
+                "security": write,
+                "requestBody": _BODY,
+                "responses": {
+                    "201": _response("created", "Subscription"),
+                    "409": _response("the id exists (error subscription.exists)", "Error"),
+                    "400": _NOT_JSON,
+                    "422": _INVALID,
+                    **_ERRORS,
                 },
             },
         },
-        "components": {
-            "schemas": components,
-            "securitySchemes": {
-                "bearer": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "tokens, their tenants and scopes: SAMBAND_API_TOKENS_FILE, SAMBAND_API_TOKENS",
-                }
+        "/subscriptions/{id}": {
+            "parameters": [_ID],
+            "get": {
+                "summary": "Get a subscription",
+                "security": read,
+                "responses": {"200": _response("the subscription", "Subscription"), "404": _NOT_FOUND, **_ERRORS},
+            },
+            "put": {
+                "summary": "Create or replace a subscription",
+                "security": write,
+                "requestBody": _PUT_BODY,
+                "responses": {
+                    "200": _response("replaced", "Subscription"),
+                    "201": _response("created", "Subscription"),
+                    "400": _NOT_JSON,
+                    "404": _NOT_FOUND,
+                    "422": _INVALID,
+                    **_ERRORS,
+                },
+            },
+            "delete": {
+                "summary": "Delete a subscription",
+                "security": write,
+                "responses": {"204": _response("deleted"), "404": _NOT_FOUND, **_ERRORS},
             },
         },
     }

@@ -1,8 +1,9 @@
 """The bus's HTTP routes on the worker's own web server (Faust's aiohttp app, `app.web.web_app`).
 
 `add_bus_routes(app, settings, runtime)`, called when the worker is put together
-(agents/assembly.py): the subscriptions API with its OpenAPI document
-(agents/subscriptions/http_api.py), the operations endpoints /healthz, /readyz and /metrics
+(agents/assembly.py): the worker's OpenAPI document `/openapi.json` (agents/web/openapi.py) and
+the AsyncAPI document of its topics `/asyncapi.json` (agents/web/asyncapi.py), the subscriptions
+API (agents/subscriptions/http_api.py), the operations endpoints /healthz, /readyz and /metrics
 (agents/web/operations.py), the operations dashboard /dashboard with its /api/overview,
 /api/trace and replay endpoints (agents/web/dashboard.py) and, unless an external registry is
 configured, the schema registry read API (agents/web/schema_registry.py). Faust freezes the
@@ -12,6 +13,7 @@ router only when the server starts, so routes added before are served.
 from __future__ import annotations
 
 import faust
+from aiohttp import web
 
 from agents.config import Settings, SettingsError
 from agents.stage_runtime import StageRuntime
@@ -20,6 +22,8 @@ from agents.subscriptions.http_api import SubscriptionsApi, add_routes, authoris
 from agents.subscriptions.store import write
 from agents.subscriptions.tokens import TokenConfigError, load_tokens
 from agents.web import dashboard, operations, schema_registry
+from agents.web.asyncapi import asyncapi_document
+from agents.web.openapi import openapi_document
 from schemas.catalog import catalog
 from schemas.registry import CatalogRegistry
 
@@ -36,11 +40,23 @@ def add_bus_routes(app: faust.App, settings: Settings, runtime: StageRuntime) ->
         return await write(runtime.bootstrap, runtime.topics.subscriptions, [(sub_id, value)])
 
     web_app = app.web.web_app
+    serves_registry = not settings.schema_registry_url
+    openapi = openapi_document(with_registry=serves_registry)
+    asyncapi = asyncapi_document(settings.app_id, settings.subscriber_topic_prefix)
+
+    async def get_openapi(request: web.Request) -> web.Response:
+        return web.json_response(openapi)
+
+    async def get_asyncapi(request: web.Request) -> web.Response:
+        return web.json_response(asyncapi)
+
+    web_app.router.add_get("/openapi.json", get_openapi)
+    web_app.router.add_get("/asyncapi.json", get_asyncapi)
     audit = AuditLog(runtime.bootstrap, runtime.topics.audit)
     add_routes(web_app, SubscriptionsApi(runtime.subscriptions, write_subscription, tokens, audit))
     operations.add_routes(web_app, runtime.bootstrap, settings.ready_max_lag, lambda: runtime.stages)
     dashboard.add_routes(web_app, settings.app_id, runtime.bootstrap)
-    if not settings.schema_registry_url:
+    if serves_registry:
         schema_registry.add_routes(
             web_app, CatalogRegistry(catalog()), may_register=lambda request: authorise(request, None)[2] is None
         )

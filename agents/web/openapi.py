@@ -1,0 +1,335 @@
+"""The worker's OpenAPI 3.1 document, served at `/openapi.json`: every endpoint the worker serves,
+with every answer it gives.
+
+    document = openapi_document(with_registry=True)
+
+The subscriptions API describes its own part (agents/subscriptions/openapi.py); the operations
+endpoints, the dashboard's API, the schema registry and the documents themselves are described
+here. Response bodies of the operations endpoints are the JSON Schemas of the dataclasses they
+are made from, so they cannot drift. tests/operations/test_worker_openapi.py holds the document
+against the worker's router: a route without a description fails it.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from pydantic import TypeAdapter
+
+from agents.delivery_health import SubscriptionHealth
+from agents.event_trace import EventTrace
+from agents.subscriptions import openapi as subscriptions
+from agents.subscriptions.tokens import DLQ_REPLAY, OPERATIONS_READ
+from agents.web.operations import Readiness
+
+_REF = "#/components/schemas/{model}"
+_JSON = "application/json"
+_REGISTRY_JSON = "application/vnd.schemaregistry.v1+json"
+
+
+def _json(description: str, schema: dict) -> dict:
+    return {"description": description, "content": {_JSON: {"schema": schema}}}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": _REF.format(model=name)}
+
+
+_DENIED = {
+    "401": _json("no or unknown bearer token (error auth.unauthenticated)", _ref("Error")),
+    "403": _json("the token lacks the scope (error auth.scope_missing)", _ref("Error")),
+}
+_OPERATIONS = [{"bearer": [OPERATIONS_READ]}]
+_ASSET = {"name": "name", "in": "path", "required": True, "schema": {"enum": ["dashboard.js", "dashboard.css"]}}
+
+
+def _operations_paths() -> dict:
+    return {
+        "/healthz": {
+            "get": {
+                "summary": "Liveness: the process answers",
+                "tags": ["operations"],
+                "responses": {"200": _json("alive, or degraded with the reasons (a lost broker)", _ref("Health"))},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: stages started, partitions held, lag within the bound",
+                "tags": ["operations"],
+                "responses": {
+                    "200": _json("ready", _ref("Readiness")),
+                    "503": _json("not ready; `reasons` says why", _ref("Readiness")),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text exposition format)",
+                "tags": ["operations"],
+                "responses": {
+                    "200": {"description": "the metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}
+                },
+            }
+        },
+    }
+
+
+def _dashboard_paths() -> dict:
+    return {
+        "/dashboard": {
+            "get": {
+                "summary": "The operations dashboard (HTML; it asks for a token and polls /api/*)",
+                "tags": ["dashboard"],
+                "responses": {
+                    "200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}
+                },
+            }
+        },
+        "/dashboard/{name}": {
+            "get": {
+                "summary": "The dashboard's script and style sheet",
+                "tags": ["dashboard"],
+                "parameters": [_ASSET],
+                "responses": {
+                    "200": {
+                        "description": "the file",
+                        "content": {
+                            "text/javascript": {"schema": {"type": "string"}},
+                            "application/javascript": {"schema": {"type": "string"}},
+                            "text/css": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "404": {"description": "no such file", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                },
+            }
+        },
+        "/api/overview": {
+            "get": {
+                "summary": "Throughput, consumer lag and each subscription's delivery health",
+                "tags": ["dashboard"],
+                "security": _OPERATIONS,
+                "responses": {"200": _json("the overview", _ref("Overview")), **_DENIED},
+            }
+        },
+        "/api/trace/{event_id}": {
+            "get": {
+                "summary": "One event's path as a timeline: ingested, routed, attempts, dead letters, replays",
+                "tags": ["dashboard"],
+                "security": _OPERATIONS,
+                "parameters": [{"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": _json("the trace", _ref("EventTrace")),
+                    "404": _json("the bus has never seen the event (`found` false)", _ref("EventTrace")),
+                    **_DENIED,
+                },
+            }
+        },
+        "/api/subscriptions/{id}/replay": {
+            "post": {
+                "summary": "Replay the subscription's delivery dead letters (same idempotency keys)",
+                "tags": ["dashboard"],
+                "security": [{"bearer": [DLQ_REPLAY]}],
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json("what was replayed", _ref("Replayed")), **_DENIED},
+            }
+        },
+    }
+
+
+def _registry(description: str, schema: dict) -> dict:
+    return {"description": description, "content": {_REGISTRY_JSON: {"schema": schema}}}
+
+
+def _registry_error(description: str) -> dict:
+    return _registry(description, _ref("RegistryError"))
+
+
+def _registry_paths() -> dict:
+    subject = {"name": "subject", "in": "path", "required": True, "schema": {"type": "string"}}
+    version = {"name": "version", "in": "path", "required": True,
+               "schema": {"type": "string", "description": "a version number or `latest`"}}  # fmt: skip
+    schema_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    body = {"required": True, "content": {_JSON: {"schema": _ref("RegistrySchema")},
+                                          _REGISTRY_JSON: {"schema": _ref("RegistrySchema")}}}  # fmt: skip
+    missing_subject = _registry_error("no such subject (40401)")
+    no_schema = _registry_error("no such schema (40403)")
+    integers, strings = {"type": "array", "items": {"type": "integer"}}, {"type": "array", "items": {"type": "string"}}
+    tags = ["schema registry"]
+    return {
+        "/schemas/types": {"get": {"summary": "Schema types", "tags": tags,
+                                   "responses": {"200": _registry("AVRO", strings)}}},
+        "/schemas/ids/{id}": {"get": {"summary": "A schema by its id", "tags": tags, "parameters": [schema_id],
+                                      "responses": {"200": _registry("the schema", _ref("RegistrySchema")),
+                                                    "404": no_schema}}},
+        "/schemas/ids/{id}/versions": {"get": {
+            "summary": "The subjects and versions of a schema id", "tags": tags, "parameters": [schema_id],
+            "responses": {"200": _registry("subject versions", {"type": "array", "items": _ref("SubjectVersion")}),
+                          "404": no_schema}}},
+        "/subjects": {"get": {"summary": "Every subject: the envelope and each event type", "tags": tags,
+                              "responses": {"200": _registry("subjects", strings)}}},
+        "/subjects/{subject}/versions": {"get": {
+            "summary": "A subject's versions", "tags": tags, "parameters": [subject],
+            "responses": {"200": _registry("version numbers", integers), "404": missing_subject}},
+            "post": {"summary": "Register a schema: answers the existing id; the catalog changes only by release",
+                     "tags": tags, "security": [{"bearer": []}], "parameters": [subject], "requestBody": body,
+                     "responses": {"200": _registry("its id", {"type": "object", "required": ["id"],
+                                                              "properties": {"id": {"type": "integer"}}}),
+                                   "401": _registry_error("no bearer token (40101)"), "404": _registry_error(
+                                       "no such subject (40401), or a schema not in the catalog (40403)"),
+                                   "422": _registry_error("the body holds no valid schema (42201)")}}},
+        "/subjects/{subject}/versions/{version}": {"get": {
+            "summary": "One version of a subject", "tags": tags, "parameters": [subject, version],
+            "responses": {"200": _registry("the version", _ref("SubjectVersionSchema")),
+                          "404": _registry_error("no such subject (40401) or version (40402)")}}},
+        "/subjects/{subject}/versions/{version}/schema": {"get": {
+            "summary": "One version's schema text", "tags": tags, "parameters": [subject, version],
+            "responses": {"200": _json("the Avro schema", {"type": "object"}),
+                          "404": _registry_error("no such subject (40401) or version (40402)")}}},
+        "/subjects/{subject}": {"post": {
+            "summary": "Look a schema up under a subject", "tags": tags, "parameters": [subject], "requestBody": body,
+            "responses": {"200": _registry("the version", _ref("SubjectVersionSchema")),
+                          "404": _registry_error("no such subject (40401), or a schema not in the catalog (40403)"),
+                          "422": _registry_error("the body holds no valid schema (42201)")}}},
+    }  # fmt: skip
+
+
+def _document_paths() -> dict:
+    return {
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "tags": ["documents"],
+                "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})},
+            }
+        },
+        "/asyncapi.json": {
+            "get": {
+                "summary": "The AsyncAPI 3 document of the bus's topics",
+                "tags": ["documents"],
+                "responses": {"200": _json("AsyncAPI 3.0", {"type": "object"})},
+            }
+        },
+    }
+
+
+def _schema_of(model: type) -> dict:
+    schema = TypeAdapter(model).json_schema(ref_template=_REF)
+    schema.pop("$defs", None)
+    return schema
+
+
+def _components() -> dict:
+    defs: dict = {}
+    for model in (Readiness, EventTrace, SubscriptionHealth):
+        defs.update(TypeAdapter(model).json_schema(ref_template=_REF).pop("$defs", {}))
+    trace = _schema_of(EventTrace)
+    trace["properties"]["found"] = {"type": "boolean", "description": "false: the bus has never seen the event"}
+    trace["required"] = [*trace.get("required", []), "found"]
+    count = {"type": "integer"}
+    return {
+        **defs,
+        "Health": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {
+                "status": {"type": "string", "enum": ["alive", "degraded"]},
+                "reasons": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "Readiness": _schema_of(Readiness),
+        "EventTrace": trace,
+        "SubscriptionHealth": _schema_of(SubscriptionHealth),
+        "Overview": {
+            "type": "object",
+            "required": ["broker"],
+            "description": "`broker.reachable` false: only `broker` (and the history so far) is given.",
+            "properties": {
+                "broker": {
+                    "type": "object",
+                    "required": ["reachable"],
+                    "properties": {"reachable": {"type": "boolean"}, "problem": {"type": "string"}},
+                },
+                "at": {"type": "number", "description": "epoch seconds"},
+                "throughput": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["topic", "records", "rate_per_second"],
+                        "properties": {
+                            "topic": {"type": "string"},
+                            "records": count,
+                            "rate_per_second": {"type": ["number", "null"]},
+                        },
+                    },
+                },
+                "lag": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["group", "topic", "lag"],
+                        "properties": {"group": {"type": "string"}, "topic": {"type": "string"}, "lag": count},
+                    },
+                },
+                "subscriptions": {"type": "array", "items": _ref("SubscriptionHealth")},
+            },
+        },
+        "Replayed": {
+            "type": "object",
+            "required": ["subscription", "replayed", "dead_letters", "skipped"],
+            "properties": {
+                "subscription": {"type": "string"},
+                "replayed": count,
+                "dead_letters": count,
+                "skipped": {**count, "description": "delivered since, so not replayed"},
+            },
+        },
+        "RegistryError": {
+            "type": "object",
+            "required": ["error_code", "message"],
+            "properties": {"error_code": count, "message": {"type": "string"}},
+        },
+        "RegistrySchema": {
+            "type": "object",
+            "required": ["schema"],
+            "properties": {"schema": {"type": "string"}, "schemaType": {"type": "string"}},
+        },
+        "SubjectVersion": {
+            "type": "object",
+            "required": ["subject", "version"],
+            "properties": {"subject": {"type": "string"}, "version": count},
+        },
+        "SubjectVersionSchema": {
+            "type": "object",
+            "required": ["subject", "version", "id", "schema"],
+            "properties": {"subject": {"type": "string"}, "version": count, "id": count, "schema": {"type": "string"}},
+        },
+    }
+
+
+@cache
+def openapi_document(with_registry: bool = True) -> dict:
+    """`with_registry` False: the worker uses an external schema registry and serves none."""
+    paths = {**subscriptions.paths(), **_operations_paths(), **_dashboard_paths(), **_document_paths()}
+    if with_registry:
+        paths.update(_registry_paths())
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Samband worker",
+            "version": "1",
+            "description": "The worker's HTTP API: subscriptions (who receives which citizen life events, "
+            "with which fields, under which legal basis), operations endpoints, the dashboard's API and "
+            "the schema registry read API. Answers never hold personal data.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": {**subscriptions.components(), **_components()},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "tokens, their tenants and scopes: SAMBAND_API_TOKENS_FILE, SAMBAND_API_TOKENS",
+                }
+            },
+        },
+    }
