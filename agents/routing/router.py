@@ -38,12 +38,16 @@ class PersonState(NamedTuple):  # a tuple: made for most events, a frozen datacl
     protection: str = "ugradert"
     birth_date: date | None = None
     received: frozenset[str] = frozenset()  # subscriptions that have received data on the person
+    # The grade before an event other than an AddressProtectionChange raised it, while the change
+    # itself has not come through: its purges are sent again, tied to it, when it does.
+    untied_from: str | None = None
 
     def to_json(self) -> bytes:
         # orjson writes a date as isoformat() would
-        return stored_json(
-            {"protection": self.protection, "birth_date": self.birth_date, "received": sorted(self.received)}
-        )
+        stored = {"protection": self.protection, "birth_date": self.birth_date, "received": sorted(self.received)}
+        if self.untied_from is not None:
+            stored["untied_from"] = self.untied_from
+        return stored_json(stored)
 
     @classmethod
     def from_json(cls, data: bytes | None) -> PersonState:
@@ -51,7 +55,12 @@ class PersonState(NamedTuple):  # a tuple: made for most events, a frozen datacl
             return _NEW_PERSON
         raw = orjson.loads(data)
         birth = raw.get("birth_date")
-        return cls(raw["protection"], date.fromisoformat(birth) if birth else None, frozenset(raw["received"]))
+        return cls(
+            raw["protection"],
+            date.fromisoformat(birth) if birth else None,
+            frozenset(raw["received"]),
+            raw.get("untied_from"),
+        )
 
 
 _NEW_PERSON = PersonState()  # a person the bus has not seen (a tuple: one can be shared)
@@ -97,16 +106,21 @@ class Router:
         effective = stricter(protection, carried)
         birth_date = record["birthDate"] if event_type == "Birth" and kind == "new" else state.birth_date
         if protection != state.protection or birth_date != state.birth_date:
-            result = RouteResult(PersonState(protection, birth_date, state.received))
+            result = RouteResult(PersonState(protection, birth_date, state.received, state.untied_from))
         else:
             result = RouteResult(state)
 
-        # Purges first, so a subscriber deletes the address before anything else arrives.
+        # Purges first, so a subscriber deletes the address before anything else arrives. Each names
+        # the protection change that caused it; when another event revealed the grade first, the
+        # change's own purges follow when it comes through (docs/architecture.md, "Purge").
+        is_change = event_type == "AddressProtectionChange" and kind != "annulment"
         if protection != state.protection:
-            for sub_id in sorted(state.received):
-                entry = self.index.entries.get(sub_id)
-                if entry is not None and _loses_address(state.protection, protection, entry):
-                    result.deliveries.append(self._purge(entry, envelope, person, protection))
+            self._purges(result, state.protection, protection, envelope, person, state.received, is_change)
+            untied = None if is_change else (state.untied_from or state.protection)
+            result.state = result.state._replace(untied_from=untied)
+        elif is_change and state.untied_from is not None:
+            self._purges(result, state.untied_from, protection, envelope, person, state.received, True)
+            result.state = result.state._replace(untied_from=None)
 
         if kind in ("correction", "annulment"):
             if original_recipients is None:
@@ -137,10 +151,26 @@ class Router:
             result.deliveries.append(delivery(entry, data))
             result.recipients.append(entry.id)
         if not result.state.received.issuperset(result.recipients):
+            state = result.state
             result.state = PersonState(
-                result.state.protection, result.state.birth_date, result.state.received.union(result.recipients)
+                state.protection, state.birth_date, state.received.union(result.recipients), state.untied_from
             )
         return result
+
+    def _purges(
+        self,
+        result: RouteResult,
+        previous: str,
+        protection: str,
+        envelope: dict,
+        person: str,
+        received: frozenset[str],
+        is_change: bool,
+    ) -> None:
+        for sub_id in sorted(received):
+            entry = self.index.entries.get(sub_id)
+            if entry is not None and _loses_address(previous, protection, entry):
+                result.deliveries.append(self._purge(entry, envelope, person, protection, is_change))
 
     # --- predicates -----------------------------------------------------------------------
 
@@ -184,7 +214,7 @@ class Router:
             cloudevent["correctseventid"] = envelope["correctsEventId"]
         return cloudevent
 
-    def _purge(self, entry: Entry, envelope: dict, person: str, protection: str) -> Delivery:
+    def _purge(self, entry: Entry, envelope: dict, person: str, protection: str, is_change: bool) -> Delivery:
         purge_id = f"{envelope['id']}-purge"
         cloudevent = {
             "specversion": "1.0",
@@ -194,6 +224,9 @@ class Router:
             "time": envelope["time"],
             "subject": person,
             "datacontenttype": "application/json",
+            # The AddressProtectionChange that caused it or, before that has come through, the event
+            # that revealed the new grade.
+            ("protectionchangeid" if is_change else "protectionrevealedby"): envelope["id"],
         }
         # The new grade rides along in the delivery record (never in the event a subscriber gets), so the
         # delivery stage knows it before the router's state write lands: agents/delivery/egress.py.

@@ -188,3 +188,37 @@ async def test_each_subscription_sees_its_own_subject_for_the_same_person(egress
     assert subjects[0] != subjects[1]  # unlinkable across subscriptions
     internal = pseudonym(OTHER, PSEUDONYM_KEY.encode())
     assert internal not in subjects[0] | subjects[1]
+
+
+async def test_a_purge_names_the_protection_change_even_when_a_move_revealed_the_grade_first(egress_bus):
+    """Issue 18: a subscriber ties each purge to the AddressProtectionChange (extension attribute
+    `protectionchangeid`). When a Move stamped with the new grade comes first, its purge goes at
+    once (naming the Move in `protectionrevealedby`), and the change's own purge follows it."""
+    told, revealed = synthetic_number(12, 12, 84, 550), synthetic_number(13, 12, 84, 560)
+    receiver = Receiver(egress_bus.secret)
+    await receiver.start()
+    try:
+        await _subscribe(egress_bus, "egress-cause", receiver)
+        for person in (told, revealed):
+            await _send(egress_bus, _move(person, "Åpengata"))
+        await egress_bus.wait_for(
+            receiver, lambda: len([r for r in receiver.events() if r.event["type"].endswith(".Move")]) == 2, 60, "Moves"
+        )
+        change = event("AddressProtectionChange", told, ["4601"], protection="strengtFortrolig")
+        stamped = _move(revealed, STREET)
+        stamped["envelope"]["addressProtection"] = "strengtFortrolig"
+        later_change = event("AddressProtectionChange", revealed, ["4601"], protection="strengtFortrolig")
+        await _send(egress_bus, change, stamped, later_change)
+        await egress_bus.wait_for(
+            receiver, lambda: len([r for r in receiver.events() if r.event["type"] == PURGE]) == 3, 60, "3 purges"
+        )
+    finally:
+        await receiver.stop()
+    purges = [r.event for r in receiver.events() if r.event["type"] == PURGE]
+    by_cause = {(p.get("protectionchangeid"), p.get("protectionrevealedby")): p for p in purges}
+    assert set(by_cause) == {
+        (change["envelope"]["id"], None),
+        (None, stamped["envelope"]["id"]),
+        (later_change["envelope"]["id"], None),
+    }
+    assert by_cause[(later_change["envelope"]["id"], None)]["id"] == later_change["envelope"]["id"] + "-purge"

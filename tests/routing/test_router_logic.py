@@ -223,6 +223,53 @@ def test_protection_change_purges_the_subscriptions_that_hold_data_before_anythi
     assert _received(result) == {"bergen": "purge"}  # privat has nothing left to delete; national only from now
 
 
+def _purges(result) -> dict[str, dict]:
+    return {d.subscription: json.loads(d.value)["event"] for d in result.deliveries if b'"kind":"purge"' in d.value}
+
+
+def test_a_purge_names_the_protection_change_that_caused_it():
+    router = _router(subscription("privat", [BERGEN], ["Move"], {"Move": MOVE_FIELDS}, public_body=False))
+    change = event("AddressProtectionChange", ADULT, [BERGEN], protection="fortrolig")
+    result = router.route("AddressProtectionChange", change, PERSON, PersonState(received=frozenset({"privat"})), None)
+    purge = _purges(result)["privat"]
+    assert purge["protectionchangeid"] == change["envelope"]["id"] and "protectionrevealedby" not in purge
+    assert result.state.untied_from is None
+
+
+def test_a_grade_revealed_by_a_move_purges_at_once_and_again_tied_to_the_change_when_it_comes():
+    router = _router(
+        subscription("privat", [BERGEN], ["Move"], {"Move": MOVE_FIELDS}, public_body=False),
+        subscription("bergen", [BERGEN], ["Move"], {"Move": MOVE_FIELDS}),
+    )
+    state = PersonState(received=frozenset({"privat", "bergen"}))
+    # The register stamps the person's grade on each event: this Move shows fortrolig before the change does.
+    move = _move(ADULT, BERGEN, BERGEN, addressProtection="fortrolig")
+    result = router.route("Move", move, PERSON, state, None)
+    revealed = _purges(result)
+    assert list(revealed) == ["privat"]  # the public body keeps the fortrolig address
+    assert revealed["privat"]["protectionrevealedby"] == move["envelope"]["id"]
+    assert "protectionchangeid" not in revealed["privat"]
+    assert result.state.untied_from == "ugradert"
+    # A state written and read back keeps it (the router's person state is a changelog).
+    assert PersonState.from_json(result.state.to_json()) == result.state
+
+    # A second reveal, strengt fortrolig, before the change: the purges stay untied from the first grade on.
+    stricter_move = _move(ADULT, BERGEN, BERGEN, addressProtection="strengtFortrolig")
+    result = router.route("Move", stricter_move, PERSON, result.state, None)
+    assert list(_purges(result)) == ["bergen"] and result.state.untied_from == "ugradert"
+
+    change = event("AddressProtectionChange", ADULT, [BERGEN], protection="strengtFortrolig")
+    result = router.route("AddressProtectionChange", change, PERSON, result.state, None)
+    tied = _purges(result)
+    assert sorted(tied) == ["bergen", "privat"]  # each that lost its address since the grade was ugradert
+    assert {p["protectionchangeid"] for p in tied.values()} == {change["envelope"]["id"]}
+    assert {p["id"] for p in tied.values()} == {change["envelope"]["id"] + "-purge"}
+    assert result.state.untied_from is None and result.state.protection == "strengtFortrolig"
+    # Once tied, a repeated change sends nothing more.
+    again = event("AddressProtectionChange", ADULT, [BERGEN], protection="strengtFortrolig")
+    assert _purges(router.route("AddressProtectionChange", again, PERSON, result.state, None)) == {}
+
+
 def test_an_event_waiting_in_the_pipeline_gets_the_newer_protection():
     router = _router(subscription("nasjonal", "all", ["Move"], {"Move": MOVE_FIELDS}))
     stale = _move(ADULT, OSLO, BERGEN, addressProtection="ugradert")
