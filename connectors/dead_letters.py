@@ -61,22 +61,32 @@ class DeadLetter:
         return kept
 
     @classmethod
-    def from_headers(cls, headers: Iterable[tuple[str, bytes]]) -> DeadLetter:
-        values = {k: v.decode() for k, v in headers}
+    def from_headers(cls, headers: Iterable[tuple[str, bytes | None]]) -> DeadLetter:
+        """Never fails: the original record's headers ride along and may hold any bytes, or none."""
+        values = {
+            k: v.decode("utf-8", "replace")
+            for k, v in headers
+            if v is not None and (k.startswith(PREFIX) or k == "samband-subscription")
+        }
         get = lambda name: values.get(PREFIX + name)  # noqa: E731
+        stage = get("stage")
         return cls(
             reason=get("reason") or "unknown",
             message=get("message") or "",
-            stage=get("stage") or "ingest",
+            stage=stage if stage in STAGES else "ingest",
             topic=get("topic"),
-            partition=int(partition) if (partition := get("partition")) else None,
-            offset=int(offset) if (offset := get("offset")) else None,
+            partition=_number(get("partition")),
+            offset=_number(get("offset")),
             subscription=values.get("samband-subscription"),
             event_id=get("event-id"),
             event_type=get("event-type"),
             scrubbed=get("scrubbed"),
             time=get("time") or "",
         )
+
+
+def _number(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
 
 
 class DeadLetterKeyError(ValueError):

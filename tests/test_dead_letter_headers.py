@@ -17,6 +17,16 @@ def test_headers_keep_the_originals_and_read_back():
     assert DeadLetter.from_headers(headers) == letter
 
 
+def test_a_dead_letter_reads_back_whatever_bytes_the_original_headers_held():
+    """Found in review: one source record with a binary header made `samband status` crash."""
+    letter = DeadLetter("wire.not_avro", "not Avro", "source", topic="samband-ingest", partition=1, offset=7)
+    headers = letter.headers([("origin", b"\xff\xfe binary"), ("empty", None)])  # type: ignore[list-item]
+    assert DeadLetter.from_headers(headers) == letter
+    garbled = [("samband-dlq-stage", b"\xff"), ("samband-dlq-offset", b"x1"), ("samband-dlq-reason", b"r\xff")]
+    read = DeadLetter.from_headers(garbled)
+    assert (read.stage, read.offset, read.reason) == ("ingest", None, "r\ufffd")
+
+
 def test_delivery_dead_letter_names_its_subscription():
     letter = DeadLetter("delivery.rejected", "receiver answered 422", "deliver", subscription="alta-bibliotek")
     assert DeadLetter.from_headers(letter.headers()).subscription == "alta-bibliotek"
