@@ -3,14 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test check test-unit dashboard-picture privacy-fuzz order-acceptance faults install clean
+.PHONY: demo test check test-unit dashboard-pictures privacy-fuzz order-acceptance faults install clean
 
 demo: $(INSTALLED)
 	$(VENV)/bin/samband demo $(ARGS)
 
 test: $(INSTALLED)
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
-	@command -v npm >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null)
+	@command -v npm >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq npm >/dev/null)
 	$(VENV)/bin/python -m pytest -n $${SAMBAND_TEST_PROCESSES:-2} --dist loadfile $(ARGS)
 
 # Lint, format and type checks (ruff and mypy, configured in pyproject.toml); CI runs them before the tests.
@@ -23,9 +23,11 @@ check: $(INSTALLED)
 test-unit: $(INSTALLED)
 	$(VENV)/bin/python -m pytest -m "not kafka" $(ARGS)
 
-# Refreshes docs/dashboard.png from the dashboard's browser test (tests write nothing into the tree unasked).
-dashboard-picture: $(INSTALLED)
-	SAMBAND_DASHBOARD_SCREENSHOT=$(CURDIR)/docs/dashboard.png $(VENV)/bin/python -m pytest tests/operations/test_dashboard_browser.py $(ARGS)
+# Refreshes docs/dashboard-wide.png and docs/dashboard-narrow.png: pictures of the dashboard at the
+# end of a demo run, its charts drawn from the run's own history (tests write nothing into the tree).
+dashboard-pictures: $(INSTALLED)
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	$(VENV)/bin/samband demo --dashboard-pictures $(CURDIR)/docs $(ARGS)
 
 # The acceptance run of docs/security.md, large: SAMBAND_FUZZ_PERSONS, SAMBAND_FUZZ_SEED to choose.
 privacy-fuzz: $(INSTALLED)

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     # SAMBAND_DEAD_LETTER_WINDOW_S: `stage=N` or `stage:reason=N`, comma separated.
     dead_letter_limits: str = "source=1000,ingest=100,route=100,deliver=1000"
     dead_letter_window_s: float = Field(3600.0, gt=0)
+    # The dashboard's own history (agents/web/history.py): one sample every this many seconds, kept this long.
+    dashboard_sample_s: float = Field(10.0, ge=0.5)
+    dashboard_history_s: float = Field(3600.0, gt=0)
     # Where subscriptions of kind `files` get their batch files, one folder per subscription id.
     # Empty: files delivery is off, and a subscription asking for it is refused.
     files_outbound_dir: str = ""

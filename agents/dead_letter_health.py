@@ -2,6 +2,7 @@
 against the operator's limits per stage and per reason, with the top reasons named.
 
     counts = await dead_letter_counts(bootstrap, app_id, window_s=3600)
+    counts, newest = await dead_letter_summary(bootstrap, app_id, window_s=3600, recent=50)   # for the dashboard
     problems = over_limits(counts, parse_limits("source=1000,ingest=100,ingest:kommune.unknown=20"))
 
 Only the dead letters' headers are read (connectors/dead_letters.py): never their sealed data.
@@ -41,12 +42,34 @@ def parse_limits(text: str) -> dict[tuple[str, str | None], int]:
 
 
 async def dead_letter_counts(bootstrap: str, app_id: str, window_s: float) -> dict[str, StageCounts]:
+    return (await dead_letter_summary(bootstrap, app_id, window_s, recent=0))[0]
+
+
+async def dead_letter_summary(
+    bootstrap: str, app_id: str, window_s: float, recent: int = 50
+) -> tuple[dict[str, StageCounts], list[dict]]:
+    """The counts of the window, and its `recent` newest dead letters: id (`<partition>:<offset>`,
+    as `samband dlq` names them), stage, reason, subscription, event id and type, time."""
     counts = {stage: StageCounts(stage) for stage in STAGES}
+    newest: list[dict] = []
     async for record in read_topic(bootstrap, topic_names(app_id).deadletter, since=time.time() - window_s):
         dead = DeadLetter.from_headers(record.headers)
         counts[dead.stage].total += 1
         counts[dead.stage].reasons[dead.reason] += 1
-    return counts
+        if recent:
+            newest.append(
+                {
+                    "id": f"{record.partition}:{record.offset}",
+                    "stage": dead.stage,
+                    "reason": dead.reason,
+                    "subscription": dead.subscription,
+                    "event_id": dead.event_id,
+                    "event_type": dead.event_type,
+                    "time": dead.time,
+                }
+            )
+    newest.sort(key=lambda letter: letter["time"], reverse=True)
+    return counts, newest[:recent]
 
 
 def over_limits(counts: dict[str, StageCounts], limits: dict[tuple[str, str | None], int]) -> list[str]:

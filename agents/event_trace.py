@@ -200,6 +200,19 @@ def format_trace(trace: EventTrace) -> str:
     """A timeline, oldest first, then what became of each delivery."""
     if not trace.found:
         return f"event {trace.event_id}: not found in the bus's topics"
+    lines = [f"event {trace.event_id}"]
+    lines += [f"  {at:<29} {what}" for at, what in timeline(trace)]
+    for d in trace.deliveries:
+        replays = f", {d.replays} replay(s)" if d.replays else ""
+        lines.append(
+            f"  now: {d.subscription}: {d.status} at {d.at or '-'} after {d.attempts} attempt(s){replays}"
+            + (f" ({d.reason})" if d.reason else "")
+        )
+    return "\n".join(lines)
+
+
+def timeline(trace: EventTrace) -> list[tuple[str, str]]:
+    """(time, step), oldest first: ingested, routed, each attempt, dead-lettered, replayed."""
     steps: list[tuple[str, str]] = []
     if trace.ingested_at:
         steps.append((trace.ingested_at, "ingested"))
@@ -218,15 +231,7 @@ def format_trace(trace: EventTrace) -> str:
         )
         for at in dl["replayed_at"]:
             steps.append((at, f"{who}replayed from dead letter {dl['id']}"))
-    lines = [f"event {trace.event_id}"]
-    lines += [f"  {at:<29} {what}" for at, what in sorted(steps, key=lambda step: _moment(step[0]))]
-    for d in trace.deliveries:
-        replays = f", {d.replays} replay(s)" if d.replays else ""
-        lines.append(
-            f"  now: {d.subscription}: {d.status} at {d.at or '-'} after {d.attempts} attempt(s){replays}"
-            + (f" ({d.reason})" if d.reason else "")
-        )
-    return "\n".join(lines)
+    return sorted(steps, key=lambda step: _moment(step[0]))
 
 
 def _moment(at: str) -> datetime:

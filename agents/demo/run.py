@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import yaml
 from rich.console import Console
 from rich.live import Live
@@ -49,6 +50,7 @@ class Options:
     population: int = 50_000
     seed: int = 0
     keep_running: bool = False
+    dashboard_pictures: Path | None = None  # take the dashboard's pictures into this folder at the end
 
 
 def _free_port() -> int:
@@ -70,6 +72,9 @@ class DemoRun:
         self.secrets = {s.id: new_secret() for s in self.subscriptions if s.delivery.kind == "webhook"}
         self.receivers: dict[str, WebhookReceiver | TopicReceiver | FolderReceiver] = {}
         self.stop_requested = asyncio.Event()
+        self.web_port = _free_port()
+        self.dashboard_token = secrets.token_urlsafe(24)  # this run's only: the dashboard's operator token
+        self.pictures_problem: str | None = None
 
     def _env(self) -> dict[str, str]:
         env = {
@@ -77,7 +82,9 @@ class DemoRun:
             "SAMBAND_APP_ID": self.app_id,
             "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
             "SAMBAND_DATA_DIR": str(self.run_dir / "worker-data"),
-            "SAMBAND_WEB_PORT": str(_free_port()),
+            "SAMBAND_WEB_PORT": str(self.web_port),
+            "SAMBAND_API_TOKENS": f"{self.dashboard_token}=operations:read+dlq:replay",
+            "SAMBAND_DASHBOARD_SAMPLE_S": "2",  # a minute's run makes a chart of 30 points
             "SAMBAND_PSEUDONYM_KEY": secrets.token_hex(32),
             "SAMBAND_LOG_FORMAT": "json",
             "SAMBAND_DLQ_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),  # keys of this run only
@@ -113,6 +120,10 @@ class DemoRun:
             async with run_simulator([], token=TOKEN) as simulator:
                 worker = children.start("worker", "worker")
                 say(f"[bold]bus[/]      worker pid {worker.process.pid}, app id {self.app_id}, logs in {self.run_dir}")
+                say(
+                    f"[bold]dashboard[/] http://127.0.0.1:{self.web_port}/dashboard "
+                    f"(token for this run: {self.dashboard_token})"
+                )
                 own = [systems.kafka_topic(s, self.app_id) for s in self.subscriptions if s.delivery.kind == "kafka"]
                 await wait_for_topics(
                     self.broker.bootstrap,
@@ -144,6 +155,8 @@ class DemoRun:
                 pacer = asyncio.create_task(feed.publish(simulator, self.options.duration / 2))
                 try:
                     failed = await self._watch(feed, monitor, children)
+                    if self.options.dashboard_pictures is not None and failed is None:
+                        await self._take_pictures(self.options.dashboard_pictures)
                 finally:
                     pacer.cancel()
                     await asyncio.gather(pacer, return_exceptions=True)
@@ -165,13 +178,37 @@ class DemoRun:
                 self.run_dir,
             )
             await report.gather()
-            return report.print(self.console, failed)
+            return report.print(self.console, failed) or (1 if self.pictures_problem else 0)
         finally:
             children.stop_all()
             await monitor.stop()
             for receiver in self.receivers.values():
                 await receiver.stop()
             await self._delete_topics()
+
+    async def _take_pictures(self, folder: Path) -> None:
+        from agents.demo.pictures import PicturesError, take_pictures
+
+        url = f"http://127.0.0.1:{self.web_port}"
+        try:
+            taken = await take_pictures(url, self.dashboard_token, await self._retried_event(url), folder)
+        except PicturesError as exc:
+            self.pictures_problem = str(exc)
+            self.console.print(f"[bold red]pictures not taken[/]: {exc}")
+            return
+        self.console.print("[bold]pictures[/] " + ", ".join(str(p) for p in taken))
+
+    async def _retried_event(self, url: str) -> str | None:
+        """One of the first events the misbehaving system received that its outage made the bus retry."""
+        recording = self.receivers[systems.MISBEHAVING].recording
+        headers = {"Authorization": f"Bearer {self.dashboard_token}"}
+        async with aiohttp.ClientSession(url, headers=headers) as http:
+            for received in recording.events[:20]:
+                async with http.get(f"/api/trace/{received.event_id}") as response:
+                    trace = await response.json()
+                if any(d["attempts"] > 1 for d in trace.get("deliveries", [])):
+                    return received.event_id
+        return recording.events[0].event_id if recording.events else None
 
     async def _start_receivers(self) -> None:
         for sub in self.subscriptions:

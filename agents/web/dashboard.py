@@ -1,21 +1,28 @@
-"""The operations dashboard, served by every worker: no front-end build, static HTML + vanilla JS.
+"""The operations dashboard, served by every worker: no front-end build, static HTML + vanilla JS
+(charts are SVG drawn by the page itself).
 
-    add_routes(web_app, app_id, bootstrap)
+    add_routes(web_app, settings, bootstrap)
 
 - `GET /dashboard`: the page (agents/web/static/dashboard.html, dashboard.js); with the bearer
   token the operator types into it (kept in the tab's sessionStorage), it polls:
-- `GET /api/overview` (scope `operations:read`, as `/api/trace`): throughput per topic (records/s since the previous call), consumer-group
-  lag, and per-subscription delivery health (agents/delivery_health.py), all from Kafka;
-- `GET /api/trace/{event_id}`: one event's path (agents/event_trace.py);
+- `GET /api/overview` (scope `operations:read`, as `/api/trace`): throughput per topic (records/s
+  since the previous call), consumer-group lag, per-subscription delivery health
+  (agents/delivery_health.py), the dead letters of every stage in the last
+  SAMBAND_DEAD_LETTER_WINDOW_S with the limits passed (agents/dead_letter_health.py), and the
+  short history the worker samples every SAMBAND_DASHBOARD_SAMPLE_S (agents/web/history.py);
+- `GET /api/trace/{event_id}`: one event's path (agents/event_trace.py), with its timeline;
 - `POST /api/subscriptions/{id}/replay`: replays the subscription's delivery dead letters as
   `samband dlq replay --subscription` does (same idempotency keys; those delivered since are
-  skipped). Needs a bearer token with scope `dlq:replay` (SAMBAND_API_TOKENS).
+  skipped); `POST /api/dead-letters/{id}/replay` replays one, as `samband dlq replay ID`.
+  Both need a bearer token with scope `dlq:replay` (SAMBAND_API_TOKENS).
 
 Everything shown is ids, counts, times and reason codes: no personal data.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,10 +31,13 @@ import structlog
 from aiohttp import web
 
 from agents.commands.topics_and_lag import bus_groups, lag_report
+from agents.config import Settings
+from agents.dead_letter_health import dead_letter_summary, over_limits, parse_limits
 from agents.delivery_health import subscription_health
-from agents.event_trace import trace_event
+from agents.event_trace import timeline, trace_event
 from agents.subscriptions.http_api import authorise
 from agents.subscriptions.tokens import DLQ_REPLAY, OPERATIONS_READ
+from agents.web.history import History
 from bus.inspector import BrokerUnreachable, KafkaInspector, SharedInspector
 
 log = structlog.get_logger(__name__)
@@ -37,17 +47,54 @@ DASHBOARD_KEY = web.AppKey("dashboard", "Dashboard")
 
 
 class Dashboard:
-    def __init__(self, app_id: str, bootstrap: str):
-        self.app_id = app_id
+    def __init__(self, settings: Settings, bootstrap: str):
+        self.app_id = settings.app_id
         self.bootstrap = bootstrap
+        self.history = History(settings.app_id, settings.dashboard_sample_s, settings.dashboard_history_s)
+        self.window_s = settings.dead_letter_window_s
+        self.limits = parse_limits(settings.dead_letter_limits)
+        self.dead_letters: dict = {"window_s": self.window_s, "stages": [], "recent": [], "problems": []}
         self._kafka = SharedInspector(bootstrap)
         self._previous: tuple[float, dict[str, int]] | None = None  # (time, records written per topic)
+        self._sampling: asyncio.Task | None = None
 
     async def inspector(self) -> KafkaInspector:
         return await self._kafka.get()
 
+    async def start(self, _web_app: web.Application | None = None) -> None:
+        self._sampling = asyncio.create_task(self._sample_forever())
+
     async def close(self, _web_app: web.Application | None = None) -> None:
+        if self._sampling is not None:
+            self._sampling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampling
         await self._kafka.close()
+
+    async def _sample_forever(self) -> None:
+        """A sample of the history and of the dead letters every interval, whoever is looking."""
+        while True:
+            try:
+                await self.sample()
+            except BrokerUnreachable as exc:
+                await self._kafka.close()
+                log.warning("dashboard.sample_skipped", problem=str(exc))
+            except Exception:  # a sample lost must not end the sampling
+                log.exception("dashboard.sample_failed")
+            await asyncio.sleep(self.history.interval_s)  # the sampling pace, not a wait for an outcome
+
+    async def sample(self) -> None:
+        self.history.add(await self.history.take(await self.inspector()))
+        counts, recent = await dead_letter_summary(self.bootstrap, self.app_id, self.window_s)
+        self.dead_letters = {
+            "window_s": self.window_s,
+            "stages": [
+                {"stage": c.stage, "total": c.total, "reasons": [{"reason": r, "count": n} for r, n in c.top(20)]}
+                for c in counts.values()
+            ],
+            "recent": recent,
+            "problems": over_limits(counts, self.limits),
+        }
 
     async def throughput(self, kafka: KafkaInspector) -> list[dict]:
         offsets = await kafka.offsets(await kafka.topic_partitions(f"{self.app_id}-"))
@@ -73,8 +120,8 @@ class Dashboard:
                 for r in await lag_report(kafka, await bus_groups(kafka, self.app_id))
             ]
         except BrokerUnreachable as exc:
-            await self.close()
-            return {"broker": {"reachable": False, "problem": str(exc)}}
+            await self._kafka.close()
+            return {"broker": {"reachable": False, "problem": str(exc)}, "history": self.history.as_json()}
         subscriptions = [asdict(row) for row in await subscription_health(self.bootstrap, self.app_id)]
         return {
             "broker": {"reachable": True},
@@ -82,18 +129,22 @@ class Dashboard:
             "throughput": throughput,
             "lag": lag,
             "subscriptions": subscriptions,
+            "dead_letters": self.dead_letters,
+            "history": self.history.as_json(),
         }
 
 
-def add_routes(web_app: web.Application, app_id: str, bootstrap: str) -> None:
-    dashboard = Dashboard(app_id, bootstrap)
+def add_routes(web_app: web.Application, settings: Settings, bootstrap: str) -> None:
+    dashboard = Dashboard(settings, bootstrap)
     web_app[DASHBOARD_KEY] = dashboard
+    web_app.on_startup.append(dashboard.start)
     web_app.on_cleanup.append(dashboard.close)
     web_app.router.add_get("/dashboard", page)
     web_app.router.add_get("/dashboard/{name:dashboard\\.(js|css)}", asset)
     web_app.router.add_get("/api/overview", overview)
     web_app.router.add_get("/api/trace/{event_id}", trace)
     web_app.router.add_post("/api/subscriptions/{id}/replay", replay)
+    web_app.router.add_post("/api/dead-letters/{id}/replay", replay_one)
 
 
 async def page(request: web.Request) -> web.FileResponse:
@@ -115,7 +166,8 @@ async def trace(request: web.Request) -> web.Response:
         return denied
     dashboard = request.app[DASHBOARD_KEY]
     found = await trace_event(dashboard.bootstrap, dashboard.app_id, request.match_info["event_id"])
-    return web.json_response(found.as_json(), status=200 if found.found else 404)
+    body = found.as_json() | {"timeline": [{"at": at, "step": step} for at, step in timeline(found)]}
+    return web.json_response(body, status=200 if found.found else 404)
 
 
 async def replay(request: web.Request) -> web.Response:
@@ -130,3 +182,21 @@ async def replay(request: web.Request) -> web.Response:
     return web.json_response(
         {"subscription": sub, "replayed": replayed, "dead_letters": chosen, "skipped": len(skipped)}
     )
+
+
+async def replay_one(request: web.Request) -> web.Response:
+    if (denied := authorise(request, DLQ_REPLAY)[2]) is not None:
+        return denied
+    from agents.commands.dlq import DlqError
+    from agents.commands.dlq import replay as replay_dead_letters
+
+    dlq_id = request.match_info["id"]
+    said: list[str] = []
+    try:
+        replayed, _ = await replay_dead_letters(dlq_id, None, False, say=said.append)
+    except DlqError:
+        return web.json_response(
+            {"error": "dead_letter.not_found", "message": "no delivery dead letter with this id"}, status=404
+        )
+    log.info("dashboard.replayed", dlq_id=dlq_id, replayed=replayed)
+    return web.json_response({"dead_letter": dlq_id, "replayed": replayed, "said": said})

@@ -20,6 +20,7 @@ from agents.delivery_health import SubscriptionHealth
 from agents.event_trace import EventTrace
 from agents.subscriptions import openapi as subscriptions
 from agents.subscriptions.tokens import DLQ_REPLAY, OPERATIONS_READ
+from agents.web.history import Sample
 from agents.web.operations import Readiness
 
 _REF = "#/components/schemas/{model}"
@@ -105,7 +106,7 @@ def _dashboard_paths() -> dict:
         },
         "/api/overview": {
             "get": {
-                "summary": "Throughput, consumer lag and each subscription's delivery health",
+                "summary": "Throughput, lag, delivery health, dead letters of every stage, and a short history",
                 "tags": ["dashboard"],
                 "security": _OPERATIONS,
                 "responses": {"200": _json("the overview", _ref("Overview")), **_DENIED},
@@ -120,6 +121,19 @@ def _dashboard_paths() -> dict:
                 "responses": {
                     "200": _json("the trace", _ref("EventTrace")),
                     "404": _json("the bus has never seen the event (`found` false)", _ref("EventTrace")),
+                    **_DENIED,
+                },
+            }
+        },
+        "/api/dead-letters/{id}/replay": {
+            "post": {
+                "summary": "Replay one delivery dead letter (`<partition>:<offset>`, as `samband dlq` names it)",
+                "tags": ["dashboard"],
+                "security": [{"bearer": [DLQ_REPLAY]}],
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": _json("replayed, or why not (`said`)", _ref("ReplayedOne")),
+                    "404": _json("no delivery dead letter with this id (error dead_letter.not_found)", _ref("Error")),
                     **_DENIED,
                 },
             }
@@ -220,11 +234,17 @@ def _schema_of(model: type) -> dict:
 
 def _components() -> dict:
     defs: dict = {}
-    for model in (Readiness, EventTrace, SubscriptionHealth):
+    for model in (Readiness, EventTrace, SubscriptionHealth, Sample):
         defs.update(TypeAdapter(model).json_schema(ref_template=_REF).pop("$defs", {}))
     trace = _schema_of(EventTrace)
     trace["properties"]["found"] = {"type": "boolean", "description": "false: the bus has never seen the event"}
-    trace["required"] = [*trace.get("required", []), "found"]
+    trace["properties"]["timeline"] = {
+        "type": "array",
+        "description": "oldest first",
+        "items": {"type": "object", "required": ["at", "step"],
+                  "properties": {"at": {"type": "string"}, "step": {"type": "string"}}},
+    }  # fmt: skip
+    trace["required"] = [*trace.get("required", []), "found", "timeline"]
     count = {"type": "integer"}
     return {
         **defs,
@@ -271,6 +291,65 @@ def _components() -> dict:
                     },
                 },
                 "subscriptions": {"type": "array", "items": _ref("SubscriptionHealth")},
+                "dead_letters": _ref("DeadLetters"),
+                "history": _ref("History"),
+            },
+        },
+        "DeadLetters": {
+            "type": "object",
+            "required": ["window_s", "stages", "recent", "problems"],
+            "properties": {
+                "window_s": {"type": "number"},
+                "stages": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["stage", "total", "reasons"],
+                        "properties": {
+                            "stage": {"type": "string"},
+                            "total": count,
+                            "reasons": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["reason", "count"],
+                                    "properties": {"reason": {"type": "string"}, "count": count},
+                                },
+                            },
+                        },
+                    },
+                },
+                "recent": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "stage", "reason", "time"],
+                        "properties": {
+                            name: {"type": ["string", "null"]}
+                            for name in ("id", "stage", "reason", "subscription", "event_id", "event_type", "time")
+                        },
+                    },
+                },
+                "problems": {"type": "array", "items": {"type": "string"}, "description": "limits passed"},
+            },
+        },
+        "History": {
+            "type": "object",
+            "required": ["interval_s", "span_s", "samples"],
+            "properties": {
+                "interval_s": {"type": "number"},
+                "span_s": {"type": "number"},
+                "samples": {"type": "array", "items": _ref("Sample")},
+            },
+        },
+        "Sample": _schema_of(Sample),
+        "ReplayedOne": {
+            "type": "object",
+            "required": ["dead_letter", "replayed", "said"],
+            "properties": {
+                "dead_letter": {"type": "string"},
+                "replayed": count,
+                "said": {"type": "array", "items": {"type": "string"}},
             },
         },
         "Replayed": {

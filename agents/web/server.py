@@ -55,7 +55,7 @@ def add_bus_routes(app: faust.App, settings: Settings, runtime: StageRuntime) ->
     audit = AuditLog(runtime.bootstrap, runtime.topics.audit)
     add_routes(web_app, SubscriptionsApi(runtime.subscriptions, write_subscription, tokens, audit))
     operations.add_routes(web_app, runtime.bootstrap, settings.ready_max_lag, lambda: runtime.stages)
-    dashboard.add_routes(web_app, settings.app_id, runtime.bootstrap)
+    dashboard.add_routes(web_app, settings, runtime.bootstrap)
     if serves_registry:
         schema_registry.add_routes(
             web_app, CatalogRegistry(catalog()), may_register=lambda request: authorise(request, None)[2] is None

@@ -1,20 +1,22 @@
 """The operations dashboard in a real headless Chromium (Debian's `chromium`, driven by Playwright):
-the page loads, its numbers change while events flow, replay needs a dlq:replay token and brings a
-dead-lettered event to the (fixed) receiver with its original webhook-id, and the trace search
-finds an event. Saves a screenshot in the test's own folder; to refresh the one in the docs, run it
-with SAMBAND_DASHBOARD_SCREENSHOT=docs/dashboard.png (tests never write into the source tree unasked)."""
+the page loads, its charts draw the worker's own history while events flow, each subscription has
+a sparkline, the dead letters of every stage are listed and filtered, replay needs a dlq:replay
+token and brings a dead-lettered event to the (fixed) receiver with its original webhook-id, the
+trace reads as a timeline, and a narrow (phone) screen needs no sideways scrolling. Screenshots go
+to the test's own folder; the ones in docs/operations.md come from a demo run
+(`make dashboard-pictures`)."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import re
+import time
 from pathlib import Path
 
 import pytest
 from delivery_fixtures import delivery
-from ops_bus import READ_ONLY_TOKEN, REPLAY_TOKEN
+from ops_bus import READ_ONLY_TOKEN, REPLAY_TOKEN, operations_bus
 from playwright.async_api import async_playwright, expect
 from webhook_receiver import VALIDATION_TYPE, Receiver, Reply
 
@@ -32,6 +34,14 @@ FLOW, REJECTING = "ops-dash-flow", "ops-dash-rejecting"
 FAST = {"retry_schedule": [0.2, 0.2], "read_timeout": 1.0, "connect_timeout": 0.5}
 
 
+@pytest.fixture(scope="module")
+async def ops_bus(kafka_bootstrap, tmp_path_factory):
+    """The operations bus, sampling the dashboard's history every second (the default is 10 s)."""
+    extra = {"SAMBAND_DASHBOARD_SAMPLE_S": "1"}
+    async with operations_bus(kafka_bootstrap, tmp_path_factory.mktemp("dash-bus"), extra) as bus:
+        yield bus
+
+
 @pytest.fixture(autouse=True)
 def _chromium_installed():
     # A missing browser fails the test rather than skipping it: the dashboard must be proven.
@@ -41,12 +51,24 @@ def _chromium_installed():
 
 async def _keep_sending(bus) -> None:
     for n in itertools.count():
-        await bus.send([delivery(FLOW, f"{n % 4:032x}", f"ops-dash-{n}", n // 4)])
+        # As ingest marks an event (agents/ingest/stage.py): the latency chart measures from here.
+        ingested = [("samband-ingested-at", str(time.time() - 0.05).encode())]
+        await bus.send([delivery(FLOW, f"{n % 4:032x}", f"ops-dash-{n}", n // 4)], headers=ingested)
         await asyncio.sleep(0.2)  # the pace of the flow, not a wait for an outcome
 
 
+async def _points(page, chart: str, series: str) -> int:
+    """How many points the chart's line for the series has (0 without one)."""
+    return await page.evaluate(
+        """([chart, series]) => {
+            const line = document.querySelector(`#${chart} polyline[data-series="${series}"]`);
+            return line ? line.getAttribute("points").trim().split(" ").filter(Boolean).length : 0;
+        }""",
+        [chart, series],
+    )
+
+
 async def test_dashboard_shows_live_numbers_replays_dead_letters_and_traces(ops_bus, tmp_path):
-    screenshot = Path(os.environ.get("SAMBAND_DASHBOARD_SCREENSHOT") or tmp_path / "dashboard.png")
     rejecting = True
 
     def behaviour(_n, event) -> Reply:
@@ -83,9 +105,49 @@ async def test_dashboard_shows_live_numbers_replays_dead_letters_and_traces(ops_
                 )
                 flow_row = page.locator(f'#subscriptions tr[data-subscription="{FLOW}"]')
                 await expect(flow_row.locator("td.state")).to_have_text("active", timeout=20_000)
+                await expect(page.locator("#health")).to_have_text(re.compile("HEALTHY"))
+                # The charts draw the worker's history: lines that grow a point per sample.
+                for chart, series in (
+                    ("chart-throughput", "route"),
+                    ("chart-throughput", "deliver"),
+                    ("chart-latency", "p50"),
+                    ("chart-latency", "p99"),
+                    ("chart-lag", "delivery"),
+                ):
+                    await page.wait_for_function(
+                        """([chart, series]) => {
+                            const line = document.querySelector(`#${chart} polyline[data-series="${series}"]`);
+                            return line && line.getAttribute("points").trim().split(" ").length >= 3;
+                        }""",
+                        arg=[chart, series],
+                        timeout=30_000,
+                    )  # fmt: skip
+                before_points = await _points(page, "chart-throughput", "route")
+                await page.wait_for_function(
+                    """([n]) => document.querySelector('#chart-throughput polyline[data-series="route"]')
+                        .getAttribute("points").trim().split(" ").length > n""",
+                    arg=[before_points],
+                    timeout=20_000,
+                )
+                spark = flow_row.locator("td.sparkline")
+                await expect(spark.locator("polyline").first).to_be_attached()
+                await page.wait_for_function(
+                    f"""() => Number(document.querySelector('#subscriptions tr[data-subscription="{FLOW}"] td.sparkline')
+                        ?.dataset.delivered) > 0""",
+                    timeout=20_000,
+                )
 
                 row = page.locator(f'#subscriptions tr[data-subscription="{REJECTING}"]')
                 await expect(row.locator("td.dead-letters")).to_have_text("1 / 1", timeout=30_000)
+                # Dead letters of every stage, by stage and reason, filtered in the page.
+                await expect(page.locator('#dead-letter-stages tr[data-stage="deliver"] td.total')).to_have_text(
+                    "1", timeout=30_000
+                )
+                letter = page.locator("#dead-letters tbody tr").filter(has_text=REJECTING)
+                await expect(letter).to_have_count(1)
+                await expect(letter.locator("td.reason")).to_have_text(re.compile(r"^delivery\."))
+                await page.select_option("#filter-stage", "deliver")
+                await expect(letter).to_have_count(1)
                 status = page.locator("#replay-result")
                 for token, refusal in (("", "auth.unauthenticated"), (READ_ONLY_TOKEN, "auth.scope_missing")):
                     await page.fill("#token", token)
@@ -104,8 +166,24 @@ async def test_dashboard_shows_live_numbers_replays_dead_letters_and_traces(ops_
 
                 await page.fill("#event-id", "ops-dash-dead-letter")
                 await page.click("#trace-form button")
-                await expect(page.locator("#trace")).to_contain_text('"status": "delivered"', timeout=20_000)
-                await page.screenshot(path=str(screenshot), full_page=True)
+                outcome = page.locator(f'#trace-outcome li[data-subscription="{REJECTING}"]')
+                await expect(outcome).to_have_class(re.compile("outcome-delivered"), timeout=20_000)
+                steps = page.locator("#trace-timeline li")
+                await expect(steps.filter(has_text="dead-lettered at stage deliver")).to_have_count(1)
+                await expect(steps.filter(has_text="replayed from dead letter")).to_have_count(1)
+                await expect(steps.last).to_contain_text("delivered")
+                await page.screenshot(path=str(tmp_path / "dashboard-wide.png"), full_page=True)
+
+                narrow = await browser.new_page(viewport={"width": 390, "height": 844})
+                await narrow.goto(f"{ops_bus.web_url}/dashboard")  # the token stays with the tab it was typed in
+                await narrow.fill("#token", REPLAY_TOKEN)
+                await narrow.wait_for_function(
+                    """() => document.querySelector('#chart-throughput polyline[data-series="route"]')""",
+                    timeout=20_000,
+                )
+                width = await narrow.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+                assert width[0] <= width[1], f"the page scrolls sideways on a narrow screen: {width}"
+                await narrow.screenshot(path=str(tmp_path / "dashboard-narrow.png"), full_page=True)
             finally:
                 await browser.close()
     finally:
