@@ -20,6 +20,8 @@ from ops_bus import READ_ONLY_TOKEN, REPLAY_TOKEN, operations_bus
 from playwright.async_api import async_playwright, expect
 from webhook_receiver import VALIDATION_TYPE, Receiver, Reply
 
+from connectors.dead_letters import DeadLetter
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -37,7 +39,7 @@ FAST = {"retry_schedule": [0.2, 0.2], "read_timeout": 1.0, "connect_timeout": 0.
 @pytest.fixture(scope="module")
 async def ops_bus(kafka_bootstrap, tmp_path_factory):
     """The operations bus, sampling the dashboard's history every second (the default is 10 s)."""
-    extra = {"SAMBAND_DASHBOARD_SAMPLE_S": "1"}
+    extra = {"SAMBAND_DASHBOARD_SAMPLE_S": "1", "SAMBAND_DEAD_LETTER_LIMITS": "source=0,deliver=1000"}
     async with operations_bus(kafka_bootstrap, tmp_path_factory.mktemp("dash-bus"), extra) as bus:
         yield bus
 
@@ -184,6 +186,16 @@ async def test_dashboard_shows_live_numbers_replays_dead_letters_and_traces(ops_
                 width = await narrow.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
                 assert width[0] <= width[1], f"the page scrolls sideways on a narrow screen: {width}"
                 await narrow.screenshot(path=str(tmp_path / "dashboard-narrow.png"), full_page=True)
+
+                # Health counts the dead letters of every stage: one source dead letter passes the
+                # limit of 0 set for this bus (a delivery-only count stayed HEALTHY: issue 18).
+                source = DeadLetter("wire.not_avro", "not Avro", "source", topic=ops_bus.topic("ingest"))
+                await ops_bus.producer.send_and_wait(
+                    ops_bus.topic("deadletter"), b"sealed", key=b"k", headers=source.headers()
+                )
+                await expect(page.locator("#health")).to_have_text("UNHEALTHY", timeout=30_000)
+                assert "source dead letters" in await page.locator("#health").get_attribute("title")
+                await expect(page.locator("#dead-letter-problems li")).to_have_count(1)
             finally:
                 await browser.close()
     finally:
