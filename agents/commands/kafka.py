@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from dataclasses import asdict
 
 from deploy import launcher
 
@@ -33,7 +35,7 @@ def _down(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     state = launcher.status(launcher.BrokerConfig.from_env())
-    print(state.describe())
+    print(json.dumps(asdict(state)) if args.json else state.describe())
     return 0 if state.running else 1
 
 
@@ -55,7 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         handler=_up
     )
     actions.add_parser("down", help="stop the broker gracefully, forcibly after a timeout").set_defaults(handler=_down)
-    actions.add_parser("status", help="is the broker running (exit 1 when not)").set_defaults(handler=_status)
+    status = actions.add_parser("status", help="is the broker running (exit 1 when not)")
+    status.add_argument("--json", action="store_true", help="running, pid, bootstrap_servers, external")
+    status.set_defaults(handler=_status)
     logs = actions.add_parser("logs", help="the last lines of the broker log")
     logs.add_argument("-n", "--lines", type=int, default=50)
     logs.set_defaults(handler=_logs)

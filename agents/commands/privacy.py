@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from agents.config import bootstrap_servers, get_settings
@@ -54,6 +56,10 @@ def _scan(args: argparse.Namespace) -> int:
     except KafkaError as exc:
         print(f"samband: privacy scan: Kafka at {bootstrap_servers()} failed: {type(exc).__name__}", file=sys.stderr)
         return 2
+    if args.json:
+        scanned = {"topics": topics, "logs": [str(p) for p in logs]}
+        print(json.dumps({"findings": [asdict(f) for f in findings], "scanned": scanned}, indent=2))
+        return 1 if findings else 0
     for finding in findings:
         print(finding)
     print(f"{len(findings)} finding(s) in {len(topics)} topic(s) of {settings.app_id} and {len(logs)} log file(s)")
@@ -69,4 +75,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[0],
     )
     scan.add_argument("--logs", nargs="+", default=[], metavar="FILE", help="log files to scan line by line")
+    scan.add_argument("--json", action="store_true", help="the findings as JSON (never a value: places and kinds)")
     scan.set_defaults(handler=_scan)

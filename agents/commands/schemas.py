@@ -16,16 +16,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("schemas", help="the Avro event catalog: list, show, check, release, docs")
     parser.add_argument("--catalog-dir", type=Path, default=AVRO_DIR, help="catalog root (default: the shipped one)")
     commands = parser.add_subparsers(dest="schemas_command", metavar="SUBCOMMAND", required=True)
-    commands.add_parser("list", help="every subject with its current version and schema id").set_defaults(
-        handler=list_schemas
-    )
+    listing = commands.add_parser("list", help="every subject with its current version and schema id")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(handler=list_schemas)
     show = commands.add_parser("show", help="the current schema of NAME (e.g. Move), self-contained")
     show.add_argument("name")
     show.add_argument("--version", type=int, help="a released version instead of the current one")
     show.set_defaults(handler=show_schema)
-    commands.add_parser(
+    checking = commands.add_parser(
         "check", help="exit 1 when the working tree breaks compatibility with a released version"
-    ).set_defaults(handler=check_schemas)
+    )
+    checking.add_argument("--json", action="store_true", help='{"compatible": ..., "problems": [...]} on stdout')
+    checking.set_defaults(handler=check_schemas)
     commands.add_parser("release", help="check, then store every changed schema as its next version").set_defaults(
         handler=release_schemas
     )
@@ -34,6 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def list_schemas(args) -> int:
     cat = Catalog(args.catalog_dir)
+    if args.json:
+        rows = [
+            {"subject": s, "version": v.version, "id": v.id, "rule": rule_for(s), "released": v.released}
+            for s in cat.subjects
+            for v in cat.versions[s][-1:]
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
     print(f"{'subject':<48} {'version':>7} {'id':>10}  rule")
     for subject in cat.subjects:
         current = cat.versions[subject][-1]
@@ -59,6 +69,9 @@ def show_schema(args) -> int:
 
 def check_schemas(args) -> int:
     problems = check(Catalog(args.catalog_dir))
+    if getattr(args, "json", False):
+        print(json.dumps({"compatible": not problems, "problems": problems}, indent=2))
+        return 1 if problems else 0
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:

@@ -31,9 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     apply.add_argument("--prune", action="store_true", help="also delete the subscriptions that are in no file of DIR")
     apply.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     apply.set_defaults(handler=apply_dir)
-    commands.add_parser("list", help="every subscription: id, system, kommuner, event types").set_defaults(
-        handler=list_all
-    )
+    listing = commands.add_parser("list", help="every subscription: id, system, kommuner, event types")
+    listing.add_argument("--json", action="store_true", help="every subscription in full, as a JSON array")
+    listing.set_defaults(handler=list_all)
     show = commands.add_parser("show", help="one subscription as JSON")
     show.add_argument("id")
     show.set_defaults(handler=show_one)
@@ -130,6 +130,9 @@ def _plan(current: dict[str, bytes], subs, prune: bool) -> dict[str, list[str]]:
 
 def list_all(args) -> int:
     current = asyncio.run(store.read_all(*_where()))
+    if args.json:
+        print(json.dumps([json.loads(value) for _, value in sorted(current.items())], indent=2, ensure_ascii=False))
+        return 0
     print(f"{'id':<40} {'system':<32} {'kommuner':<10} event types")
     for sub_id, value in sorted(current.items()):
         sub = json.loads(value)
