@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     api_tokens_file: str = ""
     # Ingest: messages larger than this are dead-lettered as ingest.oversized.
     ingest_max_bytes: int = Field(262_144, ge=1024)
+    # CloudEvents JSON written straight to the ingest topic: drop the attributes and `data` fields
+    # the profile does not know instead of dead-lettering the event (as HTTP ingest's ignore_unknown).
+    ingest_ignore_unknown: bool = False
     # Ingest: how long an event id is remembered for deduplication (a re-read feed page).
     dedup_retention_hours: float = Field(168.0, gt=0)
     # Router: how long a correction or annulment that arrives before the event it names is held

@@ -61,9 +61,10 @@ class Canonical:
 
 
 class Canonicaliser:
-    def __init__(self, codec: Codec, max_bytes: int):
+    def __init__(self, codec: Codec, max_bytes: int, ignore_unknown: bool = False):
         self.codec = codec
         self.max_bytes = max_bytes
+        self.ignore_unknown = ignore_unknown  # CloudEvents JSON: drop unknown attributes and data fields
         cat = catalog()
         self._known = {t for t in cat.event_types() if t != UNKNOWN_EVENT}
         self._current_id = {t: codec.current_id(t) for t in cat.event_types()}
@@ -130,7 +131,7 @@ class Canonicaliser:
         if namespace != EVENTS_NAMESPACE or event_type not in self._known:
             raise Rejected("event.unknown_type", f"event type {str(type_name)[:100]!r} is not in the catalog")
         try:
-            record = record_from_cloudevent(event_type, event)
+            record = record_from_cloudevent(event_type, event, ignore_unknown=self.ignore_unknown)
         except CloudEventError as exc:
             raise Rejected(exc.reason, str(exc)) from None
         try:

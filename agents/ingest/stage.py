@@ -63,7 +63,7 @@ class Ingest:
         self.topics = topics
         self.retention_seconds = settings.dedup_retention_hours * 3600
         self.codec = Codec(registry_from_settings(settings))
-        self.canonicaliser = Canonicaliser(self.codec, settings.ingest_max_bytes)
+        self.canonicaliser = Canonicaliser(self.codec, settings.ingest_max_bytes, settings.ingest_ignore_unknown)
         self.key = settings.pseudonym_key.encode()
         self.seal = DeadLetterSeal(dead_letter_key(settings))
         self.seen = PartitionedState(

@@ -39,6 +39,11 @@ class DropFolderConfig(ConnectorConfig):
     directory: str = Field(description="the drop folder; processing/ and done/ are made inside it")
     chunk_rows: int = Field(500, ge=1, le=100_000, description="rows sent per bookmark")
     poll_interval_s: float = Field(1.0, gt=0, description="wait when the folder is empty")
+    ignore_unknown: bool = Field(
+        False,
+        description="drop attributes (columns) and data fields the profile does not know instead of refusing "
+        "the row (cloudevent.unknown_attribute, data.unknown_field)",
+    )
 
 
 class DropFolderSource(Source):
@@ -53,7 +58,7 @@ class DropFolderSource(Source):
         self.processing, self.done = self.inbox / "processing", self.inbox / "done"
         for folder in (self.processing, self.done):
             folder.mkdir(parents=True, exist_ok=True)
-        self.encoder = EventEncoder(Codec(CatalogRegistry(catalog())))
+        self.encoder = EventEncoder(Codec(CatalogRegistry(catalog())), self.config.ignore_unknown)
 
     async def run(self) -> None:
         bookmark = await self.context.state.load() or {}

@@ -112,3 +112,14 @@ def test_a_json_date_given_as_a_day_number_is_refused():
     body = json.loads(cloudevent_json(event("Death", PERSON, ["4601"])))
     body["data"]["deathDate"] = (date(2024, 3, 1) - date(1970, 1, 1)).days
     assert _reason(json.dumps(body).encode()) == "json.field_type"
+
+
+def test_cloudevent_json_with_unknown_names_is_refused_unless_the_worker_ignores_them():
+    """Found in review: CloudEvents JSON written straight to the ingest topic had no opt-out
+    (SAMBAND_INGEST_IGNORE_UNKNOWN), as HTTP ingest and the drop folder have."""
+    record = _move()
+    event = json.loads(cloudevent_json(record))
+    extra = event | {"colour": "blue", "data": event["data"] | {"shoeSize": 44}}
+    assert _reason(json.dumps(extra).encode()) == "cloudevent.unknown_attribute"
+    lenient = Canonicaliser(CODEC, max_bytes=4096, ignore_unknown=True)
+    assert CODEC.decode(lenient.canonical(json.dumps(extra).encode()).value) == record
