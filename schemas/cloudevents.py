@@ -47,6 +47,22 @@ def client_field(event_type: str, field: str) -> str:
     return field.removeprefix(f"{EVENTS_NAMESPACE}.{event_type}.")
 
 
+def avro_error_field(event_type: str, errors: list) -> str:
+    """The field a fastavro validation error is about, as the client wrote its path
+    (`newAddress.houseNumber`): fastavro names the outer field first, then each field inside a
+    named type as `<namespace>.<Type>.<field>`."""
+    fields = [str(error.field) for error in errors]
+    envelope = [f for f in fields if f.startswith("no.samband.envelope.Envelope.")]
+    if envelope:  # an attribute: by its own name
+        return client_field(event_type, envelope[-1])
+    parts = [client_field(event_type, fields[0])]
+    for field in fields[1:]:
+        name = field.rsplit(".", 1)[-1]
+        if name not in parts:  # a union tries each branch: the same field again
+            parts.append(name)
+    return ".".join(parts)
+
+
 class CloudEventError(ValueError):
     """A CloudEvent that makes no catalog record: a reason code, the attribute or data field at
     fault, and a message. None of them holds a value from the event."""
@@ -65,6 +81,12 @@ def record_from_cloudevent(event_type: str, event: dict, *, ignore_unknown: bool
     drop a value silently; `ignore_unknown` drops them (a connector's documented choice)."""
     if event.get("specversion") != "1.0":
         raise CloudEventError("cloudevent.invalid", "specversion", "specversion must be 1.0")
+    if "data_base64" in event:
+        raise CloudEventError(
+            "cloudevent.invalid",
+            "data_base64",
+            "data_base64 is not accepted: send the event's data as a JSON object in data",
+        )
     data = event.get("data")
     if not isinstance(data, dict):
         raise CloudEventError("cloudevent.invalid", "data", "data must be a JSON object")
@@ -102,11 +124,38 @@ def _refuse_unknown(event_type: str, event: dict, data: dict) -> None:
                 shown,
                 f"attribute {shown or '(unnamed)'} is not in Samband's CloudEvents profile",
             )
-    known = _data_fields(event_type)
-    for name in data:
-        if name not in known:
+    _refuse_unknown_fields(event_type, data, _current_schema(event_type), "")
+
+
+def _refuse_unknown_fields(event_type: str, value: dict, record: dict, path: str) -> None:
+    """`value`'s names against the Avro record's fields, and so on down its nested records."""
+    fields = {f["name"]: f["type"] for f in record["fields"] if f["name"] != "envelope"}
+    for name, inner in value.items():
+        if name not in fields:
             shown = _shown_name(name)
-            raise CloudEventError("data.unknown_field", shown, f"{event_type} has no data field {shown or '(unnamed)'}")
+            where = f"{path}{shown}" if shown else path.rstrip(".")
+            raise CloudEventError("data.unknown_field", where, f"{event_type} has no data field {where or '(unnamed)'}")
+        for nested in _records_in(fields[name]):
+            if isinstance(inner, dict):
+                _refuse_unknown_fields(event_type, inner, nested, f"{path}{name}.")
+            elif isinstance(inner, list):
+                for item in inner:
+                    if isinstance(item, dict):
+                        _refuse_unknown_fields(event_type, item, nested, f"{path}{name}.")
+
+
+def _records_in(avro_type) -> list[dict]:
+    """The record schemas a field's (parsed) type holds: itself, a union's branches, an array's items."""
+    if isinstance(avro_type, str):  # a named type defined earlier in the schema
+        return _records_in(catalog().resolve(avro_type)) if avro_type in catalog().types else []
+    if isinstance(avro_type, list):
+        return [r for branch in avro_type for r in _records_in(branch)]
+    if isinstance(avro_type, dict):
+        if avro_type.get("type") == "record":
+            return [avro_type]
+        if avro_type.get("type") == "array":
+            return _records_in(avro_type["items"])
+    return []
 
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z_-]{0,63}")
@@ -117,11 +166,6 @@ def _shown_name(name: object) -> str:
     anything else is not repeated: it goes into dead-letter headers, and a client may have put an
     identity number there."""
     return name if isinstance(name, str) and _NAME.fullmatch(name) else ""
-
-
-@cache
-def _data_fields(event_type: str) -> frozenset[str]:
-    return frozenset(f["name"] for f in _current_schema(event_type)["fields"] if f["name"] != "envelope")
 
 
 def _fill_envelope_defaults(envelope: dict, fields: list[dict]) -> None:

@@ -31,7 +31,7 @@ from fastavro.validation import validate as avro_validate
 
 from schemas import json_text
 from schemas.catalog import EVENTS_NAMESPACE, UNKNOWN_EVENT, catalog
-from schemas.cloudevents import CloudEventError, client_field, record_from_cloudevent
+from schemas.cloudevents import CloudEventError, avro_error_field, record_from_cloudevent
 from schemas.codec import Codec, WireFormatError, schema_id_of
 from schemas.validation import validate
 
@@ -137,7 +137,7 @@ class Canonicaliser:
         try:
             avro_validate(record, self._current_schema[event_type], raise_errors=True)
         except AvroValidationError as exc:
-            field = client_field(event_type, exc.errors[0].field)
+            field = avro_error_field(event_type, exc.errors)
             raise Rejected("json.field_type", f"{field} has the wrong type") from None
         value = self.codec.encode(record, self._current_id[event_type])
         # Validate what Avro readers will see (a date given as a day number becomes a date).

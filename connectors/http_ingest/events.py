@@ -17,7 +17,7 @@ from fastavro.validation import validate as avro_validate
 
 from connectors.http_ingest.problems import Problem, Refused
 from schemas.catalog import EVENTS_NAMESPACE, UNKNOWN_EVENT, catalog
-from schemas.cloudevents import CloudEventError, client_field, record_from_cloudevent
+from schemas.cloudevents import CloudEventError, avro_error_field, client_field, record_from_cloudevent
 from schemas.codec import Codec
 from schemas.protection import is_strict
 from schemas.validation import Failure, validate
@@ -70,7 +70,7 @@ class EventEncoder:
         try:
             avro_validate(record, schema, raise_errors=True)
         except AvroValidationError as exc:  # its text quotes the value: only the field name goes out
-            field = client_field(event_type, exc.errors[0].field)
+            field = avro_error_field(event_type, exc.errors)
             raise _invalid("json.field_type", field, f"{field} has the wrong type") from None
         value = self.codec.encode(record, self._current_id[event_type])
         # What Avro readers will see; a missing kommune first, as the envelope's own fault.

@@ -3,6 +3,7 @@ in the client's words, and an event that could be read is dead-lettered with its
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -94,6 +95,18 @@ def _with_data(event_type: str, **fields) -> dict:
     return event
 
 
+def _base64(event_type: str) -> dict:
+    event = cloudevent(event_type)
+    event["data_base64"] = base64.b64encode(json.dumps(event.pop("data")).encode()).decode()
+    return event
+
+
+def _with_address(**fields) -> dict:
+    event = cloudevent("Move")
+    event["data"]["newAddress"].update(fields)
+    return event
+
+
 @pytest.mark.parametrize(
     ("event", "code", "field"),
     [
@@ -104,6 +117,9 @@ def _with_data(event_type: str, **fields) -> dict:
         (cloudevent("Death", kommunenumber=["0301"]), "cloudevent.unknown_attribute", "kommunenumber"),  # was dropped
         (_with_data("Death", deathdate="2024-03-01"), "data.unknown_field", "deathdate"),  # was dropped
         ({"hello": "world"}, "cloudevent.invalid", "specversion"),  # was event.unknown_type
+        (_with_address(floor="3"), "data.unknown_field", "newAddress.floor"),  # was dropped
+        (_with_address(houseNumber="seven"), "json.field_type", "newAddress.houseNumber"),  # was newAddress
+        (_base64("Death"), "cloudevent.invalid", "data_base64"),  # was "data must be a JSON object"
     ],
     ids=[
         "avro-path",
@@ -113,6 +129,9 @@ def _with_data(event_type: str, **fields) -> dict:
         "unknown-attribute",
         "unknown-data-field",
         "not-a-cloudevent",
+        "nested-unknown-field",
+        "nested-wrong-type",
+        "data-base64",
     ],
 )
 async def test_bad_input_is_named_in_the_clients_own_words_and_dead_lettered(
