@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, LauncherError, UsageError) as exc:
         print(f"samband: {exc}", file=sys.stderr)
         return 2
-    except KafkaError as exc:
+    except (KafkaError, TimeoutError) as exc:  # TimeoutError: a read of a topic that stopped answering
         print(f"samband: Kafka failed ({type(exc).__name__}) at {_bootstrap()}; is it running? "
               "(`samband kafka status`; details with `samband --verbose ...`)", file=sys.stderr)  # fmt: skip
         return 2

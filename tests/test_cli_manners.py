@@ -31,3 +31,19 @@ def test_verbose_shows_the_kafka_clients_own_lines():
     done = _samband("--verbose", "trace", "some-event-id")
     assert done.returncode == 2
     assert "Unable connect to" in done.stderr or "Unable to bootstrap" in done.stderr, done.stderr
+
+
+def test_a_read_that_times_out_is_one_line_and_exit_2(monkeypatch, capsys):
+    """Found in review: a topic read that stopped answering (bus.reading's TimeoutError) ended the
+    command with a traceback."""
+    from agents import cli
+    from agents.commands import dlq
+
+    async def stalls(*_args, **_kwargs):
+        raise TimeoutError("no record within the read timeout")
+
+    monkeypatch.setattr(dlq, "list_dead_letters", stalls)
+    monkeypatch.setenv("SAMBAND_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    assert cli.main(["dlq", "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("samband: Kafka failed (TimeoutError)"), err

@@ -77,12 +77,13 @@ def _topics():
     return topic_names(get_settings().app_id)
 
 
-async def _dead_letters():
-    """(id, DeadLetter, record) for every dead letter, oldest first per partition."""
+async def _dead_letters(since: float | None = None):
+    """(id, DeadLetter, record) for every dead letter (written since `since`, epoch seconds), oldest
+    first per partition."""
     from bus.reading import read_topic
     from connectors.dead_letters import DeadLetter
 
-    async for record in read_topic(bootstrap_servers(), _topics().deadletter):
+    async for record in read_topic(bootstrap_servers(), _topics().deadletter, since=since):
         yield f"{record.partition}:{record.offset}", DeadLetter.from_headers(record.headers), record
 
 
@@ -150,7 +151,7 @@ async def list_dead_letters(
     """The dead letters that match every filter given; `reason` matches a code or a code's prefix
     ending in a dot (`kommune.`), `since` is epoch seconds."""
     rows = []
-    async for dlq_id, dead, record in _dead_letters():
+    async for dlq_id, dead, record in _dead_letters(since):  # from the first offset at `since`: not the whole topic
         if (subscription and dead.subscription != subscription) or (stage and dead.stage != stage):
             continue
         if reason and not (dead.reason == reason or (reason.endswith(".") and dead.reason.startswith(reason))):
