@@ -86,7 +86,7 @@ class DeadLetter:
 
 
 def _number(text: str | None) -> int | None:
-    return int(text) if text is not None and text.isdigit() else None
+    return int(text) if text is not None and text.isascii() and text.isdigit() else None
 
 
 class DeadLetterKeyError(ValueError):

@@ -55,9 +55,10 @@ def avro_error_field(event_type: str, errors: list) -> str:
     envelope = [f for f in fields if f.startswith("no.samband.envelope.Envelope.")]
     if envelope:  # an attribute: by its own name
         return client_field(event_type, envelope[-1])
-    parts = [client_field(event_type, fields[0])]
-    for field in fields[1:]:
-        name = field.rsplit(".", 1)[-1]
+    own = f"{EVENTS_NAMESPACE}.{event_type}."
+    parts: list[str] = []
+    for field in fields:
+        name = client_field(event_type, field) if field.startswith(own) else field.rsplit(".", 1)[-1]
         if name not in parts:  # a union tries each branch: the same field again
             parts.append(name)
     return ".".join(parts)
@@ -132,9 +133,11 @@ def _refuse_unknown_fields(event_type: str, value: dict, record: dict, path: str
     fields = {f["name"]: f["type"] for f in record["fields"] if f["name"] != "envelope"}
     for name, inner in value.items():
         if name not in fields:
+            if path:  # inside a record (an address, a name): the name itself may be personal data
+                where = path.rstrip(".")
+                raise CloudEventError("data.unknown_field", where, f"{where} holds a field {event_type} does not have")
             shown = _shown_name(name)
-            where = f"{path}{shown}" if shown else path.rstrip(".")
-            raise CloudEventError("data.unknown_field", where, f"{event_type} has no data field {where or '(unnamed)'}")
+            raise CloudEventError("data.unknown_field", shown, f"{event_type} has no data field {shown or '(unnamed)'}")
         for nested in _records_in(fields[name]):
             if isinstance(inner, dict):
                 _refuse_unknown_fields(event_type, inner, nested, f"{path}{name}.")

@@ -22,9 +22,10 @@ def test_a_dead_letter_reads_back_whatever_bytes_the_original_headers_held():
     letter = DeadLetter("wire.not_avro", "not Avro", "source", topic="samband-ingest", partition=1, offset=7)
     headers = letter.headers([("origin", b"\xff\xfe binary"), ("empty", None)])  # type: ignore[list-item]
     assert DeadLetter.from_headers(headers) == letter
-    garbled = [("samband-dlq-stage", b"\xff"), ("samband-dlq-offset", b"x1"), ("samband-dlq-reason", b"r\xff")]
+    garbled = [("samband-dlq-stage", b"\xff"), ("samband-dlq-offset", b"x1"), ("samband-dlq-reason", b"r\xff"),
+               ("samband-dlq-partition", "²".encode())]  # fmt: skip
     read = DeadLetter.from_headers(garbled)
-    assert (read.stage, read.offset, read.reason) == ("ingest", None, "r\ufffd")
+    assert (read.stage, read.offset, read.partition, read.reason) == ("ingest", None, None, "r\ufffd")
 
 
 def test_delivery_dead_letter_names_its_subscription():

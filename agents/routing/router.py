@@ -38,15 +38,15 @@ class PersonState(NamedTuple):  # a tuple: made for most events, a frozen datacl
     protection: str = "ugradert"
     birth_date: date | None = None
     received: frozenset[str] = frozenset()  # subscriptions that have received data on the person
-    # The grade before an event other than an AddressProtectionChange raised it, while the change
-    # itself has not come through: its purges are sent again, tied to it, when it does.
-    untied_from: str | None = None
+    # Subscriptions purged because an event other than an AddressProtectionChange revealed the
+    # grade: when the change itself comes through, each gets a purge tied to it.
+    untied: frozenset[str] = frozenset()
 
     def to_json(self) -> bytes:
         # orjson writes a date as isoformat() would
         stored = {"protection": self.protection, "birth_date": self.birth_date, "received": sorted(self.received)}
-        if self.untied_from is not None:
-            stored["untied_from"] = self.untied_from
+        if self.untied:
+            stored["untied"] = sorted(self.untied)
         return stored_json(stored)
 
     @classmethod
@@ -59,7 +59,7 @@ class PersonState(NamedTuple):  # a tuple: made for most events, a frozen datacl
             raw["protection"],
             date.fromisoformat(birth) if birth else None,
             frozenset(raw["received"]),
-            raw.get("untied_from"),
+            frozenset(raw.get("untied", ())),
         )
 
 
@@ -106,7 +106,7 @@ class Router:
         effective = stricter(protection, carried)
         birth_date = record["birthDate"] if event_type == "Birth" and kind == "new" else state.birth_date
         if protection != state.protection or birth_date != state.birth_date:
-            result = RouteResult(PersonState(protection, birth_date, state.received, state.untied_from))
+            result = RouteResult(PersonState(protection, birth_date, state.received, state.untied))
         else:
             result = RouteResult(state)
 
@@ -114,13 +114,19 @@ class Router:
         # the protection change that caused it; when another event revealed the grade first, the
         # change's own purges follow when it comes through (docs/architecture.md, "Purge").
         is_change = event_type == "AddressProtectionChange" and kind != "annulment"
+        purged: list[str] = []
         if protection != state.protection:
-            self._purges(result, state.protection, protection, envelope, person, state.received, is_change)
-            untied = None if is_change else (state.untied_from or state.protection)
-            result.state = result.state._replace(untied_from=untied)
-        elif is_change and state.untied_from is not None:
-            self._purges(result, state.untied_from, protection, envelope, person, state.received, True)
-            result.state = result.state._replace(untied_from=None)
+            purged = self._purges(result, state.protection, protection, envelope, person, state.received, is_change)
+        if is_change and state.untied:
+            # The change an earlier event revealed: a purge tied to it for each subscription purged
+            # then, while the grade still takes the address from it (never to one that held none).
+            for sub_id in sorted(state.untied - set(purged)):
+                entry = self.index.entries.get(sub_id)
+                if entry is not None and _loses_address("ugradert", protection, entry):
+                    result.deliveries.append(self._purge(entry, envelope, person, protection, True))
+            result.state = result.state._replace(untied=frozenset())
+        elif purged and not is_change:
+            result.state = result.state._replace(untied=result.state.untied | set(purged))
 
         if kind in ("correction", "annulment"):
             if original_recipients is None:
@@ -153,7 +159,7 @@ class Router:
         if not result.state.received.issuperset(result.recipients):
             state = result.state
             result.state = PersonState(
-                state.protection, state.birth_date, state.received.union(result.recipients), state.untied_from
+                state.protection, state.birth_date, state.received.union(result.recipients), state.untied
             )
         return result
 
@@ -166,11 +172,15 @@ class Router:
         person: str,
         received: frozenset[str],
         is_change: bool,
-    ) -> None:
+    ) -> list[str]:
+        """Purge each subscription in `received` that loses the address from `previous` to `protection`."""
+        purged = []
         for sub_id in sorted(received):
             entry = self.index.entries.get(sub_id)
             if entry is not None and _loses_address(previous, protection, entry):
                 result.deliveries.append(self._purge(entry, envelope, person, protection, is_change))
+                purged.append(sub_id)
+        return purged
 
     # --- predicates -----------------------------------------------------------------------
 

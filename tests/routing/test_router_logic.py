@@ -233,7 +233,7 @@ def test_a_purge_names_the_protection_change_that_caused_it():
     result = router.route("AddressProtectionChange", change, PERSON, PersonState(received=frozenset({"privat"})), None)
     purge = _purges(result)["privat"]
     assert purge["protectionchangeid"] == change["envelope"]["id"] and "protectionrevealedby" not in purge
-    assert result.state.untied_from is None
+    assert result.state.untied == frozenset()
 
 
 def test_a_grade_revealed_by_a_move_purges_at_once_and_again_tied_to_the_change_when_it_comes():
@@ -249,25 +249,53 @@ def test_a_grade_revealed_by_a_move_purges_at_once_and_again_tied_to_the_change_
     assert list(revealed) == ["privat"]  # the public body keeps the fortrolig address
     assert revealed["privat"]["protectionrevealedby"] == move["envelope"]["id"]
     assert "protectionchangeid" not in revealed["privat"]
-    assert result.state.untied_from == "ugradert"
+    assert result.state.untied == {"privat"}
     # A state written and read back keeps it (the router's person state is a changelog).
     assert PersonState.from_json(result.state.to_json()) == result.state
 
-    # A second reveal, strengt fortrolig, before the change: the purges stay untied from the first grade on.
+    # A second reveal, strengt fortrolig, before the change: both purged subscriptions wait for it.
     stricter_move = _move(ADULT, BERGEN, BERGEN, addressProtection="strengtFortrolig")
     result = router.route("Move", stricter_move, PERSON, result.state, None)
-    assert list(_purges(result)) == ["bergen"] and result.state.untied_from == "ugradert"
+    assert list(_purges(result)) == ["bergen"] and result.state.untied == {"privat", "bergen"}
 
     change = event("AddressProtectionChange", ADULT, [BERGEN], protection="strengtFortrolig")
     result = router.route("AddressProtectionChange", change, PERSON, result.state, None)
     tied = _purges(result)
-    assert sorted(tied) == ["bergen", "privat"]  # each that lost its address since the grade was ugradert
+    assert sorted(tied) == ["bergen", "privat"]
     assert {p["protectionchangeid"] for p in tied.values()} == {change["envelope"]["id"]}
     assert {p["id"] for p in tied.values()} == {change["envelope"]["id"] + "-purge"}
-    assert result.state.untied_from is None and result.state.protection == "strengtFortrolig"
+    assert result.state.untied == frozenset() and result.state.protection == "strengtFortrolig"
     # Once tied, a repeated change sends nothing more.
     again = event("AddressProtectionChange", ADULT, [BERGEN], protection="strengtFortrolig")
     assert _purges(router.route("AddressProtectionChange", again, PERSON, result.state, None)) == {}
+
+
+def test_a_tied_purge_goes_only_to_subscriptions_purged_at_the_reveal_never_to_one_that_held_no_address():
+    """Found in review: a subscription that first got data after the reveal (address withheld) got
+    a purge at the change, telling it the person had just become protected."""
+    router = _router(subscription("privat-nasjonal", "all", ["Move"], {"Move": MOVE_FIELDS}, public_body=False))
+    revealing = _move(ADULT, BERGEN, BERGEN, addressProtection="fortrolig")
+    result = router.route("Move", revealing, PERSON, PersonState(), None)
+    assert _purges(result) == {} and result.state.received == {"privat-nasjonal"}
+    assert "newAddress" not in _data(result)["privat-nasjonal"]
+    change = event("AddressProtectionChange", ADULT, [BERGEN], protection="fortrolig")
+    assert _purges(router.route("AddressProtectionChange", change, PERSON, result.state, None)) == {}
+
+
+def test_a_change_stricter_than_the_revealed_grade_ties_the_earlier_purges_too():
+    """Found in review: only the subscriptions that lost the address at the change's own step got
+    a purge naming it; those purged at the reveal were left untied."""
+    router = _router(
+        subscription("privat", [BERGEN], ["Move"], {"Move": MOVE_FIELDS}, public_body=False),
+        subscription("bergen", [BERGEN], ["Move"], {"Move": MOVE_FIELDS}),
+    )
+    state = PersonState(received=frozenset({"privat", "bergen"}))
+    result = router.route("Move", _move(ADULT, BERGEN, BERGEN, addressProtection="fortrolig"), PERSON, state, None)
+    assert list(_purges(result)) == ["privat"]
+    change = event("AddressProtectionChange", ADULT, [BERGEN], protection="strengtFortrolig")
+    tied = _purges(router.route("AddressProtectionChange", change, PERSON, result.state, None))
+    assert sorted(tied) == ["bergen", "privat"]
+    assert {p["protectionchangeid"] for p in tied.values()} == {change["envelope"]["id"]}
 
 
 def test_an_event_waiting_in_the_pipeline_gets_the_newer_protection():
