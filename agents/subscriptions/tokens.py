@@ -14,7 +14,9 @@ they own no subscription (an operator token acts on all) and are named `SAMBAND_
 
 An owner sees and changes only the subscriptions it owns. Grants that widen access (public_body,
 kommuner: all, kommuner outside the token's, confidential fields) need the operator scope, which
-also sees and changes every tenant's subscriptions.
+also sees and changes every tenant's subscriptions. The dashboard's scopes (`operations:read`,
+`dlq:replay`) reach every tenant's dead letters and health: a tenant's token (one with
+`subscriptions`) may not have them, unless it is an operator's.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ OPERATOR = "subscriptions:operator"
 DLQ_REPLAY = "dlq:replay"  # the dashboard's replay button (agents/web/dashboard.py)
 OPERATIONS_READ = "operations:read"  # the dashboard's /api/overview and /api/trace
 SCOPES = (READ, WRITE, OPERATOR, DLQ_REPLAY, OPERATIONS_READ)
+ACROSS_TENANTS = (DLQ_REPLAY, OPERATIONS_READ)  # never for a tenant's own token
 
 
 class TokenConfigError(ValueError):
@@ -108,6 +111,18 @@ class _Entry(BaseModel):
     subscriptions: _Owned | None = None
     kommuner: list[str] = []
     scopes: list[Literal[SCOPES]] = Field(min_length=1)  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _tenant_scopes(self):
+        # The dashboard's scopes span every tenant (all dead letters, every subscription's health):
+        # a token that owns only some subscriptions cannot have them.
+        across = sorted(set(self.scopes) & set(ACROSS_TENANTS))
+        if self.subscriptions is not None and across and OPERATOR not in self.scopes:
+            raise ValueError(
+                f"{', '.join(across)} reach every tenant's data: give them to a token without `subscriptions` "
+                "(or with subscriptions:operator)"
+            )
+        return self
 
 
 def parse_tokens(text: str) -> list[ApiToken]:

@@ -64,6 +64,12 @@ def test_token_file_names_tenants_and_what_they_own(tmp_path):
         ({"bergen": {**TENANT, "colour": "blue"}}, "token bergen: colour: Extra inputs are not permitted"),
         ({"a": TENANT, "b": TENANT}, "API tokens a and b are the same token"),
         (["not", "a", "mapping"], "expected a mapping of token names to tokens"),
+        # Found in review: a tenant's token could replay and read every tenant's dead letters.
+        (
+            {"bergen": {**TENANT, "scopes": ["subscriptions:read", "dlq:replay"]}},
+            "token bergen: .*dlq:replay reach every tenant's data",
+        ),
+        ({"bergen": {**TENANT, "scopes": ["operations:read"]}}, "operations:read reach every tenant's data"),
     ],
 )
 def test_bad_token_file_is_one_line_without_the_token(tmp_path, entries, message):
