@@ -32,7 +32,7 @@ from aiohttp import web
 
 from agents.commands.topics_and_lag import bus_groups, lag_report
 from agents.config import Settings
-from agents.dead_letter_health import dead_letter_summary, over_limits, parse_limits
+from agents.dead_letter_health import DeadLetterWindow, over_limits, parse_limits
 from agents.delivery_health import subscription_health
 from agents.event_trace import timeline, trace_event
 from agents.subscriptions.http_api import authorise
@@ -51,9 +51,9 @@ class Dashboard:
         self.app_id = settings.app_id
         self.bootstrap = bootstrap
         self.history = History(settings.app_id, settings.dashboard_sample_s, settings.dashboard_history_s)
-        self.window_s = settings.dead_letter_window_s
+        self.window = DeadLetterWindow(settings.dead_letter_window_s)
         self.limits = parse_limits(settings.dead_letter_limits)
-        self.dead_letters: dict = {"window_s": self.window_s, "stages": [], "recent": [], "problems": []}
+        self.dead_letters: dict = {"window_s": self.window.window_s, "stages": [], "recent": [], "problems": []}
         self._kafka = SharedInspector(bootstrap)
         self._previous: tuple[float, dict[str, int]] | None = None  # (time, records written per topic)
         self._sampling: asyncio.Task | None = None
@@ -85,9 +85,10 @@ class Dashboard:
 
     async def sample(self) -> None:
         self.history.add(await self.history.take(await self.inspector()))
-        counts, recent = await dead_letter_summary(self.bootstrap, self.app_id, self.window_s)
+        await self.window.refresh(self.bootstrap, self.app_id)
+        counts, recent = self.window.counts(), self.window.newest()
         self.dead_letters = {
-            "window_s": self.window_s,
+            "window_s": self.window.window_s,
             "stages": [
                 {"stage": c.stage, "total": c.total, "reasons": [{"reason": r, "count": n} for r, n in c.top(20)]}
                 for c in counts.values()
