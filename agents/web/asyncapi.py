@@ -1,4 +1,4 @@
-"""The AsyncAPI 3 document of the bus's topics, served at `/asyncapi.json`.
+"""The AsyncAPI 3.1 document of the bus's topics, served at `/asyncapi.json`.
 
     document = asyncapi_document(app_id="samband", subscriber_topic_prefix="subscriber.")
 
@@ -6,8 +6,8 @@ Made from the topic table (bus/topics.py: one channel per topic, its key, value 
 the schema catalog (each event type's Avro schema as a message payload, in the Avro schema
 format, so Kafka-side tools read the same schemas the bus's registry serves). The HTTP-ingest
 profile of CloudEvents and the Kafka subscribers' topics (CloudEvents Kafka binding, binary
-mode) are channels too. tests/operations/test_asyncapi.py validates it with the AsyncAPI
-project's own parser.
+mode) are channels too. tests/operations/test_worker_documents.py validates it with the
+AsyncAPI project's own parser.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from typing import Any
 
 from bus.topics import DEADLETTER, EVENTS, INGEST, TABLE, Topic
 from connectors.dead_letters import PREFIX as DEAD_LETTER_HEADER
+from connectors.http_ingest.openapi import event_schema
+from connectors.kafka_sink.sink import CE_ATTRIBUTES
 from schemas.catalog import EVENTS_NAMESPACE, UNKNOWN_EVENT, catalog
 from schemas.json_schema import DataSchemas
 
 AVRO = "application/vnd.apache.avro+json;version=1.9.0"
-_STRING = {"type": "string"}
 _EVENT_TYPES = [t for t in catalog().event_types() if t != UNKNOWN_EVENT]
 
 
@@ -59,15 +60,20 @@ _DEAD_LETTER_HEADERS = {
     }.items()
 } | {"samband-subscription": "the subscription, for a delivery dead letter"}
 
-_CLOUDEVENT_HEADERS = {
-    "ce_specversion": "1.0",
-    "ce_id": "the event id",
-    "ce_source": "the source system",
-    "ce_type": f"`{EVENTS_NAMESPACE}.<type>`, or `no.samband.purge`",
-    "ce_time": "event time (RFC 3339)",
-    "ce_subject": "the subscription's own pseudonym of the person (the record key too)",
-    "ce_changekind": "new, correction or annulment",
-    "ce_correctseventid": "the event a correction or annulment changes",
+# What a Kafka subscriber's record carries in its headers: the sink's ce_* attributes, described.
+_ATTRIBUTE_TEXT = {
+    "specversion": "1.0",
+    "id": "the event id (a purge's: the causing event's id + `-purge`)",
+    "source": "the source system",
+    "type": f"`{EVENTS_NAMESPACE}.<type>`, or `no.samband.purge`",
+    "time": "event time (RFC 3339)",
+    "subject": "the subscription's own pseudonym of the person (the record key too)",
+    "changekind": "new, correction or annulment",
+    "correctseventid": "the event a correction or annulment changes",
+    "protectionchangeid": "a purge's cause: the AddressProtectionChange that raised the grade",
+    "protectionrevealedby": "a purge's cause: the event that showed the stricter grade before the change came",
+}
+_SUBSCRIBER_HEADERS = {f"ce_{name}": _ATTRIBUTE_TEXT[name] for name in CE_ATTRIBUTES} | {
     "content-type": "application/avro",
     "samband-idempotency-key": "the same on every retry, after a crash and on replay",
     "traceparent": "W3C trace context",
@@ -120,17 +126,11 @@ def asyncapi_document(app_id: str = "samband", subscriber_topic_prefix: str = "s
             "name": f"{event_type}CloudEvent",
             "title": f"{event_type} as a CloudEvents 1.0 JSON object (structured mode)",
             "contentType": "application/cloudevents+json",
-            "payload": {
-                "type": "object",
-                "required": ["specversion", "id", "source", "type", "time", "person", "data"],
-                "properties": {
-                    "specversion": {"const": "1.0"},
-                    "type": {"const": f"{EVENTS_NAMESPACE}.{event_type}"},
-                    "data": data.data(event_type),
-                },
-            },
+            "payload": event_schema(event_type, data.data(event_type)),  # as HTTP ingest takes it
             "bindings": _kafka_key("person pseudonym"),
         }
+    data.named("no.samband.common.AddressProtection")  # the attributes' own types
+    data.named("no.samband.common.ChangeKind")
     messages["DeadLetter"] = {
         "name": "DeadLetter",
         "summary": DEADLETTER.value,
@@ -146,7 +146,7 @@ def asyncapi_document(app_id: str = "samband", subscriber_topic_prefix: str = "s
         "summary": "Confluent wire-format Avro of the subscription's projection of `data` (its schema id in the "
         "bus's registry); a purge is a no.samband.delivery.Purge record.",
         "payload": {"type": "string", "contentEncoding": "binary"},
-        "headers": _headers(_CLOUDEVENT_HEADERS),
+        "headers": _headers(_SUBSCRIBER_HEADERS),
         "bindings": _kafka_key("the subscription's pseudonym of the person"),
     }
 

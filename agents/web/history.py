@@ -6,12 +6,16 @@
 
 Each sample holds, at its time `at` (epoch seconds):
 - `stages`: records per second each stage wrote since the previous sample, from its output
-  topic's end offsets: sources → `-ingest`, ingest → `-events`, route → `-deliveries`,
-  deliver → `-delivery-ledger` (one record per delivery delivered or dead-lettered);
+  topic's end offsets: sources → `-ingest` (bad input included), ingest → `-events`, route →
+  `-deliveries` (one record per event and entitled subscription, and each replay), deliver →
+  `-delivery-ledger` (one record per delivery delivered, dead-lettered or held: outcomes, not
+  attempts);
 - `lag`: each consumer group's lag, summed over its partitions;
 - `latency_ms`: p50 and p99 of the end-to-end latency of the deliveries this worker made since
-  the previous sample, estimated from the latency histogram's buckets as Prometheus's
-  `histogram_quantile` does (None when it made none);
+  the previous sample: from the ingest stage's stamp (`samband-ingested-at`) to the sink's
+  acknowledgement (a webhook's 2xx, the Kafka write, the file written), estimated from the
+  latency histogram's buckets as Prometheus's `histogram_quantile` does (None when it made none).
+  A replayed dead letter keeps its stamp, so a replay after an outage shows in p99;
 - `subscriptions`: per subscription, the attempts this worker made since the previous sample:
   `delivered` and `failed` (a retry, a rejection or a dead letter), for the sparklines.
 Throughput and lag are the cluster's (every worker sees the same); latency and attempts are this

@@ -5,9 +5,11 @@ with every answer it gives.
 
 The subscriptions API describes its own part (agents/subscriptions/openapi.py); the operations
 endpoints, the dashboard's API, the schema registry and the documents themselves are described
-here. Response bodies of the operations endpoints are the JSON Schemas of the dataclasses they
-are made from, so they cannot drift. tests/operations/test_worker_openapi.py holds the document
-against the worker's router: a route without a description fails it.
+here. Where an answer is made from a dataclass (readiness, a trace, a subscription's health, a
+history sample), its schema is that dataclass's JSON Schema; the rest is written out here.
+tests/operations/test_worker_documents.py holds the paths against the worker's router (a route
+without a description fails it), and schemathesis in tests/routing/test_tenants.py holds every
+answer of a running worker against the schemas.
 """
 
 from __future__ import annotations
@@ -218,25 +220,21 @@ def _document_paths() -> dict:
         },
         "/asyncapi.json": {
             "get": {
-                "summary": "The AsyncAPI 3 document of the bus's topics",
+                "summary": "The AsyncAPI 3.1 document of the bus's topics",
                 "tags": ["documents"],
-                "responses": {"200": _json("AsyncAPI 3.0", {"type": "object"})},
+                "responses": {"200": _json("AsyncAPI 3.1", {"type": "object"})},
             }
         },
     }
 
 
-def _schema_of(model: type) -> dict:
-    schema = TypeAdapter(model).json_schema(ref_template=_REF)
-    schema.pop("$defs", None)
-    return schema
-
-
 def _components() -> dict:
     defs: dict = {}
+    schemas = {}
     for model in (Readiness, EventTrace, SubscriptionHealth, Sample):
-        defs.update(TypeAdapter(model).json_schema(ref_template=_REF).pop("$defs", {}))
-    trace = _schema_of(EventTrace)
+        schemas[model] = TypeAdapter(model).json_schema(ref_template=_REF)
+        defs.update(schemas[model].pop("$defs", {}))
+    trace = schemas[EventTrace]
     trace["properties"]["found"] = {"type": "boolean", "description": "false: the bus has never seen the event"}
     trace["properties"]["timeline"] = {
         "type": "array",
@@ -256,9 +254,9 @@ def _components() -> dict:
                 "reasons": {"type": "array", "items": {"type": "string"}},
             },
         },
-        "Readiness": _schema_of(Readiness),
+        "Readiness": schemas[Readiness],
         "EventTrace": trace,
-        "SubscriptionHealth": _schema_of(SubscriptionHealth),
+        "SubscriptionHealth": schemas[SubscriptionHealth],
         "Overview": {
             "type": "object",
             "required": ["broker"],
@@ -342,7 +340,7 @@ def _components() -> dict:
                 "samples": {"type": "array", "items": _ref("Sample")},
             },
         },
-        "Sample": _schema_of(Sample),
+        "Sample": schemas[Sample],
         "ReplayedOne": {
             "type": "object",
             "required": ["dead_letter", "replayed", "said"],

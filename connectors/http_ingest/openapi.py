@@ -16,7 +16,7 @@ _NULLABLE_STRING = {"type": ["string", "null"]}
 # The attributes of every event; `type` and `data` are added per event type.
 ATTRIBUTES = {
     "specversion": {"type": "string", "enum": ["1.0"]},
-    "id": {"type": "string", "minLength": 1, "description": "event id; the Kafka key, resending is safe"},
+    "id": {"type": "string", "minLength": 1, "description": "event id, unique per source: resending it is safe"},
     "source": {"type": "string", "minLength": 1, "description": "URI reference of the sending system"},
     "time": {"type": "string", "format": "date-time", "description": "with a time zone"},
     "subject": _NULLABLE_STRING,
@@ -38,7 +38,8 @@ ATTRIBUTES = {
 }
 
 
-def _event_schema(event_type: str, data: dict) -> dict:
+def event_schema(event_type: str, data: dict) -> dict:
+    """One event type's CloudEvent as ingest takes it; `data` the schema (or `$ref`) of its data."""
     return {
         "type": "object",
         "description": f"A {event_type} event: CloudEvents 1.0 in Samband's profile (docs/catalog.md). "
@@ -58,7 +59,7 @@ def _components() -> dict:
     """`<Type>Event` and `<Type>Data` of every event type, the named types they use, and `CloudEvent`:
     any one of the events, told apart by `type`."""
     schemas = DataSchemas()
-    events = {f"{t}Event": _event_schema(t, schemas.data(t)) for t in EVENT_TYPES}
+    events = {f"{t}Event": event_schema(t, schemas.data(t)) for t in EVENT_TYPES}
     schemas.named("no.samband.common.AddressProtection")
     schemas.named("no.samband.common.ChangeKind")
     cloudevent = {
@@ -82,7 +83,7 @@ ERRORS = {
                 "required": ["code", "field", "message"],
                 "properties": {
                     "code": {"type": "string", "example": "identity.checksum"},
-                    "field": {"type": "string", "example": "envelope.person"},
+                    "field": {"type": "string", "example": "person"},
                     "message": {"type": "string", "description": "for people; never quotes submitted data"},
                     "index": {"type": "integer", "description": "position in a batch"},
                 },
@@ -144,7 +145,7 @@ def openapi_document(max_batch: int) -> dict:
                     },
                     "responses": {
                         "202": {
-                            "description": "every event is durably on samband-ingest (acks=all)",
+                            "description": "every event is durably on the bus's ingest topic, <app id>-ingest (acks=all)",
                             "content": {
                                 "application/json": {
                                     "schema": {

@@ -37,7 +37,7 @@ UNAVAILABLE = "kafka.unavailable"
 PURGE_TYPE = "no.samband.purge"
 IDEMPOTENCY_HEADER = "samband-idempotency-key"
 # CloudEvents attributes carried as ce_* headers (data travels as the value).
-_ATTRIBUTES = ("specversion", "id", "source", "type", "time", "subject", "changekind", "correctseventid",
+CE_ATTRIBUTES = ("specversion", "id", "source", "type", "time", "subject", "changekind", "correctseventid",
                "protectionchangeid", "protectionrevealedby")  # fmt: skip
 
 
@@ -126,7 +126,7 @@ class KafkaSink(Sink):
             raise RecordError(f"the subscription has no fields for event type {kind}")
         schema_id, schema = self._schemas[kind]
         value = self.codec.encode(to_avro(schema, event.get("data") or {}), schema_id)
-        headers = [(f"ce_{name}", str(event[name]).encode()) for name in _ATTRIBUTES if event.get(name) is not None]
+        headers = [(f"ce_{name}", str(event[name]).encode()) for name in CE_ATTRIBUTES if event.get(name) is not None]
         headers.append(("content-type", b"application/avro"))
         headers.append((IDEMPOTENCY_HEADER, delivery["idempotency_key"].encode()))
         headers += [(k, v) for k, v in record.headers if k == "traceparent"]

@@ -53,7 +53,7 @@ def test_the_data_schema_has_dates_enums_and_required_fields_from_avro():
         ({"colour": "blue"}, "unknown attribute"),
     ],
 )
-def test_the_document_refuses_what_ingest_refuses(change, why):
+def test_the_document_itself_refuses_unknown_names_bad_enums_dates_and_missing_fields(change, why):
     assert list(_validator(openapi_document(100)).iter_errors(cloudevent("Move", **change))), why
 
 

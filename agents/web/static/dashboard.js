@@ -170,6 +170,10 @@ document.getElementById("filter-reason").addEventListener("change", renderDeadLe
 function renderHealth(data) {
   const reasons = [...deadLetters.problems];
   for (const s of data.subscriptions) if (BAD_STATES.has(s.state)) reasons.push(`${s.id}: ${s.state}`);
+  setHealth(reasons);
+}
+
+function setHealth(reasons) {
   const badge = document.getElementById("health");
   badge.textContent = reasons.length ? "UNHEALTHY" : "HEALTHY";
   badge.className = `badge ${reasons.length ? "unhealthy" : "healthy"}`;
@@ -178,6 +182,8 @@ function renderHealth(data) {
 
 function renderCharts(history) {
   const samples = history.samples;
+  const span = history.span_s >= 3600 ? `${Math.round(history.span_s / 360) / 10} h` : `${Math.round(history.span_s / 60)} min`;
+  for (const label of document.querySelectorAll(".span")) label.textContent = `last ${span}`;
   const series = (names, pick) => names.map((name) => ({ name, points: samples.map((s) => [s.at, pick(s, name)]) }));
   const stages = ["source", "ingest", "route", "deliver"];
   lineChart(document.getElementById("chart-throughput"), series(stages, (s, name) => s.stages[name] ?? null));
@@ -198,6 +204,7 @@ async function refresh() {
     if (data.history) renderCharts(data.history);
     if (!data.broker.reachable) {
       document.getElementById("updated").textContent = `broker unreachable: ${data.broker.problem}`;
+      setHealth([`broker unreachable: ${data.broker.problem}`]);
       return;
     }
     deadLetters = data.dead_letters;
