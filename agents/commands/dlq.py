@@ -31,6 +31,10 @@ class DlqError(Exception):
     """The command cannot do what was asked; the message says why (no personal data)."""
 
 
+class DeadLetterNotFound(DlqError):
+    """No delivery dead letter has the id given."""
+
+
 def _run(coroutine) -> int:
     from agents.logging import configure_logging
 
@@ -240,12 +244,15 @@ async def replay(dlq_id: str | None, subscription: str | None, force: bool, say=
         if dead.stage == "deliver" and (found_id == dlq_id or (subscription and dead.subscription == subscription))
     ]
     if dlq_id and not chosen:
-        raise DlqError(f"no delivery dead letter {dlq_id} in {topics.deadletter}")
+        raise DeadLetterNotFound(f"no delivery dead letter {dlq_id} in {topics.deadletter}")
     delivered = set()
     if not force:  # a dead letter replayed and delivered before must not arrive twice
         async for entry in read_topic(bootstrap_servers(), topics.ledger):
-            if entry.value is not None and json.loads(entry.value)["status"] == "delivered":
-                delivered.add(entry.key)
+            try:
+                if entry.value is not None and json.loads(entry.value)["status"] == "delivered":
+                    delivered.add(entry.key)
+            except (ValueError, KeyError, TypeError):  # an unreadable entry shows nothing delivered
+                continue
     projection = await _projection(topics) if chosen else None
     producer = clients.durable_producer(bootstrap_servers())
     await producer.start()

@@ -188,16 +188,18 @@ async def replay(request: web.Request) -> web.Response:
 async def replay_one(request: web.Request) -> web.Response:
     if (denied := authorise(request, DLQ_REPLAY)[2]) is not None:
         return denied
-    from agents.commands.dlq import DlqError
+    from agents.commands.dlq import DeadLetterNotFound, DlqError
     from agents.commands.dlq import replay as replay_dead_letters
 
     dlq_id = request.match_info["id"]
     said: list[str] = []
     try:
         replayed, _ = await replay_dead_letters(dlq_id, None, False, say=said.append)
-    except DlqError:
+    except DeadLetterNotFound:
         return web.json_response(
             {"error": "dead_letter.not_found", "message": "no delivery dead letter with this id"}, status=404
         )
+    except DlqError as exc:  # it does not open with this bus's key: says so, with no content
+        return web.json_response({"error": "dead_letter.unreadable", "message": str(exc)}, status=409)
     log.info("dashboard.replayed", dlq_id=dlq_id, replayed=replayed)
     return web.json_response({"dead_letter": dlq_id, "replayed": replayed, "said": said})

@@ -16,8 +16,9 @@ Each sample holds, at its time `at` (epoch seconds):
   acknowledgement (a webhook's 2xx, the Kafka write, the file written), estimated from the
   latency histogram's buckets as Prometheus's `histogram_quantile` does (None when it made none).
   A replayed dead letter keeps its stamp, so a replay after an outage shows in p99;
-- `subscriptions`: per subscription, the attempts this worker made since the previous sample:
-  `delivered` and `failed` (a retry, a rejection or a dead letter), for the sparklines.
+- `subscriptions`: per subscription that made any, the attempts this worker made since the
+  previous sample: `delivered` and `failed` (a retry, a rejection or a dead letter), for the
+  sparklines.
 Throughput and lag are the cluster's (every worker sees the same); latency and attempts are this
 worker's own. Only counts, rates and ids: no personal data.
 """
@@ -75,10 +76,11 @@ class History:
             lag[row.group] = lag.get(row.group, 0) + row.lag
         latency, self._latency = _delta_quantiles(self._latency, _latency_buckets())
         attempts = _attempts()
-        subscriptions = {
-            sub: {kind: count - self._attempts.get(sub, {}).get(kind, 0) for kind, count in counts.items()}
-            for sub, counts in attempts.items()
-        }
+        subscriptions = {}
+        for sub, counts in attempts.items():
+            delta = {kind: count - self._attempts.get(sub, {}).get(kind, 0) for kind, count in counts.items()}
+            if any(delta.values()):  # a quiet subscription takes no room in the sample
+                subscriptions[sub] = delta
         self._attempts = attempts
         return Sample(now, rates, lag, latency, subscriptions)
 

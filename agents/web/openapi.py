@@ -136,6 +136,10 @@ def _dashboard_paths() -> dict:
                 "responses": {
                     "200": _json("replayed, or why not (`said`)", _ref("ReplayedOne")),
                     "404": _json("no delivery dead letter with this id (error dead_letter.not_found)", _ref("Error")),
+                    "409": _json(
+                        "the dead letter does not open with this bus's key (error dead_letter.unreadable)",
+                        _ref("Error"),
+                    ),
                     **_DENIED,
                 },
             }

@@ -14,6 +14,7 @@ import re
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 from delivery_fixtures import delivery
 from ops_bus import READ_ONLY_TOKEN, REPLAY_TOKEN, operations_bus
@@ -214,3 +215,35 @@ async def test_dashboard_shows_live_numbers_replays_dead_letters_and_traces(ops_
             await receiver.stop()
 
     assert fixed_receiver.events()[0].webhook_id == dead["idempotency_key"]
+
+
+async def test_one_dead_letter_is_replayed_by_its_id_and_only_with_the_replay_scope(ops_bus):
+    """POST /api/dead-letters/{id}/replay: the id `samband dlq` and the dashboard's list use."""
+    replay_token, read_only = (
+        {"Authorization": f"Bearer {REPLAY_TOKEN}"},
+        {"Authorization": f"Bearer {READ_ONLY_TOKEN}"},
+    )
+    receiver = Receiver(ops_bus.secret, lambda _n, e: Reply(400) if e["type"] != VALIDATION_TYPE else Reply())
+    await receiver.start()
+    try:
+        await ops_bus.subscribe("ops-dash-one", receiver.url, **FAST)
+        await ops_bus.send([delivery("ops-dash-one", "e" * 32, "ops-dash-one-letter")])
+        async with aiohttp.ClientSession(ops_bus.web_url) as http:
+            letter = None
+            async with asyncio.timeout(60):
+                while letter is None:
+                    async with http.get("/api/overview", headers=replay_token) as response:
+                        recent = (await response.json()).get("dead_letters", {}).get("recent", [])
+                    letter = next((d for d in recent if d["subscription"] == "ops-dash-one"), None)
+                    await asyncio.sleep(0.5)  # the sampler's pace, inside a deadline
+            async with http.post(f"/api/dead-letters/{letter['id']}/replay", headers=read_only) as response:
+                assert response.status == 403
+            for wrong in ("abc", "1:2:3", "99:99999"):
+                async with http.post(f"/api/dead-letters/{wrong}/replay", headers=replay_token) as response:
+                    assert response.status == 404 and (await response.json())["error"] == "dead_letter.not_found"
+            async with http.post(f"/api/dead-letters/{letter['id']}/replay", headers=replay_token) as response:
+                assert response.status == 200
+                assert await response.json() == {"dead_letter": letter["id"], "replayed": 1, "said": []}
+        await ops_bus.wait_for(receiver, lambda: len(receiver.received) >= 3, 60, "the replayed event tried again")
+    finally:
+        await receiver.stop()
