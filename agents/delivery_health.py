@@ -17,7 +17,9 @@ Read, all topics prefixed with the app id:
 - `-delivery-ledger`: the last successful delivery, and dead letters not delivered since;
 - `-deadletter`: dead letters of the delivery stage, per subscription.
 
-State, first that applies: `disabled`, `paused`, `suspended` (its breaker is open: the endpoint
+State, first that applies: `disabled`, `paused`, `outside_window` (no delivery window of its
+is open: deliveries wait until `window_opens`; agents/subscriptions/windows.py), `suspended`
+(its breaker is open: the endpoint
 is probed, not sent every delivery; agents/delivery/breaker.py), `failing`
 (agents.alerts.policy.is_failing: the alerts' own rule), `active`. Only ids, counts, reason codes and times: no personal data.
 """
@@ -38,13 +40,14 @@ from agents.delivery.dispatcher import subscription_of
 from agents.delivery.ledger import latest_entries
 from agents.delivery.pending import Behind, behind_state, stored_state
 from agents.delivery.target import TargetError, parse_target
+from agents.subscriptions import windows
 from bus.malformed import json_object
 from bus.reading import read_latest, read_topic
 from bus.topics import topic_names
 from connectors.dead_letters import DeadLetter
 
 OUTCOME_WINDOW = 3600.0  # seconds of attempt outcomes read for the failure streak
-STATES = ("active", "paused", "failing", "suspended", "disabled")
+STATES = ("active", "paused", "outside_window", "failing", "suspended", "disabled")
 
 
 @dataclass
@@ -60,6 +63,7 @@ class SubscriptionHealth:
     failing_since: str | None = None
     dead_letters: int = 0  # delivery dead letters in the dead-letter topic
     dead_letters_unresolved: int = 0  # of those, events the ledger does not show delivered since
+    window_opens: str | None = None  # outside its delivery windows: when the next opens (Norwegian time)
 
 
 @dataclass
@@ -199,6 +203,9 @@ def assess(gathered: _Gathered, now: float) -> list[SubscriptionHealth]:
             row.state, row.reason = "disabled", status["disabled_reason"]
         elif target.paused:
             row.state = "paused"
+        elif not windows.is_open(target.windows, now):
+            opens = windows.next_change(target.windows, now)
+            row.state, row.window_opens = "outside_window", None if opens is None else windows.describe(opens)
         elif current and isinstance(status.get("suspended"), dict):
             row.state, row.reason = "suspended", status["suspended"].get("reason")
         elif is_failing(health):

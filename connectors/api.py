@@ -327,7 +327,7 @@ def _delivery_kinds() -> tuple[tuple[str, type[Sink]], ...]:
             raise TypeError(f"delivery kind {ep.name!r} ({ep.value}) cannot be loaded: {type(exc).__name__}") from exc
         if not (isinstance(cls, type) and issubclass(cls, Sink)):
             raise TypeError(f"delivery kind {ep.name!r} ({ep.value}) is not a Sink class")
-        reserved = {"kind", "retry_schedule", "paused"} & set(cls.Config.model_fields)
+        reserved = {"kind", "retry_schedule", "paused", "windows"} & set(cls.Config.model_fields)
         if reserved:
             raise TypeError(f"delivery kind {ep.name!r}: config fields {sorted(reserved)} are the delivery stage's own")
         found[ep.name] = cls

@@ -12,7 +12,7 @@ last SAMBAND_DEAD_LETTER_WINDOW_S and names the top reasons; more than SAMBAND_D
 allows (per stage, or per stage and reason) is unhealthy.
 
 The subscriptions section (agents/delivery_health.py) gives each subscription's state
-(active, paused, failing, suspended, disabled), last successful delivery, retry backlog and dead-letter
+(active, paused, outside_window, failing, suspended, disabled), last successful delivery, retry backlog and dead-letter
 count, read from Kafka; a failing, suspended or disabled subscription makes the status unhealthy.
 """
 
@@ -104,12 +104,15 @@ def format_subscriptions(rows: list) -> str:
     if not rows:
         return "no subscriptions"
     lines = [
-        f"{'SUBSCRIPTION':<32} {'STATE':<9} {'LAST DELIVERED':<30} {'RETRY BACKLOG':>13} {'DEAD LETTERS':>12}  REASON"
+        f"{'SUBSCRIPTION':<32} {'STATE':<14} {'LAST DELIVERED':<30} {'RETRY BACKLOG':>13} {'DEAD LETTERS':>12}  REASON"
     ]
     for row in rows:
         dead = f"{row.dead_letters_unresolved}/{row.dead_letters}"
+        why = row.reason or ""
+        if row.state == "outside_window":
+            why = f"{row.pending} held until {row.window_opens or 'a window opens'}"
         lines.append(
-            f"{row.id:<32} {row.state:<9} {row.last_delivered or '-':<30} {row.retry_backlog:>13} {dead:>12}  {row.reason or ''}"
+            f"{row.id:<32} {row.state:<14} {row.last_delivered or '-':<30} {row.retry_backlog:>13} {dead:>12}  {why}"
         )
     return "\n".join(lines)
 

@@ -28,6 +28,7 @@ import structlog
 from agents.delivery.breaker import CLOSED, OPENED, Breaker
 from agents.delivery.egress import Egress
 from agents.delivery.target import Target
+from agents.subscriptions import windows
 from bus.malformed import MALFORMED
 from connectors.api import Context, DeadLetters, Outcome, Output, Sink, SinkRecord, StateStore, sink_record
 from connectors.kafka_sink.config import subscriber_topic
@@ -252,6 +253,8 @@ class Dispatcher:
         self._background: set[asyncio.Task] = set()
         self._start_retries: dict[str, asyncio.Task] = {}  # subscription -> its sink's next start
         self._opening: dict[str, asyncio.Task] = {}  # subscription -> its lane's sink, starting
+        self._window_open: dict[str, bool] = {}  # subscriptions with windows: open now?
+        self._window_change: dict[str, float] = {}  # ... and when that next changes (epoch seconds)
         self._wake = asyncio.Event()
 
     # --- pending heads ------------------------------------------------------------------
@@ -423,9 +426,11 @@ class Dispatcher:
                     continue  # superseded by a later offer
                 self._release(key, *head)
             self._probe()
+            await self._windows_passed(now)
             self._wake.clear()
             probing = self.breaker.next_probe(self._probing())
-            deadlines = [t for t in (self._heap[0][0] if self._heap else None, probing) if t is not None]
+            window = min(self._window_change.values(), default=None)
+            deadlines = [t for t in (self._heap[0][0] if self._heap else None, probing, window) if t is not None]
             timeout = max(0.0, min(deadlines) - now) if deadlines else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
@@ -437,6 +442,7 @@ class Dispatcher:
         return (
             target is not None
             and not target.paused
+            and self._window_open.get(sub, True)
             and status.get("fingerprint") == target.fingerprint
             and status.get("verified", False)
             and not status.get("disabled_reason")
@@ -450,7 +456,33 @@ class Dispatcher:
             self.targets.pop(sub, None)
         else:
             self.targets[sub] = target
+        self._follow_window(sub, time.time())
         await self._refresh(sub, lane_changed=True)
+
+    # --- delivery windows ------------------------------------------------------------------
+
+    def _follow_window(self, sub: str, now: float) -> None:
+        """Whether `sub`'s window is open now, and when that next changes (run() wakes then)."""
+        target = self.targets.get(sub)
+        if target is None or not target.windows:
+            self._window_open.pop(sub, None)
+            self._window_change.pop(sub, None)
+            return
+        self._window_open[sub] = windows.is_open(target.windows, now)
+        change = windows.next_change(target.windows, now)
+        if change is None:
+            self._window_change.pop(sub, None)
+        else:
+            self._window_change[sub] = change
+        self._wake.set()
+
+    async def _windows_passed(self, now: float) -> None:
+        """Open or close the lanes whose window opened or closed: a closed one's deliveries wait,
+        in order (stored, as a paused subscription's); an opened one's go out, purges first."""
+        for sub in [s for s, change in self._window_change.items() if change <= now]:
+            self._follow_window(sub, now)
+            log.info("delivery.window", subscription=sub, open=self._window_open.get(sub, True))
+            await self._refresh(sub, lane_changed=False)
 
     async def set_status(self, sub: str, status: dict | None) -> None:
         if self.status.get(sub) == status:

@@ -7,9 +7,10 @@
     {"id": "alta-bibliotek", ..., "delivery": {"kind": "files", "max_age_s": 60}}
 
 `kind` names a delivery kind (an entry point in `samband.delivery_kinds`: connectors.api);
-everything but `kind`, `retry_schedule` and `paused` is that kind's own config. The delivery
-stage owns `retry_schedule` (the wait in seconds before each retry; when it is used up the
-event is dead-lettered) and `paused`, for every kind alike.
+everything but `kind`, `retry_schedule`, `paused` and `windows` is that kind's own config. The
+delivery stage owns `retry_schedule` (the wait in seconds before each retry; when it is used up
+the event is dead-lettered), `paused` and `windows` (agents/subscriptions/windows.py), for every
+kind alike.
 """
 
 from __future__ import annotations
@@ -20,12 +21,18 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from agents.config import Settings, webhook_allow_list
+from agents.subscriptions.windows import Window
 from connectors.api import ConfigError, ConnectorConfig, Sink, Subscriber, delivery_kinds
 
 # Altinn Events' schedule: 10 s, 30 s, 1 m, 5 m, 10 m, 30 m, 1 h, 3 h, 6 h, 12 h, 12 h.
 DEFAULT_RETRY_SCHEDULE = (10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 10800.0, 21600.0, 43200.0, 43200.0)
-CONTROL_FIELDS = ("kind", "retry_schedule", "paused")
+CONTROL_FIELDS = ("kind", "retry_schedule", "paused", "windows")
+
+
+_WINDOWS = TypeAdapter(list[Window])
 
 
 class TargetError(ValueError):
@@ -41,6 +48,7 @@ class Target:
     config: ConnectorConfig  # the kind's own config (the `delivery` object less the control fields)
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     paused: bool = False
+    windows: tuple[Window, ...] = ()  # when it takes deliveries; none: always
     # What the protection rule asks of the subscription when a delivery leaves (agents/delivery/egress.py);
     # unknown: the strictest reading.
     public_body: bool = False
@@ -98,6 +106,11 @@ def parse_target(sub_id: str, subscription: dict, bus: dict[str, Any] | None = N
     except ConfigError as exc:  # names fields and what is wrong, never values
         problems = "; ".join(f"delivery.{path}: {what}" for path, what in exc.problems)
         raise TargetError(f"subscription {sub_id}: invalid delivery fields: {problems}") from None
+    try:
+        windows = tuple(_WINDOWS.validate_python(delivery.get("windows") or []))
+    except ValidationError as exc:
+        where = "; ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in exc.errors())
+        raise TargetError(f"subscription {sub_id}: invalid delivery.windows: {where}") from None
     refused = sink_class.refusal(config, sub_id, bus)
     if refused:
         raise TargetError(f"subscription {sub_id}: delivery.{refused}")
@@ -108,6 +121,7 @@ def parse_target(sub_id: str, subscription: dict, bus: dict[str, Any] | None = N
         config,
         tuple(float(s) for s in schedule),
         bool(delivery.get("paused", False)),
+        windows,
         public_body=subscription.get("public_body") is True,
         national=subscription.get("kommuner") == "all",
     )

@@ -6,7 +6,7 @@
 
 Each installed delivery kind (entry points `samband.delivery_kinds`: connectors.api) gives one
 member of the `DeliveryTarget` union: the kind's own config, plus the delivery stage's retry
-schedule and pause switch, which every kind takes (agents/delivery/target.py reads the same
+schedule, pause switch and delivery windows, which every kind takes (agents/delivery/target.py reads the same
 object). The kind's `refusal` is asked by the subscription (`Subscription._deliverable`).
 """
 
@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field, ValidationInfo, create_model, field_validator
 
+from agents.subscriptions.windows import Window
 from connectors.api import delivery_kinds
 
 MAX_RETRY_STEPS = 20
@@ -37,6 +38,8 @@ class DeliveryControl(BaseModel):
     retry_schedule: list[float] | None = Field(None, max_length=MAX_RETRY_STEPS)
     # Paused: events are kept, in order, and delivered once it is resumed.
     paused: bool = False
+    # When it takes deliveries, in Norwegian time (agents/subscriptions/windows.py); none: always.
+    windows: list[Window] = Field(default_factory=list, max_length=28)
 
     @field_validator("retry_schedule")
     @classmethod

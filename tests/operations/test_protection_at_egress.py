@@ -7,7 +7,9 @@ findings 2, 3 and 10), through a whole worker, real receivers and the CLI:
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import datetime, timedelta
 
 import pytest
 from bus_settings import PSEUDONYM_KEY
@@ -17,6 +19,7 @@ from routing_events import address, encode, event, synthetic_number
 from samband_cli import samband
 from webhook_receiver import Receiver, Reply
 
+from agents.subscriptions.windows import NORWAY
 from schemas.pseudonym import pseudonym
 
 PERSON = synthetic_number(9, 9, 81, 520)
@@ -222,3 +225,41 @@ async def test_a_purge_names_the_protection_change_even_when_a_move_revealed_the
         (later_change["envelope"]["id"], None),
     }
     assert by_cause[(later_change["envelope"]["id"], None)]["id"] == later_change["envelope"]["id"] + "-purge"
+
+
+async def test_deliveries_outside_the_window_wait_in_order_and_leave_when_it_opens_purge_first(egress_bus):
+    """Issue 19, delivery windows: held outside the window (status says until when), out when it
+    opens, the purge first and the Move under the grade at that moment."""
+    person = synthetic_number(14, 12, 85, 570)
+    opens = datetime.now(NORWAY) + timedelta(seconds=20)
+    window = {"start": opens.strftime("%H:%M:%S"), "end": (opens + timedelta(hours=1)).strftime("%H:%M:%S")}
+    receiver = Receiver(egress_bus.secret)
+    await receiver.start()
+    env = {"SAMBAND_APP_ID": egress_bus.app_id}
+    try:
+        value = full_subscription(
+            "egress-window", receiver.url, "all", ["Move", "AddressProtectionChange"],
+            {"Move": MOVE_FIELDS, "AddressProtectionChange": ["protection"]}, **FAST, windows=[window],
+        )  # fmt: skip
+        await egress_bus.put_subscription(value)
+        await egress_bus.wait_for(receiver, receiver.verified, 60, "egress-window verified")
+        move = _move(person, STREET)
+        await _send(egress_bus, move, event("AddressProtectionChange", person, ["4601"], protection="strengtFortrolig"))
+        status = None
+        async with asyncio.timeout(30):
+            while status is None or status["pending"] < 3:  # the Move, the purge and the change wait
+                done = await samband(egress_bus.bootstrap, "status", "--json", env=env)
+                rows = done.json()["subscriptions"]
+                status = next(r for r in rows if r["id"] == "egress-window")
+        assert status["state"] == "outside_window", status
+        assert status["window_opens"].startswith(opens.strftime("%Y-%m-%dT%H:%M:%S"))
+        assert datetime.now(NORWAY) < opens and receiver.events() == []  # nothing left before it opened
+        await egress_bus.wait_for(receiver, lambda: len(receiver.events()) >= 3, 60, "the held deliveries")
+    finally:
+        await receiver.stop()
+    types = [r.event["type"] for r in receiver.events()]
+    assert types[0] == PURGE and types.index(move["envelope"]["type"]) > 0, types
+    arrived = next(r for r in receiver.events() if r.event["id"] == move["envelope"]["id"])
+    body = json.dumps({"source": arrived.event["source"], "data": arrived.event.get_data()}, ensure_ascii=False)
+    for word in KOMMUNE_WORDS:
+        assert word not in body, f"{word!r} left the bus when the window opened: {body}"
