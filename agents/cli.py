@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "agents.commands.connectors",
     "agents.commands.dlq",
     "agents.commands.privacy",
+    "agents.commands.person",
 ]
 
 

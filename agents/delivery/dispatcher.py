@@ -181,7 +181,10 @@ class Lane:
             return MALFORMED_RECORD
         if delivery is None:
             return WITHHELD  # the person's grade forbids it: never sent
-        del delivery["person"]
+        # What the ledger keeps of a delivery that arrives, for the person's access report
+        # (agents/person_report.py): whose, which event type, which fields; never a value.
+        event = delivery["event"]
+        entry["sent"] = {"person": delivery.pop("person"), "type": event["type"], "fields": _paths(event.get("data"))}
         return delivery
 
     async def _attempt(self, entries: list[dict]) -> list[Outcome]:
@@ -207,6 +210,17 @@ class Lane:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         await stop_quietly(self.sink)
+
+
+def _paths(data, prefix: str = "") -> list[str]:
+    """The field paths of a delivery's `data` (`newAddress.streetName`), sorted: names, never values."""
+    if not isinstance(data, dict):
+        return []
+    paths: list[str] = []
+    for name, value in data.items():
+        inner = _paths(value, f"{prefix}{name}.") if isinstance(value, dict) and value else []
+        paths += inner or [f"{prefix}{name}"]
+    return sorted(paths)
 
 
 def _headers(entry: dict) -> list[tuple[str, bytes]]:

@@ -53,7 +53,9 @@ def stored_state(value: bytes) -> dict:
 def stored_value(queue: list[dict], seen: int, seal: DeadLetterSeal) -> bytes:
     """The queue as the pending topic holds it: each entry's record sealed."""
     sealed = [
-        {**entry, "record": base64.b64encode(seal.seal(entry["record"].encode())).decode("ascii")} for entry in queue
+        {k: v for k, v in entry.items() if k != "sent"}  # what an earlier attempt sent: only for its ledger entry
+        | {"record": base64.b64encode(seal.seal(entry["record"].encode())).decode("ascii")}
+        for entry in queue
     ]
     return orjson.dumps({"queue": sealed, "seen": seen})
 

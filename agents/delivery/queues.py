@@ -507,7 +507,8 @@ class DeliveryQueues:
     def _ledger(
         self, event_id: str, sub: str, status: str, entry: dict, result: dict, now: float, reason: str | None = None
     ) -> None:
-        value = ledger_record(event_id, sub, status, entry["attempts"], now, reason, result.get("http_status"))
+        sent = entry.get("sent") if status == "delivered" else None
+        value = ledger_record(event_id, sub, status, entry["attempts"], now, reason, result.get("http_status"), sent)
         self._outputs.append((self.topics.ledger, ledger_key(event_id, sub), value, [], entry["source"][1]))
 
     def _dead_letter(self, key: str, sub: str, entry: dict, reason: str, result: dict) -> None:

@@ -20,8 +20,9 @@ from pydantic import TypeAdapter
 
 from agents.delivery_health import SubscriptionHealth
 from agents.event_trace import EventTrace
+from agents.person_report import PersonReport
 from agents.subscriptions import openapi as subscriptions
-from agents.subscriptions.tokens import DLQ_REPLAY, OPERATIONS_READ
+from agents.subscriptions.tokens import DLQ_REPLAY, OPERATIONS_READ, OPERATOR
 from agents.web.history import Sample
 from agents.web.operations import Readiness
 
@@ -144,6 +145,42 @@ def _dashboard_paths() -> dict:
                 },
             }
         },
+        "/api/person-report": {
+            "post": {
+                "summary": "A person's access report (GDPR art. 15): which systems received which events, "
+                "when, under which legal basis, with which fields. Audit-logged",
+                "tags": ["person"],
+                "security": [{"bearer": [OPERATOR]}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        _JSON: {
+                            "schema": {
+                                "type": "object",
+                                "required": ["person"],
+                                "properties": {"person": {"type": "string", "description": "identity number"}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "the report; an HTML page when the request accepts text/html",
+                        "content": {
+                            _JSON: {"schema": _ref("PersonReport")},
+                            "text/html": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "400": _json(
+                        "not JSON (request.invalid_json), or no `person` (request.person_missing)", _ref("Error")
+                    ),
+                    "422": _json(
+                        "not a valid identity number (identity.format, identity.checksum, ...)", _ref("Error")
+                    ),
+                    **_DENIED,
+                },
+            }
+        },
         "/api/subscriptions/{id}/replay": {
             "post": {
                 "summary": "Replay the subscription's delivery dead letters (same idempotency keys)",
@@ -235,7 +272,7 @@ def _document_paths() -> dict:
 def _components() -> dict:
     defs: dict = {}
     schemas = {}
-    for model in (Readiness, EventTrace, SubscriptionHealth, Sample):
+    for model in (Readiness, EventTrace, SubscriptionHealth, Sample, PersonReport):
         schemas[model] = TypeAdapter(model).json_schema(ref_template=_REF)
         defs.update(schemas[model].pop("$defs", {}))
     trace = schemas[EventTrace]
@@ -345,6 +382,9 @@ def _components() -> dict:
             },
         },
         "Sample": schemas[Sample],
+        "PersonReport": schemas[PersonReport]
+        | {"required": [*schemas[PersonReport].get("required", []), "strengt_fortrolig"]}
+        | {"properties": {**schemas[PersonReport]["properties"], "strengt_fortrolig": {"type": "boolean"}}},
         "ReplayedOne": {
             "type": "object",
             "required": ["dead_letter", "replayed", "said"],

@@ -5,7 +5,8 @@
 the AsyncAPI document of its topics `/asyncapi.json` (agents/web/asyncapi.py), the subscriptions
 API (agents/subscriptions/http_api.py), the operations endpoints /healthz, /readyz and /metrics
 (agents/web/operations.py), the operations dashboard /dashboard with its /api/overview,
-/api/trace and replay endpoints (agents/web/dashboard.py) and, unless an external registry is
+/api/trace and replay endpoints (agents/web/dashboard.py), a person's access report
+/api/person-report (agents/web/person_report.py) and, unless an external registry is
 configured, the schema registry read API (agents/web/schema_registry.py). Faust freezes the
 router only when the server starts, so routes added before are served.
 """
@@ -21,7 +22,7 @@ from agents.subscriptions.audit import AuditLog
 from agents.subscriptions.http_api import SubscriptionsApi, add_routes, authorise
 from agents.subscriptions.store import write
 from agents.subscriptions.tokens import TokenConfigError, load_tokens
-from agents.web import dashboard, operations, schema_registry
+from agents.web import dashboard, operations, person_report, schema_registry
 from agents.web.asyncapi import asyncapi_document
 from agents.web.openapi import openapi_document
 from schemas.catalog import catalog
@@ -56,6 +57,7 @@ def add_bus_routes(app: faust.App, settings: Settings, runtime: StageRuntime) ->
     add_routes(web_app, SubscriptionsApi(runtime.subscriptions, write_subscription, tokens, audit))
     operations.add_routes(web_app, runtime.bootstrap, settings.ready_max_lag, lambda: runtime.stages)
     dashboard.add_routes(web_app, settings, runtime.bootstrap)
+    person_report.add_routes(web_app, settings, runtime.bootstrap, audit)
     if serves_registry:
         schema_registry.add_routes(
             web_app, CatalogRegistry(catalog()), may_register=lambda request: authorise(request, None)[2] is None
