@@ -17,11 +17,10 @@ Read, all topics prefixed with the app id:
 - `-delivery-ledger`: the last successful delivery, and dead letters not delivered since;
 - `-deadletter`: dead letters of the delivery stage, per subscription.
 
-State, first that applies: `disabled`, `paused`, `outside_window` (no delivery window of its
-is open: deliveries wait until `window_opens`; agents/subscriptions/windows.py), `suspended`
-(its breaker is open: the endpoint
+State, first that applies: `disabled`, `paused`, `suspended` (its breaker is open: the endpoint
 is probed, not sent every delivery; agents/delivery/breaker.py), `failing`
-(agents.alerts.policy.is_failing: the alerts' own rule), `active`. Only ids, counts, reason codes and times: no personal data.
+(agents.alerts.policy.is_failing: the alerts' own rule), `outside_window` (no delivery window
+of its is open: deliveries wait until `window_opens`; agents/subscriptions/windows.py), `active`. Only ids, counts, reason codes and times: no personal data.
 """
 
 from __future__ import annotations
@@ -203,13 +202,13 @@ def assess(gathered: _Gathered, now: float) -> list[SubscriptionHealth]:
             row.state, row.reason = "disabled", status["disabled_reason"]
         elif target.paused:
             row.state = "paused"
-        elif not windows.is_open(target.windows, now):
-            opens = windows.next_change(target.windows, now)
-            row.state, row.window_opens = "outside_window", None if opens is None else windows.describe(opens)
         elif current and isinstance(status.get("suspended"), dict):
             row.state, row.reason = "suspended", status["suspended"].get("reason")
         elif is_failing(health):
             row.state, row.reason = "failing", streak.last_reason
+        elif not windows.is_open(target.windows, now):
+            opens = windows.next_change(target.windows, now)
+            row.state, row.window_opens = "outside_window", None if opens is None else windows.describe(opens)
         rows.append(row)
     return rows
 

@@ -60,3 +60,41 @@ def test_a_window_names_its_days_and_times_plainly():
     assert Window.model_validate({"start": "06:00", "end": "20:00:30"}).days == (
         "mon", "tue", "wed", "thu", "fri", "sat", "sun"
     )  # fmt: skip
+
+
+def test_a_time_with_a_zone_is_refused():
+    """Found in review: `06:00Z` was accepted, and comparing it with Norway's wall clock crashed the
+    delivery stage for every tenant."""
+    with pytest.raises(ValidationError, match="without a zone"):
+        Window.model_validate({"start": "06:00Z", "end": "20:00"})
+
+
+def _brute_force_change(windows, at: float) -> float | None:
+    state = is_open(windows, at)
+    for minute in range(1, 8 * 24 * 60):
+        moment = (int(at) // 60 + minute) * 60
+        if is_open(windows, moment) != state:
+            return moment
+    return None
+
+
+@pytest.mark.parametrize(
+    ("window", "at"),
+    [
+        # Found in review: on 29 March 2026 01:00-02:30 closes at 03:00 (the clock jumps), not 03:30.
+        (Window(start=time(1), end=time(2, 30)), (2026, 3, 29, 1, 30)),
+        # ... and on 25 October 2026 02:30-06:00 closes again when 02:59 CEST becomes 02:00 CET.
+        (Window(start=time(2, 30), end=time(6)), (2026, 10, 25, 2, 45)),
+        (Window(start=time(2, 30), end=time(6)), (2026, 10, 24, 23, 0)),
+        (Window(days=("sat", "sun"), start=time(22), end=time(2, 30)), (2026, 3, 28, 21, 0)),
+        (Window(days=("sat",), start=time(2, 15), end=time(2, 45)), (2026, 10, 24, 12, 0)),
+    ],
+)
+def test_the_next_change_is_exact_on_the_days_the_clock_changes(window, at):
+    moment = _at(*at)
+    while moment < _at(*at) + 2 * 86400:  # follow the changes for two days, each against brute force
+        expected = _brute_force_change((window,), moment)
+        assert next_change((window,), moment) == expected, datetime.fromtimestamp(moment, NORWAY)
+        if expected is None:
+            break
+        moment = expected
