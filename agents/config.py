@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     # The dashboard's own history (agents/web/history.py): one sample every this many seconds, kept this long.
     dashboard_sample_s: float = Field(10.0, ge=0.5)
     dashboard_history_s: float = Field(3600.0, gt=0)
+    # How long a person's access report can reach back: the retention of `<app id>-disclosures`.
+    disclosure_retention_days: float = Field(1095.0, gt=0)
     # Where subscriptions of kind `files` get their batch files, one folder per subscription id.
     # Empty: files delivery is off, and a subscription asking for it is refused.
     files_outbound_dir: str = ""

@@ -5,14 +5,17 @@ person, when, under which legal basis, and with which fields.
     print(format_text(report)); page = format_html(report)
 
 Read from Kafka, all topics prefixed with the app id:
-- `-delivery-ledger`: each delivered event's entry carries the bus's pseudonym of the person, the
-  event type and the paths of the `data` fields that left (agents/delivery/ledger.py);
+- `-disclosures`: each delivered event, keyed by the bus's pseudonym of the person, with its
+  type and the paths of the `data` fields that left (agents/delivery/ledger.py), kept for
+  SAMBAND_DISCLOSURE_RETENTION_DAYS;
 - `-subscriptions`: the system, owner and legal basis of each subscription, as they are now;
 - `-router-persons`: the person's protection grade now.
 The identity number is never stored: the caller turns it into the pseudonym with
-SAMBAND_PSEUDONYM_KEY, and the report holds neither. Field names only, never values: the
-report of a strengt fortrolig person is marked so, and lists no address, since none is in it.
-Events delivered before the ledger kept these three (before issue 19) are not in the report.
+SAMBAND_PSEUDONYM_KEY, and the report holds neither. Field names only, never values. The
+report of a strengt fortrolig person is marked so and lists no address. Where a system serves
+one or some kommuner, its name would tell where the person lives: such a row says only that a
+municipal system received the event. Events delivered before the bus kept disclosures (before
+issue 19), or longer ago than the retention, are not in the report; it says so.
 A scan of whole topics: an operator's tool, not a hot path.
 """
 
@@ -22,6 +25,8 @@ import html
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+
+import orjson
 
 from agents.routing.router import PersonState
 from bus.malformed import MALFORMED
@@ -58,15 +63,16 @@ class PersonReport:
 
 async def person_report(bootstrap: str, app_id: str, pseudonym: str) -> PersonReport:
     topics = topic_names(app_id)
-    latest: dict[bytes, dict] = {}  # ledger key -> its latest entry about the person
-    async for record in read_topic(bootstrap, topics.ledger):
+    latest: dict[bytes, dict] = {}  # disclosure key -> its latest entry (a replay delivers again)
+    mine = f"{pseudonym}/".encode()
+    async for record in read_topic(bootstrap, topics.disclosures):
+        if not record.key.startswith(mine) or record.value is None:
+            continue
         try:
-            entry = json.loads(record.value) if record.value is not None else None
+            entry = orjson.loads(record.value)
         except MALFORMED:
             continue
-        if not isinstance(entry, dict) or entry.get("person") != pseudonym or entry.get("status") != "delivered":
-            continue
-        if record.key not in latest or entry["at"] > latest[record.key]["at"]:
+        if isinstance(entry, dict) and (record.key not in latest or entry["at"] > latest[record.key]["at"]):
             latest[record.key] = entry
     subscriptions: dict[str, dict] = {}
     async for record in read_topic(bootstrap, topics.subscriptions):
@@ -86,23 +92,39 @@ async def person_report(bootstrap: str, app_id: str, pseudonym: str) -> PersonRe
     for entry in sorted(latest.values(), key=lambda e: (e["at"], e["subscription"])):
         sub = subscriptions.get(entry["subscription"]) or {}
         system = sub.get("system") or {}
+        named = not is_strict(protection) or sub.get("kommuner") == "all"
         received.append(
             Received(
                 at=entry["at"],
-                subscription=entry["subscription"],
-                system=system.get("name"),
-                owner=system.get("owner"),
-                legal_basis=sub.get("legal_basis"),
+                subscription=entry["subscription"] if named else WITHHELD,
+                system=_plain(system.get("name")) if named else WITHHELD,
+                owner=_plain(system.get("owner")) if named else None,
+                legal_basis=_plain(sub.get("legal_basis")),
                 event_type=str(entry.get("event_type", "")).rpartition(".")[2],
                 event_id=entry["event_id"],
-                fields=list(entry.get("fields") or []),
+                fields=[str(f) for f in entry.get("fields") or []],
             )
         )
     return PersonReport(protection, datetime.now(UTC).isoformat(timespec="seconds"), received)
 
 
+WITHHELD = "a municipal system (name withheld: it would tell where the person lives)"
+_CONTROL = dict.fromkeys(range(32), " ") | {127: " "}
+
+
+def _plain(text) -> str | None:
+    """A tenant's free text, with no control characters (no terminal escapes in the CLI's output)."""
+    return None if text is None else str(text).translate(_CONTROL)
+
+
+COVERS = (
+    "It lists the events delivered since the bus began to keep disclosures (issue 19), within the "
+    "retention of SAMBAND_DISCLOSURE_RETENTION_DAYS; legal bases and owners are as the subscriptions say now."
+)
+
+
 def format_text(report: PersonReport) -> str:
-    lines = [f"Access report, made {report.generated_at}"]
+    lines = [f"Access report, made {report.generated_at}. {COVERS}"]
     if report.strictly_confidential:
         lines.append("STRENGT FORTROLIG: the person's address is protected; this report lists no address.")
     if not report.received:
@@ -134,7 +156,8 @@ def format_html(report: PersonReport) -> str:
 <style>body{{font-family:system-ui,sans-serif;margin:2rem}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}}.protected{{color:#b3261e}}</style></head>
 <body><h1>Which systems received information about you</h1>
-<p>Made {e(report.generated_at)} from the event bus's delivery ledger (GDPR article 15).</p>
+<p>Made {e(report.generated_at)} from the event bus's record of what it delivered (GDPR article 15).
+{e(COVERS)}</p>
 {mark}
 <table><thead><tr><th>when</th><th>event</th><th>system</th><th>owner</th><th>legal basis</th><th>fields</th></tr></thead>
 <tbody>

@@ -134,6 +134,12 @@ LEDGER = Topic(
     "what became of the delivery: delivered, dead-lettered or held", "delivery", cleanup="compact",
     notes="in the partition the delivery was read from",
 )  # fmt: skip
+DISCLOSURES = Topic(
+    "disclosures", "disclosures", "`<person pseudonym>/<event id>/<subscription>`",
+    "one delivered event: when, to which subscription, its type and the paths of the `data` fields that left",
+    "delivery", cleanup="compact,delete", retention="`SAMBAND_DISCLOSURE_RETENTION_DAYS` (default 1,095 days)",
+    notes="a person's access report (`samband person report`); in the partition the delivery was read from",
+)  # fmt: skip
 ALERTS = Topic(
     "alerts", "alerts", "subscription id", "when its contact was last alerted", "alert watch (leader worker)",
     partitions=1, cleanup="compact",
@@ -141,7 +147,7 @@ ALERTS = Topic(
 
 TABLE: tuple[Topic, ...] = (
     INGEST, EVENTS, DEADLETTER, SUBSCRIPTIONS, AUDIT, CONNECTOR_STATE, INGEST_SEEN_IDS,
-    ROUTER_PERSONS, ROUTER_RECORDS, ROUTER_HELD, DELIVERIES, OUTCOMES, PENDING, STATUS, LEDGER, ALERTS,
+    ROUTER_PERSONS, ROUTER_RECORDS, ROUTER_HELD, DELIVERIES, OUTCOMES, PENDING, STATUS, LEDGER, DISCLOSURES, ALERTS,
 )  # fmt: skip
 
 
@@ -164,6 +170,7 @@ class TopicNames:
     pending: str
     status: str
     ledger: str
+    disclosures: str
     alerts: str
 
 

@@ -6,8 +6,9 @@
 Which systems received which events about the person, when, under which legal basis, and with
 which fields (agents/person_report.py). The number becomes the bus's pseudonym at once
 (SAMBAND_PSEUDONYM_KEY) and is never stored, logged or printed. Each report is audit-logged
-(`samband audit`: action `person_report`, under the OS user's name). Exit 2 for a number that is
-not a valid identity number (said without repeating it).
+(`samband audit`: action `person_report`, under the OS user's name, with the person's
+pseudonym). Exit 2 for a number that is not a valid identity number (said without repeating it),
+or without SAMBAND_PSEUDONYM_KEY (another key gives another pseudonym: a false "nothing").
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 from agents.cli import UsageError
-from agents.config import bootstrap_servers, get_settings
+from agents.config import bootstrap_servers, get_settings, require_keys
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -35,15 +36,15 @@ def _report(args: argparse.Namespace) -> int:
     except InvalidIdentity as exc:
         raise UsageError(f"person report: {exc} ({exc.reason})") from None
     settings = get_settings()
+    require_keys(settings)  # a missing key would give another pseudonym, and a false "nothing received"
     person = pseudonym(number, settings.pseudonym_key.encode())
     del number
 
     async def run():
         report = await person_report(bootstrap_servers(), settings.app_id, person)
         audit = AuditLog(bootstrap_servers(), topic_names(settings.app_id).audit)
-        await audit.record(
-            name=os_user(), owner="samband CLI", action="person_report", subscription=None, outcome="ok", via="cli"
-        )
+        entry = {"name": os_user(), "owner": "samband CLI", "action": "person_report", "subscription": None}
+        await audit.record_all([entry | {"outcome": "ok", "via": "cli", "person": person}])
         return report
 
     report = asyncio.run(run())

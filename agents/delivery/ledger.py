@@ -2,11 +2,9 @@
 
 A compacted topic keyed `<event id>/<subscription id>`; the value is JSON:
     {"event_id", "subscription", "status": "delivered" | "dead_lettered" | "held",
-     "reason", "attempts", "http_status", "at",
-     "person", "event_type", "fields"}
-The last three are a delivered event's: the bus's pseudonym of the person, the event's type and
-the paths of the `data` fields that left (names only), for the person's access report
-(agents/person_report.py).
+     "reason", "attempts", "http_status", "at"}
+Beside it, each delivered event's disclosure goes to `<app id>-disclosures` (`disclosure_record`),
+for the person's access report (agents/person_report.py).
 `held` means the subscription was disabled (410 Gone) and the event waits for it. The latest
 entry per key wins, so a dead-lettered event replayed and delivered reads `delivered`.
 
@@ -38,22 +36,35 @@ def ledger_record(
     at: float,
     reason: str | None = None,
     http_status: int | None = None,
-    sent: dict | None = None,
 ) -> bytes:
-    """`at`: epoch seconds of the decision, the clock of the attempt log's `at`; `sent`: what left,
-    `{"person", "type", "fields"}` (agents/delivery/dispatcher.py)."""
-    entry = {
+    """`at`: epoch seconds of the decision, the clock of the attempt log's `at`."""
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "subscription": subscription,
+            "status": status,
+            "reason": reason,
+            "attempts": attempts,
+            "http_status": http_status,
+            "at": datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds"),
+        }
+    )
+
+
+def disclosure_record(event_id: str, subscription: str, sent: dict, at: float) -> tuple[bytes, bytes]:
+    """(key, value) in `<app id>-disclosures` of a delivered event; `sent` is what left,
+    `{"person", "type", "fields"}` (agents/delivery/dispatcher.py): the bus's pseudonym of the
+    person, the event type, the paths of the `data` fields. Names only, never a value; the topic
+    keeps them for SAMBAND_DISCLOSURE_RETENTION_DAYS."""
+    key = f"{sent['person']}/{event_id}/{subscription}".encode()
+    value = {
         "event_id": event_id,
         "subscription": subscription,
-        "status": status,
-        "reason": reason,
-        "attempts": attempts,
-        "http_status": http_status,
+        "event_type": sent["type"],
+        "fields": sent["fields"],
         "at": datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds"),
     }
-    if sent is not None:
-        entry |= {"person": sent["person"], "event_type": sent["type"], "fields": sent["fields"]}
-    return orjson.dumps(entry)
+    return key, orjson.dumps(value)
 
 
 async def latest_entries(bootstrap: str, topic: str, timeout: float = 30.0, prefix: bytes = b"") -> dict[bytes, dict]:

@@ -47,7 +47,7 @@ from agents import metrics, tracing
 from agents.delivery import pending
 from agents.delivery.dispatcher import Dispatcher, subscription_of
 from agents.delivery.egress import Grades
-from agents.delivery.ledger import ledger_key, ledger_record
+from agents.delivery.ledger import disclosure_record, ledger_key, ledger_record
 from agents.delivery.offsets import OpenOffsets
 from bus.batches import Write
 from bus.malformed import skip_malformed
@@ -507,9 +507,11 @@ class DeliveryQueues:
     def _ledger(
         self, event_id: str, sub: str, status: str, entry: dict, result: dict, now: float, reason: str | None = None
     ) -> None:
-        sent = entry.get("sent") if status == "delivered" else None
-        value = ledger_record(event_id, sub, status, entry["attempts"], now, reason, result.get("http_status"), sent)
+        value = ledger_record(event_id, sub, status, entry["attempts"], now, reason, result.get("http_status"))
         self._outputs.append((self.topics.ledger, ledger_key(event_id, sub), value, [], entry["source"][1]))
+        if status == "delivered" and (sent := entry.get("sent")) is not None:  # for the person's access report
+            key, disclosed = disclosure_record(event_id, sub, sent, now)
+            self._outputs.append((self.topics.disclosures, key, disclosed, [], entry["source"][1]))
 
     def _dead_letter(self, key: str, sub: str, entry: dict, reason: str, result: dict) -> None:
         topic, partition, offset = entry["source"]

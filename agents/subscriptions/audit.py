@@ -1,8 +1,9 @@
-"""The audit log of subscription writes: the compacted topic `<app id>-audit`, one record per write.
+"""The audit log of subscription writes and person reports: the compacted topic `<app id>-audit`, one record per write.
 
 Each record says who (the token's name and owner, or the OS user for the CLI), what (action and
 subscription id), when, through what (api, cli) and the outcome (`ok` or the error code). Never
-the token, never personal data. Keys are the write time in nanoseconds plus a random part, so
+the token. A person's access report (`person_report`) is logged with the person's pseudonym, so
+the reports asked for one person can be found; never an identity number. Keys are the write time in nanoseconds plus a random part, so
 they never collide and compaction keeps every entry; the single partition keeps them in order.
 """
 

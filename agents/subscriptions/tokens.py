@@ -15,8 +15,9 @@ they own no subscription (an operator token acts on all) and are named `SAMBAND_
 An owner sees and changes only the subscriptions it owns. Grants that widen access (public_body,
 kommuner: all, kommuner outside the token's, confidential fields) need the operator scope, which
 also sees and changes every tenant's subscriptions. The dashboard's scopes (`operations:read`,
-`dlq:replay`) reach every tenant's dead letters and health: a tenant's token (one with
-`subscriptions`) may not have them, unless it is an operator's.
+`dlq:replay`) reach every tenant's dead letters and health, and `persons:report` any person's
+access report: a tenant's token (one with `subscriptions`) may not have them, unless it is an
+operator's.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ READ, WRITE = "subscriptions:read", "subscriptions:write"
 OPERATOR = "subscriptions:operator"
 DLQ_REPLAY = "dlq:replay"  # the dashboard's replay button (agents/web/dashboard.py)
 OPERATIONS_READ = "operations:read"  # the dashboard's /api/overview and /api/trace
-SCOPES = (READ, WRITE, OPERATOR, DLQ_REPLAY, OPERATIONS_READ)
-ACROSS_TENANTS = (DLQ_REPLAY, OPERATIONS_READ)  # never for a tenant's own token
+PERSON_REPORT = "persons:report"  # a person's access report, for a citizen portal (agents/web/person_report.py)
+SCOPES = (READ, WRITE, OPERATOR, DLQ_REPLAY, OPERATIONS_READ, PERSON_REPORT)
+ACROSS_TENANTS = (DLQ_REPLAY, OPERATIONS_READ, PERSON_REPORT)  # never for a tenant's own token
 
 
 class TokenConfigError(ValueError):

@@ -22,7 +22,7 @@ from agents.delivery_health import SubscriptionHealth
 from agents.event_trace import EventTrace
 from agents.person_report import PersonReport
 from agents.subscriptions import openapi as subscriptions
-from agents.subscriptions.tokens import DLQ_REPLAY, OPERATIONS_READ, OPERATOR
+from agents.subscriptions.tokens import DLQ_REPLAY, OPERATIONS_READ, PERSON_REPORT
 from agents.web.history import Sample
 from agents.web.operations import Readiness
 
@@ -150,7 +150,7 @@ def _dashboard_paths() -> dict:
                 "summary": "A person's access report (GDPR art. 15): which systems received which events, "
                 "when, under which legal basis, with which fields. Audit-logged",
                 "tags": ["person"],
-                "security": [{"bearer": [OPERATOR]}],
+                "security": [{"bearer": [PERSON_REPORT]}],
                 "requestBody": {
                     "required": True,
                     "content": {

@@ -3,8 +3,10 @@
     add_routes(web_app, settings, bootstrap, audit)
 
 The body is `{"person": "<identity number>"}`: never in the URL, where proxies and access logs
-would keep it. It needs a bearer token with the operator scope (`subscriptions:operator`); each
-report is audit-logged under the token's name (action `person_report`, via `api`). The answer is
+would keep it. It needs a bearer token with the scope `persons:report` (a portal's token needs no
+other). Each request is audit-logged under the token's name (action `person_report`, via `api`,
+with the person's pseudonym, so a DPO can see whose reports were asked for; a refused number
+too, with its reason code). The answer is
 the report's JSON (agents/person_report.py), or its HTML page when the request accepts
 `text/html`. The number becomes the bus's pseudonym at once and is never stored or logged.
 """
@@ -19,7 +21,7 @@ from agents.config import Settings
 from agents.person_report import format_html, person_report
 from agents.subscriptions.audit import AuditLog
 from agents.subscriptions.http_api import authorise
-from agents.subscriptions.tokens import OPERATOR
+from agents.subscriptions.tokens import PERSON_REPORT
 from schemas import json_text
 from schemas.identity import InvalidIdentity, parse_identity
 from schemas.pseudonym import pseudonym
@@ -37,7 +39,7 @@ def _refused(status: int, code: str, message: str) -> web.Response:
 
 
 async def report(request: web.Request) -> web.Response:
-    _, token, denied = authorise(request, OPERATOR)
+    _, token, denied = authorise(request, PERSON_REPORT)
     if denied is not None or token is None:
         return denied or _refused(401, "auth.unauthenticated", "a valid bearer token is required")
     try:
@@ -47,16 +49,18 @@ async def report(request: web.Request) -> web.Response:
     number = body.get("person") if isinstance(body, dict) else None
     if not isinstance(number, str):
         return _refused(400, "request.person_missing", 'the body must be {"person": "<identity number>"}')
+    where = request.app[REPORTS_KEY]
+    settings: Settings = where["settings"]
+    audit: AuditLog = where["audit"]
+    entry = {"name": token.name, "owner": token.owner, "action": "person_report", "subscription": None, "via": "api"}
     try:
         parse_identity(number)
     except InvalidIdentity as exc:  # its message never repeats the number
+        await audit.record_all([entry | {"outcome": exc.reason}])
         return _refused(422, exc.reason, str(exc))
-    where = request.app[REPORTS_KEY]
-    settings: Settings = where["settings"]
-    found = await person_report(where["bootstrap"], settings.app_id, pseudonym(number, settings.pseudonym_key.encode()))
-    await where["audit"].record(
-        name=token.name, owner=token.owner, action="person_report", subscription=None, outcome="ok", via="api"
-    )
+    person = pseudonym(number, settings.pseudonym_key.encode())
+    found = await person_report(where["bootstrap"], settings.app_id, person)
+    await audit.record_all([entry | {"outcome": "ok", "person": person}])
     if "text/html" in request.headers.get("Accept", ""):
         return web.Response(text=format_html(found), content_type="text/html")
     return web.Response(text=json.dumps(found.as_json(), ensure_ascii=False), content_type="application/json")
