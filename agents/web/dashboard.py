@@ -22,7 +22,6 @@ Everything shown is ids, counts, times and reason codes: no personal data.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -67,13 +66,15 @@ class Dashboard:
     async def close(self, _web_app: web.Application | None = None) -> None:
         if self._sampling is not None:
             self._sampling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampling
+            # A sample's Kafka clients close as it is cancelled; a stop never waits long for them.
+            await asyncio.wait([self._sampling], timeout=5)
         await self._kafka.close()
 
     async def _sample_forever(self) -> None:
-        """A sample of the history and of the dead letters every interval, whoever is looking."""
+        """A sample of the history and of the dead letters every interval, whoever is looking. The
+        first comes one interval after the start: the stages start first, undisturbed."""
         while True:
+            await asyncio.sleep(self.history.interval_s)  # the sampling pace, not a wait for an outcome
             try:
                 await self.sample()
             except BrokerUnreachable as exc:
@@ -81,7 +82,6 @@ class Dashboard:
                 log.warning("dashboard.sample_skipped", problem=str(exc))
             except Exception:  # a sample lost must not end the sampling
                 log.exception("dashboard.sample_failed")
-            await asyncio.sleep(self.history.interval_s)  # the sampling pace, not a wait for an outcome
 
     async def sample(self) -> None:
         self.history.add(await self.history.take(await self.inspector()))
