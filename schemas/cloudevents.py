@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import fastavro
 
-from schemas.catalog import EVENTS_NAMESPACE, catalog
+from schemas.catalog import EVENTS_NAMESPACE, catalog, fullname
 
 # CloudEvents attributes copied to the envelope as they are.
 ATTRIBUTES = ("id", "source", "type", "specversion", "subject", "dataschema")
@@ -125,12 +125,13 @@ def _refuse_unknown(event_type: str, event: dict, data: dict) -> None:
                 shown,
                 f"attribute {shown or '(unnamed)'} is not in Samband's CloudEvents profile",
             )
-    _refuse_unknown_fields(event_type, data, _current_schema(event_type), "")
+    _refuse_unknown_fields(event_type, data, f"{EVENTS_NAMESPACE}.{event_type}", "")
 
 
-def _refuse_unknown_fields(event_type: str, value: dict, record: dict, path: str) -> None:
-    """`value`'s names against the Avro record's fields, and so on down its nested records."""
-    fields = {f["name"]: f["type"] for f in record["fields"] if f["name"] != "envelope"}
+def _refuse_unknown_fields(event_type: str, value: dict, record_name: str, path: str) -> None:
+    """`value`'s names against the fields of the catalog record `record_name`, and so on down its
+    nested records."""
+    fields = _nested_records(record_name)
     for name, inner in value.items():
         if name not in fields:
             if path:  # inside a record (an address, a name): the name itself may be personal data
@@ -138,26 +139,31 @@ def _refuse_unknown_fields(event_type: str, value: dict, record: dict, path: str
                 raise CloudEventError("data.unknown_field", where, f"{where} holds a field {event_type} does not have")
             shown = _shown_name(name)
             raise CloudEventError("data.unknown_field", shown, f"{event_type} has no data field {shown or '(unnamed)'}")
-        for nested in _records_in(fields[name]):
-            if isinstance(inner, dict):
-                _refuse_unknown_fields(event_type, inner, nested, f"{path}{name}.")
-            elif isinstance(inner, list):
-                for item in inner:
-                    if isinstance(item, dict):
-                        _refuse_unknown_fields(event_type, item, nested, f"{path}{name}.")
+        for nested in fields[name]:
+            items = inner if isinstance(inner, list) else [inner]
+            for item in items:
+                if isinstance(item, dict):
+                    _refuse_unknown_fields(event_type, item, nested, f"{path}{name}.")
 
 
-def _records_in(avro_type) -> list[dict]:
-    """The record schemas a field's (parsed) type holds: itself, a union's branches, an array's items."""
+@cache  # on ingest's path for every CloudEvent: the schema is walked once per record type
+def _nested_records(record_name: str) -> dict[str, tuple[str, ...]]:
+    """Each field of a catalog record (a full name, the envelope aside): the full names of the
+    records it holds (itself, a union's branches, an array's items)."""
+    record = catalog().resolve(record_name)
+    return {f["name"]: tuple(_record_names(f["type"])) for f in record["fields"] if f["name"] != "envelope"}
+
+
+def _record_names(avro_type) -> list[str]:
     if isinstance(avro_type, str):  # a named type defined earlier in the schema
-        return _records_in(catalog().resolve(avro_type)) if avro_type in catalog().types else []
+        return [avro_type] if catalog().types.get(avro_type, {}).get("type") == "record" else []
     if isinstance(avro_type, list):
-        return [r for branch in avro_type for r in _records_in(branch)]
+        return [name for branch in avro_type for name in _record_names(branch)]
     if isinstance(avro_type, dict):
         if avro_type.get("type") == "record":
-            return [avro_type]
+            return [fullname(avro_type)]
         if avro_type.get("type") == "array":
-            return _records_in(avro_type["items"])
+            return _record_names(avro_type["items"])
     return []
 
 
