@@ -22,13 +22,13 @@ A scan of whole topics: an operator's tool, not a hot path.
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 import orjson
 
 from agents.routing.router import PersonState
+from agents.subscriptions import store
 from bus.malformed import MALFORMED
 from bus.reading import read_topic
 from bus.topics import topic_names
@@ -75,12 +75,12 @@ async def person_report(bootstrap: str, app_id: str, pseudonym: str) -> PersonRe
         if isinstance(entry, dict) and (record.key not in latest or entry["at"] > latest[record.key]["at"]):
             latest[record.key] = entry
     subscriptions: dict[str, dict] = {}
-    async for record in read_topic(bootstrap, topics.subscriptions):
+    for sub_id, value in (await store.read_all(bootstrap, topics.subscriptions)).items():
         try:
-            value = json.loads(record.value) if record.value is not None else None
+            parsed = orjson.loads(value)
         except MALFORMED:
             continue
-        subscriptions[record.key.decode(errors="replace")] = value if isinstance(value, dict) else {}
+        subscriptions[sub_id] = parsed if isinstance(parsed, dict) else {}
     protection = "ugradert"
     async for record in read_topic(bootstrap, topics.router_persons):
         if record.key == pseudonym.encode():

@@ -40,8 +40,9 @@ def _refused(status: int, code: str, message: str) -> web.Response:
 
 async def report(request: web.Request) -> web.Response:
     _, token, denied = authorise(request, PERSON_REPORT)
-    if denied is not None or token is None:
-        return denied or _refused(401, "auth.unauthenticated", "a valid bearer token is required")
+    if denied is not None:
+        return denied
+    assert token is not None  # authorise refuses a request without one
     try:
         body = await request.json(loads=json_text.loads)
     except ValueError:
