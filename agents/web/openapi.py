@@ -284,147 +284,82 @@ def _components() -> dict:
                   "properties": {"at": {"type": "string"}, "step": {"type": "string"}}},
     }  # fmt: skip
     trace["required"] = [*trace.get("required", []), "found", "timeline"]
-    count = {"type": "integer"}
+    count, text = {"type": "integer"}, {"type": "string"}
+    texts = {"type": "array", "items": text}
     return {
         **defs,
-        "Health": {
-            "type": "object",
-            "required": ["status"],
-            "properties": {
-                "status": {"type": "string", "enum": ["alive", "degraded"]},
-                "reasons": {"type": "array", "items": {"type": "string"}},
-            },
-        },
+        "Health": _object(
+            {"status": {"type": "string", "enum": ["alive", "degraded"]}, "reasons": texts}, required=["status"]
+        ),
         "Readiness": schemas[Readiness],
         "EventTrace": trace,
         "SubscriptionHealth": schemas[SubscriptionHealth],
-        "Overview": {
-            "type": "object",
-            "required": ["broker"],
-            "description": "`broker.reachable` false: only `broker` (and the history so far) is given.",
-            "properties": {
-                "broker": {
-                    "type": "object",
-                    "required": ["reachable"],
-                    "properties": {"reachable": {"type": "boolean"}, "problem": {"type": "string"}},
-                },
+        "Overview": _object(
+            {
+                "broker": _object({"reachable": {"type": "boolean"}, "problem": text}, required=["reachable"]),
                 "at": {"type": "number", "description": "epoch seconds"},
-                "throughput": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["topic", "records", "rate_per_second"],
-                        "properties": {
-                            "topic": {"type": "string"},
-                            "records": count,
-                            "rate_per_second": {"type": ["number", "null"]},
-                        },
-                    },
-                },
-                "lag": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["group", "topic", "lag"],
-                        "properties": {"group": {"type": "string"}, "topic": {"type": "string"}, "lag": count},
-                    },
-                },
-                "subscriptions": {"type": "array", "items": _ref("SubscriptionHealth")},
+                "throughput": _array(
+                    _object({"topic": text, "records": count, "rate_per_second": {"type": ["number", "null"]}})
+                ),
+                "lag": _array(_object({"group": text, "topic": text, "lag": count})),
+                "subscriptions": _array(_ref("SubscriptionHealth")),
                 "dead_letters": _ref("DeadLetters"),
                 "history": _ref("History"),
             },
-        },
-        "DeadLetters": {
-            "type": "object",
-            "required": ["window_s", "stages", "recent", "problems"],
-            "properties": {
+            required=["broker"],
+            description="`broker.reachable` false: only `broker` (and the history so far) is given.",
+        ),
+        "DeadLetters": _object(
+            {
                 "window_s": {"type": "number"},
-                "stages": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["stage", "total", "reasons"],
-                        "properties": {
-                            "stage": {"type": "string"},
-                            "total": count,
-                            "reasons": {
-                                "type": "array",
-                                "items": {
-                                    "type": "object",
-                                    "required": ["reason", "count"],
-                                    "properties": {"reason": {"type": "string"}, "count": count},
-                                },
-                            },
-                        },
-                    },
-                },
-                "recent": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["id", "stage", "reason", "time"],
-                        "properties": {
+                "stages": _array(
+                    _object(
+                        {"stage": text, "total": count, "reasons": _array(_object({"reason": text, "count": count}))}
+                    )
+                ),
+                "recent": _array(
+                    _object(
+                        {
                             name: {"type": ["string", "null"]}
                             for name in ("id", "stage", "reason", "subscription", "event_id", "event_type", "time")
                         },
-                    },
-                },
-                "problems": {"type": "array", "items": {"type": "string"}, "description": "limits passed"},
-            },
-        },
-        "History": {
-            "type": "object",
-            "required": ["interval_s", "span_s", "samples"],
-            "properties": {
-                "interval_s": {"type": "number"},
-                "span_s": {"type": "number"},
-                "samples": {"type": "array", "items": _ref("Sample")},
-            },
-        },
+                        required=["id", "stage", "reason", "time"],
+                    )
+                ),
+                "problems": {**texts, "description": "limits passed"},
+            }
+        ),
+        "History": _object(
+            {"interval_s": {"type": "number"}, "span_s": {"type": "number"}, "samples": _array(_ref("Sample"))}
+        ),
         "Sample": schemas[Sample],
         "PersonReport": schemas[PersonReport]
         | {"required": [*schemas[PersonReport].get("required", []), "strengt_fortrolig"]}
         | {"properties": {**schemas[PersonReport]["properties"], "strengt_fortrolig": {"type": "boolean"}}},
-        "ReplayedOne": {
-            "type": "object",
-            "required": ["dead_letter", "replayed", "said"],
-            "properties": {
-                "dead_letter": {"type": "string"},
-                "replayed": count,
-                "said": {"type": "array", "items": {"type": "string"}},
-            },
-        },
-        "Replayed": {
-            "type": "object",
-            "required": ["subscription", "replayed", "dead_letters", "skipped"],
-            "properties": {
-                "subscription": {"type": "string"},
+        "ReplayedOne": _object({"dead_letter": text, "replayed": count, "said": texts}),
+        "Replayed": _object(
+            {
+                "subscription": text,
                 "replayed": count,
                 "dead_letters": count,
                 "skipped": {**count, "description": "delivered since, so not replayed"},
-            },
-        },
-        "RegistryError": {
-            "type": "object",
-            "required": ["error_code", "message"],
-            "properties": {"error_code": count, "message": {"type": "string"}},
-        },
-        "RegistrySchema": {
-            "type": "object",
-            "required": ["schema"],
-            "properties": {"schema": {"type": "string"}, "schemaType": {"type": "string"}},
-        },
-        "SubjectVersion": {
-            "type": "object",
-            "required": ["subject", "version"],
-            "properties": {"subject": {"type": "string"}, "version": count},
-        },
-        "SubjectVersionSchema": {
-            "type": "object",
-            "required": ["subject", "version", "id", "schema"],
-            "properties": {"subject": {"type": "string"}, "version": count, "id": count, "schema": {"type": "string"}},
-        },
+            }
+        ),
+        "RegistryError": _object({"error_code": count, "message": text}),
+        "RegistrySchema": _object({"schema": text, "schemaType": text}, required=["schema"]),
+        "SubjectVersion": _object({"subject": text, "version": count}),
+        "SubjectVersionSchema": _object({"subject": text, "version": count, "id": count, "schema": text}),
     }
+
+
+def _object(properties: dict, required: list[str] | None = None, **extra) -> dict:
+    """A JSON object of these properties; every one required unless `required` says which."""
+    return {"type": "object", "required": list(properties) if required is None else required, **extra,
+            "properties": properties}  # fmt: skip
+
+
+def _array(items: dict) -> dict:
+    return {"type": "array", "items": items}
 
 
 @cache
