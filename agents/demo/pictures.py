@@ -10,8 +10,17 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+# Debian's chromium, headless: the dashboard's browser test drives it the same way.
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SIZES = {"wide": {"width": 1400, "height": 1000}, "narrow": {"width": 390, "height": 844}}
 
 

@@ -12,7 +12,6 @@ import asyncio
 import itertools
 import re
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -21,18 +20,10 @@ from ops_bus import READ_ONLY_TOKEN, REPLAY_TOKEN, operations_bus
 from playwright.async_api import async_playwright, expect
 from webhook_receiver import VALIDATION_TYPE, Receiver, Reply
 
+from agents.demo.pictures import ARGS as CHROMIUM_ARGS
+from agents.demo.pictures import CHROMIUM
 from connectors.dead_letters import DeadLetter
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 FLOW, REJECTING = "ops-dash-flow", "ops-dash-rejecting"
 FAST = {"retry_schedule": [0.2, 0.2], "read_timeout": 1.0, "connect_timeout": 0.5}
 
