@@ -269,6 +269,7 @@ class Dispatcher:
         self._opening: dict[str, asyncio.Task] = {}  # subscription -> its lane's sink, starting
         self._window_open: dict[str, bool] = {}  # subscriptions with windows: open now?
         self._window_change: dict[str, float] = {}  # ... and when that next changes (epoch seconds)
+        self._next_window_change: float | None = None  # the earliest of those: run() wakes then
         self._wake = asyncio.Event()
 
     # --- pending heads ------------------------------------------------------------------
@@ -443,7 +444,7 @@ class Dispatcher:
             await self._windows_passed(now)
             self._wake.clear()
             probing = self.breaker.next_probe(self._probing())
-            window = min(self._window_change.values(), default=None)
+            window = self._next_window_change
             deadlines = [t for t in (self._heap[0][0] if self._heap else None, probing, window) if t is not None]
             timeout = max(0.0, min(deadlines) - now) if deadlines else None
             with contextlib.suppress(TimeoutError):
@@ -480,7 +481,8 @@ class Dispatcher:
         target = self.targets.get(sub)
         if target is None or not target.windows:
             self._window_open.pop(sub, None)
-            self._window_change.pop(sub, None)
+            if self._window_change.pop(sub, None) is not None:
+                self._next_window_change = min(self._window_change.values(), default=None)
             return
         self._window_open[sub] = windows.is_open(target.windows, now)
         change = windows.next_change(target.windows, now)
@@ -488,11 +490,14 @@ class Dispatcher:
             self._window_change.pop(sub, None)
         else:
             self._window_change[sub] = change
+        self._next_window_change = min(self._window_change.values(), default=None)
         self._wake.set()
 
     async def _windows_passed(self, now: float) -> None:
         """Open or close the lanes whose window opened or closed: a closed one's deliveries wait,
         in order (stored, as a paused subscription's); an opened one's go out, purges first."""
+        if self._next_window_change is None or self._next_window_change > now:
+            return  # the run loop's common case: nothing to scan
         for sub in [s for s, change in self._window_change.items() if change <= now]:
             self._follow_window(sub, now)
             log.info("delivery.window", subscription=sub, open=self._window_open.get(sub, True))
