@@ -62,10 +62,10 @@ class History:
         """Read the broker and this worker's metrics: the sample since the previous one."""
         offsets = await kafka.offsets(await kafka.topic_partitions(f"{self._app_id}-"))
         written = dict.fromkeys(self._topics, 0)
+        stage_of = {topic: stage for stage, topic in self._topics.items()}
         for row in offsets:
-            for stage, topic in self._topics.items():
-                if row.topic == topic:
-                    written[stage] += row.end
+            if (stage := stage_of.get(row.topic)) is not None:
+                written[stage] += row.end
         now, previous = time.time(), self._written
         self._written = (now, written)
         rates: dict[str, float | None] = dict.fromkeys(written)
