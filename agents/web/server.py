@@ -42,14 +42,13 @@ def add_bus_routes(app: faust.App, settings: Settings, runtime: StageRuntime) ->
 
     web_app = app.web.web_app
     serves_registry = not settings.schema_registry_url
-    openapi = openapi_document(with_registry=serves_registry)
-    asyncapi = asyncapi_document(settings.app_id, settings.subscriber_topic_prefix)
+    # Both documents are made on first request (and cached): never on the worker's start-up path.
 
     async def get_openapi(request: web.Request) -> web.Response:
-        return web.json_response(openapi)
+        return web.json_response(openapi_document(with_registry=serves_registry))
 
     async def get_asyncapi(request: web.Request) -> web.Response:
-        return web.json_response(asyncapi)
+        return web.json_response(asyncapi_document(settings.app_id, settings.subscriber_topic_prefix))
 
     web_app.router.add_get("/openapi.json", get_openapi)
     web_app.router.add_get("/asyncapi.json", get_asyncapi)
