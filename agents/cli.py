@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from aiokafka.errors import KafkaError
 
+    from schemas.catalog import CatalogError
+    from schemas.life_stages import LifeStageError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.verbose and args.command not in SERVICES:
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(name).setLevel(logging.CRITICAL + 1)
     try:
         return int(args.handler(args) or 0)
-    except (SettingsError, LauncherError, UsageError) as exc:
+    except (SettingsError, LauncherError, UsageError, CatalogError, LifeStageError) as exc:
         print(f"samband: {exc}", file=sys.stderr)
         return 2
     except (KafkaError, TimeoutError) as exc:  # TimeoutError: a read of a topic that stopped answering

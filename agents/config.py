@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from datetime import datetime
 from functools import cache
 from typing import Literal
 
@@ -58,6 +59,11 @@ class Settings(BaseSettings):
     # Router: how long a correction or annulment that arrives before the event it names is held
     # for that event; then it is dead-lettered (0: at once).
     correction_hold_seconds: float = Field(3600.0, ge=0)
+    # Router, life stages (docs/life-stages.md): a development and demo shortcut. When set, the
+    # life-stage clock starts at this moment (ISO 8601 with offset) when the worker starts, and runs
+    # at `speed` simulated seconds per second. Never set in production: stages would go out early.
+    life_stages_simulated_start: datetime | None = None
+    life_stages_simulated_speed: float = Field(1.0, gt=0)
     # Delivery: a subscription's breaker opens after this many transient failures in a row, and
     # then one probe goes out per interval (agents/delivery/breaker.py).
     breaker_failures: int = Field(20, ge=1)

@@ -70,7 +70,7 @@ INGEST = Topic(
 )  # fmt: skip
 EVENTS = Topic(
     "events", "events", PERSON, "Confluent wire-format Avro of the catalog record, validated and normalised",
-    "ingest", notes="the canonical stream; one person's events stay in order",
+    "ingest", notes="the canonical stream; one person's events stay in order; the router adds life-stage events",
 )  # fmt: skip
 DEADLETTER = Topic(
     "deadletter", "deadletter", "the original key",
@@ -98,7 +98,8 @@ INGEST_SEEN_IDS = Topic(
 )  # fmt: skip
 ROUTER_PERSONS = Topic(
     "router_persons", "router-persons", PERSON,
-    "protection grade, birth date, the subscriptions that received data", "router", cleanup="compact",
+    "protection grade, birth date, the subscriptions that received data; for life stages the sealed "
+    "identity number, kommune, stages emitted", "router", cleanup="compact",
     notes="the router's person state; delivery follows it for each person's grade now",
 )  # fmt: skip
 ROUTER_RECORDS = Topic(

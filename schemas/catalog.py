@@ -36,6 +36,7 @@ from typing import cast
 
 import fastavro
 
+from schemas.life_stages import FILE_SETTING, life_stages, stage_schema
 from schemas.schema_id import canonical_text, schema_id
 
 AVRO_DIR = Path(__file__).parent / "avro"
@@ -105,6 +106,13 @@ class Catalog:
             if path.stem != fullname(schema):
                 raise CatalogError(f"{path.name} defines {fullname(schema)}; the file must be named after the type")
             self.types[path.stem] = schema
+        for stage in life_stages().values():  # derived by the bus, one fixed shape (schemas/life_stages.py)
+            name = f"{EVENTS_NAMESPACE}.{stage.name}"
+            if name in self.types:
+                raise CatalogError(
+                    f"life stage {stage.name} has the name of a catalog type; rename it ({FILE_SETTING})"
+                )
+            self.types[name] = stage_schema(stage)
         self.subjects = [ENVELOPE, *sorted(n for n in self.types if n.rsplit(".", 1)[0] == EVENTS_NAMESPACE)]
         self.versions: dict[str, list[SchemaVersion]] = {s: self._versions(s) for s in self.subjects}
         self.by_id: dict[int, SchemaVersion] = {}

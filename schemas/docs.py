@@ -8,6 +8,7 @@ from datetime import date, datetime
 from schemas.catalog import ENVELOPE, Catalog, type_label
 from schemas.compatibility import rule_for
 from schemas.examples import example
+from schemas.life_stages import LifeStage, life_stages
 
 HEADER = """# Samband event catalog
 
@@ -41,6 +42,50 @@ def _field_table(fields) -> list[str]:
     return rows
 
 
+def _rule_text(stage: LifeStage) -> str:
+    rule = stage.rule
+    if rule["kind"] == "birthday":
+        return f"birthday {rule['years']} (born 29 February: 1 March)"
+    if rule["kind"] == "school_year":
+        return f"1 {_MONTHS[rule['month'] - 1]} of the year the child turns {rule['age']}"
+    return (
+        "turns one by August: 1 August; in September to November: the end of that month; December: 1 August next year"
+    )
+
+
+_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+
+
+def _life_stage_table() -> list[str]:
+    rows = [
+        "## Life stages",
+        "",
+        "Events the bus derives from each person's birth date and emits on their date (Europe/Oslo), routed",
+        "like any event (docs/life-stages.md). Shipped in `schemas/life_stages.yaml`; an operator adds",
+        "more with `SAMBAND_LIFE_STAGES_FILE`.",
+        "",
+        "| stage | its date | legal basis | service | fields |",
+        "|---|---|---|---|---|",
+    ]
+    for stage in life_stages().values():
+        fields = ", ".join(f"`{f}`" for f in stage.fields)
+        rows.append(f"| {stage.name} | {_rule_text(stage)} | {stage.law} | {stage.service} | {fields} |")
+    return [*rows, ""]
+
+
 def render_catalog(cat: Catalog) -> str:
     lines = [HEADER]
     envelope = cat.current(ENVELOPE)
@@ -67,9 +112,13 @@ def render_catalog(cat: Catalog) -> str:
             ),
             "",
         ]
+    lines += _life_stage_table()
     for event_type in cat.event_types():
         current = cat.current(event_type)
-        sources = ", ".join(f"`{s}`" for s in cat.source_types(event_type)) or "any hendelsestype not listed above"
+        if event_type in life_stages():
+            sources = "none: the bus derives it from the birth date (Life stages, above)"
+        else:
+            sources = ", ".join(f"`{s}`" for s in cat.source_types(event_type)) or "any hendelsestype not listed above"
         payload = [f for f in cat.fields(event_type) if not f.path.startswith("envelope.")]
         record = example(event_type)
         lines += [

@@ -9,6 +9,7 @@ import copy
 from datetime import UTC, date, datetime
 
 from schemas.catalog import EVENTS_NAMESPACE
+from schemas.life_stages import LifeStage, life_stages
 
 PERSON = "03851598730"  # official synthetic vector
 PARENTS = ["30908299902", "41819077302"]  # synthetic
@@ -95,9 +96,28 @@ _PAYLOADS: dict[str, tuple[list[str], dict]] = {
 
 def example(event_type: str) -> dict:
     """A fresh, valid example record of the event type (safe to mutate)."""
+    stage = life_stages().get(event_type)
+    if stage is not None:
+        return _life_stage_example(stage)
     kommunenummer, payload = _PAYLOADS[event_type]
     return {"envelope": envelope(event_type, list(kommunenummer)), **copy.deepcopy(payload)}
 
 
+def _life_stage_example(stage: LifeStage) -> dict:
+    """The stage of the Birth example's child, as the router emits it (agents/routing/life_stages.py)."""
+    born = _PAYLOADS["Birth"][1]["birthDate"]
+    on = stage.date_for(born)
+    values = {
+        "stageDate": on,
+        "birthDate": born,
+        "ageYears": stage.age_on(born, on),
+        "legalBasis": stage.law,
+        "service": stage.service,
+    }
+    record = {"envelope": envelope(stage.name, ["0301"]), **{name: values[name] for name in stage.fields}}
+    record["envelope"].update(source="urn:no:samband:life-stages", subject=None, sequenceNumber=None)
+    return record
+
+
 def example_types() -> list[str]:
-    return sorted(_PAYLOADS)
+    return sorted([*_PAYLOADS, *life_stages()])

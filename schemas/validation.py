@@ -17,6 +17,7 @@ from functools import cache
 from schemas.catalog import EVENTS_NAMESPACE, catalog
 from schemas.identity import InvalidIdentity, parse_identity
 from schemas.kommuner import SNAPSHOT_DATE, kommuner
+from schemas.life_stages import life_stages
 from schemas.moves import move_scope
 
 EARLIEST_DATE = date(1850, 1, 1)
@@ -87,6 +88,10 @@ def validate(event_type: str, record: dict, *, now: datetime | None = None) -> l
     now = now or datetime.now(UTC)
     failures: list[Failure] = []
     envelope = record["envelope"]
+    if event_type in life_stages():
+        # Only the router emits these, from the birth dates it knows; a source that could send
+        # one could tell every kindergarten of a child who does not exist.
+        return [Failure("type.derived", "envelope.type", f"{event_type} is derived by the bus; no source sends it")]
     _validate_envelope(event_type, envelope, now, failures)
     plan = _plan(event_type)
     for field in plan.date_fields:

@@ -41,12 +41,28 @@ class PersonState(NamedTuple):  # a tuple: made for most events, a frozen datacl
     # Subscriptions purged because an event other than an AddressProtectionChange revealed the
     # grade: when the change itself comes through, each gets a purge tied to it.
     untied: frozenset[str] = frozenset()
+    # For life-stage events (agents/routing/life_stages.py): the identity number sealed (hex), the
+    # kommune lived in, the day the bus learned the birth date, the stages emitted, died or emigrated.
+    number: str | None = None
+    kommune: str | None = None
+    known_since: date | None = None
+    stages: frozenset[str] = frozenset()
+    departed: bool = False
 
     def to_json(self) -> bytes:
         # orjson writes a date as isoformat() would
-        stored = {"protection": self.protection, "birth_date": self.birth_date, "received": sorted(self.received)}
+        stored: dict = {"protection": self.protection, "birth_date": self.birth_date, "received": sorted(self.received)}
         if self.untied:
             stored["untied"] = sorted(self.untied)
+        if self.number is not None:
+            stored["number"] = self.number
+            stored["known_since"] = self.known_since
+        if self.kommune is not None:
+            stored["kommune"] = self.kommune
+        if self.stages:
+            stored["stages"] = sorted(self.stages)
+        if self.departed:
+            stored["departed"] = True
         return stored_json(stored)
 
     @classmethod
@@ -55,11 +71,17 @@ class PersonState(NamedTuple):  # a tuple: made for most events, a frozen datacl
             return _NEW_PERSON
         raw = orjson.loads(data)
         birth = raw.get("birth_date")
+        known = raw.get("known_since")
         return cls(
             raw["protection"],
             date.fromisoformat(birth) if birth else None,
             frozenset(raw["received"]),
             frozenset(raw.get("untied", ())),
+            raw.get("number"),
+            raw.get("kommune"),
+            date.fromisoformat(known) if known else None,
+            frozenset(raw.get("stages", ())),
+            raw.get("departed", False),
         )
 
 
@@ -106,7 +128,7 @@ class Router:
         effective = stricter(protection, carried)
         birth_date = record["birthDate"] if event_type == "Birth" and kind == "new" else state.birth_date
         if protection != state.protection or birth_date != state.birth_date:
-            result = RouteResult(PersonState(protection, birth_date, state.received, state.untied))
+            result = RouteResult(PersonState(protection, birth_date, *state[2:]))
         else:
             result = RouteResult(state)
 
@@ -158,9 +180,7 @@ class Router:
             result.recipients.append(entry.id)
         if not result.state.received.issuperset(result.recipients):
             state = result.state
-            result.state = PersonState(
-                state.protection, state.birth_date, state.received.union(result.recipients), state.untied
-            )
+            result.state = state._replace(received=state.received.union(result.recipients))
         return result
 
     def _purges(
@@ -194,7 +214,7 @@ class Router:
         age = predicates.age_at_event
         if age is not None:
             years = _age(
-                state.birth_date or _birth_date_from_number(envelope["person"], envelope["time"].date()),
+                state.birth_date or birth_date_from_number(envelope["person"], envelope["time"].date()),
                 envelope["time"].date(),
             )
             if (
@@ -302,7 +322,7 @@ def _age(birth: date | None, at: date) -> int | None:
     return at.year - birth.year - ((at.month, at.day) < (birth.month, birth.day))
 
 
-def _birth_date_from_number(number: str, at: date) -> date | None:
+def birth_date_from_number(number: str, at: date) -> date | None:
     """Birth date read from the identity number, the latest century that puts it before `at`.
 
     Only a fallback for persons whose Birth event the bus has not seen: the century is not

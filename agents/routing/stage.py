@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 
 import orjson
 import structlog
@@ -37,6 +38,7 @@ from agents import tracing
 from agents.app import freeze_heap
 from agents.config import Settings, dead_letter_key
 from agents.routing.index import RoutingIndex
+from agents.routing.life_stages import LIFE_EVENTS, LifeStages, NumberSeal, life_clock
 from agents.routing.router import PersonState, Router
 from agents.stage_runtime import StageRuntime
 from bus.batches import BatchService, Write
@@ -51,7 +53,9 @@ log = structlog.get_logger(__name__)
 
 
 class Route:
-    def __init__(self, settings: Settings, topics: TopicNames, index: RoutingIndex) -> None:
+    def __init__(
+        self, settings: Settings, topics: TopicNames, index: RoutingIndex, clock: Callable[[], float] | None = None
+    ) -> None:
         self.topics = topics
         self.codec = Codec(registry_from_settings(settings))
         self.router = Router(index)
@@ -67,6 +71,13 @@ class Route:
         self.records = SegmentedState(topics.router_records, ROUTER_RECORDS.configs())
         self.held = PartitionedState(topics.router_held, ROUTER_HELD.configs(), orjson.loads)
         self.states = [self.persons, self.records, self.held]
+        self.life = LifeStages(
+            self.codec,
+            NumberSeal(dead_letter_key(settings)),
+            self.persons,
+            topics.events,
+            clock or life_clock(settings),
+        )
         self.hold_seconds = settings.correction_hold_seconds
         # Per partition, (held since, event id named) in arrival order: what falls due when.
         self.waiting: dict[int, deque[tuple[float, str]]] = defaultdict(deque)
@@ -77,6 +88,7 @@ class Route:
         for message in messages:
             self.handle(message, outputs)
         self._expire(outputs)
+        self.life.emit_due(outputs)
 
     def handle(self, message: ConsumerRecord, outputs: list[Write]) -> None:
         try:
@@ -99,8 +111,16 @@ class Route:
             # The person's partition, as in the events topic: no hashing per delivery, and each
             # (subscription, person) stays in one partition of the deliveries topic.
             outputs += [(self.topics.deliveries, d.key, d.value, headers, partition) for d in result.deliveries]
-        if result.state is not state:
-            self.persons.set(partition, person, result.state.to_json())
+        after = result.state
+        if event_type in LIFE_EVENTS:
+            after = self.life.observe(event_type, record, after)
+            if event_type == "Birth" and envelope["changeKind"] == "annulment":
+                outputs += self.life.retractions(partition, person, state)
+                after = after._replace(stages=frozenset())
+            if event_type not in ("Move", "AddressProtectionChange"):  # these change the kommune, not a date
+                self.life.schedule(partition, person, after)
+        if after is not state:
+            self.persons.set(partition, person, after.to_json())
         if result.unknown_original:
             if self.hold_seconds > 0:
                 self._hold(message, envelope)
@@ -190,7 +210,8 @@ class Route:
 
     def due(self) -> bool:
         now = time.time()
-        return any(waiting and now - waiting[0][0] >= self.hold_seconds for waiting in self.waiting.values())
+        held_due = any(waiting and now - waiting[0][0] >= self.hold_seconds for waiting in self.waiting.values())
+        return held_due or self.life.due()
 
     def _unknown_original(self, message: ConsumerRecord, record: dict, state: PersonState, why: str) -> Write:
         envelope = record["envelope"]
@@ -247,6 +268,7 @@ class Route:
         for partition in partitions:
             entries = ((orjson.loads(v)["since"], k) for k, v in self.held.partitions.get(partition, {}).items())
             self.waiting[partition] = deque(sorted(entries))
+        self.life.recovered(partitions)
 
 
 class RouteService(BatchService):
@@ -262,7 +284,7 @@ class RouteService(BatchService):
             **runtime.batch_settings(),
             source=topics.events,
             group=f"{settings.app_id}-router",
-            outputs=[topics.deliveries, topics.deadletter],
+            outputs=[topics.deliveries, topics.deadletter, topics.events],  # events: life stages
             topic_configs=runtime.configs(EVENTS, DELIVERIES, DEADLETTER),
             logic=lambda: Route(settings, topics, self.index),
             ready=self._subscriptions_read,
