@@ -18,6 +18,7 @@ from agents.demo.feed import DemoFeed
 from agents.demo.monitor import BusMonitor, bus_topic_names, read_to_end
 from agents.demo.view import summary_table
 from bus.inspector import KafkaInspector
+from schemas.life_stages import life_stages
 
 SOURCE_STAGE = "source"
 
@@ -155,6 +156,12 @@ class Report:
             for line in behind:
                 console.print(f"  the bus had not finished: {line} (a longer --duration lets it finish)")
             problems.append("undelivered")
+        stages = Counter((e.subscription, e.event_type) for e in received if e.event_type in life_stages())
+        if stages:
+            got = ", ".join(f"{sub} {n:,} {stage}" for (sub, stage), n in sorted(stages.items()))
+            console.print(
+                f"Life stages, derived by the bus (its life-stage clock stood at {systems.LIFE_STAGE_DAY[:10]}): {got}."
+            )
         dead = ", ".join(f"{stage} {n:,}" for stage, n in sorted(flow.dead_letters.items())) or "none"
         console.print(f"Dead letters by stage: {dead} (unknown or invalid register events are dead letters by design).")
         for problem in problems[:1] if failed_process else []:

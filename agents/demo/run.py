@@ -91,6 +91,9 @@ class DemoRun:
             "SAMBAND_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",  # the demo's receivers listen on loopback, over http
             "SAMBAND_SUBSCRIBER_TOPIC_PREFIX": systems.subscriber_topic_prefix(self.app_id),
             "SAMBAND_FILES_OUTBOUND_DIR": str(self.outbound),  # batch files for systems that read files
+            # The demo's register year is 2024; the life-stage clock stands on the first day of the
+            # next kindergarten and school year, so the year's children reach their stages in the run.
+            "SAMBAND_LIFE_STAGES_SIMULATED_START": systems.LIFE_STAGE_DAY,
         }
         env.update({systems.secret_env(s): self.secrets[s.id] for s in self.subscriptions if s.id in self.secrets})
         return env

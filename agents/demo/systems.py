@@ -12,6 +12,9 @@ from agents.subscriptions.model import Subscription
 
 SUBSCRIPTIONS_DIR = Path(deploy.__file__).parent / "demo" / "subscriptions"
 MISBEHAVING = "trondheim-pleie-og-omsorg"  # its receiver answers 500 for a while, then recovers
+# The life-stage clock of a run (SAMBAND_LIFE_STAGES_SIMULATED_START): the register year is 2024,
+# and on this first day of the next kindergarten year its children born by August reach their right.
+LIFE_STAGE_DAY = "2025-08-01T07:00:00+02:00"
 
 
 def load_subscriptions() -> list[Subscription]:
