@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     # The dashboard's own history (agents/web/history.py): one sample every this many seconds, kept this long.
     dashboard_sample_s: float = Field(10.0, ge=0.5)
     dashboard_history_s: float = Field(3600.0, gt=0)
+    # Pull delivery (docs/delivery.md, "Pull"): how long a pull subscription's deliveries wait to be
+    # fetched; a subscription polling with nothing new gets 429 within this interval; and how far
+    # back any subscription may read what the router sent it.
+    pull_retention_days: float = Field(7.0, gt=0)
+    pull_poll_interval_s: float = Field(1.0, ge=0)
+    history_days: float = Field(7.0, ge=0)
     # How long a person's access report can reach back: the retention of `<app id>-disclosures`.
     disclosure_retention_days: float = Field(1095.0, gt=0)
     # Where subscriptions of kind `files` get their batch files, one folder per subscription id.

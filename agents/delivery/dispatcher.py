@@ -32,6 +32,7 @@ from agents.subscriptions import windows
 from bus.malformed import MALFORMED
 from connectors.api import Context, DeadLetters, Outcome, Output, Sink, SinkRecord, StateStore, sink_record
 from connectors.kafka_sink.config import subscriber_topic
+from connectors.pull.sink import pull_topic
 
 log = structlog.get_logger(__name__)
 
@@ -53,8 +54,11 @@ def make_sink(target: Target, extras: dict) -> Sink:
     a copy of its own, whose topic writer writes only to the subscriber's own topic."""
     # The delivery stage writes outcomes, dead letters and the ledger itself: the sink only sends.
     lent = dict(extras)
-    own = subscriber_topic(lent.get("subscriber_topic_prefix", ""), target.subscription)
-    for name in ("topic_writer", "ensure_topic"):
+    own = {
+        subscriber_topic(lent.get("subscriber_topic_prefix", ""), target.subscription),
+        pull_topic(lent.get("pull_topic_prefix", ""), target.subscription),
+    }
+    for name in ("topic_writer", "ensure_topic", "ensure_pull_topic"):
         if name in lent:
             lent[name] = _only_own_topic(lent[name], own)
     log_ = log.bind(subscription=target.subscription)
@@ -62,9 +66,9 @@ def make_sink(target: Target, extras: dict) -> Sink:
     return target.sink_class(target.config, context)
 
 
-def _only_own_topic(lent: Callable[..., Awaitable[None]], own: str) -> Callable[..., Awaitable[None]]:
+def _only_own_topic(lent: Callable[..., Awaitable[None]], own: set[str]) -> Callable[..., Awaitable[None]]:
     async def on_own_topic(topic: str, *args) -> None:
-        if topic != own:
+        if topic not in own:
             raise PermissionError("a subscription's sink touches only the subscriber's own topic")
         await lent(topic, *args)
 
@@ -123,7 +127,10 @@ class Lane:
             if isinstance(outgoing, Outcome):
                 outcome = outgoing
             else:
-                outcome = await self.sink.write_delivery(outgoing, _headers(entry))
+                if getattr(self.sink, "takes_delivery_records", False):
+                    [outcome] = await self.sink.write([_delivery_record(entry)])
+                else:
+                    outcome = await self.sink.write_delivery(outgoing, _headers(entry))
                 if not isinstance(outcome, Outcome):
                     raise TypeError("the sink's answer is not an Outcome")
         except Exception as exc:  # a sink's own fault: retried as a failed attempt, never a dead worker
@@ -196,7 +203,10 @@ class Lane:
             if isinstance(outgoing, Outcome):
                 outcomes.append(outgoing)
                 continue
-            sending.append((len(outcomes), sink_record(outgoing, _headers(entry))))
+            if getattr(self.sink, "takes_delivery_records", False):
+                sending.append((len(outcomes), _delivery_record(entry)))
+            else:
+                sending.append((len(outcomes), sink_record(outgoing, _headers(entry))))
             outcomes.append(UNANSWERED)
         written = await self.sink.write([record for _, record in sending]) if sending else []
         if len(written) != len(sending) or not all(isinstance(outcome, Outcome) for outcome in written):
@@ -221,6 +231,12 @@ def _paths(data, prefix: str = "") -> list[str]:
         inner = _paths(value, f"{prefix}{name}.") if isinstance(value, dict) and value else []
         paths += inner or [f"{prefix}{name}"]
     return sorted(paths)
+
+
+def _delivery_record(entry: dict) -> SinkRecord:
+    """For a kind that takes the delivery record itself (the pull kind: the protection rule runs
+    again when the subscriber fetches it), keyed by the bus's pseudonym of the person."""
+    return SinkRecord(entry["sent"]["person"].encode(), entry["record"].encode(), _headers(entry))
 
 
 def _headers(entry: dict) -> list[tuple[str, bytes]]:

@@ -77,6 +77,17 @@ class DirectWrites:
             await ensure_topics(self.bootstrap, {topic: {}}, BUS_PARTITIONS)
             self._created.add(topic)
 
+    def pull_topics(self, retention_days: float):
+        """How a pull subscription's topic is made: one partition (its order, an offset a cursor), kept this long."""
+        configs = {"cleanup.policy": "delete", "retention.ms": str(int(retention_days * 86_400_000))}
+
+        async def ensure_pull(topic: str) -> None:
+            if topic not in self._created:
+                await ensure_topics(self.bootstrap, {topic: configs}, 1)
+                self._created.add(topic)
+
+        return ensure_pull
+
     async def write(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         """One record; returns once acknowledged."""
         await self.ensure(topic)
@@ -114,15 +125,17 @@ class DeliveryService(BatchService):
         self.follower = runtime.subscriptions
         self.direct_writes = DirectWrites(runtime.bootstrap, self.topics.status)
         self.grades = Grades()
+        self.egress = Egress(self.grades, settings.pseudonym_key.encode())  # also the pull endpoint's
         self.lends = bus_lends(settings)  # what every delivery kind's sink may use (connectors.api.Context)
         self.dispatcher = Dispatcher(
             lambda key, entry, outcome: self.queues.apply(key, entry, outcome),
             self.direct_writes.save_status,
-            Egress(self.grades, settings.pseudonym_key.encode()),
+            self.egress,
             {
                 **self.lends,
                 "topic_writer": self.direct_writes.write,
                 "ensure_topic": self.direct_writes.ensure,
+                "ensure_pull_topic": self.direct_writes.pull_topics(settings.pull_retention_days),
                 "schema_registry": registry_from_settings(settings),
             },
             Breaker(settings.breaker_failures, settings.breaker_probe_seconds),

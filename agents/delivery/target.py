@@ -76,6 +76,7 @@ def bus_lends(settings: Settings) -> dict[str, Any]:
         "webhook_allow": webhook_allow_list(settings),
         "secrets_dir": settings.secrets_dir,
         "subscriber_topic_prefix": settings.subscriber_topic_prefix,
+        "pull_topic_prefix": f"{settings.app_id}-pull.",
         "files_root": settings.files_outbound_dir,
         "files_quota_bytes": settings.files_outbound_quota_bytes,
     }

@@ -72,6 +72,24 @@ def components() -> dict:
             "problems": {"type": "array", "items": {"type": "string"}, "description": "field path: what is wrong"},
         },
     }
+    components["EventsPage"] = {
+        "type": "object",
+        "required": ["subscription", "events", "next", "more"],
+        "properties": {
+            "subscription": {"type": "string"},
+            "events": {
+                "type": "array",
+                "description": "CloudEvents (structured JSON), each with its idempotency key as `idempotencykey`",
+                "items": {
+                    "type": "object",
+                    "required": ["specversion", "id", "source", "type", "idempotencykey"],
+                    "properties": {"idempotencykey": {"type": "string"}, "subject": {"type": "string"}},
+                },
+            },
+            "next": {"type": "string", "description": "the cursor to ask with next (`after`)"},
+            "more": {"type": "boolean", "description": "the page stopped early: ask again at once"},
+        },
+    }
     return components
 
 
@@ -139,6 +157,58 @@ def paths() -> dict:
                 "summary": "Delete a subscription",
                 "security": write,
                 "responses": {"204": _response("deleted"), "404": _NOT_FOUND, **_ERRORS},
+            },
+        },
+        "/subscriptions/{id}/events": {
+            "parameters": [_ID],
+            "get": {
+                "summary": "Fetch what the subscription was sent, after a cursor (pull delivery, or recovery)",
+                "description": "A pull subscription's events, or what the router sent any other subscription "
+                "in the last SAMBAND_HISTORY_DAYS days; each as it may leave now under the person's grade "
+                "(docs/delivery.md, Pull).",
+                "security": read,
+                "parameters": [
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "description": "the `next` of the page before; leave out to start from the oldest kept",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "description": "events per page",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                    },
+                    {
+                        "name": "If-None-Match",
+                        "in": "header",
+                        "description": 'the ETag of the page before, `"<after>"`: 304 when nothing is new',
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        **_response("a page of events, in order per person", "EventsPage"),
+                        "headers": {"ETag": {"schema": {"type": "string"}, "description": '`"<next>"`'}},
+                    },
+                    "304": _response("nothing new after the cursor (If-None-Match matched)"),
+                    "400": _response(
+                        "the cursor or the limit is not valid (error request.invalid_cursor, request.invalid_limit)",
+                        "Error",
+                    ),
+                    "404": _NOT_FOUND,
+                    "429": {
+                        **_response(
+                            "polled again within SAMBAND_PULL_POLL_INTERVAL_S of a page that reached the end "
+                            "(error events.polled_too_fast)",
+                            "Error",
+                        ),
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+                    },
+                    "503": _response("this worker runs no delivery stage (error events.unavailable)", "Error"),
+                    **_ERRORS,
+                },
             },
         },
     }

@@ -17,7 +17,10 @@ import faust
 from aiohttp import web
 
 from agents.config import Settings, SettingsError
+from agents.delivery.sent import SentReader
+from agents.delivery.stage import DeliveryService
 from agents.stage_runtime import StageRuntime
+from agents.subscriptions import events_api
 from agents.subscriptions.audit import AuditLog
 from agents.subscriptions.http_api import SubscriptionsApi, add_routes, authorise
 from agents.subscriptions.store import write
@@ -54,6 +57,7 @@ def add_bus_routes(app: faust.App, settings: Settings, runtime: StageRuntime) ->
     web_app.router.add_get("/asyncapi.json", get_asyncapi)
     audit = AuditLog(runtime.bootstrap, runtime.topics.audit)
     add_routes(web_app, SubscriptionsApi(runtime.subscriptions, write_subscription, tokens, audit))
+    events_api.add_routes(web_app, _sent_reader(settings, runtime), settings.pull_poll_interval_s)
     operations.add_routes(web_app, runtime.bootstrap, settings.ready_max_lag, lambda: runtime.stages)
     dashboard.add_routes(web_app, settings, runtime.bootstrap)
     person_report.add_routes(web_app, settings, runtime.bootstrap, audit)
@@ -61,3 +65,13 @@ def add_bus_routes(app: faust.App, settings: Settings, runtime: StageRuntime) ->
         schema_registry.add_routes(
             web_app, CatalogRegistry(catalog()), may_register=lambda request: authorise(request, None)[2] is None
         )
+
+
+def _sent_reader(settings: Settings, runtime: StageRuntime) -> SentReader | None:
+    """What `GET /subscriptions/{id}/events` reads with: it needs the delivery stage's grades."""
+    delivery = next((stage for stage in runtime.stages if isinstance(stage, DeliveryService)), None)
+    if delivery is None:
+        return None
+    return SentReader(
+        runtime.bootstrap, runtime.topics, f"{settings.app_id}-pull.", delivery.egress, settings.history_days
+    )
