@@ -47,8 +47,10 @@ CLASSIFICATIONS = ("identifier", "name", "address", "confidential", "ordinary")
 _NAMED = ("record", "enum", "fixed")
 
 
-class CatalogError(Exception):
-    """The catalog on disk is inconsistent (unknown reference, bad file, unknown field path)."""
+class CatalogError(ValueError):
+    """The catalog on disk is inconsistent (unknown reference, bad file, unknown field path), or a
+    name is not in it. A ValueError, so a record naming a type the catalog no longer has is
+    malformed (bus/malformed.py) wherever records are read."""
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,7 @@ def render_catalog(cat: Catalog) -> str:
         lines += [
             f"## {event_type} (`{current.subject}`)",
             "",
-            current.schema.get("doc", ""),
+            life_stages()[event_type].doc if event_type in life_stages() else current.schema.get("doc", ""),
             "",
             f"From hendelsestype: {sources}. Version {current.version}, schema id {current.id}, "
             f"compatibility {rule_for(current.subject)}. Fields after `envelope`:",

@@ -24,7 +24,11 @@ FILE_SETTING = "SAMBAND_LIFE_STAGES_FILE"
 
 _DATE = {"type": "int", "logicalType": "date"}
 FIELDS: dict[str, tuple[object, str]] = {  # name -> (Avro type, doc)
-    "stageDate": (_DATE, "The date the stage applies from (the right, the birthday, the school start)."),
+    "stageDate": (
+        _DATE,
+        "The stage's date: the birthday, the school year's first day, or when the kindergarten right "
+        "applies (1 August) or, for a child who turns one in September to November, the day by which it must be met.",
+    ),
     "birthDate": (_DATE, "Fødselsdato, as the bus knows it from the Birth event."),
     "ageYears": ("int", "The person's age in whole years on stageDate."),
     "legalBasis": ("string", "The law or rule the stage serves."),
@@ -96,7 +100,8 @@ def stage_schema(stage: LifeStage) -> dict:
         "type": "record",
         "name": stage.name,
         "namespace": "no.samband.events",
-        "doc": f"Life stage, derived by the bus: {stage.doc}",
+        # Not the stage's own `doc`: editing that must not change the schema (docs/life-stages.md).
+        "doc": f"Life stage {stage.name}, derived by the bus from the birth date (docs/life-stages.md).",
         "fields": fields,
     }
 
@@ -123,9 +128,11 @@ def _stage(path: Path, item) -> LifeStage:
         raise LifeStageError(f"{where}: `rule.kind` must be one of {sorted(_RULES)}")
     missing = _RULES[rule["kind"]] - set(rule)
     unknown = set(rule) - _RULES[rule["kind"]] - {"kind"}
-    if missing or unknown or not all(isinstance(rule[k], int) and rule[k] >= 0 for k in _RULES[rule["kind"]]):
+    numbers = [rule.get(k) for k in _RULES[rule["kind"]]]
+    if missing or unknown or not all(type(n) is int and 0 <= n <= 150 for n in numbers):
         raise LifeStageError(
-            f"{where}: rule {rule['kind']} takes whole numbers {sorted(_RULES[rule['kind']]) or 'nothing more'}"
+            f"{where}: rule {rule['kind']} takes whole numbers from 0 to 150: "
+            f"{sorted(_RULES[rule['kind']]) or 'nothing more'}"
         )
     if rule["kind"] == "school_year" and not 1 <= rule["month"] <= 12:
         raise LifeStageError(f"{where}: `rule.month` is 1 to 12")

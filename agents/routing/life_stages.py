@@ -32,7 +32,7 @@ from agents.config import Settings
 from agents.routing.router import PersonState, birth_date_from_number
 from bus.batches import Write
 from bus.state import PartitionedState
-from connectors.dead_letters import DeadLetterSeal
+from connectors.dead_letters import DeadLetterKeyError, DeadLetterSeal
 from schemas.catalog import EVENTS_NAMESPACE, catalog
 from schemas.codec import Codec
 from schemas.life_stages import LifeStage, life_stages
@@ -40,6 +40,7 @@ from schemas.protection import is_strict
 
 SOURCE = "urn:no:samband:life-stages"
 OSLO = ZoneInfo("Europe/Oslo")
+log = structlog.get_logger(__name__)
 # The event types that change what the router keeps for a person's stages.
 LIFE_EVENTS = frozenset({"Birth", "Immigration", "Move", "Death", "Emigration", "AddressProtectionChange"})
 _IDS = uuid.UUID("6f0b0c55-2a4e-4b8e-9b8e-1ec5a1f1e5a6")  # namespace of stage event ids
@@ -59,16 +60,22 @@ def life_clock(settings: Settings) -> Callable[[], float]:
     if start.tzinfo is None:
         start = start.replace(tzinfo=OSLO)
     began, origin, speed = time.time(), start.timestamp(), settings.life_stages_simulated_speed
-    structlog.get_logger(__name__).warning("life_stages.simulated_clock", start=start.isoformat(), speed=speed)
+    log.warning("life_stages.simulated_clock", start=start.isoformat(), speed=speed)
     return lambda: origin + (time.time() - began) * speed
 
 
-def stage_event_id(person: str, stage: str) -> str:
-    """The one id of `stage` for the person with pseudonym `person`, however often it is emitted."""
-    return str(uuid.uuid5(_IDS, f"{person}/{stage}"))
+def stage_event_id(person: str, stage: str, born: date, known: date, change: str = "new") -> str:
+    """The one id of `stage` for the person with pseudonym `person` (or of its annulment), however
+    often it is emitted. The birth date and the day the bus learned it are part of it: after an
+    annulled Birth, a new one gives the stage a new id, which no subscriber drops as a repeat."""
+    name = f"{person}/{stage}/{born.isoformat()}/{known.isoformat()}"
+    return str(uuid.uuid5(_IDS, name if change == "new" else f"{name}/{change}"))
 
 
 class LifeStages:
+    """The router's life-stage scheduler, per partition it owns: what it learns from events
+    (`observe`), each person's next date (`schedule`, `recovered`), and the stages due (`emit_due`)."""
+
     def __init__(
         self,
         codec: Codec,
@@ -124,16 +131,21 @@ class LifeStages:
                     changes["departed"] = False
         return state._replace(**changes) if changes else state
 
+    def pending(self, state: PersonState) -> list[tuple[date, LifeStage]]:
+        """The person's stages still to emit, with their dates: none once they died or emigrated, and
+        none dated before the bus learned the birth date."""
+        born, known = state.birth_date, state.known_since
+        if state.departed or born is None or known is None or state.number is None:
+            return []
+        return [
+            (on, stage)
+            for stage in self.stages
+            if stage.name not in state.stages and (on := stage.date_for(born)) >= known
+        ]
+
     def next_date(self, state: PersonState) -> date | None:
         """The date of the person's next stage not yet emitted, if any is to come."""
-        if state.departed or state.birth_date is None or state.number is None or state.known_since is None:
-            return None
-        dates = [
-            d
-            for stage in self.stages
-            if stage.name not in state.stages and (d := stage.date_for(state.birth_date)) >= state.known_since
-        ]
-        return min(dates, default=None)
+        return min((on for on, _ in self.pending(state)), default=None)
 
     def schedule(self, partition: int, person: str, state: PersonState) -> None:
         when = self.next_date(state)
@@ -152,7 +164,9 @@ class LifeStages:
         for partition in partitions:
             self.heaps[partition], self.scheduled[partition] = [], {}
             for person, value in self.persons.partitions.get(partition, {}).items():
-                if b'"number"' in value:  # only persons with a birth date can have stages to come
+                # Only a person with a sealed number can have stages to come: most persons are skipped
+                # without parsing their state (to_json writes "number" only then).
+                if b'"number"' in value:
                     self.schedule(partition, person, PersonState.from_json(value))
 
     # --- emitting ---------------------------------------------------------------------------
@@ -172,44 +186,49 @@ class LifeStages:
                     continue  # stale: rescheduled or ended since
                 del scheduled[person]
                 state = PersonState.from_json(self.persons.get(partition, person))
-                emitted = set(state.stages)
-                for stage in self.stages:
-                    if (
-                        state.birth_date is not None
-                        and stage.name not in emitted
-                        and state.known_since is not None
-                        and state.known_since <= stage.date_for(state.birth_date) <= today
-                        and not state.departed
-                    ):
-                        outputs.append(self._event(partition, person, state, stage))
-                        emitted.add(stage.name)
-                if emitted != state.stages:
-                    state = state._replace(stages=frozenset(emitted))
+                due = [stage for on, stage in self.pending(state) if on <= today]
+                try:
+                    outputs += [self._event(partition, person, state, stage) for stage in due]
+                except DeadLetterKeyError:  # sealed under another SAMBAND_DLQ_KEY: the person cannot be named
+                    log.warning("life_stages.number_unreadable", partition=partition)
+                    state = state._replace(number=None)  # no stage for them until a Birth or Immigration again
+                    due = []
+                if due or state.number is None:
+                    state = state._replace(stages=state.stages.union(stage.name for stage in due))
                     self.persons.set(partition, person, state.to_json())
                 self.schedule(partition, person, state)
 
     def retractions(self, partition: int, person: str, before: PersonState) -> list[Write]:
         """An annulled Birth: an annulment of each stage event emitted for the person."""
-        if not before.stages or before.number is None:
+        if not before.stages or before.number is None or before.birth_date is None or before.known_since is None:
             return []
-        return [
-            self._write(
-                partition,
-                person,
-                self._record(
-                    stage,
-                    before,
-                    stage_event_id(person, stage.name) + ".annulment",
-                    kind="annulment",
-                    corrects=stage_event_id(person, stage.name),
-                ),
-            )
-            for stage in self.stages
-            if stage.name in before.stages
-        ]
+        emitted = [stage for stage in self.stages if stage.name in before.stages]
+        try:
+            return [
+                self._write(
+                    partition,
+                    person,
+                    self._record(
+                        stage,
+                        before,
+                        self._id(person, stage, before, "annulment"),
+                        kind="annulment",
+                        corrects=self._id(person, stage, before),
+                    ),
+                )
+                for stage in emitted
+            ]
+        except DeadLetterKeyError:
+            log.warning("life_stages.number_unreadable", partition=partition)
+            return []
 
     def _event(self, partition: int, person: str, state: PersonState, stage: LifeStage) -> Write:
-        return self._write(partition, person, self._record(stage, state, stage_event_id(person, stage.name)))
+        return self._write(partition, person, self._record(stage, state, self._id(person, stage, state)))
+
+    @staticmethod
+    def _id(person: str, stage: LifeStage, state: PersonState, change: str = "new") -> str:
+        assert state.birth_date is not None and state.known_since is not None
+        return stage_event_id(person, stage.name, state.birth_date, state.known_since, change)
 
     def _record(self, stage: LifeStage, state: PersonState, event_id: str, kind: str = "new", corrects=None) -> dict:
         assert state.birth_date is not None and state.number is not None
@@ -222,8 +241,7 @@ class LifeStages:
             "legalBasis": stage.law,
             "service": stage.service,
         }
-        number = self.seal.open(bytes.fromhex(state.number))
-        assert number is not None
+        number = self.seal.open(bytes.fromhex(state.number)) or b""  # DeadLetterKeyError under another key
         return {
             "envelope": {
                 "id": event_id,

@@ -112,10 +112,14 @@ class Route:
             # (subscription, person) stays in one partition of the deliveries topic.
             outputs += [(self.topics.deliveries, d.key, d.value, headers, partition) for d in result.deliveries]
         after = result.state
+        if after.kommune is not None and is_strict(after.protection):  # whatever event revealed the grade
+            after = after._replace(kommune=None)
         if event_type in LIFE_EVENTS:
             after = self.life.observe(event_type, record, after)
             if event_type == "Birth" and envelope["changeKind"] == "annulment":
-                outputs += self.life.retractions(partition, person, state)
+                # The stages as emitted, under the grade now (this event may be what revealed it).
+                emitted = state._replace(protection=after.protection, kommune=after.kommune)
+                outputs += self.life.retractions(partition, person, emitted)
                 after = after._replace(stages=frozenset())
             if event_type not in ("Move", "AddressProtectionChange"):  # these change the kommune, not a date
                 self.life.schedule(partition, person, after)
