@@ -36,8 +36,9 @@ from agents.subscriptions.delivery_target import AS_WRITTEN
 from agents.subscriptions.model import Subscription
 from bus.inspector import KafkaInspector
 from bus.reading import read_topic
-from bus.topics import EVENTS, INGEST, ROUTER_PERSONS, ROUTER_RECORDS, topic_names
+from bus.topics import EVENTS, INGEST, ROUTER_PERSONS, ROUTER_RECORDS, pull_topic_prefix, topic_names
 from connectors.kafka_sink.sink import PURGE_TYPE, register_schemas
+from connectors.pull.sink import pull_topic
 from schemas.catalog import catalog
 from schemas.codec import Codec, WireFormatError
 from schemas.identity import IDENTITY_NUMBER_IN_TEXT, has_valid_control_digits
@@ -417,6 +418,8 @@ async def scan_topics(
     kinds = {
         topic_names(app_id).deliveries: "deliveries",
         topic_names(app_id).pending: "pending",
+        # A pull subscription's topic holds delivery records as the router wrote them (connectors/pull).
+        **{pull_topic(pull_topic_prefix(app_id), sub_id): "deliveries" for sub_id in bus.versions},
         **dict.fromkeys(subscribers, "subscriber"),
     }
     scan = TopicScan(bus, subscribers, pseudonym_key)

@@ -175,6 +175,12 @@ class TopicNames:
     alerts: str
 
 
+def pull_topic_prefix(app_id: str) -> str:
+    """Each pull subscription has a topic of its own, this prefix + its id (connectors/pull/): not
+    in the table, since there is one per subscription, made by the delivery stage."""
+    return f"{app_id}-pull."
+
+
 def topic_names(app_id: str) -> TopicNames:
     return TopicNames(**{topic.attr: topic.name(app_id) for topic in TABLE})
 

@@ -266,6 +266,10 @@ class Sink(Connector):
     # Records per `write`: 1 writes each delivery alone; more lets delivery hand over several
     # subscribers' heads (each a different person's) in one call, e.g. one fsync per batch.
     max_batch: ClassVar[int] = 1
+    # True only for a kind of the bus's own that keeps deliveries inside the bus (the pull kind):
+    # `write` then gets the delivery record itself, keyed by the bus's pseudonym of the person, and the
+    # protection rule runs when it finally leaves. Any other kind gets the record as it leaves now.
+    takes_delivery_records: ClassVar[bool] = False
 
     @property
     def max_concurrency(self) -> int:

@@ -127,7 +127,7 @@ class Lane:
             if isinstance(outgoing, Outcome):
                 outcome = outgoing
             else:
-                if getattr(self.sink, "takes_delivery_records", False):
+                if self.sink.takes_delivery_records:
                     [outcome] = await self.sink.write([_delivery_record(entry)])
                 else:
                     outcome = await self.sink.write_delivery(outgoing, _headers(entry))
@@ -203,7 +203,7 @@ class Lane:
             if isinstance(outgoing, Outcome):
                 outcomes.append(outgoing)
                 continue
-            if getattr(self.sink, "takes_delivery_records", False):
+            if self.sink.takes_delivery_records:
                 sending.append((len(outcomes), _delivery_record(entry)))
             else:
                 sending.append((len(outcomes), sink_record(outgoing, _headers(entry))))

@@ -25,6 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from agents.config import Settings, webhook_allow_list
 from agents.subscriptions.windows import Window
+from bus.topics import pull_topic_prefix
 from connectors.api import ConfigError, ConnectorConfig, Sink, Subscriber, delivery_kinds
 
 # Altinn Events' schedule: 10 s, 30 s, 1 m, 5 m, 10 m, 30 m, 1 h, 3 h, 6 h, 12 h, 12 h.
@@ -76,7 +77,7 @@ def bus_lends(settings: Settings) -> dict[str, Any]:
         "webhook_allow": webhook_allow_list(settings),
         "secrets_dir": settings.secrets_dir,
         "subscriber_topic_prefix": settings.subscriber_topic_prefix,
-        "pull_topic_prefix": f"{settings.app_id}-pull.",
+        "pull_topic_prefix": pull_topic_prefix(settings.app_id),
         "files_root": settings.files_outbound_dir,
         "files_quota_bytes": settings.files_outbound_quota_bytes,
     }

@@ -8,13 +8,19 @@ subscriptions (another tenant's is 404).
     200 {"subscription", "events": [CloudEvent + "idempotencykey"], "next": CURSOR, "more": bool}
         ETag: "<next>"; ask again with after=<next>. `more`: the page stopped early, ask at once.
     304 with If-None-Match: "<after>" when nothing is new
-    429 + Retry-After: asked again within SAMBAND_PULL_POLL_INTERVAL_S of a page that had it all
+    429 + Retry-After: asked again within SAMBAND_PULL_POLL_INTERVAL_S of a page that had it all,
+        within 0.2 s of any page, or while a read of the subscription is in progress
     400 request.invalid_cursor / request.invalid_limit; 404 subscription.not_found;
-    503 events.unavailable when this worker runs no delivery stage (it holds the grades).
+    503 events.starting (Retry-After) until the delivery stage has read every person's grade, and
+    events.unavailable when this worker runs no delivery stage (it holds the grades).
+The checks run in that order: a poll too soon is 429 even with If-None-Match. The poll interval is
+kept per subscription in this worker's memory: every client of the subscription shares it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
 
@@ -25,22 +31,30 @@ from agents.subscriptions.http_api import authorise
 from agents.subscriptions.tokens import READ
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 1000
-READER_KEY = web.AppKey("sent_reader", object)
+READER_KEY = web.AppKey("sent_reader", tuple)  # (SentReader | None, Polls)
 
 
 class Polls:
-    """When each subscription last got a page that reached the end: polling again sooner is too fast."""
+    """What bounds the reads of this worker: after a page that reached the end a subscription waits
+    `interval`, after any page MIN_SPACING; one read per subscription at a time; and one history scan
+    (everyone's deliveries) at a time in the whole worker."""
+
+    MIN_SPACING = 0.2  # seconds between two reads of one subscription, even while it catches up
 
     def __init__(self, interval: float):
         self.interval = interval
-        self._caught_up: dict[str, float] = {}
+        self._next: dict[str, float] = {}  # subscription -> monotonic time it may ask again
+        self.reading: set[str] = set()
+        self.history = asyncio.Semaphore(1)
 
     def wait_left(self, subscription: str) -> float:
-        since = self._caught_up.get(subscription)
-        return 0.0 if since is None else max(0.0, self.interval - (time.monotonic() - since))
+        return max(0.0, self._next.get(subscription, 0.0) - time.monotonic())
+
+    def asked(self, subscription: str) -> None:
+        self._next[subscription] = max(self._next.get(subscription, 0.0), time.monotonic() + self.MIN_SPACING)
 
     def caught_up(self, subscription: str) -> None:
-        self._caught_up[subscription] = time.monotonic()
+        self._next[subscription] = time.monotonic() + self.interval
 
 
 def add_routes(web_app: web.Application, reader: SentReader | None, poll_interval: float) -> None:
@@ -64,6 +78,10 @@ async def get_events(request: web.Request) -> web.Response:
     reader, polls = request.app[READER_KEY]
     if reader is None:
         return _error(503, "events.unavailable", "this worker runs no delivery stage; ask a worker that does")
+    if not reader.ready():
+        return _error(
+            503, "events.starting", "the worker is still reading each person's grade; ask again", **{"Retry-After": "1"}
+        )
     limit_text = request.query.get("limit", str(DEFAULT_LIMIT))
     if not limit_text.isascii() or not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
         return _error(400, "request.invalid_limit", f"limit is a whole number from 1 to {MAX_LIMIT}")
@@ -73,14 +91,22 @@ async def get_events(request: web.Request) -> web.Response:
         return _error(
             429,
             "events.polled_too_fast",
-            f"nothing was left at the last poll; ask again in {math.ceil(left)} s",
+            f"asked again too soon after the last page; ask again in {math.ceil(left)} s",
             **{"Retry-After": str(math.ceil(left))},
         )
-    reading = Reading(sub_id, sub.delivery.kind == "pull", sub.public_body, sub.kommuner == "all")
+    if sub_id in polls.reading:
+        return _error(429, "events.in_progress", "a read of this subscription is in progress", **{"Retry-After": "1"})
+    fields = {event_type: tuple(paths) for event_type, paths in sub.fields.items()}
+    reading = Reading(sub_id, sub.delivery.kind == "pull", sub.public_body, sub.kommuner == "all", fields)
+    polls.reading.add(sub_id)
     try:
-        page = await reader.page(reading, after, int(limit_text))
+        async with polls.history if not reading.pull else contextlib.nullcontext():
+            page = await reader.page(reading, after, int(limit_text))
     except CursorError as exc:
         return _error(400, "request.invalid_cursor", str(exc))
+    finally:
+        polls.reading.discard(sub_id)
+        polls.asked(sub_id)
     if not page.more:
         polls.caught_up(sub_id)
     etag = f'"{page.next}"'
@@ -88,4 +114,6 @@ async def get_events(request: web.Request) -> web.Response:
     if not page.events and request.headers.get("If-None-Match") == f'"{after}"' and page.next == after:
         return web.Response(status=304, headers=headers)
     body = {"subscription": sub_id, "events": page.events, "next": page.next, "more": page.more}
+    if page.skipped:
+        body["skipped"] = page.skipped
     return web.json_response(body, headers=headers)

@@ -28,6 +28,7 @@ from agents.subscriptions.tokens import TokenConfigError, load_tokens
 from agents.web import dashboard, operations, person_report, schema_registry
 from agents.web.asyncapi import asyncapi_document
 from agents.web.openapi import openapi_document
+from bus.topics import pull_topic_prefix
 from schemas.catalog import catalog
 from schemas.registry import CatalogRegistry
 
@@ -73,5 +74,11 @@ def _sent_reader(settings: Settings, runtime: StageRuntime) -> SentReader | None
     if delivery is None:
         return None
     return SentReader(
-        runtime.bootstrap, runtime.topics, f"{settings.app_id}-pull.", delivery.egress, settings.history_days
+        runtime.bootstrap,
+        runtime.topics,
+        pull_topic_prefix(settings.app_id),
+        delivery.egress,
+        settings.history_days,
+        settings.pseudonym_key.encode(),
+        delivery.subscriptions_read.is_set,
     )

@@ -35,10 +35,10 @@ class PullConfig(ConnectorConfig):
 
 class PullSink(Sink):
     Config = PullConfig
-    description = "kept in the bus for the subscriber to fetch: GET /subscriptions/{id}/events"
+    description = "Kept in the bus for the subscriber to fetch over HTTP (GET /subscriptions/ID/events)"
     config: PullConfig
-    # The delivery stage hands this kind the delivery record itself, with the bus's pseudonym of the
-    # person: the protection rule runs again at fetch time, when the record leaves the bus.
+    # The delivery record itself, keyed by the bus's pseudonym of the person: the protection rule runs
+    # again at fetch time, when the record leaves the bus (agents/delivery/sent.py).
     takes_delivery_records = True
     ACK_TIMEOUT = 10.0
 

@@ -35,6 +35,7 @@ TOKENS = {
         "scopes": ["subscriptions:read", "subscriptions:write"],
     },
 }
+MOVES = {"Move": ["movedDate"]}
 ADDRESS = {"kommunenummer": "0301", "streetName": "Hemmeligvegen", "houseNumber": 9, "postalCode": "0150"}
 
 
@@ -66,7 +67,7 @@ async def _get(bus, sub: str, tenant: str = "oslo", **query) -> aiohttp.ClientRe
 
 
 async def _polite(bus, sub: str, timeout: float = 60, **query) -> aiohttp.ClientResponse:
-    """GET, waiting as each 429's Retry-After asks (the protocol), and while the worker starts."""
+    """GET, waiting as each 429's or 503's Retry-After asks (the protocol), and while the worker starts."""
     async with asyncio.timeout(timeout):
         while True:
             assert bus.worker.process.poll() is None, bus.worker.log_tail()
@@ -75,7 +76,8 @@ async def _polite(bus, sub: str, timeout: float = 60, **query) -> aiohttp.Client
             except aiohttp.ClientConnectionError:
                 await asyncio.sleep(0.2)  # the worker's web server is still starting
                 continue
-            if response.status not in (429, 404):  # 404 until the worker has read the subscription
+            # 404 until the worker has read the subscription, 503 until it has read every grade
+            if response.status not in (429, 404, 503):
                 return response
             await asyncio.sleep(float(response.headers.get("Retry-After", "0.2")))
 
@@ -97,7 +99,7 @@ async def _fetch(bus, sub: str, want: int, limit: int, after: str | None = None)
 
 
 async def test_a_pull_subscription_pages_through_its_events_in_order_then_304_then_429(bus):
-    await bus.put_subscription({"id": "oslo-pull", "delivery": {"kind": "pull"}})
+    await bus.put_subscription({"id": "oslo-pull", "fields": MOVES, "delivery": {"kind": "pull"}})
     records = bus.events_for("oslo-pull", persons=3, per_person=4)
     await bus.send(records)
 
@@ -105,8 +107,9 @@ async def test_a_pull_subscription_pages_through_its_events_in_order_then_304_th
     assert len(events) == 12
     assert {e["idempotencykey"] for e in events} == {r["idempotency_key"] for r in records}
     by_subject: dict[str, list[int]] = {}
-    for e in events:
-        by_subject.setdefault(e["subject"], []).append(e["data"]["seq"])
+    for e in events:  # ids ev-<person>-<n>: n is the person's n-th event
+        by_subject.setdefault(e["subject"], []).append(int(e["id"].rsplit("-", 1)[1]))
+    assert all(e["data"] == {"movedDate": "2024-03-01"} for e in events), "only the granted fields"
     assert sorted(by_subject.values()) == [[0, 1, 2, 3]] * 3, "each person's events in order"
     assert not {r["person"] for r in records} & set(by_subject), "the subscription's own pseudonym, not the bus's"
 
@@ -163,13 +166,16 @@ async def test_a_pulled_event_obeys_the_persons_grade_when_it_is_fetched(bus):
 
 
 async def test_another_tenant_no_token_a_foreign_cursor_and_a_bad_limit_are_refused(bus):
-    await bus.put_subscription({"id": "oslo-egen", "delivery": {"kind": "pull"}})
+    await bus.put_subscription({"id": "oslo-egen", "fields": MOVES, "delivery": {"kind": "pull"}})
+    await bus.put_subscription({"id": "oslo-annen", "fields": MOVES, "delivery": {"kind": "pull"}})
     assert (await _polite(bus, "oslo-egen")).status == 200
+    others = await (await _polite(bus, "oslo-annen")).json()
     assert (await _get(bus, "oslo-egen", tenant="bergen")).status == 404
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{_base(bus)}/subscriptions/oslo-egen/events") as response:
             assert response.status == 401
     for query, code in (
+        ({"after": others["next"]}, "request.invalid_cursor"),  # another subscription's: signed for it only
         ({"after": "bm90LWEtY3Vyc29y"}, "request.invalid_cursor"),
         ({"limit": 0}, "request.invalid_limit"),
     ):
@@ -182,7 +188,13 @@ async def test_a_webhook_subscription_reads_back_what_it_was_sent(bus):
     receiver = Receiver(bus.secret)
     await receiver.start()
     try:
-        await bus.subscribe("oslo-hook", receiver.url, retry_schedule=[0.1, 0.2], read_timeout=2.0)
+        await bus.put_subscription(
+            {
+                "id": "oslo-hook",
+                "fields": MOVES,
+                "delivery": {"kind": "webhook", "url": receiver.url, "secret_ref": "file:oslo-hook", "read_timeout": 2},
+            }
+        )
         records = bus.events_for("oslo-hook", persons=2, per_person=2)
         await bus.send(records)
         await bus.wait_for(receiver, lambda: len(receiver.events()) >= 4, 60, "four events delivered")
@@ -191,3 +203,15 @@ async def test_a_webhook_subscription_reads_back_what_it_was_sent(bus):
     events, _ = await _fetch(bus, "oslo-hook", want=4, limit=100)
     assert sorted(e["idempotencykey"] for e in events) == sorted(r.webhook_id for r in receiver.events())
     assert {e["subject"] for e in events} == {r.event["subject"] for r in receiver.events()}
+
+    # The grant withdrawn: what was sent under it is no longer read back.
+    await bus.put_subscription(
+        {
+            "id": "oslo-hook",
+            "fields": {"Death": ["deathDate"]},
+            "delivery": {"kind": "webhook", "url": receiver.url, "secret_ref": "file:oslo-hook", "read_timeout": 2},
+        }
+    )
+    async with asyncio.timeout(60):
+        while (await (await _polite(bus, "oslo-hook", limit=100)).json())["events"]:
+            await asyncio.sleep(0.5)  # until the worker has read the change: poll interval inside the timeout
