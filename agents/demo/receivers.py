@@ -6,6 +6,9 @@
   500 to events for that long after the first one arrives, then recovers: the bus retries.
 - `TopicReceiver`: a Kafka-native system reading its own topic (Confluent wire-format Avro of
   its projection, CloudEvents attributes in `ce_*` headers; docs/delivery.md).
+- `FolderReceiver`: a system that takes batch files from its folder (kind `files`).
+- `PullReceiver`: a system that takes no incoming calls and fetches its events (kind `pull`) from
+  the worker's `GET /subscriptions/{id}/events` with its tenant's token, following the cursor.
 
 Both keep what they got in memory (`events`, for the leak check) and counts for the view.
 Nothing here logs or prints event contents.
@@ -19,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -49,8 +53,11 @@ class Recording:
     event_ids: set[str] = field(default_factory=set)
     counts: Counts = field(default_factory=Counts)
     verified: bool = False  # the validation handshake reached it
+    first_at: float | None = None  # time.time() when its first event arrived
 
     def record(self, cloudevent: dict) -> None:
+        if self.first_at is None:
+            self.first_at = time.time()
         if cloudevent["id"] in self.event_ids:
             self.counts.duplicates += 1
             return
@@ -189,3 +196,60 @@ class FolderReceiver:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self.take_new()  # the last batch, finished when the worker stopped
+
+
+class PullReceiver:
+    """A system that fetches its events: GET /subscriptions/{id}/events with its token, `after` the
+    cursor it was last given, at most every POLL_SECONDS when it has caught up, and waiting as a
+    429's Retry-After asks (docs/delivery.md, "A pull subscription")."""
+
+    POLL_SECONDS = 1.0  # the worker's SAMBAND_PULL_POLL_INTERVAL_S: sooner would be answered 429
+
+    def __init__(self, subscription: str, base_url: str, token: str):
+        self.recording = Recording(subscription, verified=True)
+        self.url = f"{base_url}/subscriptions/{subscription}/events"
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.after: str | None = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._follow())
+
+    async def fetch(self, http: aiohttp.ClientSession) -> float | None:
+        """One page; None when it has caught up, else the seconds to wait before the next (0: more is waiting)."""
+        params = {"limit": "500", **({"after": self.after} if self.after else {})}
+        headers = {**self.headers, **({"If-None-Match": f'"{self.after}"'} if self.after else {})}
+        async with http.get(self.url, params=params, headers=headers) as response:
+            self.recording.counts.requests += 1
+            if response.status == 429:
+                self.recording.counts.refused += 1
+                return float(response.headers.get("Retry-After", self.POLL_SECONDS))
+            if response.status != 200:  # 304: nothing new; 404 until the worker has read the subscription
+                return None
+            page = await response.json()
+        for event in page["events"]:
+            self.recording.record(event)
+        self.after = page["next"]
+        return 0.0 if page["more"] else None
+
+    async def _follow(self) -> None:
+        async with aiohttp.ClientSession() as http:
+            while True:
+                try:
+                    wait = await self.fetch(http)
+                except aiohttp.ClientError:  # the worker's web server is starting or stopping
+                    wait = None
+                await asyncio.sleep(self.POLL_SECONDS if wait is None else wait)  # the system's polling interval
+
+    async def drain(self, timeout: float = 15.0) -> None:
+        """Fetch until a page says nothing more is waiting (before the worker stops)."""
+        await self.stop()
+        async with asyncio.timeout(timeout), aiohttp.ClientSession() as http:
+            while (wait := await self.fetch(http)) is not None:
+                await asyncio.sleep(wait)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -17,6 +18,7 @@ from agents.demo.checks import delivery_gaps
 from agents.demo.feed import DemoFeed
 from agents.demo.monitor import BusMonitor, bus_topic_names, read_to_end
 from agents.demo.view import summary_table
+from agents.subscriptions.windows import NORWAY
 from bus.inspector import KafkaInspector
 from schemas.life_stages import life_stages
 
@@ -44,6 +46,7 @@ class Report:
         bootstrap: str,
         app_id: str,
         run_dir: Path,
+        windows: dict[str, datetime],
     ):
         self.subscriptions = subscriptions
         self.recordings = {sub_id: r.recording for sub_id, r in receivers.items()}
@@ -53,6 +56,8 @@ class Report:
         self.bootstrap = bootstrap
         self.app_id = app_id
         self.run_dir = run_dir
+        self.windows = windows  # subscription -> when its delivery window opened
+        self.kinds = {s.id: s.delivery.kind for s in subscriptions}
         self.unread: dict[str, int] = {}
         self.monitor_complete = True
         self.logs: list[Path] = []
@@ -90,7 +95,7 @@ class Report:
         )
         findings = self.findings
         per_system = Counter(f.subscription for f in findings if f.subscription)
-        rows = [systems.row(s, self.outage_seconds) for s in self.subscriptions]
+        rows = [systems.row(s, self.outage_seconds, self.windows.get(s.id)) for s in self.subscriptions]
         console.print(summary_table(rows, gaps, flow, self.recordings, per_system))
 
         problems: list[str] = []
@@ -156,6 +161,26 @@ class Report:
             for line in behind:
                 console.print(f"  the bus had not finished: {line} (a longer --duration lets it finish)")
             problems.append("undelivered")
+        for sub, opens in self.windows.items():
+            first = self.recordings[sub].first_at
+            local = f"{opens.astimezone(NORWAY):%H:%M:%S}"
+            if first is None:
+                console.print(f"Delivery window: {sub}'s window opened at {local} (Oslo); nothing arrived.")
+            elif first < opens.timestamp():
+                console.print(f"[bold red]Delivery window: {sub} got an event before its window opened at {local}.[/]")
+                problems.append("delivered outside a window")
+            else:
+                console.print(
+                    f"Delivery window: {sub} takes deliveries from {local} (Oslo); the bus held its events until "
+                    f"then, in order, and the first arrived {first - opens.timestamp():.1f} s after the window opened."
+                )
+        for sub, kind in self.kinds.items():
+            if kind == "pull":
+                counts = self.recordings[sub].counts
+                console.print(
+                    f"Pull: {sub} fetched its {len(self.recordings[sub].events):,} events itself in "
+                    f"{counts.requests:,} requests ({counts.refused:,} answered 429: asked again too soon)."
+                )
         stages = Counter((e.subscription, e.event_type) for e in received if e.event_type in life_stages())
         if stages:
             got = ", ".join(f"{sub} {n:,} {stage}" for (sub, stage), n in sorted(stages.items()))

@@ -13,13 +13,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import secrets
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -31,7 +35,7 @@ from agents.demo import systems
 from agents.demo.feed import TOKEN, DemoFeed
 from agents.demo.monitor import BusMonitor, bus_topic_names, wait_for_topics
 from agents.demo.processes import Broker, Children
-from agents.demo.receivers import FolderReceiver, TopicReceiver, WebhookReceiver
+from agents.demo.receivers import FolderReceiver, PullReceiver, TopicReceiver, WebhookReceiver
 from agents.demo.report import Report
 from agents.demo.view import RateMeter, live_view
 from agents.logging import configure_logging
@@ -70,7 +74,15 @@ class DemoRun:
         self.subscriptions = systems.load_subscriptions()
         self.outage_seconds = max(5.0, min(15.0, options.duration / 4))
         self.secrets = {s.id: new_secret() for s in self.subscriptions if s.delivery.kind == "webhook"}
-        self.receivers: dict[str, WebhookReceiver | TopicReceiver | FolderReceiver] = {}
+        self.receivers: dict[str, WebhookReceiver | TopicReceiver | FolderReceiver | PullReceiver] = {}
+        # Each pulling system's token: its tenant owns its subscription only (a tokens file of the run).
+        self.pull_tokens = {s.id: secrets.token_urlsafe(24) for s in self.subscriptions if s.delivery.kind == "pull"}
+        self.pseudonym_key = secrets.token_hex(32)  # this run's, also for the access report at the end
+        # The windowed system's window opens this far into the run, while the year is still flowing.
+        # (a whole second: a window's times are wall-clock times to the second)
+        self.window_opens = datetime.now(UTC).replace(microsecond=0) + timedelta(
+            seconds=round(max(10.0, options.duration * 0.4))
+        )
         self.stop_requested = asyncio.Event()
         self.web_port = _free_port()
         self.dashboard_token = secrets.token_urlsafe(24)  # this run's only: the dashboard's operator token
@@ -85,7 +97,8 @@ class DemoRun:
             "SAMBAND_WEB_PORT": str(self.web_port),
             "SAMBAND_API_TOKENS": f"{self.dashboard_token}=operations:read+dlq:replay",
             "SAMBAND_DASHBOARD_SAMPLE_S": "2",  # a minute's run makes a chart of 30 points
-            "SAMBAND_PSEUDONYM_KEY": secrets.token_hex(32),
+            "SAMBAND_PSEUDONYM_KEY": self.pseudonym_key,
+            "SAMBAND_API_TOKENS_FILE": str((self.run_dir / "tokens.yaml").resolve()),
             "SAMBAND_LOG_FORMAT": "json",
             "SAMBAND_DLQ_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),  # keys of this run only
             "SAMBAND_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8",  # the demo's receivers listen on loopback, over http
@@ -103,6 +116,7 @@ class DemoRun:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop_requested.set)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._write_tokens()
         say = self.console.print
         say(
             f"[bold]kafka[/]    {self.broker.bootstrap} ({'started for this run' if self.broker.started_here else 'already running, reused'})"
@@ -114,7 +128,8 @@ class DemoRun:
             f"{len(feed.documents):,} events, {protected['fortrolig']:,} of fortrolig and "
             f"{protected['strengtFortrolig'] + protected['strengtFortroligUtland']:,} of strengt fortrolig persons"
         )
-        children = Children(self.run_dir, self._env())
+        self.env = self._env()
+        children = Children(self.run_dir, self.env)
         monitor = BusMonitor(self.broker.bootstrap, self.app_id)
         try:
             await self._start_receivers()
@@ -127,7 +142,12 @@ class DemoRun:
                     f"[bold]dashboard[/] http://127.0.0.1:{self.web_port}/dashboard "
                     f"(token for this run: {self.dashboard_token})"
                 )
-                own = [systems.kafka_topic(s, self.app_id) for s in self.subscriptions if s.delivery.kind == "kafka"]
+                # Not the windowed system's: its topic is made when its window first opens.
+                own = [
+                    systems.kafka_topic(s, self.app_id)
+                    for s in self.subscriptions
+                    if s.delivery.kind == "kafka" and s.id != systems.WINDOWED
+                ]
                 await wait_for_topics(
                     self.broker.bootstrap,
                     [*bus_topic_names(self.app_id).values(), *own],
@@ -153,7 +173,7 @@ class DemoRun:
                 )
                 await monitor.start()
                 for receiver in self.receivers.values():
-                    if isinstance(receiver, TopicReceiver | FolderReceiver):
+                    if isinstance(receiver, TopicReceiver | FolderReceiver | PullReceiver):
                         await receiver.start()
                 pacer = asyncio.create_task(feed.publish(simulator, self.options.duration / 2))
                 try:
@@ -163,6 +183,10 @@ class DemoRun:
                 finally:
                     pacer.cancel()
                     await asyncio.gather(pacer, return_exceptions=True)
+                    for receiver in self.receivers.values():
+                        if isinstance(receiver, PullReceiver):
+                            with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+                                await receiver.drain()  # what is waiting for it, while the worker still runs
                     self.console.print(
                         "stopping the feed source and the worker, then checking what each system got ..."
                     )
@@ -179,15 +203,61 @@ class DemoRun:
                 self.broker.bootstrap,
                 self.app_id,
                 self.run_dir,
+                {systems.WINDOWED: self.window_opens},
             )
             await report.gather()
-            return report.print(self.console, failed) or (1 if self.pictures_problem else 0)
+            code = report.print(self.console, failed)
+            code = await self._access_report() or code
+            return code or (1 if self.pictures_problem else 0)
         finally:
             children.stop_all()
             await monitor.stop()
             for receiver in self.receivers.values():
                 await receiver.stop()
             await self._delete_topics()
+
+    def _write_tokens(self) -> None:
+        """The tokens file of the run: each pulling system reads its own subscription, nothing else."""
+        tokens = {
+            sub_id: {
+                "token": token,
+                "owner": next(s.system.owner for s in self.subscriptions if s.id == sub_id),
+                "subscriptions": {"ids": [sub_id]},
+                "scopes": ["subscriptions:read"],
+            }
+            for sub_id, token in self.pull_tokens.items()
+        }
+        path = self.run_dir / "tokens.yaml"
+        path.write_text(yaml.safe_dump(tokens), "utf-8")
+        path.chmod(0o600)
+
+    async def _access_report(self) -> int:
+        """A child's access report (GDPR article 15), as `samband person report` makes it, from the run's
+        topics: which systems got which events about the child. The terminal shows counts and system
+        names; the page for the child is written to the run's folder."""
+        stage = next(
+            (e for e in self.receivers["oslo-barnehage"].recording.events if e.event_type == "KindergartenRight"), None
+        )
+        number = (stage.data.get("envelope") or {}).get("person") if stage else None
+        if not number:
+            self.console.print("[bold yellow]Access report: no child with a KindergartenRight to report on.[/]")
+            return 1
+        page = self.run_dir / "person-report.html"
+        command = [sys.executable, "-m", "agents.cli", "person", "report", "-", "--json", "--html", str(page)]
+        done = await asyncio.to_thread(
+            subprocess.run, command, input=number + "\n", env={**os.environ, **self.env}, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            self.console.print(f"[bold red]Access report failed[/]: {done.stderr.strip()[-300:]}")
+            return 1
+        received = json.loads(done.stdout)["received"]
+        systems_named = sorted({r["subscription"] for r in received})
+        self.console.print(
+            f"Access report (GDPR art. 15) for one child with a kindergarten right, by `samband person report`: "
+            f"{len(received)} events about the child reached {len(systems_named)} systems "
+            f"({', '.join(systems_named)}); the page for the child: {page}"
+        )
+        return 0
 
     async def _take_pictures(self, folder: Path) -> None:
         from agents.demo.pictures import PicturesError, take_pictures
@@ -221,6 +291,8 @@ class DemoRun:
                 await receiver.start()
             elif sub.delivery.kind == "files":
                 receiver = FolderReceiver(sub.id, self.outbound / sub.id)
+            elif sub.delivery.kind == "pull":
+                receiver = PullReceiver(sub.id, f"http://127.0.0.1:{self.web_port}", self.pull_tokens[sub.id])
             else:
                 receiver = TopicReceiver(
                     sub.id, self.broker.bootstrap, systems.kafka_topic(sub, self.app_id), sub.fields
@@ -230,6 +302,7 @@ class DemoRun:
     async def _apply_subscriptions(self) -> None:
         topic = topic_names(self.app_id).subscriptions
         subs = [systems.for_this_run(s, getattr(self.receivers[s.id], "url", None)) for s in self.subscriptions]
+        subs = [systems.with_window(s, self.window_opens) if s.id == systems.WINDOWED else s for s in subs]
         await store.ensure_topic(self.broker.bootstrap, topic)
         await store.write(self.broker.bootstrap, topic, [(s.id, s.to_json()) for s in subs])
         self.console.print(
@@ -243,7 +316,7 @@ class DemoRun:
 
     async def _watch(self, feed: DemoFeed, monitor: BusMonitor, children: Children) -> str | None:
         """The live view until the duration is over (or Ctrl-C); the name of a process that died, if one did."""
-        rows = [systems.row(s, self.outage_seconds) for s in self.subscriptions]
+        rows = [systems.row(s, self.outage_seconds, self.window_opens) for s in self.subscriptions]
         recordings = {sub_id: r.recording for sub_id, r in self.receivers.items()}
         meter, started = RateMeter(), time.monotonic()
 
