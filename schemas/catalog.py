@@ -43,6 +43,7 @@ AVRO_DIR = Path(__file__).parent / "avro"
 EVENTS_NAMESPACE = "no.samband.events"
 ENVELOPE = "no.samband.envelope.Envelope"
 UNKNOWN_EVENT = "UnknownEvent"
+POPULATION_RECORD = "PopulationRecord"  # a person from a register extract: teaches the bus, delivered to no one
 CLASSIFICATIONS = ("identifier", "name", "address", "confidential", "ordinary")
 _NAMED = ("record", "enum", "fixed")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import date, datetime
 
-from schemas.catalog import ENVELOPE, Catalog, type_label
+from schemas.catalog import ENVELOPE, POPULATION_RECORD, Catalog, type_label
 from schemas.compatibility import rule_for
 from schemas.examples import example
 from schemas.life_stages import LifeStage, life_stages
@@ -117,6 +117,8 @@ def render_catalog(cat: Catalog) -> str:
         current = cat.current(event_type)
         if event_type in life_stages():
             sources = "none: the bus derives it from the birth date (Life stages, above)"
+        elif event_type == POPULATION_RECORD:
+            sources = "none: a bulk extract of the register, sent through any ingest path"
         else:
             sources = ", ".join(f"`{s}`" for s in cat.source_types(event_type)) or "any hendelsestype not listed above"
         payload = [f for f in cat.fields(event_type) if not f.path.startswith("envelope.")]

@@ -66,6 +66,7 @@ _PAYLOADS: dict[str, tuple[list[str], dict]] = {
         },
     ),
     "Death": (["4601"], {"deathDate": date(2024, 2, 27)}),
+    "PopulationRecord": (["0301"], {"birthDate": date(2019, 5, 17), "address": OSLO_ADDRESS}),
     "Move": (
         ["0301", "4601"],
         {

@@ -42,7 +42,11 @@ SOURCE = "urn:no:samband:life-stages"
 OSLO = ZoneInfo("Europe/Oslo")
 log = structlog.get_logger(__name__)
 # The event types that change what the router keeps for a person's stages.
-LIFE_EVENTS = frozenset({"Birth", "Immigration", "Move", "Death", "Emigration", "AddressProtectionChange"})
+LIFE_EVENTS = frozenset(
+    {"Birth", "Immigration", "PopulationRecord", "Move", "Death", "Emigration", "AddressProtectionChange"}
+)
+# The event types a birth date is learned from.
+TEACHING = frozenset({"Birth", "Immigration", "PopulationRecord"})
 _IDS = uuid.UUID("6f0b0c55-2a4e-4b8e-9b8e-1ec5a1f1e5a6")  # namespace of stage event ids
 
 
@@ -101,6 +105,8 @@ class LifeStages:
 
     def observe(self, event_type: str, record: dict, state: PersonState) -> PersonState:
         """The person's state with what this event says about their life stages."""
+        if state.number is None and event_type not in TEACHING:
+            return state  # a person without stages to come: nothing to keep (most persons, most events)
         envelope = record["envelope"]
         kind = envelope["changeKind"]
         strict = is_strict(state.protection)
@@ -115,8 +121,8 @@ class LifeStages:
         changes: dict = {}
         if not strict and (kommune := _kommune(event_type, record)) is not None and kommune != state.kommune:
             changes["kommune"] = kommune
-        if event_type in ("Birth", "Immigration") and kind != "annulment":
-            birth = record["birthDate"] if event_type == "Birth" else state.birth_date
+        if event_type in TEACHING and kind != "annulment":
+            birth = state.birth_date if event_type == "Immigration" else record["birthDate"]
             learned = self.today()  # when the bus learned it, not the event's time: an old feed read
             # anew must not send every stage of a child's life at once
             if birth is None:
@@ -125,7 +131,7 @@ class LifeStages:
                 changes["birth_date"] = birth
                 if state.number is None or kind == "new":
                     changes["number"] = self.seal.seal(envelope["person"].encode()).hex()
-                if state.known_since is None or event_type == "Immigration":
+                if state.known_since is None or event_type == "Immigration":  # back in Norway: from now
                     changes["known_since"] = learned
                 if event_type == "Immigration":
                     changes["departed"] = False
@@ -273,7 +279,10 @@ class LifeStages:
 
 def _kommune(event_type: str, record: dict) -> str | None:
     """The kommune the person lives in after this event, when it says."""
-    if event_type not in ("Birth", "Move", "Immigration") or record["envelope"]["changeKind"] == "annulment":
+    if (
+        event_type not in ("Birth", "Move", "Immigration", "PopulationRecord")
+        or record["envelope"]["changeKind"] == "annulment"
+    ):
         return None
     address = record.get("newAddress") if event_type == "Move" else record.get("address")
     if isinstance(address, dict) and address.get("kommunenummer"):

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from agents.subscriptions.delivery_target import DeliveryTarget, as_written
 from connectors.api import delivery_kinds
-from schemas.catalog import UNKNOWN_EVENT, catalog
+from schemas.catalog import POPULATION_RECORD, UNKNOWN_EVENT, catalog
 from schemas.kommuner import kommuner
 
 MoveScope = Literal["into", "outOf", "within"]
@@ -86,7 +86,11 @@ class Subscription(_Strict):
     @field_validator("event_types")
     @classmethod
     def _known_types(cls, value):
-        known = set(catalog().event_types()) - {UNKNOWN_EVENT}
+        if POPULATION_RECORD in value:
+            raise ValueError(
+                f"{POPULATION_RECORD} teaches the bus birth dates for life stages and goes to no subscription"
+            )
+        known = set(catalog().event_types()) - {UNKNOWN_EVENT, POPULATION_RECORD}
         unknown = [t for t in value if t not in known]
         if unknown:
             raise ValueError(f"unknown event types {unknown}; known: {', '.join(sorted(known))}")

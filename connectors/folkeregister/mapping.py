@@ -95,7 +95,8 @@ def _protection(value: str | None) -> str:
     return value if value in PROTECTIONS else "ugradert"
 
 
-def _address(value: dict | None) -> dict | None:
+def address_record(value: dict | None) -> dict | None:
+    """A register address document (bostedsadresse) as the catalog's Address."""
     if not value:
         return None
     return {
@@ -126,7 +127,7 @@ Payload = tuple[dict, list]
 
 
 def _birth(f: dict, _t: str, _k: str, day: date) -> Payload:
-    address = _address(f.get("bostedsadresse"))
+    address = address_record(f.get("bostedsadresse"))
     parents = [p for p in (f.get("mor"), f.get("far")) if p]
     gender = GENDERS.get(f.get("kjoenn"), "unknown")
     return {"birthDate": _date(f.get("foedselsdato"), day), "gender": gender, "name": _name(f.get("navn")),
@@ -138,14 +139,14 @@ def _death(f: dict, _t: str, _k: str, day: date) -> Payload:
 
 
 def _immigration(f: dict, _t: str, _k: str, day: date) -> Payload:
-    address = _address(f.get("bostedsadresse"))
+    address = address_record(f.get("bostedsadresse"))
     return {"immigrationDate": _date(f.get("innflyttingsdato"), day), "fromCountry": f.get("innflyttetFra"),
             "address": address}, [_kommune(address)]  # fmt: skip
 
 
 def _emigration(f: dict, _t: str, _k: str, day: date) -> Payload:
     return {"emigrationDate": _date(f.get("utflyttingsdato"), day), "toCountry": f.get("utflyttetTil")}, [
-        _kommune(_address(f.get("forrigeBostedsadresse")))
+        _kommune(address_record(f.get("forrigeBostedsadresse")))
     ]
 
 
@@ -157,7 +158,7 @@ MOVE_CAUSES = {
 
 
 def _move(f: dict, hendelsetype: str, _k: str, day: date) -> Payload:
-    new, previous = _address(f.get("bostedsadresse")), _address(f.get("forrigeBostedsadresse"))
+    new, previous = address_record(f.get("bostedsadresse")), address_record(f.get("forrigeBostedsadresse"))
     previous_kommune = _kommune(previous) or f.get("forrigeKommunenummer")
     new_kommune = _kommune(new) or f.get("kommunenummer")
     scope = move_scope(previous_kommune, new_kommune) if previous_kommune else "betweenKommuner"
@@ -195,7 +196,7 @@ def _parental_responsibility(f: dict, _t: str, _k: str, day: date) -> Payload:
 
 
 def _shared_residence(f: dict, _t: str, _k: str, day: date) -> Payload:
-    address = _address(f.get("adresse"))
+    address = address_record(f.get("adresse"))
     end = f.get("sluttdato")
     return {"sharedAddress": address, "startDate": _date(f.get("startdato"), day),
             "endDate": date.fromisoformat(end) if end else None}, [_kommune(address)]  # fmt: skip

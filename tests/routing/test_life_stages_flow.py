@@ -74,13 +74,15 @@ async def test_stages_due_reach_the_kommune_once_and_a_protected_childs_carry_no
             }
         )
         child = synthetic_number(10, 2, 26, 100)  # one on 10 February 2027: kindergarten from 1 August
-        pupil = synthetic_number(10, 3, 21, 100)  # six in 2027: school from 1 August
+        pupil = synthetic_number(10, 3, 21, 100)  # six in 2027: school from 1 August; known from an extract
         hidden = synthetic_number(5, 5, 26, 100)  # strengt fortrolig from birth, kindergarten from 1 August
         newborn = synthetic_number(1, 11, 26, 100)  # one in November 2027: its right is still to come
         grown = synthetic_number(10, 3, 20, 100)  # its kindergarten and school were due before the bus knew it
         births = [
             _birth(child, date(2026, 2, 10)),
-            _birth(pupil, date(2021, 3, 10)),
+            event(  # a register extract's record: teaches the bus, goes to no one itself
+                "PopulationRecord", pupil, [OSLO], birthDate=date(2021, 3, 10), address=address(OSLO, "Skolevegen", 6)
+            ),
             _birth(hidden, date(2026, 5, 5), "strengtFortrolig"),
             _birth(newborn, date(2026, 11, 1)),
             _birth(grown, date(2020, 3, 10)),
