@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.live import Live
 
 from agents.demo import systems
+from agents.demo.extract import encoded, population_records
 from agents.demo.feed import TOKEN, DemoFeed
 from agents.demo.monitor import BusMonitor, bus_topic_names, wait_for_topics
 from agents.demo.processes import Broker, Children
@@ -41,8 +42,21 @@ from agents.demo.view import RateMeter, live_view
 from agents.logging import configure_logging
 from agents.subscriptions import store
 from bus import clients
-from bus.topics import DEADLETTER, DELIVERIES, EVENTS, INGEST, ensure_table_topics, topic_names
+from bus.topics import (
+    BUS_PARTITIONS,
+    DEADLETTER,
+    DELIVERIES,
+    EVENTS,
+    INGEST,
+    ensure_table_topics,
+    ensure_topics,
+    topic_names,
+)
 from connectors.webhook.secrets import new_secret
+from schemas.catalog import catalog
+from schemas.codec import Codec
+from schemas.ingest_key import IngestKey
+from schemas.registry import CatalogRegistry
 from synthetic.folkeregister_simulator import run_simulator
 
 PROTECTION_SCALE = 20.0  # more protected persons than in reality, so the demo has some to protect
@@ -142,17 +156,17 @@ class DemoRun:
                     f"[bold]dashboard[/] http://127.0.0.1:{self.web_port}/dashboard "
                     f"(token for this run: {self.dashboard_token})"
                 )
-                # Not the windowed system's: its topic is made when its window first opens.
-                own = [
-                    systems.kafka_topic(s, self.app_id)
-                    for s in self.subscriptions
-                    if s.delivery.kind == "kafka" and s.id != systems.WINDOWED
-                ]
+                own = [systems.kafka_topic(s, self.app_id) for s in self.subscriptions if s.delivery.kind == "kafka"]
                 await wait_for_topics(
                     self.broker.bootstrap,
                     [*bus_topic_names(self.app_id).values(), *own],
                     180,
                     lambda: not children.dead(),
+                )
+                loaded = await self._load_extract(feed)
+                say(
+                    f"[bold]extract[/]  {loaded:,} children born in {systems.SCHOOL_COHORT} loaded from a register "
+                    "extract (PopulationRecord): the bus learns their birth dates, for their school start"
                 )
                 config = self.run_dir / "feed.yaml"
                 config.write_text(
@@ -215,6 +229,19 @@ class DemoRun:
             for receiver in self.receivers.values():
                 await receiver.stop()
             await self._delete_topics()
+
+    async def _load_extract(self, feed: DemoFeed) -> int:
+        """The children who start school in the run's life-stage year, from a register extract, into ingest."""
+        records = population_records(feed.simulation, systems.SCHOOL_COHORT)
+        keyed = encoded(records, Codec(CatalogRegistry(catalog())), IngestKey(self.pseudonym_key.encode()))
+        producer = clients.durable_producer(self.broker.bootstrap)
+        await producer.start()
+        try:
+            topic = topic_names(self.app_id).ingest
+            await asyncio.gather(*[await producer.send(topic, value, key=key) for key, value in keyed])
+        finally:
+            await producer.stop()
+        return len(records)
 
     def _write_tokens(self) -> None:
         """The tokens file of the run: each pulling system reads its own subscription, nothing else."""
@@ -313,6 +340,10 @@ class DemoRun:
     async def _create_bus_topics(self) -> None:
         """The topics the live view follows, made from the topic table before the worker starts."""
         await ensure_table_topics(self.broker.bootstrap, self.app_id, [INGEST, EVENTS, DEADLETTER, DELIVERIES])
+        # The windowed system's own topic too: the bus makes it only when its window first opens,
+        # and its receiver, reading from the start, would meet a topic that appears mid-run.
+        windowed = next(s for s in self.subscriptions if s.id == systems.WINDOWED)
+        await ensure_topics(self.broker.bootstrap, {systems.kafka_topic(windowed, self.app_id): {}}, BUS_PARTITIONS)
 
     async def _watch(self, feed: DemoFeed, monitor: BusMonitor, children: Children) -> str | None:
         """The live view until the duration is over (or Ctrl-C); the name of a process that died, if one did."""

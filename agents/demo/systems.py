@@ -18,6 +18,7 @@ WINDOWED = "stavanger-gebyr"  # takes deliveries only from a moment into the run
 # The life-stage clock of a run (SAMBAND_LIFE_STAGES_SIMULATED_START): the register year is 2024,
 # and on this first day of the next kindergarten year its children born by August reach their right.
 LIFE_STAGE_DAY = "2025-08-01T07:00:00+02:00"
+SCHOOL_COHORT = 2019  # born this year, they start school on LIFE_STAGE_DAY: loaded from a register extract
 
 
 def load_subscriptions() -> list[Subscription]:

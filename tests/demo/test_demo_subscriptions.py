@@ -20,6 +20,7 @@ def test_every_sample_system_is_a_valid_subscription():
         "eventyrhagen-barnehager",
         "barnevern-nasjonal",
         "stavanger-gebyr",
+        "oslo-hjemmetjeneste",
     }
     assert subs["tromso-skole"].kommuner == ["5501"]
     assert all("folkeregisterloven § 10-2" in s.legal_basis for s in subs.values())
@@ -33,3 +34,4 @@ def test_the_sample_covers_a_private_operator_a_national_system_and_every_delive
     assert barnevern.kommuner == "all" and "envelope.addressProtection" in barnevern.fields["Move"]
     assert [s.id for s in subs.values() if s.delivery.kind == "kafka"] == ["stavanger-gebyr"]
     assert [s.id for s in subs.values() if s.delivery.kind == "files"] == ["alta-bibliotek"]
+    assert [s.id for s in subs.values() if s.delivery.kind == "pull"] == ["oslo-hjemmetjeneste"]
