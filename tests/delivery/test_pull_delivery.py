@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
+import sys
 
 import aiohttp
 import pytest
@@ -215,3 +217,30 @@ async def test_a_webhook_subscription_reads_back_what_it_was_sent(bus):
     async with asyncio.timeout(60):
         while (await (await _polite(bus, "oslo-hook", limit=100)).json())["events"]:
             await asyncio.sleep(0.5)  # until the worker has read the change: poll interval inside the timeout
+
+
+async def test_schemathesis_finds_no_server_error_on_the_events_endpoint(bus, tmp_path):
+    """Fuzzed after, limit and If-None-Match on a subscription the token owns, with events to read:
+    every answer is one the OpenAPI document declares, and none is a 5xx."""
+    await bus.put_subscription({"id": "oslo-fuzz", "fields": MOVES, "delivery": {"kind": "pull"}})
+    await bus.send(bus.events_for("oslo-fuzz", persons=3, per_person=3))
+    await _fetch(bus, "oslo-fuzz", want=9, limit=100)
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(
+        f'headers = {{ Authorization = "Bearer {TOKENS["oslo"]["token"]}" }}\n'
+        '[[operations]]\ninclude-path = "/subscriptions/{id}/events"\nparameters = { "id" = "oslo-fuzz" }\n'
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run", f"{_base(bus)}/openapi.json",
+        "--include-path", "/subscriptions/{id}/events", "--max-examples", "40", "--seed", "19",
+        "--checks", "not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance",
+        "--report", "har", "--report-dir", str(tmp_path / "report"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(process.communicate(), 300)
+    assert process.returncode == 0, output.decode()[-4000:]
+    (har,) = (tmp_path / "report").glob("har-*.json")
+    entries = json.loads(har.read_text())["log"]["entries"]
+    statuses = {entry["response"]["status"] for entry in entries}
+    assert all("/subscriptions/oslo-fuzz/events" in entry["request"]["url"] for entry in entries)
+    assert 200 in statuses and not any(status >= 500 for status in statuses), statuses
