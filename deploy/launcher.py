@@ -1,15 +1,17 @@
-"""Local single-node Kafka broker (KRaft, broker and controller in one JVM) for development and tests.
+"""Local Kafka for development and tests: one KRaft node (broker and controller in one JVM), or a
+cluster of several such nodes (`Cluster`, `samband kafka up --brokers 3`).
 
 The broker's jars come from Maven Central through `deploy/kafka/pom.xml` and are kept in a
 per-user cache, so only the first start downloads anything. Pid file, log and data live under
-one state directory. When `KAFKA_BOOTSTRAP_SERVERS` is set, that cluster is used and nothing
-is started.
+one state directory (a cluster: one per node, `node-<n>/`, and `cluster.json` beside them). When
+`KAFKA_BOOTSTRAP_SERVERS` is set, that cluster is used and nothing is started.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import os
 import shutil
@@ -22,7 +24,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 POM = Path(__file__).parent / "kafka" / "pom.xml"
@@ -70,6 +72,12 @@ class BrokerConfig:
     jar_cache: Path = _xdg("XDG_CACHE_HOME", ".cache") / "samband" / "kafka-jars"
     start_timeout: float = 90.0
     stop_timeout: float = 30.0
+    # One node of a cluster (Cluster.node): its id, every controller (`id@host:port,...`), the
+    # replication of the broker's own topics, and the JVM's heap.
+    node_id: int = 1
+    voters: str = ""
+    replication: int = 1
+    heap: str = "1g"
 
     @classmethod
     def from_env(cls) -> BrokerConfig:
@@ -194,8 +202,8 @@ def _server_properties(config: BrokerConfig) -> str:
     return "\n".join(
         [
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@{config.host}:{config.controller_port}",
+            f"node.id={config.node_id}",
+            f"controller.quorum.voters={config.voters or f'1@{config.host}:{config.controller_port}'}",
             f"listeners=PLAINTEXT://{config.host}:{config.port},CONTROLLER://{config.host}:{config.controller_port}",
             f"advertised.listeners=PLAINTEXT://{config.host}:{config.port}",
             "controller.listener.names=CONTROLLER",
@@ -203,10 +211,13 @@ def _server_properties(config: BrokerConfig) -> str:
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             f"log.dirs={config.data_dir}",
             "num.partitions=4",
-            "offsets.topic.replication.factor=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            # A single node: no reason to wait for more group members to join.
+            # New topics default to every replica the cluster can give (three at most); min.insync.replicas
+            # stays 1 for the broker, so topics the bus still makes with one replica can be written to.
+            f"default.replication.factor={config.replication}",
+            f"offsets.topic.replication.factor={config.replication}",
+            f"transaction.state.log.replication.factor={config.replication}",
+            f"transaction.state.log.min.isr={2 if config.replication >= 3 else 1}",
+            # Local: no reason to wait for more group members to join.
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=true",
             "delete.topic.enable=true",
@@ -219,8 +230,8 @@ def _java_command(config: BrokerConfig, jar_dir: Path, main: str, *args: str) ->
     java = _require("java", "Java 17 (e.g. `apt-get install openjdk-17-jre-headless`) to run the broker")
     return [
         java,
-        "-Xms256m",
-        "-Xmx1g",
+        "-Xms128m",
+        f"-Xmx{config.heap}",
         "-XX:+UseG1GC",
         "-Djava.awt.headless=true",
         f"-Dlog4j.configuration=file:{LOG4J_CONFIG}",
@@ -237,13 +248,13 @@ def _new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def _format_storage(config: BrokerConfig, jar_dir: Path, properties: Path) -> None:
+def _format_storage(config: BrokerConfig, jar_dir: Path, properties: Path, cluster_id: str | None = None) -> None:
     command = _java_command(
         config,
         jar_dir,
         "kafka.tools.StorageTool",
         "format",
-        f"--cluster-id={_new_cluster_id()}",
+        f"--cluster-id={cluster_id or _new_cluster_id()}",
         f"--config={properties}",
     )
     result = subprocess.run(command, capture_output=True, text=True)
@@ -257,22 +268,24 @@ def _port_taken(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-async def _answers_metadata(bootstrap_servers: str) -> bool:
-    """True when a broker at the address answers a metadata request and lists itself."""
+async def _answers_metadata(bootstrap_servers: str, brokers: int = 1) -> bool:
+    """True when a broker at the address answers a metadata request listing at least `brokers` brokers."""
     from aiokafka import AIOKafkaClient
     from aiokafka.errors import KafkaError
 
     client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000)
     try:
         await client.bootstrap()
-        return bool(client.cluster.brokers())
+        return len(client.cluster.brokers()) >= brokers
     except (KafkaError, OSError):
         return False
     finally:
         await client.close()
 
 
-def wait_until_ready(bootstrap_servers: str, timeout: float, alive: Callable[[], bool] = lambda: True) -> None:
+def wait_until_ready(
+    bootstrap_servers: str, timeout: float, alive: Callable[[], bool] = lambda: True, brokers: int = 1
+) -> None:
     deadline = time.monotonic() + timeout
     client_log = logging.getLogger("aiokafka")
     was_disabled, client_log.disabled = client_log.disabled, True  # refused connects are expected while it boots
@@ -280,7 +293,7 @@ def wait_until_ready(bootstrap_servers: str, timeout: float, alive: Callable[[],
         while time.monotonic() < deadline:
             if not alive():
                 raise LauncherError("the broker exited during start")
-            if asyncio.run(_answers_metadata(bootstrap_servers)):
+            if asyncio.run(_answers_metadata(bootstrap_servers, brokers)):
                 return
             time.sleep(0.25)
     finally:
@@ -380,3 +393,134 @@ def down(config: BrokerConfig) -> bool:
     _stop_process(pid, config.stop_timeout)
     config.pid_file.unlink(missing_ok=True)
     return True
+
+
+# --- a cluster of nodes ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """`brokers` KRaft nodes, each broker and controller: node n listens on `base.port + 2(n-1)` and
+    its controller on the port after it, with state in `base.state_dir/node-<n>`. The broker's own
+    topics, and new topics by default, are replicated 3 times (or on every node, when fewer)."""
+
+    base: BrokerConfig
+    brokers: int
+
+    def node(self, n: int) -> BrokerConfig:
+        if not 1 <= n <= self.brokers:
+            raise LauncherError(f"node {n}: the cluster has nodes 1 to {self.brokers}")
+        port = self.base.port + 2 * (n - 1)
+        voters = ",".join(f"{i}@{self.base.host}:{self.base.port + 2 * (i - 1) + 1}" for i in self.nodes)
+        return replace(
+            self.base,
+            port=port,
+            controller_port=port + 1,
+            state_dir=self.base.state_dir / f"node-{n}",
+            node_id=n,
+            voters=voters,
+            replication=min(3, self.brokers),
+            heap="512m",  # three of them beside the suite on a 2-core machine
+        )
+
+    @property
+    def nodes(self) -> range:
+        return range(1, self.brokers + 1)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(self.node(n).bootstrap_servers for n in self.nodes)
+
+    @property
+    def marker(self) -> Path:
+        return self.base.state_dir / "cluster.json"
+
+
+def cluster_of(config: BrokerConfig) -> Cluster | None:
+    """The cluster whose state is in the config's state directory, if one was started there."""
+    try:
+        return Cluster(config, int(json.loads((config.state_dir / "cluster.json").read_text())["brokers"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _start_node(node: BrokerConfig, jar_dir: Path, cluster_id: str) -> subprocess.Popen:
+    node.state_dir.mkdir(parents=True, exist_ok=True)
+    properties = node.state_dir / "server.properties"
+    properties.write_text(_server_properties(node))
+    if not (node.data_dir / "meta.properties").exists():
+        _format_storage(node, jar_dir, properties, cluster_id)
+    with node.log_file.open("ab") as log:
+        process = subprocess.Popen(
+            _java_command(node, jar_dir, MAIN_CLASS, str(properties)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    node.pid_file.write_text(f"{process.pid}\n")
+    return process
+
+
+def up_cluster(cluster: Cluster) -> list[BrokerStatus]:
+    """Start every node that is not running; return once the cluster lists all of them."""
+    if external_bootstrap_servers():
+        raise LauncherError("KAFKA_BOOTSTRAP_SERVERS is set: that cluster is used, and none is started")
+    if cluster_of(cluster.base) not in (None, cluster):
+        raise LauncherError(
+            f"{cluster.base.state_dir} holds a cluster of {cluster_of(cluster.base).brokers} nodes: "  # type: ignore[union-attr]
+            "`samband kafka down` it first, or choose another SAMBAND_KAFKA_STATE_DIR"
+        )
+    if cluster.brokers > 1 and _running_pid(cluster.base) is not None:
+        raise LauncherError(f"a single broker runs on {cluster.base.state_dir}: `samband kafka down` it first")
+    jar_dir = ensure_jars(cluster.base)
+    cluster.base.state_dir.mkdir(parents=True, exist_ok=True)
+    if cluster_of(cluster.base) is None:
+        cluster.marker.write_text(json.dumps({"brokers": cluster.brokers, "cluster_id": _new_cluster_id()}))
+    cluster_id = json.loads(cluster.marker.read_text())["cluster_id"]
+    started: list[subprocess.Popen] = []
+    for n in cluster.nodes:
+        node = cluster.node(n)
+        if _running_pid(node) is not None:
+            continue
+        for port in (node.port, node.controller_port):
+            if _port_taken(node.host, port):
+                raise LauncherError(f"port {port} on {node.host} is in use: choose another SAMBAND_KAFKA_PORT")
+        started.append(_start_node(node, jar_dir, cluster_id))
+    try:  # a quorum needs a majority of the controllers: all start, then all are waited for
+        wait_until_ready(
+            cluster.bootstrap_servers,
+            cluster.base.start_timeout,
+            lambda: all(process.poll() is None for process in started),
+            brokers=cluster.brokers,
+        )
+    except LauncherError as exc:
+        down_cluster(cluster)
+        raise LauncherError(f"{exc}; the nodes' logs are in {cluster.base.state_dir}/node-*/broker.log") from None
+    return status_cluster(cluster)
+
+
+def start_node(cluster: Cluster, n: int) -> BrokerStatus:
+    """Start one node again (after `kill_node`), on its state; return once the cluster lists it."""
+    node = cluster.node(n)
+    if _running_pid(node) is None:
+        cluster_id = json.loads(cluster.marker.read_text())["cluster_id"]
+        process = _start_node(node, ensure_jars(node), cluster_id)
+        wait_until_ready(
+            cluster.bootstrap_servers, node.start_timeout, lambda: process.poll() is None, brokers=cluster.brokers
+        )
+    return status(node)
+
+
+def kill_node(cluster: Cluster, n: int) -> bool:
+    """kill -9 one node, as a crash would; True when it was running."""
+    return kill(cluster.node(n))
+
+
+def status_cluster(cluster: Cluster) -> list[BrokerStatus]:
+    return [status(cluster.node(n)) for n in cluster.nodes]
+
+
+def down_cluster(cluster: Cluster) -> int:
+    """Stop every node; the number that were running. The cluster's state stays for the next `up`."""
+    return sum(down(cluster.node(n)) for n in cluster.nodes)

@@ -1,4 +1,5 @@
-"""`samband kafka up | down | status | logs`: the local development broker."""
+"""`samband kafka up | down | status | logs | kill | start`: the local development broker, or a local
+cluster of several nodes (`up --brokers 3`; deploy/launcher.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,30 @@ import json
 import time
 from dataclasses import asdict
 
+from agents.cli import UsageError
 from deploy import launcher
+
+
+def _cluster() -> launcher.Cluster | None:
+    return launcher.cluster_of(launcher.BrokerConfig.from_env())
 
 
 def _up(args: argparse.Namespace) -> int:
     config = launcher.BrokerConfig.from_env()
-    before = launcher.status(config)
     started = time.monotonic()
+    existing = launcher.cluster_of(config)
+    if args.brokers > 1 or existing is not None:
+        if existing is not None and args.brokers not in (1, existing.brokers):
+            raise UsageError(f"a cluster of {existing.brokers} nodes is kept in {config.state_dir}; `down` it first")
+        cluster = existing or launcher.Cluster(config, args.brokers)
+        states = launcher.up_cluster(cluster)
+        print(
+            f"up in {time.monotonic() - started:.1f} s: {cluster.brokers} nodes, bootstrap {cluster.bootstrap_servers}"
+        )
+        for n, state in zip(cluster.nodes, states, strict=True):
+            print(f"  node {n}: {state.describe()}")
+        return 0
+    before = launcher.status(config)
     state = launcher.up(config)
     if before.running:
         print(f"already up: {state.describe()}")
@@ -26,6 +44,8 @@ def _down(args: argparse.Namespace) -> int:
     config = launcher.BrokerConfig.from_env()
     if launcher.external_bootstrap_servers():
         print("KAFKA_BOOTSTRAP_SERVERS is set: that cluster is not ours to stop")
+    elif (cluster := launcher.cluster_of(config)) is not None:
+        print(f"{launcher.down_cluster(cluster)} of {cluster.brokers} nodes stopped")
     elif launcher.down(config):
         print("broker stopped")
     else:
@@ -34,32 +54,80 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    cluster = _cluster()
+    if cluster is not None and not launcher.external_bootstrap_servers():
+        states = launcher.status_cluster(cluster)
+        if args.json:
+            print(json.dumps({"brokers": cluster.brokers, "nodes": [asdict(s) for s in states]}))
+        else:
+            for n, state in zip(cluster.nodes, states, strict=True):
+                print(f"node {n}: {state.describe()}")
+        return 0 if all(s.running for s in states) else 1
     state = launcher.status(launcher.BrokerConfig.from_env())
     print(json.dumps(asdict(state)) if args.json else state.describe())
     return 0 if state.running else 1
 
 
+def _node(args: argparse.Namespace) -> launcher.BrokerConfig:
+    cluster = _cluster()
+    if args.node is None:
+        return cluster.node(1) if cluster is not None else launcher.BrokerConfig.from_env()
+    if cluster is None:
+        raise UsageError("--node is for a cluster (`samband kafka up --brokers 3`); none is kept here")
+    return cluster.node(args.node)
+
+
 def _logs(args: argparse.Namespace) -> int:
-    print(launcher.log_tail(launcher.BrokerConfig.from_env(), args.lines), end="")
+    print(launcher.log_tail(_node(args), args.lines), end="")
+    return 0
+
+
+def _one_node(args: argparse.Namespace) -> launcher.Cluster:
+    cluster = _cluster()
+    if cluster is None or launcher.external_bootstrap_servers():
+        raise UsageError("kill and start act on one node of a local cluster (`samband kafka up --brokers 3`)")
+    cluster.node(args.node)  # a number outside the cluster is refused here, in its own words
+    return cluster
+
+
+def _kill(args: argparse.Namespace) -> int:
+    cluster = _one_node(args)
+    print(f"node {args.node} killed" if launcher.kill_node(cluster, args.node) else f"node {args.node} was not running")
+    return 0
+
+
+def _start(args: argparse.Namespace) -> int:
+    cluster = _one_node(args)
+    print(f"node {args.node}: {launcher.start_node(cluster, args.node).describe()}")
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     kafka = subparsers.add_parser(
         "kafka",
-        help="start, stop and inspect the local Kafka broker",
-        description="The local single-node KRaft broker. Settings: SAMBAND_KAFKA_HOST, SAMBAND_KAFKA_PORT, "
-        "SAMBAND_KAFKA_CONTROLLER_PORT, SAMBAND_KAFKA_STATE_DIR, SAMBAND_KAFKA_JAR_CACHE. "
+        help="start, stop and inspect the local Kafka broker or cluster",
+        description="The local KRaft broker, or a cluster of several nodes (`up --brokers 3`). Settings: "
+        "SAMBAND_KAFKA_HOST, SAMBAND_KAFKA_PORT (a cluster's node n listens on it + 2(n-1), its controller on "
+        "the port after), SAMBAND_KAFKA_CONTROLLER_PORT, SAMBAND_KAFKA_STATE_DIR, SAMBAND_KAFKA_JAR_CACHE. "
         "With KAFKA_BOOTSTRAP_SERVERS set, that cluster is used and nothing is started.",
     )
     actions = kafka.add_subparsers(dest="action", metavar="ACTION", required=True)
-    actions.add_parser("up", help="start the broker (no-op when running); returns once it answers").set_defaults(
-        handler=_up
+    up = actions.add_parser("up", help="start the broker or cluster (no-op when running); returns once it answers")
+    up.add_argument("--brokers", type=int, default=1, choices=range(1, 10), metavar="N", help="nodes (default 1)")
+    up.set_defaults(handler=_up)
+    actions.add_parser("down", help="stop the broker or every node, gracefully, forcibly after a timeout").set_defaults(
+        handler=_down
     )
-    actions.add_parser("down", help="stop the broker gracefully, forcibly after a timeout").set_defaults(handler=_down)
-    status = actions.add_parser("status", help="is the broker running (exit 1 when not)")
+    status = actions.add_parser("status", help="is the broker (every node) running (exit 1 when not)")
     status.add_argument("--json", action="store_true", help="running, pid, bootstrap_servers, external")
     status.set_defaults(handler=_status)
-    logs = actions.add_parser("logs", help="the last lines of the broker log")
+    logs = actions.add_parser("logs", help="the last lines of the broker log (a cluster: of one node)")
     logs.add_argument("-n", "--lines", type=int, default=50)
+    logs.add_argument("--node", type=int, help="which node of a cluster (default 1)")
     logs.set_defaults(handler=_logs)
+    kill = actions.add_parser("kill", help="kill -9 one node of a cluster, as a crash would (fault tests)")
+    kill.add_argument("--node", type=int, required=True)
+    kill.set_defaults(handler=_kill)
+    start = actions.add_parser("start", help="start one node of a cluster again, on its state")
+    start.add_argument("--node", type=int, required=True)
+    start.set_defaults(handler=_start)
