@@ -30,6 +30,7 @@ from pathlib import Path
 POM = Path(__file__).parent / "kafka" / "pom.xml"
 LOG4J_CONFIG = Path(__file__).parent / "kafka" / "log4j.properties"
 MAIN_CLASS = "kafka.Kafka"
+CLUSTER_FILE = "cluster.json"  # in the state directory of a cluster: its node count and cluster id
 
 
 class LauncherError(Exception):
@@ -301,6 +302,25 @@ def wait_until_ready(
     raise LauncherError(f"the broker at {bootstrap_servers} did not answer a metadata request within {timeout:.0f} s")
 
 
+def _start_node(node: BrokerConfig, jar_dir: Path, cluster_id: str | None = None) -> subprocess.Popen:
+    """Start one node's JVM on its state (formatted first, with `cluster_id` for a cluster's node)."""
+    node.state_dir.mkdir(parents=True, exist_ok=True)
+    properties = node.state_dir / "server.properties"
+    properties.write_text(_server_properties(node))
+    if not (node.data_dir / "meta.properties").exists():
+        _format_storage(node, jar_dir, properties, cluster_id)
+    with node.log_file.open("ab") as log:
+        process = subprocess.Popen(
+            _java_command(node, jar_dir, MAIN_CLASS, str(properties)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in the terminal must not kill the broker mid-write
+        )
+    node.pid_file.write_text(f"{process.pid}\n")
+    return process
+
+
 def up(config: BrokerConfig) -> BrokerStatus:
     """Start the broker and return once it answers; a no-op when it already runs."""
     if external_bootstrap_servers():
@@ -314,22 +334,7 @@ def up(config: BrokerConfig) -> BrokerStatus:
                 f"port {port} on {config.host} is in use by another process; "
                 "stop it or choose other ports with SAMBAND_KAFKA_PORT / SAMBAND_KAFKA_CONTROLLER_PORT"
             )
-    jar_dir = ensure_jars(config)
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    properties = config.state_dir / "server.properties"
-    properties.write_text(_server_properties(config))
-    if not (config.data_dir / "meta.properties").exists():
-        _format_storage(config, jar_dir, properties)
-
-    with config.log_file.open("ab") as log:
-        process = subprocess.Popen(
-            _java_command(config, jar_dir, MAIN_CLASS, str(properties)),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C in the terminal must not kill the broker mid-write
-        )
-    config.pid_file.write_text(f"{process.pid}\n")
+    process = _start_node(config, ensure_jars(config))
     try:
         # Our own child: poll() is exact even before the JVM has replaced the forked process image.
         wait_until_ready(config.bootstrap_servers, config.start_timeout, lambda: process.poll() is None)
@@ -433,49 +438,32 @@ class Cluster:
 
     @property
     def marker(self) -> Path:
-        return self.base.state_dir / "cluster.json"
+        return self.base.state_dir / CLUSTER_FILE
 
 
 def cluster_of(config: BrokerConfig) -> Cluster | None:
     """The cluster whose state is in the config's state directory, if one was started there."""
     try:
-        return Cluster(config, int(json.loads((config.state_dir / "cluster.json").read_text())["brokers"]))
+        return Cluster(config, int(json.loads((config.state_dir / CLUSTER_FILE).read_text())["brokers"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def _start_node(node: BrokerConfig, jar_dir: Path, cluster_id: str) -> subprocess.Popen:
-    node.state_dir.mkdir(parents=True, exist_ok=True)
-    properties = node.state_dir / "server.properties"
-    properties.write_text(_server_properties(node))
-    if not (node.data_dir / "meta.properties").exists():
-        _format_storage(node, jar_dir, properties, cluster_id)
-    with node.log_file.open("ab") as log:
-        process = subprocess.Popen(
-            _java_command(node, jar_dir, MAIN_CLASS, str(properties)),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    node.pid_file.write_text(f"{process.pid}\n")
-    return process
 
 
 def up_cluster(cluster: Cluster) -> list[BrokerStatus]:
     """Start every node that is not running; return once the cluster lists all of them."""
     if external_bootstrap_servers():
         raise LauncherError("KAFKA_BOOTSTRAP_SERVERS is set: that cluster is used, and none is started")
-    if cluster_of(cluster.base) not in (None, cluster):
+    kept = cluster_of(cluster.base)
+    if kept is not None and kept != cluster:
         raise LauncherError(
-            f"{cluster.base.state_dir} holds a cluster of {cluster_of(cluster.base).brokers} nodes: "  # type: ignore[union-attr]
+            f"{cluster.base.state_dir} holds a cluster of {kept.brokers} nodes: "
             "`samband kafka down` it first, or choose another SAMBAND_KAFKA_STATE_DIR"
         )
     if cluster.brokers > 1 and _running_pid(cluster.base) is not None:
         raise LauncherError(f"a single broker runs on {cluster.base.state_dir}: `samband kafka down` it first")
     jar_dir = ensure_jars(cluster.base)
     cluster.base.state_dir.mkdir(parents=True, exist_ok=True)
-    if cluster_of(cluster.base) is None:
+    if kept is None:
         cluster.marker.write_text(json.dumps({"brokers": cluster.brokers, "cluster_id": _new_cluster_id()}))
     cluster_id = json.loads(cluster.marker.read_text())["cluster_id"]
     started: list[subprocess.Popen] = []

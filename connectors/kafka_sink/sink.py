@@ -42,7 +42,21 @@ CE_ATTRIBUTES = ("specversion", "id", "source", "type", "time", "subject", "chan
 
 
 # (topic, key, value, headers): returns once the record is durable (acks=all), raises if it is not.
-TopicWriter = Callable[[str, bytes, bytes, list[tuple[str, bytes]]], Awaitable[None]]
+TopicWriter = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]]], Awaitable[None]]
+
+
+async def write_acknowledged(
+    writer: TopicWriter, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]], timeout: float
+) -> Outcome:
+    """One record through the bus's writer: delivered once acknowledged (acks=all), else retried later."""
+    try:
+        async with asyncio.timeout(timeout):
+            await writer(topic, key, value, headers)
+    except TimeoutError:
+        return Outcome.retry(TIMEOUT, f"no acknowledgement within {timeout:g} s")
+    except Exception as exc:  # the broker or the topic, not the event, is at fault: try again later
+        return Outcome.retry(UNAVAILABLE, type(exc).__name__)
+    return Outcome.delivered()
 
 
 def register_schemas(registry, topic: str, fields: dict[str, list[str]]) -> dict[str, tuple[int, dict]]:
@@ -144,11 +158,4 @@ class KafkaSink(Sink):
             return Outcome.rejected(MALFORMED, str(exc))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             return Outcome.rejected(MALFORMED, f"delivery record does not fit its projection ({type(exc).__name__})")
-        try:
-            async with asyncio.timeout(self.config.timeout):
-                await self.writer(self.topic, key, value, headers)
-        except TimeoutError:
-            return Outcome.retry(TIMEOUT, f"no acknowledgement within {self.config.timeout:g} s")
-        except Exception as exc:  # the broker or the topic, not the event, is at fault: try again later
-            return Outcome.retry(UNAVAILABLE, type(exc).__name__)
-        return Outcome.delivered()
+        return await write_acknowledged(self.writer, self.topic, key, value, headers, self.config.timeout)

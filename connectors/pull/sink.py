@@ -18,9 +18,7 @@ from collections.abc import Sequence
 from pydantic import Field
 
 from connectors.api import ConnectorConfig, Context, Outcome, Sink, SinkRecord
-
-TIMEOUT = "kafka.timeout"
-UNAVAILABLE = "kafka.unavailable"
+from connectors.kafka_sink.sink import TopicWriter, write_acknowledged
 
 
 def pull_topic(prefix: str, subscription: str) -> str:
@@ -48,7 +46,7 @@ class PullSink(Sink):
             raise ValueError("a pull sink keeps deliveries for a subscription: the context names no subscriber")
         extras = context.extras
         self.topic = pull_topic(extras["pull_topic_prefix"], context.subscriber.id)
-        self.writer = extras["topic_writer"]
+        self.writer: TopicWriter = extras["topic_writer"]
 
     async def start(self) -> None:
         await self.context.extras["ensure_pull_topic"](self.topic)
@@ -57,11 +55,6 @@ class PullSink(Sink):
         return list(await asyncio.gather(*(self._write_one(record) for record in batch)))
 
     async def _write_one(self, record: SinkRecord) -> Outcome:
-        try:
-            async with asyncio.timeout(self.ACK_TIMEOUT):
-                await self.writer(self.topic, record.key, record.value, list(record.headers))
-        except TimeoutError:
-            return Outcome.retry(TIMEOUT, f"no acknowledgement within {self.ACK_TIMEOUT:g} s")
-        except Exception as exc:  # the broker, not the event, is at fault: try again later
-            return Outcome.retry(UNAVAILABLE, type(exc).__name__)
-        return Outcome.delivered()
+        return await write_acknowledged(
+            self.writer, self.topic, record.key, record.value, list(record.headers), self.ACK_TIMEOUT
+        )
