@@ -8,7 +8,7 @@ from pathlib import Path
 import faust
 
 from agents.config import Settings, bootstrap_servers
-from bus.topics import BUS_PARTITIONS
+from bus.topics import layout
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -26,7 +26,7 @@ def create_app(settings: Settings) -> faust.App:
         web_tables_enabled=False,
         web_in_thread=False,
         autodiscover=False,
-        topic_partitions=BUS_PARTITIONS,
+        topic_partitions=layout().partitions,
         # The worker's own logging is configured by agents.logging; Faust must not redirect stdout.
         worker_redirect_stdouts=False,
         # How long the group waits for a worker that stopped answering (killed, partitioned)

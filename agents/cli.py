@@ -17,6 +17,7 @@ import logging
 import sys
 
 from agents.config import SettingsError
+from bus.topics import TopicLayoutError
 from deploy.launcher import LauncherError
 
 # Command-group modules, in the order `samband --help` lists them.
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(name).setLevel(logging.CRITICAL + 1)
     try:
         return int(args.handler(args) or 0)
-    except (SettingsError, LauncherError, UsageError, CatalogError, LifeStageError) as exc:
+    except (SettingsError, LauncherError, UsageError, CatalogError, LifeStageError, TopicLayoutError) as exc:
         print(f"samband: {exc}", file=sys.stderr)
         return 2
     except (KafkaError, TimeoutError) as exc:  # TimeoutError: a read of a topic that stopped answering

@@ -19,7 +19,7 @@ from agents import metrics
 from agents.config import Settings, bootstrap_servers
 from agents.subscriptions.store import SubscriptionFollower
 from bus.batches import BatchService
-from bus.topics import BUS_PARTITIONS, Topic, TopicNames, topic_names
+from bus.topics import Topic, TopicNames, layout, topic_names
 
 
 @dataclass
@@ -44,7 +44,7 @@ class StageRuntime:
         """What every stage's batch consumer (bus/batches.py) takes from the settings."""
         return {
             "bootstrap": self.bootstrap,
-            "partitions": BUS_PARTITIONS,
+            "partitions": layout().partitions,
             "batch_size": self.settings.batch_size,
             "within": self.settings.batch_within_seconds,
             "session_timeout": self.settings.broker_session_timeout,

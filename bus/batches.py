@@ -199,7 +199,7 @@ class BatchService(Service):
     async def _ensure_topics(self) -> None:
         wanted = {name: self.topic_configs.get(name, {}) for name in [self.source, *self.outputs]}
         wanted |= {s.topic: s.topic_configs for s in self.logic.states}
-        await ensure_topics(self.bootstrap, wanted, self.partition_count)
+        await ensure_topics(self.bootstrap, wanted, self.partition_count, check=True)
 
     async def _start_producer(self) -> None:
         self.producer = clients.producer(

@@ -6,15 +6,16 @@
 Every name is `<app id>-<suffix>` (SAMBAND_APP_ID, default `samband`). `TABLE` is the single
 source for creating the topics, for `samband topics --table` and for the topic table in
 docs/architecture.md (written by `python -m bus.topics --write-doc`; a test fails when the doc
-is stale). A topic with `partitions=None` has the bus's partition count: it is keyed by person
-(or partitioned like a topic that is), so a person's records share one partition number in
-every stage. A subscriber's own Kafka topic is not the bus's and is not in the table.
+is stale). A topic with `partitions=None` has the bus's partition count (`Layout`, SAMBAND_PARTITIONS):
+it is keyed by person (or partitioned like a topic that is), so a person's records share one
+partition number in every stage. A bus whose topics disagree with the layout stops (`TopicLayoutError`). A subscriber's own Kafka topic is not the bus's and is not in the table.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -25,7 +26,66 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from bus import clients
 
-BUS_PARTITIONS = 4  # the partition count of every topic keyed by person
+DEFAULT_PARTITIONS = 12  # SAMBAND_PARTITIONS: the partition count of every topic keyed by person
+
+
+class TopicLayoutError(Exception):
+    """The layout settings are malformed, or the cluster's topics disagree with them; the message says what to do."""
+
+
+def _env_count(name: str, default: int | None) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise TopicLayoutError(f"{name}: expected a whole number of at least 1, got {raw!r}")
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the bus lays out its topics on the cluster (docs/deploy.md, "Topics").
+
+    `partitions` is every person-keyed topic's count. `replication` and `min_insync` left None
+    follow the cluster's size when a topic is made: three replicas and two in sync on three or more
+    brokers; on fewer, a replica on each and one in sync. Producers write with acks=all, so a write
+    is acknowledged once `min_insync` replicas have it.
+    """
+
+    partitions: int = DEFAULT_PARTITIONS
+    replication: int | None = None
+    min_insync: int | None = None
+
+    @classmethod
+    def from_env(cls) -> Layout:
+        """From SAMBAND_PARTITIONS, SAMBAND_REPLICATION_FACTOR and SAMBAND_MIN_INSYNC_REPLICAS."""
+        layout = cls(
+            _env_count("SAMBAND_PARTITIONS", DEFAULT_PARTITIONS) or DEFAULT_PARTITIONS,
+            _env_count("SAMBAND_REPLICATION_FACTOR", None),
+            _env_count("SAMBAND_MIN_INSYNC_REPLICAS", None),
+        )
+        if layout.replication and layout.min_insync and layout.min_insync > layout.replication:
+            raise TopicLayoutError(
+                f"SAMBAND_MIN_INSYNC_REPLICAS={layout.min_insync} is more than SAMBAND_REPLICATION_FACTOR="
+                f"{layout.replication}: no write could be acknowledged; lower it or raise the replication"
+            )
+        return layout
+
+    def replicas(self, brokers: int) -> tuple[int, int]:
+        """(replication factor, min.insync.replicas) of a new topic on a cluster of `brokers` brokers."""
+        replication = self.replication or min(3, brokers)
+        if replication > brokers:
+            raise TopicLayoutError(
+                f"SAMBAND_REPLICATION_FACTOR={replication} but the cluster has {brokers} broker(s): "
+                "lower it, or add brokers"
+            )
+        min_insync = self.min_insync or (2 if replication >= 3 else 1)
+        return replication, min(min_insync, replication)
+
+
+def layout() -> Layout:
+    """The layout the environment sets (read on each call: tests set it per bus)."""
+    return Layout.from_env()
 
 
 @dataclass(frozen=True)
@@ -43,8 +103,11 @@ class Topic:
     def name(self, app_id: str) -> str:
         return f"{app_id}-{self.suffix}"
 
-    def partition_count(self, bus_partitions: int = BUS_PARTITIONS) -> int:
-        return bus_partitions if self.partitions is None else self.partitions
+    def partition_count(self, bus_partitions: int | None = None) -> int:
+        """Its own count, or the bus's (`bus_partitions`, else SAMBAND_PARTITIONS)."""
+        if self.partitions is not None:
+            return self.partitions
+        return bus_partitions or layout().partitions
 
     def configs(self, retention_ms: int | None = None) -> dict[str, str]:
         """Its topic configs; `retention_ms` for a topic whose retention is a setting."""
@@ -53,9 +116,9 @@ class Topic:
             configs["retention.ms"] = str(retention_ms)
         return configs
 
-    async def ensure(self, bootstrap: str, app_id: str, bus_partitions: int = BUS_PARTITIONS) -> str:
+    async def ensure(self, bootstrap: str, app_id: str) -> str:
         """Create it unless it exists; returns its name."""
-        await ensure_table_topics(bootstrap, app_id, [self], bus_partitions)
+        await ensure_table_topics(bootstrap, app_id, [self])
         return self.name(app_id)
 
 
@@ -185,35 +248,60 @@ def topic_names(app_id: str) -> TopicNames:
     return TopicNames(**{topic.attr: topic.name(app_id) for topic in TABLE})
 
 
-async def ensure_topics(bootstrap: str, topics: dict[str, dict[str, str]], partitions: int) -> None:
-    """Create the topics that do not exist yet, with `partitions` partitions and their configs."""
-    await _create_missing(
-        bootstrap, [NewTopic(name, partitions, 1, topic_configs=configs) for name, configs in topics.items()]
-    )
-
-
-async def ensure_table_topics(
-    bootstrap: str, app_id: str, topics: list[Topic], bus_partitions: int = BUS_PARTITIONS
+async def ensure_topics(
+    bootstrap: str, topics: dict[str, dict[str, str]], partitions: int, *, check: bool = False
 ) -> None:
-    """Create these rows of the table that do not exist yet, each with its own partitions and configs."""
-    await _create_missing(
-        bootstrap,
-        [NewTopic(t.name(app_id), t.partition_count(bus_partitions), 1, topic_configs=t.configs()) for t in topics],
-    )
+    """Create the topics that do not exist yet, with `partitions` partitions, their configs, and the
+    layout's replication. `check`: the bus's own topics, which must also agree with the layout if
+    they exist (`TopicLayoutError`)."""
+    await _create_missing(bootstrap, [(name, partitions, configs) for name, configs in topics.items()], check)
 
 
-async def _create_missing(bootstrap: str, wanted: list[NewTopic]) -> None:
-    """One admin connection: create those of `wanted` that do not exist yet."""
+async def ensure_table_topics(bootstrap: str, app_id: str, topics: list[Topic]) -> None:
+    """Create these rows of the table that do not exist yet, and check those that do."""
+    await _create_missing(bootstrap, [(t.name(app_id), t.partition_count(), t.configs()) for t in topics], True)
+
+
+async def _create_missing(bootstrap: str, wanted: list[tuple[str, int, dict[str, str]]], check: bool) -> None:
+    """One admin connection: create those of `wanted` (name, partitions, configs) that do not exist
+    yet; with `check`, stop when one that exists has another partition count, or fewer replicas.
+    Either would be silent otherwise: a person's records read from, or their state kept in, another
+    partition than the one their key chose; or a cluster that loses writes with a broker."""
     admin = clients.admin(bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = sorted((t for t in wanted if t.name not in existing), key=lambda t: t.name)
+        brokers = len((await admin.describe_cluster())["brokers"])
+        replication, min_insync = layout().replicas(brokers)
+        missing = sorted((w for w in wanted if w[0] not in existing), key=lambda w: w[0])
         if missing:
+            new = [
+                NewTopic(name, count, replication, topic_configs={"min.insync.replicas": str(min_insync), **configs})
+                for name, count, configs in missing
+            ]
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker was quicker
-                await admin.create_topics(missing)
+                await admin.create_topics(new)
+        present = {name: count for name, count, _ in wanted if name in existing}
+        if check and present:
+            for found in await admin.describe_topics(sorted(present)):
+                _agrees(found["topic"], found["partitions"], present[found["topic"]], replication)
     finally:
         await admin.close()
+
+
+def _agrees(name: str, partitions: list[dict], expected: int, replication: int) -> None:
+    if len(partitions) != expected:
+        raise TopicLayoutError(
+            f"topic {name} has {len(partitions)} partitions but the bus needs {expected} (SAMBAND_PARTITIONS, "
+            "or the topic table): changing the count moves persons between partitions; set SAMBAND_PARTITIONS to "
+            'the count the topics have, or follow docs/deploy.md, "Adding partitions"'
+        )
+    least = min(len(p["replicas"]) for p in partitions)
+    if least < replication:
+        raise TopicLayoutError(
+            f"topic {name} has {least} replica(s) but the bus needs {replication}: raise its replication with "
+            f'kafka-reassign-partitions, or set SAMBAND_REPLICATION_FACTOR={least} (docs/deploy.md, "Topics")'
+        )
 
 
 def markdown_table() -> str:
@@ -223,7 +311,7 @@ def markdown_table() -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for t in TABLE:
-        partitions = "the bus's (4)" if t.partitions is None else str(t.partitions)
+        partitions = f"`SAMBAND_PARTITIONS` ({DEFAULT_PARTITIONS})" if t.partitions is None else str(t.partitions)
         cells = [f"`{t.name('samband')}`", t.key, t.value, partitions, t.cleanup, t.retention, t.writer, t.notes]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"

@@ -212,8 +212,9 @@ def _server_properties(config: BrokerConfig) -> str:
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             f"log.dirs={config.data_dir}",
             "num.partitions=4",
-            # New topics default to every replica the cluster can give (three at most); min.insync.replicas
-            # stays 1 for the broker, so topics the bus still makes with one replica can be written to.
+            # Topics made without the bus (auto-created, a test's own) get every replica the cluster can
+            # give, three at most. The bus sets replication and min.insync.replicas on each of its own
+            # topics (bus/topics.py Layout); the broker's min.insync.replicas stays 1 for the others.
             f"default.replication.factor={config.replication}",
             f"offsets.topic.replication.factor={config.replication}",
             f"transaction.state.log.replication.factor={config.replication}",

@@ -27,6 +27,9 @@ os.environ.setdefault("SAMBAND_PSEUDONYM_KEY", secrets.token_hex(32))
 os.environ.setdefault("SAMBAND_DLQ_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
 os.environ.setdefault("SAMBAND_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8")
 os.environ.setdefault("SAMBAND_RETRY_MIN_SECONDS", "0.05")  # the tests' retry schedules wait milliseconds
+# Four partitions per person-keyed topic, not the default twelve: hundreds of buses share the session's
+# broker. tests/test_topic_layout.py runs the default and the checks against it.
+os.environ.setdefault("SAMBAND_PARTITIONS", "4")
 
 # Confluent's 7.9 line is Apache Kafka 3.9: the same broker the launcher runs.
 TESTCONTAINERS_IMAGE = "confluentinc/cp-kafka:7.9.0"

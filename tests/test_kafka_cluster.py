@@ -1,9 +1,10 @@
 """`samband kafka up --brokers 3`: a real three-node KRaft cluster from Apache's jars, started, one
 node killed (kill -9) and started again through the CLI, while records are written with acks=all
-to a topic replicated three times (min.insync.replicas 2): none is lost."""
+to a bus topic, which the bus made with three replicas and min.insync.replicas 2: none is lost."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -13,7 +14,10 @@ import sys
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from bus.topics import EVENTS, ensure_table_topics
 
 
 def _free_ports(count: int) -> int:
@@ -67,19 +71,28 @@ async def test_a_three_node_cluster_loses_nothing_when_a_node_is_killed_and_star
     status = kafka_cli("status")
     assert status.returncode == 0 and status.stdout.count("broker running") == 3, status.stdout
 
+    # The bus makes its topics for the cluster it finds: three replicas, two of them in sync.
+    await ensure_table_topics(bootstrap, "clustered", [EVENTS])
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic("replicated", 1, 3, topic_configs={"min.insync.replicas": "2"})])
+        deadline = asyncio.get_running_loop().time() + 30
+        while not (partitions := (await admin.describe_topics(["clustered-events"]))[0]["partitions"]):
+            assert asyncio.get_running_loop().time() < deadline, "the new topic's partitions never showed"
+            await asyncio.sleep(0.1)  # poll interval: the metadata of a new topic reaches every broker
+        assert {len(p["replicas"]) for p in partitions} == {3}
+        [configs] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "clustered-events")])
+        settings = {name: value for name, value, *_ in configs.resources[0][4]}
+        assert settings["min.insync.replicas"] == "2"
     finally:
         await admin.close()
-    await _send(bootstrap, "replicated", range(50))
+    await _send(bootstrap, "clustered-events", range(50))
 
     killed = kafka_cli("kill", "--node", "2")
     assert killed.returncode == 0 and "node 2 killed" in killed.stdout
     degraded = kafka_cli("status")
     assert degraded.returncode == 1 and "node 2: broker not running" in degraded.stdout
-    await _send(bootstrap, "replicated", range(50, 100))  # two of three replicas in sync: acks=all holds
+    await _send(bootstrap, "clustered-events", range(50, 100))  # two of three replicas in sync: acks=all holds
 
     started = kafka_cli("start", "--node", "2")
     assert started.returncode == 0 and "node 2: broker running" in started.stdout, started.stdout + started.stderr
@@ -88,7 +101,7 @@ async def test_a_three_node_cluster_loses_nothing_when_a_node_is_killed_and_star
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        tp = TopicPartition("replicated", 0)
+        tp = TopicPartition("clustered-events", 0)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
         values: list[int] = []

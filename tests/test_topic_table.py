@@ -42,4 +42,11 @@ def test_samband_topics_table_lists_every_topic_for_the_app_id_without_a_broker(
     rows = json.loads(done.stdout)["topics"]
     assert [row["name"] for row in rows] == [t.name("kommune-y") for t in TABLE]
     ledger = next(row for row in rows if row["name"] == "kommune-y-delivery-ledger")
-    assert (ledger["partitions"], ledger["cleanup"], ledger["written_by"]) == (4, "compact", "delivery")
+    assert (ledger["partitions"], ledger["cleanup"], ledger["written_by"]) == (12, "compact", "delivery")
+
+    env["SAMBAND_PARTITIONS"] = "24"
+    done = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "topics", "--table", "--json"], env=env, capture_output=True, text=True
+    )
+    counts = {row["name"]: row["partitions"] for row in json.loads(done.stdout)["topics"]}
+    assert counts["kommune-y-delivery-ledger"] == 24 and counts["kommune-y-subscriptions"] == 1

@@ -13,11 +13,15 @@ def run_worker(loglevel: str = "info", stages: list[str] | None = None) -> int:
     from faust.worker import Worker
 
     from agents.assembly import STAGES, build_worker
-    from agents.config import get_settings, require_keys
+    from agents.config import bootstrap_servers, get_settings, require_keys
     from agents.logging import configure_logging
+    from bus.topics import TABLE, ensure_table_topics
 
     settings = get_settings()
     require_keys(settings)
+    # Every bus topic made, and those that exist checked against the layout, before anything runs:
+    # a wrong partition count stops here, with one line that says what to do.
+    asyncio.run(ensure_table_topics(bootstrap_servers(settings), settings.app_id, list(TABLE)))
     app = build_worker(settings, stages or list(STAGES))
 
     class SambandWorker(Worker):

@@ -43,7 +43,7 @@ from agents.delivery.egress import Egress
 from bus import clients
 from bus.malformed import MALFORMED
 from bus.reading import stop_quietly
-from bus.topics import BUS_PARTITIONS, TopicNames
+from bus.topics import DELIVERIES, TopicNames
 from connectors.pull.sink import pull_topic
 
 SCAN_BUDGET = 50_000  # records of the deliveries topic one history request may read
@@ -122,7 +122,7 @@ class SentReader:
 
     async def page(self, reading: Reading, after: str | None, limit: int) -> Page:
         """CursorError, before anything is read, when `after` is not a cursor of this kind of reading."""
-        kind, parts = ("p", 1) if reading.pull else ("d", BUS_PARTITIONS)
+        kind, parts = ("p", 1) if reading.pull else ("d", DELIVERIES.partition_count())
         start = self.cursors.decode(reading.subscription, after, kind, parts) if after else None
         batch = limit if reading.pull else 10_000  # history: records of everyone, most of them skipped
         consumer = clients.consumer(self.bootstrap, enable_auto_commit=False, max_poll_records=batch)
@@ -164,7 +164,7 @@ class SentReader:
         return Page(events, cursor([position]), position < end, skipped=max(0, first - start) if after else 0)
 
     async def _history(self, consumer: AIOKafkaConsumer, reading: Reading, start: list[int] | None, limit: int) -> Page:
-        tps = [TopicPartition(self.topics.deliveries, p) for p in range(BUS_PARTITIONS)]
+        tps = [TopicPartition(self.topics.deliveries, p) for p in range(DELIVERIES.partition_count())]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         since = int((time.time() - self.history_days * 86_400) * 1000)

@@ -36,7 +36,6 @@ from bus.batches import BatchService
 from bus.malformed import MALFORMED, json_object, skip_malformed
 from bus.reading import read_topic
 from bus.topics import (
-    BUS_PARTITIONS,
     DEADLETTER,
     DELIVERIES,
     DISCLOSURES,
@@ -46,6 +45,7 @@ from bus.topics import (
     STATUS,
     ensure_table_topics,
     ensure_topics,
+    layout,
 )
 from connectors.dead_letters import DeadLetterSeal
 from schemas.registry import registry_from_settings
@@ -74,7 +74,7 @@ class DirectWrites:
 
     async def ensure(self, topic: str) -> None:
         if topic not in self._created:
-            await ensure_topics(self.bootstrap, {topic: {}}, BUS_PARTITIONS)
+            await ensure_topics(self.bootstrap, {topic: {}}, layout().partitions)
             self._created.add(topic)
 
     def pull_topics(self, retention_days: float):

@@ -43,13 +43,13 @@ from agents.logging import configure_logging
 from agents.subscriptions import store
 from bus import clients
 from bus.topics import (
-    BUS_PARTITIONS,
     DEADLETTER,
     DELIVERIES,
     EVENTS,
     INGEST,
     ensure_table_topics,
     ensure_topics,
+    layout,
     topic_names,
 )
 from connectors.webhook.secrets import new_secret
@@ -343,7 +343,9 @@ class DemoRun:
         # The windowed system's own topic too: the bus makes it only when its window first opens,
         # and its receiver, reading from the start, would meet a topic that appears mid-run.
         windowed = next(s for s in self.subscriptions if s.id == systems.WINDOWED)
-        await ensure_topics(self.broker.bootstrap, {systems.kafka_topic(windowed, self.app_id): {}}, BUS_PARTITIONS)
+        await ensure_topics(
+            self.broker.bootstrap, {systems.kafka_topic(windowed, self.app_id): {}}, layout().partitions
+        )
 
     async def _watch(self, feed: DemoFeed, monitor: BusMonitor, children: Children) -> str | None:
         """The live view until the duration is over (or Ctrl-C); the name of a process that died, if one did."""

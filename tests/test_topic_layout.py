@@ -1,0 +1,96 @@
+"""The bus's topic layout (bus/topics.py `Layout`): SAMBAND_PARTITIONS (default 12), replication and
+min.insync.replicas from the cluster's size, and a bus that stops with one line when the topics it
+finds disagree with the layout, never running mis-partitioned."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from support import unique_name
+
+from bus.topics import DEFAULT_PARTITIONS, EVENTS, SUBSCRIPTIONS, Layout, TopicLayoutError, ensure_table_topics
+
+
+def test_the_default_is_twelve_partitions_and_replicas_follow_the_cluster(monkeypatch):
+    for name in ("SAMBAND_PARTITIONS", "SAMBAND_REPLICATION_FACTOR", "SAMBAND_MIN_INSYNC_REPLICAS"):
+        monkeypatch.delenv(name, raising=False)
+    layout = Layout.from_env()
+    assert DEFAULT_PARTITIONS == 12 and layout.partitions == 12
+    assert layout.replicas(1) == (1, 1)
+    assert layout.replicas(2) == (2, 1)
+    assert layout.replicas(3) == (3, 2)
+    assert layout.replicas(5) == (3, 2)
+
+
+def test_layout_settings_are_checked_with_the_variable_named(monkeypatch):
+    monkeypatch.setenv("SAMBAND_PARTITIONS", "0")
+    with pytest.raises(TopicLayoutError, match="SAMBAND_PARTITIONS: expected a whole number of at least 1, got '0'"):
+        Layout.from_env()
+    monkeypatch.setenv("SAMBAND_PARTITIONS", "6")
+    monkeypatch.setenv("SAMBAND_REPLICATION_FACTOR", "2")
+    monkeypatch.setenv("SAMBAND_MIN_INSYNC_REPLICAS", "3")
+    with pytest.raises(
+        TopicLayoutError, match="SAMBAND_MIN_INSYNC_REPLICAS=3 is more than SAMBAND_REPLICATION_FACTOR=2"
+    ):
+        Layout.from_env()
+    monkeypatch.setenv("SAMBAND_MIN_INSYNC_REPLICAS", "1")
+    with pytest.raises(TopicLayoutError, match="SAMBAND_REPLICATION_FACTOR=2 but the cluster has 1 broker"):
+        Layout.from_env().replicas(1)
+
+
+async def _describe(bootstrap: str, topic: str) -> tuple[int, set[int], str]:
+    """(partitions, replica counts, min.insync.replicas) of a topic."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while not (parts := (await admin.describe_topics([topic]))[0]["partitions"]):
+            assert asyncio.get_running_loop().time() < deadline, f"{topic}'s partitions never showed"
+            await asyncio.sleep(0.1)  # poll interval: a new topic's metadata is on its way
+        [configs] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    settings = {name: value for name, value, *_ in configs.resources[0][4]}
+    return len(parts), {len(p["replicas"]) for p in parts}, settings["min.insync.replicas"]
+
+
+async def test_the_bus_makes_its_topics_with_the_layout(kafka_bootstrap, monkeypatch):
+    monkeypatch.delenv("SAMBAND_PARTITIONS")  # the default, as a fresh install has it
+    app = unique_name("layout")
+    await ensure_table_topics(kafka_bootstrap, app, [EVENTS, SUBSCRIPTIONS])
+    assert await _describe(kafka_bootstrap, EVENTS.name(app)) == (12, {1}, "1")  # one broker: one replica
+    assert (await _describe(kafka_bootstrap, SUBSCRIPTIONS.name(app)))[0] == 1  # its own count, whatever the layout
+
+    monkeypatch.setenv("SAMBAND_PARTITIONS", "6")
+    with pytest.raises(TopicLayoutError, match=f"topic {EVENTS.name(app)} has 12 partitions but the bus needs 6"):
+        await ensure_table_topics(kafka_bootstrap, app, [EVENTS])
+
+
+def test_a_worker_on_topics_of_another_partition_count_stops_with_one_line(kafka_bootstrap, worker_env):
+    """A bus made with 4 partitions, then started with SAMBAND_PARTITIONS=12: a person's state would be
+    looked for in the wrong partition. The worker refuses to start and says what to do."""
+    app = worker_env["SAMBAND_APP_ID"]
+    made = subprocess.run(
+        [sys.executable, "-c", f"import asyncio; from bus.topics import *; "
+         f"asyncio.run(ensure_table_topics({kafka_bootstrap!r}, {app!r}, list(TABLE)))"],
+        env={**worker_env, "SAMBAND_PARTITIONS": "4"}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "worker"],
+        env={**worker_env, "SAMBAND_PARTITIONS": "12"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.startswith("samband:")]
+    assert len(lines) == 1, result.stderr
+    assert "has 4 partitions but the bus needs 12" in lines[0]
+    assert "set SAMBAND_PARTITIONS to the count the topics have" in lines[0]
+    assert "Traceback" not in result.stderr
