@@ -8,6 +8,7 @@ from pathlib import Path
 import faust
 
 from agents.config import Settings, bootstrap_servers
+from bus.clients import Security
 from bus.topics import layout
 
 
@@ -32,7 +33,22 @@ def create_app(settings: Settings) -> faust.App:
         # How long the group waits for a worker that stopped answering (killed, partitioned)
         # before its partitions move to another worker.
         broker_session_timeout=settings.broker_session_timeout,
+        broker_credentials=_credentials(Security.from_env()),
     )
+
+
+def _credentials(security: Security) -> faust.types.auth.CredentialsT | None:
+    """The cluster's security (bus/clients.py) for Faust's own clients; None for PLAINTEXT."""
+    if security.sasl:
+        return faust.SASLCredentials(
+            username=security.username,
+            password=security.password(),
+            mechanism=security.mechanism,
+            ssl_context=security.ssl_context(),
+        )
+    if security.tls:
+        return faust.SSLCredentials(security.ssl_context())
+    return None
 
 
 def freeze_heap() -> None:

@@ -65,8 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from aiokafka.errors import KafkaError
 
+    from bus.clients import KafkaSecurityError
+    from deploy.secure import SecureSetupError
     from schemas.catalog import CatalogError
     from schemas.life_stages import LifeStageError
+
+    KAFKA_SETUP = (KafkaSecurityError, SecureSetupError)
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -75,7 +79,15 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(name).setLevel(logging.CRITICAL + 1)
     try:
         return int(args.handler(args) or 0)
-    except (SettingsError, LauncherError, UsageError, CatalogError, LifeStageError, TopicLayoutError) as exc:
+    except (
+        SettingsError,
+        LauncherError,
+        UsageError,
+        CatalogError,
+        LifeStageError,
+        TopicLayoutError,
+        *KAFKA_SETUP,
+    ) as exc:
         print(f"samband: {exc}", file=sys.stderr)
         return 2
     except (KafkaError, TimeoutError) as exc:  # TimeoutError: a read of a topic that stopped answering
@@ -96,4 +108,8 @@ def _bootstrap() -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m agents.cli`: run the imported module's main, so that the commands' UsageError
+    # (agents.cli.UsageError) is the class main catches, not a copy made for __main__.
+    from agents.cli import main as imported_main
+
+    sys.exit(imported_main())

@@ -4,22 +4,145 @@
     producer = clients.durable_producer(bootstrap)       # acks=all, idempotent
     admin = clients.admin(bootstrap)
 
-`connection()` is what every client takes to reach the cluster; the options each call adds are
-that client's own (group, batching, timeouts). Faust's app (agents/app.py) builds its clients
-itself from the same bootstrap setting.
+`connection()` is what every client takes to reach the cluster: the bootstrap servers and the
+cluster's security (`Security`, from SAMBAND_KAFKA_SECURITY_PROTOCOL and the variables beside it:
+TLS, SASL SCRAM, or TLS with a client certificate). The options each call adds are that client's
+own (group, batching, timeouts). Faust's app (agents/app.py) builds its clients itself, with the
+same `Security`.
 """
 
 from __future__ import annotations
 
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.helpers import create_ssl_context
+
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+class KafkaSecurityError(ValueError):
+    """The cluster's security settings are incomplete or wrong; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Security:
+    """How clients prove who they are to the cluster, and check that it is the cluster.
+
+    PLAINTEXT: neither (the local development broker). SSL: TLS, the cluster's certificate checked
+    against `cafile`; with `certfile` and `keyfile` the client shows a certificate of its own
+    (mTLS), whose name is its principal. SASL_SSL: TLS, and a user name and password (SCRAM-SHA-512
+    unless `mechanism` says otherwise). SASL_PLAINTEXT: the password exchange without TLS, so
+    everything else travels readable: only for a network nobody else is on.
+    """
+
+    protocol: str = "PLAINTEXT"
+    mechanism: str = "SCRAM-SHA-512"
+    username: str = ""
+    password_file: str = ""
+    cafile: str = ""
+    certfile: str = ""
+    keyfile: str = ""
+
+    @classmethod
+    def from_env(cls) -> Security:
+        """From SAMBAND_KAFKA_SECURITY_PROTOCOL, _SASL_MECHANISM, _SASL_USERNAME, _SASL_PASSWORD_FILE,
+        _SSL_CAFILE, _SSL_CERTFILE and _SSL_KEYFILE; KafkaSecurityError when they do not add up."""
+
+        def env(name: str) -> str:
+            return os.environ.get(f"SAMBAND_KAFKA_{name}", "").strip()
+
+        security = cls(
+            protocol=env("SECURITY_PROTOCOL").upper() or "PLAINTEXT",
+            mechanism=env("SASL_MECHANISM").upper() or "SCRAM-SHA-512",
+            username=env("SASL_USERNAME"),
+            password_file=env("SASL_PASSWORD_FILE"),
+            cafile=env("SSL_CAFILE"),
+            certfile=env("SSL_CERTFILE"),
+            keyfile=env("SSL_KEYFILE"),
+        )
+        security.check()
+        return security
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    def check(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise KafkaSecurityError(
+                f"SAMBAND_KAFKA_SECURITY_PROTOCOL: expected one of {', '.join(PROTOCOLS)}, got {self.protocol!r}"
+            )
+        if self.sasl:
+            if self.mechanism not in MECHANISMS:
+                raise KafkaSecurityError(
+                    f"SAMBAND_KAFKA_SASL_MECHANISM: expected one of {', '.join(MECHANISMS)}, got {self.mechanism!r}"
+                )
+            if not self.username or not self.password_file:
+                raise KafkaSecurityError(
+                    f"SAMBAND_KAFKA_SECURITY_PROTOCOL={self.protocol} needs SAMBAND_KAFKA_SASL_USERNAME and "
+                    "SAMBAND_KAFKA_SASL_PASSWORD_FILE (a file holding the password, so it is in no environment)"
+                )
+            _readable("SAMBAND_KAFKA_SASL_PASSWORD_FILE", self.password_file)
+        if bool(self.certfile) != bool(self.keyfile):
+            raise KafkaSecurityError(
+                "SAMBAND_KAFKA_SSL_CERTFILE and SAMBAND_KAFKA_SSL_KEYFILE go together: "
+                "the client's certificate and its private key"
+            )
+        for name, path in (("CAFILE", self.cafile), ("CERTFILE", self.certfile), ("KEYFILE", self.keyfile)):
+            if path:
+                if not self.tls:
+                    raise KafkaSecurityError(
+                        f"SAMBAND_KAFKA_SSL_{name} is set but SAMBAND_KAFKA_SECURITY_PROTOCOL={self.protocol} "
+                        "uses no TLS: choose SSL or SASL_SSL, or unset it"
+                    )
+                _readable(f"SAMBAND_KAFKA_SSL_{name}", path)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context: the cluster checked against the CA file (else the system's CAs), and
+        the client's own certificate when one is set."""
+        if not self.tls:
+            return None
+        return create_ssl_context(
+            cafile=self.cafile or None, certfile=self.certfile or None, keyfile=self.keyfile or None
+        )
+
+    def password(self) -> str:
+        return Path(self.password_file).read_text().strip()
+
+    def aiokafka_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.tls:
+            options["ssl_context"] = self.ssl_context()
+        if self.sasl:
+            options |= {
+                "sasl_mechanism": self.mechanism,
+                "sasl_plain_username": self.username,
+                "sasl_plain_password": self.password(),
+            }
+        return options
+
+
+def _readable(variable: str, path: str) -> None:
+    try:
+        Path(path).read_bytes()
+    except OSError as exc:
+        raise KafkaSecurityError(f"{variable}: cannot read {path} ({exc.strerror})") from None
 
 
 def connection(bootstrap: str) -> dict[str, Any]:
     """The options every client takes to reach the cluster."""
-    return {"bootstrap_servers": bootstrap}
+    return {"bootstrap_servers": bootstrap, **Security.from_env().aiokafka_options()}
 
 
 def consumer(bootstrap: str, *topics: str, **options: Any) -> AIOKafkaConsumer:

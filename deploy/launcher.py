@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from deploy import secure
+
 POM = Path(__file__).parent / "kafka" / "pom.xml"
 LOG4J_CONFIG = Path(__file__).parent / "kafka" / "log4j.properties"
 MAIN_CLASS = "kafka.Kafka"
@@ -79,23 +81,46 @@ class BrokerConfig:
     voters: str = ""
     replication: int = 1
     heap: str = "1g"
+    # A secure set-up (`up --secure`, deploy/secure.py): its certificates, keys and passwords.
+    secure_dir: Path | None = None
 
     @classmethod
     def from_env(cls) -> BrokerConfig:
         """Settings from SAMBAND_KAFKA_HOST, _PORT, _CONTROLLER_PORT, _STATE_DIR, _JAR_CACHE."""
         defaults = cls()
         port = _env_int("SAMBAND_KAFKA_PORT", defaults.port)
+        state_dir = Path(os.environ.get("SAMBAND_KAFKA_STATE_DIR") or defaults.state_dir)
+        secure_dir = state_dir / "secure"
         return cls(
             host=os.environ.get("SAMBAND_KAFKA_HOST") or defaults.host,
             port=port,
             controller_port=_env_int("SAMBAND_KAFKA_CONTROLLER_PORT", port + 1),
-            state_dir=Path(os.environ.get("SAMBAND_KAFKA_STATE_DIR") or defaults.state_dir),
+            state_dir=state_dir,
             jar_cache=Path(os.environ.get("SAMBAND_KAFKA_JAR_CACHE") or defaults.jar_cache),
+            secure_dir=secure_dir if secure_dir.is_dir() else None,  # made secure once, it stays secure
         )
+
+    def made_secure(self) -> BrokerConfig:
+        return replace(self, secure_dir=self.state_dir / "secure")
+
+    @property
+    def internal_port(self) -> int:
+        """A secure node's listener between brokers, and for clients with a certificate (mTLS)."""
+        return self.controller_port + 1
 
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.port, self.controller_port, *([self.internal_port] if self.secure_dir else []))
+
+    @property
+    def internal_bootstrap(self) -> str:
+        """Where the launcher itself reaches the node: the client port, or on a secure node the
+        INTERNAL listener, as the brokers' own principal."""
+        return f"{self.host}:{self.internal_port}" if self.secure_dir else self.bootstrap_servers
 
     @property
     def pid_file(self) -> Path:
@@ -199,17 +224,28 @@ def log_tail(config: BrokerConfig, lines: int = 30, *, without_stack_frames: boo
         return "(no broker log yet)\n"
 
 
+def _listeners(config: BrokerConfig) -> list[str]:
+    if config.secure_dir is not None:
+        material = secure.Material(config.secure_dir)
+        return secure.server_properties(
+            material, config.host, config.port, config.controller_port, config.internal_port
+        )
+    return [
+        f"listeners=PLAINTEXT://{config.host}:{config.port},CONTROLLER://{config.host}:{config.controller_port}",
+        f"advertised.listeners=PLAINTEXT://{config.host}:{config.port}",
+        "controller.listener.names=CONTROLLER",
+        "inter.broker.listener.name=PLAINTEXT",
+        "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+    ]
+
+
 def _server_properties(config: BrokerConfig) -> str:
     return "\n".join(
         [
             "process.roles=broker,controller",
             f"node.id={config.node_id}",
             f"controller.quorum.voters={config.voters or f'1@{config.host}:{config.controller_port}'}",
-            f"listeners=PLAINTEXT://{config.host}:{config.port},CONTROLLER://{config.host}:{config.controller_port}",
-            f"advertised.listeners=PLAINTEXT://{config.host}:{config.port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            *_listeners(config),
             f"log.dirs={config.data_dir}",
             "num.partitions=4",
             # Topics made without the bus (auto-created, a test's own) get every replica the cluster can
@@ -221,7 +257,8 @@ def _server_properties(config: BrokerConfig) -> str:
             f"transaction.state.log.min.isr={2 if config.replication >= 3 else 1}",
             # Local: no reason to wait for more group members to join.
             "group.initial.rebalance.delay.ms=0",
-            "auto.create.topics.enable=true",
+            # A secure set-up is made like production: a topic exists only when the bus made it.
+            f"auto.create.topics.enable={'false' if config.secure_dir else 'true'}",
             "delete.topic.enable=true",
             "",
         ]
@@ -270,12 +307,22 @@ def _port_taken(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-async def _answers_metadata(bootstrap_servers: str, brokers: int = 1) -> bool:
-    """True when a broker at the address answers a metadata request listing at least `brokers` brokers."""
+async def _answers_metadata(bootstrap_servers: str, brokers: int = 1, secure_dir: Path | None = None) -> bool:
+    """True when a broker at the address answers a metadata request listing at least `brokers` brokers
+    (a secure node is asked on its INTERNAL listener, with the brokers' own certificate)."""
     from aiokafka import AIOKafkaClient
     from aiokafka.errors import KafkaError
+    from aiokafka.helpers import create_ssl_context
 
-    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000)
+    options: dict = {}
+    if secure_dir is not None:
+        context = create_ssl_context(
+            cafile=str(secure_dir / "ca.pem"),
+            certfile=str(secure_dir / "broker.pem"),
+            keyfile=str(secure_dir / "broker.key"),
+        )
+        options = {"security_protocol": "SSL", "ssl_context": context}
+    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=3000, **options)
     try:
         await client.bootstrap()
         return len(client.cluster.brokers()) >= brokers
@@ -286,7 +333,11 @@ async def _answers_metadata(bootstrap_servers: str, brokers: int = 1) -> bool:
 
 
 def wait_until_ready(
-    bootstrap_servers: str, timeout: float, alive: Callable[[], bool] = lambda: True, brokers: int = 1
+    bootstrap_servers: str,
+    timeout: float,
+    alive: Callable[[], bool] = lambda: True,
+    brokers: int = 1,
+    secure_dir: Path | None = None,
 ) -> None:
     deadline = time.monotonic() + timeout
     client_log = logging.getLogger("aiokafka")
@@ -295,7 +346,7 @@ def wait_until_ready(
         while time.monotonic() < deadline:
             if not alive():
                 raise LauncherError("the broker exited during start")
-            if asyncio.run(_answers_metadata(bootstrap_servers, brokers)):
+            if asyncio.run(_answers_metadata(bootstrap_servers, brokers, secure_dir)):
                 return
             time.sleep(0.25)
     finally:
@@ -322,14 +373,33 @@ def _start_node(node: BrokerConfig, jar_dir: Path, cluster_id: str | None = None
     return process
 
 
+def secured(config: BrokerConfig) -> BrokerConfig:
+    """The config of a secure set-up in the config's state directory, its certificates and passwords
+    made on first use (deploy/secure.py). A state started without --secure stays as it is."""
+    if config.secure_dir is not None:
+        return config
+    if any(config.state_dir.glob("**/meta.properties")):
+        raise LauncherError(
+            f"{config.state_dir} holds a broker started without --secure: `samband kafka down` it and "
+            "choose another SAMBAND_KAFKA_STATE_DIR for the secure one"
+        )
+    made = config.made_secure()
+    assert made.secure_dir is not None
+    staging = made.secure_dir.with_name(".secure-staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    secure.Material(staging).create([config.host])
+    staging.rename(made.secure_dir)  # a half-made set-up is never taken for a whole one
+    return made
+
+
 def up(config: BrokerConfig) -> BrokerStatus:
     """Start the broker and return once it answers; a no-op when it already runs."""
     if external_bootstrap_servers():
         return status(config)
     if pid := _running_pid(config):
-        wait_until_ready(config.bootstrap_servers, config.start_timeout, lambda: _pid_alive(pid))
+        wait_until_ready(config.internal_bootstrap, config.start_timeout, lambda: _pid_alive(pid), 1, config.secure_dir)
         return BrokerStatus(True, pid, config.bootstrap_servers)
-    for port in (config.port, config.controller_port):
+    for port in config.ports:
         if _port_taken(config.host, port):
             raise LauncherError(
                 f"port {port} on {config.host} is in use by another process; "
@@ -338,7 +408,9 @@ def up(config: BrokerConfig) -> BrokerStatus:
     process = _start_node(config, ensure_jars(config))
     try:
         # Our own child: poll() is exact even before the JVM has replaced the forked process image.
-        wait_until_ready(config.bootstrap_servers, config.start_timeout, lambda: process.poll() is None)
+        wait_until_ready(
+            config.internal_bootstrap, config.start_timeout, lambda: process.poll() is None, 1, config.secure_dir
+        )
     except LauncherError as exc:
         _stop_process(process.pid, config.stop_timeout)
         config.pid_file.unlink(missing_ok=True)
@@ -407,7 +479,8 @@ def down(config: BrokerConfig) -> bool:
 @dataclass(frozen=True)
 class Cluster:
     """`brokers` KRaft nodes, each broker and controller: node n listens on `base.port + 2(n-1)` and
-    its controller on the port after it, with state in `base.state_dir/node-<n>`. The broker's own
+    its controller on the port after it (a secure cluster: `base.port + 3(n-1)`, the controller,
+    then the INTERNAL listener), with state in `base.state_dir/node-<n>`. The broker's own
     topics, and new topics by default, are replicated 3 times (or on every node, when fewer)."""
 
     base: BrokerConfig
@@ -416,8 +489,9 @@ class Cluster:
     def node(self, n: int) -> BrokerConfig:
         if not 1 <= n <= self.brokers:
             raise LauncherError(f"node {n}: the cluster has nodes 1 to {self.brokers}")
-        port = self.base.port + 2 * (n - 1)
-        voters = ",".join(f"{i}@{self.base.host}:{self.base.port + 2 * (i - 1) + 1}" for i in self.nodes)
+        step = 3 if self.base.secure_dir else 2
+        port = self.base.port + step * (n - 1)
+        voters = ",".join(f"{i}@{self.base.host}:{self.base.port + step * (i - 1) + 1}" for i in self.nodes)
         return replace(
             self.base,
             port=port,
@@ -436,6 +510,10 @@ class Cluster:
     @property
     def bootstrap_servers(self) -> str:
         return ",".join(self.node(n).bootstrap_servers for n in self.nodes)
+
+    @property
+    def internal_bootstrap(self) -> str:
+        return ",".join(self.node(n).internal_bootstrap for n in self.nodes)
 
     @property
     def marker(self) -> Path:
@@ -472,16 +550,17 @@ def up_cluster(cluster: Cluster) -> list[BrokerStatus]:
         node = cluster.node(n)
         if _running_pid(node) is not None:
             continue
-        for port in (node.port, node.controller_port):
+        for port in node.ports:
             if _port_taken(node.host, port):
                 raise LauncherError(f"port {port} on {node.host} is in use: choose another SAMBAND_KAFKA_PORT")
         started.append(_start_node(node, jar_dir, cluster_id))
     try:  # a quorum needs a majority of the controllers: all start, then all are waited for
         wait_until_ready(
-            cluster.bootstrap_servers,
+            cluster.internal_bootstrap,
             cluster.base.start_timeout,
             lambda: all(process.poll() is None for process in started),
             brokers=cluster.brokers,
+            secure_dir=cluster.base.secure_dir,
         )
     except LauncherError as exc:
         down_cluster(cluster)
@@ -496,7 +575,11 @@ def start_node(cluster: Cluster, n: int) -> BrokerStatus:
         cluster_id = json.loads(cluster.marker.read_text())["cluster_id"]
         process = _start_node(node, ensure_jars(node), cluster_id)
         wait_until_ready(
-            cluster.bootstrap_servers, node.start_timeout, lambda: process.poll() is None, brokers=cluster.brokers
+            cluster.internal_bootstrap,
+            node.start_timeout,
+            lambda: process.poll() is None,
+            brokers=cluster.brokers,
+            secure_dir=node.secure_dir,
         )
     return status(node)
 

@@ -100,3 +100,36 @@ def test_the_kafka_clients_repeated_lines_pass_once_per_window_and_then_say_how_
     summary = line("aiokafka.conn", "Unable connect to %s")
     assert repeats.filter(summary)
     assert summary.getMessage() == "Unable connect to 127.0.0.1:9092 [299 more like it left out in 30 s]"
+
+
+def test_incomplete_kafka_security_is_one_line_naming_what_to_set(tmp_path):
+    result = run_cli("worker", SAMBAND_KAFKA_SECURITY_PROTOCOL="SASL_SSL", SAMBAND_KAFKA_SASL_USERNAME="worker")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "samband: SAMBAND_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs SAMBAND_KAFKA_SASL_USERNAME and "
+        "SAMBAND_KAFKA_SASL_PASSWORD_FILE (a file holding the password, so it is in no environment)"
+    )
+    result = run_cli("topics", SAMBAND_KAFKA_SECURITY_PROTOCOL="TLS")
+    assert result.returncode == 2
+    assert result.stderr.startswith("samband: SAMBAND_KAFKA_SECURITY_PROTOCOL: expected one of PLAINTEXT, SSL,")
+    missing = tmp_path / "nowhere" / "ca.pem"
+    result = run_cli("worker", SAMBAND_KAFKA_SECURITY_PROTOCOL="SSL", SAMBAND_KAFKA_SSL_CAFILE=str(missing))
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip() == f"samband: SAMBAND_KAFKA_SSL_CAFILE: cannot read {missing} (No such file or directory)"
+    )
+
+
+def test_kafka_env_without_a_secure_set_up_says_how_to_make_one(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    result = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "kafka", "env", "worker"],
+        env={**env, "SAMBAND_KAFKA_STATE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "samband: no secure set-up is kept here: start one with `samband kafka up --secure`"
+    )

@@ -1,5 +1,6 @@
-"""`samband kafka up | down | status | logs | kill | start`: the local development broker, or a local
-cluster of several nodes (`up --brokers 3`; deploy/launcher.py)."""
+"""`samband kafka up | down | status | logs | kill | start | env | add-subscriber`: the local
+development broker, or a local cluster of several nodes (`up --brokers 3`), plain or secure
+(`up --secure`; deploy/launcher.py, deploy/secure.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import time
 from dataclasses import asdict
 
 from agents.cli import UsageError
-from deploy import launcher
+from agents.config import get_settings
+from deploy import launcher, secure
 
 
 def _cluster() -> launcher.Cluster | None:
@@ -19,12 +21,15 @@ def _cluster() -> launcher.Cluster | None:
 def _up(args: argparse.Namespace) -> int:
     config = launcher.BrokerConfig.from_env()
     started = time.monotonic()
+    if args.secure:
+        config = launcher.secured(config)
     existing = launcher.cluster_of(config)
     if args.brokers > 1 or existing is not None:
         if existing is not None and args.brokers not in (1, existing.brokers):
             raise UsageError(f"a cluster of {existing.brokers} nodes is kept in {config.state_dir}; `down` it first")
         cluster = existing or launcher.Cluster(config, args.brokers)
         states = launcher.up_cluster(cluster)
+        _grant_roles(config, cluster.internal_bootstrap)
         print(
             f"up in {time.monotonic() - started:.1f} s: {cluster.brokers} nodes, bootstrap {cluster.bootstrap_servers}"
         )
@@ -33,10 +38,54 @@ def _up(args: argparse.Namespace) -> int:
         return 0
     before = launcher.status(config)
     state = launcher.up(config)
+    _grant_roles(config, config.internal_bootstrap)
     if before.running:
         print(f"already up: {state.describe()}")
     else:
         print(f"started in {time.monotonic() - started:.1f} s: {state.describe()}")
+    return 0
+
+
+def _grant_roles(config: launcher.BrokerConfig, internal_bootstrap: str) -> None:
+    """On a secure set-up's first start: the worker's, connectors' and operator's users and ACLs,
+    for this app id (SAMBAND_APP_ID) and subscriber topic prefix."""
+    if config.secure_dir is None or secure.Material(config.secure_dir).grants_file.exists():
+        return
+    settings = get_settings()
+    secure.grant_roles(
+        secure.Material(config.secure_dir), internal_bootstrap, settings.app_id, settings.subscriber_topic_prefix
+    )
+
+
+def _secure_material() -> tuple[secure.Material, launcher.BrokerConfig, launcher.Cluster | None]:
+    config = launcher.BrokerConfig.from_env()
+    if config.secure_dir is None or launcher.external_bootstrap_servers():
+        raise UsageError("no secure set-up is kept here: start one with `samband kafka up --secure`")
+    return secure.Material(config.secure_dir), config, launcher.cluster_of(config)
+
+
+def _env(args: argparse.Namespace) -> int:
+    material, config, cluster = _secure_material()
+    if not material.password_file(args.principal).exists():
+        raise UsageError(
+            f"no principal {args.principal!r}: the roles are {', '.join(secure.ROLES)}, and Kafka subscribers "
+            "get theirs with `samband kafka add-subscriber ID`"
+        )
+    place = cluster or config
+    settings = secure.client_settings(
+        material,
+        args.principal,
+        place.bootstrap_servers,
+        mtls_bootstrap=place.internal_bootstrap if args.mtls else "",
+    )
+    print("\n".join(f"export {name}={value}" for name, value in settings.items()))
+    return 0
+
+
+def _add_subscriber(args: argparse.Namespace) -> int:
+    material, config, cluster = _secure_material()
+    principal = secure.add_subscriber(material, (cluster or config).internal_bootstrap, args.subscription_id)
+    print(f"principal {principal}: reads its own topic only; its settings: `samband kafka env {principal}`")
     return 0
 
 
@@ -106,14 +155,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     kafka = subparsers.add_parser(
         "kafka",
         help="start, stop and inspect the local Kafka broker or cluster",
-        description="The local KRaft broker, or a cluster of several nodes (`up --brokers 3`). Settings: "
-        "SAMBAND_KAFKA_HOST, SAMBAND_KAFKA_PORT (a cluster's node n listens on it + 2(n-1), its controller on "
-        "the port after), SAMBAND_KAFKA_CONTROLLER_PORT, SAMBAND_KAFKA_STATE_DIR, SAMBAND_KAFKA_JAR_CACHE. "
-        "With KAFKA_BOOTSTRAP_SERVERS set, that cluster is used and nothing is started.",
+        description="The local KRaft broker, or a cluster of several nodes (`up --brokers 3`), plain or "
+        "secure (`up --secure`: TLS, SCRAM users, ACLs; docs/deploy.md). Settings: SAMBAND_KAFKA_HOST, "
+        "SAMBAND_KAFKA_PORT (a cluster's node n listens on it + 2(n-1), its controller on the port after; "
+        "secure: + 3(n-1), then the controller and the INTERNAL listener), SAMBAND_KAFKA_CONTROLLER_PORT, "
+        "SAMBAND_KAFKA_STATE_DIR, SAMBAND_KAFKA_JAR_CACHE. With KAFKA_BOOTSTRAP_SERVERS set, that cluster is "
+        "used and nothing is started.",
     )
     actions = kafka.add_subparsers(dest="action", metavar="ACTION", required=True)
     up = actions.add_parser("up", help="start the broker or cluster (no-op when running); returns once it answers")
     up.add_argument("--brokers", type=int, default=1, choices=range(1, 10), metavar="N", help="nodes (default 1)")
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="TLS, SASL SCRAM-SHA-512 and ACLs: a CA and certificates, users for the worker, connectors and "
+        "a read-only operator, kept in the state folder (docs/deploy.md, Security); it stays secure after",
+    )
     up.set_defaults(handler=_up)
     actions.add_parser("down", help="stop the broker or every node, gracefully, forcibly after a timeout").set_defaults(
         handler=_down
@@ -131,3 +188,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     start = actions.add_parser("start", help="start one node of a cluster again, on its state")
     start.add_argument("--node", type=int, required=True)
     start.set_defaults(handler=_start)
+    env = actions.add_parser(
+        "env", help="the SAMBAND_KAFKA_* settings with which a principal reaches the secure set-up (shell exports)"
+    )
+    env.add_argument("principal", help="worker, connector, operator, or a subscriber's subscriber-<id>")
+    env.add_argument("--mtls", action="store_true", help="its client certificate instead of its password")
+    env.set_defaults(handler=_env)
+    add = actions.add_parser(
+        "add-subscriber", help="a principal for one Kafka subscriber of the secure set-up: it may read its own topic"
+    )
+    add.add_argument("subscription_id")
+    add.set_defaults(handler=_add_subscriber)

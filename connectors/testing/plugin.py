@@ -9,7 +9,7 @@ import pytest
 import structlog
 
 from bus import clients
-from bus.topics import ensure_topics, topic_names
+from bus.topics import DEADLETTER, INGEST, ensure_table_topics, topic_names
 
 
 @pytest.fixture(scope="session")
@@ -27,11 +27,13 @@ def connector_kafka(request) -> str:
 
 
 @pytest.fixture
-async def connector_app_id(connector_kafka):
-    """A unique app id; its ingest and dead-letter topics exist with one partition, so order is total."""
+async def connector_app_id(connector_kafka, monkeypatch):
+    """A unique app id on a bus of one partition (SAMBAND_PARTITIONS=1, for the connector too), so
+    the order of everything it wrote is total."""
+    monkeypatch.setenv("SAMBAND_PARTITIONS", "1")
     name = f"conn-{uuid.uuid4().hex[:10]}"
     topics = topic_names(name)
-    await ensure_topics(connector_kafka, {topics.ingest: {}, topics.deadletter: {}}, partitions=1)
+    await ensure_table_topics(connector_kafka, name, [INGEST, DEADLETTER])
     admin = clients.admin(connector_kafka)
     await admin.start()
     try:

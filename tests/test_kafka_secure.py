@@ -1,0 +1,209 @@
+"""The SASL_SSL lane: `samband kafka up --secure` starts a real broker with TLS, SCRAM-SHA-512 users
+and ACLs. A worker signed in as `worker` runs the core flow (a connector's event in, routed, to a
+webhook and to a Kafka subscriber that reads its own topic as its own principal). A client without
+credentials, with a wrong password, or outside its ACLs is refused; mTLS signs in by certificate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+from delivery_bus import complete
+from routing_events import encode, event, synthetic_number
+from support import free_port
+from webhook_receiver import Receiver
+from worker_process import WorkerProcess
+
+from bus.clients import Security
+from bus.topics import TABLE, ensure_table_topics
+from connectors.webhook.secrets import new_secret
+from schemas.pseudonym import pseudonym
+
+APP = "samband"  # the secure set-up's ACLs are made for this app id
+PERSON = synthetic_number(14, 2, 51, 300)
+
+
+def _free_ports(count: int) -> int:
+    for _ in range(200):
+        base = random.randrange(20_000, 32_000, 3)
+        with contextlib.ExitStack() as sockets:
+            try:
+                for offset in range(count):
+                    sockets.enter_context(socket.socket()).bind(("127.0.0.1", base + offset))
+            except OSError:
+                continue
+        return base
+    raise RuntimeError("no free run of ports")
+
+
+class SecureBroker:
+    def __init__(self, state_dir):
+        self.env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+        self.env |= {"SAMBAND_KAFKA_PORT": str(_free_ports(3)), "SAMBAND_KAFKA_STATE_DIR": str(state_dir)}
+        self.env |= {"SAMBAND_APP_ID": APP}
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "agents.cli", "kafka", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    def settings(self, principal: str, *flags: str) -> dict[str, str]:
+        """The SAMBAND_KAFKA_* settings `samband kafka env` gives for a principal."""
+        done = self.cli("env", principal, *flags)
+        assert done.returncode == 0, done.stderr
+        return dict(line.removeprefix("export ").split("=", 1) for line in done.stdout.splitlines())
+
+    def options(self, principal: str, *flags: str) -> dict:
+        """aiokafka options of a client signed in as `principal`."""
+        s = self.settings(principal, *flags)
+        security = Security(
+            protocol=s["SAMBAND_KAFKA_SECURITY_PROTOCOL"],
+            username=s.get("SAMBAND_KAFKA_SASL_USERNAME", ""),
+            password_file=s.get("SAMBAND_KAFKA_SASL_PASSWORD_FILE", ""),
+            cafile=s["SAMBAND_KAFKA_SSL_CAFILE"],
+            certfile=s.get("SAMBAND_KAFKA_SSL_CERTFILE", ""),
+            keyfile=s.get("SAMBAND_KAFKA_SSL_KEYFILE", ""),
+        )
+        return {"bootstrap_servers": s["SAMBAND_KAFKA_BOOTSTRAP_SERVERS"], **security.aiokafka_options()}
+
+
+@pytest.fixture(scope="module")
+def secure_broker(tmp_path_factory):
+    broker = SecureBroker(tmp_path_factory.mktemp("secure") / "kafka")
+    up = broker.cli("up", "--secure")
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        yield broker
+    finally:
+        broker.cli("down")
+
+
+async def _send(options: dict, topic: str, value: bytes, key: bytes) -> None:
+    producer = AIOKafkaProducer(**{"request_timeout_ms": 10_000, **options}, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def _read(options: dict, topic: str, count: int, timeout: float = 60, group: str | None = None) -> list:
+    consumer = AIOKafkaConsumer(
+        topic, **options, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        records: list = []
+        async with asyncio.timeout(timeout):
+            while len(records) < count:
+                for batch in (await consumer.getmany(timeout_ms=1000)).values():
+                    records += batch
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def test_the_core_flow_runs_over_sasl_ssl_each_principal_signed_in_as_itself(
+    secure_broker, tmp_path, monkeypatch
+):
+    worker_settings = secure_broker.settings("worker")
+    for name, value in worker_settings.items():  # the client factory (bus/clients.py) reads them
+        monkeypatch.setenv(name, value)
+    await ensure_table_topics(worker_settings["SAMBAND_KAFKA_BOOTSTRAP_SERVERS"], APP, list(TABLE))
+    added = secure_broker.cli("add-subscriber", "skole-kafka")
+    assert added.returncode == 0 and "principal subscriber-skole-kafka" in added.stdout, added.stderr
+    as_worker, as_connector = secure_broker.options("worker"), secure_broker.options("connector")
+    as_subscriber = secure_broker.options("subscriber-skole-kafka")
+
+    secret = new_secret()
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    (secrets_dir / "helse-hook").write_text(secret)
+    receiver = Receiver(secret)
+    url = await receiver.start()
+    fields = {"Death": ["deathDate"]}
+    subscriptions = [
+        complete({"id": "helse-hook", "fields": fields, "delivery": {"kind": "webhook", "url": url,
+                  "secret_ref": "file:helse-hook", "retry_schedule": [0.1, 0.2]}}),
+        complete({"id": "skole-kafka", "fields": fields, "delivery": {"kind": "kafka"}}),
+    ]  # fmt: skip
+    for sub in subscriptions:  # written as the worker principal, the only one that may
+        await _send(as_worker, f"{APP}-subscriptions", json.dumps(sub).encode(), sub["id"].encode())
+
+    worker = WorkerProcess(
+        {
+            **os.environ,
+            **worker_settings,
+            "SAMBAND_APP_ID": APP,
+            "SAMBAND_DATA_DIR": str(tmp_path / "worker-data"),
+            "SAMBAND_WEB_PORT": str(free_port()),
+            "SAMBAND_SECRETS_DIR": str(secrets_dir),
+            "SAMBAND_LOG_FORMAT": "json",
+        },
+        tmp_path / "worker.log",
+    )
+    worker.start()
+    try:
+        death = event("Death", PERSON, ["0301"])
+        key = pseudonym(PERSON, os.environ["SAMBAND_PSEUDONYM_KEY"].encode()).encode()
+        await _send(as_connector, f"{APP}-ingest", encode(death), key)  # a source connector's write
+
+        await receiver.wait_for(lambda: len(receiver.events()) >= 1, 120, "delivered the death")
+        [hooked] = receiver.events()
+        assert hooked.event["id"] == death["envelope"]["id"]
+        [record] = await _read(as_subscriber, "subscriber.skole-kafka", 1, group="subscriber.skole-kafka.reader")
+        assert dict(record.headers)["ce_id"].decode() == death["envelope"]["id"]
+    finally:
+        await receiver.stop()
+        assert worker.stop() == 0, worker.log_tail()
+
+
+async def test_a_client_without_credentials_or_outside_its_acls_is_refused(secure_broker, tmp_path):
+    as_worker = secure_broker.options("worker")
+    await _send(as_worker, f"{APP}-events", b"not a person's event", b"k")  # the topic exists, with a record
+
+    plain = {"bootstrap_servers": as_worker["bootstrap_servers"]}  # no TLS, no SASL
+    with pytest.raises(KafkaError):
+        await _send({**plain, "request_timeout_ms": 5000}, f"{APP}-events", b"x", b"k")
+
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not-the-password\n")
+    cafile = secure_broker.settings("worker")["SAMBAND_KAFKA_SSL_CAFILE"]
+    wrong_password = Security("SASL_SSL", username="worker", password_file=str(wrong), cafile=cafile)
+    with pytest.raises(KafkaError):
+        await _send({**plain, **wrong_password.aiokafka_options()}, f"{APP}-events", b"x", b"k")
+
+    subscriber = secure_broker.cli("add-subscriber", "annen-kafka")
+    assert subscriber.returncode == 0, subscriber.stderr
+    refused = {
+        "a subscriber reads the bus's events": ("subscriber-annen-kafka", f"{APP}-events"),
+        "a subscriber reads another subscriber's topic": ("subscriber-annen-kafka", "subscriber.skole-kafka"),
+        "the read-only operator reads the bus's events": ("operator", f"{APP}-events"),
+        "a connector reads the bus's events": ("connector", f"{APP}-events"),
+    }
+    for what, (principal, topic) in refused.items():
+        try:
+            await _read(secure_broker.options(principal), topic, 1, timeout=20)
+        except TopicAuthorizationFailedError:
+            continue
+        raise AssertionError(f"not refused: {what}")
+    with pytest.raises(KafkaError):  # a connector writes into ingest, never straight into the events
+        await _send(secure_broker.options("connector"), f"{APP}-events", b"x", b"k")
+
+    # The operator reads what holds no personal data; the worker, by its certificate (mTLS), reads all.
+    await _send(as_worker, f"{APP}-delivery-ledger", b"{}", b"e/s")
+    assert await _read(secure_broker.options("operator"), f"{APP}-delivery-ledger", 1)
+    assert await _read(secure_broker.options("worker", "--mtls"), f"{APP}-events", 1)
