@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test check test-unit dashboard-pictures privacy-fuzz order-acceptance faults install clean
+.PHONY: demo test check test-unit dashboard-pictures privacy-fuzz order-acceptance faults deploy-check install clean
 
 demo: $(INSTALLED)
 	$(VENV)/bin/samband demo $(ARGS)
@@ -54,6 +54,11 @@ faults: $(INSTALLED)
 		SAMBAND_FAULT_SUBSCRIBER_REFUSED_SECONDS=$${SAMBAND_FAULT_SUBSCRIBER_REFUSED_SECONDS:-180} \
 		SAMBAND_FAULT_SUBSCRIBER_500_SECONDS=$${SAMBAND_FAULT_SUBSCRIBER_500_SECONDS:-60} \
 		$(VENV)/bin/python -m pytest $(FAULT_RUNS) -s -rs $(ARGS)
+
+# What can be checked of deploy/ here (no container engine or Kubernetes cluster): the Kustomize set
+# builds, checkov finds no failed check, and the package installs as the Containerfile installs it.
+deploy-check:
+	deploy/check.sh
 
 install: $(INSTALLED)
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from datetime import datetime
 from functools import cache
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_PSEUDONYM_KEY = "samband-development-pseudonym-key"
@@ -43,6 +45,8 @@ class Settings(BaseSettings):
     # Secret key of person pseudonyms (HMAC-SHA256, schemas/pseudonym.py): the same on every
     # worker and connector, at least 32 bytes. The default is accepted only with `development`.
     pseudonym_key: str = DEV_PSEUDONYM_KEY
+    # ... or read from this file (a mounted secret), so the key is in no environment variable.
+    pseudonym_key_file: str = ""
     # Bearer tokens of the HTTP API without a tenant: `token=scope1+scope2,token2=scope1`, e.g.
     # `s3cret=subscriptions:read+subscriptions:operator`. They own no subscription unless they have the
     # operator scope. Tenants' tokens are in api_tokens_file (agents/subscriptions/tokens.py).
@@ -103,6 +107,8 @@ class Settings(BaseSettings):
     # AES-256-GCM key that encrypts every dead letter's payload: 32 bytes, base64.
     # Whoever holds it can read dead letters (`samband dlq show --reveal`) and replay them.
     dlq_key: str = ""
+    # ... or read from this file (a mounted secret).
+    dlq_key_file: str = ""
     # Hosts or CIDRs (comma separated) a webhook may reach over plain http:// or on a loopback,
     # private or link-local address. Empty: https only, public addresses only.
     webhook_allow_networks: str = ""
@@ -131,6 +137,19 @@ class Settings(BaseSettings):
     # Bytes of finished batch files a subscription's folder may hold; beyond it, files delivery
     # answers retry until the subscriber takes files away.
     files_outbound_quota_bytes: int = Field(1 << 30, ge=1 << 20)
+
+    @model_validator(mode="after")
+    def _keys_from_files(self) -> Settings:
+        for key in ("pseudonym_key", "dlq_key"):
+            if path := getattr(self, f"{key}_file"):
+                variable = f"SAMBAND_{key.upper()}"
+                if os.environ.get(variable):
+                    raise ValueError(f"{variable} and {variable}_FILE are both set: keep one")
+                try:
+                    setattr(self, key, Path(path).read_text().strip())
+                except OSError as exc:
+                    raise ValueError(f"{variable}_FILE: cannot read {path} ({exc.strerror})") from None
+        return self
 
     @field_validator("dead_letter_limits")
     @classmethod
@@ -163,6 +182,8 @@ def get_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not first["loc"]:  # a check across settings names its variables itself
+            raise SettingsError(str(first["ctx"]["error"])) from None
         raise SettingsError(f"{_env_name(first['loc'])}: {first['msg']}") from None
 
 

@@ -25,6 +25,11 @@ from aiokafka.helpers import create_ssl_context
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+SECURITY_VARIABLES = tuple(
+    f"SAMBAND_KAFKA_{name}"
+    for name in ("SECURITY_PROTOCOL", "SASL_MECHANISM", "SASL_USERNAME", "SASL_PASSWORD_FILE", "SSL_CAFILE",
+                 "SSL_CERTFILE", "SSL_KEYFILE")
+)  # fmt: skip
 
 
 class KafkaSecurityError(ValueError):

@@ -29,6 +29,9 @@ from bus import clients
 DEFAULT_PARTITIONS = 12  # SAMBAND_PARTITIONS: the partition count of every topic keyed by person
 
 
+LAYOUT_VARIABLES = ("SAMBAND_PARTITIONS", "SAMBAND_REPLICATION_FACTOR", "SAMBAND_MIN_INSYNC_REPLICAS")
+
+
 class TopicLayoutError(Exception):
     """The layout settings are malformed, or the cluster's topics disagree with them; the message says what to do."""
 

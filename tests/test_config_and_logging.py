@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -132,4 +133,28 @@ def test_kafka_env_without_a_secure_set_up_says_how_to_make_one(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "samband: no secure set-up is kept here: start one with `samband kafka up --secure`"
+    )
+
+
+def test_keys_can_come_from_mounted_files_and_a_bad_file_is_one_line(tmp_path, monkeypatch):
+    from agents.config import Settings, dead_letter_key, require_keys
+
+    pseudonym_file, dlq_file = tmp_path / "pseudonym-key", tmp_path / "dlq-key"
+    pseudonym_file.write_text("f" * 64 + "\n")
+    dlq_file.write_text(base64.b64encode(bytes(range(32))).decode() + "\n")
+    monkeypatch.delenv("SAMBAND_PSEUDONYM_KEY")
+    monkeypatch.delenv("SAMBAND_DLQ_KEY")
+    monkeypatch.setenv("SAMBAND_PSEUDONYM_KEY_FILE", str(pseudonym_file))
+    monkeypatch.setenv("SAMBAND_DLQ_KEY_FILE", str(dlq_file))
+    settings = Settings()
+    assert settings.pseudonym_key == "f" * 64
+    require_keys(settings)  # real keys: no development shortcut needed
+    assert dead_letter_key(settings) == bytes(range(32))
+
+    missing = tmp_path / "absent"
+    result = run_cli("worker", SAMBAND_PSEUDONYM_KEY="", SAMBAND_PSEUDONYM_KEY_FILE=str(missing))
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"samband: SAMBAND_PSEUDONYM_KEY_FILE: cannot read {missing} (No such file or directory)"
     )
