@@ -43,7 +43,8 @@ order-acceptance: $(INSTALLED)
 # wait, stopped and killed; two workers; a slow subscriber; a paused one behind its memory limit; a
 # subscriber refused 3 minutes, then answering 500 for one, then up; and the kill -9 runs of the suite.
 # SAMBAND_FAULT_OUTAGE_SECONDS, SAMBAND_FAULT_REQUEST_TIMEOUT, SAMBAND_FAULT_BROKER_STOPS,
-# SAMBAND_FAULT_SUBSCRIBER_REFUSED_SECONDS, SAMBAND_FAULT_SUBSCRIBER_500_SECONDS to choose.
+# SAMBAND_FAULT_SUBSCRIBER_REFUSED_SECONDS, SAMBAND_FAULT_SUBSCRIBER_500_SECONDS to choose. And issue 16's
+# scale-out on a three-node cluster (tests/faults/test_cluster_scale_out.py): SAMBAND_FAULT_CLUSTER_EVENTS.
 FAULT_RUNS := tests/faults tests/routing/test_crash.py tests/delivery/test_delivery_crash.py \
 	tests/connectors/test_connector_feed_crash.py tests/delivery/test_delivery_isolation.py tests/delivery/test_circuit_breaker.py
 # The broker runs stop and kill brokers of their own, so an external cluster is not used here.
@@ -53,6 +54,7 @@ faults: $(INSTALLED)
 		SAMBAND_FAULT_BROKER_STOPS=$${SAMBAND_FAULT_BROKER_STOPS:-stop,kill} \
 		SAMBAND_FAULT_SUBSCRIBER_REFUSED_SECONDS=$${SAMBAND_FAULT_SUBSCRIBER_REFUSED_SECONDS:-180} \
 		SAMBAND_FAULT_SUBSCRIBER_500_SECONDS=$${SAMBAND_FAULT_SUBSCRIBER_500_SECONDS:-60} \
+		SAMBAND_FAULT_CLUSTER_EVENTS=$${SAMBAND_FAULT_CLUSTER_EVENTS:-50000} \
 		$(VENV)/bin/python -m pytest $(FAULT_RUNS) -s -rs $(ARGS)
 
 # What can be checked of deploy/ here (no container engine or Kubernetes cluster): the Kustomize set

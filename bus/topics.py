@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka.admin import NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from bus import clients
@@ -284,10 +285,16 @@ async def _create_missing(bootstrap: str, wanted: list[tuple[str, int, dict[str,
             ]
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker was quicker
                 await admin.create_topics(new)
-        present = {name: count for name, count, _ in wanted if name in existing}
+        present = {name: (count, configs) for name, count, configs in wanted if name in existing}
         if check and present:
             for found in await admin.describe_topics(sorted(present)):
-                _agrees(found["topic"], found["partitions"], present[found["topic"]], replication)
+                _agrees(found["topic"], found["partitions"], present[found["topic"]][0], replication)
+            resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in sorted(present)]
+            for response in await admin.describe_configs(resources):
+                for error, _, _, name, entries in response.resources:
+                    if error == 0:  # else this principal may not read configs (a connector): the worker checks
+                        found = {entry[0]: entry[1] for entry in entries}
+                        _configs_agree(name, found, present[name][1], min_insync)
     finally:
         await admin.close()
 
@@ -304,6 +311,22 @@ def _agrees(name: str, partitions: list[dict], expected: int, replication: int) 
         raise TopicLayoutError(
             f"topic {name} has {least} replica(s) but the bus needs {replication}: raise its replication with "
             f'kafka-reassign-partitions, or set SAMBAND_REPLICATION_FACTOR={least} (docs/deploy.md, "Topics")'
+        )
+
+
+def _configs_agree(name: str, found: dict[str, str], wanted: dict[str, str], min_insync: int) -> None:
+    """A topic made by someone else with settings that would lose what the bus relies on: compaction
+    where every record counts (or none where the latest is the state), or fewer replicas in sync."""
+    cleanup = wanted.get("cleanup.policy", "delete")
+    if sorted(found.get("cleanup.policy", "delete").split(",")) != sorted(cleanup.split(",")):
+        raise TopicLayoutError(
+            f"topic {name} has cleanup.policy={found.get('cleanup.policy')} but the bus needs {cleanup}: "
+            "set it with kafka-configs, or delete the topic and let the bus make it"
+        )
+    if int(found.get("min.insync.replicas", min_insync)) < min_insync:
+        raise TopicLayoutError(
+            f"topic {name} has min.insync.replicas={found['min.insync.replicas']} but the bus needs {min_insync}: "
+            "set it with kafka-configs, or set SAMBAND_MIN_INSYNC_REPLICAS"
         )
 
 

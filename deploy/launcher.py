@@ -385,6 +385,9 @@ def secured(config: BrokerConfig) -> BrokerConfig:
         )
     made = config.made_secure()
     assert made.secure_dir is not None
+    # The brokers' data on disk is readable without any ACL: only the owner may enter the state folder.
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(config.state_dir, 0o700)
     staging = made.secure_dir.with_name(".secure-staging")
     shutil.rmtree(staging, ignore_errors=True)
     secure.Material(staging).create([config.host])
@@ -587,6 +590,11 @@ def start_node(cluster: Cluster, n: int) -> BrokerStatus:
 def kill_node(cluster: Cluster, n: int) -> bool:
     """kill -9 one node, as a crash would; True when it was running."""
     return kill(cluster.node(n))
+
+
+def stop_node(cluster: Cluster, n: int) -> bool:
+    """Stop one node gracefully (its leaderships move first), as a rolling restart does; True when it was running."""
+    return down(cluster.node(n))
 
 
 def status_cluster(cluster: Cluster) -> list[BrokerStatus]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from pathlib import Path
 BROKER_PRINCIPAL = "samband-broker"
 ROLES = ("worker", "connector", "operator")  # the principals every secure set-up has
 SUBSCRIBER_USER_PREFIX = "subscriber-"  # + subscription id: a Kafka subscriber's principal
+SUBSCRIPTION_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")  # as agents/subscriptions/model.py has it
 # What the read-only operator may read: nothing in them names a person or their data.
 OPERATOR_READS = ("deadletter", "delivery-outcomes", "delivery-ledger", "delivery-status", "alerts", "audit")
 
@@ -81,6 +83,10 @@ class Material:
         os.chmod(self.broker_keystore, 0o600)
         for role in ROLES:
             self.add_principal(role)
+
+    def remove_principal(self, principal: str) -> None:
+        for path in (self.password_file(principal), self.certificate(principal), self.key(principal)):
+            path.unlink(missing_ok=True)
 
     def add_principal(self, principal: str) -> None:
         """A password file and a client certificate for `principal` (made once; kept after)."""
@@ -200,44 +206,54 @@ def _acls(principal: str, grants: list[tuple[str, str, str, str]]):
 
 
 def role_grants(role: str, app_id: str, subscriber_prefix: str) -> list[tuple[str, str, str, str]]:
-    """What each role may do: (resource type, name, pattern, operation)."""
-    cluster = [("BROKER", "kafka-cluster", "LITERAL", "DESCRIBE")]
-    idempotent = ("BROKER", "kafka-cluster", "LITERAL", "IDEMPOTENT_WRITE")  # producers write with idempotence
+    """What each role may do: (resource type, name, pattern, operation). Prefixes end in `-`, so
+    that app id `samband` gets nothing of an app id `samband2`'s groups."""
+    # aiokafka's idempotent producer asks for a producer id with a request that needs this.
+    idempotent = ("BROKER", "kafka-cluster", "LITERAL", "IDEMPOTENT_WRITE")
     if role == "worker":  # every bus topic and group, and the subscribers' topics it writes
         return [
-            *cluster,
+            ("BROKER", "kafka-cluster", "LITERAL", "DESCRIBE"),
             idempotent,
             ("TOPIC", f"{app_id}-", "PREFIXED", "ALL"),
             ("TOPIC", subscriber_prefix, "PREFIXED", "ALL"),
-            ("GROUP", app_id, "PREFIXED", "ALL"),
+            ("GROUP", f"{app_id}-", "PREFIXED", "ALL"),
+            ("GROUP", app_id, "LITERAL", "ALL"),  # Faust's own group is the app id itself
         ]
-    if role == "connector":  # writes events and dead letters in, keeps its bookmark
+    if role == "connector":  # writes events and dead letters in, keeps its bookmark; makes no topic
         topics = [f"{app_id}-ingest", f"{app_id}-deadletter", f"{app_id}-connector-state"]
         return [
-            *cluster,
             idempotent,
-            *[("TOPIC", t, "LITERAL", op) for t in topics for op in ("CREATE", "DESCRIBE", "WRITE")],
+            *[("TOPIC", t, "LITERAL", op) for t in topics for op in ("DESCRIBE", "WRITE")],
             ("TOPIC", f"{app_id}-connector-state", "LITERAL", "READ"),
         ]
     if role == "operator":  # sees every topic and group, reads only what holds no personal data
         return [
-            *cluster,
             ("TOPIC", f"{app_id}-", "PREFIXED", "DESCRIBE"),
             ("TOPIC", f"{app_id}-", "PREFIXED", "DESCRIBE_CONFIGS"),
-            ("GROUP", app_id, "PREFIXED", "DESCRIBE"),
+            ("GROUP", f"{app_id}-", "PREFIXED", "DESCRIBE"),
             *[("TOPIC", f"{app_id}-{suffix}", "LITERAL", "READ") for suffix in OPERATOR_READS],
         ]
     raise SecureSetupError(f"unknown role {role!r}: the roles are {', '.join(ROLES)}")
 
 
 def subscriber_grants(subscription_id: str, subscriber_prefix: str) -> list[tuple[str, str, str, str]]:
-    """A Kafka subscriber reads its own topic, in consumer groups named after it, and nothing else."""
+    """A Kafka subscriber reads its own topic, in consumer groups `<its topic>.<any name>`, and
+    nothing else. The `.` ends the prefix: subscription ids have none, so subscriber `a` gets no
+    group of subscriber `ab`."""
     topic = subscriber_prefix + subscription_id
     return [
         ("TOPIC", topic, "LITERAL", "READ"),
         ("TOPIC", topic, "LITERAL", "DESCRIBE"),
-        ("GROUP", topic, "PREFIXED", "READ"),
+        ("GROUP", f"{topic}.", "PREFIXED", "READ"),
     ]
+
+
+def _check_id(subscription_id: str) -> None:
+    if not SUBSCRIPTION_ID.fullmatch(subscription_id):
+        raise SecureSetupError(
+            f"{subscription_id!r} is not a subscription id: lower-case letters, digits and '-', starting with a "
+            "letter or digit"
+        )
 
 
 def grant(material: Material, internal_bootstrap: str, users: dict[str, list[tuple[str, str, str, str]]]) -> None:
@@ -267,9 +283,44 @@ def grant_roles(material: Material, internal_bootstrap: str, app_id: str, subscr
 
 
 def add_subscriber(material: Material, internal_bootstrap: str, subscription_id: str) -> str:
-    """A principal for one Kafka subscriber: it may read its own topic only. Returns its name."""
+    """A principal for one Kafka subscriber: it may read its own topic only. Returns its name. Its
+    password and certificate are new each time: a subscription id used again gets none of a former
+    subscriber's credentials."""
+    _check_id(subscription_id)
     kept = json.loads(material.grants_file.read_text())
     principal = SUBSCRIBER_USER_PREFIX + subscription_id
+    material.remove_principal(principal)
     material.add_principal(principal)
     grant(material, internal_bootstrap, {principal: subscriber_grants(subscription_id, kept["subscriber_prefix"])})
+    return principal
+
+
+def remove_subscriber(material: Material, internal_bootstrap: str, subscription_id: str) -> str:
+    """Revoke one Kafka subscriber: its ACLs, its SCRAM user, its password and certificate files,
+    and its topic (what the bus had delivered to it). Returns the principal's name."""
+    from confluent_kafka.admin import AclBindingFilter, ScramMechanism, UserScramCredentialDeletion
+
+    _check_id(subscription_id)
+    kept = json.loads(material.grants_file.read_text())
+    principal = SUBSCRIBER_USER_PREFIX + subscription_id
+    admin = _admin(material, internal_bootstrap)
+    filters = [
+        AclBindingFilter(
+            b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation, b.permission_type
+        )
+        for b in _acls(principal, subscriber_grants(subscription_id, kept["subscriber_prefix"]))
+    ]
+    try:
+        futures = [*admin.delete_acls(filters).values()]
+        if material.password_file(principal).exists():
+            deletion = UserScramCredentialDeletion(principal, ScramMechanism.SCRAM_SHA_512)
+            futures += admin.alter_user_scram_credentials([deletion]).values()
+        topic = kept["subscriber_prefix"] + subscription_id
+        if topic in admin.list_topics(timeout=30).topics:
+            futures += admin.delete_topics([topic]).values()
+        for future in futures:
+            future.result(timeout=30)
+    except Exception as exc:
+        raise SecureSetupError(f"revoking {principal} failed: {exc}") from None
+    material.remove_principal(principal)
     return principal

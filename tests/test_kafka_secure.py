@@ -16,7 +16,8 @@ import sys
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import GroupAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
 from delivery_bus import complete
 from routing_events import encode, event, synthetic_number
 from support import free_port
@@ -24,7 +25,7 @@ from webhook_receiver import Receiver
 from worker_process import WorkerProcess
 
 from bus.clients import Security
-from bus.topics import TABLE, ensure_table_topics
+from bus.topics import TABLE, ensure_table_topics, ensure_topics
 from connectors.webhook.secrets import new_secret
 from schemas.pseudonym import pseudonym
 
@@ -207,3 +208,43 @@ async def test_a_client_without_credentials_or_outside_its_acls_is_refused(secur
     await _send(as_worker, f"{APP}-delivery-ledger", b"{}", b"e/s")
     assert await _read(secure_broker.options("operator"), f"{APP}-delivery-ledger", 1)
     assert await _read(secure_broker.options("worker", "--mtls"), f"{APP}-events", 1)
+
+
+async def test_subscribers_cannot_take_each_others_groups_and_a_removed_one_is_revoked(secure_broker, monkeypatch):
+    """Subscriber `a` may not join a consumer group of subscriber `ab` (found by a hostile review:
+    group rights by bare prefix let it, and `ab` then got no partitions); a removed subscriber's
+    credentials stop working; an id that is none is refused; a connector makes no topic."""
+    for name, value in secure_broker.settings("worker").items():
+        monkeypatch.setenv(name, value)
+    as_worker = secure_broker.options("worker")
+    for sub in ("a", "ab"):
+        assert secure_broker.cli("add-subscriber", sub).returncode == 0
+        await ensure_topics(as_worker["bootstrap_servers"], {f"subscriber.{sub}": {}}, 4)  # as delivery makes it
+        await _send(as_worker, f"subscriber.{sub}", f"for {sub}".encode(), b"k")
+
+    as_a = secure_broker.options("subscriber-a")
+    assert await _read(as_a, "subscriber.a", 1, group="subscriber.a.reader")  # its own group: allowed
+    try:
+        await _read(as_a, "subscriber.a", 1, timeout=20, group="subscriber.ab.reader")
+    except GroupAuthorizationFailedError:
+        pass
+    else:
+        raise AssertionError("subscriber a joined a consumer group of subscriber ab")
+
+    empty = secure_broker.cli("add-subscriber", "")
+    assert empty.returncode == 2 and "is not a subscription id" in empty.stderr, empty.stderr
+
+    removed = secure_broker.cli("remove-subscriber", "a")
+    assert removed.returncode == 0 and "principal subscriber-a revoked" in removed.stdout, removed.stderr
+    with pytest.raises(KafkaError):
+        await _read(as_a, "subscriber.a", 1, timeout=20)  # the old password no longer signs in
+
+    # A connector cannot make (and so cannot pre-make, with settings of its choosing) any bus topic.
+    admin = AIOKafkaAdminClient(**secure_broker.options("connector"))
+    await admin.start()
+    try:
+        response = await admin.create_topics([NewTopic(f"{APP}-deadletter-premade", 1, 1)])
+    finally:
+        await admin.close()
+    [(_, error, *_)] = response.topic_errors
+    assert error == TopicAuthorizationFailedError.errno

@@ -13,7 +13,15 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from support import unique_name
 
-from bus.topics import DEFAULT_PARTITIONS, EVENTS, SUBSCRIPTIONS, Layout, TopicLayoutError, ensure_table_topics
+from bus.topics import (
+    DEFAULT_PARTITIONS,
+    EVENTS,
+    SUBSCRIPTIONS,
+    Layout,
+    TopicLayoutError,
+    ensure_table_topics,
+    ensure_topics,
+)
 
 
 def test_the_default_is_twelve_partitions_and_replicas_follow_the_cluster(monkeypatch):
@@ -94,3 +102,25 @@ def test_a_worker_on_topics_of_another_partition_count_stops_with_one_line(kafka
     assert "has 4 partitions but the bus needs 12" in lines[0]
     assert "set SAMBAND_PARTITIONS to the count the topics have" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+async def test_a_bus_topic_made_elsewhere_with_settings_that_lose_records_is_refused(kafka_bootstrap, new_topic):
+    """A dead-letter topic pre-made with compaction would keep one letter per key; one with fewer
+    replicas in sync than the layout asks for would acknowledge writes a broker could lose."""
+    from bus.topics import DEADLETTER
+
+    compacted = await new_topic(partitions=4, prefix="layout-dl", config={"cleanup.policy": "compact"})
+    with pytest.raises(TopicLayoutError, match=r"has cleanup\.policy=compact but the bus needs delete"):
+        await ensure_topics(kafka_bootstrap, {compacted: DEADLETTER.configs()}, 4, check=True)
+    await ensure_topics(kafka_bootstrap, {compacted: {"cleanup.policy": "compact"}}, 4, check=True)  # as wanted
+
+
+async def test_a_pull_topic_of_more_than_one_partition_is_refused_not_written(kafka_bootstrap, new_topic):
+    """Its reader reads partition 0 alone: records keyed by person over four partitions would be
+    lost to the subscriber while the ledger said delivered (found by a hostile review)."""
+    from agents.delivery.stage import DirectWrites
+
+    scattered = await new_topic(partitions=4, prefix="layout-pull")
+    ensure_pull = DirectWrites(kafka_bootstrap, "unused-status").pull_topics(7)
+    with pytest.raises(TopicLayoutError, match=f"topic {scattered} has 4 partitions but the bus needs 1"):
+        await ensure_pull(scattered)

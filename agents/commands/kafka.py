@@ -1,6 +1,6 @@
-"""`samband kafka up | down | status | logs | kill | start | env | add-subscriber`: the local
-development broker, or a local cluster of several nodes (`up --brokers 3`), plain or secure
-(`up --secure`; deploy/launcher.py, deploy/secure.py)."""
+"""`samband kafka up | down | status | logs | kill | stop | start | env | add-subscriber |
+remove-subscriber`: the local development broker, or a local cluster of several nodes
+(`up --brokers 3`), plain or secure (`up --secure`; deploy/launcher.py, deploy/secure.py)."""
 
 from __future__ import annotations
 
@@ -89,6 +89,13 @@ def _add_subscriber(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remove_subscriber(args: argparse.Namespace) -> int:
+    material, config, cluster = _secure_material()
+    principal = secure.remove_subscriber(material, (cluster or config).internal_bootstrap, args.subscription_id)
+    print(f"principal {principal} revoked: its ACLs, SCRAM user, credentials and topic are gone")
+    return 0
+
+
 def _down(args: argparse.Namespace) -> int:
     config = launcher.BrokerConfig.from_env()
     if launcher.external_bootstrap_servers():
@@ -134,7 +141,7 @@ def _logs(args: argparse.Namespace) -> int:
 def _one_node(args: argparse.Namespace) -> launcher.Cluster:
     cluster = _cluster()
     if cluster is None or launcher.external_bootstrap_servers():
-        raise UsageError("kill and start act on one node of a local cluster (`samband kafka up --brokers 3`)")
+        raise UsageError("kill, stop and start act on one node of a local cluster (`samband kafka up --brokers 3`)")
     cluster.node(args.node)  # a number outside the cluster is refused here, in its own words
     return cluster
 
@@ -142,6 +149,14 @@ def _one_node(args: argparse.Namespace) -> launcher.Cluster:
 def _kill(args: argparse.Namespace) -> int:
     cluster = _one_node(args)
     print(f"node {args.node} killed" if launcher.kill_node(cluster, args.node) else f"node {args.node} was not running")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    cluster = _one_node(args)
+    print(
+        f"node {args.node} stopped" if launcher.stop_node(cluster, args.node) else f"node {args.node} was not running"
+    )
     return 0
 
 
@@ -185,6 +200,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     kill = actions.add_parser("kill", help="kill -9 one node of a cluster, as a crash would (fault tests)")
     kill.add_argument("--node", type=int, required=True)
     kill.set_defaults(handler=_kill)
+    stop = actions.add_parser("stop", help="stop one node of a cluster gracefully (a rolling restart's step)")
+    stop.add_argument("--node", type=int, required=True)
+    stop.set_defaults(handler=_stop)
     start = actions.add_parser("start", help="start one node of a cluster again, on its state")
     start.add_argument("--node", type=int, required=True)
     start.set_defaults(handler=_start)
@@ -199,3 +217,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add.add_argument("subscription_id")
     add.set_defaults(handler=_add_subscriber)
+    remove = actions.add_parser(
+        "remove-subscriber", help="revoke a Kafka subscriber's principal: ACLs, SCRAM user, credentials, topic"
+    )
+    remove.add_argument("subscription_id")
+    remove.set_defaults(handler=_remove_subscriber)

@@ -83,7 +83,9 @@ class DirectWrites:
 
         async def ensure_pull(topic: str) -> None:
             if topic not in self._created:
-                await ensure_topics(self.bootstrap, {topic: configs}, 1)
+                # Checked: a pull topic of more partitions would scatter the subscriber's deliveries,
+                # and its reader reads partition 0 alone.
+                await ensure_topics(self.bootstrap, {topic: configs}, 1, check=True)
                 self._created.add(topic)
 
         return ensure_pull
