@@ -4,7 +4,7 @@ to which envelope fields. Samband's envelope fields travel as lower-case extensi
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any, cast
 
@@ -100,6 +100,10 @@ def record_from_cloudevent(event_type: str, event: dict, *, ignore_unknown: bool
     envelope["time"] = _parse(datetime.fromisoformat, event["time"], "time")
     if envelope["time"].tzinfo is None:
         raise CloudEventError("json.field_type", "time", "time has no time zone")
+    try:
+        envelope["time"].astimezone(UTC)  # 0001-01-01T02:00+03:00 is a valid text but no UTC instant
+    except OverflowError:
+        raise CloudEventError("json.field_type", "time", "time is before the first instant of year 1 in UTC") from None
     record: dict[str, Any] = {"envelope": envelope}
     dates = _date_fields(event_type)
     for field in _current_schema(event_type)["fields"]:

@@ -57,6 +57,18 @@ async def test_a_date_given_as_a_number_is_refused_in_the_clients_words_and_dead
     assert DeadLetter.from_headers(dead.headers).reason == "json.field_type"
 
 
+@pytest.mark.parametrize("event_type", ["Death", "Adulthood"])
+async def test_a_time_before_year_one_in_utc_is_a_400_not_a_server_error(ingest, connector_kafka, connector_app_id,
+                                                                          event_type):  # fmt: skip
+    """0001-01-01T02:03:01+03:00 parses, but is no instant in UTC: schemathesis found a 500 there."""
+    event = cloudevent(event_type, time="0001-01-01T02:03:01+03:00")
+    async with ingest.post("/events", json=event, headers={**STRUCTURED, **auth("every-type")}) as response:
+        assert response.status == 400, await response.text()
+        errors = (await response.json())["errors"]
+    assert [(e["code"], e["field"]) for e in errors] == [("json.field_type", "time")], errors
+    assert await read_to_end(connector_kafka, topic_names(connector_app_id).ingest) == []
+
+
 def test_the_cloudevent_mapping_kafka_ingest_shares_refuses_a_numeric_date():
     event = cloudevent("Death")
     event["data"]["deathDate"] = 12345
