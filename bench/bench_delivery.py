@@ -76,6 +76,7 @@ def worker_env(bootstrap: str, app_id: str, workdir: Path, **settings: str) -> d
         **os.environ,
         "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "SAMBAND_APP_ID": app_id,
+        "SAMBAND_PARTITIONS": "4",  # as the bench makes its deliveries topic
         "SAMBAND_DATA_DIR": str(workdir / "data"),
         "SAMBAND_WEB_PORT": str(free_port()),
         "SAMBAND_LOG_LEVEL": "warning",

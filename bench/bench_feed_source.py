@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import itertools
 import multiprocessing
+import os
 import time
 import uuid
 
@@ -35,6 +36,7 @@ from synthetic import Simulation, SyntheticConfig
 from synthetic.folkeregister_simulator import DEFAULT_TOKEN, run_simulator
 
 PARTITIONS = 4  # the local broker's default
+os.environ["SAMBAND_PARTITIONS"] = str(PARTITIONS)  # the bus's layout, as the bench makes its topics
 DEAD_LETTER_KEY = bytes(32)  # this run's dead letters need no secrecy
 PSEUDONYM_KEY = b"bench-pseudonym-key-of-at-least-32-bytes"
 

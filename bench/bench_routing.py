@@ -249,6 +249,7 @@ def start_worker(app_id: str, program: list[str], bootstrap: str, data_dir: Path
     env = {
         **os.environ,
         "SAMBAND_APP_ID": app_id,
+        "SAMBAND_PARTITIONS": str(PARTITIONS),  # as the bench makes its topics
         "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "SAMBAND_DATA_DIR": str(data_dir / app_id),
         "SAMBAND_WEB_PORT": str(free_port()),
