@@ -64,14 +64,16 @@ def worker(app_id: str, bootstrap: str, data: Path, n: int) -> subprocess.Popen:
         "SAMBAND_PSEUDONYM_KEY": KEY,
         "SAMBAND_DLQ_KEY": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
     }
-    log = (data / f"{app_id}-{n}.log").open("wb")
-    return subprocess.Popen(
+    log = data / f"{app_id}-{n}.log"
+    proc = subprocess.Popen(
         [sys.executable, "-m", "agents.cli", "worker", "--loglevel", "warning"],
         env=env,
         cwd=ROOT,
-        stdout=log,
+        stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
 
 
 def cpu_seconds(proc: subprocess.Popen) -> float:
@@ -90,8 +92,9 @@ async def span(bootstrap: str, topics: list[str], expected: int, procs: list[sub
         async with asyncio.timeout(900):
             cpu_at_first = None
             while (written := sum((await consumer.end_offsets(tps)).values())) < expected:
-                if any(p.poll() is not None for p in procs):
-                    raise RuntimeError("a worker exited")
+                if exited := [p for p in procs if p.poll() is not None]:
+                    tail = exited[0].log.read_text(errors="replace")[-2000:]  # type: ignore[attr-defined]
+                    raise RuntimeError(f"a worker exited:\n{tail}")
                 if written and cpu_at_first is None:
                     cpu_at_first = sum(cpu_seconds(p) for p in procs)
                 await asyncio.sleep(0.1)  # polling end offsets only: reading would take the workers' CPU
@@ -162,7 +165,19 @@ async def delete(bootstrap: str, topics: list[str]) -> None:
         await admin.close()
 
 
-async def main() -> None:
+async def measure(bootstrap: str, args, counts: list[int], messages, data: Path):
+    rates: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    for _ in range(args.repeat):
+        for w in counts:
+            rate, micros = await pipeline(bootstrap, w, messages, data)
+            rates.setdefault(f"{w} worker(s)", []).append(rate)
+            cpu.setdefault(f"{w} worker(s)", []).append(micros)
+        rates.setdefault("raw aiokafka consume->produce", []).append(await raw(bootstrap, messages))
+    return rates, cpu
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
@@ -172,17 +187,9 @@ async def main() -> None:
     messages = canonical_events(args.events)
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as folder:
         data = Path(folder)
-        cluster = start_cluster(data / "cluster")
-        bootstrap = cluster.bootstrap_servers
-        rates: dict[str, list[float]] = {}
-        cpu: dict[str, list[float]] = {}
+        cluster = start_cluster(data / "cluster")  # the launcher is synchronous: outside the event loop
         try:
-            for _ in range(args.repeat):
-                for w in counts:
-                    rate, micros = await pipeline(bootstrap, w, messages, data)
-                    rates.setdefault(f"{w} worker(s)", []).append(rate)
-                    cpu.setdefault(f"{w} worker(s)", []).append(micros)
-                rates.setdefault("raw aiokafka consume->produce", []).append(await raw(bootstrap, messages))
+            rates, cpu = asyncio.run(measure(cluster.bootstrap_servers, args, counts, messages, data))
         finally:
             launcher.down_cluster(cluster)
     one = median(rates[f"{counts[0]} worker(s)"])
@@ -193,8 +200,8 @@ async def main() -> None:
         spread = f"{min(values):,.0f}-{max(values):,.0f}"
         micro = f"{median(cpu[name]):>13.0f}" if name in cpu else ""
         print(f"{name:<34} {median(values):>9,.0f} {spread:>15} {median(values) / one:>8.2f} {micro}")
-    print(json.dumps(rates))
+    print(json.dumps({"events_per_s": rates, "cpu_us_per_event": cpu}))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

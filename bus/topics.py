@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from bus import clients
 
@@ -75,14 +75,11 @@ class Layout:
             )
         return layout
 
-    def replicas(self, brokers: int) -> tuple[int, int]:
-        """(replication factor, min.insync.replicas) of a new topic on a cluster of `brokers` brokers."""
-        replication = self.replication or min(3, brokers)
-        if replication > brokers:
-            raise TopicLayoutError(
-                f"SAMBAND_REPLICATION_FACTOR={replication} but the cluster has {brokers} broker(s): "
-                "lower it, or add brokers"
-            )
+    def replicas(self, brokers: int, cluster_default: int = 0) -> tuple[int, int]:
+        """(replication factor, min.insync.replicas) of a topic on a cluster with `brokers` brokers up
+        and the broker setting default.replication.factor `cluster_default` (0: not known). The
+        larger of the two counts: a broker that is down for a moment makes no topic weaker."""
+        replication = self.replication or min(3, max(brokers, cluster_default))
         min_insync = self.min_insync or (2 if replication >= 3 else 1)
         return replication, min(min_insync, replication)
 
@@ -275,10 +272,15 @@ async def _create_missing(bootstrap: str, wanted: list[tuple[str, int, dict[str,
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        brokers = len((await admin.describe_cluster())["brokers"])
-        replication, min_insync = layout().replicas(brokers)
+        live = (await admin.describe_cluster())["brokers"]
+        replication, min_insync = layout().replicas(len(live), await _default_replication(admin, live))
         missing = sorted((w for w in wanted if w[0] not in existing), key=lambda w: w[0])
         if missing:
+            if replication > len(live):
+                raise TopicLayoutError(
+                    f"topic {missing[0][0]} needs {replication} replicas but {len(live)} broker(s) are up: start "
+                    "the others, or set SAMBAND_REPLICATION_FACTOR"
+                )
             new = [
                 NewTopic(name, count, replication, topic_configs={"min.insync.replicas": str(min_insync), **configs})
                 for name, count, configs in missing
@@ -297,6 +299,22 @@ async def _create_missing(bootstrap: str, wanted: list[tuple[str, int, dict[str,
                         _configs_agree(name, found, present[name][1], min_insync)
     finally:
         await admin.close()
+
+
+async def _default_replication(admin, live: list[dict]) -> int:
+    """The cluster's default.replication.factor, or 0 when this principal may not read it."""
+    resource = ConfigResource(ConfigResourceType.BROKER, str(live[0]["node_id"])) if live else None
+    if resource is None:
+        return 0
+    try:
+        responses = await admin.describe_configs([resource])
+    except KafkaError:
+        return 0
+    for response in responses:
+        for error, _, _, _, entries in response.resources:
+            if error == 0:
+                return int({entry[0]: entry[1] for entry in entries}.get("default.replication.factor") or 0)
+    return 0
 
 
 def _agrees(name: str, partitions: list[dict], expected: int, replication: int) -> None:

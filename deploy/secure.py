@@ -213,6 +213,7 @@ def role_grants(role: str, app_id: str, subscriber_prefix: str) -> list[tuple[st
     if role == "worker":  # every bus topic and group, and the subscribers' topics it writes
         return [
             ("BROKER", "kafka-cluster", "LITERAL", "DESCRIBE"),
+            ("BROKER", "kafka-cluster", "LITERAL", "DESCRIBE_CONFIGS"),  # default.replication.factor
             idempotent,
             ("TOPIC", f"{app_id}-", "PREFIXED", "ALL"),
             ("TOPIC", subscriber_prefix, "PREFIXED", "ALL"),
