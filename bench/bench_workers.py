@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/bench_workers.py [--events 20000] [--repeat 3] [--workers 1,2,3]
 
+Two figures per run: to the subscribers (the whole pipeline), and through ingest and routing
+alone (the deliveries topic's first to last record): Kafka delivery writes each delivery and
+waits for its acknowledgement, so on a replicated cluster it is the slowest stage.
+
 Starts its own three-node KRaft cluster from the project's launcher (ports from 39100, state in a
 temporary folder), so the topics have three replicas, two in sync, and 12 partitions. Each run:
 a fresh app id; N canonical Death events (Avro, keyed by pseudonym) already in `<app>-ingest`;
@@ -110,8 +114,9 @@ async def span(bootstrap: str, topics: list[str], expected: int, procs: list[sub
     return max(max(stamps) - min(stamps), 1) / 1000, cpu
 
 
-async def pipeline(bootstrap: str, workers: int, messages, data: Path) -> tuple[float, float]:
-    """(events/s, worker CPU µs per event) of W workers taking N events from ingest to two Kafka subscribers."""
+async def pipeline(bootstrap: str, workers: int, messages, data: Path) -> tuple[float, float, float]:
+    """(events/s to the subscribers, events/s through ingest and routing, worker CPU µs per event)
+    of W workers taking N events from ingest to two Kafka subscribers."""
     app = f"bw{workers}-{uuid.uuid4().hex[:6]}"
     await ensure_table_topics(bootstrap, app, list(TABLE))
     subs = subscriptions(2)
@@ -122,11 +127,12 @@ async def pipeline(bootstrap: str, workers: int, messages, data: Path) -> tuple[
     procs = [worker(app, bootstrap, data, n) for n in range(workers)]
     try:
         seconds, cpu = await span(bootstrap, out, 2 * len(messages), procs)
+        routed, _ = await span(bootstrap, [f"{app}-deliveries"], 2 * len(messages), [])
     finally:
         for p in procs:
             stop(p)
         await delete(bootstrap, [*out, *(t.name(app) for t in TABLE)])
-    return len(messages) / seconds, cpu / len(messages) * 1e6
+    return len(messages) / seconds, len(messages) / routed, cpu / len(messages) * 1e6
 
 
 async def raw(bootstrap: str, messages) -> float:
@@ -170,8 +176,9 @@ async def measure(bootstrap: str, args, counts: list[int], messages, data: Path)
     cpu: dict[str, list[float]] = {}
     for _ in range(args.repeat):
         for w in counts:
-            rate, micros = await pipeline(bootstrap, w, messages, data)
+            rate, routed, micros = await pipeline(bootstrap, w, messages, data)
             rates.setdefault(f"{w} worker(s)", []).append(rate)
+            rates.setdefault(f"{w} worker(s), ingest + route only", []).append(routed)
             cpu.setdefault(f"{w} worker(s)", []).append(micros)
         rates.setdefault("raw aiokafka consume->produce", []).append(await raw(bootstrap, messages))
     return rates, cpu
@@ -192,14 +199,18 @@ def main() -> None:
             rates, cpu = asyncio.run(measure(cluster.bootstrap_servers, args, counts, messages, data))
         finally:
             launcher.down_cluster(cluster)
-    one = median(rates[f"{counts[0]} worker(s)"])
+
+    def first(name: str) -> float:  # the same figure with the fewest workers; the raw loop against the whole
+        suffix = ", ingest + route only" if name.endswith("route only") else ""
+        return median(rates[f"{counts[0]} worker(s){suffix}"])
+
     print(f"\n{args.events:,} Death events, {PARTITIONS} partitions, 3 brokers (3 replicas, 2 in sync), "
           f"2 Kafka subscriptions; {args.repeat} runs in turns, {os.cpu_count()} cores")  # fmt: skip
-    print(f"{'contender':<34} {'events/s':>9} {'range':>15} {'x first':>8} {'CPU us/event':>13}")
+    print(f"{'contender':<40} {'events/s':>9} {'range':>15} {'x first':>8} {'CPU us/event':>13}")
     for name, values in rates.items():
         spread = f"{min(values):,.0f}-{max(values):,.0f}"
         micro = f"{median(cpu[name]):>13.0f}" if name in cpu else ""
-        print(f"{name:<34} {median(values):>9,.0f} {spread:>15} {median(values) / one:>8.2f} {micro}")
+        print(f"{name:<40} {median(values):>9,.0f} {spread:>15} {median(values) / first(name):>8.2f} {micro}")
     print(json.dumps({"events_per_s": rates, "cpu_us_per_event": cpu}))
 
 
