@@ -9,7 +9,7 @@ import faust
 
 from agents.config import Settings, bootstrap_servers
 from bus.clients import Security
-from bus.topics import layout
+from bus.topics import TABLE, check_table_topics, ensure_topics, layout
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -49,6 +49,18 @@ def _credentials(security: Security) -> faust.types.auth.CredentialsT | None:
     if security.tls:
         return faust.SSLCredentials(security.ssl_context())
     return None
+
+
+def leader_topic(app_id: str) -> str:
+    """The topic Faust elects the leader worker on (the alert watch runs there)."""
+    return f"{app_id}-__assignor-__leader"
+
+
+async def prepare_topics(bootstrap: str, app_id: str) -> None:
+    """Before a worker starts: check the bus topics that exist, and make Faust's leader topic with
+    the bus's replication (Faust would make it with one replica)."""
+    await check_table_topics(bootstrap, app_id, list(TABLE))
+    await ensure_topics(bootstrap, {leader_topic(app_id): {}}, 1, check=True)
 
 
 def freeze_heap() -> None:

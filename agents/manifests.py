@@ -3,6 +3,7 @@ for every row of the topic table (bus/topics.py) and a `KafkaUser` for every rol
 local secure set-up gives it (deploy/secure.py `role_grants`).
 
     python -m agents.manifests --write    # deploy/kubernetes/generated/{topics,users}.yaml
+    python -m agents.manifests --app-id oslo --partitions 48 --out DIR   # for another bus
 
 A test fails when the files in the repository differ from what this writes. The rest of
 deploy/kubernetes/ is written by hand.
@@ -37,48 +38,48 @@ OPERATIONS = {"ALL": "All", "READ": "Read", "WRITE": "Write", "CREATE": "Create"
 PATTERNS = {"LITERAL": "literal", "PREFIXED": "prefix"}
 
 
-def kafka_topic(topic: Topic) -> dict:
+def kafka_topic(topic: Topic, app_id: str = APP_ID, partitions: int = PARTITIONS) -> dict:
     config = {**topic.configs(RETENTION_MS.get(topic.attr)), "min.insync.replicas": str(MIN_INSYNC)}
-    name = topic.name(APP_ID)
+    name = topic.name(app_id)
     return {
         "apiVersion": "kafka.strimzi.io/v1beta2",
         "kind": "KafkaTopic",
         "metadata": {"name": name, "labels": {"strimzi.io/cluster": CLUSTER}},
         "spec": {
             "topicName": name,
-            "partitions": topic.partition_count(PARTITIONS),
+            "partitions": topic.partition_count(partitions),
             "replicas": REPLICAS,
             "config": config,
         },
     }
 
 
-def principal(role: str) -> str:
+def principal(role: str, app_id: str = APP_ID) -> str:
     """A role's Kafka user: Strimzi names the SCRAM user after the KafkaUser resource."""
-    return f"{APP_ID}-{role}"
+    return f"{app_id}-{role}"
 
 
-def kafka_user(role: str) -> dict:
+def kafka_user(role: str, app_id: str = APP_ID) -> dict:
     acls = []
-    for kind, name, pattern, operation in role_grants(role, APP_ID, "subscriber."):
+    for kind, name, pattern, operation in role_grants(role, app_id, "subscriber."):
         resource = {"type": "cluster"} if kind == "BROKER" else {
             "type": kind.lower(), "name": name, "patternType": PATTERNS[pattern]}  # fmt: skip
         acls.append({"resource": resource, "operations": [OPERATIONS[operation]]})
     return {
         "apiVersion": "kafka.strimzi.io/v1beta2",
         "kind": "KafkaUser",
-        "metadata": {"name": principal(role), "labels": {"strimzi.io/cluster": CLUSTER}},
+        "metadata": {"name": principal(role, app_id), "labels": {"strimzi.io/cluster": CLUSTER}},
         "spec": {"authentication": {"type": "scram-sha-512"}, "authorization": {"type": "simple", "acls": acls}},
     }
 
 
-def rendered() -> dict[str, str]:
+def rendered(app_id: str = APP_ID, partitions: int = PARTITIONS) -> dict[str, str]:
     """File name → its text."""
     topics = HEADER.format(source="the topic table, bus/topics.py") + yaml.safe_dump_all(
-        [kafka_topic(t) for t in TABLE], sort_keys=False
+        [kafka_topic(t, app_id, partitions) for t in TABLE], sort_keys=False
     )
     users = HEADER.format(source="deploy/secure.py role_grants") + yaml.safe_dump_all(
-        [kafka_user(role) for role in ROLES], sort_keys=False
+        [kafka_user(role, app_id) for role in ROLES], sort_keys=False
     )
     return {"topics.yaml": topics, "users.yaml": users}
 
@@ -86,11 +87,15 @@ def rendered() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agents.manifests", description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help=f"write them into {OUT}")
+    parser.add_argument("--app-id", default=APP_ID, help="SAMBAND_APP_ID of the bus (default samband)")
+    parser.add_argument("--partitions", type=int, default=PARTITIONS, help="SAMBAND_PARTITIONS (default 12)")
+    parser.add_argument("--out", type=Path, help="write them into this folder instead")
     args = parser.parse_args(argv)
-    for name, text in rendered().items():
-        if args.write:
-            OUT.mkdir(parents=True, exist_ok=True)
-            (OUT / name).write_text(text)
+    for name, text in rendered(args.app_id, args.partitions).items():
+        if args.write or args.out:
+            folder = args.out or OUT
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
         else:
             sys.stdout.write(text)
     return 0

@@ -263,7 +263,16 @@ async def ensure_table_topics(bootstrap: str, app_id: str, topics: list[Topic]) 
     await _create_missing(bootstrap, [(t.name(app_id), t.partition_count(), t.configs()) for t in topics], True)
 
 
-async def _create_missing(bootstrap: str, wanted: list[tuple[str, int, dict[str, str]]], check: bool) -> None:
+async def check_table_topics(bootstrap: str, app_id: str, topics: list[Topic]) -> None:
+    """Check those of these rows of the table that exist (TopicLayoutError); make none. The stage
+    that owns a topic makes it, with the configs its settings give (a retention, say)."""
+    wanted = [(t.name(app_id), t.partition_count(), t.configs()) for t in topics]
+    await _create_missing(bootstrap, wanted, True, create=False)
+
+
+async def _create_missing(
+    bootstrap: str, wanted: list[tuple[str, int, dict[str, str]]], check: bool, create: bool = True
+) -> None:
     """One admin connection: create those of `wanted` (name, partitions, configs) that do not exist
     yet; with `check`, stop when one that exists has another partition count, or fewer replicas.
     Either would be silent otherwise: a person's records read from, or their state kept in, another
@@ -274,7 +283,7 @@ async def _create_missing(bootstrap: str, wanted: list[tuple[str, int, dict[str,
         existing = set(await admin.list_topics())
         live = (await admin.describe_cluster())["brokers"]
         replication, min_insync = layout().replicas(len(live), await _default_replication(admin, live))
-        missing = sorted((w for w in wanted if w[0] not in existing), key=lambda w: w[0])
+        missing = sorted((w for w in wanted if w[0] not in existing), key=lambda w: w[0]) if create else []
         if missing:
             if replication > len(live):
                 raise TopicLayoutError(
@@ -327,8 +336,9 @@ def _agrees(name: str, partitions: list[dict], expected: int, replication: int) 
     least = min(len(p["replicas"]) for p in partitions)
     if least < replication:
         raise TopicLayoutError(
-            f"topic {name} has {least} replica(s) but the bus needs {replication}: raise its replication with "
-            f'kafka-reassign-partitions, or set SAMBAND_REPLICATION_FACTOR={least} (docs/deploy.md, "Topics")'
+            f"topic {name} has {least} replica(s) but the bus needs {replication}: raise its replication "
+            "(kafka-reassign-partitions; on Strimzi, the KafkaTopic's replicas with Cruise Control), or, if fewer "
+            f'were meant, set SAMBAND_REPLICATION_FACTOR={least} (docs/deploy.md, "Topics")'
         )
 
 

@@ -139,3 +139,36 @@ async def test_a_pull_topic_of_more_than_one_partition_is_refused_not_written(ka
     ensure_pull = DirectWrites(kafka_bootstrap, "unused-status").pull_topics(7)
     with pytest.raises(TopicLayoutError, match=f"topic {scattered} has 4 partitions but the bus needs 1"):
         await ensure_pull(scattered)
+
+
+async def test_a_worker_makes_its_topics_with_their_settings_and_faust_s_leader_topic_with_the_layout(
+    kafka_bootstrap, worker_env, tmp_path
+):
+    """The disclosures keep SAMBAND_DISCLOSURE_RETENTION_DAYS, and the deduplication state its hours
+    (a newcomer's review found the start-up check made every topic first, without them)."""
+    from worker_process import WorkerProcess
+
+    from agents.app import leader_topic
+    from bus.topics import DISCLOSURES, INGEST_SEEN_IDS
+
+    app = worker_env["SAMBAND_APP_ID"]
+    env = {**worker_env, "SAMBAND_DISCLOSURE_RETENTION_DAYS": "2", "SAMBAND_DEDUP_RETENTION_HOURS": "5"}
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    worker.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        wanted = {DISCLOSURES.name(app), INGEST_SEEN_IDS.name(app), leader_topic(app)}
+        deadline = asyncio.get_running_loop().time() + 90
+        while not wanted <= set(await admin.list_topics()):
+            assert worker.process.poll() is None, worker.log_tail()
+            assert asyncio.get_running_loop().time() < deadline, f"not made: {wanted - set(await admin.list_topics())}"
+            await asyncio.sleep(0.2)  # poll interval inside the deadline
+        found = {}
+        for name in (DISCLOSURES.name(app), INGEST_SEEN_IDS.name(app)):
+            [configs] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
+            found[name] = {entry[0]: entry[1] for entry in configs.resources[0][4]}["retention.ms"]
+    finally:
+        await admin.close()
+        assert worker.stop() == 0, worker.log_tail()
+    assert found == {DISCLOSURES.name(app): str(2 * 86_400_000), INGEST_SEEN_IDS.name(app): str(5 * 3_600_000)}

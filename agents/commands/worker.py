@@ -12,16 +12,17 @@ import structlog
 def run_worker(loglevel: str = "info", stages: list[str] | None = None) -> int:
     from faust.worker import Worker
 
+    from agents.app import prepare_topics
     from agents.assembly import STAGES, build_worker
     from agents.config import bootstrap_servers, get_settings, require_keys
     from agents.logging import configure_logging
-    from bus.topics import TABLE, ensure_table_topics
 
     settings = get_settings()
     require_keys(settings)
-    # Every bus topic made, and those that exist checked against the layout, before anything runs:
-    # a wrong partition count stops here, with one line that says what to do.
-    asyncio.run(ensure_table_topics(bootstrap_servers(settings), settings.app_id, list(TABLE)))
+    # The bus topics that exist checked against the layout before anything runs (a wrong partition
+    # count stops here, with one line that says what to do); Faust's leader topic made with the
+    # layout's replication, not Faust's one replica.
+    asyncio.run(prepare_topics(bootstrap_servers(settings), settings.app_id))
     app = build_worker(settings, stages or list(STAGES))
 
     class SambandWorker(Worker):
