@@ -201,7 +201,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     kill.add_argument("--node", type=int, required=True)
     kill.set_defaults(handler=_kill)
     stop = actions.add_parser("stop", help="stop one node of a cluster gracefully (a rolling restart's step)")
-    stop.add_argument("--node", type=int, required=True)
+    stop.add_argument("--node", type=int, required=True, help="its number, 1 to the cluster's size")
     stop.set_defaults(handler=_stop)
     start = actions.add_parser("start", help="start one node of a cluster again, on its state")
     start.add_argument("--node", type=int, required=True)
@@ -213,12 +213,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     env.add_argument("--mtls", action="store_true", help="its client certificate instead of its password")
     env.set_defaults(handler=_env)
     add = actions.add_parser(
-        "add-subscriber", help="a principal for one Kafka subscriber of the secure set-up: it may read its own topic"
+        "add-subscriber",
+        help="a principal for one Kafka subscriber of the local secure set-up: it may read its own topic",
+        description="Makes the SCRAM user and certificate `subscriber-<id>` on the local secure set-up "
+        "(`up --secure`), with read access to its topic (SAMBAND_SUBSCRIBER_TOPIC_PREFIX + id) and consumer "
+        "groups named `<its topic>.<anything>`. New credentials each time. On a real cluster the platform makes "
+        "users (docs/deploy.md).",
     )
-    add.add_argument("subscription_id")
+    add.add_argument("subscription_id", help="the Kafka subscription's id (lower-case letters, digits, '-')")
     add.set_defaults(handler=_add_subscriber)
     remove = actions.add_parser(
         "remove-subscriber", help="revoke a Kafka subscriber's principal: ACLs, SCRAM user, credentials, topic"
     )
-    remove.add_argument("subscription_id")
+    remove.add_argument("subscription_id", help="delete the subscription first, or the worker makes its topic again")
     remove.set_defaults(handler=_remove_subscriber)
