@@ -9,7 +9,9 @@ three replicas and two in sync, while events flow from the ingest topic to a web
 
 Each counts what its subscriber got (fault_counts.py): lost, wrong and out of order must be 0;
 duplicates only of an event that had arrived (the same webhook-id, the idempotency key).
-`make test` runs them small; `make faults` with SAMBAND_FAULT_CLUSTER_EVENTS (default 50,000).
+They run in `make faults` (SAMBAND_FAULT_CLUSTER_EVENTS, default 50,000 there), not in `make
+test`: three brokers and three workers beside the rest of the suite left two cores so short that a
+consumer group rebalanced for minutes (docs/reliability.md, "Not yet").
 """
 
 from __future__ import annotations
@@ -42,12 +44,15 @@ from schemas.pseudonym import pseudonym
 from tests.faults.test_two_workers import _assigned
 from tests.operations.ops_bus import full_subscription
 
-EVENTS = int(os.environ.get("SAMBAND_FAULT_CLUSTER_EVENTS", "1800"))
+EVENTS = int(os.environ.get("SAMBAND_FAULT_CLUSTER_EVENTS", "0"))
 PER_PERSON = 6
 PARTITIONS = 12
 SESSION_S = 10
 SUB = "cluster"
-pytestmark = pytest.mark.timeout(3600)  # a national-size run under `make faults` takes many minutes
+pytestmark = [
+    pytest.mark.timeout(3600),  # a 50,000-event run takes many minutes
+    pytest.mark.skipif(EVENTS == 0, reason="a heavy fault run: `make faults` (SAMBAND_FAULT_CLUSTER_EVENTS)"),
+]
 
 
 def _free_ports(count: int) -> int:
@@ -125,6 +130,7 @@ class Bus:
 
     async def start(self, workers: int, monkeypatch) -> None:
         monkeypatch.setenv("SAMBAND_PARTITIONS", str(PARTITIONS))
+        await self.until_brokers(3)
         await ensure_table_topics(self.cluster.bootstrap, self.app, list(TABLE))
         await self.receiver.start()
         subscription = full_subscription(SUB, self.receiver.url, "all", ["Move"], {"Move": ["movedDate"]})
@@ -168,6 +174,18 @@ class Bus:
             if ahead > 0:
                 await asyncio.sleep(ahead)  # pacing the source, not waiting for an outcome
         self.produced = len(records)
+
+    async def until_brokers(self, count: int) -> None:
+        """Every broker registered and unfenced (just after a start one may not be yet)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.cluster.bootstrap)
+        await admin.start()
+        try:
+            deadline = asyncio.get_running_loop().time() + 60
+            while len((await admin.describe_cluster())["brokers"]) < count:
+                assert asyncio.get_running_loop().time() < deadline, f"fewer than {count} brokers up after 60 s"
+                await asyncio.sleep(0.5)  # poll interval inside the deadline
+        finally:
+            await admin.close()
 
     async def until(self, condition, timeout: float, what: str) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
