@@ -46,6 +46,8 @@ from tests.operations.ops_bus import full_subscription
 
 EVENTS = int(os.environ.get("SAMBAND_FAULT_CLUSTER_EVENTS", "0"))
 PER_PERSON = 6
+PERSONS = EVENTS // PER_PERSON
+TOTAL = PERSONS * PER_PERSON  # the events fed: whole persons' moves
 PARTITIONS = 12
 SESSION_S = 10
 SUB = "cluster"
@@ -111,7 +113,7 @@ class Bus:
         self.receiver = Receiver(self.secret)
         self.workers: list[WorkerProcess] = []
         self.persons = {p: synthetic_number(1 + p % 28, 1 + p % 12, 60 + p % 30, 100 + p // 300) for p in
-                        range(EVENTS // PER_PERSON)}  # fmt: skip
+                        range(PERSONS)}  # fmt: skip
         self.produced = 0
 
     def env(self, n: int) -> dict[str, str]:
@@ -193,7 +195,7 @@ class Bus:
             alive = [w for w in self.workers if w.process.poll() is None]
             assert alive, f"every worker exited while waiting for {what}"
             assert asyncio.get_running_loop().time() < deadline, (
-                f"not {what} within {timeout:.0f} s; delivered {len(self.receiver.unique_ids)} of {EVENTS}"
+                f"not {what} within {timeout:.0f} s; delivered {len(self.receiver.unique_ids)} of {TOTAL}"
             )
             await asyncio.sleep(0.2)  # poll interval inside the deadline
 
@@ -227,7 +229,7 @@ async def test_three_workers_on_three_brokers_lose_nothing_when_one_worker_is_ki
         )
         taken_over = time.monotonic() - killed
         await feeding
-        await bus.until(lambda: len(bus.receiver.unique_ids) >= EVENTS, 600, "every event delivered")
+        await bus.until(lambda: len(bus.receiver.unique_ids) >= TOTAL, 600, "every event delivered")
     finally:
         await bus.stop()
     print(f"\nthe survivors held the killed worker's partitions {taken_over:.1f} s after the kill "
@@ -277,9 +279,9 @@ async def test_the_leader_broker_killed_then_a_rolling_restart_lose_nothing(clus
             cluster.cli("start", "--node", str(node))
         produced_during_restarts = bus.produced
         await feeding
-        await bus.until(lambda: len(bus.receiver.unique_ids) >= EVENTS, 900, "every event delivered")
+        await bus.until(lambda: len(bus.receiver.unique_ids) >= TOTAL, 900, "every event delivered")
     finally:
         await bus.stop()
-    print(f"fed {produced_during_restarts} of {EVENTS} events before the rolling restart ended")
+    print(f"fed {produced_during_restarts} of {TOTAL} events before the rolling restart ended")
     counts = bus.counts("leader broker killed, then a rolling restart of 3 brokers; 2 workers")
     assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
