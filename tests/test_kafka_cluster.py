@@ -53,6 +53,11 @@ def kafka_cli(tmp_path):
     run("down")
 
 
+async def _topic_configs(admin: AIOKafkaAdminClient, topic: str) -> dict[str, str]:
+    [configs] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    return {name: value for name, value, *_ in configs.resources[0][4]}
+
+
 async def _send(bootstrap: str, topic: str, values: range) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
@@ -81,8 +86,10 @@ async def test_a_three_node_cluster_loses_nothing_when_a_node_is_killed_and_star
             assert asyncio.get_running_loop().time() < deadline, "the new topic's partitions never showed"
             await asyncio.sleep(0.1)  # poll interval: the metadata of a new topic reaches every broker
         assert {len(p["replicas"]) for p in partitions} == {3}
-        [configs] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "clustered-events")])
-        settings = {name: value for name, value, *_ in configs.resources[0][4]}
+        # Any broker answers: one the new topic has not reached yet answers with no configs.
+        while not (settings := await _topic_configs(admin, "clustered-events")):
+            assert asyncio.get_running_loop().time() < deadline, "the new topic's configs never showed"
+            await asyncio.sleep(0.1)  # poll interval inside the deadline
         assert settings["min.insync.replicas"] == "2"
     finally:
         await admin.close()
