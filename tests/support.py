@@ -7,7 +7,9 @@ which one `import conftest` finds depends on collection order.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import random
 import socket
 import uuid
 
@@ -20,6 +22,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_port_run(count: int) -> int:
+    """A base port with `count` consecutive free ports, below the kernel's ephemeral range: for a
+    broker or cluster of the launcher, whose ports follow SAMBAND_KAFKA_PORT."""
+    for _ in range(200):
+        base = random.randrange(20_000, 32_000)
+        with contextlib.ExitStack() as sockets:
+            try:
+                for offset in range(count):
+                    sockets.enter_context(socket.socket()).bind(("127.0.0.1", base + offset))
+            except OSError:
+                continue
+        return base
+    raise RuntimeError("no free run of ports")
 
 
 def pseudonym_key() -> bytes:

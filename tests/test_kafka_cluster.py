@@ -5,10 +5,7 @@ to a bus topic, which the bus made with three replicas and min.insync.replicas 2
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import random
-import socket
 import subprocess
 import sys
 
@@ -16,28 +13,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from support import free_port_run
 
 from bus.topics import EVENTS, ensure_table_topics
-
-
-def _free_ports(count: int) -> int:
-    """A base port with `count` consecutive free ports, below the kernel's ephemeral range."""
-    for _ in range(200):
-        base = random.randrange(20_000, 32_000, 2)
-        with contextlib.ExitStack() as sockets:
-            try:
-                for offset in range(count):
-                    sockets.enter_context(socket.socket()).bind(("127.0.0.1", base + offset))
-            except OSError:
-                continue
-        return base
-    raise RuntimeError("no free run of ports")
 
 
 @pytest.fixture
 def kafka_cli(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env |= {"SAMBAND_KAFKA_PORT": str(_free_ports(6)), "SAMBAND_KAFKA_STATE_DIR": str(tmp_path / "cluster")}
+    env |= {"SAMBAND_KAFKA_PORT": str(free_port_run(6)), "SAMBAND_KAFKA_STATE_DIR": str(tmp_path / "cluster")}
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(

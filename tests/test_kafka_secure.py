@@ -6,11 +6,8 @@ credentials, with a wrong password, or outside its ACLs is refused; mTLS signs i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import random
-import socket
 import subprocess
 import sys
 
@@ -20,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
 from delivery_bus import complete
 from routing_events import encode, event, synthetic_number
-from support import free_port
+from support import free_port, free_port_run
 from webhook_receiver import Receiver
 from worker_process import WorkerProcess
 
@@ -33,23 +30,10 @@ APP = "samband"  # the secure set-up's ACLs are made for this app id
 PERSON = synthetic_number(14, 2, 51, 300)
 
 
-def _free_ports(count: int) -> int:
-    for _ in range(200):
-        base = random.randrange(20_000, 32_000, 3)
-        with contextlib.ExitStack() as sockets:
-            try:
-                for offset in range(count):
-                    sockets.enter_context(socket.socket()).bind(("127.0.0.1", base + offset))
-            except OSError:
-                continue
-        return base
-    raise RuntimeError("no free run of ports")
-
-
 class SecureBroker:
     def __init__(self, state_dir):
         self.env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-        self.env |= {"SAMBAND_KAFKA_PORT": str(_free_ports(3)), "SAMBAND_KAFKA_STATE_DIR": str(state_dir)}
+        self.env |= {"SAMBAND_KAFKA_PORT": str(free_port_run(3)), "SAMBAND_KAFKA_STATE_DIR": str(state_dir)}
         self.env |= {"SAMBAND_APP_ID": APP}
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:

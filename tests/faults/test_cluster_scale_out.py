@@ -17,12 +17,9 @@ consumer group rebalanced for minutes (docs/reliability.md, "Not yet").
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bus_settings import PSEUDONYM_KEY
 from fault_counts import count
 from routing_events import address, cloudevent_json, event, synthetic_number
-from support import free_port, unique_name
+from support import free_port, free_port_run, unique_name
 from webhook_receiver import Receiver
 from worker_process import WorkerProcess
 
@@ -57,25 +54,12 @@ pytestmark = [
 ]
 
 
-def _free_ports(count: int) -> int:
-    for _ in range(200):
-        base = random.randrange(20_000, 32_000, 2)
-        with contextlib.ExitStack() as sockets:
-            try:
-                for offset in range(count):
-                    sockets.enter_context(socket.socket()).bind(("127.0.0.1", base + offset))
-            except OSError:
-                continue
-        return base
-    raise RuntimeError("no free run of ports")
-
-
 class Cluster:
     """A three-node cluster of the project's launcher, driven through `samband kafka`."""
 
     def __init__(self, state_dir):
         self.env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-        self.env |= {"SAMBAND_KAFKA_PORT": str(_free_ports(6)), "SAMBAND_KAFKA_STATE_DIR": str(state_dir)}
+        self.env |= {"SAMBAND_KAFKA_PORT": str(free_port_run(6)), "SAMBAND_KAFKA_STATE_DIR": str(state_dir)}
         self.bootstrap = ""
 
     def cli(self, *args: str) -> str:
