@@ -83,6 +83,9 @@ class BrokerConfig:
     heap: str = "1g"
     # A secure set-up (`up --secure`, deploy/secure.py): its certificates, keys and passwords.
     secure_dir: Path | None = None
+    # The address the node listens on when it is not `host`: in a container, every interface
+    # ("0.0.0.0"), while clients are told `host` (the published port).
+    bind: str = ""
 
     @classmethod
     def from_env(cls) -> BrokerConfig:
@@ -228,10 +231,11 @@ def _listeners(config: BrokerConfig) -> list[str]:
     if config.secure_dir is not None:
         material = secure.Material(config.secure_dir)
         return secure.server_properties(
-            material, config.host, config.port, config.controller_port, config.internal_port
+            material, config.host, config.port, config.controller_port, config.internal_port, config.bind
         )
+    bind = config.bind or config.host
     return [
-        f"listeners=PLAINTEXT://{config.host}:{config.port},CONTROLLER://{config.host}:{config.controller_port}",
+        f"listeners=PLAINTEXT://{bind}:{config.port},CONTROLLER://{bind}:{config.controller_port}",
         f"advertised.listeners=PLAINTEXT://{config.host}:{config.port}",
         "controller.listener.names=CONTROLLER",
         "inter.broker.listener.name=PLAINTEXT",
@@ -392,6 +396,30 @@ def secured(config: BrokerConfig) -> BrokerConfig:
     shutil.rmtree(staging, ignore_errors=True)
     secure.Material(staging).create([config.host])
     staging.rename(made.secure_dir)  # a half-made set-up is never taken for a whole one
+    return made
+
+
+# Compose's `kafka-secure` service (deploy/compose.yaml, profile `secure`) mounts the secure folder here
+# and keeps its data in the image's data folder.
+CONTAINER_SECURE_DIR = Path("/etc/samband-secure")
+CONTAINER_PROPERTIES = "container-server.properties"  # in the secure folder
+CONTAINER_CLUSTER_ID = "container-cluster-id"
+
+
+def container_files(config: BrokerConfig) -> BrokerConfig:
+    """The files of a secure broker run by compose instead of the launcher: the secure set-up's
+    certificates and passwords (made as for `up --secure`, kept after), and beside them the
+    container's server.properties (the same as the launcher's, its paths those of the mount,
+    listening on every interface of the container) and its cluster id. Returns the secured config."""
+    made = secured(config)
+    assert made.secure_dir is not None
+    in_container = replace(
+        made, bind="0.0.0.0", secure_dir=CONTAINER_SECURE_DIR, state_dir=Path("/var/lib/kafka")
+    )  # data: /var/lib/kafka/data, the image's data volume
+    (made.secure_dir / CONTAINER_PROPERTIES).write_text(_server_properties(in_container))
+    cluster_id = made.secure_dir / CONTAINER_CLUSTER_ID
+    if not cluster_id.exists():
+        cluster_id.write_text(_new_cluster_id() + "\n")
     return made
 
 

@@ -119,8 +119,10 @@ def _openssl(*args: str) -> None:
         raise SecureSetupError(f"openssl {args[0]} failed: {result.stderr.strip()[-400:]}")
 
 
-def server_properties(material: Material, host: str, port: int, controller_port: int, internal_port: int) -> list[str]:
-    """The lines of a node's server.properties that make it secure."""
+def server_properties(
+    material: Material, host: str, port: int, controller_port: int, internal_port: int, bind: str = ""
+) -> list[str]:
+    """The lines of a node's server.properties that make it secure; it listens on `bind` (else `host`)."""
     store = [
         "ssl.keystore.type=PEM",
         f"ssl.keystore.location={material.broker_keystore}",
@@ -128,7 +130,8 @@ def server_properties(material: Material, host: str, port: int, controller_port:
         f"ssl.truststore.location={material.ca}",
     ]
     return [
-        f"listeners=SASL_SSL://{host}:{port},CONTROLLER://{host}:{controller_port},INTERNAL://{host}:{internal_port}",
+        f"listeners=SASL_SSL://{bind or host}:{port},CONTROLLER://{bind or host}:{controller_port},"
+        f"INTERNAL://{bind or host}:{internal_port}",
         f"advertised.listeners=SASL_SSL://{host}:{port},INTERNAL://{host}:{internal_port}",
         "controller.listener.names=CONTROLLER",
         "inter.broker.listener.name=INTERNAL",

@@ -10,8 +10,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
@@ -24,6 +26,7 @@ from worker_process import WorkerProcess
 from bus.clients import Security
 from bus.topics import TABLE, ensure_table_topics, ensure_topics
 from connectors.webhook.secrets import new_secret
+from deploy import launcher
 from schemas.pseudonym import pseudonym
 
 APP = "samband"  # the secure set-up's ACLs are made for this app id
@@ -232,3 +235,76 @@ async def test_subscribers_cannot_take_each_others_groups_and_a_removed_one_is_r
         await admin.close()
     [(_, error, *_)] = response.topic_errors
     assert error == TopicAuthorizationFailedError.errno
+
+
+async def test_the_compose_secure_broker_runs_on_the_files_secure_files_makes(tmp_path, monkeypatch):
+    """compose's `kafka-secure` service (profile `secure`), run as compose runs it, with the paths
+    mapped as its mount maps them (there is no container engine here): it formats and starts on the
+    server.properties `samband kafka secure-files` wrote; `samband kafka grant` makes the users; the
+    worker signs in and makes a bus topic, the connector may not."""
+    broker = SecureBroker(tmp_path / "kafka")
+    made = broker.cli("secure-files")
+    assert made.returncode == 0, made.stderr
+    secure_dir = tmp_path / "kafka" / "secure"
+    port = broker.env["SAMBAND_KAFKA_PORT"]
+    assert f"SAMBAND_KAFKA_SECURE_FILES={secure_dir} SAMBAND_KAFKA_PORT={port}" in made.stdout
+    internal = int(made.stdout.split("SAMBAND_KAFKA_INTERNAL_PORT=")[1].split()[0])
+
+    service = yaml.safe_load((Path(__file__).parents[1] / "deploy" / "compose.yaml").read_text())["services"][
+        "kafka-secure"
+    ]
+    [mount] = service["volumes"]
+    assert mount.endswith(f":{launcher.CONTAINER_SECURE_DIR}:ro")
+    assert service["ports"] == [
+        "127.0.0.1:${SAMBAND_KAFKA_PORT:-9092}:${SAMBAND_KAFKA_PORT:-9092}",
+        "127.0.0.1:${SAMBAND_KAFKA_INTERNAL_PORT:-9094}:${SAMBAND_KAFKA_INTERNAL_PORT:-9094}",
+    ]
+    [script] = service["command"]
+    inside = f"{launcher.CONTAINER_SECURE_DIR}/{launcher.CONTAINER_PROPERTIES}"
+    format_step, start_step = script.split(" && ")
+    assert f'--cluster-id "$$(cat {launcher.CONTAINER_SECURE_DIR}/{launcher.CONTAINER_CLUSTER_ID})"' in format_step
+    assert f"--config {inside}" in format_step and start_step.endswith(f"kafka-server-start.sh {inside}")
+
+    monkeypatch.setenv("SAMBAND_KAFKA_STATE_DIR", str(tmp_path / "kafka"))
+    process = _run_as_compose_would(secure_dir, tmp_path)
+    try:
+        granted = broker.cli("grant")
+        assert granted.returncode == 0, granted.stdout + granted.stderr + (tmp_path / "broker.log").read_text()[-2000:]
+        assert f":{internal}" in broker.settings("worker", "--mtls")["SAMBAND_KAFKA_BOOTSTRAP_SERVERS"]
+
+        as_worker = broker.options("worker")
+        admin = AIOKafkaAdminClient(**as_worker)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(f"{APP}-compose-check", 1, 1)])
+        finally:
+            await admin.close()
+        await _send(as_worker, f"{APP}-compose-check", b"x", b"k")
+        assert await _read(broker.options("worker", "--mtls"), f"{APP}-compose-check", 1)
+        with pytest.raises(KafkaError):  # a connector makes no topic, and may not write this one
+            await _send(broker.options("connector"), f"{APP}-compose-check", b"x", b"k")
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+def _run_as_compose_would(secure_dir: Path, tmp_path: Path) -> subprocess.Popen:
+    """The kafka-secure service's format and start steps, on the container's view mapped onto this
+    machine: the mount, the data volume, and its every interface as the one address docker publishes on."""
+    properties = (secure_dir / launcher.CONTAINER_PROPERTIES).read_text()
+    properties = properties.replace(str(launcher.CONTAINER_SECURE_DIR), str(secure_dir))
+    properties = properties.replace("/var/lib/kafka/data", str(tmp_path / "data")).replace("0.0.0.0", "127.0.0.1")
+    mapped = tmp_path / "server.properties"
+    mapped.write_text(properties)
+    config = launcher.BrokerConfig.from_env()
+    jars = launcher.ensure_jars(config)
+    cluster_id = (secure_dir / launcher.CONTAINER_CLUSTER_ID).read_text().strip()
+    formatted = subprocess.run(
+        launcher._java_command(config, jars, "kafka.tools.StorageTool", "format", "--ignore-formatted",
+                               f"--cluster-id={cluster_id}", f"--config={mapped}"),
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert formatted.returncode == 0, formatted.stderr
+    with open(tmp_path / "broker.log", "w") as log:
+        return subprocess.Popen(launcher._java_command(config, jars, launcher.MAIN_CLASS, str(mapped)),
+                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip

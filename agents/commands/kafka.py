@@ -57,6 +57,32 @@ def _grant_roles(config: launcher.BrokerConfig, internal_bootstrap: str) -> None
     )
 
 
+def _secure_files(args: argparse.Namespace) -> int:
+    config = launcher.BrokerConfig.from_env()
+    if launcher.cluster_of(config) is not None:
+        raise UsageError(f"{config.state_dir} holds a cluster: choose another SAMBAND_KAFKA_STATE_DIR for compose's")
+    made = launcher.container_files(config)
+    print(
+        f"made in {made.secure_dir}: a CA, the broker's certificate, the principals' passwords and certificates, "
+        f"and the container's server.properties. Start the broker with\n"
+        f"  SAMBAND_UID=$(id -u) SAMBAND_KAFKA_SECURE_FILES={made.secure_dir} SAMBAND_KAFKA_PORT={made.port} "
+        f"SAMBAND_KAFKA_INTERNAL_PORT={made.internal_port} docker compose -f deploy/compose.yaml --profile secure "
+        "up -d kafka-secure\n"
+        "then make its users and ACLs with `samband kafka grant`, and sign in with `samband kafka env worker`"
+    )
+    return 0
+
+
+def _grant(args: argparse.Namespace) -> int:
+    material, config, cluster = _secure_material()
+    place = cluster or config
+    launcher.wait_until_ready(place.internal_bootstrap, config.start_timeout, secure_dir=config.secure_dir)
+    settings = get_settings()
+    secure.grant_roles(material, place.internal_bootstrap, settings.app_id, settings.subscriber_topic_prefix)
+    print(f"users and ACLs made for {', '.join(secure.ROLES)} (app id {settings.app_id})")
+    return 0
+
+
 def _secure_material() -> tuple[secure.Material, launcher.BrokerConfig, launcher.Cluster | None]:
     config = launcher.BrokerConfig.from_env()
     if config.secure_dir is None or launcher.external_bootstrap_servers():
@@ -206,6 +232,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     start = actions.add_parser("start", help="start one node of a cluster again, on its state")
     start.add_argument("--node", type=int, required=True)
     start.set_defaults(handler=_start)
+    files = actions.add_parser(
+        "secure-files",
+        help="the files of a secure broker that compose runs (`--profile secure`): certificates, passwords, "
+        "server.properties",
+        description="Makes what `up --secure` makes in the state folder (a CA, the broker's certificate, a password "
+        "and a client certificate per principal) and the server.properties of compose's `kafka-secure` service, "
+        "which mounts that folder. Prints the compose command; then run `samband kafka grant`.",
+    )
+    files.set_defaults(handler=_secure_files)
+    grant = actions.add_parser(
+        "grant",
+        help="make the SCRAM users and ACLs of the worker, connector and operator on the secure broker "
+        "(after `secure-files` and compose; `up --secure` does it itself)",
+    )
+    grant.set_defaults(handler=_grant)
     env = actions.add_parser(
         "env", help="the SAMBAND_KAFKA_* settings with which a principal reaches the secure set-up (shell exports)"
     )
