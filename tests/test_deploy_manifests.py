@@ -23,8 +23,8 @@ def _documents(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
-def _worker_env() -> dict[str, dict]:
-    [deployment] = [d for d in _documents(KUBERNETES / "worker.yaml") if d["kind"] == "Deployment"]
+def _env(manifest: str = "worker.yaml") -> dict[str, dict]:
+    [deployment] = [d for d in _documents(KUBERNETES / manifest) if d["kind"] == "Deployment"]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     return {entry["name"]: entry for entry in container["env"]}
 
@@ -36,20 +36,33 @@ def test_the_generated_topics_and_users_are_what_the_code_gives():
     assert sorted(topics) == sorted(t.name("samband") for t in TABLE)
 
 
-def test_every_setting_the_manifests_give_the_worker_is_a_real_one():
+@pytest.mark.parametrize("manifest", ["worker.yaml", "connectors.yaml"])
+def test_every_setting_the_manifests_give_is_a_real_one(manifest):
     known = {f"SAMBAND_{name.upper()}" for name in Settings.model_fields}
     known |= set(LAYOUT_VARIABLES) | set(SECURITY_VARIABLES)
-    env = _worker_env()
+    env = _env(manifest)
     assert sorted(set(env) - known) == []
-    # The plain values are valid settings, as the worker would read them.
+    # The plain values are valid settings, as the worker or connector would read them.
     plain = {name: entry["value"] for name, entry in env.items() if "value" in entry and "_FILE" not in name}
     settings = Settings(**{name.removeprefix("SAMBAND_").lower(): value for name, value in plain.items()
                            if name.removeprefix("SAMBAND_").lower() in Settings.model_fields})  # fmt: skip
     assert settings.app_id == "samband"
+    users = {d["metadata"]["name"] for d in _documents(OUT / "users.yaml")}
+    assert env["SAMBAND_KAFKA_SASL_USERNAME"]["value"] in users
+
+
+def test_the_connector_runs_an_installed_source_alone():
+    from connectors.api import discover
+
+    [deployment] = [d for d in _documents(KUBERNETES / "connectors.yaml") if d["kind"] == "Deployment"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"][:2] == ["connectors", "run"] and container["args"][2] in discover()
+    # One pod at a time: a feed is read from one bookmark.
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
 
 
 def test_partitions_replicas_and_the_autoscaler_agree():
-    partitions = int(_worker_env()["SAMBAND_PARTITIONS"]["value"])
+    partitions = int(_env()["SAMBAND_PARTITIONS"]["value"])
     events = next(d for d in _documents(OUT / "topics.yaml") if d["spec"]["topicName"] == "samband-events")
     assert events["spec"]["partitions"] == partitions
     [scaled] = [d for d in _documents(KUBERNETES / "autoscaling.yaml") if d["kind"] == "ScaledObject"]
@@ -57,7 +70,7 @@ def test_partitions_replicas_and_the_autoscaler_agree():
     groups = {t["metadata"]["consumerGroup"] for t in scaled["spec"]["triggers"]}
     assert groups == {"samband-ingest", "samband-router", "samband-delivery"}
     users = {d["metadata"]["name"] for d in _documents(OUT / "users.yaml")}
-    env = _worker_env()
+    env = _env()
     assert env["SAMBAND_KAFKA_SASL_USERNAME"]["value"] in users
 
 
