@@ -50,20 +50,30 @@ def stored_state(value: bytes) -> dict:
     return state
 
 
+_NOT_STORED = ("sent", "sealed")  # what an earlier attempt sent (for its ledger entry); the sealed record's cache
+
+
 def stored_value(queue: list[dict], seen: int, seal: DeadLetterSeal) -> bytes:
-    """The queue as the pending topic holds it: each entry's record sealed."""
-    sealed = [
-        {k: v for k, v in entry.items() if k != "sent"}  # what an earlier attempt sent: only for its ledger entry
-        | {"record": base64.b64encode(seal.seal(entry["record"].encode())).decode("ascii")}
-        for entry in queue
-    ]
-    return orjson.dumps({"queue": sealed, "seen": seen})
+    """The queue as the pending topic holds it: each entry's record sealed. An entry's record is
+    sealed once and kept sealed in the entry (`sealed`): the queue is stored again at each change
+    of its head, and sealing every entry each time made a person's n events cost n² seals."""
+    stored = []
+    for entry in queue:
+        sealed = entry.get("sealed")
+        if sealed is None:
+            sealed = entry["sealed"] = base64.b64encode(seal.seal(entry["record"].encode())).decode("ascii")
+        stored.append({k: v for k, v in entry.items() if k not in _NOT_STORED} | {"record": sealed})
+    return orjson.dumps({"queue": stored, "seen": seen})
 
 
 def opened(state: dict, seal: DeadLetterSeal) -> dict:
     """A stored state with its records readable again; DeadLetterKeyError (a ValueError) under another key."""
     queue = [
-        {**entry, "record": seal.open(base64.b64decode(entry["record"], validate=True)).decode()}
+        {
+            **entry,
+            "record": seal.open(base64.b64decode(entry["record"], validate=True)).decode(),
+            "sealed": entry["record"],
+        }
         for entry in state["queue"]
     ]
     return {**state, "queue": queue}
