@@ -264,8 +264,10 @@ class Sink(Connector):
 
     kind = "sink"
     # Records per `write`: 1 writes each delivery alone; more lets delivery hand over several
-    # subscribers' heads (each a different person's) in one call, e.g. one fsync per batch.
-    max_batch: ClassVar[int] = 1
+    # persons' heads in one call, e.g. one fsync per batch. A kind may set it per subscription.
+    max_batch: int = 1
+    # Seconds a `write` of fewer than `max_batch` records waits for more heads to fill it.
+    batch_wait: float = 0.0
     # True only for a kind of the bus's own that keeps deliveries inside the bus (the pull kind):
     # `write` then gets the delivery record itself, keyed by the bus's pseudonym of the person, and the
     # protection rule runs when it finally leaves. Any other kind gets the record as it leaves now.
@@ -306,6 +308,12 @@ class Sink(Connector):
         encoding (the webhook kind does); by default `write([sink_record(delivery, headers)])`."""
         [outcome] = await self.write([sink_record(delivery, headers)])
         return outcome
+
+    async def write_deliveries(self, deliveries: Sequence[tuple[dict, Sequence[tuple[str, bytes]]]]) -> list[Outcome]:
+        """Several deliveries, parsed, one Outcome each, in order: what the delivery stage calls for
+        a batch of heads. By default `write` of their records; a kind that works on parsed deliveries
+        overrides it (the webhook kind does)."""
+        return await self.write([sink_record(delivery, headers) for delivery, headers in deliveries])
 
     async def flush(self) -> None:
         """Make every record answered `delivered` visible to the subscriber now (e.g. finish an open

@@ -30,7 +30,7 @@ from agents.delivery.egress import Egress
 from agents.delivery.target import Target
 from agents.subscriptions import windows
 from bus.malformed import MALFORMED
-from connectors.api import Context, DeadLetters, Outcome, Output, Sink, SinkRecord, StateStore, sink_record
+from connectors.api import Context, DeadLetters, Outcome, Output, Sink, SinkRecord, StateStore
 from connectors.kafka_sink.config import subscriber_topic
 from connectors.pull.sink import pull_topic
 
@@ -105,8 +105,7 @@ class Lane:
     async def _work(self) -> None:
         while True:
             batch = [await self.queue.get()]
-            while len(batch) < self.sink.max_batch and not self.queue.empty():
-                batch.append(self.queue.get_nowait())  # several persons' heads at once, for a batching kind
+            await self._fill(batch)
             wait = self.hold_until - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)  # the subscriber asked for this pause (Retry-After); checks come after it
@@ -114,6 +113,25 @@ class Lane:
                 await self._send_one(*batch[0])
             else:
                 await self._send_batch(batch)
+
+    async def _fill(self, batch: list[tuple[str, dict, int]]) -> None:
+        """Several persons' heads at once, for a batching kind: those waiting now, and for a kind
+        with a `batch_wait`, those that come within it."""
+        most, queue = self.sink.max_batch, self.queue
+        while len(batch) < most and not queue.empty():
+            batch.append(queue.get_nowait())
+        if len(batch) >= most or self.sink.batch_wait <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.sink.batch_wait
+        while len(batch) < most and (left := deadline - loop.time()) > 0:
+            try:
+                async with asyncio.timeout(left):  # a get cut short leaves its head in the queue
+                    batch.append(await queue.get())
+            except TimeoutError:
+                return
+            while len(batch) < most and not queue.empty():
+                batch.append(queue.get_nowait())
 
     async def _send_one(self, key: str, entry: dict, token: int) -> None:
         """One head (every head of a kind with `max_batch` 1, the webhook's hot path)."""
@@ -197,21 +215,28 @@ class Lane:
     async def _attempt(self, entries: list[dict]) -> list[Outcome]:
         """One outcome per entry, in order; those not settled by `_outgoing` go to the sink in one `write`."""
         outcomes: list[Outcome] = []
-        sending: list[tuple[int, SinkRecord]] = []
+        places: list[int] = []
+        records: list[SinkRecord] = []
+        deliveries: list[tuple[dict, list[tuple[str, bytes]]]] = []
         for entry in entries:
             outgoing = self._outgoing(entry)
             if isinstance(outgoing, Outcome):
                 outcomes.append(outgoing)
                 continue
+            places.append(len(outcomes))
             if self.sink.takes_delivery_records:
-                sending.append((len(outcomes), _delivery_record(entry)))
+                records.append(_delivery_record(entry))
             else:
-                sending.append((len(outcomes), sink_record(outgoing, _headers(entry))))
+                deliveries.append((outgoing, _headers(entry)))
             outcomes.append(UNANSWERED)
-        written = await self.sink.write([record for _, record in sending]) if sending else []
-        if len(written) != len(sending) or not all(isinstance(outcome, Outcome) for outcome in written):
-            raise TypeError(f"the sink answered {len(written)} outcomes for {len(sending)} records, or not Outcomes")
-        for (at, _), outcome in zip(sending, written, strict=True):
+        written: list[Outcome] = []
+        if records:
+            written = await self.sink.write(records)
+        elif deliveries:
+            written = await self.sink.write_deliveries(deliveries)
+        if len(written) != len(places) or not all(isinstance(outcome, Outcome) for outcome in written):
+            raise TypeError(f"the sink answered {len(written)} outcomes for {len(places)} records, or not Outcomes")
+        for at, outcome in zip(places, written, strict=True):
             outcomes[at] = outcome
         return outcomes
 

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.api import ConnectorConfig
+
+
+class WebhookBatch(BaseModel):
+    """CloudEvents batch mode: several events in one signed POST (`application/cloudevents-batch+json`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_events: int = Field(100, ge=1, le=1000, description="events in one request at most")
+    max_bytes: int = Field(
+        1 << 20, ge=1024, le=10 << 20, description="a request's body at most (an event larger than this goes alone)"
+    )
+    max_wait_ms: int = Field(50, ge=0, le=10_000, description="how long a request waits for more events to fill it")
 
 
 class WebhookConfig(ConnectorConfig):
@@ -16,10 +28,18 @@ class WebhookConfig(ConnectorConfig):
     # During a rotation: the secret being replaced. Both sign until it is removed.
     previous_secret_ref: str | None = None
     mode: Literal["structured", "binary"] = "structured"
+    # None: one event per request. Given: several persons' events per request.
+    batch: WebhookBatch | None = None
     # In-flight requests, and pooled keep-alive connections, to this subscriber.
     max_concurrency: int = Field(8, ge=1, le=256)
     connect_timeout: float = Field(5.0, gt=0, le=60)
     read_timeout: float = Field(10.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _batch_is_structured(self) -> WebhookConfig:
+        if self.batch is not None and self.mode != "structured":
+            raise ValueError("batch: CloudEvents batch mode carries structured events; set mode to structured")
+        return self
 
     @property
     def secret_refs(self) -> tuple[str, ...]:

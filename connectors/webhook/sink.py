@@ -6,11 +6,19 @@
 
 `webhook-id` is the record's idempotency key, so a retry or replay of the same delivery
 carries the same id and the subscriber can drop duplicates.
+
+With `batch` in its config, a subscription gets several persons' events in one POST (CloudEvents
+batch mode, a JSON array), signed once over the whole body. Each event then carries its own
+idempotency key as the extension attribute `idempotencykey` (and its trace context as
+`traceparent`, the CloudEvents tracing extension); the batch's `webhook-id` is made from the keys
+it holds. The subscriber's answer is every event's outcome: a 2xx delivers them all, a failure
+retries each on the schedule.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 import uuid
 from collections.abc import Awaitable, Mapping, Sequence
@@ -21,6 +29,7 @@ import orjson
 from yarl import URL
 
 from connectors.api import ConnectorConfig, Context, Sink, SinkRecord
+from connectors.webhook import cloudevent
 from connectors.webhook.config import WebhookConfig
 from connectors.webhook.network import AllowList, literal_address
 from connectors.webhook.outcome import HttpOutcome
@@ -29,6 +38,7 @@ from connectors.webhook.sender import WebhookSender
 
 VALIDATION_TYPE = "no.samband.subscription.validation"
 MALFORMED = "delivery.malformed"
+IDEMPOTENCY_KEY = "idempotencykey"  # each event's idempotency key in a batch (a CloudEvents extension attribute)
 
 
 class WebhookSink(Sink):
@@ -64,8 +74,12 @@ class WebhookSink(Sink):
         self.sender = WebhookSender(
             config, context.extras.get("webhook_allow", AllowList()), context.extras.get("secrets_dir", "")
         )
+        if config.batch is not None:
+            self.max_batch, self.batch_wait = config.batch.max_events, config.batch.max_wait_ms / 1000
 
     async def write(self, batch: Sequence[SinkRecord]) -> list[HttpOutcome]:
+        if self.config.batch is not None:
+            return await self._write_batch([(_parsed(record.value), record.headers) for record in batch])
         if len(batch) == 1:
             return [await self._write_record(batch[0])]
         return list(await asyncio.gather(*(self._write_record(record) for record in batch)))
@@ -81,6 +95,8 @@ class WebhookSink(Sink):
         """The attempt for a parsed delivery, for the caller to await (the delivery lanes): a plain
         function returning the sender's coroutine, so each resumption of the request passes one
         level less (this is the hot path)."""
+        if self.config.batch is not None:
+            return self._write_one_batch(delivery, headers)
         traceparent = next((v.decode() for k, v in headers if k == "traceparent"), None)
         try:
             event, key = delivery["event"], delivery["idempotency_key"]
@@ -91,6 +107,50 @@ class WebhookSink(Sink):
                 )
             )
         return self.sender.send(event, key, traceparent)
+
+    async def write_deliveries(  # type: ignore[override]
+        self, deliveries: Sequence[tuple[dict, Sequence[tuple[str, bytes]]]]
+    ) -> list[HttpOutcome]:
+        if self.config.batch is not None:
+            return await self._write_batch(list(deliveries))
+        return list(await asyncio.gather(*(self.write_delivery(d, h) for d, h in deliveries)))
+
+    async def _write_one_batch(self, delivery: dict, headers: Sequence[tuple[str, bytes]]) -> HttpOutcome:
+        [outcome] = await self._write_batch([(delivery, headers)])
+        return outcome
+
+    async def _write_batch(self, deliveries: list[tuple[object, Sequence[tuple[str, bytes]]]]) -> list[HttpOutcome]:
+        """One outcome per delivery, in order: the malformed ones rejected here, the others sent in
+        as few batch-mode requests as `max_bytes` allows (at once), each taking its request's answer."""
+        assert self.config.batch is not None
+        outcomes: list[HttpOutcome] = []
+        encoded: list[bytes] = []
+        keys: list[str] = []
+        places: list[int] = []
+        for delivery, headers in deliveries:
+            try:
+                event, key = delivery["event"], delivery["idempotency_key"]  # type: ignore[index]
+                event = {**event, IDEMPOTENCY_KEY: key}
+            except (KeyError, TypeError):
+                outcomes.append(
+                    HttpOutcome(
+                        "rejected", MALFORMED, "delivery record is not delivery JSON with event and idempotency_key"
+                    )
+                )
+                continue
+            traceparent = next((v.decode() for k, v in headers if k == "traceparent"), None)
+            if traceparent:
+                event["traceparent"] = traceparent
+            places.append(len(outcomes))
+            outcomes.append(HttpOutcome("retry", "delivery.unanswered"))  # its place, filled below
+            encoded.append(orjson.dumps(event))
+            keys.append(key)
+        bodies = cloudevent.batch_bodies(encoded, self.config.batch.max_bytes)
+        answers = await asyncio.gather(*(self.sender.send_batch(body, _batch_id(keys[a:b])) for a, b, body in bodies))
+        for (first, end, _), answer in zip(bodies, answers, strict=True):
+            for i in range(first, end):
+                outcomes[places[i]] = answer
+        return outcomes
 
     async def verify(self, subscription: str) -> HttpOutcome:
         """Send the signed validation event with a random challenge; only a 2xx answer whose body
@@ -115,3 +175,15 @@ class WebhookSink(Sink):
 
 async def _done(outcome: HttpOutcome) -> HttpOutcome:
     return outcome
+
+
+def _parsed(value: bytes | None) -> object:
+    try:
+        return orjson.loads(value or b"")
+    except ValueError:
+        return None  # rejected as malformed by the caller
+
+
+def _batch_id(keys: list[str]) -> str:
+    """A batch's `webhook-id`: the same for the same events, so a batch sent again whole carries it again."""
+    return "batch." + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:32]

@@ -1,8 +1,9 @@
 """A real HTTP webhook receiver on 127.0.0.1 for delivery tests.
 
 Every request is checked the way a subscriber would: the `standardwebhooks` library verifies
-the signature and the `cloudevents` SDK parses the body. What it answers is set by
-`behaviour(request_number, event) -> Reply`, changeable while it runs.
+the signature and the `cloudevents` SDK parses the body (a batch-mode body, a JSON array of
+structured events, event by event). What it answers is set by `behaviour(request_number, event)
+-> Reply` (for a batch, its first event's), changeable while it runs.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import orjson
 from aiohttp import web
-from cloudevents.v1.http import from_http
+from cloudevents.v1.http import from_dict, from_http
 from standardwebhooks.webhooks import Webhook
 
 VALIDATION_TYPE = "no.samband.subscription.validation"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Receiver:
         self.delivered: list[Received] = []  # requests answered 2xx
         self._events: list[Received] = []  # delivered, without the verification handshake
         self.unique_ids: set[str] = set()  # webhook-ids of delivered events
+        self.batches: list[list[Received]] = []  # batch-mode requests, whatever was answered
         self.changed = asyncio.Condition()
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -70,17 +74,26 @@ class Receiver:
         body = await request.read()
         headers = dict(request.headers)
         self.verifier.verify(body, headers, json_parse=False)  # raises: the test sees a 500 and no delivery
-        event = from_http(headers, body)
-        reply = self.behaviour(len(self.received), event)
-        record = Received(headers["webhook-id"], event, headers, reply.status, time.time(), body)
-        self.received.append(record)
+        if headers.get("Content-Type", "").startswith(BATCH_CONTENT_TYPE):
+            events = [from_dict(item) for item in orjson.loads(body)]
+            reply = self.behaviour(len(self.received), events[0])
+            # In a batch, each event's own idempotency key is its extension attribute.
+            records = [Received(e["idempotencykey"], e, headers, reply.status, time.time(), body) for e in events]
+            self.batches.append(records)
+        else:
+            event = from_http(headers, body)
+            reply = self.behaviour(len(self.received), event)
+            records = [Received(headers["webhook-id"], event, headers, reply.status, time.time(), body)]
+        event = records[0].event
+        self.received += records
         if reply.delay:
             await asyncio.sleep(reply.delay)  # the simulated subscriber is slow; not a test wait
         if 200 <= reply.status < 300:
-            self.delivered.append(record)
-            if event["type"] != VALIDATION_TYPE:
-                self._events.append(record)
-                self.unique_ids.add(record.webhook_id)
+            self.delivered += records
+            for record in records:
+                if record.event["type"] != VALIDATION_TYPE:
+                    self._events.append(record)
+                    self.unique_ids.add(record.webhook_id)
         async with self.changed:
             self.changed.notify_all()
         if event["type"] == VALIDATION_TYPE and self.echo_challenge:  # what a subscriber must do to be verified
