@@ -10,6 +10,9 @@ own app id, S webhook subscriptions to S local aiohttp receivers (in this proces
   per receiver, the same concurrency of 8 per receiver) posting the same bodies to the same
   receivers. Target: bus >= 0.7x raw. Also the worker's CPU time per delivery in that phase,
   a figure other load on the machine moves less than the rates.
+- batched: the same N deliveries to S other subscriptions that ask for CloudEvents batch mode
+  (`batch: {max_events: B}`, --batch-events), to their own receivers; single and batched take
+  turns `--repeat` times. Target: batched >= 10x single, on the median.
 - latency: records produced at R/s for T s; time from produce to POST received, p50/p99.
   Target: p99 <= 50 ms at 1,000/s.
 Everything is synthetic: persons are pseudonym-shaped hex counters, no identity numbers.
@@ -28,6 +31,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from statistics import median
 
 import aiohttp
 from aiohttp import web
@@ -102,7 +106,10 @@ class CountingReceiver:
         key = request.headers.get("webhook-id") or request.headers.get("x-bench-id")
         if key and key.startswith("validation."):  # the handshake: echo its challenge
             return web.json_response({"challenge": json.loads(body)["data"]["challenge"]})
-        if key:
+        if request.content_type == "application/cloudevents-batch+json":
+            for event in json.loads(body):  # each event of a batch by its own idempotency key
+                self.arrivals.setdefault(event["idempotencykey"], time.time())
+        elif key:
             self.arrivals.setdefault(key, time.time())
         if self.expect and len(self.arrivals) >= self.expect:
             self.done.set()
@@ -174,17 +181,27 @@ async def main() -> None:
     parser.add_argument("--subscribers", type=int, default=4)
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--batch-events", type=int, default=100, help="max_events of the batched subscriptions")
+    parser.add_argument("--repeat", type=int, default=3, help="turns of single and batched throughput")
     args = parser.parse_args()
     bootstrap = bootstrap_servers()
     app_id = f"bench-delivery-{uuid.uuid4().hex[:8]}"
     receivers = [CountingReceiver() for _ in range(args.subscribers)]
     urls = [await r.start() for r in receivers]
     subs = [f"bench-{i}" for i in range(args.subscribers)]
+    batch_receivers = [CountingReceiver() for _ in range(args.subscribers)]
+    batch_urls = [await r.start() for r in batch_receivers]
+    batch_subs = [f"bench-batch-{i}" for i in range(args.subscribers)]
     secret = new_secret()
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
-    await admin.create_topics([NewTopic(f"{app_id}-deliveries", 4, 1), NewTopic(f"{app_id}-subscriptions", 1, 1)])
+    await admin.create_topics(
+        [
+            NewTopic(f"{app_id}-deliveries", 4, 1),
+            NewTopic(f"{app_id}-subscriptions", 1, 1, topic_configs={"cleanup.policy": "compact"}),
+        ]
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
     await producer.start()
     workdir = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
@@ -202,6 +219,11 @@ async def main() -> None:
             (workdir / "secrets" / sub).write_text(secret)
             target = {"kind": "webhook", "url": url, "secret_ref": f"file:{sub}", "max_concurrency": CONCURRENCY}
             await producer.send_and_wait(f"{app_id}-subscriptions", whole_subscription(sub, target), key=sub.encode())
+        for sub, url in zip(batch_subs, batch_urls, strict=False):
+            (workdir / "secrets" / sub).write_text(secret)
+            target = {"kind": "webhook", "url": url, "secret_ref": f"file:{sub}", "max_concurrency": CONCURRENCY,
+                      "batch": {"max_events": args.batch_events}}  # fmt: skip
+            await producer.send_and_wait(f"{app_id}-subscriptions", whole_subscription(sub, target), key=sub.encode())
 
         async def produce(records: list[dict], stamp: bool) -> None:
             for record in records:
@@ -211,22 +233,29 @@ async def main() -> None:
                 await producer.send(f"{app_id}-deliveries", json.dumps(record).encode(), key=key)
 
         # Warm-up: the worker is up, verified every subscriber and owns its partitions.
-        for r in receivers:
+        for r in receivers + batch_receivers:
             r.reset(1)
-        await produce([delivery(sub, 0, "warm-up") for sub in subs], stamp=False)
-        await wait_all(receivers, 120)
+        await produce([delivery(sub, 0, "warm-up") for sub in subs + batch_subs], stamp=False)
+        await wait_all(receivers + batch_receivers, 120)
 
-        # Throughput, the bus. Each person has a few events, as in real traffic.
+        # Throughput, the bus, single and batched in turns. Each person has a few events, as in real traffic.
         per_sub = args.deliveries // args.subscribers
-        records = [delivery(sub, n % 500, f"tp-{n}") for n in range(per_sub) for sub in subs]
-        for r in receivers:
-            r.reset(per_sub)
-        start, cpu_start = time.perf_counter(), cpu_seconds(worker.pid)
-        await produce(records, stamp=False)
-        await producer.flush()
-        await wait_all(receivers, 600)
-        bus_rate = len(records) / (time.perf_counter() - start)
-        bus_cpu = (cpu_seconds(worker.pid) - cpu_start) / len(records)
+
+        async def bus_throughput(to: list[str], at: list[CountingReceiver], tag: str) -> tuple[float, float]:
+            records = [delivery(sub, n % 500, f"{tag}-{n}") for n in range(per_sub) for sub in to]
+            for r in at:
+                r.reset(per_sub)
+            start, cpu_start = time.perf_counter(), cpu_seconds(worker.pid)
+            await produce(records, stamp=False)
+            await producer.flush()
+            await wait_all(at, 600)
+            return len(records) / (time.perf_counter() - start), (cpu_seconds(worker.pid) - cpu_start) / len(records)
+
+        single, batched = [], []
+        for turn in range(args.repeat):
+            single.append(await bus_throughput(subs, receivers, f"tp{turn}"))
+            batched.append(await bus_throughput(batch_subs, batch_receivers, f"bt{turn}"))
+        bus_rate, bus_cpu = median(r for r, _ in single), median(c for _, c in single)
 
         # Throughput, raw aiohttp: the same bodies (the CloudEvent) to the same receivers.
         bodies = [
@@ -237,7 +266,7 @@ async def main() -> None:
             r.reset(per_sub)
         start = time.perf_counter()
         await raw_client(urls, bodies)
-        raw_rate = len(records) / (time.perf_counter() - start)
+        raw_rate = per_sub * len(subs) / (time.perf_counter() - start)
 
         # Latency at a steady rate.
         total = int(args.rate * args.seconds)
@@ -270,6 +299,16 @@ async def main() -> None:
     print(f"{'bus worker CPU per delivery (us)':<40} {bus_cpu * 1e6:>12.0f}")
     print(f"{f'latency p50 at {args.rate}/s (ms)':<40} {p(0.5):>12.1f}")
     print(f"{f'latency p99 at {args.rate}/s (ms)':<40} {p(0.99):>12.1f} {'<= 50':>14}")
+
+    def rates(runs):
+        return f"{median(r for r, _ in runs):.0f} ({min(r for r, _ in runs):.0f}-{max(r for r, _ in runs):.0f})"
+
+    ratios = [b / s for (s, _), (b, _) in zip(single, batched, strict=True)]
+    print(f"\nsingle vs batched (max_events {args.batch_events}), median (range) of {args.repeat} turns")
+    print(f"{'bus single deliveries/s':<40} {rates(single):>24}")
+    print(f"{'bus batched deliveries/s':<40} {rates(batched):>24}")
+    print(f"{'batched worker CPU per delivery (us)':<40} {median(c for _, c in batched) * 1e6:>24.0f}")
+    print(f"{'batched / single, per turn':<40} {', '.join(f'{x:.1f}' for x in ratios):>24} {'>= 10':>8}")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,12 @@ async def one_run(bootstrap: str, deliveries: int, limit: int) -> float:
     app_id = f"bench-memory-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
-    await admin.create_topics([NewTopic(f"{app_id}-deliveries", 4, 1), NewTopic(f"{app_id}-subscriptions", 1, 1)])
+    await admin.create_topics(
+        [
+            NewTopic(f"{app_id}-deliveries", 4, 1),
+            NewTopic(f"{app_id}-subscriptions", 1, 1, topic_configs={"cleanup.policy": "compact"}),
+        ]
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     workdir = Path(tempfile.mkdtemp(prefix="bench-memory-"))
