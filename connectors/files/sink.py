@@ -1,6 +1,6 @@
 """The files delivery kind: a subscription's deliveries as batch files of JSON lines, for systems that read files.
 
-    delivery: {kind: files, max_bytes: 8388608, max_age_s: 300}
+    delivery: {kind: files, max_bytes: 8388608, max_age_s: 300, max_events: 10000}
 
     <files root>/<subscription>/.open-<writer>-<n>.jsonl.tmp     a batch being written (never read by consumers)
     <files root>/<subscription>/<UTC time>-<writer>-<n>.jsonl     a finished batch, renamed from its temp name
@@ -10,8 +10,8 @@ is unset), and each subscription's folder is named by its id: no subscription ch
 Each line is one delivery as it leaves the bus, after the protection rule and the projection:
 `{"idempotency_key": ..., "event": <CloudEvent>}` (docs/delivery.md). `write` appends, flushes
 and fsyncs before it answers `delivered`, so a delivered line survives a crash. A batch is
-finished (fsync, atomic rename) when it reaches `max_bytes`, when its first line is older than
-`max_age_s`, before a handover of partitions (`flush`) and on stop.
+finished (fsync, atomic rename) when it reaches `max_bytes` or `max_events` lines, when its first
+line is older than `max_age_s`, before a handover of partitions (`flush`) and on stop.
 
 Each writer (one per worker process and subscription) creates every batch under a name of its
 own and locks it before the name can be seen, so a batch file whose lock is free was left by a
@@ -52,6 +52,7 @@ MALFORMED = Outcome.rejected(
 class BatchFileConfig(ConnectorConfig):
     max_bytes: int = Field(8 << 20, ge=64 << 10, le=1 << 30, description="finish a batch file at this size")
     max_age_s: float = Field(300.0, ge=1, le=86400, description="finish a batch file this long after its first line")
+    max_events: int | None = Field(None, ge=1, le=10_000_000, description="finish a batch file at this many lines")
 
 
 class BatchFileSink(Sink):
@@ -80,6 +81,7 @@ class BatchFileSink(Sink):
         self._temp = Path()  # the open batch's name
         self._opened = 0.0
         self._size = 0
+        self._lines = 0  # in the open batch
         # Every file operation runs on this one thread, in the order asked: the event loop never waits
         # for an fsync, and a write cancelled by its caller still ends before `stop` finishes the batch.
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"files-{self.context.subscriber.id}")
@@ -111,7 +113,7 @@ class BatchFileSink(Sink):
         if not lines:
             return outcomes
         try:
-            await self._on_disk(self._append, b"".join(lines))
+            await self._on_disk(self._append, lines)
         except OSError as exc:  # a full or failing disk, or the quota: nothing of this batch counts as delivered
             failed = Outcome.retry("file.write_failed", type(exc).__name__)
             return [failed if outcome is DELIVERED else outcome for outcome in outcomes]
@@ -130,24 +132,30 @@ class BatchFileSink(Sink):
     def _measure(self) -> int:
         return sum(p.stat().st_size for p in self.folder.glob("*.jsonl") if p.is_file())
 
-    def _append(self, lines: bytes) -> None:
+    def _append(self, lines: list[bytes]) -> None:
         if self._finished_bytes + self._size > self.quota:
             self._finished_bytes = self._measure()  # the subscriber may have taken files since
             if self._finished_bytes + self._size > self.quota:
                 raise OSError("the subscription's folder holds its quota of unread batch files")
-        if self._file is None:
-            self._file = self._new_temp()
-            self._opened, self._size = time.monotonic(), 0
-        try:
-            self._file.write(lines)
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        except OSError:
-            self._file.truncate(self._size)  # no half line before the next batch's
-            raise
-        self._size += len(lines)
-        if self._size >= self.config.max_bytes:
-            self._finish()
+        most = self.config.max_events
+        while lines:
+            if self._file is None:
+                self._file = self._new_temp()
+                self._opened, self._size, self._lines = time.monotonic(), 0, 0
+            taken = lines if most is None else lines[: most - self._lines]  # the rest goes to the next file
+            lines = lines[len(taken) :]
+            chunk = b"".join(taken)
+            try:
+                self._file.write(chunk)
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError:
+                self._file.truncate(self._size)  # no half line before the next batch's
+                raise
+            self._size += len(chunk)
+            self._lines += len(taken)
+            if self._size >= self.config.max_bytes or (most is not None and self._lines >= most):
+                self._finish()
 
     def _new_temp(self) -> BinaryIO:
         """A new batch file, locked before its name can be seen: it is made under a name no writer

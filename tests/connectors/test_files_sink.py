@@ -64,6 +64,16 @@ async def test_a_batch_file_is_finished_when_it_reaches_max_bytes(tmp_path):
     assert keys(finished(folder)) == [key(i) for i in range(n)]  # names sort in the order written
 
 
+async def test_a_batch_file_is_finished_at_max_events_lines_even_within_one_write(tmp_path):
+    folder = tmp_path / SUBSCRIBER.id
+    async with _Files(max_events=3).started(tmp_path) as sink:
+        await sink.write([record(i) for i in range(7)])  # 3 + 3, and 1 left open
+        assert [len(f.read_text().splitlines()) for f in finished(folder)] == [3, 3]
+        await sink.write([record(7), record(8)])
+        assert [len(f.read_text().splitlines()) for f in finished(folder)] == [3, 3, 3]
+    assert keys(finished(folder)) == [key(i) for i in range(9)]
+
+
 async def test_a_batch_file_is_finished_when_its_first_line_is_older_than_max_age(tmp_path):
     async with _Files(max_age_s=1).started(tmp_path) as sink:
         await sink.write([record(1)])
