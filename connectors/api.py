@@ -268,6 +268,9 @@ class Sink(Connector):
     max_batch: int = 1
     # Seconds a `write` of fewer than `max_batch` records waits for more heads to fill it.
     batch_wait: float = 0.0
+    # The size of a write's delivery records together, at most (one record is always taken): for a
+    # kind that sends a write as one request of a limited size. None: no limit.
+    max_batch_bytes: int | None = None
     # True only for a kind of the bus's own that keeps deliveries inside the bus (the pull kind):
     # `write` then gets the delivery record itself, keyed by the bus's pseudonym of the person, and the
     # protection rule runs when it finally leaves. Any other kind gets the record as it leaves now.

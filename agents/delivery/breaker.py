@@ -2,7 +2,8 @@
 
 Each (subscription, person) queue retries its head on its own schedule, so an endpoint that
 answers 500 to everyone would get one request per person per retry step. After `failures`
-transient failures in a row (timeouts, refused connections, 5xx, 429: outcome `retry`) the
+transient failures in a row (timeouts, refused connections, 5xx, 429: outcome `retry`; one
+answer to a batch of events is one attempt) the
 subscription's breaker opens: its heads wait, and one of them goes out every `probe_interval`
 seconds as a probe. The first answer that is not a transient failure (a delivery, or a 4xx the
 subscriber chose to give) closes it, and every waiting head goes out again. Nothing is lost:

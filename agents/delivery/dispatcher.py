@@ -86,7 +86,7 @@ class Lane:
     def __init__(
         self,
         target: Target,
-        report: Callable[[str, dict, int, Outcome], None],
+        report: Callable[[str, dict, int, Outcome, bool], None],
         sink: Sink,
         egress: Egress,
         may_send: Callable[[str, int], bool],
@@ -100,12 +100,20 @@ class Lane:
         self.queue: asyncio.Queue[tuple[str, dict, int]] = asyncio.Queue()
         self.hold_until = 0.0  # the subscriber's Retry-After applies to the whole lane
         self._report = report
+        self._collecting = asyncio.Lock()  # one worker gathers a batch at a time (a kind with `batch_wait`)
         self._workers = [asyncio.create_task(self._work()) for _ in range(sink.max_concurrency)]
 
     async def _work(self) -> None:
         while True:
-            batch = [await self.queue.get()]
-            await self._fill(batch)
+            if self.sink.batch_wait > 0:
+                # One worker waits for a batch to fill while the others send theirs: heads that come
+                # during the wait all join that batch, rather than each idle worker's own small one.
+                async with self._collecting:
+                    batch = [await self.queue.get()]
+                    await self._fill(batch)
+            else:
+                batch = [await self.queue.get()]
+                self._take_waiting(batch)
             wait = self.hold_until - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)  # the subscriber asked for this pause (Retry-After); checks come after it
@@ -114,24 +122,35 @@ class Lane:
             else:
                 await self._send_batch(batch)
 
+    def _take_waiting(self, batch: list[tuple[str, dict, int]]) -> bool:
+        """Several persons' heads at once, for a batching kind: those waiting now, up to the kind's
+        `max_batch` and `max_batch_bytes`. False once the batch is full."""
+        limit, queue, most_bytes = self.sink.max_batch, self.queue, self.sink.max_batch_bytes
+        size = sum(len(entry["record"]) for _, entry, _ in batch) if most_bytes else 0
+        while len(batch) < limit and not queue.empty():
+            head = queue.get_nowait()
+            if most_bytes:
+                size += len(head[1]["record"])
+                if size > most_bytes:
+                    # Back in the queue, behind the others (each head is another person's: no order
+                    # between them), for the next write: a write that does not fit one request
+                    # would send its later requests long after their protection check.
+                    queue.put_nowait(head)
+                    return False
+            batch.append(head)
+        return len(batch) < limit
+
     async def _fill(self, batch: list[tuple[str, dict, int]]) -> None:
-        """Several persons' heads at once, for a batching kind: those waiting now, and for a kind
-        with a `batch_wait`, those that come within it."""
-        most, queue = self.sink.max_batch, self.queue
-        while len(batch) < most and not queue.empty():
-            batch.append(queue.get_nowait())
-        if len(batch) >= most or self.sink.batch_wait <= 0:
-            return
+        """The heads waiting now, and those that come within the kind's `batch_wait`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.sink.batch_wait
-        while len(batch) < most and (left := deadline - loop.time()) > 0:
+        while self._take_waiting(batch) and (left := deadline - loop.time()) > 0:
             try:
                 async with asyncio.timeout(left):  # a get cut short leaves its head in the queue
-                    batch.append(await queue.get())
+                    head = await self.queue.get()
             except TimeoutError:
                 return
-            while len(batch) < most and not queue.empty():
-                batch.append(queue.get_nowait())
+            self.queue.put_nowait(head)  # taken, with the size check, by _take_waiting
 
     async def _send_one(self, key: str, entry: dict, token: int) -> None:
         """One head (every head of a kind with `max_batch` 1, the webhook's hot path)."""
@@ -180,18 +199,20 @@ class Lane:
                 finally:
                     for key, _, _ in claimed:
                         self._sending.pop(key).set()
+                answers: set[int] = set()  # one answer given to several heads (a batch's request) is one attempt
                 for (key, entry, token), outcome in zip(claimed, outcomes, strict=True):
-                    self._settle(key, entry, token, outcome)
+                    self._settle(key, entry, token, outcome, counted=id(outcome) not in answers)
+                    answers.add(id(outcome))
             if later and (earlier := self._sending.get(later[0][0])) is not None:
                 await earlier.wait()  # holding no claim of ours, so no two workers wait on each other
             batch = later
 
-    def _settle(self, key: str, entry: dict, token: int, outcome: Outcome) -> None:
+    def _settle(self, key: str, entry: dict, token: int, outcome: Outcome, counted: bool = True) -> None:
         if getattr(outcome, "retry_after", None):  # capped as pending.decide caps it
             hold = min(outcome.retry_after, max(self.target.retry_schedule, default=0.0))
             self.hold_until = max(self.hold_until, time.time() + hold)
         try:
-            self._report(key, entry, token, outcome)
+            self._report(key, entry, token, outcome, counted)
         except Exception:  # the head stays pending and is offered again after a restart
             log.exception("delivery.report_failed", idempotency_key=entry["key"])
 
@@ -369,14 +390,15 @@ class Dispatcher:
         self._waiting[sub].add(key)
         self._wake.set()
 
-    def _outcome(self, key: str, entry: dict, token: int, outcome: Outcome) -> None:
-        """An attempt's outcome (from a lane): the breaker first, so the queue's next head already
-        meets its new state, then the queue (agents/delivery/queues.py). The outcome of a stale
-        attempt (its partition was dropped, or its head offered anew meanwhile) is not the
-        queue's: the current offer goes out and brings its own."""
+    def _outcome(self, key: str, entry: dict, token: int, outcome: Outcome, counted: bool = True) -> None:
+        """An attempt's outcome (from a lane): the breaker first (unless another head of the same
+        request counted it already), so the queue's next head already meets its new state, then the
+        queue (agents/delivery/queues.py). The outcome of a stale attempt (its partition was
+        dropped, or its head offered anew meanwhile) is not the queue's: the current offer goes out
+        and brings its own."""
         sub = subscription_of(key)
         self._probes.pop(sub, None)
-        change = self.breaker.record(sub, outcome)
+        change = self.breaker.record(sub, outcome) if counted else None
         if change == OPENED:
             log.warning(
                 "delivery.subscription_suspended",
