@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from connectors.api import ConnectorConfig
 
@@ -12,7 +12,7 @@ from connectors.api import ConnectorConfig
 class WebhookBatch(BaseModel):
     """CloudEvents batch mode: several events in one signed POST (`application/cloudevents-batch+json`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # `true` is no number of events
 
     max_events: int = Field(100, ge=1, le=1000, description="events in one request at most")
     max_bytes: int = Field(
@@ -35,11 +35,12 @@ class WebhookConfig(ConnectorConfig):
     connect_timeout: float = Field(5.0, gt=0, le=60)
     read_timeout: float = Field(10.0, gt=0, le=60)
 
-    @model_validator(mode="after")
-    def _batch_is_structured(self) -> WebhookConfig:
-        if self.batch is not None and self.mode != "structured":
-            raise ValueError("batch: CloudEvents batch mode carries structured events; set mode to structured")
-        return self
+    @field_validator("batch")
+    @classmethod
+    def _batch_is_structured(cls, batch: WebhookBatch | None, info: ValidationInfo) -> WebhookBatch | None:
+        if batch is not None and info.data.get("mode", "structured") != "structured":
+            raise ValueError("CloudEvents batch mode carries structured events; set mode to structured")
+        return batch
 
     @property
     def secret_refs(self) -> tuple[str, ...]:

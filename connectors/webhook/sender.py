@@ -81,24 +81,25 @@ class WebhookSender:
         become an Outcome. With `echo`, a 2xx counts only when the answer's body holds that text
         (the handshake's challenge). A plain function returning the request's coroutine: one
         coroutine level less at each resumption of the hot path."""
-        if self._refused is not None:
-            return _done(HttpOutcome("retry", ADDRESS_REFUSED, f"webhook URL refused: {self._refused}"))
         try:
             headers, body = self.request(event, msg_id, traceparent)
         except SecretError as exc:
             # Our configuration, not the event, is at fault: keep the event and try again later.
-            return _done(HttpOutcome("retry", exc.reason, str(exc)))
-        return self._post(headers, body, echo)
+            return done(HttpOutcome("retry", exc.reason, str(exc)))
+        return self._posted(headers, body, echo)
 
-    def send_batch(self, body: bytes, msg_id: str) -> Awaitable[HttpOutcome]:
+    def send_batch(self, body: bytes, msg_id: str, echo: str | None = None) -> Awaitable[HttpOutcome]:
         """One attempt of a batch-mode body (cloudevent.batch_bodies), signed once as a whole."""
-        if self._refused is not None:
-            return _done(HttpOutcome("retry", ADDRESS_REFUSED, f"webhook URL refused: {self._refused}"))
         try:
             headers = self._signed({"Content-Type": cloudevent.BATCH_CONTENT_TYPE}, body, msg_id, None)
         except SecretError as exc:
-            return _done(HttpOutcome("retry", exc.reason, str(exc)))
-        return self._post(headers, body, None)
+            return done(HttpOutcome("retry", exc.reason, str(exc)))
+        return self._posted(headers, body, echo)
+
+    def _posted(self, headers: dict[str, str], body: bytes, echo: str | None) -> Awaitable[HttpOutcome]:
+        if self._refused is not None:
+            return done(HttpOutcome("retry", ADDRESS_REFUSED, f"webhook URL refused: {self._refused}"))
+        return self._post(headers, body, echo)
 
     async def _post(self, headers: dict[str, str], body: bytes, echo: str | None) -> HttpOutcome:
         try:
@@ -127,5 +128,6 @@ class WebhookSender:
             self._session = None
 
 
-async def _done(outcome: HttpOutcome) -> HttpOutcome:
+async def done(outcome: HttpOutcome) -> HttpOutcome:
+    """An outcome decided without a request, as an awaitable like a request's."""
     return outcome

@@ -11,8 +11,8 @@ With `batch` in its config, a subscription gets several persons' events in one P
 batch mode, a JSON array), signed once over the whole body. Each event then carries its own
 idempotency key as the extension attribute `idempotencykey` (and its trace context as
 `traceparent`, the CloudEvents tracing extension); the batch's `webhook-id` is made from the keys
-it holds. The subscriber's answer is every event's outcome: a 2xx delivers them all, a failure
-retries each on the schedule.
+it holds. The subscriber's answer is every event's outcome (a 2xx delivers them all, a 5xx
+retries each, a 4xx rejects each), except a 413, which sends the batch again in halves.
 """
 
 from __future__ import annotations
@@ -34,11 +34,14 @@ from connectors.webhook.config import WebhookConfig
 from connectors.webhook.network import AllowList, literal_address
 from connectors.webhook.outcome import HttpOutcome
 from connectors.webhook.secrets import secret_ref_problem
-from connectors.webhook.sender import WebhookSender
+from connectors.webhook.sender import WebhookSender, done
 
 VALIDATION_TYPE = "no.samband.subscription.validation"
 MALFORMED = "delivery.malformed"
-IDEMPOTENCY_KEY = "idempotencykey"  # each event's idempotency key in a batch (a CloudEvents extension attribute)
+IDEMPOTENCY_ATTRIBUTE = "idempotencykey"  # each event's idempotency key in a batch (a CloudEvents extension)
+MALFORMED_DELIVERY = HttpOutcome(
+    "rejected", MALFORMED, "delivery record is not delivery JSON with event and idempotency_key"
+)
 
 
 class WebhookSink(Sink):
@@ -49,7 +52,9 @@ class WebhookSink(Sink):
     @classmethod
     def endpoint(cls, config: ConnectorConfig, subscription: str) -> object:
         assert isinstance(config, WebhookConfig)
-        return [config.url, list(config.secret_refs)]  # a new URL or secret: a new handshake
+        # A new URL or secret, or batch mode turned on or off: a new handshake (in batch mode it is a
+        # batch of one, so the endpoint shows it reads batches).
+        return [config.url, list(config.secret_refs), *(["batch"] if config.batch is not None else [])]
 
     @classmethod
     def refusal(cls, config: ConnectorConfig, subscription: str, bus: Mapping[str, Any] | None) -> str | None:
@@ -76,52 +81,40 @@ class WebhookSink(Sink):
         )
         if config.batch is not None:
             self.max_batch, self.batch_wait = config.batch.max_events, config.batch.max_wait_ms / 1000
+            self.max_batch_bytes = config.batch.max_bytes  # a write is about one request
 
     async def write(self, batch: Sequence[SinkRecord]) -> list[HttpOutcome]:
-        if self.config.batch is not None:
-            return await self._write_batch([(_parsed(record.value), record.headers) for record in batch])
-        if len(batch) == 1:
-            return [await self._write_record(batch[0])]
-        return list(await asyncio.gather(*(self._write_record(record) for record in batch)))
-
-    def _write_record(self, record: SinkRecord) -> Awaitable[HttpOutcome]:
-        try:
-            delivery = orjson.loads(record.value)
-        except ValueError:
-            return _done(HttpOutcome("rejected", MALFORMED, "delivery record is not JSON"))
-        return self.write_delivery(delivery, record.headers)
+        return await self.write_deliveries([(_parsed(record.value), record.headers) for record in batch])
 
     def write_delivery(self, delivery: dict, headers: Sequence[tuple[str, bytes]]) -> Awaitable[HttpOutcome]:  # type: ignore[override]
         """The attempt for a parsed delivery, for the caller to await (the delivery lanes): a plain
         function returning the sender's coroutine, so each resumption of the request passes one
         level less (this is the hot path)."""
         if self.config.batch is not None:
-            return self._write_one_batch(delivery, headers)
-        traceparent = next((v.decode() for k, v in headers if k == "traceparent"), None)
+            return self._write_alone_as_batch(delivery, headers)
         try:
             event, key = delivery["event"], delivery["idempotency_key"]
         except (KeyError, TypeError):
-            return _done(
-                HttpOutcome(
-                    "rejected", MALFORMED, "delivery record is not delivery JSON with event and idempotency_key"
-                )
-            )
-        return self.sender.send(event, key, traceparent)
+            return done(MALFORMED_DELIVERY)
+        return self.sender.send(event, key, _traceparent(headers))
 
     async def write_deliveries(  # type: ignore[override]
         self, deliveries: Sequence[tuple[dict, Sequence[tuple[str, bytes]]]]
     ) -> list[HttpOutcome]:
         if self.config.batch is not None:
-            return await self._write_batch(list(deliveries))
+            return await self._write_batch(deliveries)
+        if len(deliveries) == 1:
+            return [await self.write_delivery(*deliveries[0])]
         return list(await asyncio.gather(*(self.write_delivery(d, h) for d, h in deliveries)))
 
-    async def _write_one_batch(self, delivery: dict, headers: Sequence[tuple[str, bytes]]) -> HttpOutcome:
+    async def _write_alone_as_batch(self, delivery: dict, headers: Sequence[tuple[str, bytes]]) -> HttpOutcome:
         [outcome] = await self._write_batch([(delivery, headers)])
         return outcome
 
-    async def _write_batch(self, deliveries: list[tuple[object, Sequence[tuple[str, bytes]]]]) -> list[HttpOutcome]:
+    async def _write_batch(self, deliveries: Sequence[tuple[dict, Sequence[tuple[str, bytes]]]]) -> list[HttpOutcome]:
         """One outcome per delivery, in order: the malformed ones rejected here, the others sent in
-        as few batch-mode requests as `max_bytes` allows (at once), each taking its request's answer."""
+        as few batch-mode requests as `max_bytes` allows, one after another (this write holds one
+        of the subscriber's `max_concurrency` connections), each taking its request's answer."""
         assert self.config.batch is not None
         outcomes: list[HttpOutcome] = []
         encoded: list[bytes] = []
@@ -129,33 +122,40 @@ class WebhookSink(Sink):
         places: list[int] = []
         for delivery, headers in deliveries:
             try:
-                event, key = delivery["event"], delivery["idempotency_key"]  # type: ignore[index]
-                event = {**event, IDEMPOTENCY_KEY: key}
+                key = delivery["idempotency_key"]
+                event = {**delivery["event"], IDEMPOTENCY_ATTRIBUTE: key}
             except (KeyError, TypeError):
-                outcomes.append(
-                    HttpOutcome(
-                        "rejected", MALFORMED, "delivery record is not delivery JSON with event and idempotency_key"
-                    )
-                )
+                outcomes.append(MALFORMED_DELIVERY)
                 continue
-            traceparent = next((v.decode() for k, v in headers if k == "traceparent"), None)
-            if traceparent:
-                event["traceparent"] = traceparent
+            if traceparent := _traceparent(headers):
+                event["traceparent"] = traceparent  # the CloudEvents distributed tracing extension
             places.append(len(outcomes))
-            outcomes.append(HttpOutcome("retry", "delivery.unanswered"))  # its place, filled below
+            outcomes.append(MALFORMED_DELIVERY)  # its place, filled below
             encoded.append(orjson.dumps(event))
             keys.append(key)
-        bodies = cloudevent.batch_bodies(encoded, self.config.batch.max_bytes)
-        answers = await asyncio.gather(*(self.sender.send_batch(body, _batch_id(keys[a:b])) for a, b, body in bodies))
-        for (first, end, _), answer in zip(bodies, answers, strict=True):
-            for i in range(first, end):
+        for first, end, body in cloudevent.batch_bodies(encoded, self.config.batch.max_bytes):
+            for i, answer in enumerate(await self._send_split(encoded[first:end], keys[first:end], body), first):
                 outcomes[places[i]] = answer
+        return outcomes
+
+    async def _send_split(self, encoded: list[bytes], keys: list[str], body: bytes) -> list[HttpOutcome]:
+        """The answer for each of a body's events. A 413 (the body is too large for the subscriber,
+        whatever `max_bytes` says) sends each half again, down to single events: only an event that
+        is too large alone is refused."""
+        answer = await self.sender.send_batch(body, _batch_id(keys))
+        if answer.http_status != 413 or len(keys) == 1:
+            return [answer] * len(keys)
+        half = len(keys) // 2
+        outcomes = []
+        for part, part_keys in ((encoded[:half], keys[:half]), (encoded[half:], keys[half:])):
+            outcomes += await self._send_split(part, part_keys, b"[" + b",".join(part) + b"]")
         return outcomes
 
     async def verify(self, subscription: str) -> HttpOutcome:
         """Send the signed validation event with a random challenge; only a 2xx answer whose body
         echoes the challenge (e.g. `{"challenge": "..."}`) verifies the endpoint: a server that
-        answers 200 to anything, or one the tenant does not run, does not pass."""
+        answers 200 to anything, or one the tenant does not run, does not pass. In batch mode the
+        event comes as a batch of one: the endpoint must read batches to pass."""
         challenge = secrets.token_urlsafe(24)
         event = {
             "specversion": "1.0",
@@ -167,21 +167,26 @@ class WebhookSink(Sink):
             "datacontenttype": "application/json",
             "data": {"subscription": subscription, "challenge": challenge},
         }
-        return await self.sender.send(event, f"validation.{subscription}.{event['id']}", echo=challenge)
+        msg_id = f"validation.{subscription}.{event['id']}"
+        if self.config.batch is not None:  # like every event of a batch, with its key
+            body = b"[" + orjson.dumps({**event, IDEMPOTENCY_ATTRIBUTE: msg_id}) + b"]"
+            return await self.sender.send_batch(body, msg_id, echo=challenge)
+        return await self.sender.send(event, msg_id, echo=challenge)
 
     async def stop(self) -> None:
         await self.sender.close()
 
 
-async def _done(outcome: HttpOutcome) -> HttpOutcome:
-    return outcome
-
-
-def _parsed(value: bytes | None) -> object:
+def _parsed(value: bytes | None) -> dict:
     try:
-        return orjson.loads(value or b"")
+        parsed = orjson.loads(value or b"")
     except ValueError:
-        return None  # rejected as malformed by the caller
+        return {}  # rejected as malformed: no event
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _traceparent(headers: Sequence[tuple[str, bytes]]) -> str | None:
+    return next((v.decode() for k, v in headers if k == "traceparent"), None)
 
 
 def _batch_id(keys: list[str]) -> str:

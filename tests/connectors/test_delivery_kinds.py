@@ -54,6 +54,13 @@ class TestWebhookKind(DeliveryKindConformance):
         return [(r.webhook_id, r.body) for r in receiver.events()]
 
 
+class TestWebhookBatchKind(TestWebhookKind):
+    """The same kind in CloudEvents batch mode: the whole conformance suite again."""
+
+    def config(self, receiver):
+        return {**super().config(receiver), "batch": {"max_events": 10, "max_wait_ms": 0}}
+
+
 @dataclass
 class TopicSide:
     bootstrap: str

@@ -31,7 +31,7 @@ class Reply:
 
 @dataclass
 class Received:
-    webhook_id: str
+    webhook_id: str  # the event's idempotency key: `webhook-id`, or in a batch its `idempotencykey` attribute
     event: object  # cloudevents.v1.http.CloudEvent
     headers: dict[str, str]
     status: int
@@ -57,14 +57,17 @@ def ok(_number: int, _event) -> Reply:
 
 
 class Receiver:
-    def __init__(self, secret: str, behaviour: Callable[[int, object], Reply] = ok):
+    def __init__(self, secret: str, behaviour: Callable[[int, object], Reply] = ok, max_body: int | None = None):
         self.verifier = Webhook(secret)
+        self.max_body = max_body  # a larger body is answered 413, as a server's body limit would
         self.behaviour = behaviour
         self.received: list[Received] = []  # every request, whatever was answered
         self.delivered: list[Received] = []  # requests answered 2xx
         self._events: list[Received] = []  # delivered, without the verification handshake
         self.unique_ids: set[str] = set()  # webhook-ids of delivered events
         self.batches: list[list[Received]] = []  # batch-mode requests, whatever was answered
+        self.unverified = 0  # requests whose signature did not verify (answered 500)
+        self.too_large = 0  # requests answered 413 (max_body)
         self.changed = asyncio.Condition()
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -73,7 +76,14 @@ class Receiver:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         headers = dict(request.headers)
-        self.verifier.verify(body, headers, json_parse=False)  # raises: the test sees a 500 and no delivery
+        if self.max_body is not None and len(body) > self.max_body:
+            self.too_large += 1
+            return web.Response(status=413)
+        try:
+            self.verifier.verify(body, headers, json_parse=False)
+        except Exception:
+            self.unverified += 1
+            raise  # a 500, and no delivery
         if headers.get("Content-Type", "").startswith(BATCH_CONTENT_TYPE):
             events = [from_dict(item) for item in orjson.loads(body)]
             reply = self.behaviour(len(self.received), events[0])
@@ -97,6 +107,7 @@ class Receiver:
         async with self.changed:
             self.changed.notify_all()
         if event["type"] == VALIDATION_TYPE and self.echo_challenge:  # what a subscriber must do to be verified
+            # (in batch mode the validation event comes as a batch of one)
             status = 200 if reply.status == 204 else reply.status  # a 204 carries no body to echo in
             return web.json_response({"challenge": event.get_data()["challenge"]}, status=status, headers=reply.headers)
         return web.Response(status=reply.status, headers=reply.headers)
