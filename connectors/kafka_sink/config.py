@@ -15,7 +15,7 @@ from connectors.api import ConnectorConfig
 
 
 class KafkaSinkConfig(ConnectorConfig):
-    # Produces in flight (one per (subscription, person) head at most).
+    # Writes in flight, each of up to KafkaSink.max_batch persons' heads.
     max_concurrency: int = Field(8, ge=1, le=256)
     # Seconds to wait for the broker's acknowledgement (acks=all) before the attempt counts as failed.
     timeout: float = Field(10.0, gt=0)

@@ -108,7 +108,9 @@ class KafkaSink(Sink):
     # Many persons' heads per write, sent at once: the producer puts them in one request per
     # partition. One head per write left each delivery waiting for its own acknowledgement
     # (acks=all), which on a replicated cluster held a subscriber to a few hundred a second.
-    max_batch = 500
+    # Bounded, as the producer is shared by every subscriber: a subscription has at most
+    # max_batch x max_concurrency records in it.
+    max_batch = 100
 
     def __init__(self, config: KafkaSinkConfig, context: Context):
         super().__init__(config, context)
