@@ -31,6 +31,7 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -49,10 +50,17 @@ MALFORMED = Outcome.rejected(
 )
 
 
+@dataclass(frozen=True)
+class Written:
+    lines: int  # appended and fsynced, in order
+    error: str | None  # what stopped the rest: an error's type name
+
+
 class BatchFileConfig(ConnectorConfig):
     max_bytes: int = Field(8 << 20, ge=64 << 10, le=1 << 30, description="finish a batch file at this size")
     max_age_s: float = Field(300.0, ge=1, le=86400, description="finish a batch file this long after its first line")
-    max_events: int | None = Field(None, ge=1, le=10_000_000, description="finish a batch file at this many lines")
+    # At least 100: each file costs two fsyncs, a rename and a folder fsync on the operator's volume.
+    max_events: int | None = Field(None, ge=100, le=10_000_000, description="finish a batch file at this many lines")
 
 
 class BatchFileSink(Sink):
@@ -112,11 +120,14 @@ class BatchFileSink(Sink):
                 lines.append(line)
         if not lines:
             return outcomes
-        try:
-            await self._on_disk(self._append, lines)
-        except OSError as exc:  # a full or failing disk, or the quota: nothing of this batch counts as delivered
-            failed = Outcome.retry("file.write_failed", type(exc).__name__)
-            return [failed if outcome is DELIVERED else outcome for outcome in outcomes]
+        written = await self._on_disk(self._append, lines)
+        if written.error is not None:  # a full or failing disk, or the quota: the lines not yet fsynced are retried
+            failed = Outcome.retry("file.write_failed", written.error)
+            kept = written.lines
+            for i, outcome in enumerate(outcomes):
+                if outcome is DELIVERED:
+                    outcomes[i] = DELIVERED if kept > 0 else failed
+                    kept -= 1
         return outcomes
 
     def _on_disk(self, work, *args):
@@ -132,30 +143,36 @@ class BatchFileSink(Sink):
     def _measure(self) -> int:
         return sum(p.stat().st_size for p in self.folder.glob("*.jsonl") if p.is_file())
 
-    def _append(self, lines: list[bytes]) -> None:
+    def _append(self, lines: list[bytes]) -> Written:
+        """Append and fsync the lines, into as many batch files as `max_events` makes them; how many
+        are durable (in order), and the error that stopped the rest."""
         if self._finished_bytes + self._size > self.quota:
             self._finished_bytes = self._measure()  # the subscriber may have taken files since
             if self._finished_bytes + self._size > self.quota:
-                raise OSError("the subscription's folder holds its quota of unread batch files")
-        most = self.config.max_events
-        while lines:
-            if self._file is None:
-                self._file = self._new_temp()
-                self._opened, self._size, self._lines = time.monotonic(), 0, 0
-            taken = lines if most is None else lines[: most - self._lines]  # the rest goes to the next file
-            lines = lines[len(taken) :]
-            chunk = b"".join(taken)
-            try:
-                self._file.write(chunk)
-                self._file.flush()
-                os.fsync(self._file.fileno())
-            except OSError:
-                self._file.truncate(self._size)  # no half line before the next batch's
-                raise
-            self._size += len(chunk)
-            self._lines += len(taken)
-            if self._size >= self.config.max_bytes or (most is not None and self._lines >= most):
-                self._finish()
+                return Written(0, "QuotaReached")
+        limit, done = self.config.max_events, 0
+        try:
+            while done < len(lines):
+                if self._file is None:
+                    self._file = self._new_temp()
+                    self._opened, self._size, self._lines = time.monotonic(), 0, 0
+                taken = lines[done:] if limit is None else lines[done : done + limit - self._lines]
+                chunk = b"".join(taken)
+                try:
+                    self._file.write(chunk)
+                    self._file.flush()
+                    os.fsync(self._file.fileno())
+                except OSError:
+                    self._file.truncate(self._size)  # no half line before the next batch's
+                    raise
+                self._size += len(chunk)
+                self._lines += len(taken)
+                done += len(taken)
+                if self._size >= self.config.max_bytes or (limit is not None and self._lines >= limit):
+                    self._finish()
+        except OSError as exc:  # the lines before are durable, and may already be in a finished file
+            return Written(done, type(exc).__name__)
+        return Written(done, None)
 
     def _new_temp(self) -> BinaryIO:
         """A new batch file, locked before its name can be seen: it is made under a name no writer

@@ -66,12 +66,29 @@ async def test_a_batch_file_is_finished_when_it_reaches_max_bytes(tmp_path):
 
 async def test_a_batch_file_is_finished_at_max_events_lines_even_within_one_write(tmp_path):
     folder = tmp_path / SUBSCRIBER.id
-    async with _Files(max_events=3).started(tmp_path) as sink:
-        await sink.write([record(i) for i in range(7)])  # 3 + 3, and 1 left open
-        assert [len(f.read_text().splitlines()) for f in finished(folder)] == [3, 3]
-        await sink.write([record(7), record(8)])
-        assert [len(f.read_text().splitlines()) for f in finished(folder)] == [3, 3, 3]
-    assert keys(finished(folder)) == [key(i) for i in range(9)]
+    async with _Files(max_events=100).started(tmp_path) as sink:
+        await sink.write([record(i) for i in range(230)])  # 100 + 100, and 30 left open
+        assert [len(f.read_text().splitlines()) for f in finished(folder)] == [100, 100]
+        await sink.write([record(i) for i in range(230, 300)])
+        assert [len(f.read_text().splitlines()) for f in finished(folder)] == [100, 100, 100]
+    assert keys(finished(folder)) == [key(i) for i in range(300)]
+
+
+async def test_lines_already_fsynced_count_as_delivered_when_the_disk_fails_later_in_the_write(tmp_path):
+    folder = tmp_path / SUBSCRIBER.id
+    async with _Files(max_events=100).started(tmp_path) as sink:
+        made = sink._new_temp
+
+        def second_file_fails():  # the disk fills up after the first file
+            if list(folder.glob("*.jsonl")):
+                raise OSError(28, "No space left on device")
+            return made()
+
+        sink._new_temp = second_file_fails
+        outcomes = await sink.write([record(i) for i in range(150)])
+        sink._new_temp = made
+    assert [o.status for o in outcomes] == ["delivered"] * 100 + ["retry"] * 50
+    assert keys(finished(folder)) == [key(i) for i in range(100)]  # written once: no line is retried twice
 
 
 async def test_a_batch_file_is_finished_when_its_first_line_is_older_than_max_age(tmp_path):
