@@ -83,7 +83,7 @@ class BrokerConfig:
     heap: str = "1g"
     # A secure set-up (`up --secure`, deploy/secure.py): its certificates, keys and passwords.
     secure_dir: Path | None = None
-    # The address the node listens on when it is not `host`: in a container, every interface
+    # The address a secure node listens on when it is not `host`: in a container, every interface
     # ("0.0.0.0"), while clients are told `host` (the published port).
     bind: str = ""
 
@@ -233,9 +233,8 @@ def _listeners(config: BrokerConfig) -> list[str]:
         return secure.server_properties(
             material, config.host, config.port, config.controller_port, config.internal_port, config.bind
         )
-    bind = config.bind or config.host
     return [
-        f"listeners=PLAINTEXT://{bind}:{config.port},CONTROLLER://{bind}:{config.controller_port}",
+        f"listeners=PLAINTEXT://{config.host}:{config.port},CONTROLLER://{config.host}:{config.controller_port}",
         f"advertised.listeners=PLAINTEXT://{config.host}:{config.port}",
         "controller.listener.names=CONTROLLER",
         "inter.broker.listener.name=PLAINTEXT",
@@ -403,7 +402,7 @@ def secured(config: BrokerConfig) -> BrokerConfig:
 # and keeps its data in the image's data folder.
 CONTAINER_SECURE_DIR = Path("/etc/samband-secure")
 CONTAINER_PROPERTIES = "container-server.properties"  # in the secure folder
-CONTAINER_CLUSTER_ID = "container-cluster-id"
+CONTAINER_CLUSTER_ID_FILE = "container-cluster-id"
 
 
 def container_files(config: BrokerConfig) -> BrokerConfig:
@@ -417,7 +416,7 @@ def container_files(config: BrokerConfig) -> BrokerConfig:
         made, bind="0.0.0.0", secure_dir=CONTAINER_SECURE_DIR, state_dir=Path("/var/lib/kafka")
     )  # data: /var/lib/kafka/data, the image's data volume
     (made.secure_dir / CONTAINER_PROPERTIES).write_text(_server_properties(in_container))
-    cluster_id = made.secure_dir / CONTAINER_CLUSTER_ID
+    cluster_id = made.secure_dir / CONTAINER_CLUSTER_ID_FILE
     if not cluster_id.exists():
         cluster_id.write_text(_new_cluster_id() + "\n")
     return made

@@ -238,10 +238,11 @@ async def test_subscribers_cannot_take_each_others_groups_and_a_removed_one_is_r
 
 
 async def test_the_compose_secure_broker_runs_on_the_files_secure_files_makes(tmp_path, monkeypatch):
-    """compose's `kafka-secure` service (profile `secure`), run as compose runs it, with the paths
-    mapped as its mount maps them (there is no container engine here): it formats and starts on the
-    server.properties `samband kafka secure-files` wrote; `samband kafka grant` makes the users; the
-    worker signs in and makes a bus topic, the connector may not."""
+    """compose's `kafka-secure` service (profile `secure`) as far as it can be run without a container
+    engine: the server.properties `samband kafka secure-files` wrote for it, its paths and listening
+    address mapped as the mount and docker's published port map them, formatted and started with the
+    launcher's jars as the service's command does with the image's scripts; `samband kafka grant`
+    makes the users; the worker signs in and makes a bus topic, the connector may not."""
     broker = SecureBroker(tmp_path / "kafka")
     made = broker.cli("secure-files")
     assert made.returncode == 0, made.stderr
@@ -253,8 +254,16 @@ async def test_the_compose_secure_broker_runs_on_the_files_secure_files_makes(tm
     service = yaml.safe_load((Path(__file__).parents[1] / "deploy" / "compose.yaml").read_text())["services"][
         "kafka-secure"
     ]
-    [mount] = service["volumes"]
-    assert mount.endswith(f":{launcher.CONTAINER_SECURE_DIR}:ro")
+    assert [v for v in service["volumes"] if v.endswith(f":{launcher.CONTAINER_SECURE_DIR}:ro")]  # read-only
+    assert "kafka-secure-data:/var/lib/kafka/data" in service["volumes"]  # the data survives `down`
+    properties = (secure_dir / launcher.CONTAINER_PROPERTIES).read_text().splitlines()
+    assert "log.dirs=/var/lib/kafka/data" in properties
+    # Listening on every interface of the container; clients told the address docker publishes on.
+    assert (
+        f"listeners=SASL_SSL://0.0.0.0:{port},CONTROLLER://0.0.0.0:{int(port) + 1},INTERNAL://0.0.0.0:{internal}"
+        in properties
+    )
+    assert f"advertised.listeners=SASL_SSL://127.0.0.1:{port},INTERNAL://127.0.0.1:{internal}" in properties
     assert service["ports"] == [
         "127.0.0.1:${SAMBAND_KAFKA_PORT:-9092}:${SAMBAND_KAFKA_PORT:-9092}",
         "127.0.0.1:${SAMBAND_KAFKA_INTERNAL_PORT:-9094}:${SAMBAND_KAFKA_INTERNAL_PORT:-9094}",
@@ -262,7 +271,7 @@ async def test_the_compose_secure_broker_runs_on_the_files_secure_files_makes(tm
     [script] = service["command"]
     inside = f"{launcher.CONTAINER_SECURE_DIR}/{launcher.CONTAINER_PROPERTIES}"
     format_step, start_step = script.split(" && ")
-    assert f'--cluster-id "$$(cat {launcher.CONTAINER_SECURE_DIR}/{launcher.CONTAINER_CLUSTER_ID})"' in format_step
+    assert f'--cluster-id "$$(cat {launcher.CONTAINER_SECURE_DIR}/{launcher.CONTAINER_CLUSTER_ID_FILE})"' in format_step
     assert f"--config {inside}" in format_step and start_step.endswith(f"kafka-server-start.sh {inside}")
 
     monkeypatch.setenv("SAMBAND_KAFKA_STATE_DIR", str(tmp_path / "kafka"))
@@ -298,7 +307,7 @@ def _run_as_compose_would(secure_dir: Path, tmp_path: Path) -> subprocess.Popen:
     mapped.write_text(properties)
     config = launcher.BrokerConfig.from_env()
     jars = launcher.ensure_jars(config)
-    cluster_id = (secure_dir / launcher.CONTAINER_CLUSTER_ID).read_text().strip()
+    cluster_id = (secure_dir / launcher.CONTAINER_CLUSTER_ID_FILE).read_text().strip()
     formatted = subprocess.run(
         launcher._java_command(config, jars, "kafka.tools.StorageTool", "format", "--ignore-formatted",
                                f"--cluster-id={cluster_id}", f"--config={mapped}"),

@@ -46,10 +46,10 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _grant_roles(config: launcher.BrokerConfig, internal_bootstrap: str) -> None:
-    """On a secure set-up's first start: the worker's, connectors' and operator's users and ACLs,
-    for this app id (SAMBAND_APP_ID) and subscriber topic prefix."""
-    if config.secure_dir is None or secure.Material(config.secure_dir).grants_file.exists():
+def _grant_roles(config: launcher.BrokerConfig, internal_bootstrap: str, again: bool = False) -> None:
+    """On a secure set-up's first start (or `again`): the worker's, connectors' and operator's
+    users and ACLs, for this app id (SAMBAND_APP_ID) and subscriber topic prefix."""
+    if config.secure_dir is None or (secure.Material(config.secure_dir).grants_file.exists() and not again):
         return
     settings = get_settings()
     secure.grant_roles(
@@ -62,24 +62,25 @@ def _secure_files(args: argparse.Namespace) -> int:
     if launcher.cluster_of(config) is not None:
         raise UsageError(f"{config.state_dir} holds a cluster: choose another SAMBAND_KAFKA_STATE_DIR for compose's")
     made = launcher.container_files(config)
+    state = f"SAMBAND_KAFKA_STATE_DIR={config.state_dir} "  # what the later commands need to find the files
     print(
         f"made in {made.secure_dir}: a CA, the broker's certificate, the principals' passwords and certificates, "
-        f"and the container's server.properties. Start the broker with\n"
+        "and the container's server.properties. Start the broker with\n"
         f"  SAMBAND_UID=$(id -u) SAMBAND_KAFKA_SECURE_FILES={made.secure_dir} SAMBAND_KAFKA_PORT={made.port} "
         f"SAMBAND_KAFKA_INTERNAL_PORT={made.internal_port} docker compose -f deploy/compose.yaml --profile secure "
         "up -d kafka-secure\n"
-        "then make its users and ACLs with `samband kafka grant`, and sign in with `samband kafka env worker`"
+        f"then make its users and ACLs:\n  {state}samband kafka grant\n"
+        f'and sign in:\n  eval "$({state}samband kafka env worker)"'
     )
     return 0
 
 
 def _grant(args: argparse.Namespace) -> int:
-    material, config, cluster = _secure_material()
+    _, config, cluster = _secure_material()
     place = cluster or config
     launcher.wait_until_ready(place.internal_bootstrap, config.start_timeout, secure_dir=config.secure_dir)
-    settings = get_settings()
-    secure.grant_roles(material, place.internal_bootstrap, settings.app_id, settings.subscriber_topic_prefix)
-    print(f"users and ACLs made for {', '.join(secure.ROLES)} (app id {settings.app_id})")
+    _grant_roles(config, place.internal_bootstrap, again=True)
+    print(f"users and ACLs made for {', '.join(secure.ROLES)} (app id {get_settings().app_id})")
     return 0
 
 
