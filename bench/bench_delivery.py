@@ -104,8 +104,11 @@ class CountingReceiver:
         body = await request.read()
         self.count += 1
         key = request.headers.get("webhook-id") or request.headers.get("x-bench-id")
-        if key and key.startswith("validation."):  # the handshake: echo its challenge
-            return web.json_response({"challenge": json.loads(body)["data"]["challenge"]})
+        if key and key.startswith("validation."):  # the handshake (in batch mode a batch of one): echo its challenge
+            event = json.loads(body)
+            return web.json_response(
+                {"challenge": (event[0] if isinstance(event, list) else event)["data"]["challenge"]}
+            )
         if request.content_type == "application/cloudevents-batch+json":
             for event in json.loads(body):  # each event of a batch by its own idempotency key
                 self.arrivals.setdefault(event["idempotencykey"], time.time())
