@@ -60,7 +60,6 @@ from typing import Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import (
     CommitFailedError,
     KafkaConnectionError,
@@ -88,6 +87,27 @@ Write = (
 PIPELINE = 8  # batches completing in the background at most; the next one waits for the oldest
 OUTAGE_BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0)  # seconds between attempts to reach the broker again; the last repeats
 OUTAGE_SUMMARY_EVERY = 60.0  # seconds between log lines while an outage lasts
+
+
+def stage_consumer_options(group: str, batch_size: int, session_timeout_ms: int, request_timeout_ms: int) -> dict:
+    """How a stage's consumer joins its group."""
+    return {
+        "group_id": group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": batch_size,
+        "session_timeout_ms": session_timeout_ms,
+        "heartbeat_interval_ms": min(3000, session_timeout_ms // 3),
+        # A worker's partitions are the same in every stage. One assignor only: aiokafka (0.14) sends
+        # a JoinGroup for each assignor it is given, the second with more protocols than the first,
+        # and the coordinator takes that as a member changing its metadata mid-rebalance and starts
+        # another; with three workers on a three-broker cluster the router and delivery groups
+        # rebalanced about four times a second for minutes (docs/reliability.md).
+        "partition_assignment_strategy": (CoPartitioned,),
+        # A revocation may wait for a write (request timeout) and, in delivery, for attempts on
+        # their way (30 s): the group waits that long for this member to rejoin, not only a session.
+        "rebalance_timeout_ms": max(session_timeout_ms, request_timeout_ms + 40_000),
+    }
 
 
 def broker_unavailable(exc: BaseException) -> bool:
@@ -232,20 +252,9 @@ class BatchService(Service):
     async def _consume_from_commit(self) -> None:
         """Join the group and handle batches until stopped (or until the broker is lost)."""
         self.consumer = clients.consumer(
-            self.bootstrap,
-            group_id=self.group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=self.batch_size,
-            session_timeout_ms=self.session_timeout_ms,
-            heartbeat_interval_ms=min(3000, self.session_timeout_ms // 3),
-            # A worker's partitions are the same in every stage; round robin while a worker of an
-            # earlier version is still in the group (a rolling upgrade: the group uses what all support).
-            partition_assignment_strategy=(CoPartitioned, RoundRobinPartitionAssignor),
-            # A revocation may wait for a write (request timeout) and, in delivery, for attempts on
-            # their way (30 s): the group waits that long for this member to rejoin, not only a session.
-            rebalance_timeout_ms=max(self.session_timeout_ms, self.request_timeout_ms + 40_000),
-        )
+            self.bootstrap, **stage_consumer_options(self.group, self.batch_size, self.session_timeout_ms,
+                                                     self.request_timeout_ms)
+        )  # fmt: skip
         self._rebalances = Rebalances(self)
         self.consumer.subscribe([self.source], listener=self._rebalances)
         await self.consumer.start()
