@@ -14,6 +14,7 @@ partition number in every stage. A bus whose topics disagree with the layout sto
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import re
@@ -298,7 +299,7 @@ async def _create_missing(
                 await admin.create_topics(new)
         present = {name: (count, configs) for name, count, configs in wanted if name in existing}
         if check and present:
-            for found in await admin.describe_topics(sorted(present)):
+            for found in await _described(admin, sorted(present)):
                 _agrees(found["topic"], found["partitions"], present[found["topic"]][0], replication)
             resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in sorted(present)]
             for response in await admin.describe_configs(resources):
@@ -308,6 +309,20 @@ async def _create_missing(
                         _configs_agree(name, found, present[name][1], min_insync)
     finally:
         await admin.close()
+
+
+async def _described(admin, names: list[str], timeout: float = 30.0) -> list[dict]:
+    """The topics as the cluster describes them. A topic another worker made a moment ago can be
+    listed by one broker while the broker answering this describes it with no partitions yet (seen
+    with three workers starting at once on the three-node cluster): such a topic is asked about
+    again until its partitions show, for `timeout` seconds at most."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        described = await admin.describe_topics(names)
+        if all(found["partitions"] for found in described) or loop.time() > deadline:
+            return described
+        await asyncio.sleep(0.2)  # poll interval while the topic's metadata spreads (bounded by the deadline)
 
 
 async def _default_replication(admin, live: list[dict]) -> int:
@@ -327,6 +342,11 @@ async def _default_replication(admin, live: list[dict]) -> int:
 
 
 def _agrees(name: str, partitions: list[dict], expected: int, replication: int) -> None:
+    if not partitions:
+        raise TopicLayoutError(
+            f"topic {name} is listed, but the cluster describes none of its partitions: it is being made or "
+            "deleted; start again once it has settled"
+        )
     if len(partitions) != expected:
         raise TopicLayoutError(
             f"topic {name} has {len(partitions)} partitions but the bus needs {expected} (SAMBAND_PARTITIONS, "
