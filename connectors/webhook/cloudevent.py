@@ -37,6 +37,11 @@ def encode(event: dict, mode: str = STRUCTURED) -> tuple[dict[str, str], bytes]:
     return headers, _json(event.get("data"))
 
 
+def batch_body(events: list[bytes]) -> bytes:
+    """The batch-mode body of the encoded `events` (each `orjson.dumps` of a structured event)."""
+    return b"[" + b",".join(events) + b"]"
+
+
 def batch_bodies(events: list[bytes], max_bytes: int) -> list[tuple[int, int, bytes]]:
     """Batch-mode bodies of the encoded `events` (each `orjson.dumps` of a structured event), in
     order, each at most `max_bytes` unless one event alone is larger: (first index, end index, body)."""
@@ -45,9 +50,9 @@ def batch_bodies(events: list[bytes], max_bytes: int) -> list[tuple[int, int, by
     for i, encoded in enumerate(events):
         grown = size + len(encoded) + (i > start)  # a comma before every event but the first
         if i > start and grown > max_bytes:
-            bodies.append((start, i, b"[" + b",".join(events[start:i]) + b"]"))
+            bodies.append((start, i, batch_body(events[start:i])))
             start, grown = i, 2 + len(encoded)
         size = grown
     if start < len(events):
-        bodies.append((start, len(events), b"[" + b",".join(events[start:]) + b"]"))
+        bodies.append((start, len(events), batch_body(events[start:])))
     return bodies

@@ -148,7 +148,7 @@ class WebhookSink(Sink):
         half = len(keys) // 2
         outcomes = []
         for part, part_keys in ((encoded[:half], keys[:half]), (encoded[half:], keys[half:])):
-            outcomes += await self._send_split(part, part_keys, b"[" + b",".join(part) + b"]")
+            outcomes += await self._send_split(part, part_keys, cloudevent.batch_body(part))
         return outcomes
 
     async def verify(self, subscription: str) -> HttpOutcome:
@@ -169,7 +169,7 @@ class WebhookSink(Sink):
         }
         msg_id = f"validation.{subscription}.{event['id']}"
         if self.config.batch is not None:  # like every event of a batch, with its key
-            body = b"[" + orjson.dumps({**event, IDEMPOTENCY_ATTRIBUTE: msg_id}) + b"]"
+            body = cloudevent.batch_body([orjson.dumps({**event, IDEMPOTENCY_ATTRIBUTE: msg_id})])
             return await self.sender.send_batch(body, msg_id, echo=challenge)
         return await self.sender.send(event, msg_id, echo=challenge)
 
