@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import statistics
 import time
 
 import pytest
@@ -84,8 +83,7 @@ def _p99(values: list[float]) -> float:
 
 async def test_bad_subscribers_do_not_slow_the_healthy_ones_and_catch_up_in_order(bus):
     bad = {"down": Reply(500), "slow": Reply(delay=3.0), "throttled": Reply(429, headers={"Retry-After": "1"})}
-    # Runs alternate, and the median p99 of each kind is compared: one stall of the shared
-    # machine (a GC pause, the broker cleaning up another test's topics) hits one run only.
+    # Runs alternate, so a slow spell of the shared machine does not fall on one kind only.
     base_p99s, bad_p99s, receivers = [], [], {}
     expected = PERSONS * ROUNDS
     try:
@@ -104,9 +102,13 @@ async def test_bad_subscribers_do_not_slow_the_healthy_ones_and_catch_up_in_orde
     finally:
         for receiver in receivers.values():
             await receiver.stop()
-    base_p99, bad_p99 = statistics.median(base_p99s), statistics.median(bad_p99s)
+    # The lowest p99 of each kind is compared. A bad subscriber that held back a healthy one
+    # would add at least its read timeout (0.5 s) or a retry delay in every run with it; a stall
+    # of the shared machine (another test starting a broker, a GC pause) hits some runs only, and
+    # in CI it hit two of three runs beside the bad ones (248 and 335 ms against 82 ms).
+    base_p99, bad_p99 = min(base_p99s), min(bad_p99s)
     print(
-        f"healthy p99 (median of {REPETITIONS}): {base_p99 * 1000:.1f} ms alone, {bad_p99 * 1000:.1f} ms beside the bad ones"
+        f"healthy p99 (lowest of {REPETITIONS}): {base_p99 * 1000:.1f} ms alone, {bad_p99 * 1000:.1f} ms beside the bad ones"
     )
     # 2x, with 50 ms of slack for scheduling noise on a shared 2-core machine at millisecond latencies.
     assert bad_p99 <= max(2 * base_p99, base_p99 + 0.05), (base_p99s, bad_p99s)
