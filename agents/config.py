@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # then one probe goes out per interval (agents/delivery/breaker.py).
     breaker_failures: int = Field(20, ge=1)
     breaker_probe_seconds: float = Field(30.0, gt=0)
+    # A worker asked to stop (SIGTERM, SIGINT) that has not exited after this long exits as a kill
+    # would: what it had not committed is read again by whoever takes its partitions.
+    stop_timeout_seconds: float = Field(60.0, gt=0)
     # Delivery: a queue whose records have been open this long (its subscriber is slow, or one person
     # has a long queue) moves to the pending topic, so it holds back no other subscriber's commit
     # point, and a crash sends the other subscribers at most about this many seconds again.

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
+import threading
 
 import structlog
 
@@ -30,6 +33,7 @@ def run_worker(loglevel: str = "info", stages: list[str] | None = None) -> int:
             configure_logging(settings.log_level, settings.log_format)
 
         async def _stop_on_signal(self, signal) -> None:
+            _exit_after(settings.stop_timeout_seconds)
             # A stop signal while services are still starting ends the start first: a service
             # started after the stop had passed it would run on, and the process never exit.
             starting = self._starting_fut
@@ -45,6 +49,25 @@ def run_worker(loglevel: str = "info", stages: list[str] | None = None) -> int:
     worker = SambandWorker(app, loglevel=loglevel, redirect_stdouts=False)
     worker.execute_from_commandline()  # returns only through SystemExit
     return 0
+
+
+STOP_TIMED_OUT = 3  # the exit code of a stop that gave up what was in flight
+
+
+def _exit_after(seconds: float) -> None:
+    """Bound the stop. It waits for the batch in progress to be acknowledged, its state written and
+    its offsets committed, and Faust's clients to close: a broker that stops answering, or a group
+    that never settles, made that wait endless. A thread, not the event loop, keeps the time: the
+    loop may be what is stuck. Exiting then loses nothing: what was not committed is read again."""
+
+    def give_up() -> None:
+        structlog.get_logger(__name__).error("worker.stop_timed_out", seconds=seconds)
+        logging.shutdown()  # flushes the line above: os._exit flushes nothing
+        os._exit(STOP_TIMED_OUT)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True  # a stop that completes in time exits without waiting for it
+    timer.start()
 
 
 def _worker(args: argparse.Namespace) -> int:
