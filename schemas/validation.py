@@ -16,7 +16,7 @@ from functools import cache
 
 from schemas.catalog import EVENTS_NAMESPACE, catalog
 from schemas.identity import InvalidIdentity, parse_identity
-from schemas.kommuner import SNAPSHOT_DATE, kommuner
+from schemas.kommuner import SNAPSHOT_DATE, renumberings, successors, valid_on
 from schemas.life_stages import life_stages
 from schemas.moves import move_scope
 
@@ -66,10 +66,25 @@ def _identity(value, field: str, failures: list[Failure]) -> None:
         failures.append(Failure(exc.reason, field, str(exc)))
 
 
-def _kommune(value, field: str, failures: list[Failure]) -> None:
+def _kommune(value, field: str, day: date, failures: list[Failure]) -> None:
+    """`day`: the event's own date. A code a reform retired is right on an event dated before it
+    (a late correction of a 2023 move carries 2023's code) and wrong after it."""
     if not (isinstance(value, str) and len(value) == 4 and value.isdigit()):
         failures.append(Failure("kommune.format", field, "kommunenummer must be 4 digits"))
-    elif value not in kommuner():
+    elif valid_on(value, day):
+        return
+    elif change := renumberings().get(value):
+        today = successors(value)
+        now = "" if today == change.new else f" (today {' and '.join(today)})"
+        failures.append(
+            Failure(
+                "kommune.renumbered",
+                field,
+                f"kommunenummer {value} ({change.old_name}) was replaced by {' and '.join(change.new)} on "
+                f"{change.valid_from.isoformat()}{now}, before the event's date",  # (not the date: it may be personal)
+            )
+        )
+    else:
         failures.append(
             Failure("kommune.unknown", field, f"not a kommune in SSB classification 131 as of {SNAPSHOT_DATE}")
         )
@@ -92,14 +107,17 @@ def validate(event_type: str, record: dict, *, now: datetime | None = None) -> l
         # Only the router emits these, from the birth dates it knows; a source that could send
         # one could tell every kindergarten of a child who does not exist.
         return [Failure("type.derived", "envelope.type", f"{event_type} is derived by the bus; no source sends it")]
-    _validate_envelope(event_type, envelope, now, failures)
     plan = _plan(event_type)
+    # The event's own date (a move's date, a birth's), else when it happened: what a kommunenummer
+    # on it must have been valid on.
+    day = next((record[f] for f in plan.date_fields if record.get(f) is not None), envelope["time"].date())
+    _validate_envelope(event_type, envelope, now, day, failures)
     for field in plan.date_fields:
         if record.get(field) is not None:
             _date(record[field], field, now.date(), failures)
     for field in plan.address_fields:
         if record.get(field) is not None:
-            _kommune(record[field]["kommunenummer"], f"{field}.kommunenummer", failures)
+            _kommune(record[field]["kommunenummer"], f"{field}.kommunenummer", day, failures)
     rule = _RELATIONS.get(event_type)
     if rule:
         rule(record, failures)
@@ -112,14 +130,14 @@ def ensure_valid(event_type: str, record: dict, *, now: datetime | None = None) 
         raise ValidationError(failures)
 
 
-def _validate_envelope(event_type: str, envelope: dict, now: datetime, failures: list[Failure]) -> None:
+def _validate_envelope(event_type: str, envelope: dict, now: datetime, day: date, failures: list[Failure]) -> None:
     if envelope["type"] != f"{EVENTS_NAMESPACE}.{event_type}":
         failures.append(
             Failure("envelope.type_mismatch", "envelope.type", f"type does not name event type {event_type}")
         )
     _identity(envelope["person"], "envelope.person", failures)
     for kommune in envelope.get("kommunenummer", []):
-        _kommune(kommune, "envelope.kommunenummer", failures)
+        _kommune(kommune, "envelope.kommunenummer", day, failures)
     time = envelope["time"]
     if time.year < EARLIEST_DATE.year:
         failures.append(Failure("date.too_early", "envelope.time", f"time before {EARLIEST_DATE.isoformat()}"))

@@ -1,4 +1,4 @@
-"""`samband subscriptions apply DIR | list | show ID | pause ID | resume ID | delete ID`.
+"""`samband subscriptions apply DIR | list | show ID | pause ID | resume ID | delete ID | renumber`.
 
 They live in the compacted `<app id>-subscriptions` topic; running workers pick changes up
 within a second. `apply` validates every file first and writes nothing if any is invalid; it
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from agents.config import bootstrap_servers, get_settings
-from agents.subscriptions import store
+from agents.subscriptions import renumber, store
 from agents.subscriptions.audit import AuditLog, os_user
 from agents.subscriptions.files import load_dir
 from agents.subscriptions.model import Subscription
@@ -47,14 +47,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     delete = commands.add_parser("delete", help="delete a subscription (deliveries to it stop within seconds)")
     delete.add_argument("id")
     delete.set_defaults(handler=delete_one)
+    renumber = commands.add_parser(
+        "renumber",
+        help="move the subscriptions scoped to kommunenumre a reform retired to today's codes",
+        description="After a reform day (kommuner renumbered, merged or split: docs/reform-day.md), each "
+        "subscription scoped to a retired code follows its kommune's code of today, all in one audited "
+        "write. A split code is left as it is, for the operator to choose.",
+    )
+    renumber.add_argument("--plan", action="store_true", help="print what would change, write nothing")
+    renumber.set_defaults(handler=renumber_all)
 
 
 def _where() -> tuple[str, str]:
     return bootstrap_servers(), topic_names(get_settings().app_id).subscriptions
 
 
-async def _audit(actions: list[tuple[str, str]]) -> None:
-    """Audit-log (action, subscription id) pairs written by this command."""
+async def _audit(actions: list[tuple[str, str]], details: dict[str, str] | None = None) -> None:
+    """Audit-log (action, subscription id) pairs written by this command (`details`: by id, what changed)."""
     log = AuditLog(bootstrap_servers(), topic_names(get_settings().app_id).audit)
     user = os_user()
     await log.record_all(
@@ -66,6 +75,7 @@ async def _audit(actions: list[tuple[str, str]]) -> None:
                 "subscription": sub_id,
                 "outcome": "ok",
                 "via": "cli",
+                **({"detail": details[sub_id]} if details and sub_id in details else {}),
             }
             for action, sub_id in actions
         ]
@@ -180,4 +190,39 @@ def delete_one(args) -> int:
     asyncio.run(store.write(bootstrap, topic, [(args.id, None)]))
     asyncio.run(_audit([("delete", args.id)]))
     print(f"deleted {args.id}")
+    return 0
+
+
+def renumber_all(args) -> int:
+    bootstrap, topic = _where()
+
+    async def plan_and_write() -> list[renumber.Renumbered]:
+        await store.ensure_topic(bootstrap, topic)
+        current = [
+            Subscription.model_validate_json(value) for value in (await store.read_all(bootstrap, topic)).values()
+        ]
+        planned = renumber.plan(current)
+        changed = [p for p in planned if p.changed]
+        if changed and not args.plan:
+            # One write of every subscription, then one audit write: the reform is one operation.
+            await store.write(bootstrap, topic, [(p.subscription.id, p.renumbered().to_json()) for p in changed])
+            await _audit(
+                [("renumber", p.subscription.id) for p in changed],
+                {p.subscription.id: "; ".join(p.steps) for p in changed},
+            )
+        return planned
+
+    planned = asyncio.run(plan_and_write())
+    for p in planned:
+        print(f"{p.subscription.id}:")
+        for step in p.steps:
+            print(f"  {step}")
+        if p.widened:
+            print(f"  now also covers, merged into the same kommune: {', '.join(p.widened)}")
+        for split in p.split:
+            print(f"  split, {split}")
+    changed = sum(p.changed for p in planned)
+    held = sum(bool(p.split) for p in planned)
+    verb = "would renumber" if args.plan else "renumbered"
+    print(f"{verb} {changed} subscription(s)" + (f"; {held} with a split kommune to change by hand" if held else ""))
     return 0

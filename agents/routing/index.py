@@ -11,6 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agents.subscriptions.model import Subscription
+from schemas.kommuner import predecessors
+
+
+def _predecessors(code: str) -> frozenset[str]:
+    return predecessors().get(code, frozenset())
+
 
 ALL = "all"
 
@@ -39,7 +45,9 @@ class Entry:
 
     @classmethod
     def of(cls, sub: Subscription) -> Entry:
-        kommuner = None if sub.kommuner == ALL else frozenset(sub.kommuner)
+        # An event dated before a reform carries the code of then: a subscription to today's code
+        # gets it too (Tromsø's 5501 also matches 5401 and 1902; a split code matches no heir).
+        kommuner = None if sub.kommuner == ALL else frozenset(sub.kommuner).union(*map(_predecessors, sub.kommuner))
         unconditional = not sub.predicates.model_dump(exclude_none=True)
         return cls(
             sub,

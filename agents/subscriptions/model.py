@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from agents.subscriptions.delivery_target import DeliveryTarget, as_written
 from connectors.api import delivery_kinds
 from schemas.catalog import POPULATION_RECORD, UNKNOWN_EVENT, catalog
-from schemas.kommuner import kommuner
+from schemas.kommuner import is_known
 
 MoveScope = Literal["into", "outOf", "within"]
 ChangeKind = Literal["new", "correction", "annulment", "ceased"]
@@ -78,7 +78,9 @@ class Subscription(_Strict):
     @classmethod
     def _known_kommuner(cls, value):
         if value != "all":
-            unknown = sorted(set(value) - set(kommuner()))
+            # A code a reform retired stays valid: the subscription was made before the reform, and
+            # `samband subscriptions renumber` moves it to today's code (docs/reform-day.md).
+            unknown = sorted(code for code in set(value) if not is_known(code))
             if unknown:
                 raise ValueError(f"not a kommunenummer in SSB classification 131: {', '.join(unknown)}")
         return value

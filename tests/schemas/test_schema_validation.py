@@ -44,9 +44,29 @@ def test_unknown_and_malformed_kommunenummer():
     record["envelope"]["kommunenummer"] = ["9999", "5401", "301"]
     assert codes("Death", record) == [
         ("kommune.unknown", "envelope.kommunenummer"),
-        ("kommune.unknown", "envelope.kommunenummer"),  # Tromsø's number before the 2024 split
+        ("kommune.renumbered", "envelope.kommunenummer"),  # Tromsø's number before the 2024 split
         ("kommune.format", "envelope.kommunenummer"),
     ]
+
+
+def test_a_code_a_reform_retired_is_right_on_an_event_dated_before_the_reform_only():
+    death = example("Death")
+    death["envelope"]["kommunenummer"] = ["5401"]
+    death["deathDate"] = date(2023, 12, 31)
+    assert codes("Death", death) == []
+    death["deathDate"] = date(2024, 1, 1)
+    failures = validate("Death", death, now=datetime(2024, 6, 1, tzinfo=UTC))
+    assert [(f.code, f.field) for f in failures] == [("kommune.renumbered", "envelope.kommunenummer")]
+    assert "5401 (Tromsø) was replaced by 5501 on 2024-01-01" in failures[0].message
+    # A late correction of a 2019 move: the move's date decides, not when the event was sent.
+    move = example("Move")
+    move["movedDate"] = date(2019, 5, 1)
+    move["newAddress"] = {**move["newAddress"], "kommunenummer": "0101"}  # Halden, 3001 in 2020, 3101 in 2024
+    assert ("kommune.renumbered", "newAddress.kommunenummer") not in codes("Move", move)
+    move["movedDate"] = date(2022, 5, 1)
+    failures = validate("Move", move)
+    found = {f.field: f.message for f in failures if f.code == "kommune.renumbered"}
+    assert "replaced by 3001 on 2020-01-01 (today 3101)" in found["newAddress.kommunenummer"]
 
 
 def test_unknown_kommune_in_an_address():
