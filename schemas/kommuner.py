@@ -30,10 +30,6 @@ def kommuner() -> dict[str, Kommune]:
     }
 
 
-def is_kommune(number: str) -> bool:
-    return number in kommuner()
-
-
 CHANGES_FILE = "data/kommune-changes.csv"
 
 
@@ -78,28 +74,46 @@ def successors(number: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(code for new in change.new for code in successors(new)))
 
 
+def is_split(number: str) -> bool:
+    """Whether a reform split the kommune (at any step to today): an event with the code may be
+    a person of any of its parts."""
+    return len(successors(number)) > 1
+
+
 @lru_cache(maxsize=4096)  # on the router's path for every move: codes are few, events many
-def same_kommune_today(number: str) -> str:
-    """The one code of today `number` is the same kommune as: itself when current or split."""
-    found = successors(number)
-    return found[0] if len(found) == 1 else number
+def lineage(number: str) -> tuple[str, ...]:
+    """`number` and the codes it became, one reform after the other, up to today or a split
+    (Ski: 0213, 3020 Nordre Follo, 3207)."""
+    codes = [number]
+    while (change := renumberings().get(codes[-1])) is not None and len(change.new) == 1:
+        codes.append(change.new[0])
+    return tuple(codes)
+
+
+def same_kommune(a: str, b: str) -> bool:
+    """Whether one code became the other by reforms (Tromsø 5401 and 5501): the same kommune.
+    Two codes merged into a third are not the same as each other (Ski and Oppegård in 2019)."""
+    return a == b or b in lineage(a) or a in lineage(b)
 
 
 @cache
-def predecessors() -> dict[str, frozenset[str]]:
-    """Today's code -> the retired codes that became that one code alone (not those split): an
-    event dated before a reform carries the old code, and is the same kommune's."""
+def _older() -> dict[str, frozenset[str]]:
     found: dict[str, set[str]] = {}
     for old in renumberings():
-        after = successors(old)
-        if len(after) == 1:
-            found.setdefault(after[0], set()).add(old)
+        for later in lineage(old)[1:]:
+            found.setdefault(later, set()).add(old)
     return {code: frozenset(olds) for code, olds in found.items()}
+
+
+def older_codes(number: str) -> frozenset[str]:
+    """The retired codes that became `number` by reforms, not split on the way: an event dated
+    before a reform carries one of them, and is the same kommune's (5501: 5401 and 1902)."""
+    return _older().get(number, frozenset())
 
 
 def merged_with(change: Renumbering) -> list[str]:
     """The other retired codes that became the same single code on the same day (a merger)."""
-    if change.kind == "split":
+    if len(change.new) > 1:
         return []
     return sorted(
         old

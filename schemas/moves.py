@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.kommuner import same_kommune_today
+from schemas.kommuner import same_kommune
 
 
 def move_scope(previous_kommune: str | None, new_kommune: str) -> str:
@@ -12,7 +12,7 @@ def move_scope(previous_kommune: str | None, new_kommune: str) -> str:
 
 
 def _same(a: str | None, b: str | None) -> bool:
-    return a == b or (a is not None and b is not None and same_kommune_today(a) == same_kommune_today(b))
+    return a == b or (a is not None and b is not None and same_kommune(a, b))
 
 
 def scope_for(previous_kommune: str | None, new_kommune: str | None, kommune: str) -> str | None:

@@ -25,6 +25,7 @@ EARLIEST_DATE = date(1850, 1, 1)
 PAST_ONLY_DATES = frozenset({"birthDate", "deathDate"})
 MAX_FUTURE = timedelta(days=366)
 MAX_CLOCK_SKEW = timedelta(days=1)
+ONE_DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,22 @@ def _identity(value, field: str, failures: list[Failure]) -> None:
         failures.append(Failure(exc.reason, field, str(exc)))
 
 
+def _event_day(event_type: str, plan: _Plan, record: dict, envelope: dict) -> date:
+    """The day the event happened: its own date field (a move's, a death's; a birth date only for a
+    Birth: on a stage or a register record it is not when the event happened), else its time."""
+    for field in plan.date_fields:
+        if (field != "birthDate" or event_type == "Birth") and record.get(field) is not None:
+            return record[field]
+    return envelope["time"].date()
+
+
 def _kommune(value, field: str, day: date, failures: list[Failure]) -> None:
-    """`day`: the event's own date. A code a reform retired is right on an event dated before it
-    (a late correction of a 2023 move carries 2023's code) and wrong after it."""
+    """`day`: the event's own date. A code a reform retired is right on an event dated before the
+    reform, or on the reform day itself: the reform's own address change, dated that day, names
+    the old code as where the person lived the day before. After that it is wrong."""
     if not (isinstance(value, str) and len(value) == 4 and value.isdigit()):
         failures.append(Failure("kommune.format", field, "kommunenummer must be 4 digits"))
-    elif valid_on(value, day):
+    elif valid_on(value, day - ONE_DAY):
         return
     elif change := renumberings().get(value):
         today = successors(value)
@@ -108,9 +119,7 @@ def validate(event_type: str, record: dict, *, now: datetime | None = None) -> l
         # one could tell every kindergarten of a child who does not exist.
         return [Failure("type.derived", "envelope.type", f"{event_type} is derived by the bus; no source sends it")]
     plan = _plan(event_type)
-    # The event's own date (a move's date, a birth's), else when it happened: what a kommunenummer
-    # on it must have been valid on.
-    day = next((record[f] for f in plan.date_fields if record.get(f) is not None), envelope["time"].date())
+    day = _event_day(event_type, plan, record, envelope)
     _validate_envelope(event_type, envelope, now, day, failures)
     for field in plan.date_fields:
         if record.get(field) is not None:

@@ -47,15 +47,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     delete = commands.add_parser("delete", help="delete a subscription (deliveries to it stop within seconds)")
     delete.add_argument("id")
     delete.set_defaults(handler=delete_one)
-    renumber = commands.add_parser(
+    renumbering = commands.add_parser(
         "renumber",
         help="move the subscriptions scoped to kommunenumre a reform retired to today's codes",
         description="After a reform day (kommuner renumbered, merged or split: docs/reform-day.md), each "
         "subscription scoped to a retired code follows its kommune's code of today, all in one audited "
         "write. A split code is left as it is, for the operator to choose.",
     )
-    renumber.add_argument("--plan", action="store_true", help="print what would change, write nothing")
-    renumber.set_defaults(handler=renumber_all)
+    renumbering.add_argument("--plan", action="store_true", help="print what would change, write nothing")
+    renumbering.set_defaults(handler=renumber_all)
 
 
 def _where() -> tuple[str, str]:
@@ -196,7 +196,7 @@ def delete_one(args) -> int:
 def renumber_all(args) -> int:
     bootstrap, topic = _where()
 
-    async def plan_and_write() -> list[renumber.Renumbered]:
+    async def plan_and_write() -> list[renumber.Rescoped]:
         await store.ensure_topic(bootstrap, topic)
         current = [
             Subscription.model_validate_json(value) for value in (await store.read_all(bootstrap, topic)).values()
@@ -205,7 +205,7 @@ def renumber_all(args) -> int:
         changed = [p for p in planned if p.changed]
         if changed and not args.plan:
             # One write of every subscription, then one audit write: the reform is one operation.
-            await store.write(bootstrap, topic, [(p.subscription.id, p.renumbered().to_json()) for p in changed])
+            await store.write(bootstrap, topic, [(p.subscription.id, p.updated().to_json()) for p in changed])
             await _audit(
                 [("renumber", p.subscription.id) for p in changed],
                 {p.subscription.id: "; ".join(p.steps) for p in changed},
@@ -220,9 +220,17 @@ def renumber_all(args) -> int:
         if p.widened:
             print(f"  now also covers, merged into the same kommune: {', '.join(p.widened)}")
         for split in p.split:
-            print(f"  split, {split}")
+            print(f"  {split}; left as it is: choose its kommuner by hand")
+    if not planned:
+        print("no subscription is scoped to a kommunenummer a reform retired")
+        return 0
     changed = sum(p.changed for p in planned)
     held = sum(bool(p.split) for p in planned)
     verb = "would renumber" if args.plan else "renumbered"
     print(f"{verb} {changed} subscription(s)" + (f"; {held} with a split kommune to change by hand" if held else ""))
+    if changed:
+        print(
+            "subscriptions kept as files (`samband subscriptions apply`): change the files too, or apply puts the old codes back"
+        )
     return 0
+

@@ -11,12 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agents.subscriptions.model import Subscription
-from schemas.kommuner import predecessors
-
-
-def _predecessors(code: str) -> frozenset[str]:
-    return predecessors().get(code, frozenset())
-
+from schemas.kommuner import older_codes
 
 ALL = "all"
 
@@ -47,7 +42,7 @@ class Entry:
     def of(cls, sub: Subscription) -> Entry:
         # An event dated before a reform carries the code of then: a subscription to today's code
         # gets it too (Tromsø's 5501 also matches 5401 and 1902; a split code matches no heir).
-        kommuner = None if sub.kommuner == ALL else frozenset(sub.kommuner).union(*map(_predecessors, sub.kommuner))
+        kommuner = None if sub.kommuner == ALL else frozenset(sub.kommuner).union(*map(older_codes, sub.kommuner))
         unconditional = not sub.predicates.model_dump(exclude_none=True)
         return cls(
             sub,

@@ -18,9 +18,11 @@ from subscription_factory import subscription
 
 from agents.routing.index import RoutingIndex
 from agents.routing.router import PersonState, Router
+from agents.subscriptions import renumber
 from agents.subscriptions.audit import AuditLog
 from agents.subscriptions.store import read_all
 from bus.topics import topic_names
+from schemas.moves import move_scope, scope_for
 
 ADULT = synthetic_number(5, 6, 71, 300)
 PERSON = "p" * 32  # a pseudonym
@@ -86,6 +88,32 @@ def test_the_reform_days_address_change_is_a_move_within_the_kommune():
     assert result.recipients == ["within"]
 
 
+def test_a_move_between_two_kommuner_that_later_merged_stays_a_move_between():
+    # Ski to Oppegård in 2019: two kommuner then, though both became Nordre Follo.
+    assert move_scope("0213", "0217") == "betweenKommuner"
+    assert scope_for("0213", "0217", "0217") == "into"
+    assert move_scope("3020", "3207") == "withinKommune"  # Nordre Follo renumbered in 2024
+
+
+def _planned(*kommuner: str) -> renumber.Rescoped:
+    [planned] = renumber.plan([subscription("s", list(kommuner), ["Death"], DEATH)])
+    return planned
+
+
+def test_the_plan_follows_every_reform_and_says_what_a_merger_adds():
+    both = _planned("5401", "5501")  # the old code and the new one: one code after
+    assert (both.kommuner, both.steps) == (["5501"], ["5401 Tromsø -> 5501 Tromsø (2024-01-01)"])
+    ski = _planned("0213")
+    assert ski.kommuner == ["3207"] and ski.widened == ["0217 Oppegård"]
+    assert _planned("0213", "0217").widened == []  # it had both already
+    haram = _planned("1534", "0301")  # merged into Ålesund in 2020, split out again in 2024
+    assert haram.kommuner == ["1534", "0301"] and not haram.changed
+    assert haram.split == [
+        "1534 Haram -> 1507 Ålesund (2020-01-01), split into 1508 Ålesund and 1580 Haram (2024-01-01)"
+    ]
+    assert renumber.plan([subscription("today", ["0301"], ["Death"], DEATH)]) == []
+
+
 def _sub(sub_id: str, kommuner) -> dict:
     return json.loads(subscription(sub_id, kommuner, ["Death"], DEATH).to_json())
 
@@ -121,22 +149,26 @@ async def test_renumber_plans_then_moves_every_subscription_to_todays_codes_in_o
     assert planned.returncode == 0, planned.stderr
     assert await read_all(kafka_bootstrap, names.subscriptions) == before, "--plan writes nothing"
     lines = planned.stdout
-    assert "tromso-helse:\n  5401 Tromsø -> 5501 Tromsø (from 2024-01-01)" in lines
-    assert "ski-skole:\n  0213 Ski -> 3207 Nordre Follo (from 2020-01-01)" in lines
+    assert "tromso-helse:\n  5401 Tromsø -> 5501 Tromsø (2024-01-01)\n" in lines
+    assert "ski-skole:\n  0213 Ski -> 3020 Nordre Follo (2020-01-01) -> 3207 Nordre Follo (2024-01-01)\n" in lines
     assert "now also covers, merged into the same kommune: 0217 Oppegård" in lines
-    assert "alesund-bibliotek:\n  split, 1507 Ålesund: became 1508 Ålesund and 1580 Haram" in lines
+    assert (
+        "alesund-bibliotek:\n  1507 Ålesund, split into 1508 Ålesund and 1580 Haram (2024-01-01); left as it is"
+    ) in lines
     assert "oslo-skole" not in lines and "nasjonal" not in lines
-    assert lines.rstrip().endswith("would renumber 2 subscription(s); 1 with a split kommune to change by hand")
+    assert "would renumber 2 subscription(s); 1 with a split kommune to change by hand" in lines
 
     applied = _cli(worker_env, "renumber")
     assert applied.returncode == 0, applied.stderr
-    assert applied.stdout.rstrip().endswith("renumbered 2 subscription(s); 1 with a split kommune to change by hand")
+    assert "renumbered 2 subscription(s); 1 with a split kommune to change by hand" in applied.stdout
+    assert "change the files too" in applied.stdout
     after = {k: json.loads(v)["kommuner"] for k, v in (await read_all(kafka_bootstrap, names.subscriptions)).items()}
     assert after == {**subs, "tromso-helse": ["5501", "0301"], "ski-skole": ["3207"]}
     audit = [e for e in await AuditLog(kafka_bootstrap, names.audit).entries() if e["action"] == "renumber"]
     assert sorted((e["subscription"], e["detail"]) for e in audit) == [
-        ("ski-skole", "0213 Ski -> 3207 Nordre Follo (from 2020-01-01)"),
-        ("tromso-helse", "5401 Tromsø -> 5501 Tromsø (from 2024-01-01)"),
+        ("ski-skole", "0213 Ski -> 3020 Nordre Follo (2020-01-01) -> 3207 Nordre Follo (2024-01-01)"),
+        ("tromso-helse", "5401 Tromsø -> 5501 Tromsø (2024-01-01)"),
     ]
     again = _cli(worker_env, "renumber")
     assert again.stdout.rstrip().endswith("renumbered 0 subscription(s); 1 with a split kommune to change by hand")
+    assert "change the files too" not in again.stdout

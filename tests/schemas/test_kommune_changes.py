@@ -17,7 +17,7 @@ def test_the_two_reforms_retired_the_codes_the_domain_says():
     by_day: dict[date, set[str]] = {}
     for old, change in renumberings().items():
         by_day.setdefault(change.valid_from, set()).add(old)
-    # 2020: 428 kommuner became 356, and 309 codes were retired (the others kept theirs);
+    # 2020: 422 kommuner became 356, and 309 codes were retired (the others kept theirs);
     # 2024: 114 kommuner got new numbers.
     assert len(by_day[date(2024, 1, 1)]) == 114
     assert len(by_day[date(2020, 1, 1)]) == 309

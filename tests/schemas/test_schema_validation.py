@@ -54,7 +54,7 @@ def test_a_code_a_reform_retired_is_right_on_an_event_dated_before_the_reform_on
     death["envelope"]["kommunenummer"] = ["5401"]
     death["deathDate"] = date(2023, 12, 31)
     assert codes("Death", death) == []
-    death["deathDate"] = date(2024, 1, 1)
+    death["deathDate"] = date(2024, 1, 2)
     failures = validate("Death", death, now=datetime(2024, 6, 1, tzinfo=UTC))
     assert [(f.code, f.field) for f in failures] == [("kommune.renumbered", "envelope.kommunenummer")]
     assert "5401 (Tromsø) was replaced by 5501 on 2024-01-01" in failures[0].message
@@ -67,6 +67,26 @@ def test_a_code_a_reform_retired_is_right_on_an_event_dated_before_the_reform_on
     failures = validate("Move", move)
     found = {f.field: f.message for f in failures if f.code == "kommune.renumbered"}
     assert "replaced by 3001 on 2020-01-01 (today 3101)" in found["newAddress.kommunenummer"]
+
+
+def test_the_reform_days_own_address_change_is_valid():
+    # What the register sends on the day for everyone in Tromsø: from 5401 to 5501, dated that day.
+    move = example("Move")
+    move["envelope"]["kommunenummer"] = ["5401", "5501"]
+    move["previousAddress"] = {**OSLO_ADDRESS, "kommunenummer": "5401"}
+    move["newAddress"] = {**BERGEN_ADDRESS, "kommunenummer": "5501"}
+    move["movedDate"] = date(2024, 1, 1)
+    move["cause"] = "municipalReform"
+    move["scope"] = "withinKommune"
+    move["envelope"]["time"] = datetime(2024, 1, 1, 5, tzinfo=UTC)
+    assert validate("Move", move, now=datetime(2024, 1, 1, 6, tzinfo=UTC)) == []
+
+
+def test_a_register_record_of_today_is_dated_today_not_by_the_persons_birth():
+    record = example("PopulationRecord")
+    record["birthDate"] = date(1990, 1, 1)
+    record["envelope"]["kommunenummer"] = ["5401"]
+    assert ("kommune.renumbered", "envelope.kommunenummer") in codes("PopulationRecord", record)
 
 
 def test_unknown_kommune_in_an_address():
