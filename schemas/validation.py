@@ -16,7 +16,7 @@ from functools import cache
 
 from schemas.catalog import EVENTS_NAMESPACE, catalog
 from schemas.identity import InvalidIdentity, parse_identity
-from schemas.kommuner import SNAPSHOT_DATE, renumberings, successors, valid_on
+from schemas.kommuner import SNAPSHOT_DATE, renumberings, valid_on
 from schemas.life_stages import life_stages
 from schemas.moves import move_scope
 
@@ -84,15 +84,15 @@ def _kommune(value, field: str, day: date, failures: list[Failure]) -> None:
         failures.append(Failure("kommune.format", field, "kommunenummer must be 4 digits"))
     elif valid_on(value, day - ONE_DAY):
         return
-    elif change := renumberings().get(value):
-        today = successors(value)
-        now = "" if today == change.new else f" (today {' and '.join(today)})"
+    elif value in renumberings():
+        # Neither the code nor the kommune's name: the message reaches readable dead-letter headers
+        # and HTTP answers, and for a protected person the kommune is what is protected.
         failures.append(
             Failure(
                 "kommune.renumbered",
                 field,
-                f"kommunenummer {value} ({change.old_name}) was replaced by {' and '.join(change.new)} on "
-                f"{change.valid_from.isoformat()}{now}, before the event's date",  # (not the date: it may be personal)
+                "a kommunenummer a kommune reform retired before the event's date: use the code of that date "
+                "(docs/reform-day.md)",
             )
         )
     else:

@@ -193,22 +193,33 @@ def delete_one(args) -> int:
     return 0
 
 
+def _detail(p: renumber.Rescoped) -> str:
+    widened = f"; now also covers {', '.join(p.widened)}" if p.widened else ""
+    return "; ".join(p.steps) + widened
+
+
 def renumber_all(args) -> int:
     bootstrap, topic = _where()
 
     async def plan_and_write() -> list[renumber.Rescoped]:
         await store.ensure_topic(bootstrap, topic)
-        current = [
-            Subscription.model_validate_json(value) for value in (await store.read_all(bootstrap, topic)).values()
-        ]
-        planned = renumber.plan(current)
+        read = await store.read_all(bootstrap, topic)
+        planned = renumber.plan([Subscription.model_validate_json(value) for value in read.values()])
         changed = [p for p in planned if p.changed]
         if changed and not args.plan:
+            # Written only if unchanged since the plan was made: a subscription paused, narrowed or
+            # deleted meanwhile (through the API) is not put back as it was.
+            now = await store.read_all(bootstrap, topic)
+            moved = [p for p in changed if now.get(p.subscription.id) != read[p.subscription.id]]
+            for p in moved:
+                print(f"samband: {p.subscription.id} changed while the plan was made: left as it is; run again")
+                changed.remove(p)
+                p.kommuner = list(p.subscription.kommuner)
             # One write of every subscription, then one audit write: the reform is one operation.
             await store.write(bootstrap, topic, [(p.subscription.id, p.updated().to_json()) for p in changed])
             await _audit(
                 [("renumber", p.subscription.id) for p in changed],
-                {p.subscription.id: "; ".join(p.steps) for p in changed},
+                {p.subscription.id: _detail(p) for p in changed},
             )
         return planned
 

@@ -166,7 +166,10 @@ async def test_renumber_plans_then_moves_every_subscription_to_todays_codes_in_o
     assert after == {**subs, "tromso-helse": ["5501", "0301"], "ski-skole": ["3207"]}
     audit = [e for e in await AuditLog(kafka_bootstrap, names.audit).entries() if e["action"] == "renumber"]
     assert sorted((e["subscription"], e["detail"]) for e in audit) == [
-        ("ski-skole", "0213 Ski -> 3020 Nordre Follo (2020-01-01) -> 3207 Nordre Follo (2024-01-01)"),
+        (
+            "ski-skole",
+            "0213 Ski -> 3020 Nordre Follo (2020-01-01) -> 3207 Nordre Follo (2024-01-01); now also covers 0217 Oppegård",
+        ),
         ("tromso-helse", "5401 Tromsø -> 5501 Tromsø (2024-01-01)"),
     ]
     again = _cli(worker_env, "renumber")

@@ -21,7 +21,7 @@ def test_the_two_reforms_retired_the_codes_the_domain_says():
     # 2024: 114 kommuner got new numbers.
     assert len(by_day[date(2024, 1, 1)]) == 114
     assert len(by_day[date(2020, 1, 1)]) == 309
-    assert {old: successors(old) for old in ("5401", "5403", "3005", "1507", "0213", "0217", "1850")} == {
+    assert {old: successors(old) for old in ("5401", "5403", "3005", "1507", "0213", "0217", "1850", "1439")} == {
         "5401": ("5501",),  # Tromsø
         "5403": ("5601",),  # Alta
         "3005": ("3301",),  # Drammen
@@ -29,4 +29,5 @@ def test_the_two_reforms_retired_the_codes_the_domain_says():
         "0213": ("3207",),  # Ski, merged with Oppegård into Nordre Follo (3020), then 3207
         "0217": ("3207",),
         "1850": ("1806", "1875"),  # Tysfjord, split between Narvik and Hamarøy
+        "1439": ("4602", "4649"),  # Vågsøy: Kinn, but Bryggja went to Stad (a border change, added by hand)
     }

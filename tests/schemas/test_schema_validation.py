@@ -57,16 +57,14 @@ def test_a_code_a_reform_retired_is_right_on_an_event_dated_before_the_reform_on
     death["deathDate"] = date(2024, 1, 2)
     failures = validate("Death", death, now=datetime(2024, 6, 1, tzinfo=UTC))
     assert [(f.code, f.field) for f in failures] == [("kommune.renumbered", "envelope.kommunenummer")]
-    assert "5401 (Tromsø) was replaced by 5501 on 2024-01-01" in failures[0].message
+    assert "5401" not in failures[0].message and "Tromsø" not in failures[0].message  # it may be protected
     # A late correction of a 2019 move: the move's date decides, not when the event was sent.
     move = example("Move")
     move["movedDate"] = date(2019, 5, 1)
     move["newAddress"] = {**move["newAddress"], "kommunenummer": "0101"}  # Halden, 3001 in 2020, 3101 in 2024
     assert ("kommune.renumbered", "newAddress.kommunenummer") not in codes("Move", move)
     move["movedDate"] = date(2022, 5, 1)
-    failures = validate("Move", move)
-    found = {f.field: f.message for f in failures if f.code == "kommune.renumbered"}
-    assert "replaced by 3001 on 2020-01-01 (today 3101)" in found["newAddress.kommunenummer"]
+    assert ("kommune.renumbered", "newAddress.kommunenummer") in codes("Move", move)
 
 
 def test_the_reform_days_own_address_change_is_valid():
