@@ -703,5 +703,5 @@ class Dispatcher:
     async def close(self) -> None:
         for task in [*self._verifying.values(), *self._start_retries.values(), *self._opening.values()]:
             task.cancel()
-        for lane in self._lanes.values():
-            await lane.close()
+        # At once: a sink's close may wait (a Kafka producer's flush), and a stop has a time limit.
+        await asyncio.gather(*(lane.close() for lane in self._lanes.values()))
