@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     # A worker asked to stop (SIGTERM, SIGINT) that has not exited after this long exits as a kill
     # would: what it had not committed is read again by whoever takes its partitions.
     stop_timeout_seconds: float = Field(60.0, gt=0)
+    # How long the events topic keeps the canonical events: how far back a backfill can reach.
+    events_retention_days: float = Field(7.0, gt=0)
     # Delivery: a queue whose records have been open this long (its subscriber is slow, or one person
     # has a long queue) moves to the pending topic, so it holds back no other subscriber's commit
     # point, and a crash sends the other subscribers at most about this many seconds again.

@@ -19,7 +19,7 @@ from agents import metrics
 from agents.config import Settings, bootstrap_servers
 from agents.subscriptions.store import SubscriptionFollower
 from bus.batches import BatchService
-from bus.topics import Topic, TopicNames, layout, topic_names
+from bus.topics import EVENTS, Topic, TopicNames, layout, topic_names
 
 
 @dataclass
@@ -38,7 +38,11 @@ class StageRuntime:
 
     def configs(self, *topics: Topic) -> dict[str, dict[str, str]]:
         """The configs of these table topics, by their name in this app (for a stage's source and outputs)."""
-        return {topic.name(self.settings.app_id): topic.configs() for topic in topics}
+        return {topic.name(self.settings.app_id): topic.configs(self._retention_ms(topic)) for topic in topics}
+
+    def _retention_ms(self, topic: Topic) -> int | None:
+        """The retention of a topic whose retention is a setting (made by more than one stage)."""
+        return int(self.settings.events_retention_days * 86_400_000) if topic is EVENTS else None
 
     def batch_settings(self) -> dict[str, Any]:
         """What every stage's batch consumer (bus/batches.py) takes from the settings."""

@@ -135,7 +135,9 @@ INGEST = Topic(
 )  # fmt: skip
 EVENTS = Topic(
     "events", "events", PERSON, "Confluent wire-format Avro of the catalog record, validated and normalised",
-    "ingest", notes="the canonical stream; one person's events stay in order; the router adds life-stage events",
+    "ingest", retention="`SAMBAND_EVENTS_RETENTION_DAYS` (default 7 days)",
+    notes="the canonical stream; one person's events stay in order; the router adds life-stage events; "
+    "its retention is how far back a backfill reaches",
 )  # fmt: skip
 DEADLETTER = Topic(
     "deadletter", "deadletter", "the original key",
@@ -176,6 +178,15 @@ ROUTER_HELD = Topic(
     "router_held", "router-held", "event id", "the corrections that arrived before it, sealed", "router",
     cleanup="compact", notes="until the event is routed or the wait passes",
 )  # fmt: skip
+ROUTER_BACKFILL = Topic(
+    "router_backfill", "router-backfill", "backfill id",
+    "how far the backfill has come in this partition of `events`: start, end and next offset", "router",
+    cleanup="compact", notes="per partition of `events`; `samband status` sums it up",
+)  # fmt: skip
+BACKFILLS = Topic(
+    "backfills", "backfills", "subscription id", "the backfill asked for: id, since, when, by whom; a tombstone cancels",
+    "subscriptions API and CLI", partitions=1, cleanup="compact", notes="every router follows it (docs/backfill.md)",
+)  # fmt: skip
 DELIVERIES = Topic(
     "deliveries", "deliveries", "`<subscription id>/<person pseudonym>`", "delivery JSON (below)",
     "router; `samband dlq replay`",
@@ -213,7 +224,8 @@ ALERTS = Topic(
 
 TABLE: tuple[Topic, ...] = (
     INGEST, EVENTS, DEADLETTER, SUBSCRIPTIONS, AUDIT, CONNECTOR_STATE, INGEST_SEEN_IDS,
-    ROUTER_PERSONS, ROUTER_RECORDS, ROUTER_HELD, DELIVERIES, OUTCOMES, PENDING, STATUS, LEDGER, DISCLOSURES, ALERTS,
+    ROUTER_PERSONS, ROUTER_RECORDS, ROUTER_HELD, ROUTER_BACKFILL, BACKFILLS, DELIVERIES, OUTCOMES, PENDING, STATUS,
+    LEDGER, DISCLOSURES, ALERTS,
 )  # fmt: skip
 
 
@@ -231,6 +243,8 @@ class TopicNames:
     router_persons: str
     router_records: str
     router_held: str
+    router_backfill: str
+    backfills: str
     deliveries: str
     outcomes: str
     pending: str

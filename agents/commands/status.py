@@ -11,6 +11,9 @@ The dead-letters section (agents/dead_letter_health.py) counts every stage's dea
 last SAMBAND_DEAD_LETTER_WINDOW_S and names the top reasons; more than SAMBAND_DEAD_LETTER_LIMITS
 allows (per stage, or per stage and reason) is unhealthy.
 
+The backfills section gives each backfill asked for (`samband subscriptions backfill`): since
+when, how many events the routers have read again of how many, and how many partitions are done.
+
 The subscriptions section (agents/delivery_health.py) gives each subscription's state
 (active, paused, outside_window, failing, suspended, disabled), last successful delivery, retry backlog and dead-letter
 count, read from Kafka; a failing, suspended or disabled subscription makes the status unhealthy.
@@ -37,7 +40,9 @@ from agents.commands.topics_and_lag import (
 )
 from agents.config import get_settings
 from agents.delivery_health import subscription_health
+from agents.routing.backfill import summaries
 from bus.inspector import BrokerUnreachable, KafkaInspector
+from bus.topics import layout, topic_names
 
 
 @dataclass(frozen=True)
@@ -142,12 +147,21 @@ async def dead_letters_section(kafka: KafkaInspector, options: StatusOptions) ->
     return Section("dead_letters", {"window_s": settings.dead_letter_window_s, **data}, "\n".join(lines), problems)
 
 
+async def backfills_section(kafka: KafkaInspector, options: StatusOptions) -> Section:
+    """The backfills asked for and how far the routers have come (agents/routing/backfill.py)."""
+    names = topic_names(options.app_id)
+    found = await summaries(kafka.bootstrap, names.backfills, names.router_backfill, layout().partitions)
+    text = "\n".join(s.line() for s in found) or "none asked for"
+    return Section("backfills", [s.as_json() for s in found], text)
+
+
 # Display order.
 SECTIONS: list[SectionProvider] = [
     broker_section,
     topics_section,
     lag_section,
     subscriptions_section,
+    backfills_section,
     dead_letters_section,
 ]
 

@@ -13,14 +13,17 @@ import argparse
 import asyncio
 import json
 import sys
+import time
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from agents.config import bootstrap_servers, get_settings
+from agents.routing import backfill
 from agents.subscriptions import renumber, store
 from agents.subscriptions.audit import AuditLog, os_user
 from agents.subscriptions.files import load_dir
 from agents.subscriptions.model import Subscription
-from bus.topics import topic_names
+from bus.topics import layout, topic_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,6 +59,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     renumbering.add_argument("--plan", action="store_true", help="print what would change, write nothing")
     renumbering.set_defaults(handler=renumber_all)
+    backfilling = commands.add_parser(
+        "backfill",
+        help="send a subscription the retained events it missed, from a date",
+        description="The workers' routers read the events topic again from DATE and route every event for "
+        "this subscription alone, under its entitlements and each person's protection grade of now; each "
+        "delivery says `backfill: true`. Live traffic goes first. How far back it can reach is the events "
+        "topic's retention (SAMBAND_EVENTS_RETENTION_DAYS). docs/backfill.md",
+    )
+    backfilling.add_argument("id")
+    backfilling.add_argument("--since", type=_day, metavar="DATE", help="the first day to send again (YYYY-MM-DD)")
+    backfilling.add_argument("--cancel", action="store_true", help="stop the subscription's backfill")
+    backfilling.add_argument(
+        "--no-wait", action="store_true", help="ask for it and return (`samband status` shows how far it has come)"
+    )
+    backfilling.set_defaults(handler=backfill_one)
 
 
 def _where() -> tuple[str, str]:
@@ -245,3 +263,73 @@ def renumber_all(args) -> int:
         )
     return 0
 
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def backfill_one(args) -> int:
+    settings = get_settings()
+    bootstrap, topic = _where()
+    names = topic_names(settings.app_id)
+    if args.cancel == (args.since is not None):
+        print("samband: give either --since DATE or --cancel", file=sys.stderr)
+        return 2
+    if args.since is not None and args.since > datetime.now(UTC).date():
+        print(
+            f"samband: --since {args.since.isoformat()} is in the future: there is nothing to send yet", file=sys.stderr
+        )
+        return 2
+    if args.id not in asyncio.run(store.read_all(bootstrap, topic)):
+        print(f"samband: no subscription {args.id}", file=sys.stderr)
+        return 1
+    if args.cancel:
+        asyncio.run(backfill.write_request(bootstrap, names.backfills, args.id, None))
+        asyncio.run(_audit([("backfill-cancel", args.id)]))
+        print(f"cancelled the backfill of {args.id}: the routers stop within a second")
+        return 0
+    request = backfill.BackfillRequest.new(args.id, args.since, os_user())
+    asyncio.run(backfill.write_request(bootstrap, names.backfills, args.id, request.to_json()))
+    asyncio.run(_audit([("backfill", args.id)], {args.id: f"since {args.since.isoformat()}"}))
+    oldest = datetime.now(UTC).date() - timedelta(days=settings.events_retention_days)
+    print(
+        f"asked for a backfill of {args.id} since {args.since.isoformat()} ({request.id}); the events topic keeps "
+        f"{settings.events_retention_days:g} days (SAMBAND_EVENTS_RETENTION_DAYS)"
+        + (f": it reaches back to about {oldest.isoformat()}, not further" if args.since < oldest else "")
+    )
+    if args.no_wait:
+        return 0
+    return _watch(bootstrap, names, request.id)
+
+
+def _watch(bootstrap: str, names, backfill_id: str) -> int:
+    """A progress bar until every partition's router has finished (Ctrl-C stops the watching only)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    partitions = layout().partitions
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, transient=False) as bar:
+            task = bar.add_task("waiting for the routers", total=None)
+            while True:
+                found = asyncio.run(backfill.summaries(bootstrap, names.backfills, names.router_backfill, partitions))
+                mine = next((s for s in found if s.request.id == backfill_id), None)
+                if mine is None:
+                    print("samband: the backfill was cancelled or replaced", file=sys.stderr)
+                    return 1
+                if mine.begun:
+                    # The total grows until every partition's router has begun: the bar says so.
+                    description = f"{mine.finished}/{mine.partitions} partitions done"
+                    bar.update(task, description=description, completed=mine.routed, total=mine.total)
+                if mine.done:
+                    bar.update(task, completed=mine.total)
+                    break
+                time.sleep(1.0)  # polling the routers' progress for a person watching, not a test's wait
+    except KeyboardInterrupt:
+        print("stopped watching; the backfill goes on in the workers (`samband status` shows it)")
+        return 0
+    print(f"backfill of {mine.request.subscription} done: {mine.routed:,} events read again")
+    return 0

@@ -105,8 +105,11 @@ class RouteResult:
 
 
 class Router:
-    def __init__(self, index: RoutingIndex):
+    def __init__(self, index: RoutingIndex, *, backfill: bool = False):
         self.index = index
+        # A backfill's router (agents/routing/backfill.py): its events say so, as the CloudEvents
+        # extension attribute `backfill`.
+        self.backfill = backfill
         self._dataschema = {
             t: f"/subjects/{EVENTS_NAMESPACE}.{t}/versions/{catalog().current(t).version}"
             for t in catalog().event_types()
@@ -119,13 +122,18 @@ class Router:
         person: str,
         state: PersonState,
         original_recipients: Sequence[str] | None,
+        at_least: str = "ugradert",
     ) -> RouteResult:
+        """`at_least`: a grade the event is routed under at the least (a backfill: the person's
+        grade now, stricter than what an old AddressProtectionChange granted then)."""
         envelope = record["envelope"]
         kind = envelope["changeKind"]
         carried = envelope["addressProtection"]
         granted = record["protection"] if event_type == "AddressProtectionChange" and kind == "new" else None
         protection = granted or stricter(state.protection, carried)
         effective = stricter(protection, carried)
+        if at_least != "ugradert":
+            effective = stricter(effective, at_least)
         birth_date = record["birthDate"] if event_type == "Birth" and kind == "new" else state.birth_date
         if protection != state.protection or birth_date != state.birth_date:
             result = RouteResult(PersonState(protection, birth_date, *state[2:]))
@@ -242,6 +250,8 @@ class Router:
         }
         if envelope["correctsEventId"]:
             cloudevent["correctseventid"] = envelope["correctsEventId"]
+        if self.backfill:
+            cloudevent["backfill"] = "true"
         return cloudevent
 
     def _purge(self, entry: Entry, envelope: dict, person: str, protection: str, is_change: bool) -> Delivery:

@@ -33,17 +33,29 @@ from collections.abc import Callable
 import orjson
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
+from mode import Service
 
 from agents import tracing
 from agents.app import freeze_heap
 from agents.config import Settings, dead_letter_key
+from agents.routing.backfill import PER_BATCH, Backfills, Chunk, Progress
 from agents.routing.index import RoutingIndex
 from agents.routing.life_stages import LIFE_EVENTS, LifeStages, NumberSeal, life_clock
 from agents.routing.router import PersonState, Router
 from agents.stage_runtime import StageRuntime
+from agents.subscriptions.model import Subscription
 from bus.batches import BatchService, Write
 from bus.state import PartitionedState, SegmentedState
-from bus.topics import DEADLETTER, DELIVERIES, EVENTS, ROUTER_HELD, ROUTER_PERSONS, ROUTER_RECORDS, TopicNames
+from bus.topics import (
+    DEADLETTER,
+    DELIVERIES,
+    EVENTS,
+    ROUTER_BACKFILL,
+    ROUTER_HELD,
+    ROUTER_PERSONS,
+    ROUTER_RECORDS,
+    TopicNames,
+)
 from connectors.dead_letters import DeadLetter, DeadLetterSeal
 from schemas.codec import Codec, WireFormatError
 from schemas.protection import is_strict, scrub_address
@@ -54,9 +66,15 @@ log = structlog.get_logger(__name__)
 
 class Route:
     def __init__(
-        self, settings: Settings, topics: TopicNames, index: RoutingIndex, clock: Callable[[], float] | None = None
+        self,
+        settings: Settings,
+        topics: TopicNames,
+        index: RoutingIndex,
+        clock: Callable[[], float] | None = None,
+        backfills: Backfills | None = None,
     ) -> None:
         self.topics = topics
+        self.index = index
         self.codec = Codec(registry_from_settings(settings))
         self.router = Router(index)
         self.seal = DeadLetterSeal(dead_letter_key(settings))
@@ -70,7 +88,11 @@ class Route:
         )
         self.records = SegmentedState(topics.router_records, ROUTER_RECORDS.configs())
         self.held = PartitionedState(topics.router_held, ROUTER_HELD.configs(), orjson.loads)
-        self.states = [self.persons, self.records, self.held]
+        self.backfill_progress = PartitionedState(topics.router_backfill, ROUTER_BACKFILL.configs(), Progress.from_json)
+        self.states = [self.persons, self.records, self.held, self.backfill_progress]
+        self.backfills = backfills
+        self._backfill_routers: dict[str, tuple[Subscription, Router]] = {}
+        self.batch_size = settings.batch_size
         self.life = LifeStages(
             self.codec,
             NumberSeal(dead_letter_key(settings)),
@@ -89,6 +111,68 @@ class Route:
             self.handle(message, outputs)
         self._expire(outputs)
         self.life.emit_due(outputs)
+        if self.backfills is not None and self.backfills.chunks and len(messages) < self.batch_size // 2:
+            for chunk in self.backfills.take(PER_BATCH):  # live traffic first: only into a batch half empty
+                self._backfill(chunk, outputs)
+
+    # --- backfills (agents/routing/backfill.py) ---------------------------------------------
+
+    def progress_of(self, partition: int, backfill_id: str) -> Progress | None:
+        value = self.backfill_progress.partitions.get(partition, {}).get(backfill_id)
+        return None if value is None else Progress.from_json(value)
+
+    def _backfill(self, chunk: Chunk, outputs: list[Write]) -> None:
+        partition, request = chunk.partition, chunk.request
+        if self.backfills is None or self.backfills.requests.get(request.subscription) != request:
+            return  # cancelled, or replaced by a newer one
+        router = self._backfill_router(request.subscription)
+        if router is None or partition not in self.persons.partitions:
+            return  # the subscription is gone, or the partition is no longer this router's
+        if self.progress_of(partition, request.id) not in (None, chunk.progress):
+            return  # read before a rebalance moved it on: read again from the progress now
+        for message in chunk.records:
+            self._backfill_one(router, message, outputs)
+        progress = chunk.progress
+        self.backfill_progress.set(
+            partition, request.id, Progress(progress.start, progress.end, chunk.read_to).to_json()
+        )
+        if chunk.read_to >= progress.end:
+            log.info("route.backfill_partition_done", backfill=request.id, subscription=request.subscription,
+                     partition=partition, events=progress.end - progress.start)  # fmt: skip
+
+    def _backfill_router(self, sub_id: str) -> Router | None:
+        entry = self.index.entries.get(sub_id)
+        if entry is None:
+            return None
+        cached = self._backfill_routers.get(sub_id)
+        if cached is None or cached[0] is not entry.subscription:  # made anew when the subscription changes
+            alone = RoutingIndex()
+            alone.put(entry.subscription)
+            cached = self._backfill_routers[sub_id] = (entry.subscription, Router(alone, backfill=True))
+        return cached[1]
+
+    def _backfill_one(self, router: Router, message: ConsumerRecord, outputs: list[Write]) -> None:
+        """Route a retained event for one subscription, under the person's state now; the state
+        is not changed (it already holds what the event taught), but the routing record is."""
+        try:
+            record = self.codec.decode(message.value)
+        except WireFormatError:
+            return  # dead-lettered when it was first read
+        envelope = record["envelope"]
+        person, partition = message.key.decode(), message.partition
+        now = PersonState.from_json(self.persons.get(partition, person))
+        original = self.records.get(partition, envelope["correctsEventId"]) if envelope["correctsEventId"] else None
+        event_type = envelope["type"].rpartition(".")[2]
+        # What it received before and purges pending belong to live routing, not to this one.
+        state = now._replace(received=frozenset(), untied=frozenset())
+        result = router.route(event_type, record, person, state, original, at_least=now.protection)
+        if not result.recipients:
+            return
+        headers = tracing.child_kafka_headers(message.headers)
+        outputs += [(self.topics.deliveries, d.key, d.value, headers, partition) for d in result.deliveries]
+        known = self.records.get(partition, envelope["id"]) or ()
+        if not set(result.recipients) <= set(known):
+            self.records.set(partition, envelope["id"], tuple(sorted({*known, *result.recipients})))
 
     def handle(self, message: ConsumerRecord, outputs: list[Write]) -> None:
         try:
@@ -215,7 +299,7 @@ class Route:
     def due(self) -> bool:
         now = time.time()
         held_due = any(waiting and now - waiting[0][0] >= self.hold_seconds for waiting in self.waiting.values())
-        return held_due or self.life.due()
+        return held_due or self.life.due() or bool(self.backfills is not None and self.backfills.chunks)
 
     def _unknown_original(self, message: ConsumerRecord, record: dict, state: PersonState, why: str) -> Write:
         envelope = record["envelope"]
@@ -284,17 +368,51 @@ class RouteService(BatchService):
         self.index = RoutingIndex()
         self.follower.listen(self.index.put, self.index.remove)
         topics = runtime.topics
+        self.backfills = Backfills(runtime.bootstrap, topics.backfills, topics.events)
         super().__init__(
             **runtime.batch_settings(),
             source=topics.events,
             group=f"{settings.app_id}-router",
             outputs=[topics.deliveries, topics.deadletter, topics.events],  # events: life stages
             topic_configs=runtime.configs(EVENTS, DELIVERIES, DEADLETTER),
-            logic=lambda: Route(settings, topics, self.index),
+            logic=lambda: Route(settings, topics, self.index, backfills=self.backfills),
             ready=self._subscriptions_read,
             before_batch=self._subscriptions_current,
             **kwargs,
         )
+
+    @Service.task
+    async def _follow_backfills(self) -> None:
+        while not self.should_stop:
+            try:
+                await self.backfills.follow()
+            except Exception as exc:  # the broker, gone for a while: follow again from the start
+                log.warning("route.backfills_not_followed", error=type(exc).__name__)
+                await self.sleep(5.0)
+
+    @Service.task
+    async def _read_backfills(self) -> None:
+        """Keep a few chunks of every running backfill read ahead for the partitions held."""
+        await self.follower.caught_up.wait()
+        while not self.should_stop:
+            self.backfills.taken.clear()
+            read = False
+            if self.backfills.requests and self.held and self.logic is not None:
+                try:
+                    read = await self.backfills.read_ahead(
+                        set(self.held), self.logic.progress_of, self.index.entries.__contains__
+                    )
+                except Exception as exc:  # the broker: the live path rides it out, this tries again
+                    log.warning("route.backfill_not_read", error=type(exc).__name__)
+                    await self.sleep(5.0)
+                    continue
+            if not read:
+                # A chunk taken, or a second passed (a new request, a partition assigned).
+                await self.wait_first(self.backfills.taken.wait(), timeout=1.0)
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        await self.backfills.close()
 
     async def _subscriptions_read(self) -> None:
         await self.follower.caught_up.wait()

@@ -72,6 +72,38 @@ def components() -> dict:
             "problems": {"type": "array", "items": {"type": "string"}, "description": "field path: what is wrong"},
         },
     }
+    components["BackfillRequest"] = {
+        "type": "object",
+        "required": ["since"],
+        "properties": {"since": {"type": "string", "format": "date", "description": "the first day sent again"}},
+    }
+    components["Backfill"] = {
+        "type": "object",
+        "description": "a backfill asked for (docs/backfill.md)",
+        "properties": {
+            "id": {"type": "string"},
+            "subscription": {"type": "string"},
+            "since": {"type": "string"},
+            "requested_at": {"type": "string"},
+            "requested_by": {"type": "string"},
+        },
+    }
+    components["BackfillProgress"] = {
+        "type": "object",
+        "description": "how far the routers have come, over the partitions of the events topic",
+        "properties": {
+            "subscription": {"type": "string"},
+            "id": {"type": "string"},
+            "since": {"type": "string"},
+            "requested_at": {"type": "string"},
+            "partitions": {"type": "integer"},
+            "begun": {"type": "integer"},
+            "finished": {"type": "integer"},
+            "routed": {"type": "integer", "description": "events read again"},
+            "total": {"type": "integer", "description": "events in the ranges of the partitions begun"},
+            "done": {"type": "boolean"},
+        },
+    }
     components["EventsPage"] = {
         "type": "object",
         "required": ["subscription", "events", "next", "more"],
@@ -95,6 +127,7 @@ def components() -> dict:
 
 def paths() -> dict:
     read, write = [{"bearer": ["subscriptions:read"]}], [{"bearer": ["subscriptions:write"]}]
+    operator = [{"bearer": ["subscriptions:operator"]}]
     return {
         "/subscriptions": {
             "get": {
@@ -157,6 +190,45 @@ def paths() -> dict:
                 "summary": "Delete a subscription",
                 "security": write,
                 "responses": {"204": _response("deleted"), "404": _NOT_FOUND, **_ERRORS},
+            },
+        },
+        "/subscriptions/{id}/backfill": {
+            "parameters": [_ID],
+            "post": {
+                "summary": "Send the subscription the retained events it missed, from a date",
+                "description": "Each event under the subscription as it is now and the person's protection grade "
+                "now, marked with the CloudEvents attribute `backfill`; live traffic first (docs/backfill.md). "
+                "A new request replaces the subscription's earlier backfill.",
+                "security": operator,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BackfillRequest"}}},
+                },
+                "responses": {
+                    "202": _response("asked for: the routers begin within a second", "Backfill"),
+                    "400": _NOT_JSON,
+                    "404": _NOT_FOUND,
+                    "422": _response("since is not a date, or is in the future (error backfill.invalid)", "Error"),
+                    **_ERRORS,
+                },
+            },
+            "get": {
+                "summary": "How far the subscription's backfill has come",
+                "security": read,
+                "responses": {
+                    "200": _response("its progress", "BackfillProgress"),
+                    "404": _response(
+                        "no such subscription (subscription.not_found), or no backfill asked for it "
+                        "(backfill.not_found)",
+                        "Error",
+                    ),
+                    **_ERRORS,
+                },
+            },
+            "delete": {
+                "summary": "Cancel the subscription's backfill",
+                "security": operator,
+                "responses": {"204": _response("cancelled (or none was running)"), "404": _NOT_FOUND, **_ERRORS},
             },
         },
         "/subscriptions/{id}/events": {

@@ -72,6 +72,7 @@ _ATTRIBUTE_TEXT = {
     "correctseventid": "the event a correction or annulment changes",
     "protectionchangeid": "a purge's cause: the AddressProtectionChange that raised the grade",
     "protectionrevealedby": "a purge's cause: the event that showed the stricter grade before the change came",
+    "backfill": "`true` on an event sent again by a backfill (`samband subscriptions backfill`), absent otherwise",
 }
 _SUBSCRIBER_HEADERS = {f"ce_{name}": _ATTRIBUTE_TEXT[name] for name in CE_ATTRIBUTES} | {
     "content-type": "application/avro",

@@ -7,7 +7,8 @@
   token the operator types into it (kept in the tab's sessionStorage), it polls:
 - `GET /api/overview` (scope `operations:read`, as `/api/trace`): throughput per topic (records/s
   since the previous call), consumer-group lag, per-subscription delivery health
-  (agents/delivery_health.py), the dead letters of every stage in the last
+  (agents/delivery_health.py), the backfills asked for and how far they have come
+  (agents/routing/backfill.py), the dead letters of every stage in the last
   SAMBAND_DEAD_LETTER_WINDOW_S with the limits passed (agents/dead_letter_health.py), and the
   short history the worker samples every SAMBAND_DASHBOARD_SAMPLE_S (agents/web/history.py);
 - `GET /api/trace/{event_id}`: one event's path (agents/event_trace.py), with its timeline;
@@ -34,10 +35,12 @@ from agents.config import Settings
 from agents.dead_letter_health import DeadLetterWindow, over_limits, parse_limits
 from agents.delivery_health import subscription_health
 from agents.event_trace import timeline, trace_event
+from agents.routing.backfill import summaries
 from agents.subscriptions.http_api import authorise
 from agents.subscriptions.tokens import DLQ_REPLAY, OPERATIONS_READ
 from agents.web.history import History
 from bus.inspector import BrokerUnreachable, KafkaInspector, SharedInspector
+from bus.topics import layout, topic_names
 
 log = structlog.get_logger(__name__)
 
@@ -124,12 +127,15 @@ class Dashboard:
             await self._kafka.close()
             return {"broker": {"reachable": False, "problem": str(exc)}, "history": self.history.as_json()}
         subscriptions = [asdict(row) for row in await subscription_health(self.bootstrap, self.app_id)]
+        names = topic_names(self.app_id)
+        backfills = await summaries(self.bootstrap, names.backfills, names.router_backfill, layout().partitions)
         return {
             "broker": {"reachable": True},
             "at": time.time(),
             "throughput": throughput,
             "lag": lag,
             "subscriptions": subscriptions,
+            "backfills": [b.as_json() for b in backfills],
             "dead_letters": self.dead_letters,
             "history": self.history.as_json(),
         }

@@ -303,6 +303,7 @@ def _components() -> dict:
                 ),
                 "lag": _array(_object({"group": text, "topic": text, "lag": count})),
                 "subscriptions": _array(_ref("SubscriptionHealth")),
+                "backfills": _array(_ref("BackfillProgress")),
                 "dead_letters": _ref("DeadLetters"),
                 "history": _ref("History"),
             },

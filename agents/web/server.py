@@ -20,7 +20,7 @@ from agents.config import Settings, SettingsError
 from agents.delivery.sent import SentReader
 from agents.delivery.stage import DeliveryService
 from agents.stage_runtime import StageRuntime
-from agents.subscriptions import events_api
+from agents.subscriptions import backfill_api, events_api
 from agents.subscriptions.audit import AuditLog
 from agents.subscriptions.http_api import SubscriptionsApi, add_routes, authorise
 from agents.subscriptions.store import write
@@ -59,6 +59,7 @@ def add_bus_routes(app: faust.App, settings: Settings, runtime: StageRuntime) ->
     audit = AuditLog(runtime.bootstrap, runtime.topics.audit)
     add_routes(web_app, SubscriptionsApi(runtime.subscriptions, write_subscription, tokens, audit))
     events_api.add_routes(web_app, _sent_reader(settings, runtime), settings.pull_poll_interval_s)
+    backfill_api.add_routes(web_app, runtime.bootstrap, runtime.topics)
     operations.add_routes(web_app, runtime.bootstrap, settings.ready_max_lag, lambda: runtime.stages)
     dashboard.add_routes(web_app, settings, runtime.bootstrap)
     person_report.add_routes(web_app, settings, runtime.bootstrap, audit)

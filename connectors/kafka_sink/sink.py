@@ -38,7 +38,7 @@ PURGE_TYPE = "no.samband.purge"
 IDEMPOTENCY_HEADER = "samband-idempotency-key"
 # CloudEvents attributes carried as ce_* headers (data travels as the value).
 CE_ATTRIBUTES = ("specversion", "id", "source", "type", "time", "subject", "changekind", "correctseventid",
-               "protectionchangeid", "protectionrevealedby")  # fmt: skip
+               "protectionchangeid", "protectionrevealedby", "backfill")  # fmt: skip
 
 
 # (topic, key, value, headers): returns once the record is durable (acks=all), raises if it is not.

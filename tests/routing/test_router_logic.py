@@ -329,3 +329,21 @@ def test_subscription_validation_names_the_problem():
         subscription("x", ["9999"], ["Death"], {"Death": ["deathDate"]})
     with pytest.raises(ValidationError, match="missing"):
         subscription("x", [OSLO], ["Death", "Move"], {"Death": ["deathDate"]})
+
+
+def test_a_backfill_routes_an_old_event_under_the_persons_grade_now_and_says_it_is_a_backfill():
+    sub = subscription("late", "all", ["Move"], {"Move": MOVE_FIELDS})
+    index = RoutingIndex()
+    index.put(sub)
+    old_move = _move(ADULT, OSLO, BERGEN)  # sent when the person had no protection
+    result = Router(index, backfill=True).route(
+        "Move", old_move, PERSON, PersonState(), None, at_least="strengtFortrolig"
+    )
+    [delivery] = result.deliveries
+    event = json.loads(delivery.value)["event"]
+    assert event["backfill"] == "true"
+    assert "newAddress" not in event["data"]
+    assert "kommunenummer" not in event["data"].get("envelope", {})
+    live = Router(index).route("Move", old_move, PERSON, PersonState(), None)
+    assert "backfill" not in json.loads(live.deliveries[0].value)["event"]
+    assert "newAddress" in json.loads(live.deliveries[0].value)["event"]["data"]

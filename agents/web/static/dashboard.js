@@ -214,6 +214,11 @@ async function refresh() {
     });
     fill("lag", data.lag, (row, l) => { cell(row, l.group); cell(row, l.topic); cell(row, l.lag, "num"); });
     fill("subscriptions", data.subscriptions, (row, s) => renderSubscription(row, s, data.history.samples));
+    fill("backfills", data.backfills, (row, b) => {
+      row.dataset.subscription = b.subscription;
+      cell(row, b.subscription); cell(row, b.since); cell(row, b.routed, "num routed"); cell(row, b.total, "num");
+      cell(row, `${b.finished}/${b.partitions}`, "num"); cell(row, b.done ? "done" : "running", "state");
+    });
     renderDeadLetters();
     renderHealth(data);
     document.getElementById("updated").textContent = `updated ${new Date(data.at * 1000).toLocaleTimeString()}`;
