@@ -128,6 +128,16 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str, wait: bool) -> set
         await asyncio.sleep(0.1)  # poll interval between metadata requests (the caller's timeout bounds it)
 
 
+async def partition_count(bootstrap: str, topic: str) -> int:
+    """How many partitions `topic` has (0 when it does not exist), as the broker says."""
+    consumer = clients.consumer(bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return len(await _partitions(consumer, topic, wait=False))
+    finally:
+        await stop_quietly(consumer)
+
+
 async def stop_quietly(consumer: AIOKafkaConsumer) -> None:
     """Stop a consumer; aiokafka may let its own internal task's cancellation escape stop(): only
     a cancellation of the caller itself goes on."""

@@ -30,7 +30,8 @@ ROLES = ("worker", "connector", "operator")  # the principals every secure set-u
 SUBSCRIBER_USER_PREFIX = "subscriber-"  # + subscription id: a Kafka subscriber's principal
 SUBSCRIPTION_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")  # as agents/subscriptions/model.py has it
 # What the read-only operator may read: nothing in them names a person or their data.
-OPERATOR_READS = ("deadletter", "delivery-outcomes", "delivery-ledger", "delivery-status", "alerts", "audit")
+OPERATOR_READS = ("deadletter", "delivery-outcomes", "delivery-ledger", "delivery-status", "alerts", "audit",
+                  "backfills", "router-backfill")  # fmt: skip
 
 
 class SecureSetupError(Exception):

@@ -42,7 +42,7 @@ from agents.config import get_settings
 from agents.delivery_health import subscription_health
 from agents.routing.backfill import summaries
 from bus.inspector import BrokerUnreachable, KafkaInspector
-from bus.topics import layout, topic_names
+from bus.topics import topic_names
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ async def dead_letters_section(kafka: KafkaInspector, options: StatusOptions) ->
 async def backfills_section(kafka: KafkaInspector, options: StatusOptions) -> Section:
     """The backfills asked for and how far the routers have come (agents/routing/backfill.py)."""
     names = topic_names(options.app_id)
-    found = await summaries(kafka.bootstrap, names.backfills, names.router_backfill, layout().partitions)
+    found = await summaries(kafka.bootstrap, names)
     text = "\n".join(s.line() for s in found) or "none asked for"
     return Section("backfills", [s.as_json() for s in found], text)
 

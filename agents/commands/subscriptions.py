@@ -23,7 +23,7 @@ from agents.subscriptions import renumber, store
 from agents.subscriptions.audit import AuditLog, os_user
 from agents.subscriptions.files import load_dir
 from agents.subscriptions.model import Subscription
-from bus.topics import layout, topic_names
+from bus.topics import topic_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -278,20 +278,26 @@ def backfill_one(args) -> int:
     if args.cancel == (args.since is not None):
         print("samband: give either --since DATE or --cancel", file=sys.stderr)
         return 2
-    if args.since is not None and args.since > datetime.now(UTC).date():
-        print(
-            f"samband: --since {args.since.isoformat()} is in the future: there is nothing to send yet", file=sys.stderr
-        )
-        return 2
-    if args.id not in asyncio.run(store.read_all(bootstrap, topic)):
-        print(f"samband: no subscription {args.id}", file=sys.stderr)
-        return 1
-    if args.cancel:
+    if args.cancel:  # also of a subscription deleted meanwhile
+        running = args.id in asyncio.run(backfill.read_requests(bootstrap, names.backfills))
         asyncio.run(backfill.write_request(bootstrap, names.backfills, args.id, None))
         asyncio.run(_audit([("backfill-cancel", args.id)]))
-        print(f"cancelled the backfill of {args.id}: the routers stop within a second")
+        print(
+            f"cancelled the backfill of {args.id}: the routers stop within a second (what they had written "
+            "already is delivered)"
+            if running
+            else f"{args.id} had no backfill to cancel"
+        )
         return 0
-    request = backfill.BackfillRequest.new(args.id, args.since, os_user())
+    value = asyncio.run(store.read_all(bootstrap, topic)).get(args.id)
+    if value is None:
+        print(f"samband: no subscription {args.id}", file=sys.stderr)
+        return 1
+    try:
+        request = backfill.BackfillRequest.new(Subscription.model_validate_json(value), args.since, os_user())
+    except ValueError as exc:
+        print(f"samband: {exc}", file=sys.stderr)
+        return 2
     asyncio.run(backfill.write_request(bootstrap, names.backfills, args.id, request.to_json()))
     asyncio.run(_audit([("backfill", args.id)], {args.id: f"since {args.since.isoformat()}"}))
     oldest = datetime.now(UTC).date() - timedelta(days=settings.events_retention_days)
@@ -302,34 +308,50 @@ def backfill_one(args) -> int:
     )
     if args.no_wait:
         return 0
-    return _watch(bootstrap, names, request.id)
+    return _watch(bootstrap, names, request)
 
 
-def _watch(bootstrap: str, names, backfill_id: str) -> int:
+NO_ROUTER_HINT_S = 30  # with no router begun by then, the watch says what may be wrong
+
+
+def _watch(bootstrap: str, names, request: backfill.BackfillRequest) -> int:
     """A progress bar until every partition's router has finished (Ctrl-C stops the watching only)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    partitions = layout().partitions
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    asked, hinted = time.monotonic(), False
     try:
         with Progress(*columns, transient=False) as bar:
             task = bar.add_task("waiting for the routers", total=None)
             while True:
-                found = asyncio.run(backfill.summaries(bootstrap, names.backfills, names.router_backfill, partitions))
-                mine = next((s for s in found if s.request.id == backfill_id), None)
+                found = asyncio.run(backfill.summaries(bootstrap, names))
+                mine = next((s for s in found if s.request.id == request.id), None)
                 if mine is None:
                     print("samband: the backfill was cancelled or replaced", file=sys.stderr)
+                    return 1
+                value = asyncio.run(store.read_all(bootstrap, names.subscriptions)).get(request.subscription)
+                if (
+                    value is None
+                    or backfill.fingerprint(Subscription.model_validate_json(value)) != request.fingerprint
+                ):
+                    print(
+                        f"samband: {request.subscription} was changed or deleted: its backfill stopped; ask again",
+                        file=sys.stderr,
+                    )
                     return 1
                 if mine.begun:
                     # The total grows until every partition's router has begun: the bar says so.
                     description = f"{mine.finished}/{mine.partitions} partitions done"
                     bar.update(task, description=description, completed=mine.routed, total=mine.total)
+                elif not hinted and time.monotonic() - asked > NO_ROUTER_HINT_S:
+                    hinted = True
+                    bar.console.print(f"no router has begun it after {NO_ROUTER_HINT_S} s: is a worker running?")
                 if mine.done:
                     bar.update(task, completed=mine.total)
                     break
                 time.sleep(1.0)  # polling the routers' progress for a person watching, not a test's wait
     except KeyboardInterrupt:
         print("stopped watching; the backfill goes on in the workers (`samband status` shows it)")
-        return 0
+        return 130
     print(f"backfill of {mine.request.subscription} done: {mine.routed:,} events read again")
     return 0

@@ -24,6 +24,7 @@ carry the same idempotency key.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -33,10 +34,11 @@ import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from agents.subscriptions.model import Subscription
 from bus import clients
 from bus.malformed import skip_malformed
-from bus.reading import read_latest, read_topic, stop_quietly
-from bus.topics import BACKFILLS, ensure_topics
+from bus.reading import partition_count, read_latest, read_topic, stop_quietly
+from bus.topics import BACKFILLS, TopicNames, ensure_topics
 
 log = structlog.get_logger(__name__)
 
@@ -45,19 +47,32 @@ CHUNK = 500  # records read from one partition at a time
 BUFFERED = 4  # chunks read ahead, at most
 
 
+def fingerprint(subscription: Subscription) -> str:
+    """The subscription as it was when the backfill was asked for: a backfill runs only while the
+    subscription is unchanged (a change of scope, or a delete, stops it; ask again)."""
+    return hashlib.sha256(subscription.to_json()).hexdigest()[:32]
+
+
 @dataclass(frozen=True)
 class BackfillRequest:
     id: str
     subscription: str
-    since: datetime  # UTC: the backfill starts at the first event written on or after it
+    since: date  # the backfill starts at the first event written on or after its midnight (UTC)
     requested_at: str
     requested_by: str
+    fingerprint: str  # of the subscription when it was asked for
 
     @classmethod
-    def new(cls, subscription: str, since: date, by: str) -> BackfillRequest:
-        start = datetime(since.year, since.month, since.day, tzinfo=UTC)
+    def new(cls, subscription: Subscription, since: date, by: str) -> BackfillRequest:
+        """Raises ValueError, in the operator's words, for a day in the future."""
+        if since > datetime.now(UTC).date():
+            raise ValueError(f"since {since.isoformat()} is in the future: there is nothing to send yet")
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        return cls(uuid.uuid4().hex, subscription, start, now, by)
+        return cls(uuid.uuid4().hex, subscription.id, since, now, by, fingerprint(subscription))
+
+    @property
+    def since_ms(self) -> int:
+        return int(datetime(self.since.year, self.since.month, self.since.day, tzinfo=UTC).timestamp() * 1000)
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -67,6 +82,7 @@ class BackfillRequest:
                 "since": self.since.isoformat(),
                 "requested_at": self.requested_at,
                 "requested_by": self.requested_by,
+                "fingerprint": self.fingerprint,
             }
         )
 
@@ -74,14 +90,15 @@ class BackfillRequest:
     def from_json(cls, value: bytes) -> BackfillRequest:
         data = orjson.loads(value)
         return cls(
-            data["id"], data["subscription"], datetime.fromisoformat(data["since"]), data["requested_at"],
-            data["requested_by"],
+            data["id"], data["subscription"], date.fromisoformat(data["since"]), data["requested_at"],
+            data["requested_by"], data["fingerprint"],
         )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Progress:
-    """One backfill in one partition of `events`: offsets [start, end), `next` to route."""
+    """One backfill in one partition of `events`: offsets [start, end), `next` to route. `end` is
+    where the live router was when the backfill last looked: it follows it until it catches up."""
 
     start: int
     end: int
@@ -102,13 +119,14 @@ class Progress:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Records of one partition read for a backfill, from `read_from` (its progress then)."""
+    """Records of one partition read for a backfill, from its progress then up to the live
+    router's position then (`limit`): never an event the live router has not handled."""
 
     request: BackfillRequest
     partition: int
     progress: Progress  # as it was when the chunk was read (new: start = next, no state yet)
     records: list[ConsumerRecord]
-    read_to: int  # the offset after the last record read (end, when nothing is left)
+    read_to: int  # the offset after the last record read (`limit`, when nothing is left below it)
 
 
 async def ensure_requests_topic(bootstrap: str, topic: str) -> None:
@@ -156,40 +174,47 @@ class Backfills:
         try:
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
+            found: dict[str, BackfillRequest] = {}  # read anew: a cancel compacted away meanwhile stays one
+            self.requests = found
             while True:
                 for records in (await consumer.getmany(timeout_ms=1000)).values():
                     for record in records:
-                        sub_id = record.key.decode()
+                        if record.key is None:
+                            continue  # not written by the bus
+                        sub_id = record.key.decode(errors="replace")
                         if record.value is None:
-                            self.requests.pop(sub_id, None)
+                            found.pop(sub_id, None)
                             continue
                         with skip_malformed(self.requests_topic):
-                            self.requests[sub_id] = BackfillRequest.from_json(record.value)
+                            found[sub_id] = BackfillRequest.from_json(record.value)
         finally:
             await stop_quietly(consumer)
 
-    async def read_ahead(self, held: set[int], progress_of, subscribed) -> bool:
+    async def read_ahead(self, held: set[int], progress_of, live_position, current) -> bool:
         """Read the next chunk of each unfinished backfill in each partition in `held`, up to
         `BUFFERED` chunks in all. `progress_of(partition, backfill id)` is the router's progress
-        state (None: not begun); `subscribed(id)` whether the subscription still exists.
-        Returns whether a chunk was read."""
+        state (None: not begun); `live_position(partition)` how far the live router has handled
+        the partition (None: not known yet); `current(request)` whether its subscription is as it
+        was when asked for. Returns whether a chunk was read."""
         read = False
         for request in list(self.requests.values()):
-            if not subscribed(request.subscription):
+            if not current(request):
                 continue
             for partition in sorted(held):
                 if len(self.chunks) >= BUFFERED:
                     return read
                 if any(c.request.id == request.id and c.partition == partition for c in self.chunks):
                     continue  # one chunk a partition at a time: the next starts where it ends
-                progress = progress_of(partition, request.id)
-                if progress is not None and progress.done:
-                    continue
+                progress, limit = progress_of(partition, request.id), await live_position(partition)
+                if limit is None or (progress is not None and progress.next >= max(progress.end, limit)):
+                    continue  # done, unless the live router has moved on since
                 if self._consumer is None:
-                    self._consumer = clients.consumer(self.bootstrap, enable_auto_commit=False)
+                    # `earliest`: a position deleted by retention meanwhile moves to the oldest kept.
+                    self._consumer = clients.consumer(self.bootstrap, enable_auto_commit=False,
+                                                      auto_offset_reset="earliest")  # fmt: skip
                     await self._consumer.start()
                 try:
-                    chunk = await self._read(self._consumer, request, partition, progress)
+                    chunk = await self._read(self._consumer, request, partition, progress, limit)
                 except Exception:
                     await self.close()  # a new one next time, on a broker that may have come back
                     raise
@@ -203,26 +228,30 @@ class Backfills:
             await stop_quietly(consumer)
 
     async def _read(
-        self, consumer: AIOKafkaConsumer, request: BackfillRequest, partition: int, progress: Progress | None
-    ) -> Chunk:
+        self, consumer: AIOKafkaConsumer, request: BackfillRequest, partition: int, progress: Progress | None,
+        limit: int,
+    ) -> Chunk:  # fmt: skip
         tp = TopicPartition(self.events_topic, partition)
         consumer.assign([tp])
-        if progress is None:  # begun here: from the date to the partition's end now
-            end = (await consumer.end_offsets([tp]))[tp]
-            found = (await consumer.offsets_for_times({tp: int(request.since.timestamp() * 1000)}))[tp]
-            start = found.offset if found is not None else end
-            first = (await consumer.beginning_offsets([tp]))[tp]
-            progress = Progress(max(start, first), end, max(start, first))
-        if progress.done:
-            return Chunk(request, partition, progress, [], progress.end)
-        consumer.seek(tp, progress.next)
+        first = (await consumer.beginning_offsets([tp]))[tp]
+        if progress is None:  # begun here: from the date up to where the live router is
+            found = (await consumer.offsets_for_times({tp: request.since_ms}))[tp]
+            start = min(max(found.offset if found is not None else limit, first), limit)
+            progress = Progress(start, limit, start)
+        start = progress.next
+        if start < first:  # deleted by the topic's retention before the backfill got to them
+            log.warning("route.backfill_gap", backfill=request.id, partition=partition, events=first - start)
+            start = first
+        if start >= limit:
+            return Chunk(request, partition, progress, [], max(start, progress.next))
+        consumer.seek(tp, start)
         records: list[ConsumerRecord] = []
         while not records:
             batch = await consumer.getmany(tp, timeout_ms=1000, max_records=CHUNK)
-            records = [r for r in batch.get(tp, []) if r.offset < progress.end]
-            if not records and await consumer.position(tp) >= progress.end:
+            records = [r for r in batch.get(tp, []) if r.offset < limit]
+            if not records and await consumer.position(tp) >= limit:
                 break
-        read_to = records[-1].offset + 1 if records else progress.end
+        read_to = records[-1].offset + 1 if records else limit
         return Chunk(request, partition, progress, records, read_to)
 
     def take(self, most: int) -> list[Chunk]:
@@ -236,11 +265,6 @@ class Backfills:
         if taken:
             self.taken.set()
         return taken
-
-    def drop(self, partitions: set[int]) -> None:
-        """The router gave these partitions up: what was read for them is not its to route."""
-        self.chunks = deque(c for c in self.chunks if c.partition not in partitions)
-        self.taken.set()
 
 
 @dataclass(frozen=True)
@@ -262,7 +286,7 @@ class Summary:
         return {
             "subscription": self.request.subscription,
             "id": self.request.id,
-            "since": self.request.since.date().isoformat(),
+            "since": self.request.since.isoformat(),
             "requested_at": self.request.requested_at,
             "partitions": self.partitions,
             "begun": self.begun,
@@ -275,20 +299,26 @@ class Summary:
     def line(self) -> str:
         state = "done" if self.done else f"{self.finished}/{self.partitions} partitions done"
         return (
-            f"{self.request.subscription:<32} since {self.request.since.date().isoformat()}  "
+            f"{self.request.subscription:<32} since {self.request.since.isoformat()}  "
             f"{self.routed:>10,} of {self.total:,} events read again  {state}"
         )
 
 
-async def summaries(bootstrap: str, requests_topic: str, progress_topic: str, partitions: int) -> list[Summary]:
-    """Every backfill asked for, with how far it has come (the routers' progress state)."""
-    requests = await read_requests(bootstrap, requests_topic)
+PROGRESS, SENT = "progress:", "sent:"  # the two kinds of key in the router's backfill state
+
+
+async def summaries(bootstrap: str, names: TopicNames) -> list[Summary]:
+    """Every backfill asked for, with how far it has come (the routers' progress state), over the
+    partitions the events topic has."""
+    requests = await read_requests(bootstrap, names.backfills)
+    partitions = await partition_count(bootstrap, names.events)
     progress: dict[tuple[str, int], Progress] = {}
-    async for record in read_topic(bootstrap, progress_topic, timeout=30.0):
-        if record.value is None:
+    async for record in read_topic(bootstrap, names.router_backfill, timeout=30.0):
+        key = (record.key or b"").decode(errors="replace")
+        if record.value is None or not key.startswith(PROGRESS):
             continue
-        with skip_malformed(progress_topic):
-            progress[(record.key.decode(), record.partition)] = Progress.from_json(record.value)
+        with skip_malformed(names.router_backfill):
+            progress[(key.removeprefix(PROGRESS), record.partition)] = Progress.from_json(record.value)
     found = []
     for request in sorted(requests.values(), key=lambda r: r.subscription):
         mine = [p for (backfill_id, _), p in progress.items() if backfill_id == request.id]

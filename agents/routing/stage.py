@@ -38,7 +38,7 @@ from mode import Service
 from agents import tracing
 from agents.app import freeze_heap
 from agents.config import Settings, dead_letter_key
-from agents.routing.backfill import PER_BATCH, Backfills, Chunk, Progress
+from agents.routing.backfill import PER_BATCH, PROGRESS, SENT, BackfillRequest, Backfills, Chunk, Progress, fingerprint
 from agents.routing.index import RoutingIndex
 from agents.routing.life_stages import LIFE_EVENTS, LifeStages, NumberSeal, life_clock
 from agents.routing.router import PersonState, Router
@@ -88,11 +88,14 @@ class Route:
         )
         self.records = SegmentedState(topics.router_records, ROUTER_RECORDS.configs())
         self.held = PartitionedState(topics.router_held, ROUTER_HELD.configs(), orjson.loads)
-        self.backfill_progress = PartitionedState(topics.router_backfill, ROUTER_BACKFILL.configs(), Progress.from_json)
-        self.states = [self.persons, self.records, self.held, self.backfill_progress]
+        # Backfills (agents/routing/backfill.py): `progress:<backfill id>` -> Progress JSON, and
+        # `sent:<event id>` -> the subscriptions a backfill sent the event, which its corrections follow.
+        self.backfill_state = PartitionedState(topics.router_backfill, ROUTER_BACKFILL.configs())
+        self.states = [self.persons, self.records, self.held, self.backfill_state]
         self.backfills = backfills
         self._backfill_routers: dict[str, tuple[Subscription, Router]] = {}
         self.batch_size = settings.batch_size
+        self.live_next: dict[int, int] = {}  # partition -> the offset after the last event handled live
         self.life = LifeStages(
             self.codec,
             NumberSeal(dead_letter_key(settings)),
@@ -107,72 +110,98 @@ class Route:
 
     def handle_batch(self, messages: list[ConsumerRecord], outputs: list[Write]) -> None:
         self.now = time.time()
+        live = self.live_next
         for message in messages:
             self.handle(message, outputs)
+            live[message.partition] = message.offset + 1
         self._expire(outputs)
         self.life.emit_due(outputs)
-        if self.backfills is not None and self.backfills.chunks and len(messages) < self.batch_size // 2:
+        if self.backfills is not None and self.backfills.chunks and len(messages) <= self.batch_size // 2:
             for chunk in self.backfills.take(PER_BATCH):  # live traffic first: only into a batch half empty
                 self._backfill(chunk, outputs)
 
     # --- backfills (agents/routing/backfill.py) ---------------------------------------------
 
     def progress_of(self, partition: int, backfill_id: str) -> Progress | None:
-        value = self.backfill_progress.partitions.get(partition, {}).get(backfill_id)
+        value = self.backfill_state.partitions.get(partition, {}).get(PROGRESS + backfill_id)
         return None if value is None else Progress.from_json(value)
+
+    def _recipients(self, partition: int, event_id: str) -> tuple[str, ...] | None:
+        """Who was sent the event: by the live router (its routing record), and by backfills."""
+        live = self.records.get(partition, event_id)
+        sent = self.backfill_state.get(partition, SENT + event_id)
+        if sent is None:
+            return live
+        return tuple(sorted({*(live or ()), *orjson.loads(sent)}))
 
     def _backfill(self, chunk: Chunk, outputs: list[Write]) -> None:
         partition, request = chunk.partition, chunk.request
         if self.backfills is None or self.backfills.requests.get(request.subscription) != request:
             return  # cancelled, or replaced by a newer one
-        router = self._backfill_router(request.subscription)
-        if router is None or partition not in self.persons.partitions:
-            return  # the subscription is gone, or the partition is no longer this router's
+        router = self._backfill_router(request)
+        live = self.live_next.get(partition)
+        if router is None or live is None or partition not in self.persons.partitions:
+            return  # the subscription changed or is gone, or the partition is no longer this router's
         if self.progress_of(partition, request.id) not in (None, chunk.progress):
             return  # read before a rebalance moved it on: read again from the progress now
+        read_to = chunk.read_to
         for message in chunk.records:
+            if message.offset >= live:  # (the live router had handled it when read: it has still)
+                read_to = message.offset
+                break
             self._backfill_one(router, message, outputs)
-        progress = chunk.progress
-        self.backfill_progress.set(
-            partition, request.id, Progress(progress.start, progress.end, chunk.read_to).to_json()
-        )
-        if chunk.read_to >= progress.end:
+        progress = Progress(chunk.progress.start, max(chunk.progress.end, live), read_to)
+        self.backfill_state.set(partition, PROGRESS + request.id, progress.to_json())
+        if progress.done:
             log.info("route.backfill_partition_done", backfill=request.id, subscription=request.subscription,
                      partition=partition, events=progress.end - progress.start)  # fmt: skip
 
-    def _backfill_router(self, sub_id: str) -> Router | None:
-        entry = self.index.entries.get(sub_id)
+    def _backfill_router(self, request: BackfillRequest) -> Router | None:
+        """A router for the request's subscription alone, while it is as it was when asked for."""
+        entry = self.index.entries.get(request.subscription)
         if entry is None:
             return None
-        cached = self._backfill_routers.get(sub_id)
+        cached = self._backfill_routers.get(request.subscription)
         if cached is None or cached[0] is not entry.subscription:  # made anew when the subscription changes
             alone = RoutingIndex()
             alone.put(entry.subscription)
-            cached = self._backfill_routers[sub_id] = (entry.subscription, Router(alone, backfill=True))
-        return cached[1]
+            cached = self._backfill_routers[request.subscription] = (entry.subscription, Router(alone, backfill=True))
+        return cached[1] if fingerprint(cached[0]) == request.fingerprint else None
+
+    def backfill_current(self, request: BackfillRequest) -> bool:
+        return self._backfill_router(request) is not None
 
     def _backfill_one(self, router: Router, message: ConsumerRecord, outputs: list[Write]) -> None:
-        """Route a retained event for one subscription, under the person's state now; the state
-        is not changed (it already holds what the event taught), but the routing record is."""
+        """Route a retained event for one subscription, under the person's state now (the live
+        router has handled every event up to this one and later ones too): the person's grade
+        now is the least it is routed under. The person's `received` gains the subscription, so
+        a later rise of the grade purges it too; the event's recipients gain it, so a later
+        correction reaches it too."""
         try:
             record = self.codec.decode(message.value)
         except WireFormatError:
             return  # dead-lettered when it was first read
         envelope = record["envelope"]
-        person, partition = message.key.decode(), message.partition
+        person, partition, event_id = message.key.decode(), message.partition, envelope["id"]
+        (sub_id,) = router.index.entries
+        sent = self._recipients(partition, event_id) or ()
+        if sub_id in sent:
+            return  # the live router sent it (the subscription existed), or this backfill before a restart
         now = PersonState.from_json(self.persons.get(partition, person))
-        original = self.records.get(partition, envelope["correctsEventId"]) if envelope["correctsEventId"] else None
-        event_type = envelope["type"].rpartition(".")[2]
+        corrects = envelope["correctsEventId"]
+        original = self._recipients(partition, corrects) if corrects else None
         # What it received before and purges pending belong to live routing, not to this one.
         state = now._replace(received=frozenset(), untied=frozenset())
-        result = router.route(event_type, record, person, state, original, at_least=now.protection)
+        result = router.route(
+            envelope["type"].rpartition(".")[2], record, person, state, original, at_least=now.protection
+        )
         if not result.recipients:
             return
         headers = tracing.child_kafka_headers(message.headers)
         outputs += [(self.topics.deliveries, d.key, d.value, headers, partition) for d in result.deliveries]
-        known = self.records.get(partition, envelope["id"]) or ()
-        if not set(result.recipients) <= set(known):
-            self.records.set(partition, envelope["id"], tuple(sorted({*known, *result.recipients})))
+        self.backfill_state.set(partition, SENT + event_id, orjson.dumps(sorted({*sent, sub_id})))
+        if sub_id not in now.received:
+            self.persons.set(partition, person, now._replace(received=now.received | {sub_id}).to_json())
 
     def handle(self, message: ConsumerRecord, outputs: list[Write]) -> None:
         try:
@@ -187,7 +216,7 @@ class Route:
         state = PersonState.from_json(self.persons.get(partition, person))
         original = None
         if envelope["correctsEventId"]:
-            original = self.records.get(partition, envelope["correctsEventId"])
+            original = self._recipients(partition, envelope["correctsEventId"])
         result = self.router.route(event_type, record, person, state, original)
 
         if result.deliveries:
@@ -351,6 +380,8 @@ class Route:
         pass
 
     def recovered(self, partitions: set[int]) -> None:
+        for partition in partitions:  # assigned anew: where the live router is, it learns again
+            self.live_next.pop(partition, None)
         for partition in set(self.waiting) - set(self.held.partitions):
             del self.waiting[partition]
         for partition in partitions:
@@ -400,7 +431,7 @@ class RouteService(BatchService):
             if self.backfills.requests and self.held and self.logic is not None:
                 try:
                     read = await self.backfills.read_ahead(
-                        set(self.held), self.logic.progress_of, self.index.entries.__contains__
+                        set(self.held), self.logic.progress_of, self._live_position, self.logic.backfill_current
                     )
                 except Exception as exc:  # the broker: the live path rides it out, this tries again
                     log.warning("route.backfill_not_read", error=type(exc).__name__)
@@ -413,6 +444,18 @@ class RouteService(BatchService):
     async def on_stop(self) -> None:
         await super().on_stop()
         await self.backfills.close()
+
+    async def _live_position(self, partition: int) -> int | None:
+        """How far the live router has handled `partition`: as it handled it, or, before it has
+        handled anything since the partition was assigned, the group's commit (never ahead)."""
+        known = self.logic.live_next.get(partition)
+        if known is not None or self.consumer is None:
+            return known
+        tp = TopicPartition(self.source, partition)
+        committed = await self.consumer.committed(tp)
+        if committed is None:  # the group has committed nothing: it reads from the partition's start
+            committed = (await self.consumer.beginning_offsets([tp]))[tp]
+        return self.logic.live_next.setdefault(partition, committed)
 
     async def _subscriptions_read(self) -> None:
         await self.follower.caught_up.wait()

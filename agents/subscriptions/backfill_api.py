@@ -5,20 +5,21 @@
     DELETE /subscriptions/{id}/backfill  cancel                     scope subscriptions:operator
 
 A backfill sends a subscription events it did not get when they went by, so asking for one is an
-operator's act, as widening a subscription is; every request of a known token is audit-logged.
+operator's act, as widening a subscription is; every POST and DELETE of a known token is
+audit-logged.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import date
 
 from aiohttp import web
 
 from agents.routing.backfill import BackfillRequest, summaries, write_request
 from agents.subscriptions.http_api import API_KEY, authorise
 from agents.subscriptions.tokens import OPERATOR, READ, ApiToken
-from bus.topics import TopicNames, layout
+from bus.topics import TopicNames
 
 NAMES = web.AppKey("backfill_topics", TopicNames)
 BOOTSTRAP = web.AppKey("backfill_bootstrap", str)
@@ -52,14 +53,15 @@ async def ask(request: web.Request) -> web.Response:
         return denied  # type: ignore[return-value]
     response, detail = denied or await _ask(request, token), ""
     if response.status == 202:
-        detail = f"since {json.loads(response.body)['since'][:10]}"
+        detail = f"since {json.loads(response.body)['since']}"
     await _audit(request, token, "backfill", response, detail)
     return response
 
 
 async def _ask(request: web.Request, token: ApiToken) -> web.Response:
     sub_id = request.match_info["id"]
-    if request.app[API_KEY].owned(token, sub_id) is None:
+    subscription = request.app[API_KEY].owned(token, sub_id)
+    if subscription is None:
         return _not_found()
     try:
         body = await request.json()
@@ -72,9 +74,10 @@ async def _ask(request: web.Request, token: ApiToken) -> web.Response:
         day = None
     if day is None:
         return _error(422, "backfill.invalid", 'the body is {"since": "YYYY-MM-DD"}: the first day to send again')
-    if day > datetime.now(UTC).date():
-        return _error(422, "backfill.invalid", "since is in the future: there is nothing to send yet")
-    backfill = BackfillRequest.new(sub_id, day, token.name)
+    try:
+        backfill = BackfillRequest.new(subscription, day, token.name)
+    except ValueError as exc:
+        return _error(422, "backfill.invalid", str(exc))
     names = request.app[NAMES]
     await write_request(request.app[BOOTSTRAP], names.backfills, sub_id, backfill.to_json())
     return web.Response(status=202, body=backfill.to_json(), content_type="application/json")
@@ -88,8 +91,7 @@ async def progress(request: web.Request) -> web.Response:
     sub_id = request.match_info["id"]
     if api.owned(token, sub_id) is None:
         return _not_found()
-    names = request.app[NAMES]
-    found = await summaries(request.app[BOOTSTRAP], names.backfills, names.router_backfill, layout().partitions)
+    found = await summaries(request.app[BOOTSTRAP], request.app[NAMES])
     mine = next((s for s in found if s.request.subscription == sub_id), None)
     if mine is None:
         return _error(404, "backfill.not_found", "no backfill asked for this subscription")
@@ -103,7 +105,8 @@ async def cancel(request: web.Request) -> web.Response:
     response = denied
     if response is None:
         sub_id = request.match_info["id"]
-        if api.owned(token, sub_id) is None:
+        # An operator may cancel the backfill of a subscription deleted meanwhile.
+        if api.owned(token, sub_id) is None and not token.operator:
             response = _not_found()
         else:
             await write_request(request.app[BOOTSTRAP], request.app[NAMES].backfills, sub_id, None)

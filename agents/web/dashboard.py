@@ -40,7 +40,7 @@ from agents.subscriptions.http_api import authorise
 from agents.subscriptions.tokens import DLQ_REPLAY, OPERATIONS_READ
 from agents.web.history import History
 from bus.inspector import BrokerUnreachable, KafkaInspector, SharedInspector
-from bus.topics import layout, topic_names
+from bus.topics import topic_names
 
 log = structlog.get_logger(__name__)
 
@@ -127,8 +127,7 @@ class Dashboard:
             await self._kafka.close()
             return {"broker": {"reachable": False, "problem": str(exc)}, "history": self.history.as_json()}
         subscriptions = [asdict(row) for row in await subscription_health(self.bootstrap, self.app_id)]
-        names = topic_names(self.app_id)
-        backfills = await summaries(self.bootstrap, names.backfills, names.router_backfill, layout().partitions)
+        backfills = await summaries(self.bootstrap, topic_names(self.app_id))
         return {
             "broker": {"reachable": True},
             "at": time.time(),

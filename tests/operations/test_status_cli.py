@@ -91,4 +91,12 @@ async def test_a_plugged_in_section_appears_in_the_report_and_its_problems_make_
     assert not report.healthy
     assert report.problems == ["bergen-helsestasjon is failing"]
     assert report.as_json()["plugged"] == [{"id": "bergen-helsestasjon", "state": "failing"}]
-    assert [s.name for s in report.sections] == ["broker", "topics", "lag", "subscriptions", "dead_letters", "plugged"]
+    assert [s.name for s in report.sections] == [
+        "broker",
+        "topics",
+        "lag",
+        "subscriptions",
+        "backfills",
+        "dead_letters",
+        "plugged",
+    ]
