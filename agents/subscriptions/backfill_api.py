@@ -17,7 +17,7 @@ from datetime import date
 from aiohttp import web
 
 from agents.routing.backfill import BackfillRequest, summaries, write_request
-from agents.subscriptions.http_api import API_KEY, authorise
+from agents.subscriptions.http_api import API_KEY, authorise, error_response, not_found
 from agents.subscriptions.tokens import OPERATOR, READ, ApiToken
 from bus.topics import TopicNames
 
@@ -30,14 +30,6 @@ def add_routes(web_app: web.Application, bootstrap: str, names: TopicNames) -> N
     web_app.router.add_post("/subscriptions/{id}/backfill", ask)
     web_app.router.add_get("/subscriptions/{id}/backfill", progress)
     web_app.router.add_delete("/subscriptions/{id}/backfill", cancel)
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status)
-
-
-def _not_found() -> web.Response:
-    return _error(404, "subscription.not_found", "no subscription with this id")
 
 
 async def _audit(request: web.Request, token: ApiToken, action: str, response: web.Response, detail: str = "") -> None:
@@ -62,22 +54,24 @@ async def _ask(request: web.Request, token: ApiToken) -> web.Response:
     sub_id = request.match_info["id"]
     subscription = request.app[API_KEY].owned(token, sub_id)
     if subscription is None:
-        return _not_found()
+        return not_found()
     try:
         body = await request.json()
     except ValueError:
-        return _error(400, "request.invalid_json", "the body is not JSON")
+        return error_response(400, "request.invalid_json", "the body is not JSON")
     since = body.get("since") if isinstance(body, dict) else None
     try:
         day = date.fromisoformat(since) if isinstance(since, str) else None
     except ValueError:
         day = None
     if day is None:
-        return _error(422, "backfill.invalid", 'the body is {"since": "YYYY-MM-DD"}: the first day to send again')
+        return error_response(
+            422, "backfill.invalid", 'the body is {"since": "YYYY-MM-DD"}: the first day to send again'
+        )
     try:
         backfill = BackfillRequest.new(subscription, day, token.name)
     except ValueError as exc:
-        return _error(422, "backfill.invalid", str(exc))
+        return error_response(422, "backfill.invalid", str(exc))
     names = request.app[NAMES]
     await write_request(request.app[BOOTSTRAP], names.backfills, sub_id, backfill.to_json())
     return web.Response(status=202, body=backfill.to_json(), content_type="application/json")
@@ -90,11 +84,11 @@ async def progress(request: web.Request) -> web.Response:
     assert token is not None  # (authorise answers when there is none)
     sub_id = request.match_info["id"]
     if api.owned(token, sub_id) is None:
-        return _not_found()
+        return not_found()
     found = await summaries(request.app[BOOTSTRAP], request.app[NAMES])
     mine = next((s for s in found if s.request.subscription == sub_id), None)
     if mine is None:
-        return _error(404, "backfill.not_found", "no backfill asked for this subscription")
+        return error_response(404, "backfill.not_found", "no backfill asked for this subscription")
     return web.json_response(mine.as_json())
 
 
@@ -107,7 +101,7 @@ async def cancel(request: web.Request) -> web.Response:
         sub_id = request.match_info["id"]
         # An operator may cancel the backfill of a subscription deleted meanwhile.
         if api.owned(token, sub_id) is None and not token.operator:
-            response = _not_found()
+            response = not_found()
         else:
             await write_request(request.app[BOOTSTRAP], request.app[NAMES].backfills, sub_id, None)
             response = web.Response(status=204)

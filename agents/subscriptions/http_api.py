@@ -32,7 +32,7 @@ from agents.subscriptions.store import SubscriptionFollower
 from agents.subscriptions.tokens import OPERATOR, READ, WRITE, ApiToken
 from schemas import json_text
 
-__all__ = ["API_KEY", "SubscriptionsApi", "add_routes", "authorise"]
+__all__ = ["API_KEY", "SubscriptionsApi", "add_routes", "authorise", "error_response", "not_found"]
 
 # Writes (id, JSON or None) to the subscriptions topic and returns the record's offset.
 Writer = Callable[[str, bytes | None], Awaitable[int]]
@@ -74,7 +74,7 @@ def add_routes(web_app: web.Application, api: SubscriptionsApi) -> None:
     web_app.router.add_delete("/subscriptions/{id}", delete_subscription)
 
 
-def _error(status: int, code: str, message: str, problems: list[str] | None = None, **headers) -> web.Response:
+def error_response(status: int, code: str, message: str, problems: list[str] | None = None, **headers) -> web.Response:
     body = {"error": code, "message": message}
     if problems:
         body["problems"] = problems
@@ -90,7 +90,7 @@ def authorise(request: web.Request, scope: str | None) -> tuple[SubscriptionsApi
         return (
             api,
             None,
-            _error(
+            error_response(
                 401,
                 "auth.unauthenticated",
                 "a valid bearer token is required",
@@ -98,34 +98,36 @@ def authorise(request: web.Request, scope: str | None) -> tuple[SubscriptionsApi
             ),
         )
     if scope is not None and scope not in token.scopes:
-        return api, token, _error(403, "auth.scope_missing", f"the token lacks scope {scope}")
+        return api, token, error_response(403, "auth.scope_missing", f"the token lacks scope {scope}")
     return api, token, None
 
 
-def _not_found() -> web.Response:
-    return _error(404, "subscription.not_found", "no subscription with this id")
+def not_found() -> web.Response:
+    return error_response(404, "subscription.not_found", "no subscription with this id")
 
 
 async def _parse(request: web.Request, sub_id: str | None = None) -> Subscription | web.Response:
     try:
         body = await request.json(loads=json_text.loads)
     except ValueError as exc:
-        return _error(400, "request.invalid_json", f"the body is not JSON: {exc}")
+        return error_response(400, "request.invalid_json", f"the body is not JSON: {exc}")
     if not isinstance(body, dict):
-        return _error(422, "subscription.invalid", "the body must be a subscription object")
+        return error_response(422, "subscription.invalid", "the body must be a subscription object")
     if sub_id is not None and body.setdefault("id", sub_id) != sub_id:
-        return _error(422, "subscription.id_mismatch", "the id in the body differs from the id in the path")
+        return error_response(422, "subscription.id_mismatch", "the id in the body differs from the id in the path")
     try:
         return Subscription.model_validate(body)
     except ValidationError as exc:
-        return _error(422, "subscription.invalid", "the subscription is invalid", validation_problems(exc))
+        return error_response(422, "subscription.invalid", "the subscription is invalid", validation_problems(exc))
 
 
 def _operator_needed(token: ApiToken, new: Subscription, current: Subscription | None) -> web.Response | None:
     grants = token.grants_needing_operator(new, current)
     if not grants:
         return None
-    return _error(403, "auth.operator_required", f"these grants need the scope {OPERATOR}: {'; '.join(grants)}", grants)
+    return error_response(
+        403, "auth.operator_required", f"these grants need the scope {OPERATOR}: {'; '.join(grants)}", grants
+    )
 
 
 def _body(sub: Subscription) -> web.Response:
@@ -169,7 +171,7 @@ async def get_subscription(request: web.Request) -> web.Response:
     if denied:
         return denied
     sub = api.owned(token, request.match_info["id"])
-    return _not_found() if sub is None else _body(sub)
+    return not_found() if sub is None else _body(sub)
 
 
 async def create_subscription(request: web.Request) -> web.Response:
@@ -184,13 +186,13 @@ async def _create(api: SubscriptionsApi, token: ApiToken, request: web.Request):
         return (
             "create",
             sub.id,
-            _error(403, "auth.id_not_owned", "this token may create only subscriptions whose id it owns"),
+            error_response(403, "auth.id_not_owned", "this token may create only subscriptions whose id it owns"),
         )
     if sub.id in api.follower.current:
         return (
             "create",
             sub.id,
-            _error(409, "subscription.exists", "a subscription with this id exists; PUT replaces it"),
+            error_response(409, "subscription.exists", "a subscription with this id exists; PUT replaces it"),
         )
     refused = _operator_needed(token, sub, None)
     if refused:
@@ -211,7 +213,7 @@ async def _put(api: SubscriptionsApi, token: ApiToken, request: web.Request):
     current = api.owned(token, sub_id)
     action = "create" if current is None else "replace"
     if not token.owns(sub_id):
-        return action, sub_id, _not_found()
+        return action, sub_id, not_found()
     sub = await _parse(request, sub_id)
     if isinstance(sub, web.Response):
         return action, sub_id, sub
@@ -231,6 +233,6 @@ async def delete_subscription(request: web.Request) -> web.Response:
 async def _delete(api: SubscriptionsApi, token: ApiToken, request: web.Request):
     sub_id = request.match_info["id"]
     if api.owned(token, sub_id) is None:
-        return "delete", sub_id, _not_found()
+        return "delete", sub_id, not_found()
     await _store(api, sub_id, None)
     return "delete", sub_id, web.Response(status=204)
