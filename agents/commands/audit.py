@@ -53,10 +53,12 @@ def show(args) -> int:
         for e in entries:
             print(json.dumps(e, ensure_ascii=False))
         return 0
-    print(f"{'time':<29} {'via':<4} {'name':<24} {'owner':<24} {'action':<8} {'subscription':<32} outcome")
+    print(
+        f"{'time':<29} {'via':<4} {'name':<24} {'owner':<24} {'action':<15} {'subscription':<32} {'outcome':<24} detail"
+    )
     for e in entries:
         print(
-            f"{e['time']:<29} {e['via']:<4} {e['name']:<24} {e['owner'] or '-':<24} {e['action']:<8} "
-            f"{e['subscription'] or '-':<32} {e['outcome']}"
+            f"{e['time']:<29} {e['via']:<4} {e['name']:<24} {e['owner'] or '-':<24} {e['action']:<15} "
+            f"{e['subscription'] or '-':<32} {e['outcome']:<24} {e.get('detail', '')}".rstrip()
         )
     return 0

@@ -172,6 +172,10 @@ async def test_renumber_plans_then_moves_every_subscription_to_todays_codes_in_o
         ),
         ("tromso-helse", "5401 Tromsø -> 5501 Tromsø (2024-01-01)"),
     ]
+    table = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "audit"], env=worker_env, capture_output=True, text=True, timeout=60
+    )
+    assert "renumber" in table.stdout and "5401 Tromsø -> 5501 Tromsø (2024-01-01)" in table.stdout  # its detail
     again = _cli(worker_env, "renumber")
     assert again.stdout.rstrip().endswith("renumbered 0 subscription(s); 1 with a split kommune to change by hand")
     assert "change the files too" not in again.stdout
