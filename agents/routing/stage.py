@@ -93,7 +93,8 @@ class Route:
         self.backfill_state = PartitionedState(topics.router_backfill, ROUTER_BACKFILL.configs())
         self.states = [self.persons, self.records, self.held, self.backfill_state]
         self.backfills = backfills
-        self._backfill_routers: dict[str, tuple[Subscription, Router]] = {}
+        # subscription id -> (the subscription, its fingerprint, a router for it alone)
+        self._backfill_routers: dict[str, tuple[Subscription, str, Router]] = {}
         self.batch_size = settings.batch_size
         self.live_next: dict[int, int] = {}  # partition -> the offset after the last event handled live
         self.life = LifeStages(
@@ -165,8 +166,9 @@ class Route:
         if cached is None or cached[0] is not entry.subscription:  # made anew when the subscription changes
             alone = RoutingIndex()
             alone.put(entry.subscription)
-            cached = self._backfill_routers[request.subscription] = (entry.subscription, Router(alone, backfill=True))
-        return cached[1] if fingerprint(cached[0]) == request.fingerprint else None
+            cached = (entry.subscription, fingerprint(entry.subscription), Router(alone, backfill=True))
+            self._backfill_routers[request.subscription] = cached
+        return cached[2] if cached[1] == request.fingerprint else None
 
     def backfill_current(self, request: BackfillRequest) -> bool:
         return self._backfill_router(request) is not None
