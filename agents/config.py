@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     # A worker asked to stop (SIGTERM, SIGINT) that has not exited after this long exits as a kill
     # would: what it had not committed is read again by whoever takes its partitions.
     stop_timeout_seconds: float = Field(60.0, gt=0)
+    # Router: how long a routing record (who was sent an event) is kept. A correction or annulment of
+    # an event routed longer ago than this finds no record, and is dead-lettered once it has been held.
+    routing_records_retention_days: float = Field(400.0, gt=0)
+    # Memory of the router's on-disk state (bus/store.py) per worker: RocksDB's cache of hot entries
+    # and its write buffers. The rest of the state stays on disk, under SAMBAND_DATA_DIR/state.
+    state_cache_mb: int = Field(256, ge=16)
     # How long the events topic keeps the canonical events: how far back a backfill can reach.
     events_retention_days: float = Field(7.0, gt=0)
     # Delivery: a queue whose records have been open this long (its subscriber is slow, or one person

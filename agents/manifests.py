@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from agents.config import Settings
-from bus.topics import DISCLOSURES, EVENTS, INGEST_SEEN_IDS, TABLE, Topic
+from bus.topics import DISCLOSURES, EVENTS, INGEST_SEEN_IDS, ROUTER_RECORDS, TABLE, Topic
 from deploy.secure import ROLES, role_grants
 
 APP_ID = "samband"
@@ -33,6 +33,7 @@ RETENTION_MS = {
     INGEST_SEEN_IDS.attr: int(Settings.model_fields["dedup_retention_hours"].default * 3_600_000),
     DISCLOSURES.attr: int(Settings.model_fields["disclosure_retention_days"].default * 86_400_000),
     EVENTS.attr: int(Settings.model_fields["events_retention_days"].default * 86_400_000),
+    ROUTER_RECORDS.attr: int(Settings.model_fields["routing_records_retention_days"].default * 86_400_000),
 }
 OPERATIONS = {"ALL": "All", "READ": "Read", "WRITE": "Write", "CREATE": "Create", "DESCRIBE": "Describe",
               "DESCRIBE_CONFIGS": "DescribeConfigs", "IDEMPOTENT_WRITE": "IdempotentWrite"}  # fmt: skip

@@ -386,6 +386,9 @@ class BatchService(Service):
             await self.consumer.stop()
         if self.producer is not None:
             await self.producer.stop()
+        if self.logic is not None:
+            for state in self.logic.states:
+                state.close()
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """One cycle, complete before it returns: handled, written, state written, committed."""

@@ -13,10 +13,15 @@ after the batch's outputs are acknowledged and commits the input offsets after i
 state ever claims an output ("purge sent", "id seen") that was never written.
 Keys are str (UTF-8 on the wire), values bytes; a tombstone (null value) deletes.
 `SegmentedState` keeps keys set once (routing records) as one changelog record per batch.
+
+A state given a `DiskStore` (bus/store.py) keeps its tables in RocksDB instead of memory, with the
+same interface: each partition's table is a `DiskTable`, emptied and read again from the
+changelog on assignment, as a dict would be.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import orjson
@@ -25,6 +30,7 @@ from aiokafka import ConsumerRecord
 from bus.malformed import MALFORMED, skip_malformed
 from bus.reading import read_topic
 from bus.record_batches import RecordBatches
+from bus.store import Decode, DiskStore, DiskTable, Encode
 
 
 def stored_json(value) -> bytes:
@@ -38,10 +44,14 @@ class ChangelogState:
     a batch's writes become changelog records (`set`, `take`, `write`) and how a record is read
     back (`_apply`)."""
 
-    def __init__(self, topic: str, topic_configs: dict[str, str]):
+    encode: Encode | None = None  # how a value is stored on disk (None: it is bytes already)
+    decode: Decode | None = None
+
+    def __init__(self, topic: str, topic_configs: dict[str, str], disk: DiskStore | None = None):
         self.topic = topic
         self.topic_configs = topic_configs
-        self.partitions: dict[int, dict] = {}
+        self.disk = disk
+        self.partitions: dict[int, dict | DiskTable] = {}
 
     def get(self, partition: int, key: str):
         return self.partitions[partition].get(key)
@@ -49,15 +59,31 @@ class ChangelogState:
     def drop(self, partitions: set[int]) -> None:
         """Forget the state of partitions this worker no longer owns."""
         for partition in partitions:
-            self.partitions.pop(partition, None)
+            if self.partitions.pop(partition, None) is not None and self.disk is not None:
+                self.disk.drop(partition)
 
     async def recover(self, bootstrap: str, partitions: set[int]) -> None:
         """Read the changelog of `partitions` from its start to its current end."""
         for partition in partitions:
-            self.partitions[partition] = {}
+            self.partitions[partition] = (
+                {} if self.disk is None else self.disk.table(partition, self.encode, self.decode)
+            )
         async for record in read_topic(bootstrap, self.topic, timeout=None, partitions=partitions):
             with skip_malformed(self.topic):
                 self._apply(self.partitions[record.partition], record)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what waits for RocksDB (nothing in memory): at a batch's end, and after a recovery."""
+        if self.disk is not None:
+            for table in self.partitions.values():
+                table.flush()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        """The worker stops: an on-disk state's files are removed."""
+        if self.disk is not None:
+            self.partitions = {}
+            self.disk.close()
 
     def take(self) -> list:
         """The writes since the last `take()`, for `write()` once the outputs they imply are acknowledged."""
@@ -67,7 +93,7 @@ class ChangelogState:
         """Add the changelog records of `pending` (from `take()`) to `writes`."""
         raise NotImplementedError
 
-    def _apply(self, data: dict, record: ConsumerRecord) -> None:
+    def _apply(self, data: dict | DiskTable, record: ConsumerRecord) -> None:
         """Take in one changelog record; raises (bus/malformed.py) before changing `data` if it is malformed."""
         raise NotImplementedError
 
@@ -84,8 +110,9 @@ class PartitionedState(ChangelogState):
         topic_configs: dict[str, str],
         check: Callable[[bytes], object] | None = None,
         fail_closed: bytes | None = None,
+        disk: DiskStore | None = None,
     ):
-        super().__init__(topic, topic_configs)
+        super().__init__(topic, topic_configs, disk)
         self.check = check
         self.fail_closed = fail_closed
         self._pending: list[tuple[int, str, bytes | None]] = []
@@ -100,6 +127,7 @@ class PartitionedState(ChangelogState):
 
     def take(self) -> list[tuple[int, str, bytes | None]]:
         """The writes since the last `take()`, for `write()` once the outputs they imply are acknowledged."""
+        self.flush()
         pending, self._pending = self._pending, []
         return pending
 
@@ -107,7 +135,7 @@ class PartitionedState(ChangelogState):
         for partition, key, value in pending:
             writes.add(self.topic, key.encode(), value, None, partition)
 
-    def _apply(self, data: dict, record: ConsumerRecord) -> None:
+    def _apply(self, data: dict | DiskTable, record: ConsumerRecord) -> None:
         key = record.key.decode()
         if record.value is None:
             data.pop(key, None)
@@ -133,15 +161,37 @@ class SegmentedState(ChangelogState):
 
     A batch handled again after a crash writes its keys again, in a later segment: recovery
     reads the segments in order, so the latest value wins, as a compacted topic's would.
+
+    On disk, with `retention_seconds`, a key expires that long after it was set (its segment's
+    timestamp, when recovered): `get` no longer finds it, and RocksDB removes it as it compacts.
+    The changelog topic is given the same retention (bus/topics.py).
     """
 
     SEGMENT_BYTES = 128 * 1024  # in characters; even escaped (<= 6 bytes each) under the broker's 1 MB
 
-    def __init__(self, topic: str, topic_configs: dict[str, str]):
-        super().__init__(topic, topic_configs)
+    def __init__(
+        self,
+        topic: str,
+        topic_configs: dict[str, str],
+        disk: DiskStore | None = None,
+        retention_seconds: float | None = None,
+    ):
+        super().__init__(topic, topic_configs, disk)
+        self.retention_seconds = retention_seconds
         self._pending: list[_Segment] = []
         self._open: dict[int, _Segment] = {}  # partition -> its segment being filled
         self._interned: dict[str, str] = {}  # subscription ids recur in every segment: one string each
+        self._set_at: float | None = None  # a recovered segment's time; else now
+
+    # On disk a value is [set at (epoch seconds), subscription, ...].
+    def encode(self, value: tuple[str, ...]) -> bytes:
+        return orjson.dumps([int(self._set_at or time.time()), *value])
+
+    def decode(self, raw: bytes) -> tuple[str, ...] | None:
+        set_at, *value = orjson.loads(raw)
+        if self.retention_seconds is not None and set_at < time.time() - self.retention_seconds:
+            return None
+        return tuple(value)
 
     def set(self, partition: int, key: str, value: tuple[str, ...]) -> None:
         self.partitions[partition][key] = value
@@ -154,6 +204,7 @@ class SegmentedState(ChangelogState):
         segment.size += size
 
     def take(self) -> list[tuple[int, dict[str, tuple[str, ...]]]]:
+        self.flush()
         pending, self._pending, self._open = self._pending, [], {}
         return [(segment.partition, segment.entries) for segment in pending]
 
@@ -161,12 +212,20 @@ class SegmentedState(ChangelogState):
         for partition, segment in pending:
             writes.add(self.topic, next(iter(segment)).encode(), orjson.dumps(segment), None, partition)
 
-    def _apply(self, data: dict, record: ConsumerRecord) -> None:
+    def _apply(self, data: dict | DiskTable, record: ConsumerRecord) -> None:
         if record.value is None:
             return
         segment = orjson.loads(record.value)
         if not all(isinstance(values, list) and all(isinstance(v, str) for v in values) for values in segment.values()):
             raise TypeError("not a segment of routing records")
+        if self.disk is not None:
+            self._set_at = record.timestamp / 1000
+            try:
+                for key, values in segment.items():
+                    data[key] = values  # (encoded at once: a list does as well as a tuple)
+            finally:
+                self._set_at = None
+            return
         interned = self._interned
         for key, values in segment.items():
             data[key] = tuple([interned.setdefault(v, v) for v in values])

@@ -171,8 +171,9 @@ ROUTER_PERSONS = Topic(
 )  # fmt: skip
 ROUTER_RECORDS = Topic(
     "router_records", "router-records", "the segment's first event id",
-    "a segment: {event id: [subscriptions sent it]} of one batch", "router", cleanup="compact",
-    notes="routing records, one segment per partition and batch",
+    "a segment: {event id: [subscriptions sent it]} of one batch", "router", cleanup="compact,delete",
+    retention="`SAMBAND_ROUTING_RECORDS_RETENTION_DAYS` (default 400 days)",
+    notes="routing records, one segment per partition and batch; kept on disk by the router (bus/store.py)",
 )  # fmt: skip
 ROUTER_HELD = Topic(
     "router_held", "router-held", "event id", "the corrections that arrived before it, sealed", "router",

@@ -29,6 +29,7 @@ import base64
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 import structlog
@@ -46,6 +47,7 @@ from agents.stage_runtime import StageRuntime
 from agents.subscriptions.model import Subscription
 from bus.batches import BatchService, Write
 from bus.state import PartitionedState, SegmentedState
+from bus.store import DiskStore
 from bus.topics import (
     DEADLETTER,
     DELIVERIES,
@@ -78,19 +80,35 @@ class Route:
         self.codec = Codec(registry_from_settings(settings))
         self.router = Router(index)
         self.seal = DeadLetterSeal(dead_letter_key(settings))
+
         # A person whose stored state cannot be read is treated as strengt fortrolig until the
         # register says otherwise: reading it as "not protected" could send an address.
+        # Person state, routing records and what backfills sent grow with the population and the
+        # years: they are kept on disk (bus/store.py), with a bounded cache in memory.
+        def disk(topic: str, ttl_seconds: int | None = None) -> DiskStore:
+            return DiskStore.open(Path(settings.data_dir), topic, settings.state_cache_mb, ttl_seconds)
+
         self.persons = PartitionedState(
             topics.router_persons,
             ROUTER_PERSONS.configs(),
             PersonState.from_json,
             fail_closed=PersonState("strengtFortrolig").to_json(),
+            disk=disk(topics.router_persons),
         )
-        self.records = SegmentedState(topics.router_records, ROUTER_RECORDS.configs())
+        self.records_retention_days = settings.routing_records_retention_days
+        retention = int(settings.routing_records_retention_days * 86_400)
+        self.records = SegmentedState(
+            topics.router_records,
+            ROUTER_RECORDS.configs(retention_ms=retention * 1000),
+            disk(topics.router_records, ttl_seconds=retention),
+            retention_seconds=retention,
+        )
         self.held = PartitionedState(topics.router_held, ROUTER_HELD.configs(), orjson.loads)
         # Backfills (agents/routing/backfill.py): `progress:<backfill id>` -> Progress JSON, and
         # `sent:<event id>` -> the subscriptions a backfill sent the event, which its corrections follow.
-        self.backfill_state = PartitionedState(topics.router_backfill, ROUTER_BACKFILL.configs())
+        self.backfill_state = PartitionedState(
+            topics.router_backfill, ROUTER_BACKFILL.configs(), disk=disk(topics.router_backfill)
+        )
         self.states = [self.persons, self.records, self.held, self.backfill_state]
         self.backfills = backfills
         # subscription id -> (the subscription, its fingerprint, a router for it alone)
@@ -244,7 +262,15 @@ class Route:
             if self.hold_seconds > 0:
                 self._hold(message, envelope)
             else:
-                outputs.append(self._unknown_original(message, record, result.state, "the bus has not routed it"))
+                outputs.append(
+                    self._unknown_original(
+                        message,
+                        record,
+                        result.state,
+                        f"the bus has not routed it in the last {self.records_retention_days:g} days "
+                        "(SAMBAND_ROUTING_RECORDS_RETENTION_DAYS)",
+                    )
+                )
         else:
             self.records.set(partition, envelope["id"], tuple(result.recipients))
             self._release(partition, envelope["id"], outputs)
@@ -323,7 +349,8 @@ class Route:
                             message,
                             record,
                             state,
-                            f"held {self.hold_seconds:.0f} s for it, and the bus has not routed it",
+                            f"held {self.hold_seconds:.0f} s for it, and the bus has not routed it in the "
+                            f"last {self.records_retention_days:g} days (SAMBAND_ROUTING_RECORDS_RETENTION_DAYS)",
                         )
                     )
 
