@@ -382,13 +382,15 @@ class BatchService(Service):
             await self._finished.wait()  # the batch in progress completes and commits
         async with self._lock:
             await self._completed()
-        if self.consumer is not None:
-            await self.consumer.stop()
-        if self.producer is not None:
-            await self.producer.stop()
-        if self.logic is not None:
-            for state in self.logic.states:
-                state.close()
+        try:
+            if self.consumer is not None:
+                await self.consumer.stop()
+            if self.producer is not None:
+                await self.producer.stop()
+        finally:
+            if self.logic is not None:
+                for state in self.logic.states:
+                    state.close()  # an on-disk state's files are removed
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """One cycle, complete before it returns: handled, written, state written, committed."""

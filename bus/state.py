@@ -1,4 +1,4 @@
-"""Per-partition key -> value state of a batch consumer, durable in a compacted changelog topic.
+"""Per-partition key -> value state of a batch consumer, durable in a changelog topic.
 
     seen = PartitionedState(names.ingest_seen_ids, INGEST_SEEN_IDS.configs(retention_ms=...))
     seen.get(partition, key) / seen.set(partition, key, value) / seen.delete(partition, key)
@@ -8,21 +8,21 @@
 
 The state of input partition p lives in changelog partition p (the changelog has the input
 topic's partition count), so whoever is assigned p recovers exactly p's state. A write is
-visible in memory at once and reaches Kafka only in `write()`: the batch service calls it
+visible in the state at once and reaches Kafka only in `write()`: the batch service calls it
 after the batch's outputs are acknowledged and commits the input offsets after it, so no
 state ever claims an output ("purge sent", "id seen") that was never written.
 Keys are str (UTF-8 on the wire), values bytes; a tombstone (null value) deletes.
 `SegmentedState` keeps keys set once (routing records) as one changelog record per batch.
 
-A state given a `DiskStore` (bus/store.py) keeps its tables in RocksDB instead of memory, with the
-same interface: each partition's table is a `DiskTable`, emptied and read again from the
-changelog on assignment, as a dict would be.
+A state given a `DiskStore` (bus/store.py) keeps its tables in RocksDB instead of memory (dicts),
+with the same interface: each partition's table is a `DiskTable`, emptied and read again from
+the changelog on assignment, as a dict would be. `SegmentedState` is always on disk.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import orjson
 from aiokafka import ConsumerRecord
@@ -40,17 +40,22 @@ def stored_json(value) -> bytes:
 
 
 class ChangelogState:
-    """In-memory state per input partition, recovered from its changelog topic. Subclasses say how
-    a batch's writes become changelog records (`set`, `take`, `write`) and how a record is read
-    back (`_apply`)."""
+    """State per input partition, in memory or on disk (`disk`), recovered from its changelog
+    topic. Subclasses say how a batch's writes become changelog records (`set`, `take`, `write`)
+    and how a record is read back (`_apply`); on disk, `encode` and `decode` turn a value into
+    bytes and back (none: the values are bytes)."""
 
-    encode: Encode | None = None  # how a value is stored on disk (None: it is bytes already)
-    decode: Decode | None = None
-
-    def __init__(self, topic: str, topic_configs: dict[str, str], disk: DiskStore | None = None):
+    def __init__(
+        self,
+        topic: str,
+        topic_configs: dict[str, str],
+        disk: DiskStore | None = None,
+        encode: Encode | None = None,
+        decode: Decode | None = None,
+    ):
         self.topic = topic
         self.topic_configs = topic_configs
-        self.disk = disk
+        self.disk, self.encode, self.decode = disk, encode, decode
         self.partitions: dict[int, dict | DiskTable] = {}
 
     def get(self, partition: int, key: str):
@@ -151,7 +156,7 @@ class PartitionedState(ChangelogState):
 
 
 class SegmentedState(ChangelogState):
-    """Per-partition key -> tuple of strings, for keys set once and never deleted (the router's
+    """Per-partition key -> tuple of strings, on disk, for keys set once and never deleted (the router's
     routing records, by event id), durable as segments: one changelog record per partition and
     batch, keyed by the segment's first key, whose value is the JSON object {key: [..], ...} of
     the keys set in the batch. A record per key cost ~2 us per event in the router (records to
@@ -162,39 +167,34 @@ class SegmentedState(ChangelogState):
     A batch handled again after a crash writes its keys again, in a later segment: recovery
     reads the segments in order, so the latest value wins, as a compacted topic's would.
 
-    On disk, with `retention_seconds`, a key expires that long after it was set (its segment's
-    timestamp, when recovered): `get` no longer finds it, and RocksDB removes it as it compacts.
-    The changelog topic is given the same retention (bus/topics.py).
+    With `retention_seconds`, a key expires that long after it was set (when recovered: after its
+    segment's timestamp): it is no longer found. Its changelog topic should have that retention
+    (agents/routing/stage.py gives it), so the broker deletes the old segments too.
     """
 
     SEGMENT_BYTES = 128 * 1024  # in characters; even escaped (<= 6 bytes each) under the broker's 1 MB
 
     def __init__(
-        self,
-        topic: str,
-        topic_configs: dict[str, str],
-        disk: DiskStore | None = None,
-        retention_seconds: float | None = None,
+        self, topic: str, topic_configs: dict[str, str], disk: DiskStore, retention_seconds: float | None = None
     ):
-        super().__init__(topic, topic_configs, disk)
+        super().__init__(topic, topic_configs, disk, self._encode, self._decode)
         self.retention_seconds = retention_seconds
         self._pending: list[_Segment] = []
         self._open: dict[int, _Segment] = {}  # partition -> its segment being filled
-        self._interned: dict[str, str] = {}  # subscription ids recur in every segment: one string each
-        self._set_at: float | None = None  # a recovered segment's time; else now
 
-    # On disk a value is [set at (epoch seconds), subscription, ...].
-    def encode(self, value: tuple[str, ...]) -> bytes:
-        return orjson.dumps([int(self._set_at or time.time()), *value])
+    # A table's value is (set at, in epoch seconds; the subscriptions), stored as [set at, subscription, ...].
+    @staticmethod
+    def _encode(entry: tuple[float, Sequence[str]]) -> bytes:
+        return orjson.dumps([int(entry[0]), *entry[1]])
 
-    def decode(self, raw: bytes) -> tuple[str, ...] | None:
+    def _decode(self, raw: bytes) -> tuple[str, ...] | None:
         set_at, *value = orjson.loads(raw)
         if self.retention_seconds is not None and set_at < time.time() - self.retention_seconds:
             return None
         return tuple(value)
 
     def set(self, partition: int, key: str, value: tuple[str, ...]) -> None:
-        self.partitions[partition][key] = value
+        self.partitions[partition][key] = (time.time(), value)
         size = len(key) + 6 + 3 * len(value) + sum(map(len, value))  # its JSON, in characters
         segment = self._open.get(partition)
         if segment is None or segment.size + size > self.SEGMENT_BYTES:
@@ -218,17 +218,9 @@ class SegmentedState(ChangelogState):
         segment = orjson.loads(record.value)
         if not all(isinstance(values, list) and all(isinstance(v, str) for v in values) for values in segment.values()):
             raise TypeError("not a segment of routing records")
-        if self.disk is not None:
-            self._set_at = record.timestamp / 1000
-            try:
-                for key, values in segment.items():
-                    data[key] = values  # (encoded at once: a list does as well as a tuple)
-            finally:
-                self._set_at = None
-            return
-        interned = self._interned
+        set_at = record.timestamp / 1000
         for key, values in segment.items():
-            data[key] = tuple([interned.setdefault(v, v) for v in values])
+            data[key] = (set_at, values)
 
 
 class _Segment:

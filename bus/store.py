@@ -1,118 +1,143 @@
 """On-disk tables for state that outgrows memory: a national population's person state, its routing records.
 
     disk = DiskStore.open(Path(data_dir), "router-persons", cache_mb=256)
-    table = disk.table(3)            # partition 3, emptied: the changelog is read into it
-    table["12345"] = b"..."; table.get("12345"); table.pop("12345")
+    table = disk.table(3)            # partition 3's table, emptied: the changelog is read into it
+    table["12345"] = b"..."; table.get("12345"); table.pop("12345"); table.items()
     table.flush()                    # at a batch's end: its writes go to RocksDB in one write
-    disk.close()                     # when the worker stops: the files are removed
+    disk.drop(3)                     # the partition is given up
+    disk.close()                     # the worker stops: the files are removed
 
-Each state (bus/state.py) that keeps its tables on disk has one RocksDB (through `rocksdict`, the
-RocksDB driver faust-streaming itself offers) in a directory of this process's own,
-`<SAMBAND_DATA_DIR>/state/<pid>/<state>`. A partition's keys carry the partition as a two-byte
-prefix, so dropping a partition is one range delete.
+Each state (bus/state.py) kept on disk has one RocksDB (through `rocksdict`, the RocksDB driver
+faust-streaming itself offers) in a directory of this process's own,
+`<SAMBAND_DATA_DIR>/state/<random name>/<state>`. A partition's keys carry the partition as a
+four-byte prefix, so dropping a partition is one range delete. `encode` and `decode`, given per
+table, turn a value into bytes and back (none: the values are bytes); `decode` may return None
+for a value that no longer counts (an expired routing record): the table then has no such key.
 
-The files are a cache of the changelog, not a second source of truth: a partition's table is
-emptied and read again from its changelog whenever it is assigned, as the in-memory tables were.
-So a crash cannot leave RocksDB ahead of the changelog (a write is in RocksDB before the batch's
-changelog records are acknowledged), and nothing on disk needs a write-ahead log. A worker removes
-its files when it stops, and at its start those of workers on this host that are no longer running.
+The files are a cache of the changelog, not a second source of truth. A partition's table is
+emptied and read again from its changelog whenever it is assigned, as the in-memory tables were,
+so what a crashed worker had written to RocksDB (it may be ahead of the changelog: RocksDB is
+written before the batch's changelog records are acknowledged) is never read again, and nothing
+needs a write-ahead log. A worker removes its directory when it stops. It holds a lock on it
+(`flock` on `lock` inside) while it runs; at its start it removes every directory whose lock
+nobody holds (a worker killed with kill -9). So a data directory may be shared by several
+workers on one host, but it must be on a local disk: `flock` does not hold across NFS.
 
-Memory: RocksDB's block cache (hot entries) and its write buffers share one limit per process,
-`SAMBAND_STATE_CACHE_MB`; the rest stays on disk and in the operating system's page cache.
+Memory: RocksDB's block cache (hot entries, and the index and Bloom filter blocks) and its write
+buffers share one limit per process, `SAMBAND_STATE_CACHE_MB` (the first store opened sets it);
+the rest stays on disk and in the operating system's page cache. Beside that limit: up to
+FLUSH_EVERY writes per table waiting for their batch's end.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
+import fcntl
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager, WriteOptions
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager, WriteOptions
 
 FLUSH_EVERY = 10_000  # pending writes at most between flushes (a changelog read in, say)
+PREFIX_BYTES = 4  # a key's partition, big-endian
 _ABSENT = object()
 
 Encode = Callable[[Any], bytes]
-Decode = Callable[[bytes], Any]  # None for a value that no longer counts (expired)
+Decode = Callable[[bytes], Any]
 
 
-class _Process:
-    """What the process's stores share: their directory, and the memory RocksDB may use."""
+class _Memory:
+    """What every store of the process shares: one cache, its write buffers charged to it."""
 
-    instance: _Process | None = None
+    instance: ClassVar[_Memory | None] = None
 
-    def __init__(self, root: Path, cache_mb: int):
-        root.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale(root.parent)
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir()
-        self.root = root
+    def __init__(self, cache_mb: int):
         self.cache = Cache(cache_mb * 1024 * 1024)
-        # Write buffers are charged to the cache: one limit for all of RocksDB's memory.
         self.write_buffers = WriteBufferManager.new_write_buffer_manager_with_cache(
             cache_mb * 1024 * 1024 // 4, False, self.cache
         )
+
+    @classmethod
+    def of_process(cls, cache_mb: int) -> _Memory:
+        if cls.instance is None:
+            cls.instance = cls(cache_mb)
+        return cls.instance
+
+
+class _Directory:
+    """This process's directory under `<data_dir>/state`, locked while it has a store open."""
+
+    by_data_dir: ClassVar[dict[Path, _Directory]] = {}
+
+    def __init__(self, state_dir: Path):
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _remove_unlocked(state_dir)
+        name = uuid.uuid4().hex
+        # Locked under a name the clean-up skips, then renamed: no other worker ever sees it unlocked.
+        making = state_dir / f".{name}"
+        making.mkdir(mode=0o700)  # the files hold personal data: this worker's user alone
+        self._lock = (making / "lock").open("w")
+        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.path = making.rename(state_dir / name)
         self.open: set[str] = set()
 
     @classmethod
-    def get(cls, data_dir: Path, cache_mb: int) -> _Process:
-        root = data_dir.resolve() / "state" / str(os.getpid())
-        if cls.instance is None or cls.instance.root != root:
-            cls.instance = cls(root, cache_mb)
-        return cls.instance
+    def of(cls, data_dir: Path) -> _Directory:
+        key = data_dir.resolve()
+        if key not in cls.by_data_dir:
+            cls.by_data_dir[key] = cls(key / "state")
+        return cls.by_data_dir[key]
 
     def closed(self, name: str) -> None:
         self.open.discard(name)
         if not self.open:
-            with contextlib.suppress(OSError):
-                self.root.rmdir()
+            shutil.rmtree(self.path, ignore_errors=True)
+            self._lock.close()
+            self.by_data_dir.pop(self.path.parent.parent, None)
 
 
-def _remove_stale(state_dir: Path) -> None:
-    """The directories of workers on this host that stopped without removing theirs (a kill -9)."""
+def _remove_unlocked(state_dir: Path) -> None:
+    """The directories of workers that stopped without removing theirs (a kill -9): nobody holds their lock."""
     for child in state_dir.iterdir():
-        if child.name.isdigit() and int(child.name) != os.getpid() and not _running(int(child.name)):
-            shutil.rmtree(child, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
+        if child.name.startswith("."):
+            continue  # being made (a worker killed in that instant leaves an empty one)
+        try:
+            with (child / "lock").open() as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # BlockingIOError: a running worker's
+            continue
+        shutil.rmtree(child, ignore_errors=True)
 
 
 class DiskStore:
-    """One state's RocksDB: a table per partition. `ttl_seconds` lets RocksDB remove entries older
-    than that as it compacts (a table's `decode` hides them before then)."""
+    """One state's RocksDB: a table per partition."""
 
-    def __init__(self, path: Path, process: _Process, ttl_seconds: int | None = None):
+    def __init__(self, path: Path, directory: _Directory, memory: _Memory):
         options = Options(raw_mode=True)
         options.create_if_missing(True)
-        options.set_write_buffer_manager(process.write_buffers)
+        options.set_write_buffer_manager(memory.write_buffers)
         table_options = BlockBasedOptions()
-        table_options.set_block_cache(process.cache)
+        table_options.set_block_cache(memory.cache)
+        table_options.set_bloom_filter(10, False)  # a read skips the files that do not hold its key
+        table_options.set_cache_index_and_filter_blocks(True)  # within the memory limit
+        table_options.set_pin_l0_filter_and_index_blocks_in_cache(True)
         options.set_block_based_table_factory(table_options)
-        access = AccessType.with_ttl(ttl_seconds) if ttl_seconds else AccessType.read_write()
-        self.path, self.process = path, process
-        self.db = Rdict(str(path), options, access_type=access)
+        self.path, self.directory = path, directory
+        self.db = Rdict(str(path), options)
         self.write_options = WriteOptions()
         # (a property at run time, which rocksdict's stubs call a method)
         self.write_options.disable_wal = True  # type: ignore[method-assign,assignment]  # the changelog is the log
-        process.open.add(path.name)
 
     @classmethod
-    def open(cls, data_dir: Path, name: str, cache_mb: int, ttl_seconds: int | None = None) -> DiskStore:
-        process = _Process.get(data_dir, cache_mb)
-        path = process.root / name
-        shutil.rmtree(path, ignore_errors=True)
-        return cls(path, process, ttl_seconds)
+    def open(cls, data_dir: Path, name: str, cache_mb: int) -> DiskStore:
+        directory = _Directory.of(data_dir)
+        if name in directory.open:
+            raise ValueError(f"the state {name} is open already in this process")
+        store = cls(directory.path / name, directory, _Memory.of_process(cache_mb))
+        directory.open.add(name)
+        return store
 
     def table(self, partition: int, encode: Encode | None = None, decode: Decode | None = None) -> DiskTable:
         """Partition `partition`'s table, emptied."""
@@ -124,18 +149,18 @@ class DiskStore:
 
     def close(self) -> None:
         self.db.close()
-        shutil.rmtree(self.path, ignore_errors=True)
-        self.process.closed(self.path.name)
+        self.directory.closed(self.path.name)
 
 
 def _prefix(partition: int) -> bytes:
-    return partition.to_bytes(2, "big")
+    return partition.to_bytes(PREFIX_BYTES, "big")
 
 
 class DiskTable:
-    """One partition's key -> value table, with the interface of the dict it replaces (str keys).
-    Writes wait in `pending` (read from there meanwhile) until `flush()`, at the end of a batch,
-    writes them to RocksDB at once: a third of the cost of writing each."""
+    """One partition's key -> value table, with the methods of the dict it replaces that the
+    states use (`get`, `in`, `[key] = value`, `pop`, `items`); keys are str. Writes wait in
+    `pending` (read from there meanwhile) until `flush()`, at the end of a batch, writes them to
+    RocksDB at once, or until FLUSH_EVERY of them wait."""
 
     __slots__ = ("_db", "_decode", "_encode", "_options", "_pending", "_prefix")
 
@@ -180,7 +205,7 @@ class DiskTable:
                 return
             value = raw if decode is None else decode(raw)
             if value is not None:
-                yield full[2:].decode(), value
+                yield full[len(prefix) :].decode(), value
 
     def flush(self) -> None:
         if self._pending:

@@ -380,12 +380,21 @@ def _agrees(name: str, partitions: list[dict], expected: int, replication: int) 
 
 def _configs_agree(name: str, found: dict[str, str], wanted: dict[str, str], min_insync: int) -> None:
     """A topic made by someone else with settings that would lose what the bus relies on: compaction
-    where every record counts (or none where the latest is the state), or fewer replicas in sync."""
+    where every record counts (or none where the latest is the state), a shorter retention than a
+    setting asks for, or fewer replicas in sync."""
     cleanup = wanted.get("cleanup.policy", "delete")
     if sorted(found.get("cleanup.policy", "delete").split(",")) != sorted(cleanup.split(",")):
         raise TopicLayoutError(
             f"topic {name} has cleanup.policy={found.get('cleanup.policy')} but the bus needs {cleanup}: "
-            "set it with kafka-configs, or delete the topic and let the bus make it"
+            "set it with kafka-configs (docs/state.md shows how); delete the topic only if it holds nothing "
+            "the bus needs, and let the bus make it"
+        )
+    wanted_ms, found_ms = int(wanted.get("retention.ms", -1)), int(found.get("retention.ms", -1))
+    if wanted_ms != -1 and found_ms != -1 and found_ms < wanted_ms:
+        raise TopicLayoutError(
+            f"topic {name} keeps records {found_ms / 86_400_000:g} days (retention.ms={found_ms}) but the bus's "
+            f"settings need {wanted_ms / 86_400_000:g} (retention.ms={wanted_ms}): raise it with kafka-configs "
+            "(docs/configuration.md names the setting of each topic)"
         )
     if int(found.get("min.insync.replicas", min_insync)) < min_insync:
         raise TopicLayoutError(

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import os
+import stat
 import subprocess
 import sys
 
-from bus.state import SegmentedState
+import pytest
+from aiokafka import ConsumerRecord
+
+from bus.state import PartitionedState, SegmentedState
 from bus.store import FLUSH_EVERY, DiskStore
+
+
+def _key(partition: int, key: str) -> bytes:
+    return partition.to_bytes(4, "big") + key.encode()
 
 
 def test_a_disk_table_behaves_as_the_dict_it_replaces_and_keeps_partitions_apart(tmp_path):
@@ -15,18 +22,20 @@ def test_a_disk_table_behaves_as_the_dict_it_replaces_and_keeps_partitions_apart
     zero, one = store.table(0), store.table(1)
     zero["p1"] = b"a"
     one["p1"] = b"b"
-    assert (zero.get("p1"), one.get("p1"), zero.get("p2", b"none")) == (b"a", b"b", b"none")  # before a flush
+    zero["tom"] = b""
+    assert (zero.get("p1"), one.get("p1"), zero.get("p2", b"none"), zero.get("tom")) == (b"a", b"b", b"none", b"")
     zero.flush()
     one.flush()
     zero["p2"] = b"c"
     assert zero.pop("p1") == b"a"
     assert zero.pop("p1", "gone") == "gone"
     assert "p1" not in zero and "p2" in zero
-    assert dict(zero.items()) == {"p2": b"c"} and dict(one.items()) == {"p1": b"b"}
+    assert dict(zero.items()) == {"p2": b"c", "tom": b""} and dict(one.items()) == {"p1": b"b"}
 
-    store.drop(1)
-    assert store.table(1).get("p1") is None
-    assert zero.get("p2") == b"c"
+    zero.flush()
+    store.drop(1)  # given up: its keys are gone from RocksDB, partition 0's are not
+    assert store.db.get(_key(1, "p1")) is None
+    assert store.db.get(_key(0, "p2")) == b"c"
     store.close()
 
 
@@ -34,44 +43,93 @@ def test_writes_reach_rocksdb_at_a_flush_or_when_many_wait(tmp_path):
     store = DiskStore.open(tmp_path, "router-persons", cache_mb=16)
     table = store.table(0)
     table["p"] = b"x"
-    assert store.db.get(b"\x00\x00p") is None  # waiting for the batch's end
+    assert store.db.get(_key(0, "p")) is None  # waiting for the batch's end
     table.flush()
-    assert store.db.get(b"\x00\x00p") == b"x"
+    assert store.db.get(_key(0, "p")) == b"x"
     for i in range(FLUSH_EVERY):
         table[f"k{i}"] = b"v"
-    assert store.db.get(b"\x00\x00k0") == b"v"  # a long recovery does not hold its writes in memory
+    assert store.db.get(_key(0, "k0")) == b"v"  # a long recovery does not hold its writes in memory
     store.close()
 
 
-def test_a_routing_record_on_disk_expires_after_its_retention(tmp_path):
+def _segment(partition: int, timestamp_ms: int, value: bytes) -> ConsumerRecord:
+    return ConsumerRecord("router-records", partition, 0, timestamp_ms, 0, b"k", value, None, 1, len(value), [])
+
+
+def test_a_routing_record_expires_its_retention_after_it_was_set_or_after_its_segment_was_written(tmp_path):
+    import time
+
     records = SegmentedState(
         "router-records", {}, DiskStore.open(tmp_path, "router-records", cache_mb=16), retention_seconds=3600
     )
     records.partitions = {0: records.disk.table(0, records.encode, records.decode)}  # type: ignore[union-attr]
-    records.set(0, "event-new", ("skole",))
-    records._set_at = 1_000_000  # as a segment recovered from 1970 would be
-    records.set(0, "event-old", ("skole",))
-    records._set_at = None
+    records.set(0, "event-set-now", ("skole",))
+    now_ms = int(time.time() * 1000)
+    records._apply(records.partitions[0], _segment(0, now_ms - 7_200_000, b'{"event-old": ["skole"]}'))
+    records._apply(records.partitions[0], _segment(0, now_ms - 60_000, b'{"event-recent": ["skole", "sfo"]}'))
     records.take()
-    assert records.get(0, "event-new") == ("skole",)
+    assert records.get(0, "event-set-now") == ("skole",)
+    assert records.get(0, "event-recent") == ("skole", "sfo")
     assert records.get(0, "event-old") is None
-    assert dict(records.partitions[0].items()) == {"event-new": ("skole",)}
+    assert dict(records.partitions[0].items()) == {"event-set-now": ("skole",), "event-recent": ("skole", "sfo")}
     records.close()
 
 
-def test_the_files_are_removed_at_close_and_a_dead_workers_at_the_next_start(tmp_path):
-    dead = subprocess.run(  # a worker killed before it could remove its files
+def test_a_malformed_person_state_on_disk_takes_the_safe_value(tmp_path):
+    safe = b'{"protection":"strengtFortrolig","birth_date":null,"received":[]}'
+    persons = PartitionedState(
+        "router-persons", {}, check=lambda v: v.decode("ascii"), fail_closed=safe,
+        disk=DiskStore.open(tmp_path, "router-persons", cache_mb=16),
+    )  # fmt: skip
+    persons.partitions = {0: persons.disk.table(0)}  # type: ignore[union-attr]
+    record = ConsumerRecord("router-persons", 0, 0, 0, 0, b"p1", b"\xff\xfe", None, 2, 3, [])
+    with pytest.raises(UnicodeDecodeError):
+        persons._apply(persons.partitions[0], record)
+    persons.flush()
+    assert persons.get(0, "p1") == safe
+    persons.close()
+
+
+def test_a_state_is_opened_once_per_process(tmp_path):
+    store = DiskStore.open(tmp_path, "router-persons", cache_mb=16)
+    store.table(0)["p"] = b"x"
+    with pytest.raises(ValueError, match="open already"):
+        DiskStore.open(tmp_path, "router-persons", cache_mb=16)
+    store.close()
+
+
+def test_only_this_worker_reads_its_files_and_they_are_removed_at_close_and_a_killed_workers_at_the_next_start(
+    tmp_path,
+):
+    killed = subprocess.run(  # a worker killed before it could remove its files
         [sys.executable, "-c",
          "import sys, os; from pathlib import Path; from bus.store import DiskStore; "
          "s = DiskStore.open(Path(sys.argv[1]), 'router-persons', 16); t = s.table(0); t['p'] = b'x'; t.flush(); "
-         "print(os.getpid()); os._exit(0)", str(tmp_path)],
+         "print(s.path.parent.name); os._exit(0)", str(tmp_path)],
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
-    assert (tmp_path / "state" / dead / "router-persons").is_dir()
+    state = tmp_path / "state"
+    assert (state / killed / "router-persons").is_dir()
 
     store = DiskStore.open(tmp_path, "router-persons", cache_mb=16)
-    assert not (tmp_path / "state" / dead).exists()
-    mine = tmp_path / "state" / str(os.getpid())
-    assert (mine / "router-persons").is_dir()
-    store.close()
-    assert not mine.exists()
+    mine = store.path.parent
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o700
+    assert not (state / killed).exists()
+    running = subprocess.Popen(  # another worker on the same data directory, running
+        [sys.executable, "-c",
+         "import sys; from pathlib import Path; from bus.store import DiskStore; "
+         "s = DiskStore.open(Path(sys.argv[1]), 'router-records', 16); print(s.path.parent.name, flush=True); "
+         "sys.stdin.read()", str(tmp_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert running.stdout is not None
+        other = running.stdout.readline().strip()
+        assert mine.is_dir()  # its start left this worker's files alone
+        store.close()
+        assert not mine.exists()
+        again = DiskStore.open(tmp_path, "router-persons", cache_mb=16)
+        assert (state / other / "router-records").is_dir()  # and this start left the running one's
+        again.close()
+    finally:
+        running.communicate("")

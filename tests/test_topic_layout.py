@@ -130,6 +130,20 @@ async def test_a_bus_topic_made_elsewhere_with_settings_that_lose_records_is_ref
     await ensure_topics(kafka_bootstrap, {compacted: {"cleanup.policy": "compact"}}, 4, check=True)  # as wanted
 
 
+async def test_a_topic_that_keeps_records_shorter_than_its_setting_asks_is_refused(kafka_bootstrap, new_topic):
+    """Routing records made elsewhere with the broker's 7 days, where the setting asks for 400: the
+    router would lose them at its next start and dead-letter the corrections of older events."""
+    from bus.topics import ROUTER_RECORDS
+
+    week = await new_topic(partitions=4, prefix="layout-rr", config={"cleanup.policy": "compact,delete",
+                                                                     "retention.ms": str(7 * 86_400_000)})  # fmt: skip
+    wanted = ROUTER_RECORDS.configs(retention_ms=400 * 86_400_000)
+    with pytest.raises(TopicLayoutError, match=r"keeps records 7 days \(retention\.ms=604800000\) but the bus's "
+                                               r"settings need 400"):  # fmt: skip
+        await ensure_topics(kafka_bootstrap, {week: wanted}, 4, check=True)
+    await ensure_topics(kafka_bootstrap, {week: ROUTER_RECORDS.configs(retention_ms=7 * 86_400_000)}, 4, check=True)
+
+
 async def test_a_pull_topic_of_more_than_one_partition_is_refused_not_written(kafka_bootstrap, new_topic):
     """Its reader reads partition 0 alone: records keyed by person over four partitions would be
     lost to the subscriber while the ledger said delivered (found by a hostile review)."""

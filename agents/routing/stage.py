@@ -85,8 +85,8 @@ class Route:
         # register says otherwise: reading it as "not protected" could send an address.
         # Person state, routing records and what backfills sent grow with the population and the
         # years: they are kept on disk (bus/store.py), with a bounded cache in memory.
-        def disk(topic: str, ttl_seconds: int | None = None) -> DiskStore:
-            return DiskStore.open(Path(settings.data_dir), topic, settings.state_cache_mb, ttl_seconds)
+        def disk(topic: str) -> DiskStore:
+            return DiskStore.open(Path(settings.data_dir), topic, settings.state_cache_mb)
 
         self.persons = PartitionedState(
             topics.router_persons,
@@ -95,12 +95,16 @@ class Route:
             fail_closed=PersonState("strengtFortrolig").to_json(),
             disk=disk(topics.router_persons),
         )
-        self.records_retention_days = settings.routing_records_retention_days
+        # Why a correction's original is unknown, in its dead letter.
+        self._no_record = (
+            "the bus has no routing record of it: not routed, or routed more than "
+            f"{settings.routing_records_retention_days:g} days ago (SAMBAND_ROUTING_RECORDS_RETENTION_DAYS)"
+        )
         retention = int(settings.routing_records_retention_days * 86_400)
         self.records = SegmentedState(
             topics.router_records,
             ROUTER_RECORDS.configs(retention_ms=retention * 1000),
-            disk(topics.router_records, ttl_seconds=retention),
+            disk(topics.router_records),
             retention_seconds=retention,
         )
         self.held = PartitionedState(topics.router_held, ROUTER_HELD.configs(), orjson.loads)
@@ -146,9 +150,11 @@ class Route:
         return None if value is None else Progress.from_json(value)
 
     def _recipients(self, partition: int, event_id: str) -> tuple[str, ...] | None:
-        """Who was sent the event: by the live router (its routing record), and by backfills."""
+        """Who was sent the event: by the live router (its routing record), and by backfills. None when
+        the live router has no record of it: never routed, or its record expired (a correction then
+        goes to nobody rather than to the backfilled subscriptions alone)."""
         live = self.records.get(partition, event_id)
-        sent = self.backfill_state.get(partition, SENT + event_id)
+        sent = None if live is None else self.backfill_state.get(partition, SENT + event_id)
         if sent is None:
             return live
         return tuple(sorted({*(live or ()), *orjson.loads(sent)}))
@@ -267,8 +273,7 @@ class Route:
                         message,
                         record,
                         result.state,
-                        f"the bus has not routed it in the last {self.records_retention_days:g} days "
-                        "(SAMBAND_ROUTING_RECORDS_RETENTION_DAYS)",
+                        self._no_record,
                     )
                 )
         else:
@@ -349,8 +354,7 @@ class Route:
                             message,
                             record,
                             state,
-                            f"held {self.hold_seconds:.0f} s for it, and the bus has not routed it in the "
-                            f"last {self.records_retention_days:g} days (SAMBAND_ROUTING_RECORDS_RETENTION_DAYS)",
+                            f"held {self.hold_seconds:.0f} s for it, and {self._no_record}",
                         )
                     )
 

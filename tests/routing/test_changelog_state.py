@@ -7,6 +7,7 @@ from kafka_io import read_to_end
 
 from bus.record_batches import RecordBatches
 from bus.state import PartitionedState, SegmentedState
+from bus.store import DiskStore
 
 
 async def _write(bootstrap: str, state, pending) -> None:
@@ -22,12 +23,16 @@ async def _write(bootstrap: str, state, pending) -> None:
         await producer.stop()
 
 
+def _records(topic: str, tmp_path) -> SegmentedState:
+    return SegmentedState(topic, {}, DiskStore.open(tmp_path, topic, cache_mb=16))
+
+
 async def test_routing_records_are_one_segment_per_partition_and_batch_and_recover_the_latest_value(
-    kafka_bootstrap, new_topic
+    kafka_bootstrap, new_topic, tmp_path
 ):
     topic = await new_topic(partitions=2, prefix="router-records")
-    records = SegmentedState(topic, {})
-    records.partitions = {0: {}, 1: {}}
+    records = _records(topic, tmp_path)
+    await records.recover(kafka_bootstrap, {0, 1})  # (nothing yet)
     records.set(0, "event-a", ("barnehage", "skole"))
     records.set(0, "event-b", ())
     records.set(1, "event-c", ("helsestasjon",))
@@ -42,18 +47,19 @@ async def test_routing_records_are_one_segment_per_partition_and_batch_and_recov
     stored = await read_to_end(kafka_bootstrap, topic)
     assert sorted((r.partition, r.key) for r in stored) == [(0, b"event-a"), (0, b"event-a"), (1, b"event-c")]
 
-    recovered = SegmentedState(topic, {})
+    records.close()
+    recovered = _records(topic, tmp_path)
     await recovered.recover(kafka_bootstrap, {0})
-    assert recovered.partitions == {0: {"event-a": ("skole",), "event-b": (), "event-d": ("bibliotek",)}}
+    assert dict(recovered.partitions[0].items()) == {"event-a": ("skole",), "event-b": (), "event-d": ("bibliotek",)}
     await recovered.recover(kafka_bootstrap, {1})
     assert recovered.get(1, "event-c") == ("helsestasjon",)
 
 
-async def test_a_routing_record_segment_is_closed_at_its_size_limit(kafka_bootstrap, new_topic):
+async def test_a_routing_record_segment_is_closed_at_its_size_limit(kafka_bootstrap, new_topic, tmp_path):
     topic = await new_topic(partitions=1, prefix="router-records")
-    records = SegmentedState(topic, {})
+    records = _records(topic, tmp_path)
     records.SEGMENT_BYTES = 200  # about four of the entries below
-    records.partitions = {0: {}}
+    await records.recover(kafka_bootstrap, {0})
     routed = {f"event-{i:03d}": ("barnehage", "skole", "helsestasjon") for i in range(10)}
     for event_id, recipients in routed.items():
         records.set(0, event_id, recipients)
@@ -63,9 +69,10 @@ async def test_a_routing_record_segment_is_closed_at_its_size_limit(kafka_bootst
 
     stored = await read_to_end(kafka_bootstrap, topic)
     assert max(len(r.value) for r in stored) <= 200
-    recovered = SegmentedState(topic, {})
+    records.close()
+    recovered = _records(topic, tmp_path)
     await recovered.recover(kafka_bootstrap, {0})
-    assert recovered.partitions == {0: routed}
+    assert dict(recovered.partitions[0].items()) == routed
 
 
 async def test_person_state_is_a_record_per_key_and_a_tombstone_deletes(kafka_bootstrap, new_topic):
@@ -86,7 +93,7 @@ async def test_person_state_is_a_record_per_key_and_a_tombstone_deletes(kafka_bo
     }
 
 
-async def test_recovery_skips_and_counts_malformed_records(kafka_bootstrap, new_topic):
+async def test_recovery_skips_and_counts_malformed_records(kafka_bootstrap, new_topic, tmp_path):
     from agents import metrics
 
     def skipped(topic: str) -> float:
@@ -111,9 +118,9 @@ async def test_recovery_skips_and_counts_malformed_records(kafka_bootstrap, new_
     seen = PartitionedState(seen_topic, {}, check=int)
     await seen.recover(kafka_bootstrap, {0})
     assert seen.partitions[0] == {"a": b"1", "c": b"3"}
-    records = SegmentedState(records_topic, {})
+    records = _records(records_topic, tmp_path)
     await records.recover(kafka_bootstrap, {0})
-    assert records.partitions[0] == {"e1": ("skole",), "e3": ()}  # a bad segment is left out whole
+    assert dict(records.partitions[0].items()) == {"e1": ("skole",), "e3": ()}  # a bad segment is left out whole
     assert (skipped(seen_topic), skipped(records_topic)) == (2, 3)
 
 
