@@ -1,22 +1,29 @@
 """The router at national scale: its memory and its throughput with 5.5 M persons and 20 M routing records.
 
     .venv/bin/python bench/bench_state.py [--persons 5500000] [--records 20000000] [--events 50000] [--repeat 3]
+                                          [--whole-worker]
 
 Uses the broker at KAFKA_BOOTSTRAP_SERVERS / SAMBAND_KAFKA_BOOTSTRAP_SERVERS, else the local one.
 The router's state is written straight into its changelogs first, as a worker that has routed for
-years would have left them: `--persons` person states (`router-persons`) and `--records` routing
-records (`router-records`, in segments as the router writes them). Then `samband worker --stage
-route` starts, recovers that state into its on-disk store (bus/store.py), and routes `--events`
-Death events (18,000 subscriptions, 2 matching each event) of persons it knows, picked at random
-among all of them, so most reads miss the cache.
+years would have left them: `--persons` person states (`router-persons`, random keys as
+pseudonyms are, each naming the 10 subscriptions that received data) and `--records` routing
+records (`router-records`, random event ids, 10 subscriptions each, in segments as the router
+writes them). Then `samband worker --stage route` (every stage with `--whole-worker`) starts,
+reads that state into its on-disk store (bus/store.py), and routes `--events` Death events (18,000
+subscriptions, 2 matching each event). The events are of at most 50,000 persons (synthetic
+identity numbers), whose state was written among all the others, so their reads are spread over
+the whole table's files; a read of a routing record (a correction) is not measured.
 
 Compared, in turns, in the same invocation:
 - raw aiokafka consume -> produce of the same events (the baseline of bench_routing.py);
 - the router with 50,000 persons (and routing records in the same proportion);
 - the router with `--persons` persons and `--records` routing records.
 
-It prints, per contender, routing throughput (first to last output, so recovery is not counted),
-the worker's peak RSS (VmHWM, recovery included), the recovery time, and the state's size on disk.
+It prints, per contender, routing throughput (first to last output, so the recovery is not
+counted), the worker's peak RSS (VmHWM, recovery included), the time from the worker's start to
+its first output (start-up, group join and recovery), and the state's size on disk then.
+The persons have no identity number kept for life stages, so the life-stage schedule, which is
+in memory (docs/life-stages.md), is empty here.
 Targets (issue 17): peak RSS <= 1 GiB at national scale; throughput at national scale >= 0.8x
 the throughput at 50,000 persons.
 """
@@ -246,7 +253,7 @@ async def main() -> None:
 
     print(f"\n{args.events:,} Death events of persons the router knows, 18,000 subscriptions, {PARTITIONS} partitions, "
           f"{args.repeat} runs in turns; medians (ranges)")  # fmt: skip
-    print("| contender | events/s | peak RSS MiB | recovery s | state on disk MiB |")
+    print("| contender | events/s | peak RSS MiB | start to first output, s | state on disk MiB |")
     print("|---|---:|---:|---:|---:|")
     for name in (raw, at_small, at_large):
         print(f"| {name} | {cell(name, 'rate', '{:,.0f}')} | {cell(name, 'rss', '{:,.0f}')} | "
