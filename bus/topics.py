@@ -19,6 +19,7 @@ import contextlib
 import os
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -275,9 +276,14 @@ async def ensure_topics(
     await _create_missing(bootstrap, [(name, partitions, configs) for name, configs in topics.items()], check)
 
 
-async def ensure_table_topics(bootstrap: str, app_id: str, topics: list[Topic]) -> None:
-    """Create these rows of the table that do not exist yet, and check those that do."""
-    await _create_missing(bootstrap, [(t.name(app_id), t.partition_count(), t.configs()) for t in topics], True)
+async def ensure_table_topics(
+    bootstrap: str, app_id: str, topics: list[Topic], retention_ms: Mapping[str, int] | None = None
+) -> None:
+    """Create these rows of the table that do not exist yet, and check those that do. `retention_ms`
+    (by the row's `attr`) for rows whose retention is a setting; without it they get the broker's."""
+    retention = retention_ms or {}
+    wanted = [(t.name(app_id), t.partition_count(), t.configs(retention.get(t.attr))) for t in topics]
+    await _create_missing(bootstrap, wanted, True)
 
 
 async def check_table_topics(bootstrap: str, app_id: str, topics: list[Topic]) -> None:
@@ -393,7 +399,7 @@ def _configs_agree(name: str, found: dict[str, str], wanted: dict[str, str], min
     if wanted_ms != -1 and found_ms != -1 and found_ms < wanted_ms:
         raise TopicLayoutError(
             f"topic {name} keeps records {found_ms / 86_400_000:g} days (retention.ms={found_ms}) but the bus's "
-            f"settings need {wanted_ms / 86_400_000:g} (retention.ms={wanted_ms}): raise it with kafka-configs "
+            f"settings need {wanted_ms / 86_400_000:g} days: raise its retention.ms with kafka-configs "
             "(docs/configuration.md names the setting of each topic)"
         )
     if int(found.get("min.insync.replicas", min_insync)) < min_insync:

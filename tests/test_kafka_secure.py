@@ -23,6 +23,7 @@ from support import free_port, free_port_run
 from webhook_receiver import Receiver
 from worker_process import WorkerProcess
 
+from agents.manifests import RETENTION_MS
 from bus.clients import Security
 from bus.topics import TABLE, ensure_table_topics, ensure_topics
 from connectors.webhook.secrets import new_secret
@@ -110,7 +111,8 @@ async def test_the_core_flow_runs_over_sasl_ssl_each_principal_signed_in_as_itse
     worker_settings = secure_broker.settings("worker")
     for name, value in worker_settings.items():  # the client factory (bus/clients.py) reads them
         monkeypatch.setenv(name, value)
-    await ensure_table_topics(worker_settings["SAMBAND_KAFKA_BOOTSTRAP_SERVERS"], APP, list(TABLE))
+    # Made by the cluster's administrator, with the retentions the generated manifests give them.
+    await ensure_table_topics(worker_settings["SAMBAND_KAFKA_BOOTSTRAP_SERVERS"], APP, list(TABLE), RETENTION_MS)
     added = secure_broker.cli("add-subscriber", "skole-kafka")
     assert added.returncode == 0 and "principal subscriber-skole-kafka" in added.stdout, added.stderr
     as_worker, as_connector = secure_broker.options("worker"), secure_broker.options("connector")

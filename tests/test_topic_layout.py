@@ -139,7 +139,7 @@ async def test_a_topic_that_keeps_records_shorter_than_its_setting_asks_is_refus
                                                                      "retention.ms": str(7 * 86_400_000)})  # fmt: skip
     wanted = ROUTER_RECORDS.configs(retention_ms=400 * 86_400_000)
     with pytest.raises(TopicLayoutError, match=r"keeps records 7 days \(retention\.ms=604800000\) but the bus's "
-                                               r"settings need 400"):  # fmt: skip
+                                               r"settings need 400 days"):  # fmt: skip
         await ensure_topics(kafka_bootstrap, {week: wanted}, 4, check=True)
     await ensure_topics(kafka_bootstrap, {week: ROUTER_RECORDS.configs(retention_ms=7 * 86_400_000)}, 4, check=True)
 
