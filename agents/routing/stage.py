@@ -81,13 +81,13 @@ class Route:
         self.router = Router(index)
         self.seal = DeadLetterSeal(dead_letter_key(settings))
 
-        # A person whose stored state cannot be read is treated as strengt fortrolig until the
-        # register says otherwise: reading it as "not protected" could send an address.
         # Person state, routing records and what backfills sent grow with the population and the
         # years: they are kept on disk (bus/store.py), with a bounded cache in memory.
         def disk(topic: str) -> DiskStore:
             return DiskStore.open(Path(settings.data_dir), topic, settings.state_cache_mb)
 
+        # A person whose stored state cannot be read is treated as strengt fortrolig until the
+        # register says otherwise: reading it as "not protected" could send an address.
         self.persons = PartitionedState(
             topics.router_persons,
             ROUTER_PERSONS.configs(),
@@ -268,14 +268,7 @@ class Route:
             if self.hold_seconds > 0:
                 self._hold(message, envelope)
             else:
-                outputs.append(
-                    self._unknown_original(
-                        message,
-                        record,
-                        result.state,
-                        self._no_record,
-                    )
-                )
+                outputs.append(self._unknown_original(message, record, result.state, self._no_record))
         else:
             self.records.set(partition, envelope["id"], tuple(result.recipients))
             self._release(partition, envelope["id"], outputs)
