@@ -149,6 +149,7 @@ class DiskStore:
 
     def close(self) -> None:
         self.db.close()
+        shutil.rmtree(self.path, ignore_errors=True)
         self.directory.closed(self.path.name)
 
 

@@ -90,12 +90,19 @@ def test_a_malformed_person_state_on_disk_takes_the_safe_value(tmp_path):
     persons.close()
 
 
-def test_a_state_is_opened_once_per_process(tmp_path):
-    store = DiskStore.open(tmp_path, "router-persons", cache_mb=16)
-    store.table(0)["p"] = b"x"
+def test_a_state_is_opened_once_per_process_and_opened_again_empty(tmp_path):
+    store, other = DiskStore.open(tmp_path, "router-persons", 16), DiskStore.open(tmp_path, "router-records", 16)
+    table = store.table(0)
+    table["p"] = b"x"
+    table.flush()
     with pytest.raises(ValueError, match="open already"):
         DiskStore.open(tmp_path, "router-persons", cache_mb=16)
+    assert store.db.get(_key(0, "p")) == b"x"  # (the refused open wiped nothing)
     store.close()
+    again = DiskStore.open(tmp_path, "router-persons", cache_mb=16)
+    assert again.db.get(_key(0, "p")) is None
+    again.close()
+    other.close()
 
 
 def test_only_this_worker_reads_its_files_and_they_are_removed_at_close_and_a_killed_workers_at_the_next_start(
