@@ -35,6 +35,7 @@ from support import free_port, free_port_run, unique_name
 from webhook_receiver import Receiver
 from worker_process import WorkerProcess
 
+from agents.manifests import RETENTION_MS
 from bus.topics import TABLE, ensure_table_topics
 from connectors.webhook.secrets import new_secret
 from schemas.pseudonym import pseudonym
@@ -117,7 +118,8 @@ class Bus:
     async def start(self, workers: int, monkeypatch) -> None:
         monkeypatch.setenv("SAMBAND_PARTITIONS", str(PARTITIONS))
         await self.until_brokers(3)
-        await ensure_table_topics(self.cluster.bootstrap, self.app, list(TABLE))
+        # Made beforehand, as a cluster's administrator would, with the generated manifests' retentions.
+        await ensure_table_topics(self.cluster.bootstrap, self.app, list(TABLE), RETENTION_MS)
         await self.receiver.start()
         subscription = full_subscription(SUB, self.receiver.url, "all", ["Move"], {"Move": ["movedDate"]})
         await self._send([(f"{self.app}-subscriptions", SUB.encode(), json.dumps(subscription).encode())])
