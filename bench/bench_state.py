@@ -1,14 +1,13 @@
 """The router at national scale: its memory and its throughput with 5.5 M persons and 20 M routing records.
 
     .venv/bin/python bench/bench_state.py [--persons 5500000] [--records 20000000] [--events 50000] [--repeat 3]
-                                          [--whole-worker]
 
 Uses the broker at KAFKA_BOOTSTRAP_SERVERS / SAMBAND_KAFKA_BOOTSTRAP_SERVERS, else the local one.
 The router's state is written straight into its changelogs first, as a worker that has routed for
 years would have left them: `--persons` person states (`router-persons`, random keys as
 pseudonyms are, each naming the 10 subscriptions that received data) and `--records` routing
 records (`router-records`, random event ids, 10 subscriptions each, in segments as the router
-writes them). Then `samband worker --stage route` (every stage with `--whole-worker`) starts,
+writes them). Then `samband worker --stage route` starts,
 reads that state into its on-disk store (bus/store.py), and routes `--events` Death events (18,000
 subscriptions, 2 matching each event). The events are of at most 50,000 persons (synthetic
 identity numbers), whose state was written among all the others, so their reads are spread over
@@ -133,7 +132,7 @@ def disk_mib(path: Path) -> float:
 
 
 async def router_at_scale(
-    bootstrap: str, numbers: list[str], messages, persons: int, records: int, data_dir: Path, program: list[str]
+    bootstrap: str, numbers: list[str], messages, persons: int, records: int, data_dir: Path
 ) -> dict[str, float]:
     app_id = f"bench-state-{persons}-{uuid.uuid4().hex[:6]}"
     topics = topic_names(app_id)
@@ -149,7 +148,7 @@ async def router_at_scale(
     )
     filled = time.monotonic() - started
     await produce(bootstrap, topics.events, messages)
-    proc = start_worker(app_id, program, bootstrap, data_dir)
+    proc = start_worker(app_id, stage("route"), bootstrap, data_dir)
     started = time.monotonic()
     try:
         await first_output(bootstrap, topics.deliveries, proc)
@@ -203,11 +202,6 @@ async def main() -> None:
     parser.add_argument("--records", type=int, default=20_000_000)
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument(
-        "--whole-worker",
-        action="store_true",
-        help="run every stage (ingest, route, delivery to Kafka subscribers), not the router alone: the RSS of a worker",
-    )
     args = parser.parse_args()
     bootstrap = bootstrap_servers()
     data_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-state-{uuid.uuid4().hex[:6]}"
@@ -216,12 +210,10 @@ async def main() -> None:
     messages = events_of(numbers, args.events)
     small = (50_000, int(50_000 * args.records / args.persons))
     large = (args.persons, args.records)
-    program = ["-m", "agents.cli", "worker", "--loglevel", "warning"] if args.whole_worker else stage("route")
-    who = "whole worker" if args.whole_worker else "router"
     raw, at_small, at_large = (
         "raw aiokafka consume->produce",
-        f"{who}, {small[0]:,} persons, {small[1]:,} records",
-        f"{who}, {large[0]:,} persons, {large[1]:,} records",
+        f"router, {small[0]:,} persons, {small[1]:,} records",
+        f"router, {large[0]:,} persons, {large[1]:,} records",
     )
     results: dict[str, list[dict[str, float]]] = {raw: [], at_small: [], at_large: []}
     run = uuid.uuid4().hex[:6]
@@ -234,9 +226,7 @@ async def main() -> None:
             span = await raw_passthrough(bootstrap, raw_in, f"bench-rawstate-{run}-out{repeat}", len(messages))
             results[raw].append({"rate": len(messages) / span})
             for name, (persons, records) in ((at_small, small), (at_large, large)):
-                results[name].append(
-                    await router_at_scale(bootstrap, numbers, messages, persons, records, data_dir, program)
-                )
+                results[name].append(await router_at_scale(bootstrap, numbers, messages, persons, records, data_dir))
                 last = results[name][-1]
                 print(f"run {repeat + 1}: {name}: {last['rate']:,.0f} events/s, peak RSS {last['rss']:,.0f} MiB, "
                       f"recovery {last['recovery']:.0f} s, on disk {last['disk']:,.0f} MiB", flush=True)  # fmt: skip
