@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     # Seconds a stage's write waits for the broker before the stage treats the broker as gone: it
     # then starts again from its last commit once the broker is back (bus/batches.py).
     broker_request_timeout: float = Field(40.0, ge=1)
+    # `samband worker`'s processes on one host (agents/processes.py); unset: one per usable core.
+    # Never more than the partition count (SAMBAND_PARTITIONS). Process i serves on web_port + i.
+    worker_processes: int | None = Field(None, ge=1)
     # Records handled per stage batch, and the longest a partial batch waits.
     batch_size: int = Field(500, ge=1)
     batch_within_seconds: float = Field(0.05, gt=0)

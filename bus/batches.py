@@ -51,6 +51,8 @@ handled; records fetched for a partition still recovering are sought back and re
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -84,6 +86,7 @@ Write = (
     | tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]], int]
 )
 
+PROCESS_CLIENT_ID = f"samband-{socket.gethostname()}-{os.getpid()}"
 PIPELINE = 8  # batches completing in the background at most; the next one waits for the oldest
 OUTAGE_BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0)  # seconds between attempts to reach the broker again; the last repeats
 OUTAGE_SUMMARY_EVERY = 60.0  # seconds between log lines while an outage lasts
@@ -93,6 +96,7 @@ def stage_consumer_options(group: str, batch_size: int, session_timeout_ms: int,
     """How a stage's consumer joins its group."""
     return {
         "group_id": group,
+        "client_id": PROCESS_CLIENT_ID,  # names this process among the group's members (`samband status`)
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_poll_records": batch_size,

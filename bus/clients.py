@@ -3,6 +3,7 @@
     consumer = clients.consumer(bootstrap, group_id="samband-router", enable_auto_commit=False)
     producer = clients.durable_producer(bootstrap)       # acks=all, idempotent
     admin = clients.admin(bootstrap)
+    members = clients.librdkafka_admin(bootstrap)        # confluent-kafka: consumer groups' members
 
 `connection()` is what every client takes to reach the cluster: the bootstrap servers and the
 cluster's security (`Security`, from SAMBAND_KAFKA_SECURITY_PROTOCOL and the variables beside it:
@@ -22,6 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
+from confluent_kafka import admin as confluent_admin
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
@@ -137,6 +139,24 @@ class Security:
             }
         return options
 
+    def librdkafka_options(self) -> dict[str, Any]:
+        """The same, for a librdkafka client (confluent-kafka)."""
+        options: dict[str, Any] = {"security.protocol": self.protocol}
+        if self.tls:
+            options |= {
+                key: path
+                for key, path in (
+                    ("ssl.ca.location", self.cafile),
+                    ("ssl.certificate.location", self.certfile),
+                    ("ssl.key.location", self.keyfile),
+                )
+                if path
+            }
+        if self.sasl:
+            options |= {"sasl.mechanism": self.mechanism, "sasl.username": self.username,
+                        "sasl.password": self.password()}  # fmt: skip
+        return options
+
 
 def _readable(variable: str, path: str) -> None:
     try:
@@ -165,3 +185,9 @@ def durable_producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
 
 def admin(bootstrap: str, **options: Any) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**connection(bootstrap), **options)
+
+
+def librdkafka_admin(bootstrap: str) -> confluent_admin.AdminClient:
+    """confluent-kafka's admin client, for what aiokafka's cannot do: aiokafka (0.14) sends
+    DescribeGroups in a version whose answer it misreads, and the broker closes the connection."""
+    return confluent_admin.AdminClient({"bootstrap.servers": bootstrap, **Security.from_env().librdkafka_options()})

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+from confluent_kafka import KafkaException
 
 from bus import clients
 
@@ -48,6 +49,16 @@ class PartitionLag:
     @property
     def lag(self) -> int:
         return max(0, self.end - self.committed)
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """One member of a consumer group: the client (a worker process) and the partitions it holds."""
+
+    group: str
+    client_id: str
+    host: str
+    partitions: dict[str, list[int]]  # topic -> partitions assigned
 
 
 class KafkaInspector:
@@ -118,6 +129,33 @@ class KafkaInspector:
     async def groups(self, prefix: str = "") -> list[str]:
         listed = await self._call(self._admin.list_consumer_groups())
         return sorted(group for group, _protocol in listed if group.startswith(prefix))
+
+    async def group_members(self, groups: Iterable[str]) -> list[GroupMember]:
+        """The members of `groups` and their assignments (none while a group is rebalancing or empty)."""
+        groups = list(groups)
+        if not groups:
+            return []
+
+        def describe() -> list[GroupMember]:
+            admin = clients.librdkafka_admin(self.bootstrap)
+            found = []
+            for group, future in admin.describe_consumer_groups(groups, request_timeout=self.timeout).items():
+                for member in future.result(self.timeout).members:
+                    partitions: dict[str, list[int]] = {}
+                    for tp in member.assignment.topic_partitions if member.assignment else ():
+                        partitions.setdefault(tp.topic, []).append(tp.partition)
+                    found.append(
+                        GroupMember(group, member.client_id, member.host, {t: sorted(p) for t, p in partitions.items()})
+                    )
+            return found
+
+        try:
+            members = await self._call(asyncio.to_thread(describe))
+        except KafkaException:
+            raise BrokerUnreachable(
+                f"Kafka at {self.bootstrap} could not describe the groups {', '.join(groups)}"
+            ) from None
+        return sorted(members, key=lambda m: (m.group, m.client_id))
 
     async def group_lag(self, group: str, partitions: Iterable[TopicPartition] | None = None) -> list[PartitionLag]:
         """Lag of `group` on the partitions it has committed on (or on `partitions`, where given).

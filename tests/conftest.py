@@ -30,6 +30,9 @@ os.environ.setdefault("SAMBAND_RETRY_MIN_SECONDS", "0.05")  # the tests' retry s
 # Four partitions per person-keyed topic, not the default twelve: hundreds of buses share the session's
 # broker. tests/test_topic_layout.py runs the default and the checks against it.
 os.environ.setdefault("SAMBAND_PARTITIONS", "4")
+# One process per `samband worker`, not one per core: a test that signals or kills a worker means that
+# process, and the suite's workers share the machine. tests/test_worker_processes.py runs several.
+os.environ.setdefault("SAMBAND_WORKER_PROCESSES", "1")
 
 # Confluent's 7.9 line is Apache Kafka 3.9: the same broker the launcher runs.
 TESTCONTAINERS_IMAGE = "confluentinc/cp-kafka:7.9.0"

@@ -156,6 +156,22 @@ async def test_the_core_flow_runs_over_sasl_ssl_each_principal_signed_in_as_itse
         assert hooked.event["id"] == death["envelope"]["id"]
         [record] = await _read(as_subscriber, "subscriber.skole-kafka", 1, group="subscriber.skole-kafka.reader")
         assert dict(record.headers)["ce_id"].decode() == death["envelope"]["id"]
+
+        # The read-only operator sees the worker process and its partitions (through librdkafka's
+        # admin client, with the same TLS and SASL settings), and every section but those it may not read.
+        status = subprocess.run(
+            [sys.executable, "-m", "agents.cli", "status", "--json", "--interval", "0"],
+            env={**os.environ, **secure_broker.settings("operator"), "SAMBAND_APP_ID": APP},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert status.stdout, status.stderr
+        [process] = json.loads(status.stdout)["workers"]
+        assert process["ingest"] == process["route"] == process["deliver"] == [0, 1, 2, 3], status.stdout
+        report = json.loads(status.stdout)
+        assert report["subscriptions"] is None  # the operator may not read them
+        assert {"topics", "lag", "dead_letters"} <= {name for name, data in report.items() if data}
     finally:
         await receiver.stop()
         assert worker.stop() == 0, worker.log_tail()

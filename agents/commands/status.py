@@ -28,6 +28,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    TopicAuthorizationFailedError,
+)
+
 from agents.commands.topics_and_lag import (
     add_connection_arguments,
     bus_groups,
@@ -155,11 +161,43 @@ async def backfills_section(kafka: KafkaInspector, options: StatusOptions) -> Se
     return Section("backfills", [s.as_json() for s in found], text)
 
 
+STAGE_GROUPS = {"ingest": "ingest", "route": "router", "deliver": "delivery"}  # stage -> its group's suffix
+
+
+async def workers_section(kafka: KafkaInspector, options: StatusOptions) -> Section:
+    """Each worker process in the stages' groups (`samband worker --processes N` runs N per host),
+    and the partitions of its stages' topics it holds: the same numbers in every stage, while the
+    groups are settled (bus/assignor.py)."""
+    groups = {f"{options.app_id}-{suffix}": stage for stage, suffix in STAGE_GROUPS.items()}
+    processes: dict[str, dict] = {}
+    for member in await kafka.group_members(groups):
+        row = processes.setdefault(member.client_id, {"process": member.client_id, "host": member.host})
+        row[groups[member.group]] = sorted({p for numbers in member.partitions.values() for p in numbers})
+    rows = [processes[name] for name in sorted(processes)]
+    lines = [f"{'PROCESS':<40} {'HOST':<16} " + " ".join(f"{stage.upper():<12}" for stage in STAGE_GROUPS)]
+    for row in rows:
+        held = " ".join(f"{_ranges(row[stage]) if stage in row else '-':<12}" for stage in STAGE_GROUPS)
+        lines.append(f"{row['process']:<40} {row['host']:<16} {held}")
+    return Section("workers", rows, "\n".join(lines) if rows else "no worker process is in the stages' groups")
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    parts: list[str] = []
+    for number in numbers:
+        if parts and number == int(parts[-1].split("-")[-1]) + 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{number}"
+        else:
+            parts.append(str(number))
+    return ",".join(parts) or "none"
+
+
 # Display order.
 SECTIONS: list[SectionProvider] = [
     broker_section,
     topics_section,
     lag_section,
+    workers_section,
     subscriptions_section,
     backfills_section,
     dead_letters_section,
@@ -172,10 +210,20 @@ async def collect_status(
     kafka = kafka_factory()
     try:
         async with kafka:
-            return StatusReport([await section(kafka, options) for section in sections])
+            return StatusReport([await _shown(section, kafka, options) for section in sections])
     except BrokerUnreachable as exc:
         unreachable = {"reachable": False, "bootstrap": kafka.bootstrap, "brokers": []}
         return StatusReport([Section("broker", unreachable, "unreachable", [str(exc)])])
+
+
+async def _shown(section: SectionProvider, kafka: KafkaInspector, options: StatusOptions) -> Section:
+    """The section, or what it could not read: a principal without the right to read a topic (the
+    read-only operator, for one, may not read the subscriptions) still gets every other section."""
+    try:
+        return await section(kafka, options)
+    except (TopicAuthorizationFailedError, GroupAuthorizationFailedError, ClusterAuthorizationFailedError) as exc:
+        name = section.__name__.removesuffix("_section")
+        return Section(name, None, f"not shown: this principal may not read it ({type(exc).__name__})")
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -190,8 +238,10 @@ def _status(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     status = subparsers.add_parser(
         "status",
-        help="health of the bus: broker, topics, consumer lag, subscriptions, dead letters (exit 1 when unhealthy)",
-        description="Broker health, the bus's topics with message rates, consumer-group lag and each "
+        help="health of the bus: broker, topics, consumer lag, worker processes, subscriptions, dead letters "
+        "(exit 1 when unhealthy)",
+        description="Broker health, the bus's topics with message rates, consumer-group lag, each worker process "
+        "and the partitions it holds, and each "
         "subscription's delivery state, and the dead letters of every stage. Exit 1 when the broker cannot be "
         "reached, a lag is above --max-lag, a subscription is failing, suspended or disabled, or a stage wrote "
         "more dead letters than SAMBAND_DEAD_LETTER_LIMITS allows. DEAD LETTERS is unresolved/total.",

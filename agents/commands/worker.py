@@ -71,7 +71,30 @@ def _exit_after(seconds: float) -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    return run_worker(args.loglevel, args.stage)
+    from agents.app import prepare_topics
+    from agents.config import bootstrap_servers, get_settings, require_keys
+    from agents.logging import configure_logging
+    from agents.processes import process_count, supervise
+    from bus.topics import layout
+
+    settings = get_settings()
+    requested = args.processes if args.processes is not None else settings.worker_processes
+    count = process_count(requested, layout().partitions)
+    if count == 1:
+        return run_worker(args.loglevel, args.stage)
+    configure_logging(settings.log_level, settings.log_format)
+    # Checked once here, so a wrong setting or topic layout is one message, not one per process.
+    require_keys(settings)
+    asyncio.run(prepare_topics(bootstrap_servers(settings), settings.app_id))
+    worker_args = ["--loglevel", args.loglevel, *(f"--stage={stage}" for stage in args.stage or [])]
+    return supervise(count, worker_args, settings.web_port, settings.stop_timeout_seconds)
+
+
+def _process_count(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes, 1 or more, got {text}")
+    return count
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -87,5 +110,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         choices=["ingest", "route", "deliver"],
         help="run only this stage (repeatable; default: all three)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=_process_count,
+        metavar="N",
+        help="worker processes on this host, each with its own partitions and web port (SAMBAND_WEB_PORT + i); "
+        "default SAMBAND_WORKER_PROCESSES, else one per usable core, at most one per partition",
     )
     parser.set_defaults(handler=_worker)

@@ -95,6 +95,7 @@ async def test_a_plugged_in_section_appears_in_the_report_and_its_problems_make_
         "broker",
         "topics",
         "lag",
+        "workers",
         "subscriptions",
         "backfills",
         "dead_letters",

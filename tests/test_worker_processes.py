@@ -1,0 +1,190 @@
+"""`samband worker --processes N` (agents/processes.py, issue 20): N processes on one host, each with
+its own partitions, the same in every stage; one supervisor that stops them together.
+
+Against the session's broker, through the CLI and HTTP: the whole pipeline (HTTP ingest, routing,
+webhook delivery) on a worker of two processes delivers every event, in order per person; `samband
+status` names both processes and the partitions each holds; each serves its own web port; a stop
+signal stops both, and a kill -9 of the worker leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from bus_settings import PSEUDONYM_KEY
+from support import free_port_run
+from webhook_receiver import Receiver
+
+from agents.processes import process_count, usable_cores
+from tests.connectors.http_ingest_client import auth, cloudevent, ingest_config, running_ingest, set_tokens
+from tests.faults.fault_counts import count
+from tests.operations.ops_bus import full_subscription, operations_bus
+from tests.routing.routing_events import synthetic_number
+
+PERSONS, MOVES = 24, 3
+
+
+def test_the_default_is_one_process_per_usable_core_and_never_more_than_the_partitions(tmp_path):
+    assert process_count(None, partitions=12, cores=8) == 8
+    assert process_count(None, partitions=4, cores=8) == 4  # a process without a partition would only wait
+    assert process_count(3, partitions=12, cores=8) == 3
+    assert process_count(16, partitions=12, cores=8) == 12
+    affinity = len(os.sched_getaffinity(0))
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")  # a container limited to 1.5 CPUs: two processes
+    assert usable_cores(quota) == min(affinity, 2)
+    quota.write_text("max 100000\n")
+    assert usable_cores(quota) == affinity
+    assert usable_cores(tmp_path / "absent") == affinity
+
+
+def test_a_process_count_below_one_is_refused_in_the_clients_words():
+    done = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "worker", "--processes", "0"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "expected a number of processes, 1 or more, got 0" in done.stderr
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie has exited
+
+
+async def _until(condition, timeout: float, what: str, log: Path) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, f"not {what} within {timeout:.0f} s:\n{_tail(log)}"
+        await asyncio.sleep(0.2)  # poll interval inside the deadline
+
+
+def _tail(log: Path) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log.exists() else ""
+
+
+async def _ready(http: aiohttp.ClientSession, port: int) -> bool:
+    try:
+        async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+            return response.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+def _status_workers(env: dict[str, str]) -> list[dict]:
+    done = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "status", "--json", "--interval", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return json.loads(done.stdout).get("workers", [])
+
+
+async def test_a_worker_of_two_processes_splits_the_partitions_and_delivers_every_event_in_order(
+    kafka_bootstrap, tmp_path, monkeypatch
+):
+    set_tokens(monkeypatch)
+    monkeypatch.setenv("SAMBAND_PSEUDONYM_KEY", PSEUDONYM_KEY)  # HTTP ingest keys persons as the worker does
+    port = free_port_run(2)
+    settings = {"SAMBAND_WORKER_PROCESSES": "2", "SAMBAND_WEB_PORT": str(port)}
+    async with operations_bus(kafka_bootstrap, tmp_path, settings) as bus, aiohttp.ClientSession() as http:
+        supervisor = bus.worker.process.pid
+        receiver = Receiver(bus.secret)
+        await receiver.start()
+        persons = {p: synthetic_number(1 + p, 1 + p % 12, 70, 400 + p) for p in range(PERSONS)}
+        try:
+            await _until(
+                lambda: _both_ready(http, port), 120, "both processes ready on their ports", bus.worker.log_path
+            )
+            children = _children(supervisor)
+            assert len(children) == 2
+            await bus.put_subscription(full_subscription("two", receiver.url, "all", ["Move"], {"Move": ["movedDate"]}))
+            await bus.wait_for(receiver, receiver.verified, 60, "verified")
+
+            async def split() -> bool:
+                rows = await asyncio.to_thread(_status_workers, bus.worker.env)
+                held = [set(row.get("ingest", [])) for row in rows]
+                return (
+                    len(rows) == 2
+                    and all(row.get("ingest") == row.get("route") == row.get("deliver") for row in rows)
+                    and not held[0] & held[1]
+                    and held[0] | held[1] == {0, 1, 2, 3}
+                )
+
+            await _until(split, 90, "two processes holding the same partitions in every stage", bus.worker.log_path)
+            async with running_ingest(bus.bootstrap, bus.app_id, ingest_config()) as source:
+                for n in range(MOVES):
+                    events = [cloudevent("Move", id=f"two-{p}-{n}", person=person) for p, person in persons.items()]
+                    async with http.post(
+                        f"http://127.0.0.1:{source.port}/events",
+                        json=events,
+                        headers={"Content-Type": "application/cloudevents-batch+json", **auth()},
+                    ) as response:
+                        assert response.status == 202, await response.text()
+
+                async def delivered() -> bool:
+                    return len(receiver.unique_ids) >= PERSONS * MOVES
+
+                await _until(delivered, 120, "every event delivered", bus.worker.log_path)
+            assert bus.worker.stop(signal.SIGTERM) == 0
+            assert not any(_running(child) for child in children)
+        finally:
+            await receiver.stop()
+    counts = count(
+        "a worker of two processes",
+        {"two": {f"two-{p}-{n}.two" for p in persons for n in range(MOVES)}},
+        {"two": receiver.events()},
+        lambda arrival: (arrival.event["id"].split("-")[1], int(arrival.event["id"].split("-")[2])),
+    ).report()
+    assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
+
+
+async def _both_ready(http: aiohttp.ClientSession, port: int) -> bool:
+    return await _ready(http, port) and await _ready(http, port + 1)
+
+
+@pytest.mark.parametrize("killed", ["the worker", "one of its processes"])
+async def test_a_kill_leaves_no_process_behind(killed, kafka_bootstrap, worker_env, tmp_path):
+    port = free_port_run(2)
+    log = tmp_path / "worker.log"
+    env = {**worker_env, "SAMBAND_WORKER_PROCESSES": "2", "SAMBAND_WEB_PORT": str(port)}
+    with log.open("ab") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "agents.cli", "worker"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        async with aiohttp.ClientSession() as http:
+            await _until(lambda: _both_ready(http, port), 120, "both processes ready", log)
+        children = _children(worker.pid)
+        assert len(children) == 2
+        if killed == "the worker":
+            worker.kill()
+            assert worker.wait(30) == -signal.SIGKILL
+        else:  # a process that dies stops the worker, non-zero, so whoever runs it starts it again whole
+            os.kill(children[0], signal.SIGKILL)
+            assert worker.wait(90) == 128 + signal.SIGKILL, _tail(log)
+
+        async def all_gone() -> bool:
+            return not any(_running(child) for child in children)
+
+        await _until(all_gone, 30, "every process gone", log)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
