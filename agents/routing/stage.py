@@ -271,7 +271,8 @@ class Route:
                 outputs.append(self._unknown_original(message, record, result.state, self._no_record))
         else:
             self.records.set(partition, envelope["id"], tuple(result.recipients))
-            self._release(partition, envelope["id"], outputs)
+            if self.waiting.get(partition):  # (every held correction is waiting: none held, none to look up)
+                self._release(partition, envelope["id"], outputs)
 
     # --- corrections that arrive before their original ------------------------------------
 
