@@ -6,19 +6,30 @@ Uses the broker at KAFKA_BOOTSTRAP_SERVERS / SAMBAND_KAFKA_BOOTSTRAP_SERVERS, el
 The same N canonical events (Avro, keyed by pseudonym, 4 partitions; Death events spread over
 all 357 kommuner) are pushed through:
 - raw aiokafka: consume -> produce, batched (getmany, send without awaiting each, await per batch);
+- raw aiokafka as the stages write: the same, records appended to record batches built by the
+  bus (bus/record_batches.py), one `send_batch` per partition;
+- raw confluent-kafka (librdkafka): consume in a thread, produce per record, await the batch's
+  delivery reports, commit;
 - naive Faust: a stream agent (bench/faust_relay.py), one `await topic.send()` per event;
 - ingest in the worker (`samband-ingest` -> `samband-events`: decode, validate, dedup, re-key),
   read by its batch consumer (bus/batches.py), state in its changelog;
 - the router's pure logic inside that raw loop (no Faust, no state): what routing itself costs;
+- the same routing job on Quix Streams (bench/quix_router.py: librdkafka, RocksDB state, the
+  bus's codec and Router), in a virtualenv of its own made on first use under
+  ~/.cache/samband/quix-venv (`--no-quix` leaves it out); Quix Streams stamps each output with
+  its input's timestamp, so its span is wall-clock time from the first to the last output,
+  polled every 20 ms;
 - the router in the worker (batch consumer, person state and routing records in their
   changelogs) with 10 subscriptions and with 18,000 (357 kommuner x 50 systems + 150
   national); each event matches 2 subscriptions in both cases, so the output volume is equal
-  and only the number of subscriptions differs.
+  and only the number of subscriptions differs; and at 18,000 with `--processes 2`. A router
+  worker is started and ready (every process holding its partitions, /readyz) before its input
+  is written, so no group join is counted.
 Each worker stage runs in a `samband worker --stage ...` subprocess, with only that stage.
 Throughput = N / (last output timestamp - first output timestamp), so worker start-up and
 group joins are not counted; while a stage runs, the bench only polls the output's end offsets
 and reads the records afterwards, so it takes no CPU from the stage. Peak RSS is the worker's
-VmHWM at the end. The raw passthrough and the two router stages run `--repeat` times, taking
+VmHWM at the end (the sum of its processes'). The raw passthrough and the two router stages run `--repeat` times, taking
 turns; the table gives medians and ranges, and the targets are checked on each run's ratios.
 """
 
@@ -27,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -146,6 +158,22 @@ async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None,
         await producer.stop()
 
 
+async def produce_batched(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> None:
+    """As `produce`, several times faster (record batches built here), so input arrives faster than it is routed."""
+    from bus.record_batches import RecordBatches
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        writes = RecordBatches(producer)
+        await writes.load([topic])
+        for key, value in messages:
+            writes.add(topic, key, value)
+        await asyncio.gather(*await writes.send())
+    finally:
+        await producer.stop()
+
+
 async def output_span(bootstrap: str, topic: str, expected: int, timeout: float, proc=None) -> float:
     """Wait for `expected` records on `topic`; seconds between the first and the last record's timestamp.
 
@@ -207,6 +235,101 @@ async def raw_passthrough(bootstrap: str, source: str, sink: str, n: int) -> flo
     return await output_span(bootstrap, sink, n, 60)
 
 
+async def raw_batched_passthrough(bootstrap: str, source: str, sink: str, n: int) -> float:
+    """raw aiokafka as the stages write: records appended to record batches built here (bus/record_batches.py)."""
+    from bus.record_batches import RecordBatches
+
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=bootstrap,
+        group_id=f"rawb-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=2000,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024)
+    await consumer.start()
+    await producer.start()
+    writes = RecordBatches(producer)
+    await writes.load([sink])
+    try:
+        done = 0
+        while done < n:
+            batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+            for tp, records in batch.items():
+                for r in records:
+                    writes.add(sink, r.key, r.value, None, tp.partition)
+                done += len(records)
+            await asyncio.gather(*await writes.send())
+            await consumer.commit()
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return await output_span(bootstrap, sink, n, 60)
+
+
+async def raw_librdkafka_passthrough(bootstrap: str, source: str, sink: str, n: int) -> float:
+    """raw confluent-kafka (librdkafka): `consume()` in a thread of its own, `produce()` per record, a
+    batch's delivery reports awaited, then a commit; acks=all, idempotent, Kafka's murmur2 partitioner."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from confluent_kafka import Consumer, Producer
+
+    loop = asyncio.get_running_loop()
+    polling = ThreadPoolExecutor(1)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"rawc-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([source])
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "linger.ms": 5,
+            "enable.idempotence": True,
+            "partitioner": "murmur2_random",
+        }
+    )
+    reports = ThreadPoolExecutor(1)
+    running = True
+
+    def serve_reports() -> None:  # delivery reports come through poll()
+        while running:
+            producer.poll(0.05)
+
+    served = loop.run_in_executor(reports, serve_reports)
+    try:
+        done = 0
+        while done < n:
+            messages = await loop.run_in_executor(polling, consumer.consume, 2000, 0.5)
+            if not messages:
+                continue
+            acknowledged = loop.create_future()
+            left = [len(messages)]
+
+            def report(err, _msg, left=left, acknowledged=acknowledged) -> None:
+                left[0] -= 1
+                if left[0] == 0 or err is not None:
+                    loop.call_soon_threadsafe(lambda: acknowledged.done() or acknowledged.set_result(err))
+
+            for m in messages:
+                producer.produce(sink, m.value(), m.key(), m.partition(), on_delivery=report)
+            if (error := await acknowledged) is not None:
+                raise RuntimeError(f"librdkafka: {error}")
+            await loop.run_in_executor(polling, lambda: consumer.commit(asynchronous=False))
+            done += len(messages)
+    finally:
+        running = False
+        await served
+        await loop.run_in_executor(polling, consumer.close)
+    return await output_span(bootstrap, sink, n, 60)
+
+
 async def raw_routing(bootstrap: str, source: str, sink: str, n: int, subs: list[Subscription]) -> float:
     """The router's pure logic (decode, index, predicates, projection, JSON) in the raw aiokafka loop:
     no Faust and no state tables. What routing itself costs, next to the passthrough."""
@@ -244,15 +367,79 @@ async def raw_routing(bootstrap: str, source: str, sink: str, n: int, subs: list
     return await output_span(bootstrap, sink, 2 * n, 60)
 
 
-def start_worker(app_id: str, program: list[str], bootstrap: str, data_dir: Path) -> subprocess.Popen:
+QUIX_VENV = Path.home() / ".cache" / "samband" / "quix-venv"
+QUIX_VERSION = "3.28.1"
+
+
+def quix_python() -> Path:
+    """The interpreter of a virtualenv with Quix Streams and the bus's dependencies, made on first use
+    (Quix Streams pins confluent-kafka below the bus's, so it cannot share the project's)."""
+    python = QUIX_VENV / "bin" / "python"
+    if not (QUIX_VENV / f"quixstreams-{QUIX_VERSION}").exists():
+        import tomllib
+
+        dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+        subprocess.run([sys.executable, "-m", "venv", str(QUIX_VENV)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", f"quixstreams=={QUIX_VERSION}", *dependencies], check=True
+        )
+        (QUIX_VENV / f"quixstreams-{QUIX_VERSION}").touch()
+    return python
+
+
+async def output_wallclock(bootstrap: str, topic: str, expected: int, timeout: float, proc) -> float:
+    """Seconds of wall-clock time from the first to the last of `expected` records on `topic`, by
+    polling its end offsets every 20 ms: for Quix Streams, which stamps each output with its
+    input's timestamp (the router's records carry the time they were written)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, metadata_max_age_ms=1000)
+    await consumer.start()
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout):
+            tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+            first = None
+            while (written := sum((await consumer.end_offsets(tps)).values())) < expected:
+                if first is None and written:
+                    first = loop.time()
+                if proc.poll() is not None:
+                    raise RuntimeError(f"contender exited with {proc.returncode}")
+                await asyncio.sleep(0.02)
+            return loop.time() - (first or loop.time())
+    finally:
+        await consumer.stop()
+
+
+async def quix_routing(bootstrap: str, messages, app_id: str, data_dir: Path, subs: list[Subscription]) -> float:
+    """The router's job on Quix Streams (bench/quix_router.py), its input waiting when it starts."""
+    source, sink = f"{app_id}-events", f"{app_id}-deliveries"
+    await create_topics(bootstrap, [source, sink])
+    await produce(bootstrap, source, messages)
+    subs_file = data_dir / f"{app_id}-subscriptions.json"
+    subs_file.write_text(json.dumps([s.to_json().decode() for s in subs]))
+    proc = subprocess.Popen(
+        [str(quix_python()), str(ROOT / "bench" / "quix_router.py"), bootstrap, source, sink, str(subs_file),
+         str(data_dir / f"{app_id}-state")],
+        cwd=data_dir,
+    )  # fmt: skip
+    try:
+        return await output_wallclock(bootstrap, sink, 2 * len(messages), 900, proc)
+    finally:
+        stop(proc)
+        await delete_topics(bootstrap, app_id)
+
+
+def start_worker(
+    app_id: str, program: list[str], bootstrap: str, data_dir: Path, processes: int = 1, web_port: int | None = None
+) -> subprocess.Popen:
     """`program`: the arguments after the interpreter (a stage of `samband worker`, or the Faust relay)."""
     env = {
+        "SAMBAND_WORKER_PROCESSES": str(processes),
         **os.environ,
         "SAMBAND_APP_ID": app_id,
         "SAMBAND_PARTITIONS": str(PARTITIONS),  # as the bench makes its topics
         "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "SAMBAND_DATA_DIR": str(data_dir / app_id),
-        "SAMBAND_WEB_PORT": str(free_port()),
+        "SAMBAND_WEB_PORT": str(web_port or free_port()),
         "SAMBAND_LOG_LEVEL": "warning",
         "SAMBAND_LOG_FORMAT": "json",
         "SAMBAND_PSEUDONYM_KEY": KEY,
@@ -275,11 +462,49 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int) -> int:
+    """A base port with `count` consecutive free ports (a worker of N processes serves on port + i)."""
+    import random
+    import socket
+
+    while True:
+        base = random.randrange(20_000, 32_000)
+        try:
+            for offset in range(count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
+
+
 def peak_rss_mib(proc: subprocess.Popen) -> float:
-    for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """The worker's peak RSS (VmHWM); of a worker of several processes, the sum of its processes'."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    total = 0.0
+    for pid in children or [str(proc.pid)]:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
+    return total or float("nan")
+
+
+async def until_ready(ports: list[int], proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until every process of the worker answers /readyz with 200 (its partitions assigned, its state read)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
+        for port in ports:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker exited with {proc.returncode}")
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -301,7 +526,11 @@ async def faust_stage(
     app_id: str,
     data_dir: Path,
     subs: list[Subscription] = (),
+    processes: int | None = None,
 ) -> tuple[float, float]:
+    """With `processes`, a worker of that many processes is started and ready (every process holding
+    its partitions) before the input is written, so the span counts no group join; else the input
+    waits in the topic when the worker starts."""
     topics = topic_names(app_id)
     await create_topics(
         bootstrap,
@@ -311,8 +540,14 @@ async def faust_stage(
     )
     if subs:
         await produce(bootstrap, topics.subscriptions, [(s.id.encode(), s.to_json()) for s in subs])
-    await produce(bootstrap, f"{app_id}-{fill}", messages)
-    proc = start_worker(app_id, program, bootstrap, data_dir)
+    if processes is None:
+        await produce(bootstrap, f"{app_id}-{fill}", messages)
+        proc = start_worker(app_id, program, bootstrap, data_dir)
+    else:
+        port = free_ports(processes)
+        proc = start_worker(app_id, program, bootstrap, data_dir, processes, port)
+        await until_ready([port + i for i in range(processes)], proc)
+        await produce_batched(bootstrap, f"{app_id}-{fill}", messages)
     try:
         span = await output_span(bootstrap, f"{app_id}-{out}", expected, 600, proc)
         rss = peak_rss_mib(proc)
@@ -331,6 +566,11 @@ async def main() -> None:
         default=3,
         help="runs of the raw passthrough and the two router stages, interleaved (medians reported)",
     )
+    parser.add_argument(
+        "--no-quix",
+        action="store_true",
+        help="leave out the Quix Streams contender (its virtualenv is made on first use)",
+    )
     args = parser.parse_args()
     bootstrap = bootstrap_servers()
     n = args.events
@@ -338,14 +578,22 @@ async def main() -> None:
     data_dir.mkdir(parents=True)
     messages = canonical_events(n)
     run = uuid.uuid4().hex[:6]
+    raw_batched, raw_rd = "raw aiokafka, record batches built", "raw confluent-kafka (librdkafka)"
+    quix = "the router's job on Quix Streams, 18,000 subs"
     raw, logic, naive, ingest = (
         "raw aiokafka consume->produce",
         "router logic in the raw loop, 18,000 subs",
         "naive Faust agent (await send per event)",
         "ingest in the worker (validate, dedup, re-key)",
     )
-    routers = {total: f"router, {total:,} subscriptions (2 match/event)" for total in (10, 18_000)}
-    rates: dict[str, list[float]] = {name: [] for name in (raw, logic, naive, ingest, *routers.values())}
+    routers = {
+        (total, processes): f"router, {total:,} subscriptions (2 match/event)"
+        + (f", {processes} processes" if processes > 1 else "")
+        for total, processes in ((10, 1), (18_000, 1), (18_000, 2))
+    }
+    rates: dict[str, list[float]] = {
+        name: [] for name in (raw, raw_batched, raw_rd, logic, naive, ingest, *routers.values(), quix)
+    }
     peak: dict[str, float] = {}
 
     def record(name: str, span: float, rss: float | None = None) -> None:
@@ -362,7 +610,13 @@ async def main() -> None:
         for repeat in range(args.repeat):
             await create_topics(bootstrap, [f"bench-raw-{run}-out{repeat}"])
             record(raw, await raw_passthrough(bootstrap, raw_in, f"bench-raw-{run}-out{repeat}", n))
-            for total, name in routers.items():
+            await create_topics(bootstrap, [f"bench-raw-{run}-batched{repeat}", f"bench-raw-{run}-rd{repeat}"])
+            record(
+                raw_batched,
+                await raw_batched_passthrough(bootstrap, raw_in, f"bench-raw-{run}-batched{repeat}", n),
+            )
+            record(raw_rd, await raw_librdkafka_passthrough(bootstrap, raw_in, f"bench-raw-{run}-rd{repeat}", n))
+            for (total, processes), name in routers.items():
                 record(
                     name,
                     *await faust_stage(
@@ -372,9 +626,17 @@ async def main() -> None:
                         "events",
                         "deliveries",
                         2 * n,
-                        f"bench-route{total}-{run}-{repeat}",
+                        f"bench-route{total}x{processes}-{run}-{repeat}",
                         data_dir,
                         subscriptions(total),
+                        processes,
+                    ),
+                )
+            if not args.no_quix:
+                record(
+                    quix,
+                    await quix_routing(
+                        bootstrap, messages, f"bench-quix-{run}-{repeat}", data_dir, subscriptions(18_000)
                     ),
                 )
         await create_topics(bootstrap, [f"bench-raw-{run}-routed"])
@@ -407,12 +669,14 @@ async def main() -> None:
         f"{args.repeat} interleaved runs of the raw passthrough and the routers, one of the others"
     )
     print(f"{'stage':<48} {'events/s':>10} {'range':>17} {'x raw':>6} {'peak RSS MiB':>13}")
-    for name in (raw, logic, naive, ingest, *routers.values()):
+    for name in (raw, raw_batched, raw_rd, logic, naive, ingest, *routers.values(), quix):
+        if not rates[name]:
+            continue
         values = rates[name]
         spread = f"{min(values):,.0f}-{max(values):,.0f}" if len(values) > 1 else ""
         rss = f"{peak[name]:>13.0f}" if name in peak else ""
         print(f"{name:<48} {median(values):>10,.0f} {spread:>17} {median(values) / raw_rate:>6.2f} {rss}")
-    r10, r18k = rates[routers[10]], rates[routers[18_000]]
+    r10, r18k, r18k2 = (rates[routers[contender]] for contender in ((10, 1), (18_000, 1), (18_000, 2)))
     flat = [big / small for big, small in zip(r18k, r10, strict=False)]
     vs_raw = [big / base for big, base in zip(r18k, rates[raw], strict=False)]
     print(
@@ -421,7 +685,18 @@ async def main() -> None:
     )
     print(
         f"router at 18,000 subscriptions / raw, per run:  {', '.join(f'{x:.2f}' for x in vs_raw)}; "
-        f"median {median(vs_raw):.2f} (target >= 0.5)"
+        f"median {median(vs_raw):.2f} (issue 20's target: >= 1.0)"
+    )
+    if rates[quix]:
+        vs_quix = [ours / theirs for ours, theirs in zip(r18k, rates[quix], strict=False)]
+        print(
+            f"router at 18,000 subscriptions / the same job on Quix Streams, per run: "
+            f"{', '.join(f'{x:.2f}' for x in vs_quix)}; median {median(vs_quix):.2f} (issue 20's target: >= 3)"
+        )
+    scaled = [two / one for two, one in zip(r18k2, r18k, strict=False)]
+    print(
+        f"router at 18,000 subscriptions, 2 processes / 1, per run: {', '.join(f'{x:.2f}' for x in scaled)}; "
+        f"median {median(scaled):.2f} (issue 20's target on two cores: >= 1.6)"
     )
 
 
