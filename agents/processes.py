@@ -29,25 +29,66 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
 
+from agents.config import SettingsError
+
 log = structlog.get_logger(__name__)
 
-PROCESS_INDEX_VARIABLE = "SAMBAND_WORKER_PROCESS_INDEX"  # set in a child: which one it is
+PROCESS_INDEX_VARIABLE = (
+    "SAMBAND_WORKER_PROCESS_INDEX"  # set in a child: which one it is (bus/batches.py names it by it)
+)
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
-def usable_cores(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
-    """The cores this process may use: its CPU affinity, lowered by a cgroup v2 CPU quota (a
-    container's CPU limit, which the affinity does not show), rounded up."""
+CGROUP = Path("/sys/fs/cgroup")
+MEMBERSHIP = Path("/proc/self/cgroup")
+
+
+def usable_cores(cgroup: Path = CGROUP, membership: Path = MEMBERSHIP) -> int:
+    """The cores this process may use: its CPU affinity, lowered by the CPU quotas of its cgroup and
+    the groups above it (a container's CPU limit, systemd's CPUQuota=: the affinity shows neither;
+    cgroup v2 or v1), rounded up. Memory limits are not looked at: each process needs its own
+    (docs/deploy.md)."""
     cores = len(os.sched_getaffinity(0))
-    with contextlib.suppress(OSError, ValueError):
-        quota, period = cgroup_cpu_max.read_text().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    for quota in _cpu_quotas(cgroup, membership):
+        cores = min(cores, max(1, math.ceil(quota)))
     return max(1, cores)
+
+
+def _cpu_quotas(cgroup: Path, membership: Path) -> Iterator[float]:
+    """CPUs' worth of time each limited group from this process's own up to the root may use.
+    `membership` (/proc/self/cgroup) names the group: `0::/system.slice/x.service` (v2), or
+    `4:cpu,cpuacct:/docker/...` (v1); in a container it is usually `/`, the container's own."""
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        lines = []
+    v2 = next((line.split(":", 2)[2] for line in lines if line.startswith("0::")), "/")
+    for group in _up_from(cgroup, v2):
+        with contextlib.suppress(OSError, ValueError):
+            quota, period = (group / "cpu.max").read_text().split()[:2]  # "max 100000" or "150000 100000"
+            if quota != "max":
+                yield int(quota) / int(period)
+    v1 = (
+        next((line.split(":", 2)[2] for line in lines if "cpu" in line.split(":", 2)[1].split(",")), "/")
+        if lines
+        else "/"
+    )
+    for group in _up_from(cgroup / "cpu", v1):
+        with contextlib.suppress(OSError, ValueError):
+            quota_us = int((group / "cpu.cfs_quota_us").read_text())  # -1 when unlimited
+            if quota_us > 0:
+                yield quota_us / int((group / "cpu.cfs_period_us").read_text())
+
+
+def _up_from(root: Path, group: str) -> list[Path]:
+    """The folder of `group` under `root`, and each folder above it up to `root`."""
+    folder = root / group.strip("/")
+    return [folder, *[parent for parent in folder.parents if parent.is_relative_to(root)]]
 
 
 def process_count(requested: int | None, partitions: int, cores: int | None = None) -> int:
@@ -59,20 +100,37 @@ def process_count(requested: int | None, partitions: int, cores: int | None = No
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}  # a stop, or a child that ended
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(libc: ctypes.CDLL, supervisor: int) -> None:
     """In a child, before it runs: its own process group, SIGKILL when the supervisor dies, and
-    the signals the supervisor waits for unblocked again."""
+    the signals the supervisor waits for unblocked again. A supervisor that died before the
+    child asked for that signal is seen as a new parent: the child then exits at once."""
     os.setpgid(0, 0)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != supervisor:
+        os._exit(1)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+
+
+class ProcessesError(SettingsError):
+    """The processes cannot be started as asked; the message says what to change."""
+
+
+def check_ports(count: int, web_port: int) -> None:
+    """Process i serves on web_port + i: the last one must be a port."""
+    if web_port and web_port + count - 1 > 65535:
+        raise ProcessesError(
+            f"SAMBAND_WEB_PORT={web_port} leaves no port for process {count - 1} (port + {count - 1} is above "
+            "65535): choose a lower port, or fewer processes"
+        )
 
 
 def supervise(count: int, worker_args: list[str], web_port: int, stop_timeout: float) -> int:
     """Run `count` children `samband worker <worker_args>` until a stop signal or a child's exit;
     returns the exit code for the supervisor."""
+    check_ports(count, web_port)
     # Blocked, then waited for: a signal that comes at any moment, even before a child is started, is seen.
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here, not in the forked child
+    supervisor = os.getpid()
     children: list[subprocess.Popen] = []
     for index in range(count):
         env = {
@@ -82,12 +140,18 @@ def supervise(count: int, worker_args: list[str], web_port: int, stop_timeout: f
         }
         children.append(
             subprocess.Popen(
-                [sys.executable, "-m", "agents.cli", "worker", "--processes", "1", *worker_args],
+                # -P: the installed package, never an agents/ in the working directory.
+                [sys.executable, "-P", "-m", "agents.cli", "worker", "--processes", "1", *worker_args],
                 env=env,
-                preexec_fn=_die_with_parent,
+                preexec_fn=lambda: _die_with_parent(libc, supervisor),
             )
         )
-    log.info("worker.processes_started", processes=count, pids=[child.pid for child in children])
+    log.info(
+        "worker.processes_started",
+        processes=count,
+        pids=[child.pid for child in children],
+        web_ports=[web_port + index for index in range(count)] if web_port else "any",
+    )
     ended: tuple[int, int] | None = None  # (index, exit code) of the first child that exited unasked
     while ended is None:
         ended = next(((i, code) for i, child in enumerate(children) if (code := child.poll()) is not None), None)
@@ -103,19 +167,23 @@ def supervise(count: int, worker_args: list[str], web_port: int, stop_timeout: f
 
 def _stop_all(children: list[subprocess.Popen], stop_timeout: float) -> list[int]:
     """SIGTERM to every child still running; SIGKILL to those still running well after their own
-    stop timeout (which makes them exit by themselves)."""
+    stop timeout (which makes them exit by themselves). A child ended by the SIGTERM itself (asked
+    to stop before it had set up its own stop) stopped as asked: 0."""
+    asked = set()
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
+            asked.add(child.pid)
     deadline = time.monotonic() + stop_timeout + 15
     codes = []
     for child in children:
         try:
-            codes.append(child.wait(max(0.0, deadline - time.monotonic())))
+            code = child.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             child.kill()
-            codes.append(child.wait())
-    return [_shell_code(code) for code in codes]
+            code = child.wait()
+        codes.append(0 if code == -signal.SIGTERM and child.pid in asked else _shell_code(code))
+    return codes
 
 
 def _shell_code(code: int) -> int:

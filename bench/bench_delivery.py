@@ -83,6 +83,7 @@ def worker_env(bootstrap: str, app_id: str, workdir: Path, **settings: str) -> d
         "SAMBAND_PARTITIONS": "4",  # as the bench makes its deliveries topic
         "SAMBAND_DATA_DIR": str(workdir / "data"),
         "SAMBAND_WEB_PORT": str(free_port()),
+        "SAMBAND_WORKER_PROCESSES": "1",  # one process measured, as in every figure before --processes
         "SAMBAND_LOG_LEVEL": "warning",
         "SAMBAND_LOG_FORMAT": "json",
         "SAMBAND_SECRETS_DIR": str(workdir / "secrets"),

@@ -433,8 +433,8 @@ def start_worker(
 ) -> subprocess.Popen:
     """`program`: the arguments after the interpreter (a stage of `samband worker`, or the Faust relay)."""
     env = {
-        "SAMBAND_WORKER_PROCESSES": str(processes),
         **os.environ,
+        "SAMBAND_WORKER_PROCESSES": str(processes),
         "SAMBAND_APP_ID": app_id,
         "SAMBAND_PARTITIONS": str(PARTITIONS),  # as the bench makes its topics
         "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -467,7 +467,7 @@ def free_ports(count: int) -> int:
     import random
     import socket
 
-    while True:
+    for _ in range(200):
         base = random.randrange(20_000, 32_000)
         try:
             for offset in range(count):
@@ -476,6 +476,7 @@ def free_ports(count: int) -> int:
         except OSError:
             continue
         return base
+    raise RuntimeError("no free run of ports")
 
 
 def peak_rss_mib(proc: subprocess.Popen) -> float:

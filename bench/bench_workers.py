@@ -63,6 +63,7 @@ def worker(app_id: str, bootstrap: str, data: Path, n: int) -> subprocess.Popen:
         "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "SAMBAND_DATA_DIR": str(data / f"{app_id}-{n}"),
         "SAMBAND_WEB_PORT": str(free_port()),
+        "SAMBAND_WORKER_PROCESSES": "1",  # each worker one process: W workers are W processes
         "SAMBAND_LOG_LEVEL": "warning",
         "SAMBAND_LOG_FORMAT": "json",
         "SAMBAND_PSEUDONYM_KEY": KEY,

@@ -72,7 +72,7 @@ from aiokafka.errors import (
 from mode import Service
 
 from bus import clients
-from bus.assignor import CoPartitioned
+from bus.assignor import WORKER_ID, CoPartitioned
 from bus.record_batches import RecordBatches
 from bus.state import ChangelogState
 from bus.topics import ensure_topics
@@ -86,7 +86,12 @@ Write = (
     | tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]], int]
 )
 
-PROCESS_CLIENT_ID = f"samband-{socket.gethostname()}-{os.getpid()}"
+# Names this process among a group's members: host and pid to find it, a few characters of its worker
+# id (two containers with the same host name and pid 1 are still told apart), and in a worker of several
+# processes its index i (it serves on SAMBAND_WEB_PORT + i; agents/processes.py sets the variable).
+PROCESS_CLIENT_ID = f"samband-{socket.gethostname()}-{os.getpid()}-{WORKER_ID[:4].decode()}" + (
+    f"-p{os.environ['SAMBAND_WORKER_PROCESS_INDEX']}" if "SAMBAND_WORKER_PROCESS_INDEX" in os.environ else ""
+)
 PIPELINE = 8  # batches completing in the background at most; the next one waits for the oldest
 OUTAGE_BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0)  # seconds between attempts to reach the broker again; the last repeats
 OUTAGE_SUMMARY_EVERY = 60.0  # seconds between log lines while an outage lasts

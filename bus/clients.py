@@ -23,7 +23,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
-from confluent_kafka import admin as confluent_admin
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
@@ -187,7 +186,9 @@ def admin(bootstrap: str, **options: Any) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**connection(bootstrap), **options)
 
 
-def librdkafka_admin(bootstrap: str) -> confluent_admin.AdminClient:
+def librdkafka_admin(bootstrap: str) -> Any:
     """confluent-kafka's admin client, for what aiokafka's cannot do: aiokafka (0.14) sends
     DescribeGroups in a version whose answer it misreads, and the broker closes the connection."""
-    return confluent_admin.AdminClient({"bootstrap.servers": bootstrap, **Security.from_env().librdkafka_options()})
+    from confluent_kafka.admin import AdminClient  # (librdkafka is loaded only where it is used)
+
+    return AdminClient({"bootstrap.servers": bootstrap, **Security.from_env().librdkafka_options()})

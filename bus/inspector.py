@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+from confluent_kafka import KafkaError as KafkaError_
 from confluent_kafka import KafkaException
 
 from bus import clients
@@ -49,6 +50,17 @@ class PartitionLag:
     @property
     def lag(self) -> int:
         return max(0, self.end - self.committed)
+
+
+class GroupsUndescribed(Exception):
+    """The principal may not describe the groups; the message is librdkafka's error's name."""
+
+
+_NOT_AUTHORISED = (
+    KafkaError_.GROUP_AUTHORIZATION_FAILED,
+    KafkaError_.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError_.TOPIC_AUTHORIZATION_FAILED,
+)
 
 
 @dataclass(frozen=True)
@@ -151,7 +163,10 @@ class KafkaInspector:
 
         try:
             members = await self._call(asyncio.to_thread(describe))
-        except KafkaException:
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if error is not None and error.code() in _NOT_AUTHORISED:  # no right to describe them: not an outage
+                raise GroupsUndescribed(error.name()) from None
             raise BrokerUnreachable(
                 f"Kafka at {self.bootstrap} could not describe the groups {', '.join(groups)}"
             ) from None

@@ -171,6 +171,7 @@ async def test_the_core_flow_runs_over_sasl_ssl_each_principal_signed_in_as_itse
         assert process["ingest"] == process["route"] == process["deliver"] == [0, 1, 2, 3], status.stdout
         report = json.loads(status.stdout)
         assert report["subscriptions"] is None  # the operator may not read them
+        assert report["incomplete"] == ["subscriptions"]
         assert {"topics", "lag", "dead_letters"} <= {name for name, data in report.items() if data}
     finally:
         await receiver.stop()

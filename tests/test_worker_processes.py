@@ -23,7 +23,9 @@ from bus_settings import PSEUDONYM_KEY
 from support import free_port_run
 from webhook_receiver import Receiver
 
+from agents.commands.status import StatusOptions, workers_section
 from agents.processes import process_count, usable_cores
+from bus.inspector import GroupMember
 from tests.connectors.http_ingest_client import auth, cloudevent, ingest_config, running_ingest, set_tokens
 from tests.faults.fault_counts import count
 from tests.operations.ops_bus import full_subscription, operations_bus
@@ -32,30 +34,86 @@ from tests.routing.routing_events import synthetic_number
 PERSONS, MOVES = 24, 3
 
 
-def test_the_default_is_one_process_per_usable_core_and_never_more_than_the_partitions(tmp_path):
+def test_the_count_is_the_one_asked_for_else_one_per_usable_core_and_never_more_than_the_partitions():
     assert process_count(None, partitions=12, cores=8) == 8
     assert process_count(None, partitions=4, cores=8) == 4  # a process without a partition would only wait
     assert process_count(3, partitions=12, cores=8) == 3
     assert process_count(16, partitions=12, cores=8) == 12
+
+
+def test_usable_cores_follow_the_cpu_quota_of_the_processs_own_cgroup_and_those_above_it(tmp_path):
     affinity = len(os.sched_getaffinity(0))
-    quota = tmp_path / "cpu.max"
-    quota.write_text("150000 100000\n")  # a container limited to 1.5 CPUs: two processes
-    assert usable_cores(quota) == min(affinity, 2)
-    quota.write_text("max 100000\n")
-    assert usable_cores(quota) == affinity
-    assert usable_cores(tmp_path / "absent") == affinity
+    membership = tmp_path / "proc-self-cgroup"
+    root = tmp_path / "cgroup"
+    unit = root / "system.slice" / "samband.service"  # cgroup v2, a systemd unit with CPUQuota=100%
+    unit.mkdir(parents=True)
+    membership.write_text("0::/system.slice/samband.service\n")
+    (unit / "cpu.max").write_text("100000 100000\n")
+    assert usable_cores(root, membership) == 1
+    (unit / "cpu.max").write_text("max 100000\n")
+    assert usable_cores(root, membership) == affinity
+    (root / "system.slice" / "cpu.max").write_text("50000 100000\n")  # a limit on the slice above it
+    assert usable_cores(root, membership) == 1
+    (root / "system.slice" / "cpu.max").unlink()
+    membership.write_text("0::/\n")  # a container: its own group is the root it sees
+    (root / "cpu.max").write_text("100000 100000\n")
+    assert usable_cores(root, membership) == 1
+    (root / "cpu.max").unlink()
+    v1 = root / "cpu" / "docker" / "abc"  # cgroup v1: microseconds per period
+    v1.mkdir(parents=True)
+    membership.write_text("4:cpu,cpuacct:/docker/abc\n2:memory:/docker/abc\n")
+    (v1 / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cores(root, membership) == 1
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert usable_cores(root, membership) == affinity
+    assert usable_cores(tmp_path / "absent", tmp_path / "absent-too") == affinity
 
 
-def test_a_process_count_below_one_is_refused_in_the_clients_words():
+def test_a_process_count_below_one_is_refused_with_exit_code_2_saying_so():
+    for text in ("0", "x"):
+        done = subprocess.run(
+            [sys.executable, "-m", "agents.cli", "worker", "--processes", text], capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert f"expected a number of processes, 1 or more, got {text}" in done.stderr
+
+
+def test_a_web_port_that_leaves_no_room_for_every_process_is_refused_with_exit_code_2_saying_so():
+    env = {**os.environ, "SAMBAND_WEB_PORT": "65535"}
     done = subprocess.run(
-        [sys.executable, "-m", "agents.cli", "worker", "--processes", "0"], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 2
-    assert "expected a number of processes, 1 or more, got 0" in done.stderr
+        [sys.executable, "-m", "agents.cli", "worker", "--processes", "2"], env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "SAMBAND_WEB_PORT=65535 leaves no port for process 1" in done.stderr
+
+
+async def test_the_workers_section_shows_each_process_once_with_every_partition_it_holds():
+    class Inspector:
+        async def group_members(self, groups):
+            return [
+                GroupMember("app-ingest", "samband-a-1-ab12", "/10.0.0.1", {"app-ingest": [0, 1]}),
+                GroupMember("app-router", "samband-a-1-ab12", "/10.0.0.1", {"app-events": [0, 1]}),
+                # the same client id on another host: another process
+                GroupMember("app-ingest", "samband-a-1-ab12", "/10.0.0.2", {"app-ingest": [2, 3]}),
+            ]
+
+    section = await workers_section(Inspector(), StatusOptions("app", None, 0))
+    assert section.data == [
+        {"process": "samband-a-1-ab12", "host": "/10.0.0.1", "ingest": [0, 1], "route": [0, 1]},
+        {"process": "samband-a-1-ab12", "host": "/10.0.0.2", "ingest": [2, 3]},
+    ]
+    assert "0-1" in section.text and "2-3" in section.text
 
 
 def _children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+async def _has_children(pid: int, count: int) -> bool:
+    return len(_children(pid)) >= count
 
 
 def _running(pid: int) -> bool:
@@ -93,7 +151,10 @@ def _status_workers(env: dict[str, str]) -> list[dict]:
         text=True,
         timeout=60,
     )
-    return json.loads(done.stdout).get("workers", [])
+    try:
+        return json.loads(done.stdout).get("workers") or []  # not shown (null) or no output: none seen yet
+    except json.JSONDecodeError:
+        return []
 
 
 async def test_a_worker_of_two_processes_splits_the_partitions_and_delivers_every_event_in_order(
@@ -122,6 +183,9 @@ async def test_a_worker_of_two_processes_splits_the_partitions_and_delivers_ever
                 held = [set(row.get("ingest", [])) for row in rows]
                 return (
                     len(rows) == 2
+                    # status names each process: its pid, and its index (it serves on port + index)
+                    and {int(row["process"].split("-")[-3]) for row in rows} == set(children)
+                    and {row["process"].split("-")[-1] for row in rows} == {"p0", "p1"}
                     and all(row.get("ingest") == row.get("route") == row.get("deliver") for row in rows)
                     and not held[0] & held[1]
                     and held[0] | held[1] == {0, 1, 2, 3}
@@ -159,18 +223,27 @@ async def _both_ready(http: aiohttp.ClientSession, port: int) -> bool:
     return await _ready(http, port) and await _ready(http, port + 1)
 
 
+def _start(env: dict[str, str], tmp_path: Path, log: Path) -> subprocess.Popen:
+    """`samband worker` started as an operator would, from a folder holding a package named like the
+    bus's: its processes must run the installed code, never what lies in the working directory."""
+    planted = tmp_path / "cwd" / "agents"
+    planted.mkdir(parents=True)
+    (planted / "__init__.py").write_text("")
+    (planted / "cli.py").write_text(f"open({str(tmp_path / 'planted-ran')!r}, 'w').close()\n")
+    samband = Path(sys.executable).parent / "samband"
+    with log.open("ab") as out:
+        return subprocess.Popen([samband, "worker"], env=env, cwd=planted.parent, stdout=out, stderr=subprocess.STDOUT)
+
+
 @pytest.mark.parametrize("killed", ["the worker", "one of its processes"])
 async def test_a_kill_leaves_no_process_behind(killed, kafka_bootstrap, worker_env, tmp_path):
     port = free_port_run(2)
     log = tmp_path / "worker.log"
-    env = {**worker_env, "SAMBAND_WORKER_PROCESSES": "2", "SAMBAND_WEB_PORT": str(port)}
-    with log.open("ab") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "agents.cli", "worker"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+    worker = _start({**worker_env, "SAMBAND_WORKER_PROCESSES": "2", "SAMBAND_WEB_PORT": str(port)}, tmp_path, log)
     try:
         async with aiohttp.ClientSession() as http:
             await _until(lambda: _both_ready(http, port), 120, "both processes ready", log)
+        assert not (tmp_path / "planted-ran").exists()
         children = _children(worker.pid)
         assert len(children) == 2
         if killed == "the worker":
@@ -184,6 +257,24 @@ async def test_a_kill_leaves_no_process_behind(killed, kafka_bootstrap, worker_e
             return not any(_running(child) for child in children)
 
         await _until(all_gone, 30, "every process gone", log)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
+async def test_a_worker_stopped_while_its_processes_start_exits_0_and_leaves_none(
+    kafka_bootstrap, worker_env, tmp_path
+):
+    log = tmp_path / "worker.log"
+    env = {**worker_env, "SAMBAND_WORKER_PROCESSES": "2", "SAMBAND_WEB_PORT": str(free_port_run(2))}
+    worker = _start(env, tmp_path, log)
+    try:
+        await _until(lambda: _has_children(worker.pid, 2), 60, "both processes started", log)
+        children = _children(worker.pid)
+        worker.send_signal(signal.SIGTERM)  # before either has set up its own stop, or while it starts
+        assert worker.wait(120) == 0, _tail(log)
+        assert not any(_running(child) for child in children)
     finally:
         if worker.poll() is None:
             worker.kill()

@@ -47,7 +47,7 @@ from agents.commands.topics_and_lag import (
 from agents.config import get_settings
 from agents.delivery_health import subscription_health
 from agents.routing.backfill import summaries
-from bus.inspector import BrokerUnreachable, KafkaInspector
+from bus.inspector import BrokerUnreachable, GroupsUndescribed, KafkaInspector
 from bus.topics import topic_names
 
 
@@ -64,6 +64,7 @@ class Section:
     data: Any  # JSON-able; what `--json` prints under the section's name
     text: str  # what an operator reads
     problems: list[str] = field(default_factory=list)
+    shown: bool = True  # False: it could not be read (its data is None); the report is incomplete
 
 
 SectionProvider = Callable[[KafkaInspector, StatusOptions], Awaitable[Section]]
@@ -81,14 +82,26 @@ class StatusReport:
     def healthy(self) -> bool:
         return not self.problems
 
+    @property
+    def incomplete(self) -> list[str]:
+        """The sections that could not be read: health is judged on the others."""
+        return [section.name for section in self.sections if not section.shown]
+
     def as_json(self) -> dict:
-        return {"healthy": self.healthy, "problems": self.problems, **{s.name: s.data for s in self.sections}}
+        return {
+            "healthy": self.healthy,
+            "problems": self.problems,
+            "incomplete": self.incomplete,
+            **{s.name: s.data for s in self.sections},
+        }
 
     def as_text(self) -> str:
         lines = [f"samband status: {'HEALTHY' if self.healthy else 'UNHEALTHY'}"]
         for section in self.sections:
             lines += ["", f"== {section.name} ==", section.text]
         lines += [f"UNHEALTHY: {problem}" for problem in self.problems]
+        if self.incomplete:
+            lines.append(f"INCOMPLETE: not shown, so not judged: {', '.join(self.incomplete)}")
         return "\n".join(lines)
 
 
@@ -169,10 +182,11 @@ async def workers_section(kafka: KafkaInspector, options: StatusOptions) -> Sect
     and the partitions of its stages' topics it holds: the same numbers in every stage, while the
     groups are settled (bus/assignor.py)."""
     groups = {f"{options.app_id}-{suffix}": stage for stage, suffix in STAGE_GROUPS.items()}
-    processes: dict[str, dict] = {}
+    processes: dict[tuple[str, str], dict] = {}
     for member in await kafka.group_members(groups):
-        row = processes.setdefault(member.client_id, {"process": member.client_id, "host": member.host})
-        row[groups[member.group]] = sorted({p for numbers in member.partitions.values() for p in numbers})
+        row = processes.setdefault((member.client_id, member.host), {"process": member.client_id, "host": member.host})
+        held = {p for numbers in member.partitions.values() for p in numbers}
+        row[groups[member.group]] = sorted(held | set(row.get(groups[member.group], [])))
     rows = [processes[name] for name in sorted(processes)]
     lines = [f"{'PROCESS':<40} {'HOST':<16} " + " ".join(f"{stage.upper():<12}" for stage in STAGE_GROUPS)]
     for row in rows:
@@ -221,9 +235,15 @@ async def _shown(section: SectionProvider, kafka: KafkaInspector, options: Statu
     read-only operator, for one, may not read the subscriptions) still gets every other section."""
     try:
         return await section(kafka, options)
-    except (TopicAuthorizationFailedError, GroupAuthorizationFailedError, ClusterAuthorizationFailedError) as exc:
+    except (
+        TopicAuthorizationFailedError,
+        GroupAuthorizationFailedError,
+        ClusterAuthorizationFailedError,
+        GroupsUndescribed,
+    ) as exc:
         name = section.__name__.removesuffix("_section")
-        return Section(name, None, f"not shown: this principal may not read it ({type(exc).__name__})")
+        why = f"{type(exc).__name__}: {exc}" if isinstance(exc, GroupsUndescribed) else type(exc).__name__
+        return Section(name, None, f"not shown: it could not be read with this principal ({why})", shown=False)
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -74,7 +74,7 @@ def _worker(args: argparse.Namespace) -> int:
     from agents.app import prepare_topics
     from agents.config import bootstrap_servers, get_settings, require_keys
     from agents.logging import configure_logging
-    from agents.processes import process_count, supervise
+    from agents.processes import check_ports, process_count, supervise
     from bus.topics import layout
 
     settings = get_settings()
@@ -83,6 +83,7 @@ def _worker(args: argparse.Namespace) -> int:
     if count == 1:
         return run_worker(args.loglevel, args.stage)
     configure_logging(settings.log_level, settings.log_format)
+    check_ports(count, settings.web_port)
     # Checked once here, so a wrong setting or topic layout is one message, not one per process.
     require_keys(settings)
     asyncio.run(prepare_topics(bootstrap_servers(settings), settings.app_id))
@@ -91,7 +92,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _process_count(text: str) -> int:
-    count = int(text)
+    count = int(text) if text.strip().isdigit() else 0
     if count < 1:
         raise argparse.ArgumentTypeError(f"expected a number of processes, 1 or more, got {text}")
     return count

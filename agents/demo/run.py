@@ -109,6 +109,8 @@ class DemoRun:
             "SAMBAND_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
             "SAMBAND_DATA_DIR": str(self.run_dir / "worker-data"),
             "SAMBAND_WEB_PORT": str(self.web_port),
+            # One worker process: the dashboard and the report then see all of its latency and attempts.
+            "SAMBAND_WORKER_PROCESSES": "1",
             "SAMBAND_API_TOKENS": f"{self.dashboard_token}=operations:read+dlq:replay",
             "SAMBAND_DASHBOARD_SAMPLE_S": "2",  # a minute's run makes a chart of 30 points
             "SAMBAND_PSEUDONYM_KEY": self.pseudonym_key,
