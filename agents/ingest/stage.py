@@ -110,7 +110,11 @@ class Ingest:
             h for h in tracing.with_kafka_header(message.headers, span) if h[0] != INGESTED_AT
         ]  # re-ingested: now
         headers.append((INGESTED_AT, b"%.3f" % self.now))
-        outputs.append((self.topics.events, person.encode(), event.value, headers))
+        key = person.encode()
+        if message.key == key:  # keyed as sources must key it (schemas/ingest_key.py): the same partition, no hashing
+            outputs.append((self.topics.events, key, event.value, headers, message.partition))
+        else:
+            outputs.append((self.topics.events, key, event.value, headers))
 
     def dead_letter(
         self, message: ConsumerRecord, rejected: Rejected, parent: tracing.TraceParent | None, span: tracing.TraceParent

@@ -13,10 +13,12 @@ from routing_events import CODEC, address, cloudevent_json, encode, event, synth
 from support import open_dead_letter
 from worker_process import WorkerProcess
 
+from bus.record_batches import murmur2
 from connectors.dead_letters import DeadLetter
 from schemas.pseudonym import pseudonym
 
 PERSON = synthetic_number(3, 4, 79, 200)
+OTHER = synthetic_number(9, 7, 81, 300)
 
 
 async def _logged(worker: WorkerProcess, text: str, timeout: float) -> None:
@@ -60,11 +62,14 @@ async def test_ingest_writes_valid_events_once_and_dead_letters_the_rest(kafka_b
     # One key for all, as a connector keying by person would: one partition, so the duplicate comes second.
     key = pseudonym(PERSON, PSEUDONYM_KEY.encode()).encode()
     await produce(kafka_bootstrap, bus.ingest, values, [key] * len(values))
+    # Another person's event written with no key: its canonical event still goes where Kafka puts its pseudonym.
+    unkeyed = event("Death", OTHER, ["0301"])
+    await produce(kafka_bootstrap, bus.ingest, [encode(unkeyed)], [None])
 
     worker = WorkerProcess(bus_env, tmp_path / "worker.log")
     worker.start()
     try:
-        events = await consume(kafka_bootstrap, bus.events, len(valid), timeout=60)
+        both = await consume(kafka_bootstrap, bus.events, len(valid) + 1, timeout=60)
         await _logged(worker, '"event": "ingest.duplicate"', 30)
         letters = await read_to_end(kafka_bootstrap, bus.deadletter)
     finally:
@@ -72,6 +77,12 @@ async def test_ingest_writes_valid_events_once_and_dead_letters_the_rest(kafka_b
     [dropped] = [json.loads(line) for line in worker.log_path.read_text().splitlines() if '"ingest.duplicate"' in line]
     assert dropped["event_id"] == move["envelope"]["id"]
 
+    # Keyed by pseudonym, in the partition Kafka's default partitioner gives it, as every stage expects.
+    other_key = pseudonym(OTHER, PSEUDONYM_KEY.encode()).encode()
+    for record in both:
+        assert record.partition == (murmur2(record.key) & 0x7FFFFFFF) % 4
+    assert {r.key for r in both} == {key, other_key}
+    events = [r for r in both if r.key == key]
     assert [CODEC.decode(r.value)["envelope"]["id"] for r in events] == [
         move["envelope"]["id"],
         married["envelope"]["id"],
