@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from bus_settings import PSEUDONYM_KEY
 from support import free_port_run
-from webhook_receiver import Receiver
+from webhook_receiver import VALIDATION_TYPE, Receiver, Reply
 
 from agents.commands.status import StatusOptions, workers_section
 from agents.processes import process_count, usable_cores
@@ -279,3 +279,62 @@ async def test_a_worker_stopped_while_its_processes_start_exits_0_and_leaves_non
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+async def test_a_worker_of_two_processes_killed_mid_stream_loses_nothing_and_keeps_each_persons_order(
+    kafka_bootstrap, tmp_path, monkeypatch
+):
+    set_tokens(monkeypatch)
+    monkeypatch.setenv("SAMBAND_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    port = free_port_run(2)
+    # A short session: the killed processes' members leave the groups soon, and the new ones take over.
+    settings = {"SAMBAND_WORKER_PROCESSES": "2", "SAMBAND_WEB_PORT": str(port), "SAMBAND_BROKER_SESSION_TIMEOUT": "8"}
+    persons = {p: synthetic_number(1 + p, 1 + p % 12, 72, 500 + p) for p in range(PERSONS)}
+    moves = 8
+    async with operations_bus(kafka_bootstrap, tmp_path, settings) as bus, aiohttp.ClientSession() as http:
+        # Each answer takes 20 ms, so the kill comes while deliveries are on their way.
+        receiver = Receiver(bus.secret, lambda _n, e: Reply(delay=0.02) if e["type"] != VALIDATION_TYPE else Reply())
+        await receiver.start()
+        try:
+            await _until(lambda: _both_ready(http, port), 120, "both processes ready", bus.worker.log_path)
+            await bus.put_subscription(
+                full_subscription("crash", receiver.url, "all", ["Move"], {"Move": ["movedDate"]}, max_concurrency=2)
+            )
+            await bus.wait_for(receiver, receiver.verified, 60, "verified")
+            async with running_ingest(bus.bootstrap, bus.app_id, ingest_config()) as source:
+                for n in range(moves):
+                    events = [cloudevent("Move", id=f"crash-{p}-{n}", person=person) for p, person in persons.items()]
+                    async with http.post(
+                        f"http://127.0.0.1:{source.port}/events",
+                        json=events,
+                        headers={"Content-Type": "application/cloudevents-batch+json", **auth()},
+                    ) as response:
+                        assert response.status == 202, await response.text()
+
+                async def some_delivered() -> bool:
+                    return len(receiver.unique_ids) >= PERSONS * moves // 4
+
+                await _until(some_delivered, 120, "a quarter delivered", bus.worker.log_path)
+                children = _children(bus.worker.process.pid)
+                bus.worker.stop(signal.SIGKILL)  # the worker and, with it, both processes, mid-stream
+                assert len(receiver.unique_ids) < PERSONS * moves  # (mid-stream indeed)
+
+                async def gone() -> bool:
+                    return not any(_running(child) for child in children)
+
+                await _until(gone, 30, "both processes gone", bus.worker.log_path)
+                bus.worker.start()  # again, from the last commits
+
+                async def delivered() -> bool:
+                    return len(receiver.unique_ids) >= PERSONS * moves
+
+                await _until(delivered, 180, "every event delivered", bus.worker.log_path)
+        finally:
+            await receiver.stop()
+    counts = count(
+        "a worker of two processes killed mid-stream (kill -9) and started again",
+        {"crash": {f"crash-{p}-{n}.crash" for p in persons for n in range(moves)}},
+        {"crash": receiver.events()},
+        lambda arrival: (arrival.event["id"].split("-")[1], int(arrival.event["id"].split("-")[2])),
+    ).report()
+    assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
