@@ -268,15 +268,21 @@ class Lane:
         await stop_quietly(self.sink)
 
 
-def _paths(data, prefix: str = "") -> list[str]:
+def _paths(data) -> list[str]:
     """The field paths of a delivery's `data` (`newAddress.streetName`), sorted: names, never values."""
-    if not isinstance(data, dict):
-        return []
     paths: list[str] = []
+    if isinstance(data, dict):
+        _collect_paths(data, "", paths)
+        paths.sort()
+    return paths
+
+
+def _collect_paths(data: dict, prefix: str, paths: list[str]) -> None:
     for name, value in data.items():
-        inner = _paths(value, f"{prefix}{name}.") if isinstance(value, dict) and value else []
-        paths += inner or [f"{prefix}{name}"]
-    return sorted(paths)
+        if isinstance(value, dict) and value:
+            _collect_paths(value, f"{prefix}{name}.", paths)
+        else:
+            paths.append(f"{prefix}{name}")
 
 
 def _delivery_record(entry: dict) -> SinkRecord:

@@ -17,11 +17,19 @@ another partition), so readers take the entry with the latest `at`, not the last
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import orjson
 
 from bus.malformed import json_object, skip_malformed
 from bus.reading import read_topic
+
+
+@lru_cache(maxsize=64)
+def _iso_milliseconds(at: float) -> str:
+    """Epoch seconds as ISO 8601 UTC to the millisecond; cached: the outcomes applied at once, and
+    each delivery's ledger and disclosure records, share their `at`."""
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
 
 
 def ledger_key(event_id: str, subscription: str) -> bytes:
@@ -46,7 +54,7 @@ def ledger_record(
             "reason": reason,
             "attempts": attempts,
             "http_status": http_status,
-            "at": datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds"),
+            "at": _iso_milliseconds(at),
         }
     )
 
@@ -62,7 +70,7 @@ def disclosure_record(event_id: str, subscription: str, sent: dict, at: float) -
         "subscription": subscription,
         "event_type": sent["type"],
         "fields": sent["fields"],
-        "at": datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds"),
+        "at": _iso_milliseconds(at),
     }
     return key, orjson.dumps(value)
 
