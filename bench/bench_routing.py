@@ -209,11 +209,12 @@ async def output_span(bootstrap: str, topic: str, expected: int, timeout: float,
     return max(last - first, 1) / 1000
 
 
-async def raw_passthrough(bootstrap: str, source: str, sink: str, n: int) -> float:
+async def raw_clients(bootstrap: str, source: str, group: str) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+    """A started consumer of `source` in a group of its own, and a producer, as the raw contenders use them."""
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=bootstrap,
-        group_id=f"raw-{uuid.uuid4().hex[:6]}",
+        group_id=f"{group}-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         max_poll_records=2000,
@@ -221,6 +222,11 @@ async def raw_passthrough(bootstrap: str, source: str, sink: str, n: int) -> flo
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024)
     await consumer.start()
     await producer.start()
+    return consumer, producer
+
+
+async def raw_passthrough(bootstrap: str, source: str, sink: str, n: int) -> float:
+    consumer, producer = await raw_clients(bootstrap, source, "raw")
     try:
         done = 0
         while done < n:
@@ -239,17 +245,7 @@ async def raw_batched_passthrough(bootstrap: str, source: str, sink: str, n: int
     """raw aiokafka as the stages write: records appended to record batches built here (bus/record_batches.py)."""
     from bus.record_batches import RecordBatches
 
-    consumer = AIOKafkaConsumer(
-        source,
-        bootstrap_servers=bootstrap,
-        group_id=f"rawb-{uuid.uuid4().hex[:6]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        max_poll_records=2000,
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024)
-    await consumer.start()
-    await producer.start()
+    consumer, producer = await raw_clients(bootstrap, source, "rawb")
     writes = RecordBatches(producer)
     await writes.load([sink])
     try:
@@ -337,17 +333,7 @@ async def raw_routing(bootstrap: str, source: str, sink: str, n: int, subs: list
     for sub in subs:
         index.put(sub)
     router, codec = Router(index), Codec(CatalogRegistry(catalog()))
-    consumer = AIOKafkaConsumer(
-        source,
-        bootstrap_servers=bootstrap,
-        group_id=f"rawr-{uuid.uuid4().hex[:6]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        max_poll_records=2000,
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024)
-    await consumer.start()
-    await producer.start()
+    consumer, producer = await raw_clients(bootstrap, source, "rawr")
     try:
         done = 0
         while done < n:

@@ -193,14 +193,7 @@ async def test_a_worker_of_two_processes_splits_the_partitions_and_delivers_ever
 
             await _until(split, 90, "two processes holding the same partitions in every stage", bus.worker.log_path)
             async with running_ingest(bus.bootstrap, bus.app_id, ingest_config()) as source:
-                for n in range(MOVES):
-                    events = [cloudevent("Move", id=f"two-{p}-{n}", person=person) for p, person in persons.items()]
-                    async with http.post(
-                        f"http://127.0.0.1:{source.port}/events",
-                        json=events,
-                        headers={"Content-Type": "application/cloudevents-batch+json", **auth()},
-                    ) as response:
-                        assert response.status == 202, await response.text()
+                await _post_moves(http, source.port, "two", persons, MOVES)
 
                 async def delivered() -> bool:
                     return len(receiver.unique_ids) >= PERSONS * MOVES
@@ -217,6 +210,18 @@ async def test_a_worker_of_two_processes_splits_the_partitions_and_delivers_ever
         lambda arrival: (arrival.event["id"].split("-")[1], int(arrival.event["id"].split("-")[2])),
     ).report()
     assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
+
+
+async def _post_moves(http: aiohttp.ClientSession, port: int, tag: str, persons: dict[int, str], moves: int) -> None:
+    """Each person's `moves` Moves through HTTP ingest, ids `<tag>-<person>-<n>`, one batch per round."""
+    for n in range(moves):
+        events = [cloudevent("Move", id=f"{tag}-{p}-{n}", person=person) for p, person in persons.items()]
+        async with http.post(
+            f"http://127.0.0.1:{port}/events",
+            json=events,
+            headers={"Content-Type": "application/cloudevents-batch+json", **auth()},
+        ) as response:
+            assert response.status == 202, await response.text()
 
 
 async def _both_ready(http: aiohttp.ClientSession, port: int) -> bool:
@@ -302,14 +307,7 @@ async def test_a_worker_of_two_processes_killed_mid_stream_loses_nothing_and_kee
             )
             await bus.wait_for(receiver, receiver.verified, 60, "verified")
             async with running_ingest(bus.bootstrap, bus.app_id, ingest_config()) as source:
-                for n in range(moves):
-                    events = [cloudevent("Move", id=f"crash-{p}-{n}", person=person) for p, person in persons.items()]
-                    async with http.post(
-                        f"http://127.0.0.1:{source.port}/events",
-                        json=events,
-                        headers={"Content-Type": "application/cloudevents-batch+json", **auth()},
-                    ) as response:
-                        assert response.status == 202, await response.text()
+                await _post_moves(http, source.port, "crash", persons, moves)
 
                 async def some_delivered() -> bool:
                     return len(receiver.unique_ids) >= PERSONS * moves // 4
