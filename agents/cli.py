@@ -42,7 +42,7 @@ COMMAND_MODULES = [
 # Commands that run until stopped and log as a service does (agents/logging.py); the others are
 # one-shot commands whose libraries keep quiet unless --verbose.
 SERVICES = frozenset({"worker", "demo", "simulate", "kafka", "connectors"})
-LIBRARY_LOGGERS = ("aiokafka", "kafka", "faust", "mode")
+LIBRARY_LOGGERS = ("aiokafka", "kafka", "faust", "mode", "librdkafka")
 
 
 class UsageError(Exception):

@@ -14,6 +14,7 @@ same `Security`.
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from dataclasses import dataclass
@@ -191,4 +192,7 @@ def librdkafka_admin(bootstrap: str) -> Any:
     DescribeGroups in a version whose answer it misreads, and the broker closes the connection."""
     from confluent_kafka.admin import AdminClient  # (librdkafka is loaded only where it is used)
 
-    return AdminClient({"bootstrap.servers": bootstrap, **Security.from_env().librdkafka_options()})
+    # Its log through Python's logging (the logger "librdkafka"), not straight to stderr: a CLI command
+    # shows a client's lines only with --verbose, and the worker's are redacted and formatted as its own.
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": logging.getLogger("librdkafka")}
+    return AdminClient(config | Security.from_env().librdkafka_options())

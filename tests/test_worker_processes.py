@@ -92,6 +92,9 @@ def test_a_web_port_that_leaves_no_room_for_every_process_is_refused_with_exit_c
 
 async def test_the_workers_section_shows_each_process_once_with_every_partition_it_holds():
     class Inspector:
+        async def groups(self, prefix):
+            return ["app-ingest", "app-router", "app-delivery"]
+
         async def group_members(self, groups):
             return [
                 GroupMember("app-ingest", "samband-a-1-ab12", "/10.0.0.1", {"app-ingest": [0, 1]}),

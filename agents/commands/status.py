@@ -183,7 +183,9 @@ async def workers_section(kafka: KafkaInspector, options: StatusOptions) -> Sect
     groups are settled (bus/assignor.py)."""
     groups = {f"{options.app_id}-{suffix}": stage for stage, suffix in STAGE_GROUPS.items()}
     processes: dict[tuple[str, str], dict] = {}
-    for member in await kafka.group_members(groups):
+    # Only the groups the broker lists: a new cluster has no coordinator for a group nobody joined yet.
+    listed = set(await kafka.groups(f"{options.app_id}-"))
+    for member in await kafka.group_members([group for group in groups if group in listed]):
         row = processes.setdefault((member.client_id, member.host), {"process": member.client_id, "host": member.host})
         held = {p for numbers in member.partitions.values() for p in numbers}
         row[groups[member.group]] = sorted(held | set(row.get(groups[member.group], [])))

@@ -6,6 +6,7 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from own_broker import needs_own_broker, own_broker
 from samband_cli import samband
 from support import free_port
 
@@ -101,3 +102,15 @@ async def test_a_plugged_in_section_appears_in_the_report_and_its_problems_make_
         "dead_letters",
         "plugged",
     ]
+
+
+@needs_own_broker
+async def test_status_on_a_new_cluster_no_consumer_has_joined_yet_is_healthy_with_no_workers(tmp_path):
+    # A new broker has no group coordinator until a group is used: asking it to describe the
+    # bus's groups then fails. Seen in CI as "broker unreachable" from the workers section.
+    async with own_broker(tmp_path) as broker:
+        report = await collect_status(
+            lambda: KafkaInspector(broker.bootstrap_servers), StatusOptions(f"fresh-{uuid.uuid4().hex[:6]}", 1000, 0)
+        )
+    assert report.healthy, report.problems
+    assert report.as_json()["workers"] == []
