@@ -38,9 +38,8 @@ from agents.config import SettingsError
 
 log = structlog.get_logger(__name__)
 
-PROCESS_INDEX_VARIABLE = (
-    "SAMBAND_WORKER_PROCESS_INDEX"  # set in a child: which one it is (bus/batches.py names it by it)
-)
+# Set in a child: which one it is (bus/batches.py puts it in the process's client id).
+PROCESS_INDEX_VARIABLE = "SAMBAND_WORKER_PROCESS_INDEX"
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 

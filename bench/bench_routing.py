@@ -29,8 +29,8 @@ Each worker stage runs in a `samband worker --stage ...` subprocess, with only t
 Throughput = N / (last output timestamp - first output timestamp), so worker start-up and
 group joins are not counted; while a stage runs, the bench only polls the output's end offsets
 and reads the records afterwards, so it takes no CPU from the stage. Peak RSS is the worker's
-VmHWM at the end (the sum of its processes'). The raw passthrough and the two router stages run `--repeat` times, taking
-turns; the table gives medians and ranges, and the targets are checked on each run's ratios.
+VmHWM at the end (the sum of its processes'). The raw passthroughs, the routers and Quix
+Streams run `--repeat` times, taking turns; the table gives medians and ranges, and the targets are checked on each run's ratios.
 """
 
 from __future__ import annotations
@@ -40,14 +40,20 @@ import asyncio
 import base64
 import json
 import os
+import random
+import socket
 import subprocess
 import sys
+import tomllib
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import median
 
+import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from confluent_kafka import Consumer, Producer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -56,6 +62,7 @@ from agents.config import bootstrap_servers  # noqa: E402
 from agents.routing.index import RoutingIndex  # noqa: E402
 from agents.routing.router import PersonState, Router  # noqa: E402
 from agents.subscriptions.model import Subscription  # noqa: E402
+from bus.record_batches import RecordBatches  # noqa: E402
 from bus.topics import topic_names  # noqa: E402
 from schemas.catalog import catalog  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
@@ -160,8 +167,6 @@ async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None,
 
 async def produce_batched(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> None:
     """As `produce`, several times faster (record batches built here), so input arrives faster than it is routed."""
-    from bus.record_batches import RecordBatches
-
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", max_batch_size=512 * 1024)
     await producer.start()
     try:
@@ -243,8 +248,6 @@ async def raw_passthrough(bootstrap: str, source: str, sink: str, n: int) -> flo
 
 async def raw_batched_passthrough(bootstrap: str, source: str, sink: str, n: int) -> float:
     """raw aiokafka as the stages write: records appended to record batches built here (bus/record_batches.py)."""
-    from bus.record_batches import RecordBatches
-
     consumer, producer = await raw_clients(bootstrap, source, "rawb")
     writes = RecordBatches(producer)
     await writes.load([sink])
@@ -267,10 +270,6 @@ async def raw_batched_passthrough(bootstrap: str, source: str, sink: str, n: int
 async def raw_librdkafka_passthrough(bootstrap: str, source: str, sink: str, n: int) -> float:
     """raw confluent-kafka (librdkafka): `consume()` in a thread of its own, `produce()` per record, a
     batch's delivery reports awaited, then a commit; acks=all, idempotent, Kafka's murmur2 partitioner."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from confluent_kafka import Consumer, Producer
-
     loop = asyncio.get_running_loop()
     polling = ThreadPoolExecutor(1)
     consumer = Consumer(
@@ -362,8 +361,6 @@ def quix_python() -> Path:
     (Quix Streams pins confluent-kafka below the bus's, so it cannot share the project's)."""
     python = QUIX_VENV / "bin" / "python"
     if not (QUIX_VENV / f"quixstreams-{QUIX_VERSION}").exists():
-        import tomllib
-
         dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
         subprocess.run([sys.executable, "-m", "venv", str(QUIX_VENV)], check=True)
         subprocess.run(
@@ -441,18 +438,11 @@ def stage(name: str) -> list[str]:
 
 
 def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)
 
 
 def free_ports(count: int) -> int:
     """A base port with `count` consecutive free ports (a worker of N processes serves on port + i)."""
-    import random
-    import socket
-
     for _ in range(200):
         base = random.randrange(20_000, 32_000)
         try:
@@ -478,8 +468,6 @@ def peak_rss_mib(proc: subprocess.Popen) -> float:
 
 async def until_ready(ports: list[int], proc: subprocess.Popen, timeout: float = 120) -> None:
     """Until every process of the worker answers /readyz with 200 (its partitions assigned, its state read)."""
-    import aiohttp
-
     async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
         for port in ports:
             while True:

@@ -271,9 +271,8 @@ class Route:
                 outputs.append(self._unknown_original(message, record, result.state, self._no_record))
         else:
             self.records.set(partition, envelope["id"], tuple(result.recipients))
-            if self.waiting.get(
-                partition
-            ):  # waiting lists every held correction (recovered() rebuilds it): none waiting, none held
+            # `waiting` lists every held correction (recovered() rebuilds it): none waiting, none held.
+            if self.waiting.get(partition):
                 self._release(partition, envelope["id"], outputs)
 
     # --- corrections that arrive before their original ------------------------------------
