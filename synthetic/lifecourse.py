@@ -10,7 +10,7 @@ recent documents (for corrections and annulments) are kept.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -617,6 +617,31 @@ class Simulation:
             return None
         entry = self._recent[int(u * len(self._recent))]
         return None if entry[0] in self._annulled else entry
+
+    def renumbering_events(self, previous: Mapping[str, str], day: date) -> Iterator[ff.EventDocument]:
+        """The register's address events of a reform the kommune table already shows (the 2024
+        snapshot is the map after 1 January 2024): each resident of a kommune in `previous`
+        (today's code -> the code it had before `day`) gets
+        `endringIBostedsadresseVedKommuneregulering`, dated `day`, in one burst. The population is
+        not changed; it lives under today's codes already."""
+        p = self.population
+        when = (day - date(1970, 1, 1)).days * _DAY
+        gyldig_fra = day.isoformat()
+        codes = np.array([place.number for place in self.geography.places])
+        rows = np.flatnonzero((p.status[: p.size] == RESIDENT) & np.isin(codes[p.kommune[: p.size]], list(previous)))
+        for person in rows.tolist():
+            code = str(codes[p.kommune[person]])
+            yield self._emit(
+                person,
+                ff.ENDRING_I_BOSTEDSADRESSE_VED_KOMMUNEREGULERING,
+                {
+                    "gyldigFra": gyldig_fra,
+                    "forrigeKommunenummer": previous[code],
+                    "kommunenummer": code,
+                    "bostedsadresse": self._address(person),
+                },
+                when,
+            )
 
     def _reform(self, when: int) -> Iterator[ff.EventDocument]:
         """Reform day: renumber every kommune of one fylke; each resident there gets an event."""

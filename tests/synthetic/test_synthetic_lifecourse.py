@@ -9,7 +9,7 @@ import pytest
 
 from connectors.folkeregister import feed_format as ff
 from synthetic import Reform, Simulation, SyntheticConfig
-from synthetic.population import MARRIED, NOBODY, days_of
+from synthetic.population import MARRIED, NOBODY, RESIDENT, days_of
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +170,27 @@ def test_reform_day_renumbers_every_resident_of_one_fylke_at_once():
         d.opplysninger.get("bostedsadresse", {}).get("kommunenummer", "").startswith("46") for d in later_moves
     )
     assert not np.isin(population.kommune[: population.size], list(fylke_46)).any()
+
+
+def test_a_past_reforms_address_events_go_to_every_resident_of_a_renumbered_kommune_under_its_old_code():
+    """The 2024 reform as the register sent it (bench/bench_national.py's reform day): the population
+    lives under today's codes; each resident of a kommune that had another code gets one event."""
+    simulation = Simulation(SyntheticConfig(persons=20_000, seed=9))
+    previous = {"5501": "5401", "3301": "3005"}  # Tromsø, Drammen: today's code -> the one before 1 January 2024
+    places = simulation.geography.places
+    p = simulation.population
+    residents = Counter(places[k].number for k in p.kommune[: p.size][p.status[: p.size] == RESIDENT])
+    documents = list(simulation.renumbering_events(previous, date(2024, 1, 1)))
+
+    assert Counter(d.opplysninger["kommunenummer"] for d in documents) == {c: residents[c] for c in previous}
+    for d in documents:
+        assert d.hendelsetype == ff.ENDRING_I_BOSTEDSADRESSE_VED_KOMMUNEREGULERING
+        assert d.ajourholdstidspunkt == "2024-01-01T00:00:00Z" and d.opplysninger["gyldigFra"] == "2024-01-01"
+        assert d.opplysninger["forrigeKommunenummer"] == previous[d.opplysninger["kommunenummer"]]
+        assert d.opplysninger["bostedsadresse"]["kommunenummer"] == d.opplysninger["kommunenummer"]
+    assert [d.sekvensnummer for d in documents] == list(range(1, len(documents) + 1))
+    later = next(simulation.events(years=None))  # the feed goes on after them
+    assert later.sekvensnummer == len(documents) + 1
 
 
 def test_every_historic_move_correction_maps_to_a_valid_move_with_the_corrected_moves_addresses(year_of_events):
