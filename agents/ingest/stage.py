@@ -20,16 +20,17 @@ Deduplication: an event whose id was ingested before is dropped, counted in
 `samband_duplicate_events_total` and logged (`ingest.duplicate`, with its event id); it is
 not a dead letter. Event id -> first-seen time (epoch seconds, ASCII), per partition of the
 ingest topic (a duplicate has the same key, so it lands in the same partition), durable in
-the compacted topic `<app id>-ingest-seen-ids`. An id is remembered for
-SAMBAND_DEDUP_RETENTION_HOURS (default 7 days): older entries are evicted from memory and
-tombstoned, and the topic is `compact,delete` with the same retention, so a restart recovers
-no older ids.
+the compacted topic `<app id>-ingest-seen-ids`, and kept on disk (RocksDB, bus/store.py): at
+national scale a week of ids is millions, more than a worker's memory should hold. An id counts
+for SAMBAND_DEDUP_RETENTION_HOURS (default 7 days): an older entry is ignored where it is found,
+and the topic is `compact,delete` with the same retention, so the next start or assignment
+recovers no older ids. Until then they stay on disk (some 60 bytes an event).
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict, deque
+from pathlib import Path
 
 import orjson
 import structlog
@@ -42,6 +43,7 @@ from agents.ingest.canonical import Canonicaliser, Rejected
 from agents.stage_runtime import StageRuntime
 from bus.batches import BatchService, Write
 from bus.state import PartitionedState
+from bus.store import DiskStore
 from bus.topics import DEADLETTER, EVENTS, INGEST, INGEST_SEEN_IDS, TopicNames
 from connectors.dead_letters import DeadLetter, DeadLetterSeal
 from schemas import json_text
@@ -70,10 +72,9 @@ class Ingest:
             topics.ingest_seen_ids,
             INGEST_SEEN_IDS.configs(retention_ms=int(self.retention_seconds * 1000)),
             check=int,
+            disk=DiskStore.open(Path(settings.data_dir), topics.ingest_seen_ids, settings.state_cache_mb),
         )
         self.states = [self.seen]
-        # Per partition, (first seen, event id) in arrival order: what to evict when.
-        self.remembered: dict[int, deque[tuple[float, str]]] = defaultdict(deque)
         self.now = time.time()
 
     def handle_batch(self, messages: list[ConsumerRecord], outputs: list[Write]) -> None:
@@ -104,7 +105,6 @@ class Ingest:
             )
             return
         self.seen.set(message.partition, event.event_id, b"%d" % self.now)
-        self.remembered[message.partition].append((self.now, event.event_id))
         person = pseudonym(event.record["envelope"]["person"], self.key)
         headers = [
             h for h in tracing.with_kafka_header(message.headers, span) if h[0] != INGESTED_AT
@@ -159,23 +159,13 @@ class Ingest:
         return self.topics.deadletter, message.key, self.seal.seal(value), letter.headers(headers)
 
     def end_batch(self) -> None:
-        """Evict expired ids (tombstoned with the batch's state writes)."""
-        for partition, remembered in self.remembered.items():
-            while remembered and self.now - remembered[0][0] >= self.retention_seconds:
-                _, event_id = remembered.popleft()
-                first_seen = self.seen.partitions.get(partition, {}).get(event_id)
-                if first_seen is not None and int(first_seen) <= self.now - self.retention_seconds:
-                    self.seen.delete(partition, event_id)
+        pass  # nothing is evicted: an expired id is ignored where it is found, and dropped at the next recovery
 
     def due(self) -> bool:
-        return False  # evictions wait for the next batch: nothing goes out for them
+        return False
 
     def recovered(self, partitions: set[int]) -> None:
-        for partition in set(self.remembered) - set(self.seen.partitions):
-            del self.remembered[partition]
-        for partition in partitions:
-            entries = self.seen.partitions[partition].items()
-            self.remembered[partition] = deque(sorted((int(t), event_id) for event_id, t in entries))
+        pass
 
 
 def _partly_read(value: bytes) -> dict | None:

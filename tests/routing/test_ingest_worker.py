@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 from bus_settings import PSEUDONYM_KEY
 from kafka_io import consume, produce, read_to_end
@@ -71,6 +72,10 @@ async def test_ingest_writes_valid_events_once_and_dead_letters_the_rest(kafka_b
     try:
         both = await consume(kafka_bootstrap, bus.events, len(valid) + 1, timeout=60)
         await _logged(worker, '"event": "ingest.duplicate"', 30)
+        # The ids it has seen are on disk (RocksDB), not in memory: a week of them is millions at
+        # national scale (found by bench/bench_national.py: over 1 GiB per worker process).
+        state = Path(bus_env["SAMBAND_DATA_DIR"]) / "state"
+        assert list(state.glob(f"*/{bus.ingest_seen_ids}/CURRENT")), sorted(str(p) for p in state.rglob("*"))
         letters = await read_to_end(kafka_bootstrap, bus.deadletter)
     finally:
         assert worker.stop() == 0, worker.log_tail()
