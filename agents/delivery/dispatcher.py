@@ -42,6 +42,7 @@ WITHHELD = Outcome.rejected(
 )
 MALFORMED_RECORD = Outcome.rejected("delivery.malformed", "delivery record is not delivery JSON with person and event")
 UNANSWERED = Outcome.retry("delivery.unanswered")  # a place kept for the sink's outcome
+HANDSHAKES_AT_ONCE = 32  # verification handshakes in flight per worker process, all subscriptions together
 SaveStatus = Callable[[str, dict], Awaitable[None]]  # (subscription, status record)
 
 
@@ -332,6 +333,9 @@ class Dispatcher:
         self._sending: dict[str, asyncio.Event] = {}  # queue key -> its attempt on the way (Lane)
         self._leaving: set[int] = set()  # partitions being handed over: nothing more of theirs is sent
         self._verifying: dict[str, asyncio.Task] = {}
+        # A worker starting with thousands of new subscriptions (a national bus: 18,000) would
+        # otherwise send every handshake at once, and time most of them out on its own event loop.
+        self._handshakes = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
         self._background: set[asyncio.Task] = set()
         self._start_retries: dict[str, asyncio.Task] = {}  # subscription -> its sink's next start
         self._opening: dict[str, asyncio.Task] = {}  # subscription -> its lane's sink, starting
@@ -682,7 +686,8 @@ class Dispatcher:
             sink = make_sink(target, self._sink_extras)
             for attempt in itertools.count():
                 try:
-                    outcome = await sink.verify(target.subscription)
+                    async with self._handshakes:
+                        outcome = await sink.verify(target.subscription)
                 except Exception as exc:  # the kind's own fault: a failed attempt, tried again
                     outcome = Outcome.retry("delivery.verify_failed", type(exc).__name__)
                 if outcome.status == "delivered":

@@ -81,3 +81,41 @@ async def test_a_sink_whose_stop_fails_does_not_fail_the_stage(kinds):
             await asyncio.sleep(0.01)
     assert SUB not in d._lanes
     await d.close()
+
+
+class CountingVerifySink(Sink):
+    """A kind whose handshake takes a moment and counts how many are under way at once."""
+
+    Config = ConnectorConfig
+    running = 0
+    most = 0
+    verified: set[str] = set()
+
+    async def verify(self, subscription: str):
+        cls = CountingVerifySink
+        cls.running += 1
+        cls.most = max(cls.most, cls.running)
+        try:
+            await asyncio.sleep(0.05)  # the subscriber's answer takes a while (the handshake's own time, not a wait)
+        finally:
+            cls.running -= 1
+        cls.verified.add(subscription)
+        return await super().verify(subscription)
+
+    async def write(self, batch):
+        return []
+
+
+async def test_a_worker_with_many_new_subscriptions_sends_a_bounded_number_of_handshakes_at_once(monkeypatch):
+    """Found by bench/bench_national.py: 18,000 new webhook subscriptions made one worker process
+    send 18,000 handshakes at once; most timed out on its own busy event loop, and were retried."""
+    monkeypatch.setattr(target_module, "delivery_kinds", lambda: {"counting": CountingVerifySink})
+    d = dispatcher([])
+    subs = [f"sub-{n}" for n in range(128)]
+    for sub in subs:
+        await d.set_target(sub, parse_target(sub, {"delivery": {"kind": "counting"}}))
+    async with asyncio.timeout(20):
+        while not CountingVerifySink.verified >= set(subs):
+            await asyncio.sleep(0.01)  # poll interval inside the deadline
+    assert 1 < CountingVerifySink.most <= 32  # the dispatcher's HANDSHAKES_AT_ONCE
+    await d.close()
