@@ -22,7 +22,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -76,6 +76,9 @@ def stage_event_id(person: str, stage: str, born: date, known: date, change: str
     return str(uuid.uuid5(_IDS, name if change == "new" else f"{name}/{change}"))
 
 
+HORIZON_DAYS = 32
+
+
 class LifeStages:
     """The router's life-stage scheduler, per partition it owns: what it learns from events
     (`observe`), each person's next date (`schedule`, `recovered`), and the stages due (`emit_due`)."""
@@ -94,9 +97,13 @@ class LifeStages:
         self.events_topic = events_topic
         self.clock = clock
         self.stages = sorted(life_stages().values(), key=lambda s: s.name)
-        # Per partition: a heap of (date, person) and each person's date in it (older entries are stale).
+        # Per partition: a heap of (date, person) and each person's date in it (older entries are stale),
+        # of the dates up to `horizon` only: a register extract gives every person under 80 a stage
+        # to come, 5.5 M entries (about 1 GiB) if all were kept. The later ones are found by a scan of
+        # the person table (on disk) when the horizon moves, every HORIZON_DAYS / 2.
         self.heaps: dict[int, list[tuple[date, str]]] = defaultdict(list)
         self.scheduled: dict[int, dict[str, date]] = defaultdict(dict)
+        self.horizon = self.today() + timedelta(days=HORIZON_DAYS)
 
     def today(self) -> date:
         return datetime.fromtimestamp(self.clock(), OSLO).date()
@@ -156,7 +163,7 @@ class LifeStages:
     def schedule(self, partition: int, person: str, state: PersonState) -> None:
         when = self.next_date(state)
         scheduled = self.scheduled[partition]
-        if when is None:
+        if when is None or when > self.horizon:  # none to come, or found by a later scan
             scheduled.pop(person, None)
         elif scheduled.get(person) != when:
             scheduled[person] = when
@@ -167,6 +174,16 @@ class LifeStages:
         for gone in set(self.heaps) - set(self.persons.partitions):
             self.heaps.pop(gone, None)
             self.scheduled.pop(gone, None)
+        self._scan(partitions)
+
+    def _follow_horizon(self) -> None:
+        """Half the horizon passed: move it, and scan every person again for the dates it now holds."""
+        today = self.today()
+        if today + timedelta(days=HORIZON_DAYS // 2) > self.horizon:
+            self.horizon = today + timedelta(days=HORIZON_DAYS)
+            self._scan(set(self.persons.partitions))
+
+    def _scan(self, partitions: set[int]) -> None:
         for partition in partitions:
             self.heaps[partition], self.scheduled[partition] = [], {}
             for person, value in self.persons.partitions.get(partition, {}).items():
@@ -178,11 +195,13 @@ class LifeStages:
     # --- emitting ---------------------------------------------------------------------------
 
     def due(self) -> bool:
+        self._follow_horizon()
         today = self.today()
         return any(heap and heap[0][0] <= today for heap in self.heaps.values())
 
     def emit_due(self, outputs: list[Write]) -> None:
         """Every stage due by today, as canonical events into the events topic, and the state that says so."""
+        self._follow_horizon()
         today = self.today()
         for partition, heap in self.heaps.items():
             scheduled = self.scheduled[partition]
