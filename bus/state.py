@@ -107,7 +107,9 @@ class PartitionedState(ChangelogState):
     """Key -> bytes, a changelog record per write (the newest per key kept by compaction).
     `check` reads a value back at recovery and raises if it is malformed: the record is then skipped
     and counted, or, with `fail_closed`, its key takes that value instead: for state whose loss
-    would be unsafe (a person's protection grade read as "none"), the safe value."""
+    would be unsafe (a person's protection grade read as "none"), the safe value. `expired` says of
+    a value read back that it no longer counts: its key is then not recovered (the broker deletes
+    a time-retained topic's records only a closed segment at a time)."""
 
     def __init__(
         self,
@@ -116,10 +118,12 @@ class PartitionedState(ChangelogState):
         check: Callable[[bytes], object] | None = None,
         fail_closed: bytes | None = None,
         disk: DiskStore | None = None,
+        expired: Callable[[bytes], bool] | None = None,
     ):
         super().__init__(topic, topic_configs, disk)
         self.check = check
         self.fail_closed = fail_closed
+        self.expired = expired
         self._pending: list[tuple[int, str, bytes | None]] = []
 
     def set(self, partition: int, key: str, value: bytes) -> None:
@@ -152,7 +156,10 @@ class PartitionedState(ChangelogState):
                     if self.fail_closed is not None:
                         data[key] = self.fail_closed
                     raise  # counted and logged as malformed either way
-            data[key] = record.value
+            if self.expired is not None and self.expired(record.value):
+                data.pop(key, None)
+            else:
+                data[key] = record.value
 
 
 class SegmentedState(ChangelogState):

@@ -22,9 +22,9 @@ not a dead letter. Event id -> first-seen time (epoch seconds, ASCII), per parti
 ingest topic (a duplicate has the same key, so it lands in the same partition), durable in
 the compacted topic `<app id>-ingest-seen-ids`, and kept on disk (RocksDB, bus/store.py): at
 national scale a week of ids is millions, more than a worker's memory should hold. An id counts
-for SAMBAND_DEDUP_RETENTION_HOURS (default 7 days): an older entry is ignored where it is found,
-and the topic is `compact,delete` with the same retention, so the next start or assignment
-recovers no older ids. Until then they stay on disk (some 60 bytes an event).
+for SAMBAND_DEDUP_RETENTION_HOURS (default 7 days): an older entry is ignored where it is found
+and not read back at the next start or assignment; the topic is `compact,delete` with the same
+retention, so the broker deletes them too. Until then they stay on disk (some 60 bytes an event).
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ class Ingest:
             INGEST_SEEN_IDS.configs(retention_ms=int(self.retention_seconds * 1000)),
             check=int,
             disk=DiskStore.open(Path(settings.data_dir), topics.ingest_seen_ids, settings.state_cache_mb),
+            expired=lambda first_seen: time.time() - int(first_seen) >= self.retention_seconds,
         )
         self.states = [self.seen]
         self.now = time.time()
