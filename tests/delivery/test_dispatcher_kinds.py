@@ -110,6 +110,7 @@ async def test_a_worker_with_many_new_subscriptions_sends_a_bounded_number_of_ha
     """Found by bench/bench_national.py: 18,000 new webhook subscriptions made one worker process
     send 18,000 handshakes at once; most timed out on its own busy event loop, and were retried."""
     monkeypatch.setattr(target_module, "delivery_kinds", lambda: {"counting": CountingVerifySink})
+    CountingVerifySink.verified, CountingVerifySink.most = set(), 0
     d = dispatcher([])
     subs = [f"sub-{n}" for n in range(128)]
     for sub in subs:
@@ -118,4 +119,35 @@ async def test_a_worker_with_many_new_subscriptions_sends_a_bounded_number_of_ha
         while not CountingVerifySink.verified >= set(subs):
             await asyncio.sleep(0.01)  # poll interval inside the deadline
     assert 1 < CountingVerifySink.most <= 32  # the dispatcher's HANDSHAKES_AT_ONCE
+    await d.close()
+
+
+class HangingVerifySink(Sink):
+    """A tenant's endpoint that never answers its handshake."""
+
+    Config = ConnectorConfig
+
+    async def verify(self, subscription: str):
+        await asyncio.Event().wait()
+
+    async def write(self, batch):
+        return []
+
+
+async def test_endpoints_that_hang_in_their_handshake_hold_back_no_other_subscription_for_long(monkeypatch):
+    """A hostile tenant's many subscriptions to an endpoint that never answers took every place for
+    a first handshake, for as long as they hung: another tenant's subscription was never verified."""
+    from agents.delivery import dispatcher as dispatcher_module
+
+    monkeypatch.setattr(dispatcher_module, "HANDSHAKE_SLOT_SECONDS", 0.2)
+    CountingVerifySink.verified = set()
+    kinds = {"hanging": HangingVerifySink, "counting": CountingVerifySink}
+    monkeypatch.setattr(target_module, "delivery_kinds", lambda: kinds)
+    d = dispatcher([])
+    for n in range(3 * 32):
+        await d.set_target(f"hostile-{n}", parse_target(f"hostile-{n}", {"delivery": {"kind": "hanging"}}))
+    await d.set_target("honest", parse_target("honest", {"delivery": {"kind": "counting"}}))
+    async with asyncio.timeout(5):
+        while "honest" not in CountingVerifySink.verified:
+            await asyncio.sleep(0.01)  # poll interval inside the deadline
     await d.close()
