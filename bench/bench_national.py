@@ -1,10 +1,14 @@
 """National scale, end to end: a register extract of the whole population, a reform day, a backfill
 beside live traffic, all the way from the register to the subscribers (issue 17, item 5).
 
-    .venv/bin/python bench/bench_national.py [--scale 1.0] [--processes N] [--live-rate 20] [--out DIR]
+    .venv/bin/python bench/bench_national.py [--scale 1.0] [--processes N] [--live-rate 20]
+        [--live-seconds 3600] [--reform-timeout S] [--timeout S] [--out DIR] [--keep]
 
-Uses the broker at KAFKA_BOOTSTRAP_SERVERS / SAMBAND_KAFKA_BOOTSTRAP_SERVERS, else the local one
-(`samband kafka up`). `--scale 1.0` is Norway: 5.5 M persons, the 2024 reform's address events
+Uses the broker at SAMBAND_KAFKA_BOOTSTRAP_SERVERS / KAFKA_BOOTSTRAP_SERVERS, else the local one
+(`samband kafka up`); needs the `test` extra (matplotlib). At least 1,000 persons whatever the
+scale. `--reform-timeout`: the reform day is reported as far as it came by then (a national run
+on a small machine); `--timeout`: the backfill's limit. The run's topics and files are removed
+at the end unless `--keep`. `--scale 1.0` is Norway: 5.5 M persons, the 2024 reform's address events
 (about 1.9 M of the synthetic population; the register sent about 2.1 M), 18,000 subscriptions.
 A smaller scale shrinks the population, never the subscriptions.
 
@@ -31,8 +35,14 @@ Phases, one after the other:
 Then the baseline in the same invocation: raw aiokafka consume -> produce (record batches, as the
 stages write) of the ingest topic's records to a topic of its own.
 
-Printed: events/s per stage and phase, live latency p50/p99, peak RSS per process, bytes per
-record per topic (key and value, uncompressed, over a sample), dead letters; and a plot of the
+Printed: records/s per stage and phase, each from the first to the last record the stage wrote
+(its output topic's timestamps; the webhooks' by the second they arrived; the extract's routing,
+which writes no deliveries, to its group's commit of the last record), so a stage is paced by
+the ones before it; the reform day's route row counts deliveries (12 an event), the others
+events; × raw aiokafka is against one process's passthrough while the worker has several.
+Then: whether every webhook subscription got exactly the events it is entitled to, live
+latency p50/p99 (of the deliveries that arrived), peak RSS per process, bytes per record per
+topic (key and value, uncompressed, over the first records), dead letters; and a plot of the
 stages' lag over time (PNG, `--out`). Everything is synthetic.
 """
 
@@ -60,6 +70,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import numpy as np
 import orjson
 from aiohttp import ClientSession, web
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -67,7 +78,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_routing import free_ports, produce, raw_clients  # noqa: E402
+from bench_routing import delete_topics, free_ports, produce, raw_clients  # noqa: E402
 
 from agents.config import bootstrap_servers  # noqa: E402
 from agents.routing.backfill import BackfillRequest, summaries  # noqa: E402
@@ -76,12 +87,15 @@ from agents.subscriptions.model import Subscription  # noqa: E402
 from bus.inspector import KafkaInspector  # noqa: E402
 from bus.record_batches import RecordBatches  # noqa: E402
 from bus.topics import BACKFILLS, INGEST, SUBSCRIPTIONS, ensure_table_topics, ensure_topics, layout, topic_names  # noqa: E402
+from connectors.folkeregister.mapping import address_record  # noqa: E402
 from connectors.webhook.secrets import new_secret  # noqa: E402
 from schemas.catalog import EVENTS_NAMESPACE, catalog  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
 from schemas.kommuner import kommuner, renumberings  # noqa: E402
 from schemas.pseudonym import pseudonym  # noqa: E402
 from schemas.registry import CatalogRegistry  # noqa: E402
+from synthetic.identity_numbers import EPOCH, format_identity  # noqa: E402
+from synthetic.population import ADRESSEBESKYTTELSE, RESIDENT  # noqa: E402
 
 NATIONAL_PERSONS = 5_500_000
 REFORM_DAY = date(2024, 1, 1)
@@ -167,12 +181,6 @@ def register(persons: int, bootstrap: str, ingest_topic: str, live_events: int, 
 
 
 def _population_record(simulation, row: int, now: datetime) -> tuple[dict, str]:
-    import numpy as np
-
-    from connectors.folkeregister.mapping import address_record
-    from synthetic.identity_numbers import EPOCH, format_identity
-    from synthetic.population import ADRESSEBESKYTTELSE
-
     p = simulation.population
     protection = ADRESSEBESKYTTELSE[p.protection[row]]
     address = (
@@ -193,16 +201,15 @@ def _population_record(simulation, row: int, now: datetime) -> tuple[dict, str]:
 
 
 async def _register(persons, bootstrap, ingest_topic, live_events, live_rate, commands, answers) -> None:
-    import numpy as np
     from confluent_kafka import Producer
 
     from synthetic import Simulation, SyntheticConfig
     from synthetic.folkeregister_simulator import run_simulator
-    from synthetic.population import RESIDENT
 
     simulation = Simulation(SyntheticConfig(persons=persons, seed=SEED))
     answers.put(("ready",))
-    await asyncio.to_thread(commands.get)  # extract
+    if await asyncio.to_thread(commands.get) != "extract":
+        return
     codec, key = Codec(CatalogRegistry(catalog())), PSEUDONYM_KEY.encode()
     schema_id = codec.current_id("PopulationRecord")
     # murmur2 partitions as every producer of the bus does (the Java client's and aiokafka's default)
@@ -226,16 +233,21 @@ async def _register(persons, bootstrap, ingest_topic, live_events, live_rate, co
     answers.put(("extract", sent))
 
     strict: Counter = Counter()
+    entitled: Counter = Counter()  # kommune -> its events its own systems may get (not a strengt fortrolig person's)
 
     def reform():
         for document in simulation.renumbering_events(previous_codes(), REFORM_DAY):
             strict[document.adressebeskyttelse in STRICT] += 1
+            if document.adressebeskyttelse not in STRICT:
+                entitled[document.opplysninger["kommunenummer"]] += 1
             yield document
 
     async with run_simulator(reform(), token=TOKEN) as simulator:
         live = list(itertools.islice(simulation.events(years=None), live_events))
-        answers.put(("feed", simulator.base_url, strict[False], strict[True], [d.hendelsesdokument for d in live]))
-        await asyncio.to_thread(commands.get)  # live
+        answers.put(("feed", simulator.base_url, strict[False], strict[True], [d.hendelsesdokument for d in live],
+                     dict(entitled)))  # fmt: skip
+        if await asyncio.to_thread(commands.get) != "live":
+            return  # stopped before the live traffic
         appended: dict[str, float] = {}
         stopping = asyncio.ensure_future(asyncio.to_thread(commands.get))
         started, done = time.monotonic(), 0
@@ -249,7 +261,7 @@ async def _register(persons, bootstrap, ingest_topic, live_events, live_rate, co
             await asyncio.wait([stopping], timeout=0.05)  # the feed's pace, or the bench's stop
         await stopping
         answers.put(("appended", appended))
-        await asyncio.to_thread(commands.get)  # stop
+        await asyncio.to_thread(commands.get)  # "stop"
 
 
 # ---------------------------------------------------------------- the subscribers (their own process)
@@ -267,6 +279,7 @@ async def _receivers(secret: str, watch: set[str], ready, stop_event) -> None:
     seen: set[int] = set()
     stats = {"events": 0, "duplicates": 0, "requests": 0, "bad_signatures": 0, "backfill": 0, "single": 0}
     per_second: Counter = Counter()
+    per_subscription: Counter = Counter()  # distinct events
     arrivals: list[tuple[str, float]] = []
 
     def signed(request: web.Request, body: bytes) -> bool:
@@ -296,6 +309,7 @@ async def _receivers(secret: str, watch: set[str], ready, stop_event) -> None:
                 continue
             seen.add(digest)
             stats["events"] += 1
+            per_subscription[request.match_info["subscription"]] += 1
             stats["single"] += not batch
             stats["backfill"] += event.get("backfill") == "true"
             per_second[int(now)] += 1
@@ -305,7 +319,9 @@ async def _receivers(secret: str, watch: set[str], ready, stop_event) -> None:
         return web.Response(status=204)
 
     async def report(_request: web.Request) -> web.Response:
-        return web.json_response({**stats, "per_second": per_second, "arrivals": arrivals})
+        return web.json_response(
+            {**stats, "per_second": per_second, "per_subscription": per_subscription, "arrivals": arrivals}
+        )
 
     app = web.Application(client_max_size=64 << 20)
     app.router.add_post("/w/{subscription}", handle)
@@ -331,6 +347,8 @@ class Reform:
     complete: bool
     delivered: int  # to webhooks, the Kafka subscriber and the files
     expected: int
+    kafka_records: int
+    wrong: list[str]  # webhook subscriptions whose distinct events are not the number they are entitled to
 
 
 @dataclass
@@ -378,7 +396,7 @@ class Bench:
         self.backfill: tuple[int, int, float] | None = None  # events read, delivered, seconds
         self.live: list[float] = []  # latency of each live delivery, s
         self.children: dict[str, subprocess.Popen] = {}
-        self.problems: list[str] = []
+        self.web_port = 0  # set before the worker starts
 
     # -- processes
 
@@ -484,15 +502,29 @@ class Bench:
             await consumer.stop()
         return sum(sizes) / len(sizes) if sizes else float("nan")
 
+    def wrong_counts(self, subs: list[Subscription], received: dict[str, int]) -> list[str]:
+        """Each kommune's Move systems are entitled to its events but a strengt fortrolig person's;
+        no other webhook subscription to any event of the reform day."""
+        wrong = []
+        for sub in subs:
+            if sub.delivery.kind != "webhook":
+                continue
+            code = sub.kommuner[0] if sub.kommuner != "all" and sub.event_types == ["Move"] else None
+            if received.get(sub.id, 0) != (self.entitled.get(code, 0) if code else 0):
+                wrong.append(sub.id)
+        return wrong
+
     async def receiver_stats(self) -> dict:
         """The receivers' counts, summed; their per-second counts and arrivals together."""
-        total: dict = {"per_second": Counter(), "arrivals": []}
+        total: dict = {"per_second": Counter(), "per_subscription": Counter(), "arrivals": []}
         async with ClientSession() as http:
             for url in self.receiver_urls:
                 async with http.get(f"{url}/stats") as response:
                     for name, value in (await response.json()).items():
                         if name == "per_second":
                             total[name].update({int(second): n for second, n in value.items()})
+                        elif name == "per_subscription":
+                            total[name].update(value)
                         elif name == "arrivals":
                             total[name] += value
                         else:
@@ -513,8 +545,6 @@ class Bench:
                 for stage, group in groups.items():
                     with contextlib.suppress(Exception):
                         row[stage] = sum(lag.lag for lag in await kafka.group_lag(group))
-                with contextlib.suppress(Exception):
-                    row["received"] = (await self.receiver_stats())["events"]
                 self.samples.rows.append(row)
                 await asyncio.sleep(SAMPLE_S)  # the plot's resolution
 
@@ -530,13 +560,27 @@ class Bench:
         return time.time()
 
     async def group_done(self, group: str) -> bool:
+        """Whether the stage's group has committed to the end of every partition of its input (one
+        it has not committed on yet counts from the start)."""
+        source = {"ingest": self.topics.ingest, "router": self.topics.events, "delivery": self.topics.deliveries}[group]
+        partitions = [TopicPartition(source, p) for p in range(PARTITIONS)]
         async with KafkaInspector(self.bootstrap) as kafka:
-            lags = await kafka.group_lag(f"{self.app_id}-{group}")
-        return bool(lags) and all(lag.lag == 0 for lag in lags)
+            lags = await kafka.group_lag(f"{self.app_id}-{group}", partitions)
+        return all(lag.lag == 0 for lag in lags)
 
     # -- the run
 
     async def run(self) -> None:
+        import matplotlib  # noqa: F401  # the plot's, missing: said now, not after an hour's run
+
+        try:
+            await self.measure()
+        finally:
+            if not self.args.keep:
+                await delete_topics(self.bootstrap, self.app_id)
+                shutil.rmtree(self.work, ignore_errors=True)
+
+    async def measure(self) -> None:
         args = self.args
         print(f"bench-national: scale {args.scale:g}, {self.persons:,} persons, app id {self.app_id}, work {self.work}")
         context = multiprocessing.get_context("spawn")
@@ -555,10 +599,9 @@ class Bench:
         self.commands.put("extract")
         (_, extracted) = await self.answer("extract")
         print(f"  extract: {extracted:,} PopulationRecords in the ingest topic", flush=True)
-        # The worker starts now, on a full ingest topic: the extract is the backlog it starts with.
         secrets_dir = self.work / "secrets"
         secrets_dir.mkdir()
-        (_, base_url, reform_plain, reform_strict, live_ids) = await self.answer("feed")
+        (_, base_url, reform_plain, reform_strict, live_ids, self.entitled) = await self.answer("feed")
         # Several receiver processes: the worker keeps a connection to each subscription's endpoint,
         # and 18,000 connections to one process would pass its limit of open files.
         ready, self.stop_receivers = context.Queue(), context.Event()
@@ -570,6 +613,7 @@ class Bench:
             process.start()
         self.receiver_urls = [await asyncio.to_thread(ready.get, True, 120) for _ in self.receiver_processes]
         subs = subscriptions(self.receiver_urls)
+        self.subscription_count = len(subs)
         for sub in [*subs, late_subscription(self.receiver_urls)]:
             if sub.delivery.kind == "webhook":
                 (secrets_dir / sub.id).write_text(self.secret)
@@ -578,6 +622,7 @@ class Bench:
         self.web_port = free_ports(workers + 1)
         sampler = asyncio.ensure_future(self.sample())
         events_before = await self.ends(self.topics.events)
+        # The worker starts on a full ingest topic: the extract is the backlog it starts with.
         worker = self.start("worker", "worker", "--loglevel", "warning")
         try:
             await self.until("extract ingested", lambda: self.group_done("ingest"), 3600)
@@ -615,9 +660,11 @@ class Bench:
                 reform_done = None
                 print(f"  reform day: not delivered within {args.reform_timeout:,.0f} s; measured so far", flush=True)
             stats = await self.receiver_stats()
-            delivered = stats["events"] + sum((await self.ends(kafka_topic)).values()) + self.files_lines()
+            kafka_records = sum((await self.ends(kafka_topic)).values())
+            delivered = stats["events"] + kafka_records + self.files_lines()
             self.reform = Reform(reform, (reform_done or time.time()) - reform_started, stats, self.files_lines(),
-                                 reform_done is not None, delivered, expected_webhook + 2 * reform)  # fmt: skip
+                                 reform_done is not None, delivered, expected_webhook + 2 * reform,
+                                 kafka_records, self.wrong_counts(subs, stats["per_subscription"]))  # fmt: skip
             self.ingested = extracted
             for name, topic, before in (("feed source", self.topics.ingest, ingest_before),
                                         ("ingest", self.topics.events, events_before),
@@ -627,7 +674,7 @@ class Bench:
                 self.ingested += count if name == "feed source" else 0
             count, first, last = await self.span(kafka_topic, {}, await self.ends(kafka_topic))
             self.rates.append(("reform day", f"deliver to Kafka ({KAFKA_MOVE})", count, last - first))
-            seconds_with_events = sorted(int(s) for s in stats["per_second"])
+            seconds_with_events = sorted(int(s) for s in stats["per_second"]) or [0]
             self.rates.append(("reform day", "deliver to webhooks", stats["events"],
                                seconds_with_events[-1] - seconds_with_events[0] + 1))  # fmt: skip
             if reform_done is not None:
@@ -654,9 +701,6 @@ class Bench:
         await self.baseline()
         self.report()
         self.plot()
-        if not args.keep:
-            await self.delete_topics()
-            shutil.rmtree(self.work, ignore_errors=True)
 
     async def backfill_beside_live(self, reform: int) -> None:
         """Phase 3: a new national Move subscription's backfill while the feed grows at --live-rate."""
@@ -709,21 +753,11 @@ class Bench:
             await producer.stop()
             await consumer.stop()
 
-    async def delete_topics(self) -> None:
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        await admin.start()
-        try:
-            await admin.delete_topics([t for t in await admin.list_topics() if t.startswith(self.app_id)])
-        finally:
-            await admin.close()
-
     # -- the report
 
     def report(self) -> None:
         baseline = next(n / s for phase, _, n, s in self.rates if phase == "baseline")
-        print(f"\n## National bench, scale {self.args.scale:g}: {self.persons:,} persons, 18,000 subscriptions, "
+        print(f"\n## National bench, scale {self.args.scale:g}: {self.persons:,} persons, {self.subscription_count:,} subscriptions, "
               f"{datetime.now(UTC):%Y-%m-%d}\n")  # fmt: skip
         print("| phase | stage | records | seconds | records/s | × raw aiokafka |")
         print("|---|---|---:|---:|---:|---:|")
@@ -743,8 +777,9 @@ class Bench:
                   f"{r.expected / rate / 60:,.0f} min, 2.1 M events {r.expected / r.events * 2_100_000 / rate / 60:,.0f} "
                   "min (target < 30).", end=" ")  # fmt: skip
         print(f"Webhooks: {stats['events']:,} events in {stats['requests']:,} requests ({stats['single']:,} single), "
-              f"{stats['duplicates']:,} duplicates, {stats['bad_signatures']} bad signatures; files: "
-              f"{r.file_lines:,} lines.")  # fmt: skip
+              f"{stats['duplicates']:,} duplicates, {stats['bad_signatures']} bad signatures, "
+              f"{len(r.wrong)} subscriptions with other than their entitled count{' (' + ', '.join(r.wrong[:5]) + ')' if r.wrong else ''}; "
+              f"Kafka: {r.kafka_records:,} records and files: {r.file_lines:,} lines, of {r.events:,} events.")  # fmt: skip
         if self.backfill is None:
             print("\nBackfill: not run (the reform day did not finish).")
         else:
@@ -798,10 +833,12 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=None, help="worker processes (default: every core)")
     parser.add_argument("--live-rate", type=float, default=20.0, help="live register events/s during the backfill")
     parser.add_argument("--live-seconds", type=float, default=3600.0, help="live events prepared: rate x this")
-    parser.add_argument("--timeout", type=float, default=7200.0, help="seconds a phase may take (then it fails)")
+    parser.add_argument(
+        "--timeout", type=float, default=7200.0, help="seconds the backfill may take (then the run fails)"
+    )
     parser.add_argument("--reform-timeout", type=float, default=7200.0,
                         help="seconds the reform day may take: then it is reported as far as it came")  # fmt: skip
-    parser.add_argument("--out", default=str(ROOT / "docs"), help="folder of the lag plot")
+    parser.add_argument("--out", default=".", help="folder of the lag plot (docs/ for docs/national-scale.md's)")
     parser.add_argument("--keep", action="store_true", help="keep the run's topics and files")
     asyncio.run(Bench(parser.parse_args()).run())
 

@@ -181,6 +181,7 @@ def test_a_past_reforms_address_events_go_to_every_resident_of_a_renumbered_komm
     p = simulation.population
     residents = Counter(places[k].number for k in p.kommune[: p.size][p.status[: p.size] == RESIDENT])
     documents = list(simulation.renumbering_events(previous, date(2024, 1, 1)))
+    assert documents and all(residents[c] for c in previous)
 
     assert Counter(d.opplysninger["kommunenummer"] for d in documents) == {c: residents[c] for c in previous}
     for d in documents:
