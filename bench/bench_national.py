@@ -776,9 +776,14 @@ class Bench:
                   f"{r.seconds / 60:.1f} min, {rate:,.0f} deliveries/s; at that rate all would take "
                   f"{r.expected / rate / 60:,.0f} min, 2.1 M events {r.expected / r.events * 2_100_000 / rate / 60:,.0f} "
                   "min (target < 30).", end=" ")  # fmt: skip
+        exact = (
+            f"{len(r.wrong)} subscriptions with other than their entitled count"
+            f"{' (' + ', '.join(r.wrong[:5]) + ')' if r.wrong else ''}; "
+            if r.complete
+            else ""  # counted only once every event is in
+        )
         print(f"Webhooks: {stats['events']:,} events in {stats['requests']:,} requests ({stats['single']:,} single), "
-              f"{stats['duplicates']:,} duplicates, {stats['bad_signatures']} bad signatures, "
-              f"{len(r.wrong)} subscriptions with other than their entitled count{' (' + ', '.join(r.wrong[:5]) + ')' if r.wrong else ''}; "
+              f"{stats['duplicates']:,} duplicates, {stats['bad_signatures']} bad signatures, {exact}"
               f"Kafka: {r.kafka_records:,} records and files: {r.file_lines:,} lines, of {r.events:,} events.")  # fmt: skip
         if self.backfill is None:
             print("\nBackfill: not run (the reform day did not finish).")
