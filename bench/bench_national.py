@@ -78,14 +78,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_routing import delete_topics, free_ports, produce, raw_clients  # noqa: E402
+from bench_routing import _sub as _subscription  # noqa: E402
+from bench_routing import delete_topics, free_ports, produce, raw_batched_passthrough  # noqa: E402
 
 from agents.config import bootstrap_servers  # noqa: E402
 from agents.routing.backfill import BackfillRequest, summaries  # noqa: E402
-from agents.subscriptions.delivery_target import AS_WRITTEN  # noqa: E402
 from agents.subscriptions.model import Subscription  # noqa: E402
 from bus.inspector import KafkaInspector  # noqa: E402
-from bus.record_batches import RecordBatches  # noqa: E402
 from bus.topics import BACKFILLS, INGEST, SUBSCRIPTIONS, ensure_table_topics, ensure_topics, layout, topic_names  # noqa: E402
 from connectors.folkeregister.mapping import address_record  # noqa: E402
 from connectors.webhook.secrets import new_secret  # noqa: E402
@@ -123,20 +122,6 @@ def previous_codes() -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- subscriptions
-
-
-def _subscription(sub_id: str, scope, event_type: str, fields: list[str], delivery: dict) -> Subscription:
-    value = {
-        "id": sub_id,
-        "system": {"name": sub_id, "owner": "Bench", "contact": "bench@example.invalid"},
-        "legal_basis": "Synthetic benchmark",
-        "public_body": True,
-        "kommuner": scope,
-        "event_types": [event_type],
-        "fields": {event_type: fields},
-        "delivery": delivery,
-    }
-    return Subscription.model_validate(value, context=AS_WRITTEN)
 
 
 def _webhook(receivers: list[str], sub_id: str, batched: bool) -> dict:
@@ -734,24 +719,8 @@ class Bench:
         sink = f"{self.app_id}-baseline"
         await ensure_topics(self.bootstrap, {sink: {}}, PARTITIONS)
         n = self.ingested
-        consumer, producer = await raw_clients(self.bootstrap, self.topics.ingest, "baseline")
-        writes = RecordBatches(producer)
-        await writes.load([sink])
-        try:
-            done, started = 0, None
-            while done < n:  # as bench_routing's raw_batched_passthrough, timed from the first record read
-                batch = await consumer.getmany(timeout_ms=500, max_records=2000)
-                started = started or (time.perf_counter() if batch else None)
-                for tp, records in batch.items():
-                    for r in records:
-                        writes.add(sink, r.key, r.value, None, tp.partition)
-                    done += len(records)
-                await asyncio.gather(*await writes.send())
-                await consumer.commit()
-            self.rates.append(("baseline", "raw aiokafka consume -> produce", n, time.perf_counter() - started))
-        finally:
-            await producer.stop()
-            await consumer.stop()
+        seconds = await raw_batched_passthrough(self.bootstrap, self.topics.ingest, sink, n, partitions=PARTITIONS)
+        self.rates.append(("baseline", "raw aiokafka consume -> produce", n, seconds))
 
     # -- the report
 

@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 from agents.config import bootstrap_servers  # noqa: E402
 from agents.routing.index import RoutingIndex  # noqa: E402
 from agents.routing.router import PersonState, Router  # noqa: E402
+from agents.subscriptions.delivery_target import AS_WRITTEN  # noqa: E402
 from agents.subscriptions.model import Subscription  # noqa: E402
 from bus.record_batches import RecordBatches  # noqa: E402
 from bus.topics import topic_names  # noqa: E402
@@ -101,7 +102,9 @@ def canonical_events(n: int) -> list[tuple[bytes, bytes]]:
     return messages
 
 
-def _sub(sub_id: str, kommuner_, event_type: str, fields: list[str]) -> Subscription:
+def _sub(sub_id: str, kommuner_, event_type: str, fields: list[str], delivery: dict | None = None) -> Subscription:
+    """A public body's subscription to one event type (delivered by Kafka unless `delivery` says
+    otherwise; validated as written, so a bench's loopback webhook passes)."""
     return Subscription.model_validate(
         {
             "id": sub_id,
@@ -111,8 +114,9 @@ def _sub(sub_id: str, kommuner_, event_type: str, fields: list[str]) -> Subscrip
             "kommuner": kommuner_,
             "event_types": [event_type],
             "fields": {event_type: fields},
-            "delivery": {"kind": "kafka"},
-        }
+            "delivery": delivery or {"kind": "kafka"},
+        },
+        context=AS_WRITTEN,
     )
 
 
@@ -179,7 +183,9 @@ async def produce_batched(bootstrap: str, topic: str, messages: list[tuple[bytes
         await producer.stop()
 
 
-async def output_span(bootstrap: str, topic: str, expected: int, timeout: float, proc=None) -> float:
+async def output_span(
+    bootstrap: str, topic: str, expected: int, timeout: float, proc=None, partitions: int = PARTITIONS
+) -> float:
     """Wait for `expected` records on `topic`; seconds between the first and the last record's timestamp.
 
     While the stage runs, only the topic's end offsets are polled (a request every 0.1 s): reading
@@ -195,7 +201,7 @@ async def output_span(bootstrap: str, topic: str, expected: int, timeout: float,
     await consumer.start()
     try:
         async with asyncio.timeout(timeout):
-            tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]  # every topic here has PARTITIONS
+            tps = [TopicPartition(topic, p) for p in range(partitions)]  # every topic here has PARTITIONS
             while sum((await consumer.end_offsets(tps)).values()) < expected:
                 if proc is not None and proc.poll() is not None:
                     raise RuntimeError(f"worker exited with {proc.returncode}")
@@ -246,7 +252,9 @@ async def raw_passthrough(bootstrap: str, source: str, sink: str, n: int) -> flo
     return await output_span(bootstrap, sink, n, 60)
 
 
-async def raw_batched_passthrough(bootstrap: str, source: str, sink: str, n: int) -> float:
+async def raw_batched_passthrough(
+    bootstrap: str, source: str, sink: str, n: int, partitions: int = PARTITIONS
+) -> float:
     """raw aiokafka as the stages write: records appended to record batches built here (bus/record_batches.py)."""
     consumer, producer = await raw_clients(bootstrap, source, "rawb")
     writes = RecordBatches(producer)
@@ -264,7 +272,7 @@ async def raw_batched_passthrough(bootstrap: str, source: str, sink: str, n: int
     finally:
         await producer.stop()
         await consumer.stop()
-    return await output_span(bootstrap, sink, n, 60)
+    return await output_span(bootstrap, sink, n, max(60.0, n / 20_000), partitions=partitions)  # read whole: ~µs each
 
 
 async def raw_librdkafka_passthrough(bootstrap: str, source: str, sink: str, n: int) -> float:
