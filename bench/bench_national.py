@@ -85,7 +85,9 @@ from agents.config import bootstrap_servers  # noqa: E402
 from agents.routing.backfill import BackfillRequest, summaries  # noqa: E402
 from agents.subscriptions.model import Subscription  # noqa: E402
 from bus.inspector import KafkaInspector  # noqa: E402
+from bus.reading import read_topic  # noqa: E402
 from bus.topics import BACKFILLS, INGEST, SUBSCRIPTIONS, ensure_table_topics, ensure_topics, layout, topic_names  # noqa: E402
+from connectors.dead_letters import DeadLetter  # noqa: E402
 from connectors.folkeregister.mapping import address_record  # noqa: E402
 from connectors.webhook.secrets import new_secret  # noqa: E402
 from schemas.catalog import EVENTS_NAMESPACE, catalog  # noqa: E402
@@ -682,7 +684,9 @@ class Bench:
                       (self.topics.ingest, self.topics.events, self.topics.deliveries, self.topics.router_persons,
                        self.topics.router_records)}  # fmt: skip
         self.counts = {t: sum((await self.ends(t)).values()) for t in self.sizes}
-        self.deadletters = sum((await self.ends(self.topics.deadletter)).values())
+        self.deadletters: Counter = Counter()  # reason -> dead letters
+        async for record in read_topic(self.bootstrap, self.topics.deadletter, timeout=30.0):
+            self.deadletters[DeadLetter.from_headers(record.headers).reason] += 1
         await self.baseline()
         self.report()
         self.plot()
@@ -773,7 +777,9 @@ class Bench:
         print("\n| topic | records | bytes per record (key + value) |\n|---|---:|---:|")
         for topic, size in self.sizes.items():
             print(f"| {topic.removeprefix(self.app_id + '-')} | {self.counts[topic]:,} | {size:,.0f} |")
-        print(f"\nDead letters: {self.deadletters:,}.")
+        reasons = ", ".join(f"{reason}: {n:,}" for reason, n in self.deadletters.most_common())
+        # event.unknown_type: the register's made-up event types (synthetic's unusual_type_share), as it should be
+        print(f"\nDead letters: {sum(self.deadletters.values()):,}{f' ({reasons})' if reasons else ''}.")
 
     def plot(self) -> None:
         import matplotlib
