@@ -213,6 +213,7 @@ class BatchService(Service):
         self.writes: RecordBatches = None  # type: ignore[assignment]
         self.held: set[int] = set()  # partitions whose state is recovered and current
         self._revoked: set[int] = set()
+        self._revoked_generation = -1  # the group generation whose assignment was revoked last
         self._lock = asyncio.Lock()
         self._finished = asyncio.Event()
         self._consuming = False  # the consuming task has begun: a stop waits for it to finish
@@ -482,16 +483,26 @@ class BatchService(Service):
         assigned = self.assigned() or set()
         return any(tp.partition not in self.held for tp in assigned)
 
+    def _generation(self) -> int:
+        """The consumer's group generation; -1 when it has none (never joined, or evicted)."""
+        return getattr(getattr(self.consumer, "_coordinator", None), "generation", -1)
+
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:  # waits for the batch in progress
             await self._completed()
             self._revoked = {tp.partition for tp in revoked}
+            self._revoked_generation = self._generation()
             self.held = set()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self._lock:
             partitions = {tp.partition for tp in assigned}
-            kept = partitions & self._revoked  # nobody else owned these in between
+            # A partition's state is kept only across the one rebalance that revoked it: nobody else
+            # owned it in between. A worker evicted from the group (its generation reset), or coming
+            # back after generations without it, may have missed another owner's writes (a new
+            # protection grade): it reads the state again.
+            follows = self._revoked_generation > 0 and self._generation() == self._revoked_generation + 1
+            kept = partitions & self._revoked if follows else set()
             for state in self.logic.states:
                 state.drop(set(state.partitions) - kept)
                 await state.recover(self.bootstrap, partitions - kept)
