@@ -52,8 +52,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import hashlib
-import hmac
 import itertools
 import multiprocessing
 import os
@@ -71,9 +69,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
-import orjson
 from aiohttp import ClientSession, web
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -82,21 +80,20 @@ from bench_routing import _sub as _subscription  # noqa: E402
 from bench_routing import delete_topics, free_ports, produce, raw_batched_passthrough  # noqa: E402
 
 from agents.config import bootstrap_servers  # noqa: E402
+from agents.demo.extract import population_record  # noqa: E402
 from agents.routing.backfill import BackfillRequest, summaries  # noqa: E402
 from agents.subscriptions.model import Subscription  # noqa: E402
 from bus.inspector import KafkaInspector  # noqa: E402
 from bus.reading import read_topic  # noqa: E402
 from bus.topics import BACKFILLS, INGEST, SUBSCRIPTIONS, ensure_table_topics, ensure_topics, layout, topic_names  # noqa: E402
 from connectors.dead_letters import DeadLetter  # noqa: E402
-from connectors.folkeregister.mapping import address_record  # noqa: E402
 from connectors.webhook.secrets import new_secret  # noqa: E402
-from schemas.catalog import EVENTS_NAMESPACE, catalog  # noqa: E402
+from schemas.catalog import catalog  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
 from schemas.kommuner import kommuner, renumberings  # noqa: E402
 from schemas.pseudonym import pseudonym  # noqa: E402
 from schemas.registry import CatalogRegistry  # noqa: E402
-from synthetic.identity_numbers import EPOCH, format_identity  # noqa: E402
-from synthetic.population import ADRESSEBESKYTTELSE, RESIDENT  # noqa: E402
+from synthetic.population import RESIDENT  # noqa: E402
 
 NATIONAL_PERSONS = 5_500_000
 REFORM_DAY = date(2024, 1, 1)
@@ -167,26 +164,6 @@ def register(persons: int, bootstrap: str, ingest_topic: str, live_events: int, 
     asyncio.run(_register(persons, bootstrap, ingest_topic, live_events, live_rate, commands, answers))
 
 
-def _population_record(simulation, row: int, now: datetime) -> tuple[dict, str]:
-    p = simulation.population
-    protection = ADRESSEBESKYTTELSE[p.protection[row]]
-    address = (
-        None
-        if protection in STRICT
-        else address_record(simulation.geography.address(int(p.kommune[row]), int(p.street[row]), int(p.house[row])))
-    )
-    person = format_identity(int(p.ident[row]))
-    envelope = {
-        "id": str(uuid.uuid4()), "source": "urn:no:samband:bench:uttrekk",
-        "type": f"{EVENTS_NAMESPACE}.PopulationRecord", "specversion": "1.0", "time": now, "subject": None,
-        "dataschema": None, "person": person, "kommunenummer": [] if address is None else [address["kommunenummer"]],
-        "addressProtection": protection, "changeKind": "new", "correctsEventId": None, "sequenceNumber": None,
-        "correlationId": None,
-    }  # fmt: skip
-    birth = (EPOCH + np.timedelta64(int(p.birth[row]), "D")).astype(object)
-    return {"envelope": envelope, "birthDate": birth, "address": address}, person
-
-
 async def _register(persons, bootstrap, ingest_topic, live_events, live_rate, commands, answers) -> None:
     from confluent_kafka import Producer
 
@@ -202,10 +179,10 @@ async def _register(persons, bootstrap, ingest_topic, live_events, live_rate, co
     # murmur2 partitions as every producer of the bus does (the Java client's and aiokafka's default)
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
                          "partitioner": "murmur2_random", "linger.ms": 20, "batch.size": 1 << 20})  # fmt: skip
-    p, now, sent = simulation.population, datetime.now(UTC), 0
+    p, sent = simulation.population, 0
     for row in np.flatnonzero(p.status[: p.size] == RESIDENT).tolist():
-        record, person = _population_record(simulation, row, now)
-        value, person_key = codec.encode(record, schema_id), pseudonym(person, key).encode()
+        record = population_record(simulation, row, "urn:no:samband:bench:uttrekk")
+        value, person_key = codec.encode(record, schema_id), pseudonym(record["envelope"]["person"], key).encode()
         while True:
             try:
                 producer.produce(ingest_topic, value, person_key)
@@ -262,29 +239,23 @@ async def _receivers(secret: str, watch: set[str], ready, stop_event) -> None:
     """The receivers of a share of the webhook subscriptions, on one local server: checks each request's Standard
     Webhooks signature, answers handshakes, counts distinct idempotency keys, and keeps the
     arrival time of each delivery of a watched (live) event."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
+    verifier = Webhook(secret)  # the third-party library, as the demo's receivers check (agents/demo/receivers.py)
     seen: set[int] = set()
     stats = {"events": 0, "duplicates": 0, "requests": 0, "bad_signatures": 0, "backfill": 0, "single": 0}
     per_second: Counter = Counter()
     per_subscription: Counter = Counter()  # distinct events
     arrivals: list[tuple[str, float]] = []
 
-    def signed(request: web.Request, body: bytes) -> bool:
-        wid, ts = request.headers.get("webhook-id", ""), request.headers.get("webhook-timestamp", "")
-        expected = base64.b64encode(hmac.new(key, f"{wid}.{ts}.".encode() + body, hashlib.sha256).digest()).decode()
-        return any(
-            hmac.compare_digest(s.partition(",")[2], expected)
-            for s in request.headers.get("webhook-signature", "").split()
-        )
-
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
         stats["requests"] += 1
-        if not signed(request, body):
+        try:
+            payload = verifier.verify(body, dict(request.headers))
+        except WebhookVerificationError:
             stats["bad_signatures"] += 1
             return web.Response(status=401)
         batch = request.content_type == "application/cloudevents-batch+json"
-        events = orjson.loads(body) if batch else [orjson.loads(body)]
+        events = payload if batch else [payload]
         if request.headers.get("webhook-id", "").startswith("validation."):  # the handshake: echo its challenge
             return web.json_response({"challenge": events[0]["data"]["challenge"]})
         now = time.time()
@@ -332,15 +303,19 @@ class Reform:
     webhooks: dict  # the receivers' counts
     file_lines: int
     complete: bool
-    delivered: int  # to webhooks, the Kafka subscriber and the files
     expected: int
     kafka_records: int
     wrong: list[str]  # webhook subscriptions whose distinct events are not the number they are entitled to
 
+    @property
+    def delivered(self) -> int:
+        """To webhooks, the Kafka subscriber and the files."""
+        return self.webhooks["events"] + self.kafka_records + self.file_lines
+
 
 @dataclass
 class Samples:
-    """The lag of each stage's group and what the subscribers have, every SAMPLE_S seconds."""
+    """The lag of each stage's group every SAMPLE_S seconds, and when each phase began."""
 
     started: float = field(default_factory=time.time)
     rows: list[dict] = field(default_factory=list)
@@ -437,13 +412,10 @@ class Bench:
     # -- measuring
 
     async def ends(self, topic: str) -> dict[TopicPartition, int]:
+        """End offsets of a topic of the run (each has the bus's PARTITIONS)."""
         async with KafkaInspector(self.bootstrap) as kafka:
-            return {TopicPartition(o.topic, o.partition): o.end for o in await kafka.offsets(
-                [TopicPartition(topic, p) for p in range(await self.partitions(topic))])}  # fmt: skip
-
-    async def partitions(self, topic: str) -> int:
-        async with KafkaInspector(self.bootstrap) as kafka:
-            return len([tp for tp in await kafka.topic_partitions(topic) if tp.topic == topic])
+            offsets = await kafka.offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        return {TopicPartition(o.topic, o.partition): o.end for o in offsets}
 
     async def span(self, topic: str, starts: dict, ends: dict) -> tuple[int, float, float]:
         """Records between the offsets, and the first one's and the last one's timestamps (seconds)."""
@@ -477,7 +449,7 @@ class Bench:
         await consumer.start()
         sizes = []
         try:
-            tps = [TopicPartition(topic, p) for p in range(await self.partitions(topic))]
+            tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             with contextlib.suppress(TimeoutError):
@@ -523,15 +495,13 @@ class Bench:
         return sum(sum(1 for _ in path.open("rb")) for path in folder.glob("*.jsonl")) if folder.exists() else 0
 
     async def sample(self) -> None:
-        """Every SAMPLE_S: each stage group's lag, and the subscribers' events so far."""
-        groups = {"ingest": f"{self.app_id}-ingest", "route": f"{self.app_id}-router",
-                  "deliver": f"{self.app_id}-delivery"}  # fmt: skip
+        """Every SAMPLE_S: each stage group's lag."""
         async with KafkaInspector(self.bootstrap) as kafka:
             while True:
                 row = {"t": time.time() - self.samples.started}
-                for stage, group in groups.items():
+                for stage, group in (("ingest", "ingest"), ("route", "router"), ("deliver", "delivery")):
                     with contextlib.suppress(Exception):
-                        row[stage] = sum(lag.lag for lag in await kafka.group_lag(group))
+                        row[stage] = sum(lag.lag for lag in await self.group_lag(kafka, group))
                 self.samples.rows.append(row)
                 await asyncio.sleep(SAMPLE_S)  # the plot's resolution
 
@@ -546,14 +516,16 @@ class Bench:
         print(f"  {what}: {time.time() - self.samples.started:,.0f} s into the run{rss}", flush=True)
         return time.time()
 
-    async def group_done(self, group: str) -> bool:
-        """Whether the stage's group has committed to the end of every partition of its input (one
-        it has not committed on yet counts from the start)."""
+    async def group_lag(self, kafka: KafkaInspector, group: str) -> list:
+        """The stage group's lag on every partition of its input (one it has not committed on yet
+        counts from the start)."""
         source = {"ingest": self.topics.ingest, "router": self.topics.events, "delivery": self.topics.deliveries}[group]
-        partitions = [TopicPartition(source, p) for p in range(PARTITIONS)]
+        return await kafka.group_lag(f"{self.app_id}-{group}", [TopicPartition(source, p) for p in range(PARTITIONS)])
+
+    async def group_done(self, group: str) -> bool:
+        """Whether the stage's group has committed to the end of every partition of its input."""
         async with KafkaInspector(self.bootstrap) as kafka:
-            lags = await kafka.group_lag(f"{self.app_id}-{group}", partitions)
-        return all(lag.lag == 0 for lag in lags)
+            return all(lag.lag == 0 for lag in await self.group_lag(kafka, group))
 
     # -- the run
 
@@ -647,11 +619,10 @@ class Bench:
                 reform_done = None
                 print(f"  reform day: not delivered within {args.reform_timeout:,.0f} s; measured so far", flush=True)
             stats = await self.receiver_stats()
-            kafka_records = sum((await self.ends(kafka_topic)).values())
-            delivered = stats["events"] + kafka_records + self.files_lines()
             self.reform = Reform(reform, (reform_done or time.time()) - reform_started, stats, self.files_lines(),
-                                 reform_done is not None, delivered, expected_webhook + 2 * reform,
-                                 kafka_records, self.wrong_counts(subs, stats["per_subscription"]))  # fmt: skip
+                                 reform_done is not None, expected_webhook + 2 * reform,
+                                 sum((await self.ends(kafka_topic)).values()),
+                                 self.wrong_counts(subs, stats["per_subscription"]))  # fmt: skip
             self.ingested = extracted
             for name, topic, before in (("feed source", self.topics.ingest, ingest_before),
                                         ("ingest", self.topics.events, events_before),

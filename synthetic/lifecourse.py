@@ -625,7 +625,7 @@ class Simulation:
         `endringIBostedsadresseVedKommuneregulering`, dated `day`, in one burst. The population is
         not changed; it lives under today's codes already."""
         p = self.population
-        when = (day - date(1970, 1, 1)).days * _DAY
+        when = days_of(day) * _DAY
         gyldig_fra = day.isoformat()
         codes = np.array([place.number for place in self.geography.places])
         rows = np.flatnonzero((p.status[: p.size] == RESIDENT) & np.isin(codes[p.kommune[: p.size]], list(previous)))

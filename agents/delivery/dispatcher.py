@@ -43,9 +43,8 @@ WITHHELD = Outcome.rejected(
 MALFORMED_RECORD = Outcome.rejected("delivery.malformed", "delivery record is not delivery JSON with person and event")
 UNANSWERED = Outcome.retry("delivery.unanswered")  # a place kept for the sink's outcome
 HANDSHAKES_AT_ONCE = 32  # first verification handshakes in flight per worker process, all subscriptions together
-HANDSHAKE_SLOT_SECONDS = (
-    20.0  # the longest one of them may hold its place: an endpoint that hangs holds back no one long
-)
+# The longest one of them may hold its place: an endpoint that hangs holds back no one long.
+HANDSHAKE_SLOT_SECONDS = 20.0
 SaveStatus = Callable[[str, dict], Awaitable[None]]  # (subscription, status record)
 
 
@@ -689,10 +688,11 @@ class Dispatcher:
             sink = make_sink(target, self._sink_extras)
             for attempt in itertools.count():
                 try:
-                    # Only a first attempt waits for a place: one that failed is retried on its schedule.
-                    async with self._handshakes if attempt == 0 else contextlib.nullcontext():
-                        async with asyncio.timeout(HANDSHAKE_SLOT_SECONDS if attempt == 0 else None):
+                    if attempt == 0:  # a first attempt waits for a place; one that failed goes on its schedule
+                        async with self._handshakes, asyncio.timeout(HANDSHAKE_SLOT_SECONDS):
                             outcome = await sink.verify(target.subscription)
+                    else:
+                        outcome = await sink.verify(target.subscription)
                 except Exception as exc:  # the kind's own fault (or it took too long): a failed attempt, tried again
                     outcome = Outcome.retry("delivery.verify_failed", type(exc).__name__)
                 if outcome.status == "delivered":

@@ -17,6 +17,7 @@ from connectors.folkeregister.mapping import address_record
 from schemas.catalog import EVENTS_NAMESPACE
 from schemas.codec import Codec
 from schemas.ingest_key import IngestKey
+from schemas.protection import is_strict
 from synthetic import Simulation
 from synthetic.identity_numbers import EPOCH, format_identity
 from synthetic.population import ADRESSEBESKYTTELSE, RESIDENT
@@ -29,40 +30,39 @@ def population_records(simulation: Simulation, born_in: int) -> list[dict]:
     p = simulation.population
     first, last = (date(born_in, 1, 1) - date(1970, 1, 1)).days, (date(born_in, 12, 31) - date(1970, 1, 1)).days
     rows = np.flatnonzero((p.status[: p.size] == RESIDENT) & (p.birth[: p.size] >= first) & (p.birth[: p.size] <= last))
-    records = []
-    for row in rows:
-        protection = ADRESSEBESKYTTELSE[p.protection[row]]
-        strict = protection == "strengtFortrolig"
-        address = (
-            None
-            if strict
-            else address_record(
-                simulation.geography.address(int(p.kommune[row]), int(p.street[row]), int(p.house[row]))
-            )
-        )
-        records.append(
-            {
-                "envelope": {
-                    "id": str(uuid.uuid4()),
-                    "source": SOURCE,
-                    "type": f"{EVENTS_NAMESPACE}.PopulationRecord",
-                    "specversion": "1.0",
-                    "time": datetime.now(UTC),
-                    "subject": None,
-                    "dataschema": None,
-                    "person": format_identity(int(p.ident[row])),
-                    "kommunenummer": [] if address is None else [address["kommunenummer"]],
-                    "addressProtection": protection,
-                    "changeKind": "new",
-                    "correctsEventId": None,
-                    "sequenceNumber": None,
-                    "correlationId": None,
-                },
-                "birthDate": (EPOCH + np.timedelta64(int(p.birth[row]), "D")).astype(object),
-                "address": address,
-            }
-        )
-    return records
+    return [population_record(simulation, int(row)) for row in rows]
+
+
+def population_record(simulation: Simulation, row: int, source: str = SOURCE) -> dict:
+    """The PopulationRecord of the person in `row`, as the register holds them now: a strengt
+    fortrolig person's with no address and no kommune."""
+    p = simulation.population
+    protection = ADRESSEBESKYTTELSE[p.protection[row]]
+    address = (
+        None
+        if is_strict(protection)
+        else address_record(simulation.geography.address(int(p.kommune[row]), int(p.street[row]), int(p.house[row])))
+    )
+    return {
+        "envelope": {
+            "id": str(uuid.uuid4()),
+            "source": source,
+            "type": f"{EVENTS_NAMESPACE}.PopulationRecord",
+            "specversion": "1.0",
+            "time": datetime.now(UTC),
+            "subject": None,
+            "dataschema": None,
+            "person": format_identity(int(p.ident[row])),
+            "kommunenummer": [] if address is None else [address["kommunenummer"]],
+            "addressProtection": protection,
+            "changeKind": "new",
+            "correctsEventId": None,
+            "sequenceNumber": None,
+            "correlationId": None,
+        },
+        "birthDate": (EPOCH + np.timedelta64(int(p.birth[row]), "D")).astype(object),
+        "address": address,
+    }
 
 
 def encoded(records: list[dict], codec: Codec, ingest_key: IngestKey) -> list[tuple[bytes | None, bytes]]:
