@@ -359,6 +359,7 @@ class Bench:
         self.live: list[float] = []  # latency of each live delivery, s
         self.children: dict[str, subprocess.Popen] = {}
         self.web_port = 0  # set before the worker starts
+        self.topics_made: set[str] = set()  # topics seen to exist (`made`)
 
     # -- processes
 
@@ -412,8 +413,10 @@ class Bench:
     # -- measuring
 
     async def ends(self, topic: str) -> dict[TopicPartition, int]:
-        """End offsets of a topic of the run (each has the bus's PARTITIONS)."""
+        """End offsets of a topic of the run (each has the bus's PARTITIONS); 0 for one not made yet."""
         async with KafkaInspector(self.bootstrap) as kafka:
+            if not await self.made(kafka, topic):
+                return {TopicPartition(topic, p): 0 for p in range(PARTITIONS)}
             offsets = await kafka.offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])
         return {TopicPartition(o.topic, o.partition): o.end for o in offsets}
 
@@ -501,7 +504,8 @@ class Bench:
                 row = {"t": time.time() - self.samples.started}
                 for stage, group in (("ingest", "ingest"), ("route", "router"), ("deliver", "delivery")):
                     with contextlib.suppress(Exception):
-                        row[stage] = sum(lag.lag for lag in await self.group_lag(kafka, group))
+                        if (lags := await self.group_lag(kafka, group)) is not None:
+                            row[stage] = sum(lag.lag for lag in lags)
                 self.samples.rows.append(row)
                 await asyncio.sleep(SAMPLE_S)  # the plot's resolution
 
@@ -516,16 +520,26 @@ class Bench:
         print(f"  {what}: {time.time() - self.samples.started:,.0f} s into the run{rss}", flush=True)
         return time.time()
 
-    async def group_lag(self, kafka: KafkaInspector, group: str) -> list:
+    async def made(self, kafka: KafkaInspector, topic: str) -> bool:
+        """Whether `topic` exists yet (the worker makes its stages' topics as it starts). A missing
+        topic's offsets are never asked: the broker would make it, with its default partition count."""
+        if topic not in self.topics_made and any(tp.topic == topic for tp in await kafka.topic_partitions(topic)):
+            self.topics_made.add(topic)
+        return topic in self.topics_made
+
+    async def group_lag(self, kafka: KafkaInspector, group: str) -> list | None:
         """The stage group's lag on every partition of its input (one it has not committed on yet
-        counts from the start)."""
+        counts from the start); None before the input topic exists."""
         source = {"ingest": self.topics.ingest, "router": self.topics.events, "delivery": self.topics.deliveries}[group]
+        if not await self.made(kafka, source):
+            return None
         return await kafka.group_lag(f"{self.app_id}-{group}", [TopicPartition(source, p) for p in range(PARTITIONS)])
 
     async def group_done(self, group: str) -> bool:
         """Whether the stage's group has committed to the end of every partition of its input."""
         async with KafkaInspector(self.bootstrap) as kafka:
-            return all(lag.lag == 0 for lag in await self.group_lag(kafka, group))
+            lags = await self.group_lag(kafka, group)
+        return lags is not None and all(lag.lag == 0 for lag in lags)
 
     # -- the run
 
