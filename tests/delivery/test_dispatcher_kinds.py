@@ -4,14 +4,17 @@ as it starts, or fails as it stops, holds back no subscription status or protect
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
+from delivery_fixtures import delivery, delivery_key
 
+from agents.delivery import pending
 from agents.delivery import target as target_module
 from agents.delivery.dispatcher import Dispatcher
 from agents.delivery.egress import Egress, Grades
 from agents.delivery.target import parse_target
-from connectors.api import ConnectorConfig, Sink
+from connectors.api import ConnectorConfig, Outcome, Sink
 
 SUB = "hanging-kind"
 
@@ -151,3 +154,81 @@ async def test_endpoints_that_hang_in_their_handshake_hold_back_no_other_subscri
         while "honest" not in CountingVerifySink.verified:
             await asyncio.sleep(0.01)  # poll interval inside the deadline
     await d.close()
+
+
+class ConcurrentSink(Sink):
+    """A kind of up to 4 writes at once that counts them, and holds each until it is let go."""
+
+    class Config(ConnectorConfig):
+        max_concurrency: int = 4
+
+    writing = 0
+    most = 0
+    written: list[str] = []
+    go = asyncio.Event()
+
+    async def write(self, batch):
+        cls = ConcurrentSink
+        cls.writing += 1
+        cls.most = max(cls.most, cls.writing)
+        try:
+            await cls.go.wait()
+        finally:
+            cls.writing -= 1
+        cls.written += [json.loads(r.value)["idempotency_key"] for r in batch]
+        return [Outcome.delivered() for _ in batch]
+
+
+def head(sub: str, n: int) -> tuple[str, dict]:
+    record = delivery(sub, f"{n:032x}", f"event-{n}")
+    return delivery_key(record).decode(), pending.new_entry(
+        record["idempotency_key"], json.dumps(record), [], ["d", 0, n], 0.0
+    )
+
+
+async def test_an_idle_subscription_holds_no_task_and_a_busy_one_its_max_concurrency(monkeypatch):
+    """Found by bench/bench_national.py: each of 18,000 subscriptions kept its `max_concurrency`
+    workers waiting on an empty queue, about a million objects, 200 MiB of each worker process. A
+    lane's workers now start with its heads and end when it has none."""
+    monkeypatch.setattr(target_module, "delivery_kinds", lambda: {"concurrent": ConcurrentSink})
+    ConcurrentSink.written, ConcurrentSink.most, ConcurrentSink.go = [], 0, asyncio.Event()
+    reported: list[str] = []
+    d = Dispatcher(
+        lambda key, entry, outcome: reported.append(entry["key"]), lambda *_: _none(), Egress(Grades(), b"k" * 32), {}
+    )
+    subs = [f"sub-{n}" for n in range(200)]
+    for sub in subs:
+        target = parse_target(sub, {"delivery": {"kind": "concurrent"}})
+        await d.set_target(sub, target)
+        await d.set_status(sub, verified(target))
+    async with asyncio.timeout(10):
+        while not all(sub in d._lanes for sub in subs):
+            await asyncio.sleep(0.01)  # poll interval inside the deadline: lanes open aside
+    idle = len(asyncio.all_tasks())
+    assert idle < 20  # before: 4 per subscription, 800
+
+    for n in range(10):  # one subscription's burst: at most 4 writes at once
+        d.offer(*head("sub-0", n))
+    async with asyncio.timeout(5):
+        while ConcurrentSink.writing < 4:
+            await asyncio.sleep(0.01)
+    ConcurrentSink.go.set()
+    async with asyncio.timeout(5):
+        while len(reported) < 10:
+            await asyncio.sleep(0.01)
+    assert ConcurrentSink.most == 4 and sorted(reported) == sorted(f"event-{n}.sub-0" for n in range(10))
+
+    for n, sub in enumerate(subs):  # every subscription sends, then is idle again
+        d.offer(*head(sub, 100 + n))
+    async with asyncio.timeout(10):
+        while len(reported) < 10 + len(subs) or len(asyncio.all_tasks()) > idle:
+            await asyncio.sleep(0.01)
+    d.offer(*head("sub-1", 999))  # a head after its lane's workers ended starts one again
+    async with asyncio.timeout(5):
+        while "event-999.sub-1" not in reported:
+            await asyncio.sleep(0.01)
+    await d.close()
+
+
+async def _none() -> None:
+    return None
