@@ -35,6 +35,7 @@ from aiokafka.errors import (
 )
 
 from agents.commands.topics_and_lag import (
+    STAGE_GROUPS,
     add_connection_arguments,
     bus_groups,
     format_lag,
@@ -174,14 +175,11 @@ async def backfills_section(kafka: KafkaInspector, options: StatusOptions) -> Se
     return Section("backfills", [s.as_json() for s in found], text)
 
 
-STAGE_GROUPS = {"ingest": "ingest", "route": "router", "deliver": "delivery"}  # stage -> its group's suffix
-
-
 async def workers_section(kafka: KafkaInspector, options: StatusOptions) -> Section:
     """Each worker process in the stages' groups (`samband worker --processes N` runs N per host),
     and the partitions of its stages' topics it holds: the same numbers in every stage, while the
     groups are settled (bus/assignor.py)."""
-    groups = {f"{options.app_id}-{suffix}": stage for stage, suffix in STAGE_GROUPS.items()}
+    groups = {f"{options.app_id}-{suffix}": stage for stage, (suffix, _) in STAGE_GROUPS.items()}
     processes: dict[tuple[str, str], dict] = {}
     # Only the groups the broker lists: a new cluster has no coordinator for a group nobody joined yet.
     listed = set(await kafka.groups(f"{options.app_id}-"))

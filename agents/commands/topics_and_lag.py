@@ -17,9 +17,11 @@ import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
+from aiokafka import TopicPartition
+
 from agents.config import bootstrap_servers, get_settings
 from bus.inspector import BrokerUnreachable, KafkaInspector, PartitionLag
-from bus.topics import TABLE
+from bus.topics import DELIVERIES, EVENTS, INGEST, TABLE
 
 EXIT_UNHEALTHY = 1
 EXIT_UNREACHABLE = 2
@@ -65,12 +67,29 @@ async def topic_report(kafka: KafkaInspector, prefix: str, interval: float) -> l
     ]
 
 
+# stage -> the suffix of its consumer group (`<app id>-router`) and the topic that group reads
+STAGE_GROUPS = {"ingest": ("ingest", INGEST), "route": ("router", EVENTS), "deliver": ("delivery", DELIVERIES)}
+
+
+def stage_input(group: str) -> str | None:
+    """The topic a stage's group reads (`<app id>-router`: `<app id>-events`); None for another group."""
+    for suffix, topic in STAGE_GROUPS.values():
+        if group.endswith(f"-{suffix}"):
+            return topic.name(group.removesuffix(f"-{suffix}"))
+    return None
+
+
 async def lag_report(kafka: KafkaInspector, groups: list[str]) -> list[GroupTopicLag]:
-    """Lag per group and topic, over the partitions each group has committed on."""
+    """Lag per group and topic, over the partitions each group has committed on and, for a
+    stage's group, every partition of its input: one it has not committed on yet (a new group, a
+    partition not read yet) counts from the start, as the stage will read it."""
     rows: list[GroupTopicLag] = []
     for group in groups:
         by_topic: dict[str, list[PartitionLag]] = defaultdict(list)
-        for partition in await kafka.group_lag(group):
+        partitions = [TopicPartition(p.topic, p.partition) for p in await kafka.group_lag(group)]
+        if (source := stage_input(group)) is not None:
+            partitions += [tp for tp in await kafka.topic_partitions(source) if tp.topic == source]
+        for partition in await kafka.group_lag(group, sorted(set(partitions))) if partitions else []:
             by_topic[partition.topic].append(partition)
         for topic, partitions in sorted(by_topic.items()):
             rows.append(

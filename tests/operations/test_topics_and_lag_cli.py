@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from kafka_io import produce
 from samband_cli import samband
 from support import free_port
@@ -89,6 +89,50 @@ async def test_lag_reports_group_lag_per_topic_and_fails_above_max_lag(kafka_boo
     above = await samband(kafka_bootstrap, "lag", "--group", group, "--max-lag", "3")
     assert above.code == 1
     assert f"group {group} lags 4 on {topic} (max 3)" in above.stdout
+
+
+async def test_a_stage_group_lags_on_the_partitions_of_its_input_it_has_not_committed_on(kafka_bootstrap):
+    """Found by a hostile review: a stage's group that had committed on some partitions of its input
+    (a new group, a partition never read yet) was shown with the lag of those alone, and `--max-lag`
+    passed while the rest of the topic waited. Its input's every partition counts now."""
+    app_id = f"opslag{uuid.uuid4().hex[:8]}"
+    topic, group = f"{app_id}-events", f"{app_id}-router"  # the router's group reads the events topic
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+        await _produce_each(kafka_bootstrap, topic, 5)
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(topic, 0)])
+            await consumer.commit({TopicPartition(topic, 0): 3})  # partition 1: never committed on
+        finally:
+            await consumer.stop()
+
+        env = {"SAMBAND_APP_ID": app_id}
+        result = await samband(kafka_bootstrap, "lag", "--max-lag", "6", "--json", env=env)
+        [row] = result.json()["lag"]
+        assert (row["group"], row["topic"], row["lag"]) == (group, topic, 7)  # before: 2
+        assert [(p["partition"], p["lag"]) for p in row["partitions"]] == [(0, 2), (1, 5)]
+        assert result.code == 1 and f"group {group} lags 7 on {topic} (max 6)" in result.json()["problems"]
+
+        status = await samband(kafka_bootstrap, "status", "--json", "--interval", "0", env=env)
+        assert [(r["group"], r["lag"]) for r in status.json()["lag"]] == [(group, 7)]
+    finally:
+        await admin.delete_topics([topic])
+        await admin.close()
+
+
+async def _produce_each(bootstrap: str, topic: str, count: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for partition in (0, 1):
+            for _ in range(count):
+                await producer.send_and_wait(topic, b"v", partition=partition)
+    finally:
+        await producer.stop()
 
 
 async def test_topics_and_lag_exit_2_when_the_broker_cannot_be_reached():
