@@ -19,7 +19,27 @@ from agents import metrics
 from agents.config import Settings, bootstrap_servers
 from agents.subscriptions.store import SubscriptionFollower
 from bus.batches import BatchService
-from bus.topics import EVENTS, Topic, TopicNames, layout, topic_names
+from bus.topics import DELIVERIES, EVENTS, INGEST, Topic, TopicNames, layout, topic_names
+
+# stage -> the suffix of its consumer group (`<app id>-router`) and the topic that group reads: for
+# the stages themselves and for what reports on them (`samband lag` and `status`, the dashboard).
+STAGES: dict[str, tuple[str, Topic]] = {
+    "ingest": ("ingest", INGEST),
+    "route": ("router", EVENTS),
+    "deliver": ("delivery", DELIVERIES),
+}
+
+
+def stage_group(app_id: str, stage: str) -> str:
+    return f"{app_id}-{STAGES[stage][0]}"
+
+
+def stage_input(group: str) -> str | None:
+    """The topic a stage's group reads (`<app id>-router`: `<app id>-events`); None for another group."""
+    for suffix, topic in STAGES.values():
+        if group.endswith(f"-{suffix}"):
+            return topic.name(group.removesuffix(f"-{suffix}"))
+    return None
 
 
 @dataclass

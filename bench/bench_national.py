@@ -82,6 +82,7 @@ from bench_routing import delete_topics, free_ports, produce, raw_batched_passth
 from agents.config import bootstrap_servers  # noqa: E402
 from agents.demo.extract import population_record  # noqa: E402
 from agents.routing.backfill import BackfillRequest, summaries  # noqa: E402
+from agents.stage_runtime import stage_input  # noqa: E402
 from agents.subscriptions.model import Subscription  # noqa: E402
 from bus.inspector import KafkaInspector  # noqa: E402
 from bus.reading import read_topic  # noqa: E402
@@ -530,7 +531,8 @@ class Bench:
     async def group_lag(self, kafka: KafkaInspector, group: str) -> list | None:
         """The stage group's lag on every partition of its input (one it has not committed on yet
         counts from the start); None before the input topic exists."""
-        source = {"ingest": self.topics.ingest, "router": self.topics.events, "delivery": self.topics.deliveries}[group]
+        source = stage_input(f"{self.app_id}-{group}")
+        assert source is not None, group
         if not await self.made(kafka, source):
             return None
         return await kafka.group_lag(f"{self.app_id}-{group}", [TopicPartition(source, p) for p in range(PARTITIONS)])

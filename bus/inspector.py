@@ -172,6 +172,11 @@ class KafkaInspector:
             ) from None
         return sorted(members, key=lambda m: (m.group, m.client_id))
 
+    async def committed_partitions(self, group: str) -> list[TopicPartition]:
+        """The partitions `group` has committed an offset on."""
+        committed = await self._call(self._admin.list_consumer_group_offsets(group))
+        return sorted(committed)
+
     async def group_lag(self, group: str, partitions: Iterable[TopicPartition] | None = None) -> list[PartitionLag]:
         """Lag of `group` on the partitions it has committed on (or on `partitions`, where given).
 

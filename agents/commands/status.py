@@ -35,7 +35,6 @@ from aiokafka.errors import (
 )
 
 from agents.commands.topics_and_lag import (
-    STAGE_GROUPS,
     add_connection_arguments,
     bus_groups,
     format_lag,
@@ -48,6 +47,7 @@ from agents.commands.topics_and_lag import (
 from agents.config import get_settings
 from agents.delivery_health import subscription_health
 from agents.routing.backfill import summaries
+from agents.stage_runtime import STAGES, stage_group
 from bus.inspector import BrokerUnreachable, GroupsUndescribed, KafkaInspector
 from bus.topics import topic_names
 
@@ -179,7 +179,7 @@ async def workers_section(kafka: KafkaInspector, options: StatusOptions) -> Sect
     """Each worker process in the stages' groups (`samband worker --processes N` runs N per host),
     and the partitions of its stages' topics it holds: the same numbers in every stage, while the
     groups are settled (bus/assignor.py)."""
-    groups = {f"{options.app_id}-{suffix}": stage for stage, (suffix, _) in STAGE_GROUPS.items()}
+    groups = {stage_group(options.app_id, stage): stage for stage in STAGES}
     processes: dict[tuple[str, str], dict] = {}
     # Only the groups the broker lists: a new cluster has no coordinator for a group nobody joined yet.
     listed = set(await kafka.groups(f"{options.app_id}-"))
@@ -188,9 +188,9 @@ async def workers_section(kafka: KafkaInspector, options: StatusOptions) -> Sect
         held = {p for numbers in member.partitions.values() for p in numbers}
         row[groups[member.group]] = sorted(held | set(row.get(groups[member.group], [])))
     rows = [processes[name] for name in sorted(processes)]
-    lines = [f"{'PROCESS':<40} {'HOST':<16} " + " ".join(f"{stage.upper():<12}" for stage in STAGE_GROUPS)]
+    lines = [f"{'PROCESS':<40} {'HOST':<16} " + " ".join(f"{stage.upper():<12}" for stage in STAGES)]
     for row in rows:
-        held = " ".join(f"{_ranges(row[stage]) if stage in row else '-':<12}" for stage in STAGE_GROUPS)
+        held = " ".join(f"{_ranges(row[stage]) if stage in row else '-':<12}" for stage in STAGES)
         lines.append(f"{row['process']:<40} {row['host']:<16} {held}")
     return Section("workers", rows, "\n".join(lines) if rows else "no worker process is in the stages' groups")
 

@@ -17,11 +17,10 @@ import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
-from aiokafka import TopicPartition
-
 from agents.config import bootstrap_servers, get_settings
+from agents.stage_runtime import stage_input
 from bus.inspector import BrokerUnreachable, KafkaInspector, PartitionLag
-from bus.topics import DELIVERIES, EVENTS, INGEST, TABLE
+from bus.topics import TABLE
 
 EXIT_UNHEALTHY = 1
 EXIT_UNREACHABLE = 2
@@ -67,30 +66,20 @@ async def topic_report(kafka: KafkaInspector, prefix: str, interval: float) -> l
     ]
 
 
-# stage -> the suffix of its consumer group (`<app id>-router`) and the topic that group reads
-STAGE_GROUPS = {"ingest": ("ingest", INGEST), "route": ("router", EVENTS), "deliver": ("delivery", DELIVERIES)}
-
-
-def stage_input(group: str) -> str | None:
-    """The topic a stage's group reads (`<app id>-router`: `<app id>-events`); None for another group."""
-    for suffix, topic in STAGE_GROUPS.values():
-        if group.endswith(f"-{suffix}"):
-            return topic.name(group.removesuffix(f"-{suffix}"))
-    return None
-
-
 async def lag_report(kafka: KafkaInspector, groups: list[str]) -> list[GroupTopicLag]:
     """Lag per group and topic, over the partitions each group has committed on and, for a
-    stage's group, every partition of its input: one it has not committed on yet (a new group, a
-    partition not read yet) counts from the start, as the stage will read it."""
+    stage's group, every partition of the topic it reads: one it has never committed on counts
+    from the partition's start, as the stage will read it."""
     rows: list[GroupTopicLag] = []
     for group in groups:
-        by_topic: dict[str, list[PartitionLag]] = defaultdict(list)
-        partitions = [TopicPartition(p.topic, p.partition) for p in await kafka.group_lag(group)]
+        wanted = set(await kafka.committed_partitions(group))
         if (source := stage_input(group)) is not None:
-            partitions += [tp for tp in await kafka.topic_partitions(source) if tp.topic == source]
-        for partition in await kafka.group_lag(group, sorted(set(partitions))) if partitions else []:
-            by_topic[partition.topic].append(partition)
+            # (topic_partitions matches names by prefix: only the source's own)
+            wanted.update(tp for tp in await kafka.topic_partitions(source) if tp.topic == source)
+        by_topic: dict[str, list[PartitionLag]] = defaultdict(list)
+        if wanted:
+            for partition in await kafka.group_lag(group, sorted(wanted)):
+                by_topic[partition.topic].append(partition)
         for topic, partitions in sorted(by_topic.items()):
             rows.append(
                 GroupTopicLag(
@@ -228,7 +217,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lag = subparsers.add_parser(
         "lag",
         help="consumer-group lag per group and topic",
-        description="Lag (end offset minus committed offset) per consumer group and topic. "
+        description="Lag (end offset minus committed offset) per consumer group and topic; a stage's group "
+        "counts every partition of its input, one it has never committed on from the partition's start. "
         "Exit 1 when a lag is above --max-lag, 2 when the broker cannot be reached.",
     )
     lag.add_argument("--group", action="append", help="a consumer group (repeatable; default: the bus's own groups)")

@@ -2,8 +2,9 @@
 
 One `Lane` per active subscription: its own sink, made by the subscription's delivery kind
 (a webhook sink with its own keep-alive pool, a Kafka sink writing to the subscriber's topic,
-batch files, or a plug-in's: connectors.api), its own queue and the sink's `max_concurrency`
-workers, each handing the sink up to `max_batch` heads at a time. A slow or failing subscriber fills only its own lane, so no
+batch files, or a plug-in's: connectors.api), its own queue and up to the sink's `max_concurrency`
+workers (started as heads come, ended when the queue is empty), each handing the sink up to
+`max_batch` heads at a time. A slow or failing subscriber fills only its own lane, so no
 other subscriber waits for it (no head-of-line blocking). Everything here can be rebuilt
 from Kafka: the heads come from the delivery records and the pending topic (agents/delivery/queues.py),
 subscriptions and their verification status from their compacted topics.
@@ -120,6 +121,8 @@ class Lane:
     async def _work(self) -> None:
         try:
             await self._send_until_empty()
+        except Exception:  # a fault of the bus's own (a sink's are outcomes): said, not lost in an unawaited task
+            log.exception("delivery.lane_worker_failed", subscription=self.target.subscription)
         finally:  # at once, not in a done callback: a head put in meanwhile would find no room for a worker
             self._workers.discard(cast(asyncio.Task, asyncio.current_task()))
 

@@ -29,7 +29,7 @@ from agents.delivery.dispatcher import Dispatcher
 from agents.delivery.egress import Egress, Grades
 from agents.delivery.queues import DeliveryQueues
 from agents.delivery.target import Target, TargetError, bus_lends, parse_target
-from agents.stage_runtime import StageRuntime
+from agents.stage_runtime import StageRuntime, stage_group
 from agents.subscriptions.model import Subscription
 from bus import clients
 from bus.batches import BatchService
@@ -160,7 +160,7 @@ class DeliveryService(BatchService):
         super().__init__(
             **runtime.batch_settings(),
             source=self.topics.deliveries,
-            group=f"{settings.app_id}-delivery",
+            group=stage_group(settings.app_id, "deliver"),
             outputs=[self.topics.outcomes, self.topics.ledger, self.topics.disclosures, self.topics.deadletter],
             topic_configs=runtime.configs(DELIVERIES, OUTCOMES, LEDGER, DEADLETTER)
             | {self.topics.disclosures: DISCLOSURES.configs(int(settings.disclosure_retention_days * 86_400_000))},

@@ -16,8 +16,9 @@ from agents.config import get_settings
 from agents.demo import systems
 from agents.demo.checks import delivery_gaps
 from agents.demo.feed import DemoFeed
-from agents.demo.monitor import BusMonitor, bus_topic_names, read_to_end
+from agents.demo.monitor import BusMonitor, read_to_end
 from agents.demo.view import summary_table
+from agents.stage_runtime import stage_group, stage_input
 from agents.subscriptions.windows import NORWAY
 from bus.inspector import KafkaInspector
 from schemas.life_stages import life_stages
@@ -69,14 +70,10 @@ class Report:
             await read_to_end(self.monitor, timeout=30)
         except TimeoutError:
             self.monitor_complete = False
-        topics = bus_topic_names(self.app_id)
         async with KafkaInspector(self.bootstrap) as kafka:
             partitions = await kafka.topic_partitions(self.app_id)
-            # The stages' consumer groups (agents/ingest/stage.py, agents/routing/stage.py).
-            for group, topic in (
-                (f"{self.app_id}-ingest", topics["ingest"]),
-                (f"{self.app_id}-router", topics["events"]),
-            ):
+            for group in (stage_group(self.app_id, "ingest"), stage_group(self.app_id, "route")):
+                topic = stage_input(group)
                 for row in await kafka.group_lag(group, [tp for tp in partitions if tp.topic == topic]):
                     self.unread[row.topic] = self.unread.get(row.topic, 0) + row.lag
         self.refused = refused_subscriptions(self.run_dir / "worker.log")

@@ -40,7 +40,7 @@ from agents import metrics, tracing
 from agents.app import freeze_heap
 from agents.config import Settings, dead_letter_key
 from agents.ingest.canonical import Canonicaliser, Rejected
-from agents.stage_runtime import StageRuntime
+from agents.stage_runtime import StageRuntime, stage_group
 from bus.batches import BatchService, Write
 from bus.state import PartitionedState
 from bus.store import DiskStore
@@ -190,7 +190,7 @@ def build(settings: Settings, runtime: StageRuntime) -> IngestService:
     return IngestService(
         **runtime.batch_settings(),
         source=topics.ingest,
-        group=f"{settings.app_id}-ingest",
+        group=stage_group(settings.app_id, "ingest"),
         outputs=[topics.events, topics.deadletter],
         topic_configs=runtime.configs(INGEST, EVENTS, DEADLETTER),
         logic=lambda: Ingest(settings, topics),

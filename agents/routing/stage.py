@@ -43,7 +43,7 @@ from agents.routing.backfill import PER_BATCH, PROGRESS, SENT, BackfillRequest, 
 from agents.routing.index import RoutingIndex
 from agents.routing.life_stages import LIFE_EVENTS, LifeStages, NumberSeal, life_clock
 from agents.routing.router import PersonState, Router
-from agents.stage_runtime import StageRuntime
+from agents.stage_runtime import StageRuntime, stage_group
 from agents.subscriptions.model import Subscription
 from bus.batches import BatchService, Write
 from bus.state import PartitionedState, SegmentedState
@@ -431,7 +431,7 @@ class RouteService(BatchService):
         super().__init__(
             **runtime.batch_settings(),
             source=topics.events,
-            group=f"{settings.app_id}-router",
+            group=stage_group(settings.app_id, "route"),
             outputs=[topics.deliveries, topics.deadletter, topics.events],  # events: life stages
             topic_configs=runtime.configs(EVENTS, DELIVERIES, DEADLETTER),
             logic=lambda: Route(settings, topics, self.index, backfills=self.backfills),

@@ -92,11 +92,13 @@ async def test_lag_reports_group_lag_per_topic_and_fails_above_max_lag(kafka_boo
 
 
 async def test_a_stage_group_lags_on_the_partitions_of_its_input_it_has_not_committed_on(kafka_bootstrap):
-    """Found by a hostile review: a stage's group that had committed on some partitions of its input
-    (a new group, a partition never read yet) was shown with the lag of those alone, and `--max-lag`
-    passed while the rest of the topic waited. Its input's every partition counts now."""
+    """Found by a hostile review: a stage's group that had committed on only some partitions of its
+    input was shown with the lag of those alone, and `--max-lag` passed while the rest of the topic
+    waited; a stage's group that had joined but committed on none showed no lag at all. Every
+    partition of its input counts now, one never committed on from its start."""
     app_id = f"opslag{uuid.uuid4().hex[:8]}"
     topic, group = f"{app_id}-events", f"{app_id}-router"  # the router's group reads the events topic
+    ingest = f"{app_id}-ingest"
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:
@@ -119,12 +121,29 @@ async def test_a_stage_group_lags_on_the_partitions_of_its_input_it_has_not_comm
 
         status = await samband(kafka_bootstrap, "status", "--json", "--interval", "0", env=env)
         assert [(r["group"], r["lag"]) for r in status.json()["lag"]] == [(group, 7)]
+
+        # A new ingest group, joined (as a worker starting on a register extract) but committed on nowhere.
+        await admin.create_topics([NewTopic(ingest, num_partitions=2, replication_factor=1)])
+        await _produce_each(kafka_bootstrap, ingest, 4)
+        joined = AIOKafkaConsumer(ingest, bootstrap_servers=kafka_bootstrap, group_id=f"{app_id}-ingest",
+                                  enable_auto_commit=False)  # fmt: skip
+        await joined.start()
+        try:
+            async with asyncio.timeout(30):
+                while not joined.assignment():
+                    await joined.getmany(timeout_ms=100)  # joins the group; nothing committed
+            result = await samband(kafka_bootstrap, "lag", "--json", env=env)
+        finally:
+            await joined.stop()
+        lags = {(row["group"], row["topic"]): row["lag"] for row in result.json()["lag"]}
+        assert lags == {(f"{app_id}-ingest", ingest): 8, (group, topic): 7}  # before: the ingest group absent
     finally:
-        await admin.delete_topics([topic])
+        await admin.delete_topics([topic, ingest])
         await admin.close()
 
 
 async def _produce_each(bootstrap: str, topic: str, count: int) -> None:
+    """`count` records to each of partitions 0 and 1."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
