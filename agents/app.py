@@ -63,14 +63,15 @@ async def prepare_topics(bootstrap: str, app_id: str) -> None:
     await ensure_topics(bootstrap, {leader_topic(app_id): {}}, 1, check=True)
 
 
-# A young collection every 50,000 new container objects, not Python's 700. At 700 the objects of a
-# delivery, alive for the milliseconds of its request, outlived two young collections and went to
-# the old generation, and the full collections that brought on took 42 % of a worker process's CPU
-# on a reform day (bench/bench_national.py, sampled with py-spy --native); at 50,000, 2 %.
+# A young collection once 50,000 more tracked objects (containers) were made than freed, not
+# Python's 700. At 700 the objects of a delivery, alive for the milliseconds of its request,
+# outlived two young collections and went to the old generation, and the full collections that
+# brought on took 42 % of a worker process's CPU on a reform day; at 50,000, 2 % (bench_national
+# --scale 0.1, 2026-12-07, sampled with py-spy --native; docs/national-scale.md).
 YOUNG_COLLECTION_THRESHOLD = 50_000
 
 
-def freeze_heap() -> None:
+def prepare_collector() -> None:
     """Everything alive now (start-up's modules and app, a loaded subscription index) lives as
     long as the process: frozen, it is no longer walked by every full collection, which otherwise
     paused the loop 50-90 ms (the delivery p99). Called once a service has loaded what it keeps.

@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 from mode import Service
 
 from agents import metrics
-from agents.app import freeze_heap
+from agents.app import prepare_collector
 from agents.config import Settings, dead_letter_key
 from agents.delivery.breaker import Breaker
 from agents.delivery.dispatcher import Dispatcher
@@ -170,7 +170,7 @@ class DeliveryService(BatchService):
         )
 
     async def on_started(self) -> None:
-        freeze_heap()
+        prepare_collector()
 
     async def on_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """Records are taken in at once, so heads go out without waiting for a write; the attempt

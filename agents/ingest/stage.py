@@ -37,7 +37,7 @@ import structlog
 from aiokafka import ConsumerRecord
 
 from agents import metrics, tracing
-from agents.app import freeze_heap
+from agents.app import prepare_collector
 from agents.config import Settings, dead_letter_key
 from agents.ingest.canonical import Canonicaliser, Rejected
 from agents.stage_runtime import StageRuntime, stage_group
@@ -182,7 +182,7 @@ class IngestService(BatchService):
     """The ingest stage: its batch consumer, with `Ingest` as its logic."""
 
     async def on_started(self) -> None:
-        freeze_heap()  # the worker's modules and app, out of the collector's way (as the other stages)
+        prepare_collector()  # the worker's modules and app, out of the collector's way (as the other stages)
 
 
 def build(settings: Settings, runtime: StageRuntime) -> IngestService:

@@ -37,7 +37,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from mode import Service
 
 from agents import tracing
-from agents.app import freeze_heap
+from agents.app import prepare_collector
 from agents.config import Settings, dead_letter_key
 from agents.routing.backfill import PER_BATCH, PROGRESS, SENT, BackfillRequest, Backfills, Chunk, Progress, fingerprint
 from agents.routing.index import RoutingIndex
@@ -487,7 +487,7 @@ class RouteService(BatchService):
 
     async def _subscriptions_read(self) -> None:
         await self.follower.caught_up.wait()
-        freeze_heap()  # the index of up to ~18,000 subscriptions, out of the collector's way
+        prepare_collector()  # the index of up to ~18,000 subscriptions, out of the collector's way
         log.info("router_ready", subscriptions=len(self.index))
 
     async def _subscriptions_current(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
