@@ -111,11 +111,13 @@ class Lane:
         self._report = report
         self._collecting = asyncio.Lock()  # one worker gathers a batch at a time (a kind with `batch_wait`)
         self._workers: set[asyncio.Task] = set()
+        self._closed = False
 
     def put(self, head: tuple[str, dict, int]) -> None:
-        """A head to send; a worker is started for it unless all `max_concurrency` are running."""
+        """A head to send; a worker is started for it unless all `max_concurrency` are running, or
+        the lane is closed (its sink stopped: the head waits for the next start, hostile review)."""
         self.queue.put_nowait(head)
-        if len(self._workers) < self.sink.max_concurrency:
+        if not self._closed and len(self._workers) < self.sink.max_concurrency:
             self._workers.add(asyncio.create_task(self._work()))
 
     async def _work(self) -> None:
@@ -287,6 +289,7 @@ class Lane:
         return outcomes
 
     async def close(self) -> None:
+        self._closed = True
         workers = list(self._workers)
         for worker in workers:
             worker.cancel()
@@ -742,5 +745,7 @@ class Dispatcher:
     async def close(self) -> None:
         for task in [*self._verifying.values(), *self._start_retries.values(), *self._opening.values()]:
             task.cancel()
+        # Out of `_lanes` first: a head due while they close waits (`_release`), as with no lane.
+        lanes, self._lanes = list(self._lanes.values()), {}
         # At once: a sink's close may wait (a Kafka producer's flush), and a stop has a time limit.
-        await asyncio.gather(*(lane.close() for lane in self._lanes.values()))
+        await asyncio.gather(*(lane.close() for lane in lanes))

@@ -245,5 +245,39 @@ async def lanes_come_and_go(monkeypatch, kind) -> None:
     await d.close()
 
 
+class StoppingSink(ConcurrentSink):
+    """Counts writes made after its stop."""
+
+    after_stop = 0
+
+    async def write(self, batch):
+        if self.stopped:
+            StoppingSink.after_stop += 1
+        return [Outcome.delivered() for _ in batch]
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    stopped = False
+
+
+async def test_a_head_due_while_the_dispatcher_stops_goes_to_no_stopped_sink(monkeypatch):
+    """Hostile review: a lane closed by the dispatcher's stop stayed in its lanes, and a head that fell
+    due during the stop (a retry, the batch in hand) started a worker on the stopped sink: its
+    failures suspended a healthy subscriber, and could dead-letter a delivery never sent."""
+    monkeypatch.setattr(target_module, "delivery_kinds", lambda: {"kind": StoppingSink})
+    StoppingSink.after_stop = 0
+    d = Dispatcher(lambda *_: None, lambda *_: _none(), Egress(Grades(), b"k" * 32), {})
+    before = len(asyncio.all_tasks())
+    target = parse_target("sub", {"delivery": {"kind": "kind"}})
+    await d.set_target("sub", target)
+    await d.set_status("sub", verified(target))
+    await until(lambda: "sub" in d._lanes and len(asyncio.all_tasks()) == before)
+    await d.close()
+    d.offer(*head("sub", 1))
+    await until(lambda: len(asyncio.all_tasks()) == before)  # a worker started by mistake has ended
+    assert StoppingSink.after_stop == 0 and d.holds(head("sub", 1)[0])
+
+
 async def _none() -> None:
     return None
