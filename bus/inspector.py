@@ -172,20 +172,17 @@ class KafkaInspector:
             ) from None
         return sorted(members, key=lambda m: (m.group, m.client_id))
 
-    async def committed_partitions(self, group: str) -> list[TopicPartition]:
-        """The partitions `group` has committed an offset on."""
-        committed = await self._call(self._admin.list_consumer_group_offsets(group))
-        return sorted(committed)
-
-    async def group_lag(self, group: str, partitions: Iterable[TopicPartition] | None = None) -> list[PartitionLag]:
-        """Lag of `group` on the partitions it has committed on (or on `partitions`, where given).
+    async def group_lag(
+        self, group: str, partitions: Iterable[TopicPartition] | None = None, also: Iterable[TopicPartition] = ()
+    ) -> list[PartitionLag]:
+        """Lag of `group` on the partitions it has committed on and `also` (or on `partitions`, where given).
 
         A partition without a committed offset counts from its start offset: the group will read
         all of it (auto_offset_reset=earliest, as the bus's consumers use).
         """
         wanted = list(partitions) if partitions is not None else None
         committed = await self._call(self._admin.list_consumer_group_offsets(group, partitions=wanted))
-        tps = wanted if wanted is not None else list(committed)
+        tps = wanted if wanted is not None else list(set(committed) | set(also))
         if not tps:
             return []
         start = await self._call(self._consumer.beginning_offsets(tps))

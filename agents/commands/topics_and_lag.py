@@ -72,14 +72,13 @@ async def lag_report(kafka: KafkaInspector, groups: list[str]) -> list[GroupTopi
     from the partition's start, as the stage will read it."""
     rows: list[GroupTopicLag] = []
     for group in groups:
-        wanted = set(await kafka.committed_partitions(group))
+        inputs = []
         if (source := stage_input(group)) is not None:
             # (topic_partitions matches names by prefix: only the source's own)
-            wanted.update(tp for tp in await kafka.topic_partitions(source) if tp.topic == source)
+            inputs = [tp for tp in await kafka.topic_partitions(source) if tp.topic == source]
         by_topic: dict[str, list[PartitionLag]] = defaultdict(list)
-        if wanted:
-            for partition in await kafka.group_lag(group, sorted(wanted)):
-                by_topic[partition.topic].append(partition)
+        for partition in await kafka.group_lag(group, also=inputs):
+            by_topic[partition.topic].append(partition)
         for topic, partitions in sorted(by_topic.items()):
             rows.append(
                 GroupTopicLag(

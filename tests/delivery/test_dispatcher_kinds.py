@@ -59,6 +59,12 @@ def verified(target) -> dict:
     return {"fingerprint": target.fingerprint, "verified": True, "disabled_reason": None, "at": 1.0}
 
 
+async def until(condition, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)  # poll interval inside the deadline
+
+
 async def test_a_sink_that_hangs_as_it_starts_holds_back_no_status(kinds):
     saved: list = []
     d = dispatcher(saved)
@@ -77,12 +83,9 @@ async def test_a_sink_whose_stop_fails_does_not_fail_the_stage(kinds):
     first = parse_target(SUB, {"delivery": {"kind": "failing-stop"}})
     await d.set_target(SUB, first)
     await d.set_status(SUB, verified(first))
-    async with asyncio.timeout(5):
-        while SUB not in d._lanes:
-            await asyncio.sleep(0.01)  # poll interval inside the deadline: the lane opens aside
-        await d.set_target(SUB, None)  # deleted: the lane closes, its sink's stop raises
-        while SUB not in FailingStopSink.stopped:
-            await asyncio.sleep(0.01)
+    await until(lambda: SUB in d._lanes, 5)  # the lane opens aside
+    await d.set_target(SUB, None)  # deleted: the lane closes, its sink's stop raises
+    await until(lambda: SUB in FailingStopSink.stopped, 5)
     assert SUB not in d._lanes
     await d.close()
 
@@ -119,9 +122,7 @@ async def test_a_worker_with_many_new_subscriptions_sends_a_bounded_number_of_ha
     subs = [f"sub-{n}" for n in range(128)]
     for sub in subs:
         await d.set_target(sub, parse_target(sub, {"delivery": {"kind": "counting"}}))
-    async with asyncio.timeout(20):
-        while not CountingVerifySink.verified >= set(subs):
-            await asyncio.sleep(0.01)  # poll interval inside the deadline
+    await until(lambda: CountingVerifySink.verified >= set(subs), 20)
     assert 1 < CountingVerifySink.most <= 32  # the dispatcher's HANDSHAKES_AT_ONCE
     await d.close()
 
@@ -151,9 +152,7 @@ async def test_endpoints_that_hang_in_their_handshake_hold_back_no_other_subscri
     for n in range(3 * 32):
         await d.set_target(f"hostile-{n}", parse_target(f"hostile-{n}", {"delivery": {"kind": "hanging"}}))
     await d.set_target("honest", parse_target("honest", {"delivery": {"kind": "counting"}}))
-    async with asyncio.timeout(5):
-        while "honest" not in CountingVerifySink.verified:
-            await asyncio.sleep(0.01)  # poll interval inside the deadline
+    await until(lambda: "honest" in CountingVerifySink.verified, 5)
     await d.close()
 
 
@@ -192,12 +191,6 @@ def head(sub: str, n: int) -> tuple[str, dict]:
     return delivery_key(record).decode(), pending.new_entry(
         record["idempotency_key"], json.dumps(record), [], ["d", 0, n], 0.0
     )
-
-
-async def until(condition, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)  # poll interval inside the deadline
 
 
 @pytest.mark.parametrize("kind", [ConcurrentSink, BatchingSink])
@@ -249,6 +242,7 @@ class StoppingSink(ConcurrentSink):
     """Counts writes made after its stop."""
 
     after_stop = 0
+    stopped = False
 
     async def write(self, batch):
         if self.stopped:
@@ -257,8 +251,6 @@ class StoppingSink(ConcurrentSink):
 
     async def stop(self) -> None:
         self.stopped = True
-
-    stopped = False
 
 
 async def test_a_head_due_while_the_dispatcher_stops_goes_to_no_stopped_sink(monkeypatch):
