@@ -6,8 +6,11 @@ Layout under `schemas/avro/`:
 - `released/<subject>/v<N>.avsc`: every released version of each subject, self-contained
   (referenced types inlined). Written by `samband schemas release`, never edited.
 
-Subjects are the envelope (`no.samband.envelope.Envelope`) and one record per event type in
-namespace `no.samband.events`. An event record is `envelope` followed by the payload fields.
+Subjects are the envelope (`no.samband.envelope.Envelope`), one record per event type in
+namespace `no.samband.events`, and one per reference type in `no.samband.reference`. An event
+record is `envelope` followed by the payload fields: an event is about one person. A reference
+record (a reform's kommune renumbering) is about no person and has no envelope: the bus sends it
+to its subscribers itself (agents/routing/reference.py), it never comes in through ingest.
 The subject is the record's full name (Confluent's RecordNameStrategy), so several event
 types can share one topic and the schema id in each message says which type it is.
 A subject's current version is the working tree: the latest released version when they
@@ -15,7 +18,8 @@ are equal, otherwise the next, unreleased version.
 
 API for the router:
     cat = catalog()
-    cat.event_types()                      # ["AddressProtectionChange", "Birth", ...]
+    cat.event_types()                      # ["AddressProtectionChange", "Birth", ...]: person events
+    cat.reference_types()                  # ["KommuneRenumbering"]
     cat.event_type_for_source("endringIBostedsadresse")   # "Move"; unknown -> "UnknownEvent"
     cat.fields("Move")                     # [FieldInfo("envelope.person", "identifier", "string", doc), ...]
     cat.projection_schema("Move", ["envelope.id", "movedDate"])   # fastavro-parsed reader schema
@@ -41,6 +45,7 @@ from schemas.schema_id import canonical_text, schema_id
 
 AVRO_DIR = Path(__file__).parent / "avro"
 EVENTS_NAMESPACE = "no.samband.events"
+REFERENCE_NAMESPACE = "no.samband.reference"
 ENVELOPE = "no.samband.envelope.Envelope"
 UNKNOWN_EVENT = "UnknownEvent"
 POPULATION_RECORD = "PopulationRecord"  # a person from a register extract: teaches the bus, delivered to no one
@@ -117,6 +122,12 @@ class Catalog:
                 )
             self.types[name] = stage_schema(stage)
         self.subjects = [ENVELOPE, *sorted(n for n in self.types if n.rsplit(".", 1)[0] == EVENTS_NAMESPACE)]
+        self._references = sorted(n for n in self.types if n.rsplit(".", 1)[0] == REFERENCE_NAMESPACE)
+        # Subscriptions, sinks and the router name a type by its short name (`Move`): one type each.
+        clash = {n.rsplit(".", 1)[1] for n in self.subjects} & {n.rsplit(".", 1)[1] for n in self._references}
+        if clash:
+            raise CatalogError(f"{sorted(clash)}: a reference type may not have the name of an event type")
+        self.subjects += self._references
         self.versions: dict[str, list[SchemaVersion]] = {s: self._versions(s) for s in self.subjects}
         self.by_id: dict[int, SchemaVersion] = {}
         for versions in self.versions.values():
@@ -125,6 +136,7 @@ class Catalog:
         self._sources = {
             source: name.rsplit(".", 1)[1]
             for name in self.subjects[1:]
+            if name not in self._references
             for source in self.types[name].get("sourceTypes", [])
         }
 
@@ -165,7 +177,12 @@ class Catalog:
 
     def subject(self, name: str) -> str:
         """Subject for an event type name (`Move`), the envelope (`Envelope`) or a full name."""
-        for candidate in (name, f"{EVENTS_NAMESPACE}.{name}", f"no.samband.envelope.{name}"):
+        for candidate in (
+            name,
+            f"{EVENTS_NAMESPACE}.{name}",
+            f"{REFERENCE_NAMESPACE}.{name}",
+            f"no.samband.envelope.{name}",
+        ):
             if candidate in self.versions:
                 return candidate
         raise CatalogError(f"no schema named {name!r}")
@@ -179,7 +196,12 @@ class Catalog:
     # --- event types, fields and projections -------------------------------------------
 
     def event_types(self) -> list[str]:
-        return [s.rsplit(".", 1)[1] for s in self.subjects[1:]]
+        """The types of events about a person (in namespace no.samband.events)."""
+        return [s.rsplit(".", 1)[1] for s in self.subjects[1:] if s not in self._references]
+
+    def reference_types(self) -> list[str]:
+        """The types of reference data about no person (in namespace no.samband.reference)."""
+        return [s.rsplit(".", 1)[1] for s in self._references]
 
     def event_type_for_source(self, source_type: str) -> str:
         """The event type for a Folkeregister hendelsestype; UnknownEvent for any type not in the catalog."""

@@ -1,4 +1,4 @@
-"""Renders docs/catalog.md: every event type, its fields with their classification, and an example."""
+"""Renders docs/catalog.md: every event type, its fields with their classification, and an example; the reference types."""
 
 from __future__ import annotations
 
@@ -140,4 +140,29 @@ def render_catalog(cat: Catalog) -> str:
             "```",
             "",
         ]
+    for reference_type in cat.reference_types():
+        current = cat.current(reference_type)
+        lines += [
+            f"## {reference_type} (`{current.subject}`): reference data",
+            "",
+            current.schema.get("doc", ""),
+            "",
+            f"No envelope: it is about no person. Version {current.version}, schema id {current.id}, "
+            f"compatibility {rule_for(current.subject)}. Fields:",
+            "",
+            *_field_table((f.path, f.avro_type, f.classification, f.doc) for f in cat.fields(reference_type)),
+            "",
+        ]
+        for field in current.schema["fields"]:  # a list of records: their fields too
+            items = field["type"].get("items") if isinstance(field["type"], dict) else None
+            if isinstance(items, dict) and items.get("type") == "record":
+                lines += [
+                    f"Each of `{field['name']}` (`{type_label(items)}`):",
+                    "",
+                    *_field_table(
+                        (f["name"], type_label(f["type"]), f["classification"], f.get("doc", ""))
+                        for f in items["fields"]
+                    ),
+                    "",
+                ]
     return "\n".join(lines)

@@ -41,6 +41,7 @@ class Renumbering:
     old: str
     old_name: str
     new: tuple[str, ...]  # several: the kommune was split
+    new_names: tuple[str, ...]  # the names under the new codes, in their order
 
     @property
     def kind(self) -> str:
@@ -56,7 +57,8 @@ def renumberings() -> dict[str, Renumbering]:
     for row in csv.DictReader(text.splitlines()):
         old, earlier = row["old_code"], found.get(row["old_code"])
         new = (*earlier.new, row["new_code"]) if earlier else (row["new_code"],)
-        found[old] = Renumbering(date.fromisoformat(row["valid_from"]), old, row["old_name"], new)
+        names = (*earlier.new_names, row["new_name"]) if earlier else (row["new_name"],)
+        found[old] = Renumbering(date.fromisoformat(row["valid_from"]), old, row["old_name"], new, names)
     return found
 
 
@@ -129,3 +131,24 @@ def valid_on(number: str, day: date) -> bool:
         return True
     change = renumberings().get(number)
     return change is not None and day < change.valid_from
+
+
+def reform_days() -> list[date]:
+    """The reform days the data holds (2020-01-01, 2024-01-01), in order."""
+    return sorted({change.valid_from for change in renumberings().values()})
+
+
+def renumbering_record(day: date) -> dict:
+    """The reform of `day` as the catalog's reference record `KommuneRenumbering`: every code it
+    retired, in code order. Raises ValueError, naming the reform days known, for another day."""
+    changes = sorted((c for c in renumberings().values() if c.valid_from == day), key=lambda c: c.old)
+    if not changes:
+        known = ", ".join(d.isoformat() for d in reform_days())
+        raise ValueError(f"no reform on {day.isoformat()} in the kommune data; reform days: {known}")
+    return {
+        "validFrom": day,
+        "changes": [
+            {"oldCode": c.old, "oldName": c.old_name, "newCodes": list(c.new), "newNames": list(c.new_names)}
+            for c in changes
+        ],
+    }

@@ -1,4 +1,4 @@
-"""`samband subscriptions apply DIR | list | show ID | pause ID | resume ID | delete ID | renumber`.
+"""`samband subscriptions apply DIR | list | show ID | pause ID | resume ID | delete ID | renumber | announce-reform`.
 
 They live in the compacted `<app id>-subscriptions` topic; running workers pick changes up
 within a second. `apply` validates every file first and writes nothing if any is invalid; it
@@ -17,13 +17,19 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from agents.config import bootstrap_servers, get_settings
-from agents.routing import backfill
+from agents.routing import backfill, reference
 from agents.subscriptions import renumber, store
 from agents.subscriptions.audit import AuditLog, os_user
+from agents.subscriptions.delivery_target import AS_WRITTEN
 from agents.subscriptions.files import load_dir
 from agents.subscriptions.model import Subscription
+from bus import clients
+from bus.reading import partition_count
 from bus.topics import topic_names
+from schemas.kommuner import reform_days, renumbering_record
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,6 +65,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     renumbering.add_argument("--plan", action="store_true", help="print what would change, write nothing")
     renumbering.set_defaults(handler=renumber_all)
+    announcing = commands.add_parser(
+        "announce-reform",
+        help="send a reform's kommune renumbering (KommuneRenumbering) to the subscriptions to it",
+        description="The reform of DAY, from the kommune data this bus carries (SSB classification 131), as "
+        "one KommuneRenumbering event to each subscription to that type that is national or scoped to a "
+        "kommune the reform retired or gave a code to; audit-logged. Its id is made from the reform's data: "
+        "announcing again gives each subscriber the same idempotency key. docs/reform-day.md",
+    )
+    announcing.add_argument(
+        "day", nargs="?", type=_day, metavar="DAY", help="the reform's day (YYYY-MM-DD); default: the latest one"
+    )
+    announcing.add_argument("--plan", action="store_true", help="print who would get it, send nothing")
+    announcing.add_argument(
+        "--subscription", metavar="ID", help="send it to this subscription alone (one that joined after the reform)"
+    )
+    announcing.set_defaults(handler=announce_reform)
     backfilling = commands.add_parser(
         "backfill",
         help="send a subscription the retained events it missed, from a date",
@@ -211,6 +233,24 @@ def delete_one(args) -> int:
     return 0
 
 
+def _valid(read: dict[str, bytes]) -> list[Subscription]:
+    """The subscriptions read from the bus, as written (what depends on this process's settings, a
+    folder or an allow-list only the worker has, is not checked). One that is not valid, or whose
+    id is not its key, is skipped and said so, as the worker skips it."""
+    found = []
+    for sub_id, value in sorted(read.items()):
+        try:
+            sub = Subscription.model_validate_json(value, context=AS_WRITTEN)
+        except ValidationError as exc:
+            print(f"samband: {sub_id} is not a valid subscription, left out ({exc.error_count()} problem(s))")
+            continue
+        if sub.id != sub_id:
+            print(f"samband: {sub_id} holds a subscription with another id, left out")
+            continue
+        found.append(sub)
+    return found
+
+
 def _detail(p: renumber.Rescoped) -> str:
     widened = f"; now also covers {', '.join(p.widened)}" if p.widened else ""
     return "; ".join(p.steps) + widened
@@ -222,7 +262,7 @@ def renumber_all(args) -> int:
     async def plan_and_write() -> list[renumber.Rescoped]:
         await store.ensure_topic(bootstrap, topic)
         read = await store.read_all(bootstrap, topic)
-        planned = renumber.plan([Subscription.model_validate_json(value) for value in read.values()])
+        planned = renumber.plan(_valid(read))
         changed = [p for p in planned if p.changed]
         if changed and not args.plan:
             # Written only if unchanged since the plan was made: a subscription paused, narrowed or
@@ -261,6 +301,69 @@ def renumber_all(args) -> int:
         print(
             "subscriptions kept as files (`samband subscriptions apply`): change the files too, or apply puts the old codes back"
         )
+    return 0
+
+
+def announce_reform(args) -> int:
+    day = args.day or reform_days()[-1]
+    try:
+        record = renumbering_record(day)
+    except ValueError as exc:
+        print(f"samband: {exc}", file=sys.stderr)
+        return 2
+    bootstrap, topic = _where()
+    deliveries_topic = topic_names(get_settings().app_id).deliveries
+
+    async def plan_and_send() -> reference.Announcement | None:
+        await store.ensure_topic(bootstrap, topic)
+        planned = reference.renumbering_announcement(record, _valid(await store.read_all(bootstrap, topic)))
+        if args.subscription is not None:
+            planned = planned.only(args.subscription)
+        if args.plan or not planned.recipients:
+            return planned
+        if not await partition_count(bootstrap, deliveries_topic):
+            return None  # a write would have the broker make it, with its own partition count
+        producer = clients.durable_producer(bootstrap)
+        await producer.start()
+        try:
+            sent = [await producer.send(deliveries_topic, key=d.key, value=d.value) for d in planned.deliveries]
+            outcomes = await asyncio.gather(*sent, return_exceptions=True)
+        finally:
+            await producer.stop()
+        # What the broker acknowledged is audit-logged, even when the rest failed.
+        acknowledged = [
+            d.subscription
+            for d, o in zip(planned.deliveries, outcomes, strict=True)
+            if not isinstance(o, BaseException)
+        ]
+        detail = f"KommuneRenumbering {day.isoformat()}, event {planned.event_id}"
+        await _audit([("announce", sub_id) for sub_id in acknowledged], dict.fromkeys(acknowledged, detail))
+        failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failed is not None:
+            raise failed
+        return planned
+
+    planned = asyncio.run(plan_and_send())
+    if planned is None:
+        print(f"samband: the topic {deliveries_topic} does not exist yet: start a worker first", file=sys.stderr)
+        return 1
+    print(
+        f"KommuneRenumbering {day.isoformat()}: {len(record['changes'])} kommunenumre retired (event {planned.event_id})"
+    )
+    for sub_id in planned.recipients:
+        print(f"  {sub_id}")
+    if not planned.recipients and args.subscription is not None:
+        print(
+            f"samband: {args.subscription} does not get it: no such subscription, not to KommuneRenumbering, "
+            "or not scoped to a kommune of the reform",
+            file=sys.stderr,
+        )
+        return 1
+    if not planned.recipients:
+        print("no subscription to KommuneRenumbering is national or scoped to a kommune of the reform: nothing sent")
+        return 0
+    verb = "would send it to" if args.plan else "sent it to"
+    print(f"{verb} {len(planned.recipients)} subscription(s)")
     return 0
 
 

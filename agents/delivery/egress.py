@@ -12,6 +12,9 @@ first attempt included, passes `Egress.outgoing` on its way to the sink:
 - `subject` becomes the subscription's own pseudonym of the person: HMAC of the subscription id
   and the bus's pseudonym under SAMBAND_PSEUDONYM_KEY, stable for that subscription, unlinkable
   across subscriptions. The bus's own pseudonym stays in keys, logs and the record's `person`.
+  A reference event (a reform's kommune renumbering) names no person: it keeps its own `subject`,
+  and no grade applies to it. What makes a delivery one is agents/routing/reference.py's
+  `is_reference`: its `person` and its type, which no person's event can have.
 
 `Grades` is each person's grade now: the router's person state (`<app id>-router-persons`,
 followed by the delivery stage), and, earlier than that state is written, the grade a purge
@@ -25,6 +28,7 @@ import hmac
 
 import orjson
 
+from agents.routing.reference import is_reference
 from agents.routing.router import PURGE_TYPE, PersonState
 from schemas.catalog import EVENTS_NAMESPACE
 from schemas.protection import NEUTRAL_SOURCE, is_strict, may_receive, stricter, withheld
@@ -75,7 +79,8 @@ class Egress:
         delivery = orjson.loads(record)
         if not self.project(delivery, public_body, national):
             return None
-        delivery["event"]["subject"] = self.subject(subscription, delivery["person"])
+        if not is_reference(delivery):
+            delivery["event"]["subject"] = self.subject(subscription, delivery["person"])
         return delivery
 
     def project(self, delivery: dict, public_body: bool, national: bool) -> bool:
@@ -83,7 +88,7 @@ class Egress:
         place; False when the subscription may not get the person at all. Also used by `dlq
         replay` before a dead letter goes back to the deliveries topic."""
         event = delivery["event"]
-        if delivery.get("kind") == "purge" or event.get("type") == PURGE_TYPE:
+        if delivery.get("kind") == "purge" or event.get("type") == PURGE_TYPE or is_reference(delivery):
             return True
         grade = self.grades.of(delivery["person"])
         if not may_receive(grade, public_body, national):

@@ -49,6 +49,7 @@ from agents.delivery.dispatcher import Dispatcher, subscription_of
 from agents.delivery.egress import Grades
 from agents.delivery.ledger import disclosure_record, ledger_key, ledger_record
 from agents.delivery.offsets import OpenOffsets
+from agents.routing.reference import REFERENCE_PERSON
 from bus.batches import Write
 from bus.malformed import skip_malformed
 from bus.state import PartitionedState
@@ -509,7 +510,9 @@ class DeliveryQueues:
     ) -> None:
         value = ledger_record(event_id, sub, status, entry["attempts"], now, reason, result.get("http_status"))
         self._outputs.append((self.topics.ledger, ledger_key(event_id, sub), value, [], entry["source"][1]))
-        if status == "delivered" and (sent := entry.get("sent")) is not None:  # for the person's access report
+        # What the person's access report reads; a reference event was disclosed about no person.
+        sent = entry.get("sent")
+        if status == "delivered" and sent is not None and sent["person"] != REFERENCE_PERSON:
             key, disclosed = disclosure_record(event_id, sub, sent, now)
             self._outputs.append((self.topics.disclosures, key, disclosed, [], entry["source"][1]))
 

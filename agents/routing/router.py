@@ -179,9 +179,9 @@ class Router:
         cloudevent = self._cloudevent(event_type, envelope, person)
         if is_strict(effective):
             cloudevent["source"] = NEUTRAL_SOURCE
-        delivery = _delivery_writer(envelope["id"], person, cloudevent, "event")
+        delivery = delivery_writer(envelope["id"], person, cloudevent, "event")
         for entry in targets:
-            data = _project(
+            data = project_data(
                 record, entry.grants[event_type], withheld(event_type, effective, entry.subscription.public_body)
             )
             result.deliveries.append(delivery(entry, data))
@@ -271,10 +271,10 @@ class Router:
         # The new grade rides along in the delivery record (never in the event a subscriber gets), so the
         # delivery stage knows it before the router's state write lands: agents/delivery/egress.py.
         tail = b'},"kind":"purge","protection":' + orjson.dumps(protection) + b"}"
-        return _delivery_writer(purge_id, person, cloudevent, "purge", tail)(entry, {"delete": "address"})
+        return delivery_writer(purge_id, person, cloudevent, "purge", tail)(entry, {"delete": "address"})
 
 
-def _delivery_writer(
+def delivery_writer(
     event_id: str, person: str, cloudevent: dict, kind: str, tail: bytes | None = None
 ) -> Callable[[Entry, dict], Delivery]:
     """The delivery records of one event: (subscription, data) -> Delivery whose value is the JSON of
@@ -352,7 +352,7 @@ def birth_date_from_number(number: str, at: date) -> date | None:
     return None
 
 
-def _project(record: dict, grant: Grant, hidden: frozenset[str]) -> dict:
+def project_data(record: dict, grant: Grant, hidden: frozenset[str]) -> dict:
     data: dict = {}
     if grant.envelope:
         envelope = record["envelope"]

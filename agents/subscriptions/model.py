@@ -5,7 +5,7 @@
     legal_basis: Helse- og omsorgstjenesteloven § 3-2 ...    # required, never empty
     public_body: true                                          # fortrolig addresses only to public bodies
     kommuner: ["4601"]                                          # or: all
-    event_types: [Birth, Move]
+    event_types: [Birth, Move]                                  # also reference types: KommuneRenumbering
     predicates:                                                 # all optional
       age_at_event: {min_years: 0, max_years: 6}
       move_scope: [into, within]                                # relative to the subscription's kommuner
@@ -92,7 +92,8 @@ class Subscription(_Strict):
             raise ValueError(
                 f"{POPULATION_RECORD} teaches the bus birth dates for life stages and goes to no subscription"
             )
-        known = set(catalog().event_types()) - {UNKNOWN_EVENT, POPULATION_RECORD}
+        # A reference type (a reform's KommuneRenumbering) too: the bus announces it (docs/reform-day.md).
+        known = (set(catalog().event_types()) - {UNKNOWN_EVENT, POPULATION_RECORD}) | set(catalog().reference_types())
         unknown = [t for t in value if t not in known]
         if unknown:
             raise ValueError(f"unknown event types {unknown}; known: {', '.join(sorted(known))}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agents.subscriptions.delivery_target import AS_WRITTEN
 from agents.subscriptions.model import Subscription
 from schemas.kommuner import is_split, kommuner, lineage, merged_with, renumberings, successors
 
@@ -28,7 +29,9 @@ class Rescoped:
         return self.kommuner != list(self.subscription.kommuner)
 
     def updated(self) -> Subscription:
-        return Subscription.model_validate({**self.subscription.model_dump(mode="json"), "kommuner": self.kommuner})
+        return Subscription.model_validate(
+            {**self.subscription.model_dump(mode="json"), "kommuner": self.kommuner}, context=AS_WRITTEN
+        )
 
 
 def plan(subscriptions: list[Subscription]) -> list[Rescoped]:

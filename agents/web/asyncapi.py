@@ -19,7 +19,7 @@ from bus.topics import DEADLETTER, EVENTS, INGEST, TABLE, Topic
 from connectors.dead_letters import PREFIX as DEAD_LETTER_HEADER
 from connectors.http_ingest.openapi import event_schema
 from connectors.kafka_sink.sink import CE_ATTRIBUTES
-from schemas.catalog import EVENTS_NAMESPACE, UNKNOWN_EVENT, catalog
+from schemas.catalog import EVENTS_NAMESPACE, REFERENCE_NAMESPACE, UNKNOWN_EVENT, catalog
 from schemas.json_schema import DataSchemas
 
 AVRO = "application/vnd.apache.avro+json;version=1.9.0"
@@ -65,9 +65,9 @@ _ATTRIBUTE_TEXT = {
     "specversion": "1.0",
     "id": "the event id (a purge's: the causing event's id + `-purge`)",
     "source": "the source system",
-    "type": f"`{EVENTS_NAMESPACE}.<type>`, or `no.samband.purge`",
+    "type": f"`{EVENTS_NAMESPACE}.<type>`, `{REFERENCE_NAMESPACE}.<type>` (about no person), or `no.samband.purge`",
     "time": "event time (RFC 3339)",
-    "subject": "the subscription's own pseudonym of the person (the record key too)",
+    "subject": "the subscription's own pseudonym of the person (the record key too); a reference event's: `kommuner/<day>`",
     "changekind": "new, correction or annulment",
     "correctseventid": "the event a correction or annulment changes",
     "protectionchangeid": "a purge's cause: the AddressProtectionChange that raised the grade",
@@ -148,7 +148,7 @@ def asyncapi_document(app_id: str = "samband", subscriber_topic_prefix: str = "s
         "bus's registry); a purge is a no.samband.delivery.Purge record.",
         "payload": {"type": "string", "contentEncoding": "binary"},
         "headers": _headers(_SUBSCRIBER_HEADERS),
-        "bindings": _kafka_key("the subscription's pseudonym of the person"),
+        "bindings": _kafka_key("the subscription's pseudonym of the person (a reference event: `kommuner/<day>`)"),
     }
 
     channels: dict[str, Any] = {}

@@ -5,7 +5,7 @@
     outcomes = await sink.write(batch)  # one Outcome per SinkRecord, in order
 
 The record (CloudEvents Kafka protocol binding, binary mode, docs/delivery.md):
-- key: the event's `subject`, the subscription's own pseudonym of the person;
+- key: the event's `subject`, the subscription's own pseudonym of the person (a reference event's own);
 - value: Confluent wire-format Avro of the projected `data`, written with the subscription's
   projection schema (`schemas.catalog.Catalog.projection_json`), whose id the bus's schema
   registry serves; a purge is a `no.samband.delivery.Purge` record;
