@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from datetime import date
 
@@ -19,6 +17,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from delivery_bus import running_bus
 from subscription_factory import subscription
+from test_reform_day import _cli  # `samband subscriptions ...` in a subprocess
 from webhook_receiver import Receiver
 
 from agents.delivery.egress import Egress, Grades, subscriber_subject
@@ -107,16 +106,6 @@ def test_a_day_without_a_reform_is_refused_naming_the_reform_days(worker_env):
     done = _cli(worker_env, "announce-reform", "2023-01-01")
     assert done.returncode == 2
     assert "no reform on 2023-01-01 in the kommune data; reform days: 2020-01-01, 2024-01-01" in done.stderr
-
-
-def _cli(env, *args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "agents.cli", "subscriptions", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def _consume(bootstrap: str, topic: str, registry_url: str, timeout: float) -> tuple[bytes, dict, dict]:
