@@ -38,7 +38,7 @@ from datetime import UTC, date, datetime
 import orjson
 
 from agents.routing.index import RoutingIndex
-from agents.routing.router import Delivery, delivery_writer, project_data
+from agents.routing.router import Delivery, change_kind_ok, delivery_writer, project_data
 from agents.subscriptions.model import Subscription
 from schemas.catalog import REFERENCE_NAMESPACE, catalog
 from schemas.kommuner import older_codes
@@ -81,10 +81,10 @@ def renumbering_announcement(record: dict, subscriptions: list[Subscription]) ->
     kommuner = sorted(codes.union(*map(older_codes, codes)))  # a code of before an earlier reform too
     index = RoutingIndex()
     for subscription in subscriptions:
-        kinds = subscription.predicates.change_kind
-        if event_type in subscription.event_types and (kinds is None or "new" in kinds):
+        if event_type in subscription.event_types:
             index.put(subscription)
-    targets = sorted(index.candidates(event_type, kommuner), key=lambda entry: entry.id)
+    candidates = index.candidates(event_type, kommuner)
+    targets = sorted((e for e in candidates if change_kind_ok(e, "new")), key=lambda entry: entry.id)
     content = hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
     event_id = str(uuid.uuid5(_IDS, f"{event_type}/{day.isoformat()}/{content}"))
     subject = catalog().subject(event_type)

@@ -163,7 +163,7 @@ class Router:
                 result.unknown_original = True
                 return result
             targets = [self.index.entries[s] for s in original_recipients if s in self.index.entries]
-            targets = [e for e in targets if event_type in e.grants and _change_kind_ok(e, kind)]
+            targets = [e for e in targets if event_type in e.grants and change_kind_ok(e, kind)]
         else:
             targets = [
                 e
@@ -215,7 +215,7 @@ class Router:
     def _matches(self, entry: Entry, event_type: str, record: dict, state: PersonState) -> bool:
         predicates = entry.subscription.predicates
         envelope = record["envelope"]
-        if not _change_kind_ok(entry, envelope["changeKind"]):
+        if not change_kind_ok(entry, envelope["changeKind"]):
             return False
         if predicates.move_scope is not None and event_type == "Move" and not _move_scope_ok(entry, record):
             return False
@@ -310,7 +310,7 @@ def _loses_address(previous: str, new: str, entry: Entry) -> bool:
     return bool(withheld("Move", new, public)) and not withheld("Move", previous, public)
 
 
-def _change_kind_ok(entry: Entry, kind: str) -> bool:
+def change_kind_ok(entry: Entry, kind: str) -> bool:
     allowed = entry.subscription.predicates.change_kind
     return allowed is None or kind in allowed
 

@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import date
 
-from confluent_kafka import Consumer
-from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer
-from confluent_kafka.serialization import MessageField, SerializationContext
 from delivery_bus import running_bus
 from subscription_factory import subscription
+from test_delivery_kafka import _consume  # a topic's records as a Kafka-native subscriber reads them
 from test_reform_day import _cli  # `samband subscriptions ...` in a subprocess
 from webhook_receiver import Receiver
 
@@ -108,25 +104,6 @@ def test_a_day_without_a_reform_is_refused_naming_the_reform_days(worker_env):
     assert "no reform on 2023-01-01 in the kommune data; reform days: 2020-01-01, 2024-01-01" in done.stderr
 
 
-def _consume(bootstrap: str, topic: str, registry_url: str, timeout: float) -> tuple[bytes, dict, dict]:
-    """The first record of `topic` as a Kafka-native subscriber reads it: key, Avro value, headers."""
-    deserialize = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader", "auto.offset.reset": "earliest"}
-    )
-    consumer.subscribe([topic])
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None and not message.error():
-                value = deserialize(message.value(), SerializationContext(topic, MessageField.VALUE))
-                return message.key(), value, {k: v.decode() for k, v in message.headers() or []}
-    finally:
-        consumer.close()
-    raise AssertionError(f"nothing on {topic} within {timeout} s")
-
-
 async def test_announce_reform_sends_the_renumbering_signed_to_webhooks_and_as_avro_to_kafka(kafka_bootstrap, tmp_path):
     async with running_bus(kafka_bootstrap, tmp_path) as bus:
         receiver = Receiver(bus.secret)
@@ -176,10 +153,10 @@ async def test_announce_reform_sends_the_renumbering_signed_to_webhooks_and_as_a
             } in data["changes"]
             assert received.webhook_id == f"{event['id']}.tromso-hook"
 
-            key, value, headers = await asyncio.to_thread(
-                _consume, kafka_bootstrap, bus.subscriber_topic("nasjonal-kafka"), bus.registry_url, 60
+            [(key, value, headers)] = await asyncio.to_thread(
+                _consume, kafka_bootstrap, bus.subscriber_topic("nasjonal-kafka"), bus.registry_url, 1, 60
             )
-            assert key == b"kommuner/2024-01-01"
+            assert key == "kommuner/2024-01-01"
             assert value["validFrom"] == REFORM and len(value["changes"]) == 114
             assert headers["ce_type"] == TYPE and headers["samband-idempotency-key"] == f"{event['id']}.nasjonal-kafka"
 
