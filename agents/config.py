@@ -91,10 +91,6 @@ class Settings(BaseSettings):
     # holds this many leaves its further records in the deliveries topic and reads them again when it
     # has room (agents/delivery/queues.py), so a slow or paused subscriber's backlog is not in memory.
     delivery_memory_per_subscription: int = Field(10_000, ge=2)
-    # Delivery: entries the worker's delivery stage holds in memory before each subscription may hold
-    # only an equal share of this (this over the subscriptions holding any): many subscribers slow at
-    # once cost about twice this at most, and one that holds little is never held back by them.
-    delivery_memory_per_worker: int = Field(30_000, ge=2)
     # The least wait a subscription's retry schedule may set, so a subscriber is not hammered. Tests
     # lower it to run retries in milliseconds; the subscription writers and every worker apply it.
     retry_min_seconds: float = Field(1.0, gt=0)

@@ -94,12 +94,6 @@ DELIVERY_IN_MEMORY = Gauge(
     ["subscription"],
     registry=REGISTRY,
 )
-DELIVERY_HELD = Gauge(
-    "samband_delivery_held",
-    "Deliveries the worker's delivery stage holds in memory, all subscriptions together"
-    " (SAMBAND_DELIVERY_MEMORY_PER_WORKER: past it, each subscription only an equal share).",
-    registry=REGISTRY,
-)
 DELIVERY_LEFT = Gauge(
     "samband_delivery_left_in_topic",
     "Deliveries a subscription left in the deliveries topic, to take when it has room again.",
@@ -172,10 +166,6 @@ def set_delivery_memory(subscription: str, held: int, left: int) -> None:
     label = _checked("subscription", subscription, _SUBSCRIPTION)
     DELIVERY_IN_MEMORY.labels(label).set(held)
     DELIVERY_LEFT.labels(label).set(left)
-
-
-def set_delivery_held(held: int) -> None:
-    DELIVERY_HELD.set(held)
 
 
 def backlog_expired(subscription: str) -> None:

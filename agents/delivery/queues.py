@@ -15,11 +15,8 @@ A queue is either (both kinds are in the worker's memory and count against the l
   took (`seen`), is in the compacted topic `<app id>-delivery-pending` (one partition per
   input partition), and its records are settled once that write is acknowledged.
 
-A subscription holds at most `memory_limit` entries (SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION),
-and the worker at most about `worker_limit` in all (SAMBAND_DELIVERY_MEMORY_PER_WORKER): once the
-worker holds that many, a subscription may hold no more than an equal share of it (the limit over
-the subscriptions holding any), so those that hold the most wait and the others go on.
-Once a subscription has no room, its further records of a partition are *left* in the deliveries topic:
+A subscription holds at most `memory_limit` entries (SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION).
+Once it holds that many, its further records of a partition are *left* in the deliveries topic:
 a `Behind` record (pending.py: where it resumes, its last record left, how many) is stored
 instead, and the records are settled with it. The worker's backlog reader (agent.py) reads the
 partition again from the cursor as the subscription gets room, and `take_backlog` takes its
@@ -83,7 +80,6 @@ class DeliveryQueues:
         clock: Callable[[], float] = time.time,
         store_after: float = 2.0,
         memory_limit: int = 10_000,
-        worker_limit: int = 30_000,
     ):
         self.topics = topics
         self.grades = grades  # learns a new grade from each purge record (agents/delivery/egress.py)
@@ -100,10 +96,7 @@ class DeliveryQueues:
         self.store_after = store_after
         # Entries a subscription may hold in memory; its further records wait in the deliveries topic.
         self.memory_limit = memory_limit
-        self.worker_limit = worker_limit  # entries the worker holds before subscriptions get only a share
-        self.in_memory: Counter[str] = Counter()  # subscription -> entries in its queues (change it with _hold)
-        self.held = 0  # entries in all queues: the sum of in_memory
-        self.holders = 0  # subscriptions holding any
+        self.in_memory: Counter[str] = Counter()  # subscription -> entries in its queues
         self.behind: dict[tuple[str, int], pending.Behind] = {}  # (subscription, partition) -> where it resumes
         self.backlog_ready = asyncio.Event()  # a subscription behind may have room: the backlog reader looks
         self.read_from: dict[int, int] = {}  # partition -> the group's committed offset when it was assigned here
@@ -170,14 +163,14 @@ class DeliveryQueues:
                         continue
                     state = pending.opened(pending.stored_state(value), self.seal)
                     self.queues[key], self.seen[key] = state["queue"], state["seen"]
-                    self._hold(subscription_of(key), len(state["queue"]))
+                    self.in_memory[subscription_of(key)] += len(state["queue"])
                     self.dispatcher.offer(key, state["queue"][0])
 
     def revoked(self, partitions: set[int]) -> None:
         """Forget the queues of `partitions`: their new owner reads their records from the last commit."""
         self.owned -= partitions
         for key in [k for k, queue in self.queues.items() if queue[0]["source"][1] in partitions]:
-            self._hold(subscription_of(key), -len(self.queues[key]))
+            self.in_memory[subscription_of(key)] -= len(self.queues[key])
             del self.queues[key]
             self.seen.pop(key, None)
             self._changed.pop(key, None)
@@ -229,7 +222,7 @@ class DeliveryQueues:
             return
         sub = subscription_of(key)
         behind = self.behind.get((sub, partition))
-        if behind is None and not purge and not self.has_room(sub):
+        if behind is None and not purge and self.in_memory[sub] >= self.memory_limit:
             # It falls behind at this record: counted as its first one left, just below.
             behind = self.behind[(sub, partition)] = pending.Behind(cursor=offset, last=offset - 1, left=0)
         # From the cursor on, its records wait in the topic for the backlog reader. One before the
@@ -258,11 +251,11 @@ class DeliveryQueues:
             if offset > seen:
                 self.queues[key], self._changed[key] = [entry], partition
                 self.seen[key] = max(seen, self._seen_at(sub, partition, offset))
-                self._hold(sub, 1)
+                self.in_memory[sub] += 1
                 self.dispatcher.offer(key, entry)
             return
         self.queues[key] = [entry]
-        self._hold(sub, 1)
+        self.in_memory[sub] += 1
         if self.dispatcher.is_active(sub):
             self._settled.pop()  # goes out at once; open until its outcome is durable
             self._open_since[key] = now
@@ -283,7 +276,7 @@ class DeliveryQueues:
         """A purge goes first, so the subscriber deletes the address before anything held arrives: before
         the head too when the head is held (paused, unverified, waiting for a retry), else right after
         it (it may be on its way)."""
-        self._hold(subscription_of(key), 1)
+        self.in_memory[subscription_of(key)] += 1
         if not purge:
             queue.append(entry)
         elif self.dispatcher.holds(key):
@@ -347,10 +340,9 @@ class DeliveryQueues:
         if stored:
             self._changed[key] = partition
         self._record(key, sub, event_id, decision, result, now)
-        before, half, was_full = self.in_memory[sub], self.memory_limit // 2, self.held >= self.worker_limit
-        self._hold(sub, len(decision.queue) - len(self.queues[key]))
-        room_again = before > half >= self.in_memory[sub] or (was_full and self.held < self.worker_limit)
-        if room_again and self.behind:  # the reader looks (it checks who)
+        before, half = self.in_memory[sub], self.memory_limit // 2
+        self.in_memory[sub] += len(decision.queue) - len(self.queues[key])
+        if before > half >= self.in_memory[sub] and self.behind:  # room again: the reader looks (it checks who)
             self.backlog_ready.set()
         if decision.queue:
             self.queues[key] = decision.queue
@@ -379,35 +371,8 @@ class DeliveryQueues:
     # read the partition up to the cursor: records below it (read again after a restart or a
     # rebalance) must be in their queues before the ones after them are taken.
 
-    def _hold(self, sub: str, entries: int) -> None:
-        before = self.in_memory[sub]
-        self.in_memory[sub] = before + entries
-        self.held += entries
-        self.holders += (before + entries > 0) - (before > 0)
-
-    def _share(self) -> int:
-        """What one subscription may hold while the worker is at its limit."""
-        return max(1, self.worker_limit // max(1, self.holders))
-
-    def has_room(self, sub: str) -> bool:
-        """Whether `sub` may take one more entry into memory: under its own limit, and under the
-        worker's or, when the worker is at it, under an equal share of it. So the worker holds at
-        most about twice its limit (what it held when full, and each subscription's share), and one
-        that holds little is never stopped by those that hold much."""
-        held = self.in_memory[sub]
-        return held < self.memory_limit and (self.held < self.worker_limit or held < self._share())
-
-    def _may_resume(self, sub: str) -> bool:
-        """Whether a subscription behind takes its backlog again: once down to half of what it may
-        hold, so that a freed place does not cost a read of the topic each."""
-        held = self.in_memory[sub]
-        if self.held >= self.worker_limit:
-            return held <= self._share() // 2
-        return held <= self.memory_limit // 2
-
     def report_memory(self) -> None:
         """The gauges of what each subscription holds in memory and has left in the topic."""
-        metrics.set_delivery_held(self.held)
         left: Counter[str] = Counter()
         for (sub, _), behind in self.behind.items():
             left[sub] += behind.left
@@ -429,7 +394,7 @@ class DeliveryQueues:
         """Partition -> offset to read from, where a subscription behind has room again."""
         wanted: dict[int, int] = {}
         for (sub, partition), behind in self.behind.items():
-            if (partition in self.owned and self._may_resume(sub)
+            if (partition in self.owned and self.in_memory[sub] <= self.memory_limit // 2
                     and behind.cursor <= self._reached(partition)):  # fmt: skip
                 wanted[partition] = min(wanted.get(partition, behind.cursor), behind.cursor)
         return wanted
@@ -447,7 +412,7 @@ class DeliveryQueues:
         behind = {
             sub: b
             for (sub, p), b in self.behind.items()
-            if p == partition and start <= b.cursor <= reached and self.has_room(sub)
+            if p == partition and start <= b.cursor <= reached and self.in_memory[sub] < self.memory_limit
         }
         full: dict[str, int] = {}  # subscription -> offset of its first record it had no room for
         now = self.clock()
@@ -457,7 +422,7 @@ class DeliveryQueues:
             b = behind.get(sub)
             if b is None or sub in full or not b.cursor <= record.offset <= b.last:
                 continue
-            if not self.has_room(sub):
+            if self.in_memory[sub] >= self.memory_limit:
                 full[sub] = record.offset
                 continue
             if self._take(record, key, sub, partition, now):
@@ -509,7 +474,7 @@ class DeliveryQueues:
             self._queue(key, queue, entry, purge=False)
         else:  # a new queue, or a stored one emptied whose deletion is not yet written
             self.queues[key] = [entry]
-            self._hold(sub, 1)
+            self.in_memory[sub] += 1
             self.dispatcher.offer(key, entry)
         self.seen[key], self._changed[key] = record.offset, partition
         return True

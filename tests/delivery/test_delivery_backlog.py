@@ -1,4 +1,4 @@
-"""A subscription's share of memory (queues.py, SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION and _PER_WORKER), without a broker.
+"""A subscription's share of memory (queues.py, SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION), without a broker.
 
 A subscription holding its limit leaves its further records in the deliveries topic: they are
 settled (the commit passes them) once a Behind record saying where it resumes is written, and it
@@ -209,71 +209,3 @@ def test_records_the_retention_deleted_are_reported_and_the_subscription_resumes
     assert [(e["from_offset"], e["to_offset"]) for e in expired] == [(4, 7)]
     assert _keys(queues) == {f"sub/{ALICE}": ["e4.sub"], f"sub/{BOB}": ["f4.sub"]}
     assert ("sub", 0) not in queues.behind
-
-
-# --- the worker's limit (SAMBAND_DELIVERY_MEMORY_PER_WORKER) -----------------------------------
-
-
-class SomePaused(Lanes):
-    """Lanes where the subscriptions in `paused` hold every head (paused: nothing goes out)."""
-
-    def __init__(self, paused: set[str]):
-        super().__init__()
-        self.paused = paused
-
-    def is_active(self, sub: str) -> bool:
-        return sub not in self.paused
-
-    def holds(self, key: str) -> bool:
-        return key.split("/")[0] in self.paused
-
-
-def _worker_queues(paused: set[str], worker_limit: int) -> tuple[DeliveryQueues, SomePaused]:
-    lanes = SomePaused(paused)
-    queues = DeliveryQueues(
-        TOPICS, lanes, DeadLetterSeal(bytes(32)), Grades(), clock=lambda: 1000.0, memory_limit=100,
-        worker_limit=worker_limit,
-    )  # fmt: skip
-    queues.stored.partitions[0] = {}
-    queues.assigned({0})
-    return queues, lanes
-
-
-def _person(i: int) -> str:
-    return f"{i:032x}"
-
-
-def test_a_worker_at_its_limit_leaves_in_the_topic_the_records_of_those_holding_most_and_the_others_go_on():
-    queues, lanes = _worker_queues({"slow", "paused"}, worker_limit=6)
-    # "slow" fills the worker: six queues of its own (its limit is 100).
-    records = [_record(i, _person(i), f"s{i}", sub="slow") for i in range(8)]
-    # "paused" comes when the worker is full: it gets a share, 6 over the 2 subscriptions holding any.
-    records += [_record(8 + i, _person(i), f"p{i}", sub="paused") for i in range(5)]
-    # "quick" holds nothing: its records come straight in, though the worker is past its limit.
-    records += [_record(13 + i, _person(i), f"q{i}", sub="quick") for i in range(2)]
-    _cycle(queues, records)
-    assert queues.in_memory == {"slow": 6, "paused": 3, "quick": 2}
-    assert queues.held == 11  # at most about twice the limit
-    assert queues.behind[("slow", 0)] == pending.Behind(cursor=6, last=7, left=2)
-    assert queues.behind[("paused", 0)] == pending.Behind(cursor=11, last=12, left=2)
-    assert ("quick", 0) not in queues.behind
-    assert lanes.offered[-2:] == ["q0.quick", "q1.quick"]
-    # A subscription behind takes its backlog again once down to half its share (the worker is still full).
-    assert queues.backlog_wanted() == {}
-    # Resumed: everything reaches its subscriber, in order per person, nothing twice.
-    lanes.paused.clear()
-    sent = _drain(queues, lanes, records)
-    assert sorted(sent) == sorted(json.loads(r.value)["idempotency_key"] for r in records)
-    assert [k for k in sent if k.endswith(".slow")] == [f"s{i}.slow" for i in range(8)]
-    assert queues.held == 0 and not queues.behind
-
-
-def test_many_paused_subscriptions_hold_at_most_about_twice_the_worker_limit_and_each_keeps_a_place():
-    subs = {f"paused{i}" for i in range(4)}
-    queues, _ = _worker_queues(subs, worker_limit=8)
-    records = [_record(n, _person(n), f"e{n}", sub=sub) for n, sub in enumerate(sorted(subs) * 10)]
-    _cycle(queues, records)
-    assert queues.held <= 2 * 8
-    assert queues.held == sum(queues.in_memory.values())
-    assert all(queues.in_memory[sub] >= 1 for sub in subs)
-    assert sum(b.left for b in queues.behind.values()) == len(records) - queues.held  # the rest wait in the topic

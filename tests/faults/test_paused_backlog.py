@@ -23,26 +23,23 @@ from worker_process import wait_for_commits
 LIMIT, PERSONS, PER_PERSON = 20, 60, 5
 
 
-async def _gauges(port: str, sub: str | None) -> dict[str, float]:
-    """A subscription's memory gauges; for None, the worker's (`samband_delivery_held`)."""
+async def _gauges(port: str, sub: str) -> dict[str, float]:
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as response:
         text = await response.text()
-    names = ("samband_delivery_in_memory", "samband_delivery_left_in_topic") if sub else ("samband_delivery_held",)
     return {
         sample.name: sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name in names and sample.labels.get("subscription") == sub
+        if sample.name in ("samband_delivery_in_memory", "samband_delivery_left_in_topic")
+        and sample.labels.get("subscription") == sub
     }
 
 
-async def _watch_in_memory(port: str, sub: str | None, seen: list[float], stop: asyncio.Event) -> None:
-    """Every reading of the held gauge (a subscription's, or for None the worker's) until `stop`
-    (the worker may be down for a moment)."""
-    name = "samband_delivery_in_memory" if sub else "samband_delivery_held"
+async def _watch_in_memory(port: str, sub: str, seen: list[float], stop: asyncio.Event) -> None:
+    """Every reading of the held gauge until `stop` (the worker may be down for a moment)."""
     while not stop.is_set():
         try:
-            if (held := (await _gauges(port, sub)).get(name)) is not None:
+            if (held := (await _gauges(port, sub)).get("samband_delivery_in_memory")) is not None:
                 seen.append(held)
         except aiohttp.ClientError:
             pass
@@ -94,64 +91,3 @@ async def test_a_paused_subscriptions_backlog_is_left_in_the_topic_and_delivered
     ).report()
     assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
     assert held and max(held) <= LIMIT, f"held in memory: up to {max(held, default=None)} (limit {LIMIT})"
-
-
-WORKER_LIMIT = 30
-
-
-async def test_paused_subscriptions_past_the_worker_limit_hold_a_share_and_a_healthy_one_is_not_held_back(
-    kafka_bootstrap, worker_env, tmp_path
-):
-    """SAMBAND_DELIVERY_MEMORY_PER_WORKER: two paused subscriptions, each far under its own limit,
-    fill the worker's; each then holds a share, the rest waits in the topic, and a third
-    subscription's events are delivered all the while. Resumed, the paused ones get everything."""
-    env = {
-        **worker_env,
-        "SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION": "10000",
-        "SAMBAND_DELIVERY_MEMORY_PER_WORKER": str(WORKER_LIMIT),
-    }
-    bus = DeliveryBus(kafka_bootstrap, env, tmp_path / "worker.log")
-    port = env["SAMBAND_WEB_PORT"]
-    receivers = {sub: Receiver(bus.secret) for sub in ("paused1", "paused2", "healthy")}
-    for receiver in receivers.values():
-        await receiver.start()
-    await bus.start()
-    total = PERSONS * PER_PERSON
-    held: list[float] = []
-    stop_watching = asyncio.Event()
-    watcher = asyncio.create_task(_watch_in_memory(port, None, held, stop_watching))
-    healthy = receivers["healthy"]
-    try:
-        for sub in ("paused1", "paused2"):
-            await bus.subscribe(sub, receivers[sub].url, paused=True)
-        await bus.subscribe("healthy", healthy.url)
-        await bus.wait_for(healthy, healthy.verified, 60, "the healthy subscriber verified")
-        sent = {sub: bus.events_for(sub, PERSONS, PER_PERSON) for sub in receivers}
-        await bus.send(sent["paused1"] + sent["paused2"])  # the worker is full before the healthy one's come
-        await bus.send(sent["healthy"])
-        await bus.wait_for(healthy, lambda: len(healthy.unique_ids) >= total, 120, "every event at the healthy one")
-        await wait_for_commits(bus.bootstrap, f"{bus.app_id}-delivery", 3 * total, 60, bus.worker)
-        paused = {sub: await _gauges(port, sub) for sub in ("paused1", "paused2")}
-        in_memory = [g["samband_delivery_in_memory"] for g in paused.values()]
-        assert WORKER_LIMIT <= sum(in_memory) <= 2 * WORKER_LIMIT, paused
-        assert sum(g["samband_delivery_left_in_topic"] for g in paused.values()) == 2 * total - sum(in_memory)
-
-        for sub in ("paused1", "paused2"):
-            await bus.subscribe(sub, receivers[sub].url)
-        for sub in ("paused1", "paused2"):
-            receiver = receivers[sub]
-            await bus.wait_for(receiver, lambda r=receiver: len(r.unique_ids) >= total, 180, f"every event at {sub}")
-    finally:
-        stop_watching.set()
-        await watcher
-        await bus.stop()
-        for receiver in receivers.values():
-            await receiver.stop()
-    counts = count(
-        "two paused subscriptions past the worker's memory limit, then resumed",
-        {sub: {r["idempotency_key"] for r in records} for sub, records in sent.items()},
-        {sub: receiver.events() for sub, receiver in receivers.items()},
-        subject_and_seq,
-    ).report()
-    assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
-    assert held and max(held) <= 2 * WORKER_LIMIT, f"held in memory: up to {max(held, default=None)}"
