@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     # Memory of the router's on-disk state (bus/store.py) per worker: RocksDB's cache of hot entries
     # and its write buffers. The rest of the state stays on disk, under SAMBAND_DATA_DIR/state.
     state_cache_mb: int = Field(256, ge=16)
+    # Hours a cleanly stopped worker's state files stay good for the next worker started on the same
+    # data directory, which then reads the changelogs only from where the files end (bus/store.py);
+    # 0: the files are removed at every stop and each start reads the changelogs whole. Kept under
+    # the changelog topics' delete.retention.ms (24 h by default): an older checkpoint could miss a
+    # deletion that compaction has since removed.
+    state_checkpoint_hours: float = Field(12.0, ge=0, le=20)
     # How long the events topic keeps the canonical events: how far back a backfill can reach.
     events_retention_days: float = Field(7.0, gt=0)
     # Delivery: a queue whose records have been open this long (its subscriber is slow, or one person

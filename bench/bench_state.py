@@ -20,7 +20,9 @@ Compared, in turns, in the same invocation:
 
 It prints, per contender, routing throughput (first to last output, so the recovery is not
 counted), the worker's peak RSS (VmHWM, recovery included), the time from the worker's start to
-its first output (start-up, group join and recovery), and the state's size on disk then.
+its first output (start-up, group join and recovery), the same after the worker is stopped cleanly
+and started again on its data directory (it resumes its state from its checkpoint, docs/state.md),
+and the state's size on disk then.
 The persons have no identity number kept for life stages, so the life-stage schedule, which is
 in memory (docs/life-stages.md), is empty here.
 Targets (issue 17): peak RSS <= 1 GiB at national scale; throughput at national scale >= 0.8x
@@ -156,11 +158,23 @@ async def router_at_scale(
         span = await output_span(bootstrap, topics.deliveries, 2 * len(messages), 1800, proc)
         rss = peak_rss_mib(proc)
         on_disk = disk_mib(data_dir / app_id / "state")
+        # A clean stop (SIGTERM) keeps the state files with a checkpoint; the worker started again on
+        # the same data directory reads the changelogs only from there (docs/state.md).
+        stop(proc)
+        before = await output_count(bootstrap, topics.deliveries)
+        await produce(bootstrap, topics.events, events_of(numbers, 1000))
+        proc = start_worker(app_id, stage("route"), bootstrap, data_dir)
+        started = time.monotonic()
+        await first_output(bootstrap, topics.deliveries, proc, after=before)
+        restart = time.monotonic() - started
     finally:
         stop(proc)
         await delete_topics(bootstrap, app_id)
         shutil.rmtree(data_dir / app_id, ignore_errors=True)
-    return {"rate": len(messages) / span, "rss": rss, "recovery": recovery, "disk": on_disk, "fill": filled}
+    return {
+        "rate": len(messages) / span, "rss": rss, "recovery": recovery, "restart": restart, "disk": on_disk,
+        "fill": filled,
+    }  # fmt: skip
 
 
 async def create_topics_compacted(bootstrap: str, compacted: list[str], compact_delete: list[str]) -> None:
@@ -179,8 +193,19 @@ async def create_topics_compacted(bootstrap: str, compacted: list[str], compact_
         await admin.close()
 
 
-async def first_output(bootstrap: str, topic: str, proc: subprocess.Popen) -> None:
-    """Wait until the worker writes its first delivery: its state is recovered."""
+async def output_count(bootstrap: str, topic: str) -> int:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        return sum((await consumer.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])).values())
+    finally:
+        await consumer.stop()
+
+
+async def first_output(bootstrap: str, topic: str, proc: subprocess.Popen, after: int = 0) -> None:
+    """Wait until the worker writes its first delivery (past `after` in all): its state is recovered."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, metadata_max_age_ms=1000)
@@ -188,7 +213,7 @@ async def first_output(bootstrap: str, topic: str, proc: subprocess.Popen) -> No
     try:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         async with asyncio.timeout(3600):
-            while sum((await consumer.end_offsets(tps)).values()) == 0:
+            while sum((await consumer.end_offsets(tps)).values()) <= after:
                 if proc.poll() is not None:
                     raise RuntimeError(f"worker exited with {proc.returncode}")
                 await asyncio.sleep(0.2)  # a poll of the end offsets, not a wait for a result
@@ -229,7 +254,8 @@ async def main() -> None:
                 results[name].append(await router_at_scale(bootstrap, numbers, messages, persons, records, data_dir))
                 last = results[name][-1]
                 print(f"run {repeat + 1}: {name}: {last['rate']:,.0f} events/s, peak RSS {last['rss']:,.0f} MiB, "
-                      f"recovery {last['recovery']:.0f} s, on disk {last['disk']:,.0f} MiB", flush=True)  # fmt: skip
+                      f"recovery {last['recovery']:.0f} s, after a clean restart {last['restart']:.1f} s, "
+                      f"on disk {last['disk']:,.0f} MiB", flush=True)  # fmt: skip
     finally:
         await delete_topics(bootstrap, f"bench-rawstate-{run}")
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -243,11 +269,13 @@ async def main() -> None:
 
     print(f"\n{args.events:,} Death events of persons the router knows, 18,000 subscriptions, {PARTITIONS} partitions, "
           f"{args.repeat} runs in turns; medians (ranges)")  # fmt: skip
-    print("| contender | events/s | peak RSS MiB | start to first output, s | state on disk MiB |")
-    print("|---|---:|---:|---:|---:|")
+    print("| contender | events/s | peak RSS MiB | start to first output, s | the same after a clean restart, s "
+          "| state on disk MiB |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|")
     for name in (raw, at_small, at_large):
         print(f"| {name} | {cell(name, 'rate', '{:,.0f}')} | {cell(name, 'rss', '{:,.0f}')} | "
-              f"{cell(name, 'recovery', '{:.0f}')} | {cell(name, 'disk', '{:,.0f}')} |")  # fmt: skip
+              f"{cell(name, 'recovery', '{:.0f}')} | {cell(name, 'restart', '{:.1f}')} | "
+              f"{cell(name, 'disk', '{:,.0f}')} |")  # fmt: skip
     ratio = [big["rate"] / few["rate"] for big, few in zip(results[at_large], results[at_small], strict=True)]
     print(f"\nnational / 50,000 persons, per run: {', '.join(f'{x:.2f}' for x in ratio)}; "
           f"median {median(ratio):.2f} (target >= 0.8)")  # fmt: skip

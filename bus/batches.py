@@ -392,7 +392,9 @@ class BatchService(Service):
             await self._finished.wait()  # the batch in progress completes and commits
         async with self._lock:
             await self._completed()
+        checkpoints: dict[str, dict[int, int]] = {}
         try:
+            checkpoints = await self._changelog_ends()
             if self.consumer is not None:
                 await self.consumer.stop()
             if self.producer is not None:
@@ -400,7 +402,32 @@ class BatchService(Service):
         finally:
             if self.logic is not None:
                 for state in self.logic.states:
-                    state.close()  # an on-disk state's files are removed
+                    state.close(checkpoints.get(state.topic))  # on disk: files removed, or kept with a checkpoint
+
+    async def _changelog_ends(self) -> dict[str, dict[int, int]]:
+        """Changelog topic -> partition -> its end offset, for the on-disk states of the partitions
+        held: asked after every cycle has completed (all this stage's changelog records acknowledged)
+        and before the consumer leaves the group, while nobody else writes those partitions, so the
+        files reflect each changelog exactly up to there. Empty if the broker does not answer: the
+        files are then removed, and the next worker reads the changelogs whole."""
+        tps = [
+            TopicPartition(state.topic, p)
+            for state in (self.logic.states if self.logic is not None and self.consumer is not None else [])
+            if state.disk is not None
+            for p in self.held & set(state.partitions)
+        ]
+        if not tps:
+            return {}
+        try:
+            async with asyncio.timeout(10):
+                ends = await self.consumer.end_offsets(tps)
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("stage.checkpoint_not_taken", group=self.group, error=type(exc).__name__)
+            return {}
+        found: dict[str, dict[int, int]] = {}
+        for tp, offset in ends.items():
+            found.setdefault(tp.topic, {})[tp.partition] = offset
+        return found
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """One cycle, complete before it returns: handled, written, state written, committed."""

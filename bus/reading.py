@@ -29,6 +29,7 @@ async def read_topic(
     partitions: Iterable[int] | None = None,
     wait_for_topic: bool = False,
     ends: dict[int, int] | None = None,
+    from_offsets: dict[int, int] | None = None,
 ) -> AsyncIterator[ConsumerRecord]:
     """Every record in `topic` (or in its `partitions`) below its end offsets at the time of the
     call, in offset order per partition; none if the topic does not exist (it is never created:
@@ -39,7 +40,8 @@ async def read_topic(
     than 10 s); wait for it. `timeout`: how long the broker may keep the read from progressing
     (TimeoutError); the caller's own time between records does not count, and a long topic
     takes as long as it takes. `ends`, if given, is filled with the end offset read up to, per
-    partition: where a follower of the topic goes on from.
+    partition: where a follower of the topic goes on from. `from_offsets` (partition -> offset,
+    within the partition's records): where to begin those partitions instead of their start.
     """
     consumer = clients.consumer(bootstrap, enable_auto_commit=False, max_poll_records=10_000)
     try:
@@ -55,6 +57,7 @@ async def read_topic(
             # read, and an offsets request on that connection waits behind it.
             end = await consumer.end_offsets(tps)
             start = await _starts(consumer, tps, end, since)
+            start.update({TopicPartition(topic, p): offset for p, offset in (from_offsets or {}).items()})
             if ends is not None:
                 ends.update({tp.partition: offset for tp, offset in end.items()})
             remaining = {tp for tp in tps if start.get(tp, 0) < end[tp]}
@@ -64,8 +67,8 @@ async def read_topic(
             for tp in remaining:
                 if tp in start:
                     consumer.seek(tp, start[tp])
-            if since is None:
-                await consumer.seek_to_beginning(*remaining)
+            if since is None and (from_start := remaining - start.keys()):
+                await consumer.seek_to_beginning(*from_start)
         loop = asyncio.get_running_loop()
         progressed = loop.time()
         while remaining:
@@ -82,6 +85,18 @@ async def read_topic(
                     yield record
             async with asyncio.timeout(timeout):  # (a partition whose records retention deleted is at its end)
                 remaining = {tp for tp in remaining if await consumer.position(tp) < end[tp]}
+    finally:
+        await stop_quietly(consumer)
+
+
+async def offset_bounds(bootstrap: str, topic: str, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """Partition -> (its first offset, its end offset) now."""
+    consumer = clients.consumer(bootstrap, enable_auto_commit=False)
+    try:
+        await consumer.start()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        first, end = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+        return {tp.partition: (first[tp], end[tp]) for tp in tps}
     finally:
         await stop_quietly(consumer)
 

@@ -25,12 +25,15 @@ import time
 from collections.abc import Callable, Sequence
 
 import orjson
+import structlog
 from aiokafka import ConsumerRecord
 
 from bus.malformed import MALFORMED, skip_malformed
-from bus.reading import read_topic
+from bus.reading import offset_bounds, read_topic
 from bus.record_batches import RecordBatches
 from bus.store import Decode, DiskStore, DiskTable, Encode
+
+log = structlog.get_logger(__name__)
 
 
 def stored_json(value) -> bytes:
@@ -68,15 +71,39 @@ class ChangelogState:
                 self.disk.drop(partition)
 
     async def recover(self, bootstrap: str, partitions: set[int]) -> None:
-        """Read the changelog of `partitions` from its start to its current end."""
+        """Read the changelog of `partitions` from its start to its current end; on disk, a partition
+        whose files a stopped worker left with a checkpoint (bus/store.py) from the checkpoint's offset."""
+        resumed = await self._resumable(bootstrap, partitions)
         for partition in partitions:
             self.partitions[partition] = (
-                {} if self.disk is None else self.disk.table(partition, self.encode, self.decode)
+                {}
+                if self.disk is None
+                else self.disk.table(partition, self.encode, self.decode, keep=partition in resumed)
             )
-        async for record in read_topic(bootstrap, self.topic, timeout=None, partitions=partitions):
+        read = 0
+        async for record in read_topic(
+            bootstrap, self.topic, timeout=None, partitions=partitions, from_offsets=resumed
+        ):  # fmt: skip
+            read += 1
             with skip_malformed(self.topic):
                 self._apply(self.partitions[record.partition], record)
         self.flush()
+        if self.disk is not None:
+            self.disk.forget_unresumed()
+        if resumed:
+            log.info("state.resumed", topic=self.topic, partitions=sorted(resumed), read_whole=sorted(partitions - resumed.keys()),
+                     records_read=read)  # fmt: skip
+
+    async def _resumable(self, bootstrap: str, partitions: set[int]) -> dict[int, int]:
+        """Partition -> the offset to read its changelog on from, for those the files hold up to
+        a checkpoint that fits the topic (an offset past its end: not this topic's files)."""
+        if self.disk is None:
+            return {}
+        offsets = {p: offset for p in partitions if (offset := self.disk.resume(p)) is not None}
+        if not offsets:
+            return {}
+        bounds = await offset_bounds(bootstrap, self.topic, offsets)
+        return {p: max(offset, bounds[p][0]) for p, offset in offsets.items() if offset <= bounds[p][1]}
 
     def flush(self) -> None:
         """Write what waits for RocksDB (nothing in memory): at a batch's end, and after a recovery."""
@@ -84,11 +111,12 @@ class ChangelogState:
             for table in self.partitions.values():
                 table.flush()  # type: ignore[union-attr]
 
-    def close(self) -> None:
-        """The worker stops: an on-disk state's files are removed."""
+    def close(self, offsets: dict[int, int] | None = None) -> None:
+        """The worker stops: an on-disk state's files are removed, or kept with a checkpoint of
+        `offsets` (partition -> the changelog's end, every write of this worker acknowledged)."""
         if self.disk is not None:
             self.partitions = {}
-            self.disk.close()
+            self.disk.close(offsets)
 
     def take(self) -> list:
         """The writes since the last `take()`, for `write()` once the outputs they imply are acknowledged."""

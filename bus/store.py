@@ -6,6 +6,11 @@
     table.flush()                    # at a batch's end: its writes go to RocksDB in one write
     disk.drop(3)                     # the partition is given up
     disk.close()                     # the worker stops: the files are removed
+    disk.close({3: 1200})            # ... or kept, reflecting partition 3's changelog up to offset 1200
+
+    disk = DiskStore.open(Path(data_dir), "router-persons", cache_mb=256, checkpoint_hours=12)
+    disk.resume(3)                   # 1200: a stopped worker's files taken over; read on from there
+    disk.table(3, keep=True)         # partition 3's table as the files hold it
 
 Each state (bus/state.py) kept on disk has one RocksDB (through `rocksdict`, the RocksDB driver
 faust-streaming itself offers) in a directory of this process's own,
@@ -18,10 +23,24 @@ The files are a cache of the changelog, not a second source of truth. A partitio
 emptied and read again from its changelog whenever it is assigned, as the in-memory tables were,
 so what a crashed worker had written to RocksDB (it may be ahead of the changelog: RocksDB is
 written before the batch's changelog records are acknowledged) is never read again, and nothing
-needs a write-ahead log. A worker removes its directory when it stops. It holds a lock on it
-(`flock` on `lock` inside) while it runs; at its start it removes every directory whose lock
-nobody holds (a worker killed with kill -9). So a data directory may be shared by several
-workers on one host, but it must be on a local disk: `flock` does not hold across NFS.
+needs a write-ahead log. The one exception is a *checkpoint*: a worker that stops cleanly, every
+changelog record of its batches acknowledged, may close a store with the changelog offsets its
+files reflect (`close(offsets)`). Its directory is then kept, with a `<state>.checkpoint` file
+per store, and the next worker to start on the data directory within `checkpoint_hours` takes it
+over: a partition named in the checkpoint is read from its offset on instead of from the start
+(`resume`). The checkpoint files are deleted as the directory is taken over, before anything is
+written, so files that a crash may have put ahead of the changelog are never resumed. Reading
+from an offset lower than the files reflect is harmless (each key ends at its latest value); a
+higher one would miss changes, so the offset is taken only while the stopping worker still owns
+the partition (bus/batches.py). A partition not named in it is emptied when the files are taken
+over; a table is read whole again at least every FULL_READ_EVERY, so what expired in between
+(routing records, seen ids, found expired when read) leaves the files too.
+
+A worker holds a lock on its directory (`flock` on `lock` inside) while it runs and removes it
+when it stops (unless it keeps it with a checkpoint); at its start it removes every directory
+whose lock nobody holds and that has no checkpoint young enough (a worker killed with kill -9).
+So a data directory may be shared by several workers on one host, but it must be on a local
+disk: `flock` does not hold across NFS.
 
 Memory: RocksDB's block cache (hot entries, and the index and Bloom filter blocks) and its write
 buffers share one limit per process, `SAMBAND_STATE_CACHE_MB` (the first store opened sets it);
@@ -31,17 +50,23 @@ FLUSH_EVERY writes per table waiting for their batch's end.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
+import orjson
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager, WriteOptions
 
 FLUSH_EVERY = 10_000  # pending writes at most between flushes (a changelog read in, say)
 PREFIX_BYTES = 4  # a key's partition, big-endian
+CHECKPOINT = ".checkpoint"  # a store's checkpoint file is <state>.checkpoint in the directory
+FULL_READ_EVERY = 7 * 86_400  # seconds a partition's table may be resumed before it is read whole again
 _ABSENT = object()
 
 Encode = Callable[[Any], bytes]
@@ -67,54 +92,115 @@ class _Memory:
 
 
 class _Directory:
-    """This process's directory under `<data_dir>/state`, locked while it has a store open."""
+    """This process's directory under `<data_dir>/state`, locked while it has a store open: one a
+    stopped worker kept with checkpoints younger than `checkpoint_hours`, taken over, or a new one."""
 
     by_data_dir: ClassVar[dict[Path, _Directory]] = {}
 
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, checkpoint_hours: float):
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _remove_unlocked(state_dir)
+        self.checkpoints: dict[str, dict[int, tuple[int, float]]] = {}  # store -> partition -> (offset, read whole at)
+        self.open: set[str] = set()
+        self.kept: set[str] = set()  # stores closed with a checkpoint
+        for child, lock in _unlocked(state_dir):  # each locked now: no other worker takes or removes it
+            if self._take_over(child, lock, checkpoint_hours):
+                return
+            shutil.rmtree(child, ignore_errors=True)
+            lock.close()
         name = uuid.uuid4().hex
         # Locked under a name the clean-up skips, then renamed: no other worker ever sees it unlocked.
         making = state_dir / f".{name}"
         making.mkdir(mode=0o700)  # the files hold personal data: this worker's user alone
-        self._lock = (making / "lock").open("w")
+        self._lock: IO = (making / "lock").open("w")
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.path = making.rename(state_dir / name)
-        self.open: set[str] = set()
+
+    def _take_over(self, child: Path, lock: IO, checkpoint_hours: float) -> bool:
+        """Take the checkpoints of `child` (locked by `lock`), deleting their files at once; False
+        if it has none young enough."""
+        now = time.time()
+        files = list(child.glob(f"*{CHECKPOINT}"))
+        young = [f for f in files if now - f.stat().st_mtime < checkpoint_hours * 3600]
+        if not young:
+            return False
+        for file in files:
+            if file in young:
+                with contextlib.suppress(ValueError, TypeError, KeyError):  # unreadable: that store is read whole
+                    self.checkpoints[file.name.removesuffix(CHECKPOINT)] = _read_checkpoint(file.read_bytes())
+            file.unlink()
+        for stale in child.iterdir():  # stores without a checkpoint, half-written checkpoint files
+            if stale.name != "lock" and stale.name not in self.checkpoints:
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        _sync(child)  # the checkpoints gone before anything is written: a crash from now on resumes nothing
+        self._lock, self.path = lock, child
+        return True
 
     @classmethod
-    def of(cls, data_dir: Path) -> _Directory:
+    def of(cls, data_dir: Path, checkpoint_hours: float) -> _Directory:
         key = data_dir.resolve()
         if key not in cls.by_data_dir:
-            cls.by_data_dir[key] = cls(key / "state")
+            cls.by_data_dir[key] = cls(key / "state", checkpoint_hours)
         return cls.by_data_dir[key]
 
-    def closed(self, name: str) -> None:
+    def closed(self, name: str, kept: bool) -> None:
         self.open.discard(name)
+        if kept:
+            self.kept.add(name)
         if not self.open:
-            shutil.rmtree(self.path, ignore_errors=True)
+            if self.kept:
+                _sync(self.path)
+            else:
+                shutil.rmtree(self.path, ignore_errors=True)
             self._lock.close()
             self.by_data_dir.pop(self.path.parent.parent, None)
 
 
-def _remove_unlocked(state_dir: Path) -> None:
-    """The directories of workers that stopped without removing theirs (a kill -9): nobody holds their lock."""
-    for child in state_dir.iterdir():
+def _unlocked(state_dir: Path) -> Iterator[tuple[Path, IO]]:
+    """The directories of workers that have stopped (nobody held their lock): those that stopped
+    cleanly and kept their files, and those that were killed (kill -9). Each comes locked, by the
+    open file given with it."""
+    for child in sorted(state_dir.iterdir()):
         if child.name.startswith("."):
             continue  # being made (a worker killed in that instant leaves an empty one)
         try:
-            with (child / "lock").open() as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # BlockingIOError: a running worker's
+            lock = (child / "lock").open("a")
+        except OSError:  # removed meanwhile by another worker
             continue
-        shutil.rmtree(child, ignore_errors=True)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # BlockingIOError: a running worker's
+            lock.close()
+            continue
+        yield child, lock
+
+
+def _read_checkpoint(raw: bytes) -> dict[int, tuple[int, float]]:
+    return {int(p): (int(offset), float(read_at)) for p, (offset, read_at) in orjson.loads(raw)["partitions"].items()}
+
+
+def _sync(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class DiskStore:
     """One state's RocksDB: a table per partition."""
 
-    def __init__(self, path: Path, directory: _Directory, memory: _Memory):
+    def __init__(self, path: Path, directory: _Directory, memory: _Memory, checkpoint_hours: float):
+        # A table may be resumed only as its checkpoint says: any other files of this state are stale.
+        self.checkpoint_hours = checkpoint_hours
+        now = time.time()
+        self.resumable = {
+            p: (offset, read_at)
+            for p, (offset, read_at) in directory.checkpoints.pop(path.name, {}).items()
+            if now - read_at < FULL_READ_EVERY
+        }
+        self.read_whole_at: dict[int, float] = {}  # partition -> when its table was last read whole
+        if not self.resumable:
+            shutil.rmtree(path, ignore_errors=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         options.set_write_buffer_manager(memory.write_buffers)
@@ -129,28 +215,71 @@ class DiskStore:
         self.write_options = WriteOptions()
         # (a property at run time, which rocksdict's stubs call a method)
         self.write_options.disable_wal = True  # type: ignore[method-assign,assignment]  # the changelog is the log
+        if self.resumable:  # the partitions the checkpoint does not name are emptied
+            kept = sorted(self.resumable)
+            for start, end in zip([-1, *kept], [*kept, 2 ** (8 * PREFIX_BYTES) - 1], strict=True):
+                if end > start + 1:
+                    self.db.delete_range(_prefix(start + 1), _prefix(end), self.write_options)
 
     @classmethod
-    def open(cls, data_dir: Path, name: str, cache_mb: int) -> DiskStore:
-        directory = _Directory.of(data_dir)
+    def open(cls, data_dir: Path, name: str, cache_mb: int, checkpoint_hours: float = 0.0) -> DiskStore:
+        """`checkpoint_hours`: how old a stopped worker's checkpoint may be to be taken over (0: none is)."""
+        directory = _Directory.of(data_dir, checkpoint_hours)
         if name in directory.open:
             raise ValueError(f"the state {name} is open already in this process")
-        store = cls(directory.path / name, directory, _Memory.of_process(cache_mb))
+        store = cls(directory.path / name, directory, _Memory.of_process(cache_mb), checkpoint_hours)
         directory.open.add(name)
         return store
 
-    def table(self, partition: int, encode: Encode | None = None, decode: Decode | None = None) -> DiskTable:
-        """Partition `partition`'s table, emptied."""
-        self.drop(partition)
+    def resume(self, partition: int) -> int | None:
+        """The changelog offset from which `partition`'s table, as the files hold it, is to be read
+        on: a checkpoint's, once (None: it is to be read whole)."""
+        found = self.resumable.pop(partition, None)
+        if found is None:
+            return None
+        offset, self.read_whole_at[partition] = found
+        return offset
+
+    def table(
+        self, partition: int, encode: Encode | None = None, decode: Decode | None = None, keep: bool = False
+    ) -> DiskTable:
+        """Partition `partition`'s table, emptied (to be read whole), or as the files hold it (`keep`:
+        resumed from a checkpoint)."""
+        if not keep:
+            self.drop(partition)
+            self.read_whole_at[partition] = time.time()
         return DiskTable(self, partition, encode, decode)
+
+    def forget_unresumed(self) -> None:
+        """The partitions of the checkpoint not resumed (assigned elsewhere now) are emptied."""
+        for partition in list(self.resumable):
+            del self.resumable[partition]
+            self.drop(partition)
 
     def drop(self, partition: int) -> None:
         self.db.delete_range(_prefix(partition), _prefix(partition + 1), self.write_options)
+        self.read_whole_at.pop(partition, None)
 
-    def close(self) -> None:
+    def close(self, offsets: dict[int, int] | None = None) -> None:
+        """The worker stops: the files are removed or, with `offsets` (partition -> the changelog
+        offset up to which the files reflect it, every write of the worker acknowledged) and
+        `checkpoint_hours`, kept for the next worker with a checkpoint of those partitions."""
+        self.forget_unresumed()
+        partitions = {
+            str(p): [offset, self.read_whole_at[p]] for p, offset in (offsets or {}).items() if p in self.read_whole_at
+        }
+        keep = bool(partitions) and self.checkpoint_hours > 0
+        if keep:
+            self.db.flush()  # (the writes skip the write-ahead log: in the files before the checkpoint)
         self.db.close()
-        shutil.rmtree(self.path, ignore_errors=True)
-        self.directory.closed(self.path.name)
+        if keep:
+            file = self.path.parent / f"{self.path.name}{CHECKPOINT}"
+            written = file.with_suffix(".writing")
+            written.write_bytes(orjson.dumps({"partitions": partitions, "written_at": time.time()}))
+            os.replace(written, file)
+        else:
+            shutil.rmtree(self.path, ignore_errors=True)
+        self.directory.closed(self.path.name, kept=keep)
 
 
 def _prefix(partition: int) -> bytes:

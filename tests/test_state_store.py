@@ -140,3 +140,78 @@ def test_only_this_worker_reads_its_files_and_they_are_removed_at_close_and_a_ki
         again.close()
     finally:
         running.communicate("")
+
+
+# --- checkpoints: a cleanly stopped worker's files taken over by the next ----------------------
+
+
+def _stopped_with_checkpoint(tmp_path, offsets: dict[int, int]):
+    store = DiskStore.open(tmp_path, "router-persons", cache_mb=16, checkpoint_hours=1)
+    for partition in (0, 1):
+        table = store.table(partition)
+        table[f"p{partition}"] = b"x"
+        table.flush()
+    directory = store.path.parent
+    store.close(offsets)
+    return directory
+
+
+def test_a_store_closed_with_a_checkpoint_is_taken_over_and_resumed_from_its_offsets(tmp_path):
+    directory = _stopped_with_checkpoint(tmp_path, {0: 42})
+    assert (directory / "router-persons.checkpoint").is_file() and (directory / "router-persons").is_dir()
+
+    store = DiskStore.open(tmp_path, "router-persons", cache_mb=16, checkpoint_hours=1)
+    assert store.path.parent == directory
+    # Deleted as it is taken over, before anything is written: a crash from here resumes nothing.
+    assert not (directory / "router-persons.checkpoint").exists()
+    assert store.resume(0) == 42 and store.resume(0) is None  # once
+    assert store.resume(1) is None  # not named in the checkpoint: read whole
+    assert store.table(0, keep=True).get("p0") == b"x"
+    assert store.db.get(_key(1, "p1")) is None  # emptied when the files were taken over
+    store.close()
+    assert not directory.exists()
+
+
+def test_a_checkpoint_is_not_taken_over_when_checkpoints_are_off_too_old_or_after_a_crash(tmp_path):
+    import os
+    import time
+
+    directory = _stopped_with_checkpoint(tmp_path, {0: 42})
+    off = DiskStore.open(tmp_path, "router-persons", cache_mb=16)  # checkpoint_hours 0
+    assert off.path.parent != directory and not directory.exists()
+    off.close()
+
+    directory = _stopped_with_checkpoint(tmp_path, {0: 42})
+    two_hours_ago = time.time() - 7200
+    os.utime(directory / "router-persons.checkpoint", (two_hours_ago, two_hours_ago))
+    old = DiskStore.open(tmp_path, "router-persons", cache_mb=16, checkpoint_hours=1)
+    assert old.resume(0) is None and not directory.exists()
+    old.close()
+
+    directory = _stopped_with_checkpoint(tmp_path, {0: 42})
+    taken = subprocess.run(  # taken over, then killed: its files may now be ahead of the changelog
+        [sys.executable, "-c",
+         "import sys, os; from pathlib import Path; from bus.store import DiskStore; "
+         "s = DiskStore.open(Path(sys.argv[1]), 'router-persons', 16, checkpoint_hours=1); "
+         "print(s.resume(0)); t = s.table(0, keep=True); t['p0'] = b'ahead'; t.flush(); os._exit(0)", str(tmp_path)],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert taken == "42"
+    after_crash = DiskStore.open(tmp_path, "router-persons", cache_mb=16, checkpoint_hours=1)
+    assert after_crash.resume(0) is None and not directory.exists()
+    after_crash.close()
+
+
+def test_a_partition_read_whole_more_than_a_week_ago_is_read_whole_again(tmp_path):
+    import time
+
+    import bus.store
+
+    store = DiskStore.open(tmp_path, "router-persons", cache_mb=16, checkpoint_hours=1)
+    store.table(0)
+    store.table(1)
+    store.read_whole_at[0] = time.time() - bus.store.FULL_READ_EVERY - 1  # resumed ever since
+    store.close({0: 10, 1: 20})
+    again = DiskStore.open(tmp_path, "router-persons", cache_mb=16, checkpoint_hours=1)
+    assert (again.resume(0), again.resume(1)) == (None, 20)
+    again.close()

@@ -72,7 +72,12 @@ class Ingest:
             topics.ingest_seen_ids,
             INGEST_SEEN_IDS.configs(retention_ms=int(self.retention_seconds * 1000)),
             check=int,
-            disk=DiskStore.open(Path(settings.data_dir), topics.ingest_seen_ids, settings.state_cache_mb),
+            disk=DiskStore.open(
+                Path(settings.data_dir),
+                topics.ingest_seen_ids,
+                settings.state_cache_mb,
+                settings.state_checkpoint_hours,
+            ),
             expired=lambda first_seen: time.time() - int(first_seen) >= self.retention_seconds,
         )
         self.states = [self.seen]

@@ -84,7 +84,9 @@ class Route:
         # Person state, routing records and what backfills sent grow with the population and the
         # years: they are kept on disk (bus/store.py), with a bounded cache in memory.
         def disk(topic: str) -> DiskStore:
-            return DiskStore.open(Path(settings.data_dir), topic, settings.state_cache_mb)
+            return DiskStore.open(
+                Path(settings.data_dir), topic, settings.state_cache_mb, settings.state_checkpoint_hours
+            )
 
         # A person whose stored state cannot be read is treated as strengt fortrolig until the
         # register says otherwise: reading it as "not protected" could send an address.

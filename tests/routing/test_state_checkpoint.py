@@ -1,0 +1,111 @@
+"""A worker stopped cleanly keeps its state files with a checkpoint of the changelog offsets they
+reflect, and the next worker on the same data directory reads the changelogs only from there
+(bus/store.py) instead of whole. What it then knows must be everything: the state it had, and what
+another worker wrote meanwhile. Proved where it matters most: a person who becomes strengt
+fortrolig gets a purge at every subscription that received the address, whichever worker sent it."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from bus_settings import PSEUDONYM_KEY
+from kafka_io import produce, read_to_end
+from routing_events import address, encode, event, synthetic_number
+from subscription_factory import subscription
+from worker_process import WorkerProcess, wait_for_commits
+
+from agents.subscriptions.store import write
+from schemas.pseudonym import pseudonym
+
+OSLO = "0301"
+TODAY = date.today()
+P_NUMBER, Q_NUMBER = synthetic_number(3, 4, 85, 510), synthetic_number(5, 6, 87, 520)
+P, Q = (pseudonym(n, PSEUDONYM_KEY.encode()) for n in (P_NUMBER, Q_NUMBER))
+SCHOOL = subscription(
+    "oslo-skole",
+    [OSLO],
+    ["Move", "AddressProtectionChange"],
+    {"Move": ["envelope.person", "newAddress"], "AddressProtectionChange": ["protection"]},
+)
+
+
+def _move(number: str) -> dict:
+    return event(
+        "Move", number, [OSLO], movedDate=TODAY, previousAddress=address(OSLO, "Forrige", 1),
+        newAddress=address(OSLO, "Nyvegen", 7), scope="withinKommune", cause="relocation",
+    )  # fmt: skip
+
+
+def _protected(number: str) -> dict:
+    return event(
+        "AddressProtectionChange", number, [OSLO], protection="strengtFortrolig",
+        envelope={"addressProtection": "strengtFortrolig"},
+    )  # fmt: skip
+
+
+async def _route(bootstrap: str, ingest: str, records: list[dict]) -> None:
+    keys = [pseudonym(r["envelope"]["person"], PSEUDONYM_KEY.encode()).encode() for r in records]
+    await produce(bootstrap, ingest, [encode(r) for r in records], keys)
+
+
+async def _records_in(bootstrap: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return sum((await consumer.end_offsets([TopicPartition(topic, p) for p in range(4)])).values())
+    finally:
+        await consumer.stop()
+
+
+def _resumed(log_path, topic: str) -> list[dict]:
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("event") == "state.resumed" and line.get("topic") == topic]
+
+
+async def test_a_restarted_worker_resumes_its_state_from_its_checkpoint_and_knows_what_another_wrote_meanwhile(
+    kafka_bootstrap, bus, bus_env, tmp_path
+):
+    env = {**bus_env, "SAMBAND_WORKER_PROCESSES": "1"}
+    router = f"{env['SAMBAND_APP_ID']}-router"
+    await write(kafka_bootstrap, bus.subscriptions, [(SCHOOL.id, SCHOOL.to_json())])
+    first = WorkerProcess(env, tmp_path / "first.log")
+
+    await _route(kafka_bootstrap, bus.ingest, [_move(P_NUMBER)])  # the school gets P's address
+    first.start()
+    try:
+        await wait_for_commits(kafka_bootstrap, router, 1, timeout=90, worker=first)
+    finally:
+        assert first.stop() == 0, first.log_tail()
+    persons_at_stop = await _records_in(kafka_bootstrap, bus.router_persons)
+
+    # Meanwhile another worker, with a data directory of its own, sends the school Q's address.
+    other = WorkerProcess({**env, "SAMBAND_DATA_DIR": str(tmp_path / "other-data")}, tmp_path / "other.log")
+    await _route(kafka_bootstrap, bus.ingest, [_move(Q_NUMBER)])
+    other.start()
+    try:
+        await wait_for_commits(kafka_bootstrap, router, 2, timeout=90, worker=other)
+    finally:
+        assert other.stop() == 0, other.log_tail()
+    written_meanwhile = await _records_in(kafka_bootstrap, bus.router_persons) - persons_at_stop
+    assert written_meanwhile > 0
+
+    # The first worker again, on its own data directory: both become strengt fortrolig.
+    again = WorkerProcess(env, tmp_path / "again.log")
+    await _route(kafka_bootstrap, bus.ingest, [_protected(P_NUMBER), _protected(Q_NUMBER)])
+    again.start()
+    try:
+        await wait_for_commits(kafka_bootstrap, router, 4, timeout=90, worker=again)
+    finally:
+        assert again.stop() == 0, again.log_tail()
+
+    resumed = _resumed(tmp_path / "again.log", bus.router_persons)
+    assert len(resumed) == 1, again.log_tail()
+    assert [int(p) for p in resumed[0]["partitions"]] == [0, 1, 2, 3] and resumed[0]["read_whole"] == []
+    assert int(resumed[0]["records_read"]) == written_meanwhile  # only what was written after its checkpoint
+    assert not _resumed(tmp_path / "other.log", bus.router_persons)  # a data directory of its own: read whole
+
+    deliveries = [json.loads(r.value) for r in await read_to_end(kafka_bootstrap, bus.deliveries)]
+    purges = {d["person"] for d in deliveries if d["kind"] == "purge" and d["subscription"] == SCHOOL.id}
+    assert purges == {P, Q}  # P from the state it kept, Q from the state read since the checkpoint
