@@ -9,6 +9,10 @@ members by the id of the worker process they belong to (sent along as the member
 the same in every group, and gives each a contiguous range of partitions: while the groups
 have the same members, a worker's partition numbers are the same in all three. A worker killed
 then pauses only its own partitions, until the session timeout moves them.
+
+A worker process that takes over a cleanly stopped worker's state files (bus/store.py) takes its
+id too, before it joins any group, so a restarted worker is given back the same range and
+resumes its state from the checkpoint instead of reading other partitions whole.
 """
 
 from __future__ import annotations
@@ -20,7 +24,23 @@ from aiokafka.cluster import ClusterMetadata
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 
-WORKER_ID = uuid.uuid4().hex.encode()  # this process: the same in every group it joins
+_worker_id = uuid.uuid4().hex.encode()  # this process: the same in every group it joins
+_joined = False
+
+
+def worker_id() -> bytes:
+    return _worker_id
+
+
+def take_worker_id(value: bytes) -> bool:
+    """This process goes on as the worker whose state files it took over, so it is given the same
+    partitions. Only before it has joined any group (a worker's id must be the same in every
+    group): False, and the id unchanged, after."""
+    global _worker_id
+    if _joined:
+        return False
+    _worker_id = value
+    return True
 
 
 class CoPartitioned(AbstractPartitionAssignor):
@@ -29,7 +49,9 @@ class CoPartitioned(AbstractPartitionAssignor):
 
     @classmethod
     def metadata(cls, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
-        return ConsumerProtocolMemberMetadata(cls.version, list(topics), WORKER_ID)
+        global _joined
+        _joined = True
+        return ConsumerProtocolMemberMetadata(cls.version, list(topics), _worker_id)
 
     @classmethod
     def assign(

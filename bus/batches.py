@@ -72,7 +72,7 @@ from aiokafka.errors import (
 from mode import Service
 
 from bus import clients
-from bus.assignor import WORKER_ID, CoPartitioned
+from bus.assignor import CoPartitioned, worker_id
 from bus.record_batches import RecordBatches
 from bus.state import ChangelogState
 from bus.topics import ensure_topics
@@ -86,12 +86,15 @@ Write = (
     | tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]], int]
 )
 
+
 # Names this process among a group's members: host and pid to find it, a few characters of its worker
 # id (two containers with the same host name and pid 1 are still told apart), and in a worker of several
 # processes its index i (it serves on SAMBAND_WEB_PORT + i; agents/processes.py sets the variable).
-PROCESS_CLIENT_ID = f"samband-{socket.gethostname()}-{os.getpid()}-{WORKER_ID[:4].decode()}" + (
-    f"-p{os.environ['SAMBAND_WORKER_PROCESS_INDEX']}" if "SAMBAND_WORKER_PROCESS_INDEX" in os.environ else ""
-)
+def process_client_id() -> str:
+    index = os.environ.get("SAMBAND_WORKER_PROCESS_INDEX")
+    return f"samband-{socket.gethostname()}-{os.getpid()}-{worker_id()[:4].decode()}" + (f"-p{index}" if index else "")
+
+
 PIPELINE = 8  # batches completing in the background at most; the next one waits for the oldest
 OUTAGE_BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0)  # seconds between attempts to reach the broker again; the last repeats
 OUTAGE_SUMMARY_EVERY = 60.0  # seconds between log lines while an outage lasts
@@ -101,7 +104,7 @@ def stage_consumer_options(group: str, batch_size: int, session_timeout_ms: int,
     """How a stage's consumer joins its group."""
     return {
         "group_id": group,
-        "client_id": PROCESS_CLIENT_ID,  # names this process among the group's members (`samband status`)
+        "client_id": process_client_id(),  # names this process among the group's members (`samband status`)
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_poll_records": batch_size,
@@ -402,19 +405,20 @@ class BatchService(Service):
         finally:
             if self.logic is not None:
                 for state in self.logic.states:
-                    state.close(checkpoints.get(state.topic))  # on disk: files removed, or kept with a checkpoint
+                    # On disk: files removed, or kept with a checkpoint of the partitions it reflects exactly.
+                    state.close(checkpoints.get(state.topic))
 
     async def _changelog_ends(self) -> dict[str, dict[int, int]]:
-        """Changelog topic -> partition -> its end offset, for the on-disk states of the partitions
-        held: asked after every cycle has completed (all this stage's changelog records acknowledged)
-        and before the consumer leaves the group, while nobody else writes those partitions, so the
-        files reflect each changelog exactly up to there. Empty if the broker does not answer: the
-        files are then removed, and the next worker reads the changelogs whole."""
+        """Changelog topic -> partition -> its end offset now, for the on-disk states, asked after
+        every cycle has completed and before the consumer leaves the group. A state keeps a
+        checkpoint only of the partitions it reflects exactly up to there (`ChangelogState.checkpoint`).
+        Empty if the broker does not answer: the files are then removed, and the next worker reads
+        the changelogs whole."""
         tps = [
             TopicPartition(state.topic, p)
             for state in (self.logic.states if self.logic is not None and self.consumer is not None else [])
             if state.disk is not None
-            for p in self.held & set(state.partitions)
+            for p in state.reflects
         ]
         if not tps:
             return {}
@@ -469,6 +473,8 @@ class BatchService(Service):
             for state, pending in cycle.state_writes:
                 state.write(pending, self.writes)
             await asyncio.gather(*await self.writes.send())
+            for state, pending in cycle.state_writes:
+                state.acknowledged(pending)
             cycle.state_written.set_result(None)
         except BaseException as exc:  # the later cycles fail too: no state is written out of order
             if isinstance(exc, asyncio.CancelledError):

@@ -101,6 +101,23 @@ async def offset_bounds(bootstrap: str, topic: str, partitions: Iterable[int]) -
         await stop_quietly(consumer)
 
 
+async def topic_id(bootstrap: str, topic: str) -> str | None:
+    """The broker's id of `topic` (a topic deleted and made again, or the same name on another
+    cluster, has another); None if it cannot be asked (no such topic, or no answer in 10 s)."""
+
+    def ask() -> str | None:
+        from confluent_kafka import KafkaException, TopicCollection
+
+        admin = clients.librdkafka_admin(bootstrap)  # held until the answer: its futures end with it
+        try:
+            found = admin.describe_topics(TopicCollection([topic]), request_timeout=10)
+            return str(found[topic].result(timeout=15).topic_id)
+        except (KafkaException, TimeoutError):
+            return None
+
+    return await asyncio.to_thread(ask)
+
+
 async def read_latest(
     bootstrap: str, topic: str, read: Callable[[bytes], Any] = bytes, timeout: float | None = 30.0
 ) -> dict[str, Any]:

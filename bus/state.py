@@ -29,7 +29,7 @@ import structlog
 from aiokafka import ConsumerRecord
 
 from bus.malformed import MALFORMED, skip_malformed
-from bus.reading import offset_bounds, read_topic
+from bus.reading import offset_bounds, read_topic, topic_id
 from bus.record_batches import RecordBatches
 from bus.store import Decode, DiskStore, DiskTable, Encode
 
@@ -60,6 +60,12 @@ class ChangelogState:
         self.topic_configs = topic_configs
         self.disk, self.encode, self.decode = disk, encode, decode
         self.partitions: dict[int, dict | DiskTable] = {}
+        # Partition -> the changelog offset up to which this state reflects it: the end read to when it
+        # was recovered, plus this worker's own records since, as each is acknowledged. A checkpoint
+        # of a partition is taken only where the changelog ends exactly there (nobody else wrote it).
+        self.reflects: dict[int, int] = {}
+        self._unacknowledged = 0  # changelog records taken (the state already has them), not yet acknowledged
+        self.topic_id: str | None = None  # the changelog's, as the broker names it (on disk only)
 
     def get(self, partition: int, key: str):
         return self.partitions[partition].get(key)
@@ -67,27 +73,31 @@ class ChangelogState:
     def drop(self, partitions: set[int]) -> None:
         """Forget the state of partitions this worker no longer owns."""
         for partition in partitions:
+            self.reflects.pop(partition, None)
             if self.partitions.pop(partition, None) is not None and self.disk is not None:
                 self.disk.drop(partition)
 
     async def recover(self, bootstrap: str, partitions: set[int]) -> None:
         """Read the changelog of `partitions` from its start to its current end; on disk, a partition
         whose files a stopped worker left with a checkpoint (bus/store.py) from the checkpoint's offset."""
+        if self.disk is not None:
+            self.topic_id = await topic_id(bootstrap, self.topic)
         resumed = await self._resumable(bootstrap, partitions)
         for partition in partitions:
             self.partitions[partition] = (
                 {}
                 if self.disk is None
-                else self.disk.table(partition, self.encode, self.decode, keep=partition in resumed)
+                else self.disk.table(partition, self.encode, self.decode, resumed=partition in resumed)
             )
-        read = 0
+        read, ends = 0, dict[int, int]()
         async for record in read_topic(
-            bootstrap, self.topic, timeout=None, partitions=partitions, from_offsets=resumed
+            bootstrap, self.topic, timeout=None, partitions=partitions, ends=ends, from_offsets=resumed
         ):  # fmt: skip
             read += 1
             with skip_malformed(self.topic):
                 self._apply(self.partitions[record.partition], record)
         self.flush()
+        self.reflects.update({p: end for p, end in ends.items() if p in partitions})
         if self.disk is not None:
             self.disk.forget_unresumed()
         if resumed:
@@ -97,9 +107,9 @@ class ChangelogState:
     async def _resumable(self, bootstrap: str, partitions: set[int]) -> dict[int, int]:
         """Partition -> the offset to read its changelog on from, for those the files hold up to
         a checkpoint that fits the topic (an offset past its end: not this topic's files)."""
-        if self.disk is None:
+        if self.disk is None or self.topic_id is None:
             return {}
-        offsets = {p: offset for p in partitions if (offset := self.disk.resume(p)) is not None}
+        offsets = {p: offset for p in partitions if (offset := self.disk.resume(p, self.topic_id)) is not None}
         if not offsets:
             return {}
         bounds = await offset_bounds(bootstrap, self.topic, offsets)
@@ -111,12 +121,31 @@ class ChangelogState:
             for table in self.partitions.values():
                 table.flush()  # type: ignore[union-attr]
 
-    def close(self, offsets: dict[int, int] | None = None) -> None:
-        """The worker stops: an on-disk state's files are removed, or kept with a checkpoint of
-        `offsets` (partition -> the changelog's end, every write of this worker acknowledged)."""
+    def checkpoint(self, ends: dict[int, int]) -> dict[int, int]:
+        """Of `ends` (partition -> the changelog's end offset now), those this state reflects exactly:
+        none while a record it took is unacknowledged or a write waits (a failed cycle: the files may
+        be ahead of the changelog), and none of a partition someone else wrote since."""
+        if self._unacknowledged or self._has_pending():
+            return {}
+        return {p: end for p, end in ends.items() if self.reflects.get(p) == end}
+
+    def close(self, ends: dict[int, int] | None = None) -> None:
+        """The worker stops: an on-disk state's files are removed, or kept with a checkpoint of the
+        partitions of `ends` it reflects exactly (`checkpoint`)."""
         if self.disk is not None:
+            offsets = self.checkpoint(ends or {})
             self.partitions = {}
-            self.disk.close(offsets)
+            self.disk.close(offsets, self.topic_id)
+
+    def acknowledged(self, pending: list) -> None:
+        """The changelog records of `pending` (from `take()`, partition first in each) are acknowledged."""
+        self._unacknowledged -= len(pending)
+        for item in pending:
+            if item[0] in self.reflects:
+                self.reflects[item[0]] += 1
+
+    def _has_pending(self) -> bool:
+        raise NotImplementedError
 
     def take(self) -> list:
         """The writes since the last `take()`, for `write()` once the outputs they imply are acknowledged."""
@@ -166,7 +195,11 @@ class PartitionedState(ChangelogState):
         """The writes since the last `take()`, for `write()` once the outputs they imply are acknowledged."""
         self.flush()
         pending, self._pending = self._pending, []
+        self._unacknowledged += len(pending)
         return pending
+
+    def _has_pending(self) -> bool:
+        return bool(self._pending)
 
     def write(self, pending: list[tuple[int, str, bytes | None]], writes: RecordBatches) -> None:
         for partition, key, value in pending:
@@ -241,7 +274,11 @@ class SegmentedState(ChangelogState):
     def take(self) -> list[tuple[int, dict[str, tuple[str, ...]]]]:
         self.flush()
         pending, self._pending, self._open = self._pending, [], {}
+        self._unacknowledged += len(pending)
         return [(segment.partition, segment.entries) for segment in pending]
+
+    def _has_pending(self) -> bool:
+        return bool(self._pending)
 
     def write(self, pending: list[tuple[int, dict[str, tuple[str, ...]]]], writes: RecordBatches) -> None:
         for partition, segment in pending:

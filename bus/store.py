@@ -6,11 +6,11 @@
     table.flush()                    # at a batch's end: its writes go to RocksDB in one write
     disk.drop(3)                     # the partition is given up
     disk.close()                     # the worker stops: the files are removed
-    disk.close({3: 1200})            # ... or kept, reflecting partition 3's changelog up to offset 1200
+    disk.close({3: 1200}, topic_id)  # ... or kept, reflecting partition 3's changelog up to offset 1200
 
     disk = DiskStore.open(Path(data_dir), "router-persons", cache_mb=256, checkpoint_hours=12)
-    disk.resume(3)                   # 1200: a stopped worker's files taken over; read on from there
-    disk.table(3, keep=True)         # partition 3's table as the files hold it
+    disk.resume(3, topic_id)         # 1200: a stopped worker's files taken over; read on from there
+    disk.table(3, resumed=True)      # partition 3's table as the files hold it
 
 Each state (bus/state.py) kept on disk has one RocksDB (through `rocksdict`, the RocksDB driver
 faust-streaming itself offers) in a directory of this process's own,
@@ -23,18 +23,19 @@ The files are a cache of the changelog, not a second source of truth. A partitio
 emptied and read again from its changelog whenever it is assigned, as the in-memory tables were,
 so what a crashed worker had written to RocksDB (it may be ahead of the changelog: RocksDB is
 written before the batch's changelog records are acknowledged) is never read again, and nothing
-needs a write-ahead log. The one exception is a *checkpoint*: a worker that stops cleanly, every
-changelog record of its batches acknowledged, may close a store with the changelog offsets its
-files reflect (`close(offsets)`). Its directory is then kept, with a `<state>.checkpoint` file
-per store, and the next worker to start on the data directory within `checkpoint_hours` takes it
-over: a partition named in the checkpoint is read from its offset on instead of from the start
-(`resume`). The checkpoint files are deleted as the directory is taken over, before anything is
-written, so files that a crash may have put ahead of the changelog are never resumed. Reading
-from an offset lower than the files reflect is harmless (each key ends at its latest value); a
-higher one would miss changes, so the offset is taken only while the stopping worker still owns
-the partition (bus/batches.py). A partition not named in it is emptied when the files are taken
-over; a table is read whole again at least every FULL_READ_EVERY, so what expired in between
-(routing records, seen ids, found expired when read) leaves the files too.
+needs a write-ahead log. The one exception is a *checkpoint*: a worker that stops cleanly may
+close a store with the changelog offsets its files reflect exactly and the changelog topic's id
+(`close(offsets, topic_id)`; bus/state.py decides which partitions qualify). Its directory is
+then kept, with a `<state>.checkpoint` file per store, and the next worker to start on the data
+directory within `checkpoint_hours` takes it over, with the stopped worker's id (bus/assignor.py:
+so it is given the same partitions again): a partition named in the checkpoint is read from its
+offset on instead of from the start (`resume`), if the topic id is the same. The checkpoint
+files are deleted as the directory is taken over, before anything is written, so files that a
+crash may have put ahead of the changelog are never resumed. Reading from an offset lower than
+the files reflect is harmless (each key ends at its latest value); a higher one would miss
+changes. A partition not named in it is emptied when the files are taken over; a table is read
+whole again at least every FULL_READ_EVERY, so what expired in between (routing records, seen
+ids, found expired when read) leaves the files too.
 
 A worker holds a lock on its directory (`flock` on `lock` inside) while it runs and removes it
 when it stops (unless it keeps it with a checkpoint); at its start it removes every directory
@@ -50,7 +51,6 @@ FLUSH_EVERY writes per table waiting for their batch's end.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import shutil
@@ -61,7 +61,12 @@ from pathlib import Path
 from typing import IO, Any, ClassVar
 
 import orjson
+import structlog
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager, WriteOptions
+
+from bus.assignor import take_worker_id, worker_id
+
+log = structlog.get_logger(__name__)
 
 FLUSH_EVERY = 10_000  # pending writes at most between flushes (a changelog read in, say)
 PREFIX_BYTES = 4  # a key's partition, big-endian
@@ -99,41 +104,38 @@ class _Directory:
 
     def __init__(self, state_dir: Path, checkpoint_hours: float):
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.checkpoints: dict[str, dict[int, tuple[int, float]]] = {}  # store -> partition -> (offset, read whole at)
+        self.checkpoints: dict[str, dict] = {}  # store -> its checkpoint, as written (DiskStore.close)
         self.open: set[str] = set()
-        self.kept: set[str] = set()  # stores closed with a checkpoint
-        for child, lock in _unlocked(state_dir):  # each locked now: no other worker takes or removes it
-            if self._take_over(child, lock, checkpoint_hours):
-                return
-            shutil.rmtree(child, ignore_errors=True)
-            lock.close()
-        name = uuid.uuid4().hex
-        # Locked under a name the clean-up skips, then renamed: no other worker ever sees it unlocked.
-        making = state_dir / f".{name}"
-        making.mkdir(mode=0o700)  # the files hold personal data: this worker's user alone
-        self._lock: IO = (making / "lock").open("w")
-        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self.path = making.rename(state_dir / name)
+        self.checkpointed: set[str] = set()  # stores closed with a checkpoint
+        self.path: Path | None = None
+        for child, lock in _locked_stopped(state_dir):
+            found = _young_checkpoints(child, checkpoint_hours)
+            if found and self.path is None:
+                self._take_over(child, lock, found)
+                continue
+            if not found:  # a killed worker's, or too old: removed
+                shutil.rmtree(child, ignore_errors=True)
+            lock.close()  # (one with a young checkpoint, this process having one already: another's to take)
+        if self.path is None:
+            name = uuid.uuid4().hex
+            # Locked under a name the clean-up skips, then renamed: no other worker ever sees it unlocked.
+            making = state_dir / f".{name}"
+            making.mkdir(mode=0o700)  # the files hold personal data: this worker's user alone
+            self._lock: IO = (making / "lock").open("w")
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.path = making.rename(state_dir / name)
 
-    def _take_over(self, child: Path, lock: IO, checkpoint_hours: float) -> bool:
-        """Take the checkpoints of `child` (locked by `lock`), deleting their files at once; False
-        if it has none young enough."""
-        now = time.time()
-        files = list(child.glob(f"*{CHECKPOINT}"))
-        young = [f for f in files if now - f.stat().st_mtime < checkpoint_hours * 3600]
-        if not young:
-            return False
-        for file in files:
-            if file in young:
-                with contextlib.suppress(ValueError, TypeError, KeyError):  # unreadable: that store is read whole
-                    self.checkpoints[file.name.removesuffix(CHECKPOINT)] = _read_checkpoint(file.read_bytes())
-            file.unlink()
-        for stale in child.iterdir():  # stores without a checkpoint, half-written checkpoint files
+    def _take_over(self, child: Path, lock: IO, found: dict[str, dict]) -> None:
+        """Go on with `child` (locked by `lock`) as the stopped worker that left it: its checkpoints
+        (`found`) taken and their files deleted at once, its worker id taken (bus/assignor.py)."""
+        self.checkpoints.update(found)
+        same_id = take_worker_id(next(iter(found.values()))["worker"].encode())
+        for stale in child.iterdir():  # checkpoint files, and stores without a checkpoint
             if stale.name != "lock" and stale.name not in self.checkpoints:
                 shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
         _sync(child)  # the checkpoints gone before anything is written: a crash from now on resumes nothing
         self._lock, self.path = lock, child
-        return True
+        log.info("state.taken_over", directory=child.name, states=sorted(found), same_worker_id=same_id)
 
     @classmethod
     def of(cls, data_dir: Path, checkpoint_hours: float) -> _Directory:
@@ -142,12 +144,13 @@ class _Directory:
             cls.by_data_dir[key] = cls(key / "state", checkpoint_hours)
         return cls.by_data_dir[key]
 
-    def closed(self, name: str, kept: bool) -> None:
+    def closed(self, name: str, checkpointed: bool) -> None:
+        assert self.path is not None
         self.open.discard(name)
-        if kept:
-            self.kept.add(name)
+        if checkpointed:
+            self.checkpointed.add(name)
         if not self.open:
-            if self.kept:
+            if self.checkpointed:
                 _sync(self.path)
             else:
                 shutil.rmtree(self.path, ignore_errors=True)
@@ -155,10 +158,30 @@ class _Directory:
             self.by_data_dir.pop(self.path.parent.parent, None)
 
 
-def _unlocked(state_dir: Path) -> Iterator[tuple[Path, IO]]:
+def _young_checkpoints(child: Path, checkpoint_hours: float) -> dict[str, dict]:
+    """Store name -> its checkpoint, of those in `child` written less than `checkpoint_hours` ago
+    (the time written inside, not the file's: a copied directory keeps it) and readable."""
+    found = {}
+    for file in child.glob(f"*{CHECKPOINT}"):
+        name = file.name.removesuffix(CHECKPOINT)
+        try:
+            checkpoint = orjson.loads(file.read_bytes())
+            age = time.time() - float(checkpoint["written_at"])
+            checkpoint["worker"].encode(), dict(checkpoint["partitions"])  # (their shape, checked)
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            log.warning("state.checkpoint_unreadable", directory=child.name, state=name)
+            continue
+        if age < checkpoint_hours * 3600:
+            found[name] = checkpoint
+        else:
+            log.info("state.checkpoint_too_old", directory=child.name, state=name, hours=round(age / 3600, 1))
+    return found
+
+
+def _locked_stopped(state_dir: Path) -> Iterator[tuple[Path, IO]]:
     """The directories of workers that have stopped (nobody held their lock): those that stopped
     cleanly and kept their files, and those that were killed (kill -9). Each comes locked, by the
-    open file given with it."""
+    open file given with it, so no other worker takes or removes it meanwhile."""
     for child in sorted(state_dir.iterdir()):
         if child.name.startswith("."):
             continue  # being made (a worker killed in that instant leaves an empty one)
@@ -172,10 +195,6 @@ def _unlocked(state_dir: Path) -> Iterator[tuple[Path, IO]]:
             lock.close()
             continue
         yield child, lock
-
-
-def _read_checkpoint(raw: bytes) -> dict[int, tuple[int, float]]:
-    return {int(p): (int(offset), float(read_at)) for p, (offset, read_at) in orjson.loads(raw)["partitions"].items()}
 
 
 def _sync(directory: Path) -> None:
@@ -193,10 +212,13 @@ class DiskStore:
         # A table may be resumed only as its checkpoint says: any other files of this state are stale.
         self.checkpoint_hours = checkpoint_hours
         now = time.time()
+        checkpoint = directory.checkpoints.pop(path.name, {})
+        self.checkpoint_topic_id: str | None = checkpoint.get("topic_id")
+        self.checkpoint_written_at = float(checkpoint.get("written_at", 0))
         self.resumable = {
-            p: (offset, read_at)
-            for p, (offset, read_at) in directory.checkpoints.pop(path.name, {}).items()
-            if now - read_at < FULL_READ_EVERY
+            int(p): (int(offset), float(read_at))
+            for p, (offset, read_at) in checkpoint.get("partitions", {}).items()
+            if now - float(read_at) < FULL_READ_EVERY
         }
         self.read_whole_at: dict[int, float] = {}  # partition -> when its table was last read whole
         if not self.resumable:
@@ -215,11 +237,8 @@ class DiskStore:
         self.write_options = WriteOptions()
         # (a property at run time, which rocksdict's stubs call a method)
         self.write_options.disable_wal = True  # type: ignore[method-assign,assignment]  # the changelog is the log
-        if self.resumable:  # the partitions the checkpoint does not name are emptied
-            kept = sorted(self.resumable)
-            for start, end in zip([-1, *kept], [*kept, 2 ** (8 * PREFIX_BYTES) - 1], strict=True):
-                if end > start + 1:
-                    self.db.delete_range(_prefix(start + 1), _prefix(end), self.write_options)
+        if self.resumable:
+            self._drop_all_but(set(self.resumable))
 
     @classmethod
     def open(cls, data_dir: Path, name: str, cache_mb: int, checkpoint_hours: float = 0.0) -> DiskStore:
@@ -227,25 +246,44 @@ class DiskStore:
         directory = _Directory.of(data_dir, checkpoint_hours)
         if name in directory.open:
             raise ValueError(f"the state {name} is open already in this process")
+        assert directory.path is not None
         store = cls(directory.path / name, directory, _Memory.of_process(cache_mb), checkpoint_hours)
         directory.open.add(name)
         return store
 
-    def resume(self, partition: int) -> int | None:
+    def _drop_all_but(self, partitions: set[int]) -> None:
+        """Empty every partition's table but those of `partitions` (each range between two of them)."""
+        after = -1  # the last partition kept so far
+        for kept in [*sorted(partitions), 2 ** (8 * PREFIX_BYTES) - 1]:
+            if kept > after + 1:
+                self.db.delete_range(_prefix(after + 1), _prefix(kept), self.write_options)
+            after = kept
+
+    def resume(self, partition: int, topic_id: str) -> int | None:
         """The changelog offset from which `partition`'s table, as the files hold it, is to be read
-        on: a checkpoint's, once (None: it is to be read whole)."""
+        on: a checkpoint's, once, if it is of the changelog topic `topic_id` (the broker's id: not a
+        topic deleted and made again, nor one of another cluster) and still young enough (None: it
+        is to be read whole)."""
         found = self.resumable.pop(partition, None)
         if found is None:
+            return None
+        if (
+            topic_id != self.checkpoint_topic_id
+            or time.time() - self.checkpoint_written_at >= self.checkpoint_hours * 3600
+        ):
+            log.info("state.checkpoint_not_resumed", state=self.path.name, partition=partition,
+                     reason="another topic" if topic_id != self.checkpoint_topic_id else "too old")  # fmt: skip
+            self.drop(partition)
             return None
         offset, self.read_whole_at[partition] = found
         return offset
 
     def table(
-        self, partition: int, encode: Encode | None = None, decode: Decode | None = None, keep: bool = False
+        self, partition: int, encode: Encode | None = None, decode: Decode | None = None, resumed: bool = False
     ) -> DiskTable:
-        """Partition `partition`'s table, emptied (to be read whole), or as the files hold it (`keep`:
-        resumed from a checkpoint)."""
-        if not keep:
+        """Partition `partition`'s table, emptied (to be read whole), or as the files hold it
+        (`resumed`: from a checkpoint, `resume(partition)` having given the offset to read on from)."""
+        if not resumed:
             self.drop(partition)
             self.read_whole_at[partition] = time.time()
         return DiskTable(self, partition, encode, decode)
@@ -260,7 +298,7 @@ class DiskStore:
         self.db.delete_range(_prefix(partition), _prefix(partition + 1), self.write_options)
         self.read_whole_at.pop(partition, None)
 
-    def close(self, offsets: dict[int, int] | None = None) -> None:
+    def close(self, offsets: dict[int, int] | None = None, topic_id: str | None = None) -> None:
         """The worker stops: the files are removed or, with `offsets` (partition -> the changelog
         offset up to which the files reflect it, every write of the worker acknowledged) and
         `checkpoint_hours`, kept for the next worker with a checkpoint of those partitions."""
@@ -268,18 +306,24 @@ class DiskStore:
         partitions = {
             str(p): [offset, self.read_whole_at[p]] for p, offset in (offsets or {}).items() if p in self.read_whole_at
         }
-        keep = bool(partitions) and self.checkpoint_hours > 0
-        if keep:
+        checkpointed = bool(partitions) and topic_id is not None and self.checkpoint_hours > 0
+        if checkpointed:
             self.db.flush()  # (the writes skip the write-ahead log: in the files before the checkpoint)
         self.db.close()
-        if keep:
+        if checkpointed:
             file = self.path.parent / f"{self.path.name}{CHECKPOINT}"
-            written = file.with_suffix(".writing")
-            written.write_bytes(orjson.dumps({"partitions": partitions, "written_at": time.time()}))
-            os.replace(written, file)
+            writing = self.path.parent / f"{self.path.name}.writing"
+            checkpoint = {
+                "partitions": partitions, "written_at": time.time(), "worker": worker_id().decode(), "topic_id": topic_id,
+            }  # fmt: skip
+            with writing.open("wb") as out:
+                out.write(orjson.dumps(checkpoint))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(writing, file)
         else:
             shutil.rmtree(self.path, ignore_errors=True)
-        self.directory.closed(self.path.name, kept=keep)
+        self.directory.closed(self.path.name, checkpointed=checkpointed)
 
 
 def _prefix(partition: int) -> bytes:

@@ -6,6 +6,7 @@ fortrolig gets a purge at every subscription that received the address, whicheve
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import date
 
@@ -14,6 +15,7 @@ from bus_settings import PSEUDONYM_KEY
 from kafka_io import produce, read_to_end
 from routing_events import address, encode, event, synthetic_number
 from subscription_factory import subscription
+from support import free_port
 from worker_process import WorkerProcess, wait_for_commits
 
 from agents.subscriptions.store import write
@@ -109,3 +111,69 @@ async def test_a_restarted_worker_resumes_its_state_from_its_checkpoint_and_know
     deliveries = [json.loads(r.value) for r in await read_to_end(kafka_bootstrap, bus.deliveries)]
     purges = {d["person"] for d in deliveries if d["kind"] == "purge" and d["subscription"] == SCHOOL.id}
     assert purges == {P, Q}  # P from the state it kept, Q from the state read since the checkpoint
+
+
+def _router_partitions(log_path, group: str) -> list[list[int]]:
+    """Each assignment of the router's group in a worker's log, in order."""
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    return [
+        [int(p) for p in line["partitions"]]
+        for line in lines
+        if line.get("event") == "batch_partitions_assigned" and line.get("group") == group
+    ]
+
+
+async def _until(condition, worker: WorkerProcess, timeout: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
+        assert asyncio.get_running_loop().time() < deadline, f"{what}:\n{worker.log_tail()}"
+        await asyncio.sleep(0.2)  # poll interval inside the deadline
+
+
+async def test_a_worker_restarted_beside_another_gets_its_partitions_back_and_resumes_them(
+    kafka_bootstrap, bus, bus_env, tmp_path
+):
+    """Workers are ordered by their id in the co-partitioned assignment: a restarted worker takes the
+    id of the files it takes over, so it is given the same partitions and resumes them, rather than
+    the other worker's, read whole."""
+    env = {**bus_env, "SAMBAND_WORKER_PROCESSES": "1"}
+    router = f"{env['SAMBAND_APP_ID']}-router"
+    await write(kafka_bootstrap, bus.subscriptions, [(SCHOOL.id, SCHOOL.to_json())])
+    numbers = [synthetic_number(1 + i, 1 + i, 80, 530 + i) for i in range(8)]
+    other = WorkerProcess(env, tmp_path / "other.log")
+    b_env = {**env, "SAMBAND_WEB_PORT": str(free_port()), "SAMBAND_DATA_DIR": str(tmp_path / "b-data")}
+    first, again = WorkerProcess(b_env, tmp_path / "first.log"), WorkerProcess(b_env, tmp_path / "again.log")
+    other.start()
+    try:
+        first.start()
+        try:
+            await _until(
+                lambda: (got := _router_partitions(tmp_path / "first.log", router)) and 0 < len(got[-1]) < 4,
+                first, 90, "no share of the partitions beside the other worker",
+            )  # fmt: skip
+            await _route(kafka_bootstrap, bus.ingest, [_move(n) for n in numbers])
+            await wait_for_commits(kafka_bootstrap, router, len(numbers), timeout=90, worker=first)
+            held = _router_partitions(tmp_path / "first.log", router)[-1]
+            assert held and len(held) < 4  # a share of the partitions, the other worker the rest
+        finally:
+            assert first.stop() == 0, first.log_tail()
+
+        await _route(kafka_bootstrap, bus.ingest, [_protected(n) for n in numbers])
+        again.start()
+        try:
+            await _until(
+                lambda: (got := _router_partitions(tmp_path / "again.log", router)) and got[-1], again, 90, "no share"
+            )
+            await wait_for_commits(kafka_bootstrap, router, 2 * len(numbers), timeout=90, worker=again)
+        finally:
+            assert again.stop() == 0, again.log_tail()
+    finally:
+        assert other.stop() == 0, other.log_tail()
+
+    assert _router_partitions(tmp_path / "again.log", router)[0] == held  # the same partitions at once
+    resumed = _resumed(tmp_path / "again.log", bus.router_persons)
+    assert [int(p) for p in resumed[0]["partitions"]] == held and resumed[0]["read_whole"] == []
+    deliveries = [json.loads(r.value) for r in await read_to_end(kafka_bootstrap, bus.deliveries)]
+    purges = {d["person"] for d in deliveries if d["kind"] == "purge" and d["subscription"] == SCHOOL.id}
+    assert purges == {pseudonym(n, PSEUDONYM_KEY.encode()) for n in numbers}
