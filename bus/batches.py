@@ -98,6 +98,7 @@ def process_client_id() -> str:
 PIPELINE = 8  # batches completing in the background at most; the next one waits for the oldest
 OUTAGE_BACKOFF = (1.0, 2.0, 4.0, 8.0, 15.0)  # seconds between attempts to reach the broker again; the last repeats
 OUTAGE_SUMMARY_EVERY = 60.0  # seconds between log lines while an outage lasts
+RECOVERY_MAY_TAKE_MS = 3_600_000  # a stage's consumer stays in its group while its state is read this long
 
 
 def stage_consumer_options(group: str, batch_size: int, session_timeout_ms: int, request_timeout_ms: int) -> dict:
@@ -119,6 +120,12 @@ def stage_consumer_options(group: str, batch_size: int, session_timeout_ms: int,
         # A revocation may wait for a write (request timeout) and, in delivery, for attempts on
         # their way (30 s): the group waits that long for this member to rejoin, not only a session.
         "rebalance_timeout_ms": max(session_timeout_ms, request_timeout_ms + 40_000),
+        # A partition's state is recovered inside the assignment, and aiokafka counts that time as the
+        # consumer's idle time: past max_poll_interval_ms it leaves the group. At national scale a
+        # recovery read whole takes minutes (docs/state.md, 215 s on a quiet machine, more beside
+        # other load), and with aiokafka's 5 minutes a worker was seen evicted mid-recovery, then
+        # recovering again from nothing, over and over. The session timeout still finds a dead worker.
+        "max_poll_interval_ms": RECOVERY_MAY_TAKE_MS,
     }
 
 
