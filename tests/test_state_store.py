@@ -105,16 +105,38 @@ def test_a_state_is_opened_once_per_process_and_opened_again_empty(tmp_path):
     other.close()
 
 
+def _in_a_worker(tmp_path, state: str, then: str, checkpoint_hours: float = 0) -> str:
+    """Run `then` in a process of its own with `state` open as `s` on the data directory `tmp_path`;
+    the last line it printed (after any log line). `os._exit(0)` in `then` ends it as a kill -9 would."""
+    return subprocess.run(
+        [sys.executable, "-c",
+         "import sys, os; from pathlib import Path; from bus.store import DiskStore; from bus.assignor import worker_id; "
+         f"s = DiskStore.open(Path(sys.argv[1]), {state!r}, 16, checkpoint_hours={checkpoint_hours}); " + then,
+         str(tmp_path)],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()[-1]  # fmt: skip
+
+
+def _worker_beside(tmp_path, checkpoint_hours: float = 0) -> tuple[subprocess.Popen, str]:
+    """A worker process with a store open on the data directory `tmp_path`, and its directory's name;
+    closing its stdin ends it without closing the store (as a kill -9 would)."""
+    worker = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, os; from pathlib import Path; from bus.store import DiskStore; "
+         f"s = DiskStore.open(Path(sys.argv[1]), 'router-records', 16, checkpoint_hours={checkpoint_hours}); "
+         "print(s.path.parent.name, flush=True); sys.stdin.read(); os._exit(0)", str(tmp_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert worker.stdout is not None
+    return worker, worker.stdout.readline().strip()
+
+
 def test_only_this_worker_reads_its_files_and_they_are_removed_at_close_and_a_killed_workers_at_the_next_start(
     tmp_path,
 ):
-    killed = subprocess.run(  # a worker killed before it could remove its files
-        [sys.executable, "-c",
-         "import sys, os; from pathlib import Path; from bus.store import DiskStore; "
-         "s = DiskStore.open(Path(sys.argv[1]), 'router-persons', 16); t = s.table(0); t['p'] = b'x'; t.flush(); "
-         "print(s.path.parent.name); os._exit(0)", str(tmp_path)],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+    killed = _in_a_worker(  # a worker killed before it could remove its files
+        tmp_path, "router-persons", "t = s.table(0); t['p'] = b'x'; t.flush(); print(s.path.parent.name); os._exit(0)"
+    )
     state = tmp_path / "state"
     assert (state / killed / "router-persons").is_dir()
 
@@ -122,16 +144,8 @@ def test_only_this_worker_reads_its_files_and_they_are_removed_at_close_and_a_ki
     mine = store.path.parent
     assert stat.S_IMODE(mine.stat().st_mode) == 0o700
     assert not (state / killed).exists()
-    running = subprocess.Popen(  # another worker on the same data directory, running
-        [sys.executable, "-c",
-         "import sys; from pathlib import Path; from bus.store import DiskStore; "
-         "s = DiskStore.open(Path(sys.argv[1]), 'router-records', 16); print(s.path.parent.name, flush=True); "
-         "sys.stdin.read()", str(tmp_path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    running, other = _worker_beside(tmp_path)  # another worker on the same data directory, running
     try:
-        assert running.stdout is not None
-        other = running.stdout.readline().strip()
         assert mine.is_dir()  # its start left this worker's files alone
         store.close()
         assert not mine.exists()
@@ -194,13 +208,11 @@ def test_a_checkpoint_is_not_taken_over_when_checkpoints_are_off_too_old_or_afte
     old.close()
 
     directory = _stopped_with_checkpoint(tmp_path, {0: 42})
-    taken = subprocess.run(  # taken over, then killed: its files may now be ahead of the changelog
-        [sys.executable, "-c",
-         "import sys, os; from pathlib import Path; from bus.store import DiskStore; "
-         "s = DiskStore.open(Path(sys.argv[1]), 'router-persons', 16, checkpoint_hours=1); "
-         "print(s.resume(0, 't')); t = s.table(0, resumed=True); t['p0'] = b'ahead'; t.flush(); os._exit(0)", str(tmp_path)],
-        capture_output=True, text=True, check=True,
-    ).stdout.splitlines()[-1]  # (after its log line)  # fmt: skip
+    taken = _in_a_worker(  # taken over, then killed: its files may now be ahead of the changelog
+        tmp_path, "router-persons",
+        "print(s.resume(0, 't')); t = s.table(0, resumed=True); t['p0'] = b'ahead'; t.flush(); os._exit(0)",
+        checkpoint_hours=1,
+    )  # fmt: skip
     assert taken == "42"
     after_crash = DiskStore.open(tmp_path, "router-persons", cache_mb=16, checkpoint_hours=1)
     assert after_crash.resume(0, TOPIC_ID) is None and not directory.exists()
@@ -225,34 +237,23 @@ def test_a_partition_read_whole_more_than_a_week_ago_is_read_whole_again(tmp_pat
 def test_the_worker_that_takes_the_files_over_takes_the_stopped_workers_id_and_removes_a_killed_ones(tmp_path):
     """The id orders the workers in the co-partitioned assignment (bus/assignor.py): the same id,
     the same partitions again, and so the checkpoint's partitions are the ones resumed."""
-    killed = subprocess.Popen(  # running beside the one that stops cleanly, then killed
-        [sys.executable, "-c",
-         "import sys, os; from pathlib import Path; from bus.store import DiskStore; "
-         "s = DiskStore.open(Path(sys.argv[1]), 'router-records', 16, checkpoint_hours=1); "
-         "print(s.path.parent.name, flush=True); sys.stdin.read(); os._exit(0)", str(tmp_path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert killed.stdout is not None and killed.stdin is not None
-    killed_dir = killed.stdout.readline().strip()
-    stopped_id, stopped_dir = subprocess.run(
-        [sys.executable, "-c",
-         "import sys; from pathlib import Path; from bus.store import DiskStore; from bus.assignor import worker_id; "
-         "s = DiskStore.open(Path(sys.argv[1]), 'router-persons', 16, checkpoint_hours=1); s.table(0); "
-         "print(worker_id().decode(), s.path.parent.name); s.close({0: 1}, 't')", str(tmp_path)],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
+    killed, killed_dir = _worker_beside(tmp_path, checkpoint_hours=1)  # beside the one that stops cleanly
+    assert killed.stdin is not None
+    stopped_id, stopped_dir = _in_a_worker(
+        tmp_path, "router-persons", "s.table(0); print(worker_id().decode(), s.path.parent.name); s.close({0: 1}, 't')",
+        checkpoint_hours=1,
+    ).split()  # fmt: skip
     killed.stdin.close()
     killed.wait(30)
     state = tmp_path / "state"
     assert {p.name for p in state.iterdir()} == {killed_dir, stopped_dir}
 
-    taken = subprocess.run(
-        [sys.executable, "-c",
-         "import sys; from pathlib import Path; from bus.store import DiskStore; from bus.assignor import worker_id; "
-         "s = DiskStore.open(Path(sys.argv[1]), 'router-persons', 16, checkpoint_hours=1); "
-         "print(worker_id().decode(), s.path.parent.name, s.resume(0, 't'))", str(tmp_path)],
-        capture_output=True, text=True, check=True,
-    ).stdout.splitlines()[-1].split()  # (after its log line)  # fmt: skip
+    taken = _in_a_worker(
+        tmp_path,
+        "router-persons",
+        "print(worker_id().decode(), s.path.parent.name, s.resume(0, 't'))",
+        checkpoint_hours=1,
+    ).split()
     assert taken == [stopped_id, stopped_dir, "1"]
     assert not (state / killed_dir).exists()  # removed at that start, whichever order they are found in
 
