@@ -340,6 +340,7 @@ class BatchService(Service):
         self.held, self._revoked = set(), set()
         for state in self.logic.states:
             state.drop(set(state.partitions))
+            state.abandoned()
 
     async def _consume_checked(self) -> None:
         """Each batch's `before_batch()` runs while the batch before it is handled: the next batch
@@ -432,6 +433,8 @@ class BatchService(Service):
         try:
             async with asyncio.timeout(10):
                 ends = await self.consumer.end_offsets(tps)
+            for state in self.logic.states:  # (tps non-empty: a logic and a consumer)
+                await state.learn_topic_id(self.bootstrap)
         except (KafkaError, TimeoutError) as exc:
             log.warning("stage.checkpoint_not_taken", group=self.group, error=type(exc).__name__)
             return {}
@@ -536,6 +539,9 @@ class BatchService(Service):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self._lock:
+            # A cycle that ran since the revocation (work fallen due, `due()`) may have written state of
+            # partitions revoked: written and acknowledged before they are read again, so the read has it.
+            await self._completed()
             partitions = {tp.partition for tp in assigned}
             # A partition's state is kept only across the one rebalance that revoked it: nobody else
             # owned it in between. A worker evicted from the group (its generation reset), or coming

@@ -108,11 +108,11 @@ async def topic_id(bootstrap: str, topic: str) -> str | None:
     def ask() -> str | None:
         from confluent_kafka import KafkaException, TopicCollection
 
-        admin = clients.librdkafka_admin(bootstrap)  # held until the answer: its futures end with it
         try:
+            admin = clients.librdkafka_admin(bootstrap)  # held until the answer: its futures end with it
             found = admin.describe_topics(TopicCollection([topic]), request_timeout=10)
             return str(found[topic].result(timeout=15).topic_id)
-        except (KafkaException, TimeoutError):
+        except (KafkaException, ValueError, TimeoutError):
             return None
 
     return await asyncio.to_thread(ask)

@@ -80,8 +80,6 @@ class ChangelogState:
     async def recover(self, bootstrap: str, partitions: set[int]) -> None:
         """Read the changelog of `partitions` from its start to its current end; on disk, a partition
         whose files a stopped worker left with a checkpoint (bus/store.py) from the checkpoint's offset."""
-        if self.disk is not None:
-            self.topic_id = await topic_id(bootstrap, self.topic)
         resumed = await self._resumable(bootstrap, partitions)
         for partition in partitions:
             self.partitions[partition] = (
@@ -107,7 +105,10 @@ class ChangelogState:
     async def _resumable(self, bootstrap: str, partitions: set[int]) -> dict[int, int]:
         """Partition -> the offset to read its changelog on from, for those the files hold up to
         a checkpoint that fits the topic (an offset past its end: not this topic's files)."""
-        if self.disk is None or self.topic_id is None:
+        if self.disk is None or not self.disk.resumable:
+            return {}
+        self.topic_id = self.topic_id or await topic_id(bootstrap, self.topic)
+        if self.topic_id is None:
             return {}
         offsets = {p: offset for p in partitions if (offset := self.disk.resume(p, self.topic_id)) is not None}
         if not offsets:
@@ -136,6 +137,16 @@ class ChangelogState:
             offsets = self.checkpoint(ends or {})
             self.partitions = {}
             self.disk.close(offsets, self.topic_id)
+
+    async def learn_topic_id(self, bootstrap: str) -> None:
+        """The changelog topic's id, for a checkpoint (asked once; None if the broker does not say)."""
+        if self.disk is not None and self.topic_id is None:
+            self.topic_id = await topic_id(bootstrap, self.topic)
+
+    def abandoned(self) -> None:
+        """The cycles in flight were given up (an outage): what they took is read again from the
+        changelog with every partition, and is no longer waited for."""
+        self._unacknowledged = 0
 
     def acknowledged(self, pending: list) -> None:
         """The changelog records of `pending` (from `take()`, partition first in each) are acknowledged."""

@@ -5,6 +5,7 @@ meanwhile: a person's new protection grade could be missed). No broker: the reba
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 from aiokafka import TopicPartition
@@ -69,3 +70,30 @@ async def test_state_is_read_again_after_the_consumer_lost_its_generation():
     coordinator.generation = 6
     await stage.on_partitions_assigned({TopicPartition("source", 0)})
     assert state.recovered_partitions[-1] == {0}
+
+
+async def test_a_cycle_run_since_the_revocation_completes_before_the_partitions_are_read_again():
+    """Found by review: a cycle of work fallen due (life stages, a backfill chunk) ran between a
+    revocation and the next assignment and wrote state of a revoked partition; the assignment read
+    the partition again without waiting for it, so the cycle's changelog record landed after the
+    read's end and its state was missing (and counted as reflected, for a checkpoint)."""
+    stage, state, coordinator = _stage()
+    await _rebalance(stage, coordinator, set(), {0}, generation=1)
+    await stage.on_partitions_revoked({TopicPartition("source", 0)})
+    written = asyncio.Event()
+
+    async def cycle_completing() -> None:  # its state written and acknowledged
+        written.set()
+
+    stage._completing.append((None, asyncio.create_task(cycle_completing())))  # type: ignore[arg-type]
+    seen_at_recovery: list[bool] = []
+    recover = state.recover
+
+    async def recover_noting(bootstrap: str, partitions: set[int]) -> None:
+        seen_at_recovery.append(written.is_set())
+        await recover(bootstrap, partitions)
+
+    state.recover = recover_noting  # type: ignore[method-assign]
+    coordinator.generation = 3  # not the one right after: read again
+    await stage.on_partitions_assigned({TopicPartition("source", 0)})
+    assert seen_at_recovery == [True]
