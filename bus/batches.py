@@ -530,6 +530,16 @@ class BatchService(Service):
         """The consumer's group generation; -1 when it has none (never joined, or evicted)."""
         return getattr(getattr(self.consumer, "_coordinator", None), "generation", -1)
 
+    def _heartbeat_while_recovering(self) -> None:
+        """aiokafka starts a member's heartbeats only once the assignment callback has returned, and
+        the state is recovered inside it: a recovery longer than the session timeout (minutes at
+        national scale, against 60 s) had the member removed from the group, its commits refused,
+        and the state read again from nothing at the next join, over and over. Heartbeats from the
+        start of the callback keep it in the group (its generation and member id are set by then)."""
+        start = getattr(getattr(self.consumer, "_coordinator", None), "_start_heartbeat_task", None)
+        if start is not None:
+            start()
+
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:  # waits for the batch in progress
             await self._completed()
@@ -538,6 +548,7 @@ class BatchService(Service):
             self.held = set()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._heartbeat_while_recovering()
         async with self._lock:
             # A cycle that ran since the revocation (work fallen due, `due()`) may have written state of
             # partitions revoked: written and acknowledged before they are read again, so the read has it.
