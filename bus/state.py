@@ -65,6 +65,7 @@ class ChangelogState:
         # of a partition is taken only where the changelog ends exactly there (nobody else wrote it).
         self.reflects: dict[int, int] = {}
         self._unacknowledged = 0  # changelog records taken (the state already has them), not yet acknowledged
+        self._pending: list = []  # writes since the last take(), as each subclass keeps them
         self.topic_id: str | None = None  # the changelog's, as the broker names it (on disk only)
 
     def get(self, partition: int, key: str):
@@ -126,7 +127,7 @@ class ChangelogState:
         """Of `ends` (partition -> the changelog's end offset now), those this state reflects exactly:
         none while a record it took is unacknowledged or a write waits (a failed cycle: the files may
         be ahead of the changelog), and none of a partition someone else wrote since."""
-        if self._unacknowledged or self._has_pending():
+        if self._unacknowledged or self._pending:
             return {}
         return {p: end for p, end in ends.items() if self.reflects.get(p) == end}
 
@@ -154,9 +155,6 @@ class ChangelogState:
         for item in pending:
             if item[0] in self.reflects:
                 self.reflects[item[0]] += 1
-
-    def _has_pending(self) -> bool:
-        raise NotImplementedError
 
     def take(self) -> list:
         """The writes since the last `take()`, for `write()` once the outputs they imply are acknowledged."""
@@ -208,9 +206,6 @@ class PartitionedState(ChangelogState):
         pending, self._pending = self._pending, []
         self._unacknowledged += len(pending)
         return pending
-
-    def _has_pending(self) -> bool:
-        return bool(self._pending)
 
     def write(self, pending: list[tuple[int, str, bytes | None]], writes: RecordBatches) -> None:
         for partition, key, value in pending:
@@ -287,9 +282,6 @@ class SegmentedState(ChangelogState):
         pending, self._pending, self._open = self._pending, [], {}
         self._unacknowledged += len(pending)
         return [(segment.partition, segment.entries) for segment in pending]
-
-    def _has_pending(self) -> bool:
-        return bool(self._pending)
 
     def write(self, pending: list[tuple[int, dict[str, tuple[str, ...]]]], writes: RecordBatches) -> None:
         for partition, segment in pending:

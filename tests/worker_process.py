@@ -77,3 +77,15 @@ async def wait_for_commits(bootstrap: str, group: str, total: int, timeout: floa
             raise AssertionError(f"worker exited ({worker.process.returncode}) early:\n{worker.log_tail()}")
         await asyncio.sleep(0.2)  # poll interval, not a wait for an outcome
     raise AssertionError(f"group {group} committed {last} of {total} within {timeout:.0f} s:\n{worker.log_tail()}")
+
+
+async def wait_until(condition, timeout: float, what: str, *workers: WorkerProcess) -> None:
+    """Until `condition()` holds, failing at once (with its log) if one of `workers` has exited."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        for worker in workers:
+            assert worker.process is not None and worker.process.poll() is None, (
+                f"a worker exited while waiting for {what}:\n{worker.log_tail()}"
+            )
+        assert asyncio.get_running_loop().time() < deadline, f"not {what} within {timeout:.0f} s"
+        await asyncio.sleep(0.1)  # poll interval inside the deadline

@@ -19,7 +19,6 @@ of its own partitions at once, and the dead one's resume after the session timeo
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import time
@@ -30,7 +29,7 @@ from delivery_bus import DeliveryBus
 from fault_counts import count, subject_and_seq
 from support import free_port, pseudonym_key
 from webhook_receiver import Receiver, Reply
-from worker_process import WorkerProcess
+from worker_process import WorkerProcess, wait_until
 
 from bus.record_batches import murmur2
 from schemas.pseudonym import pseudonym
@@ -60,15 +59,6 @@ def _holds_partitions(worker: WorkerProcess, since: int) -> bool:
     return any(group.endswith("-delivery") and held for group, held in _assigned(worker, since).items())
 
 
-async def _until(condition, timeout: float, what: str, *workers: WorkerProcess) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        for worker in workers:
-            assert worker.process.poll() is None, f"a worker exited while waiting for {what}:\n{worker.log_tail()}"
-        assert asyncio.get_running_loop().time() < deadline, f"not {what} within {timeout:.0f} s"
-        await asyncio.sleep(0.1)  # poll interval inside the deadline
-
-
 async def test_handovers_between_two_workers_lose_nothing_and_never_send_a_persons_event_after_a_later_one(
     kafka_bootstrap, worker_env, tmp_path
 ):
@@ -89,29 +79,29 @@ async def test_handovers_between_two_workers_lose_nothing_and_never_send_a_perso
         await bus.subscribe(SUB, receiver.url, max_concurrency=4, retry_schedule=[0.2, 0.5, 1, 1, 1])
         records = bus.events_for(SUB, PERSONS, PER_PERSON)
         await bus.send(records)
-        await _until(delivered(0.1), 120, "a tenth delivered", bus.worker)
+        await wait_until(delivered(0.1), 120, "a tenth delivered", bus.worker)
 
         second.start()  # joins: the first hands half its partitions over
-        await _until(
+        await wait_until(
             lambda: _holds_partitions(second, 0), 60, "the second worker assigned partitions", bus.worker, second
         )
-        await _until(delivered(0.3), 120, "three tenths delivered", bus.worker, second)
+        await wait_until(delivered(0.3), 120, "three tenths delivered", bus.worker, second)
         assert second.stop(signal.SIGTERM) == 0  # leaves: hands them back
-        await _until(delivered(0.45), 120, "nearly half delivered", bus.worker)
+        await wait_until(delivered(0.45), 120, "nearly half delivered", bus.worker)
 
         restarted = second.log_path.stat().st_size
         second.start()
-        await _until(
+        await wait_until(
             lambda: _holds_partitions(second, restarted),
             60,
             "the second worker assigned partitions again",
             bus.worker,
             second,
         )
-        await _until(delivered(0.6), 120, "six tenths delivered", bus.worker, second)
+        await wait_until(delivered(0.6), 120, "six tenths delivered", bus.worker, second)
         handed_over = list(receiver.events())  # what arrived through the graceful handovers
         bus.worker.stop(signal.SIGKILL)  # the other takes its partitions after the session timeout
-        await _until(delivered(1.0), 180, "every event delivered", second)
+        await wait_until(delivered(1.0), 180, "every event delivered", second)
     finally:
         second.stop()
         await bus.stop()
@@ -175,7 +165,7 @@ async def test_a_killed_worker_pauses_only_its_own_partitions_and_the_other_deli
             )
             await bus.wait_for(receiver, receiver.verified, 60, "verified")
             second.start()
-            await _until(
+            await wait_until(
                 lambda: _split(bus.worker, second),
                 90,
                 "both workers holding the same partitions in every stage",
@@ -202,12 +192,12 @@ async def test_a_killed_worker_pauses_only_its_own_partitions_and_the_other_deli
                     for n in range(SPLIT_MOVES)
                 }
                 assert 0 < len(ours) < SPLIT_PERSONS * SPLIT_MOVES  # both workers had persons of their own
-                await _until(lambda: ours <= receiver.unique_ids, 60, "the survivor's persons delivered", second)
+                await wait_until(lambda: ours <= receiver.unique_ids, 60, "the survivor's persons delivered", second)
                 survivor_done = time.monotonic() - killed
                 print(
                     f"\nthe survivor's persons were delivered {survivor_done:.1f} s after the kill (session timeout {session:.0f} s)"
                 )
-                await _until(
+                await wait_until(
                     lambda: len(receiver.unique_ids) >= SPLIT_PERSONS * SPLIT_MOVES,
                     120,
                     "every person delivered",

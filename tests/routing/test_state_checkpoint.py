@@ -6,7 +6,6 @@ fortrolig gets a purge at every subscription that received the address, whicheve
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import date
 
@@ -16,7 +15,7 @@ from kafka_io import produce, read_to_end
 from routing_events import address, encode, event, synthetic_number
 from subscription_factory import subscription
 from support import free_port
-from worker_process import WorkerProcess, wait_for_commits
+from worker_process import WorkerProcess, wait_for_commits, wait_until
 
 from agents.subscriptions.store import write
 from schemas.pseudonym import pseudonym
@@ -123,14 +122,6 @@ def _router_partitions(log_path, group: str) -> list[list[int]]:
     ]
 
 
-async def _until(condition, worker: WorkerProcess, timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
-        assert asyncio.get_running_loop().time() < deadline, f"{what}:\n{worker.log_tail()}"
-        await asyncio.sleep(0.2)  # poll interval inside the deadline
-
-
 async def test_a_worker_restarted_beside_another_gets_its_partitions_back_and_resumes_them(
     kafka_bootstrap, bus, bus_env, tmp_path
 ):
@@ -148,9 +139,9 @@ async def test_a_worker_restarted_beside_another_gets_its_partitions_back_and_re
     try:
         first.start()
         try:
-            await _until(
+            await wait_until(
                 lambda: (got := _router_partitions(tmp_path / "first.log", router)) and 0 < len(got[-1]) < 4,
-                first, 90, "no share of the partitions beside the other worker",
+                90, "a share of the partitions beside the other worker", first, other,
             )  # fmt: skip
             await _route(kafka_bootstrap, bus.ingest, [_move(n) for n in numbers])
             await wait_for_commits(kafka_bootstrap, router, len(numbers), timeout=90, worker=first)
@@ -162,8 +153,8 @@ async def test_a_worker_restarted_beside_another_gets_its_partitions_back_and_re
         await _route(kafka_bootstrap, bus.ingest, [_protected(n) for n in numbers])
         again.start()
         try:
-            await _until(
-                lambda: (got := _router_partitions(tmp_path / "again.log", router)) and got[-1], again, 90, "no share"
+            await wait_until(
+                lambda: (got := _router_partitions(tmp_path / "again.log", router)) and got[-1], 90, "a share", again
             )
             await wait_for_commits(kafka_bootstrap, router, 2 * len(numbers), timeout=90, worker=again)
         finally:
