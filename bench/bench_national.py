@@ -56,6 +56,7 @@ import itertools
 import multiprocessing
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -109,6 +110,7 @@ OTHER_TYPES = ["Birth", "Death", "NameChange", "CivilStatusChange", "Emigration"
 MOVE_FIELDS = ["envelope.person", "movedDate", "newAddress", "scope"]
 RECEIVER_PROCESSES = 4
 SAMPLE_S = 2.0  # the lag plot's resolution
+IDEMPOTENCY = re.compile(rb'"idempotency_key": ?"([^"]+)"')  # in a delivery record's JSON
 BATCH = {"max_events": 100, "max_wait_ms": 50}
 
 
@@ -245,7 +247,7 @@ async def _receivers(secret: str, watch: set[str], ready, stop_event) -> None:
     stats = {"events": 0, "duplicates": 0, "requests": 0, "bad_signatures": 0, "backfill": 0, "single": 0}
     per_second: Counter = Counter()
     per_subscription: Counter = Counter()  # distinct events
-    arrivals: list[tuple[str, float]] = []
+    arrivals: list[tuple[str, float]] = []  # (idempotency key, when) of each live delivery
 
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
@@ -274,7 +276,7 @@ async def _receivers(secret: str, watch: set[str], ready, stop_event) -> None:
             per_second[int(now)] += 1
             event_id = idempotency.rsplit(".", 1)[0]
             if event_id in watch:
-                arrivals.append((event_id, now))
+                arrivals.append((idempotency, now))
         return web.Response(status=204)
 
     async def report(_request: web.Request) -> web.Response:
@@ -358,6 +360,7 @@ class Bench:
         self.rates: list[tuple[str, str, int, float]] = []  # phase, stage, records, seconds
         self.backfill: tuple[int, int, float] | None = None  # events read, delivered, seconds
         self.live: list[float] = []  # latency of each live delivery, s
+        self.live_stages: dict[str, list[float]] = {}  # the same, in the stretches between the stages
         self.children: dict[str, subprocess.Popen] = {}
         self.web_port = 0  # set before the worker starts
         self.topics_made: set[str] = set()  # topics seen to exist (`made`)
@@ -684,6 +687,7 @@ class Bench:
         late = late_subscription(self.receiver_urls)
         await produce(self.bootstrap, self.topics.subscriptions, [(late.id.encode(), late.to_json())])
         scanned = sum((await self.ends(self.topics.events)).values())
+        marks = {topic: await self.ends(topic) for topic in (self.topics.ingest_seen_ids, self.topics.deliveries)}
         self.commands.put("live")
         live_started = time.time()
         request = BackfillRequest.new(late, date(2000, 1, 1), "bench-national")
@@ -702,8 +706,37 @@ class Bench:
         await self.until("live traffic routed", lambda: self.group_done("router"), 600)
         await self.until("live traffic delivered", lambda: self.group_done("delivery"), 600)
         stats = await self.receiver_stats()
-        self.live = sorted(at - appended[event_id] for event_id, at in stats["arrivals"] if event_id in appended)
+        arrivals = [(key, at) for key, at in stats["arrivals"] if key.rsplit(".", 1)[0] in appended]
+        self.live = sorted(at - appended[key.rsplit(".", 1)[0]] for key, at in arrivals)
+        self.live_stages = await self.stage_latencies(marks, appended, arrivals)
         self.live_window = (live_started, time.time(), len(appended))
+
+    async def stage_latencies(self, marks: dict, appended: dict[str, float], arrivals: list) -> dict[str, list[float]]:
+        """Where the live deliveries' time went, from the topics' record timestamps (written since
+        `marks`): the feed to ingest's first sight of the event (`-ingest-seen-ids`: the register's
+        feed, the source, the ingest topic and ingest's queue), ingest to the router's delivery record
+        (`-deliveries`: the events topic and the router's queue), and that record to the subscriber."""
+        seen: dict[str, float] = {}
+        async for record in read_topic(self.bootstrap, self.topics.ingest_seen_ids, timeout=300,
+                                       from_offsets={tp.partition: o for tp, o in marks[self.topics.ingest_seen_ids].items()}):  # fmt: skip
+            event_id = record.key.decode()
+            if event_id in appended and event_id not in seen:
+                seen[event_id] = record.timestamp / 1000
+        wanted = {key for key, _ in arrivals}
+        routed: dict[str, float] = {}
+        async for record in read_topic(self.bootstrap, self.topics.deliveries, timeout=300,
+                                       from_offsets={tp.partition: o for tp, o in marks[self.topics.deliveries].items()}):  # fmt: skip
+            found = IDEMPOTENCY.search(record.value or b"")
+            if found is not None and (key := found.group(1).decode()) in wanted and key not in routed:
+                routed[key] = record.timestamp / 1000
+        stages: dict[str, list[float]] = {"feed -> ingest": [], "ingest -> routed": [], "routed -> subscriber": []}
+        for key, at in arrivals:
+            event_id = key.rsplit(".", 1)[0]
+            if event_id in seen and key in routed:
+                stages["feed -> ingest"].append(seen[event_id] - appended[event_id])
+                stages["ingest -> routed"].append(routed[key] - seen[event_id])
+                stages["routed -> subscriber"].append(at - routed[key])
+        return {name: sorted(values) for name, values in stages.items()}
 
     async def baseline(self) -> None:
         """Raw aiokafka, the stages' way of writing, over the same records: the ingest topic to a topic of its own."""
@@ -758,6 +791,10 @@ class Bench:
             print(f"Live traffic meanwhile: {appended:,} register events at {self.args.live_rate:g}/s over "
                   f"{end - start:,.0f} s, {len(self.live):,} deliveries; latency from the feed to the subscriber "
                   f"p50 {p50 * 1000:,.0f} ms, p99 {p99 * 1000:,.0f} ms (target < 1 s).")  # fmt: skip
+            for stage, values in self.live_stages.items():
+                if values:
+                    p50, p99 = (values[min(len(values) - 1, int(len(values) * q))] for q in (0.5, 0.99))
+                    print(f"  {stage}: p50 {p50 * 1000:,.0f} ms, p99 {p99 * 1000:,.0f} ms ({len(values):,} deliveries)")
         print("\n| process | peak RSS, MiB |\n|---|---:|")
         for name, mib in self.peaks.items():
             print(f"| {name} | {mib:,.0f} |")
