@@ -85,7 +85,7 @@ from agents.demo.extract import population_record  # noqa: E402
 from agents.routing.backfill import BackfillRequest, summaries  # noqa: E402
 from agents.stage_runtime import stage_input  # noqa: E402
 from agents.subscriptions.model import Subscription  # noqa: E402
-from bus.inspector import KafkaInspector  # noqa: E402
+from bus.inspector import BrokerUnreachable, KafkaInspector  # noqa: E402
 from bus.reading import read_topic  # noqa: E402
 from bus.topics import BACKFILLS, INGEST, SUBSCRIPTIONS, ensure_table_topics, ensure_topics, layout, topic_names  # noqa: E402
 from connectors.dead_letters import DeadLetter  # noqa: E402
@@ -542,8 +542,11 @@ class Bench:
 
     async def group_done(self, group: str) -> bool:
         """Whether the stage's group has committed to the end of every partition of its input."""
-        async with KafkaInspector(self.bootstrap) as kafka:
-            lags = await self.group_lag(kafka, group)
+        try:
+            async with KafkaInspector(self.bootstrap) as kafka:
+                lags = await self.group_lag(kafka, group)
+        except BrokerUnreachable:  # a broker busy with the extract may not answer within 10 s: ask again
+            return False
         return lags is not None and all(lag.lag == 0 for lag in lags)
 
     # -- the run
