@@ -21,7 +21,7 @@ import contextlib
 import heapq
 import itertools
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from typing import cast
 
@@ -80,6 +80,45 @@ def _only_own_topic(lent: Callable[..., Awaitable[None]], own: set[str]) -> Call
     return on_own_topic
 
 
+Head = tuple[str, dict, int]  # (queue key, entry, token)
+
+
+def is_history(entry: dict) -> bool:
+    """Whether the delivery is a backfill's (agents/routing/backfill.py): its event says so."""
+    return '"backfill":"true"' in entry["record"]
+
+
+class Heads:
+    """A lane's heads waiting to be sent: live ones first, a backfill's after them. Each head is
+    another person's (only a queue's head is offered), so the order between them is free; a
+    subscription being backfilled gets its live events without waiting behind its history."""
+
+    def __init__(self) -> None:
+        self._live: deque[Head] = deque()
+        self._history: deque[Head] = deque()
+        self._added = asyncio.Event()
+
+    def put_nowait(self, head: Head) -> None:
+        (self._history if is_history(head[1]) else self._live).append(head)
+        self._added.set()
+
+    def get_nowait(self) -> Head:
+        if self._live:
+            return self._live.popleft()
+        if self._history:
+            return self._history.popleft()
+        raise asyncio.QueueEmpty
+
+    def empty(self) -> bool:
+        return not self._live and not self._history
+
+    async def get(self) -> Head:
+        while self.empty():
+            self._added.clear()
+            await self._added.wait()
+        return self.get_nowait()
+
+
 class Lane:
     """Up to `max_concurrency` workers sending the subscription's heads, each `(queue key, entry, token)`.
 
@@ -90,7 +129,8 @@ class Lane:
     Before each attempt the dispatcher is asked whether the head is still current (`may_send`:
     its token is the latest offer, its partition is not being handed over, and its breaker lets
     it go), and an attempt still on its way for the same queue key is waited for, so a person's
-    events reach the subscriber in order even around a rebalance."""
+    events reach the subscriber in order even around a rebalance. Live heads go before a
+    backfill's (`Heads`)."""
 
     def __init__(
         self,
@@ -106,14 +146,14 @@ class Lane:
         self._sending = sending  # queue key -> set when its attempt on the way has ended (shared by all lanes)
         self.sink = sink
         self.egress = egress
-        self.queue: asyncio.Queue[tuple[str, dict, int]] = asyncio.Queue()
+        self.queue = Heads()
         self.hold_until = 0.0  # the subscriber's Retry-After applies to the whole lane
         self._report = report
         self._collecting = asyncio.Lock()  # one worker gathers a batch at a time (a kind with `batch_wait`)
         self._workers: set[asyncio.Task] = set()
         self._closed = False
 
-    def put(self, head: tuple[str, dict, int]) -> None:
+    def put(self, head: Head) -> None:
         """A head to send; a worker is started for it unless all `max_concurrency` are running, or
         the lane is closed (its sink stopped: the head waits for the next start, hostile review)."""
         self.queue.put_nowait(head)
@@ -149,7 +189,7 @@ class Lane:
             else:
                 await self._send_batch(batch)
 
-    def _take_waiting(self, batch: list[tuple[str, dict, int]]) -> bool:
+    def _take_waiting(self, batch: list[Head]) -> bool:
         """Several persons' heads at once, for a batching kind: those waiting now, up to the kind's
         `max_batch` and `max_batch_bytes`. False once the batch is full."""
         limit, queue, most_bytes = self.sink.max_batch, self.queue, self.sink.max_batch_bytes
@@ -167,7 +207,7 @@ class Lane:
             batch.append(head)
         return len(batch) < limit
 
-    async def _fill(self, batch: list[tuple[str, dict, int]]) -> None:
+    async def _fill(self, batch: list[Head]) -> None:
         """The heads waiting now, and those that come within the kind's `batch_wait`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.sink.batch_wait
@@ -205,7 +245,7 @@ class Lane:
             ended.set()
         self._settle(key, entry, token, outcome)
 
-    async def _send_batch(self, batch: list[tuple[str, dict, int]]) -> None:
+    async def _send_batch(self, batch: list[Head]) -> None:
         """Several heads, each a different person's, in as few `write` calls as the claims allow."""
         while batch:
             claimed, later = [], []
