@@ -81,6 +81,7 @@ def _only_own_topic(lent: Callable[..., Awaitable[None]], own: set[str]) -> Call
 
 
 Head = tuple[str, dict, int]  # (queue key, entry, token)
+HISTORY_WAIT_SECONDS = 5.0  # the longest a backfilled head waits behind live ones
 
 
 def is_history(entry: dict) -> bool:
@@ -91,22 +92,28 @@ def is_history(entry: dict) -> bool:
 class Heads:
     """A lane's heads waiting to be sent: live ones first, a backfill's after them. Each head is
     another person's (only a queue's head is offered), so the order between them is free; a
-    subscription being backfilled gets its live events without waiting behind its history."""
+    subscription being backfilled gets its live events without waiting behind its history. A
+    backfilled head that has waited HISTORY_WAIT_SECONDS goes first, so a lane kept busy by live
+    heads still sends its history (and the person's live events queued behind it)."""
 
     def __init__(self) -> None:
         self._live: deque[Head] = deque()
-        self._history: deque[Head] = deque()
+        self._history: deque[tuple[float, Head]] = deque()  # (put at, head)
         self._added = asyncio.Event()
 
     def put_nowait(self, head: Head) -> None:
-        (self._history if is_history(head[1]) else self._live).append(head)
+        if is_history(head[1]):
+            self._history.append((time.monotonic(), head))
+        else:
+            self._live.append(head)
         self._added.set()
 
     def get_nowait(self) -> Head:
-        if self._live:
+        history = self._history
+        if self._live and not (history and time.monotonic() - history[0][0] >= HISTORY_WAIT_SECONDS):
             return self._live.popleft()
-        if self._history:
-            return self._history.popleft()
+        if history:
+            return history.popleft()[1]
         raise asyncio.QueueEmpty
 
     def empty(self) -> bool:

@@ -281,9 +281,11 @@ class OrderSink(Sink):
 
     Config = ConnectorConfig
     written: list[str] = []
+    writing = 0
     go = asyncio.Event()
 
     async def write(self, batch):
+        OrderSink.writing += 1
         await OrderSink.go.wait()
         OrderSink.written += [json.loads(r.value)["idempotency_key"] for r in batch]
         return [Outcome.delivered() for _ in batch]
@@ -303,7 +305,7 @@ async def test_a_subscription_being_backfilled_gets_its_live_events_before_its_h
     its lane behind its history, up to thousands of backfilled events (live p99 2.7 s at national
     scale). Heads are each another person's, so live ones may go first."""
     monkeypatch.setattr(target_module, "delivery_kinds", lambda: {"kind": OrderSink})
-    OrderSink.written, OrderSink.go = [], asyncio.Event()
+    OrderSink.written, OrderSink.writing, OrderSink.go = [], 0, asyncio.Event()
     reported: list[str] = []
     d = Dispatcher(
         lambda key, entry, outcome: reported.append(entry["key"]), lambda *_: _none(), Egress(Grades(), b"k" * 32), {}
@@ -313,10 +315,37 @@ async def test_a_subscription_being_backfilled_gets_its_live_events_before_its_h
     await d.set_status(SUB, verified(target))
     await until(lambda: d.is_active(SUB) and SUB in d._lanes)
     d.offer(*head(SUB, 0))  # live: taken by the lane's one worker, which waits in the write
+    await until(lambda: OrderSink.writing == 1)
     for n in range(1, 4):
         d.offer(*backfilled(SUB, n))
     d.offer(*head(SUB, 4))  # live, after the history
     OrderSink.go.set()
     await until(lambda: len(reported) == 5)
     assert OrderSink.written == [f"event-{n}.{SUB}" for n in (0, 4, 1, 2, 3)]
+    await d.close()
+
+
+async def test_a_backfilled_head_that_has_waited_long_enough_goes_before_live_ones(monkeypatch):
+    """A lane kept busy by live heads still sends its history: a backfilled head waits behind
+    live ones at most HISTORY_WAIT_SECONDS (here 0: at once)."""
+    from agents.delivery import dispatcher as dispatcher_module
+
+    monkeypatch.setattr(dispatcher_module, "HISTORY_WAIT_SECONDS", 0.0)
+    monkeypatch.setattr(target_module, "delivery_kinds", lambda: {"kind": OrderSink})
+    OrderSink.written, OrderSink.writing, OrderSink.go = [], 0, asyncio.Event()
+    reported: list[str] = []
+    d = Dispatcher(
+        lambda key, entry, outcome: reported.append(entry["key"]), lambda *_: _none(), Egress(Grades(), b"k" * 32), {}
+    )
+    target = parse_target(SUB, {"delivery": {"kind": "kind"}})
+    await d.set_target(SUB, target)
+    await d.set_status(SUB, verified(target))
+    await until(lambda: d.is_active(SUB) and SUB in d._lanes)
+    d.offer(*head(SUB, 0))  # taken by the lane's one worker, which waits in the write
+    await until(lambda: OrderSink.writing == 1)
+    d.offer(*backfilled(SUB, 1))
+    d.offer(*head(SUB, 2))
+    OrderSink.go.set()
+    await until(lambda: len(reported) == 3)
+    assert OrderSink.written == [f"event-{n}.{SUB}" for n in (0, 1, 2)]
     await d.close()
