@@ -81,49 +81,58 @@ def _only_own_topic(lent: Callable[..., Awaitable[None]], own: set[str]) -> Call
 
 
 Head = tuple[str, dict, int]  # (queue key, entry, token)
-HISTORY_WAIT_SECONDS = 5.0  # the longest a backfilled head waits behind live ones
+HISTORY_WAIT_SECONDS = 5.0  # how much longer than in arrival order a backfilled head may wait
 
 
 def is_history(entry: dict) -> bool:
-    """Whether the delivery is a backfill's (agents/routing/backfill.py): its event says so."""
-    return '"backfill":"true"' in entry["record"]
+    """Whether the delivery is a backfill's (agents/routing/backfill.py): its event's attribute
+    `backfill` says so. Only the attributes are looked at, not the event's data, which comes
+    after them in the record the router writes (agents/routing/router.py)."""
+    record = entry["record"]
+    return record.find('"backfill":"true"', 0, max(record.find('"data":'), 0)) >= 0
 
 
 class Heads:
-    """A lane's heads waiting to be sent: live ones first, a backfill's after them. Each head is
-    another person's (only a queue's head is offered), so the order between them is free; a
-    subscription being backfilled gets its live events without waiting behind its history. A
-    backfilled head that has waited HISTORY_WAIT_SECONDS goes first, so a lane kept busy by live
-    heads still sends its history (and the person's live events queued behind it)."""
+    """A lane's heads waiting to be sent: in arrival order, with a backfill's heads counted as
+    come HISTORY_WAIT_SECONDS later than they came. So a subscription being backfilled gets its
+    live events before the history that came up to 5 s before them, a live head never waits
+    longer than in arrival order, and a backfilled one at most 5 s longer. Each head is another
+    person's (only a queue's head is offered): the order between them is free."""
 
     def __init__(self) -> None:
-        self._live: deque[Head] = deque()
-        self._history: deque[tuple[float, Head]] = deque()  # (put at, head)
+        self._live: deque[tuple[float, Head]] = deque()  # (put at, head)
+        self._history: deque[tuple[float, Head]] = deque()
         self._added = asyncio.Event()
 
     def put_nowait(self, head: Head) -> None:
-        if is_history(head[1]):
-            self._history.append((time.monotonic(), head))
-        else:
-            self._live.append(head)
+        (self._history if is_history(head[1]) else self._live).append((time.monotonic(), head))
         self._added.set()
 
+    def _next(self) -> deque[tuple[float, Head]]:
+        live, history = self._live, self._history
+        if not live or not history:
+            return live or history
+        return live if live[0][0] < history[0][0] + HISTORY_WAIT_SECONDS else history
+
+    def peek(self) -> Head:
+        """The head `get_nowait` would take."""
+        if not (heads := self._next()):
+            raise asyncio.QueueEmpty
+        return heads[0][1]
+
     def get_nowait(self) -> Head:
-        history = self._history
-        if self._live and not (history and time.monotonic() - history[0][0] >= HISTORY_WAIT_SECONDS):
-            return self._live.popleft()
-        if history:
-            return history.popleft()[1]
-        raise asyncio.QueueEmpty
+        if not (heads := self._next()):
+            raise asyncio.QueueEmpty
+        return heads.popleft()[1]
 
     def empty(self) -> bool:
         return not self._live and not self._history
 
-    async def get(self) -> Head:
+    async def wait_put(self) -> None:
+        """Until a head waits."""
         while self.empty():
             self._added.clear()
             await self._added.wait()
-        return self.get_nowait()
 
 
 class Lane:
@@ -137,7 +146,7 @@ class Lane:
     its token is the latest offer, its partition is not being handed over, and its breaker lets
     it go), and an attempt still on its way for the same queue key is waited for, so a person's
     events reach the subscriber in order even around a rebalance. Live heads go before a
-    backfill's (`Heads`)."""
+    backfill's that came up to 5 s before them (`Heads`)."""
 
     def __init__(
         self,
@@ -202,16 +211,13 @@ class Lane:
         limit, queue, most_bytes = self.sink.max_batch, self.queue, self.sink.max_batch_bytes
         size = sum(len(entry["record"]) for _, entry, _ in batch) if most_bytes else 0
         while len(batch) < limit and not queue.empty():
-            head = queue.get_nowait()
             if most_bytes:
-                size += len(head[1]["record"])
+                size += len(queue.peek()[1]["record"])
                 if size > most_bytes:
-                    # Back in the queue, behind the others (each head is another person's: no order
-                    # between them), for the next write: a write that does not fit one request
-                    # would send its later requests long after their protection check.
-                    queue.put_nowait(head)
+                    # Left for the next write: a write that does not fit one request would send
+                    # its later requests long after their protection check.
                     return False
-            batch.append(head)
+            batch.append(queue.get_nowait())
         return len(batch) < limit
 
     async def _fill(self, batch: list[Head]) -> None:
@@ -220,11 +226,10 @@ class Lane:
         deadline = loop.time() + self.sink.batch_wait
         while self._take_waiting(batch) and (left := deadline - loop.time()) > 0:
             try:
-                async with asyncio.timeout(left):  # a get cut short leaves its head in the queue
-                    head = await self.queue.get()
+                async with asyncio.timeout(left):
+                    await self.queue.wait_put()  # taken, with the size check, by _take_waiting
             except TimeoutError:
                 return
-            self.queue.put_nowait(head)  # taken, with the size check, by _take_waiting
 
     async def _send_one(self, key: str, entry: dict, token: int) -> None:
         """One head (every head of a kind with `max_batch` 1, the webhook's hot path)."""

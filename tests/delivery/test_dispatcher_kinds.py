@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -13,9 +14,10 @@ from delivery_fixtures import delivery, delivery_key
 
 from agents.delivery import pending
 from agents.delivery import target as target_module
-from agents.delivery.dispatcher import Dispatcher
+from agents.delivery.dispatcher import Dispatcher, Heads, is_history
 from agents.delivery.egress import Egress, Grades
 from agents.delivery.target import parse_target
+from agents.routing.router import delivery_writer
 from connectors.api import ConnectorConfig, Outcome, Sink
 
 SUB = "hanging-kind"
@@ -294,7 +296,8 @@ class OrderSink(Sink):
 def backfilled(sub: str, n: int) -> tuple[str, dict]:
     """A backfill's head: its event says so, as the router writes it (agents/routing/router.py)."""
     record = delivery(sub, f"{n:032x}", f"event-{n}")
-    record["event"]["backfill"] = "true"
+    data = record["event"].pop("data")
+    record["event"] |= {"backfill": "true", "data": data}  # the attributes before the data, as the router writes
     return delivery_key(record).decode(), pending.new_entry(
         record["idempotency_key"], orjson.dumps(record).decode(), [], ["d", 0, n], 0.0
     )
@@ -325,27 +328,47 @@ async def test_a_subscription_being_backfilled_gets_its_live_events_before_its_h
     await d.close()
 
 
-async def test_a_backfilled_head_that_has_waited_long_enough_goes_before_live_ones(monkeypatch):
-    """A lane kept busy by live heads still sends its history: a backfilled head waits behind
-    live ones at most HISTORY_WAIT_SECONDS (here 0: at once)."""
+def test_a_lanes_heads_go_in_arrival_order_with_a_backfills_counted_5_s_later(monkeypatch):
+    """Hostile review: "a backfilled head that has waited 5 s goes first" held live heads back
+    without limit behind a backlog of history older than 5 s. Now a live head never waits longer
+    than in arrival order, and a backfilled head at most 5 s longer."""
     from agents.delivery import dispatcher as dispatcher_module
 
-    monkeypatch.setattr(dispatcher_module, "HISTORY_WAIT_SECONDS", 0.0)
-    monkeypatch.setattr(target_module, "delivery_kinds", lambda: {"kind": OrderSink})
-    OrderSink.written, OrderSink.writing, OrderSink.go = [], 0, asyncio.Event()
-    reported: list[str] = []
-    d = Dispatcher(
-        lambda key, entry, outcome: reported.append(entry["key"]), lambda *_: _none(), Egress(Grades(), b"k" * 32), {}
-    )
-    target = parse_target(SUB, {"delivery": {"kind": "kind"}})
-    await d.set_target(SUB, target)
-    await d.set_status(SUB, verified(target))
-    await until(lambda: d.is_active(SUB) and SUB in d._lanes)
-    d.offer(*head(SUB, 0))  # taken by the lane's one worker, which waits in the write
-    await until(lambda: OrderSink.writing == 1)
-    d.offer(*backfilled(SUB, 1))
-    d.offer(*head(SUB, 2))
-    OrderSink.go.set()
-    await until(lambda: len(reported) == 3)
-    assert OrderSink.written == [f"event-{n}.{SUB}" for n in (0, 1, 2)]
-    await d.close()
+    clock = [100.0]
+    monkeypatch.setattr(dispatcher_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    heads = Heads()
+    for at, (key, entry) in [
+        (100.0, backfilled(SUB, 1)),
+        (103.0, head(SUB, 2)),
+        (106.0, head(SUB, 3)),
+        (107.0, backfilled(SUB, 4)),
+        (108.0, backfilled(SUB, 5)),
+        (113.5, head(SUB, 6)),
+    ]:
+        clock[0] = at
+        heads.put_nowait((key, entry, 0))
+    clock[0] = 200.0  # the time they are taken does not matter, only when they came
+    order = []
+    while not heads.empty():
+        peeked = heads.peek()
+        taken = heads.get_nowait()
+        assert taken is peeked
+        order.append(taken[1]["key"])
+    # live 2 (103 < 105), backfilled 1 (105 < 106), live 3 (106 < 112), backfilled 4 and 5 (112, 113 < 113.5), live 6
+    assert order == [f"event-{n}.{SUB}" for n in (2, 1, 3, 4, 5, 6)]
+
+
+def test_only_a_deliverys_attributes_mark_it_a_backfills():
+    """An event whose data holds the text of the attribute is not taken for a backfill's."""
+    _, entry = head(SUB, 1)
+    record = orjson.loads(entry["record"])
+    record["event"]["data"] = {"note": {"backfill": "true"}}
+    entry["record"] = orjson.dumps(record).decode()
+    assert not is_history(entry)
+    assert is_history(backfilled(SUB, 2)[1])
+    # As the router writes them: a backfill's router adds the attribute (agents/routing/router.py).
+    for attributes, history in (({"id": "e-1"}, False), ({"id": "e-1", "backfill": "true"}, True)):
+        written = delivery_writer("e-1", "f" * 32, attributes, "event")(
+            SimpleNamespace(id=SUB, id_bytes=SUB.encode()), {}
+        )
+        assert is_history(pending.new_entry(f"e-1.{SUB}", written.value.decode(), [], ["d", 0, 0], 0.0)) is history
