@@ -81,7 +81,7 @@ def _only_own_topic(lent: Callable[..., Awaitable[None]], own: set[str]) -> Call
 
 
 Head = tuple[str, dict, int]  # (queue key, entry, token)
-HISTORY_WAIT_SECONDS = 5.0  # how much longer than in arrival order a backfilled head may wait
+HISTORY_WAIT_SECONDS = 5.0  # a backfilled head goes behind the live heads that come this long after it
 
 
 def is_history(entry: dict) -> bool:
@@ -95,9 +95,10 @@ def is_history(entry: dict) -> bool:
 class Heads:
     """A lane's heads waiting to be sent: in arrival order, with a backfill's heads counted as
     come HISTORY_WAIT_SECONDS later than they came. So a subscription being backfilled gets its
-    live events before the history that came up to 5 s before them, a live head never waits
-    longer than in arrival order, and a backfilled one at most 5 s longer. Each head is another
-    person's (only a queue's head is offered): the order between them is free."""
+    live events before the history that came up to 5 s before them; a live head waits behind
+    no head it would not have waited behind in arrival order, and a backfilled one goes behind
+    at most the live heads that came within 5 s after it. Each head is another person's (only
+    a queue's head is offered): the order between them is free."""
 
     def __init__(self) -> None:
         self._live: deque[tuple[float, Head]] = deque()  # (put at, head)

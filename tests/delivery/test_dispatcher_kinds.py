@@ -372,3 +372,53 @@ def test_only_a_deliverys_attributes_mark_it_a_backfills():
             SimpleNamespace(id=SUB, id_bytes=SUB.encode()), {}
         )
         assert is_history(pending.new_entry(f"e-1.{SUB}", written.value.decode(), [], ["d", 0, 0], 0.0)) is history
+
+
+class SizedBatchSink(Sink):
+    """Up to 10 heads per write, at most `max_batch_bytes` of records (set by the test); one write
+    at a time, the first held until let go; records each write's heads."""
+
+    Config = ConnectorConfig
+    max_batch = 10
+    writes: list[list[str]] = []
+    go = asyncio.Event()
+
+    async def write(self, batch):
+        SizedBatchSink.writes.append([json.loads(r.value)["idempotency_key"] for r in batch])
+        await SizedBatchSink.go.wait()
+        return [Outcome.delivered() for _ in batch]
+
+
+def padded(sub: str, n: int, pad: int) -> tuple[str, dict]:
+    key, entry = head(sub, n)
+    record = json.loads(entry["record"])
+    record["event"]["data"]["pad"] = "x" * pad
+    entry["record"] = json.dumps(record)
+    return key, entry
+
+
+async def test_a_head_that_does_not_fit_a_write_goes_first_in_the_next(monkeypatch):
+    """Hostile review: a head that did not fit a write's `max_batch_bytes` was put back behind the
+    others (and, once heads were ordered by when they came, lost its place): it now stays first."""
+    monkeypatch.setattr(target_module, "delivery_kinds", lambda: {"kind": SizedBatchSink})
+    SizedBatchSink.writes, SizedBatchSink.go = [], asyncio.Event()
+    reported: list[str] = []
+    d = Dispatcher(
+        lambda key, entry, outcome: reported.append(entry["key"]), lambda *_: _none(), Egress(Grades(), b"k" * 32), {}
+    )
+    heads = [head(SUB, 0), head(SUB, 1), padded(SUB, 2, 2000), head(SUB, 3), head(SUB, 4)]
+    small = max(len(entry["record"]) for _, entry in heads if len(entry["record"]) < 1000)
+    # Two small heads fit a write; the large one fits alone, with no other.
+    monkeypatch.setattr(SizedBatchSink, "max_batch_bytes", 2 * small + 10)
+    target = parse_target(SUB, {"delivery": {"kind": "kind"}})
+    await d.set_target(SUB, target)
+    await d.set_status(SUB, verified(target))
+    await until(lambda: d.is_active(SUB) and SUB in d._lanes)
+    d.offer(*heads[0])  # taken alone by the lane's one worker, which waits in the write
+    await until(lambda: len(SizedBatchSink.writes) == 1)
+    for key, entry in heads[1:]:
+        d.offer(key, entry)
+    SizedBatchSink.go.set()
+    await until(lambda: len(reported) == 5)
+    assert SizedBatchSink.writes == [[f"event-{n}.{SUB}" for n in write] for write in ([0], [1], [2], [3, 4])]
+    await d.close()
