@@ -278,19 +278,39 @@ async def _none() -> None:
     return None
 
 
-class OrderSink(Sink):
-    """One write at a time (the default `max_concurrency`), each held until let go; records the order."""
+class HeldSink(Sink):
+    """One write at a time (the default `max_concurrency`), each held until let go; records each
+    write's heads as it begins."""
 
     Config = ConnectorConfig
-    written: list[str] = []
-    writing = 0
+    writes: list[list[str]] = []
     go = asyncio.Event()
 
     async def write(self, batch):
-        OrderSink.writing += 1
-        await OrderSink.go.wait()
-        OrderSink.written += [json.loads(r.value)["idempotency_key"] for r in batch]
+        HeldSink.writes.append([json.loads(r.value)["idempotency_key"] for r in batch])
+        await HeldSink.go.wait()
         return [Outcome.delivered() for _ in batch]
+
+
+class SizedBatchSink(HeldSink):
+    """The same, up to 10 heads per write, at most `max_batch_bytes` of records (set by the test)."""
+
+    max_batch = 10
+
+
+async def one_lane(monkeypatch, kind: type[HeldSink]) -> tuple[Dispatcher, list[str]]:
+    """A dispatcher with one active subscription, SUB, of `kind`; and the keys it reports settled."""
+    monkeypatch.setattr(target_module, "delivery_kinds", lambda: {"kind": kind})
+    HeldSink.writes, HeldSink.go = [], asyncio.Event()
+    reported: list[str] = []
+    d = Dispatcher(
+        lambda key, entry, outcome: reported.append(entry["key"]), lambda *_: _none(), Egress(Grades(), b"k" * 32), {}
+    )
+    target = parse_target(SUB, {"delivery": {"kind": "kind"}})
+    await d.set_target(SUB, target)
+    await d.set_status(SUB, verified(target))
+    await until(lambda: d.is_active(SUB) and SUB in d._lanes)
+    return d, reported
 
 
 def backfilled(sub: str, n: int) -> tuple[str, dict]:
@@ -307,24 +327,15 @@ async def test_a_subscription_being_backfilled_gets_its_live_events_before_its_h
     """Found by bench/bench_national.py: the live events of a subscription being backfilled waited in
     its lane behind its history, up to thousands of backfilled events (live p99 2.7 s at national
     scale). Heads are each another person's, so live ones may go first."""
-    monkeypatch.setattr(target_module, "delivery_kinds", lambda: {"kind": OrderSink})
-    OrderSink.written, OrderSink.writing, OrderSink.go = [], 0, asyncio.Event()
-    reported: list[str] = []
-    d = Dispatcher(
-        lambda key, entry, outcome: reported.append(entry["key"]), lambda *_: _none(), Egress(Grades(), b"k" * 32), {}
-    )
-    target = parse_target(SUB, {"delivery": {"kind": "kind"}})
-    await d.set_target(SUB, target)
-    await d.set_status(SUB, verified(target))
-    await until(lambda: d.is_active(SUB) and SUB in d._lanes)
+    d, reported = await one_lane(monkeypatch, HeldSink)
     d.offer(*head(SUB, 0))  # live: taken by the lane's one worker, which waits in the write
-    await until(lambda: OrderSink.writing == 1)
+    await until(lambda: len(HeldSink.writes) == 1)
     for n in range(1, 4):
         d.offer(*backfilled(SUB, n))
     d.offer(*head(SUB, 4))  # live, after the history
-    OrderSink.go.set()
+    HeldSink.go.set()
     await until(lambda: len(reported) == 5)
-    assert OrderSink.written == [f"event-{n}.{SUB}" for n in (0, 4, 1, 2, 3)]
+    assert [key for write in HeldSink.writes for key in write] == [f"event-{n}.{SUB}" for n in (0, 4, 1, 2, 3)]
     await d.close()
 
 
@@ -374,21 +385,6 @@ def test_only_a_deliverys_attributes_mark_it_a_backfills():
         assert is_history(pending.new_entry(f"e-1.{SUB}", written.value.decode(), [], ["d", 0, 0], 0.0)) is history
 
 
-class SizedBatchSink(Sink):
-    """Up to 10 heads per write, at most `max_batch_bytes` of records (set by the test); one write
-    at a time, the first held until let go; records each write's heads."""
-
-    Config = ConnectorConfig
-    max_batch = 10
-    writes: list[list[str]] = []
-    go = asyncio.Event()
-
-    async def write(self, batch):
-        SizedBatchSink.writes.append([json.loads(r.value)["idempotency_key"] for r in batch])
-        await SizedBatchSink.go.wait()
-        return [Outcome.delivered() for _ in batch]
-
-
 def padded(sub: str, n: int, pad: int) -> tuple[str, dict]:
     key, entry = head(sub, n)
     record = json.loads(entry["record"])
@@ -400,25 +396,16 @@ def padded(sub: str, n: int, pad: int) -> tuple[str, dict]:
 async def test_a_head_that_does_not_fit_a_write_goes_first_in_the_next(monkeypatch):
     """Hostile review: a head that did not fit a write's `max_batch_bytes` was put back behind the
     others (and, once heads were ordered by when they came, lost its place): it now stays first."""
-    monkeypatch.setattr(target_module, "delivery_kinds", lambda: {"kind": SizedBatchSink})
-    SizedBatchSink.writes, SizedBatchSink.go = [], asyncio.Event()
-    reported: list[str] = []
-    d = Dispatcher(
-        lambda key, entry, outcome: reported.append(entry["key"]), lambda *_: _none(), Egress(Grades(), b"k" * 32), {}
-    )
     heads = [head(SUB, 0), head(SUB, 1), padded(SUB, 2, 2000), head(SUB, 3), head(SUB, 4)]
     small = max(len(entry["record"]) for _, entry in heads if len(entry["record"]) < 1000)
     # Two small heads fit a write; the large one fits alone, with no other.
     monkeypatch.setattr(SizedBatchSink, "max_batch_bytes", 2 * small + 10)
-    target = parse_target(SUB, {"delivery": {"kind": "kind"}})
-    await d.set_target(SUB, target)
-    await d.set_status(SUB, verified(target))
-    await until(lambda: d.is_active(SUB) and SUB in d._lanes)
+    d, reported = await one_lane(monkeypatch, SizedBatchSink)
     d.offer(*heads[0])  # taken alone by the lane's one worker, which waits in the write
-    await until(lambda: len(SizedBatchSink.writes) == 1)
+    await until(lambda: len(HeldSink.writes) == 1)
     for key, entry in heads[1:]:
         d.offer(key, entry)
-    SizedBatchSink.go.set()
+    HeldSink.go.set()
     await until(lambda: len(reported) == 5)
-    assert SizedBatchSink.writes == [[f"event-{n}.{SUB}" for n in write] for write in ([0], [1], [2], [3, 4])]
+    assert HeldSink.writes == [[f"event-{n}.{SUB}" for n in write] for write in ([0], [1], [2], [3, 4])]
     await d.close()
