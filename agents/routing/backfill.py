@@ -98,7 +98,9 @@ class BackfillRequest:
 @dataclass(frozen=True)
 class Progress:
     """One backfill in one partition of `events`: offsets [start, end), `next` to route. `end` is
-    where the live router was when the backfill last looked: it follows it until it catches up."""
+    where the live router was when the backfill began in the partition: the live router routed
+    every event from there with the subscription in its index (it had to be there for the backfill
+    to begin), so the backfill ends there."""
 
     start: int
     end: int
@@ -107,6 +109,9 @@ class Progress:
     @property
     def done(self) -> bool:
         return self.next >= self.end
+
+    def at(self, next_offset: int) -> Progress:
+        return Progress(self.start, self.end, next_offset)
 
     def to_json(self) -> bytes:
         return orjson.dumps({"start": self.start, "end": self.end, "next": self.next})
@@ -119,8 +124,9 @@ class Progress:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Records of one partition read for a backfill, from its progress then up to the live
-    router's position then (`limit`): never an event the live router has not handled."""
+    """Records of one partition read for a backfill, from its progress then up to its end or the
+    live router's position then, whichever is first: never an event the live router has not
+    handled."""
 
     request: BackfillRequest
     partition: int
@@ -163,7 +169,11 @@ class Backfills:
         self.requests: dict[str, BackfillRequest] = {}  # by subscription
         self.chunks: deque[Chunk] = deque()
         self.taken = asyncio.Event()  # the logic took chunks: room to read more
-        self._consumer: AIOKafkaConsumer | None = None  # reads `events` by partition, in no group
+        # Reads `events` in no group, assigned the partitions held: each keeps its position and
+        # what was fetched beyond a chunk for the next (at most one fetch, 1 MiB, a partition).
+        self._consumer: AIOKafkaConsumer | None = None
+        self._assigned: frozenset[int] = frozenset()
+        self._next: dict[int, int] = {}  # partition -> the offset the consumer reads next there
 
     async def follow(self) -> None:
         """Keep `requests` current (a compacted topic of one partition, read from its start)."""
@@ -195,60 +205,83 @@ class Backfills:
         `BUFFERED` chunks in all. `progress_of(partition, backfill id)` is the router's progress
         state (None: not begun); `live_position(partition)` how far the live router has handled
         the partition (None: not known yet); `current(request)` whether its subscription is as it
-        was when asked for. Returns whether a chunk was read."""
-        read = False
+        was when asked for. Returns whether a chunk was read. With nothing left to read, the
+        reading consumer is closed (its fetches held in memory go with it)."""
+        read = unfinished = False
         for request in list(self.requests.values()):
             if not current(request):
                 continue
             for partition in sorted(held):
+                if any(c.request.id == request.id and c.partition == partition for c in self.chunks):
+                    unfinished = True
+                    continue  # one chunk a partition at a time: the next starts where it ends
+                progress = progress_of(partition, request.id)
+                if progress is not None and progress.done:
+                    continue
+                unfinished = True
                 if len(self.chunks) >= BUFFERED:
                     return read
-                if any(c.request.id == request.id and c.partition == partition for c in self.chunks):
-                    continue  # one chunk a partition at a time: the next starts where it ends
-                progress, limit = progress_of(partition, request.id), await live_position(partition)
-                if limit is None or (progress is not None and progress.next >= max(progress.end, limit)):
-                    continue  # done, unless the live router has moved on since
-                if self._consumer is None:
-                    # `earliest`: a position deleted by retention meanwhile moves to the oldest kept.
-                    self._consumer = clients.consumer(self.bootstrap, enable_auto_commit=False,
-                                                      auto_offset_reset="earliest")  # fmt: skip
-                    await self._consumer.start()
+                limit = await live_position(partition)
+                if limit is None:
+                    continue
                 try:
-                    chunk = await self._read(self._consumer, request, partition, progress, limit)
+                    chunk = await self._read(await self._reader(held), request, partition, progress, limit)
                 except Exception:
                     await self.close()  # a new one next time, on a broker that may have come back
                     raise
                 self.chunks.append(chunk)
                 read = True
+        if not unfinished:
+            await self.close()
         return read
+
+    async def _reader(self, held: set[int]) -> AIOKafkaConsumer:
+        """The reading consumer, assigned the partitions held (assigned anew when they change)."""
+        if self._consumer is None:
+            # `earliest`: a position deleted by retention meanwhile moves to the oldest kept.
+            self._consumer = clients.consumer(self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+            await self._consumer.start()
+            self._assigned = frozenset()
+        if self._assigned != held:
+            self._consumer.assign([TopicPartition(self.events_topic, p) for p in sorted(held)])
+            self._assigned, self._next = frozenset(held), {}
+        return self._consumer
 
     async def close(self) -> None:
         consumer, self._consumer = self._consumer, None
+        self._assigned, self._next = frozenset(), {}
         if consumer is not None:
             await stop_quietly(consumer)
 
     async def _read(
         self, consumer: AIOKafkaConsumer, request: BackfillRequest, partition: int, progress: Progress | None,
-        limit: int,
+        live: int,
     ) -> Chunk:  # fmt: skip
         tp = TopicPartition(self.events_topic, partition)
-        consumer.assign([tp])
-        first = (await consumer.beginning_offsets([tp]))[tp]
         if progress is None:  # begun here: from the date up to where the live router is
+            first = (await consumer.beginning_offsets([tp]))[tp]
             found = (await consumer.offsets_for_times({tp: request.since_ms}))[tp]
-            start = min(max(found.offset if found is not None else limit, first), limit)
-            progress = Progress(start, limit, start)
+            start = min(max(found.offset if found is not None else live, first), live)
+            progress = Progress(start, live, start)
+        limit = min(progress.end, live)  # (the live router is behind the end after a rebalance)
         start = progress.next
-        if start < first:  # deleted by the topic's retention before the backfill got to them
-            log.warning("route.backfill_gap", backfill=request.id, partition=partition, events=first - start)
-            start = first
         if start >= limit:
-            return Chunk(request, partition, progress, [], max(start, progress.next))
-        consumer.seek(tp, start)
+            return Chunk(request, partition, progress, [], start)
+        if self._next.get(partition) != start:  # another backfill's, or a chunk the router dropped
+            first = (await consumer.beginning_offsets([tp]))[tp]
+            if start < first:  # deleted by the topic's retention before the backfill got to them
+                log.warning("route.backfill_gap", backfill=request.id, partition=partition, events=first - start)
+                start = first
+            consumer.seek(tp, start)
         records: list[ConsumerRecord] = []
         while not records:
-            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=CHUNK)
-            records = [r for r in batch.get(tp, []) if r.offset < limit]
+            batch = (await consumer.getmany(tp, timeout_ms=1000, max_records=CHUNK)).get(tp, [])
+            if batch:
+                self._next[partition] = batch[-1].offset + 1
+                if batch[0].offset > start:  # retention deleted them while the backfill read
+                    log.warning("route.backfill_gap", backfill=request.id, partition=partition,
+                                events=batch[0].offset - start)  # fmt: skip
+            records = [r for r in batch if r.offset < limit]
             if not records and await consumer.position(tp) >= limit:
                 break
         read_to = records[-1].offset + 1 if records else limit

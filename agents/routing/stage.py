@@ -177,7 +177,7 @@ class Route:
                 read_to = message.offset
                 break
             self._backfill_one(router, message, outputs)
-        progress = Progress(chunk.progress.start, max(chunk.progress.end, live), read_to)
+        progress = chunk.progress.at(read_to)
         self.backfill_state.set(partition, PROGRESS + request.id, progress.to_json())
         if progress.done:
             log.info("route.backfill_partition_done", backfill=request.id, subscription=request.subscription,
