@@ -258,6 +258,7 @@ class Backfills:
         live: int,
     ) -> Chunk:  # fmt: skip
         tp = TopicPartition(self.events_topic, partition)
+        first: int | None = None
         if progress is None:  # begun here: from the date up to where the live router is
             first = (await consumer.beginning_offsets([tp]))[tp]
             found = (await consumer.offsets_for_times({tp: request.since_ms}))[tp]
@@ -267,8 +268,9 @@ class Backfills:
         start = progress.next
         if start >= limit:
             return Chunk(request, partition, progress, [], start)
-        if self._next.get(partition) != start:  # another backfill's, or a chunk the router dropped
-            first = (await consumer.beginning_offsets([tp]))[tp]
+        if self._next.get(partition) != start:  # begun, another backfill's, or a chunk the router dropped
+            if first is None:
+                first = (await consumer.beginning_offsets([tp]))[tp]
             if start < first:  # deleted by the topic's retention before the backfill got to them
                 log.warning("route.backfill_gap", backfill=request.id, partition=partition, events=first - start)
                 start = first
