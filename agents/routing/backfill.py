@@ -2,9 +2,10 @@
 
 An operator asks for it (`samband subscriptions backfill ID --since DATE`, or the API): one record
 in the compacted topic `<app id>-backfills`, keyed by subscription (a new one replaces the old, a
-tombstone cancels). Every router follows that topic and, for each partition of `events` it holds,
-reads the partition again from the first record written on or after the date up to its end at
-the time it began, and routes each event for that subscription alone:
+tombstone cancels). Every router follows that topic and, for each partition of `events` assigned
+to it, reads the partition again from the first record written on or after the date up to the
+offset the live router (its routing of new events to every subscription) had come to when the
+backfill began there, and routes each event for that subscription alone:
 
 - under the subscription as it is now (its kommuner, types, predicates and fields), and the
   person's state now: the grade the person has today is the least the event is routed under, so
@@ -14,9 +15,10 @@ the time it began, and routes each event for that subscription alone:
   idempotency key as a live delivery of the event would (`<event id>.<subscription id>`);
 - the subscription joins the event's routing record, so a later correction of it reaches it too.
 
-Live traffic first: the router takes backfill records only into batches that are less than half
-full, at most `PER_BATCH` at a time. How far each partition has come is router state
-(`<app id>-router-backfill`, backfill id -> start, end, next), written after the deliveries are
+Live traffic first: the router takes backfill records only into batches at most half full of
+live ones, at most `PER_BATCH` at a time. How far each partition has come is router state
+(`<app id>-router-backfill`, `progress:<backfill id>` -> start, end, next; and `sent:<event id>`
+-> the subscriptions a backfill sent the event to), written after the deliveries are
 acknowledged, like every state write: a crash or a rebalance resumes from there, and the repeats
 carry the same idempotency key.
 """
@@ -110,7 +112,7 @@ class Progress:
     def done(self) -> bool:
         return self.next >= self.end
 
-    def at(self, next_offset: int) -> Progress:
+    def with_next(self, next_offset: int) -> Progress:
         return Progress(self.start, self.end, next_offset)
 
     def to_json(self) -> bytes:
@@ -169,11 +171,12 @@ class Backfills:
         self.requests: dict[str, BackfillRequest] = {}  # by subscription
         self.chunks: deque[Chunk] = deque()
         self.taken = asyncio.Event()  # the logic took chunks: room to read more
-        # Reads `events` in no group, assigned the partitions held: each keeps its position and
-        # what was fetched beyond a chunk for the next (at most one fetch, 1 MiB, a partition).
+        # Reads `events` in no group, assigned the partitions some backfill has left to read: each
+        # keeps its position and what was fetched beyond a chunk for the next (at most one fetch,
+        # 1 MiB, a partition).
         self._consumer: AIOKafkaConsumer | None = None
-        self._assigned: frozenset[int] = frozenset()
-        self._next: dict[int, int] = {}  # partition -> the offset the consumer reads next there
+        self._reading: frozenset[int] = frozenset()  # the partitions it is assigned
+        self._fetched_to: dict[int, int] = {}  # partition -> the offset it reads next there
 
     async def follow(self) -> None:
         """Keep `requests` current (a compacted topic of one partition, read from its start)."""
@@ -201,85 +204,93 @@ class Backfills:
             await stop_quietly(consumer)
 
     async def read_ahead(self, held: set[int], progress_of, live_position, current) -> bool:
-        """Read the next chunk of each unfinished backfill in each partition in `held`, up to
-        `BUFFERED` chunks in all. `progress_of(partition, backfill id)` is the router's progress
-        state (None: not begun); `live_position(partition)` how far the live router has handled
-        the partition (None: not known yet); `current(request)` whether its subscription is as it
-        was when asked for. Returns whether a chunk was read. With nothing left to read, the
-        reading consumer is closed (its fetches held in memory go with it)."""
-        read = unfinished = False
-        for request in list(self.requests.values()):
-            if not current(request):
-                continue
-            for partition in sorted(held):
-                if any(c.request.id == request.id and c.partition == partition for c in self.chunks):
-                    unfinished = True
-                    continue  # one chunk a partition at a time: the next starts where it ends
-                progress = progress_of(partition, request.id)
-                if progress is not None and progress.done:
-                    continue
-                unfinished = True
-                if len(self.chunks) >= BUFFERED:
-                    return read
-                limit = await live_position(partition)
-                if limit is None:
-                    continue
-                try:
-                    chunk = await self._read(await self._reader(held), request, partition, progress, limit)
-                except Exception:
-                    await self.close()  # a new one next time, on a broker that may have come back
-                    raise
-                self.chunks.append(chunk)
-                read = True
-        if not unfinished:
+        """Read the next chunk of each unfinished backfill in each partition in `held` (assigned to
+        this router), up to `BUFFERED` chunks in all. `progress_of(partition, backfill id)` is the
+        router's progress state (None: not begun); `live_position(partition)` the next offset the
+        live router will handle there (None: not known yet); `current(request)` whether its
+        subscription is as it was when asked for. Returns whether a chunk was read. With nothing
+        left to read, the reading consumer is closed (its fetches held in memory go with it)."""
+        work = [
+            (request, partition, progress)
+            for request in list(self.requests.values())
+            if current(request)
+            for partition in sorted(held)
+            if (progress := progress_of(partition, request.id)) is None or not progress.done
+        ]
+        if not work:
             await self.close()
+            return False
+        reading = {partition for _, partition, _ in work}
+        read = False
+        for request, partition, progress in work:
+            if len(self.chunks) >= BUFFERED:
+                break
+            if any(c.request.id == request.id and c.partition == partition for c in self.chunks):
+                continue  # one chunk a partition at a time: the next starts where it ends
+            live_next = await live_position(partition)
+            if live_next is None:
+                continue
+            try:
+                consumer = await self._consumer_for(reading)
+                chunk = await self._read(consumer, request, partition, progress, live_next)
+            except Exception:
+                await self.close()  # a new one next time, on a broker that may have come back
+                raise
+            self.chunks.append(chunk)
+            read = True
         return read
 
-    async def _reader(self, held: set[int]) -> AIOKafkaConsumer:
-        """The reading consumer, assigned the partitions held (assigned anew when they change)."""
+    async def _consumer_for(self, reading: set[int]) -> AIOKafkaConsumer:
+        """The reading consumer, assigned `reading` (anew when it changes). Each partition is paused
+        until its first seek: a partition without a position is fetched from its oldest event."""
         if self._consumer is None:
             # `earliest`: a position deleted by retention meanwhile moves to the oldest kept.
             self._consumer = clients.consumer(self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
             await self._consumer.start()
-            self._assigned = frozenset()
-        if self._assigned != held:
-            self._consumer.assign([TopicPartition(self.events_topic, p) for p in sorted(held)])
-            self._assigned, self._next = frozenset(held), {}
+            self._reading = frozenset()
+        if self._reading != reading:
+            partitions = [TopicPartition(self.events_topic, p) for p in sorted(reading)]
+            self._consumer.assign(partitions)
+            self._consumer.pause(*partitions)
+            self._reading, self._fetched_to = frozenset(reading), {}
         return self._consumer
 
     async def close(self) -> None:
         consumer, self._consumer = self._consumer, None
-        self._assigned, self._next = frozenset(), {}
+        self._reading, self._fetched_to = frozenset(), {}
         if consumer is not None:
             await stop_quietly(consumer)
 
     async def _read(
         self, consumer: AIOKafkaConsumer, request: BackfillRequest, partition: int, progress: Progress | None,
-        live: int,
+        live_next: int,
     ) -> Chunk:  # fmt: skip
         tp = TopicPartition(self.events_topic, partition)
         first: int | None = None
         if progress is None:  # begun here: from the date up to where the live router is
             first = (await consumer.beginning_offsets([tp]))[tp]
             found = (await consumer.offsets_for_times({tp: request.since_ms}))[tp]
-            start = min(max(found.offset if found is not None else live, first), live)
-            progress = Progress(start, live, start)
-        limit = min(progress.end, live)  # (the live router is behind the end after a rebalance)
+            start = min(max(found.offset if found is not None else live_next, first), live_next)
+            progress = Progress(start, live_next, start)
+        # The live router is behind the end after a rebalance: its position is then the group's
+        # commit until it has handled a batch, and the backfill waits for it.
+        limit = min(progress.end, live_next)
         start = progress.next
         if start >= limit:
             return Chunk(request, partition, progress, [], start)
-        if self._next.get(partition) != start:  # begun, another backfill's, or a chunk the router dropped
+        if self._fetched_to.get(partition) != start:  # begun, another backfill's, or a chunk the router dropped
             if first is None:
                 first = (await consumer.beginning_offsets([tp]))[tp]
             if start < first:  # deleted by the topic's retention before the backfill got to them
                 log.warning("route.backfill_gap", backfill=request.id, partition=partition, events=first - start)
                 start = first
             consumer.seek(tp, start)
+            consumer.resume(tp)
         records: list[ConsumerRecord] = []
         while not records:
             batch = (await consumer.getmany(tp, timeout_ms=1000, max_records=CHUNK)).get(tp, [])
             if batch:
-                self._next[partition] = batch[-1].offset + 1
+                self._fetched_to[partition] = batch[-1].offset + 1
                 if batch[0].offset > start:  # retention deleted them while the backfill read
                     log.warning("route.backfill_gap", backfill=request.id, partition=partition,
                                 events=batch[0].offset - start)  # fmt: skip

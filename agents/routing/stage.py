@@ -177,7 +177,7 @@ class Route:
                 read_to = message.offset
                 break
             self._backfill_one(router, message, outputs)
-        progress = chunk.progress.at(read_to)
+        progress = chunk.progress.with_next(read_to)
         self.backfill_state.set(partition, PROGRESS + request.id, progress.to_json())
         if progress.done:
             log.info("route.backfill_partition_done", backfill=request.id, subscription=request.subscription,

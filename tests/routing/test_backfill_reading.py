@@ -45,7 +45,7 @@ class Router:
         for chunk in taken:
             assert len(chunk.records) <= CHUNK
             self.routed.setdefault(chunk.request.id, []).extend(r.offset for r in chunk.records)
-            self.progress[chunk.request.id] = chunk.progress.at(chunk.read_to)
+            self.progress[chunk.request.id] = chunk.progress.with_next(chunk.read_to)
         return len(taken)
 
     async def run(self, backfills: Backfills, on_first_chunk=None) -> None:
