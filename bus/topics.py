@@ -181,10 +181,9 @@ ROUTER_HELD = Topic(
     cleanup="compact", notes="until the event is routed or the wait passes",
 )  # fmt: skip
 ROUTER_BACKFILL = Topic(
-    "router_backfill", "router-backfill", "`progress:<backfill id>`, or `sent:<event id>`",
-    "how far the backfill has come in this partition of `events` (start, end and next offset), or the "
-    "subscriptions a backfill sent the event", "router",
-    cleanup="compact", notes="per partition of `events`; `samband status` sums the progress up; corrections follow `sent`",
+    "router_backfill", "router-backfill", "`progress:<backfill id>`",
+    "how far the backfill has come in this partition of `events` (start, end and next offset)", "router",
+    cleanup="compact", notes="per partition of `events`; `samband status` sums the progress up",
 )  # fmt: skip
 BACKFILLS = Topic(
     "backfills", "backfills", "subscription id", "the backfill asked for: id, since, when, by whom; a tombstone cancels",

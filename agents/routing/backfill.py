@@ -5,7 +5,8 @@ in the compacted topic `<app id>-backfills`, keyed by subscription (a new one re
 tombstone cancels). Every router follows that topic and, for each partition of `events` assigned
 to it, reads the partition again from the first record written on or after the date up to the
 offset the live router (its routing of new events to every subscription) had come to when the
-backfill began there, and routes each event for that subscription alone:
+backfill began there, and once more on to where the live router had come by then (`Progress`),
+and routes each event for that subscription alone:
 
 - under the subscription as it is now (its kommuner, types, predicates and fields), and the
   person's state now: the grade the person has today is the least the event is routed under, so
@@ -17,8 +18,8 @@ backfill began there, and routes each event for that subscription alone:
 
 Live traffic first: the router takes backfill records only into batches at most half full of
 live ones, at most `PER_BATCH` at a time. How far each partition has come is router state
-(`<app id>-router-backfill`, `progress:<backfill id>` -> start, end, next; and `sent:<event id>`
--> the subscriptions a backfill sent the event to), written after the deliveries are
+(`<app id>-router-backfill`, `progress:<backfill id>` -> start, end, next), written after the
+deliveries are
 acknowledged, like every state write: a crash or a rebalance resumes from there, and the repeats
 carry the same idempotency key.
 """
@@ -99,29 +100,40 @@ class BackfillRequest:
 
 @dataclass(frozen=True)
 class Progress:
-    """One backfill in one partition of `events`: offsets [start, end), `next` to route. `end` is
-    where the live router was when the backfill began in the partition: the live router routed
-    every event from there with the subscription in its index (it had to be there for the backfill
-    to begin), so the backfill ends there."""
+    """One backfill in one partition of `events`: offsets [start, end), `next` to route.
+
+    In two passes. The first ends where the live router was when the backfill began in the
+    partition: from there the live router routed every event with the subscription among its own
+    (a backfill begins only for a subscription the router knows). The second (`last_pass`) goes on
+    to where the live router was when the first ended: a correction it routed meanwhile, of an
+    event this backfill sent only later, went to that event's recipients without the subscription
+    (and a router that took the partition over may have routed events before it knew the
+    subscription). From then on every correction reaches the subscription through the event's
+    routing record, which the backfill joined: nothing is left to read again."""
 
     start: int
     end: int
     next: int
+    last_pass: bool = False
 
     @property
     def done(self) -> bool:
-        return self.next >= self.end
+        return self.last_pass and self.next >= self.end
 
-    def with_next(self, next_offset: int) -> Progress:
-        return Progress(self.start, self.end, next_offset)
+    def moved_to(self, next_offset: int, live_next: int) -> Progress:
+        """Routed up to `next_offset`, with the live router at `live_next`."""
+        if next_offset >= self.end and not self.last_pass:
+            return Progress(self.start, max(self.end, live_next), next_offset, True)
+        return Progress(self.start, self.end, next_offset, self.last_pass)
 
     def to_json(self) -> bytes:
-        return orjson.dumps({"start": self.start, "end": self.end, "next": self.next})
+        return orjson.dumps({"start": self.start, "end": self.end, "next": self.next, "last_pass": self.last_pass})
 
     @classmethod
     def from_json(cls, value: bytes) -> Progress:
         data = orjson.loads(value)
-        return cls(data["start"], data["end"], data["next"])
+        # (Written before the two passes: one more pass, which sends only what was missed.)
+        return cls(data["start"], data["end"], data["next"], data.get("last_pass", False))
 
 
 @dataclass(frozen=True)
@@ -293,7 +305,7 @@ class Backfills:
                 self._fetched_to[partition] = batch[-1].offset + 1
                 if batch[0].offset > start:  # retention deleted them while the backfill read
                     log.warning("route.backfill_gap", backfill=request.id, partition=partition,
-                                events=batch[0].offset - start)  # fmt: skip
+                                events=min(batch[0].offset, limit) - start)  # fmt: skip
             records = [r for r in batch if r.offset < limit]
             if not records and await consumer.position(tp) >= limit:
                 break
@@ -350,7 +362,7 @@ class Summary:
         )
 
 
-PROGRESS, SENT = "progress:", "sent:"  # the two kinds of key in the router's backfill state
+PROGRESS = "progress:"  # the router's backfill state: `progress:<backfill id>` -> Progress
 
 
 async def summaries(bootstrap: str, names: TopicNames) -> list[Summary]:

@@ -39,7 +39,7 @@ from mode import Service
 from agents import tracing
 from agents.app import prepare_collector
 from agents.config import Settings, dead_letter_key
-from agents.routing.backfill import PER_BATCH, PROGRESS, SENT, BackfillRequest, Backfills, Chunk, Progress, fingerprint
+from agents.routing.backfill import PER_BATCH, PROGRESS, BackfillRequest, Backfills, Chunk, Progress, fingerprint
 from agents.routing.index import RoutingIndex
 from agents.routing.life_stages import LIFE_EVENTS, LifeStages, NumberSeal, life_clock
 from agents.routing.router import PersonState, Router
@@ -110,8 +110,8 @@ class Route:
             retention_seconds=retention,
         )
         self.held = PartitionedState(topics.router_held, ROUTER_HELD.configs(), orjson.loads)
-        # Backfills (agents/routing/backfill.py): `progress:<backfill id>` -> Progress JSON, and
-        # `sent:<event id>` -> the subscriptions a backfill sent the event, which its corrections follow.
+        # Backfills (agents/routing/backfill.py): `progress:<backfill id>` -> Progress JSON. (Whom a
+        # backfill sent an event joins the event's routing record, which its corrections follow.)
         self.backfill_state = PartitionedState(
             topics.router_backfill, ROUTER_BACKFILL.configs(), disk=disk(topics.router_backfill)
         )
@@ -151,16 +151,6 @@ class Route:
         value = self.backfill_state.partitions.get(partition, {}).get(PROGRESS + backfill_id)
         return None if value is None else Progress.from_json(value)
 
-    def _recipients(self, partition: int, event_id: str) -> tuple[str, ...] | None:
-        """Who was sent the event: by the live router (its routing record), and by backfills. None when
-        the live router has no record of it: never routed, or its record expired (a correction then
-        goes to nobody rather than to the backfilled subscriptions alone)."""
-        live = self.records.get(partition, event_id)
-        sent = None if live is None else self.backfill_state.get(partition, SENT + event_id)
-        if sent is None:
-            return live
-        return tuple(sorted({*(live or ()), *orjson.loads(sent)}))
-
     def _backfill(self, chunk: Chunk, outputs: list[Write]) -> None:
         partition, request = chunk.partition, chunk.request
         if self.backfills is None or self.backfills.requests.get(request.subscription) != request:
@@ -177,7 +167,7 @@ class Route:
                 read_to = message.offset
                 break
             self._backfill_one(router, message, outputs)
-        progress = chunk.progress.with_next(read_to)
+        progress = chunk.progress.moved_to(read_to, live)
         self.backfill_state.set(partition, PROGRESS + request.id, progress.to_json())
         if progress.done:
             log.info("route.backfill_partition_done", backfill=request.id, subscription=request.subscription,
@@ -203,8 +193,9 @@ class Route:
         """Route a retained event for one subscription, under the person's state now (the live
         router has handled every event up to this one and later ones too): the person's grade
         now is the least it is routed under. The person's `received` gains the subscription, so
-        a later rise of the grade purges it too; the event's recipients gain it, so a later
-        correction reaches it too."""
+        a later rise of the grade purges it too; the event's routing record gains it, so a later
+        correction reaches it too (and it expires with the record: `records` renews the record's
+        time when written)."""
         try:
             record = self.codec.decode(message.value)
         except WireFormatError:
@@ -212,12 +203,12 @@ class Route:
         envelope = record["envelope"]
         person, partition, event_id = message.key.decode(), message.partition, envelope["id"]
         (sub_id,) = router.index.entries
-        sent = self._recipients(partition, event_id) or ()
-        if sub_id in sent:
+        sent = self.records.get(partition, event_id)
+        if sent is not None and sub_id in sent:
             return  # the live router sent it (the subscription existed), or this backfill before a restart
         now = PersonState.from_json(self.persons.get(partition, person))
         corrects = envelope["correctsEventId"]
-        original = self._recipients(partition, corrects) if corrects else None
+        original = self.records.get(partition, corrects) if corrects else None
         # What it received before and purges pending belong to live routing, not to this one.
         state = now._replace(received=frozenset(), untied=frozenset())
         result = router.route(
@@ -227,7 +218,8 @@ class Route:
             return
         headers = tracing.child_kafka_headers(message.headers)
         outputs += [(self.topics.deliveries, d.key, d.value, headers, partition) for d in result.deliveries]
-        self.backfill_state.set(partition, SENT + event_id, orjson.dumps(sorted({*sent, sub_id})))
+        if sent is not None:  # (expired: a correction goes to nobody, not to this subscription alone)
+            self.records.set(partition, event_id, (*sent, sub_id))
         if sub_id not in now.received:
             self.persons.set(partition, person, now._replace(received=now.received | {sub_id}).to_json())
 
@@ -244,7 +236,7 @@ class Route:
         state = PersonState.from_json(self.persons.get(partition, person))
         original = None
         if envelope["correctsEventId"]:
-            original = self._recipients(partition, envelope["correctsEventId"])
+            original = self.records.get(partition, envelope["correctsEventId"])
         result = self.router.route(event_type, record, person, state, original)
 
         if result.deliveries:
@@ -467,6 +459,8 @@ class RouteService(BatchService):
                     log.warning("route.backfill_not_read", error=type(exc).__name__)
                     await self.sleep(5.0)
                     continue
+            else:  # the last request cancelled, or no partition held: nothing to read with it
+                await self.backfills.close()
             if not read:
                 # A chunk taken, or a second passed (a new request, a partition assigned).
                 await self.wait_first(self.backfills.taken.wait(), timeout=1.0)

@@ -1,31 +1,113 @@
-"""Whom a correction follows once routing records expire (issue 17, item 1): the router's state, no broker."""
+"""Whom a correction follows: the event's routing record, which a backfill joins and which expires
+after the retention the operator sets (issue 17, items 1 and 4): the router's state, no broker."""
 
 from __future__ import annotations
 
+from datetime import date
+
 import orjson
+from aiokafka import ConsumerRecord
+from routing_events import address, encode, event, synthetic_number
+from subscription_factory import subscription
 
 from agents.config import Settings
-from agents.routing.backfill import SENT
+from agents.routing.backfill import BackfillRequest, Backfills, Chunk, Progress
 from agents.routing.index import RoutingIndex
 from agents.routing.stage import Route
 from bus.topics import topic_names
 
+MOVE_FIELDS = ["envelope.person", "movedDate", "newAddress", "previousAddress", "scope"]
+PERSON = synthetic_number(3, 4, 80, 412)
 
-def test_a_correction_of_an_event_whose_live_record_expired_follows_no_backfill_either(tmp_path):
-    """A backfill's `sent:` entry outlives the live record: were it followed alone, the correction
-    would reach the backfilled subscription and not the systems that got the event live."""
-    route = Route(Settings(data_dir=str(tmp_path)), topic_names("records-test"), RoutingIndex())
+
+def _message(offset: int, record: dict) -> ConsumerRecord:
+    value = encode(record)
+    return ConsumerRecord("events", 0, offset, 0, 0, PERSON.encode(), value, None, len(PERSON), len(value), [])
+
+
+def _move(event_id: str, **envelope) -> dict:
+    record = event(
+        "Move", PERSON, ["0301", "4601"], previousAddress=address("0301", "Gammelveien", 1),
+        newAddress=address("4601", "Storgata", 1), scope="betweenKommuner", envelope=envelope,
+    )  # fmt: skip
+    record["envelope"]["id"] = event_id
+    return record
+
+
+def _route(tmp_path, *subs) -> tuple[Route, BackfillRequest]:
+    """A router whose index holds `subs`, with a backfill asked for the last of them."""
+    index = RoutingIndex()
+    for sub in subs:
+        index.put(sub)
+    backfills = Backfills("127.0.0.1:1", "unused", "events")  # (never reads: the chunks are given)
+    request = BackfillRequest.new(subs[-1], date(2000, 1, 1), "test")
+    backfills.requests = {subs[-1].id: request}
+    route = Route(Settings(data_dir=str(tmp_path)), topic_names("records-test"), index, backfills=backfills)
+    for state in route.states:
+        state.partitions[0] = {} if state.disk is None else state.disk.table(0, state.encode, state.decode)
+    return route, request
+
+
+def _sent(route: Route, outputs: list) -> list[str]:
+    """The idempotency keys of the deliveries written: `<event id>.<subscription id>`."""
+    return [orjson.loads(o[2])["idempotency_key"] for o in outputs if o[0] == route.topics.deliveries]
+
+
+def test_a_backfill_joins_the_events_routing_record_and_keeps_nothing_of_its_own_per_event(tmp_path):
+    """Before, a backfill kept `sent:<event id>` in its own state for every event it sent, and
+    nothing ever removed them: the router's state grew with every backfill, past any retention."""
+    late = subscription("late-system", "all", ["Move"], {"Move": MOVE_FIELDS})
+    route, request = _route(tmp_path, late)
     try:
-        for state in route.states:
-            state.partitions[0] = {} if state.disk is None else state.disk.table(0, state.encode, state.decode)
-        route.backfill_state.set(0, SENT + "event-both", orjson.dumps(["late-system"]))
-        route.backfill_state.set(0, SENT + "event-expired", orjson.dumps(["late-system"]))
-        route.records.set(0, "event-both", ("skole", "sfo"))
+        route.records.set(0, "event-live", ("skole", "sfo"))  # as the live router left them
         route.records.set(0, "event-expired", ("skole",))
         route.records.partitions[0]["event-expired"] = (0, ("skole",))  # set in 1970: past any retention
-        assert route._recipients(0, "event-both") == ("late-system", "sfo", "skole")
-        assert route._recipients(0, "event-expired") is None  # unknown: held, then dead-lettered
-        assert route._recipients(0, "event-never") is None
+        route.live_next[0] = 2
+        outputs: list = []
+        chunk = Chunk(
+            request, 0, Progress(0, 2, 0), [_message(0, _move("event-live")), _message(1, _move("event-expired"))], 2
+        )
+        route._backfill(chunk, outputs)
+
+        assert _sent(route, outputs) == ["event-live.late-system", "event-expired.late-system"]
+        assert route.records.get(0, "event-live") == ("skole", "sfo", "late-system")  # its corrections reach it
+        assert route.records.get(0, "event-expired") is None  # a correction: to nobody, not the late system alone
+        assert [key for key, _ in route.backfill_state.partitions[0].items()] == ["progress:" + request.id]
+        # Backfilled again (asked again, or after a crash): what the record lists is not sent twice.
+        again: list = []
+        route.backfill_state.partitions[0].pop("progress:" + request.id)
+        route._backfill(chunk, again)
+        assert _sent(route, again) == ["event-expired.late-system"]
+    finally:
+        for state in route.states:
+            state.close()
+
+
+def test_a_correction_the_live_router_sent_while_a_backfill_ran_reaches_the_backfilled_subscription(tmp_path):
+    """Found by review: a backfill that ended where the live router was when it began missed a
+    correction the live router routed meanwhile (to the recipients of the event, which the
+    backfill had not sent yet): the subscription kept the uncorrected event."""
+    skole = subscription("skole", "all", ["Move"], {"Move": MOVE_FIELDS})
+    late = subscription("late-system", "all", ["Move"], {"Move": MOVE_FIELDS})
+    route, request = _route(tmp_path, skole, late)
+    try:
+        route.records.set(0, "event-old", ("skole",))  # routed before the late system subscribed
+        route.live_next[0] = 1
+        first = Chunk(request, 0, Progress(0, 1, 0), [_message(0, _move("event-old"))], 1)  # read when it began
+
+        live: list = []  # meanwhile the live router routes a correction of it
+        correction = _message(1, _move("event-fix", changeKind="correction", correctsEventId="event-old"))
+        route.handle_batch([correction], live)
+        assert _sent(route, live) == ["event-fix.skole"]
+
+        outputs: list = []
+        route._backfill(first, outputs)
+        assert _sent(route, outputs) == ["event-old.late-system"]
+        progress = route.progress_of(0, request.id)
+        assert progress == Progress(0, 2, 1, last_pass=True) and not progress.done  # on to the correction
+        route._backfill(Chunk(request, 0, progress, [correction], 2), outputs)
+        assert _sent(route, outputs) == ["event-old.late-system", "event-fix.late-system"]
+        assert route.progress_of(0, request.id).done
     finally:
         for state in route.states:
             state.close()
