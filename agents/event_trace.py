@@ -80,15 +80,16 @@ async def _ingested(bootstrap: str, app_id: str, event_id: str) -> str | None:
 async def _routed(bootstrap: str, app_id: str, event_id: str) -> tuple[str | None, list[str] | None]:
     """When the event was routed, and to whom. The router writes its routing record just after
     the deliveries are acknowledged, and a delivery may already be done by then: the time is that
-    of the first delivery record when there is one."""
+    of the first delivery record when there is one. To whom: as the latest segment that has the
+    event says (a backfill adds its subscription to the record later)."""
     wanted, found = event_id.encode(), (None, None)
     async for record in read_topic(
         bootstrap, topic_names(app_id).router_records
     ):  # segments: {event id: [..]} per batch
-        if found[0] is None and record.value is not None:
+        if record.value is not None and wanted in record.value:
             recipients = json.loads(record.value).get(event_id)
             if recipients is not None:
-                found = (record.timestamp, sorted(recipients))
+                found = (found[0] if found[0] is not None else record.timestamp, sorted(recipients))
     if found[0] is None:
         return found
     prefix = f"{event_id}."

@@ -21,6 +21,7 @@ the changelog on assignment, as a dict would be. `SegmentedState` is always on d
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -230,10 +231,12 @@ class PartitionedState(ChangelogState):
 
 
 class SegmentedState(ChangelogState):
-    """Per-partition key -> tuple of strings, on disk, for keys set once and never deleted (the router's
-    routing records, by event id), durable as segments: one changelog record per partition and
-    batch, keyed by the segment's first key, whose value is the JSON object {key: [..], ...} of
-    the keys set in the batch. A record per key cost ~2 us per event in the router (records to
+    """Per-partition key -> tuple of strings, on disk, for keys never deleted (the router's routing
+    records, by event id), durable as segments: one changelog record per partition and batch,
+    keyed by the segment's first key and a random suffix, whose value is the JSON object
+    {key: [..], ...} of the keys set in the batch. Each segment has a key of its own: were two
+    keyed alike (a key set again later, as a backfill adds its subscription to an event's record,
+    first in its segment), compaction would keep the later and drop the other keys of the earlier. A record per key cost ~2 us per event in the router (records to
     build, send and store; docs/routing.md, Performance); a segment costs one JSON write per batch.
     A segment is closed at ~SEGMENT_BYTES, well under the broker's 1 MB record limit, whatever
     the batch size and fan-out.
@@ -285,7 +288,8 @@ class SegmentedState(ChangelogState):
 
     def write(self, pending: list[tuple[int, dict[str, tuple[str, ...]]]], writes: RecordBatches) -> None:
         for partition, segment in pending:
-            writes.add(self.topic, next(iter(segment)).encode(), orjson.dumps(segment), None, partition)
+            key = f"{next(iter(segment))}~{os.urandom(6).hex()}"
+            writes.add(self.topic, key.encode(), orjson.dumps(segment), None, partition)
 
     def _apply(self, data: dict | DiskTable, record: ConsumerRecord) -> None:
         if record.value is None:

@@ -171,7 +171,7 @@ ROUTER_PERSONS = Topic(
     notes="the router's person state; delivery follows it for each person's grade now",
 )  # fmt: skip
 ROUTER_RECORDS = Topic(
-    "router_records", "router-records", "the segment's first event id",
+    "router_records", "router-records", "the segment's first event id, `~` and a random suffix",
     "a segment: {event id: [subscriptions sent it]} of one batch", "router", cleanup="compact,delete",
     retention="`SAMBAND_ROUTING_RECORDS_RETENTION_DAYS` (default 400 days)",
     notes="routing records, one segment per partition and batch; kept on disk by the router (bus/store.py)",

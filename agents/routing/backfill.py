@@ -5,8 +5,9 @@ in the compacted topic `<app id>-backfills`, keyed by subscription (a new one re
 tombstone cancels). Every router follows that topic and, for each partition of `events` assigned
 to it, reads the partition again from the first record written on or after the date up to the
 offset the live router (its routing of new events to every subscription) had come to when the
-backfill began there, and once more on to where the live router had come by then (`Progress`),
-and routes each event for that subscription alone:
+backfill began there, then in further passes on to where it had come by the end of the pass
+before, until a pass sends nothing (`Progress`), and routes each event for that subscription
+alone:
 
 - under the subscription as it is now (its kommuner, types, predicates and fields), and the
   person's state now: the grade the person has today is the least the event is routed under, so
@@ -100,40 +101,46 @@ class BackfillRequest:
 
 @dataclass(frozen=True)
 class Progress:
-    """One backfill in one partition of `events`: offsets [start, end), `next` to route.
+    """One backfill in one partition of `events`: offsets [start, end), `next` to route, in passes.
 
-    In two passes. The first ends where the live router was when the backfill began in the
-    partition: from there the live router routed every event with the subscription among its own
-    (a backfill begins only for a subscription the router knows). The second (`last_pass`) goes on
-    to where the live router was when the first ended: a correction it routed meanwhile, of an
-    event this backfill sent only later, went to that event's recipients without the subscription
-    (and a router that took the partition over may have routed events before it knew the
-    subscription). From then on every correction reaches the subscription through the event's
-    routing record, which the backfill joined: nothing is left to read again."""
+    The first pass ends where the live router was when the backfill began in the partition: from
+    there the live router routed every event with the subscription among its own (a backfill
+    begins only for a subscription the router knows). Each further pass goes on to where the live
+    router was when the pass before ended, for what the subscription did not get: a correction
+    the live router routed meanwhile, of an event this backfill had not sent yet, went to that
+    event's recipients without the subscription (and so may a correction of that correction,
+    found by the pass after); a router that took the partition over may have routed a few events
+    before it knew the subscription. A pass after the first that sends nothing ends it: from then
+    on every correction reaches the subscription through the routing records the backfill joined."""
 
     start: int
     end: int
     next: int
-    last_pass: bool = False
+    passes: int = 1  # the pass under way
+    sent: bool = False  # whether this pass has sent the subscription anything yet
 
     @property
     def done(self) -> bool:
-        return self.last_pass and self.next >= self.end
+        return self.next >= self.end and self.passes > 1 and not self.sent
 
-    def moved_to(self, next_offset: int, live_next: int) -> Progress:
-        """Routed up to `next_offset`, with the live router at `live_next`."""
-        if next_offset >= self.end and not self.last_pass:
-            return Progress(self.start, max(self.end, live_next), next_offset, True)
-        return Progress(self.start, self.end, next_offset, self.last_pass)
+    def moved_to(self, next_offset: int, live_next: int, sent: bool) -> Progress:
+        """Routed up to `next_offset`, sending the subscription something on the way or not, with
+        the live router at `live_next`: the next pass begins when this one has come to its end."""
+        sent = self.sent or sent
+        if next_offset < self.end or (self.passes > 1 and not sent):
+            return Progress(self.start, self.end, next_offset, self.passes, sent)
+        return Progress(self.start, max(self.end, live_next), next_offset, self.passes + 1)
 
     def to_json(self) -> bytes:
-        return orjson.dumps({"start": self.start, "end": self.end, "next": self.next, "last_pass": self.last_pass})
+        return orjson.dumps(
+            {"start": self.start, "end": self.end, "next": self.next, "passes": self.passes, "sent": self.sent}
+        )
 
     @classmethod
     def from_json(cls, value: bytes) -> Progress:
         data = orjson.loads(value)
-        # (Written before the two passes: one more pass, which sends only what was missed.)
-        return cls(data["start"], data["end"], data["next"], data.get("last_pass", False))
+        # (Written before the passes: one more pass, which sends only what was missed.)
+        return cls(data["start"], data["end"], data["next"], data.get("passes", 1), data.get("sent", False))
 
 
 @dataclass(frozen=True)

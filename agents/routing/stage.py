@@ -81,7 +81,7 @@ class Route:
         self.router = Router(index)
         self.seal = DeadLetterSeal(dead_letter_key(settings))
 
-        # Person state, routing records and what backfills sent grow with the population and the
+        # Person state and routing records grow with the population and the
         # years: they are kept on disk (bus/store.py), with a bounded cache in memory.
         def disk(topic: str) -> DiskStore:
             return DiskStore.open(
@@ -161,13 +161,13 @@ class Route:
             return  # the subscription changed or is gone, or the partition is no longer this router's
         if self.progress_of(partition, request.id) not in (None, chunk.progress):
             return  # read before a rebalance moved it on: read again from the progress now
-        read_to = chunk.read_to
+        read_to, sent = chunk.read_to, False
         for message in chunk.records:
             if message.offset >= live:  # (the live router had handled it when read: it has still)
                 read_to = message.offset
                 break
-            self._backfill_one(router, message, outputs)
-        progress = chunk.progress.moved_to(read_to, live)
+            sent = self._backfill_one(router, message, outputs) or sent
+        progress = chunk.progress.moved_to(read_to, live, sent)
         self.backfill_state.set(partition, PROGRESS + request.id, progress.to_json())
         if progress.done:
             log.info("route.backfill_partition_done", backfill=request.id, subscription=request.subscription,
@@ -189,23 +189,23 @@ class Route:
     def backfill_current(self, request: BackfillRequest) -> bool:
         return self._backfill_router(request) is not None
 
-    def _backfill_one(self, router: Router, message: ConsumerRecord, outputs: list[Write]) -> None:
+    def _backfill_one(self, router: Router, message: ConsumerRecord, outputs: list[Write]) -> bool:
         """Route a retained event for one subscription, under the person's state now (the live
         router has handled every event up to this one and later ones too): the person's grade
         now is the least it is routed under. The person's `received` gains the subscription, so
         a later rise of the grade purges it too; the event's routing record gains it, so a later
         correction reaches it too (and it expires with the record: `records` renews the record's
-        time when written)."""
+        time when written). Returns whether it sent the subscription the event."""
         try:
             record = self.codec.decode(message.value)
         except WireFormatError:
-            return  # dead-lettered when it was first read
+            return False  # dead-lettered when it was first read
         envelope = record["envelope"]
         person, partition, event_id = message.key.decode(), message.partition, envelope["id"]
         (sub_id,) = router.index.entries
         sent = self.records.get(partition, event_id)
         if sent is not None and sub_id in sent:
-            return  # the live router sent it (the subscription existed), or this backfill before a restart
+            return False  # the live router sent it (the subscription existed), or this backfill before a restart
         now = PersonState.from_json(self.persons.get(partition, person))
         corrects = envelope["correctsEventId"]
         original = self.records.get(partition, corrects) if corrects else None
@@ -215,13 +215,14 @@ class Route:
             envelope["type"].rpartition(".")[2], record, person, state, original, at_least=now.protection
         )
         if not result.recipients:
-            return
+            return False
         headers = tracing.child_kafka_headers(message.headers)
         outputs += [(self.topics.deliveries, d.key, d.value, headers, partition) for d in result.deliveries]
         if sent is not None:  # (expired: a correction goes to nobody, not to this subscription alone)
             self.records.set(partition, event_id, (*sent, sub_id))
         if sub_id not in now.received:
             self.persons.set(partition, person, now._replace(received=now.received | {sub_id}).to_json())
+        return True
 
     def handle(self, message: ConsumerRecord, outputs: list[Write]) -> None:
         try:

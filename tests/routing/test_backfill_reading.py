@@ -1,8 +1,8 @@
 """The router's backfill reader (agents/routing/backfill.py) on the real broker: a backfill reads a
 partition chunk after chunk, in offset order, up to where the live router was when it began there,
-then once more on to where the live router was when that pass ended, and ends there however far
-the live router goes on (it sends the subscription everything after that point); two backfills in
-one partition each read all of their range."""
+then on to where the live router was when that pass ended, and, when a pass sends nothing, ends
+there however far the live router goes on (it sends the subscription everything after that point);
+two backfills in one partition each read all of their range."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ async def _events_topic(bootstrap: str) -> str:
 
 
 class Router:
-    """What the router's side keeps: each backfill's progress, and what it routed."""
+    """What the router's side keeps: each backfill's progress, and what it routed. It sends the
+    subscription what the first pass reads; what came later, the live router sent it."""
 
     def __init__(self, live: int):
         self.live = live
@@ -46,7 +47,8 @@ class Router:
         for chunk in taken:
             assert len(chunk.records) <= CHUNK
             self.routed.setdefault(chunk.request.id, []).extend(r.offset for r in chunk.records)
-            self.progress[chunk.request.id] = chunk.progress.moved_to(chunk.read_to, self.live)
+            sent = chunk.progress.passes == 1 and bool(chunk.records)
+            self.progress[chunk.request.id] = chunk.progress.moved_to(chunk.read_to, self.live, sent)
         return len(taken)
 
     async def run(self, backfills: Backfills, after_chunk=lambda: None) -> None:
@@ -72,12 +74,12 @@ async def test_a_backfill_reads_to_where_the_live_router_was_when_its_first_pass
 
     def live_moves_on():
         progress = router.progress[request.id]
-        router.live = 1_500 if progress.last_pass else 1_200  # each new figure is written already
+        router.live = 1_500 if progress.passes > 1 else 1_200  # each new figure is written already
 
     try:
         await router.run(backfills, after_chunk=live_moves_on)
         assert router.routed[request.id] == list(range(1_200))
-        assert router.progress[request.id] == Progress(0, 1_200, 1_200, last_pass=True)
+        assert router.progress[request.id] == Progress(0, 1_200, 1_200, passes=2)
         assert router.progress[request.id].done
         # Done: events the live router handles later are not read again for it.
         assert not await backfills.read_ahead({0}, router.progress_of, router.live_position, lambda request: True)

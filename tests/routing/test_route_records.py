@@ -83,30 +83,46 @@ def test_a_backfill_joins_the_events_routing_record_and_keeps_nothing_of_its_own
             state.close()
 
 
-def test_a_correction_the_live_router_sent_while_a_backfill_ran_reaches_the_backfilled_subscription(tmp_path):
+def test_corrections_the_live_router_sent_while_a_backfill_ran_reach_the_backfilled_subscription_in_order(
+    tmp_path,
+):
     """Found by review: a backfill that ended where the live router was when it began missed a
     correction the live router routed meanwhile (to the recipients of the event, which the
-    backfill had not sent yet): the subscription kept the uncorrected event."""
+    backfill had not sent yet); and one that ended after a second pass missed a correction of
+    that correction. The subscription kept the uncorrected event."""
     skole = subscription("skole", "all", ["Move"], {"Move": MOVE_FIELDS})
     late = subscription("late-system", "all", ["Move"], {"Move": MOVE_FIELDS})
     route, request = _route(tmp_path, skole, late)
+    old = _message(0, _move("event-old"))
+    fix = _message(1, _move("event-fix", changeKind="correction", correctsEventId="event-old"))
+    fix_of_fix = _message(2, _move("event-fix-2", changeKind="correction", correctsEventId="event-fix"))
+    live: list = []
+    backfilled: list = []
+
+    def backfill(records: list[ConsumerRecord]) -> None:
+        """The backfill's next chunk, read from its progress up to the live router's position, routed
+        in a batch of the router with no live event in it."""
+        progress = route.progress_of(0, request.id) or Progress(0, route.live_next[0], 0)
+        read = [r for r in records if progress.next <= r.offset < min(progress.end, route.live_next[0])]
+        route.backfills.chunks.append(Chunk(request, 0, progress, read, min(progress.end, route.live_next[0])))
+        route.handle_batch([], backfilled)
+
     try:
         route.records.set(0, "event-old", ("skole",))  # routed before the late system subscribed
         route.live_next[0] = 1
-        first = Chunk(request, 0, Progress(0, 1, 0), [_message(0, _move("event-old"))], 1)  # read when it began
-
-        live: list = []  # meanwhile the live router routes a correction of it
-        correction = _message(1, _move("event-fix", changeKind="correction", correctsEventId="event-old"))
-        route.handle_batch([correction], live)
-        assert _sent(route, live) == ["event-fix.skole"]
-
-        outputs: list = []
-        route._backfill(first, outputs)
-        assert _sent(route, outputs) == ["event-old.late-system"]
-        progress = route.progress_of(0, request.id)
-        assert progress == Progress(0, 2, 1, last_pass=True) and not progress.done  # on to the correction
-        route._backfill(Chunk(request, 0, progress, [correction], 2), outputs)
-        assert _sent(route, outputs) == ["event-old.late-system", "event-fix.late-system"]
+        route.backfills.chunks.append(Chunk(request, 0, Progress(0, 1, 0), [old], 1))  # read when it began
+        taken = route.backfills.chunks.pop()  # ... and routed after the live router routes the correction:
+        route.handle_batch([fix], live)
+        route.backfills.chunks.append(taken)
+        route.handle_batch([], backfilled)
+        assert route.progress_of(0, request.id) == Progress(0, 2, 1, passes=2)  # on to the correction
+        route.handle_batch([fix_of_fix], live)  # its correction, before the second pass reads the first
+        for _ in range(5):  # (three chunks: the rest of the second pass, a third, an empty fourth)
+            if route.progress_of(0, request.id).done:
+                break
+            backfill([old, fix, fix_of_fix])
+        assert _sent(route, live) == ["event-fix.skole", "event-fix-2.skole"]
+        assert _sent(route, backfilled) == ["event-old.late-system", "event-fix.late-system", "event-fix-2.late-system"]
         assert route.progress_of(0, request.id).done
     finally:
         for state in route.states:
