@@ -182,7 +182,8 @@ ROUTER_HELD = Topic(
 )  # fmt: skip
 ROUTER_BACKFILL = Topic(
     "router_backfill", "router-backfill", "`progress:<backfill id>`",
-    "how far the backfill has come in this partition of `events` (start, end and next offset)", "router",
+    "how far the backfill has come in this partition of `events` (start, end and next offset, the "
+    "pass under way and whether it sent anything)", "router",
     cleanup="compact", notes="per partition of `events`; `samband status` sums the progress up",
 )  # fmt: skip
 BACKFILLS = Topic(

@@ -53,6 +53,17 @@ def _sent(route: Route, outputs: list) -> list[str]:
     return [orjson.loads(o[2])["idempotency_key"] for o in outputs if o[0] == route.topics.deliveries]
 
 
+def _backfill_next(route: Route, request: BackfillRequest, records: list[ConsumerRecord], outputs: list) -> None:
+    """The backfill's next chunk, as the reader reads it (from its progress up to its end or the live
+    router's position, whichever is first), routed in a batch of the router with no live event."""
+    progress = route.progress_of(0, request.id) or Progress(0, route.live_next[0], 0)
+    limit = min(progress.end, route.live_next[0])
+    route.backfills.chunks.append(
+        Chunk(request, 0, progress, [r for r in records if progress.next <= r.offset < limit], limit)
+    )
+    route.handle_batch([], outputs)
+
+
 def test_a_backfill_joins_the_events_routing_record_and_keeps_nothing_of_its_own_per_event(tmp_path):
     """Before, a backfill kept `sent:<event id>` in its own state for every event it sent, and
     nothing ever removed them: the router's state grew with every backfill, past any retention."""
@@ -99,14 +110,6 @@ def test_corrections_the_live_router_sent_while_a_backfill_ran_reach_the_backfil
     live: list = []
     backfilled: list = []
 
-    def backfill(records: list[ConsumerRecord]) -> None:
-        """The backfill's next chunk, read from its progress up to the live router's position, routed
-        in a batch of the router with no live event in it."""
-        progress = route.progress_of(0, request.id) or Progress(0, route.live_next[0], 0)
-        read = [r for r in records if progress.next <= r.offset < min(progress.end, route.live_next[0])]
-        route.backfills.chunks.append(Chunk(request, 0, progress, read, min(progress.end, route.live_next[0])))
-        route.handle_batch([], backfilled)
-
     try:
         route.records.set(0, "event-old", ("skole",))  # routed before the late system subscribed
         route.live_next[0] = 1
@@ -117,13 +120,43 @@ def test_corrections_the_live_router_sent_while_a_backfill_ran_reach_the_backfil
         route.handle_batch([], backfilled)
         assert route.progress_of(0, request.id) == Progress(0, 2, 1, passes=2)  # on to the correction
         route.handle_batch([fix_of_fix], live)  # its correction, before the second pass reads the first
-        for _ in range(5):  # (three chunks: the rest of the second pass, a third, an empty fourth)
+        for _ in range(5):  # (two chunks: the second pass's, the third's; the fourth is empty: done at once)
             if route.progress_of(0, request.id).done:
                 break
-            backfill([old, fix, fix_of_fix])
+            _backfill_next(route, request, [old, fix, fix_of_fix], backfilled)
         assert _sent(route, live) == ["event-fix.skole", "event-fix-2.skole"]
         assert _sent(route, backfilled) == ["event-old.late-system", "event-fix.late-system", "event-fix-2.late-system"]
         assert route.progress_of(0, request.id).done
+    finally:
+        for state in route.states:
+            state.close()
+
+
+def test_a_pass_over_events_the_live_router_sent_the_subscription_ends_the_backfill_while_live_traffic_goes_on(
+    tmp_path,
+):
+    """A pass that sends nothing ends it: what came after it began, the live router sent the
+    subscription (it was among the router's by then). Were a skipped event counted as sent, every
+    pass would bring another for as long as live events come."""
+    skole = subscription("skole", "all", ["Move"], {"Move": MOVE_FIELDS})
+    late = subscription("late-system", "all", ["Move"], {"Move": MOVE_FIELDS})
+    route, request = _route(tmp_path, skole, late)
+    events = [_message(offset, _move(f"event-{offset}")) for offset in range(3)]
+    live: list = []
+    backfilled: list = []
+    try:
+        route.records.set(0, "event-0", ("skole",))  # routed before the late system subscribed
+        route.live_next[0] = 1
+        taken = Chunk(request, 0, Progress(0, 1, 0), events[:1], 1)  # read when it began
+        route.handle_batch(events[1:2], live)  # the live router goes on meanwhile
+        route.backfills.chunks.append(taken)
+        route.handle_batch([], backfilled)
+        assert route.progress_of(0, request.id) == Progress(0, 2, 1, passes=2)
+        route.handle_batch(events[2:], live)  # and on
+        _backfill_next(route, request, events, backfilled)
+        assert route.progress_of(0, request.id) == Progress(0, 2, 2, passes=2) and route.progress_of(0, request.id).done
+        assert _sent(route, backfilled) == ["event-0.late-system"]
+        assert sorted(_sent(route, live)) == sorted(f"event-{n}.{s}" for n in (1, 2) for s in ("skole", "late-system"))
     finally:
         for state in route.states:
             state.close()
