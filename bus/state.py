@@ -236,8 +236,9 @@ class SegmentedState(ChangelogState):
     keyed by the segment's first key and a random suffix, whose value is the JSON object
     {key: [..], ...} of the keys set in the batch. Each segment has a key of its own: were two
     keyed alike (a key set again later, as a backfill adds its subscription to an event's record,
-    first in its segment), compaction would keep the later and drop the other keys of the earlier. A record per key cost ~2 us per event in the router (records to
-    build, send and store; docs/routing.md, Performance); a segment costs one JSON write per batch.
+    first in its segment), compaction would keep the later and drop the other keys of the
+    earlier. A record per key cost ~2 us per event in the router (records to build, send and
+    store; docs/routing.md, Performance); a segment costs one JSON write per batch.
     A segment is closed at ~SEGMENT_BYTES, well under the broker's 1 MB record limit, whatever
     the batch size and fan-out.
 

@@ -20,9 +20,8 @@ alone:
 Live traffic first: the router takes backfill records only into batches at most half full of
 live ones, at most `PER_BATCH` at a time. How far each partition has come is router state
 (`<app id>-router-backfill`, `progress:<backfill id>` -> `Progress`), written after the
-deliveries are
-acknowledged, like every state write: a crash or a rebalance resumes from there, and the repeats
-carry the same idempotency key.
+deliveries are acknowledged, like every state write: a crash or a rebalance resumes from there,
+and the repeats carry the same idempotency key.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ after the retention the operator sets (issue 17, items 1 and 4): the router's st
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 
 import orjson
@@ -34,8 +36,10 @@ def _move(event_id: str, **envelope) -> dict:
     return record
 
 
-def _route(tmp_path, *subs) -> tuple[Route, BackfillRequest]:
-    """A router whose index holds `subs`, with a backfill asked for the last of them."""
+@contextmanager
+def _route(tmp_path, *subs) -> Iterator[tuple[Route, BackfillRequest]]:
+    """A router whose index holds `subs`, with a backfill asked for the last of them; its state
+    closed after."""
     index = RoutingIndex()
     for sub in subs:
         index.put(sub)
@@ -43,9 +47,13 @@ def _route(tmp_path, *subs) -> tuple[Route, BackfillRequest]:
     request = BackfillRequest.new(subs[-1], date(2000, 1, 1), "test")
     backfills.requests = {subs[-1].id: request}
     route = Route(Settings(data_dir=str(tmp_path)), topic_names("records-test"), index, backfills=backfills)
-    for state in route.states:
-        state.partitions[0] = {} if state.disk is None else state.disk.table(0, state.encode, state.decode)
-    return route, request
+    try:
+        for state in route.states:
+            state.partitions[0] = {} if state.disk is None else state.disk.table(0, state.encode, state.decode)
+        yield route, request
+    finally:
+        for state in route.states:
+            state.close()
 
 
 def _sent(route: Route, outputs: list) -> list[str]:
@@ -68,8 +76,7 @@ def test_a_backfill_joins_the_events_routing_record_and_keeps_nothing_of_its_own
     """Before, a backfill kept `sent:<event id>` in its own state for every event it sent, and
     nothing ever removed them: the router's state grew with every backfill, past any retention."""
     late = subscription("late-system", "all", ["Move"], {"Move": MOVE_FIELDS})
-    route, request = _route(tmp_path, late)
-    try:
+    with _route(tmp_path, late) as (route, request):
         route.records.set(0, "event-live", ("skole", "sfo"))  # as the live router left them
         route.records.set(0, "event-expired", ("skole",))
         route.records.partitions[0]["event-expired"] = (0, ("skole",))  # set in 1970: past any retention
@@ -78,7 +85,8 @@ def test_a_backfill_joins_the_events_routing_record_and_keeps_nothing_of_its_own
         chunk = Chunk(
             request, 0, Progress(0, 2, 0), [_message(0, _move("event-live")), _message(1, _move("event-expired"))], 2
         )
-        route._backfill(chunk, outputs)
+        route.backfills.chunks.append(chunk)
+        route.handle_batch([], outputs)
 
         assert _sent(route, outputs) == ["event-live.late-system", "event-expired.late-system"]
         assert route.records.get(0, "event-live") == ("skole", "sfo", "late-system")  # its corrections reach it
@@ -87,11 +95,9 @@ def test_a_backfill_joins_the_events_routing_record_and_keeps_nothing_of_its_own
         # Backfilled again (asked again, or after a crash): what the record lists is not sent twice.
         again: list = []
         route.backfill_state.partitions[0].pop("progress:" + request.id)
-        route._backfill(chunk, again)
+        route.backfills.chunks.append(chunk)
+        route.handle_batch([], again)
         assert _sent(route, again) == ["event-expired.late-system"]
-    finally:
-        for state in route.states:
-            state.close()
 
 
 def test_corrections_the_live_router_sent_while_a_backfill_ran_reach_the_backfilled_subscription_in_order(
@@ -103,18 +109,15 @@ def test_corrections_the_live_router_sent_while_a_backfill_ran_reach_the_backfil
     that correction. The subscription kept the uncorrected event."""
     skole = subscription("skole", "all", ["Move"], {"Move": MOVE_FIELDS})
     late = subscription("late-system", "all", ["Move"], {"Move": MOVE_FIELDS})
-    route, request = _route(tmp_path, skole, late)
     old = _message(0, _move("event-old"))
     fix = _message(1, _move("event-fix", changeKind="correction", correctsEventId="event-old"))
     fix_of_fix = _message(2, _move("event-fix-2", changeKind="correction", correctsEventId="event-fix"))
     live: list = []
     backfilled: list = []
-
-    try:
+    with _route(tmp_path, skole, late) as (route, request):
         route.records.set(0, "event-old", ("skole",))  # routed before the late system subscribed
         route.live_next[0] = 1
-        route.backfills.chunks.append(Chunk(request, 0, Progress(0, 1, 0), [old], 1))  # read when it began
-        taken = route.backfills.chunks.pop()  # ... and routed after the live router routes the correction:
+        taken = Chunk(request, 0, Progress(0, 1, 0), [old], 1)  # read when it began, routed after the correction:
         route.handle_batch([fix], live)
         route.backfills.chunks.append(taken)
         route.handle_batch([], backfilled)
@@ -127,9 +130,6 @@ def test_corrections_the_live_router_sent_while_a_backfill_ran_reach_the_backfil
         assert _sent(route, live) == ["event-fix.skole", "event-fix-2.skole"]
         assert _sent(route, backfilled) == ["event-old.late-system", "event-fix.late-system", "event-fix-2.late-system"]
         assert route.progress_of(0, request.id).done
-    finally:
-        for state in route.states:
-            state.close()
 
 
 def test_a_pass_over_events_the_live_router_sent_the_subscription_ends_the_backfill_while_live_traffic_goes_on(
@@ -140,11 +140,10 @@ def test_a_pass_over_events_the_live_router_sent_the_subscription_ends_the_backf
     pass would bring another for as long as live events come."""
     skole = subscription("skole", "all", ["Move"], {"Move": MOVE_FIELDS})
     late = subscription("late-system", "all", ["Move"], {"Move": MOVE_FIELDS})
-    route, request = _route(tmp_path, skole, late)
     events = [_message(offset, _move(f"event-{offset}")) for offset in range(3)]
     live: list = []
     backfilled: list = []
-    try:
+    with _route(tmp_path, skole, late) as (route, request):
         route.records.set(0, "event-0", ("skole",))  # routed before the late system subscribed
         route.live_next[0] = 1
         taken = Chunk(request, 0, Progress(0, 1, 0), events[:1], 1)  # read when it began
@@ -157,6 +156,3 @@ def test_a_pass_over_events_the_live_router_sent_the_subscription_ends_the_backf
         assert route.progress_of(0, request.id) == Progress(0, 2, 2, passes=2) and route.progress_of(0, request.id).done
         assert _sent(route, backfilled) == ["event-0.late-system"]
         assert sorted(_sent(route, live)) == sorted(f"event-{n}.{s}" for n in (1, 2) for s in ("skole", "late-system"))
-    finally:
-        for state in route.states:
-            state.close()
