@@ -12,6 +12,7 @@ Each stage records what it does with one call:
     metrics.observe_end_to_end_latency("bergen-helsestasjon", 0.8)  # seconds from ingest to delivered
     metrics.set_consumer_lag("samband", "samband-events", 3, 42)    # group, topic, partition, lag
     metrics.malformed_record("samband-delivery-status", "record.keyerror")  # an internal record skipped
+    metrics.observe_event_loop_lag(0.004)                   # seconds ready work waited for the loop (agents/loop_lag.py)
 
 Metric names (the Grafana dashboard in deploy/grafana/ queries these):
 
@@ -25,6 +26,7 @@ Metric names (the Grafana dashboard in deploy/grafana/ queries these):
 | `samband_consumer_lag` | gauge | group, topic, partition |
 | `samband_end_to_end_latency_seconds` | histogram | subscription |
 | `samband_malformed_records_total` | counter | topic, reason |
+| `samband_event_loop_lag_seconds` | histogram | |
 
 `samband_malformed_records_total` counts records of the bus's internal topics that could not be
 read and were skipped (bus/malformed.py); `reason` is the kind of error, never the record.
@@ -130,6 +132,12 @@ END_TO_END_LATENCY = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
     registry=REGISTRY,
 )
+EVENT_LOOP_LAG = Histogram(
+    "samband_event_loop_lag_seconds",
+    "Seconds a wake-up asked of the worker process's event loop came late: what ready work waited.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
 
 
 def event_in(topic: str, count: int = 1) -> None:
@@ -189,6 +197,10 @@ def observe_end_to_end_latency(subscription: str, seconds: float) -> None:
 
 def duplicate_dropped() -> None:
     DUPLICATES.inc()
+
+
+def observe_event_loop_lag(seconds: float) -> None:
+    EVENT_LOOP_LAG.observe(seconds)
 
 
 def malformed_record(topic: str, reason: str) -> None:

@@ -30,7 +30,9 @@ async def _get_until(session, url: str, status: int, worker: WorkerProcess, time
     raise AssertionError(f"{url} did not answer {status} within {timeout:.0f} s (last: {last}):\n{worker.log_tail()}")
 
 
-async def test_worker_is_alive_then_ready_and_reports_its_consumer_lag(kafka_bootstrap, worker_env, tmp_path):
+async def test_worker_is_alive_then_ready_and_reports_its_consumer_lag_and_loop_lag(
+    kafka_bootstrap, worker_env, tmp_path
+):
     app_id = worker_env["SAMBAND_APP_ID"]
     source = f"{app_id}-ingest"
     await create_topics(kafka_bootstrap, source)
@@ -60,6 +62,9 @@ async def test_worker_is_alive_then_ready_and_reports_its_consumer_lag(kafka_boo
     }
     assert {(source, str(p)) for p in range(4)} <= set(lag)
     assert all(value == 0 for value in lag.values())
+    # the process's event loop is measured (agents/loop_lag.py) for as long as it runs
+    [loop_lag] = [f for f in text_string_to_metric_families(text) if f.name == "samband_event_loop_lag_seconds"]
+    assert next(s.value for s in loop_lag.samples if s.name.endswith("_count")) > 0
 
 
 async def _logged(worker: WorkerProcess, text: str, timeout: float = 60.0) -> None:
