@@ -2,11 +2,12 @@
 beside live traffic, all the way from the register to the subscribers (issue 17, item 5).
 
     .venv/bin/python bench/bench_national.py [--scale 1.0] [--processes N] [--live-rate 20]
-        [--live-seconds 3600] [--reform-timeout S] [--timeout S] [--out DIR] [--keep]
+        [--live-seconds 3600] [--reform-share 1.0] [--reform-timeout S] [--timeout S] [--out DIR] [--keep]
 
 Uses the broker at SAMBAND_KAFKA_BOOTSTRAP_SERVERS / KAFKA_BOOTSTRAP_SERVERS, else the local one
 (`samband kafka up`); needs the `test` extra (matplotlib). At least 1,000 persons whatever the
-scale. `--reform-timeout`: the reform day is reported as far as it came by then (a national run
+scale. `--reform-share`: the share of the reform's renumbered kommuner whose address events the feed
+holds (0.1 for a quicker run whose backfill still reads the whole extract). `--reform-timeout`: the reform day is reported as far as it came by then (a national run
 on a small machine); `--timeout`: the backfill's limit. The run's topics and files are removed
 at the end unless `--keep`. `--scale 1.0` is Norway: 5.5 M persons, the 2024 reform's address events
 (about 1.9 M of the synthetic population; the register sent about 2.1 M), 18,000 subscriptions.
@@ -72,6 +73,7 @@ from pathlib import Path
 import numpy as np
 from aiohttp import ClientSession, web
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,13 +116,15 @@ IDEMPOTENCY = re.compile(rb'"idempotency_key": ?"([^"]+)"')  # in a delivery rec
 BATCH = {"max_events": 100, "max_wait_ms": 50}
 
 
-def previous_codes() -> dict[str, str]:
-    """Today's kommunenummer -> the one it had before 1 January 2024, for each kommune the reform renumbered."""
+def previous_codes(share: float = 1.0) -> dict[str, str]:
+    """Today's kommunenummer -> the one it had before 1 January 2024, for each kommune the reform renumbered
+    (or `share` of them, spread over the list)."""
     found = {}
     for old, change in renumberings().items():
         if change.valid_from == REFORM_DAY:
             found.update(dict.fromkeys(change.new, old))
-    return found
+    codes = sorted(found)
+    return {code: found[code] for i, code in enumerate(codes) if int(i * share) != int((i + 1) * share)}
 
 
 # ---------------------------------------------------------------- subscriptions
@@ -162,12 +166,13 @@ def late_subscription(receivers: list[str]) -> Subscription:
 # ---------------------------------------------------------------- the register (its own process)
 
 
-def register(persons: int, bootstrap: str, ingest_topic: str, live_events: int, live_rate: float, commands, answers):
+def register(persons: int, bootstrap: str, ingest_topic: str, live_events: int, live_rate: float, reform_share: float,
+             commands, answers):  # fmt: skip
     """The synthetic register: loads its extract into the ingest topic, then serves its feed."""
-    asyncio.run(_register(persons, bootstrap, ingest_topic, live_events, live_rate, commands, answers))
+    asyncio.run(_register(persons, bootstrap, ingest_topic, live_events, live_rate, reform_share, commands, answers))
 
 
-async def _register(persons, bootstrap, ingest_topic, live_events, live_rate, commands, answers) -> None:
+async def _register(persons, bootstrap, ingest_topic, live_events, live_rate, reform_share, commands, answers) -> None:
     from confluent_kafka import Producer
 
     from synthetic import Simulation, SyntheticConfig
@@ -203,7 +208,7 @@ async def _register(persons, bootstrap, ingest_topic, live_events, live_rate, co
     entitled: Counter = Counter()  # kommune -> its events its own systems may get (not a strengt fortrolig person's)
 
     def reform():
-        for document in simulation.renumbering_events(previous_codes(), REFORM_DAY):
+        for document in simulation.renumbering_events(previous_codes(reform_share), REFORM_DAY):
             strict[document.adressebeskyttelse in STRICT] += 1
             if document.adressebeskyttelse not in STRICT:
                 entitled[document.opplysninger["kommunenummer"]] += 1
@@ -364,6 +369,7 @@ class Bench:
         self.live_stages: dict[str, list[float]] = {}  # the same, in the stretches between the stages
         self.children: dict[str, subprocess.Popen] = {}
         self.web_port = 0  # set before the worker starts
+        self.loop_lag: list[dict[float, float]] = []  # per worker process, through the backfill (`loop_lags`)
         self.topics_made: set[str] = set()  # topics seen to exist (`made`)
 
     # -- processes
@@ -569,7 +575,8 @@ class Bench:
         self.commands, self.answers = context.Queue(), context.Queue()
         live_events = max(100, int(args.live_rate * args.live_seconds))
         self.register = context.Process(target=register, daemon=True, args=(
-            self.persons, self.bootstrap, self.topics.ingest, live_events, args.live_rate, self.commands, self.answers))  # fmt: skip
+            self.persons, self.bootstrap, self.topics.ingest, live_events, args.live_rate, args.reform_share,
+            self.commands, self.answers))  # fmt: skip
         self.register.start()
         # What the bench writes to before the worker starts; the worker makes the rest, with its settings.
         await ensure_table_topics(self.bootstrap, self.app_id, [INGEST, SUBSCRIPTIONS, BACKFILLS])
@@ -692,6 +699,7 @@ class Bench:
         await produce(self.bootstrap, self.topics.subscriptions, [(late.id.encode(), late.to_json())])
         scanned = sum((await self.ends(self.topics.events)).values())
         marks = {topic: await self.ends(topic) for topic in (self.topics.ingest_seen_ids, self.topics.deliveries)}
+        loop_lags = await self.loop_lags()
         self.commands.put("live")
         live_started = time.time()
         request = BackfillRequest.new(late, date(2000, 1, 1), "bench-national")
@@ -704,6 +712,10 @@ class Bench:
             )
 
         backfill_done = await self.until("backfill delivered", backfilled, self.args.timeout)
+        self.loop_lag = [
+            {bound: count - before.get(bound, 0) for bound, count in after.items()}
+            for before, after in zip(loop_lags, await self.loop_lags(), strict=True)
+        ]
         self.commands.put("stop-live")
         (_, appended) = await self.answer("appended")
         self.backfill = (scanned, (await self.receiver_stats())["backfill"], backfill_done - backfill_started)
@@ -717,6 +729,21 @@ class Bench:
         )
         self.live_stages = await self.stage_latencies(marks, appended, arrivals)
         self.live_window = (live_started, time.time(), len(appended))
+
+    async def loop_lags(self) -> list[dict[float, float]]:
+        """Each worker process's `samband_event_loop_lag_seconds` so far (agents/loop_lag.py): bucket bound ->
+        wake-ups that came at most that late (+inf: all)."""
+        found = []
+        async with ClientSession() as session:
+            for index in range(self.args.processes or len(os.sched_getaffinity(0))):
+                async with session.get(f"http://127.0.0.1:{self.web_port + index}/metrics") as response:
+                    text = await response.text()
+                found.append({
+                    float(sample.labels["le"]): sample.value
+                    for family in text_string_to_metric_families(text) if family.name == "samband_event_loop_lag_seconds"
+                    for sample in family.samples if sample.name.endswith("_bucket")
+                })  # fmt: skip
+        return found
 
     async def stage_latencies(self, marks: dict, appended: dict[str, float], arrivals: list) -> dict[str, list[float]]:
         """Where the live deliveries' time went, from the topics' record timestamps (written since
@@ -802,6 +829,13 @@ class Bench:
                 if values:
                     p50, p99 = (values[min(len(values) - 1, int(len(values) * q))] for q in (0.5, 0.99))
                     print(f"  {stage}: p50 {p50 * 1000:,.0f} ms, p99 {p99 * 1000:,.0f} ms ({len(values):,} deliveries)")
+            for index, buckets in enumerate(self.loop_lag):
+                total = buckets[float("inf")]
+                p99 = min((bound for bound, n in buckets.items() if n >= 0.99 * total), default=float("inf"))
+                late = ", ".join(f"> {bound:g} s: {total - buckets[bound]:,.0f}" for bound in (0.1, 0.5, 1.0))
+                print(
+                    f"  worker process {index}'s event-loop lag: p99 <= {p99:g} s; of {total:,.0f} wake-ups, late {late}"
+                )
         print("\n| process | peak RSS, MiB |\n|---|---:|")
         for name, mib in self.peaks.items():
             print(f"| {name} | {mib:,.0f} |")
@@ -847,6 +881,8 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=7200.0, help="seconds the backfill may take (then the run fails)"
     )
+    parser.add_argument("--reform-share", type=float, default=1.0,
+                        help="share of the reform's renumbered kommuner in the feed (0 < share <= 1)")  # fmt: skip
     parser.add_argument("--reform-timeout", type=float, default=7200.0,
                         help="seconds the reform day may take: then it is reported as far as it came")  # fmt: skip
     parser.add_argument("--out", default=".", help="folder of the lag plot (docs/ for docs/national-scale.md's)")
