@@ -134,8 +134,8 @@ END_TO_END_LATENCY = Histogram(
 )
 EVENT_LOOP_LAG = Histogram(
     "samband_event_loop_lag_seconds",
-    "Seconds a wake-up asked of the worker process's event loop came late: what ready work waited.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    "Seconds each wake-up asked of the worker process's event loop came late (per wake-up, not per second).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
 

@@ -6,9 +6,10 @@ beside live traffic, all the way from the register to the subscribers (issue 17,
 
 Uses the broker at SAMBAND_KAFKA_BOOTSTRAP_SERVERS / KAFKA_BOOTSTRAP_SERVERS, else the local one
 (`samband kafka up`); needs the `test` extra (matplotlib). At least 1,000 persons whatever the
-scale. `--reform-share`: the share of the reform's renumbered kommuner whose address events the feed
-holds (0.1 for a quicker run whose backfill still reads the whole extract). `--reform-timeout`: the reform day is reported as far as it came by then (a national run
-on a small machine); `--timeout`: the backfill's limit. The run's topics and files are removed
+scale. `--reform-share`: the share of the reform's renumbered kommuner whose address events the
+feed holds (0.1 for a quicker run whose backfill still reads the whole extract).
+`--reform-timeout`: the reform day is reported as far as it came by then (a national run on a
+small machine); `--timeout`: the backfill's limit. The run's topics and files are removed
 at the end unless `--keep`. `--scale 1.0` is Norway: 5.5 M persons, the 2024 reform's address events
 (about 1.9 M of the synthetic population; the register sent about 2.1 M), 18,000 subscriptions.
 A smaller scale shrinks the population, never the subscriptions.
@@ -42,7 +43,8 @@ which writes no deliveries, to its group's commit of the last record), so a stag
 the ones before it; the reform day's route row counts deliveries (12 an event), the others
 events; × raw aiokafka is against one process's passthrough while the worker has several.
 Then: whether every webhook subscription got exactly the events it is entitled to, live
-latency p50/p99 (of the deliveries that arrived), peak RSS per process, bytes per record per
+latency p50/p99 (of the deliveries that arrived) by stretch, each worker process's event-loop
+lag through the backfill (agents/loop_lag.py), peak RSS per process, bytes per record per
 topic (key and value, uncompressed, over the first records), dead letters; and a plot of the
 stages' lag over time (PNG, `--out`). Everything is synthetic.
 """
@@ -84,6 +86,7 @@ from bench_routing import delete_topics, free_ports, produce, raw_batched_passth
 
 from agents.config import bootstrap_servers  # noqa: E402
 from agents.demo.extract import population_record  # noqa: E402
+from agents.processes import process_count  # noqa: E402
 from agents.routing.backfill import BackfillRequest, summaries  # noqa: E402
 from agents.stage_runtime import stage_input  # noqa: E402
 from agents.subscriptions.model import Subscription  # noqa: E402
@@ -369,7 +372,7 @@ class Bench:
         self.live_stages: dict[str, list[float]] = {}  # the same, in the stretches between the stages
         self.children: dict[str, subprocess.Popen] = {}
         self.web_port = 0  # set before the worker starts
-        self.loop_lag: list[dict[float, float]] = []  # per worker process, through the backfill (`loop_lags`)
+        self.lag_in_backfill: list[dict[float, float]] = []  # per worker process (`loop_lags`), through the backfill
         self.topics_made: set[str] = set()  # topics seen to exist (`made`)
 
     # -- processes
@@ -607,8 +610,7 @@ class Bench:
             if sub.delivery.kind == "webhook":
                 (secrets_dir / sub.id).write_text(self.secret)
         await produce(self.bootstrap, self.topics.subscriptions, [(s.id.encode(), s.to_json()) for s in subs])
-        workers = args.processes or len(os.sched_getaffinity(0))
-        self.web_port = free_ports(workers + 1)
+        self.web_port = free_ports(process_count(args.processes, PARTITIONS) + 1)
         sampler = asyncio.ensure_future(self.sample())
         events_before = await self.ends(self.topics.events)
         # The worker starts on a full ingest topic: the extract is the backlog it starts with.
@@ -699,7 +701,7 @@ class Bench:
         await produce(self.bootstrap, self.topics.subscriptions, [(late.id.encode(), late.to_json())])
         scanned = sum((await self.ends(self.topics.events)).values())
         marks = {topic: await self.ends(topic) for topic in (self.topics.ingest_seen_ids, self.topics.deliveries)}
-        loop_lags = await self.loop_lags()
+        lag_before = await self.loop_lags()
         self.commands.put("live")
         live_started = time.time()
         request = BackfillRequest.new(late, date(2000, 1, 1), "bench-national")
@@ -712,9 +714,9 @@ class Bench:
             )
 
         backfill_done = await self.until("backfill delivered", backfilled, self.args.timeout)
-        self.loop_lag = [
+        self.lag_in_backfill = [
             {bound: count - before.get(bound, 0) for bound, count in after.items()}
-            for before, after in zip(loop_lags, await self.loop_lags(), strict=True)
+            for before, after in zip(lag_before, await self.loop_lags(), strict=True)
         ]
         self.commands.put("stop-live")
         (_, appended) = await self.answer("appended")
@@ -731,13 +733,18 @@ class Bench:
         self.live_window = (live_started, time.time(), len(appended))
 
     async def loop_lags(self) -> list[dict[float, float]]:
-        """Each worker process's `samband_event_loop_lag_seconds` so far (agents/loop_lag.py): bucket bound ->
-        wake-ups that came at most that late (+inf: all)."""
-        found = []
+        """Each worker process's `samband_event_loop_lag_seconds` so far (agents/loop_lag.py), in the order
+        of their ports (process i serves on the web port + i): bucket bound -> wake-ups that came at most
+        that late (+inf: all). A process that does not answer gives an empty one (a diagnostic only)."""
+        found: list[dict[float, float]] = []
         async with ClientSession() as session:
-            for index in range(self.args.processes or len(os.sched_getaffinity(0))):
-                async with session.get(f"http://127.0.0.1:{self.web_port + index}/metrics") as response:
-                    text = await response.text()
+            for index in range(process_count(self.args.processes, PARTITIONS)):
+                try:
+                    async with session.get(f"http://127.0.0.1:{self.web_port + index}/metrics") as response:
+                        text = await response.text()
+                except OSError as exc:  # (aiohttp's connection errors are OSErrors)
+                    print(f"  worker process {index}'s /metrics not read: {type(exc).__name__}", flush=True)
+                    text = ""
                 found.append({
                     float(sample.labels["le"]): sample.value
                     for family in text_string_to_metric_families(text) if family.name == "samband_event_loop_lag_seconds"
@@ -829,13 +836,15 @@ class Bench:
                 if values:
                     p50, p99 = (values[min(len(values) - 1, int(len(values) * q))] for q in (0.5, 0.99))
                     print(f"  {stage}: p50 {p50 * 1000:,.0f} ms, p99 {p99 * 1000:,.0f} ms ({len(values):,} deliveries)")
-            for index, buckets in enumerate(self.loop_lag):
-                total = buckets[float("inf")]
-                p99 = min((bound for bound, n in buckets.items() if n >= 0.99 * total), default=float("inf"))
-                late = ", ".join(f"> {bound:g} s: {total - buckets[bound]:,.0f}" for bound in (0.1, 0.5, 1.0))
-                print(
-                    f"  worker process {index}'s event-loop lag: p99 <= {p99:g} s; of {total:,.0f} wake-ups, late {late}"
-                )
+        for index, buckets in enumerate(self.lag_in_backfill):  # in port order (`loop_lags`)
+            total = buckets.get(float("inf"), 0)
+            if total <= 0:
+                continue
+            p99 = min(bound for bound, n in buckets.items() if n >= 0.99 * total)
+            late = ", ".join(f"> {bound:g} s: {total - buckets[bound]:,.0f}" for bound in (0.1, 0.5, 1.0))
+            bound = f"<= {p99:g}" if p99 < float("inf") else "> 10"
+            print(f"  worker process {index}'s event-loop lag through the backfill: p99 {bound} s; "
+                  f"of {total:,.0f} wake-ups, late {late}")  # fmt: skip
         print("\n| process | peak RSS, MiB |\n|---|---:|")
         for name, mib in self.peaks.items():
             print(f"| {name} | {mib:,.0f} |")
@@ -872,6 +881,13 @@ class Bench:
         print(f"\nLag over time: {path}")
 
 
+def share(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a share: give a number above 0 and at most 1")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="1.0: 5.5 M persons")
@@ -881,7 +897,7 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=7200.0, help="seconds the backfill may take (then the run fails)"
     )
-    parser.add_argument("--reform-share", type=float, default=1.0,
+    parser.add_argument("--reform-share", type=share, default=1.0,
                         help="share of the reform's renumbered kommuner in the feed (0 < share <= 1)")  # fmt: skip
     parser.add_argument("--reform-timeout", type=float, default=7200.0,
                         help="seconds the reform day may take: then it is reported as far as it came")  # fmt: skip
