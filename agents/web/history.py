@@ -55,8 +55,8 @@ class History:
         self._app_id = app_id
         self._samples: deque[Sample] = deque(maxlen=max(2, int(span_s / interval_s)))
         self._written: tuple[float, dict[str, int]] | None = None
-        self._latency = _latency_buckets()
-        self._attempts = _attempts()
+        self._latency = metrics.latency_buckets()
+        self._attempts = metrics.attempts()
 
     async def take(self, kafka: KafkaInspector) -> Sample:
         """Read the broker and this worker's metrics: the sample since the previous one."""
@@ -74,8 +74,8 @@ class History:
         lag: dict[str, int] = {}
         for row in await lag_report(kafka, await bus_groups(kafka, self._app_id)):
             lag[row.group] = lag.get(row.group, 0) + row.lag
-        latency, self._latency = _delta_quantiles(self._latency, _latency_buckets())
-        attempts = _attempts()
+        latency, self._latency = _delta_quantiles(self._latency, metrics.latency_buckets())
+        attempts = metrics.attempts()
         subscriptions = {}
         for sub, counts in attempts.items():
             delta = {kind: count - self._attempts.get(sub, {}).get(kind, 0) for kind, count in counts.items()}
@@ -89,17 +89,6 @@ class History:
 
     def as_json(self) -> dict:
         return {"interval_s": self.interval_s, "span_s": self.span_s, "samples": [asdict(s) for s in self._samples]}
-
-
-def _latency_buckets() -> list[tuple[float, float]]:
-    """(upper bound in seconds, cumulative count) of this worker's latency histogram, summed over subscriptions."""
-    totals: dict[float, float] = {}
-    for family in metrics.END_TO_END_LATENCY.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_bucket"):
-                bound = float(sample.labels["le"])
-                totals[bound] = totals.get(bound, 0.0) + sample.value
-    return sorted(totals.items())
 
 
 def _delta_quantiles(
@@ -124,16 +113,3 @@ def _quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
             return round((lower_bound + (bound - lower_bound) * share) * 1000, 1)
         lower_bound, lower_count = bound, count
     return None
-
-
-def _attempts() -> dict[str, dict[str, int]]:
-    """Per subscription: attempts this worker made, delivered and failed, since it started."""
-    found: dict[str, dict[str, int]] = {}
-    for family in metrics.DELIVERIES.collect():
-        for sample in family.samples:
-            if not sample.name.endswith("_total"):
-                continue
-            counts = found.setdefault(sample.labels["subscription"], {"delivered": 0, "failed": 0})
-            kind = "delivered" if sample.labels["outcome"] == "delivered" else "failed"
-            counts[kind] += int(sample.value)
-    return found

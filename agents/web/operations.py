@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -152,7 +153,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics_page(request: web.Request) -> web.Response:
     await request.app[OPERATIONS_KEY].refresh_lag_gauge()
-    body, content_type = metrics.exposition()
+    # In a thread: with thousands of subscriptions the text takes a good part of a second to build,
+    # which on the event loop would hold every stage of the process for each scrape.
+    body, content_type = await asyncio.to_thread(metrics.exposition)
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
     return response
