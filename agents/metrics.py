@@ -161,7 +161,7 @@ _latency_children: dict[str, Histogram] = {}
 
 # What the dashboard reads every sample (agents/web/history.py), kept as it is recorded: collecting
 # the labelled families instead (18 samples a subscription for the latency histogram) held the
-# event loop about 0.5 s a sample at 5,000 subscriptions, in every worker process.
+# event loop 0.64 s a sample at 5,000 subscriptions, in every worker process (bench/bench_metrics.py).
 _latency_total = [0] * len(LATENCY_BOUNDS)  # deliveries per bucket, all subscriptions (not cumulative)
 _attempt_counts: dict[str, list[int]] = {}  # subscription -> [delivered, failed]
 

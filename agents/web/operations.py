@@ -56,6 +56,9 @@ class Operations:
             batch_consumers  # each with .group, .finished, .assigned() (None until started), .recovering, .outage
         )
         self._kafka = SharedInspector(bootstrap)
+        # One scrape at a time: the lag gauge is cleared and filled again for each, which another
+        # scrape's text, built meanwhile in a thread, would catch half done.
+        self.scraping = asyncio.Lock()
 
     async def inspector(self) -> KafkaInspector:
         return await self._kafka.get()
@@ -152,10 +155,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    await request.app[OPERATIONS_KEY].refresh_lag_gauge()
-    # In a thread: with thousands of subscriptions the text takes a good part of a second to build,
-    # which on the event loop would hold every stage of the process for each scrape.
-    body, content_type = await asyncio.to_thread(metrics.exposition)
+    operations = request.app[OPERATIONS_KEY]
+    async with operations.scraping:
+        await operations.refresh_lag_gauge()
+        # In a thread: with thousands of subscriptions the text takes seconds to build, which on
+        # the event loop would hold every stage of the process (bench/bench_metrics.py).
+        body, content_type = await asyncio.to_thread(metrics.exposition)
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
     return response
