@@ -5,8 +5,9 @@
 
 The stages are built here, not at import (agents/ingest, agents/routing, agents/delivery: each
 `build(settings, runtime) -> service`). They run as one service under the app, after the
-measure of the process's event-loop lag (agents/loop_lag.py) and the worker's subscriptions
-follower: started in the order given, stopped in reverse.
+measure of the process's event-loop lag (agents/loop_lag.py), the trim of its C heap
+(agents/heap_trim.py) and the worker's subscriptions follower: started in the order given,
+stopped in reverse.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from agents import delivery, ingest, routing
 from agents.alerts import watch
 from agents.app import create_app
 from agents.config import Settings
+from agents.heap_trim import HeapTrim
 from agents.loop_lag import LoopLag
 from agents.stage_runtime import FollowSubscriptions, StageRuntime
 from agents.web.server import add_bus_routes
@@ -45,13 +47,18 @@ class Stages(Service):
 
 
 def build_stages(settings: Settings, names: Sequence[str] = tuple(STAGES)) -> tuple[StageRuntime, list[Service]]:
-    """The runtime, and the loop's lag measure, the follower and the stages `names` in start order."""
+    """The runtime, and the loop's lag measure, the heap trim, the follower and the stages `names` in start order."""
     unknown = [name for name in names if name not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage {', '.join(unknown)}: the stages are {', '.join(STAGES)}")
     runtime = StageRuntime.of(settings)
     runtime.stages = [STAGES[name](settings, runtime) for name in names]
-    return runtime, [LoopLag(), FollowSubscriptions(runtime.subscriptions), *runtime.stages]
+    return runtime, [
+        LoopLag(),
+        HeapTrim(settings.heap_trim_seconds),
+        FollowSubscriptions(runtime.subscriptions),
+        *runtime.stages,
+    ]
 
 
 def build_worker(settings: Settings, names: Sequence[str] = tuple(STAGES)) -> faust.App:

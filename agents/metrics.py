@@ -13,6 +13,7 @@ Each stage records what it does with one call:
     metrics.set_consumer_lag("samband", "samband-events", 3, 42)    # group, topic, partition, lag
     metrics.malformed_record("samband-delivery-status", "record.keyerror")  # an internal record skipped
     metrics.observe_event_loop_lag(0.004)                   # seconds ready work waited for the loop (agents/loop_lag.py)
+    metrics.observe_heap_trim(0.002)                        # seconds a trim of the C heap took (agents/heap_trim.py)
 
 Metric names (the Grafana dashboard in deploy/grafana/ queries these):
 
@@ -27,6 +28,11 @@ Metric names (the Grafana dashboard in deploy/grafana/ queries these):
 | `samband_end_to_end_latency_seconds` | histogram | subscription |
 | `samband_malformed_records_total` | counter | topic, reason |
 | `samband_event_loop_lag_seconds` | histogram | |
+| `samband_heap_trim_seconds` | histogram | |
+| `process_resident_memory_bytes` and the other `process_*` | gauge, counter | |
+
+The `process_*` metrics are prometheus_client's own of the worker process (resident and virtual
+memory, CPU seconds, open files, start time), on Linux.
 
 `samband_malformed_records_total` counts records of the bus's internal topics that could not be
 read and were skipped (bus/malformed.py); `reason` is the kind of error, never the record.
@@ -42,11 +48,20 @@ from __future__ import annotations
 import re
 from bisect import bisect_left
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 from bus import malformed
 
 REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
 
 OUTCOMES = frozenset({"delivered", "retry", "rejected", "dead_lettered"})
 
@@ -140,6 +155,12 @@ EVENT_LOOP_LAG = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+HEAP_TRIM = Histogram(
+    "samband_heap_trim_seconds",
+    "Seconds each trim of the worker process's C heap took (in a thread, beside the event loop).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)
 
 
 def event_in(topic: str, count: int = 1) -> None:
@@ -227,6 +248,10 @@ def duplicate_dropped() -> None:
 
 def observe_event_loop_lag(seconds: float) -> None:
     EVENT_LOOP_LAG.observe(seconds)
+
+
+def observe_heap_trim(seconds: float) -> None:
+    HEAP_TRIM.observe(seconds)
 
 
 def malformed_record(topic: str, reason: str) -> None:

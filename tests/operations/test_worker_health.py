@@ -30,7 +30,7 @@ async def _get_until(session, url: str, status: int, worker: WorkerProcess, time
     raise AssertionError(f"{url} did not answer {status} within {timeout:.0f} s (last: {last}):\n{worker.log_tail()}")
 
 
-async def test_worker_is_alive_then_ready_and_reports_its_consumer_lag_and_loop_lag(
+async def test_worker_is_alive_then_ready_and_reports_its_consumer_lag_loop_lag_and_memory(
     kafka_bootstrap, worker_env, tmp_path
 ):
     app_id = worker_env["SAMBAND_APP_ID"]
@@ -40,7 +40,9 @@ async def test_worker_is_alive_then_ready_and_reports_its_consumer_lag_and_loop_
     await produce(kafka_bootstrap, source, [encode(e) for e in deaths])
     base = f"http://127.0.0.1:{worker_env['SAMBAND_WEB_PORT']}"
 
-    worker = WorkerProcess({**worker_env, "SAMBAND_READY_MAX_LAG": "0"}, tmp_path / "worker.log")
+    worker = WorkerProcess(
+        {**worker_env, "SAMBAND_READY_MAX_LAG": "0", "SAMBAND_HEAP_TRIM_SECONDS": "0.2"}, tmp_path / "worker.log"
+    )
     worker.start()
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
@@ -65,6 +67,10 @@ async def test_worker_is_alive_then_ready_and_reports_its_consumer_lag_and_loop_
     # the process's event loop is measured (agents/loop_lag.py) for as long as it runs
     [loop_lag] = [f for f in text_string_to_metric_families(text) if f.name == "samband_event_loop_lag_seconds"]
     assert next(s.value for s in loop_lag.samples if s.name.endswith("_count")) > 0
+    # its C heap is trimmed every SAMBAND_HEAP_TRIM_SECONDS (agents/heap_trim.py), its memory shown
+    samples = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples["samband_heap_trim_seconds_count"] > 0
+    assert samples["process_resident_memory_bytes"] > 50 * 1024 * 1024
 
 
 async def _logged(worker: WorkerProcess, text: str, timeout: float = 60.0) -> None:

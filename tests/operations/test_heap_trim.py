@@ -1,0 +1,99 @@
+"""agents.heap_trim: memory a worker process has freed goes back to the system at each trim."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import time
+
+import pytest
+import structlog
+
+from agents import heap_trim, metrics
+from agents.heap_trim import HeapTrim, glibc_trim
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+BLOCK = 64 * 1024  # below glibc's mmap threshold: served from the heap, as a burst's buffers are
+
+
+def _resident() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE
+
+
+def _trims() -> float:
+    return metrics.REGISTRY.get_sample_value("samband_heap_trim_seconds_count") or 0.0
+
+
+async def _until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within the timeout"
+        await asyncio.sleep(0.02)  # poll interval inside the deadline
+
+
+@pytest.mark.skipif(glibc_trim() is None, reason="the C library is not glibc: there is no malloc_trim")
+async def test_memory_freed_in_the_middle_of_the_heap_goes_back_to_the_system_at_the_next_trim():
+    libc = ctypes.CDLL(None)
+    libc.malloc.argtypes, libc.malloc.restype = [ctypes.c_size_t], ctypes.c_void_p
+    libc.free.argtypes, libc.free.restype = [ctypes.c_void_p], None
+    # a burst: 128 MiB of blocks, touched, each followed by a small block that stays (long-lived
+    # objects between a burst's buffers); the burst's blocks are freed, their pages stay resident
+    blocks, pinned = [], []
+    for _ in range(2048):
+        blocks.append(libc.malloc(BLOCK))
+        pinned.append(libc.malloc(256))
+        ctypes.memset(blocks[-1], 1, BLOCK)
+    for block in blocks:
+        libc.free(block)
+    freed_but_resident = _resident()
+
+    trim, trims = HeapTrim(every=0.05), _trims()
+    await trim.start()
+    try:
+        await _until(lambda: _trims() > trims)
+    finally:
+        await trim.stop()
+        for block in pinned:
+            libc.free(block)
+    assert freed_but_resident - _resident() > 96 * 1024 * 1024
+
+
+async def test_where_the_c_library_has_no_malloc_trim_the_worker_says_so_once_and_goes_on(monkeypatch):
+    monkeypatch.setattr(heap_trim, "glibc_trim", lambda: None)
+    trim = HeapTrim(every=0.01)
+    with structlog.testing.capture_logs() as logged:
+        await trim.start()
+        try:
+            await _until(lambda: any(line["event"] == "worker.heap_trim_unavailable" for line in logged))
+        finally:
+            await trim.stop()
+    assert [line["event"] for line in logged].count("worker.heap_trim_unavailable") == 1
+
+
+async def test_a_trim_runs_beside_the_event_loop_not_on_it():
+    """The trim is a C call that may take a while on a large heap: the loop keeps running meanwhile."""
+    ticks: list[float] = []
+    trimmed: list[tuple[float, float]] = []
+
+    def slow_trim() -> None:
+        started = time.monotonic()
+        time.sleep(0.5)  # the trim's own time, in its thread
+        trimmed.append((started, time.monotonic()))
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    trim, trims = HeapTrim(every=0.01, trim=slow_trim), _trims()
+    ticking = asyncio.create_task(ticker())
+    await trim.start()
+    try:
+        await _until(lambda: _trims() > trims)
+    finally:
+        ticking.cancel()
+        await trim.stop()
+    started, ended = trimmed[0]
+    assert sum(started < tick < ended for tick in ticks) >= 5  # on the loop it would be none
