@@ -82,7 +82,8 @@ class Settings(BaseSettings):
     # and its write buffers. The rest of the state stays on disk, under SAMBAND_DATA_DIR/state.
     state_cache_mb: int = Field(256, ge=16)
     # Seconds between two trims of each worker process's C heap, which give memory the process has
-    # freed back to the system (agents/heap_trim.py); 0: never.
+    # freed back to the system (agents/heap_trim.py); 0: never. At least 1 otherwise: each trim locks
+    # the heap the event loop allocates from for as long as it runs.
     heap_trim_seconds: float = Field(30.0, ge=0)
     # Hours a cleanly stopped worker's state files stay good for the next worker started on the same
     # data directory, which then reads the changelogs only from where the files end (bus/store.py);
@@ -173,6 +174,15 @@ class Settings(BaseSettings):
                 except OSError as exc:
                     raise ValueError(f"{variable}_FILE: cannot read {path} ({exc.strerror})") from None
         return self
+
+    @field_validator("heap_trim_seconds")
+    @classmethod
+    def _never_or_at_least_a_second(cls, seconds: float) -> float:
+        if 0 < seconds < 1:
+            raise ValueError(
+                f"{seconds:g} is too often: 0 (never) or at least 1 (each trim holds the event loop's heap)"
+            )
+        return seconds
 
     @field_validator("dead_letter_limits")
     @classmethod

@@ -13,7 +13,7 @@ Each stage records what it does with one call:
     metrics.set_consumer_lag("samband", "samband-events", 3, 42)    # group, topic, partition, lag
     metrics.malformed_record("samband-delivery-status", "record.keyerror")  # an internal record skipped
     metrics.observe_event_loop_lag(0.004)                   # seconds ready work waited for the loop (agents/loop_lag.py)
-    metrics.observe_heap_trim(0.002)                        # seconds a trim of the C heap took (agents/heap_trim.py)
+    metrics.observe_heap_trim(0.002)                        # seconds one trim of the C heap took (agents/heap_trim.py)
 
 Metric names (the Grafana dashboard in deploy/grafana/ queries these):
 
@@ -24,11 +24,15 @@ Metric names (the Grafana dashboard in deploy/grafana/ queries these):
 | `samband_validation_failures_total` | counter | reason |
 | `samband_deliveries_total` | counter | subscription, outcome |
 | `samband_retry_backlog` | gauge | subscription |
+| `samband_duplicate_events_total` | counter | |
+| `samband_delivery_in_memory` | gauge | subscription |
+| `samband_delivery_left_in_topic` | gauge | subscription |
+| `samband_delivery_backlog_expired_total` | counter | subscription |
 | `samband_consumer_lag` | gauge | group, topic, partition |
 | `samband_end_to_end_latency_seconds` | histogram | subscription |
 | `samband_malformed_records_total` | counter | topic, reason |
 | `samband_event_loop_lag_seconds` | histogram | |
-| `samband_heap_trim_seconds` | histogram | |
+| `samband_heap_trim_duration_seconds` | histogram | |
 | `process_resident_memory_bytes` and the other `process_*` | gauge, counter | |
 
 The `process_*` metrics are prometheus_client's own of the worker process (resident and virtual
@@ -156,8 +160,8 @@ EVENT_LOOP_LAG = Histogram(
     registry=REGISTRY,
 )
 HEAP_TRIM = Histogram(
-    "samband_heap_trim_seconds",
-    "Seconds each trim of the worker process's C heap took (in a thread, beside the event loop).",
+    "samband_heap_trim_duration_seconds",
+    "Seconds each trim of the worker process's C heap took (in a thread; the loop waits for it only if it allocates meanwhile).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
     registry=REGISTRY,
 )

@@ -34,6 +34,13 @@ def test_bad_choice_names_the_variable():
     assert result.stderr.startswith("samband: SAMBAND_LOG_FORMAT:")
 
 
+def test_a_heap_trim_more_often_than_once_a_second_is_refused_saying_why():
+    result = run_cli("worker", SAMBAND_HEAP_TRIM_SECONDS="0.2")
+    assert result.returncode == 2
+    assert result.stderr.startswith("samband: SAMBAND_HEAP_TRIM_SECONDS:")
+    assert "0 (never) or at least 1" in result.stderr
+
+
 def test_bad_launcher_port_names_the_variable():
     result = run_cli("kafka", "status", SAMBAND_KAFKA_PORT="ninety")
     assert result.returncode == 2
