@@ -15,8 +15,9 @@ A queue is either (both kinds are in the worker's memory and count against the l
   took (`seen`), is in the compacted topic `<app id>-delivery-pending` (one partition per
   input partition), and its records are settled once that write is acknowledged.
 
-A subscription holds at most `memory_limit` entries (SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION).
-Once it holds that many, its further records of a partition are *left* in the deliveries topic:
+A subscription holds at most `memory_limit` entries (SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION), and
+at most its share of `worker_memory_limit` while the process holds that many in all
+(SAMBAND_DELIVERY_MEMORY_PER_WORKER; memory.py). Once it is full, its further records of a partition are *left* in the deliveries topic:
 a `Behind` record (pending.py: where it resumes, its last record left, how many) is stored
 instead, and the records are settled with it. The worker's backlog reader (agent.py) reads the
 partition again from the cursor as the subscription gets room, and `take_backlog` takes its
@@ -48,6 +49,7 @@ from agents.delivery import pending
 from agents.delivery.dispatcher import Dispatcher, subscription_of
 from agents.delivery.egress import Grades
 from agents.delivery.ledger import disclosure_record, ledger_key, ledger_record
+from agents.delivery.memory import HeldInMemory
 from agents.delivery.offsets import OpenOffsets
 from agents.routing.reference import REFERENCE_PERSON
 from bus.batches import Write
@@ -80,6 +82,7 @@ class DeliveryQueues:
         clock: Callable[[], float] = time.time,
         store_after: float = 2.0,
         memory_limit: int = 10_000,
+        worker_memory_limit: int | None = None,
     ):
         self.topics = topics
         self.grades = grades  # learns a new grade from each purge record (agents/delivery/egress.py)
@@ -94,9 +97,9 @@ class DeliveryQueues:
         self._open_since: dict[str, float] = {}
         self._opened: deque[tuple[float, str]] = deque()
         self.store_after = store_after
-        # Entries a subscription may hold in memory; its further records wait in the deliveries topic.
-        self.memory_limit = memory_limit
-        self.in_memory: Counter[str] = Counter()  # subscription -> entries in its queues
+        # Entries in the queues, per subscription and in all: a full subscription's further records
+        # wait in the deliveries topic.
+        self.in_memory = HeldInMemory(memory_limit, worker_memory_limit)
         self.behind: dict[tuple[str, int], pending.Behind] = {}  # (subscription, partition) -> where it resumes
         self.backlog_ready = asyncio.Event()  # a subscription behind may have room: the backlog reader looks
         self.read_from: dict[int, int] = {}  # partition -> the group's committed offset when it was assigned here
@@ -163,14 +166,15 @@ class DeliveryQueues:
                         continue
                     state = pending.opened(pending.stored_state(value), self.seal)
                     self.queues[key], self.seen[key] = state["queue"], state["seen"]
-                    self.in_memory[subscription_of(key)] += len(state["queue"])
+                    self.in_memory.add(subscription_of(key), len(state["queue"]))
                     self.dispatcher.offer(key, state["queue"][0])
 
     def revoked(self, partitions: set[int]) -> None:
         """Forget the queues of `partitions`: their new owner reads their records from the last commit."""
         self.owned -= partitions
         for key in [k for k, queue in self.queues.items() if queue[0]["source"][1] in partitions]:
-            self.in_memory[subscription_of(key)] -= len(self.queues[key])
+            if self.in_memory.add(subscription_of(key), -len(self.queues[key])):
+                self.backlog_ready.set()  # another subscription behind may have room now
             del self.queues[key]
             self.seen.pop(key, None)
             self._changed.pop(key, None)
@@ -222,7 +226,7 @@ class DeliveryQueues:
             return
         sub = subscription_of(key)
         behind = self.behind.get((sub, partition))
-        if behind is None and not purge and self.in_memory[sub] >= self.memory_limit:
+        if behind is None and not purge and self.in_memory.full(sub):
             # It falls behind at this record: counted as its first one left, just below.
             behind = self.behind[(sub, partition)] = pending.Behind(cursor=offset, last=offset - 1, left=0)
         # From the cursor on, its records wait in the topic for the backlog reader. One before the
@@ -251,11 +255,11 @@ class DeliveryQueues:
             if offset > seen:
                 self.queues[key], self._changed[key] = [entry], partition
                 self.seen[key] = max(seen, self._seen_at(sub, partition, offset))
-                self.in_memory[sub] += 1
+                self.in_memory.add(sub, 1)
                 self.dispatcher.offer(key, entry)
             return
         self.queues[key] = [entry]
-        self.in_memory[sub] += 1
+        self.in_memory.add(sub, 1)
         if self.dispatcher.is_active(sub):
             self._settled.pop()  # goes out at once; open until its outcome is durable
             self._open_since[key] = now
@@ -276,7 +280,7 @@ class DeliveryQueues:
         """A purge goes first, so the subscriber deletes the address before anything held arrives: before
         the head too when the head is held (paused, unverified, waiting for a retry), else right after
         it (it may be on its way)."""
-        self.in_memory[subscription_of(key)] += 1
+        self.in_memory.add(subscription_of(key), 1)
         if not purge:
             queue.append(entry)
         elif self.dispatcher.holds(key):
@@ -340,9 +344,8 @@ class DeliveryQueues:
         if stored:
             self._changed[key] = partition
         self._record(key, sub, event_id, decision, result, now)
-        before, half = self.in_memory[sub], self.memory_limit // 2
-        self.in_memory[sub] += len(decision.queue) - len(self.queues[key])
-        if before > half >= self.in_memory[sub] and self.behind:  # room again: the reader looks (it checks who)
+        room = self.in_memory.add(sub, len(decision.queue) - len(self.queues[key]))
+        if room and self.behind:  # room again: the reader looks (it checks who)
             self.backlog_ready.set()
         if decision.queue:
             self.queues[key] = decision.queue
@@ -376,10 +379,10 @@ class DeliveryQueues:
         left: Counter[str] = Counter()
         for (sub, _), behind in self.behind.items():
             left[sub] += behind.left
-        for sub in set(self.in_memory) | set(left):
+        for sub in self.in_memory.subscriptions() | set(left):
             metrics.set_delivery_memory(sub, self.in_memory[sub], left[sub])
-            if not self.in_memory[sub] and not left[sub]:
-                self.in_memory.pop(sub, None)
+            if not left[sub]:
+                self.in_memory.forget_idle(sub)
 
     def _reached(self, partition: int) -> int:
         """The offset up to which the group consumer has read `partition` since it was assigned here."""
@@ -394,7 +397,7 @@ class DeliveryQueues:
         """Partition -> offset to read from, where a subscription behind has room again."""
         wanted: dict[int, int] = {}
         for (sub, partition), behind in self.behind.items():
-            if (partition in self.owned and self.in_memory[sub] <= self.memory_limit // 2
+            if (partition in self.owned and self.in_memory.has_room(sub)
                     and behind.cursor <= self._reached(partition)):  # fmt: skip
                 wanted[partition] = min(wanted.get(partition, behind.cursor), behind.cursor)
         return wanted
@@ -412,7 +415,7 @@ class DeliveryQueues:
         behind = {
             sub: b
             for (sub, p), b in self.behind.items()
-            if p == partition and start <= b.cursor <= reached and self.in_memory[sub] < self.memory_limit
+            if p == partition and start <= b.cursor <= reached and not self.in_memory.full(sub)
         }
         full: dict[str, int] = {}  # subscription -> offset of its first record it had no room for
         now = self.clock()
@@ -422,7 +425,7 @@ class DeliveryQueues:
             b = behind.get(sub)
             if b is None or sub in full or not b.cursor <= record.offset <= b.last:
                 continue
-            if self.in_memory[sub] >= self.memory_limit:
+            if self.in_memory.full(sub):
                 full[sub] = record.offset
                 continue
             if self._take(record, key, sub, partition, now):
@@ -474,7 +477,7 @@ class DeliveryQueues:
             self._queue(key, queue, entry, purge=False)
         else:  # a new queue, or a stored one emptied whose deletion is not yet written
             self.queues[key] = [entry]
-            self.in_memory[sub] += 1
+            self.in_memory.add(sub, 1)
             self.dispatcher.offer(key, entry)
         self.seen[key], self._changed[key] = record.offset, partition
         return True

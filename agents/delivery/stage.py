@@ -149,6 +149,7 @@ class DeliveryService(BatchService):
             self.grades,
             store_after=settings.delivery_store_after_seconds,
             memory_limit=settings.delivery_memory_per_subscription,
+            worker_memory_limit=settings.delivery_memory_per_worker,
         )
         # Set once every subscription and delivery status written before the start has been read:
         # records of a subscription not yet known would otherwise all be stored as waiting.

@@ -209,3 +209,58 @@ def test_records_the_retention_deleted_are_reported_and_the_subscription_resumes
     assert [(e["from_offset"], e["to_offset"]) for e in expired] == [(4, 7)]
     assert _keys(queues) == {f"sub/{ALICE}": ["e4.sub"], f"sub/{BOB}": ["f4.sub"]}
     assert ("sub", 0) not in queues.behind
+
+
+def _worker_queues(worker_limit: int) -> tuple[DeliveryQueues, Lanes]:
+    lanes = Lanes()
+    queues = DeliveryQueues(
+        TOPICS,
+        lanes,
+        DeadLetterSeal(bytes(32)),
+        Grades(),
+        clock=lambda: 1000.0,
+        memory_limit=100,
+        worker_memory_limit=worker_limit,
+    )
+    queues.stored.partitions[0] = {}
+    queues.assigned({0})
+    return queues, lanes
+
+
+def _deliver(queues: DeliveryQueues, sub: str) -> None:
+    for key in [k for k in queues.queues if k.startswith(f"{sub}/")]:
+        queues.apply(key, queues.queues[key][0], Outcome.delivered())
+
+
+def test_when_many_subscribers_are_slow_at_once_the_worker_holds_a_bounded_share_and_a_healthy_one_goes_on():
+    """SAMBAND_DELIVERY_MEMORY_PER_WORKER: two slow subscriptions (one supplier's systems in two kommuner)
+    far below their own limit of 100 fill the process's 12; each then holds its share (6) and leaves
+    the rest in the topic, while a healthy subscription's records keep going out at once."""
+    queues, lanes = _worker_queues(worker_limit=12)
+    slow = [_record(i, f"{i:032x}", f"s{i}", sub=("slow-a", "slow-b")[i % 2]) for i in range(20)]
+    _cycle(queues, slow)
+    assert (queues.in_memory["slow-a"], queues.in_memory["slow-b"]) == (6, 6)
+    assert {sub: b.left for (sub, _), b in queues.behind.items()} == {"slow-a": 4, "slow-b": 4}
+    for offset in range(20, 30):  # the healthy one, one record a cycle, delivered at once
+        _cycle(queues, [_record(offset, f"{offset:032x}", f"h{offset}", sub="fine")])
+        assert lanes.offered[-1] == f"h{offset}.fine"
+        assert queues.in_memory.total <= 24  # about twice the limit at most
+        _deliver(queues, "fine")
+    assert ("fine", 0) not in queues.behind
+
+    _deliver(queues, "slow-a")  # slow-a catches up: the process is down to half its limit
+    assert queues.backlog_ready.is_set()
+    assert queues.backlog_wanted() == {0: 12}  # where the first slow record left lies
+    queues.take_backlog(0, 12, slow[12:])
+    assert [k for k in lanes.offered if k.endswith(".slow-a")] == [f"s{i}.slow-a" for i in range(0, 20, 2)]
+    assert ("slow-a", 0) not in queues.behind and ("slow-b", 0) in queues.behind
+
+
+def test_a_subscription_gives_way_to_the_worker_limit_only_at_its_share():
+    queues, _ = _worker_queues(worker_limit=12)
+    _cycle(queues, [_record(i, f"{i:032x}", f"b{i}", sub="big") for i in range(12)])
+    assert queues.in_memory["big"] == 12 and not queues.behind  # alone, its share is the whole limit
+    _cycle(queues, [_record(12 + i, f"{100 + i:032x}", f"m{i}", sub="small") for i in range(3)])
+    assert queues.in_memory["small"] == 3 and ("small", 0) not in queues.behind  # under its share (6)
+    _cycle(queues, [_record(15, f"{200:032x}", "b12", sub="big")])
+    assert ("big", 0) in queues.behind  # over its share: its next record is left

@@ -91,3 +91,55 @@ async def test_a_paused_subscriptions_backlog_is_left_in_the_topic_and_delivered
     ).report()
     assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
     assert held and max(held) <= LIMIT, f"held in memory: up to {max(held, default=None)} (limit {LIMIT})"
+
+
+async def test_many_paused_subscriptions_hold_a_bounded_share_of_the_workers_memory_and_a_healthy_one_goes_on(
+    kafka_bootstrap, worker_env, tmp_path
+):
+    """SAMBAND_DELIVERY_MEMORY_PER_WORKER: two paused subscriptions far below their own limit (1,000)
+    fill the process's limit (30): each gives way at its share and leaves the rest in the topic,
+    the healthy one gets everything meanwhile, and once resumed the paused ones get all of theirs."""
+    worker_limit = 30
+    env = {
+        **worker_env,
+        "SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION": "1000",
+        "SAMBAND_DELIVERY_MEMORY_PER_WORKER": str(worker_limit),
+    }
+    bus = DeliveryBus(kafka_bootstrap, env, tmp_path / "worker.log")
+    port = env["SAMBAND_WEB_PORT"]
+    subs = ("paused-a", "paused-b", "healthy")
+    receivers = {sub: Receiver(bus.secret) for sub in subs}
+    for receiver in receivers.values():
+        await receiver.start()
+    await bus.start()
+    total = PERSONS * PER_PERSON
+    try:
+        for sub in subs:
+            await bus.subscribe(sub, receivers[sub].url, paused=sub != "healthy")
+        healthy = receivers["healthy"]
+        await bus.wait_for(healthy, healthy.verified, 60, "the healthy subscriber verified")
+        sent = {sub: bus.events_for(sub, PERSONS, PER_PERSON) for sub in subs}
+        await bus.send([record for sub in subs for record in sent[sub]])
+        await bus.wait_for(healthy, lambda: len(healthy.unique_ids) >= total, 120, "every event at the healthy one")
+        await wait_for_commits(bus.bootstrap, f"{bus.app_id}-delivery", 3 * total, 60, bus.worker)
+        gauges = {sub: await _gauges(port, sub) for sub in ("paused-a", "paused-b")}
+        held = [g["samband_delivery_in_memory"] for g in gauges.values()]
+        assert all(h > 0 for h in held) and sum(held) <= 2 * worker_limit, gauges
+        assert sum(g["samband_delivery_left_in_topic"] for g in gauges.values()) == 2 * total - sum(held), gauges
+
+        for sub in ("paused-a", "paused-b"):
+            await bus.subscribe(sub, receivers[sub].url)
+        for sub in ("paused-a", "paused-b"):
+            receiver = receivers[sub]
+            await bus.wait_for(receiver, lambda r=receiver: len(r.unique_ids) >= total, 180, f"every event at {sub}")
+    finally:
+        await bus.stop()
+        for receiver in receivers.values():
+            await receiver.stop()
+    counts = count(
+        "two paused subscriptions at the worker's memory limit, then resumed",
+        {sub: {r["idempotency_key"] for r in records} for sub, records in sent.items()},
+        {sub: receiver.events() for sub, receiver in receivers.items()},
+        subject_and_seq,
+    ).report()
+    assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
