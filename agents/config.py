@@ -101,9 +101,9 @@ class Settings(BaseSettings):
     # holds this many leaves its further records in the deliveries topic and reads them again when it
     # has room (agents/delivery/queues.py), so a slow or paused subscriber's backlog is not in memory.
     delivery_memory_per_subscription: int = Field(10_000, ge=2)
-    # Delivery: entries a worker process holds in memory in all before the subscriptions holding the
-    # most give way (agents/delivery/memory.py): each then holds at most its share of this, and the
-    # process about twice this at most (about 9 KB an entry: 20,000 is about 180 MiB).
+    # Delivery: entries a worker process holds in memory in all before a subscription that takes no
+    # deliveries now (paused, unverified, suspended) holds any more (agents/delivery/memory.py).
+    # About 9 KB an entry: 20,000 is about 180 MiB.
     delivery_memory_per_worker: int = Field(20_000, ge=2)
     # The least wait a subscription's retry schedule may set, so a subscriber is not hammered. Tests
     # lower it to run retries in milliseconds; the subscription writers and every worker apply it.

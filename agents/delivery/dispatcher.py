@@ -617,6 +617,10 @@ class Dispatcher:
             and not status.get("disabled_reason")
         )
 
+    def is_waiting(self, sub: str) -> bool:
+        """Takes no deliveries now: not active, or its breaker is open (only a probe goes)."""
+        return not self.is_active(sub) or self.breaker.is_open(sub)
+
     async def set_target(self, sub: str, target: Target | None) -> None:
         if self.targets.get(sub) == target:
             return

@@ -15,9 +15,10 @@ A queue is either (both kinds are in the worker's memory and count against the l
   took (`seen`), is in the compacted topic `<app id>-delivery-pending` (one partition per
   input partition), and its records are settled once that write is acknowledged.
 
-A subscription holds at most `memory_limit` entries (SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION), and
-at most its share of `worker_memory_limit` while the process holds that many in all
-(SAMBAND_DELIVERY_MEMORY_PER_WORKER; memory.py). Once it is full, its further records of a partition are *left* in the deliveries topic:
+A subscription holds at most `memory_limit` entries (SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION); one
+that takes no deliveries now (paused, unverified, suspended) holds none more once the process holds
+`worker_memory_limit` in all (SAMBAND_DELIVERY_MEMORY_PER_WORKER; memory.py). Once it is full, its
+further records of a partition are *left* in the deliveries topic:
 a `Behind` record (pending.py: where it resumes, its last record left, how many) is stored
 instead, and the records are settled with it. The worker's backlog reader (agent.py) reads the
 partition again from the cursor as the subscription gets room, and `take_backlog` takes its
@@ -99,7 +100,7 @@ class DeliveryQueues:
         self.store_after = store_after
         # Entries in the queues, per subscription and in all: a full subscription's further records
         # wait in the deliveries topic.
-        self.in_memory = HeldInMemory(memory_limit, worker_memory_limit)
+        self.in_memory = HeldInMemory(memory_limit, worker_memory_limit, dispatcher.is_waiting)
         self.behind: dict[tuple[str, int], pending.Behind] = {}  # (subscription, partition) -> where it resumes
         self.backlog_ready = asyncio.Event()  # a subscription behind may have room: the backlog reader looks
         self.read_from: dict[int, int] = {}  # partition -> the group's committed offset when it was assigned here
@@ -369,7 +370,8 @@ class DeliveryQueues:
 
     # --- a subscription's backlog, read again from the deliveries topic -----------------------
     #
-    # The reader resumes a subscription only when it is down to half its limit, so that a freed
+    # The reader resumes a subscription only when it is down to half its limit (and, while it takes no
+    # deliveries, the process down to half its own: memory.py), so that a freed
     # place does not cost a read of the topic each, and only once this worker's group consumer has
     # read the partition up to the cursor: records below it (read again after a restart or a
     # rebalance) must be in their queues before the ones after them are taken.

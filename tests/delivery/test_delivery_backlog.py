@@ -211,8 +211,22 @@ def test_records_the_retention_deleted_are_reported_and_the_subscription_resumes
     assert ("sub", 0) not in queues.behind
 
 
-def _worker_queues(worker_limit: int) -> tuple[DeliveryQueues, Lanes]:
-    lanes = Lanes()
+class Waiting(Lanes):
+    """Lanes where the subscriptions in `waiting` take no deliveries (paused, suspended)."""
+
+    def __init__(self, waiting: set[str]):
+        super().__init__()
+        self.waiting = waiting
+
+    def is_active(self, sub: str) -> bool:
+        return sub not in self.waiting
+
+    def holds(self, key: str) -> bool:
+        return key.split("/")[0] in self.waiting
+
+
+def _worker_queues(worker_limit: int, waiting: set[str]) -> tuple[DeliveryQueues, Waiting]:
+    lanes = Waiting(waiting)
     queues = DeliveryQueues(
         TOPICS,
         lanes,
@@ -229,38 +243,57 @@ def _worker_queues(worker_limit: int) -> tuple[DeliveryQueues, Lanes]:
 
 def _deliver(queues: DeliveryQueues, sub: str) -> None:
     for key in [k for k in queues.queues if k.startswith(f"{sub}/")]:
-        queues.apply(key, queues.queues[key][0], Outcome.delivered())
+        while key in queues.queues:
+            queues.apply(key, queues.queues[key][0], Outcome.delivered())
 
 
-def test_when_many_subscribers_are_slow_at_once_the_worker_holds_a_bounded_share_and_a_healthy_one_goes_on():
-    """SAMBAND_DELIVERY_MEMORY_PER_WORKER: two slow subscriptions (one supplier's systems in two kommuner)
-    far below their own limit of 100 fill the process's 12; each then holds its share (6) and leaves
-    the rest in the topic, while a healthy subscription's records keep going out at once."""
-    queues, lanes = _worker_queues(worker_limit=12)
-    slow = [_record(i, f"{i:032x}", f"s{i}", sub=("slow-a", "slow-b")[i % 2]) for i in range(20)]
-    _cycle(queues, slow)
-    assert (queues.in_memory["slow-a"], queues.in_memory["slow-b"]) == (6, 6)
-    assert {sub: b.left for (sub, _), b in queues.behind.items()} == {"slow-a": 4, "slow-b": 4}
-    for offset in range(20, 30):  # the healthy one, one record a cycle, delivered at once
-        _cycle(queues, [_record(offset, f"{offset:032x}", f"h{offset}", sub="fine")])
-        assert lanes.offered[-1] == f"h{offset}.fine"
-        assert queues.in_memory.total <= 24  # about twice the limit at most
-        _deliver(queues, "fine")
+def _burst(sub: str, first: int, count: int) -> list[ConsumerRecord]:
+    return [_record(first + i, f"{first + i:032x}", f"{sub}{first + i}", sub=sub) for i in range(count)]
+
+
+SLOW = ("slow-a", "slow-b", "slow-c", "slow-d")
+
+
+def test_subscribers_down_one_after_another_hold_the_workers_limit_between_them_not_their_own_each():
+    """SAMBAND_DELIVERY_MEMORY_PER_WORKER (12 here): four subscriptions that take no deliveries, each
+    far below its own limit (100), go down in turn; between them they hold 12, the rest waits in
+    the topic, and a burst of a subscription taking deliveries, larger than the limit, goes out."""
+    queues, lanes = _worker_queues(worker_limit=12, waiting=set(SLOW))
+    for n, sub in enumerate(SLOW):
+        _cycle(queues, _burst(sub, 10 * n, 10))
+    assert [queues.in_memory[sub] for sub in SLOW] == [10, 2, 0, 0]
+    assert {sub: b.left for (sub, _), b in queues.behind.items()} == {"slow-b": 8, "slow-c": 10, "slow-d": 10}
+
+    _cycle(queues, _burst("fine", 40, 50))
+    assert [k for k in lanes.offered if k.endswith(".fine")] == [f"fine{i}.fine" for i in range(40, 90)]
     assert ("fine", 0) not in queues.behind
+    _deliver(queues, "fine")
+    assert queues.in_memory.total == 12
+    assert queues.backlog_wanted() == {}  # the waiting ones have no room while the process holds 12
 
-    _deliver(queues, "slow-a")  # slow-a catches up: the process is down to half its limit
+
+def test_with_the_process_down_to_half_its_limit_the_waiting_ones_take_their_records_again_in_order():
+    queues, lanes = _worker_queues(worker_limit=12, waiting=set(SLOW))
+    records = [record for n, sub in enumerate(SLOW) for record in _burst(sub, 10 * n, 10)]
+    _cycle(queues, records)
+    queues.backlog_ready.clear()
+    lanes.waiting.discard("slow-a")  # slow-a resumes and catches up: the process holds 2
+    _deliver(queues, "slow-a")
     assert queues.backlog_ready.is_set()
-    assert queues.backlog_wanted() == {0: 12}  # where the first slow record left lies
-    queues.take_backlog(0, 12, slow[12:])
-    assert [k for k in lanes.offered if k.endswith(".slow-a")] == [f"s{i}.slow-a" for i in range(0, 20, 2)]
-    assert ("slow-a", 0) not in queues.behind and ("slow-b", 0) in queues.behind
+    assert queues.backlog_wanted() == {0: 12}  # slow-b's first record left
+    queues.take_backlog(0, 12, records[12:])
+    assert queues.in_memory.total == 12  # slow-b took 8, slow-c 2; the rest waits still
+    assert [queues.in_memory[sub] for sub in SLOW] == [0, 10, 2, 0]
+    _cycle(queues, [])
+    assert pending.behind_state(queues.stored.get(0, pending.behind_key("slow-c"))).cursor == 22
 
 
-def test_a_subscription_gives_way_to_the_worker_limit_only_at_its_share():
-    queues, _ = _worker_queues(worker_limit=12)
-    _cycle(queues, [_record(i, f"{i:032x}", f"b{i}", sub="big") for i in range(12)])
-    assert queues.in_memory["big"] == 12 and not queues.behind  # alone, its share is the whole limit
-    _cycle(queues, [_record(12 + i, f"{100 + i:032x}", f"m{i}", sub="small") for i in range(3)])
-    assert queues.in_memory["small"] == 3 and ("small", 0) not in queues.behind  # under its share (6)
-    _cycle(queues, [_record(15, f"{200:032x}", "b12", sub="big")])
-    assert ("big", 0) in queues.behind  # over its share: its next record is left
+def test_a_subscription_resumed_takes_its_records_again_though_the_waiting_ones_hold_the_limit():
+    queues, lanes = _worker_queues(worker_limit=12, waiting=set(SLOW))
+    records = [record for n, sub in enumerate(SLOW) for record in _burst(sub, 10 * n, 10)]
+    _cycle(queues, records)
+    lanes.waiting.discard("slow-d")  # resumed: it takes deliveries again, the others still hold 12
+    assert queues.backlog_wanted() == {0: 30}
+    queues.take_backlog(0, 30, records[30:])
+    assert queues.in_memory["slow-d"] == 10 and ("slow-d", 0) not in queues.behind
+    assert [k for k in lanes.offered if k.endswith(".slow-d")] == [f"slow-d{i}.slow-d" for i in range(30, 40)]

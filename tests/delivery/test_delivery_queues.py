@@ -49,6 +49,9 @@ class Lanes:
     def holds(self, key: str) -> bool:
         return not self.active
 
+    def is_waiting(self, sub: str) -> bool:
+        return not self.is_active(sub)
+
     def done(self, key: str) -> None:
         pass
 
