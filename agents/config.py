@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     # has room (agents/delivery/queues.py), so a slow or paused subscriber's backlog is not in memory.
     delivery_memory_per_subscription: int = Field(10_000, ge=2)
     # Delivery: entries a worker process holds in memory in all before a subscription that takes no
-    # deliveries now (paused, unverified, suspended) holds any more (agents/delivery/memory.py).
+    # deliveries now (paused, unverified, suspended...) takes more than one (agents/delivery/memory.py).
     # About 9 KB an entry: 20,000 is about 180 MiB.
     delivery_memory_per_worker: int = Field(20_000, ge=2)
     # The least wait a subscription's retry schedule may set, so a subscriber is not hammered. Tests

@@ -1,19 +1,23 @@
 """How many pending entries the delivery stage holds in memory, per subscription and in all.
 
 A subscription is *full* when it holds `per_subscription` entries
-(SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION); a subscription that is *waiting* (paused, unverified,
-or suspended by its breaker: it takes no deliveries) is full too once the worker process holds
-`per_worker` entries in all (SAMBAND_DELIVERY_MEMORY_PER_WORKER). A full subscription leaves its
-further records in the deliveries topic, to take them again when it has room (queues.py). So many
-subscribers down at once (one supplier's systems in many kommuner) hold `per_worker` entries
-between them, not `per_subscription` each, while a subscription taking deliveries, whose entries
-go out at once, is never held back by what the waiting ones hold. The process holds at most
-`per_worker` plus what the subscriptions taking deliveries hold (each at most `per_subscription`,
-and for the few seconds before its queues are stored, SAMBAND_DELIVERY_STORE_AFTER_SECONDS), plus
-purges, which never wait, and the queues a worker takes over from another.
+(SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION). One that is *waiting* (it takes no deliveries now:
+paused, unverified, disabled, outside its delivery window, or suspended by its breaker) is full
+too once the worker process holds `per_worker` entries in all (SAMBAND_DELIVERY_MEMORY_PER_WORKER)
+and it holds one at least: one each, so a suspended subscription always has a head to probe its
+endpoint with. A full subscription leaves its further records in the deliveries topic, to take
+them again when it has room (queues.py). So subscribers that are down take nothing more into
+memory once the process holds the limit, while a subscription taking deliveries is never held
+back by what they hold: its own limit alone bounds it.
+
+What it bounds, and what not: a subscription keeps what it took while it took deliveries (a slow
+or failing subscriber before its breaker opens, one paused with a backlog), up to its own limit.
+The process holds at most `per_worker`, plus that, plus one entry per waiting subscription, plus
+what the subscriptions taking deliveries hold, plus purges (which never wait) and the queues a
+worker takes over from another at a rebalance.
 
 A subscription has *room* again, and its backlog is read, once it holds at most half its own
-limit and, while it is waiting, the process holds at most half `per_worker`.
+limit and, while it is waiting, holds nothing or the process holds at most half `per_worker`.
 """
 
 from __future__ import annotations
@@ -51,11 +55,13 @@ class HeldInMemory:
         return before > self.per_subscription // 2 >= after or total_before > self.per_worker // 2 >= self.total
 
     def full(self, sub: str) -> bool:
-        if self._held.get(sub, 0) >= self.per_subscription:
+        held = self._held.get(sub, 0)
+        if held >= self.per_subscription:
             return True
-        return self.total >= self.per_worker and self.waiting(sub)
+        return self.total >= self.per_worker and held > 0 and self.waiting(sub)
 
     def has_room(self, sub: str) -> bool:
-        if self._held.get(sub, 0) > self.per_subscription // 2:
+        held = self._held.get(sub, 0)
+        if held > self.per_subscription // 2:
             return False
-        return self.total <= self.per_worker // 2 or not self.waiting(sub)
+        return held == 0 or self.total <= self.per_worker // 2 or not self.waiting(sub)

@@ -254,46 +254,89 @@ def _burst(sub: str, first: int, count: int) -> list[ConsumerRecord]:
 SLOW = ("slow-a", "slow-b", "slow-c", "slow-d")
 
 
-def test_subscribers_down_one_after_another_hold_the_workers_limit_between_them_not_their_own_each():
-    """SAMBAND_DELIVERY_MEMORY_PER_WORKER (12 here): four subscriptions that take no deliveries, each
-    far below its own limit (100), go down in turn; between them they hold 12, the rest waits in
-    the topic, and a burst of a subscription taking deliveries, larger than the limit, goes out."""
+def _slow_ones_down(lanes_waiting: set[str] | None = None) -> tuple[DeliveryQueues, Waiting, list[ConsumerRecord]]:
+    """Four subscriptions that take no deliveries, ten records each (offsets 0-39), worker limit 12."""
     queues, lanes = _worker_queues(worker_limit=12, waiting=set(SLOW))
-    for n, sub in enumerate(SLOW):
-        _cycle(queues, _burst(sub, 10 * n, 10))
-    assert [queues.in_memory[sub] for sub in SLOW] == [10, 2, 0, 0]
-    assert {sub: b.left for (sub, _), b in queues.behind.items()} == {"slow-b": 8, "slow-c": 10, "slow-d": 10}
+    records = [record for n, sub in enumerate(SLOW) for record in _burst(sub, 10 * n, 10)]
+    for n in range(len(SLOW)):
+        _cycle(queues, records[10 * n : 10 * n + 10])
+    return queues, lanes, records
+
+
+def test_subscribers_down_one_after_another_take_nothing_more_once_the_worker_holds_its_limit():
+    """SAMBAND_DELIVERY_MEMORY_PER_WORKER (12 here): four subscriptions that take no deliveries, each
+    far below its own limit (100), go down in turn; once the process holds 12 each takes one record
+    at most (a head to probe with) and leaves the rest in the topic; a burst of a subscription
+    taking deliveries, larger than the limit, all goes out."""
+    queues, lanes, _ = _slow_ones_down()
+    assert [queues.in_memory[sub] for sub in SLOW] == [10, 2, 1, 1]
+    assert {sub: b.left for (sub, _), b in queues.behind.items()} == {"slow-b": 8, "slow-c": 9, "slow-d": 9}
 
     _cycle(queues, _burst("fine", 40, 50))
     assert [k for k in lanes.offered if k.endswith(".fine")] == [f"fine{i}.fine" for i in range(40, 90)]
     assert ("fine", 0) not in queues.behind
     _deliver(queues, "fine")
-    assert queues.in_memory.total == 12
-    assert queues.backlog_wanted() == {}  # the waiting ones have no room while the process holds 12
+    assert queues.in_memory.total == 14
+    assert queues.backlog_wanted() == {}  # the waiting ones have no room while the process holds 14
 
 
-def test_with_the_process_down_to_half_its_limit_the_waiting_ones_take_their_records_again_in_order():
-    queues, lanes = _worker_queues(worker_limit=12, waiting=set(SLOW))
-    records = [record for n, sub in enumerate(SLOW) for record in _burst(sub, 10 * n, 10)]
-    _cycle(queues, records)
+def test_with_the_process_down_to_half_its_limit_the_waiting_ones_take_their_records_again_in_offset_order():
+    queues, lanes, records = _slow_ones_down()
     queues.backlog_ready.clear()
-    lanes.waiting.discard("slow-a")  # slow-a resumes and catches up: the process holds 2
+    lanes.waiting.discard("slow-a")  # slow-a resumes and catches up
+    heads = [k for k in queues.queues if k.startswith("slow-a/")]
+    for key in heads[:6]:
+        queues.apply(key, queues.queues[key][0], Outcome.delivered())
+    assert queues.in_memory.total == 8  # above half the limit (6): still no room for the waiting ones
+    assert not queues.backlog_ready.is_set() and queues.backlog_wanted() == {}
     _deliver(queues, "slow-a")
-    assert queues.backlog_ready.is_set()
+    assert queues.in_memory.total == 4 and queues.backlog_ready.is_set()
     assert queues.backlog_wanted() == {0: 12}  # slow-b's first record left
     queues.take_backlog(0, 12, records[12:])
-    assert queues.in_memory.total == 12  # slow-b took 8, slow-c 2; the rest waits still
-    assert [queues.in_memory[sub] for sub in SLOW] == [0, 10, 2, 0]
+    assert [queues.in_memory[sub] for sub in SLOW] == [0, 10, 1, 1]  # slow-b took 8: the process holds 12
+    assert [k for k in lanes.offered if k.endswith(".slow-b")] == [f"slow-b{i}.slow-b" for i in range(10, 20)]
     _cycle(queues, [])
-    assert pending.behind_state(queues.stored.get(0, pending.behind_key("slow-c"))).cursor == 22
+    assert pending.behind_state(queues.stored.get(0, pending.behind_key("slow-c"))).cursor == 21
 
 
 def test_a_subscription_resumed_takes_its_records_again_though_the_waiting_ones_hold_the_limit():
-    queues, lanes = _worker_queues(worker_limit=12, waiting=set(SLOW))
-    records = [record for n, sub in enumerate(SLOW) for record in _burst(sub, 10 * n, 10)]
-    _cycle(queues, records)
-    lanes.waiting.discard("slow-d")  # resumed: it takes deliveries again, the others still hold 12
-    assert queues.backlog_wanted() == {0: 30}
-    queues.take_backlog(0, 30, records[30:])
+    queues, lanes, records = _slow_ones_down()
+    lanes.waiting.discard("slow-d")  # resumed: it takes deliveries again, the others still hold 13
+    assert queues.backlog_wanted() == {0: 31}
+    queues.take_backlog(0, 31, records[31:])
     assert queues.in_memory["slow-d"] == 10 and ("slow-d", 0) not in queues.behind
     assert [k for k in lanes.offered if k.endswith(".slow-d")] == [f"slow-d{i}.slow-d" for i in range(30, 40)]
+
+
+def test_a_suspended_subscription_that_holds_nothing_takes_one_record_so_it_can_probe_its_endpoint():
+    """Its breaker open, a subscription is waiting; with its last head dead-lettered it holds nothing,
+    and a probe needs a head: it has room for one record, whatever the process holds."""
+    queues, lanes, records = _slow_ones_down()
+    for key in [k for k in queues.queues if k.startswith("slow-c/")]:
+        while key in queues.queues:  # its heads given up (dead-lettered after the retry schedule)
+            queues.apply(key, queues.queues[key][0], Outcome.rejected("http.4xx"))
+    assert queues.in_memory["slow-c"] == 0 and queues.in_memory.total == 13
+    assert queues.backlog_wanted() == {0: 21}
+    queues.take_backlog(0, 21, records[21:])
+    assert queues.in_memory["slow-c"] == 1 and lanes.offered[-1] == "slow-c21.slow-c"
+
+
+def test_a_subscription_whose_breaker_is_open_is_waiting():
+    from agents.delivery.breaker import Breaker
+    from agents.delivery.dispatcher import Dispatcher
+    from agents.delivery.egress import Egress
+    from agents.delivery.target import Target
+    from connectors.api import Subscriber
+    from connectors.webhook.config import WebhookConfig
+
+    async def save(sub: str, status: dict) -> None:
+        pass
+
+    dispatcher = Dispatcher(lambda *a: None, save, Egress(Grades(), b"k" * 32), {}, Breaker(20, 30.0))
+    target = Target(Subscriber("x"), "webhook", WebhookConfig(url="http://127.0.0.1:1/h", secret_ref="env:X"), (1.0,))
+    dispatcher.targets["x"] = target
+    dispatcher.status["x"] = {"fingerprint": target.fingerprint, "verified": True}
+    assert not dispatcher.is_waiting("x")
+    dispatcher.breaker.open("x", 1000.0)
+    assert dispatcher.is_waiting("x")
+    assert dispatcher.is_waiting("unknown")  # no subscription: nothing is delivered for it
