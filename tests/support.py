@@ -6,11 +6,13 @@ which one `import conftest` finds depends on collection order.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
 import random
 import socket
+import time
 import uuid
 
 
@@ -55,3 +57,11 @@ def open_dead_letter(value: bytes) -> bytes:
     from connectors.dead_letters import DeadLetterSeal
 
     return DeadLetterSeal(dead_letter_key()).open(value)
+
+
+async def until(condition, timeout: float = 10.0) -> None:
+    """Wait for `condition()` to hold, polling every 20 ms; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within the timeout"
+        await asyncio.sleep(0.02)  # poll interval inside the deadline

@@ -9,6 +9,7 @@ import time
 
 import pytest
 import structlog
+from support import until
 
 from agents import heap_trim, metrics
 from agents.heap_trim import HeapTrim, find_malloc_trim
@@ -30,13 +31,6 @@ def _took() -> float:
     return metrics.REGISTRY.get_sample_value("samband_heap_trim_duration_seconds_sum") or 0.0
 
 
-async def _until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "not within the timeout"
-        await asyncio.sleep(0.02)  # poll interval inside the deadline
-
-
 @pytest.mark.skipif(find_malloc_trim() is None, reason="the C library is not glibc: there is no malloc_trim")
 async def test_memory_freed_in_the_middle_of_the_heap_goes_back_to_the_system_at_the_next_trim():
     libc = ctypes.CDLL(None)
@@ -56,7 +50,7 @@ async def test_memory_freed_in_the_middle_of_the_heap_goes_back_to_the_system_at
     trim, trims = HeapTrim(every=0.05), _trims()
     await trim.start()
     try:
-        await _until(lambda: _trims() > trims)
+        await until(lambda: _trims() > trims)
         given_back = freed_but_resident - _resident()
     finally:
         await trim.stop()
@@ -75,7 +69,7 @@ async def test_where_the_c_library_has_no_malloc_trim_the_worker_says_so_once_an
     with structlog.testing.capture_logs() as logged:
         await trim.start()
         try:
-            await _until(lambda: any(line["event"] == "worker.heap_trim_unavailable" for line in logged))
+            await until(lambda: any(line["event"] == "worker.heap_trim_unavailable" for line in logged))
         finally:
             await trim.stop()
     assert [line["event"] for line in logged].count("worker.heap_trim_unavailable") == 1
@@ -103,7 +97,7 @@ async def test_a_trim_runs_in_a_thread_and_its_duration_is_its_own():
     ticking = asyncio.create_task(ticker())
     await trim.start()
     try:
-        await _until(lambda: _trims() > trims)
+        await until(lambda: _trims() > trims)
     finally:
         ticking.cancel()
         await trim.stop()

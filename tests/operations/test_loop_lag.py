@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import structlog
+from support import until
 
 from agents import metrics
 from agents.loop_lag import LoopLag, Stalls
@@ -13,13 +13,6 @@ from agents.loop_lag import LoopLag, Stalls
 
 def _count() -> float:
     return metrics.REGISTRY.get_sample_value("samband_event_loop_lag_seconds_count") or 0.0
-
-
-async def _until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "not within the timeout"
-        await asyncio.sleep(0.02)  # poll interval inside the deadline
 
 
 def _beyond(seconds: str) -> float:
@@ -36,9 +29,9 @@ async def test_a_blocked_loop_is_measured_and_its_stall_logged():
         await lag.start()
         try:
             measured = _count()
-            await _until(lambda: _count() > measured)  # the measure runs: its next wake-up is asked for
+            await until(lambda: _count() > measured)  # the measure runs: its next wake-up is asked for
             time.sleep(1.3)  # noqa: ASYNC251  # the fault: a callback that holds the loop (a blocking call, a long collection)
-            await _until(lambda: _beyond("1.0") > before)
+            await until(lambda: _beyond("1.0") > before)
         finally:
             await lag.stop()
     assert _beyond("1.0") >= before + 1  # (another stall of a starved machine may come too)
