@@ -28,14 +28,15 @@ async def test_memory_freed_in_the_middle_of_the_heap_goes_back_to_the_system_at
     libc = ctypes.CDLL(None)
     libc.malloc.argtypes, libc.malloc.restype = [ctypes.c_size_t], ctypes.c_void_p
     libc.free.argtypes, libc.free.restype = [ctypes.c_void_p], None
-    # a burst: 128 MiB of blocks, touched, each followed by a small block that stays (long-lived
-    # objects between a burst's buffers); the burst's blocks are freed, their pages stay resident
-    blocks, pinned = [], []
-    for _ in range(2048):
-        blocks.append(libc.malloc(BLOCK))
-        pinned.append(libc.malloc(256))
-        ctypes.memset(blocks[-1], 1, BLOCK)
+    # a burst: 256 MiB of blocks, touched; every other one is freed and every other one stays
+    # (long-lived objects between a burst's buffers), so the freed ones cannot merge with one
+    # another or with the top of the heap: their pages stay resident. (A small block in between
+    # would not do in a long-lived process: glibc serves it from an old hole elsewhere.)
+    blocks = [libc.malloc(BLOCK) for _ in range(4096)]
     for block in blocks:
+        ctypes.memset(block, 1, BLOCK)
+    freed, pinned = blocks[0::2], blocks[1::2]
+    for block in freed:
         libc.free(block)
     freed_but_resident = _resident()
 
