@@ -82,9 +82,10 @@ class Settings(BaseSettings):
     # and its write buffers. The rest of the state stays on disk, under SAMBAND_DATA_DIR/state.
     state_cache_mb: int = Field(256, ge=16)
     # Seconds between two trims of each worker process's C heap, which give memory the process has
-    # freed back to the system (agents/heap_trim.py); 0: never. At least 1 otherwise: each trim locks
-    # the heap the event loop allocates from for as long as it runs.
-    heap_trim_seconds: float = Field(30.0, ge=0)
+    # freed back to the system (agents/heap_trim.py); 0 (the default): never. At least 1 otherwise:
+    # each trim locks the heap the event loop allocates from for as long as it runs. Off by default:
+    # in a national run the trims did not lower the peak, and each held up to a quarter second.
+    heap_trim_seconds: float = Field(0.0, ge=0)
     # Hours a cleanly stopped worker's state files stay good for the next worker started on the same
     # data directory, which then reads the changelogs only from where the files end (bus/store.py);
     # 0: the files are removed at every stop and each start reads the changelogs whole. Kept under

@@ -1,5 +1,5 @@
 """Gives the C memory a worker process has freed back to the system: glibc's `malloc_trim(0)`
-every `SAMBAND_HEAP_TRIM_SECONDS`.
+every `SAMBAND_HEAP_TRIM_SECONDS` (off by default: docs/operations.md, "Memory").
 
 glibc keeps what a process frees for its next allocations, and returns to the system only the top
 of its heap. A worker's heap grows in steps when a burst starts (a reform day, a backfill), and
