@@ -16,8 +16,9 @@ A queue is either (both kinds are in the worker's memory and count against the l
   input partition), and its records are settled once that write is acknowledged.
 
 A subscription holds at most `memory_limit` entries (SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION); one
-that takes no deliveries now (paused, unverified, suspended) holds none more once the process holds
-`worker_memory_limit` in all (SAMBAND_DELIVERY_MEMORY_PER_WORKER; memory.py). Once it is full, its
+that takes no deliveries now (paused, suspended, outside its window...) takes none more once the
+process holds `worker_memory_limit` in all, or one if it holds none, a head to probe with
+(SAMBAND_DELIVERY_MEMORY_PER_WORKER; the rule is in memory.py). Once it is full, its
 further records of a partition are *left* in the deliveries topic:
 a `Behind` record (pending.py: where it resumes, its last record left, how many) is stored
 instead, and the records are settled with it. The worker's backlog reader (agent.py) reads the
