@@ -8,6 +8,7 @@ from pathlib import Path
 import faust
 
 from agents.config import Settings, bootstrap_servers
+from bus.batches import leave_on_stop, process_member_name
 from bus.clients import Security
 from bus.topics import TABLE, check_table_topics, ensure_topics, layout
 
@@ -33,8 +34,19 @@ def create_app(settings: Settings) -> faust.App:
         # How long the group waits for a worker that stopped answering (killed, partitioned)
         # before its partitions move to another worker.
         broker_session_timeout=settings.broker_session_timeout,
+        # A named worker comes back as the same member of Faust's group too (bus/batches.py): else
+        # its restart waits there for its dead member's session to time out before the stages start.
+        consumer_group_instance_id=process_member_name(settings.worker_name) if settings.worker_name else None,
         broker_credentials=_credentials(Security.from_env()),
     )
+
+
+def leave_faust_group_on_stop(app: faust.App) -> None:
+    """A named worker's Faust consumer leaves its group when the worker stops, as the stages' do
+    (bus/batches.py `leave_on_stop`): the alert watch's leadership moves at once."""
+    consumer = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
+    if consumer is not None:
+        leave_on_stop(consumer)
 
 
 def _credentials(security: Security) -> faust.types.auth.CredentialsT | None:

@@ -73,6 +73,7 @@ class StageRuntime:
             "within": self.settings.batch_within_seconds,
             "session_timeout": self.settings.broker_session_timeout,
             "request_timeout": self.settings.broker_request_timeout,
+            "member_name": self.settings.worker_name or None,
             "metrics": metrics,
         }
 

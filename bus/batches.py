@@ -91,8 +91,17 @@ Write = (
 # id (two containers with the same host name and pid 1 are still told apart), and in a worker of several
 # processes its index i (it serves on SAMBAND_WEB_PORT + i; agents/processes.py sets the variable).
 def process_client_id() -> str:
+    return f"samband-{socket.gethostname()}-{os.getpid()}-{worker_id()[:4].decode()}" + _process_suffix()
+
+
+def process_member_name(worker_name: str) -> str:
+    """A named worker's static member id in each stage's group (KIP-345), one per process."""
+    return worker_name + _process_suffix()
+
+
+def _process_suffix() -> str:
     index = os.environ.get("SAMBAND_WORKER_PROCESS_INDEX")
-    return f"samband-{socket.gethostname()}-{os.getpid()}-{worker_id()[:4].decode()}" + (f"-p{index}" if index else "")
+    return f"-p{index}" if index else ""
 
 
 PIPELINE = 8  # batches completing in the background at most; the next one waits for the oldest
@@ -101,11 +110,17 @@ OUTAGE_SUMMARY_EVERY = 60.0  # seconds between log lines while an outage lasts
 RECOVERY_MAY_TAKE_MS = 3_600_000  # a stage's consumer stays in its group while its state is read this long
 
 
-def stage_consumer_options(group: str, batch_size: int, session_timeout_ms: int, request_timeout_ms: int) -> dict:
+def stage_consumer_options(
+    group: str, batch_size: int, session_timeout_ms: int, request_timeout_ms: int, member_name: str | None = None
+) -> dict:
     """How a stage's consumer joins its group."""
     return {
         "group_id": group,
         "client_id": process_client_id(),  # names this process among the group's members (`samband status`)
+        # A named worker is a static member: started again within the session timeout (after a kill,
+        # or a broker outage ridden out), the coordinator gives it its assignment back without a
+        # rebalance, so the other workers' partitions never stop. Unnamed, a new member each time.
+        "group_instance_id": process_member_name(member_name) if member_name else None,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_poll_records": batch_size,
@@ -200,6 +215,7 @@ class BatchService(Service):
         session_timeout: float,
         logic: Callable[[], BatchLogic],
         request_timeout: float = 40.0,
+        member_name: str | None = None,
         ready: Callable[[], Awaitable[object]] | None = None,
         before_batch: Callable[[dict[TopicPartition, list[ConsumerRecord]]], Awaitable[object]] | None = None,
         metrics: BatchMetrics | None = None,
@@ -214,6 +230,7 @@ class BatchService(Service):
         self.within_ms = int(within * 1000)  # the longest getmany() waits when nothing has arrived
         self.session_timeout_ms = int(session_timeout * 1000)
         self.request_timeout_ms = int(request_timeout * 1000)  # a write waits this long for the broker
+        self.member_name = member_name  # SAMBAND_WORKER_NAME: a static member of the group when set
         self.make_logic, self.ready, self.before_batch = logic, ready, before_batch
         # Made at the start (on_start, _consume_from_commit); the consumer is None again while
         # the broker is lost.
@@ -273,7 +290,7 @@ class BatchService(Service):
         """Join the group and handle batches until stopped (or until the broker is lost)."""
         self.consumer = clients.consumer(
             self.bootstrap, **stage_consumer_options(self.group, self.batch_size, self.session_timeout_ms,
-                                                     self.request_timeout_ms)
+                                                     self.request_timeout_ms, self.member_name)
         )  # fmt: skip
         self._rebalances = Rebalances(self)
         self.consumer.subscribe([self.source], listener=self._rebalances)
@@ -407,6 +424,7 @@ class BatchService(Service):
         try:
             checkpoints = await self._changelog_ends()
             if self.consumer is not None:
+                leave_on_stop(self.consumer)
                 await self.consumer.stop()
             if self.producer is not None:
                 await self.producer.stop()
@@ -604,6 +622,16 @@ class Rebalances(ConsumerRebalanceListener):
         if self.failure is not None:
             failure, self.failure = self.failure, None
             raise failure
+
+
+def leave_on_stop(consumer: AIOKafkaConsumer) -> None:
+    """A stopped worker's partitions are handed over at once, a static member's too. aiokafka sends
+    no LeaveGroup for a static member (for it to come back, as after a kill, without a rebalance);
+    without its instance id it sends one by member id, which the coordinator takes from a static
+    member as well (Kafka's GroupCoordinator: the member and its static id are removed)."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is not None:
+        coordinator._group_instance_id = None
 
 
 async def _closed(closing: Awaitable[object], timeout: float = 10.0) -> None:

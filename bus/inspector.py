@@ -71,6 +71,7 @@ class GroupMember:
     client_id: str
     host: str
     partitions: dict[str, list[int]]  # topic -> partitions assigned
+    instance: str | None = None  # its static name (SAMBAND_WORKER_NAME), if it has one
 
 
 class KafkaInspector:
@@ -157,7 +158,13 @@ class KafkaInspector:
                     for tp in member.assignment.topic_partitions if member.assignment else ():
                         partitions.setdefault(tp.topic, []).append(tp.partition)
                     found.append(
-                        GroupMember(group, member.client_id, member.host, {t: sorted(p) for t, p in partitions.items()})
+                        GroupMember(
+                            group,
+                            member.client_id,
+                            member.host,
+                            {t: sorted(p) for t, p in partitions.items()},
+                            member.group_instance_id or None,
+                        )
                     )
             return found
 

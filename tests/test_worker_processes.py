@@ -97,18 +97,19 @@ async def test_the_workers_section_shows_each_process_once_with_every_partition_
 
         async def group_members(self, groups):
             return [
-                GroupMember("app-ingest", "samband-a-1-ab12", "/10.0.0.1", {"app-ingest": [0, 1]}),
-                GroupMember("app-router", "samband-a-1-ab12", "/10.0.0.1", {"app-events": [0, 1]}),
+                GroupMember("app-ingest", "samband-a-1-ab12", "/10.0.0.1", {"app-ingest": [0, 1]}, "alpha"),
+                GroupMember("app-router", "samband-a-1-ab12", "/10.0.0.1", {"app-events": [0, 1]}, "alpha"),
                 # the same client id on another host: another process
                 GroupMember("app-ingest", "samband-a-1-ab12", "/10.0.0.2", {"app-ingest": [2, 3]}),
             ]
 
     section = await workers_section(Inspector(), StatusOptions("app", None, 0))
     assert section.data == [
-        {"process": "samband-a-1-ab12", "host": "/10.0.0.1", "ingest": [0, 1], "route": [0, 1]},
-        {"process": "samband-a-1-ab12", "host": "/10.0.0.2", "ingest": [2, 3]},
+        {"process": "samband-a-1-ab12", "host": "/10.0.0.1", "name": "alpha", "ingest": [0, 1], "route": [0, 1]},
+        {"process": "samband-a-1-ab12", "host": "/10.0.0.2", "name": None, "ingest": [2, 3]},
     ]
     assert "0-1" in section.text and "2-3" in section.text
+    assert " alpha " in section.text  # a named worker's name (SAMBAND_WORKER_NAME); "-" for the other
 
 
 def _children(pid: int) -> list[int]:

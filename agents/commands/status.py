@@ -177,21 +177,24 @@ async def backfills_section(kafka: KafkaInspector, options: StatusOptions) -> Se
 
 async def workers_section(kafka: KafkaInspector, options: StatusOptions) -> Section:
     """Each worker process in the stages' groups (`samband worker --processes N` runs N per host),
-    and the partitions of its stages' topics it holds: the same numbers in every stage, while the
+    its name when it has one (SAMBAND_WORKER_NAME), and the partitions of its stages' topics it holds: the same numbers in every stage, while the
     groups are settled (bus/assignor.py)."""
     groups = {stage_group(options.app_id, stage): stage for stage in STAGES}
     processes: dict[tuple[str, str], dict] = {}
     # Only the groups the broker lists: a new cluster has no coordinator for a group nobody joined yet.
     listed = set(await kafka.groups(f"{options.app_id}-"))
     for member in await kafka.group_members([group for group in groups if group in listed]):
-        row = processes.setdefault((member.client_id, member.host), {"process": member.client_id, "host": member.host})
+        row = processes.setdefault(
+            (member.client_id, member.host),
+            {"process": member.client_id, "host": member.host, "name": member.instance},
+        )
         held = {p for numbers in member.partitions.values() for p in numbers}
         row[groups[member.group]] = sorted(held | set(row.get(groups[member.group], [])))
     rows = [processes[name] for name in sorted(processes)]
-    lines = [f"{'PROCESS':<40} {'HOST':<16} " + " ".join(f"{stage.upper():<12}" for stage in STAGES)]
+    lines = [f"{'PROCESS':<40} {'HOST':<16} {'NAME':<12} " + " ".join(f"{stage.upper():<12}" for stage in STAGES)]
     for row in rows:
         held = " ".join(f"{_ranges(row[stage]) if stage in row else '-':<12}" for stage in STAGES)
-        lines.append(f"{row['process']:<40} {row['host']:<16} {held}")
+        lines.append(f"{row['process']:<40} {row['host']:<16} {row['name'] or '-':<12} {held}")
     return Section("workers", rows, "\n".join(lines) if rows else "no worker process is in the stages' groups")
 
 

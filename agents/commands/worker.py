@@ -15,10 +15,11 @@ import structlog
 def run_worker(loglevel: str = "info", stages: list[str] | None = None) -> int:
     from faust.worker import Worker
 
-    from agents.app import prepare_topics
+    from agents.app import leave_faust_group_on_stop, prepare_topics
     from agents.assembly import STAGES, build_worker
     from agents.config import bootstrap_servers, get_settings, require_keys
     from agents.logging import configure_logging
+    from agents.worker_name import refuse_a_live_namesake
 
     settings = get_settings()
     require_keys(settings)
@@ -26,6 +27,7 @@ def run_worker(loglevel: str = "info", stages: list[str] | None = None) -> int:
     # count stops here, with one line that says what to do); Faust's leader topic made with the
     # layout's replication, not Faust's one replica.
     asyncio.run(prepare_topics(bootstrap_servers(settings), settings.app_id))
+    asyncio.run(refuse_a_live_namesake(settings))
     app = build_worker(settings, stages or list(STAGES))
 
     class SambandWorker(Worker):
@@ -34,6 +36,7 @@ def run_worker(loglevel: str = "info", stages: list[str] | None = None) -> int:
 
         async def _stop_on_signal(self, signal) -> None:
             _exit_after(settings.stop_timeout_seconds)
+            leave_faust_group_on_stop(app)
             # A stop signal while services are still starting ends the start first: a service
             # started after the stop had passed it would run on, and the process never exit.
             starting = self._starting_fut

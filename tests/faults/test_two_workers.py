@@ -19,6 +19,7 @@ of its own partitions at once, and the dead one's resume after the session timeo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -218,3 +219,128 @@ async def test_a_killed_worker_pauses_only_its_own_partitions_and_the_other_deli
         lambda arrival: (arrival.event["id"].split("-")[1], int(arrival.event["id"].split("-")[2])),
     ).report()
     assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
+
+
+async def test_a_named_worker_killed_and_started_again_takes_its_partitions_back_at_once_and_the_other_is_untouched(
+    kafka_bootstrap, tmp_path, monkeypatch
+):
+    """Static membership (SAMBAND_WORKER_NAME). Before, a worker killed and started again joined as
+    a new member: the group rebalanced, and the rebalance waited for the dead member's session to
+    time out, with every worker's partitions revoked meanwhile (the protocol is eager). Now the
+    named worker comes back as the member it was: its own partitions, at once, and the other
+    worker is never revoked. A graceful stop still hands its partitions over at once."""
+    set_tokens(monkeypatch)
+    monkeypatch.setenv("SAMBAND_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    session = 40.0
+    named = {"SAMBAND_BROKER_SESSION_TIMEOUT": str(int(session)), "SAMBAND_WORKER_NAME": "alpha"}
+    async with operations_bus(kafka_bootstrap, tmp_path, named) as bus:
+        first = bus.worker
+        second = WorkerProcess(
+            {
+                **first.env,
+                "SAMBAND_WORKER_NAME": "beta",
+                "SAMBAND_WEB_PORT": str(free_port()),
+                "SAMBAND_DATA_DIR": str(tmp_path / "worker-2-data"),
+            },
+            tmp_path / "worker-2.log",
+        )
+        receiver = Receiver(bus.secret)
+        await receiver.start()
+        persons = {p: synthetic_number(1 + p, 1 + p % 12, 70, 300 + p) for p in range(SPLIT_PERSONS)}
+        try:
+            await bus.put_subscription(
+                full_subscription("named", receiver.url, "all", ["Move"], {"Move": ["movedDate"]})
+            )
+            await bus.wait_for(receiver, receiver.verified, 60, "verified")
+            second.start()
+            await wait_until(lambda: _split(first, second), 90, "both workers holding their partitions", first, second)
+            its_own = _stage_partitions(first)
+            # A third worker under the second's name would take its place in every group, and the
+            # two would drop each other over and over: it refuses to start, and the two go on.
+            namesake = WorkerProcess(
+                {
+                    **second.env,
+                    "SAMBAND_WEB_PORT": str(free_port()),
+                    "SAMBAND_DATA_DIR": str(tmp_path / "worker-3-data"),
+                },
+                tmp_path / "worker-3.log",
+            )
+            namesake.start()
+            try:
+                assert namesake.process is not None
+                refused = await asyncio.to_thread(namesake.process.wait, 60)
+            finally:
+                namesake.stop(signal.SIGKILL)
+            assert refused == 2, namesake.log_tail()
+            assert "SAMBAND_WORKER_NAME: the name 'beta' is held" in namesake.log_path.read_text(), namesake.log_tail()
+            second_since = second.log_path.stat().st_size
+            first.stop(signal.SIGKILL)
+            killed = time.monotonic()
+            first_since = first.log_path.stat().st_size
+            first.start()  # the same name, data directory and port: as systemd or Kubernetes would restart it
+            async with (
+                running_ingest(bus.bootstrap, bus.app_id, ingest_config()) as source,
+                aiohttp.ClientSession(f"http://127.0.0.1:{source.port}") as http,
+            ):
+                for p, person in persons.items():
+                    events = [cloudevent("Move", id=f"named-{p}-{n}", person=person) for n in range(SPLIT_MOVES)]
+                    async with http.post(
+                        "/events", json=events, headers={"Content-Type": "application/cloudevents-batch+json", **auth()}
+                    ) as response:
+                        assert response.status == 202, await response.text()
+                await wait_until(
+                    lambda: len(receiver.unique_ids) >= SPLIT_PERSONS * SPLIT_MOVES,
+                    120,
+                    "every person delivered",
+                    first,
+                    second,
+                )
+            all_delivered = time.monotonic() - killed
+            taken_back = _stage_partitions_since(first, first_since)
+            other_reassigned = _assigned(second, second_since)
+            print(
+                f"\nevery person delivered {all_delivered:.1f} s after the kill and restart (session timeout {session:.0f} s)"
+            )
+            # A graceful stop leaves the groups: the other takes every partition without waiting for a session.
+            second_since = second.log_path.stat().st_size
+            stopping = time.monotonic()
+            assert first.stop() == 0
+            await wait_until(
+                lambda: (
+                    _stage_partitions_since(second, second_since) == set(range(PARTITIONS))
+                    and _joined_since(second, second_since, bus.app_id)
+                ),  # Faust's group (the alert watch's leader)
+                2 * session,
+                "the other worker holding every partition",
+                second,
+            )
+            handed_over = time.monotonic() - stopping
+            print(f"the other worker held every partition {handed_over:.1f} s after the graceful stop")
+        finally:
+            second.stop()
+            await receiver.stop()
+    assert taken_back == its_own, (its_own, taken_back)
+    assert other_reassigned == {}, f"the other worker was revoked and assigned again: {other_reassigned}"
+    assert all_delivered < session, f"delivered {all_delivered:.1f} s after the kill (session timeout {session:.0f} s)"
+    assert handed_over < session, f"handed over {handed_over:.1f} s after the stop (session timeout {session:.0f} s)"
+    sent = {f"named-{p}-{n}.named" for p in persons for n in range(SPLIT_MOVES)}
+    counts = count(
+        "a named worker killed (kill -9) and started again",
+        {"named": sent},
+        {"named": receiver.events()},
+        lambda arrival: (arrival.event["id"].split("-")[1], int(arrival.event["id"].split("-")[2])),
+    ).report()
+    assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
+
+
+def _stage_partitions_since(worker: WorkerProcess, since: int) -> set[int] | None:
+    """The partitions every stage was assigned after byte `since` of the worker's log, when the same in all."""
+    held = [partitions for group, partitions in _assigned(worker, since).items() if group.endswith(STAGES)]
+    return held[0] if len(held) == len(STAGES) and all(h == held[0] for h in held) else None
+
+
+def _joined_since(worker: WorkerProcess, since: int, group: str) -> bool:
+    """The worker joined `group` anew after byte `since` of its log (aiokafka's line)."""
+    with worker.log_path.open("rb") as log:
+        log.seek(since)
+        return f"Joined group '{group}' (generation" in log.read().decode(errors="replace")
