@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -194,6 +195,16 @@ class Settings(BaseSettings):
                 f"{seconds:g} is too often: 0 (never) or at least 1 (each trim holds the event loop's heap)"
             )
         return seconds
+
+    @field_validator("worker_name")
+    @classmethod
+    def _not_a_process_name(cls, name: str) -> str:
+        # `<name>-p<i>` is process i's name in a worker of several processes (bus/batches.py).
+        if re.search(r"-p\d+$", name):
+            raise ValueError(
+                f"{name!r} ends like a process's name (-p<i>): a worker of several processes names them so"
+            )
+        return name
 
     @field_validator("dead_letter_limits")
     @classmethod

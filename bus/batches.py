@@ -54,6 +54,7 @@ import asyncio
 import os
 import socket
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -72,7 +73,8 @@ from aiokafka.errors import (
 from mode import Service
 
 from bus import clients
-from bus.assignor import CoPartitioned, worker_id
+from bus.assignor import CoPartitioned
+from bus.inspector import BrokerUnreachable, GroupsUndescribed, KafkaInspector
 from bus.record_batches import RecordBatches
 from bus.state import ChangelogState
 from bus.topics import ensure_topics
@@ -87,11 +89,15 @@ Write = (
 )
 
 
-# Names this process among a group's members: host and pid to find it, a few characters of its worker
-# id (two containers with the same host name and pid 1 are still told apart), and in a worker of several
-# processes its index i (it serves on SAMBAND_WEB_PORT + i; agents/processes.py sets the variable).
+# Drawn once per process: two containers with the same host name and pid 1 are still told apart, and
+# a named worker knows its own members from a namesake's (agents/worker_name.py).
+_PROCESS_TOKEN = uuid.uuid4().hex[:4]
+
+
+# Names this process among a group's members: host and pid to find it, its token, and in a worker of
+# several processes its index i (it serves on SAMBAND_WEB_PORT + i; agents/processes.py sets the variable).
 def process_client_id() -> str:
-    return f"samband-{socket.gethostname()}-{os.getpid()}-{worker_id()[:4].decode()}" + _process_suffix()
+    return f"samband-{socket.gethostname()}-{os.getpid()}-{_PROCESS_TOKEN}" + _process_suffix()
 
 
 def process_member_name(worker_name: str) -> str:
@@ -142,6 +148,10 @@ def stage_consumer_options(
         # recovering again from nothing, over and over. The session timeout still finds a dead worker.
         "max_poll_interval_ms": RECOVERY_MAY_TAKE_MS,
     }
+
+
+class NameTaken(Exception):
+    """Another live worker process holds this one's name (SAMBAND_WORKER_NAME): this one stops."""
 
 
 def broker_unavailable(exc: BaseException) -> bool:
@@ -231,6 +241,7 @@ class BatchService(Service):
         self.session_timeout_ms = int(session_timeout * 1000)
         self.request_timeout_ms = int(request_timeout * 1000)  # a write waits this long for the broker
         self.member_name = member_name  # SAMBAND_WORKER_NAME: a static member of the group when set
+        self._name_given_up = False  # a namesake holds it: the stage stops (NameTaken)
         self.make_logic, self.ready, self.before_batch = logic, ready, before_batch
         # Made at the start (on_start, _consume_from_commit); the consumer is None again while
         # the broker is lost.
@@ -564,8 +575,34 @@ class BatchService(Service):
             self._revoked = {tp.partition for tp in revoked}
             self._revoked_generation = self._generation()
             self.held = set()
+        if revoked and self.member_name and self._generation() == -1:  # membership lost, not a rebalance
+            await self._refuse_to_displace_a_namesake()
+
+    async def _refuse_to_displace_a_namesake(self) -> None:
+        """A static member that lost its membership joins again next, under its name, and would take it
+        from whoever holds it now. If that is another process, a namesake took this one's place:
+        the two would take it from each other over and over, both handling the same partitions.
+        This one joins again without the name instead (it takes nothing from the namesake) and its
+        stage stops with NameTaken: the worker exits non-zero."""
+        name = process_member_name(self.member_name or "")
+        try:
+            async with KafkaInspector(self.bootstrap, timeout=5.0) as kafka:
+                members = await kafka.group_members([self.group])
+        except (BrokerUnreachable, GroupsUndescribed):  # cannot tell (the broker gone: an outage is ridden out)
+            return
+        holders = {member.client_id for member in members if member.instance == name} - {process_client_id()}
+        if holders:
+            self._name_given_up = True
+            self.consumer._coordinator._group_instance_id = None
+            log.error("stage.worker_name_taken", group=self.group, member=name, holder=sorted(holders)[0])
+            raise NameTaken(
+                f"another worker process ({sorted(holders)[0]}) took this one's name {name!r} in {self.group}, "
+                "and this one stops: give each worker a name of its own (SAMBAND_WORKER_NAME)"
+            )
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self._name_given_up:
+            return  # to a namesake (above): the stage stops, and recovers nothing meanwhile
         self._heartbeat_while_recovering()
         async with self._lock:
             # A cycle that ran since the revocation (work fallen due, `due()`) may have written state of

@@ -191,10 +191,11 @@ async def workers_section(kafka: KafkaInspector, options: StatusOptions) -> Sect
         held = {p for numbers in member.partitions.values() for p in numbers}
         row[groups[member.group]] = sorted(held | set(row.get(groups[member.group], [])))
     rows = [processes[name] for name in sorted(processes)]
-    lines = [f"{'PROCESS':<40} {'HOST':<16} {'NAME':<12} " + " ".join(f"{stage.upper():<12}" for stage in STAGES)]
+    width = max([12, *(len(row["name"] or "") for row in rows)])  # a pod's name is 30 characters or so
+    lines = [f"{'PROCESS':<40} {'HOST':<16} {'NAME':<{width}} " + " ".join(f"{stage.upper():<12}" for stage in STAGES)]
     for row in rows:
         held = " ".join(f"{_ranges(row[stage]) if stage in row else '-':<12}" for stage in STAGES)
-        lines.append(f"{row['process']:<40} {row['host']:<16} {row['name'] or '-':<12} {held}")
+        lines.append(f"{row['process']:<40} {row['host']:<16} {row['name'] or '-':<{width}} {held}")
     return Section("workers", rows, "\n".join(lines) if rows else "no worker process is in the stages' groups")
 
 

@@ -19,7 +19,7 @@ def run_worker(loglevel: str = "info", stages: list[str] | None = None) -> int:
     from agents.assembly import STAGES, build_worker
     from agents.config import bootstrap_servers, get_settings, require_keys
     from agents.logging import configure_logging
-    from agents.worker_name import refuse_a_live_namesake
+    from agents.worker_name import claim_worker_name
 
     settings = get_settings()
     require_keys(settings)
@@ -27,7 +27,7 @@ def run_worker(loglevel: str = "info", stages: list[str] | None = None) -> int:
     # count stops here, with one line that says what to do); Faust's leader topic made with the
     # layout's replication, not Faust's one replica.
     asyncio.run(prepare_topics(bootstrap_servers(settings), settings.app_id))
-    asyncio.run(refuse_a_live_namesake(settings))
+    asyncio.run(claim_worker_name(settings))
     app = build_worker(settings, stages or list(STAGES))
 
     class SambandWorker(Worker):

@@ -32,6 +32,7 @@ from support import free_port, pseudonym_key
 from webhook_receiver import Receiver, Reply
 from worker_process import WorkerProcess, wait_until
 
+from bus.inspector import KafkaInspector
 from bus.record_batches import murmur2
 from schemas.pseudonym import pseudonym
 from tests.connectors.http_ingest_client import auth, cloudevent, ingest_config, running_ingest, set_tokens
@@ -344,3 +345,88 @@ def _joined_since(worker: WorkerProcess, since: int, group: str) -> bool:
     with worker.log_path.open("rb") as log:
         log.seek(since)
         return f"Joined group '{group}' (generation" in log.read().decode(errors="replace")
+
+
+async def test_a_named_worker_that_finds_its_name_taken_when_it_comes_back_stops_and_leaves_the_namesake_alone(
+    kafka_bootstrap, tmp_path, monkeypatch
+):
+    """A worker frozen past its session loses its membership; meanwhile a second worker (another
+    data directory: another host) starts under the same name, and nothing stops it: nobody holds
+    the name. Before, the first one, thawed, joined again under the name and took it back, and the
+    two took it from each other over and over, both handling the same partitions. Now the first
+    one sees another process holding its name and stops (exit non-zero); the second delivers every
+    event, in order."""
+    set_tokens(monkeypatch)
+    monkeypatch.setenv("SAMBAND_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    named = {"SAMBAND_BROKER_SESSION_TIMEOUT": "10", "SAMBAND_WORKER_NAME": "alpha"}
+    async with operations_bus(kafka_bootstrap, tmp_path, named) as bus:
+        first = bus.worker
+        namesake = WorkerProcess(
+            {**first.env, "SAMBAND_WEB_PORT": str(free_port()), "SAMBAND_DATA_DIR": str(tmp_path / "elsewhere")},
+            tmp_path / "namesake.log",
+        )
+        receiver = Receiver(bus.secret)
+        await receiver.start()
+        persons = {p: synthetic_number(1 + p, 1 + p % 12, 70, 300 + p) for p in range(SPLIT_PERSONS)}
+        try:
+            await bus.put_subscription(
+                full_subscription("taken", receiver.url, "all", ["Move"], {"Move": ["movedDate"]})
+            )
+            await bus.wait_for(receiver, receiver.verified, 60, "verified")
+            assert first.process is not None
+            first.process.send_signal(signal.SIGSTOP)
+            try:
+                await _until_async(lambda: _nobody_named(bus, "alpha"), 60, "the frozen worker's membership ended")
+                namesake.start()
+                await wait_until(
+                    lambda: _stage_partitions(namesake) == set(range(PARTITIONS)),
+                    90,
+                    "the namesake holding all",
+                    namesake,
+                )
+            finally:
+                first.process.send_signal(signal.SIGCONT)
+            exit_code = await asyncio.to_thread(first.process.wait, 90)
+            async with (
+                running_ingest(bus.bootstrap, bus.app_id, ingest_config()) as source,
+                aiohttp.ClientSession(f"http://127.0.0.1:{source.port}") as http,
+            ):
+                for p, person in persons.items():
+                    events = [cloudevent("Move", id=f"taken-{p}-{n}", person=person) for n in range(SPLIT_MOVES)]
+                    async with http.post(
+                        "/events", json=events, headers={"Content-Type": "application/cloudevents-batch+json", **auth()}
+                    ) as response:
+                        assert response.status == 202, await response.text()
+                await wait_until(
+                    lambda: len(receiver.unique_ids) >= SPLIT_PERSONS * SPLIT_MOVES,
+                    120,
+                    "every person delivered by the namesake",
+                    namesake,
+                )
+        finally:
+            namesake.stop()
+            await receiver.stop()
+    assert exit_code != 0, first.log_tail()
+    assert '"stage.worker_name_taken"' in first.log_path.read_text(), first.log_tail()
+    sent = {f"taken-{p}-{n}.taken" for p in persons for n in range(SPLIT_MOVES)}
+    counts = count(
+        "a namesake started while a named worker was frozen",
+        {"taken": sent},
+        {"taken": receiver.events()},
+        lambda arrival: (arrival.event["id"].split("-")[1], int(arrival.event["id"].split("-")[2])),
+    ).report()
+    assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
+
+
+async def _nobody_named(bus, name: str) -> bool:
+    """No member of the stages' groups holds `name`."""
+    async with KafkaInspector(bus.bootstrap) as kafka:
+        members = await kafka.group_members([f"{bus.app_id}{stage}" for stage in STAGES])
+    return all(member.instance != name for member in members)
+
+
+async def _until_async(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, f"not {what} within {timeout:.0f} s"
+        await asyncio.sleep(0.5)  # poll interval inside the deadline (each poll asks the broker)
