@@ -6,6 +6,7 @@ import gc
 from pathlib import Path
 
 import faust
+import structlog
 
 from agents.config import Settings, bootstrap_servers
 from bus.batches import leave_on_stop, process_member_name
@@ -44,9 +45,13 @@ def create_app(settings: Settings) -> faust.App:
 def leave_faust_group_on_stop(app: faust.App) -> None:
     """A named worker's Faust consumer leaves its group when the worker stops, as the stages' do
     (bus/batches.py `leave_on_stop`): the alert watch's leadership moves at once."""
+    if not app.conf.consumer_group_instance_id:
+        return
     consumer = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
-    if consumer is not None:
-        leave_on_stop(consumer)
+    if consumer is None:  # (a Faust whose consumer is built otherwise: its group waits for the session)
+        structlog.get_logger(__name__).warning("worker.cannot_leave_faust_group_on_stop")
+        return
+    leave_on_stop(consumer)
 
 
 def _credentials(security: Security) -> faust.types.auth.CredentialsT | None:

@@ -116,11 +116,11 @@ class Settings(BaseSettings):
     # Seconds a stage's write waits for the broker before the stage treats the broker as gone: it
     # then starts again from its last commit once the broker is back (bus/batches.py).
     broker_request_timeout: float = Field(40.0, ge=1)
-    # This worker's name among the bus's workers, kept when it is started again (a StatefulSet pod's
-    # name, a host's name when one worker runs there). Set, its stages' consumers are static members
-    # of their groups (bus/batches.py): a worker killed and started again within the session timeout
-    # takes its partitions back with no rebalance, and the others go on untouched. Two live workers
-    # must never share a name. Unset: a new member on each start.
+    # This worker's name among the bus's workers, kept when it is started again (its pod's name, a
+    # host's name when one worker runs there). Set, its consumers are static members of their groups
+    # (bus/batches.py): a worker killed and started again within the session timeout takes its
+    # partitions back with no rebalance, and the others go on untouched. Two live workers must never
+    # share a name (agents/worker_name.py). Unset: a new member on each start.
     worker_name: str = Field("", pattern=r"^[A-Za-z0-9._-]{0,200}$")
     # `samband worker`'s processes on one host (agents/processes.py); unset: one per usable core.
     # Never more than the partition count (SAMBAND_PARTITIONS). Process i serves on web_port + i.

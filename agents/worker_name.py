@@ -48,8 +48,8 @@ async def claim_worker_name(settings: Settings) -> None:
             raise SettingsError(
                 f"SAMBAND_WORKER_NAME: the name {name!r} is held in {member.group} by {member.client_id} "
                 f"(host {member.host}). Give each worker a name of its own; if that worker is gone, its "
-                f"membership ends after SAMBAND_BROKER_SESSION_TIMEOUT ({settings.broker_session_timeout:g} s), "
-                "and this one starts then"
+                f"membership ends after SAMBAND_BROKER_SESSION_TIMEOUT ({settings.broker_session_timeout:g} s): "
+                "start this one again after that"
             )
     lock.seek(0)
     lock.truncate()

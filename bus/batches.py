@@ -662,13 +662,17 @@ class Rebalances(ConsumerRebalanceListener):
 
 
 def leave_on_stop(consumer: AIOKafkaConsumer) -> None:
-    """A stopped worker's partitions are handed over at once, a static member's too. aiokafka sends
-    no LeaveGroup for a static member (for it to come back, as after a kill, without a rebalance);
-    without its instance id it sends one by member id, which the coordinator takes from a static
-    member as well (Kafka's GroupCoordinator: the member and its static id are removed)."""
+    """Make the consumer's stop leave its group, a static member's too, so a stopped worker's
+    partitions are handed over at once. aiokafka sends no LeaveGroup for a static member (for it
+    to come back, as after a kill, without a rebalance); without its instance id it sends one by
+    member id, which the coordinator takes from a static member as well (Kafka's GroupCoordinator:
+    the member and its static id are removed)."""
     coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is not None:
-        coordinator._group_instance_id = None
+    if coordinator is None or not hasattr(coordinator, "_group_instance_id"):
+        if getattr(consumer, "_group_instance_id", None) is not None:  # (an aiokafka other than 0.14)
+            log.warning("stage.cannot_leave_group_on_stop", reason="aiokafka's coordinator has changed")
+        return
+    coordinator._group_instance_id = None
 
 
 async def _closed(closing: Awaitable[object], timeout: float = 10.0) -> None:

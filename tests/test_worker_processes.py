@@ -109,7 +109,8 @@ async def test_the_workers_section_shows_each_process_once_with_every_partition_
         {"process": "samband-a-1-ab12", "host": "/10.0.0.2", "name": None, "ingest": [2, 3]},
     ]
     assert "0-1" in section.text and "2-3" in section.text
-    assert " alpha " in section.text  # a named worker's name (SAMBAND_WORKER_NAME); "-" for the other
+    named, unnamed = section.text.splitlines()[1:]
+    assert named.split()[2] == "alpha" and unnamed.split()[2] == "-"  # SAMBAND_WORKER_NAME, or none
 
 
 def _children(pid: int) -> list[int]:

@@ -222,7 +222,7 @@ async def test_a_killed_worker_pauses_only_its_own_partitions_and_the_other_deli
     assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
 
 
-async def test_a_named_worker_killed_and_started_again_takes_its_partitions_back_at_once_and_the_other_is_untouched(
+async def test_a_named_worker_killed_and_started_again_takes_its_partitions_back_at_once_a_namesake_is_refused_and_a_stop_hands_over(
     kafka_bootstrap, tmp_path, monkeypatch
 ):
     """Static membership (SAMBAND_WORKER_NAME). Before, a worker killed and started again joined as
