@@ -150,22 +150,12 @@ async def test_a_killed_worker_pauses_only_its_own_partitions_and_the_other_deli
     monkeypatch.setenv("SAMBAND_PSEUDONYM_KEY", PSEUDONYM_KEY)
     session = 20.0
     async with operations_bus(kafka_bootstrap, tmp_path, {"SAMBAND_BROKER_SESSION_TIMEOUT": str(int(session))}) as bus:
-        second = WorkerProcess(
-            {
-                **bus.worker.env,
-                "SAMBAND_WEB_PORT": str(free_port()),
-                "SAMBAND_DATA_DIR": str(tmp_path / "worker-2-data"),
-            },
-            tmp_path / "worker-2.log",
-        )
+        second = _another_worker(bus.worker, tmp_path, "worker-2")
         receiver = Receiver(bus.secret)
         await receiver.start()
-        persons = {p: synthetic_number(1 + p, 1 + p % 12, 70, 300 + p) for p in range(SPLIT_PERSONS)}
+        persons = _persons()
         try:
-            await bus.put_subscription(
-                full_subscription("split", receiver.url, "all", ["Move"], {"Move": ["movedDate"]})
-            )
-            await bus.wait_for(receiver, receiver.verified, 60, "verified")
+            await _subscribe(bus, "split", receiver)
             second.start()
             await wait_until(
                 lambda: _split(bus.worker, second),
@@ -175,36 +165,27 @@ async def test_a_killed_worker_pauses_only_its_own_partitions_and_the_other_deli
                 second,
             )
             surviving = _stage_partitions(second)
-            async with (
-                running_ingest(bus.bootstrap, bus.app_id, ingest_config()) as source,
-                aiohttp.ClientSession(f"http://127.0.0.1:{source.port}") as http,
-            ):
-                bus.worker.stop(signal.SIGKILL)
-                killed = time.monotonic()
-                for p, person in persons.items():
-                    events = [cloudevent("Move", id=f"split-{p}-{n}", person=person) for n in range(SPLIT_MOVES)]
-                    async with http.post(
-                        "/events", json=events, headers={"Content-Type": "application/cloudevents-batch+json", **auth()}
-                    ) as response:
-                        assert response.status == 202, await response.text()
-                ours = {
-                    f"split-{p}-{n}.split"
-                    for p, person in persons.items()
-                    if _partition(person) in surviving
-                    for n in range(SPLIT_MOVES)
-                }
-                assert 0 < len(ours) < SPLIT_PERSONS * SPLIT_MOVES  # both workers had persons of their own
-                await wait_until(lambda: ours <= receiver.unique_ids, 60, "the survivor's persons delivered", second)
-                survivor_done = time.monotonic() - killed
-                print(
-                    f"\nthe survivor's persons were delivered {survivor_done:.1f} s after the kill (session timeout {session:.0f} s)"
-                )
-                await wait_until(
-                    lambda: len(receiver.unique_ids) >= SPLIT_PERSONS * SPLIT_MOVES,
-                    120,
-                    "every person delivered",
-                    second,
-                )
+            bus.worker.stop(signal.SIGKILL)
+            killed = time.monotonic()
+            await _post_moves(bus, "split", persons)
+            ours = {
+                f"split-{p}-{n}.split"
+                for p, person in persons.items()
+                if _partition(person) in surviving
+                for n in range(SPLIT_MOVES)
+            }
+            assert 0 < len(ours) < SPLIT_PERSONS * SPLIT_MOVES  # both workers had persons of their own
+            await wait_until(lambda: ours <= receiver.unique_ids, 60, "the survivor's persons delivered", second)
+            survivor_done = time.monotonic() - killed
+            print(
+                f"\nthe survivor's persons were delivered {survivor_done:.1f} s after the kill (session timeout {session:.0f} s)"
+            )
+            await wait_until(
+                lambda: _every_move_arrived(receiver),
+                120,
+                "every person delivered",
+                second,
+            )
         finally:
             second.stop()
             await receiver.stop()
@@ -212,14 +193,9 @@ async def test_a_killed_worker_pauses_only_its_own_partitions_and_the_other_deli
     assert survivor_done < session, (
         f"the survivor's persons took {survivor_done:.1f} s (session timeout {session:.0f} s)"
     )
-    sent = {f"split-{p}-{n}.split" for p in persons for n in range(SPLIT_MOVES)}
-    counts = count(
-        "two workers, one killed (kill -9): whole pipeline",
-        {"split": sent},
-        {"split": receiver.events()},
-        lambda arrival: (arrival.event["id"].split("-")[1], int(arrival.event["id"].split("-")[2])),
-    ).report()
-    assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
+    _assert_each_move_delivered_in_order(
+        "two workers, one killed (kill -9): whole pipeline", "split", persons, receiver
+    )
 
 
 async def test_a_named_worker_killed_and_started_again_takes_its_partitions_back_at_once_a_namesake_is_refused_and_a_stop_hands_over(
@@ -236,36 +212,18 @@ async def test_a_named_worker_killed_and_started_again_takes_its_partitions_back
     named = {"SAMBAND_BROKER_SESSION_TIMEOUT": str(int(session)), "SAMBAND_WORKER_NAME": "alpha"}
     async with operations_bus(kafka_bootstrap, tmp_path, named) as bus:
         first = bus.worker
-        second = WorkerProcess(
-            {
-                **first.env,
-                "SAMBAND_WORKER_NAME": "beta",
-                "SAMBAND_WEB_PORT": str(free_port()),
-                "SAMBAND_DATA_DIR": str(tmp_path / "worker-2-data"),
-            },
-            tmp_path / "worker-2.log",
-        )
+        second = _another_worker(first, tmp_path, "worker-2", SAMBAND_WORKER_NAME="beta")
         receiver = Receiver(bus.secret)
         await receiver.start()
-        persons = {p: synthetic_number(1 + p, 1 + p % 12, 70, 300 + p) for p in range(SPLIT_PERSONS)}
+        persons = _persons()
         try:
-            await bus.put_subscription(
-                full_subscription("named", receiver.url, "all", ["Move"], {"Move": ["movedDate"]})
-            )
-            await bus.wait_for(receiver, receiver.verified, 60, "verified")
+            await _subscribe(bus, "named", receiver)
             second.start()
             await wait_until(lambda: _split(first, second), 90, "both workers holding their partitions", first, second)
             its_own = _stage_partitions(first)
             # A third worker under the second's name would take its place in every group, and the
             # two would drop each other over and over: it refuses to start, and the two go on.
-            namesake = WorkerProcess(
-                {
-                    **second.env,
-                    "SAMBAND_WEB_PORT": str(free_port()),
-                    "SAMBAND_DATA_DIR": str(tmp_path / "worker-3-data"),
-                },
-                tmp_path / "worker-3.log",
-            )
+            namesake = _another_worker(second, tmp_path, "worker-3")
             namesake.start()
             try:
                 assert namesake.process is not None
@@ -279,23 +237,14 @@ async def test_a_named_worker_killed_and_started_again_takes_its_partitions_back
             killed = time.monotonic()
             first_since = first.log_path.stat().st_size
             first.start()  # the same name, data directory and port: as systemd or Kubernetes would restart it
-            async with (
-                running_ingest(bus.bootstrap, bus.app_id, ingest_config()) as source,
-                aiohttp.ClientSession(f"http://127.0.0.1:{source.port}") as http,
-            ):
-                for p, person in persons.items():
-                    events = [cloudevent("Move", id=f"named-{p}-{n}", person=person) for n in range(SPLIT_MOVES)]
-                    async with http.post(
-                        "/events", json=events, headers={"Content-Type": "application/cloudevents-batch+json", **auth()}
-                    ) as response:
-                        assert response.status == 202, await response.text()
-                await wait_until(
-                    lambda: len(receiver.unique_ids) >= SPLIT_PERSONS * SPLIT_MOVES,
-                    120,
-                    "every person delivered",
-                    first,
-                    second,
-                )
+            await _post_moves(bus, "named", persons)
+            await wait_until(
+                lambda: _every_move_arrived(receiver),
+                120,
+                "every person delivered",
+                first,
+                second,
+            )
             all_delivered = time.monotonic() - killed
             taken_back = _stage_partitions_since(first, first_since)
             other_reassigned = _assigned(second, second_since)
@@ -324,11 +273,53 @@ async def test_a_named_worker_killed_and_started_again_takes_its_partitions_back
     assert other_reassigned == {}, f"the other worker was revoked and assigned again: {other_reassigned}"
     assert all_delivered < session, f"delivered {all_delivered:.1f} s after the kill (session timeout {session:.0f} s)"
     assert handed_over < session, f"handed over {handed_over:.1f} s after the stop (session timeout {session:.0f} s)"
-    sent = {f"named-{p}-{n}.named" for p in persons for n in range(SPLIT_MOVES)}
+    _assert_each_move_delivered_in_order(
+        "a named worker killed (kill -9) and started again", "named", persons, receiver
+    )
+
+
+def _another_worker(like: WorkerProcess, tmp_path, name: str, **env: str) -> WorkerProcess:
+    """A worker with `like`'s settings (and `env`), its own web port, data directory and log."""
+    return WorkerProcess(
+        {**like.env, "SAMBAND_WEB_PORT": str(free_port()), "SAMBAND_DATA_DIR": str(tmp_path / f"{name}-data"), **env},
+        tmp_path / f"{name}.log",
+    )
+
+
+def _every_move_arrived(receiver: Receiver) -> bool:
+    return len(receiver.unique_ids) >= SPLIT_PERSONS * SPLIT_MOVES
+
+
+def _persons() -> dict[int, str]:
+    return {p: synthetic_number(1 + p, 1 + p % 12, 70, 300 + p) for p in range(SPLIT_PERSONS)}
+
+
+async def _subscribe(bus, sub: str, receiver: Receiver) -> None:
+    """A verified subscription `sub` to every person's moves, delivered to `receiver`."""
+    await bus.put_subscription(full_subscription(sub, receiver.url, "all", ["Move"], {"Move": ["movedDate"]}))
+    await bus.wait_for(receiver, receiver.verified, 60, "verified")
+
+
+async def _post_moves(bus, sub: str, persons: dict[int, str]) -> None:
+    """SPLIT_MOVES moves of each person (ids `<sub>-<p>-<n>`) through HTTP ingest, keyed as in production."""
+    async with (
+        running_ingest(bus.bootstrap, bus.app_id, ingest_config()) as source,
+        aiohttp.ClientSession(f"http://127.0.0.1:{source.port}") as http,
+    ):
+        for p, person in persons.items():
+            events = [cloudevent("Move", id=f"{sub}-{p}-{n}", person=person) for n in range(SPLIT_MOVES)]
+            async with http.post(
+                "/events", json=events, headers={"Content-Type": "application/cloudevents-batch+json", **auth()}
+            ) as response:
+                assert response.status == 202, await response.text()
+
+
+def _assert_each_move_delivered_in_order(what: str, sub: str, persons: dict[int, str], receiver: Receiver) -> None:
+    sent = {f"{sub}-{p}-{n}.{sub}" for p in persons for n in range(SPLIT_MOVES)}
     counts = count(
-        "a named worker killed (kill -9) and started again",
-        {"named": sent},
-        {"named": receiver.events()},
+        what,
+        {sub: sent},
+        {sub: receiver.events()},
         lambda arrival: (arrival.event["id"].split("-")[1], int(arrival.event["id"].split("-")[2])),
     ).report()
     assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
@@ -361,18 +352,12 @@ async def test_a_named_worker_that_finds_its_name_taken_when_it_comes_back_stops
     named = {"SAMBAND_BROKER_SESSION_TIMEOUT": "10", "SAMBAND_WORKER_NAME": "alpha"}
     async with operations_bus(kafka_bootstrap, tmp_path, named) as bus:
         first = bus.worker
-        namesake = WorkerProcess(
-            {**first.env, "SAMBAND_WEB_PORT": str(free_port()), "SAMBAND_DATA_DIR": str(tmp_path / "elsewhere")},
-            tmp_path / "namesake.log",
-        )
+        namesake = _another_worker(first, tmp_path, "namesake")  # its own data directory: as on another host
         receiver = Receiver(bus.secret)
         await receiver.start()
-        persons = {p: synthetic_number(1 + p, 1 + p % 12, 70, 300 + p) for p in range(SPLIT_PERSONS)}
+        persons = _persons()
         try:
-            await bus.put_subscription(
-                full_subscription("taken", receiver.url, "all", ["Move"], {"Move": ["movedDate"]})
-            )
-            await bus.wait_for(receiver, receiver.verified, 60, "verified")
+            await _subscribe(bus, "taken", receiver)
             assert first.process is not None
             first.process.send_signal(signal.SIGSTOP)
             try:
@@ -387,35 +372,21 @@ async def test_a_named_worker_that_finds_its_name_taken_when_it_comes_back_stops
             finally:
                 first.process.send_signal(signal.SIGCONT)
             exit_code = await asyncio.to_thread(first.process.wait, 90)
-            async with (
-                running_ingest(bus.bootstrap, bus.app_id, ingest_config()) as source,
-                aiohttp.ClientSession(f"http://127.0.0.1:{source.port}") as http,
-            ):
-                for p, person in persons.items():
-                    events = [cloudevent("Move", id=f"taken-{p}-{n}", person=person) for n in range(SPLIT_MOVES)]
-                    async with http.post(
-                        "/events", json=events, headers={"Content-Type": "application/cloudevents-batch+json", **auth()}
-                    ) as response:
-                        assert response.status == 202, await response.text()
-                await wait_until(
-                    lambda: len(receiver.unique_ids) >= SPLIT_PERSONS * SPLIT_MOVES,
-                    120,
-                    "every person delivered by the namesake",
-                    namesake,
-                )
+            await _post_moves(bus, "taken", persons)
+            await wait_until(
+                lambda: _every_move_arrived(receiver),
+                120,
+                "every person delivered by the namesake",
+                namesake,
+            )
         finally:
             namesake.stop()
             await receiver.stop()
     assert exit_code != 0, first.log_tail()
     assert '"stage.worker_name_taken"' in first.log_path.read_text(), first.log_tail()
-    sent = {f"taken-{p}-{n}.taken" for p in persons for n in range(SPLIT_MOVES)}
-    counts = count(
-        "a namesake started while a named worker was frozen",
-        {"taken": sent},
-        {"taken": receiver.events()},
-        lambda arrival: (arrival.event["id"].split("-")[1], int(arrival.event["id"].split("-")[2])),
-    ).report()
-    assert (counts.lost, counts.wrong, counts.out_of_order) == (0, 0, 0), counts
+    _assert_each_move_delivered_in_order(
+        "a namesake started while a named worker was frozen", "taken", persons, receiver
+    )
 
 
 async def _nobody_named(bus, name: str) -> bool:
