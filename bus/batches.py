@@ -594,9 +594,10 @@ class BatchService(Service):
         if holders:
             self._name_given_up = True
             self.consumer._coordinator._group_instance_id = None
-            log.error("stage.worker_name_taken", group=self.group, member=name, holder=sorted(holders)[0])
+            holder = min(holders)
+            log.error("stage.worker_name_taken", group=self.group, member=name, holder=holder)
             raise NameTaken(
-                f"another worker process ({sorted(holders)[0]}) took this one's name {name!r} in {self.group}, "
+                f"another worker process ({holder}) took this one's name {name!r} in {self.group}, "
                 "and this one stops: give each worker a name of its own (SAMBAND_WORKER_NAME)"
             )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import inspect
 import os
 import random
 import socket
@@ -59,9 +60,10 @@ def open_dead_letter(value: bytes) -> bytes:
     return DeadLetterSeal(dead_letter_key()).open(value)
 
 
-async def until(condition, timeout: float = 10.0) -> None:
-    """Wait for `condition()` to hold, polling every 20 ms; fail the test after `timeout` seconds."""
+async def until(condition, timeout: float = 10.0, every: float = 0.02, what: str = "the condition") -> None:
+    """Wait for `condition()` (a value, or an awaitable one) to hold, polling `every` seconds; fail
+    the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "not within the timeout"
-        await asyncio.sleep(0.02)  # poll interval inside the deadline
+    while not (await held if inspect.isawaitable(held := condition()) else held):
+        assert time.monotonic() < deadline, f"not {what} within {timeout:g} s"
+        await asyncio.sleep(every)  # poll interval inside the deadline

@@ -177,8 +177,8 @@ async def backfills_section(kafka: KafkaInspector, options: StatusOptions) -> Se
 
 async def workers_section(kafka: KafkaInspector, options: StatusOptions) -> Section:
     """Each worker process in the stages' groups (`samband worker --processes N` runs N per host),
-    its name when it has one (SAMBAND_WORKER_NAME), and the partitions of its stages' topics it holds: the same numbers in every stage, while the
-    groups are settled (bus/assignor.py)."""
+    its name when it has one (SAMBAND_WORKER_NAME), and the partitions of its stages' topics it
+    holds: the same numbers in every stage, while the groups are settled (bus/assignor.py)."""
     groups = {stage_group(options.app_id, stage): stage for stage in STAGES}
     processes: dict[tuple[str, str], dict] = {}
     # Only the groups the broker lists: a new cluster has no coordinator for a group nobody joined yet.

@@ -28,7 +28,7 @@ import aiohttp
 from bus_settings import PSEUDONYM_KEY
 from delivery_bus import DeliveryBus
 from fault_counts import count, subject_and_seq
-from support import free_port, pseudonym_key
+from support import free_port, pseudonym_key, until
 from webhook_receiver import Receiver, Reply
 from worker_process import WorkerProcess, wait_until
 
@@ -126,9 +126,8 @@ SPLIT_PERSONS, SPLIT_MOVES, PARTITIONS = 16, 3, 4
 
 
 def _stage_partitions(worker: WorkerProcess) -> set[int] | None:
-    """The worker's partitions when every stage holds the same ones, else None."""
-    held = [partitions for group, partitions in _assigned(worker).items() if group.endswith(STAGES)]
-    return held[0] if len(held) == len(STAGES) and held[0] and all(h == held[0] for h in held) else None
+    """The worker's partitions when every stage holds the same ones, some, else None."""
+    return _stage_partitions_since(worker, 0) or None
 
 
 def _split(first: WorkerProcess, second: WorkerProcess) -> bool:
@@ -361,7 +360,10 @@ async def test_a_named_worker_that_finds_its_name_taken_when_it_comes_back_stops
             assert first.process is not None
             first.process.send_signal(signal.SIGSTOP)
             try:
-                await _until_async(lambda: _nobody_named(bus, "alpha"), 60, "the frozen worker's membership ended")
+                # (each poll asks the broker)
+                await until(
+                    lambda: _nobody_named(bus, "alpha"), 60, every=0.5, what="the frozen worker's membership ended"
+                )
                 namesake.start()
                 await wait_until(
                     lambda: _stage_partitions(namesake) == set(range(PARTITIONS)),
@@ -394,10 +396,3 @@ async def _nobody_named(bus, name: str) -> bool:
     async with KafkaInspector(bus.bootstrap) as kafka:
         members = await kafka.group_members([f"{bus.app_id}{stage}" for stage in STAGES])
     return all(member.instance != name for member in members)
-
-
-async def _until_async(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, f"not {what} within {timeout:.0f} s"
-        await asyncio.sleep(0.5)  # poll interval inside the deadline (each poll asks the broker)
