@@ -50,7 +50,9 @@ message names the label but never repeats the value.
 from __future__ import annotations
 
 import re
+from array import array
 from bisect import bisect_left
+from collections.abc import Callable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -59,15 +61,21 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.utils import floatToGoString
 
 from bus import malformed
 
+# No `_created` series (a creation timestamp per counter and histogram): no dashboard reads them,
+# and the subscriptions' series, written by this module, have none.
+disable_created_metrics()
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)
 
-OUTCOMES = frozenset({"delivered", "retry", "rejected", "dead_lettered"})
+OUTCOMES = ("delivered", "retry", "rejected", "dead_lettered")
+_OUTCOME_INDEX = {outcome: index for index, outcome in enumerate(OUTCOMES)}
 
 # What each kind of label value may look like.
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -89,10 +97,11 @@ def _checked(label: str, value: str, pattern: re.Pattern[str]) -> str:
     return value
 
 
-def _outcome(value: str) -> str:
-    if value not in OUTCOMES:
+def _outcome_index(value: str) -> int:
+    index = _OUTCOME_INDEX.get(value)
+    if index is None:
         raise LabelValueError(f"metric label 'outcome' refused: not one of {sorted(OUTCOMES)}")
-    return value
+    return index
 
 
 EVENTS_IN = Counter("samband_events_in", "Records read from a topic by the bus.", ["topic"], registry=REGISTRY)
@@ -101,31 +110,6 @@ VALIDATION_FAILURES = Counter(
     "samband_validation_failures",
     "Events refused by validation, by dead-letter reason code.",
     ["reason"],
-    registry=REGISTRY,
-)
-DELIVERIES = Counter(
-    "samband_deliveries",
-    "Delivery attempts, by subscription and outcome.",
-    ["subscription", "outcome"],
-    registry=REGISTRY,
-)
-RETRY_BACKLOG = Gauge("samband_retry_backlog", "Deliveries waiting for a retry.", ["subscription"], registry=REGISTRY)
-DELIVERY_IN_MEMORY = Gauge(
-    "samband_delivery_in_memory",
-    "Deliveries a subscription holds in the worker's memory (at most SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION).",
-    ["subscription"],
-    registry=REGISTRY,
-)
-DELIVERY_LEFT = Gauge(
-    "samband_delivery_left_in_topic",
-    "Deliveries a subscription left in the deliveries topic, to take when it has room again.",
-    ["subscription"],
-    registry=REGISTRY,
-)
-BACKLOG_EXPIRED = Counter(
-    "samband_delivery_backlog_expired_total",
-    "Times the deliveries topic's retention deleted records a subscription had left there and not yet taken.",
-    ["subscription"],
     registry=REGISTRY,
 )
 CONSUMER_LAG = Gauge(
@@ -146,13 +130,115 @@ MALFORMED_RECORDS = Counter(
     registry=REGISTRY,
 )
 LATENCY_BOUNDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400, float("inf"))
-END_TO_END_LATENCY = Histogram(
-    "samband_end_to_end_latency_seconds",
-    "Seconds from an event's ingest to its delivery to a subscriber.",
-    ["subscription"],
-    buckets=LATENCY_BOUNDS,
-    registry=REGISTRY,
+_LE = tuple(floatToGoString(bound) for bound in LATENCY_BOUNDS)  # as prometheus_client writes `le`
+
+
+class _Subscription:
+    """One subscription's series, as plain numbers. prometheus_client's labelled children cost
+    about 7 KB a subscription (a lock and an object per histogram bucket): 18,000 subscriptions
+    with deliveries held over 100 MiB of each worker process (docs/national-scale.md)."""
+
+    __slots__ = ("attempts", "buckets", "expired", "in_memory", "left", "retry_backlog", "seconds")
+
+    def __init__(self) -> None:
+        self.attempts = [0] * len(OUTCOMES)  # by outcome, in the order of OUTCOMES
+        self.buckets: array[int] | None = None  # deliveries per latency bucket (not cumulative), from the first
+        self.seconds = 0.0  # their latencies summed
+        self.retry_backlog: int | None = None  # the gauges, None until first set
+        self.in_memory: int | None = None
+        self.left: int | None = None
+        self.expired = 0
+
+
+_subscriptions: dict[str, _Subscription] = {}  # subscription id (checked once) -> its series
+
+SCRAPE_PIECE = 200  # subscriptions a piece of a scrape's text holds (about 300 KB of text)
+
+
+def _deliveries(sub: str, series: _Subscription) -> Iterator[str]:
+    for outcome, count in zip(OUTCOMES, series.attempts, strict=True):
+        if count:
+            yield f'samband_deliveries_total{{subscription="{sub}",outcome="{outcome}"}} {floatToGoString(count)}\n'
+
+
+def _gauge(name: str, attribute: str) -> Callable[[str, _Subscription], Iterator[str]]:
+    def lines(sub: str, series: _Subscription) -> Iterator[str]:
+        value = getattr(series, attribute)
+        if value is not None:
+            yield f'{name}{{subscription="{sub}"}} {floatToGoString(value)}\n'
+
+    return lines
+
+
+def _expired(sub: str, series: _Subscription) -> Iterator[str]:
+    if series.expired:
+        yield f'samband_delivery_backlog_expired_total{{subscription="{sub}"}} {floatToGoString(series.expired)}\n'
+
+
+def _latency(sub: str, series: _Subscription) -> Iterator[str]:
+    if series.buckets is None:
+        return
+    name, total = "samband_end_to_end_latency_seconds", 0
+    for le, count in zip(_LE, series.buckets.tolist(), strict=True):
+        total += count
+        yield f'{name}_bucket{{subscription="{sub}",le="{le}"}} {floatToGoString(total)}\n'
+    yield f'{name}_count{{subscription="{sub}"}} {floatToGoString(total)}\n'
+    yield f'{name}_sum{{subscription="{sub}"}} {floatToGoString(series.seconds)}\n'
+
+
+# The families with a series per subscription: (name, type, help, the lines of one subscription).
+_SUBSCRIPTION_FAMILIES: tuple[tuple[str, str, str, Callable[[str, _Subscription], Iterator[str]]], ...] = (
+    ("samband_deliveries_total", "counter", "Delivery attempts, by subscription and outcome.", _deliveries),
+    (
+        "samband_retry_backlog",
+        "gauge",
+        "Deliveries waiting for a retry.",
+        _gauge("samband_retry_backlog", "retry_backlog"),
+    ),
+    (
+        "samband_delivery_in_memory",
+        "gauge",
+        "Deliveries a subscription holds in the worker's memory (at most SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION).",
+        _gauge("samband_delivery_in_memory", "in_memory"),
+    ),
+    (
+        "samband_delivery_left_in_topic",
+        "gauge",
+        "Deliveries a subscription left in the deliveries topic, to take when it has room again.",
+        _gauge("samband_delivery_left_in_topic", "left"),
+    ),
+    (
+        "samband_delivery_backlog_expired_total",
+        "counter",
+        "Times the deliveries topic's retention deleted records a subscription had left there and not yet taken.",
+        _expired,
+    ),
+    (
+        "samband_end_to_end_latency_seconds",
+        "histogram",
+        "Seconds from an event's ingest to its delivery to a subscriber.",
+        _latency,
+    ),
 )
+
+
+def _subscription_series() -> Iterator[bytes]:
+    """Every subscription's series in Prometheus text format, SCRAPE_PIECE subscriptions a piece,
+    written straight from the plain numbers: prometheus_client's collection would first make an
+    object per sample (about 400 bytes each, 20 a subscription with deliveries), which at 5,000
+    subscriptions was 70 MiB more of the worker process at every scrape. It reads a copy of the
+    subscriptions; a count the loop raises meanwhile shows in this scrape or the next."""
+    subscriptions = list(_subscriptions.items())
+    for name, kind, help_text, lines in _SUBSCRIPTION_FAMILIES:
+        yield f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n".encode()
+        for start in range(0, len(subscriptions), SCRAPE_PIECE):
+            piece = "".join(
+                line for sub, series in subscriptions[start : start + SCRAPE_PIECE] for line in lines(sub, series)
+            )
+            if piece:
+                yield piece.encode()
+
+
 EVENT_LOOP_LAG = Histogram(
     "samband_event_loop_lag_seconds",
     "Seconds each wake-up asked of the worker process's event loop came late (per wake-up, not per second).",
@@ -179,40 +265,36 @@ def validation_failed(reason: str) -> None:
     VALIDATION_FAILURES.labels(_checked("reason", reason, _REASON)).inc()
 
 
-# Labelled children of the per-delivery metrics, checked and looked up once per label set, not per
-# delivery (that was 2-3 us a call). Bounded by the subscriptions times the outcomes.
-_delivery_children: dict[tuple[str, str], Counter] = {}
-_latency_children: dict[str, Histogram] = {}
-
 # What the dashboard reads every sample (agents/web/history.py), kept as it is recorded: collecting
-# the labelled families instead (18 samples a subscription for the latency histogram) held the
+# the subscriptions' series instead (18 samples a subscription for the latency histogram) held the
 # event loop 0.64 s a sample at 5,000 subscriptions, in every worker process (bench/bench_metrics.py).
 _latency_total = [0] * len(LATENCY_BOUNDS)  # deliveries per bucket, all subscriptions (not cumulative)
-_attempt_counts: dict[str, list[int]] = {}  # subscription -> [delivered, failed]
+
+
+def _series(subscription: str) -> _Subscription:
+    """The subscription's series; its id is checked the first time (a refused one never is kept)."""
+    series = _subscriptions.get(subscription)
+    if series is None:
+        series = _subscriptions[_checked("subscription", subscription, _SUBSCRIPTION)] = _Subscription()
+    return series
 
 
 def delivery(subscription: str, outcome: str) -> None:
-    child = _delivery_children.get((subscription, outcome))
-    if child is None:
-        child = DELIVERIES.labels(_checked("subscription", subscription, _SUBSCRIPTION), _outcome(outcome))
-        _delivery_children[(subscription, outcome)] = child
-        _attempt_counts.setdefault(subscription, [0, 0])
-    child.inc()
-    _attempt_counts[subscription][outcome != "delivered"] += 1
+    index = _outcome_index(outcome)
+    _series(subscription).attempts[index] += 1
 
 
 def set_retry_backlog(subscription: str, count: int) -> None:
-    RETRY_BACKLOG.labels(_checked("subscription", subscription, _SUBSCRIPTION)).set(count)
+    _series(subscription).retry_backlog = count
 
 
 def set_delivery_memory(subscription: str, held: int, left: int) -> None:
-    label = _checked("subscription", subscription, _SUBSCRIPTION)
-    DELIVERY_IN_MEMORY.labels(label).set(held)
-    DELIVERY_LEFT.labels(label).set(left)
+    series = _series(subscription)
+    series.in_memory, series.left = held, left
 
 
 def backlog_expired(subscription: str) -> None:
-    BACKLOG_EXPIRED.labels(_checked("subscription", subscription, _SUBSCRIPTION)).inc()
+    _series(subscription).expired += 1
 
 
 def set_consumer_lag(group: str, topic: str, partition: int, lag: int) -> None:
@@ -222,13 +304,13 @@ def set_consumer_lag(group: str, topic: str, partition: int, lag: int) -> None:
 
 
 def observe_end_to_end_latency(subscription: str, seconds: float) -> None:
-    child = _latency_children.get(subscription)
-    if child is None:
-        child = _latency_children[subscription] = END_TO_END_LATENCY.labels(
-            _checked("subscription", subscription, _SUBSCRIPTION)
-        )
-    child.observe(seconds)
-    _latency_total[bisect_left(LATENCY_BOUNDS, seconds)] += 1  # the first bound >= seconds, as Prometheus's le
+    series = _series(subscription)
+    bucket = bisect_left(LATENCY_BOUNDS, seconds)  # the first bound >= seconds, as Prometheus's le
+    if series.buckets is None:
+        series.buckets = array("q", bytes(8 * len(LATENCY_BOUNDS)))
+    series.buckets[bucket] += 1
+    series.seconds += seconds
+    _latency_total[bucket] += 1
 
 
 def latency_buckets() -> list[tuple[float, float]]:
@@ -243,7 +325,11 @@ def latency_buckets() -> list[tuple[float, float]]:
 
 def attempts() -> dict[str, dict[str, int]]:
     """Per subscription: attempts this process made, delivered and failed, since it started."""
-    return {sub: {"delivered": ok, "failed": failed} for sub, (ok, failed) in _attempt_counts.items()}
+    return {
+        sub: {"delivered": series.attempts[0], "failed": sum(series.attempts) - series.attempts[0]}
+        for sub, series in list(_subscriptions.items())
+        if any(series.attempts)
+    }
 
 
 def duplicate_dropped() -> None:
@@ -265,8 +351,19 @@ def malformed_record(topic: str, reason: str) -> None:
 malformed.counters.append(malformed_record)
 
 
-def exposition() -> tuple[bytes, str]:
-    """The registry in Prometheus text format, and its content type. With many subscriptions this
-    takes a while (18 samples a subscription for the latency histogram): call it off the event
-    loop (agents/web/operations.py)."""
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+CONTENT_TYPE = CONTENT_TYPE_LATEST  # of the exposition: Prometheus text format
+
+
+def exposition_pieces() -> Iterator[bytes]:
+    """The metrics in Prometheus text format, in pieces: the registry's, then the subscriptions'
+    series a few hundred subscriptions at a time, so that a scrape holds a piece at a time,
+    however many subscriptions there are. With many subscriptions the whole takes a while (18
+    samples a subscription for the latency histogram): take the pieces off the event loop
+    (agents/web/operations.py)."""
+    yield generate_latest(REGISTRY)
+    yield from _subscription_series()
+
+
+def exposition() -> bytes:
+    """The metrics in Prometheus text format, whole."""
+    return b"".join(exposition_pieces())

@@ -32,14 +32,12 @@ from agents import metrics
 def walked_sample() -> None:
     """The old sample: every subscription's series collected and summed."""
     totals: dict[float, float] = {}
-    for family in metrics.END_TO_END_LATENCY.collect():
-        for sample in family.samples:
-            if sample.name.endswith("_bucket"):
-                totals[float(sample.labels["le"])] = totals.get(float(sample.labels["le"]), 0.0) + sample.value
     found: dict[str, dict[str, int]] = {}
-    for family in metrics.DELIVERIES.collect():
+    for family in metrics.SUBSCRIPTION_SERIES.collect():
         for sample in family.samples:
-            if sample.name.endswith("_total"):
+            if sample.name == "samband_end_to_end_latency_seconds_bucket":
+                totals[float(sample.labels["le"])] = totals.get(float(sample.labels["le"]), 0.0) + sample.value
+            elif sample.name == "samband_deliveries_total":
                 counts = found.setdefault(sample.labels["subscription"], {"delivered": 0, "failed": 0})
                 counts["delivered" if sample.labels["outcome"] == "delivered" else "failed"] += int(sample.value)
 

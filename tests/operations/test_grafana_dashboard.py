@@ -8,6 +8,8 @@ import re
 import sys
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from agents import metrics
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "samband-dashboard.json"
@@ -16,10 +18,11 @@ METRIC_NAME = re.compile(r"\b(?:samband|process)_[a-z0-9_]+")
 
 
 def _exposed_series() -> dict[str, str]:
-    """Series name -> metric family name, for every metric in the registry."""
+    """Series name -> metric family name, for every metric /metrics serves (each family's header
+    is written even before it has a series)."""
     return {
         family.name + suffix: family.name
-        for family in metrics.REGISTRY.collect()
+        for family in text_string_to_metric_families(metrics.exposition().decode())
         for suffix in SERIES_SUFFIXES[family.type]
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 import uuid
 
 import pytest
@@ -65,7 +66,10 @@ async def test_metrics_endpoint_serves_recorded_values_in_parseable_text_format(
     metrics.delivery(subscription, "delivered")
     metrics.delivery(subscription, "retry")
     metrics.set_retry_backlog(subscription, 7)
+    metrics.set_delivery_memory(subscription, 40, 2)
+    metrics.backlog_expired(subscription)
     metrics.observe_end_to_end_latency(subscription, 0.3)
+    metrics.observe_end_to_end_latency(subscription, 0.05)
 
     web_app = web.Application()
     add_routes(web_app, kafka_bootstrap, ready_max_lag=0, batch_consumers=list)
@@ -81,6 +85,56 @@ async def test_metrics_endpoint_serves_recorded_values_in_parseable_text_format(
     assert samples[("samband_deliveries_total", (("outcome", "delivered"), ("subscription", subscription)))] == 2
     assert samples[("samband_deliveries_total", (("outcome", "retry"), ("subscription", subscription)))] == 1
     assert samples[("samband_retry_backlog", (("subscription", subscription),))] == 7
-    assert samples[("samband_end_to_end_latency_seconds_count", (("subscription", subscription),))] == 1
-    assert samples[("samband_end_to_end_latency_seconds_bucket", (("le", "0.5"), ("subscription", subscription)))] == 1
-    assert samples[("samband_end_to_end_latency_seconds_bucket", (("le", "0.25"), ("subscription", subscription)))] == 0
+    assert samples[("samband_delivery_in_memory", (("subscription", subscription),))] == 40
+    assert samples[("samband_delivery_left_in_topic", (("subscription", subscription),))] == 2
+    assert samples[("samband_delivery_backlog_expired_total", (("subscription", subscription),))] == 1
+    assert samples[("samband_end_to_end_latency_seconds_count", (("subscription", subscription),))] == 2
+    assert samples[("samband_end_to_end_latency_seconds_sum", (("subscription", subscription),))] == pytest.approx(0.35)
+    assert samples[("samband_end_to_end_latency_seconds_bucket", (("le", "0.05"), ("subscription", subscription)))] == 1
+    assert samples[("samband_end_to_end_latency_seconds_bucket", (("le", "0.25"), ("subscription", subscription)))] == 1
+    assert samples[("samband_end_to_end_latency_seconds_bucket", (("le", "0.5"), ("subscription", subscription)))] == 2
+    assert samples[("samband_end_to_end_latency_seconds_bucket", (("le", "+Inf"), ("subscription", subscription)))] == 2
+
+
+def test_a_subscriptions_series_cost_under_a_kilobyte_of_the_worker():
+    """A national worker records deliveries for up to 18,000 subscriptions: at prometheus_client's
+    labelled children (a lock and an object per histogram bucket) that was about 7 KB each, over
+    100 MiB of each worker process (docs/national-scale.md, "Where the memory goes")."""
+    subs = [f"k{n:04d}-{uuid.uuid4().hex[:8]}" for n in range(2000)]
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for sub in subs:  # what the delivery stage records for a subscription that had a delivery
+            metrics.delivery(sub, "delivered")
+            metrics.observe_end_to_end_latency(sub, 0.2)
+            metrics.set_delivery_memory(sub, 1, 0)
+            metrics.set_retry_backlog(sub, 0)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+    assert grown / len(subs) < 1024, f"{grown / len(subs):,.0f} bytes a subscription"
+
+
+def test_a_scrape_holds_a_piece_of_its_text_at_a_time_not_the_whole():
+    """Built whole, a scrape of 5,000 subscriptions' series held tens of MiB of the worker at once
+    (an object per sample, then the text): the peak of a national run's worker was a scrape's."""
+    for n in range(5000):
+        sub = f"s{n:04d}-{uuid.uuid4().hex[:8]}"
+        metrics.delivery(sub, "delivered")
+        metrics.observe_end_to_end_latency(sub, 0.2)
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        at_start = tracemalloc.get_traced_memory()[0]
+        written = sum(len(piece) for piece in metrics.exposition_pieces())
+        held = tracemalloc.get_traced_memory()[1] - at_start
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+    assert written > 8 * 2**20  # the whole text
+    assert held < 6 * 2**20, f"a scrape held {held / 2**20:.1f} MiB at its peak"
