@@ -102,15 +102,22 @@ class Heads:
     a queue's head is offered): the order between them is free."""
 
     def __init__(self) -> None:
-        self._live: deque[tuple[float, Head]] = deque()  # (put at, head)
-        self._history: deque[tuple[float, Head]] = deque()
-        self._added = asyncio.Event()
+        # Made at the first head: empty, the two deques and the event were 2.3 KB a lane, about
+        # 40 MiB of a national worker process (18,000 lanes, most of them idle).
+        self._live: deque[tuple[float, Head]] | None = None  # (put at, head)
+        self._history: deque[tuple[float, Head]] | None = None
+        self._added: asyncio.Event | None = None
 
     def put_nowait(self, head: Head) -> None:
-        (self._history if is_history(head[1]) else self._live).append((time.monotonic(), head))
-        self._added.set()
+        if is_history(head[1]):
+            heads = self._history = self._history if self._history is not None else deque()
+        else:
+            heads = self._live = self._live if self._live is not None else deque()
+        heads.append((time.monotonic(), head))
+        if self._added is not None:
+            self._added.set()
 
-    def _next(self) -> deque[tuple[float, Head]]:
+    def _next(self) -> deque[tuple[float, Head]] | None:
         live, history = self._live, self._history
         if not live or not history:
             return live or history
@@ -133,6 +140,8 @@ class Heads:
     async def wait_put(self) -> None:
         """Until a head waits."""
         while self.empty():
+            if self._added is None:
+                self._added = asyncio.Event()
             self._added.clear()
             await self._added.wait()
 
