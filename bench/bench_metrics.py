@@ -6,12 +6,12 @@ No broker. For each count, every subscription gets deliveries (a delivered attem
 end-to-end latency observed, as the delivery stage records them), then, in turns, a ticker task
 wakes every 10 ms while one reading runs, and the longest it waited is reported (what any ready
 work waited):
-- the dashboard's sample, the old way: the latency histogram's and the attempts counter's
-  labelled families walked and summed (what agents/web/history.py did before 2026-12-07);
-- the dashboard's sample now: the totals kept as deliveries are recorded (`metrics.latency_buckets`,
+- the dashboard's sample: the totals kept as deliveries are recorded (`metrics.latency_buckets`,
   `metrics.attempts`);
-- a /metrics scrape's text built on the loop (before), and in a thread (now, agents/web/operations.py).
-Medians and ranges over the turns, in ms.
+- a /metrics scrape's text built on the loop, whole in one thread (the way before 2026-12-08),
+  and piece by piece, each piece in a thread (what agents/web/operations.py does).
+Medians and ranges over the turns, in ms. (The dashboard's sample walked every subscription's
+series before 2026-12-07: docs/operations.md has its figures.)
 """
 
 from __future__ import annotations
@@ -29,25 +29,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents import metrics
 
 
-def walked_sample() -> None:
-    """The old sample: every subscription's series collected and summed."""
-    totals: dict[float, float] = {}
-    found: dict[str, dict[str, int]] = {}
-    for family in metrics.SUBSCRIPTION_SERIES.collect():
-        for sample in family.samples:
-            if sample.name == "samband_end_to_end_latency_seconds_bucket":
-                totals[float(sample.labels["le"])] = totals.get(float(sample.labels["le"]), 0.0) + sample.value
-            elif sample.name == "samband_deliveries_total":
-                counts = found.setdefault(sample.labels["subscription"], {"delivered": 0, "failed": 0})
-                counts["delivered" if sample.labels["outcome"] == "delivered" else "failed"] += int(sample.value)
-
-
 def kept_sample() -> None:
     metrics.latency_buckets()
     metrics.attempts()
 
 
-async def longest_wait(reading: Callable[[], object], in_thread: bool) -> float:
+def whole_text() -> None:
+    metrics.exposition()
+
+
+async def pieces_in_threads() -> None:
+    pieces = metrics.exposition_pieces()
+    while await asyncio.to_thread(next, pieces, None) is not None:
+        pass
+
+
+async def longest_wait(reading: Callable[[], object], how: str) -> float:
     """The longest a 10 ms ticker waited beyond its 10 ms while `reading` ran, in ms."""
     longest, done = 0.0, asyncio.Event()
 
@@ -60,7 +57,9 @@ async def longest_wait(reading: Callable[[], object], in_thread: bool) -> float:
 
     ticker = asyncio.ensure_future(tick())
     await asyncio.sleep(0.05)  # the ticker's first wake-up is asked for (a pace, not a wait for an outcome)
-    if in_thread:
+    if how == "pieces":
+        await pieces_in_threads()
+    elif how == "thread":
         await asyncio.to_thread(reading)
     else:
         reading()
@@ -76,24 +75,24 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     made = 0
-    print(f"{'subscriptions':>13} | {'reading':<44} | {'longest loop wait, ms: median (range)':>38}")
+    print(f"{'subscriptions':>13} | {'reading':<48} | {'longest loop wait, ms: median (range)':>38}")
     for count in args.subscriptions:
         for i in range(made, count):
             metrics.delivery(f"bench-sub-{i}", "delivered")
             metrics.observe_end_to_end_latency(f"bench-sub-{i}", 0.3)
         made = max(made, count)
         contenders = [
-            ("dashboard sample, families walked (before)", walked_sample, False),
-            ("dashboard sample, kept totals (now)", kept_sample, False),
-            ("/metrics text on the loop (before)", metrics.exposition, False),
-            ("/metrics text in a thread (now)", metrics.exposition, True),
+            ("dashboard sample, kept totals", kept_sample, "loop"),
+            ("/metrics text on the loop", whole_text, "loop"),
+            ("/metrics text whole, in one thread", whole_text, "thread"),
+            ("/metrics text in pieces, each in a thread", whole_text, "pieces"),
         ]
         waits: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
         for _ in range(args.repeat):
-            for name, reading, in_thread in contenders:  # in turns
-                waits[name].append(await longest_wait(reading, in_thread))
+            for name, reading, how in contenders:  # in turns
+                waits[name].append(await longest_wait(reading, how))
         for name, values in waits.items():
-            print(f"{count:>13,} | {name:<44} | {median(values):>10,.1f} ({min(values):,.1f}-{max(values):,.1f})")
+            print(f"{count:>13,} | {name:<48} | {median(values):>10,.1f} ({min(values):,.1f}-{max(values):,.1f})")
 
 
 if __name__ == "__main__":
