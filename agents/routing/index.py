@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.subscriptions.model import Subscription
+from agents.subscriptions.model import Predicates, Subscription
 from schemas.kommuner import older_codes
 
 ALL = "all"
@@ -29,11 +29,18 @@ class Grant:
         return cls(envelope, tuple(p for p in paths if not p.startswith("envelope.")))
 
 
+_NO_PREDICATES = Predicates()  # shared by the subscriptions without predicates (most)
+
+
 @dataclass(frozen=True)
 class Entry:
-    subscription: Subscription
+    """What routing needs of a subscription, not the subscription itself (the follower keeps that)."""
+
     id: str
+    event_types: tuple[str, ...]
     kommuner: frozenset[str] | None  # None: all kommuner
+    public_body: bool
+    predicates: Predicates  # one shared empty instance when it has none
     grants: dict[str, Grant]
     unconditional: bool  # no predicates: every event of its types and kommuner matches (the router skips the checks)
     id_bytes: bytes  # the id, UTF-8: written into every delivery record's key and JSON
@@ -45,9 +52,11 @@ class Entry:
         kommuner = None if sub.kommuner == ALL else frozenset(sub.kommuner).union(*map(older_codes, sub.kommuner))
         unconditional = not sub.predicates.model_dump(exclude_none=True)
         return cls(
-            sub,
             sub.id,
+            tuple(sub.event_types),
             kommuner,
+            sub.public_body,
+            _NO_PREDICATES if unconditional else sub.predicates,
             {t: Grant.of(paths) for t, paths in sub.fields.items()},
             unconditional,
             sub.id.encode(),
@@ -92,4 +101,4 @@ class RoutingIndex:
     @staticmethod
     def _keys(entry: Entry) -> list[tuple[str, str]]:
         kommuner = [ALL] if entry.kommuner is None else sorted(entry.kommuner)
-        return [(k, t) for k in kommuner for t in entry.subscription.event_types]
+        return [(k, t) for k in kommuner for t in entry.event_types]

@@ -173,7 +173,7 @@ class Router:
                 if e.unconditional or self._matches(e, event_type, record, result.state)
             ]
         if effective == "fortrolig" or is_strict(effective):  # corrections too go only where the grade allows
-            targets = [e for e in targets if may_receive(effective, e.subscription.public_body, e.kommuner is None)]
+            targets = [e for e in targets if may_receive(effective, e.public_body, e.kommuner is None)]
         if not targets:
             return result
         cloudevent = self._cloudevent(event_type, envelope, person)
@@ -181,9 +181,7 @@ class Router:
             cloudevent["source"] = NEUTRAL_SOURCE
         delivery = delivery_writer(envelope["id"], person, cloudevent, "event")
         for entry in targets:
-            data = project_data(
-                record, entry.grants[event_type], withheld(event_type, effective, entry.subscription.public_body)
-            )
+            data = project_data(record, entry.grants[event_type], withheld(event_type, effective, entry.public_body))
             result.deliveries.append(delivery(entry, data))
             result.recipients.append(entry.id)
         if not result.state.received.issuperset(result.recipients):
@@ -213,7 +211,7 @@ class Router:
     # --- predicates -----------------------------------------------------------------------
 
     def _matches(self, entry: Entry, event_type: str, record: dict, state: PersonState) -> bool:
-        predicates = entry.subscription.predicates
+        predicates = entry.predicates
         envelope = record["envelope"]
         if not change_kind_ok(entry, envelope["changeKind"]):
             return False
@@ -306,17 +304,17 @@ _TAILS = {kind: b'},"kind":"%s"}' % kind.encode() for kind in ("event", "purge")
 
 
 def _loses_address(previous: str, new: str, entry: Entry) -> bool:
-    public = entry.subscription.public_body
+    public = entry.public_body
     return bool(withheld("Move", new, public)) and not withheld("Move", previous, public)
 
 
 def change_kind_ok(entry: Entry, kind: str) -> bool:
-    allowed = entry.subscription.predicates.change_kind
+    allowed = entry.predicates.change_kind
     return allowed is None or kind in allowed
 
 
 def _move_scope_ok(entry: Entry, record: dict) -> bool:
-    allowed = entry.subscription.predicates.move_scope
+    allowed = entry.predicates.move_scope
     previous = (record.get("previousAddress") or {}).get("kommunenummer")
     new = (record.get("newAddress") or {}).get("kommunenummer")
     if entry.kommuner is None:

@@ -40,7 +40,7 @@ from agents import tracing
 from agents.app import prepare_collector
 from agents.config import Settings, dead_letter_key
 from agents.routing.backfill import PER_BATCH, PROGRESS, BackfillRequest, Backfills, Chunk, Progress, fingerprint
-from agents.routing.index import RoutingIndex
+from agents.routing.index import Entry, RoutingIndex
 from agents.routing.life_stages import LIFE_EVENTS, LifeStages, NumberSeal, life_clock
 from agents.routing.router import PersonState, Router
 from agents.stage_runtime import StageRuntime, stage_group
@@ -72,11 +72,13 @@ class Route:
         settings: Settings,
         topics: TopicNames,
         index: RoutingIndex,
+        subscription_of: Callable[[str], Subscription | None],
         clock: Callable[[], float] | None = None,
         backfills: Backfills | None = None,
     ) -> None:
         self.topics = topics
         self.index = index
+        self.subscription_of = subscription_of  # a live subscription, parsed (a backfill routes for it alone)
         self.codec = Codec(registry_from_settings(settings))
         self.router = Router(index)
         self.seal = DeadLetterSeal(dead_letter_key(settings))
@@ -117,8 +119,8 @@ class Route:
         )
         self.states = [self.persons, self.records, self.held, self.backfill_state]
         self.backfills = backfills
-        # subscription id -> (the subscription, its fingerprint, a router for it alone)
-        self._backfill_routers: dict[str, tuple[Subscription, str, Router]] = {}
+        # subscription id -> (its routing entry, its fingerprint, a router for it alone)
+        self._backfill_routers: dict[str, tuple[Entry, str, Router]] = {}
         self.batch_size = settings.batch_size
         self.live_next: dict[int, int] = {}  # partition -> the offset after the last event handled live
         self.life = LifeStages(
@@ -179,10 +181,13 @@ class Route:
         if entry is None:
             return None
         cached = self._backfill_routers.get(request.subscription)
-        if cached is None or cached[0] is not entry.subscription:  # made anew when the subscription changes
+        if cached is None or cached[0] is not entry:  # made anew when the subscription changes (a new entry)
+            subscription = self.subscription_of(request.subscription)
+            if subscription is None:
+                return None
             alone = RoutingIndex()
-            alone.put(entry.subscription)
-            cached = (entry.subscription, fingerprint(entry.subscription), Router(alone, backfill=True))
+            alone.put(subscription)
+            cached = (entry, fingerprint(subscription), Router(alone, backfill=True))
             self._backfill_routers[request.subscription] = cached
         return cached[2] if cached[1] == request.fingerprint else None
 
@@ -429,7 +434,7 @@ class RouteService(BatchService):
             group=stage_group(settings.app_id, "route"),
             outputs=[topics.deliveries, topics.deadletter, topics.events],  # events: life stages
             topic_configs=runtime.configs(EVENTS, DELIVERIES, DEADLETTER),
-            logic=lambda: Route(settings, topics, self.index, backfills=self.backfills),
+            logic=lambda: Route(settings, topics, self.index, self.follower.subscription, backfills=self.backfills),
             ready=self._subscriptions_read,
             before_batch=self._subscriptions_current,
             **kwargs,

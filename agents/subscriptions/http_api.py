@@ -58,8 +58,7 @@ class SubscriptionsApi:
 
     def owned(self, token: ApiToken, sub_id: str) -> Subscription | None:
         """The subscription if it exists and the token owns it: another tenant's is as good as absent."""
-        sub = self.follower.current.get(sub_id)
-        return sub if sub is not None and token.owns(sub_id) else None
+        return self.follower.subscription(sub_id) if token.owns(sub_id) else None
 
 
 API_KEY = web.AppKey("subscriptions_api", SubscriptionsApi)
@@ -162,7 +161,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
     api, token, denied = authorise(request, READ)
     if denied:
         return denied
-    subs = [json.loads(sub.to_json()) for sub_id, sub in sorted(api.follower.current.items()) if token.owns(sub_id)]
+    subs = [json.loads(found) for sub_id, found in sorted(api.follower.current.items()) if token.owns(sub_id)]
     return web.json_response({"subscriptions": subs})
 
 

@@ -46,7 +46,8 @@ def _route(tmp_path, *subs) -> Iterator[tuple[Route, BackfillRequest]]:
     backfills = Backfills("127.0.0.1:1", "unused", "events")  # (never reads: the chunks are given)
     request = BackfillRequest.new(subs[-1], date(2000, 1, 1), "test")
     backfills.requests = {subs[-1].id: request}
-    route = Route(Settings(data_dir=str(tmp_path)), topic_names("records-test"), index, backfills=backfills)
+    by_id = {sub.id: sub for sub in subs}
+    route = Route(Settings(data_dir=str(tmp_path)), topic_names("records-test"), index, by_id.get, backfills=backfills)
     try:
         for state in route.states:
             state.partitions[0] = {} if state.disk is None else state.disk.table(0, state.encode, state.decode)
