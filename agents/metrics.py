@@ -1,4 +1,4 @@
-"""Prometheus metrics of the bus, in their own registry, served as `/metrics` by every worker.
+"""Prometheus metrics of the bus, served as `/metrics` by every worker.
 
 Each stage records what it does with one call:
 
@@ -22,18 +22,24 @@ Metric names (the Grafana dashboard in deploy/grafana/ queries these):
 | `samband_events_in_total` | counter | topic |
 | `samband_events_out_total` | counter | topic |
 | `samband_validation_failures_total` | counter | reason |
-| `samband_deliveries_total` | counter | subscription, outcome |
-| `samband_retry_backlog` | gauge | subscription |
+| `samband_deliveries_total` * | counter | subscription, outcome |
+| `samband_retry_backlog` * | gauge | subscription |
 | `samband_duplicate_events_total` | counter | |
-| `samband_delivery_in_memory` | gauge | subscription |
-| `samband_delivery_left_in_topic` | gauge | subscription |
-| `samband_delivery_backlog_expired_total` | counter | subscription |
+| `samband_delivery_in_memory` * | gauge | subscription |
+| `samband_delivery_left_in_topic` * | gauge | subscription |
+| `samband_delivery_backlog_expired_total` * | counter | subscription |
 | `samband_consumer_lag` | gauge | group, topic, partition |
-| `samband_end_to_end_latency_seconds` | histogram | subscription |
+| `samband_end_to_end_latency_seconds` * | histogram | subscription |
 | `samband_malformed_records_total` | counter | topic, reason |
 | `samband_event_loop_lag_seconds` | histogram | |
 | `samband_heap_trim_duration_seconds` | histogram | |
 | `process_resident_memory_bytes` and the other `process_*` | gauge, counter | |
+
+The families marked * have a series per subscription: they are kept here as plain numbers
+(`_SubscriptionSeries`, about 500 bytes a subscription) and written into the text by
+`_subscription_text`, not held in prometheus_client's registry (`REGISTRY`), whose labelled
+children cost about 7 KB a subscription. Read them through `exposition()` (the text),
+`attempts()` or `latency_buckets()`. The others are prometheus_client's, in `REGISTRY`.
 
 The `process_*` metrics are prometheus_client's own of the worker process (resident and virtual
 memory, CPU seconds, open files, start time), on Linux.
@@ -76,6 +82,7 @@ ProcessCollector(registry=REGISTRY)
 
 OUTCOMES = ("delivered", "retry", "rejected", "dead_lettered")
 _OUTCOME_INDEX = {outcome: index for index, outcome in enumerate(OUTCOMES)}
+_DELIVERED = _OUTCOME_INDEX["delivered"]
 
 # What each kind of label value may look like.
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -133,36 +140,37 @@ LATENCY_BOUNDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 2
 _LE = tuple(floatToGoString(bound) for bound in LATENCY_BOUNDS)  # as prometheus_client writes `le`
 
 
-class _Subscription:
+class _SubscriptionSeries:
     """One subscription's series, as plain numbers. prometheus_client's labelled children cost
     about 7 KB a subscription (a lock and an object per histogram bucket): 18,000 subscriptions
-    with deliveries held over 100 MiB of each worker process (docs/national-scale.md)."""
+    with deliveries held over 100 MiB of each worker process (docs/national-scale.md, "Where the
+    memory goes")."""
 
-    __slots__ = ("attempts", "buckets", "expired", "in_memory", "left", "retry_backlog", "seconds")
+    __slots__ = ("attempts", "buckets", "expired", "in_memory", "latency_sum", "left_in_topic", "retry_backlog")
 
     def __init__(self) -> None:
         self.attempts = [0] * len(OUTCOMES)  # by outcome, in the order of OUTCOMES
         self.buckets: array[int] | None = None  # deliveries per latency bucket (not cumulative), from the first
-        self.seconds = 0.0  # their latencies summed
+        self.latency_sum = 0.0  # their latencies summed, seconds
         self.retry_backlog: int | None = None  # the gauges, None until first set
         self.in_memory: int | None = None
-        self.left: int | None = None
+        self.left_in_topic: int | None = None
         self.expired = 0
 
 
-_subscriptions: dict[str, _Subscription] = {}  # subscription id (checked once) -> its series
+_series_by_subscription: dict[str, _SubscriptionSeries] = {}  # subscription id (checked once) -> its series
 
-SCRAPE_PIECE = 200  # subscriptions a piece of a scrape's text holds (about 300 KB of text)
+SCRAPE_PIECE = 200  # subscriptions of one family a piece of a scrape's text holds (the histogram's: about 300 KB)
 
 
-def _deliveries(sub: str, series: _Subscription) -> Iterator[str]:
+def _deliveries_lines(sub: str, series: _SubscriptionSeries) -> Iterator[str]:
     for outcome, count in zip(OUTCOMES, series.attempts, strict=True):
         if count:
             yield f'samband_deliveries_total{{subscription="{sub}",outcome="{outcome}"}} {floatToGoString(count)}\n'
 
 
-def _gauge(name: str, attribute: str) -> Callable[[str, _Subscription], Iterator[str]]:
-    def lines(sub: str, series: _Subscription) -> Iterator[str]:
+def _gauge_lines(name: str, attribute: str) -> Callable[[str, _SubscriptionSeries], Iterator[str]]:
+    def lines(sub: str, series: _SubscriptionSeries) -> Iterator[str]:
         value = getattr(series, attribute)
         if value is not None:
             yield f'{name}{{subscription="{sub}"}} {floatToGoString(value)}\n'
@@ -170,12 +178,12 @@ def _gauge(name: str, attribute: str) -> Callable[[str, _Subscription], Iterator
     return lines
 
 
-def _expired(sub: str, series: _Subscription) -> Iterator[str]:
+def _expired_lines(sub: str, series: _SubscriptionSeries) -> Iterator[str]:
     if series.expired:
         yield f'samband_delivery_backlog_expired_total{{subscription="{sub}"}} {floatToGoString(series.expired)}\n'
 
 
-def _latency(sub: str, series: _Subscription) -> Iterator[str]:
+def _latency_lines(sub: str, series: _SubscriptionSeries) -> Iterator[str]:
     if series.buckets is None:
         return
     name, total = "samband_end_to_end_latency_seconds", 0
@@ -183,52 +191,52 @@ def _latency(sub: str, series: _Subscription) -> Iterator[str]:
         total += count
         yield f'{name}_bucket{{subscription="{sub}",le="{le}"}} {floatToGoString(total)}\n'
     yield f'{name}_count{{subscription="{sub}"}} {floatToGoString(total)}\n'
-    yield f'{name}_sum{{subscription="{sub}"}} {floatToGoString(series.seconds)}\n'
+    yield f'{name}_sum{{subscription="{sub}"}} {floatToGoString(series.latency_sum)}\n'
 
 
 # The families with a series per subscription: (name, type, help, the lines of one subscription).
-_SUBSCRIPTION_FAMILIES: tuple[tuple[str, str, str, Callable[[str, _Subscription], Iterator[str]]], ...] = (
-    ("samband_deliveries_total", "counter", "Delivery attempts, by subscription and outcome.", _deliveries),
+_SUBSCRIPTION_FAMILIES: tuple[tuple[str, str, str, Callable[[str, _SubscriptionSeries], Iterator[str]]], ...] = (
+    ("samband_deliveries_total", "counter", "Delivery attempts, by subscription and outcome.", _deliveries_lines),
     (
         "samband_retry_backlog",
         "gauge",
         "Deliveries waiting for a retry.",
-        _gauge("samband_retry_backlog", "retry_backlog"),
+        _gauge_lines("samband_retry_backlog", "retry_backlog"),
     ),
     (
         "samband_delivery_in_memory",
         "gauge",
         "Deliveries a subscription holds in the worker's memory (at most SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION).",
-        _gauge("samband_delivery_in_memory", "in_memory"),
+        _gauge_lines("samband_delivery_in_memory", "in_memory"),
     ),
     (
         "samband_delivery_left_in_topic",
         "gauge",
         "Deliveries a subscription left in the deliveries topic, to take when it has room again.",
-        _gauge("samband_delivery_left_in_topic", "left"),
+        _gauge_lines("samband_delivery_left_in_topic", "left_in_topic"),
     ),
     (
         "samband_delivery_backlog_expired_total",
         "counter",
         "Times the deliveries topic's retention deleted records a subscription had left there and not yet taken.",
-        _expired,
+        _expired_lines,
     ),
     (
         "samband_end_to_end_latency_seconds",
         "histogram",
         "Seconds from an event's ingest to its delivery to a subscriber.",
-        _latency,
+        _latency_lines,
     ),
 )
 
 
-def _subscription_series() -> Iterator[bytes]:
-    """Every subscription's series in Prometheus text format, SCRAPE_PIECE subscriptions a piece,
-    written straight from the plain numbers: prometheus_client's collection would first make an
+def _subscription_text() -> Iterator[bytes]:
+    """Every subscription's series in Prometheus text format: each family's header, then its
+    series SCRAPE_PIECE subscriptions a piece, written straight from the plain numbers: prometheus_client's collection would first make an
     object per sample (about 400 bytes each, 20 a subscription with deliveries), which at 5,000
     subscriptions was 70 MiB more of the worker process at every scrape. It reads a copy of the
     subscriptions; a count the loop raises meanwhile shows in this scrape or the next."""
-    subscriptions = list(_subscriptions.items())
+    subscriptions = list(_series_by_subscription.items())
     for name, kind, help_text, lines in _SUBSCRIPTION_FAMILIES:
         yield f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n".encode()
         for start in range(0, len(subscriptions), SCRAPE_PIECE):
@@ -265,17 +273,17 @@ def validation_failed(reason: str) -> None:
     VALIDATION_FAILURES.labels(_checked("reason", reason, _REASON)).inc()
 
 
-# What the dashboard reads every sample (agents/web/history.py), kept as it is recorded: collecting
-# the subscriptions' series instead (18 samples a subscription for the latency histogram) held the
-# event loop 0.64 s a sample at 5,000 subscriptions, in every worker process (bench/bench_metrics.py).
+# What the dashboard reads every sample (agents/web/history.py), kept as it is recorded: before
+# 2026-12-07 it collected prometheus_client's labelled families (18 samples a subscription for the
+# latency histogram), which held the event loop 0.64 s a sample at 5,000 subscriptions.
 _latency_total = [0] * len(LATENCY_BOUNDS)  # deliveries per bucket, all subscriptions (not cumulative)
 
 
-def _series(subscription: str) -> _Subscription:
+def _series(subscription: str) -> _SubscriptionSeries:
     """The subscription's series; its id is checked the first time (a refused one never is kept)."""
-    series = _subscriptions.get(subscription)
+    series = _series_by_subscription.get(subscription)
     if series is None:
-        series = _subscriptions[_checked("subscription", subscription, _SUBSCRIPTION)] = _Subscription()
+        series = _series_by_subscription[_checked("subscription", subscription, _SUBSCRIPTION)] = _SubscriptionSeries()
     return series
 
 
@@ -290,7 +298,7 @@ def set_retry_backlog(subscription: str, count: int) -> None:
 
 def set_delivery_memory(subscription: str, held: int, left: int) -> None:
     series = _series(subscription)
-    series.in_memory, series.left = held, left
+    series.in_memory, series.left_in_topic = held, left
 
 
 def backlog_expired(subscription: str) -> None:
@@ -309,13 +317,13 @@ def observe_end_to_end_latency(subscription: str, seconds: float) -> None:
     if series.buckets is None:
         series.buckets = array("q", bytes(8 * len(LATENCY_BOUNDS)))
     series.buckets[bucket] += 1
-    series.seconds += seconds
+    series.latency_sum += seconds
     _latency_total[bucket] += 1
 
 
 def latency_buckets() -> list[tuple[float, float]]:
     """(upper bound in seconds, cumulative count) of this process's end-to-end latency, over all
-    subscriptions: the histogram's buckets summed, without walking its children."""
+    subscriptions: the histogram's buckets summed, without reading every subscription's series."""
     total, cumulative = 0, []
     for bound, count in zip(LATENCY_BOUNDS, _latency_total, strict=True):
         total += count
@@ -326,8 +334,8 @@ def latency_buckets() -> list[tuple[float, float]]:
 def attempts() -> dict[str, dict[str, int]]:
     """Per subscription: attempts this process made, delivered and failed, since it started."""
     return {
-        sub: {"delivered": series.attempts[0], "failed": sum(series.attempts) - series.attempts[0]}
-        for sub, series in list(_subscriptions.items())
+        sub: {"delivered": series.attempts[_DELIVERED], "failed": sum(series.attempts) - series.attempts[_DELIVERED]}
+        for sub, series in list(_series_by_subscription.items())
         if any(series.attempts)
     }
 
@@ -356,14 +364,14 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST  # of the exposition: Prometheus text format
 
 def exposition_pieces() -> Iterator[bytes]:
     """The metrics in Prometheus text format, in pieces: the registry's, then the subscriptions'
-    series a few hundred subscriptions at a time, so that a scrape holds a piece at a time,
-    however many subscriptions there are. With many subscriptions the whole takes a while (18
-    samples a subscription for the latency histogram): take the pieces off the event loop
-    (agents/web/operations.py)."""
+    series SCRAPE_PIECE subscriptions a piece, so that a scrape holds a piece at a time, however
+    many subscriptions there are. With many subscriptions the whole takes a while (18 samples a
+    subscription for the latency histogram; 0.36 s at 18,000): take the pieces off the event
+    loop (agents/web/operations.py)."""
     yield generate_latest(REGISTRY)
-    yield from _subscription_series()
+    yield from _subscription_text()
 
 
 def exposition() -> bytes:
-    """The metrics in Prometheus text format, whole."""
+    """The metrics in Prometheus text format, whole (for tests and benches: the endpoint sends pieces)."""
     return b"".join(exposition_pieces())

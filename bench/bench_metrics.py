@@ -8,8 +8,9 @@ wakes every 10 ms while one reading runs, and the longest it waited is reported 
 work waited):
 - the dashboard's sample: the totals kept as deliveries are recorded (`metrics.latency_buckets`,
   `metrics.attempts`);
-- a /metrics scrape's text built on the loop, whole in one thread (the way before 2026-12-08),
-  and piece by piece, each piece in a thread (what agents/web/operations.py does).
+- a /metrics scrape's text made on the loop, whole in one thread (as the endpoint did before
+  2026-12-08, then from prometheus_client's registry), and piece by piece, each piece in a thread
+  (what agents/web/operations.py does).
 Medians and ranges over the turns, in ms. (The dashboard's sample walked every subscription's
 series before 2026-12-07: docs/operations.md has its figures.)
 """
@@ -20,7 +21,7 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from statistics import median
 
@@ -29,22 +30,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agents import metrics
 
 
-def kept_sample() -> None:
+async def kept_totals() -> None:
+    """The dashboard's sample, on the loop."""
     metrics.latency_buckets()
     metrics.attempts()
 
 
-def whole_text() -> None:
+async def text_on_the_loop() -> None:
     metrics.exposition()
 
 
+async def text_in_one_thread() -> None:
+    await asyncio.to_thread(metrics.exposition)
+
+
 async def pieces_in_threads() -> None:
+    """As agents/web/operations.py sends the text."""
     pieces = metrics.exposition_pieces()
     while await asyncio.to_thread(next, pieces, None) is not None:
         pass
 
 
-async def longest_wait(reading: Callable[[], object], how: str) -> float:
+async def longest_wait(reading: Callable[[], Awaitable[None]]) -> float:
     """The longest a 10 ms ticker waited beyond its 10 ms while `reading` ran, in ms."""
     longest, done = 0.0, asyncio.Event()
 
@@ -57,12 +64,7 @@ async def longest_wait(reading: Callable[[], object], how: str) -> float:
 
     ticker = asyncio.ensure_future(tick())
     await asyncio.sleep(0.05)  # the ticker's first wake-up is asked for (a pace, not a wait for an outcome)
-    if how == "pieces":
-        await pieces_in_threads()
-    elif how == "thread":
-        await asyncio.to_thread(reading)
-    else:
-        reading()
+    await reading()
     await asyncio.sleep(0.02)  # the ticker sees the end of a reading that held the loop
     done.set()
     await ticker
@@ -82,15 +84,15 @@ async def main() -> None:
             metrics.observe_end_to_end_latency(f"bench-sub-{i}", 0.3)
         made = max(made, count)
         contenders = [
-            ("dashboard sample, kept totals", kept_sample, "loop"),
-            ("/metrics text on the loop", whole_text, "loop"),
-            ("/metrics text whole, in one thread", whole_text, "thread"),
-            ("/metrics text in pieces, each in a thread", whole_text, "pieces"),
+            ("dashboard sample, kept totals", kept_totals),
+            ("/metrics text on the loop", text_on_the_loop),
+            ("/metrics text whole, in one thread", text_in_one_thread),
+            ("/metrics text in pieces, each in a thread", pieces_in_threads),
         ]
-        waits: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
+        waits: dict[str, list[float]] = {name: [] for name, _ in contenders}
         for _ in range(args.repeat):
-            for name, reading, how in contenders:  # in turns
-                waits[name].append(await longest_wait(reading, how))
+            for name, reading in contenders:  # in turns
+                waits[name].append(await longest_wait(reading))
         for name, values in waits.items():
             print(f"{count:>13,} | {name:<48} | {median(values):>10,.1f} ({min(values):,.1f}-{max(values):,.1f})")
 

@@ -183,7 +183,7 @@ class Route:
         cached = self._backfill_routers.get(request.subscription)
         if cached is None or cached[0] is not entry:  # made anew when the subscription changes (a new entry)
             subscription = self.subscription_of(request.subscription)
-            if subscription is None:
+            if subscription is None:  # (not while the index has its entry: the follower changes both at once)
                 return None
             alone = RoutingIndex()
             alone.put(subscription)

@@ -40,7 +40,7 @@ Writer = Callable[[str, bytes | None], Awaitable[int]]
 
 @dataclass
 class SubscriptionsApi:
-    follower: SubscriptionFollower  # the worker's: its `current` subscriptions
+    follower: SubscriptionFollower  # the worker's: `current` (id -> JSON) and `subscription(id)`
     write: Writer
     tokens: list[ApiToken]
     audit: AuditLog

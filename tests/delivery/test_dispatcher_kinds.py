@@ -414,7 +414,7 @@ async def test_a_head_that_does_not_fit_a_write_goes_first_in_the_next(monkeypat
     await d.close()
 
 
-def test_an_idle_lanes_queue_costs_a_hundred_bytes_not_kilobytes():
+def test_an_idle_lanes_queue_costs_a_couple_of_hundred_bytes_not_kilobytes():
     """Found in a national run's worker (tracemalloc): every lane's empty queue held two deques
     and an event, 2.3 KB each, about 40 MiB of 18,000 mostly idle lanes."""
     tracing = tracemalloc.is_tracing()
