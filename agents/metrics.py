@@ -236,7 +236,7 @@ def _subscription_text() -> Iterator[bytes]:
     object per sample (about 400 bytes each, 20 a subscription with deliveries), which at 5,000
     subscriptions was 70 MiB more of the worker process at every scrape. It reads a copy of the
     subscriptions; a count the loop raises meanwhile shows in this scrape or the next."""
-    subscriptions = list(_series_by_subscription.items())
+    subscriptions = list(_series_by_subscription.copy().items())  # (one C call: the loop adds meanwhile)
     for name, kind, help_text, lines in _SUBSCRIPTION_FAMILIES:
         yield f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n".encode()
         for start in range(0, len(subscriptions), SCRAPE_PIECE):

@@ -72,8 +72,7 @@ async def get_events(request: web.Request) -> web.Response:
     if denied:
         return denied
     sub_id = request.match_info["id"]
-    sub = api.owned(token, sub_id)
-    if sub is None:
+    if not api.holds(token, sub_id):
         return _error(404, "subscription.not_found", "no subscription with this id")
     reader, polls = request.app[READER_KEY]
     if reader is None:
@@ -96,6 +95,9 @@ async def get_events(request: web.Request) -> web.Response:
         )
     if sub_id in polls.reading:
         return _error(429, "events.in_progress", "a read of this subscription is in progress", **{"Retry-After": "1"})
+    sub = api.owned(token, sub_id)  # parsed only for a read that goes ahead
+    if sub is None:  # deleted meanwhile
+        return _error(404, "subscription.not_found", "no subscription with this id")
     fields = {event_type: tuple(paths) for event_type, paths in sub.fields.items()}
     reading = Reading(sub_id, sub.delivery.kind == "pull", sub.public_body, sub.kommuner == "all", fields)
     polls.reading.add(sub_id)

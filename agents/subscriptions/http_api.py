@@ -56,6 +56,10 @@ class SubscriptionsApi:
                 found = token
         return found
 
+    def holds(self, token: ApiToken, sub_id: str) -> bool:
+        """Whether the subscription exists and the token owns it (without parsing it)."""
+        return sub_id in self.follower.current and token.owns(sub_id)
+
     def owned(self, token: ApiToken, sub_id: str) -> Subscription | None:
         """The subscription if it exists and the token owns it: another tenant's is as good as absent."""
         return self.follower.subscription(sub_id) if token.owns(sub_id) else None

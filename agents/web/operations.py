@@ -13,7 +13,10 @@
   partitions is at most `ready_max_lag`; 503 otherwise. The JSON body says why, with the lag
   per group.
 - `GET /metrics`: agents.metrics in Prometheus text format; the consumer-lag gauge (every group
-  above, this worker's partitions) is refreshed from the broker on each scrape.
+  above, this worker's partitions) is refreshed from the broker on each scrape. The text is sent
+  in pieces as it is made; a scrape not read whole within SCRAPE_SECONDS is cut off, and at most
+  SCRAPES_AT_ONCE are sent at a time (others get 503), so a reader that stops reading holds
+  neither other scrapes nor memory.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from bus.inspector import BrokerUnreachable, KafkaInspector, SharedInspector
 log = structlog.get_logger(__name__)
 
 OPERATIONS_KEY = web.AppKey("operations", "Operations")
+SCRAPE_SECONDS = 30.0  # the longest a scrape may take to be read (Prometheus's own timeout is 10 s)
+SCRAPES_AT_ONCE = 4  # scrapes being sent at a time; each holds a copy of the subscriptions' index
 
 
 @dataclass
@@ -56,9 +61,10 @@ class Operations:
             batch_consumers  # each with .group, .finished, .assigned() (None until started), .recovering, .outage
         )
         self._kafka = SharedInspector(bootstrap)
-        # One scrape at a time: the lag gauge is cleared and filled again for each, which another
-        # scrape's text, built meanwhile in a thread, would catch half done.
+        # One lag refresh at a time: the gauge is cleared and filled again for each, which another
+        # scrape's registry text, made meanwhile in a thread, would catch half done.
         self.scraping = asyncio.Lock()
+        self.scrapes_sent = 0  # scrapes being sent now (at most SCRAPES_AT_ONCE)
 
     async def inspector(self) -> KafkaInspector:
         return await self._kafka.get()
@@ -156,16 +162,34 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics_page(request: web.Request) -> web.StreamResponse:
     operations = request.app[OPERATIONS_KEY]
-    response = web.StreamResponse(headers={"Content-Type": metrics.CONTENT_TYPE})
-    async with operations.scraping:
-        await operations.refresh_lag_gauge()
-        await response.prepare(request)
-        # Piece by piece, each made in a thread: at 18,000 subscriptions the text takes 0.36 s to
-        # make, which on the event loop would hold every stage of the process, and whole it is
-        # tens of MiB (bench/bench_metrics.py, docs/operations.md). A slow reader holds
-        # `scraping` (one scrape at a time) until it has read or gone.
-        pieces = metrics.exposition_pieces()
-        while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
-            await response.write(piece)
-    await response.write_eof()
-    return response
+    if operations.scrapes_sent >= SCRAPES_AT_ONCE:
+        return web.Response(status=503, text=f"{SCRAPES_AT_ONCE} scrapes are being sent; try again\n")
+    operations.scrapes_sent += 1
+    pieces = metrics.exposition_pieces()
+    try:
+        async with operations.scraping:
+            await operations.refresh_lag_gauge()
+            first = await asyncio.to_thread(next, pieces)  # the registry's text, the lag gauge in it
+        # Then piece by piece, each made in a thread: at 18,000 subscriptions the text takes
+        # 0.36 s to make, which on the event loop would hold every stage of the process, and
+        # whole it is tens of MiB (bench/bench_metrics.py, docs/operations.md).
+        response = web.StreamResponse(headers={"Content-Type": metrics.CONTENT_TYPE})
+        # Only the sending is timed: a piece being made in its thread is never abandoned midway.
+        deadline = asyncio.get_running_loop().time() + SCRAPE_SECONDS
+        try:
+            async with asyncio.timeout_at(deadline):
+                await response.prepare(request)
+                await response.write(first)
+            while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+                async with asyncio.timeout_at(deadline):
+                    await response.write(piece)
+            async with asyncio.timeout_at(deadline):
+                await response.write_eof()
+        except TimeoutError:  # a reader that stopped reading: cut off (the client sees a short body)
+            log.warning("metrics.scrape_cut_off", seconds=SCRAPE_SECONDS)
+            if request.transport is not None:
+                request.transport.close()
+        return response
+    finally:
+        pieces.close()
+        operations.scrapes_sent -= 1

@@ -23,6 +23,8 @@ IDENTITY_NUMBER = "01817012309"  # synthetic (month + 80), valid control digits
         lambda: metrics.event_in(f"samband-{IDENTITY_NUMBER}"),
         lambda: metrics.validation_failed(f"identity.{IDENTITY_NUMBER}"),
         lambda: metrics.set_retry_backlog(IDENTITY_NUMBER, 1),
+        lambda: metrics.set_delivery_memory(f"k{IDENTITY_NUMBER}", 1, 0),
+        lambda: metrics.backlog_expired(IDENTITY_NUMBER),
         lambda: metrics.observe_end_to_end_latency(IDENTITY_NUMBER, 1.0),
         lambda: metrics.set_consumer_lag("samband", IDENTITY_NUMBER, 0, 1),
     ],
@@ -31,6 +33,7 @@ def test_label_holding_an_identity_number_is_refused_without_echoing_it(record):
     with pytest.raises(metrics.LabelValueError) as refused:
         record()
     assert IDENTITY_NUMBER not in str(refused.value)
+    assert IDENTITY_NUMBER.encode() not in metrics.exposition()  # nor kept for the next scrape
 
 
 @pytest.mark.parametrize(

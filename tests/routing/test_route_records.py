@@ -157,3 +157,20 @@ def test_a_pass_over_events_the_live_router_sent_the_subscription_ends_the_backf
         assert route.progress_of(0, request.id) == Progress(0, 2, 2, passes=2) and route.progress_of(0, request.id).done
         assert _sent(route, backfilled) == ["event-0.late-system"]
         assert sorted(_sent(route, live)) == sorted(f"event-{n}.{s}" for n in (1, 2) for s in ("skole", "late-system"))
+
+
+def test_a_backfill_routes_only_while_its_subscription_is_as_it_was_when_asked_for(tmp_path):
+    """The backfill's router is made anew when the subscription changes (the index then holds a new
+    entry for it) and routes only while its fingerprint is the request's."""
+    late = subscription("late-system", "all", ["Move"], {"Move": MOVE_FIELDS})
+    with _route(tmp_path, late) as (route, request):
+        assert route.backfill_current(request)
+        narrower = subscription("late-system", "all", ["Move"], {"Move": ["movedDate"]})
+        route.index.put(narrower)
+        route.subscription_of = {narrower.id: narrower}.get
+        assert not route.backfill_current(request)  # changed since: its backfill stops
+        route.index.put(late)
+        route.subscription_of = {late.id: late}.get
+        assert route.backfill_current(request)  # as it was again
+        route.index.remove(late.id)
+        assert not route.backfill_current(request)  # deleted
