@@ -152,10 +152,10 @@ class _SubscriptionSeries:
         self.attempts = [0] * len(OUTCOMES)  # by outcome, in the order of OUTCOMES
         self.buckets: array[int] | None = None  # deliveries per latency bucket (not cumulative), from the first
         self.latency_sum = 0.0  # their latencies summed, seconds
-        self.retry_backlog: int | None = None  # the gauges, None until first set
+        self.retry_backlog: int | None = None  # the gauges and the counter: None until first set
         self.in_memory: int | None = None
         self.left_in_topic: int | None = None
-        self.expired = 0
+        self.expired: int | None = None
 
 
 _series_by_subscription: dict[str, _SubscriptionSeries] = {}  # subscription id (checked once) -> its series
@@ -163,14 +163,19 @@ _series_by_subscription: dict[str, _SubscriptionSeries] = {}  # subscription id 
 SCRAPE_PIECE = 200  # subscriptions of one family a piece of a scrape's text holds (the histogram's: about 300 KB)
 
 
-def _deliveries_lines(sub: str, series: _SubscriptionSeries) -> Iterator[str]:
+Lines = Callable[[str, str, _SubscriptionSeries], Iterator[str]]  # (family name, subscription, its series)
+
+
+def _deliveries_lines(name: str, sub: str, series: _SubscriptionSeries) -> Iterator[str]:
     for outcome, count in zip(OUTCOMES, series.attempts, strict=True):
         if count:
-            yield f'samband_deliveries_total{{subscription="{sub}",outcome="{outcome}"}} {floatToGoString(count)}\n'
+            yield f'{name}{{subscription="{sub}",outcome="{outcome}"}} {floatToGoString(count)}\n'
 
 
-def _gauge_lines(name: str, attribute: str) -> Callable[[str, _SubscriptionSeries], Iterator[str]]:
-    def lines(sub: str, series: _SubscriptionSeries) -> Iterator[str]:
+def _value_lines(attribute: str) -> Lines:
+    """The lines of a family with one value a subscription, once it has been set."""
+
+    def lines(name: str, sub: str, series: _SubscriptionSeries) -> Iterator[str]:
         value = getattr(series, attribute)
         if value is not None:
             yield f'{name}{{subscription="{sub}"}} {floatToGoString(value)}\n'
@@ -178,15 +183,10 @@ def _gauge_lines(name: str, attribute: str) -> Callable[[str, _SubscriptionSerie
     return lines
 
 
-def _expired_lines(sub: str, series: _SubscriptionSeries) -> Iterator[str]:
-    if series.expired:
-        yield f'samband_delivery_backlog_expired_total{{subscription="{sub}"}} {floatToGoString(series.expired)}\n'
-
-
-def _latency_lines(sub: str, series: _SubscriptionSeries) -> Iterator[str]:
+def _latency_lines(name: str, sub: str, series: _SubscriptionSeries) -> Iterator[str]:
     if series.buckets is None:
         return
-    name, total = "samband_end_to_end_latency_seconds", 0
+    total = 0
     for le, count in zip(_LE, series.buckets.tolist(), strict=True):
         total += count
         yield f'{name}_bucket{{subscription="{sub}",le="{le}"}} {floatToGoString(total)}\n'
@@ -195,31 +195,31 @@ def _latency_lines(sub: str, series: _SubscriptionSeries) -> Iterator[str]:
 
 
 # The families with a series per subscription: (name, type, help, the lines of one subscription).
-_SUBSCRIPTION_FAMILIES: tuple[tuple[str, str, str, Callable[[str, _SubscriptionSeries], Iterator[str]]], ...] = (
+_SUBSCRIPTION_FAMILIES: tuple[tuple[str, str, str, Lines], ...] = (
     ("samband_deliveries_total", "counter", "Delivery attempts, by subscription and outcome.", _deliveries_lines),
     (
         "samband_retry_backlog",
         "gauge",
         "Deliveries waiting for a retry.",
-        _gauge_lines("samband_retry_backlog", "retry_backlog"),
+        _value_lines("retry_backlog"),
     ),
     (
         "samband_delivery_in_memory",
         "gauge",
         "Deliveries a subscription holds in the worker's memory (at most SAMBAND_DELIVERY_MEMORY_PER_SUBSCRIPTION).",
-        _gauge_lines("samband_delivery_in_memory", "in_memory"),
+        _value_lines("in_memory"),
     ),
     (
         "samband_delivery_left_in_topic",
         "gauge",
         "Deliveries a subscription left in the deliveries topic, to take when it has room again.",
-        _gauge_lines("samband_delivery_left_in_topic", "left_in_topic"),
+        _value_lines("left_in_topic"),
     ),
     (
         "samband_delivery_backlog_expired_total",
         "counter",
         "Times the deliveries topic's retention deleted records a subscription had left there and not yet taken.",
-        _expired_lines,
+        _value_lines("expired"),
     ),
     (
         "samband_end_to_end_latency_seconds",
@@ -232,16 +232,17 @@ _SUBSCRIPTION_FAMILIES: tuple[tuple[str, str, str, Callable[[str, _SubscriptionS
 
 def _subscription_text() -> Iterator[bytes]:
     """Every subscription's series in Prometheus text format: each family's header, then its
-    series SCRAPE_PIECE subscriptions a piece, written straight from the plain numbers: prometheus_client's collection would first make an
-    object per sample (about 400 bytes each, 20 a subscription with deliveries), which at 5,000
-    subscriptions was 70 MiB more of the worker process at every scrape. It reads a copy of the
-    subscriptions; a count the loop raises meanwhile shows in this scrape or the next."""
+    series SCRAPE_PIECE subscriptions a piece, written straight from the plain numbers.
+    prometheus_client's collection would first make an object per sample (about 400 bytes each,
+    20 a subscription with deliveries), which at 5,000 subscriptions was 70 MiB more of the
+    worker process at every scrape. It reads a copy of the subscriptions; a count the loop
+    raises meanwhile shows in this scrape or the next."""
     subscriptions = list(_series_by_subscription.copy().items())  # (one C call: the loop adds meanwhile)
     for name, kind, help_text, lines in _SUBSCRIPTION_FAMILIES:
         yield f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n".encode()
         for start in range(0, len(subscriptions), SCRAPE_PIECE):
             piece = "".join(
-                line for sub, series in subscriptions[start : start + SCRAPE_PIECE] for line in lines(sub, series)
+                line for sub, series in subscriptions[start : start + SCRAPE_PIECE] for line in lines(name, sub, series)
             )
             if piece:
                 yield piece.encode()
@@ -302,7 +303,8 @@ def set_delivery_memory(subscription: str, held: int, left: int) -> None:
 
 
 def backlog_expired(subscription: str) -> None:
-    _series(subscription).expired += 1
+    series = _series(subscription)
+    series.expired = (series.expired or 0) + 1
 
 
 def set_consumer_lag(group: str, topic: str, partition: int, lag: int) -> None:

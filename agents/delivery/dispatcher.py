@@ -111,9 +111,13 @@ class Heads:
 
     def put_nowait(self, head: Head) -> None:
         if is_history(head[1]):
-            heads = self._history = self._history if self._history is not None else deque()
+            if self._history is None:
+                self._history = deque()
+            heads = self._history
         else:
-            heads = self._live = self._live if self._live is not None else deque()
+            if self._live is None:
+                self._live = deque()
+            heads = self._live
         heads.append((time.monotonic(), head))
         if self._added is not None:
             self._added.set()

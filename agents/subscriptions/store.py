@@ -54,10 +54,10 @@ CLOCK_MARGIN_MS = 2_000
 class SubscriptionFollower:
     """Reads the subscriptions topic from its start and keeps following it: one per worker, shared
     by the router (its index), delivery (its targets) and the HTTP API. Each record is parsed
-    once for the listeners; `current` holds every live subscription as its JSON (`subscription()` parses one again:
-    the parsed model is about 4.6 KB, its JSON about 600 bytes, and a national worker holds
-    18,000), and every listener (`listen`) is called with the parsed model for each change, in
-    the topic's order.
+    once for the listeners; `current` holds every live subscription as its JSON (`subscription()`
+    parses one again: the parsed model is about 4.6 KB, its JSON about 600 bytes, and a national
+    worker holds 18,000), and every listener (`listen`) is called with the parsed model for each
+    change, in the topic's order.
 
     `caught_up` is set once everything written before the start has been applied: the router
     routes nothing before, so a restarted worker never routes with a partial set.
