@@ -116,6 +116,7 @@ MOVE_FIELDS = ["envelope.person", "movedDate", "newAddress", "scope"]
 RECEIVER_PROCESSES = 4
 SAMPLE_S = 2.0  # the lag plot's resolution
 IDEMPOTENCY = re.compile(rb'"idempotency_key": ?"([^"]+)"')  # in a delivery record's JSON
+UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 BATCH = {"max_events": 100, "max_wait_ms": 50}
 
 
@@ -700,7 +701,10 @@ class Bench:
         late = late_subscription(self.receiver_urls)
         await produce(self.bootstrap, self.topics.subscriptions, [(late.id.encode(), late.to_json())])
         scanned = sum((await self.ends(self.topics.events)).values())
-        marks = {topic: await self.ends(topic) for topic in (self.topics.ingest_seen_ids, self.topics.deliveries)}
+        marks = {
+            topic: await self.ends(topic)
+            for topic in (self.topics.ingest, self.topics.ingest_seen_ids, self.topics.deliveries)
+        }
         lag_before = await self.loop_lags()
         self.commands.put("live")
         live_started = time.time()
@@ -754,9 +758,16 @@ class Bench:
 
     async def stage_latencies(self, marks: dict, appended: dict[str, float], arrivals: list) -> dict[str, list[float]]:
         """Where the live deliveries' time went, from the topics' record timestamps (written since
-        `marks`): the feed to ingest's first sight of the event (`-ingest-seen-ids`: the register's
-        feed, the source, the ingest topic and ingest's queue), ingest to the router's delivery record
+        `marks`): the feed to the source's write (the ingest topic's record timestamp: the register's
+        feed, polled, and the source's page cycle), that write to ingest's first sight of the event
+        (`-ingest-seen-ids`: the broker, ingest's fetch and queue), ingest to the router's delivery record
         (`-deliveries`: the events topic and the router's queue), and that record to the subscriber."""
+        written: dict[str, float] = {}
+        async for record in read_topic(self.bootstrap, self.topics.ingest, timeout=300,
+                                       from_offsets={tp.partition: o for tp, o in marks[self.topics.ingest].items()}):  # fmt: skip
+            for found in UUID.findall(record.value or b""):  # the register's document id, in the encoded event
+                if (event_id := found.decode()) in appended and event_id not in written:
+                    written[event_id] = record.timestamp / 1000
         seen: dict[str, float] = {}
         async for record in read_topic(self.bootstrap, self.topics.ingest_seen_ids, timeout=300,
                                        from_offsets={tp.partition: o for tp, o in marks[self.topics.ingest_seen_ids].items()}):  # fmt: skip
@@ -770,11 +781,17 @@ class Bench:
             found = IDEMPOTENCY.search(record.value or b"")
             if found is not None and (key := found.group(1).decode()) in wanted and key not in routed:
                 routed[key] = record.timestamp / 1000
-        stages: dict[str, list[float]] = {"feed -> ingest": [], "ingest -> routed": [], "routed -> subscriber": []}
+        stages: dict[str, list[float]] = {
+            "feed -> ingest": [], "feed -> source's write": [], "source's write -> ingest": [],
+            "ingest -> routed": [], "routed -> subscriber": [],
+        }  # fmt: skip
         for key, at in arrivals:
             event_id = key.rsplit(".", 1)[0]
             if event_id in seen and key in routed:
                 stages["feed -> ingest"].append(seen[event_id] - appended[event_id])
+                if event_id in written:
+                    stages["feed -> source's write"].append(written[event_id] - appended[event_id])
+                    stages["source's write -> ingest"].append(seen[event_id] - written[event_id])
                 stages["ingest -> routed"].append(routed[key] - seen[event_id])
                 stages["routed -> subscriber"].append(at - routed[key])
         return {name: sorted(values) for name, values in stages.items()}
