@@ -58,6 +58,8 @@ def test_the_national_bench_runs_at_a_small_scale(kafka_bootstrap, tmp_path):
     assert 0 < single < events  # single requests, and the others in batch mode
     assert re.search(r"Backfill: [\d,]+ events .* ([\d,]+) delivered", report)
     assert re.search(r"latency from the feed to the subscriber p50 [\d,]+ ms, p99 [\d,]+ ms", report)
+    # the first stretch split at the source's write: the ingest topic's records were matched to the live events
+    assert re.search(r"  feed -> source's write: p50 [\d,]+ ms, p99 [\d,]+ ms \([\d,]+ deliveries\)", report), report
     assert re.search(
         r"worker process 0's event-loop lag through the backfill: p99 (<=|>) [\d.]+ s; of [\d,]+ wake-ups", report
     ), report
