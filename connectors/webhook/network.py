@@ -14,12 +14,10 @@ be reached over http and on any address: tests and the demo allow 127.0.0.0/8.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass
-
-from aiohttp.abc import AbstractResolver
-from aiohttp.resolver import ThreadedResolver
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -69,24 +67,26 @@ def literal_address(host: str) -> IPAddress | None:
         return None
 
 
-class GuardedResolver(AbstractResolver):
-    """Resolves as usual, then keeps only the addresses the allow-list lets this scheme reach."""
+class GuardedResolver:
+    """Resolves as usual (the system's resolver, in its thread pool), then keeps only the
+    addresses the allow-list lets this scheme reach."""
 
     def __init__(self, allow: AllowList, scheme: str):
-        self._inner = ThreadedResolver()
         self._allow = allow
         self._scheme = scheme
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[dict]:
-        found = await self._inner.resolve(host, port, family)
-        kept = [
-            info
-            for info in found
-            if self._allow.refusal(self._scheme, host, ipaddress.ip_address(info["host"])) is None
-        ]
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """The addresses to try, in the resolver's order; AddressRefused when none may be reached."""
+        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        kept: list[str] = []
+        for _, _, _, _, address in found:
+            text = str(address[0])
+            if text not in kept and self._allow.refusal(self._scheme, host, _address(text)) is None:
+                kept.append(text)
         if not kept:
             raise AddressRefused("webhook host refused: it resolves to no address the bus may reach")
         return kept
 
-    async def close(self) -> None:
-        await self._inner.close()
+
+def _address(text: str) -> IPAddress:
+    return ipaddress.ip_address(text.split("%", 1)[0])  # an IPv6 link-local address may carry its scope

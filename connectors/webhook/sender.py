@@ -1,7 +1,8 @@
 """POST signed CloudEvents to one subscriber over a keep-alive connection pool.
 
-One sender per subscriber: its own aiohttp session, its pool limited to `max_concurrency`
-connections (a request waits for a free one), so a slow subscriber only ever occupies its own slots.
+One sender per subscriber: its own pool of keep-alive connections (connectors/webhook/http1.py),
+limited to `max_concurrency` (a request waits for a free one), so a slow subscriber only ever
+occupies its own slots.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable
 
-import aiohttp
 from yarl import URL
 
 from connectors.webhook import cloudevent
 from connectors.webhook.config import WebhookConfig
+from connectors.webhook.http1 import Origin, ProtocolError
 from connectors.webhook.network import AddressRefused, AllowList, GuardedResolver, literal_address
 from connectors.webhook.outcome import CONNECTION, TIMEOUT, HttpOutcome, classify
 from connectors.webhook.secrets import SecretError, resolve_secret
@@ -31,7 +32,7 @@ CHALLENGE_NOT_ECHOED = "delivery.challenge_not_echoed"
 class WebhookSender:
     def __init__(self, config: WebhookConfig, allow: AllowList | None = None, secrets_dir: str = ""):
         self.config = config
-        self._session: aiohttp.ClientSession | None = None
+        self._origin: Origin | None = None
         self._signer: Signer | None = None  # made at the first request: a missing secret is a retried outcome
         self._url = URL(config.url)  # parsed once, not per request
         self._allow = allow or AllowList()
@@ -43,22 +44,16 @@ class WebhookSender:
             else None
         )
 
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=self.config.max_concurrency,
-                    keepalive_timeout=60,
-                    resolver=GuardedResolver(self._allow, self._url.scheme),
-                ),
-                timeout=aiohttp.ClientTimeout(
-                    total=self.config.connect_timeout + self.config.read_timeout,
-                    sock_connect=self.config.connect_timeout,
-                    sock_read=self.config.read_timeout,
-                ),
-                cookie_jar=aiohttp.DummyCookieJar(),  # a webhook is not a browsing session: no cookies kept or sent
+    def _open(self) -> Origin:
+        if self._origin is None:
+            self._origin = Origin(
+                self._url,
+                self.config.max_concurrency,
+                self.config.connect_timeout,
+                self.config.read_timeout,
+                GuardedResolver(self._allow, self._url.scheme).resolve,
             )
-        return self._session
+        return self._origin
 
     def request(self, event: dict, msg_id: str, traceparent: str | None = None) -> tuple[dict[str, str], bytes]:
         """Headers and body of the POST for `event` (signed, with the trace context passed on)."""
@@ -68,7 +63,7 @@ class WebhookSender:
     def _signed(self, headers: dict[str, str], body: bytes, msg_id: str, traceparent: str | None) -> dict[str, str]:
         if self._signer is None:
             self._signer = Signer([resolve_secret(ref, self._secrets_dir) for ref in self.config.secret_refs])
-        headers["User-Agent"] = USER_AGENT  # here, not as a session default: aiohttp merges those per request
+        headers["User-Agent"] = USER_AGENT
         headers.update(self._signer.headers(msg_id, int(time.time()), body))
         if traceparent:
             headers["traceparent"] = traceparent
@@ -103,29 +98,23 @@ class WebhookSender:
 
     async def _post(self, headers: dict[str, str], body: bytes, echo: str | None) -> HttpOutcome:
         try:
-            # Awaited, not `async with`: two coroutine levels less to pass through at each resumption.
-            reply = await self._open().post(self._url, data=body, headers=headers, allow_redirects=False)
-            try:
-                answer = await reply.content.read(MAX_RESPONSE_BYTES)  # never more: a body is no reason to wait
-            finally:
-                reply.release()
-            outcome = classify(reply.status, reply.headers.get("Retry-After"))
-            if echo is not None and outcome.status == "delivered" and echo.encode() not in answer:
-                return HttpOutcome("retry", CHALLENGE_NOT_ECHOED, "the answer did not echo the challenge", reply.status)
-            return outcome
-        except (TimeoutError, aiohttp.ServerTimeoutError):
+            # never more of the answer than this: a body is no reason to wait
+            answer = await self._open().post(headers, body, MAX_RESPONSE_BYTES)
+        except TimeoutError:
             return HttpOutcome("retry", TIMEOUT)
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, AddressRefused):
-                return HttpOutcome("retry", ADDRESS_REFUSED, str(exc.os_error))
+        except AddressRefused as exc:
+            return HttpOutcome("retry", ADDRESS_REFUSED, str(exc))
+        except (OSError, ProtocolError):
             return HttpOutcome("retry", CONNECTION)
-        except aiohttp.ClientError:
-            return HttpOutcome("retry", CONNECTION)
+        outcome = classify(answer.status, answer.headers.get("retry-after"))
+        if echo is not None and outcome.status == "delivered" and echo.encode() not in answer.body:
+            return HttpOutcome("retry", CHALLENGE_NOT_ECHOED, "the answer did not echo the challenge", answer.status)
+        return outcome
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._origin is not None:
+            await self._origin.close()
+            self._origin = None
 
 
 async def done(outcome: HttpOutcome) -> HttpOutcome:

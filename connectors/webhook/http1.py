@@ -1,0 +1,409 @@
+"""The webhook's HTTP/1.1 client: POSTs to one origin over a pool of keep-alive connections.
+
+    origin = Origin(URL("https://hooks.example/samband"), limit=8, connect_timeout=5, read_timeout=10,
+                    resolve=GuardedResolver(allow, "https").resolve)
+    answer = await origin.post({"Content-Type": "application/json"}, body, max_body=64 * 1024)
+    answer.status, answer.headers["retry-after"], answer.body
+    await origin.close()
+
+Why not aiohttp's client: a webhook needs nothing of it but HTTP/1.1 itself (no cookies,
+redirects, proxies, streaming or sessions), and its request path cost about 190 µs of CPU per
+request, against about 75 µs for the same request written and read on an asyncio protocol
+(`bench/bench_webhook_client.py`). A reform day sends millions of requests (docs/delivery.md).
+
+What it does, and nothing more:
+- one request on a connection at a time; at most `limit` connections; a request waits for a
+  free one. A connection is kept for the next request, `keepalive` seconds at most while idle,
+  when the answer allows it (HTTP/1.1, no `Connection: close`, its body read to the end);
+- a name is resolved at each new connection by `resolve` (the allow-list's check, network.py),
+  and its addresses are tried in turn; https verifies the certificate and the host name;
+- the answer's head is read up to 64 KiB; its body (Content-Length, chunked, or up to the
+  connection's close) up to `max_body` bytes: a longer one is cut there and its connection
+  closed, never read to its end;
+- time: all of it (a free connection, connecting, the answer) within connect_timeout +
+  read_timeout; connecting and TLS within connect_timeout; the whole answer within read_timeout
+  of the request being written;
+- a request on a kept connection that the server closed before answering (it closed an idle
+  connection as the request went out) is sent once more on a new connection: the subscriber
+  deduplicates by `webhook-id`, and a spurious retry costs it a full retry-schedule step.
+
+Errors, all the subscriber's side's: `TimeoutError`; `OSError` for connecting (refused,
+unreachable, a name not found, TLS, the allow-list's `AddressRefused`); `ProtocolError` for a
+connection closed before its answer or an answer that is not HTTP/1.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from yarl import URL
+
+MAX_HEAD = 64 * 1024
+_MAX_CHUNK_LINE = 1024
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
+
+Resolve = Callable[[str, int], Awaitable[list[str]]]  # host, port -> the addresses to try
+
+
+class ProtocolError(Exception):
+    """The connection closed before its answer, or the answer is not HTTP/1.1 as a client reads it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes  # up to the request's max_body
+
+
+_tls: ssl.SSLContext | None = None
+
+
+def _tls_context() -> ssl.SSLContext:
+    global _tls
+    if _tls is None:
+        _tls = ssl.create_default_context()  # the system's CAs; certificate and host name verified
+    return _tls
+
+
+# How an answer's body is framed.
+_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE = range(7)
+
+
+class _Connection(asyncio.Protocol):
+    """One connection; reads one answer at a time into `answer`."""
+
+    __slots__ = (
+        "_answer",
+        "_body",
+        "_buffer",
+        "_frame",
+        "_headers",
+        "_keep",
+        "_left",
+        "_max_body",
+        "_status",
+        "answered_before",
+        "closed",
+        "idle_since",
+        "received",
+        "transport",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self.answered_before = False  # it has carried an answer: a close before the next is a stale keep-alive
+        self.received = False  # a byte of the current answer came
+        self._answer: asyncio.Future[Answer] | None = None
+        self._buffer = bytearray()
+        self._max_body = 0
+        self._frame = _HEAD
+        self._left = 0
+        self._status = 0
+        self._headers: dict[str, str] = {}
+        self._body = bytearray()
+        self._keep = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        answer = self._answer
+        if answer is not None and not answer.done():
+            if self._frame == _UNTIL_CLOSE:
+                self._finish(keep=False)
+            else:
+                answer.set_exception(ProtocolError("the connection closed before the whole answer came"))
+
+    def request(self, head: bytes, body: bytes, max_body: int) -> asyncio.Future[Answer]:
+        assert self.transport is not None
+        self._answer = answer = asyncio.get_running_loop().create_future()
+        self._max_body, self.received = max_body, False
+        self.transport.writelines((head, body))
+        return answer
+
+    @property
+    def reusable(self) -> bool:
+        return self._keep and not self.closed and not self._buffer
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()  # nothing of ours is left to write once we give a connection up
+
+    def data_received(self, data: bytes) -> None:
+        answer = self._answer
+        if answer is None or answer.done():
+            self.close()  # bytes nobody asked for: not a connection to send the next request on
+            return
+        self.received = True
+        self._buffer += data
+        try:
+            self._read()
+        except ProtocolError as exc:
+            answer.set_exception(exc)
+            self.close()
+
+    def _read(self) -> None:
+        buffer = self._buffer
+        while self._answer is not None and not self._answer.done():
+            frame = self._frame
+            if frame == _HEAD:
+                end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+                if end < 0:
+                    if len(buffer) > MAX_HEAD:
+                        raise ProtocolError("an answer's head is larger than 64 KiB")
+                    return
+                head = bytes(buffer[:end])
+                del buffer[: end + 4]
+                self._begin(head)
+            elif frame == _LENGTH:
+                if not buffer:
+                    return
+                taken = min(len(buffer), self._left)
+                self._take(buffer, taken)
+                self._left -= taken
+                if self._left == 0:
+                    self._finish(self._keep)
+            elif frame == _CHUNK_SIZE:
+                end = buffer.find(b"\r\n", 0, _MAX_CHUNK_LINE)
+                if end < 0:
+                    if len(buffer) > _MAX_CHUNK_LINE:
+                        raise ProtocolError("a chunk's size line is too long")
+                    return
+                size = bytes(buffer[:end].split(b";", 1)[0].strip())
+                del buffer[: end + 2]
+                if not size or size.strip(_HEX_DIGITS):
+                    raise ProtocolError("a chunk's size is not a hex number")
+                self._left = int(size, 16)
+                self._frame = _CHUNK_DATA if self._left else _TRAILERS
+            elif frame == _CHUNK_DATA:
+                if not buffer:
+                    return
+                taken = min(len(buffer), self._left)
+                self._take(buffer, taken)
+                self._left -= taken
+                if self._left == 0:
+                    self._frame = _CHUNK_END
+            elif frame == _CHUNK_END:
+                if len(buffer) < 2:
+                    return
+                if buffer[:2] != b"\r\n":
+                    raise ProtocolError("a chunk does not end with CRLF")
+                del buffer[:2]
+                self._frame = _CHUNK_SIZE
+            elif frame == _TRAILERS:
+                if buffer[:2] == b"\r\n":
+                    del buffer[:2]
+                else:
+                    end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+                    if end < 0:
+                        if len(buffer) > MAX_HEAD:
+                            raise ProtocolError("an answer's trailers are larger than 64 KiB")
+                        return
+                    del buffer[: end + 4]
+                self._finish(self._keep)
+            else:  # _UNTIL_CLOSE: connection_lost ends it
+                self._take(buffer, len(buffer))
+                return
+
+    def _take(self, buffer: bytearray, count: int) -> None:
+        """`count` bytes of body from the buffer, kept up to max_body; past it the answer ends cut."""
+        room = self._max_body - len(self._body)
+        self._body += buffer[: min(count, room)]
+        del buffer[:count]
+        if count > room or (len(self._body) >= self._max_body and self._frame == _UNTIL_CLOSE):
+            self._finish(keep=False)
+
+    def _begin(self, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        line = lines[0]
+        if not line.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")) or not line[9:12].isdigit() or line[12:13] not in b" ":
+            raise ProtocolError("the answer does not begin with an HTTP/1.1 status line")
+        status = int(line[9:12])
+        headers: dict[str, str] = {}
+        for field in lines[1:]:
+            name, colon, value = field.partition(b":")
+            if not colon or not name or name != name.strip():
+                raise ProtocolError("an answer's header line is not `name: value`")
+            key, text = name.decode("latin-1").lower(), value.strip().decode("latin-1")
+            if key == "content-length" and headers.get(key, text) != text:
+                raise ProtocolError("an answer with two different Content-Lengths")
+            headers[key] = text
+        if 100 <= status < 200:
+            if status == 101:
+                raise ProtocolError("the answer switches protocols")
+            return  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+        self._status, self._headers, self._body = status, headers, bytearray()
+        self._keep = line.startswith(b"HTTP/1.1") and "close" not in headers.get("connection", "").lower()
+        length = headers.get("content-length")
+        if status in (204, 304):
+            self._finish(self._keep)
+        elif "transfer-encoding" in headers:
+            if headers["transfer-encoding"].lower().rsplit(",", 1)[-1].strip() == "chunked":
+                self._frame = _CHUNK_SIZE
+            else:
+                self._frame, self._keep = _UNTIL_CLOSE, False
+        elif length is not None:
+            if not length.isdigit():
+                raise ProtocolError("an answer's Content-Length is not a number")
+            self._left = int(length)
+            self._frame = _LENGTH
+            if self._left == 0:
+                self._finish(self._keep)
+        else:
+            self._frame, self._keep = _UNTIL_CLOSE, False
+
+    def _finish(self, keep: bool) -> None:
+        self._keep = keep
+        self._frame = _HEAD
+        self.answered_before = True
+        answer = self._answer
+        if answer is not None and not answer.done():
+            answer.set_result(Answer(self._status, self._headers, bytes(self._body)))
+        self._body = bytearray()
+        if not keep:
+            self.close()
+
+
+class Origin:
+    """Keep-alive connections to one URL's origin, for POSTs to that URL."""
+
+    def __init__(
+        self,
+        url: URL,
+        limit: int,
+        connect_timeout: float,
+        read_timeout: float,
+        resolve: Resolve,
+        keepalive: float = 60.0,
+    ):
+        if url.scheme not in ("http", "https") or not url.raw_host:
+            raise ValueError("a webhook URL is http(s)://host/...")
+        self._host = url.raw_host
+        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self._tls = url.scheme == "https"
+        self._head_start = f"POST {url.raw_path_qs or '/'} HTTP/1.1\r\nHost: {url.host_port_subcomponent}\r\n"
+        self._literal = _is_literal(self._host)
+        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
+        self._resolve = resolve
+        self._keepalive = keepalive
+        self._slots = asyncio.Semaphore(limit)
+        self._idle: list[_Connection] = []  # the last used first: the others may time out at the server
+        self._open: set[_Connection] = set()
+        self._sweep: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    async def post(self, headers: dict[str, str], body: bytes, max_body: int) -> Answer:
+        head = self._head(headers, len(body))
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self._connect_timeout + self._read_timeout) as deadline, self._slots:
+            connection = self._idle_connection(loop)
+            fresh = connection is None
+            if connection is None:
+                connection = await self._connect(loop)
+            try:
+                answer = connection.request(head, body, max_body)
+                deadline.reschedule(min(deadline.when() or 0.0, loop.time() + self._read_timeout))
+                try:
+                    result = await answer
+                except ProtocolError:
+                    if fresh or connection.received or not connection.answered_before:
+                        raise
+                    connection.close()  # a kept connection the server closed as the request went out
+                    self._open.discard(connection)
+                    connection = await self._connect(loop)
+                    result = await connection.request(head, body, max_body)
+            except BaseException:
+                connection.close()
+                self._open.discard(connection)
+                raise
+            if connection.reusable and not self._closed:
+                connection.idle_since = loop.time()
+                self._idle.append(connection)
+                self._sweep_later(loop)
+            else:
+                connection.close()
+                self._open.discard(connection)
+            return result
+
+    def _head(self, headers: dict[str, str], length: int) -> bytes:
+        fields = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        if fields.count("\n") != len(headers) or fields.count("\r") != len(headers):
+            raise ValueError("a request header holds a line break")  # the bus's own fault: never sent
+        return f"{self._head_start}{fields}Content-Length: {length}\r\n\r\n".encode()
+
+    def _idle_connection(self, loop: asyncio.AbstractEventLoop) -> _Connection | None:
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed and loop.time() - connection.idle_since < self._keepalive:
+                return connection
+            connection.close()
+            self._open.discard(connection)
+        return None
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        async with asyncio.timeout(self._connect_timeout):
+            if self._literal:
+                addresses = [self._host]
+            else:
+                addresses = await self._resolve(self._host, self._port)
+            failure: OSError | None = None
+            for address in addresses:
+                try:
+                    _, connection = await loop.create_connection(
+                        _Connection,
+                        address,
+                        self._port,
+                        ssl=_tls_context() if self._tls else None,
+                        server_hostname=self._host if self._tls else None,
+                    )
+                except OSError as exc:
+                    failure = exc
+                    continue
+                self._open.add(connection)
+                return connection
+            raise failure or OSError("the host has no address")
+
+    def _sweep_later(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._sweep is None:
+            self._sweep = loop.call_later(self._keepalive, self._close_expired, loop)
+
+    def _close_expired(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Idle connections past `keepalive` are closed, so an idle subscription holds no socket."""
+        self._sweep = None
+        now, kept = loop.time(), []
+        for connection in self._idle:
+            if connection.closed or now - connection.idle_since >= self._keepalive:
+                connection.close()
+                self._open.discard(connection)
+            else:
+                kept.append(connection)
+        self._idle = kept
+        if kept:
+            self._sweep = loop.call_at(kept[0].idle_since + self._keepalive, self._close_expired, loop)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        for connection in self._open:
+            connection.close()
+        self._open.clear()
+        self._idle.clear()
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,399 @@
+"""The webhook's HTTP/1.1 client (connectors/webhook/http1.py) against real servers on 127.0.0.1:
+aiohttp's server for well-formed answers, a scripted asyncio server for the answers a client must
+survive (interim, cut, malformed, closed, silent)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ssl
+from collections.abc import Callable
+
+import pytest
+from aiohttp import web
+from yarl import URL
+
+from connectors.webhook import http1
+from connectors.webhook.http1 import MAX_HEAD, Origin, ProtocolError
+from connectors.webhook.network import AddressRefused, AllowList, GuardedResolver
+
+LOOPBACK = AllowList.parse("127.0.0.0/8, localhost")
+
+
+async def _no_names(host: str, port: int) -> list[str]:
+    raise AssertionError("a literal address is never resolved")
+
+
+def origin(url: str, limit: int = 4, read_timeout: float = 5.0, keepalive: float = 60.0, **kw) -> Origin:
+    return Origin(URL(url), limit, 2.0, read_timeout, kw.get("resolve", _no_names), keepalive=keepalive)
+
+
+class Scripted:
+    """A server that answers each request with the next of `answers` (bytes, or a function of the
+    connection's writer), counting connections and requests; `None` closes without answering."""
+
+    def __init__(self, answers: list[bytes | Callable | None]):
+        self.answers = answers
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.closed = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hook?x=1"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line for line in head.split(b"\r\n") if line.startswith(b"Content-Length:"))[15:])
+                self.requests.append(head + await reader.readexactly(length))
+                answer = self.answers.pop(0) if self.answers else None
+                if answer is None:
+                    break
+                if callable(answer):
+                    await answer(writer)
+                else:
+                    writer.write(answer)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.closed += 1
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+async def _aiohttp_server(handler) -> tuple[str, web.AppRunner, list]:
+    peers: list = []
+
+    async def counting(request: web.Request) -> web.StreamResponse:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        return await handler(request)
+
+    app = web.Application()
+    app.router.add_post("/hook", counting)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook", runner, peers
+
+
+OK_NO_BODY = b"HTTP/1.1 204 No Content\r\n\r\n"
+
+
+async def test_a_kept_connection_carries_the_next_request_and_the_request_is_well_formed():
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"got": (await request.read()).decode()}, headers={"Retry-After": "7"})
+
+    url, runner, peers = await _aiohttp_server(answer)
+    pool = origin(url)
+    try:
+        first = await pool.post({"Content-Type": "application/json"}, b'{"a":1}', 1024)
+        second = await pool.post({"Content-Type": "application/json"}, b'{"b":2}', 1024)
+    finally:
+        await pool.close()
+        await runner.cleanup()
+    assert (first.status, first.body) == (200, b'{"got": "{\\"a\\":1}"}')
+    assert first.headers["retry-after"] == "7" and second.body == b'{"got": "{\\"b\\":2}"}'
+    assert len(peers) == 2 and peers[0] == peers[1]  # one connection, kept
+
+
+async def test_the_request_is_a_post_with_host_and_length_and_the_headers_given():
+    server = Scripted([OK_NO_BODY])
+    url = await server.start()
+    pool = origin(url)
+    try:
+        answer = await pool.post({"Content-Type": "application/json", "webhook-id": "e1.s1"}, b'{"a":1}', 1024)
+    finally:
+        await pool.close()
+        await server.stop()
+    port = URL(url).port
+    assert (answer.status, answer.headers, answer.body) == (204, {}, b"")
+    assert server.requests == [
+        b"POST /hook?x=1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+        b'webhook-id: e1.s1\r\nContent-Length: 7\r\n\r\n{"a":1}' % port
+    ]
+
+
+async def test_no_more_connections_than_the_limit():
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.01)  # the server's own pace, so requests overlap
+        return web.Response(status=204)
+
+    url, runner, peers = await _aiohttp_server(slow)
+    pool = origin(url, limit=2)
+    try:
+        answers = await asyncio.gather(*(pool.post({}, b"x", 1024) for _ in range(20)))
+    finally:
+        await pool.close()
+        await runner.cleanup()
+    assert [a.status for a in answers] == [204] * 20
+    assert len(set(peers)) == 2
+
+
+async def test_a_chunked_answer_is_read_to_its_end_and_its_connection_kept():
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for part in (b"challenge-", b"echoed", b"!"):
+            await response.write(part)
+        await response.write_eof()
+        return response
+
+    url, runner, peers = await _aiohttp_server(chunked)
+    pool = origin(url)
+    try:
+        answers = [await pool.post({}, b"x", 1024) for _ in range(2)]
+    finally:
+        await pool.close()
+        await runner.cleanup()
+    assert [a.body for a in answers] == [b"challenge-echoed!"] * 2
+    assert peers[0] == peers[1]
+
+
+async def test_interim_answers_are_skipped_and_a_body_until_close_is_read():
+    async def interim_then_until_close(writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+            b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nread until "
+        )
+        await writer.drain()
+        writer.write(b"the close")  # no length: the body ends where the connection does
+        writer.close()
+
+    server = Scripted([interim_then_until_close])
+    url = await server.start()
+    pool = origin(url)
+    try:
+        answer = await pool.post({}, b"x", 1024)
+    finally:
+        await pool.close()
+        await server.stop()
+    assert answer.status == 200 and answer.body == b"read until the close"
+    assert answer.headers == {"content-type": "text/plain"}
+
+
+async def test_a_body_longer_than_asked_for_is_cut_and_its_connection_not_kept():
+    big = b"y" * 100_000
+    server = Scripted([b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big), OK_NO_BODY])
+    url = await server.start()
+    pool = origin(url)
+    try:
+        cut = await pool.post({}, b"x", 1000)
+        after = await pool.post({}, b"x", 1000)
+    finally:
+        await pool.close()
+        await server.stop()
+    assert cut.status == 200 and cut.body == b"y" * 1000
+    assert after.status == 204 and server.connections == 2  # the cut one was not used again
+
+
+async def test_connection_close_is_honoured():
+    server = Scripted([b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", OK_NO_BODY])
+    url = await server.start()
+    pool = origin(url)
+    try:
+        statuses = [(await pool.post({}, b"x", 1024)).status for _ in range(2)]
+    finally:
+        await pool.close()
+        await server.stop()
+    assert statuses == [200, 204] and server.connections == 2
+
+
+@pytest.mark.parametrize(
+    "answer, says",
+    [
+        (b"HELLO THERE\r\n\r\n", "status line"),
+        (b"HTTP/1.1 2x0 OK\r\n\r\n", "status line"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "header line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", "two different Content-Lengths"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "not a number"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", "hex number"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n", "CRLF"),
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n", "switches protocols"),
+        (b"HTTP/1.1 200 OK\r\nX-Big: " + b"z" * MAX_HEAD + b"\r\n\r\n", "larger than 64 KiB"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "closed before the whole answer"),
+    ],
+)
+async def test_an_answer_that_is_not_http_1_1_is_a_protocol_error(answer, says):
+    async def then_close(writer: asyncio.StreamWriter) -> None:
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = Scripted([then_close])
+    url = await server.start()
+    pool = origin(url)
+    try:
+        with pytest.raises(ProtocolError, match=says):
+            await pool.post({}, b"x", 1024)
+    finally:
+        await pool.close()
+        await server.stop()
+
+
+async def test_a_kept_connection_closed_by_the_server_as_the_request_went_out_is_sent_again_on_a_new_one():
+    # The second request on the kept connection finds it closed without an answer (a server's
+    # keep-alive ending at that moment); it is sent once more, on a new connection.
+    server = Scripted([OK_NO_BODY, None, OK_NO_BODY])
+    url = await server.start()
+    pool = origin(url)
+    try:
+        statuses = [(await pool.post({}, b"x", 1024)).status for _ in range(2)]
+    finally:
+        await pool.close()
+        await server.stop()
+    assert statuses == [204, 204] and server.connections == 2 and len(server.requests) == 3
+
+
+async def test_a_first_request_closed_without_an_answer_is_not_sent_again():
+    server = Scripted([None, OK_NO_BODY])
+    url = await server.start()
+    pool = origin(url)
+    try:
+        with pytest.raises(ProtocolError):
+            await pool.post({}, b"x", 1024)
+    finally:
+        await pool.close()
+        await server.stop()
+    assert len(server.requests) == 1
+
+
+async def test_a_silent_server_times_out_at_the_read_timeout():
+    async def silent(writer: asyncio.StreamWriter) -> None:
+        await asyncio.Event().wait()  # holds the connection, never answers
+
+    server = Scripted([silent])
+    url = await server.start()
+    pool = origin(url, read_timeout=0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        with pytest.raises(TimeoutError):
+            await pool.post({}, b"x", 1024)
+    finally:
+        await pool.close()
+        await server.stop()
+    assert 0.3 <= loop.time() - started < 2.0  # the read timeout, not the total
+
+
+async def test_a_header_with_a_line_break_is_never_sent():
+    server = Scripted([OK_NO_BODY])
+    url = await server.start()
+    pool = origin(url)
+    try:
+        with pytest.raises(ValueError, match="line break"):
+            await pool.post({"traceparent": "00-x\r\nX-Injected: 1"}, b"x", 1024)
+    finally:
+        await pool.close()
+        await server.stop()
+    assert server.requests == []
+
+
+async def test_an_idle_connection_is_closed_after_the_keepalive():
+    server = Scripted([OK_NO_BODY])
+    url = await server.start()
+    pool = origin(url, keepalive=0.2)
+    try:
+        assert (await pool.post({}, b"x", 1024)).status == 204
+        async with asyncio.timeout(5):
+            while server.closed == 0:  # the server sees the close the pool made
+                await asyncio.sleep(0.02)
+    finally:
+        await pool.close()
+        await server.stop()
+    assert server.connections == 1
+
+
+async def test_a_name_is_resolved_through_the_allow_list_at_each_new_connection():
+    server = Scripted([OK_NO_BODY])
+    url = await server.start()
+    named = URL(url).with_host("localhost")
+    allowed = Origin(named, 1, 2.0, 5.0, GuardedResolver(LOOPBACK, "http").resolve)
+    refused = Origin(named, 1, 2.0, 5.0, GuardedResolver(AllowList(), "http").resolve)
+    try:
+        assert (await allowed.post({}, b"x", 1024)).status == 204
+        with pytest.raises(AddressRefused):
+            await refused.post({}, b"x", 1024)
+    finally:
+        await allowed.close()
+        await refused.close()
+        await server.stop()
+    assert len(server.requests) == 1
+
+
+def _certificate(tmp_path, name: str) -> tuple[str, str]:
+    """A self-signed certificate for `name`: its PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(name)]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_file), str(key_file)
+
+
+async def test_https_verifies_the_certificate_and_its_name(tmp_path, monkeypatch):
+    cert, key = _certificate(tmp_path, "hooks.example")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+
+    async def hooks_example(host: str, port: int) -> list[str]:
+        assert host == "hooks.example"
+        return ["127.0.0.1"]
+
+    url = URL(f"https://hooks.example:{port}/hook")
+    try:
+        # The system's CAs do not know this certificate: refused (an OSError: a connection failure).
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await Origin(url, 1, 2.0, 5.0, hooks_example).post({}, b"x", 1024)
+        monkeypatch.setattr(http1, "_tls", ssl.create_default_context(cafile=cert))
+        trusted = Origin(url, 1, 2.0, 5.0, hooks_example)
+        assert (await trusted.post({}, b"x", 1024)).status == 204
+        await trusted.close()
+        # Trusted, but not for this name: refused.
+        other = Origin(URL(f"https://localhost:{port}/hook"), 1, 2.0, 5.0, GuardedResolver(LOOPBACK, "https").resolve)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await other.post({}, b"x", 1024)
+    finally:
+        await runner.cleanup()
