@@ -304,23 +304,31 @@ class Origin:
     async def post(self, headers: dict[str, str], body: bytes, max_body: int) -> Answer:
         head = self._head(headers, len(body))
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self._connect_timeout + self._read_timeout) as deadline, self._slots:
+        deadline = loop.time() + self._connect_timeout + self._read_timeout
+        # Timed with asyncio.timeout only where it may wait (a free connection, connecting): the
+        # usual request, on a kept connection, costs one timer, not a timeout's three.
+        if self._slots.locked():
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        else:
+            await self._slots.acquire()
+        try:
             connection = self._idle_connection(loop)
             fresh = connection is None
             if connection is None:
-                connection = await self._connect(loop)
+                async with asyncio.timeout_at(deadline):
+                    connection = await self._connect(loop)
             try:
-                answer = connection.request(head, body, max_body)
-                deadline.reschedule(min(deadline.when() or 0.0, loop.time() + self._read_timeout))
                 try:
-                    result = await answer
+                    result = await self._exchange(connection, head, body, max_body, deadline)
                 except ProtocolError:
                     if fresh or connection.received or not connection.answered_before:
                         raise
                     connection.close()  # a kept connection the server closed as the request went out
                     self._open.discard(connection)
-                    connection = await self._connect(loop)
-                    result = await connection.request(head, body, max_body)
+                    async with asyncio.timeout_at(deadline):
+                        connection = await self._connect(loop)
+                    result = await self._exchange(connection, head, body, max_body, deadline)
             except BaseException:
                 connection.close()
                 self._open.discard(connection)
@@ -333,6 +341,20 @@ class Origin:
                 connection.close()
                 self._open.discard(connection)
             return result
+        finally:
+            self._slots.release()
+
+    async def _exchange(
+        self, connection: _Connection, head: bytes, body: bytes, max_body: int, deadline: float
+    ) -> Answer:
+        """The request written, its answer awaited: within read_timeout, and the attempt's deadline."""
+        loop = asyncio.get_running_loop()
+        answer = connection.request(head, body, max_body)
+        timer = loop.call_at(min(deadline, loop.time() + self._read_timeout), _time_out, answer)
+        try:
+            return await answer
+        finally:
+            timer.cancel()
 
     def _head(self, headers: dict[str, str], length: int) -> bytes:
         fields = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
@@ -399,6 +421,11 @@ class Origin:
             connection.close()
         self._open.clear()
         self._idle.clear()
+
+
+def _time_out(answer: asyncio.Future[Answer]) -> None:
+    if not answer.done():
+        answer.set_exception(TimeoutError())
 
 
 def _is_literal(host: str) -> bool:
