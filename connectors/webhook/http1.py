@@ -1,46 +1,53 @@
-"""The webhook's HTTP/1.1 client: POSTs to one origin over a pool of keep-alive connections.
+"""The webhook's HTTP/1.1 client: POSTs to one URL over a pool of keep-alive connections.
 
-    origin = Origin(URL("https://hooks.example/samband"), limit=8, connect_timeout=5, read_timeout=10,
-                    resolve=GuardedResolver(allow, "https").resolve)
-    answer = await origin.post({"Content-Type": "application/json"}, body, max_body=64 * 1024)
-    answer.status, answer.headers["retry-after"], answer.body
-    await origin.close()
+    endpoint = Endpoint(URL("https://hooks.example/samband"), limit=8, connect_timeout=5, read_timeout=10,
+                        resolve=GuardedResolver(allow, "https").resolve)
+    answer = await endpoint.post({"Content-Type": "application/json"}, body, max_body=64 * 1024)
+    answer.status, answer.headers.get("retry-after"), answer.body
+    await endpoint.close()
 
 Why not aiohttp's client: a webhook needs nothing of it but HTTP/1.1 itself (no cookies,
-redirects, proxies, streaming or sessions), and its request path cost about 190 µs of CPU per
-request, against about 75 µs for the same request written and read on an asyncio protocol
-(`bench/bench_webhook_client.py`). A reform day sends millions of requests (docs/delivery.md).
+redirects, proxies, streaming or sessions), and its request path cost the worker about twice the
+CPU of this one (`bench/bench_webhook_client.py`, docs/delivery.md "The webhook's own HTTP
+client"); a reform day sends millions of requests (docs/national-scale.md). Its session was also
+5.4 KB a subscriber, this pool 0.9 KB.
 
 What it does, and nothing more:
 - one request on a connection at a time; at most `limit` connections; a request waits for a
   free one. A connection is kept for the next request, `keepalive` seconds at most while idle,
-  when the answer allows it (HTTP/1.1, no `Connection: close`, its body read to the end);
+  when the answer allows it (HTTP/1.1, no `Connection: close`, a body with a length or chunked,
+  read to its end);
 - a name is resolved at each new connection by `resolve` (the allow-list's check, network.py),
-  and its addresses are tried in turn; https verifies the certificate and the host name;
+  and its addresses are tried in turn, each with an equal share of connect_timeout (an address
+  that does not answer does not keep the next from being tried); a literal address is not
+  resolved (the sender has judged it). https verifies the certificate and the host name;
 - the answer's head is read up to 64 KiB; its body (Content-Length, chunked, or up to the
   connection's close) up to `max_body` bytes: a longer one is cut there and its connection
   closed, never read to its end;
 - time: all of it (a free connection, connecting, the answer) within connect_timeout +
   read_timeout; connecting and TLS within connect_timeout; the whole answer within read_timeout
   of the request being written;
-- a request on a kept connection that the server closed before answering (it closed an idle
-  connection as the request went out) is sent once more on a new connection: the subscriber
-  deduplicates by `webhook-id`, and a spurious retry costs it a full retry-schedule step.
+- a request on a kept connection that the server closed before a byte of the answer (it closed
+  the idle connection as the request went out) is sent once more, on a new connection: the
+  subscriber deduplicates by `webhook-id`, and a retry would cost a whole retry-schedule step.
+  Only then: not on a new connection, not once an answer has begun, not after a timeout.
 
-Errors, all the subscriber's side's: `TimeoutError`; `OSError` for connecting (refused,
-unreachable, a name not found, TLS, the allow-list's `AddressRefused`); `ProtocolError` for a
-connection closed before its answer or an answer that is not HTTP/1.1.
+Errors: the subscriber's side raises `TimeoutError`, `OSError` for connecting (refused,
+unreachable, a name not found, TLS, the allow-list's `AddressRefused`), or `ProtocolError` (the
+connection closed before its answer, or an answer that is not HTTP/1.x as a client reads it).
+`ValueError` is the bus's own: a URL that is not http(s), a header holding a line break.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from yarl import URL
+
+from connectors.webhook.network import literal_address
 
 MAX_HEAD = 64 * 1024
 _MAX_CHUNK_LINE = 1024
@@ -50,7 +57,7 @@ Resolve = Callable[[str, int], Awaitable[list[str]]]  # host, port -> the addres
 
 
 class ProtocolError(Exception):
-    """The connection closed before its answer, or the answer is not HTTP/1.1 as a client reads it."""
+    """The connection closed before its answer, or the answer is not HTTP/1.x as a client reads it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +70,16 @@ class Answer:
 _tls: ssl.SSLContext | None = None
 
 
-def _tls_context() -> ssl.SSLContext:
+def tls_context() -> ssl.SSLContext:
+    """The system's CAs, certificate and host name verified. One for the process, made at the first
+    https connection: loading the CA store costs milliseconds and memory, and 18,000 pools share it."""
     global _tls
     if _tls is None:
-        _tls = ssl.create_default_context()  # the system's CAs; certificate and host name verified
+        _tls = ssl.create_default_context()
     return _tls
 
 
-# How an answer's body is framed.
+# Where the reading of an answer is: its head, then its body by Content-Length, by chunks, or to the close.
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE = range(7)
 
 
@@ -81,16 +90,15 @@ class _Connection(asyncio.Protocol):
         "_answer",
         "_body",
         "_buffer",
-        "_frame",
         "_headers",
         "_keep",
-        "_left",
         "_max_body",
+        "_remaining",
+        "_state",
         "_status",
-        "answered_before",
+        "answer_started",
         "closed",
         "idle_since",
-        "received",
         "transport",
     )  # fmt: skip
 
@@ -98,13 +106,12 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
-        self.answered_before = False  # it has carried an answer: a close before the next is a stale keep-alive
-        self.received = False  # a byte of the current answer came
+        self.answer_started = False  # a byte of the current answer came
         self._answer: asyncio.Future[Answer] | None = None
         self._buffer = bytearray()
         self._max_body = 0
-        self._frame = _HEAD
-        self._left = 0
+        self._state = _HEAD
+        self._remaining = 0
         self._status = 0
         self._headers: dict[str, str] = {}
         self._body = bytearray()
@@ -117,7 +124,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         answer = self._answer
         if answer is not None and not answer.done():
-            if self._frame == _UNTIL_CLOSE:
+            if self._state == _UNTIL_CLOSE:
                 self._finish(keep=False)
             else:
                 answer.set_exception(ProtocolError("the connection closed before the whole answer came"))
@@ -125,7 +132,7 @@ class _Connection(asyncio.Protocol):
     def request(self, head: bytes, body: bytes, max_body: int) -> asyncio.Future[Answer]:
         assert self.transport is not None
         self._answer = answer = asyncio.get_running_loop().create_future()
-        self._max_body, self.received = max_body, False
+        self._max_body, self.answer_started = max_body, False
         self.transport.writelines((head, body))
         return answer
 
@@ -143,19 +150,19 @@ class _Connection(asyncio.Protocol):
         if answer is None or answer.done():
             self.close()  # bytes nobody asked for: not a connection to send the next request on
             return
-        self.received = True
+        self.answer_started = True
         self._buffer += data
         try:
             self._read()
-        except ProtocolError as exc:
-            answer.set_exception(exc)
+        except (ProtocolError, ValueError) as exc:  # ValueError: a number the checks let through, still not one
+            answer.set_exception(exc if isinstance(exc, ProtocolError) else ProtocolError("a malformed answer"))
             self.close()
 
     def _read(self) -> None:
         buffer = self._buffer
         while self._answer is not None and not self._answer.done():
-            frame = self._frame
-            if frame == _HEAD:
+            state = self._state
+            if state == _HEAD:
                 end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
                 if end < 0:
                     if len(buffer) > MAX_HEAD:
@@ -163,16 +170,16 @@ class _Connection(asyncio.Protocol):
                     return
                 head = bytes(buffer[:end])
                 del buffer[: end + 4]
-                self._begin(head)
-            elif frame == _LENGTH:
+                self._read_head(head)
+            elif state == _LENGTH:
                 if not buffer:
                     return
-                taken = min(len(buffer), self._left)
+                taken = min(len(buffer), self._remaining)
                 self._take(buffer, taken)
-                self._left -= taken
-                if self._left == 0:
+                self._remaining -= taken
+                if self._remaining == 0:
                     self._finish(self._keep)
-            elif frame == _CHUNK_SIZE:
+            elif state == _CHUNK_SIZE:
                 end = buffer.find(b"\r\n", 0, _MAX_CHUNK_LINE)
                 if end < 0:
                     if len(buffer) > _MAX_CHUNK_LINE:
@@ -182,24 +189,24 @@ class _Connection(asyncio.Protocol):
                 del buffer[: end + 2]
                 if not size or size.strip(_HEX_DIGITS):
                     raise ProtocolError("a chunk's size is not a hex number")
-                self._left = int(size, 16)
-                self._frame = _CHUNK_DATA if self._left else _TRAILERS
-            elif frame == _CHUNK_DATA:
+                self._remaining = int(size, 16)
+                self._state = _CHUNK_DATA if self._remaining else _TRAILERS
+            elif state == _CHUNK_DATA:
                 if not buffer:
                     return
-                taken = min(len(buffer), self._left)
+                taken = min(len(buffer), self._remaining)
                 self._take(buffer, taken)
-                self._left -= taken
-                if self._left == 0:
-                    self._frame = _CHUNK_END
-            elif frame == _CHUNK_END:
+                self._remaining -= taken
+                if self._remaining == 0:
+                    self._state = _CHUNK_END
+            elif state == _CHUNK_END:
                 if len(buffer) < 2:
                     return
                 if buffer[:2] != b"\r\n":
                     raise ProtocolError("a chunk does not end with CRLF")
                 del buffer[:2]
-                self._frame = _CHUNK_SIZE
-            elif frame == _TRAILERS:
+                self._state = _CHUNK_SIZE
+            elif state == _TRAILERS:
                 if buffer[:2] == b"\r\n":
                     del buffer[:2]
                 else:
@@ -219,14 +226,15 @@ class _Connection(asyncio.Protocol):
         room = self._max_body - len(self._body)
         self._body += buffer[: min(count, room)]
         del buffer[:count]
-        if count > room or (len(self._body) >= self._max_body and self._frame == _UNTIL_CLOSE):
+        if count > room or (len(self._body) >= self._max_body and self._state == _UNTIL_CLOSE):
             self._finish(keep=False)
 
-    def _begin(self, head: bytes) -> None:
+    def _read_head(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
         line = lines[0]
+        # `HTTP/1.x NNN reason`; the reason may be missing, with or without its space
         if not line.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")) or not line[9:12].isdigit() or line[12:13] not in b" ":
-            raise ProtocolError("the answer does not begin with an HTTP/1.1 status line")
+            raise ProtocolError("the answer does not begin with an HTTP/1.x status line")
         status = int(line[9:12])
         headers: dict[str, str] = {}
         for field in lines[1:]:
@@ -248,23 +256,22 @@ class _Connection(asyncio.Protocol):
             self._finish(self._keep)
         elif "transfer-encoding" in headers:
             if headers["transfer-encoding"].lower().rsplit(",", 1)[-1].strip() == "chunked":
-                self._frame = _CHUNK_SIZE
+                self._state = _CHUNK_SIZE
             else:
-                self._frame, self._keep = _UNTIL_CLOSE, False
+                self._state, self._keep = _UNTIL_CLOSE, False
         elif length is not None:
-            if not length.isdigit():
+            if not (length.isascii() and length.isdigit()):
                 raise ProtocolError("an answer's Content-Length is not a number")
-            self._left = int(length)
-            self._frame = _LENGTH
-            if self._left == 0:
+            self._remaining = int(length)
+            self._state = _LENGTH
+            if self._remaining == 0:
                 self._finish(self._keep)
         else:
-            self._frame, self._keep = _UNTIL_CLOSE, False
+            self._state, self._keep = _UNTIL_CLOSE, False
 
     def _finish(self, keep: bool) -> None:
         self._keep = keep
-        self._frame = _HEAD
-        self.answered_before = True
+        self._state = _HEAD
         answer = self._answer
         if answer is not None and not answer.done():
             answer.set_result(Answer(self._status, self._headers, bytes(self._body)))
@@ -273,8 +280,8 @@ class _Connection(asyncio.Protocol):
             self.close()
 
 
-class Origin:
-    """Keep-alive connections to one URL's origin, for POSTs to that URL."""
+class Endpoint:
+    """Keep-alive connections to one URL's host, for POSTs to that URL."""
 
     def __init__(
         self,
@@ -284,19 +291,21 @@ class Origin:
         read_timeout: float,
         resolve: Resolve,
         keepalive: float = 60.0,
+        tls: ssl.SSLContext | None = None,
     ):
         if url.scheme not in ("http", "https") or not url.raw_host:
             raise ValueError("a webhook URL is http(s)://host/...")
         self._host = url.raw_host
         self._port = url.port or (443 if url.scheme == "https" else 80)
-        self._tls = url.scheme == "https"
+        self._tls = (tls or tls_context()) if url.scheme == "https" else None
         self._head_start = f"POST {url.raw_path_qs or '/'} HTTP/1.1\r\nHost: {url.host_port_subcomponent}\r\n"
-        self._literal = _is_literal(self._host)
+        self._literal = literal_address(self._host) is not None
         self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._resolve = resolve
         self._keepalive = keepalive
         self._slots = asyncio.Semaphore(limit)
-        self._idle: list[_Connection] = []  # the last used first: the others may time out at the server
+        # A stack: the connection used last is taken first (the others may time out at the server, and go).
+        self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
         self._sweep: asyncio.TimerHandle | None = None
         self._closed = False
@@ -306,13 +315,16 @@ class Origin:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._connect_timeout + self._read_timeout
         # Timed with asyncio.timeout only where it may wait (a free connection, connecting): the
-        # usual request, on a kept connection, costs one timer, not a timeout's three.
+        # usual request, on a kept connection, costs one timer (`_exchange`), not the timeout's
+        # three (made, rescheduled, cancelled), a few µs each.
         if self._slots.locked():
             async with asyncio.timeout_at(deadline):
                 await self._slots.acquire()
         else:
             await self._slots.acquire()
         try:
+            if self._closed:
+                raise ProtocolError("the connection pool is closed")
             connection = self._idle_connection(loop)
             fresh = connection is None
             if connection is None:
@@ -322,7 +334,7 @@ class Origin:
                 try:
                     result = await self._exchange(connection, head, body, max_body, deadline)
                 except ProtocolError:
-                    if fresh or connection.received or not connection.answered_before:
+                    if fresh or connection.answer_started or self._closed:
                         raise
                     connection.close()  # a kept connection the server closed as the request went out
                     self._open.discard(connection)
@@ -372,27 +384,30 @@ class Origin:
         return None
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
-        async with asyncio.timeout(self._connect_timeout):
-            if self._literal:
-                addresses = [self._host]
-            else:
+        """A new connection: the name resolved (within connect_timeout), then each address in
+        turn, each given an equal share of connect_timeout."""
+        if self._literal:
+            addresses = [self._host]
+        else:
+            async with asyncio.timeout(self._connect_timeout):
                 addresses = await self._resolve(self._host, self._port)
-            failure: OSError | None = None
-            for address in addresses:
-                try:
+        failure: Exception = OSError("the host has no address")
+        for address in addresses:
+            try:
+                async with asyncio.timeout(self._connect_timeout / len(addresses)):
                     _, connection = await loop.create_connection(
                         _Connection,
                         address,
                         self._port,
-                        ssl=_tls_context() if self._tls else None,
+                        ssl=self._tls,
                         server_hostname=self._host if self._tls else None,
                     )
-                except OSError as exc:
-                    failure = exc
-                    continue
-                self._open.add(connection)
-                return connection
-            raise failure or OSError("the host has no address")
+            except (OSError, TimeoutError) as exc:
+                failure = exc
+                continue
+            self._open.add(connection)
+            return connection
+        raise failure
 
     def _sweep_later(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._sweep is None:
@@ -426,11 +441,3 @@ class Origin:
 def _time_out(answer: asyncio.Future[Answer]) -> None:
     if not answer.done():
         answer.set_exception(TimeoutError())
-
-
-def _is_literal(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-    except OSError:
-        return False
-    return True

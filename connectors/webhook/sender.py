@@ -14,7 +14,7 @@ from yarl import URL
 
 from connectors.webhook import cloudevent
 from connectors.webhook.config import WebhookConfig
-from connectors.webhook.http1 import Origin, ProtocolError
+from connectors.webhook.http1 import Endpoint, ProtocolError
 from connectors.webhook.network import AddressRefused, AllowList, GuardedResolver, literal_address
 from connectors.webhook.outcome import CONNECTION, TIMEOUT, HttpOutcome, classify
 from connectors.webhook.secrets import SecretError, resolve_secret
@@ -32,28 +32,28 @@ CHALLENGE_NOT_ECHOED = "delivery.challenge_not_echoed"
 class WebhookSender:
     def __init__(self, config: WebhookConfig, allow: AllowList | None = None, secrets_dir: str = ""):
         self.config = config
-        self._origin: Origin | None = None
+        self._endpoint: Endpoint | None = None
         self._signer: Signer | None = None  # made at the first request: a missing secret is a retried outcome
         self._url = URL(config.url)  # parsed once, not per request
         self._allow = allow or AllowList()
         self._secrets_dir = secrets_dir
-        # aiohttp resolves no literal address: that one is judged here, names by the resolver.
+        # The endpoint resolves no literal address (http1.py): that one is judged here, names by the resolver.
         self._refused = (
             self._allow.refusal(self._url.scheme, self._url.host or "")
             if literal_address(self._url.host or "")
             else None
         )
 
-    def _open(self) -> Origin:
-        if self._origin is None:
-            self._origin = Origin(
+    def _open(self) -> Endpoint:
+        if self._endpoint is None:
+            self._endpoint = Endpoint(
                 self._url,
                 self.config.max_concurrency,
                 self.config.connect_timeout,
                 self.config.read_timeout,
                 GuardedResolver(self._allow, self._url.scheme).resolve,
             )
-        return self._origin
+        return self._endpoint
 
     def request(self, event: dict, msg_id: str, traceparent: str | None = None) -> tuple[dict[str, str], bytes]:
         """Headers and body of the POST for `event` (signed, with the trace context passed on)."""
@@ -112,9 +112,9 @@ class WebhookSender:
         return outcome
 
     async def close(self) -> None:
-        if self._origin is not None:
-            await self._origin.close()
-            self._origin = None
+        if self._endpoint is not None:
+            await self._endpoint.close()
+            self._endpoint = None
 
 
 async def done(outcome: HttpOutcome) -> HttpOutcome:
