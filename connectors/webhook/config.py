@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from yarl import URL
 
 from connectors.api import ConnectorConfig
 
@@ -34,6 +35,14 @@ class WebhookConfig(ConnectorConfig):
     max_concurrency: int = Field(8, ge=1, le=256)
     connect_timeout: float = Field(5.0, gt=0, le=60)
     read_timeout: float = Field(10.0, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _no_zone(cls, url: str) -> str:
+        # An IPv6 zone (`%25...`) names an interface of the bus's host: nothing a subscriber is reached by.
+        if "%" in (URL(url).raw_host or ""):
+            raise ValueError("the host may not carry an IPv6 zone (%)")
+        return url
 
     @field_validator("batch")
     @classmethod

@@ -19,18 +19,21 @@ What it does, and nothing more:
   read to its end);
 - a name is resolved at each new connection by `resolve` (the allow-list's check, network.py),
   and its addresses are tried in turn, each with an equal share of connect_timeout (an address
-  that does not answer does not keep the next from being tried); a literal address is not
-  resolved (the sender has judged it). https verifies the certificate and the host name;
+  that does not answer does not keep the next from being tried). A literal address goes through
+  `resolve` too (no lookup is made for it): the allow-list is judged in that one place, on the
+  address as connected to. https verifies the certificate and the host name;
 - the answer's head is read up to 64 KiB; its body (Content-Length, chunked, or up to the
   connection's close) up to `max_body` bytes: a longer one is cut there and its connection
   closed, never read to its end;
 - time: all of it (a free connection, connecting, the answer) within connect_timeout +
   read_timeout; connecting and TLS within connect_timeout; the whole answer within read_timeout
   of the request being written;
-- a request on a kept connection that the server closed before a byte of the answer (it closed
-  the idle connection as the request went out) is sent once more, on a new connection: the
-  subscriber deduplicates by `webhook-id`, and a retry would cost a whole retry-schedule step.
-  Only then: not on a new connection, not once an answer has begun, not after a timeout.
+- a request on a kept connection that the server closed within `STALE_CLOSE` seconds of the
+  request, before a byte of the answer (it closed the idle connection as the request went out),
+  is sent once more, on a new connection: the subscriber deduplicates by `webhook-id`, and a
+  retry would cost a whole retry-schedule step. Only then: not on a new connection, not once an
+  answer has begun, not after a later close (the subscriber may have acted on it), not after a
+  timeout.
 
 Errors: the subscriber's side raises `TimeoutError`, `OSError` for connecting (refused,
 unreachable, a name not found, TLS, the allow-list's `AddressRefused`), or `ProtocolError` (the
@@ -47,9 +50,9 @@ from dataclasses import dataclass
 
 from yarl import URL
 
-from connectors.webhook.network import literal_address
-
 MAX_HEAD = 64 * 1024
+MAX_HEADERS = 100
+STALE_CLOSE = 0.5  # seconds: a keep-alive's close crossing the request comes within a round trip
 _MAX_CHUNK_LINE = 1024
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
 
@@ -94,23 +97,28 @@ class _Connection(asyncio.Protocol):
         "_keep",
         "_max_body",
         "_remaining",
+        "_scanned",
         "_state",
         "_status",
         "answer_started",
         "closed",
+        "closed_at",
         "idle_since",
         "transport",
+        "written_at",
     )  # fmt: skip
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.closed_at = self.written_at = 0.0  # loop times of the close, and of the last request written
         self.idle_since = 0.0
         self.answer_started = False  # a byte of the current answer came
         self._answer: asyncio.Future[Answer] | None = None
         self._buffer = bytearray()
         self._max_body = 0
         self._state = _HEAD
+        self._scanned = 0  # how far the buffer was searched for a head's end: a trickled head is searched once
         self._remaining = 0
         self._status = 0
         self._headers: dict[str, str] = {}
@@ -122,6 +130,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.closed_at = asyncio.get_running_loop().time()
         answer = self._answer
         if answer is not None and not answer.done():
             if self._state == _UNTIL_CLOSE:
@@ -131,8 +140,9 @@ class _Connection(asyncio.Protocol):
 
     def request(self, head: bytes, body: bytes, max_body: int) -> asyncio.Future[Answer]:
         assert self.transport is not None
-        self._answer = answer = asyncio.get_running_loop().create_future()
-        self._max_body, self.answer_started = max_body, False
+        loop = asyncio.get_running_loop()
+        self._answer = answer = loop.create_future()
+        self._max_body, self.answer_started, self.written_at = max_body, False, loop.time()
         self.transport.writelines((head, body))
         return answer
 
@@ -163,11 +173,13 @@ class _Connection(asyncio.Protocol):
         while self._answer is not None and not self._answer.done():
             state = self._state
             if state == _HEAD:
-                end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+                end = buffer.find(b"\r\n\r\n", max(0, self._scanned - 3), MAX_HEAD + 4)
                 if end < 0:
                     if len(buffer) > MAX_HEAD:
                         raise ProtocolError("an answer's head is larger than 64 KiB")
+                    self._scanned = len(buffer)
                     return
+                self._scanned = 0
                 head = bytes(buffer[:end])
                 del buffer[: end + 4]
                 self._read_head(head)
@@ -210,11 +222,13 @@ class _Connection(asyncio.Protocol):
                 if buffer[:2] == b"\r\n":
                     del buffer[:2]
                 else:
-                    end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+                    end = buffer.find(b"\r\n\r\n", max(0, self._scanned - 3), MAX_HEAD + 4)
                     if end < 0:
                         if len(buffer) > MAX_HEAD:
                             raise ProtocolError("an answer's trailers are larger than 64 KiB")
+                        self._scanned = len(buffer)
                         return
+                    self._scanned = 0
                     del buffer[: end + 4]
                 self._finish(self._keep)
             else:  # _UNTIL_CLOSE: connection_lost ends it
@@ -231,6 +245,8 @@ class _Connection(asyncio.Protocol):
 
     def _read_head(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
+        if len(lines) > MAX_HEADERS + 1:
+            raise ProtocolError(f"an answer with more than {MAX_HEADERS} headers")
         line = lines[0]
         # `HTTP/1.x NNN reason`; the reason may be missing, with or without its space
         if not line.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")) or not line[9:12].isdigit() or line[12:13] not in b" ":
@@ -275,7 +291,10 @@ class _Connection(asyncio.Protocol):
         answer = self._answer
         if answer is not None and not answer.done():
             answer.set_result(Answer(self._status, self._headers, bytes(self._body)))
-        self._body = bytearray()
+        # nothing of it kept while the connection waits for the next request
+        self._answer, self._headers, self._body = None, {}, bytearray()
+        if not self._buffer:
+            self._buffer = bytearray()  # an emptied one keeps its size
         if not keep:
             self.close()
 
@@ -299,7 +318,6 @@ class Endpoint:
         self._port = url.port or (443 if url.scheme == "https" else 80)
         self._tls = (tls or tls_context()) if url.scheme == "https" else None
         self._head_start = f"POST {url.raw_path_qs or '/'} HTTP/1.1\r\nHost: {url.host_port_subcomponent}\r\n"
-        self._literal = literal_address(self._host) is not None
         self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._resolve = resolve
         self._keepalive = keepalive
@@ -334,7 +352,8 @@ class Endpoint:
                 try:
                     result = await self._exchange(connection, head, body, max_body, deadline)
                 except ProtocolError:
-                    if fresh or connection.answer_started or self._closed:
+                    late = connection.closed_at - connection.written_at >= STALE_CLOSE
+                    if fresh or connection.answer_started or late or self._closed:
                         raise
                     connection.close()  # a kept connection the server closed as the request went out
                     self._open.discard(connection)
@@ -384,13 +403,10 @@ class Endpoint:
         return None
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Connection:
-        """A new connection: the name resolved (within connect_timeout), then each address in
-        turn, each given an equal share of connect_timeout."""
-        if self._literal:
-            addresses = [self._host]
-        else:
-            async with asyncio.timeout(self._connect_timeout):
-                addresses = await self._resolve(self._host, self._port)
+        """A new connection: the host resolved and judged (within connect_timeout), then each
+        address in turn, each given an equal share of connect_timeout."""
+        async with asyncio.timeout(self._connect_timeout):
+            addresses = await self._resolve(self._host, self._port)
         failure: Exception = OSError("the host has no address")
         for address in addresses:
             try:

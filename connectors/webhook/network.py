@@ -55,9 +55,28 @@ class AllowList:
             return None
         if scheme != "https":
             return "plain http, to a host not in SAMBAND_WEBHOOK_ALLOW_NETWORKS"
-        if address is not None and (not address.is_global or address.is_multicast):
+        if address is not None and not _public(address):
             return "an address that is not public (loopback, private, link-local, unique-local, multicast or reserved)"
         return None
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _public(address: IPAddress) -> bool:
+    """Global, not multicast or reserved, and so is an IPv4 address it carries (IPv4-mapped,
+    IPv4-compatible, 6to4, NAT64): `::7f00:1` or `64:ff9b::a9fe:a9fe` may reach 127.0.0.1 or the
+    cloud's metadata address where the network translates them."""
+    if not address.is_global or address.is_multicast or address.is_reserved:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        value = int(address)
+        carried = address.ipv4_mapped or address.sixtofour
+        if carried is None and (address in _NAT64 or value >> 32 == 0):
+            carried = ipaddress.IPv4Address(value & 0xFFFFFFFF)
+        if carried is not None:
+            return _public(carried)
+    return True
 
 
 def literal_address(host: str) -> IPAddress | None:

@@ -37,7 +37,8 @@ class WebhookSender:
         self._url = URL(config.url)  # parsed once, not per request
         self._allow = allow or AllowList()
         self._secrets_dir = secrets_dir
-        # The endpoint resolves no literal address (http1.py): that one is judged here, names by the resolver.
+        # A literal address is judged here already, to refuse without connecting; every host, literal
+        # or named, is judged again by the resolver on the address connected to (network.py).
         self._refused = (
             self._allow.refusal(self._url.scheme, self._url.host or "")
             if literal_address(self._url.host or "")

@@ -92,6 +92,11 @@ async def test_an_endpoint_that_answers_2xx_without_echoing_the_challenge_is_not
         ({"url": "https://10.1.2.3/hook"}, "not public"),
         ({"url": "https://169.254.169.254/hook"}, "not public"),
         ({"url": "https://[::1]/hook"}, "not public"),
+        # IPv4 carried in IPv6 (hostile review): NAT64 to the metadata address, IPv4-compatible, 6to4 loopback
+        ({"url": "https://[64:ff9b::a9fe:a9fe]/hook"}, "not public"),
+        ({"url": "https://[::7f00:1]/hook"}, "not public"),
+        ({"url": "https://[2002:7f00:1::]/hook"}, "not public"),
+        ({"url": "https://[::ffff:127.0.0.1%25]/hook"}, "zone"),
         ({"url": "https://skole.example/hook", "retry_schedule": [0]}, "retry_schedule"),
         ({"url": "https://skole.example/hook", "retry_schedule": [float("nan")]}, "retry_schedule"),
         ({"url": "https://skole.example/hook", "retry_schedule": [1] * 21}, "retry_schedule"),

@@ -19,12 +19,12 @@ from connectors.webhook.network import AddressRefused, AllowList, GuardedResolve
 LOOPBACK = AllowList.parse("127.0.0.0/8, localhost")
 
 
-async def _no_names(host: str, port: int) -> list[str]:
-    raise AssertionError("a literal address is never resolved")
+async def _as_written(host: str, port: int) -> list[str]:
+    return [host]  # the tests' servers are at literal addresses
 
 
 def endpoint(url: str, limit: int = 4, read_timeout: float = 5.0, keepalive: float = 60.0) -> Endpoint:
-    return Endpoint(URL(url), limit, 2.0, read_timeout, _no_names, keepalive=keepalive)
+    return Endpoint(URL(url), limit, 2.0, read_timeout, _as_written, keepalive=keepalive)
 
 
 class Scripted:
@@ -481,3 +481,95 @@ async def test_a_subscribers_pool_before_its_first_connection_holds_under_1500_b
     for sender in senders:
         await sender.close()
     assert grown / 2000 < 1500, f"{grown / 2000:,.0f} bytes a subscriber's pool"
+
+
+@pytest.mark.parametrize(
+    "host", ["[::ffff:127.0.0.1%25]", "[::ffff:127.0.0.1%25lo]", "[::ffff:127.0.0.1]", "127.0.0.1"]
+)
+async def test_a_literal_address_is_judged_by_the_allow_list_as_connected_to(host):
+    """Hostile review: with an empty IPv6 zone the address escaped both checks (the sender's saw
+    no address, the client's saw a literal it did not resolve) and loopback was called."""
+    server = Scripted([OK_NO_BODY])
+    url = await server.start()
+    port = URL(url).port
+    pool = Endpoint(URL(f"https://{host}:{port}/hook"), 1, 2.0, 5.0, GuardedResolver(AllowList(), "https").resolve)
+    try:
+        with pytest.raises(OSError):  # AddressRefused, or no such address: never a connection
+            await pool.post({}, b"x", 1024)
+    finally:
+        await pool.close()
+        await server.stop()
+    assert server.connections == 0
+
+
+def test_a_webhook_url_with_an_ipv6_zone_is_refused():
+    from pydantic import ValidationError
+
+    from connectors.webhook.config import WebhookConfig
+
+    with pytest.raises(ValidationError, match="zone"):
+        WebhookConfig(url="https://[::ffff:127.0.0.1%25]:8443/admin", secret_ref="env:X")
+
+
+async def test_a_kept_connection_holds_nothing_of_its_last_answer():
+    """Hostile review: an idle kept connection held its last answer (up to 64 KiB of body and a head
+    of thousands of headers) for as long as it was kept."""
+    import gc
+    import tracemalloc
+
+    body = b"y" * 60_000
+    answers = [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)] * 20
+    server = Scripted(list(answers))
+    url = await server.start()
+    pool = endpoint(url, limit=20)
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        posts = [asyncio.create_task(pool.post({}, b"x", 64 * 1024)) for _ in range(20)]
+        await asyncio.wait(posts)
+        assert [len(post.result().body) for post in posts] == [60_000] * 20
+        del posts
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+        await pool.close()
+        await server.stop()
+    assert server.connections == 20 and held < 200_000, f"{held:,} bytes held by 20 idle connections"
+
+
+async def test_an_answer_with_more_than_100_headers_is_a_protocol_error():
+    many = b"".join(b"X-%d: \r\n" % i for i in range(101))
+    server = Scripted([b"HTTP/1.1 204 No Content\r\n" + many + b"\r\n"])
+    url = await server.start()
+    pool = endpoint(url)
+    try:
+        with pytest.raises(ProtocolError, match="more than 100 headers"):
+            await pool.post({}, b"x", 1024)
+    finally:
+        await pool.close()
+        await server.stop()
+
+
+async def test_a_kept_connection_closed_long_after_the_request_is_not_sent_again():
+    """Hostile review: a close seconds after the request is not a keep-alive's end crossing it:
+    the subscriber may have acted on the request."""
+
+    async def held_then_closed(writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.8)  # the subscriber's own pace, past STALE_CLOSE
+        writer.close()
+
+    server = Scripted([OK_NO_BODY, held_then_closed, OK_NO_BODY])
+    url = await server.start()
+    pool = endpoint(url)
+    try:
+        assert (await pool.post({}, b"x", 1024)).status == 204
+        with pytest.raises(ProtocolError):
+            await pool.post({}, b"x", 1024)
+    finally:
+        await pool.close()
+        await server.stop()
+    assert len(server.requests) == 2
