@@ -5,7 +5,8 @@
 
 A subscription's URL is the tenant's to choose, so the bus must not become a way into the
 networks it runs in (SSRF): loopback, private, link-local (cloud metadata at 169.254.169.254),
-unique-local, multicast, unspecified and reserved addresses are refused, and so is plain http.
+unique-local, multicast, unspecified and reserved addresses are refused, and so is an IPv6
+address carrying one of them as IPv4 (mapped, compatible, 6to4, NAT64), and so is plain http.
 The check runs on every address a name resolves to, when the connection is made
 (`GuardedResolver`), so a name that resolves to a public address at write time and to an
 internal one later (DNS rebinding) is still refused. Hosts and networks in the allow-list may
