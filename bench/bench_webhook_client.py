@@ -68,10 +68,10 @@ async def with_aiohttp(url: URL, body: bytes, requests: int, concurrency: int) -
 
 
 async def with_endpoint(url: URL, body: bytes, requests: int, concurrency: int) -> tuple[float, float]:
-    async def no_names(host: str, port: int) -> list[str]:
-        raise AssertionError("a literal address")
+    async def as_written(host: str, port: int) -> list[str]:
+        return [host]  # a literal address; the allow-list's check is not what is measured
 
-    endpoint = Endpoint(url, concurrency, 10, 20, no_names)
+    endpoint = Endpoint(url, concurrency, 10, 20, as_written)
 
     async def post() -> None:
         await endpoint.post(dict(HEADERS), body, MAX_BODY)
