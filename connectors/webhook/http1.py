@@ -173,24 +173,22 @@ class _Connection(asyncio.Protocol):
         while self._answer is not None and not self._answer.done():
             state = self._state
             if state == _HEAD:
-                end = buffer.find(b"\r\n\r\n", max(0, self._scanned - 3), MAX_HEAD + 4)
+                end = self._block_end("head")
                 if end < 0:
-                    if len(buffer) > MAX_HEAD:
-                        raise ProtocolError("an answer's head is larger than 64 KiB")
-                    self._scanned = len(buffer)
                     return
-                self._scanned = 0
                 head = bytes(buffer[:end])
                 del buffer[: end + 4]
                 self._read_head(head)
-            elif state == _LENGTH:
+            elif state in (_LENGTH, _CHUNK_DATA):
                 if not buffer:
                     return
                 taken = min(len(buffer), self._remaining)
                 self._take(buffer, taken)
                 self._remaining -= taken
-                if self._remaining == 0:
+                if self._remaining == 0 and state == _LENGTH:
                     self._finish(self._keep)
+                elif self._remaining == 0:
+                    self._state = _CHUNK_END
             elif state == _CHUNK_SIZE:
                 end = buffer.find(b"\r\n", 0, _MAX_CHUNK_LINE)
                 if end < 0:
@@ -203,14 +201,6 @@ class _Connection(asyncio.Protocol):
                     raise ProtocolError("a chunk's size is not a hex number")
                 self._remaining = int(size, 16)
                 self._state = _CHUNK_DATA if self._remaining else _TRAILERS
-            elif state == _CHUNK_DATA:
-                if not buffer:
-                    return
-                taken = min(len(buffer), self._remaining)
-                self._take(buffer, taken)
-                self._remaining -= taken
-                if self._remaining == 0:
-                    self._state = _CHUNK_END
             elif state == _CHUNK_END:
                 if len(buffer) < 2:
                     return
@@ -222,18 +212,27 @@ class _Connection(asyncio.Protocol):
                 if buffer[:2] == b"\r\n":
                     del buffer[:2]
                 else:
-                    end = buffer.find(b"\r\n\r\n", max(0, self._scanned - 3), MAX_HEAD + 4)
+                    end = self._block_end("trailers")
                     if end < 0:
-                        if len(buffer) > MAX_HEAD:
-                            raise ProtocolError("an answer's trailers are larger than 64 KiB")
-                        self._scanned = len(buffer)
                         return
-                    self._scanned = 0
                     del buffer[: end + 4]
                 self._finish(self._keep)
             else:  # _UNTIL_CLOSE: connection_lost ends it
                 self._take(buffer, len(buffer))
                 return
+
+    def _block_end(self, what: str) -> int:
+        """Where the head (or the trailers) ends in the buffer, searched from where the last search
+        stopped; -1 while it has not come."""
+        buffer = self._buffer
+        end = buffer.find(b"\r\n\r\n", max(0, self._scanned - 3), MAX_HEAD + 4)
+        if end < 0:
+            if len(buffer) > MAX_HEAD:
+                raise ProtocolError(f"the {what} of an answer is larger than 64 KiB")
+            self._scanned = len(buffer)
+        else:
+            self._scanned = 0
+        return end
 
     def _take(self, buffer: bytearray, count: int) -> None:
         """`count` bytes of body from the buffer, kept up to max_body; past it the answer ends cut."""

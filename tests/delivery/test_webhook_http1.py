@@ -5,9 +5,10 @@ survive (interim, cut, malformed, closed, silent)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiohttp import web
@@ -37,10 +38,12 @@ class Scripted:
         self.requests: list[bytes] = []
         self.closed = 0
         self.server: asyncio.Server | None = None
+        self.url = ""
 
     async def start(self) -> str:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hook?x=1"
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hook?x=1"
+        return self.url
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -66,6 +69,18 @@ class Scripted:
     async def stop(self) -> None:
         assert self.server is not None
         self.server.close()
+
+
+@contextlib.asynccontextmanager
+async def scripted(answers: list, **options) -> AsyncIterator[tuple[Scripted, Endpoint]]:
+    """A scripted server and an endpoint posting to it, both closed after."""
+    server = Scripted(answers)
+    pool = endpoint(await server.start(), **options)
+    try:
+        yield server, pool
+    finally:
+        await pool.close()
+        await server.stop()
 
 
 async def _aiohttp_server(handler) -> tuple[str, web.AppRunner, list]:
@@ -105,15 +120,9 @@ async def test_a_kept_connection_carries_the_next_request():
 
 
 async def test_the_request_is_a_post_with_host_and_length_and_the_headers_given():
-    server = Scripted([OK_NO_BODY])
-    url = await server.start()
-    pool = endpoint(url)
-    try:
+    async with scripted([OK_NO_BODY]) as (server, pool):
         answer = await pool.post({"Content-Type": "application/json", "webhook-id": "e1.s1"}, b'{"a":1}', 1024)
-    finally:
-        await pool.close()
-        await server.stop()
-    port = URL(url).port
+    port = URL(server.url).port
     assert (answer.status, answer.headers, answer.body) == (204, {}, b"")
     assert server.requests == [
         b"POST /hook?x=1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
@@ -168,42 +177,30 @@ async def test_interim_answers_are_skipped_and_a_body_until_close_is_read():
         writer.write(b"the close")  # no length: the body ends where the connection does
         writer.close()
 
-    server = Scripted([interim_then_until_close])
-    url = await server.start()
-    pool = endpoint(url)
-    try:
+    async with scripted([interim_then_until_close]) as (_server, pool):
         answer = await pool.post({}, b"x", 1024)
-    finally:
-        await pool.close()
-        await server.stop()
     assert answer.status == 200 and answer.body == b"read until the close"
     assert answer.headers == {"content-type": "text/plain"}
 
 
 async def test_a_body_longer_than_asked_for_is_cut_and_its_connection_not_kept():
     big = b"y" * 100_000
-    server = Scripted([b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big), OK_NO_BODY])
-    url = await server.start()
-    pool = endpoint(url)
-    try:
+    async with scripted([b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big), OK_NO_BODY]) as (
+        server,
+        pool,
+    ):
         cut = await pool.post({}, b"x", 1000)
         after = await pool.post({}, b"x", 1000)
-    finally:
-        await pool.close()
-        await server.stop()
     assert cut.status == 200 and cut.body == b"y" * 1000
     assert after.status == 204 and server.connections == 2  # the cut one was not used again
 
 
 async def test_connection_close_is_honoured():
-    server = Scripted([b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", OK_NO_BODY])
-    url = await server.start()
-    pool = endpoint(url)
-    try:
+    async with scripted([b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", OK_NO_BODY]) as (
+        server,
+        pool,
+    ):
         statuses = [(await pool.post({}, b"x", 1024)).status for _ in range(2)]
-    finally:
-        await pool.close()
-        await server.stop()
     assert statuses == [200, 204] and server.connections == 2
 
 
@@ -229,42 +226,24 @@ async def test_a_malformed_or_cut_answer_is_a_protocol_error(answer, says):
         await writer.drain()
         writer.close()
 
-    server = Scripted([then_close])
-    url = await server.start()
-    pool = endpoint(url)
-    try:
+    async with scripted([then_close]) as (_server, pool):
         with pytest.raises(ProtocolError, match=says):
             await pool.post({}, b"x", 1024)
-    finally:
-        await pool.close()
-        await server.stop()
 
 
 async def test_a_kept_connection_closed_by_the_server_as_the_request_went_out_is_sent_again_on_a_new_one():
     # The second request on the kept connection finds it closed without an answer (a server's
     # keep-alive ending at that moment); it is sent once more, on a new connection.
-    server = Scripted([OK_NO_BODY, None, OK_NO_BODY])
-    url = await server.start()
-    pool = endpoint(url)
-    try:
+    async with scripted([OK_NO_BODY, None, OK_NO_BODY]) as (server, pool):
         statuses = [(await pool.post({}, b"x", 1024)).status for _ in range(2)]
-    finally:
-        await pool.close()
-        await server.stop()
     assert statuses == [204, 204] and server.connections == 2 and len(server.requests) == 3
 
 
 async def test_a_request_is_sent_again_once_only():
-    server = Scripted([OK_NO_BODY, None, None, OK_NO_BODY])
-    url = await server.start()
-    pool = endpoint(url)
-    try:
+    async with scripted([OK_NO_BODY, None, None, OK_NO_BODY]) as (server, pool):
         assert (await pool.post({}, b"x", 1024)).status == 204
         with pytest.raises(ProtocolError):
             await pool.post({}, b"x", 1024)  # closed on the kept connection, then on the new one
-    finally:
-        await pool.close()
-        await server.stop()
     assert len(server.requests) == 3
 
 
@@ -274,16 +253,10 @@ async def test_a_kept_connection_closed_after_its_answer_began_is_not_sent_again
         await writer.drain()
         writer.close()
 
-    server = Scripted([OK_NO_BODY, begun_then_closed, OK_NO_BODY])
-    url = await server.start()
-    pool = endpoint(url)
-    try:
+    async with scripted([OK_NO_BODY, begun_then_closed, OK_NO_BODY]) as (server, pool):
         assert (await pool.post({}, b"x", 1024)).status == 204
         with pytest.raises(ProtocolError, match="closed before the whole answer"):
             await pool.post({}, b"x", 1024)
-    finally:
-        await pool.close()
-        await server.stop()
     assert len(server.requests) == 2
 
 
@@ -291,29 +264,17 @@ async def test_a_kept_connection_that_times_out_is_not_sent_again():
     async def silent(writer: asyncio.StreamWriter) -> None:
         await asyncio.Event().wait()
 
-    server = Scripted([OK_NO_BODY, silent, OK_NO_BODY])
-    url = await server.start()
-    pool = endpoint(url, read_timeout=0.3)
-    try:
+    async with scripted([OK_NO_BODY, silent, OK_NO_BODY], read_timeout=0.3) as (server, pool):
         assert (await pool.post({}, b"x", 1024)).status == 204
         with pytest.raises(TimeoutError):
             await pool.post({}, b"x", 1024)
-    finally:
-        await pool.close()
-        await server.stop()
     assert len(server.requests) == 2
 
 
 async def test_a_first_request_closed_without_an_answer_is_not_sent_again():
-    server = Scripted([None, OK_NO_BODY])
-    url = await server.start()
-    pool = endpoint(url)
-    try:
+    async with scripted([None, OK_NO_BODY]) as (server, pool):
         with pytest.raises(ProtocolError):
             await pool.post({}, b"x", 1024)
-    finally:
-        await pool.close()
-        await server.stop()
     assert len(server.requests) == 1
 
 
@@ -336,15 +297,9 @@ async def test_a_silent_server_times_out_at_the_read_timeout():
 
 
 async def test_a_header_with_a_line_break_is_never_sent():
-    server = Scripted([OK_NO_BODY])
-    url = await server.start()
-    pool = endpoint(url)
-    try:
+    async with scripted([OK_NO_BODY]) as (server, pool):
         with pytest.raises(ValueError, match="line break"):
             await pool.post({"traceparent": "00-x\r\nX-Injected: 1"}, b"x", 1024)
-    finally:
-        await pool.close()
-        await server.stop()
     assert server.requests == []
 
 
@@ -543,15 +498,9 @@ async def test_a_kept_connection_holds_nothing_of_its_last_answer():
 
 async def test_an_answer_with_more_than_100_headers_is_a_protocol_error():
     many = b"".join(b"X-%d: \r\n" % i for i in range(101))
-    server = Scripted([b"HTTP/1.1 204 No Content\r\n" + many + b"\r\n"])
-    url = await server.start()
-    pool = endpoint(url)
-    try:
+    async with scripted([b"HTTP/1.1 204 No Content\r\n" + many + b"\r\n"]) as (_server, pool):
         with pytest.raises(ProtocolError, match="more than 100 headers"):
             await pool.post({}, b"x", 1024)
-    finally:
-        await pool.close()
-        await server.stop()
 
 
 async def test_a_kept_connection_closed_long_after_the_request_is_not_sent_again():
@@ -562,14 +511,8 @@ async def test_a_kept_connection_closed_long_after_the_request_is_not_sent_again
         await asyncio.sleep(0.8)  # the subscriber's own pace, past STALE_CLOSE
         writer.close()
 
-    server = Scripted([OK_NO_BODY, held_then_closed, OK_NO_BODY])
-    url = await server.start()
-    pool = endpoint(url)
-    try:
+    async with scripted([OK_NO_BODY, held_then_closed, OK_NO_BODY]) as (server, pool):
         assert (await pool.post({}, b"x", 1024)).status == 204
         with pytest.raises(ProtocolError):
             await pool.post({}, b"x", 1024)
-    finally:
-        await pool.close()
-        await server.stop()
     assert len(server.requests) == 2
